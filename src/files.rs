@@ -1,0 +1,368 @@
+//! The file server: `PUT`, `GET` and `DELETE` on `/fs/{client_name}/{path}`.
+//!
+//! Every request carries the uuid from HELLO as its key, in `Authorization`
+//! or `x-fs-key`. Anyone identified may read any client's files; only the
+//! client whose name is in the URL may write or delete there.
+//!
+//! Uploads are streamed to a temporary file under `<files>/.tmp` and renamed
+//! into place once complete, so a reader never sees half a file and a failed
+//! or oversized upload leaves nothing behind. A client's folder is moved to
+//! `<files>/.trash` when it leaves (a rename: the registry never waits on
+//! disk) and deleted from there in the background.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use actix::Addr;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::protocol::ClientInfo;
+use crate::registry::{Lookup, Registry};
+use crate::server::AppState;
+
+const TMP: &str = ".tmp";
+const TRASH: &str = ".trash";
+
+/// A refused file request: an HTTP status and the reason, sent as
+/// `{"error": reason}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct FsError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl FsError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        FsError {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn io(context: &str, e: io::Error) -> Self {
+        tracing::error!(error = %e, "{context}");
+        FsError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{context}: {e}"))
+    }
+}
+
+impl ResponseError for FsError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(serde_json::json!({ "error": self.reason }))
+    }
+}
+
+/// Registers the file routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/fs/{client}/{path:.*}")
+            .route(web::put().to(put_file))
+            .route(web::get().to(get_file))
+            .route(web::head().to(get_file))
+            .route(web::delete().to(delete_file)),
+    );
+}
+
+/// Prepares the files folder at start-up. Clients do not outlive the
+/// gateway, so files left by a previous run are discarded.
+pub fn prepare(files_dir: &Path) -> io::Result<()> {
+    if files_dir.exists() {
+        let stale = files_dir.with_extension(format!("stale-{}", Uuid::new_v4()));
+        std::fs::rename(files_dir, &stale)?;
+        std::thread::spawn(move || std::fs::remove_dir_all(stale));
+    }
+    std::fs::create_dir_all(files_dir.join(TMP))?;
+    std::fs::create_dir_all(files_dir.join(TRASH))?;
+    Ok(())
+}
+
+/// Discards a departed client's folder: renamed at once, deleted later.
+pub fn discard_client_dir(files_dir: &Path, name: &str, uuid: Uuid) {
+    let folder = files_dir.join(name);
+    let trash = files_dir.join(TRASH).join(uuid.to_string());
+    match std::fs::rename(&folder, &trash) {
+        Ok(()) => {
+            std::thread::spawn(move || {
+                if let Err(e) = std::fs::remove_dir_all(&trash) {
+                    tracing::warn!(path = %trash.display(), error = %e, "cannot delete a departed client's files");
+                }
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %folder.display(), error = %e, "cannot discard a departed client's files")
+        }
+    }
+}
+
+/// The client that the request's key belongs to.
+async fn authenticate(req: &HttpRequest, registry: &Addr<Registry>) -> Result<ClientInfo, FsError> {
+    let key = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .or_else(|| req.headers().get("x-fs-key"))
+        .ok_or_else(|| {
+            FsError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing key: send the uuid from HELLO in the Authorization or x-fs-key header",
+            )
+        })?;
+    let key = key
+        .to_str()
+        .ok()
+        .map(|k| k.trim().trim_start_matches("Bearer ").trim())
+        .and_then(|k| k.parse::<Uuid>().ok())
+        .ok_or_else(|| FsError::new(StatusCode::UNAUTHORIZED, "the key is not a uuid"))?;
+    registry
+        .send(Lookup { uuid: key })
+        .await
+        .map_err(|e| {
+            FsError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("registry unavailable: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            FsError::new(
+                StatusCode::UNAUTHORIZED,
+                "the key belongs to no connected client",
+            )
+        })
+}
+
+/// Resolves `{client}/{path}` under the files folder, refusing anything that
+/// could leave the client's folder.
+fn resolve(files_dir: &Path, client: &str, path: &str) -> Result<PathBuf, FsError> {
+    let bad = |reason: &str| FsError::new(StatusCode::BAD_REQUEST, reason);
+    if client.is_empty()
+        || !client
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(bad(
+            "the client name must be letters, digits and underscores",
+        ));
+    }
+    if path.is_empty() {
+        return Err(bad("a file path is required after the client name"));
+    }
+    if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
+        return Err(bad("the path must be relative, with / as separator"));
+    }
+    let relative = Path::new(path);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if !plain || path.split('/').any(|segment| segment.is_empty()) {
+        return Err(bad("the path may not contain empty, '.' or '..' segments"));
+    }
+    Ok(files_dir.join(client).join(relative))
+}
+
+fn target(req: &HttpRequest, state: &AppState) -> Result<(String, PathBuf), FsError> {
+    let client = req.match_info().get("client").unwrap_or_default();
+    let path = req.match_info().get("path").unwrap_or_default();
+    let file = resolve(&state.settings.files_dir(), client, path)?;
+    Ok((client.to_owned(), file))
+}
+
+fn require_owner(who: &ClientInfo, client: &str) -> Result<(), FsError> {
+    if who.name == client {
+        Ok(())
+    } else {
+        Err(FsError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "only {client:?} may change its files; this key belongs to {:?}",
+                who.name
+            ),
+        ))
+    }
+}
+
+async fn put_file(
+    req: HttpRequest,
+    mut body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FsError> {
+    let (client, file) = target(&req, &state)?;
+    let who = authenticate(&req, &state.registry).await?;
+    require_owner(&who, &client)?;
+    let max = state.settings.max_file_size;
+    let too_big = || {
+        FsError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("files are limited to {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_big());
+    }
+
+    let files_dir = state.settings.files_dir();
+    let tmp = files_dir.join(TMP).join(Uuid::new_v4().to_string());
+    let mut upload = Upload {
+        path: tmp.clone(),
+        kept: false,
+    };
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| FsError::io("cannot create the upload file", e))?;
+    let mut written: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            FsError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))
+        })?;
+        written += chunk.len() as u64;
+        if written > max {
+            return Err(too_big());
+        }
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| FsError::io("cannot write the upload", e))?;
+    }
+    out.flush()
+        .await
+        .map_err(|e| FsError::io("cannot write the upload", e))?;
+    drop(out);
+
+    // The client may have left while its upload was streaming in; its
+    // folder is gone and must not come back.
+    match state.registry.send(Lookup { uuid: who.uuid }).await {
+        Ok(Some(_)) => {}
+        _ => {
+            return Err(FsError::new(
+                StatusCode::GONE,
+                "the client disconnected during the upload",
+            ))
+        }
+    }
+    if let Some(parent) = file.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| conflict_or_io("cannot create the folder", e))?;
+    }
+    if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_dir()) {
+        return Err(FsError::new(
+            StatusCode::CONFLICT,
+            "a folder exists at that path",
+        ));
+    }
+    tokio::fs::rename(&tmp, &file)
+        .await
+        .map_err(|e| conflict_or_io("cannot store the upload", e))?;
+    upload.kept = true;
+    tracing::debug!(client = %client, path = %file.display(), bytes = written, "file stored");
+    Ok(HttpResponse::Created().json(serde_json::json!({ "size": written })))
+}
+
+/// A file under a path component that is itself a file is a conflict, not
+/// an internal error.
+fn conflict_or_io(context: &str, e: io::Error) -> FsError {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists | io::ErrorKind::IsADirectory
+    ) {
+        FsError::new(
+            StatusCode::CONFLICT,
+            format!("{context}: a file or folder is in the way"),
+        )
+    } else {
+        FsError::io(context, e)
+    }
+}
+
+/// Deletes an unfinished upload's temporary file unless it was kept.
+struct Upload {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+async fn get_file(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FsError> {
+    let (_, file) = target(&req, &state)?;
+    authenticate(&req, &state.registry).await?;
+    let named = actix_files::NamedFile::open_async(&file)
+        .await
+        .map_err(|_| FsError::new(StatusCode::NOT_FOUND, "no such file"))?;
+    if named.metadata().is_dir() {
+        return Err(FsError::new(
+            StatusCode::NOT_FOUND,
+            "that path is a folder, not a file",
+        ));
+    }
+    Ok(named.into_response(&req))
+}
+
+async fn delete_file(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FsError> {
+    let (client, file) = target(&req, &state)?;
+    let who = authenticate(&req, &state.registry).await?;
+    require_owner(&who, &client)?;
+    let meta = tokio::fs::metadata(&file)
+        .await
+        .map_err(|_| FsError::new(StatusCode::NOT_FOUND, "no such file"))?;
+    let removed = if meta.is_dir() {
+        tokio::fs::remove_dir_all(&file).await
+    } else {
+        tokio::fs::remove_file(&file).await
+    };
+    removed.map_err(|e| FsError::io("cannot delete", e))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": req.match_info().get("path") })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_refuses_escapes() {
+        let root = Path::new("/srv/fs");
+        assert_eq!(
+            resolve(root, "bob", "a/b.txt").ok(),
+            Some(PathBuf::from("/srv/fs/bob/a/b.txt"))
+        );
+        for path in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\0b",
+            ".",
+        ] {
+            assert!(resolve(root, "bob", path).is_err(), "{path:?} was accepted");
+        }
+        for client in ["", "..", "a/b", "bob!"] {
+            assert!(
+                resolve(root, client, "f").is_err(),
+                "{client:?} was accepted"
+            );
+        }
+    }
+}

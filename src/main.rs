@@ -1,0 +1,88 @@
+//! The `concierge` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use concierge::config::{Settings, SettingsLayer};
+use concierge::server::Gateway;
+use tracing_subscriber::EnvFilter;
+
+/// Concierge: a WebSocket gateway for running a fleet of machines.
+///
+/// With no subcommand it runs the gateway. Settings come from built-in
+/// defaults, then the config file (--config), then CONCIERGE_* environment
+/// variables, then flags. Logging follows CONCIERGE_LOG (or RUST_LOG), for
+/// example CONCIERGE_LOG=debug or CONCIERGE_LOG=concierge=trace; default info.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve(Box<ServeArgs>),
+    /// Print the documented config file with every default.
+    Config,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file (see `concierge config`).
+    #[arg(long, env = "CONCIERGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsLayer,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config) => {
+            print!("{}", Settings::default_toml());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Serve(args)) => serve(*args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let filter = std::env::var("CONCIERGE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let settings = match Settings::load(args.config.as_deref(), args.settings) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("concierge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        let gateway = Gateway::start(settings)?;
+        for addr in &gateway.addrs {
+            tracing::info!(%addr, "listening: ws://{addr}/ws");
+        }
+        gateway.run_until_signalled().await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("concierge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

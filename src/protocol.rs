@@ -1,0 +1,708 @@
+//! The concierge wire protocol: every payload a client sends (`PayloadIn`) or
+//! receives (`PayloadOut`), the objects inside them, and the close codes.
+//!
+//! Payloads are JSON objects tagged by a `type` field in SCREAMING_SNAKE_CASE.
+//! The gateway decodes incoming payloads with [`PayloadIn::decode`] rather than
+//! a plain `serde_json::from_str`: serde cannot keep a borrowed [`RawValue`]
+//! inside an internally tagged enum, and MESSAGE `data` must be relayed
+//! byte-for-byte without being parsed into a tree and printed again.
+//!
+//! Both directions derive `Serialize` and `Deserialize` so that clients written
+//! in Rust (the tests, the benchmark tool, later the CLI and agent) share the
+//! exact types the gateway speaks.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// The WebSocket subprotocol the gateway selects when a client offers it.
+pub const SUBPROTOCOL: &str = "ert-concierge";
+
+/// The protocol version this gateway speaks, sent in HELLO.
+pub const PROTOCOL_VERSION: &str = "0.2.0";
+
+/// Whether a client announcing `version` can talk to this gateway.
+///
+/// Protocol 0.2.x clients are accepted (pre-release and build metadata
+/// included); anything else, or a version that is not semantic, is refused
+/// with [`CloseCode::BadVersion`].
+pub fn version_compatible(version: &str) -> Result<(), String> {
+    let parsed = semver::Version::parse(version.trim())
+        .map_err(|e| format!("version {version:?} is not a semantic version: {e}"))?;
+    if parsed.major == 0 && parsed.minor == 2 {
+        Ok(())
+    } else {
+        Err(format!(
+            "protocol version {parsed} is not supported: this gateway speaks {PROTOCOL_VERSION} and accepts 0.2.x"
+        ))
+    }
+}
+
+/// Public information about a connected client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
+    pub uuid: Uuid,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Public information about a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
+    pub owner_uuid: Uuid,
+    /// Subscriber uuids in subscription order. Empty in MESSAGE receipts (see
+    /// [`Origin`]); complete everywhere else.
+    #[serde(default)]
+    pub subscribers: Vec<Uuid>,
+}
+
+/// Where a MESSAGE goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Target {
+    /// The client with this name.
+    Name { name: String },
+    /// The client with this uuid. Kept as a string so that an unparsable uuid
+    /// is answered with INVALID_UUID carrying exactly what was sent.
+    Uuid { uuid: String },
+    /// Owner → every subscriber (but the owner); subscriber → the owner.
+    Service { service: String },
+    /// Owner → one subscriber of its service.
+    ServiceClientUuid { service: String, uuid: String },
+    /// Every connected client, the sender included.
+    All,
+}
+
+/// The receipt the gateway attaches to every relayed MESSAGE: who sent it
+/// and, when it went through a service, which one.
+///
+/// `service.subscribers` is always empty here: copying the subscriber list into
+/// every relayed message would make a broadcast cost grow with the square of
+/// its audience. SERVICE_FETCH gives the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    #[serde(flatten)]
+    pub client: ClientInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceInfo>,
+}
+
+/// A payload sent by a client to the gateway.
+///
+/// Serialize it to send it; the gateway decodes it with [`PayloadIn::decode`].
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PayloadIn<'a> {
+    Identify {
+        name: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nickname: Option<Cow<'a, str>>,
+        version: Cow<'a, str>,
+        tags: Vec<Cow<'a, str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secret: Option<Cow<'a, str>>,
+    },
+    Message {
+        target: Target,
+        data: &'a RawValue,
+    },
+    SelfSubscribe {
+        service: Cow<'a, str>,
+    },
+    SelfUnsubscribe {
+        service: Cow<'a, str>,
+    },
+    SelfFetch,
+    SelfSetSeq {
+        seq: u64,
+    },
+    ServiceCreate {
+        service: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nickname: Option<Cow<'a, str>>,
+    },
+    ServiceDelete {
+        service: Cow<'a, str>,
+    },
+    ServiceFetch {
+        service: Cow<'a, str>,
+    },
+    ServiceFetchAll,
+    ClientFetch {
+        uuid: Cow<'a, str>,
+    },
+    ClientFetchAll,
+}
+
+/// Why an incoming text frame could not be turned into a [`PayloadIn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not JSON, not an object, no string `type`, or fields of the wrong
+    /// shape for the type. Answered with ERROR_PROTOCOL (or close 4002 before
+    /// identification).
+    Malformed(String),
+    /// Well-formed, but a `type` this gateway does not implement. Answered
+    /// with ERROR_UNSUPPORTED.
+    Unsupported(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Malformed(desc) => f.write_str(desc),
+            DecodeError::Unsupported(kind) => write!(f, "unsupported payload type {kind:?}"),
+        }
+    }
+}
+
+/// Only the tag, so that the first pass skips every other field cheaply.
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct IdentifyIn<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    nickname: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    tags: Option<Vec<Cow<'a, str>>>,
+    #[serde(default, borrow)]
+    secret: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct MessageIn<'a> {
+    target: Target,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct ServiceIn<'a> {
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ServiceCreateIn<'a> {
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    #[serde(default, borrow)]
+    nickname: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct SeqIn {
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct UuidIn<'a> {
+    #[serde(borrow)]
+    uuid: Cow<'a, str>,
+}
+
+fn fields<'a, T: Deserialize<'a>>(kind: &str, text: &'a str) -> Result<T, DecodeError> {
+    serde_json::from_str(text).map_err(|e| DecodeError::Malformed(format!("invalid {kind}: {e}")))
+}
+
+impl<'a> PayloadIn<'a> {
+    /// Decodes one text frame, borrowing strings and MESSAGE `data` from it.
+    pub fn decode(text: &'a str) -> Result<Self, DecodeError> {
+        let tag: Tag<'a> = serde_json::from_str(text)
+            .map_err(|e| DecodeError::Malformed(format!("invalid payload: {e}")))?;
+        let kind = tag.kind.as_ref();
+        Ok(match kind {
+            "IDENTIFY" => {
+                let p: IdentifyIn<'a> = fields(kind, text)?;
+                PayloadIn::Identify {
+                    name: p.name,
+                    nickname: p.nickname,
+                    version: p.version,
+                    tags: p.tags.unwrap_or_default(),
+                    secret: p.secret,
+                }
+            }
+            "MESSAGE" => {
+                let p: MessageIn<'a> = fields(kind, text)?;
+                PayloadIn::Message {
+                    target: p.target,
+                    data: p.data,
+                }
+            }
+            "SELF_SUBSCRIBE" => PayloadIn::SelfSubscribe {
+                service: fields::<ServiceIn>(kind, text)?.service,
+            },
+            "SELF_UNSUBSCRIBE" => PayloadIn::SelfUnsubscribe {
+                service: fields::<ServiceIn>(kind, text)?.service,
+            },
+            "SELF_FETCH" => PayloadIn::SelfFetch,
+            "SELF_SET_SEQ" => PayloadIn::SelfSetSeq {
+                seq: fields::<SeqIn>(kind, text)?.seq,
+            },
+            "SERVICE_CREATE" => {
+                let p: ServiceCreateIn<'a> = fields(kind, text)?;
+                PayloadIn::ServiceCreate {
+                    service: p.service,
+                    nickname: p.nickname,
+                }
+            }
+            "SERVICE_DELETE" => PayloadIn::ServiceDelete {
+                service: fields::<ServiceIn>(kind, text)?.service,
+            },
+            "SERVICE_FETCH" => PayloadIn::ServiceFetch {
+                service: fields::<ServiceIn>(kind, text)?.service,
+            },
+            "SERVICE_FETCH_ALL" => PayloadIn::ServiceFetchAll,
+            "CLIENT_FETCH" => PayloadIn::ClientFetch {
+                uuid: fields::<UuidIn>(kind, text)?.uuid,
+            },
+            "CLIENT_FETCH_ALL" => PayloadIn::ClientFetchAll,
+            other => return Err(DecodeError::Unsupported(other.to_owned())),
+        })
+    }
+
+    /// The payload's `type`, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PayloadIn::Identify { .. } => "IDENTIFY",
+            PayloadIn::Message { .. } => "MESSAGE",
+            PayloadIn::SelfSubscribe { .. } => "SELF_SUBSCRIBE",
+            PayloadIn::SelfUnsubscribe { .. } => "SELF_UNSUBSCRIBE",
+            PayloadIn::SelfFetch => "SELF_FETCH",
+            PayloadIn::SelfSetSeq { .. } => "SELF_SET_SEQ",
+            PayloadIn::ServiceCreate { .. } => "SERVICE_CREATE",
+            PayloadIn::ServiceDelete { .. } => "SERVICE_DELETE",
+            PayloadIn::ServiceFetch { .. } => "SERVICE_FETCH",
+            PayloadIn::ServiceFetchAll => "SERVICE_FETCH_ALL",
+            PayloadIn::ClientFetch { .. } => "CLIENT_FETCH",
+            PayloadIn::ClientFetchAll => "CLIENT_FETCH_ALL",
+        }
+    }
+}
+
+/// A payload sent by the gateway. The `seq` of the request it answers travels
+/// beside it in [`Sequenced`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PayloadOut {
+    Hello {
+        uuid: Uuid,
+        version: String,
+    },
+    Ok,
+    /// The request was understood but refused; `desc` says why.
+    Bad {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        desc: Option<String>,
+    },
+    /// A relayed MESSAGE. The gateway builds these with [`MessageOut`] so that
+    /// `data` is never re-encoded; clients read them through this variant.
+    Message {
+        target: Target,
+        origin: Origin,
+        data: serde_json::Value,
+    },
+    SelfSubscribeResult {
+        successful: bool,
+        service: ServiceInfo,
+    },
+    SelfUnsubscribeResult {
+        successful: bool,
+        service: ServiceInfo,
+    },
+    SelfFetchResult {
+        client: ClientInfo,
+        subscriptions: Vec<ServiceInfo>,
+    },
+    ClientFetchResult {
+        client: ClientInfo,
+        subscriptions: Vec<ServiceInfo>,
+    },
+    ServiceCreateResult {
+        successful: bool,
+        service: ServiceInfo,
+    },
+    ServiceDeleteResult {
+        service: ServiceInfo,
+    },
+    ServiceFetchResult {
+        service: ServiceInfo,
+    },
+    ServiceFetchAllResult {
+        services: Vec<ServiceInfo>,
+    },
+    ClientFetchAllResult {
+        clients: Vec<ClientInfo>,
+    },
+    ClientJoined {
+        client: ClientInfo,
+    },
+    ClientLeft {
+        client: ClientInfo,
+    },
+    ServiceClientSubscribed {
+        client: ClientInfo,
+        service: ServiceInfo,
+    },
+    ServiceClientUnsubscribed {
+        client: ClientInfo,
+        service: ServiceInfo,
+    },
+    ErrorInternal {
+        desc: String,
+    },
+    ErrorUnsupported,
+    ErrorProtocol {
+        desc: String,
+    },
+    InvalidName {
+        name: String,
+    },
+    InvalidUuid {
+        uuid: String,
+    },
+    InvalidService {
+        service: String,
+    },
+}
+
+/// A [`PayloadOut`] with the sequence number of the request it answers.
+/// Broadcasts not caused by the receiving client carry no `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequenced {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub payload: PayloadOut,
+}
+
+impl PayloadOut {
+    /// Serializes the payload, with `seq` when it answers a request.
+    pub fn encode(self, seq: Option<u64>) -> String {
+        encode_json(&Sequenced { seq, payload: self })
+    }
+}
+
+/// A relayed MESSAGE as the gateway writes it: `data` is the sender's bytes,
+/// and the receipt borrows the registry's records instead of copying them.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "MESSAGE")]
+pub struct MessageOut<'a> {
+    pub target: &'a Target,
+    pub origin: OriginRef<'a>,
+    pub data: &'a RawValue,
+}
+
+/// The borrowed form of [`Origin`].
+#[derive(Serialize)]
+pub struct OriginRef<'a> {
+    #[serde(flatten)]
+    pub client: &'a ClientInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<&'a ServiceInfo>,
+}
+
+impl MessageOut<'_> {
+    pub fn encode(&self) -> String {
+        encode_json(self)
+    }
+}
+
+fn encode_json<T: Serialize>(value: &T) -> String {
+    // Every type here is made of strings, numbers, uuids, vectors and already
+    // validated raw JSON: serializing it into a String cannot fail.
+    serde_json::to_string(value).expect("protocol payloads always serialize")
+}
+
+/// WebSocket close codes the gateway uses, each sent with a readable reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1001: the gateway is shutting down.
+    GoingAway,
+    /// 1008: the client broke a limit (for example it stopped reading and
+    /// its outgoing queue filled up).
+    Policy,
+    /// 1009: a frame larger than the configured maximum.
+    TooBig,
+    /// 4000: an internal error.
+    Unknown,
+    /// 4002: the first frame could not be decoded.
+    FatalDecode,
+    /// 4003: a payload other than IDENTIFY was sent first.
+    NoAuth,
+    /// 4004: no IDENTIFY within the identify timeout.
+    AuthFailed,
+    /// 4005: the name is taken.
+    DuplicateAuth,
+    /// 4006: the gateway secret does not match.
+    BadSecret,
+    /// 4007: the protocol version is not compatible.
+    BadVersion,
+    /// 4008: the name (or another identity field) is not acceptable.
+    BadAuth,
+    /// 4009: no sign of life within the heartbeat timeout.
+    HeartbeatFailed,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::GoingAway => 1001,
+            CloseCode::Policy => 1008,
+            CloseCode::TooBig => 1009,
+            CloseCode::Unknown => 4000,
+            CloseCode::FatalDecode => 4002,
+            CloseCode::NoAuth => 4003,
+            CloseCode::AuthFailed => 4004,
+            CloseCode::DuplicateAuth => 4005,
+            CloseCode::BadSecret => 4006,
+            CloseCode::BadVersion => 4007,
+            CloseCode::BadAuth => 4008,
+            CloseCode::HeartbeatFailed => 4009,
+        }
+    }
+}
+
+/// A close code with its human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub code: CloseCode,
+    pub reason: String,
+}
+
+impl Close {
+    pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
+        Close {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn out_roundtrip(value: serde_json::Value) {
+        let parsed: Sequenced = serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("{value} does not decode: {e}"));
+        let back = serde_json::to_value(&parsed).expect("encodes");
+        assert_eq!(back, value);
+    }
+
+    fn in_roundtrip(value: serde_json::Value) {
+        let text = value.to_string();
+        let parsed = PayloadIn::decode(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let back = serde_json::to_value(&parsed).expect("encodes");
+        assert_eq!(back, value);
+    }
+
+    const U1: &str = "8b3f0c6e-2f4e-4a55-9d0e-1f7c2b9a4e11";
+    const U2: &str = "0d1c2b3a-4f5e-4d6c-8b7a-9e8f7a6b5c4d";
+
+    fn service() -> serde_json::Value {
+        json!({"name": "chat", "nickname": "Chat room", "owner_uuid": U1, "subscribers": [U1, U2]})
+    }
+
+    fn client() -> serde_json::Value {
+        json!({"name": "alice", "nickname": "Alice", "uuid": U1, "tags": ["a", "b"]})
+    }
+
+    #[test]
+    fn every_payload_in_of_the_seed_round_trips() {
+        in_roundtrip(
+            json!({"type": "IDENTIFY", "name": "alice_1", "nickname": "Alice", "version": "0.2.0", "tags": ["x"]}),
+        );
+        in_roundtrip(
+            json!({"type": "IDENTIFY", "name": "a", "version": "0.2.0", "tags": [], "secret": "s"}),
+        );
+        in_roundtrip(json!({"type": "SELF_SUBSCRIBE", "service": "chat"}));
+        in_roundtrip(json!({"type": "SELF_UNSUBSCRIBE", "service": "chat"}));
+        in_roundtrip(json!({"type": "SELF_FETCH"}));
+        in_roundtrip(json!({"type": "SELF_SET_SEQ", "seq": 41}));
+        in_roundtrip(json!({"type": "SERVICE_CREATE", "service": "chat", "nickname": "Chat"}));
+        in_roundtrip(json!({"type": "SERVICE_CREATE", "service": "chat"}));
+        in_roundtrip(json!({"type": "SERVICE_DELETE", "service": "chat"}));
+        in_roundtrip(json!({"type": "SERVICE_FETCH", "service": "chat"}));
+        in_roundtrip(json!({"type": "SERVICE_FETCH_ALL"}));
+        in_roundtrip(json!({"type": "CLIENT_FETCH_ALL"}));
+        in_roundtrip(json!({"type": "CLIENT_FETCH", "uuid": U2}));
+        for target in [
+            json!({"type": "NAME", "name": "bob"}),
+            json!({"type": "UUID", "uuid": U2}),
+            json!({"type": "SERVICE", "service": "chat"}),
+            json!({"type": "SERVICE_CLIENT_UUID", "service": "chat", "uuid": U2}),
+            json!({"type": "ALL"}),
+        ] {
+            in_roundtrip(
+                json!({"type": "MESSAGE", "target": target, "data": {"n": [1, 2.5, null]}}),
+            );
+        }
+    }
+
+    #[test]
+    fn identify_tags_default_to_empty() {
+        let text = r#"{"type":"IDENTIFY","name":"a","version":"0.2.0"}"#;
+        match PayloadIn::decode(text) {
+            Ok(PayloadIn::Identify { tags, nickname, .. }) => {
+                assert!(tags.is_empty());
+                assert!(nickname.is_none());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn message_data_is_kept_byte_for_byte() {
+        let text = r#"{"data" : { "b":1,  "a" : [1e3, "\u00e9"] } ,"type":"MESSAGE","target":{"type":"ALL"},"origin":{"forged":true}}"#;
+        match PayloadIn::decode(text) {
+            Ok(PayloadIn::Message { data, target }) => {
+                assert_eq!(data.get(), r#"{ "b":1,  "a" : [1e3, "\u00e9"] }"#);
+                assert_eq!(target, Target::All);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_payload_out_of_the_seed_round_trips() {
+        let seq = |mut v: serde_json::Value| {
+            v["seq"] = json!(7);
+            v
+        };
+        out_roundtrip(json!({"type": "OK", "seq": 3}));
+        out_roundtrip(json!({"type": "BAD"}));
+        out_roundtrip(json!({"type": "BAD", "seq": 1, "desc": "not the owner"}));
+        out_roundtrip(json!({"type": "HELLO", "uuid": U1, "version": "0.2.0"}));
+        for kind in [
+            "SELF_SUBSCRIBE_RESULT",
+            "SELF_UNSUBSCRIBE_RESULT",
+            "SERVICE_CREATE_RESULT",
+        ] {
+            out_roundtrip(seq(
+                json!({"type": kind, "successful": true, "service": service()}),
+            ));
+            out_roundtrip(json!({"type": kind, "successful": false, "service": service()}));
+        }
+        for kind in ["SELF_FETCH_RESULT", "CLIENT_FETCH_RESULT"] {
+            out_roundtrip(seq(
+                json!({"type": kind, "client": client(), "subscriptions": [service()]}),
+            ));
+        }
+        out_roundtrip(json!({"type": "SERVICE_DELETE_RESULT", "service": service()}));
+        out_roundtrip(seq(
+            json!({"type": "SERVICE_FETCH_RESULT", "service": service()}),
+        ));
+        out_roundtrip(seq(
+            json!({"type": "SERVICE_FETCH_ALL_RESULT", "services": [service(), service()]}),
+        ));
+        out_roundtrip(seq(
+            json!({"type": "CLIENT_FETCH_ALL_RESULT", "clients": [client()]}),
+        ));
+        out_roundtrip(json!({"type": "CLIENT_JOINED", "client": client()}));
+        out_roundtrip(json!({"type": "CLIENT_LEFT", "client": client()}));
+        out_roundtrip(
+            json!({"type": "SERVICE_CLIENT_SUBSCRIBED", "client": client(), "service": service()}),
+        );
+        out_roundtrip(
+            json!({"type": "SERVICE_CLIENT_UNSUBSCRIBED", "client": client(), "service": service()}),
+        );
+        out_roundtrip(json!({"type": "ERROR_INTERNAL", "desc": "x"}));
+        out_roundtrip(seq(json!({"type": "ERROR_UNSUPPORTED"})));
+        out_roundtrip(seq(
+            json!({"type": "ERROR_PROTOCOL", "desc": "missing field"}),
+        ));
+        out_roundtrip(seq(json!({"type": "INVALID_NAME", "name": "nobody"})));
+        out_roundtrip(seq(json!({"type": "INVALID_UUID", "uuid": "not-a-uuid"})));
+        out_roundtrip(seq(json!({"type": "INVALID_SERVICE", "service": "nope"})));
+        let mut origin = client();
+        origin["service"] = json!({"name": "chat", "owner_uuid": U1, "subscribers": []});
+        out_roundtrip(
+            json!({"type": "MESSAGE", "target": {"type": "SERVICE", "service": "chat"}, "origin": origin, "data": "hi"}),
+        );
+    }
+
+    #[test]
+    fn message_out_relays_raw_data_and_matches_the_client_type() {
+        let data = RawValue::from_string(r#"{"k": [1,2]}"#.to_owned()).expect("raw");
+        let origin = Origin {
+            client: serde_json::from_value(client()).expect("client"),
+            service: None,
+        };
+        let target = Target::Name { name: "bob".into() };
+        let text = MessageOut {
+            target: &target,
+            origin: OriginRef {
+                client: &origin.client,
+                service: None,
+            },
+            data: &data,
+        }
+        .encode();
+        assert!(text.contains(r#""data":{"k": [1,2]}"#), "{text}");
+        let back: Sequenced = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back.seq, None);
+        assert_eq!(
+            back.payload,
+            PayloadOut::Message {
+                target,
+                origin,
+                data: json!({"k": [1, 2]})
+            }
+        );
+    }
+
+    #[test]
+    fn decode_errors_are_classified() {
+        assert!(matches!(
+            PayloadIn::decode("{"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            PayloadIn::decode("[1]"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            PayloadIn::decode(r#"{"type": 5}"#),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            PayloadIn::decode(r#"{"type": "SELF_SUBSCRIBE"}"#),
+            Err(DecodeError::Malformed(m)) if m.contains("service")
+        ));
+        assert_eq!(
+            PayloadIn::decode(r#"{"type": "TELEPORT"}"#).err(),
+            Some(DecodeError::Unsupported("TELEPORT".into()))
+        );
+        assert!(matches!(
+            PayloadIn::decode(r#"{"type":"MESSAGE","target":{"type":"MOON"},"data":1}"#),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn versions() {
+        assert!(version_compatible("0.2.0").is_ok());
+        assert!(version_compatible("0.2.17-beta.1").is_ok());
+        assert!(version_compatible("0.3.0").is_err());
+        assert!(version_compatible("1.2.0").is_err());
+        assert!(version_compatible("banana").is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! Wiring: the HTTP server, its routes, and graceful shutdown.
+//!
+//! `/ws` is where every WebSocket transport plugs in (today the concierge
+//! protocol; the adapters of later issues get routes beside it), `/fs` is the
+//! file server, and `/healthz`, `/readyz` and `/version` are for operators
+//! and load balancers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+
+use crate::broker::LocalBroker;
+use crate::config::Settings;
+use crate::files;
+use crate::protocol::{Close, CloseCode, PROTOCOL_VERSION, SUBPROTOCOL};
+use crate::registry::{CloseAll, Lookup, Registry};
+use crate::session::Session;
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub registry: Addr<Registry>,
+}
+
+/// A started gateway: await `server` to run it.
+pub struct Gateway {
+    /// The addresses actually bound (useful with port 0).
+    pub addrs: Vec<SocketAddr>,
+    pub server: Server,
+    pub registry: Addr<Registry>,
+    pub settings: Arc<Settings>,
+}
+
+impl Gateway {
+    /// Binds the listener and starts the registry. Must run inside an actix
+    /// `System`; the server does nothing until `server` is awaited.
+    pub fn start(settings: Settings) -> io::Result<Gateway> {
+        let settings = Arc::new(settings);
+        let bind = settings
+            .bind_addr()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        files::prepare(&settings.files_dir())?;
+
+        let registry = {
+            let settings = settings.clone();
+            Registry::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                Registry::new(settings, Box::new(LocalBroker::default()))
+            })
+        };
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            registry: registry.clone(),
+        });
+        let user_timeout = settings.heartbeat_timeout();
+        let mut http = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(state.clone())
+                .route("/ws", web::get().to(websocket))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/version", web::get().to(version))
+                .configure(files::routes)
+        })
+        .on_connect(move |conn, _| set_user_timeout(conn, user_timeout))
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout().as_secs().max(1));
+        if settings.workers > 0 {
+            http = http.workers(settings.workers);
+        }
+        let http = http.bind(bind)?;
+        let addrs = http.addrs();
+        Ok(Gateway {
+            addrs,
+            server: http.run(),
+            registry,
+            settings,
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signalled(self) -> io::Result<()> {
+        let handle = self.server.handle();
+        let registry = self.registry.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            shutdown(handle, registry).await;
+        });
+        self.server.await
+    }
+}
+
+/// Stops accepting, closes every session with 1001, and waits (up to
+/// `shutdown_timeout_ms`) for connections to finish.
+pub async fn shutdown(handle: ServerHandle, registry: Addr<Registry>) {
+    let pause = handle.pause();
+    pause.await;
+    let close = Close::new(CloseCode::GoingAway, "the gateway is shutting down");
+    match registry.send(CloseAll { close }).await {
+        Ok(n) => tracing::info!(sessions = n, "closing sessions"),
+        Err(e) => tracing::error!(error = %e, "cannot reach the registry to close sessions"),
+    }
+    handle.stop(true).await;
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+                    _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+        tracing::info!("interrupted, shutting down");
+    }
+}
+
+/// Lets the kernel drop a connection whose peer stops acknowledging data
+/// (dead, or alive but not reading), so a stuck session cannot hold its
+/// socket forever.
+fn set_user_timeout(conn: &dyn std::any::Any, timeout: Duration) {
+    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let sock = socket2::SockRef::from(stream);
+        if let Err(e) = sock.set_tcp_user_timeout(Some(timeout)) {
+            tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+        }
+    }
+}
+
+async fn websocket(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let session = Session::new(state.settings.clone(), state.registry.clone(), peer);
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .protocols(&[SUBPROTOCOL])
+        .frame_size(state.settings.max_frame_size)
+        .start()
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the registry answers within a second.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let probe = state.registry.send(Lookup {
+        uuid: uuid::Uuid::nil(),
+    });
+    match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        Ok(Ok(_)) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        _ => HttpResponse::ServiceUnavailable().json(
+            serde_json::json!({ "status": "not ready", "reason": "the registry does not answer" }),
+        ),
+    }
+}
+
+async fn version() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "name": env!("CARGO_PKG_NAME"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": PROTOCOL_VERSION,
+    }))
+}

@@ -1,0 +1,444 @@
+//! The WebSocket session: one actor per socket.
+//!
+//! It owns everything that belongs to the connection itself: the IDENTIFY
+//! handshake and its timeout, validation of the identity, the heartbeat, the
+//! sequence counter, frame size limits and reassembly of fragmented
+//! messages. Everything that touches the namespace is a [`Request`] to the
+//! [`Registry`], and everything the client receives arrives as a [`Frame`]
+//! through the session's [`Outbox`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web::web::Bytes;
+use actix_web_actors::ws;
+use bytestring::ByteString;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::outbox::{Control, Frame, Outbox};
+use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
+use crate::registry::{Leave, Op, Register, Registry, Request};
+
+/// Longest close reason a WebSocket close frame can carry.
+const MAX_CLOSE_REASON: usize = 123;
+
+enum State {
+    /// Connected, waiting for IDENTIFY.
+    Anonymous,
+    /// IDENTIFY accepted by the session, waiting for the registry.
+    Identifying,
+    Identified {
+        uuid: Uuid,
+        /// The sequence number of the next counted payload.
+        next_seq: u64,
+    },
+}
+
+/// A fragmented message being reassembled.
+struct Fragments {
+    text: bool,
+    bytes: Vec<u8>,
+}
+
+pub struct Session {
+    settings: Arc<Settings>,
+    registry: Addr<Registry>,
+    span: tracing::Span,
+    state: State,
+    last_seen: Instant,
+    fragments: Option<Fragments>,
+}
+
+impl Session {
+    pub fn new(settings: Arc<Settings>, registry: Addr<Registry>, peer: String) -> Self {
+        let span = tracing::info_span!(
+            "conn",
+            %peer,
+            uuid = tracing::field::Empty,
+            name = tracing::field::Empty
+        );
+        Session {
+            settings,
+            registry,
+            span,
+            state: State::Anonymous,
+            last_seen: Instant::now(),
+            fragments: None,
+        }
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, close: Close) {
+        let mut reason = close.reason;
+        if reason.len() > MAX_CLOSE_REASON {
+            let mut end = MAX_CLOSE_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        tracing::info!(code = close.code.code(), %reason, "closing connection");
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(close.code.code()),
+            description: Some(reason),
+        }));
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.state {
+            State::Anonymous => self.on_first_text(&text, ctx),
+            // `ctx.wait` holds incoming frames back while identifying.
+            State::Identifying => {}
+            State::Identified {
+                uuid,
+                ref mut next_seq,
+            } => {
+                let mut seq = *next_seq;
+                *next_seq = seq.wrapping_add(1);
+                let op = match PayloadIn::decode(&text) {
+                    Ok(PayloadIn::SelfSetSeq { seq: n }) => {
+                        seq = n;
+                        *next_seq = n.wrapping_add(1);
+                        Op::Reply(PayloadOut::Ok)
+                    }
+                    Ok(payload) => op_for(payload),
+                    Err(DecodeError::Malformed(desc)) => {
+                        Op::Reply(PayloadOut::ErrorProtocol { desc })
+                    }
+                    Err(DecodeError::Unsupported(kind)) => {
+                        tracing::debug!(%kind, "unsupported payload type");
+                        Op::Reply(PayloadOut::ErrorUnsupported)
+                    }
+                };
+                self.registry.do_send(Request {
+                    uuid,
+                    seq: Some(seq),
+                    op,
+                });
+            }
+        }
+    }
+
+    fn on_first_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let payload = match PayloadIn::decode(text) {
+            Ok(payload) => payload,
+            Err(e) => {
+                return self.close(
+                    ctx,
+                    Close::new(
+                        CloseCode::FatalDecode,
+                        format!("cannot decode IDENTIFY: {e}"),
+                    ),
+                );
+            }
+        };
+        let PayloadIn::Identify {
+            name,
+            nickname,
+            version,
+            tags,
+            secret,
+        } = payload
+        else {
+            let kind = payload.kind();
+            return self.close(
+                ctx,
+                Close::new(
+                    CloseCode::NoAuth,
+                    format!("IDENTIFY must come first, got {kind}"),
+                ),
+            );
+        };
+        let info = match self.check_identity(
+            &name,
+            nickname.as_deref(),
+            &version,
+            &tags,
+            secret.as_deref(),
+        ) {
+            Ok(()) => ClientInfo {
+                name: name.into_owned(),
+                nickname: nickname.map(|n| n.into_owned()),
+                uuid: Uuid::new_v4(),
+                tags: tags.into_iter().map(|t| t.into_owned()).collect(),
+            },
+            Err(close) => return self.close(ctx, close),
+        };
+        let uuid = info.uuid;
+        self.span.record("uuid", tracing::field::display(uuid));
+        self.span.record("name", info.name.as_str());
+        let me = ctx.address();
+        let outbox = Outbox::new(
+            uuid,
+            me.clone().recipient(),
+            me.recipient(),
+            self.registry.clone().recipient(),
+        );
+        self.state = State::Identifying;
+        self.registry
+            .send(Register { info, outbox })
+            .into_actor(self)
+            .map(move |result, act, ctx| match result {
+                Ok(Ok(())) => act.state = State::Identified { uuid, next_seq: 0 },
+                Ok(Err(close)) => {
+                    act.state = State::Anonymous;
+                    act.close(ctx, close);
+                }
+                Err(e) => {
+                    act.state = State::Anonymous;
+                    act.close(
+                        ctx,
+                        Close::new(CloseCode::Unknown, format!("internal error: {e}")),
+                    );
+                }
+            })
+            .wait(ctx);
+    }
+
+    /// Validates an IDENTIFY against the gateway's secret, version and limits.
+    fn check_identity(
+        &self,
+        name: &str,
+        nickname: Option<&str>,
+        version: &str,
+        tags: &[std::borrow::Cow<'_, str>],
+        secret: Option<&str>,
+    ) -> Result<(), Close> {
+        let s = &self.settings;
+        if !s.secret.is_empty()
+            && !constant_time_eq(secret.unwrap_or("").as_bytes(), s.secret.as_bytes())
+        {
+            return Err(Close::new(
+                CloseCode::BadSecret,
+                "the secret does not match the gateway's",
+            ));
+        }
+        protocol::version_compatible(version).map_err(|e| Close::new(CloseCode::BadVersion, e))?;
+        let bad = |reason: String| Err(Close::new(CloseCode::BadAuth, reason));
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return bad(format!(
+                "name {name:?} must be letters, digits and underscores"
+            ));
+        }
+        if name.len() > s.max_name_len {
+            return bad(format!("name is longer than {} bytes", s.max_name_len));
+        }
+        if nickname.is_some_and(|n| n.len() > s.max_nickname_len) {
+            return bad(format!(
+                "nickname is longer than {} bytes",
+                s.max_nickname_len
+            ));
+        }
+        if tags.len() > s.max_tags {
+            return bad(format!("more than {} tags", s.max_tags));
+        }
+        if tags.iter().any(|t| t.len() > s.max_tag_len) {
+            return bad(format!("a tag is longer than {} bytes", s.max_tag_len));
+        }
+        Ok(())
+    }
+
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.state {
+            State::Anonymous => self.close(
+                ctx,
+                Close::new(
+                    CloseCode::FatalDecode,
+                    "binary frames are not supported: send IDENTIFY as text",
+                ),
+            ),
+            State::Identifying => {}
+            State::Identified { uuid, .. } => self.registry.do_send(Request {
+                uuid,
+                seq: None,
+                op: Op::Reply(PayloadOut::ErrorProtocol {
+                    desc: "binary frames are not supported: payloads are JSON text frames".into(),
+                }),
+            }),
+        }
+    }
+
+    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (first, chunk, last) = match item {
+            actix_http::ws::Item::FirstText(b) => (Some(true), b, false),
+            actix_http::ws::Item::FirstBinary(b) => (Some(false), b, false),
+            actix_http::ws::Item::Continue(b) => (None, b, false),
+            actix_http::ws::Item::Last(b) => (None, b, true),
+        };
+        if let Some(text) = first {
+            self.fragments = Some(Fragments {
+                text,
+                bytes: Vec::new(),
+            });
+        }
+        let Some(fragments) = self.fragments.as_mut() else {
+            return self.close(
+                ctx,
+                Close::new(
+                    CloseCode::FatalDecode,
+                    "continuation frame without a first fragment",
+                ),
+            );
+        };
+        if fragments.bytes.len() + chunk.len() > self.settings.max_frame_size {
+            let max = self.settings.max_frame_size;
+            return self.close(
+                ctx,
+                Close::new(CloseCode::TooBig, format!("message exceeds {max} bytes")),
+            );
+        }
+        fragments.bytes.extend_from_slice(&chunk);
+        if !last {
+            return;
+        }
+        let Some(Fragments { text, bytes }) = self.fragments.take() else {
+            return;
+        };
+        if !text {
+            return self.on_binary(ctx);
+        }
+        match ByteString::try_from(Bytes::from(bytes)) {
+            Ok(text) => self.on_text(text, ctx),
+            Err(_) => self.close(
+                ctx,
+                Close::new(CloseCode::FatalDecode, "text message is not valid UTF-8"),
+            ),
+        }
+    }
+}
+
+/// Turns a payload from an identified client into an owned request for the
+/// registry. (SELF_SET_SEQ is handled by the caller, which owns the counter.)
+fn op_for(payload: PayloadIn<'_>) -> Op {
+    match payload {
+        PayloadIn::Identify { .. } => Op::Reply(PayloadOut::ErrorProtocol {
+            desc: "already identified".into(),
+        }),
+        PayloadIn::SelfSetSeq { .. } => Op::Reply(PayloadOut::Ok),
+        PayloadIn::Message { target, data } => Op::Message {
+            target,
+            data: data.to_owned(),
+        },
+        PayloadIn::SelfSubscribe { service } => Op::SelfSubscribe(service.into_owned()),
+        PayloadIn::SelfUnsubscribe { service } => Op::SelfUnsubscribe(service.into_owned()),
+        PayloadIn::SelfFetch => Op::SelfFetch,
+        PayloadIn::ServiceCreate { service, nickname } => Op::ServiceCreate {
+            service: service.into_owned(),
+            nickname: nickname.map(|n| n.into_owned()),
+        },
+        PayloadIn::ServiceDelete { service } => Op::ServiceDelete(service.into_owned()),
+        PayloadIn::ServiceFetch { service } => Op::ServiceFetch(service.into_owned()),
+        PayloadIn::ServiceFetchAll => Op::ServiceFetchAll,
+        PayloadIn::ClientFetch { uuid } => Op::ClientFetch(uuid.into_owned()),
+        PayloadIn::ClientFetchAll => Op::ClientFetchAll,
+    }
+}
+
+/// Compares secrets without leaking how long a matching prefix was.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        tracing::debug!("connected");
+        ctx.set_mailbox_capacity(self.settings.max_outgoing_queue);
+        let timeout = self.settings.identify_timeout();
+        ctx.run_later(timeout, move |act, ctx| {
+            if !matches!(act.state, State::Identified { .. }) {
+                act.close(
+                    ctx,
+                    Close::new(
+                        CloseCode::AuthFailed,
+                        format!("no IDENTIFY within {} ms", timeout.as_millis()),
+                    ),
+                );
+            }
+        });
+        let limit = self.settings.heartbeat_timeout();
+        ctx.run_interval(self.settings.heartbeat_interval(), move |act, ctx| {
+            if act.last_seen.elapsed() > limit {
+                let _entered = act.span.clone().entered();
+                act.close(
+                    ctx,
+                    Close::new(
+                        CloseCode::HeartbeatFailed,
+                        format!("no frame or pong for {} ms", limit.as_millis()),
+                    ),
+                );
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        if let State::Identified { uuid, .. } = self.state {
+            self.registry.do_send(Leave { uuid });
+        }
+        tracing::debug!("disconnected");
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        self.last_seen = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_text(text, ctx),
+            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                tracing::debug!(?reason, "client closed");
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => {
+                let max = self.settings.max_frame_size;
+                self.close(
+                    ctx,
+                    Close::new(CloseCode::TooBig, format!("frame exceeds {max} bytes")),
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket protocol error");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Protocol,
+                    description: Some(format!("websocket protocol error: {e}")),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Handler<Frame> for Session {
+    type Result = ();
+
+    fn handle(&mut self, frame: Frame, ctx: &mut Self::Context) {
+        ctx.text(frame.0);
+    }
+}
+
+impl Handler<Control> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
+        let _entered = self.span.clone().entered();
+        match msg {
+            Control::Close(close) => {
+                // The registry has already forgotten this client.
+                self.state = State::Anonymous;
+                self.close(ctx, close);
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Test harness: a real gateway on an ephemeral port, real WebSocket clients.
+#![allow(dead_code)] // each test crate uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use concierge::config::Settings;
+use concierge::server::Gateway;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+/// How long a test waits for a frame it expects.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A gateway running on its own actix system thread, stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    system: actix_web::rt::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with(|_| {})
+    }
+
+    /// Starts a gateway with test-friendly settings changed by `tweak`.
+    pub fn with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings {
+            bind: "127.0.0.1:0".into(),
+            workers: 1,
+            data_dir: data.path().to_owned(),
+            ..Settings::default()
+        };
+        tweak(&mut settings);
+        settings.validate().expect("valid test settings");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                let gateway = Gateway::start(settings).expect("gateway starts");
+                tx.send((gateway.addrs[0], actix_web::rt::System::current()))
+                    .expect("report address");
+                actix_web::rt::spawn(gateway.server);
+            });
+            // Runs until `System::stop`, which also stops the registry's arbiter.
+            let _ = system.run();
+        });
+        let (addr, system) = rx.recv().expect("gateway started");
+        TestServer {
+            addr,
+            data,
+            system,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// Connects and identifies as `name`.
+    pub async fn client(&self, name: &str) -> Client {
+        let mut client = self.connect().await;
+        client.identify(name).await;
+        client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub uuid: Uuid,
+    pub name: String,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connects");
+        Client {
+            ws,
+            uuid: Uuid::nil(),
+            name: String::new(),
+        }
+    }
+
+    /// Sends IDENTIFY and waits for HELLO.
+    pub async fn identify(&mut self, name: &str) {
+        self.send(json!({"type": "IDENTIFY", "name": name, "version": "0.2.0", "tags": ["test"]}))
+            .await;
+        let hello = self.recv().await;
+        assert_eq!(hello["type"], "HELLO", "{hello}");
+        assert!(hello.get("seq").is_none(), "HELLO carries no seq: {hello}");
+        self.uuid = hello["uuid"]
+            .as_str()
+            .expect("uuid")
+            .parse()
+            .expect("uuid parses");
+        self.name = name.to_owned();
+    }
+
+    pub async fn send(&mut self, payload: Value) {
+        self.send_text(payload.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.ws.send(Message::Text(text)).await.expect("send");
+    }
+
+    /// The next text payload, skipping pings. Panics after [`PATIENCE`].
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no frame within {PATIENCE:?}", self.name))
+                .unwrap_or_else(|| panic!("{}: connection ended", self.name))
+                .unwrap_or_else(|e| panic!("{}: read error {e}", self.name));
+            match msg {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("gateway sends JSON")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("{}: expected text, got {other:?}", self.name),
+            }
+        }
+    }
+
+    /// The next payload, which must be of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let payload = self.recv().await;
+        assert_eq!(payload["type"], kind, "{}: {payload}", self.name);
+        payload
+    }
+
+    /// Sends a request and returns the reply, checking it carries `seq`.
+    pub async fn request(&mut self, payload: Value, seq: u64) -> Value {
+        self.send(payload).await;
+        let reply = self.recv().await;
+        assert_eq!(
+            reply["seq"], seq,
+            "{}: reply without seq {seq}: {reply}",
+            self.name
+        );
+        reply
+    }
+
+    /// Asserts that nothing arrives for `ms` milliseconds.
+    pub async fn expect_silence(&mut self, ms: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("{}: expected silence, got {other:?}", self.name),
+            }
+        }
+    }
+
+    /// Waits for the gateway to close the connection; returns code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: not closed within {PATIENCE:?}", self.name));
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.into_owned())
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return (u16::from(CloseCode::Status), String::new())
+                }
+                Some(Ok(Message::Text(text))) => {
+                    panic!("{}: expected close, got {text}", self.name)
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("{}: connection failed instead of closing: {e}", self.name),
+                None => panic!("{}: connection ended without a close frame", self.name),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Wait for the server's close frame: by then its session has stopped.
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(PATIENCE, self.ws.next()).await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Connecting and identifying: HELLO, the subprotocol, and every close code.
+
+mod common;
+
+use common::{Client, TestServer};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn identify_gets_hello_with_uuid_and_version() {
+    let server = TestServer::start();
+    let mut c = server.connect().await;
+    c.send(json!({"type": "IDENTIFY", "name": "alice", "nickname": "Alice", "version": "0.2.0", "tags": ["a"]}))
+        .await;
+    let hello = c.expect("HELLO").await;
+    assert_eq!(hello["version"], "0.2.0");
+    let uuid: uuid::Uuid = hello["uuid"].as_str().unwrap().parse().unwrap();
+    assert_ne!(uuid, uuid::Uuid::nil());
+}
+
+#[tokio::test]
+async fn subprotocol_is_selected_when_offered_and_optional() {
+    let server = TestServer::start();
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "ert-concierge".parse().unwrap());
+    let (_, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "ert-concierge");
+
+    // A client offering none is still accepted.
+    let (_, resp) = tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .unwrap();
+    assert!(resp.headers().get("sec-websocket-protocol").is_none());
+}
+
+#[tokio::test]
+async fn protocol_0_2_x_clients_are_accepted() {
+    let server = TestServer::start();
+    let mut c = server.connect().await;
+    c.send(json!({"type": "IDENTIFY", "name": "old", "version": "0.2.9"}))
+        .await;
+    c.expect("HELLO").await;
+}
+
+async fn closed_with(server: &TestServer, first: Message) -> (u16, String) {
+    let mut c = server.connect().await;
+    c.ws.send(first).await.unwrap();
+    c.expect_close().await
+}
+
+fn identify(fields: serde_json::Value) -> Message {
+    let mut payload = json!({"type": "IDENTIFY", "name": "x", "version": "0.2.0", "tags": []});
+    for (k, v) in fields.as_object().unwrap() {
+        payload[k] = v.clone();
+    }
+    Message::Text(payload.to_string())
+}
+
+#[tokio::test]
+async fn undecodable_first_frame_closes_4002() {
+    let server = TestServer::start();
+    let (code, reason) = closed_with(&server, Message::Text("{not json".into())).await;
+    assert_eq!(code, 4002, "{reason}");
+    assert!(!reason.is_empty());
+    let (code, _) = closed_with(&server, Message::Text(r#"{"type":"IDENTIFY"}"#.into())).await;
+    assert_eq!(code, 4002);
+    let (code, _) = closed_with(&server, Message::Binary(vec![1, 2, 3])).await;
+    assert_eq!(code, 4002);
+    let (code, _) = closed_with(&server, Message::Text(r#"{"type":"WHATEVER"}"#.into())).await;
+    assert_eq!(code, 4002);
+}
+
+#[tokio::test]
+async fn another_payload_first_closes_4003() {
+    let server = TestServer::start();
+    let (code, reason) =
+        closed_with(&server, Message::Text(r#"{"type":"SELF_FETCH"}"#.into())).await;
+    assert_eq!(code, 4003);
+    assert!(reason.contains("IDENTIFY"), "{reason}");
+}
+
+#[tokio::test]
+async fn silence_closes_4004_after_the_identify_timeout() {
+    let server = TestServer::with(|s| s.identify_timeout_ms = 300);
+    let mut c = server.connect().await;
+    let started = std::time::Instant::now();
+    let (code, reason) = c.expect_close().await;
+    assert_eq!(code, 4004, "{reason}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn taken_name_closes_4005_and_frees_on_leave() {
+    let server = TestServer::start();
+    let first = server.client("dup").await;
+    let (code, reason) = closed_with(&server, identify(json!({"name": "dup"}))).await;
+    assert_eq!(code, 4005);
+    assert!(reason.contains("dup"), "{reason}");
+    first.close().await;
+    let mut again = server.connect().await;
+    again.identify("dup").await;
+}
+
+#[tokio::test]
+async fn wrong_secret_closes_4006() {
+    let server = TestServer::with(|s| s.secret = "hunter2".into());
+    let (code, _) = closed_with(&server, identify(json!({"secret": "nope"}))).await;
+    assert_eq!(code, 4006);
+    let (code, _) = closed_with(&server, identify(json!({}))).await;
+    assert_eq!(code, 4006);
+    let mut ok = server.connect().await;
+    ok.ws
+        .send(identify(json!({"secret": "hunter2"})))
+        .await
+        .unwrap();
+    ok.expect("HELLO").await;
+}
+
+#[tokio::test]
+async fn bad_versions_close_4007() {
+    let server = TestServer::start();
+    for version in ["banana", "1.0.0", "0.3.0", ""] {
+        let (code, reason) = closed_with(&server, identify(json!({"version": version}))).await;
+        assert_eq!(code, 4007, "{version}: {reason}");
+    }
+}
+
+#[tokio::test]
+async fn bad_names_and_identity_limits_close_4008() {
+    let server = TestServer::with(|s| {
+        s.max_name_len = 8;
+        s.max_tags = 2;
+        s.max_tag_len = 4;
+        s.max_nickname_len = 5;
+    });
+    for fields in [
+        json!({"name": ""}),
+        json!({"name": "has space"}),
+        json!({"name": "dash-ed"}),
+        json!({"name": "ünï"}),
+        json!({"name": "waytoolongname"}),
+        json!({"tags": ["a", "b", "c"]}),
+        json!({"tags": ["toolong"]}),
+        json!({"nickname": "toolong"}),
+    ] {
+        let (code, reason) = closed_with(&server, identify(fields.clone())).await;
+        assert_eq!(code, 4008, "{fields}: {reason}");
+        assert!(!reason.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_closes_4009() {
+    let server = TestServer::with(|s| {
+        s.heartbeat_interval_ms = 100;
+        s.heartbeat_timeout_ms = 300;
+    });
+    // tungstenite answers pings only while it is being read, so a client that
+    // stops reading shows no sign of life.
+    let mut c = server.client("sleepy").await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let (code, reason) = c.expect_close().await;
+    assert_eq!(code, 4009, "{reason}");
+}
+
+#[tokio::test]
+async fn a_client_answering_pings_stays() {
+    let server = TestServer::with(|s| {
+        s.heartbeat_interval_ms = 100;
+        s.heartbeat_timeout_ms = 300;
+    });
+    let mut c = server.client("awake").await;
+    // Reading keeps answering pings.
+    c.expect_silence(900).await;
+    c.send(json!({"type": "SELF_FETCH"})).await;
+    c.expect("SELF_FETCH_RESULT").await;
+}
+
+#[tokio::test]
+async fn oversized_frames_close_1009() {
+    let server = TestServer::with(|s| s.max_frame_size = 1024);
+    let mut c = server.client("big").await;
+    let data = "x".repeat(2048);
+    c.send(json!({"type": "MESSAGE", "target": {"type": "ALL"}, "data": data}))
+        .await;
+    let (code, reason) = c.expect_close().await;
+    assert_eq!(code, 1009, "{reason}");
+}
+
+#[tokio::test]
+async fn fragmented_messages_are_reassembled() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let server = TestServer::start();
+    let mut c = server.client("frag").await;
+    let text = json!({"type": "SELF_FETCH"}).to_string();
+    let (a, b) = text.as_bytes().split_at(5);
+    let mut first = Frame::message(a.to_vec(), OpCode::Data(Data::Text), false);
+    first.header_mut().is_final = false;
+    let last = Frame::message(b.to_vec(), OpCode::Data(Data::Continue), true);
+    c.ws.send(Message::Frame(first)).await.unwrap();
+    c.ws.send(Message::Frame(last)).await.unwrap();
+    let reply = c.expect("SELF_FETCH_RESULT").await;
+    assert_eq!(reply["seq"], 0);
+}
+
+#[tokio::test]
+async fn http_get_on_ws_without_upgrade_is_refused() {
+    let server = TestServer::start();
+    let resp = reqwest::get(server.http_url("/ws")).await.unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+}
+
+#[tokio::test]
+async fn health_ready_and_version() {
+    let server = TestServer::start();
+    for (path, key, value) in [
+        ("/healthz", "status", "ok"),
+        ("/readyz", "status", "ready"),
+        ("/version", "protocol", "0.2.0"),
+    ] {
+        let resp = reqwest::get(server.http_url(path)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body[key], value, "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn client_close_is_acknowledged() {
+    let server = TestServer::start();
+    let c = server.client("bye").await;
+    c.close().await;
+    let mut other = Client::connect(&server.ws_url()).await;
+    other.identify("bye").await;
+}
