@@ -135,11 +135,13 @@ impl Client {
     /// The next text payload, skipping pings. Panics after [`PATIENCE`].
     pub async fn recv(&mut self) -> Value {
         loop {
-            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("{}: no frame within {PATIENCE:?}", self.name))
-                .unwrap_or_else(|| panic!("{}: connection ended", self.name))
-                .unwrap_or_else(|e| panic!("{}: read error {e}", self.name));
+            let next = tokio::time::timeout(PATIENCE, self.ws.next()).await;
+            let msg = match next {
+                Err(_) => panic!("{}: no frame within {PATIENCE:?}", self.name),
+                Ok(None) => panic!("{}: connection ended", self.name),
+                Ok(Some(Err(e))) => panic!("{}: read error {e}", self.name),
+                Ok(Some(Ok(msg))) => msg,
+            };
             match msg {
                 Message::Text(text) => {
                     return serde_json::from_str(&text).expect("gateway sends JSON")
@@ -155,6 +157,23 @@ impl Client {
         let payload = self.recv().await;
         assert_eq!(payload["type"], kind, "{}: {payload}", self.name);
         payload
+    }
+
+    /// Skips payloads until one of `kind` arrives.
+    pub async fn skip_to(&mut self, kind: &str) -> Value {
+        loop {
+            let payload = self.recv().await;
+            if payload["type"] == kind {
+                return payload;
+            }
+        }
+    }
+
+    /// Discards payloads until none arrives for `ms` milliseconds.
+    pub async fn drain(&mut self, ms: u64) {
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_millis(ms), self.ws.next()).await
+        {}
     }
 
     /// Sends a request and returns the reply, checking it carries `seq`.
