@@ -157,21 +157,40 @@ fn resolve(files_dir: &Path, client: &str, path: &str) -> Result<PathBuf, FsErro
     if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
         return Err(bad("the path must be relative, with / as separator"));
     }
-    let relative = Path::new(path);
-    let plain = relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)));
-    if !plain || path.split('/').any(|segment| segment.is_empty()) {
+    if path
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
         return Err(bad("the path may not contain empty, '.' or '..' segments"));
+    }
+    let relative = Path::new(path);
+    // Belt and braces: after the checks above, only plain names remain.
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(bad("the path must be relative"));
     }
     Ok(files_dir.join(client).join(relative))
 }
 
+/// The `{client}` and `{path}` of a file URL, fully percent-decoded.
+#[derive(serde::Deserialize)]
+struct FileUrl {
+    client: String,
+    path: String,
+}
+
 fn target(req: &HttpRequest, state: &AppState) -> Result<(String, PathBuf), FsError> {
-    let client = req.match_info().get("client").unwrap_or_default();
-    let path = req.match_info().get("path").unwrap_or_default();
-    let file = resolve(&state.settings.files_dir(), client, path)?;
-    Ok((client.to_owned(), file))
+    // `match_info().get` keeps `%2F` (and `%25`) encoded, so a name like
+    // `..%2F..%2Fx` would be stored literally and `a%2Fb` would not be
+    // `a/b`. Decode everything first, then check the decoded path.
+    let FileUrl { client, path } = req
+        .match_info()
+        .load()
+        .map_err(|e| FsError::new(StatusCode::BAD_REQUEST, format!("bad file URL: {e}")))?;
+    let file = resolve(&state.settings.files_dir(), &client, &path)?;
+    Ok((client, file))
 }
 
 fn require_owner(who: &ClientInfo, client: &str) -> Result<(), FsError> {

@@ -12,13 +12,14 @@
 //! outbox asks the registry, once, to evict the client. Nothing grows without
 //! bound, and the other clients never wait for a slow one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use bytestring::ByteString;
 use uuid::Uuid;
 
+use crate::metrics;
 use crate::protocol::Close;
 
 /// One serialized payload. Cloning it shares the bytes, so a broadcast is
@@ -57,6 +58,8 @@ pub struct Outbox {
     control: Recipient<Control>,
     on_overflow: Recipient<Overflowed>,
     overflowed: Arc<AtomicBool>,
+    /// Frames queued and not yet written; the transport decrements it.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Outbox {
@@ -65,6 +68,7 @@ impl Outbox {
         frames: Recipient<Frame>,
         control: Recipient<Control>,
         on_overflow: Recipient<Overflowed>,
+        pending: Arc<AtomicUsize>,
     ) -> Self {
         Outbox {
             uuid,
@@ -72,6 +76,7 @@ impl Outbox {
             control,
             on_overflow,
             overflowed: Arc::new(AtomicBool::new(false)),
+            pending,
         }
     }
 
@@ -86,9 +91,20 @@ impl Outbox {
         if self.overflowed.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(actix::prelude::SendError::Full(_)) = self.frames.try_send(frame) {
-            if !self.overflowed.swap(true, Ordering::Relaxed) {
-                self.on_overflow.do_send(Overflowed { uuid: self.uuid });
+        let bytes = frame.0.len();
+        // Count before sending: the transport may write the frame (and
+        // decrement) before `try_send` even returns.
+        let depth = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.frames.try_send(frame) {
+            Ok(()) => metrics::get().frame_out(bytes, depth),
+            Err(actix::prelude::SendError::Full(_)) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                if !self.overflowed.swap(true, Ordering::Relaxed) {
+                    self.on_overflow.do_send(Overflowed { uuid: self.uuid });
+                }
+            }
+            Err(actix::prelude::SendError::Closed(_)) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use indexmap::IndexSet;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 use crate::broker::{Broker, Publication, Topic};
 use crate::config::Settings;
 use crate::files;
+use crate::metrics;
 use crate::outbox::{Frame, Outbox, Overflowed};
 use crate::protocol::{
     ClientInfo, Close, CloseCode, MessageOut, OriginRef, PayloadOut, ServiceInfo, Target,
@@ -178,13 +180,11 @@ impl Registry {
                 self.reply(uuid, seq, payload.clone());
             }
         }
-        let frame = Frame::from(payload.encode(None));
-        self.broker.publish(
+        publish(
+            &mut *self.broker,
             topic,
-            Publication {
-                frame,
-                except: cause_uuid,
-            },
+            Frame::from(payload.encode(None)),
+            cause_uuid,
         );
     }
 
@@ -205,6 +205,7 @@ impl Registry {
     /// files, and finally CLIENT_LEFT for everyone else.
     fn remove_client(&mut self, uuid: Uuid) -> Option<Client> {
         let client = self.clients.remove(&uuid)?;
+        metrics::get().clients_identified.dec();
         self.names.remove(&client.info.name);
         self.broker.unsubscribe(&Topic::Everyone, uuid);
         for name in &client.subscriptions {
@@ -232,6 +233,7 @@ impl Registry {
         if !service.subscribers.shift_remove(&uuid) {
             return None;
         }
+        metrics::get().subscriptions.dec();
         let topic = Topic::Service(name.to_owned());
         self.broker.unsubscribe(&topic, uuid);
         let after = service.info();
@@ -253,6 +255,9 @@ impl Registry {
             return;
         };
         let info = service.info();
+        let m = metrics::get();
+        m.services.dec();
+        m.subscriptions.dec_by(service.subscribers.len() as i64);
         for subscriber in &service.subscribers {
             if let Some(client) = self.clients.get_mut(subscriber) {
                 client.subscriptions.remove(name);
@@ -392,6 +397,7 @@ impl Registry {
             return;
         }
         owner.owned.insert(name.clone());
+        metrics::get().services.inc();
         let receipt = ServiceInfo {
             name: name.clone(),
             nickname,
@@ -457,6 +463,7 @@ impl Registry {
         }
         client.subscriptions.insert(name.clone());
         service.subscribers.insert(uuid);
+        metrics::get().subscriptions.inc();
         let after = service.info();
         let info = client.info.clone();
         let outbox = client.outbox.clone();
@@ -532,13 +539,7 @@ impl Registry {
                     }
                     .encode(),
                 );
-                self.broker.publish(
-                    &Topic::Everyone,
-                    Publication {
-                        frame,
-                        except: None,
-                    },
-                );
+                publish(&mut *self.broker, &Topic::Everyone, frame, None);
                 PayloadOut::Ok
             }
             Target::Service { service } => {
@@ -561,13 +562,8 @@ impl Registry {
                         }
                         .encode(),
                     );
-                    self.broker.publish(
-                        &Topic::Service(service.clone()),
-                        Publication {
-                            frame,
-                            except: Some(owner),
-                        },
-                    );
+                    let topic = Topic::Service(service.clone());
+                    publish(&mut *self.broker, &topic, frame, Some(owner));
                     PayloadOut::Ok
                 } else if entry.subscribers.contains(&from) {
                     self.deliver(
@@ -629,6 +625,14 @@ impl Registry {
     }
 }
 
+/// Hands a publication to the broker, timing it. (A function rather than a
+/// method so that callers can keep borrowing other fields of the registry.)
+fn publish(broker: &mut dyn Broker, topic: &Topic, frame: Frame, except: Option<Uuid>) {
+    let started = Instant::now();
+    broker.publish(topic, Publication { frame, except });
+    metrics::get().published(started.elapsed());
+}
+
 impl Handler<Register> for Registry {
     type Result = Result<(), Close>;
 
@@ -657,6 +661,7 @@ impl Handler<Register> for Registry {
         );
         self.broker.subscribe(Topic::Everyone, outbox.clone());
         self.names.insert(info.name.clone(), uuid);
+        metrics::get().clients_identified.inc();
         tracing::info!(%uuid, name = %info.name, "client identified");
         self.clients.insert(
             uuid,

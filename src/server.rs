@@ -18,6 +18,7 @@ use actix_web_actors::ws;
 use crate::broker::LocalBroker;
 use crate::config::Settings;
 use crate::files;
+use crate::metrics as gateway_metrics;
 use crate::protocol::{Close, CloseCode, PROTOCOL_VERSION, SUBPROTOCOL};
 use crate::registry::{CloseAll, Lookup, Registry};
 use crate::session::Session;
@@ -65,6 +66,7 @@ impl Gateway {
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/version", web::get().to(version))
+                .route("/metrics", web::get().to(metrics))
                 .configure(files::routes)
         })
         .on_connect(move |conn, _| set_user_timeout(conn, user_timeout))
@@ -184,4 +186,10 @@ async fn version() -> HttpResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": PROTOCOL_VERSION,
     }))
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(gateway_metrics::get().render())
 }

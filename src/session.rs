@@ -7,6 +7,7 @@
 //! [`Registry`], and everything the client receives arrives as a [`Frame`]
 //! through the session's [`Outbox`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use bytestring::ByteString;
 use uuid::Uuid;
 
 use crate::config::Settings;
+use crate::metrics;
 use crate::outbox::{Control, Frame, Outbox};
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
 use crate::registry::{Leave, Op, Register, Registry, Request};
@@ -49,6 +51,11 @@ pub struct Session {
     state: State,
     last_seen: Instant,
     fragments: Option<Fragments>,
+    /// Frames queued in the outbox and not yet written (see [`Outbox`]).
+    pending: Arc<AtomicUsize>,
+    /// The close code sent or received, for metrics; none means the
+    /// connection was lost.
+    close_code: Option<u16>,
 }
 
 impl Session {
@@ -66,6 +73,8 @@ impl Session {
             state: State::Anonymous,
             last_seen: Instant::now(),
             fragments: None,
+            pending: Arc::new(AtomicUsize::new(0)),
+            close_code: None,
         }
     }
 
@@ -79,6 +88,7 @@ impl Session {
             reason.truncate(end);
         }
         tracing::info!(code = close.code.code(), %reason, "closing connection");
+        self.close_code = Some(close.code.code());
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::from(close.code.code()),
             description: Some(reason),
@@ -87,8 +97,10 @@ impl Session {
     }
 
     fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+        let decoded = PayloadIn::decode(&text);
+        metrics::get().payload_in(decoded.as_ref().ok().map(PayloadIn::kind), text.len());
         match self.state {
-            State::Anonymous => self.on_first_text(&text, ctx),
+            State::Anonymous => self.on_first_text(decoded, ctx),
             // `ctx.wait` holds incoming frames back while identifying.
             State::Identifying => {}
             State::Identified {
@@ -97,7 +109,7 @@ impl Session {
             } => {
                 let mut seq = *next_seq;
                 *next_seq = seq.wrapping_add(1);
-                let op = match PayloadIn::decode(&text) {
+                let op = match decoded {
                     Ok(PayloadIn::SelfSetSeq { seq: n }) => {
                         seq = n;
                         *next_seq = n.wrapping_add(1);
@@ -121,8 +133,12 @@ impl Session {
         }
     }
 
-    fn on_first_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let payload = match PayloadIn::decode(text) {
+    fn on_first_text(
+        &mut self,
+        decoded: Result<PayloadIn<'_>, DecodeError>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let payload = match decoded {
             Ok(payload) => payload,
             Err(e) => {
                 return self.close(
@@ -175,6 +191,7 @@ impl Session {
             me.clone().recipient(),
             me.recipient(),
             self.registry.clone().recipient(),
+            self.pending.clone(),
         );
         self.state = State::Identifying;
         self.registry
@@ -347,6 +364,7 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         tracing::debug!("connected");
+        metrics::get().connections_open.inc();
         ctx.set_mailbox_capacity(self.settings.max_outgoing_queue);
         let timeout = self.settings.identify_timeout();
         ctx.run_later(timeout, move |act, ctx| {
@@ -382,6 +400,9 @@ impl Actor for Session {
         if let State::Identified { uuid, .. } = self.state {
             self.registry.do_send(Leave { uuid });
         }
+        let m = metrics::get();
+        m.connections_open.dec();
+        m.session_closed(self.close_code.unwrap_or(1006));
         tracing::debug!("disconnected");
     }
 }
@@ -398,6 +419,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 tracing::debug!(?reason, "client closed");
+                self.close_code = Some(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
                 ctx.close(reason);
                 ctx.stop();
             }
@@ -410,6 +432,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket protocol error");
+                self.close_code = Some(1002);
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Protocol,
                     description: Some(format!("websocket protocol error: {e}")),
@@ -424,6 +447,7 @@ impl Handler<Frame> for Session {
     type Result = ();
 
     fn handle(&mut self, frame: Frame, ctx: &mut Self::Context) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
         ctx.text(frame.0);
     }
 }

@@ -56,7 +56,7 @@ fn identify(fields: serde_json::Value) -> Message {
     for (k, v) in fields.as_object().unwrap() {
         payload[k] = v.clone();
     }
-    Message::Text(payload.to_string())
+    Message::Text(payload.to_string().into())
 }
 
 #[tokio::test]
@@ -67,7 +67,7 @@ async fn undecodable_first_frame_closes_4002() {
     assert!(!reason.is_empty());
     let (code, _) = closed_with(&server, Message::Text(r#"{"type":"IDENTIFY"}"#.into())).await;
     assert_eq!(code, 4002);
-    let (code, _) = closed_with(&server, Message::Binary(vec![1, 2, 3])).await;
+    let (code, _) = closed_with(&server, Message::Binary(vec![1, 2, 3].into())).await;
     assert_eq!(code, 4002);
     let (code, _) = closed_with(&server, Message::Text(r#"{"type":"WHATEVER"}"#.into())).await;
     assert_eq!(code, 4002);

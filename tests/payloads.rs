@@ -50,9 +50,11 @@ async fn seq_counts_text_payloads_from_zero_and_self_set_seq_moves_it() {
 
     // Binary frames are refused without being counted.
     use futures_util::SinkExt;
-    a.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![0, 1]))
-        .await
-        .unwrap();
+    a.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![0, 1].into(),
+    ))
+    .await
+    .unwrap();
     let err = a.expect("ERROR_PROTOCOL").await;
     assert!(err.get("seq").is_none(), "{err}");
     a.request(json!({"type": "SELF_FETCH"}), 2).await;
@@ -353,10 +355,8 @@ async fn message_by_name_and_uuid_relays_data_and_origin() {
         json!({"type": "INVALID_NAME", "name": "nobody", "seq": 2})
     );
     for uuid in ["zzz", "00000000-0000-0000-0000-000000000000"] {
-        let missing = a
-            .send(json!({"type": "MESSAGE", "target": {"type": "UUID", "uuid": uuid}, "data": 1}))
+        a.send(json!({"type": "MESSAGE", "target": {"type": "UUID", "uuid": uuid}, "data": 1}))
             .await;
-        let _ = missing;
         let reply = a.expect("INVALID_UUID").await;
         assert_eq!(reply["uuid"], uuid);
     }
@@ -397,7 +397,7 @@ async fn chat_room(server: &TestServer) -> [Client; 4] {
     let mut a = server.client("alice").await;
     let mut b = server.client("bob").await;
     let mut c = server.client("carol").await;
-    let mut d = server.client("dave").await;
+    let d = server.client("dave").await;
     a.send(json!({"type": "SERVICE_CREATE", "service": "chat"}))
         .await;
     a.send(json!({"type": "SELF_SUBSCRIBE", "service": "chat"}))

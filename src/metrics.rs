@@ -1,0 +1,188 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+//!
+//! One process runs one gateway, so the metrics are process-wide statics.
+//! Everything on the per-delivery path is a relaxed atomic add on a handle
+//! resolved at start-up; no label lookup happens per message.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Payload types counted by `concierge_payloads_in_total`; anything that
+/// does not decode is counted as `INVALID`.
+const PAYLOAD_TYPES: [&str; 13] = [
+    "IDENTIFY",
+    "MESSAGE",
+    "SELF_SUBSCRIBE",
+    "SELF_UNSUBSCRIBE",
+    "SELF_FETCH",
+    "SELF_SET_SEQ",
+    "SERVICE_CREATE",
+    "SERVICE_DELETE",
+    "SERVICE_FETCH",
+    "SERVICE_FETCH_ALL",
+    "CLIENT_FETCH",
+    "CLIENT_FETCH_ALL",
+    "INVALID",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_open: Gauge,
+    pub clients_identified: Gauge,
+    closed: Family<CodeLabel, Counter>,
+    payloads_in: Vec<Counter>,
+    pub frames_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub services: Gauge,
+    pub subscriptions: Gauge,
+    /// Deepest outgoing queue seen since the last scrape.
+    queue_high_water: AtomicU64,
+    queue_depth_max: Gauge<i64, AtomicI64>,
+    publish_seconds: Histogram,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("concierge");
+        let m = Metrics {
+            connections_open: Gauge::default(),
+            clients_identified: Gauge::default(),
+            closed: Family::default(),
+            payloads_in: Vec::new(),
+            frames_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            services: Gauge::default(),
+            subscriptions: Gauge::default(),
+            queue_high_water: AtomicU64::new(0),
+            queue_depth_max: Gauge::default(),
+            publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
+            registry: Registry::default(),
+        };
+        let payloads = Family::<TypeLabel, Counter>::default();
+        let payloads_in = PAYLOAD_TYPES
+            .iter()
+            .map(|t| payloads.get_or_create(&TypeLabel { r#type: t }).clone())
+            .collect();
+        registry.register(
+            "connections_open",
+            "WebSocket connections open",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "clients_identified",
+            "Clients identified on this node",
+            m.clients_identified.clone(),
+        );
+        registry.register(
+            "sessions_closed",
+            "Sessions closed, by WebSocket close code (1006: connection lost without a close frame)",
+            m.closed.clone(),
+        );
+        registry.register(
+            "payloads_in",
+            "Text payloads received from clients, by type",
+            payloads,
+        );
+        registry.register(
+            "frames_out",
+            "Frames queued to clients",
+            m.frames_out.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Payload bytes received from clients",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Payload bytes queued to clients",
+            m.bytes_out.clone(),
+        );
+        registry.register("services", "Services that exist", m.services.clone());
+        registry.register(
+            "subscriptions",
+            "Service subscriptions",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            "outgoing_queue_depth_max",
+            "Deepest client outgoing queue since the previous scrape, in frames",
+            m.queue_depth_max.clone(),
+        );
+        registry.register(
+            "broker_publish_seconds",
+            "Time to hand one publication to the broker",
+            m.publish_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            payloads_in,
+            ..m
+        }
+    }
+
+    /// Counts a received text payload of `kind` (a `PayloadIn::kind`), or an
+    /// undecodable one.
+    pub fn payload_in(&self, kind: Option<&str>, bytes: usize) {
+        let kind = kind.unwrap_or("INVALID");
+        if let Some(i) = PAYLOAD_TYPES.iter().position(|t| *t == kind) {
+            self.payloads_in[i].inc();
+        }
+        self.bytes_in.inc_by(bytes as u64);
+    }
+
+    /// Counts a frame queued to a client whose queue is now `depth` deep.
+    pub fn frame_out(&self, bytes: usize, depth: usize) {
+        self.frames_out.inc();
+        self.bytes_out.inc_by(bytes as u64);
+        let depth = depth as u64;
+        if depth > self.queue_high_water.load(Ordering::Relaxed) {
+            self.queue_high_water.fetch_max(depth, Ordering::Relaxed);
+        }
+    }
+
+    pub fn session_closed(&self, code: u16) {
+        self.closed.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn published(&self, took: Duration) {
+        self.publish_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The metrics in OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let high_water = self.queue_high_water.swap(0, Ordering::Relaxed);
+        self.queue_depth_max.set(high_water as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
