@@ -136,8 +136,8 @@ settings! {
     max_subscriptions_per_client: usize = 256, env "CONCIERGE_MAX_SUBSCRIPTIONS_PER_CLIENT";
     /// Largest file accepted by PUT /fs, in bytes; larger uploads get 413.
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
-    /// Milliseconds to wait for connections to finish after SIGTERM or SIGINT.
-    shutdown_timeout_ms: u64 = 5_000, env "CONCIERGE_SHUTDOWN_TIMEOUT_MS";
+    /// Seconds to wait for connections to finish after SIGTERM or SIGINT.
+    shutdown_timeout_secs: u64 = 5, env "CONCIERGE_SHUTDOWN_TIMEOUT_SECS";
 }
 
 /// Why settings could not be loaded.
@@ -222,10 +222,6 @@ impl Settings {
         Duration::from_millis(self.heartbeat_timeout_ms)
     }
 
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown_timeout_ms)
-    }
-
     /// Where uploaded files live.
     pub fn files_dir(&self) -> PathBuf {
         self.data_dir.join("fs")
@@ -244,6 +240,27 @@ mod tests {
             Settings::default_toml(),
             "config/concierge.toml is stale: regenerate it with `concierge config`"
         );
+    }
+
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../README.md");
+        for line in Settings::default_toml().lines() {
+            let Some((key, value)) = line.split_once(" = ") else {
+                continue;
+            };
+            let env = format!("CONCIERGE_{}", key.to_uppercase());
+            let flag = format!("--{}", key.replace('_', "-"));
+            let value = match value.trim_matches('"') {
+                "" => "empty".to_owned(),
+                v => format!("`{v}`"),
+            };
+            let row = format!("| `{key}` | `{env}` | `{flag}` | {value} |");
+            assert!(
+                readme.contains(&row),
+                "README.md lacks the row starting {row}"
+            );
+        }
     }
 
     #[test]

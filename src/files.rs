@@ -105,21 +105,27 @@ pub fn discard_client_dir(files_dir: &Path, name: &str, uuid: Uuid) {
 
 /// The client that the request's key belongs to.
 async fn authenticate(req: &HttpRequest, registry: &Addr<Registry>) -> Result<ClientInfo, FsError> {
-    let key = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .or_else(|| req.headers().get("x-fs-key"))
-        .ok_or_else(|| {
-            FsError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing key: send the uuid from HELLO in the Authorization or x-fs-key header",
-            )
-        })?;
-    let key = key
-        .to_str()
-        .ok()
-        .map(|k| k.trim().trim_start_matches("Bearer ").trim())
-        .and_then(|k| k.parse::<Uuid>().ok())
+    // Either header may carry the key (a proxy may set its own Authorization).
+    let mut candidates = [header::AUTHORIZATION.as_str(), "x-fs-key"]
+        .into_iter()
+        .filter_map(|name| req.headers().get(name))
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(FsError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing key: send the uuid from HELLO in the Authorization or x-fs-key header",
+        ));
+    }
+    let key = candidates
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| {
+            let value = value.trim();
+            let value = match value.split_once(' ') {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+                _ => value,
+            };
+            value.parse::<Uuid>().ok()
+        })
         .ok_or_else(|| FsError::new(StatusCode::UNAUTHORIZED, "the key is not a uuid"))?;
     registry
         .send(Lookup { uuid: key })

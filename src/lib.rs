@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod files;
+pub mod frame_guard;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

@@ -5,8 +5,10 @@
 //! file server, and `/healthz`, `/readyz` and `/version` are for operators
 //! and load balancers.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use actix_web_actors::ws;
 use crate::broker::LocalBroker;
 use crate::config::Settings;
 use crate::files;
+use crate::frame_guard::FrameGuard;
 use crate::metrics as gateway_metrics;
 use crate::protocol::{Close, CloseCode, PROTOCOL_VERSION, SUBPROTOCOL};
 use crate::registry::{CloseAll, Lookup, Registry};
@@ -71,7 +74,7 @@ impl Gateway {
         })
         .on_connect(move |conn, _| set_user_timeout(conn, user_timeout))
         .disable_signals()
-        .shutdown_timeout(settings.shutdown_timeout().as_secs().max(1));
+        .shutdown_timeout(settings.shutdown_timeout_secs);
         if settings.workers > 0 {
             http = http.workers(settings.workers);
         }
@@ -85,20 +88,24 @@ impl Gateway {
         })
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-    pub async fn run_until_signalled(self) -> io::Result<()> {
+    /// Installs the SIGINT and SIGTERM handlers at once and returns the
+    /// server to await: it runs until one of them, then shuts down
+    /// gracefully. Report the gateway ready only after calling this, or a
+    /// signal sent as soon as it is reported kills the process outright.
+    pub fn run_until_signalled(self) -> Server {
+        let signal = wait_for_signal();
         let handle = self.server.handle();
         let registry = self.registry.clone();
         actix_web::rt::spawn(async move {
-            wait_for_signal().await;
+            signal.await;
             shutdown(handle, registry).await;
         });
-        self.server.await
+        self.server
     }
 }
 
 /// Stops accepting, closes every session with 1001, and waits (up to
-/// `shutdown_timeout_ms`) for connections to finish.
+/// `shutdown_timeout_secs`) for connections to finish.
 pub async fn shutdown(handle: ServerHandle, registry: Addr<Registry>) {
     let pause = handle.pause();
     pause.await;
@@ -110,28 +117,40 @@ pub async fn shutdown(handle: ServerHandle, registry: Addr<Registry>) {
     handle.stop(true).await;
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Listens for SIGINT and SIGTERM from the moment it is called (not from
+/// the first poll), and resolves on the first of them.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-                    _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let listen = |kind: SignalKind, name: &'static str| {
+            signal(kind)
+                .map_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"))
+                .ok()
+        };
+        let mut int = listen(SignalKind::interrupt(), "SIGINT");
+        let mut term = listen(SignalKind::terminate(), "SIGTERM");
+        async fn recv(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
+        }
+        async move {
+            tokio::select! {
+                _ = recv(&mut int) => tracing::info!("SIGINT received, shutting down"),
+                _ = recv(&mut term) => tracing::info!("SIGTERM received, shutting down"),
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
-        tracing::info!("interrupted, shutting down");
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("interrupted, shutting down");
+        }
     }
 }
 
@@ -156,7 +175,14 @@ async fn websocket(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
-    let session = Session::new(state.settings.clone(), state.registry.clone(), peer);
+    let oversized = Rc::new(Cell::new(false));
+    let session = Session::new(
+        state.settings.clone(),
+        state.registry.clone(),
+        peer,
+        oversized.clone(),
+    );
+    let stream = FrameGuard::new(stream, state.settings.max_frame_size, oversized);
     ws::WsResponseBuilder::new(session, &req, stream)
         .protocols(&[SUBPROTOCOL])
         .frame_size(state.settings.max_frame_size)

@@ -7,6 +7,8 @@
 //! [`Registry`], and everything the client receives arrives as a [`Frame`]
 //! through the session's [`Outbox`].
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,10 +58,18 @@ pub struct Session {
     /// The close code sent or received, for metrics; none means the
     /// connection was lost.
     close_code: Option<u16>,
+    /// Set by the [`FrameGuard`](crate::frame_guard::FrameGuard) in front of
+    /// this session's input when it refuses an oversized frame.
+    oversized: Rc<Cell<bool>>,
 }
 
 impl Session {
-    pub fn new(settings: Arc<Settings>, registry: Addr<Registry>, peer: String) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        registry: Addr<Registry>,
+        peer: String,
+        oversized: Rc<Cell<bool>>,
+    ) -> Self {
         let span = tracing::info_span!(
             "conn",
             %peer,
@@ -75,6 +85,7 @@ impl Session {
             fragments: None,
             pending: Arc::new(AtomicUsize::new(0)),
             close_code: None,
+            oversized,
         }
     }
 
@@ -380,7 +391,9 @@ impl Actor for Session {
         });
         let limit = self.settings.heartbeat_timeout();
         ctx.run_interval(self.settings.heartbeat_interval(), move |act, ctx| {
-            if act.last_seen.elapsed() > limit {
+            // Before IDENTIFY the identify timeout is the one that applies.
+            let identified = matches!(act.state, State::Identified { .. });
+            if identified && act.last_seen.elapsed() > limit {
                 let _entered = act.span.clone().entered();
                 act.close(
                     ctx,
@@ -423,7 +436,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => {
+            Err(e) if self.oversized.get() || matches!(e, ws::ProtocolError::Overflow) => {
                 let max = self.settings.max_frame_size;
                 self.close(
                     ctx,
@@ -458,11 +471,9 @@ impl Handler<Control> for Session {
     fn handle(&mut self, msg: Control, ctx: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         match msg {
-            Control::Close(close) => {
-                // The registry has already forgotten this client.
-                self.state = State::Anonymous;
-                self.close(ctx, close);
-            }
+            // `stopped` still sends Leave: a no-op for an evicted client, the
+            // normal clean-up for one closed by a shutdown.
+            Control::Close(close) => self.close(ctx, close),
         }
     }
 }

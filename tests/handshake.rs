@@ -239,3 +239,20 @@ async fn client_close_is_acknowledged() {
     let mut other = Client::connect(&server.ws_url()).await;
     other.identify("bye").await;
 }
+
+#[tokio::test]
+async fn a_huge_frame_header_is_refused_before_its_payload_arrives() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start();
+    let mut c = server.client("greedy").await;
+    // A masked text frame announcing 1 GiB, followed by only a few bytes.
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4, b'x', b'y']);
+    match c.ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.write_all(&header).await.unwrap(),
+        _ => unreachable!("plain TCP in tests"),
+    }
+    let (code, reason) = c.expect_close().await;
+    assert_eq!(code, 1009, "{reason}");
+}
