@@ -56,9 +56,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     let filter = std::env::var("CONCIERGE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal, and never under NO_COLOR:
+    // escape codes in a log file or a supervisor's journal are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 
     let settings = match Settings::load(args.config.as_deref(), args.settings) {
@@ -70,10 +75,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let result = actix_web::rt::System::new().block_on(async move {
         let gateway = Gateway::start(settings)?;
-        for addr in &gateway.addrs {
+        let addrs = gateway.addrs.clone();
+        // Handle signals before announcing the address: a supervisor may
+        // send SIGTERM as soon as it sees it.
+        let server = gateway.run_until_signalled();
+        for addr in &addrs {
             tracing::info!(%addr, "listening: ws://{addr}/ws");
         }
-        gateway.run_until_signalled().await
+        server.await
     });
     match result {
         Ok(()) => {

@@ -74,6 +74,22 @@ impl TestServer {
         Client::connect(&self.ws_url()).await
     }
 
+    /// Connects with a small, fixed kernel receive buffer (no autotuning),
+    /// so that a client which stops reading backs the gateway up quickly.
+    pub async fn connect_with_recv_buffer(&self, bytes: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(self.addr).await.expect("connects");
+        let (ws, _) = tokio_tungstenite::client_async(self.ws_url(), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrades");
+        Client {
+            ws,
+            uuid: Uuid::nil(),
+            name: String::new(),
+        }
+    }
+
     /// Connects and identifies as `name`.
     pub async fn client(&self, name: &str) -> Client {
         let mut client = self.connect().await;
@@ -232,4 +248,45 @@ impl Client {
             }
         }
     }
+}
+
+/// Sends one HTTP/1.1 request over a plain socket, with the request target
+/// exactly as given (no client library normalizing `..` or `//` away), and
+/// returns the status and body.
+pub async fn raw_http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    // The server may answer (and close) before reading the body.
+    let _ = stream.write_all(body).await;
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await;
+    assert!(
+        read.is_ok(),
+        "no response to {method} {target} within {PATIENCE:?}"
+    );
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {target}: incomplete response {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {target}: bad status line in {head:?}"));
+    (status, body.to_owned())
 }

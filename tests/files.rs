@@ -1,0 +1,613 @@
+//! The file server: `PUT`, `GET`, `HEAD` and `DELETE` on
+//! `/fs/{client_name}/{path}`, keyed by the uuid from HELLO.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{raw_http, TestServer};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use uuid::Uuid;
+
+fn fs_url(server: &TestServer, client: &str, path: &str) -> String {
+    server.http_url(&format!("/fs/{client}/{path}"))
+}
+
+/// Asserts the response has `status` and a JSON body `{"error": "..."}`
+/// with a non-empty reason; returns the reason.
+async fn assert_error(resp: Response, status: StatusCode) -> String {
+    assert_eq!(resp.status(), status, "{}", resp.url());
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "error content type {content_type:?}"
+    );
+    let body: Value = resp.json().await.expect("error body is JSON");
+    let reason = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error string in {body}"))
+        .to_owned();
+    assert!(!reason.is_empty(), "{body}");
+    reason
+}
+
+async fn put(
+    http: &reqwest::Client,
+    url: &str,
+    key: Uuid,
+    body: impl Into<reqwest::Body>,
+) -> Response {
+    http.put(url)
+        .header("Authorization", key.to_string())
+        .body(body)
+        .send()
+        .await
+        .expect("PUT is answered")
+}
+
+async fn get(http: &reqwest::Client, url: &str, key: Uuid) -> Response {
+    http.get(url)
+        .header("Authorization", key.to_string())
+        .send()
+        .await
+        .expect("GET is answered")
+}
+
+async fn delete(http: &reqwest::Client, url: &str, key: Uuid) -> Response {
+    http.delete(url)
+        .header("Authorization", key.to_string())
+        .send()
+        .await
+        .expect("DELETE is answered")
+}
+
+/// Every regular file under `root`, relative to it, sorted.
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().to_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift64).
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// FNV-1a, 64 bits.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Polls `condition` every 20 ms until it holds; panics after `patience`.
+async fn eventually(patience: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {patience:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn upload_then_another_client_downloads_the_same_bytes() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let http = reqwest::Client::new();
+    let body = noise(10_000, 7);
+
+    let url = fs_url(&server, "alice", "report.bin");
+    let resp = put(&http, &url, alice.uuid, body.clone()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["size"], 10_000, "{created}");
+    assert_eq!(
+        std::fs::read(server.data.path().join("fs/alice/report.bin")).unwrap(),
+        body,
+        "stored under <data>/fs/<name>/"
+    );
+
+    let resp = get(&http, &url, bob.uuid).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
+
+    // HEAD: the size without the body.
+    let resp = http
+        .head(&url)
+        .header("Authorization", bob.uuid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[reqwest::header::CONTENT_LENGTH], "10000");
+    assert!(resp.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sub_folders_and_overwrites() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let http = reqwest::Client::new();
+
+    let deep = fs_url(&server, "alice", "logs/2024/05/run.txt");
+    let resp = put(&http, &deep, alice.uuid, "first version, rather long").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = get(&http, &deep, bob.uuid).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "first version, rather long");
+
+    // Overwriting replaces the content entirely (no leftover tail).
+    let resp = put(&http, &deep, alice.uuid, "second").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(created["size"], 6);
+    let resp = get(&http, &deep, bob.uuid).await;
+    assert_eq!(resp.text().await.unwrap(), "second");
+
+    // A folder is not a file.
+    let resp = get(&http, &fs_url(&server, "alice", "logs/2024"), bob.uuid).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+
+    assert_eq!(
+        files_under(&server.data.path().join("fs/alice")),
+        vec![PathBuf::from("logs/2024/05/run.txt")]
+    );
+}
+
+#[tokio::test]
+async fn both_key_headers_are_accepted() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let http = reqwest::Client::new();
+    let url = fs_url(&server, "alice", "k.txt");
+
+    let resp = http
+        .put(&url)
+        .header("x-fs-key", alice.uuid.to_string())
+        .body("via x-fs-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = http
+        .get(&url)
+        .header("x-fs-key", bob.uuid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "via x-fs-key");
+
+    let resp = http
+        .put(&url)
+        .header("Authorization", alice.uuid.to_string())
+        .body("via Authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = get(&http, &url, bob.uuid).await;
+    assert_eq!(resp.text().await.unwrap(), "via Authorization");
+}
+
+#[tokio::test]
+async fn bad_keys_are_401_with_a_json_error() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let http = reqwest::Client::new();
+    let url = fs_url(&server, "alice", "secret.txt");
+    let resp = put(&http, &url, alice.uuid, "x").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    // No key at all.
+    let resp = http.get(&url).send().await.unwrap();
+    let reason = assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    assert!(reason.contains("key"), "{reason}");
+    let resp = http.put(&url).body("y").send().await.unwrap();
+    assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    let resp = http.delete(&url).send().await.unwrap();
+    assert_error(resp, StatusCode::UNAUTHORIZED).await;
+
+    // Not a uuid, in either header.
+    for (header, value) in [
+        ("Authorization", "alice"),
+        ("Authorization", "not-a-uuid-at-all"),
+        ("x-fs-key", "12345"),
+        ("x-fs-key", ""),
+    ] {
+        let resp = http.get(&url).header(header, value).send().await.unwrap();
+        assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    }
+
+    // A well-formed uuid that belongs to nobody connected.
+    for key in [Uuid::new_v4(), Uuid::nil()] {
+        let resp = get(&http, &url, key).await;
+        let reason = assert_error(resp, StatusCode::UNAUTHORIZED).await;
+        assert!(reason.contains("no connected client"), "{reason}");
+        let resp = put(&http, &url, key, "overwrite?").await;
+        assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    }
+
+    // Nothing above changed the file.
+    let resp = get(&http, &url, alice.uuid).await;
+    assert_eq!(resp.text().await.unwrap(), "x");
+}
+
+#[tokio::test]
+async fn only_the_owner_writes_and_deletes() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let http = reqwest::Client::new();
+    let url = fs_url(&server, "alice", "mine.txt");
+    assert_eq!(
+        put(&http, &url, alice.uuid, "alice's").await.status(),
+        StatusCode::CREATED
+    );
+
+    // Bob may read alice's files but not change them.
+    let resp = put(&http, &url, bob.uuid, "bob's").await;
+    let reason = assert_error(resp, StatusCode::FORBIDDEN).await;
+    assert!(reason.contains("alice"), "{reason}");
+    let resp = put(
+        &http,
+        &fs_url(&server, "alice", "new.txt"),
+        bob.uuid,
+        "bob's",
+    )
+    .await;
+    assert_error(resp, StatusCode::FORBIDDEN).await;
+    let resp = delete(&http, &url, bob.uuid).await;
+    assert_error(resp, StatusCode::FORBIDDEN).await;
+    assert_eq!(
+        get(&http, &url, bob.uuid).await.text().await.unwrap(),
+        "alice's"
+    );
+    assert!(!server.data.path().join("fs/alice/new.txt").exists());
+
+    // Alice deletes her file; then it is gone for everyone.
+    let resp = delete(&http, &url, alice.uuid).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!server.data.path().join("fs/alice/mine.txt").exists());
+    let resp = get(&http, &url, bob.uuid).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+    let resp = get(&http, &url, alice.uuid).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+
+    // Deleting what is not there.
+    let resp = delete(&http, &url, alice.uuid).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+    let resp = delete(
+        &http,
+        &fs_url(&server, "alice", "never/was.txt"),
+        alice.uuid,
+    )
+    .await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn paths_that_escape_the_folder_are_400() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let http = reqwest::Client::new();
+    let key = alice.uuid.to_string();
+    let data = server.data.path().to_owned();
+    let outside = data.parent().unwrap().to_owned();
+    let marker = format!("escaped-{}", Uuid::new_v4().simple());
+
+    // Through reqwest: percent-encoded separators and a doubled slash are
+    // sent as they are (the url crate leaves them alone).
+    let encoded = [
+        format!("..%2F..%2F..%2F{marker}"),
+        format!("a%2F..%2F..%2F..%2F..%2F{marker}"),
+        "..%2F..%2Fetc%2Fpasswd".to_owned(),
+        "..%2f..%2f..%2fetc%2fpasswd".to_owned(),
+        "%2Fetc%2Fpasswd".to_owned(),
+        format!("..%5C..%5C{marker}"),
+        "/etc/passwd".to_owned(),
+        format!("/{marker}"),
+    ];
+    for path in &encoded {
+        let url = fs_url(&server, "alice", path);
+        let parsed = reqwest::Url::parse(&url).unwrap();
+        assert!(
+            parsed.path().ends_with(path.trim_start_matches('/')),
+            "reqwest would rewrite {path:?} to {}",
+            parsed.path()
+        );
+        for method in [reqwest::Method::PUT, reqwest::Method::GET] {
+            let resp = http
+                .request(method.clone(), parsed.clone())
+                .header("Authorization", &key)
+                .body("pwned")
+                .send()
+                .await
+                .unwrap();
+            assert_error(resp, StatusCode::BAD_REQUEST).await;
+        }
+    }
+
+    // Dot segments would be normalized away by reqwest, so these go over a
+    // raw socket exactly as written.
+    let raw = [
+        format!("/fs/alice/a/../../{marker}"),
+        format!("/fs/alice/../../../{marker}"),
+        format!("/fs/alice/a/../../../../{marker}"),
+        "/fs/alice/./x".to_owned(),
+        "/fs/alice/a/./b".to_owned(),
+        "/fs/alice/a/".to_owned(),
+        "/fs/alice/..".to_owned(),
+        format!("/fs/alice/a/%2E%2E/%2E%2E/%2E%2E/{marker}"),
+        format!("/fs/alice/.%2E/.%2e/..%2F{marker}"),
+    ];
+    for path in &raw {
+        for method in ["PUT", "GET", "DELETE"] {
+            let (status, body) = raw_http(
+                server.addr,
+                method,
+                path,
+                &[("Authorization", &key)],
+                b"pwned",
+            )
+            .await;
+            assert_eq!(status, 400, "{method} {path}: {body}");
+            let body: Value = serde_json::from_str(&body).expect("JSON error body");
+            assert!(body["error"].is_string(), "{body}");
+        }
+    }
+
+    // The client part of the URL cannot be a path either.
+    for path in ["/fs/../x", "/fs/..%2F/x", "/fs/al.ice/x"] {
+        let (status, body) = raw_http(
+            server.addr,
+            "PUT",
+            path,
+            &[("Authorization", &key)],
+            b"pwned",
+        )
+        .await;
+        assert!(
+            status == 400 || status == 404,
+            "PUT {path}: {status} {body}"
+        );
+    }
+
+    // Nothing was written anywhere: not outside the data dir, not inside it.
+    for escaped in [
+        outside.join(&marker),
+        data.join(&marker),
+        data.join("fs").join(&marker),
+        data.join("etc/passwd"),
+        data.join("fs/etc/passwd"),
+    ] {
+        assert!(!escaped.exists(), "{} was written", escaped.display());
+    }
+    assert_eq!(files_under(&data), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn an_encoded_slash_is_a_separator_not_part_of_a_name() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let http = reqwest::Client::new();
+    let resp = put(
+        &http,
+        &fs_url(&server, "alice", "dir%2Ffile.txt"),
+        alice.uuid,
+        "x",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = get(&http, &fs_url(&server, "alice", "dir/file.txt"), alice.uuid).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "x");
+    // Other escapes decode the same way: "%20" is a space.
+    let resp = put(
+        &http,
+        &fs_url(&server, "alice", "with%20space.txt"),
+        alice.uuid,
+        "y",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(
+        files_under(&server.data.path().join("fs/alice")),
+        vec![
+            PathBuf::from("dir/file.txt"),
+            PathBuf::from("with space.txt")
+        ]
+    );
+}
+
+fn tmp_is_empty(server: &TestServer) -> bool {
+    std::fs::read_dir(server.data.path().join("fs/.tmp"))
+        .expect(".tmp exists")
+        .next()
+        .is_none()
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_are_413_and_leave_nothing() {
+    let server = TestServer::with(|s| s.max_file_size = 1024);
+    let alice = server.client("alice").await;
+    let http = reqwest::Client::new();
+
+    // Exactly at the limit is fine.
+    let url = fs_url(&server, "alice", "limit.bin");
+    let resp = put(&http, &url, alice.uuid, vec![1u8; 1024]).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    // Declared too big by Content-Length.
+    let url = fs_url(&server, "alice", "declared.bin");
+    let resp = put(&http, &url, alice.uuid, vec![2u8; 4096]).await;
+    let reason = assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(reason.contains("1024"), "{reason}");
+
+    // Streamed (chunked, no Content-Length) and over the limit mid-way.
+    let url = fs_url(&server, "alice", "streamed.bin");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|i| Ok(vec![i; 512])).collect();
+    let resp = http
+        .put(&url)
+        .header("Authorization", alice.uuid.to_string())
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    // Overwriting an existing file with something too big keeps the old one.
+    let url = fs_url(&server, "alice", "limit.bin");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..3).map(|_| Ok(vec![9u8; 512])).collect();
+    let resp = http
+        .put(&url)
+        .header("Authorization", alice.uuid.to_string())
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    assert_eq!(
+        files_under(&server.data.path().join("fs")),
+        vec![PathBuf::from("alice/limit.bin")]
+    );
+    assert_eq!(
+        std::fs::read(server.data.path().join("fs/alice/limit.bin")).unwrap(),
+        vec![1u8; 1024]
+    );
+    assert!(tmp_is_empty(&server));
+
+    // A streamed upload under the limit still works.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|i| Ok(vec![i; 100])).collect();
+    let resp = http
+        .put(fs_url(&server, "alice", "small.bin"))
+        .header("Authorization", alice.uuid.to_string())
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.json::<Value>().await.unwrap()["size"], 400);
+    assert!(tmp_is_empty(&server));
+}
+
+#[tokio::test]
+async fn a_large_streamed_upload_round_trips() {
+    const CHUNK: usize = 64 * 1024;
+    const SIZE: usize = 20 * 1024 * 1024;
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let http = reqwest::Client::new();
+    let body = noise(SIZE, 0x9e37_79b9_7f4a_7c15);
+    let expected = checksum(&body);
+
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(CHUNK).map(|c| Ok(c.to_vec())).collect();
+    assert_eq!(chunks.len(), SIZE / CHUNK);
+    let url = fs_url(&server, "alice", "big/blob.bin");
+    let resp = http
+        .put(&url)
+        .header("Authorization", alice.uuid.to_string())
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.json::<Value>().await.unwrap()["size"], SIZE);
+
+    let resp = get(&http, &url, bob.uuid).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()[reqwest::header::CONTENT_LENGTH],
+        SIZE.to_string().as_str()
+    );
+    let downloaded = resp.bytes().await.unwrap();
+    assert_eq!(downloaded.len(), SIZE);
+    assert_eq!(checksum(&downloaded), expected);
+    assert!(tmp_is_empty(&server));
+}
+
+#[tokio::test]
+async fn a_departed_clients_folder_is_removed() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let http = reqwest::Client::new();
+    let url = fs_url(&server, "alice", "notes/today.txt");
+    assert_eq!(
+        put(&http, &url, alice.uuid, "bye").await.status(),
+        StatusCode::CREATED
+    );
+    let folder = server.data.path().join("fs/alice");
+    assert!(folder.is_dir());
+    let old_key = alice.uuid;
+
+    alice.close().await;
+    let left = bob.expect("CLIENT_LEFT").await;
+    assert_eq!(left["client"]["name"], "alice");
+    eventually(Duration::from_secs(5), "alice's folder is deleted", || {
+        !folder.exists()
+    })
+    .await;
+    // The departed client's key no longer opens anything.
+    let resp = get(&http, &url, old_key).await;
+    assert_error(resp, StatusCode::UNAUTHORIZED).await;
+
+    // A newcomer with the same name starts with an empty folder.
+    let alice2 = server.client("alice").await;
+    let resp = get(&http, &url, alice2.uuid).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+    let resp = get(&http, &url, bob.uuid).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+
+    // And the trash is emptied in the background.
+    let trash = server.data.path().join("fs/.trash");
+    eventually(Duration::from_secs(5), "the trash is emptied", || {
+        std::fs::read_dir(&trash).unwrap().next().is_none()
+    })
+    .await;
+}

@@ -1,0 +1,469 @@
+//! The gateway as a process and over time: graceful shutdown on SIGTERM and
+//! SIGINT, settings through the real binary, and eviction of a client that
+//! stops reading.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Client, TestServer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_concierge");
+
+/// A `concierge` process whose stderr is collected line by line.
+struct Process {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// The binary with no CONCIERGE_* variable inherited from the environment.
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CONCIERGE_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+impl Process {
+    fn spawn(mut cmd: Command) -> Process {
+        let mut child = cmd.spawn().expect("the binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let sink = log.clone();
+        // Keep draining stderr for the whole life of the process, so it can
+        // never block on a full pipe.
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Process { child, log, lines }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the `listening: ws://ADDR/ws` line and returns ADDR.
+    async fn listening(&mut self) -> SocketAddr {
+        match self.try_listening().await {
+            Ok(addr) => addr,
+            Err(log) => panic!("exited without listening:\n{log}"),
+        }
+    }
+
+    /// ADDR from the `listening: ws://ADDR/ws` line, or the whole log if
+    /// stderr ended without one.
+    async fn try_listening(&mut self) -> Result<SocketAddr, String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => line,
+                Ok(None) => return Err(self.log()),
+                Err(_) => panic!("no listening line:\n{}", self.log()),
+            };
+            assert!(
+                !line.contains('\x1b'),
+                "escape codes in a log that is not a terminal: {line:?}"
+            );
+            if let Some((_, rest)) = line.split_once("listening: ws://") {
+                let addr = rest.split("/ws").next().unwrap();
+                return Ok(addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("bad address {addr:?} in {line:?}: {e}")));
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit and for the end of its stderr, and
+    /// returns its status.
+    async fn exit(&mut self, patience: Duration) -> std::process::ExitStatus {
+        let status = match tokio::time::timeout(patience, self.child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => panic!("still running after {patience:?}:\n{}", self.log()),
+        };
+        let drained = tokio::time::timeout(patience, async {
+            while self.lines.recv().await.is_some() {}
+        });
+        assert!(drained.await.is_ok(), "stderr still open after exit");
+        status
+    }
+}
+
+fn serve_args(data: &Path) -> Vec<String> {
+    vec![
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--workers".into(),
+        "1".into(),
+    ]
+}
+
+async fn shuts_down_gracefully_on(signal: &str) {
+    let data = tempfile::tempdir().unwrap();
+    let args = serve_args(data.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gateway = Process::spawn(command(&args));
+    let addr = gateway.listening().await;
+    let url = format!("ws://{addr}/ws");
+
+    let mut a = Client::connect(&url).await;
+    a.identify("a").await;
+    let mut b = Client::connect(&url).await;
+    b.identify("b").await;
+    a.expect("CLIENT_JOINED").await;
+    // Both are fully registered: each answers a request.
+    for c in [&mut a, &mut b] {
+        c.request(json!({"type": "SELF_FETCH"}), 0).await;
+    }
+
+    gateway.signal(signal);
+    for c in [&mut a, &mut b] {
+        let (code, reason) = c.expect_close().await;
+        assert_eq!(code, 1001, "{}: {reason}", c.name);
+        assert!(!reason.is_empty(), "{}: empty close reason", c.name);
+    }
+    drop((a, b));
+
+    let status = gateway.exit(Duration::from_secs(10)).await;
+    let log = gateway.log();
+    assert!(status.success(), "exit status {status}:\n{log}");
+    assert!(log.contains(&format!("{signal} received")), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    // New connections are refused once it is gone.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_client_with_1001_and_exits_0() {
+    shuts_down_gracefully_on("SIGTERM").await;
+}
+
+#[tokio::test]
+async fn sigint_closes_every_client_with_1001_and_exits_0() {
+    shuts_down_gracefully_on("SIGINT").await;
+}
+
+/// A supervisor may stop the gateway the moment it reports its address:
+/// the signal must already be handled gracefully by then.
+#[tokio::test]
+async fn a_signal_right_after_the_listening_line_exits_0() {
+    for _ in 0..3 {
+        let data = tempfile::tempdir().unwrap();
+        let args = serve_args(data.path());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut gateway = Process::spawn(command(&args));
+        gateway.listening().await;
+        gateway.signal("TERM");
+        let status = gateway.exit(Duration::from_secs(10)).await;
+        assert!(status.success(), "exit status {status}:\n{}", gateway.log());
+        assert!(gateway.log().contains("SIGTERM received"));
+    }
+}
+
+#[tokio::test]
+async fn config_subcommand_prints_the_shipped_file() {
+    let output = command(&["config"]).output().await.unwrap();
+    assert!(output.status.success());
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/concierge.toml"
+    ))
+    .unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), shipped);
+}
+
+#[tokio::test]
+async fn a_bad_bind_exits_non_zero_with_a_clear_message() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let output = command(&["--bind", "nowhere", "--data-dir", &dir])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"nowhere\""), "{stderr}");
+    assert!(stderr.contains("HOST:PORT"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+    // It failed before touching the data folder.
+    assert!(!data.path().join("fs").exists());
+}
+
+/// Starts the binary; returns whether it listened (then stops it) or the
+/// stderr of its failure.
+async fn starts(cmd: Command) -> Result<(), String> {
+    let mut process = Process::spawn(cmd);
+    match process.try_listening().await {
+        Ok(_) => {
+            process.signal("TERM");
+            let status = process.exit(Duration::from_secs(10)).await;
+            assert!(status.success(), "{}", process.log());
+            Ok(())
+        }
+        Err(log) => {
+            let status = process.exit(Duration::from_secs(10)).await;
+            assert!(!status.success(), "{log}");
+            Err(log)
+        }
+    }
+}
+
+#[tokio::test]
+async fn flags_beat_variables_beat_the_config_file() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let bad_file = data.path().join("bad.toml");
+    std::fs::write(&bad_file, "bind = \"from_file\"\n").unwrap();
+    let good_file = data.path().join("good.toml");
+    std::fs::write(&good_file, "bind = \"127.0.0.1:0\"\nworkers = 1\n").unwrap();
+    let bad_file = bad_file.display().to_string();
+    let good_file = good_file.display().to_string();
+
+    // The file alone applies.
+    let err = starts(command(&["--config", &bad_file, "--data-dir", &dir]))
+        .await
+        .unwrap_err();
+    assert!(err.contains("from_file"), "{err}");
+    starts(command(&["--config", &good_file, "--data-dir", &dir]))
+        .await
+        .unwrap();
+
+    // A variable beats the file, both ways.
+    let mut cmd = command(&["--config", &bad_file, "--data-dir", &dir]);
+    cmd.env("CONCIERGE_BIND", "127.0.0.1:0");
+    starts(cmd).await.unwrap();
+    let mut cmd = command(&["--config", &good_file, "--data-dir", &dir]);
+    cmd.env("CONCIERGE_BIND", "from_env");
+    let err = starts(cmd).await.unwrap_err();
+    assert!(err.contains("from_env"), "{err}");
+
+    // A flag beats the variable and the file, both ways.
+    let mut cmd = command(&[
+        "--config",
+        &bad_file,
+        "--data-dir",
+        &dir,
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    cmd.env("CONCIERGE_BIND", "from_env");
+    starts(cmd).await.unwrap();
+    let mut cmd = command(&[
+        "--config",
+        &good_file,
+        "--data-dir",
+        &dir,
+        "--bind",
+        "from_flag",
+    ]);
+    cmd.env("CONCIERGE_BIND", "127.0.0.1:0");
+    let err = starts(cmd).await.unwrap_err();
+    assert!(err.contains("from_flag"), "{err}");
+
+    // CONCIERGE_CONFIG names the file too.
+    let mut cmd = command(&["--data-dir", &dir]);
+    cmd.env("CONCIERGE_CONFIG", &bad_file);
+    let err = starts(cmd).await.unwrap_err();
+    assert!(err.contains("from_file"), "{err}");
+}
+
+/// Reads until a payload carrying a `seq` (a reply), skipping broadcasts.
+async fn reply(c: &mut Client) -> Value {
+    loop {
+        let payload = c.recv().await;
+        if payload.get("seq").is_some() {
+            return payload;
+        }
+        assert!(
+            matches!(
+                payload["type"].as_str(),
+                Some(
+                    "CLIENT_JOINED"
+                        | "CLIENT_LEFT"
+                        | "SERVICE_CLIENT_SUBSCRIBED"
+                        | "SERVICE_CLIENT_UNSUBSCRIBED"
+                )
+            ),
+            "{}: unexpected {payload}",
+            c.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_evicted_without_hurting_anyone() {
+    const MESSAGES: u64 = 2_000;
+    const PAD: usize = 16 * 1024;
+    let server = TestServer::with(|s| s.max_outgoing_queue = 8);
+
+    let mut owner = server.client("owner").await;
+    owner
+        .send(json!({"type": "SERVICE_CREATE", "service": "feed"}))
+        .await;
+    let created = reply(&mut owner).await;
+    assert_eq!(created["type"], "SERVICE_CREATE_RESULT", "{created}");
+    assert_eq!(created["successful"], true);
+
+    let mut reader = server.client("reader").await;
+    let subscribed = reader
+        .request(json!({"type": "SELF_SUBSCRIBE", "service": "feed"}), 0)
+        .await;
+    assert_eq!(subscribed["successful"], true, "{subscribed}");
+
+    // The slow client: a tiny kernel receive buffer, subscribed, and then
+    // never read again until the end.
+    let mut slow = server.connect_with_recv_buffer(4096).await;
+    slow.identify("slow").await;
+    let subscribed = slow
+        .request(json!({"type": "SELF_SUBSCRIBE", "service": "feed"}), 0)
+        .await;
+    assert_eq!(subscribed["successful"], true, "{subscribed}");
+    let slow_uuid = slow.uuid.to_string();
+
+    let mut watcher = server.client("watcher").await;
+
+    // The reader drains everything and keeps the MESSAGEs.
+    let reader_task = tokio::spawn(async move {
+        let mut received = Vec::new();
+        let mut others = Vec::new();
+        while received.len() < MESSAGES as usize {
+            let payload = reader.recv().await;
+            if payload["type"] == "MESSAGE" {
+                assert_eq!(payload["origin"]["name"], "owner");
+                let data = &payload["data"];
+                assert_eq!(data["pad"].as_str().map(str::len), Some(PAD));
+                received.push(data["i"].as_u64().expect("counter"));
+            } else {
+                others.push(payload);
+            }
+        }
+        (reader, received, others)
+    });
+    // The watcher waits to see the slow client leave.
+    let watch_for = slow_uuid.clone();
+    let watcher_task = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "slow never left");
+            let payload = watcher.recv().await;
+            if payload["type"] == "CLIENT_LEFT" && payload["client"]["uuid"] == watch_for {
+                return watcher;
+            }
+        }
+    });
+
+    // The owner sends, one reply per message, and is never held up.
+    let pad = "x".repeat(PAD);
+    for i in 0..MESSAGES {
+        owner
+            .send(json!({
+                "type": "MESSAGE",
+                "target": {"type": "SERVICE", "service": "feed"},
+                "data": {"i": i, "pad": pad},
+            }))
+            .await;
+        let ok = reply(&mut owner).await;
+        assert_eq!(ok["type"], "OK", "message {i}: {ok}");
+        assert_eq!(ok["seq"], i + 1, "message {i}: {ok}");
+    }
+
+    let (mut reader, received, others) = reader_task.await.expect("reader");
+    assert_eq!(received, (0..MESSAGES).collect::<Vec<_>>(), "all, in order");
+    assert!(
+        others
+            .iter()
+            .any(|p| p["type"] == "CLIENT_LEFT" && p["client"]["uuid"] == slow_uuid.as_str()),
+        "the reader saw the slow client leave: {others:?}"
+    );
+    let mut watcher = watcher_task.await.expect("watcher");
+
+    // The slow client is gone from the namespace and from the service.
+    let all = watcher
+        .request(json!({"type": "CLIENT_FETCH_ALL"}), 0)
+        .await;
+    let names: Vec<&str> = all["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["owner", "reader", "watcher"], "{all}");
+    let feed = watcher
+        .request(json!({"type": "SERVICE_FETCH", "service": "feed"}), 1)
+        .await;
+    assert_eq!(
+        feed["service"]["subscribers"],
+        json!([reader.uuid.to_string()]),
+        "{feed}"
+    );
+    // Its name is free again.
+    let again = server.client("slow").await;
+    assert_ne!(again.uuid, slow.uuid);
+
+    // Everyone else is still served.
+    reader.send(json!({"type": "SELF_FETCH"})).await;
+    let fetched = reply(&mut reader).await;
+    assert_eq!(fetched["type"], "SELF_FETCH_RESULT", "{fetched}");
+    assert_eq!(fetched["seq"], 1);
+    owner.send(json!({"type": "SELF_FETCH"})).await;
+    assert_eq!(reply(&mut owner).await["type"], "SELF_FETCH_RESULT");
+
+    // When the slow client finally reads, it finds what was queued before
+    // the eviction and then a close frame with 1008.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut texts = 0u64;
+    let (code, reason) = loop {
+        let next = tokio::time::timeout_at(deadline, slow.ws.next()).await;
+        match next {
+            Ok(Some(Ok(Message::Text(_)))) => texts += 1,
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                break (u16::from(frame.code), frame.reason.to_string())
+            }
+            Ok(Some(Ok(Message::Close(None)))) => panic!("closed without a code"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("slow: read error after {texts} texts: {e}"),
+            Ok(None) => panic!("slow: ended without a close frame after {texts} texts"),
+            Err(_) => panic!("slow: no close frame within 10 s ({texts} texts)"),
+        }
+    };
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("slow"), "{reason}");
+    assert!(
+        texts < MESSAGES,
+        "the slow client was cut off, not served everything ({texts} frames)"
+    );
+}
