@@ -1,23 +1,34 @@
-//! The fan-out seam between one gateway node and the rest of the cluster.
+//! Fan-out, on one node and across nodes.
 //!
-//! The registry never loops over recipients itself for a broadcast: it
-//! publishes a serialized frame on a [`Topic`], and the broker delivers it to
-//! every outbox subscribed to that topic. [`LocalBroker`] is the in-process
-//! implementation used when the gateway runs alone: it delivers synchronously,
-//! so a publication reaches local clients in the same order as the direct
-//! frames the registry sends around it (one sender's frames to one receiver
-//! never overtake each other, whichever target they used). A Redis broker
-//! (a later issue) keeps a `LocalBroker` for its own clients and relays each
-//! publication to the other replicas subscribed to the topic.
+//! Two pieces, after the Hub/Broker split of centrifuge:
+//!
+//! * [`Hub`]: this node's topics and the local outboxes subscribed to them.
+//!   Publishing is a loop of `try_send`s sharing one buffer, done
+//!   synchronously inside the registry, so a publication reaches local clients
+//!   in the same order as the direct frames the registry sends around it.
+//! * [`Broker`]: how this node reaches the others. [`Standalone`] is the
+//!   in-process implementation for a gateway running alone: there is nobody
+//!   else to tell, so every call is a no-op. The Redis broker
+//!   ([`crate::cluster`]) publishes namespace events to every replica and
+//!   frames to the replicas that have recipients for them.
+//!
+//! Every node keeps a replica of the whole namespace (clients, services,
+//! subscriptions), kept current by [`Event`]s, so routing and fetches never
+//! wait on the network.
 
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::outbox::{Frame, Outbox};
+use crate::protocol::{ClientInfo, ServiceInfo};
 
-/// What a publication is addressed to.
+/// Identifies one gateway process in a cluster.
+pub type NodeId = Uuid;
+
+/// What a local publication is addressed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Every identified client.
@@ -26,43 +37,23 @@ pub enum Topic {
     Service(String),
 }
 
-/// A serialized frame for every subscriber of a topic but `except`.
-#[derive(Debug, Clone)]
-pub struct Publication {
-    pub frame: Frame,
-    /// The client that caused it: it gets its own answer, with its `seq`,
-    /// or (for a service broadcast by its owner) nothing at all.
-    pub except: Option<Uuid>,
-}
-
-/// Delivers publications to the outboxes subscribed to a topic.
-pub trait Broker: 'static {
-    /// Adds `outbox` to the topic's subscribers (a no-op when it is there).
-    fn subscribe(&mut self, topic: Topic, outbox: Outbox);
-    /// Removes a client from the topic's subscribers.
-    fn unsubscribe(&mut self, topic: &Topic, uuid: Uuid);
-    /// Removes a topic and all its subscriptions.
-    fn drop_topic(&mut self, topic: &Topic);
-    /// Delivers `publication` to every subscriber of `topic`.
-    fn publish(&mut self, topic: &Topic, publication: Publication);
-}
-
-/// The in-process broker: subscriptions are local outboxes, and publishing
-/// is a loop of `try_send`s sharing one buffer.
+/// This node's topics and their local subscribers.
 #[derive(Default)]
-pub struct LocalBroker {
+pub struct Hub {
     topics: HashMap<Topic, IndexMap<Uuid, Outbox>>,
 }
 
-impl Broker for LocalBroker {
-    fn subscribe(&mut self, topic: Topic, outbox: Outbox) {
+impl Hub {
+    /// Adds `outbox` to the topic's subscribers (a no-op when it is there).
+    pub fn subscribe(&mut self, topic: Topic, outbox: Outbox) {
         self.topics
             .entry(topic)
             .or_default()
             .insert(outbox.uuid(), outbox);
     }
 
-    fn unsubscribe(&mut self, topic: &Topic, uuid: Uuid) {
+    /// Removes a client from the topic's subscribers.
+    pub fn unsubscribe(&mut self, topic: &Topic, uuid: Uuid) {
         if let Some(subscribers) = self.topics.get_mut(topic) {
             subscribers.swap_remove(&uuid);
             if subscribers.is_empty() {
@@ -71,18 +62,103 @@ impl Broker for LocalBroker {
         }
     }
 
-    fn drop_topic(&mut self, topic: &Topic) {
+    /// Removes a topic and all its subscriptions.
+    pub fn drop_topic(&mut self, topic: &Topic) {
         self.topics.remove(topic);
     }
 
-    fn publish(&mut self, topic: &Topic, publication: Publication) {
+    /// Delivers `frame` to every local subscriber of `topic` but `except`.
+    pub fn publish(&self, topic: &Topic, frame: &Frame, except: Option<Uuid>) {
         let Some(subscribers) = self.topics.get(topic) else {
             return;
         };
         for (uuid, outbox) in subscribers {
-            if publication.except != Some(*uuid) {
-                outbox.send(publication.frame.clone());
+            if except != Some(*uuid) {
+                outbox.send(frame.clone());
             }
         }
+    }
+}
+
+/// A change to the namespace. The node where it happens applies it, records
+/// it (in Redis) and announces it; every other node applies it to its replica
+/// and tells its own clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Joined { client: ClientInfo, node: NodeId },
+    /// The client left; its subscriptions and services go with it on every
+    /// node (each node derives that cascade from its replica).
+    Left { uuid: Uuid },
+    /// A new service; `subscribers` is empty.
+    ServiceCreated { service: ServiceInfo },
+    ServiceDeleted { name: String },
+    Subscribed { service: String, uuid: Uuid },
+    Unsubscribed { service: String, uuid: Uuid },
+    /// A node stopped renewing its lease: all its clients left.
+    NodeDown { node: NodeId },
+}
+
+/// A frame for clients of one other node.
+#[derive(Debug, Clone)]
+pub enum Remote {
+    /// For one client.
+    Client { to: Uuid, frame: Frame },
+    /// For the node's local subscribers of a service, but `except`.
+    Service {
+        name: String,
+        except: Option<Uuid>,
+        frame: Frame,
+    },
+}
+
+/// How this node reaches the other nodes of its cluster.
+pub trait Broker: Send + 'static {
+    /// This node's id.
+    fn node(&self) -> NodeId;
+    /// Whether the link to the other nodes works (for `/readyz`).
+    fn is_up(&self) -> bool;
+    /// Tells every other node about a change to the namespace.
+    fn announce(&self, event: &Event);
+    /// Records one atomic change in the shared namespace (the cascades of
+    /// `Left` and `NodeDown` are recorded change by change).
+    fn record(&self, change: &Event);
+    /// A frame for every client of every other node (MESSAGE to ALL).
+    fn broadcast(&self, frame: &Frame, except: Option<Uuid>);
+    /// A frame for clients of `node`.
+    fn forward(&self, node: NodeId, remote: Remote);
+}
+
+/// The broker of a gateway running alone: there are no other nodes.
+pub struct Standalone {
+    node: NodeId,
+}
+
+impl Default for Standalone {
+    fn default() -> Self {
+        Standalone {
+            node: Uuid::new_v4(),
+        }
+    }
+}
+
+impl Broker for Standalone {
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    fn announce(&self, _: &Event) {}
+
+    fn record(&self, _: &Event) {}
+
+    fn broadcast(&self, _: &Frame, _: Option<Uuid>) {}
+
+    fn forward(&self, node: NodeId, _: Remote) {
+        // Every client of a standalone gateway is local.
+        tracing::error!(%node, "a standalone gateway was asked to forward to another node");
     }
 }

@@ -106,6 +106,10 @@ impl TomlValue for PathBuf {
 settings! {
     /// Address and port the gateway listens on (WebSocket at /ws, files at /fs, health and metrics).
     bind: String = "127.0.0.1:8080".into(), env "CONCIERGE_BIND";
+    /// Redis URL (redis://host:port) to run as one replica of a cluster; empty runs a single node with the in-process broker.
+    redis_url: String = String::new(), env "CONCIERGE_REDIS_URL";
+    /// Milliseconds a replica's lease lasts; a replica that stops renewing it is declared dead, its clients leave.
+    node_lease_ms: u64 = 10_000, env "CONCIERGE_NODE_LEASE_MS";
     /// HTTP worker threads; 0 means one per CPU core.
     workers: usize = 0, env "CONCIERGE_WORKERS";
     /// Shared secret clients must send in IDENTIFY; empty means no secret is required.
@@ -188,6 +192,7 @@ impl Settings {
             ("max_frame_size", self.max_frame_size),
             ("max_outgoing_queue", self.max_outgoing_queue),
             ("max_name_len", self.max_name_len),
+            ("node_lease_ms", self.node_lease_ms as usize),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -216,6 +221,10 @@ impl Settings {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub fn node_lease(&self) -> Duration {
+        Duration::from_millis(self.node_lease_ms)
     }
 
     pub fn heartbeat_timeout(&self) -> Duration {

@@ -71,10 +71,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Prepares the files folder at start-up. Clients do not outlive the
-/// gateway, so files left by a previous run are discarded.
-pub fn prepare(files_dir: &Path) -> io::Result<()> {
-    if files_dir.exists() {
+/// Prepares the files folder at start-up. A standalone gateway's clients do
+/// not outlive it, so with `discard` the files of a previous run are thrown
+/// away; replicas of a cluster share the folder and keep it.
+pub fn prepare(files_dir: &Path, discard: bool) -> io::Result<()> {
+    if discard && files_dir.exists() {
         let stale = files_dir.with_extension(format!("stale-{}", Uuid::new_v4()));
         std::fs::rename(files_dir, &stale)?;
         std::thread::spawn(move || std::fs::remove_dir_all(stale));

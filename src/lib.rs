@@ -6,6 +6,7 @@
 //! and `README.md` for running it.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod frame_guard;

@@ -74,7 +74,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let result = actix_web::rt::System::new().block_on(async move {
-        let gateway = Gateway::start(settings)?;
+        let gateway = Gateway::start(settings).await?;
         let addrs = gateway.addrs.clone();
         // Handle signals before announcing the address: a supervisor may
         // send SIGTERM as soon as it sees it.

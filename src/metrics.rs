@@ -58,6 +58,8 @@ pub struct Metrics {
     queue_high_water: AtomicU64,
     queue_depth_max: Gauge<i64, AtomicI64>,
     publish_seconds: Histogram,
+    pub redis_reconnects: Counter,
+    pub redis_errors: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -83,6 +85,8 @@ impl Metrics {
             queue_high_water: AtomicU64::new(0),
             queue_depth_max: Gauge::default(),
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
+            redis_reconnects: Counter::default(),
+            redis_errors: Counter::default(),
             registry: Registry::default(),
         };
         let payloads = Family::<TypeLabel, Counter>::default();
@@ -140,6 +144,16 @@ impl Metrics {
             "broker_publish_seconds",
             "Time to hand one publication to the broker",
             m.publish_seconds.clone(),
+        );
+        registry.register(
+            "redis_reconnects",
+            "Times the Redis subscription was lost and re-established",
+            m.redis_reconnects.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Batches of Redis writes that failed",
+            m.redis_errors.clone(),
         );
         Metrics {
             registry,

@@ -440,6 +440,11 @@ pub enum CloseCode {
     Policy,
     /// 1009: a frame larger than the configured maximum.
     TooBig,
+    /// 1012: this replica is restarting; reconnect (to another one).
+    ServiceRestart,
+    /// 1013: the cluster cannot take new clients right now (Redis is
+    /// unreachable); try again later.
+    TryAgainLater,
     /// 4000: an internal error.
     Unknown,
     /// 4002: the first frame could not be decoded.
@@ -466,6 +471,8 @@ impl CloseCode {
             CloseCode::GoingAway => 1001,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
+            CloseCode::ServiceRestart => 1012,
+            CloseCode::TryAgainLater => 1013,
             CloseCode::Unknown => 4000,
             CloseCode::FatalDecode => 4002,
             CloseCode::NoAuth => 4003,

@@ -1,21 +1,28 @@
-//! The registry: the one actor that owns the namespace of a gateway node.
+//! The registry: the one actor that owns a node's view of the namespace.
 //!
 //! It maps names and uuids to clients, keeps every service with its owner
-//! and subscribers, answers requests, routes MESSAGEs and publishes
-//! broadcasts through the [`Broker`].
+//! and subscribers, answers requests, routes MESSAGEs, and keeps its replica
+//! of the cluster's namespace current from the [`Event`]s other nodes
+//! announce. Standalone, the replica is simply the whole namespace.
 //!
 //! Services are records inside the registry rather than actors of their own,
 //! for one reason: ordering. A sender's frames to one receiver must arrive in
 //! the order they were sent, whether they went by NAME, through a service or
 //! to ALL. With a separate actor per service, a service broadcast would take
 //! one more mailbox hop than a direct message sent right after it and could be
-//! overtaken. One sequencer per node makes the guarantee hold by construction,
-//! and costs nothing measurable: routing is a hash lookup, and fan-out is one
-//! `try_send` of a shared buffer per recipient.
+//! overtaken. One sequencer per node makes the guarantee hold by construction
+//! (across nodes, everything one node sends another travels over one ordered
+//! Redis connection into the receiver's registry), and costs nothing
+//! measurable: routing is a hash lookup, and fan-out is one `try_send` of a
+//! shared buffer per local recipient.
 //!
 //! Every reply to a client, including the ones its session could have
 //! written itself (SELF_SET_SEQ's OK, decode errors), passes through here so
 //! that replies leave in the order the requests came in.
+//!
+//! Each change is applied through one function whatever its origin: a request
+//! of a local client (`record` = true: the change is written to the shared
+//! namespace and announced), or an event from another node (`record` = false).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -27,7 +34,8 @@ use indexmap::IndexSet;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::broker::{Broker, Publication, Topic};
+use crate::broker::{Broker, Event, Hub, NodeId, Remote, Topic};
+use crate::cluster::{Claims, Snapshot};
 use crate::config::Settings;
 use crate::files;
 use crate::metrics;
@@ -37,7 +45,8 @@ use crate::protocol::{
     PROTOCOL_VERSION,
 };
 
-/// A client whose IDENTIFY was validated by its transport.
+/// A client whose IDENTIFY was validated by its transport (and whose name
+/// was claimed in the shared namespace, in a cluster).
 #[derive(Message)]
 #[rtype(result = "Result<(), Close>")]
 pub struct Register {
@@ -94,17 +103,56 @@ pub struct Lookup {
     pub uuid: Uuid,
 }
 
-/// Closes every session with this code (graceful shutdown) and answers with
-/// how many were closed.
+/// Whether this node can serve: its link to the cluster is up.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Ready;
+
+/// Closes every local session with this code (graceful shutdown) and answers
+/// with how many were closed.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAll {
     pub close: Close,
 }
 
+/// Something another node sent this one.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum Inbound {
+    Event(Event),
+    /// A MESSAGE to ALL.
+    All { except: Option<Uuid>, frame: Frame },
+    Remote(Remote),
+}
+
+/// The shared namespace as read from Redis, to reconcile with the replica
+/// (at start-up and after the link to Redis comes back).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconcile(pub Snapshot);
+
+/// Remove a local client and close its connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    pub uuid: Uuid,
+    pub close: Close,
+}
+
+/// A node stopped renewing its lease and this node won the right to clean
+/// up after it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reap {
+    pub node: NodeId,
+}
+
 struct Client {
     info: ClientInfo,
-    outbox: Outbox,
+    node: NodeId,
+    /// `None` for clients of other nodes.
+    outbox: Option<Outbox>,
     /// Names of services this client is subscribed to.
     subscriptions: BTreeSet<String>,
     /// Names of services this client owns.
@@ -116,6 +164,8 @@ struct Service {
     receipt: ServiceInfo,
     /// Subscriber uuids in subscription order.
     subscribers: IndexSet<Uuid>,
+    /// How many subscribers each other node has.
+    remote: HashMap<NodeId, usize>,
 }
 
 impl Service {
@@ -127,11 +177,18 @@ impl Service {
     }
 }
 
+/// Who caused a change, to answer it with the request's `seq`.
+type Cause = Option<(Uuid, Option<u64>)>;
+
 /// The namespace of one node.
 pub struct Registry {
     settings: Arc<Settings>,
     files_dir: PathBuf,
+    node: NodeId,
+    hub: Hub,
     broker: Box<dyn Broker>,
+    /// Claims in the shared namespace; `None` when standalone.
+    claims: Option<Claims>,
     clients: HashMap<Uuid, Client>,
     names: HashMap<String, Uuid>,
     services: BTreeMap<String, Service>,
@@ -142,11 +199,14 @@ impl Actor for Registry {
 }
 
 impl Registry {
-    pub fn new(settings: Arc<Settings>, broker: Box<dyn Broker>) -> Self {
+    pub fn new(settings: Arc<Settings>, broker: Box<dyn Broker>, claims: Option<Claims>) -> Self {
         Registry {
             files_dir: settings.files_dir(),
             settings,
+            node: broker.node(),
+            hub: Hub::default(),
             broker,
+            claims,
             clients: HashMap::new(),
             names: HashMap::new(),
             services: BTreeMap::new(),
@@ -154,19 +214,15 @@ impl Registry {
     }
 
     fn reply(&self, uuid: Uuid, seq: Option<u64>, payload: PayloadOut) {
-        if let Some(client) = self.clients.get(&uuid) {
-            client.outbox.send(Frame::from(payload.encode(seq)));
+        if let Some(outbox) = self.clients.get(&uuid).and_then(|c| c.outbox.as_ref()) {
+            outbox.send(Frame::from(payload.encode(seq)));
         }
     }
 
-    /// Sends `payload` to everyone subscribed to `topic`: with `seq` to the
-    /// client that caused it (when it is subscribed), without to the others.
-    fn broadcast(
-        &mut self,
-        topic: &Topic,
-        payload: PayloadOut,
-        cause: Option<(Uuid, Option<u64>)>,
-    ) {
+    /// Sends `payload` to this node's subscribers of `topic`: with `seq` to
+    /// the client that caused it (when it is subscribed), without to the
+    /// others.
+    fn broadcast(&self, topic: &Topic, payload: PayloadOut, cause: Cause) {
         let cause_uuid = cause.map(|(uuid, _)| uuid);
         if let Some((uuid, seq)) = cause {
             let subscribed = match topic {
@@ -180,16 +236,20 @@ impl Registry {
                 self.reply(uuid, seq, payload.clone());
             }
         }
-        publish(
-            &mut *self.broker,
-            topic,
-            Frame::from(payload.encode(None)),
-            cause_uuid,
-        );
+        self.publish(topic, &Frame::from(payload.encode(None)), cause_uuid);
     }
 
-    fn client_info(&self, uuid: &Uuid) -> Option<&ClientInfo> {
-        self.clients.get(uuid).map(|c| &c.info)
+    /// Hands a frame to the hub, timing it.
+    fn publish(&self, topic: &Topic, frame: &Frame, except: Option<Uuid>) {
+        let started = Instant::now();
+        self.hub.publish(topic, frame, except);
+        metrics::get().published(started.elapsed());
+    }
+
+    /// Records a change in the shared namespace and announces it.
+    fn share(&self, event: Event) {
+        self.broker.record(&event);
+        self.broker.announce(&event);
     }
 
     fn subscriptions_of(&self, client: &Client) -> Vec<ServiceInfo> {
@@ -200,21 +260,62 @@ impl Registry {
             .collect()
     }
 
+    /// Adds a client, local (with an outbox) or remote, and tells the local
+    /// clients.
+    fn join(&mut self, info: ClientInfo, node: NodeId, outbox: Option<Outbox>) {
+        let uuid = info.uuid;
+        if self.clients.contains_key(&uuid) {
+            return;
+        }
+        self.broadcast(
+            &Topic::Everyone,
+            PayloadOut::ClientJoined {
+                client: info.clone(),
+            },
+            None,
+        );
+        if let Some(outbox) = &outbox {
+            self.hub.subscribe(Topic::Everyone, outbox.clone());
+            metrics::get().clients_identified.inc();
+        }
+        // A claim that succeeded in Redis wins over a stale replica entry
+        // whose departure has not reached this node yet.
+        self.names.insert(info.name.clone(), uuid);
+        self.clients.insert(
+            uuid,
+            Client {
+                info,
+                node,
+                outbox,
+                subscriptions: BTreeSet::new(),
+                owned: BTreeSet::new(),
+            },
+        );
+    }
+
     /// Removes a client and everything it leaves behind: its subscriptions
     /// (announced to each service), its services (deleted for everyone), its
-    /// files, and finally CLIENT_LEFT for everyone else.
-    fn remove_client(&mut self, uuid: Uuid) -> Option<Client> {
+    /// files (when `record`: only the node that records a departure cleans
+    /// up after it), and finally CLIENT_LEFT for everyone else.
+    fn leave(&mut self, uuid: Uuid, record: bool) -> Option<Client> {
         let client = self.clients.remove(&uuid)?;
-        metrics::get().clients_identified.dec();
-        self.names.remove(&client.info.name);
-        self.broker.unsubscribe(&Topic::Everyone, uuid);
+        if self.names.get(&client.info.name) == Some(&uuid) {
+            self.names.remove(&client.info.name);
+        }
+        if client.outbox.is_some() {
+            self.hub.unsubscribe(&Topic::Everyone, uuid);
+            metrics::get().clients_identified.dec();
+        }
         for name in &client.subscriptions {
-            self.unsubscribe(uuid, &client.info, name);
+            self.unsubscribed(name, &client.info, client.node, client.outbox.is_some(), record);
         }
         for name in &client.owned {
-            self.delete_service(name, None);
+            self.service_deleted(name, None, record);
         }
-        files::discard_client_dir(&self.files_dir, &client.info.name, uuid);
+        if record {
+            files::discard_client_dir(&self.files_dir, &client.info.name, uuid);
+            self.broker.record(&Event::Left { uuid });
+        }
         self.broadcast(
             &Topic::Everyone,
             PayloadOut::ClientLeft {
@@ -222,21 +323,41 @@ impl Registry {
             },
             None,
         );
-        tracing::info!(%uuid, name = %client.info.name, "client left");
+        tracing::info!(%uuid, name = %client.info.name, node = %client.node, "client left");
         Some(client)
     }
 
-    /// Removes `uuid` from a service's subscribers and tells the remaining
-    /// ones. Returns the service as it is after the change.
-    fn unsubscribe(&mut self, uuid: Uuid, info: &ClientInfo, name: &str) -> Option<ServiceInfo> {
+    /// Removes a subscriber from a service and tells the remaining local
+    /// subscribers. Returns the service as it is after the change.
+    fn unsubscribed(
+        &mut self,
+        name: &str,
+        info: &ClientInfo,
+        node: NodeId,
+        local: bool,
+        record: bool,
+    ) -> Option<ServiceInfo> {
         let service = self.services.get_mut(name)?;
-        if !service.subscribers.shift_remove(&uuid) {
+        if !service.subscribers.shift_remove(&info.uuid) {
             return None;
         }
         metrics::get().subscriptions.dec();
         let topic = Topic::Service(name.to_owned());
-        self.broker.unsubscribe(&topic, uuid);
+        if local {
+            self.hub.unsubscribe(&topic, info.uuid);
+        } else if let Some(count) = service.remote.get_mut(&node) {
+            *count -= 1;
+            if *count == 0 {
+                service.remote.remove(&node);
+            }
+        }
         let after = service.info();
+        if record {
+            self.broker.record(&Event::Unsubscribed {
+                service: name.to_owned(),
+                uuid: info.uuid,
+            });
+        }
         self.broadcast(
             &topic,
             PayloadOut::ServiceClientUnsubscribed {
@@ -250,7 +371,7 @@ impl Registry {
 
     /// Deletes a service and announces it to everyone; `cause` is the owner
     /// when it asked for the deletion.
-    fn delete_service(&mut self, name: &str, cause: Option<(Uuid, Option<u64>)>) {
+    fn service_deleted(&mut self, name: &str, cause: Cause, record: bool) {
         let Some(service) = self.services.remove(name) else {
             return;
         };
@@ -266,7 +387,12 @@ impl Registry {
         if let Some(owner) = self.clients.get_mut(&info.owner_uuid) {
             owner.owned.remove(name);
         }
-        self.broker.drop_topic(&Topic::Service(name.to_owned()));
+        self.hub.drop_topic(&Topic::Service(name.to_owned()));
+        if record {
+            self.broker.record(&Event::ServiceDeleted {
+                name: name.to_owned(),
+            });
+        }
         self.broadcast(
             &Topic::Everyone,
             PayloadOut::ServiceDeleteResult { service: info },
@@ -274,7 +400,255 @@ impl Registry {
         );
     }
 
-    fn handle_op(&mut self, uuid: Uuid, seq: Option<u64>, op: Op) {
+    /// Adds a service and announces it to everyone.
+    fn service_created(&mut self, receipt: ServiceInfo, cause: Cause) {
+        if self.services.contains_key(&receipt.name) {
+            return;
+        }
+        if let Some(owner) = self.clients.get_mut(&receipt.owner_uuid) {
+            owner.owned.insert(receipt.name.clone());
+        }
+        metrics::get().services.inc();
+        self.services.insert(
+            receipt.name.clone(),
+            Service {
+                receipt: receipt.clone(),
+                subscribers: IndexSet::new(),
+                remote: HashMap::new(),
+            },
+        );
+        self.broadcast(
+            &Topic::Everyone,
+            PayloadOut::ServiceCreateResult {
+                successful: true,
+                service: receipt,
+            },
+            cause,
+        );
+    }
+
+    /// Adds a subscriber to a service and tells the local subscribers that
+    /// were there before. Returns the service after the change.
+    fn subscribed(&mut self, name: &str, uuid: Uuid) -> Option<ServiceInfo> {
+        let service = self.services.get_mut(name)?;
+        let client = self.clients.get_mut(&uuid)?;
+        if !service.subscribers.insert(uuid) {
+            return None;
+        }
+        client.subscriptions.insert(name.to_owned());
+        metrics::get().subscriptions.inc();
+        if client.outbox.is_none() {
+            *service.remote.entry(client.node).or_default() += 1;
+        }
+        let after = service.info();
+        let info = client.info.clone();
+        let outbox = client.outbox.clone();
+        let topic = Topic::Service(name.to_owned());
+        // Announce to the local subscribers already there, then join.
+        self.broadcast(
+            &topic,
+            PayloadOut::ServiceClientSubscribed {
+                client: info,
+                service: after.clone(),
+            },
+            None,
+        );
+        if let Some(outbox) = outbox {
+            self.hub.subscribe(topic, outbox);
+        }
+        Some(after)
+    }
+
+    /// Applies an event announced by another node.
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Joined { client, node } => self.join(client, node, None),
+            Event::Left { uuid } => {
+                self.leave(uuid, false);
+            }
+            Event::ServiceCreated { service } => self.service_created(service, None),
+            Event::ServiceDeleted { name } => self.service_deleted(&name, None, false),
+            Event::Subscribed { service, uuid } => {
+                self.subscribed(&service, uuid);
+            }
+            Event::Unsubscribed { service, uuid } => {
+                if let Some(client) = self.clients.get(&uuid) {
+                    let (info, node) = (client.info.clone(), client.node);
+                    if let Some(client) = self.clients.get_mut(&uuid) {
+                        client.subscriptions.remove(&service);
+                    }
+                    self.unsubscribed(&service, &info, node, false, false);
+                }
+            }
+            Event::NodeDown { node } if node == self.node => {
+                // Another node believed this one dead (its lease lapsed
+                // while Redis was unreachable): put this node's clients back.
+                tracing::warn!("this node was declared down; re-registering its clients");
+                self.reregister_local();
+            }
+            Event::NodeDown { node } => self.node_down(node, false),
+        }
+    }
+
+    /// Removes every client of a departed node.
+    fn node_down(&mut self, node: NodeId, record: bool) {
+        let gone: Vec<Uuid> = self
+            .clients
+            .values()
+            .filter(|c| c.node == node)
+            .map(|c| c.info.uuid)
+            .collect();
+        tracing::warn!(%node, clients = gone.len(), "node down: removing its clients");
+        for uuid in gone {
+            self.leave(uuid, record);
+        }
+    }
+
+    /// Writes this node's clients, services and subscriptions back to the
+    /// shared namespace and announces them, after an outage erased them.
+    fn reregister_local(&mut self) {
+        let mut events = Vec::new();
+        for client in self.clients.values().filter(|c| c.outbox.is_some()) {
+            events.push(Event::Joined {
+                client: client.info.clone(),
+                node: self.node,
+            });
+        }
+        for service in self.services.values() {
+            let owner_local = self
+                .clients
+                .get(&service.receipt.owner_uuid)
+                .is_some_and(|c| c.outbox.is_some());
+            if owner_local {
+                events.push(Event::ServiceCreated {
+                    service: service.receipt.clone(),
+                });
+            }
+        }
+        for (name, service) in &self.services {
+            for uuid in &service.subscribers {
+                if self.clients.get(uuid).is_some_and(|c| c.outbox.is_some()) {
+                    events.push(Event::Subscribed {
+                        service: name.clone(),
+                        uuid: *uuid,
+                    });
+                }
+            }
+        }
+        for event in events {
+            self.share(event);
+        }
+        if let Some(claims) = &self.claims {
+            let local: Vec<(String, Uuid)> = self
+                .clients
+                .values()
+                .filter(|c| c.outbox.is_some())
+                .map(|c| (c.info.name.clone(), c.info.uuid))
+                .collect();
+            claims.reclaim_names(local);
+        }
+    }
+
+    /// Removes a local client at once and closes its connection.
+    fn evict(&mut self, uuid: Uuid, close: Close) {
+        if let Some(client) = self.leave(uuid, true) {
+            self.broker.announce(&Event::Left { uuid });
+            if let Some(outbox) = client.outbox {
+                outbox.close(close);
+            }
+        }
+    }
+
+    /// Brings the replica in line with the shared namespace.
+    fn reconcile(&mut self, snapshot: Snapshot) {
+        let (local, remote): (Vec<_>, Vec<_>) = snapshot
+            .clients
+            .into_iter()
+            .partition(|(_, node)| *node == self.node);
+        let local_known: BTreeSet<Uuid> = local.into_iter().map(|(info, _)| info.uuid).collect();
+        let remote_now: HashMap<Uuid, (ClientInfo, NodeId)> = remote
+            .into_iter()
+            .map(|(info, node)| (info.uuid, (info, node)))
+            .collect();
+        // Remote clients that are gone.
+        let stale: Vec<Uuid> = self
+            .clients
+            .values()
+            .filter(|c| c.outbox.is_none() && !remote_now.contains_key(&c.info.uuid))
+            .map(|c| c.info.uuid)
+            .collect();
+        for uuid in stale {
+            self.leave(uuid, false);
+        }
+        // Remote clients this node has not heard of.
+        for (info, node) in remote_now.into_values() {
+            self.join(info, node, None);
+        }
+        // Services.
+        let names: BTreeSet<String> = snapshot.services.iter().map(|s| s.name.clone()).collect();
+        let vanished: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(name, s)| {
+                !names.contains(*name)
+                    && !self
+                        .clients
+                        .get(&s.receipt.owner_uuid)
+                        .is_some_and(|c| c.outbox.is_some())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in vanished {
+            self.service_deleted(&name, None, false);
+        }
+        for service in snapshot.services {
+            let name = service.name.clone();
+            let subscribers = service.subscribers.clone();
+            self.service_created(
+                ServiceInfo {
+                    subscribers: Vec::new(),
+                    ..service
+                },
+                None,
+            );
+            let remote: BTreeSet<Uuid> = subscribers
+                .into_iter()
+                .filter(|u| self.clients.get(u).is_some_and(|c| c.outbox.is_none()))
+                .collect();
+            // Remote subscribers that left, then the ones this node missed.
+            let gone: Vec<(ClientInfo, NodeId)> = self
+                .services
+                .get(&name)
+                .map(|s| {
+                    s.subscribers
+                        .iter()
+                        .filter_map(|u| self.clients.get(u))
+                        .filter(|c| c.outbox.is_none() && !remote.contains(&c.info.uuid))
+                        .map(|c| (c.info.clone(), c.node))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (info, node) in gone {
+                if let Some(client) = self.clients.get_mut(&info.uuid) {
+                    client.subscriptions.remove(&name);
+                }
+                self.unsubscribed(&name, &info, node, false, false);
+            }
+            for uuid in remote {
+                self.subscribed(&name, uuid);
+            }
+        }
+        // This node's own clients missing from the shared namespace.
+        let missing = self
+            .clients
+            .values()
+            .any(|c| c.outbox.is_some() && !local_known.contains(&c.info.uuid));
+        if missing {
+            self.reregister_local();
+        }
+    }
+
+    fn handle_op(&mut self, uuid: Uuid, seq: Option<u64>, op: Op, ctx: &mut Context<Self>) {
         let Some(client) = self.clients.get(&uuid) else {
             // Evicted or gone: its last requests have no one to answer to.
             return;
@@ -323,7 +697,7 @@ impl Registry {
                 self.reply(uuid, seq, PayloadOut::ServiceFetchAllResult { services });
             }
             Op::ServiceCreate { service, nickname } => {
-                self.create_service(uuid, seq, service, nickname)
+                self.create_service(uuid, seq, service, nickname, ctx)
             }
             Op::ServiceDelete(name) => match self.services.get(&name) {
                 None => self.reply(uuid, seq, PayloadOut::InvalidService { service: name }),
@@ -334,7 +708,10 @@ impl Registry {
                         desc: Some(format!("only the owner can delete service {name:?}")),
                     },
                 ),
-                Some(_) => self.delete_service(&name, Some((uuid, seq))),
+                Some(_) => {
+                    self.service_deleted(&name, Some((uuid, seq)), true);
+                    self.broker.announce(&Event::ServiceDeleted { name });
+                }
             },
             Op::SelfSubscribe(name) => self.subscribe(uuid, seq, name),
             Op::SelfUnsubscribe(name) => {
@@ -344,11 +721,15 @@ impl Registry {
                 };
                 let before = service.info();
                 let info = client.info.clone();
-                let payload = match self.unsubscribe(uuid, &info, &name) {
+                let payload = match self.unsubscribed(&name, &info, self.node, true, true) {
                     Some(after) => {
                         if let Some(client) = self.clients.get_mut(&uuid) {
                             client.subscriptions.remove(&name);
                         }
+                        self.broker.announce(&Event::Unsubscribed {
+                            service: name,
+                            uuid,
+                        });
                         PayloadOut::SelfUnsubscribeResult {
                             successful: true,
                             service: after,
@@ -370,24 +751,22 @@ impl Registry {
         seq: Option<u64>,
         name: String,
         nickname: Option<String>,
+        ctx: &mut Context<Self>,
     ) {
         if let Some(existing) = self.services.get(&name) {
             let service = existing.info();
-            self.reply(
-                uuid,
-                seq,
-                PayloadOut::ServiceCreateResult {
-                    successful: false,
-                    service,
-                },
-            );
+            let payload = PayloadOut::ServiceCreateResult {
+                successful: false,
+                service,
+            };
+            self.reply(uuid, seq, payload);
             return;
         }
         if let Err(desc) = self.check_service_fields(&name, nickname.as_deref()) {
             self.reply(uuid, seq, PayloadOut::Bad { desc: Some(desc) });
             return;
         }
-        let Some(owner) = self.clients.get_mut(&uuid) else {
+        let Some(owner) = self.clients.get(&uuid) else {
             return;
         };
         let max = self.settings.max_services_per_client;
@@ -396,29 +775,43 @@ impl Registry {
             self.reply(uuid, seq, PayloadOut::Bad { desc: Some(desc) });
             return;
         }
-        owner.owned.insert(name.clone());
-        metrics::get().services.inc();
         let receipt = ServiceInfo {
-            name: name.clone(),
+            name,
             nickname,
             owner_uuid: uuid,
             subscribers: Vec::new(),
         };
-        self.services.insert(
-            name,
-            Service {
-                receipt: receipt.clone(),
-                subscribers: IndexSet::new(),
-            },
-        );
-        self.broadcast(
-            &Topic::Everyone,
-            PayloadOut::ServiceCreateResult {
-                successful: true,
-                service: receipt,
-            },
-            Some((uuid, seq)),
-        );
+        let Some(claims) = self.claims.clone() else {
+            self.service_created(receipt.clone(), Some((uuid, seq)));
+            return;
+        };
+        // The name must be claimed cluster-wide. Service creation is rare, so
+        // the registry waits for the round trip and stays the one sequencer.
+        let claim = receipt.clone();
+        async move { claims.claim_service(&claim).await }
+            .into_actor(self)
+            .map(move |result, act, _| match result {
+                Ok(None) => {
+                    act.service_created(receipt.clone(), Some((uuid, seq)));
+                    act.broker.announce(&Event::ServiceCreated { service: receipt });
+                }
+                Ok(Some(existing)) => act.reply(
+                    uuid,
+                    seq,
+                    PayloadOut::ServiceCreateResult {
+                        successful: false,
+                        service: existing,
+                    },
+                ),
+                Err(e) => act.reply(
+                    uuid,
+                    seq,
+                    PayloadOut::ErrorInternal {
+                        desc: format!("cannot claim the service name: {e}"),
+                    },
+                ),
+            })
+            .wait(ctx);
     }
 
     fn check_service_fields(&self, name: &str, nickname: Option<&str>) -> Result<(), String> {
@@ -431,26 +824,23 @@ impl Registry {
         }
         let max = self.settings.max_nickname_len;
         if nickname.is_some_and(|n| n.len() > max) {
-            return Err(format!(
-                "a service nickname may be at most {max} bytes long"
-            ));
+            return Err(format!("a service nickname may be at most {max} bytes long"));
         }
         Ok(())
     }
 
     fn subscribe(&mut self, uuid: Uuid, seq: Option<u64>, name: String) {
-        let Some(service) = self.services.get_mut(&name) else {
+        let Some(service) = self.services.get(&name) else {
             self.reply(uuid, seq, PayloadOut::InvalidService { service: name });
             return;
         };
-        let Some(client) = self.clients.get_mut(&uuid) else {
+        let Some(client) = self.clients.get(&uuid) else {
             return;
         };
         if service.subscribers.contains(&uuid) {
-            let service = service.info();
             let payload = PayloadOut::SelfSubscribeResult {
                 successful: false,
-                service,
+                service: service.info(),
             };
             self.reply(uuid, seq, payload);
             return;
@@ -461,85 +851,49 @@ impl Registry {
             self.reply(uuid, seq, PayloadOut::Bad { desc: Some(desc) });
             return;
         }
-        client.subscriptions.insert(name.clone());
-        service.subscribers.insert(uuid);
-        metrics::get().subscriptions.inc();
-        let after = service.info();
-        let info = client.info.clone();
-        let outbox = client.outbox.clone();
-        let topic = Topic::Service(name);
+        let Some(after) = self.subscribed(&name, uuid) else {
+            return;
+        };
         self.reply(
             uuid,
             seq,
             PayloadOut::SelfSubscribeResult {
                 successful: true,
-                service: after.clone(),
-            },
-        );
-        // Announce to the subscribers already there, then join the topic.
-        self.broadcast(
-            &topic,
-            PayloadOut::ServiceClientSubscribed {
-                client: info,
                 service: after,
             },
-            None,
         );
-        self.broker.subscribe(topic, outbox);
+        self.share(Event::Subscribed {
+            service: name,
+            uuid,
+        });
     }
 
     /// Relays a MESSAGE and returns the sender's answer.
-    fn route(&mut self, from: Uuid, target: &Target, data: &RawValue) -> PayloadOut {
+    fn route(&self, from: Uuid, target: &Target, data: &RawValue) -> PayloadOut {
         let Some(sender) = self.clients.get(&from) else {
             return PayloadOut::ErrorInternal {
                 desc: "sender is not registered".into(),
             };
         };
-        let origin = OriginRef {
+        let plain = OriginRef {
             client: &sender.info,
             service: None,
         };
         match target {
             Target::Name { name } => match self.names.get(name) {
-                Some(to) => {
-                    self.deliver(
-                        *to,
-                        MessageOut {
-                            target,
-                            origin,
-                            data,
-                        },
-                    );
-                    PayloadOut::Ok
-                }
+                Some(to) => self.deliver(*to, MessageOut { target, origin: plain, data }),
                 None => PayloadOut::InvalidName { name: name.clone() },
             },
             Target::Uuid { uuid } => {
                 match uuid.parse().ok().filter(|u| self.clients.contains_key(u)) {
-                    Some(to) => {
-                        self.deliver(
-                            to,
-                            MessageOut {
-                                target,
-                                origin,
-                                data,
-                            },
-                        );
-                        PayloadOut::Ok
-                    }
+                    Some(to) => self.deliver(to, MessageOut { target, origin: plain, data }),
                     None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
                 }
             }
             Target::All => {
-                let frame = Frame::from(
-                    MessageOut {
-                        target,
-                        origin,
-                        data,
-                    }
-                    .encode(),
-                );
-                publish(&mut *self.broker, &Topic::Everyone, frame, None);
+                let frame = Frame::from(MessageOut { target, origin: plain, data }.encode());
+                self.publish(&Topic::Everyone, &frame, None);
+                self.broker.broadcast(&frame, None);
                 PayloadOut::Ok
             }
             Target::Service { service } => {
@@ -554,27 +908,21 @@ impl Registry {
                 };
                 let owner = entry.receipt.owner_uuid;
                 if from == owner {
-                    let frame = Frame::from(
-                        MessageOut {
-                            target,
-                            origin,
-                            data,
-                        }
-                        .encode(),
-                    );
-                    let topic = Topic::Service(service.clone());
-                    publish(&mut *self.broker, &topic, frame, Some(owner));
+                    let frame = Frame::from(MessageOut { target, origin, data }.encode());
+                    self.publish(&Topic::Service(service.clone()), &frame, Some(owner));
+                    for node in entry.remote.keys() {
+                        self.broker.forward(
+                            *node,
+                            Remote::Service {
+                                name: service.clone(),
+                                except: Some(owner),
+                                frame: frame.clone(),
+                            },
+                        );
+                    }
                     PayloadOut::Ok
                 } else if entry.subscribers.contains(&from) {
-                    self.deliver(
-                        owner,
-                        MessageOut {
-                            target,
-                            origin,
-                            data,
-                        },
-                    );
-                    PayloadOut::Ok
+                    self.deliver(owner, MessageOut { target, origin, data })
                 } else {
                     PayloadOut::Bad {
                         desc: Some(format!(
@@ -602,15 +950,7 @@ impl Registry {
                             client: &sender.info,
                             service: Some(&entry.receipt),
                         };
-                        self.deliver(
-                            to,
-                            MessageOut {
-                                target,
-                                origin,
-                                data,
-                            },
-                        );
-                        PayloadOut::Ok
+                        self.deliver(to, MessageOut { target, origin, data })
                     }
                     None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
                 }
@@ -618,19 +958,20 @@ impl Registry {
         }
     }
 
-    fn deliver(&self, to: Uuid, message: MessageOut<'_>) {
-        if let Some(client) = self.clients.get(&to) {
-            client.outbox.send(Frame::from(message.encode()));
+    /// Sends a MESSAGE to one client, here or on its node; the sender's answer.
+    fn deliver(&self, to: Uuid, message: MessageOut<'_>) -> PayloadOut {
+        let Some(client) = self.clients.get(&to) else {
+            return PayloadOut::InvalidUuid {
+                uuid: to.to_string(),
+            };
+        };
+        let frame = Frame::from(message.encode());
+        match &client.outbox {
+            Some(outbox) => outbox.send(frame),
+            None => self.broker.forward(client.node, Remote::Client { to, frame }),
         }
+        PayloadOut::Ok
     }
-}
-
-/// Hands a publication to the broker, timing it. (A function rather than a
-/// method so that callers can keep borrowing other fields of the registry.)
-fn publish(broker: &mut dyn Broker, topic: &Topic, frame: Frame, except: Option<Uuid>) {
-    let started = Instant::now();
-    broker.publish(topic, Publication { frame, except });
-    metrics::get().published(started.elapsed());
 }
 
 impl Handler<Register> for Registry {
@@ -638,7 +979,7 @@ impl Handler<Register> for Registry {
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let Register { info, outbox } = msg;
-        if self.names.contains_key(&info.name) {
+        if self.claims.is_none() && self.names.contains_key(&info.name) {
             return Err(Close::new(
                 CloseCode::DuplicateAuth,
                 format!("the name {:?} is taken", info.name),
@@ -652,26 +993,13 @@ impl Handler<Register> for Registry {
             }
             .encode(None),
         ));
-        self.broadcast(
-            &Topic::Everyone,
-            PayloadOut::ClientJoined {
-                client: info.clone(),
-            },
-            None,
-        );
-        self.broker.subscribe(Topic::Everyone, outbox.clone());
-        self.names.insert(info.name.clone(), uuid);
-        metrics::get().clients_identified.inc();
         tracing::info!(%uuid, name = %info.name, "client identified");
-        self.clients.insert(
-            uuid,
-            Client {
-                info,
-                outbox,
-                subscriptions: BTreeSet::new(),
-                owned: BTreeSet::new(),
-            },
-        );
+        let event = Event::Joined {
+            client: info.clone(),
+            node: self.node,
+        };
+        self.join(info, self.node, Some(outbox));
+        self.share(event);
         Ok(())
     }
 }
@@ -680,15 +1008,17 @@ impl Handler<Leave> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
-        self.remove_client(msg.uuid);
+        if self.leave(msg.uuid, true).is_some() {
+            self.broker.announce(&Event::Left { uuid: msg.uuid });
+        }
     }
 }
 
 impl Handler<Request> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: Request, _: &mut Context<Self>) {
-        self.handle_op(msg.uuid, msg.seq, msg.op);
+    fn handle(&mut self, msg: Request, ctx: &mut Context<Self>) {
+        self.handle_op(msg.uuid, msg.seq, msg.op, ctx);
     }
 }
 
@@ -697,13 +1027,22 @@ impl Handler<Overflowed> for Registry {
 
     fn handle(&mut self, msg: Overflowed, _: &mut Context<Self>) {
         let max = self.settings.max_outgoing_queue;
-        if let Some(client) = self.remove_client(msg.uuid) {
-            tracing::warn!(uuid = %msg.uuid, "evicting a client that does not read its frames");
-            client.outbox.close(Close::new(
+        tracing::warn!(uuid = %msg.uuid, "evicting a client that does not read its frames");
+        self.evict(
+            msg.uuid,
+            Close::new(
                 CloseCode::Policy,
                 format!("too slow: more than {max} frames waiting to be sent"),
-            ));
-        }
+            ),
+        );
+    }
+}
+
+impl Handler<Evict> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evict, _: &mut Context<Self>) {
+        self.evict(msg.uuid, msg.close);
     }
 }
 
@@ -711,7 +1050,15 @@ impl Handler<Lookup> for Registry {
     type Result = Option<ClientInfo>;
 
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
-        self.client_info(&msg.uuid).cloned()
+        self.clients.get(&msg.uuid).map(|c| c.info.clone())
+    }
+}
+
+impl Handler<Ready> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, _: Ready, _: &mut Context<Self>) -> bool {
+        self.broker.is_up()
     }
 }
 
@@ -719,9 +1066,50 @@ impl Handler<CloseAll> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: CloseAll, _: &mut Context<Self>) -> usize {
-        for client in self.clients.values() {
-            client.outbox.close(msg.close.clone());
+        let mut closed = 0;
+        for outbox in self.clients.values().filter_map(|c| c.outbox.as_ref()) {
+            outbox.close(msg.close.clone());
+            closed += 1;
         }
-        self.clients.len()
+        closed
+    }
+}
+
+impl Handler<Inbound> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inbound, _: &mut Context<Self>) {
+        match msg {
+            Inbound::Event(event) => self.apply(event),
+            Inbound::All { except, frame } => self.publish(&Topic::Everyone, &frame, except),
+            Inbound::Remote(Remote::Client { to, frame }) => {
+                if let Some(outbox) = self.clients.get(&to).and_then(|c| c.outbox.as_ref()) {
+                    outbox.send(frame);
+                }
+            }
+            Inbound::Remote(Remote::Service {
+                name,
+                except,
+                frame,
+            }) => self.publish(&Topic::Service(name), &frame, except),
+        }
+    }
+}
+
+impl Handler<Reconcile> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconcile, _: &mut Context<Self>) {
+        self.reconcile(msg.0);
+    }
+}
+
+impl Handler<Reap> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reap, _: &mut Context<Self>) {
+        self.node_down(msg.node, true);
+        self.broker.announce(&Event::NodeDown { node: msg.node });
+        self.broker.record(&Event::NodeDown { node: msg.node });
     }
 }

@@ -17,19 +17,22 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
-use crate::broker::LocalBroker;
+use crate::broker::{Broker, Standalone};
+use crate::cluster::{self, Claims};
 use crate::config::Settings;
 use crate::files;
 use crate::frame_guard::FrameGuard;
 use crate::metrics as gateway_metrics;
 use crate::protocol::{Close, CloseCode, PROTOCOL_VERSION, SUBPROTOCOL};
-use crate::registry::{CloseAll, Lookup, Registry};
+use crate::registry::{CloseAll, Ready, Registry};
 use crate::session::Session;
 
 /// What every request handler can reach.
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub registry: Addr<Registry>,
+    /// Name claims in the shared namespace; `None` when standalone.
+    pub claims: Option<Claims>,
 }
 
 /// A started gateway: await `server` to run it.
@@ -39,27 +42,45 @@ pub struct Gateway {
     pub server: Server,
     pub registry: Addr<Registry>,
     pub settings: Arc<Settings>,
+    pub claims: Option<Claims>,
 }
 
 impl Gateway {
-    /// Binds the listener and starts the registry. Must run inside an actix
+    /// Connects to Redis when `redis_url` is set (waiting until it answers),
+    /// starts the registry and binds the listener. Must run inside an actix
     /// `System`; the server does nothing until `server` is awaited.
-    pub fn start(settings: Settings) -> io::Result<Gateway> {
+    pub async fn start(settings: Settings) -> io::Result<Gateway> {
         let settings = Arc::new(settings);
         let bind = settings
             .bind_addr()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        files::prepare(&settings.files_dir())?;
+        let (broker, claims): (Box<dyn Broker>, Option<Claims>) = if settings.redis_url.is_empty() {
+            // Standalone, clients do not outlive the process: start clean.
+            files::prepare(&settings.files_dir(), true)?;
+            (Box::new(Standalone::default()), None)
+        } else {
+            // The files folder is shared by the replicas: keep it.
+            files::prepare(&settings.files_dir(), false)?;
+            let (broker, claims) = cluster::connect(&settings.redis_url, settings.node_lease())
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis_url: {e}")))?;
+            (Box::new(broker), Some(claims))
+        };
 
         let registry = {
             let settings = settings.clone();
+            let claims = claims.clone();
             Registry::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                Registry::new(settings, Box::new(LocalBroker::default()))
+                Registry::new(settings, broker, claims)
             })
         };
+        if let Some(claims) = &claims {
+            cluster::start(claims, registry.clone());
+        }
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             registry: registry.clone(),
+            claims: claims.clone(),
         });
         let user_timeout = settings.heartbeat_timeout();
         let mut http = actix_web::HttpServer::new(move || {
@@ -85,6 +106,7 @@ impl Gateway {
             server: http.run(),
             registry,
             settings,
+            claims,
         })
     }
 
@@ -96,23 +118,37 @@ impl Gateway {
         let signal = wait_for_signal();
         let handle = self.server.handle();
         let registry = self.registry.clone();
+        let claims = self.claims.clone();
         actix_web::rt::spawn(async move {
             signal.await;
-            shutdown(handle, registry).await;
+            shutdown(handle, registry, claims).await;
         });
         self.server
     }
 }
 
-/// Stops accepting, closes every session with 1001, and waits (up to
+/// Stops accepting, closes every session (1001 standalone; 1012 in a
+/// cluster, so clients reconnect through the load balancer to another
+/// replica), deregisters from the cluster at once, and waits (up to
 /// `shutdown_timeout_secs`) for connections to finish.
-pub async fn shutdown(handle: ServerHandle, registry: Addr<Registry>) {
-    let pause = handle.pause();
-    pause.await;
-    let close = Close::new(CloseCode::GoingAway, "the gateway is shutting down");
+pub async fn shutdown(handle: ServerHandle, registry: Addr<Registry>, claims: Option<Claims>) {
+    handle.pause().await;
+    let close = match claims {
+        None => Close::new(CloseCode::GoingAway, "the gateway is shutting down"),
+        Some(_) => Close::new(
+            CloseCode::ServiceRestart,
+            "this replica is restarting: reconnect to another",
+        ),
+    };
     match registry.send(CloseAll { close }).await {
         Ok(n) => tracing::info!(sessions = n, "closing sessions"),
         Err(e) => tracing::error!(error = %e, "cannot reach the registry to close sessions"),
+    }
+    if let Some(claims) = claims {
+        // Let the sessions' departures reach Redis before the lease goes.
+        let _ = registry.send(Ready).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        claims.deregister().await;
     }
     handle.stop(true).await;
 }
@@ -179,6 +215,7 @@ async fn websocket(
     let session = Session::new(
         state.settings.clone(),
         state.registry.clone(),
+        state.claims.clone(),
         peer,
         oversized.clone(),
     );
@@ -193,17 +230,19 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the registry answers within a second.
+/// Ready when the registry answers within a second and, in a cluster, its
+/// link to Redis works.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let probe = state.registry.send(Lookup {
-        uuid: uuid::Uuid::nil(),
-    });
-    match tokio::time::timeout(Duration::from_secs(1), probe).await {
-        Ok(Ok(_)) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        _ => HttpResponse::ServiceUnavailable().json(
-            serde_json::json!({ "status": "not ready", "reason": "the registry does not answer" }),
-        ),
-    }
+    let probe = state.registry.send(Ready);
+    let reason = match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        Ok(Ok(true)) => {
+            return HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }));
+        }
+        Ok(Ok(false)) => "the link to Redis is down",
+        _ => "the registry does not answer",
+    };
+    HttpResponse::ServiceUnavailable()
+        .json(serde_json::json!({ "status": "not ready", "reason": reason }))
 }
 
 async fn version() -> HttpResponse {

@@ -19,6 +19,7 @@ use actix_web_actors::ws;
 use bytestring::ByteString;
 use uuid::Uuid;
 
+use crate::cluster::Claims;
 use crate::config::Settings;
 use crate::metrics;
 use crate::outbox::{Control, Frame, Outbox};
@@ -49,6 +50,8 @@ struct Fragments {
 pub struct Session {
     settings: Arc<Settings>,
     registry: Addr<Registry>,
+    /// Name claims in the shared namespace; `None` when standalone.
+    claims: Option<Claims>,
     span: tracing::Span,
     state: State,
     last_seen: Instant,
@@ -67,6 +70,7 @@ impl Session {
     pub fn new(
         settings: Arc<Settings>,
         registry: Addr<Registry>,
+        claims: Option<Claims>,
         peer: String,
         oversized: Rc<Cell<bool>>,
     ) -> Self {
@@ -79,6 +83,7 @@ impl Session {
         Session {
             settings,
             registry,
+            claims,
             span,
             state: State::Anonymous,
             last_seen: Instant::now(),
@@ -205,24 +210,41 @@ impl Session {
             self.pending.clone(),
         );
         self.state = State::Identifying;
-        self.registry
-            .send(Register { info, outbox })
-            .into_actor(self)
-            .map(move |result, act, ctx| match result {
-                Ok(Ok(())) => act.state = State::Identified { uuid, next_seq: 0 },
-                Ok(Err(close)) => {
-                    act.state = State::Anonymous;
-                    act.close(ctx, close);
+        let registry = self.registry.clone();
+        let claims = self.claims.clone();
+        async move {
+            // In a cluster the name is claimed in Redis first: that is what
+            // makes it unique across replicas.
+            if let Some(claims) = claims {
+                match claims.claim_name(&info.name, uuid).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let reason = format!("the name {:?} is taken", info.name);
+                        return Err(Close::new(CloseCode::DuplicateAuth, reason));
+                    }
+                    Err(e) => {
+                        let reason = format!("the cluster cannot register clients now: {e}");
+                        return Err(Close::new(CloseCode::TryAgainLater, reason));
+                    }
                 }
-                Err(e) => {
-                    act.state = State::Anonymous;
-                    act.close(
-                        ctx,
-                        Close::new(CloseCode::Unknown, format!("internal error: {e}")),
-                    );
-                }
-            })
-            .wait(ctx);
+            }
+            match registry.send(Register { info, outbox }).await {
+                Ok(result) => result,
+                Err(e) => Err(Close::new(
+                    CloseCode::Unknown,
+                    format!("internal error: {e}"),
+                )),
+            }
+        }
+        .into_actor(self)
+        .map(move |result, act, ctx| match result {
+            Ok(()) => act.state = State::Identified { uuid, next_seq: 0 },
+            Err(close) => {
+                act.state = State::Anonymous;
+                act.close(ctx, close);
+            }
+        })
+        .wait(ctx);
     }
 
     /// Validates an IDENTIFY against the gateway's secret, version and limits.

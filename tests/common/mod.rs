@@ -45,7 +45,7 @@ impl TestServer {
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                let gateway = Gateway::start(settings).expect("gateway starts");
+                let gateway = Gateway::start(settings).await.expect("gateway starts");
                 tx.send((gateway.addrs[0], actix_web::rt::System::current()))
                     .expect("report address");
                 actix_web::rt::spawn(gateway.server);
