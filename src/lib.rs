@@ -5,6 +5,7 @@
 //! the sessions' [`outbox`]es. See `docs/PROTOCOL.md` for the wire protocol
 //! and `README.md` for running it.
 
+pub mod bench;
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -29,6 +29,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the documented config file with every default.
     Config,
+    /// Load-test a running gateway (see docs/BENCHMARKS.md).
+    Bench(Box<concierge::bench::BenchArgs>),
 }
 
 #[derive(clap::Args)]
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Serve(args)) => serve(*args),
+        Some(Command::Bench(args)) => concierge::bench::main(*args),
         None => serve(cli.serve),
     }
 }

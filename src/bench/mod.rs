@@ -1,0 +1,264 @@
+//! `concierge bench`: a load generator that speaks the concierge protocol
+//! to a running gateway (or to several, or to a cluster's load balancer) and
+//! reports how fast and how big it is.
+//!
+//! Scenarios:
+//! - `connect`: N clients connect and IDENTIFY; connects/s, failures, and the
+//!   gateway's RSS per identified connection.
+//! - `fanout`: one owner, a service with N subscribers, M messages.
+//! - `direct`: P pairs exchanging M messages each way by NAME.
+//! - `cluster <scenario>`: the same, requiring two gateway URLs or more;
+//!   senders and receivers are placed on different gateways.
+//!
+//! Every benchmark message carries `[seq, sent_ns, "padding"]` in `data`:
+//! its sequence number and the time it was sent, in nanoseconds since the
+//! start of the run on this process's monotonic clock. Each receiver keeps a
+//! bitmap of what it got, so every message is counted as delivered, missing
+//! or duplicated. Senders keep at most `--window` messages not yet delivered
+//! to all their receivers (see [`stats`]). With `--rate`, a message held back
+//! by the window is timed from when it was due, so a slow server cannot hide
+//! its delay by slowing the sender down.
+
+mod clients;
+mod report;
+mod scenarios;
+mod stats;
+mod system;
+
+use std::process::ExitCode;
+
+pub use clients::{ws_config, Incoming};
+pub use report::{Cpu, Memory, Report};
+pub use stats::{Counts, Latency};
+
+/// Why a run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `concierge bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+    /// Threads of the benchmark's runtime (0: one per CPU core).
+    #[arg(long, default_value_t = 0, global = true)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Scenario {
+    /// N clients connect and IDENTIFY as fast as possible, then stay idle.
+    Connect(ConnectArgs),
+    /// One owner sends M messages to a service with N subscribers.
+    Fanout(FanoutArgs),
+    /// P pairs of clients send each other M messages by NAME.
+    Direct(DirectArgs),
+    /// A scenario with its clients spread over two gateway URLs or more.
+    Cluster {
+        #[command(subcommand)]
+        scenario: ClusterScenario,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClusterScenario {
+    Connect(ConnectArgs),
+    Fanout(FanoutArgs),
+    Direct(DirectArgs),
+}
+
+/// Options every scenario has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Gateway WebSocket URL (ws:// only); repeat it to spread clients over
+    /// several gateways: client i goes to URL i mod n.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:8080/ws")]
+    pub urls: Vec<String>,
+    /// PID of a gateway process, for its CPU time and resident memory
+    /// (from /proc); repeat it for several.
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+    /// Prometheus endpoint to read process_resident_memory_bytes from when
+    /// no --server-pid is given.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    /// The gateway's secret, if it has one.
+    #[arg(
+        long,
+        env = "CONCIERGE_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub secret: String,
+    /// Local addresses clients connect from: "auto" (127.0.0.2-127.0.0.9
+    /// when every gateway is on IPv4 loopback), "none", or a comma-separated
+    /// list.
+    #[arg(long, default_value = "auto")]
+    pub source_addrs: String,
+    /// Connections being set up at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds without progress after which a run gives up (counting what
+    /// is missing).
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Milliseconds without broadcast traffic that count as "setup is over".
+    #[arg(long, default_value_t = 500)]
+    pub settle_ms: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Options of the message scenarios.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MessageArgs {
+    /// Messages each sender sends.
+    #[arg(long, default_value_t = 2_000)]
+    pub messages: u64,
+    /// Messages per second per sender; 0 sends as fast as the window allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Most messages a sender has that are not yet delivered to all their
+    /// receivers.
+    #[arg(long, default_value_t = 32)]
+    pub window: u64,
+    /// Approximate size of each message's `data`, in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Milliseconds to keep listening after the last delivery, to catch
+    /// duplicates.
+    #[arg(long, default_value_t = 300)]
+    pub drain_ms: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Clients to connect.
+    #[arg(long, default_value_t = 1_000)]
+    pub clients: usize,
+    /// Seconds to keep the connections open after measuring.
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub messages: MessageArgs,
+    /// Subscribers of the service.
+    #[arg(long, default_value_t = 1_000)]
+    pub subscribers: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub messages: MessageArgs,
+    /// Pairs of clients; each member sends to the other.
+    #[arg(long, default_value_t = 100)]
+    pub pairs: usize,
+}
+
+impl Scenario {
+    fn common(&self) -> &CommonArgs {
+        match self {
+            Scenario::Connect(a)
+            | Scenario::Cluster {
+                scenario: ClusterScenario::Connect(a),
+            } => &a.common,
+            Scenario::Fanout(a)
+            | Scenario::Cluster {
+                scenario: ClusterScenario::Fanout(a),
+            } => &a.common,
+            Scenario::Direct(a)
+            | Scenario::Cluster {
+                scenario: ClusterScenario::Direct(a),
+            } => &a.common,
+        }
+    }
+}
+
+/// Runs one scenario and returns its report.
+pub async fn run(scenario: &Scenario) -> Result<Report, BenchError> {
+    match scenario {
+        Scenario::Connect(a) => scenarios::connect(a, "connect").await,
+        Scenario::Fanout(a) => scenarios::fanout(a, "fanout").await,
+        Scenario::Direct(a) => scenarios::direct(a, "direct").await,
+        Scenario::Cluster { scenario } => {
+            let urls = match scenario {
+                ClusterScenario::Connect(a) => &a.common.urls,
+                ClusterScenario::Fanout(a) => &a.common.urls,
+                ClusterScenario::Direct(a) => &a.common.urls,
+            };
+            if urls.len() < 2 {
+                return Err(BenchError::Usage(
+                    "cluster needs two --url or more (one per gateway)".into(),
+                ));
+            }
+            match scenario {
+                ClusterScenario::Connect(a) => scenarios::connect(a, "cluster-connect").await,
+                ClusterScenario::Fanout(a) => scenarios::fanout(a, "cluster-fanout").await,
+                ClusterScenario::Direct(a) => scenarios::direct(a, "cluster-direct").await,
+            }
+        }
+    }
+}
+
+/// `concierge bench`: runs the scenario on its own runtime and prints the
+/// report. Exits 1 when a message was lost or duplicated or a client failed,
+/// 2 when the run could not be carried out.
+pub fn main(args: BenchArgs) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        builder.worker_threads(args.threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("concierge bench: cannot start a runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let json = args.scenario.common().json;
+    match runtime.block_on(run(&args.scenario)) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("concierge bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! What a run tells its user: a progress bar while it runs, then a summary
+//! table, or one JSON object with every figure (`--json`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::stats::{Counts, Latency};
+
+/// CPU time of both sides during the measured phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cpu {
+    /// Wall-clock length of the measured phase.
+    pub wall_seconds: f64,
+    pub bench_seconds: f64,
+    /// Benchmark CPU time divided by wall time: cores kept busy.
+    pub bench_cores: f64,
+    pub bench_us_per_delivery: Option<f64>,
+    /// Summed over every `--server-pid`; absent without one.
+    pub server_seconds: Option<f64>,
+    pub server_cores: Option<f64>,
+    pub server_us_per_delivery: Option<f64>,
+}
+
+/// Resident memory of the gateway(s) around an idle-connection run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Memory {
+    pub server_rss_before_bytes: Option<u64>,
+    pub server_rss_after_bytes: Option<u64>,
+    pub server_rss_per_connection_bytes: Option<f64>,
+    pub bench_rss_per_connection_bytes: Option<f64>,
+}
+
+/// Every figure of one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub urls: Vec<String>,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix: u64,
+    /// Connections the run opened (or tried to).
+    pub clients: u64,
+    pub connected: u64,
+    pub connect_failures: u64,
+    /// The first few distinct errors, if any.
+    pub errors: Vec<String>,
+    /// Connecting and identifying every client (and subscribing, for fan-out).
+    pub setup_seconds: f64,
+    pub connects_per_sec: Option<f64>,
+    /// From starting a connection to receiving HELLO.
+    pub connect_latency: Option<Latency>,
+    /// Messages not yet delivered to all their receivers that a sender may have.
+    pub window: Option<u64>,
+    /// Messages per second per sender; absent when as fast as the window allows.
+    pub rate: Option<f64>,
+    pub senders: Option<u64>,
+    pub receivers_per_message: Option<u64>,
+    pub messages_per_sender: Option<u64>,
+    /// Size of one relayed MESSAGE frame as received, in bytes.
+    pub frame_bytes: Option<u64>,
+    pub counts: Option<Counts>,
+    /// From the first message sent to the last delivery.
+    pub seconds: Option<f64>,
+    pub deliveries_per_sec: Option<f64>,
+    pub latency: Option<Latency>,
+    pub cpu: Option<Cpu>,
+    pub memory: Option<Memory>,
+    /// Frames that were neither benchmark messages nor replies (broadcasts
+    /// such as CLIENT_JOINED), over all clients.
+    pub broadcast_frames: u64,
+    /// True when a sender gave up because nothing was delivered for `--timeout`.
+    pub stalled: bool,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// True when every message was delivered exactly once and every client
+    /// connected.
+    pub fn clean(&self) -> bool {
+        let counts_ok = self.counts.as_ref().is_none_or(|c| {
+            c.missing == 0
+                && c.duplicated == 0
+                && c.unexpected == 0
+                && c.malformed == 0
+                && c.rejected == 0
+        });
+        counts_ok && !self.stalled && self.connect_failures == 0
+    }
+
+    pub fn json(&self) -> String {
+        // Numbers, strings and options only: serializing cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
+        row("scenario", self.scenario.clone());
+        row("gateways", self.urls.join(", "));
+        row(
+            "clients",
+            format!(
+                "{} connected of {} ({} failed)",
+                self.connected, self.clients, self.connect_failures
+            ),
+        );
+        row("setup", format!("{:.2} s", self.setup_seconds));
+        if let Some(rate) = self.connects_per_sec {
+            row("connects/s", format!("{rate:.0}"));
+        }
+        if let Some(l) = &self.connect_latency {
+            row("connect+identify", latency_line(l));
+        }
+        if let (Some(s), Some(r), Some(m)) = (
+            self.senders,
+            self.receivers_per_message,
+            self.messages_per_sender,
+        ) {
+            row(
+                "workload",
+                format!("{s} sender(s) × {m} messages → {r} receiver(s) each"),
+            );
+        }
+        if let Some(w) = self.window {
+            let rate = match self.rate {
+                Some(r) => format!("{r} msgs/s per sender"),
+                None => "as fast as the window allows".into(),
+            };
+            row("window / rate", format!("{w} / {rate}"));
+        }
+        if let Some(b) = self.frame_bytes {
+            row("relayed frame", format!("{b} bytes"));
+        }
+        if let Some(c) = &self.counts {
+            row(
+                "messages",
+                format!("sent {} acked {} rejected {}", c.sent, c.acked, c.rejected),
+            );
+            row(
+                "deliveries",
+                format!(
+                    "expected {} delivered {} missing {} duplicated {} unexpected {} malformed {}",
+                    c.expected, c.delivered, c.missing, c.duplicated, c.unexpected, c.malformed
+                ),
+            );
+        }
+        if let (Some(s), Some(d)) = (self.seconds, self.deliveries_per_sec) {
+            row("deliveries/s", format!("{} (over {s:.3} s)", thousands(d)));
+        }
+        if let Some(l) = &self.latency {
+            row("latency", latency_line(l));
+        }
+        if let Some(cpu) = &self.cpu {
+            let per = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} µs/delivery"));
+            row(
+                "bench CPU",
+                format!(
+                    "{:.2} s = {:.2} cores, {}",
+                    cpu.bench_seconds,
+                    cpu.bench_cores,
+                    per(cpu.bench_us_per_delivery)
+                ),
+            );
+            let server = match (cpu.server_seconds, cpu.server_cores) {
+                (Some(s), Some(c)) => format!(
+                    "{s:.2} s = {c:.2} cores, {}",
+                    per(cpu.server_us_per_delivery)
+                ),
+                _ => "unknown (pass --server-pid)".into(),
+            };
+            row("server CPU", server);
+        }
+        if let Some(m) = &self.memory {
+            let kib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2} KiB", v / 1024.0));
+            let mib = |v: Option<u64>| {
+                v.map_or("-".into(), |v| format!("{:.1} MiB", v as f64 / 1048576.0))
+            };
+            row(
+                "server RSS",
+                format!(
+                    "{} before, {} after",
+                    mib(m.server_rss_before_bytes),
+                    mib(m.server_rss_after_bytes)
+                ),
+            );
+            row(
+                "RSS per connection",
+                format!(
+                    "server {}, bench {}",
+                    kib(m.server_rss_per_connection_bytes),
+                    kib(m.bench_rss_per_connection_bytes)
+                ),
+            );
+        }
+        row("broadcast frames", self.broadcast_frames.to_string());
+        if self.stalled {
+            row(
+                "STALLED",
+                "nothing was delivered for --timeout: the rest was not sent".into(),
+            );
+        }
+        for e in &self.errors {
+            row("error", e.clone());
+        }
+        for n in &self.notes {
+            row("note", n.clone());
+        }
+        row(
+            "verdict",
+            if self.clean() {
+                "every message delivered exactly once".into()
+            } else {
+                "FAILED: see missing/duplicated/errors above".into()
+            },
+        );
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:>width$}  {v}");
+        }
+        out
+    }
+}
+
+fn latency_line(l: &Latency) -> String {
+    format!(
+        "p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} samples)",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.samples
+    )
+}
+
+/// 1234567.8 → "1,234,568".
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A progress bar on stderr, or nothing (`--json`, `--quiet`, or stderr not
+/// a terminal).
+#[derive(Clone)]
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    pub fn new(visible: bool) -> Progress {
+        let bar = ProgressBar::with_draw_target(
+            None,
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        Progress { bar }
+    }
+
+    /// Starts a phase of `len` steps.
+    pub fn phase(&self, what: &str, len: u64) {
+        let style = ProgressStyle::with_template(
+            "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        self.bar.set_style(style);
+        self.bar.set_message(what.to_owned());
+        self.bar.set_length(len);
+        self.bar.set_position(0);
+        self.bar.reset_elapsed();
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
+
+    pub fn set(&self, pos: u64) {
+        self.bar.set_position(pos);
+    }
+
+    pub fn inc(&self) {
+        self.bar.inc(1);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_get_separators() {
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(0.0), "0");
+    }
+
+    #[test]
+    fn a_report_with_losses_is_not_clean() {
+        let mut r = Report {
+            counts: Some(Counts {
+                missing: 1,
+                ..Counts::default()
+            }),
+            ..Report::default()
+        };
+        assert!(!r.clean());
+        assert!(r.table().contains("FAILED"));
+        r.counts = Some(Counts::default());
+        assert!(r.clean());
+        assert!(r.json().contains("\"scenario\""));
+    }
+}

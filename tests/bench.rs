@@ -1,0 +1,209 @@
+//! `concierge bench` against a real gateway, at tiny sizes: every scenario
+//! must account for every message exactly. This checks the tool, not the
+//! gateway's speed: nothing here asserts a rate or a latency bound.
+
+mod common;
+
+use clap::Parser;
+use common::TestServer;
+use concierge::bench::{self, BenchArgs, Report};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+async fn bench(args: &[&str]) -> Report {
+    let cli = Cli::try_parse_from(["concierge"].iter().chain(args).chain(&[
+        "--quiet",
+        "--timeout",
+        "5",
+        "--settle-ms",
+        "100",
+    ]))
+    .unwrap_or_else(|e| panic!("{args:?} does not parse: {e}"));
+    bench::run(&cli.bench.scenario)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+/// Every message delivered exactly once, with sane latency figures.
+fn assert_exact(report: &Report, expected: u64) {
+    let c = report.counts.as_ref().expect("message counts");
+    assert_eq!(c.expected, expected, "{}", report.table());
+    assert_eq!(c.delivered, expected, "{}", report.table());
+    assert_eq!(c.missing, 0, "{}", report.table());
+    assert_eq!(c.duplicated, 0, "{}", report.table());
+    assert_eq!(
+        c.unexpected + c.malformed + c.rejected,
+        0,
+        "{}",
+        report.table()
+    );
+    assert_eq!(c.acked, c.sent, "{}", report.table());
+    assert!(report.clean() && !report.stalled, "{}", report.table());
+    let l = report.latency.as_ref().expect("latency figures");
+    assert_eq!(l.samples, expected);
+    assert!(l.p50_ms > 0.0, "{l:?}");
+    assert!(l.p50_ms <= l.p90_ms && l.p90_ms <= l.p99_ms, "{l:?}");
+    // Histogram quantiles are rounded up to their bucket (0.1%).
+    assert!(l.p99_ms <= l.max_ms * 1.001 + 0.001, "{l:?}");
+    let seconds = report.seconds.expect("duration");
+    assert!(l.max_ms <= seconds * 1e3 + 1.0, "{l:?} in {seconds} s");
+    assert!(report.deliveries_per_sec.is_some_and(|d| d > 0.0));
+    let cpu = report.cpu.as_ref().expect("cpu figures");
+    assert!(
+        cpu.bench_us_per_delivery.is_some_and(|us| us > 0.0),
+        "{cpu:?}"
+    );
+    assert!(report.frame_bytes.is_some_and(|b| b > 64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_delivers_every_message_to_every_subscriber_once() {
+    let server = TestServer::start();
+    let url = server.ws_url();
+    let pid = std::process::id().to_string();
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "20",
+        "--messages",
+        "50",
+        "--window",
+        "8",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    assert_exact(&report, 20 * 50);
+    assert_eq!(report.scenario, "fanout");
+    assert_eq!((report.connected, report.connect_failures), (21, 0));
+    assert_eq!(report.window, Some(8));
+    // The gateway runs in this process: its CPU is this process's.
+    let cpu = report.cpu.as_ref().expect("cpu");
+    assert!(cpu.server_seconds.is_some() && cpu.server_us_per_delivery.is_some());
+    // The JSON has every figure.
+    let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
+    assert_eq!(json["counts"]["delivered"], 1000);
+    assert!(json["latency"]["p99_ms"].is_number());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_at_a_target_rate() {
+    let server = TestServer::start();
+    let url = server.ws_url();
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "10",
+        "--messages",
+        "40",
+        "--rate",
+        "400",
+    ])
+    .await;
+    assert_exact(&report, 10 * 40);
+    assert_eq!(report.rate, Some(400.0));
+    // 40 messages at 400/s take at least 97.5 ms from first to last.
+    assert!(
+        report.seconds.expect("duration") >= 0.0975,
+        "{}",
+        report.table()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_pairs_exchange_every_message_once() {
+    let server = TestServer::start();
+    let url = server.ws_url();
+    let report = bench(&[
+        "direct",
+        "--url",
+        &url,
+        "--pairs",
+        "5",
+        "--messages",
+        "40",
+        "--window",
+        "4",
+    ])
+    .await;
+    assert_exact(&report, 2 * 5 * 40);
+    assert_eq!(report.senders, Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_counts_clients_broadcasts_and_memory() {
+    let server = TestServer::start();
+    let url = server.ws_url();
+    let pid = std::process::id().to_string();
+    let report = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--clients",
+        "30",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    assert!(report.clean(), "{}", report.table());
+    assert_eq!((report.connected, report.connect_failures), (30, 0));
+    assert!(report.connects_per_sec.is_some_and(|r| r > 0.0));
+    let l = report.connect_latency.expect("connect latency");
+    assert_eq!(l.samples, 30);
+    // Each client hears CLIENT_JOINED for everyone who identified after it.
+    assert_eq!(report.broadcast_frames, 30 * 29 / 2);
+    let m = report.memory.expect("memory");
+    assert!(m.server_rss_before_bytes.is_some() && m.server_rss_after_bytes.is_some());
+    assert!(m.server_rss_per_connection_bytes.is_some());
+    assert!(report.counts.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_spreads_clients_over_several_urls() {
+    let server = TestServer::start();
+    // Two URLs for the one gateway: the clients are spread over both.
+    let a = server.ws_url();
+    let b = format!("ws://localhost:{}/ws", server.addr.port());
+    let report = bench(&[
+        "cluster",
+        "fanout",
+        "--url",
+        &a,
+        "--url",
+        &b,
+        "--subscribers",
+        "6",
+        "--messages",
+        "20",
+    ])
+    .await;
+    assert_exact(&report, 6 * 20);
+    assert_eq!(report.scenario, "cluster-fanout");
+    assert_eq!(report.urls, vec![a.clone(), b]);
+
+    let cli = Cli::try_parse_from(["concierge", "cluster", "direct", "--url", &a]).expect("parses");
+    let err = bench::run(&cli.bench.scenario)
+        .await
+        .expect_err("one URL is not a cluster");
+    assert!(err.to_string().contains("two --url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_is_reported_not_hung() {
+    let server = TestServer::start();
+    let url = format!("ws://127.0.0.1:{}/nowhere", server.addr.port());
+    let cli =
+        Cli::try_parse_from(["concierge", "fanout", "--url", &url, "--quiet"]).expect("parses");
+    let err = bench::run(&cli.bench.scenario)
+        .await
+        .expect_err("no gateway there");
+    assert!(err.to_string().contains("owner"), "{err}");
+}
