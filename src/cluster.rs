@@ -131,7 +131,10 @@ fn decode(payload: &[u8]) -> Option<(NodeId, Inbound)> {
             except,
             frame: frame()?,
         },
-        Route::Client { to } => Inbound::Remote(Remote::Client { to, frame: frame()? }),
+        Route::Client { to } => Inbound::Remote(Remote::Client {
+            to,
+            frame: frame()?,
+        }),
         Route::Service { name, except } => Inbound::Remote(Remote::Service {
             name,
             except,
@@ -169,6 +172,8 @@ struct Link {
     writing: AtomicBool,
     /// Set when the shared namespace may have missed this node's writes.
     resync: Notify,
+    /// Set once the node deregistered: its lease must not come back.
+    leaving: AtomicBool,
     registry: OnceLock<Addr<Registry>>,
 }
 
@@ -204,7 +209,10 @@ pub struct Claims {
 
 /// Connects to Redis (retrying until it answers) and returns the broker and
 /// the claims handle. Call [`start`] once the registry exists.
-pub async fn connect(url: &str, lease: Duration) -> Result<(RedisBroker, Claims), redis::RedisError> {
+pub async fn connect(
+    url: &str,
+    lease: Duration,
+) -> Result<(RedisBroker, Claims), redis::RedisError> {
     let client = redis::Client::open(url)?;
     let mut delay = Duration::from_millis(100);
     let conn = loop {
@@ -227,6 +235,7 @@ pub async fn connect(url: &str, lease: Duration) -> Result<(RedisBroker, Claims)
         subscribed: AtomicBool::new(false),
         writing: AtomicBool::new(true),
         resync: Notify::new(),
+        leaving: AtomicBool::new(false),
         registry: OnceLock::new(),
     });
     actix_web::rt::spawn(writer(link.clone(), rx));
@@ -376,6 +385,9 @@ async fn lease_keeper(link: Arc<Link>) {
     let node = link.node.to_string();
     loop {
         tick.tick().await;
+        if link.leaving.load(Ordering::Relaxed) {
+            return;
+        }
         let renewed: redis::RedisResult<()> = redis::pipe()
             .cmd("SET")
             .arg(key(&["lease", &node]))
@@ -626,6 +638,7 @@ impl Claims {
     /// lease and its membership, so nobody waits for the lease to expire.
     pub async fn deregister(&self) {
         let link = &self.link;
+        link.leaving.store(true, Ordering::Relaxed);
         let node = link.node.to_string();
         let mut conn = link.conn.clone();
         let result: redis::RedisResult<()> = redis::pipe()

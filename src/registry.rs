@@ -122,7 +122,10 @@ pub struct CloseAll {
 pub enum Inbound {
     Event(Event),
     /// A MESSAGE to ALL.
-    All { except: Option<Uuid>, frame: Frame },
+    All {
+        except: Option<Uuid>,
+        frame: Frame,
+    },
     Remote(Remote),
 }
 
@@ -211,6 +214,11 @@ impl Registry {
             names: HashMap::new(),
             services: BTreeMap::new(),
         }
+    }
+
+    /// Whether `uuid` is a client of this node.
+    fn is_local(&self, uuid: &Uuid) -> bool {
+        self.clients.get(uuid).is_some_and(|c| c.outbox.is_some())
     }
 
     fn reply(&self, uuid: Uuid, seq: Option<u64>, payload: PayloadOut) {
@@ -307,7 +315,13 @@ impl Registry {
             metrics::get().clients_identified.dec();
         }
         for name in &client.subscriptions {
-            self.unsubscribed(name, &client.info, client.node, client.outbox.is_some(), record);
+            self.unsubscribed(
+                name,
+                &client.info,
+                client.node,
+                client.outbox.is_some(),
+                record,
+            );
         }
         for name in &client.owned {
             self.service_deleted(name, None, record);
@@ -515,11 +529,7 @@ impl Registry {
             });
         }
         for service in self.services.values() {
-            let owner_local = self
-                .clients
-                .get(&service.receipt.owner_uuid)
-                .is_some_and(|c| c.outbox.is_some());
-            if owner_local {
+            if self.is_local(&service.receipt.owner_uuid) {
                 events.push(Event::ServiceCreated {
                     service: service.receipt.clone(),
                 });
@@ -527,7 +537,7 @@ impl Registry {
         }
         for (name, service) in &self.services {
             for uuid in &service.subscribers {
-                if self.clients.get(uuid).is_some_and(|c| c.outbox.is_some()) {
+                if self.is_local(uuid) {
                     events.push(Event::Subscribed {
                         service: name.clone(),
                         uuid: *uuid,
@@ -589,13 +599,7 @@ impl Registry {
         let vanished: Vec<String> = self
             .services
             .iter()
-            .filter(|(name, s)| {
-                !names.contains(*name)
-                    && !self
-                        .clients
-                        .get(&s.receipt.owner_uuid)
-                        .is_some_and(|c| c.outbox.is_some())
-            })
+            .filter(|(name, s)| !names.contains(*name) && !self.is_local(&s.receipt.owner_uuid))
             .map(|(name, _)| name.clone())
             .collect();
         for name in vanished {
@@ -613,7 +617,7 @@ impl Registry {
             );
             let remote: BTreeSet<Uuid> = subscribers
                 .into_iter()
-                .filter(|u| self.clients.get(u).is_some_and(|c| c.outbox.is_none()))
+                .filter(|u| self.clients.contains_key(u) && !self.is_local(u))
                 .collect();
             // Remote subscribers that left, then the ones this node missed.
             let gone: Vec<(ClientInfo, NodeId)> = self
@@ -793,7 +797,8 @@ impl Registry {
             .map(move |result, act, _| match result {
                 Ok(None) => {
                     act.service_created(receipt.clone(), Some((uuid, seq)));
-                    act.broker.announce(&Event::ServiceCreated { service: receipt });
+                    act.broker
+                        .announce(&Event::ServiceCreated { service: receipt });
                 }
                 Ok(Some(existing)) => act.reply(
                     uuid,
@@ -824,7 +829,9 @@ impl Registry {
         }
         let max = self.settings.max_nickname_len;
         if nickname.is_some_and(|n| n.len() > max) {
-            return Err(format!("a service nickname may be at most {max} bytes long"));
+            return Err(format!(
+                "a service nickname may be at most {max} bytes long"
+            ));
         }
         Ok(())
     }
@@ -881,17 +888,38 @@ impl Registry {
         };
         match target {
             Target::Name { name } => match self.names.get(name) {
-                Some(to) => self.deliver(*to, MessageOut { target, origin: plain, data }),
+                Some(to) => self.deliver(
+                    *to,
+                    MessageOut {
+                        target,
+                        origin: plain,
+                        data,
+                    },
+                ),
                 None => PayloadOut::InvalidName { name: name.clone() },
             },
             Target::Uuid { uuid } => {
                 match uuid.parse().ok().filter(|u| self.clients.contains_key(u)) {
-                    Some(to) => self.deliver(to, MessageOut { target, origin: plain, data }),
+                    Some(to) => self.deliver(
+                        to,
+                        MessageOut {
+                            target,
+                            origin: plain,
+                            data,
+                        },
+                    ),
                     None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
                 }
             }
             Target::All => {
-                let frame = Frame::from(MessageOut { target, origin: plain, data }.encode());
+                let frame = Frame::from(
+                    MessageOut {
+                        target,
+                        origin: plain,
+                        data,
+                    }
+                    .encode(),
+                );
                 self.publish(&Topic::Everyone, &frame, None);
                 self.broker.broadcast(&frame, None);
                 PayloadOut::Ok
@@ -908,7 +936,14 @@ impl Registry {
                 };
                 let owner = entry.receipt.owner_uuid;
                 if from == owner {
-                    let frame = Frame::from(MessageOut { target, origin, data }.encode());
+                    let frame = Frame::from(
+                        MessageOut {
+                            target,
+                            origin,
+                            data,
+                        }
+                        .encode(),
+                    );
                     self.publish(&Topic::Service(service.clone()), &frame, Some(owner));
                     for node in entry.remote.keys() {
                         self.broker.forward(
@@ -922,7 +957,14 @@ impl Registry {
                     }
                     PayloadOut::Ok
                 } else if entry.subscribers.contains(&from) {
-                    self.deliver(owner, MessageOut { target, origin, data })
+                    self.deliver(
+                        owner,
+                        MessageOut {
+                            target,
+                            origin,
+                            data,
+                        },
+                    )
                 } else {
                     PayloadOut::Bad {
                         desc: Some(format!(
@@ -950,7 +992,14 @@ impl Registry {
                             client: &sender.info,
                             service: Some(&entry.receipt),
                         };
-                        self.deliver(to, MessageOut { target, origin, data })
+                        self.deliver(
+                            to,
+                            MessageOut {
+                                target,
+                                origin,
+                                data,
+                            },
+                        )
                     }
                     None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
                 }
@@ -968,7 +1017,9 @@ impl Registry {
         let frame = Frame::from(message.encode());
         match &client.outbox {
             Some(outbox) => outbox.send(frame),
-            None => self.broker.forward(client.node, Remote::Client { to, frame }),
+            None => self
+                .broker
+                .forward(client.node, Remote::Client { to, frame }),
         }
         PayloadOut::Ok
     }

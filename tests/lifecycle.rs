@@ -4,122 +4,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::{command, Process};
 use common::{Client, TestServer};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_concierge");
-
-/// A `concierge` process whose stderr is collected line by line.
-struct Process {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-}
-
-/// The binary with no CONCIERGE_* variable inherited from the environment.
-fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CONCIERGE_") || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-impl Process {
-    fn spawn(mut cmd: Command) -> Process {
-        let mut child = cmd.spawn().expect("the binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-        let sink = log.clone();
-        // Keep draining stderr for the whole life of the process, so it can
-        // never block on a full pipe.
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        Process { child, log, lines }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits for the `listening: ws://ADDR/ws` line and returns ADDR.
-    async fn listening(&mut self) -> SocketAddr {
-        match self.try_listening().await {
-            Ok(addr) => addr,
-            Err(log) => panic!("exited without listening:\n{log}"),
-        }
-    }
-
-    /// ADDR from the `listening: ws://ADDR/ws` line, or the whole log if
-    /// stderr ended without one.
-    async fn try_listening(&mut self) -> Result<SocketAddr, String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let line = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => line,
-                Ok(None) => return Err(self.log()),
-                Err(_) => panic!("no listening line:\n{}", self.log()),
-            };
-            assert!(
-                !line.contains('\x1b'),
-                "escape codes in a log that is not a terminal: {line:?}"
-            );
-            if let Some((_, rest)) = line.split_once("listening: ws://") {
-                let addr = rest.split("/ws").next().unwrap();
-                return Ok(addr
-                    .parse()
-                    .unwrap_or_else(|e| panic!("bad address {addr:?} in {line:?}: {e}")));
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("still running");
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} {pid}");
-    }
-
-    /// Waits for the process to exit and for the end of its stderr, and
-    /// returns its status.
-    async fn exit(&mut self, patience: Duration) -> std::process::ExitStatus {
-        let status = match tokio::time::timeout(patience, self.child.wait()).await {
-            Ok(status) => status.expect("wait"),
-            Err(_) => panic!("still running after {patience:?}:\n{}", self.log()),
-        };
-        let drained = tokio::time::timeout(patience, async {
-            while self.lines.recv().await.is_some() {}
-        });
-        assert!(drained.await.is_ok(), "stderr still open after exit");
-        status
-    }
-}
 
 fn serve_args(data: &Path) -> Vec<String> {
     vec![

@@ -1,6 +1,9 @@
 //! Test harness: a real gateway on an ephemeral port, real WebSocket clients.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+pub mod process;
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -145,7 +148,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: String) {
-        self.ws.send(Message::Text(text)).await.expect("send");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
     }
 
     /// The next text payload, skipping pings. Panics after [`PATIENCE`].
@@ -216,6 +222,22 @@ impl Client {
         }
     }
 
+    /// The next payload, or the close code if the gateway closes instead.
+    pub async fn recv_any(&mut self) -> Result<Value, u16> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("gateway sends JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(frame.map_or(1005, |f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(1006),
+            }
+        }
+    }
+
     /// Waits for the gateway to close the connection; returns code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
         loop {
@@ -224,7 +246,7 @@ impl Client {
                 .unwrap_or_else(|_| panic!("{}: not closed within {PATIENCE:?}", self.name));
             match msg {
                 Some(Ok(Message::Close(Some(frame)))) => {
-                    return (u16::from(frame.code), frame.reason.into_owned())
+                    return (u16::from(frame.code), frame.reason.to_string())
                 }
                 Some(Ok(Message::Close(None))) => {
                     return (u16::from(CloseCode::Status), String::new())

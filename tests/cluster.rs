@@ -1,0 +1,441 @@
+//! Replicas sharing a real Redis behave, for every client, like one gateway.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::process::{command, Process};
+use common::redis::RedisServer;
+use common::{Client, TestServer};
+use serde_json::json;
+
+/// A replica in this process, sharing `files` with the others.
+fn replica(redis: &RedisServer, files: &Path) -> TestServer {
+    let url = redis.url();
+    let files = files.to_owned();
+    TestServer::with(move |s| {
+        s.redis_url = url;
+        s.node_lease_ms = 1_500;
+        s.data_dir = files;
+    })
+}
+
+/// Waits until `client`'s CLIENT_FETCH_ALL lists exactly `names`.
+async fn sees(client: &mut Client, names: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        client.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+        let all = client.skip_to("CLIENT_FETCH_ALL_RESULT").await;
+        let mut listed: Vec<String> = all["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        listed.sort();
+        let mut wanted: Vec<&str> = names.to_vec();
+        wanted.sort();
+        if listed == wanted {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} sees {listed:?}, not {wanted:?}",
+            client.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_different_replicas_message_each_other_by_every_target() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let r1 = replica(&redis, files.path());
+    let r2 = replica(&redis, files.path());
+    let mut alice = r1.client("alice").await;
+    let mut bob = r2.client("bob").await;
+    let mut carol = r1.client("carol").await;
+    sees(&mut alice, &["alice", "bob", "carol"]).await;
+    sees(&mut bob, &["alice", "bob", "carol"]).await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.drain(100).await;
+        c.send(json!({"type": "SELF_SET_SEQ", "seq": 0})).await;
+        c.expect("OK").await;
+    }
+
+    // By NAME and UUID, across replicas, data byte for byte.
+    alice
+        .send_text(
+            r#"{"type":"MESSAGE","target":{"type":"NAME","name":"bob"},"data":{ "x" :1}}"#.into(),
+        )
+        .await;
+    assert_eq!(alice.expect("OK").await["seq"], 1);
+    let got = bob.expect("MESSAGE").await;
+    assert_eq!(got["data"], json!({"x": 1}));
+    assert_eq!(got["origin"]["name"], "alice");
+    assert_eq!(got["origin"]["uuid"], alice.uuid.to_string());
+    bob.send(json!({"type": "MESSAGE", "target": {"type": "UUID", "uuid": alice.uuid.to_string()}, "data": "back"}))
+        .await;
+    bob.expect("OK").await;
+    assert_eq!(alice.expect("MESSAGE").await["data"], "back");
+
+    // ALL reaches both replicas, the sender included.
+    carol
+        .send(json!({"type": "MESSAGE", "target": {"type": "ALL"}, "data": "everyone"}))
+        .await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(c.skip_to("MESSAGE").await["data"], "everyone");
+    }
+    carol.expect("OK").await;
+
+    // A service owned on r1 with subscribers on both replicas.
+    alice
+        .send(json!({"type": "SERVICE_CREATE", "service": "news"}))
+        .await;
+    assert_eq!(
+        alice.expect("SERVICE_CREATE_RESULT").await["successful"],
+        true
+    );
+    let seen = bob.expect("SERVICE_CREATE_RESULT").await;
+    assert!(seen.get("seq").is_none());
+    carol.expect("SERVICE_CREATE_RESULT").await;
+    bob.send(json!({"type": "SELF_SUBSCRIBE", "service": "news"}))
+        .await;
+    bob.expect("SELF_SUBSCRIBE_RESULT").await;
+    carol
+        .send(json!({"type": "SELF_SUBSCRIBE", "service": "news"}))
+        .await;
+    carol.expect("SELF_SUBSCRIBE_RESULT").await;
+    // Bob hears carol subscribe (bob subscribed first).
+    assert_eq!(
+        bob.expect("SERVICE_CLIENT_SUBSCRIBED").await["client"]["name"],
+        "carol"
+    );
+    // The same name on the other replica is taken.
+    let dup = bob
+        .request(json!({"type": "SERVICE_CREATE", "service": "news"}), 3)
+        .await;
+    assert_eq!(dup["successful"], false);
+    assert_eq!(dup["service"]["owner_uuid"], alice.uuid.to_string());
+    // Subscriptions propagate: wait until r1 knows bob subscribed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        alice
+            .send(json!({"type": "SERVICE_FETCH", "service": "news"}))
+            .await;
+        let fetched = alice.expect("SERVICE_FETCH_RESULT").await;
+        if fetched["service"]["subscribers"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{fetched}");
+    }
+
+    alice.send(json!({"type": "MESSAGE", "target": {"type": "SERVICE", "service": "news"}, "data": "extra"}))
+        .await;
+    alice.expect("OK").await;
+    // (Carol may first hear of bob's subscription: r1 learns of it after
+    // her own when the two race; replicas converge, they are not atomic.)
+    for c in [&mut bob, &mut carol] {
+        let got = c.skip_to("MESSAGE").await;
+        assert_eq!(got["data"], "extra");
+        assert_eq!(got["origin"]["service"]["name"], "news");
+    }
+    bob.send(
+        json!({"type": "MESSAGE", "target": {"type": "SERVICE", "service": "news"}, "data": "tip"}),
+    )
+    .await;
+    bob.expect("OK").await;
+    assert_eq!(alice.expect("MESSAGE").await["data"], "tip");
+    let to_bob = json!({"type": "MESSAGE", "target": {"type": "SERVICE_CLIENT_UUID", "service": "news", "uuid": bob.uuid.to_string()}, "data": "psst"});
+    alice.send(to_bob).await;
+    alice.expect("OK").await;
+    assert_eq!(bob.expect("MESSAGE").await["data"], "psst");
+    carol.expect_silence(100).await;
+
+    // Order holds across replicas and across targets.
+    for i in 0..300 {
+        let target = match i % 3 {
+            0 => json!({"type": "SERVICE", "service": "news"}),
+            1 => json!({"type": "NAME", "name": "bob"}),
+            _ => json!({"type": "ALL"}),
+        };
+        alice
+            .send(json!({"type": "MESSAGE", "target": target, "data": i}))
+            .await;
+    }
+    for i in 0..300 {
+        assert_eq!(bob.expect("MESSAGE").await["data"], i);
+    }
+
+    // The owner leaving deletes the service everywhere.
+    let alice_uuid = alice.uuid.to_string();
+    alice.close().await;
+    let deleted = bob.skip_to("SERVICE_DELETE_RESULT").await;
+    assert_eq!(deleted["service"]["name"], "news");
+    assert_eq!(
+        bob.skip_to("CLIENT_LEFT").await["client"]["uuid"],
+        alice_uuid
+    );
+    sees(&mut bob, &["bob", "carol"]).await;
+    bob.send(json!({"type": "SERVICE_FETCH_ALL"})).await;
+    assert_eq!(
+        bob.skip_to("SERVICE_FETCH_ALL_RESULT").await["services"],
+        json!([])
+    );
+    // And frees the name on every replica.
+    let mut again = r2.connect().await;
+    again.identify("alice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_unique_across_replicas_even_when_raced() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let r1 = replica(&redis, files.path());
+    let r2 = replica(&redis, files.path());
+    let holder = r1.client("taken").await;
+    let mut dup = r2.connect().await;
+    dup.send(json!({"type": "IDENTIFY", "name": "taken", "version": "0.2.0"}))
+        .await;
+    assert_eq!(dup.expect_close().await.0, 4005);
+    drop(holder);
+
+    let urls = [r1.ws_url(), r2.ws_url()];
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = urls[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(&url).await;
+            c.send(json!({"type": "IDENTIFY", "name": "prize", "version": "0.2.0"}))
+                .await;
+            let first = tokio::time::timeout(Duration::from_secs(5), c.recv_any()).await;
+            (first, c)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (first, c) = task.await.unwrap();
+        match first.expect("an answer") {
+            Ok(hello) if hello["type"] == "HELLO" => winners.push(c),
+            Ok(other) => panic!("unexpected {other}"),
+            Err(code) => assert_eq!(code, 4005),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one client wins the name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_through_one_replica_downloads_through_another() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let r1 = replica(&redis, files.path());
+    let r2 = replica(&redis, files.path());
+    let alice = r1.client("alice").await;
+    let mut bob = r2.client("bob").await;
+    sees(&mut bob, &["alice", "bob"]).await;
+    let http = reqwest::Client::new();
+    let put = http
+        .put(r1.http_url("/fs/alice/report.txt"))
+        .header("Authorization", alice.uuid.to_string())
+        .body("shared bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let got = http
+        .get(r2.http_url("/fs/alice/report.txt"))
+        .header("x-fs-key", bob.uuid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().await.unwrap(), "shared bytes");
+    // Bob may not write into alice's folder on any replica.
+    let denied = http
+        .put(r2.http_url("/fs/alice/report.txt"))
+        .header("Authorization", bob.uuid.to_string())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+}
+
+fn replica_process(redis: &RedisServer, files: &Path) -> Process {
+    let mut cmd = command(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--node-lease-ms",
+        "1500",
+        "--redis-url",
+        &redis.url(),
+    ]);
+    cmd.arg("--data-dir").arg(files);
+    Process::spawn(cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_s_clients_leave_within_the_lease() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let mut doomed = replica_process(&redis, files.path());
+    let addr = doomed.listening().await;
+    let survivor = replica(&redis, files.path());
+
+    let mut victim = Client::connect(&format!("ws://{addr}/ws")).await;
+    victim.identify("victim").await;
+    victim
+        .send(json!({"type": "SERVICE_CREATE", "service": "doomed"}))
+        .await;
+    victim.expect("SERVICE_CREATE_RESULT").await;
+    let mut watcher = survivor.client("watcher").await;
+    sees(&mut watcher, &["victim", "watcher"]).await;
+    watcher
+        .send(json!({"type": "SELF_SUBSCRIBE", "service": "doomed"}))
+        .await;
+    watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+
+    doomed.signal("KILL");
+    let started = std::time::Instant::now();
+    let deleted = watcher.skip_to("SERVICE_DELETE_RESULT").await;
+    assert_eq!(deleted["service"]["name"], "doomed");
+    let left = watcher.skip_to("CLIENT_LEFT").await;
+    assert_eq!(left["client"]["name"], "victim");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    sees(&mut watcher, &["watcher"]).await;
+    // Its name is free again.
+    let mut again = survivor.connect().await;
+    again.identify("victim").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_with_1012_and_deregisters_at_once() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let mut leaving = replica_process(&redis, files.path());
+    let addr = leaving.listening().await;
+    let staying = replica(&redis, files.path());
+    let mut moving = Client::connect(&format!("ws://{addr}/ws")).await;
+    moving.identify("moving").await;
+    let mut watcher = staying.client("watcher").await;
+    sees(&mut watcher, &["moving", "watcher"]).await;
+
+    moving.drain(100).await;
+    let started = std::time::Instant::now();
+    leaving.signal("TERM");
+    let (code, reason) = moving.expect_close().await;
+    assert_eq!(code, 1012, "{reason}");
+    assert_eq!(
+        watcher.skip_to("CLIENT_LEFT").await["client"]["name"],
+        "moving"
+    );
+    // Well before the lease could have expired.
+    assert!(
+        started.elapsed() < Duration::from_millis(1_400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(leaving.exit(Duration::from_secs(10)).await.success());
+    let members = redis.cli(&["SMEMBERS", "concierge:nodes"]);
+    assert_eq!(
+        members.lines().count(),
+        1,
+        "only the staying node: {members:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_survive_a_redis_outage_and_re_register() {
+    let mut redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let r1 = replica(&redis, files.path());
+    let r2 = replica(&redis, files.path());
+    let mut alice = r1.client("alice").await;
+    let mut amy = r1.client("amy").await;
+    let mut bob = r2.client("bob").await;
+    sees(&mut bob, &["alice", "amy", "bob"]).await;
+    alice.drain(100).await;
+    amy.drain(100).await;
+
+    redis.kill();
+    // Not ready, but local clients still talk.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = reqwest::get(r1.http_url("/readyz")).await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice.send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "amy"}, "data": "still here"}))
+        .await;
+    alice.skip_to("OK").await;
+    assert_eq!(amy.skip_to("MESSAGE").await["data"], "still here");
+
+    // Redis comes back empty: the replicas write their clients back.
+    redis.restart();
+    for server in [&r1, &r2] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while reqwest::get(server.http_url("/readyz"))
+            .await
+            .unwrap()
+            .status()
+            != 200
+        {
+            assert!(tokio::time::Instant::now() < deadline, "not ready again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut carol = r2.client("carol").await;
+    sees(&mut carol, &["alice", "amy", "bob", "carol"]).await;
+    // Names are claimed again: nobody can take alice's.
+    let mut dup = r2.connect().await;
+    dup.send(json!({"type": "IDENTIFY", "name": "alice", "version": "0.2.0"}))
+        .await;
+    assert_eq!(dup.expect_close().await.0, 4005);
+    // Cross-replica messaging works again.
+    carol.send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "alice"}, "data": "welcome back"}))
+        .await;
+    carol.skip_to("OK").await;
+    assert_eq!(alice.skip_to("MESSAGE").await["data"], "welcome back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_cluster_messages_are_dropped() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let r1 = replica(&redis, files.path());
+    let r2 = replica(&redis, files.path());
+    let mut alice = r1.client("alice").await;
+    let mut bob = r2.client("bob").await;
+    sees(&mut alice, &["alice", "bob"]).await;
+    for garbage in ["", "not json", "{\"from\":1}", "{\"from\":\"00000000-0000-0000-0000-000000000000\",\"route\":{\"kind\":\"client\",\"to\":\"x\"}}\nframe"] {
+        redis.cli(&["PUBLISH", "concierge:events", garbage]);
+    }
+    let members = redis.cli(&["SMEMBERS", "concierge:nodes"]);
+    for node in members.lines() {
+        redis.cli(&[
+            "PUBLISH",
+            &format!("concierge:node:{}", node.trim()),
+            "garbage",
+        ]);
+    }
+    bob.drain(100).await;
+    alice
+        .send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "bob"}, "data": "fine"}))
+        .await;
+    alice.skip_to("OK").await;
+    assert_eq!(bob.skip_to("MESSAGE").await["data"], "fine");
+}
