@@ -86,17 +86,34 @@ impl Hub {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Joined { client: ClientInfo, node: NodeId },
+    Joined {
+        client: ClientInfo,
+        node: NodeId,
+    },
     /// The client left; its subscriptions and services go with it on every
     /// node (each node derives that cascade from its replica).
-    Left { uuid: Uuid },
+    Left {
+        uuid: Uuid,
+    },
     /// A new service; `subscribers` is empty.
-    ServiceCreated { service: ServiceInfo },
-    ServiceDeleted { name: String },
-    Subscribed { service: String, uuid: Uuid },
-    Unsubscribed { service: String, uuid: Uuid },
+    ServiceCreated {
+        service: ServiceInfo,
+    },
+    ServiceDeleted {
+        name: String,
+    },
+    Subscribed {
+        service: String,
+        uuid: Uuid,
+    },
+    Unsubscribed {
+        service: String,
+        uuid: Uuid,
+    },
     /// A node stopped renewing its lease: all its clients left.
-    NodeDown { node: NodeId },
+    NodeDown {
+        node: NodeId,
+    },
 }
 
 /// A frame for clients of one other node.

@@ -63,7 +63,9 @@ impl Gateway {
             files::prepare(&settings.files_dir(), false)?;
             let (broker, claims) = cluster::connect(&settings.redis_url, settings.node_lease())
                 .await
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("redis_url: {e}")))?;
+                .map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("redis_url: {e}"))
+                })?;
             (Box::new(broker), Some(claims))
         };
 
