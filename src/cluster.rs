@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::Addr;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
@@ -215,8 +215,15 @@ pub async fn connect(
 ) -> Result<(RedisBroker, Claims), redis::RedisError> {
     let client = redis::Client::open(url)?;
     let mut delay = Duration::from_millis(100);
+    // Bounded timeouts: a request made while Redis is unreachable fails in
+    // seconds instead of holding a session (or the registry) indefinitely.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(2))
+        .set_number_of_retries(2)
+        .set_max_delay(1_000);
     let conn = loop {
-        match ConnectionManager::new(client.clone()).await {
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(conn) => break conn,
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for Redis at {url}");
