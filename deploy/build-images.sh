@@ -85,6 +85,7 @@ build_base() {
         log "$BASE_IMAGE exists, skipping (use --rebuild to redo it)"
         return
     fi
+    old_base=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)
     log "building $BASE_IMAGE with debootstrap from $MIRROR"
     if ! command -v debootstrap >/dev/null; then
         "${sudo[@]}" apt-get update
@@ -194,6 +195,7 @@ Was it built on a host with a newer glibc than Debian 12? Build with deploy/Dock
 }
 
 start=$SECONDS
+old_base=""
 build_base
 wanted redis && build_from_base concierge/redis:latest "$here/Dockerfile.redis" "$here"
 if wanted lb; then
@@ -204,5 +206,11 @@ if wanted lb; then
 fi
 wanted gateway && build_gateway
 
+# A replaced base goes once no image is built FROM it any more.
+if [[ -n $old_base && $old_base != "$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")" ]] &&
+    docker image inspect "$old_base" >/dev/null 2>&1; then
+    docker image rm "$old_base" >/dev/null 2>&1 ||
+        echo "note: the previous base image is still used by an image not rebuilt (--only)"
+fi
 log "done in $((SECONDS - start)) s"
 docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep '^concierge/' | sort
