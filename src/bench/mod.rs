@@ -14,8 +14,9 @@
 //! its sequence number and the time it was sent, in nanoseconds since the
 //! start of the run on this process's monotonic clock. Each receiver keeps a
 //! bitmap of what it got, so every message is counted as delivered, missing
-//! or duplicated. Senders keep at most `--window` messages not yet delivered
-//! to all their receivers (see [`stats`]). With `--rate`, a message held back
+//! or duplicated. Senders keep at most `--window` messages in flight: not
+//! yet answered by the server, or not yet received by every receiver (see
+//! `--window-mode` and [`stats`]). With `--rate`, a message held back
 //! by the window is timed from when it was due, so a slow server cannot hide
 //! its delay by slowing the sender down.
 
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 
 pub use clients::{ws_config, Incoming};
 pub use report::{Cpu, Memory, Report};
-pub use stats::{Counts, Latency};
+pub use stats::{Counts, Latency, WindowMode};
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -135,10 +136,13 @@ pub struct MessageArgs {
     /// Messages per second per sender; 0 sends as fast as the window allows.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Most messages a sender has that are not yet delivered to all their
-    /// receivers.
+    /// Most messages a sender may have in flight (see --window-mode).
     #[arg(long, default_value_t = 32)]
     pub window: u64,
+    /// What leaves the window: the server's reply to the message (acked),
+    /// or its receipt by every receiver (delivered).
+    #[arg(long, value_enum, default_value_t = WindowMode::Acked)]
+    pub window_mode: WindowMode,
     /// Approximate size of each message's `data`, in bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,

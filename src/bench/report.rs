@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use super::stats::{Counts, Latency};
+use super::stats::{Counts, Latency, WindowMode};
 
 /// CPU time of both sides during the measured phase.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -22,6 +22,9 @@ pub struct Cpu {
     pub server_seconds: Option<f64>,
     pub server_cores: Option<f64>,
     pub server_us_per_delivery: Option<f64>,
+    /// Cores the whole machine kept busy (every process, and kernel work
+    /// billed to none, such as loopback softirqs).
+    pub machine_busy_cores: Option<f64>,
 }
 
 /// Resident memory of the gateway(s) around an idle-connection run.
@@ -51,8 +54,10 @@ pub struct Report {
     pub connects_per_sec: Option<f64>,
     /// From starting a connection to receiving HELLO.
     pub connect_latency: Option<Latency>,
-    /// Messages not yet delivered to all their receivers that a sender may have.
+    /// Messages a sender may have in flight.
     pub window: Option<u64>,
+    /// What leaves the window: the server's reply, or delivery to all.
+    pub window_mode: Option<WindowMode>,
     /// Messages per second per sender; absent when as fast as the window allows.
     pub rate: Option<f64>,
     pub senders: Option<u64>,
@@ -70,6 +75,9 @@ pub struct Report {
     /// Frames that were neither benchmark messages nor replies (broadcasts
     /// such as CLIENT_JOINED), over all clients.
     pub broadcast_frames: u64,
+    /// Cores the machine kept busy in the half second before the run (other
+    /// work competing with it).
+    pub machine_busy_before_cores: Option<f64>,
     /// True when a sender gave up because nothing was delivered for `--timeout`.
     pub stalled: bool,
     pub notes: Vec<String>,
@@ -125,11 +133,15 @@ impl Report {
             );
         }
         if let Some(w) = self.window {
+            let mode = match self.window_mode {
+                Some(WindowMode::Delivered) => "not yet delivered to all",
+                _ => "not yet acknowledged",
+            };
             let rate = match self.rate {
                 Some(r) => format!("{r} msgs/s per sender"),
                 None => "as fast as the window allows".into(),
             };
-            row("window / rate", format!("{w} / {rate}"));
+            row("window / rate", format!("{w} {mode} / {rate}"));
         }
         if let Some(b) = self.frame_bytes {
             row("relayed frame", format!("{b} bytes"));
@@ -172,6 +184,9 @@ impl Report {
                 _ => "unknown (pass --server-pid)".into(),
             };
             row("server CPU", server);
+            if let Some(m) = cpu.machine_busy_cores {
+                row("machine busy", format!("{m:.2} cores"));
+            }
         }
         if let Some(m) = &self.memory {
             let kib = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2} KiB", v / 1024.0));

@@ -61,6 +61,8 @@ struct Ctx {
     run_id: String,
     progress: Progress,
     notes: Vec<String>,
+    /// Cores the machine kept busy just before the run.
+    busy_before: Option<f64>,
     semaphore: Arc<Semaphore>,
 }
 
@@ -91,6 +93,13 @@ impl Ctx {
                  (or more)"
             ));
         }
+        // A busy machine makes every figure low: say so in the report.
+        let busy_before = machine_busy_over(Duration::from_millis(500)).await;
+        if let Some(busy) = busy_before.filter(|b| *b > 0.25) {
+            notes.push(format!(
+                "the machine was already busy before the run ({busy:.2} cores): figures may be low"
+            ));
+        }
         let (phase, _) = watch::channel(SETUP);
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -111,6 +120,7 @@ impl Ctx {
             run_id,
             progress: Progress::new(!common.json && !common.quiet),
             notes,
+            busy_before,
             semaphore: Arc::new(Semaphore::new(common.concurrency.max(1))),
         })
     }
@@ -125,6 +135,7 @@ impl Ctx {
             scenario: scenario.to_owned(),
             urls: self.common.urls.clone(),
             started_unix: self.started_unix,
+            machine_busy_before_cores: self.busy_before,
             ..Report::default()
         }
     }
@@ -213,11 +224,20 @@ impl Ctx {
     }
 }
 
+/// Cores the whole machine keeps busy over `span`.
+async fn machine_busy_over(span: Duration) -> Option<f64> {
+    let before = system::machine_busy()?;
+    tokio::time::sleep(span).await;
+    let after = system::machine_busy()?;
+    Some(after.saturating_sub(before).as_secs_f64() / span.as_secs_f64())
+}
+
 /// A snapshot of both sides' CPU clocks.
 struct Clocks {
     wall: Instant,
     bench: Duration,
     server: Option<Duration>,
+    machine: Option<Duration>,
 }
 
 impl Clocks {
@@ -226,6 +246,7 @@ impl Clocks {
             wall: Instant::now(),
             bench: system::own_cpu(),
             server: ctx.server_cpu(),
+            machine: system::machine_busy(),
         }
     }
 
@@ -234,6 +255,10 @@ impl Clocks {
         let wall = (end.wall - self.wall).as_secs_f64();
         let bench = (end.bench.saturating_sub(self.bench)).as_secs_f64();
         let server = match (self.server, end.server) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+            _ => None,
+        };
+        let machine = match (self.machine, end.machine) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
             _ => None,
         };
@@ -246,6 +271,7 @@ impl Clocks {
             server_seconds: server,
             server_cores: server.map(|s| s / wall.max(1e-9)),
             server_us_per_delivery: server.and_then(per),
+            machine_busy_cores: machine.map(|s| s / wall.max(1e-9)),
         }
     }
 }
@@ -407,6 +433,7 @@ async fn client_task(
     let mut inbox = Inbox {
         shared: &shared,
         receive: plan.receive.take(),
+        sending: plan.send.as_ref().map(|s| s.tracker.clone()),
         receipts: None,
         verified: false,
         replies_from: client.next_seq,
@@ -451,6 +478,8 @@ async fn client_task(
 struct Inbox<'a> {
     shared: &'a Shared,
     receive: Option<Receive>,
+    /// The client's own messages, when it sends.
+    sending: Option<Arc<Tracker>>,
     receipts: Option<Receipts>,
     verified: bool,
     /// Replies with this `seq` or later answer the client's MESSAGEs.
@@ -481,6 +510,9 @@ impl Inbox<'_> {
             }
             Incoming::ForeignMessage => self.outcome.malformed += 1,
             Incoming::Reply { seq, ok } if seq >= self.replies_from => {
+                if let Some(t) = &self.sending {
+                    t.replied();
+                }
                 if ok {
                     self.outcome.acked += 1;
                 } else {
@@ -565,9 +597,10 @@ where
             }
         }
         let mut held = false;
-        if i >= window && tracker.complete() < i + 1 - window {
+        let mode = send.args.window_mode;
+        if i >= window && tracker.done(mode) < i + 1 - window {
             held = true;
-            if !tracker.wait_complete(i + 1 - window, shared.patience).await {
+            if !tracker.wait(mode, i + 1 - window, shared.patience).await {
                 out.stalled = true;
                 break;
             }
@@ -709,6 +742,7 @@ async fn join(handles: Vec<JoinHandle<Outcome>>) -> Vec<Outcome> {
 
 fn message_report(report: &mut Report, args: &MessageArgs, senders: usize, receivers: u64) {
     report.window = Some(args.window.max(1));
+    report.window_mode = Some(args.window_mode);
     report.rate = (args.rate > 0.0).then_some(args.rate);
     report.senders = Some(senders as u64);
     report.receivers_per_message = Some(receivers);

@@ -2,12 +2,17 @@
 //! latency histograms, and the in-flight window shared by a sender and its
 //! receivers.
 //!
-//! The window counts messages that are not yet *fully delivered*: a sender
-//! may send message `i` only once fewer than `W` of its earlier messages are
-//! still missing at one of their receivers. This bounds what any receiver's
-//! queue in the server can hold to `W` frames, whatever the server does
-//! with acknowledgements, so the gateway and the baseline are held to the
-//! same rule.
+//! The in-flight window (`--window W`) has two definitions, chosen with
+//! `--window-mode`, applied the same way to any server:
+//! - `acked` (the default): a sender may send message `i` once fewer than
+//!   `W` of its earlier messages are still waiting for the server's reply
+//!   (OK). This bounds the requests the server has not processed; what it
+//!   has queued for receivers is up to the server (the gateway bounds it
+//!   with `max_outgoing_queue`).
+//! - `delivered`: a sender may send message `i` once fewer than `W` of its
+//!   earlier messages are still missing at one of their receivers. This
+//!   bounds every receiver's queue to `W` frames, and makes the run as slow
+//!   as its slowest receiver.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,7 +39,20 @@ pub struct Tracker {
     receivers: AtomicU32,
     counts: Box<[AtomicU32]>,
     complete: AtomicU64,
+    /// Replies to the sender's messages.
+    replies: AtomicU64,
     notify: Notify,
+}
+
+/// What the in-flight window counts (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowMode {
+    /// Messages the server has not replied to.
+    #[default]
+    Acked,
+    /// Messages not yet received by all their receivers.
+    Delivered,
 }
 
 impl Tracker {
@@ -44,6 +62,7 @@ impl Tracker {
             receivers: AtomicU32::new(receivers),
             counts: (0..messages).map(|_| AtomicU32::new(0)).collect(),
             complete: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
             notify: Notify::new(),
         })
     }
@@ -85,18 +104,37 @@ impl Tracker {
         self.complete.load(Ordering::Acquire)
     }
 
-    /// Waits until at least `target` messages are fully delivered. Returns
-    /// false when `patience` passes without any message completing.
-    pub async fn wait_complete(&self, target: u64, patience: Duration) -> bool {
+    /// Notes a reply from the server to one of the sender's messages.
+    pub fn replied(&self) {
+        self.replies.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// Messages that left the window: replied to, or fully delivered.
+    pub fn done(&self, mode: WindowMode) -> u64 {
+        match mode {
+            WindowMode::Acked => self.replies.load(Ordering::Acquire),
+            WindowMode::Delivered => self.complete(),
+        }
+    }
+
+    /// Waits until at least `target` messages are done in `mode`. Returns
+    /// false when `patience` passes without progress.
+    pub async fn wait(&self, mode: WindowMode, target: u64, patience: Duration) -> bool {
         loop {
             let notified = self.notify.notified();
-            if self.complete() >= target {
+            if self.done(mode) >= target {
                 return true;
             }
             if tokio::time::timeout(patience, notified).await.is_err() {
-                return self.complete() >= target;
+                return self.done(mode) >= target;
             }
         }
+    }
+
+    /// Waits until at least `target` messages are fully delivered.
+    pub async fn wait_complete(&self, target: u64, patience: Duration) -> bool {
+        self.wait(WindowMode::Delivered, target, patience).await
     }
 }
 
@@ -261,6 +299,14 @@ mod tests {
         assert!(!t.wait_complete(2, Duration::from_millis(10)).await);
         t.delivered(7); // never sent: ignored
         assert_eq!(t.complete(), 1);
+        assert_eq!(t.done(WindowMode::Acked), 0);
+        t.replied();
+        t.replied();
+        assert!(
+            t.wait(WindowMode::Acked, 2, Duration::from_millis(10))
+                .await
+        );
+        assert_eq!(t.done(WindowMode::Delivered), 1);
     }
 
     #[test]

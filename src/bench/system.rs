@@ -39,10 +39,35 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
     };
-    let ticks = tick(11)? + tick(12)?;
+    Ok(ticks_to_duration(tick(11)? + tick(12)?))
+}
+
+/// CPU time every core of the machine spent busy (anything but idle and
+/// I/O wait), from `/proc/stat`: it includes work no process is billed for,
+/// such as loopback packet processing in softirq threads.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Some(ticks_to_duration(busy))
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
 /// Resident memory of process `pid` in bytes (`VmRSS`).
@@ -175,6 +200,7 @@ mod tests {
         assert!(process_rss(pid).expect("rss") > 0);
         assert!(own_rss().expect("rss") > 0);
         process_cpu(pid).expect("cpu");
+        assert!(machine_busy().is_some());
         assert!(open_files_limit(pid).is_some());
         assert!(raise_open_files() >= 1);
     }
