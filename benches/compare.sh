@@ -36,7 +36,13 @@ baseline=$(cargo bench --bench baseline --no-run 2>&1 | grep -o 'target/release/
 concierge=target/release/concierge
 data=$(mktemp -d)
 pid=""
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=""; }
+stop() {
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  pid=""
+}
 trap 'stop; rm -rf "$data"' EXIT
 
 wait_port() {
@@ -51,7 +57,7 @@ wait_port() {
 for i in $(seq "$trials"); do
   (ulimit -n 20000 2>/dev/null || true
    exec env CONCIERGE_LOG=warn "$concierge" --workers "$workers" --bind 127.0.0.1:9180 \
-     --data-dir "$data") & pid=$!
+     --data-dir "$data" 2>>"$out/gateway.log") & pid=$!
   wait_port 9180
   "$concierge" bench "$@" --url ws://127.0.0.1:9180/ws --server-pid "$pid" --json --quiet \
     > "$out/gateway-$i.json" || true

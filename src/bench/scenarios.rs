@@ -364,43 +364,35 @@ async fn set_up(shared: &Shared, plan: &Plan) -> Result<Client, BenchError> {
     let ws = shared.spread.connect(plan.index, plan.endpoint).await?;
     let mut client = Client::identify(ws, &plan.name, &shared.secret).await?;
     if let Some(service) = &plan.create {
-        let reply = client
-            .request(&PayloadIn::ServiceCreate {
-                service: service.into(),
-                nickname: None,
-            })
-            .await?;
-        if !matches!(
-            reply,
-            PayloadOut::ServiceCreateResult {
-                successful: true,
-                ..
-            }
-        ) {
-            return Err(BenchError::Protocol(format!(
-                "SERVICE_CREATE {service}: {reply:?}"
-            )));
-        }
+        let create = PayloadIn::ServiceCreate {
+            service: service.into(),
+            nickname: None,
+        };
+        succeed(&mut client, &create).await?;
     }
     if let Some(service) = &plan.subscribe {
-        let reply = client
-            .request(&PayloadIn::SelfSubscribe {
-                service: service.into(),
-            })
-            .await?;
-        if !matches!(
-            reply,
-            PayloadOut::SelfSubscribeResult {
-                successful: true,
-                ..
-            }
-        ) {
-            return Err(BenchError::Protocol(format!(
-                "SELF_SUBSCRIBE {service}: {reply:?}"
-            )));
-        }
+        let subscribe = PayloadIn::SelfSubscribe {
+            service: service.into(),
+        };
+        succeed(&mut client, &subscribe).await?;
     }
     Ok(client)
+}
+
+/// Sends a setup request that must succeed.
+async fn succeed(client: &mut Client, request: &PayloadIn<'_>) -> Result<(), BenchError> {
+    match client.request(request).await? {
+        PayloadOut::ServiceCreateResult {
+            successful: true, ..
+        }
+        | PayloadOut::SelfSubscribeResult {
+            successful: true, ..
+        } => Ok(()),
+        reply => Err(BenchError::Protocol(format!(
+            "{}: {reply:?}",
+            request.kind()
+        ))),
+    }
 }
 
 async fn client_task(
