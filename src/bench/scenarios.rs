@@ -63,6 +63,8 @@ struct Ctx {
     notes: Vec<String>,
     /// Cores the machine kept busy just before the run.
     busy_before: Option<f64>,
+    /// Broadcast frames received when the run stopped.
+    broadcasts_at_stop: u64,
     semaphore: Arc<Semaphore>,
 }
 
@@ -121,6 +123,7 @@ impl Ctx {
             progress: Progress::new(!common.json && !common.quiet),
             notes,
             busy_before,
+            broadcasts_at_stop: 0,
             semaphore: Arc::new(Semaphore::new(common.concurrency.max(1))),
         })
     }
@@ -219,7 +222,12 @@ impl Ctx {
         }
     }
 
-    fn set_phase(&self, phase: u8) {
+    fn set_phase(&mut self, phase: u8) {
+        if phase == STOP {
+            // Clients that stop first leave, and the gateway tells the
+            // others: those goodbyes are not part of the run.
+            self.broadcasts_at_stop = self.shared.broadcasts.load(Ordering::Relaxed);
+        }
         self.shared.phase.send_replace(phase);
     }
 }
@@ -965,7 +973,7 @@ pub async fn connect(args: &ConnectArgs, scenario: &str) -> Result<Report, Bench
 }
 
 fn finish(ctx: Ctx, mut report: Report) -> Result<Report, BenchError> {
-    report.broadcast_frames = ctx.shared.broadcasts.load(Ordering::Relaxed);
+    report.broadcast_frames = ctx.broadcasts_at_stop;
     report.notes = ctx.notes;
     Ok(report)
 }
