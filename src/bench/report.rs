@@ -2,6 +2,7 @@
 //! table, or one JSON object with every figure (`--json`).
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -265,49 +266,56 @@ fn thousands(v: f64) -> String {
 }
 
 /// A progress bar on stderr, or nothing (`--json`, `--quiet`, or stderr not
-/// a terminal).
+/// a terminal). Each phase of a run gets a bar of its own.
 #[derive(Clone)]
 pub struct Progress {
-    bar: ProgressBar,
+    visible: bool,
+    bar: Arc<Mutex<ProgressBar>>,
 }
 
 impl Progress {
     pub fn new(visible: bool) -> Progress {
-        let bar = ProgressBar::with_draw_target(
-            None,
-            if visible {
-                ProgressDrawTarget::stderr()
-            } else {
-                ProgressDrawTarget::hidden()
-            },
-        );
-        Progress { bar }
+        Progress {
+            visible,
+            bar: Arc::new(Mutex::new(ProgressBar::hidden())),
+        }
+    }
+
+    fn bar(&self) -> MutexGuard<'_, ProgressBar> {
+        self.bar
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts a phase of `len` steps.
     pub fn phase(&self, what: &str, len: u64) {
+        let target = if self.visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(len), target);
         let style = ProgressStyle::with_template(
-            "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec})",
+            "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
-        self.bar.set_style(style);
-        self.bar.set_message(what.to_owned());
-        self.bar.set_length(len);
-        self.bar.set_position(0);
-        self.bar.reset_elapsed();
-        self.bar.enable_steady_tick(Duration::from_millis(200));
+        bar.set_style(style);
+        bar.set_message(what.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let old = std::mem::replace(&mut *self.bar(), bar);
+        old.finish_and_clear();
     }
 
     pub fn set(&self, pos: u64) {
-        self.bar.set_position(pos);
+        self.bar().set_position(pos);
     }
 
     pub fn inc(&self) {
-        self.bar.inc(1);
+        self.bar().inc(1);
     }
 
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        self.bar().finish_and_clear();
     }
 }
 
