@@ -385,7 +385,8 @@ async fn replicas_survive_a_redis_outage_and_re_register() {
     assert_eq!(amy.skip_to("MESSAGE").await["data"], "still here");
     // New clients cannot be admitted: their name cannot be claimed.
     let mut late = r1.connect().await;
-    late.send(json!({"type": "IDENTIFY", "name": "late", "version": "0.2.0"})).await;
+    late.send(json!({"type": "IDENTIFY", "name": "late", "version": "0.2.0"}))
+        .await;
     let (code, reason) = late.expect_close().await;
     assert_eq!(code, 1013, "{reason}");
 
