@@ -278,16 +278,24 @@ fn replica_process(redis: &RedisServer, files: &Path) -> Process {
     Process::spawn(cmd)
 }
 
+/// A replica process with client `name` on it, and a replica in this process.
+async fn process_and_replica(
+    redis: &RedisServer,
+    files: &Path,
+    name: &str,
+) -> (Process, Client, TestServer) {
+    let mut process = replica_process(redis, files);
+    let addr = process.listening().await;
+    let mut client = Client::connect(&format!("ws://{addr}/ws")).await;
+    client.identify(name).await;
+    (process, client, replica(redis, files))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_s_clients_leave_within_the_lease() {
     let redis = RedisServer::start();
     let files = tempfile::tempdir().unwrap();
-    let mut doomed = replica_process(&redis, files.path());
-    let addr = doomed.listening().await;
-    let survivor = replica(&redis, files.path());
-
-    let mut victim = Client::connect(&format!("ws://{addr}/ws")).await;
-    victim.identify("victim").await;
+    let (doomed, mut victim, survivor) = process_and_replica(&redis, files.path(), "victim").await;
     victim
         .send(json!({"type": "SERVICE_CREATE", "service": "doomed"}))
         .await;
@@ -320,11 +328,8 @@ async fn a_killed_replica_s_clients_leave_within_the_lease() {
 async fn sigterm_closes_with_1012_and_deregisters_at_once() {
     let redis = RedisServer::start();
     let files = tempfile::tempdir().unwrap();
-    let mut leaving = replica_process(&redis, files.path());
-    let addr = leaving.listening().await;
-    let staying = replica(&redis, files.path());
-    let mut moving = Client::connect(&format!("ws://{addr}/ws")).await;
-    moving.identify("moving").await;
+    let (mut leaving, mut moving, staying) =
+        process_and_replica(&redis, files.path(), "moving").await;
     let mut watcher = staying.client("watcher").await;
     sees(&mut watcher, &["moving", "watcher"]).await;
 
