@@ -142,7 +142,7 @@ impl Metrics {
         );
         registry.register(
             "broker_publish_seconds",
-            "Time to hand one publication to the broker",
+            "Time to fan one publication out to this node's subscribers",
             m.publish_seconds.clone(),
         );
         registry.register(

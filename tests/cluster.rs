@@ -21,6 +21,15 @@ fn replica(redis: &RedisServer, files: &Path) -> TestServer {
     })
 }
 
+/// A Redis and two replicas in this process sharing a files folder.
+fn two_replicas() -> (RedisServer, tempfile::TempDir, TestServer, TestServer) {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let r1 = replica(&redis, files.path());
+    let r2 = replica(&redis, files.path());
+    (redis, files, r1, r2)
+}
+
 /// Waits until `client`'s CLIENT_FETCH_ALL lists exactly `names`.
 async fn sees(client: &mut Client, names: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -50,10 +59,7 @@ async fn sees(client: &mut Client, names: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_different_replicas_message_each_other_by_every_target() {
-    let redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let r1 = replica(&redis, files.path());
-    let r2 = replica(&redis, files.path());
+    let (_redis, _files, r1, r2) = two_replicas();
     let mut alice = r1.client("alice").await;
     let mut bob = r2.client("bob").await;
     let mut carol = r1.client("carol").await;
@@ -191,10 +197,7 @@ async fn clients_on_different_replicas_message_each_other_by_every_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_is_unique_across_replicas_even_when_raced() {
-    let redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let r1 = replica(&redis, files.path());
-    let r2 = replica(&redis, files.path());
+    let (_redis, _files, r1, r2) = two_replicas();
     let holder = r1.client("taken").await;
     let mut dup = r2.connect().await;
     dup.send(json!({"type": "IDENTIFY", "name": "taken", "version": "0.2.0"}))
@@ -228,10 +231,7 @@ async fn a_name_is_unique_across_replicas_even_when_raced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_uploaded_through_one_replica_downloads_through_another() {
-    let redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let r1 = replica(&redis, files.path());
-    let r2 = replica(&redis, files.path());
+    let (_redis, _files, r1, r2) = two_replicas();
     let alice = r1.client("alice").await;
     let mut bob = r2.client("bob").await;
     sees(&mut bob, &["alice", "bob"]).await;
@@ -359,10 +359,7 @@ async fn sigterm_closes_with_1012_and_deregisters_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_survive_a_redis_outage_and_re_register() {
-    let mut redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let r1 = replica(&redis, files.path());
-    let r2 = replica(&redis, files.path());
+    let (mut redis, _files, r1, r2) = two_replicas();
     let mut alice = r1.client("alice").await;
     let mut amy = r1.client("amy").await;
     let mut bob = r2.client("bob").await;
@@ -425,10 +422,7 @@ async fn replicas_survive_a_redis_outage_and_re_register() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_cluster_messages_are_dropped() {
-    let redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let r1 = replica(&redis, files.path());
-    let r2 = replica(&redis, files.path());
+    let (redis, _files, r1, r2) = two_replicas();
     let mut alice = r1.client("alice").await;
     let mut bob = r2.client("bob").await;
     sees(&mut alice, &["alice", "bob"]).await;
