@@ -3,7 +3,7 @@
 //! Two pieces, after the Hub/Broker split of centrifuge:
 //!
 //! * [`Hub`]: this node's topics and the local outboxes subscribed to them.
-//!   Publishing is a loop of `try_send`s sharing one buffer, done
+//!   Publishing is a loop of non-blocking pushes sharing one buffer, done
 //!   synchronously inside the registry, so a publication reaches local clients
 //!   in the same order as the direct frames the registry sends around it.
 //! * [`Broker`]: how this node reaches the others. [`Standalone`] is the
@@ -17,6 +17,8 @@
 //! wait on the network.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,11 @@ impl Hub {
                 self.topics.remove(topic);
             }
         }
+    }
+
+    /// Whether any local client follows `topic`.
+    pub fn has_subscribers(&self, topic: &Topic) -> bool {
+        self.topics.contains_key(topic)
     }
 
     /// Removes a topic and all its subscriptions.
@@ -116,18 +123,21 @@ pub enum Event {
     },
 }
 
-/// A frame for clients of one other node.
+/// A frame from another node for some of this node's clients.
 #[derive(Debug, Clone)]
 pub enum Remote {
     /// For one client.
     Client { to: Uuid, frame: Frame },
-    /// For the node's local subscribers of a service, but `except`.
+    /// A service's broadcast, for this node's local subscribers but `except`.
     Service {
         name: String,
         except: Option<Uuid>,
         frame: Frame,
     },
 }
+
+/// Resolves once a [`Broker::watch`] has taken effect.
+pub type Watching = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How this node reaches the other nodes of its cluster.
 pub trait Broker: Send + 'static {
@@ -142,8 +152,18 @@ pub trait Broker: Send + 'static {
     fn record(&self, change: &Event);
     /// A frame for every client of every other node (MESSAGE to ALL).
     fn broadcast(&self, frame: &Frame, except: Option<Uuid>);
-    /// A frame for clients of `node`.
-    fn forward(&self, node: NodeId, remote: Remote);
+    /// A frame for the client `to`, connected to `node`.
+    fn forward(&self, node: NodeId, to: Uuid, frame: &Frame);
+    /// A broadcast of a service owned here, for its subscribers on every
+    /// node that [`watch`](Broker::watch)es it.
+    fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame);
+    /// From now on, deliver the broadcasts of the service `name` (owned on
+    /// another node) to this node. The future resolves once a broadcast
+    /// published anywhere after it resolved is certain to arrive (or the
+    /// link is down, and the watch will be renewed when it is back).
+    fn watch(&self, name: &str) -> Watching;
+    /// Stop delivering that service's broadcasts here.
+    fn unwatch(&self, name: &str);
 }
 
 /// The broker of a gateway running alone: there are no other nodes.
@@ -174,8 +194,16 @@ impl Broker for Standalone {
 
     fn broadcast(&self, _: &Frame, _: Option<Uuid>) {}
 
-    fn forward(&self, node: NodeId, _: Remote) {
+    fn forward(&self, node: NodeId, _: Uuid, _: &Frame) {
         // Every client of a standalone gateway is local.
         tracing::error!(%node, "a standalone gateway was asked to forward to another node");
     }
+
+    fn publish_service(&self, _: &str, _: Option<Uuid>, _: &Frame) {}
+
+    fn watch(&self, _: &str) -> Watching {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn unwatch(&self, _: &str) {}
 }

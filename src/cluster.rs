@@ -15,9 +15,13 @@
 //!
 //! Channels: `concierge:events` carries namespace [`Event`]s and MESSAGEs to
 //! ALL (every node needs both); `concierge:node:{node}` is a node's inbox for
-//! frames to its clients, including a service's broadcasts when the node has
-//! subscribers of it. A node subscribes to exactly these two channels, so it
-//! receives a message only if one of its clients is a recipient.
+//! frames to one of its clients; `concierge:service:{name}` carries the
+//! broadcasts of a service from its owner's node. A node subscribes to the
+//! events, its inbox and the channel of each service owned elsewhere that
+//! has subscribers on it, so it receives a frame only if one of its clients
+//! is a recipient. A node answers a client's SELF_SUBSCRIBE only once Redis
+//! has confirmed the node's subscription to that service's channel: a
+//! broadcast sent after the client learnt it is subscribed reaches it.
 //!
 //! Ordering: each node writes through one task and one connection, and reads
 //! through one subscription connection into its registry's mailbox, so what
@@ -28,18 +32,19 @@
 //! node that finds another's lease gone takes `reap:{node}`, removes that
 //! node's clients (recording each departure) and announces `NodeDown`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::Addr;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
-use crate::broker::{Broker, Event, NodeId, Remote};
+use crate::broker::{Broker, Event, NodeId, Remote, Watching};
 use crate::metrics;
 use crate::outbox::Frame;
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
@@ -59,6 +64,30 @@ fn key(parts: &[&str]) -> String {
 
 fn inbox(node: NodeId) -> String {
     key(&["node", &node.to_string()])
+}
+
+fn service_channel(name: &str) -> String {
+    key(&["service", name])
+}
+
+/// How long a SELF_SUBSCRIBE waits for Redis to confirm the node's
+/// subscription to the service's channel before it is answered anyway.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long [`Claims::locate`] waits for the record of a client whose name
+/// is claimed (or whose uuid was given) to appear: 20 × 5 ms.
+const LOCATE_ATTEMPTS: usize = 20;
+const LOCATE_PAUSE: Duration = Duration::from_millis(5);
+
+/// Changes to the set of service channels this node follows, applied in
+/// order by the subscriber task (the one owner of the subscription).
+enum WatchCommand {
+    /// Subscribe; `confirmed` is answered once Redis confirmed (or failed).
+    Watch {
+        name: String,
+        confirmed: oneshot::Sender<()>,
+    },
+    Unwatch(String),
 }
 
 /// The shared namespace as read from Redis.
@@ -99,7 +128,7 @@ fn encode(from: NodeId, route: Route, frame: Option<&Frame>) -> Vec<u8> {
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
     out.push(b'\n');
     if let Some(frame) = frame {
-        out.extend_from_slice(frame.0.as_bytes());
+        out.extend_from_slice(frame.payload());
     }
     out
 }
@@ -119,7 +148,7 @@ fn decode(payload: &[u8]) -> Option<(NodeId, Inbound)> {
         }
     };
     let frame = || match std::str::from_utf8(body) {
-        Ok(text) => Some(Frame::from(text.to_owned())),
+        Ok(text) => Some(Frame::new(text)),
         Err(_) => {
             tracing::warn!("dropping a cluster message whose frame is not UTF-8");
             None
@@ -166,6 +195,9 @@ struct Link {
     client: redis::Client,
     conn: ConnectionManager,
     writes: mpsc::UnboundedSender<redis::Cmd>,
+    watches: mpsc::UnboundedSender<WatchCommand>,
+    /// Taken by the subscriber task when it starts.
+    watch_commands: Mutex<Option<mpsc::UnboundedReceiver<WatchCommand>>>,
     /// The subscription connection is up.
     subscribed: AtomicBool,
     /// The last write (or lease renewal) succeeded.
@@ -187,6 +219,13 @@ impl Link {
     fn write(&self, cmd: redis::Cmd) {
         if self.writes.send(cmd).is_err() {
             tracing::error!("the Redis writer has stopped");
+        }
+    }
+
+    /// Hands a watch command to the subscriber task.
+    fn send_watch(&self, command: WatchCommand) {
+        if self.watches.send(command).is_err() {
+            tracing::error!("the Redis subscriber has stopped");
         }
     }
 
@@ -233,12 +272,15 @@ pub async fn connect(
         }
     };
     let (writes, rx) = mpsc::unbounded_channel();
+    let (watches, watch_commands) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
         node: Uuid::new_v4(),
         lease,
         client,
         conn,
         writes,
+        watches,
+        watch_commands: Mutex::new(Some(watch_commands)),
         subscribed: AtomicBool::new(false),
         writing: AtomicBool::new(true),
         resync: Notify::new(),
@@ -257,7 +299,16 @@ pub fn start(claims: &Claims, registry: Addr<Registry>) {
         tracing::error!("the cluster link was started twice");
         return;
     }
-    actix_web::rt::spawn(subscriber(link.clone()));
+    let commands = link
+        .watch_commands
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let Some(commands) = commands else {
+        tracing::error!("the cluster link was started twice");
+        return;
+    };
+    actix_web::rt::spawn(subscriber(link.clone(), commands));
     actix_web::rt::spawn(lease_keeper(link));
 }
 
@@ -288,22 +339,31 @@ async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<redis::Cmd>) {
 
 /// Follows this node's channels; after every (re)connection, reconciles the
 /// registry with the shared namespace before forwarding anything else, so an
-/// event and the snapshot cannot be applied in the wrong order.
-async fn subscriber(link: Arc<Link>) {
+/// event and the snapshot cannot be applied in the wrong order. It also owns
+/// the set of watched service channels, so subscribing and unsubscribing
+/// happen in the order the registry asked for them.
+async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<WatchCommand>) {
     let Some(registry) = link.registry().cloned() else {
         return;
     };
+    let mut watched = BTreeSet::new();
     let mut delay = Duration::from_millis(100);
     loop {
-        match subscribe(&link).await {
-            Ok(mut pubsub) => {
+        // Watches asked for while the link was down start with it.
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                WatchCommand::Watch { name, .. } => watched.insert(name),
+                WatchCommand::Unwatch(name) => watched.remove(&name),
+            };
+        }
+        match subscribe(&link, &watched).await {
+            Ok((mut sink, mut stream)) => {
                 delay = Duration::from_millis(100);
                 if let Err(e) = resync(&link, &registry).await {
                     tracing::warn!(error = %e, "cannot read the shared namespace");
                     continue;
                 }
                 link.subscribed.store(true, Ordering::Relaxed);
-                let mut stream = pubsub.on_message();
                 loop {
                     tokio::select! {
                         msg = stream.next() => {
@@ -312,6 +372,12 @@ async fn subscriber(link: Arc<Link>) {
                                 if from != link.node {
                                     registry.do_send(inbound);
                                 }
+                            }
+                        }
+                        Some(command) = commands.recv() => {
+                            if let Err(e) = follow(&mut sink, &mut watched, command).await {
+                                tracing::warn!(error = %e, "cannot change the Redis subscription");
+                                break;
                             }
                         }
                         _ = link.resync.notified() => {
@@ -335,11 +401,41 @@ async fn subscriber(link: Arc<Link>) {
     }
 }
 
-async fn subscribe(link: &Link) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = link.client.get_async_pubsub().await?;
-    pubsub.subscribe(EVENTS).await?;
-    pubsub.subscribe(inbox(link.node)).await?;
-    Ok(pubsub)
+/// Subscribes to the events, the node's inbox and the watched services.
+async fn subscribe(
+    link: &Link,
+    watched: &BTreeSet<String>,
+) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+    let (mut sink, stream) = link.client.get_async_pubsub().await?.split();
+    sink.subscribe(EVENTS).await?;
+    sink.subscribe(inbox(link.node)).await?;
+    if !watched.is_empty() {
+        let channels: Vec<String> = watched.iter().map(|name| service_channel(name)).collect();
+        sink.subscribe(channels).await?;
+    }
+    Ok((sink, stream))
+}
+
+/// Applies one watch command to the live subscription.
+async fn follow(
+    sink: &mut PubSubSink,
+    watched: &mut BTreeSet<String>,
+    command: WatchCommand,
+) -> redis::RedisResult<()> {
+    match command {
+        WatchCommand::Watch { name, confirmed } => {
+            let channel = service_channel(&name);
+            watched.insert(name);
+            let result = sink.subscribe(channel).await;
+            // The registry waits for this, whatever the outcome.
+            let _ = confirmed.send(());
+            result
+        }
+        WatchCommand::Unwatch(name) => {
+            watched.remove(&name);
+            sink.unsubscribe(service_channel(&name)).await
+        }
+    }
 }
 
 async fn resync(link: &Link, registry: &Addr<Registry>) -> redis::RedisResult<()> {
@@ -546,17 +642,39 @@ impl Broker for RedisBroker {
         self.link.publish(EVENTS.to_owned(), payload);
     }
 
-    fn forward(&self, node: NodeId, remote: Remote) {
-        let (route, frame) = match remote {
-            Remote::Client { to, frame } => (Route::Client { to }, frame),
-            Remote::Service {
-                name,
-                except,
-                frame,
-            } => (Route::Service { name, except }, frame),
-        };
-        let payload = encode(self.link.node, route, Some(&frame));
+    fn forward(&self, node: NodeId, to: Uuid, frame: &Frame) {
+        let payload = encode(self.link.node, Route::Client { to }, Some(frame));
         self.link.publish(inbox(node), payload);
+    }
+
+    fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame) {
+        let route = Route::Service {
+            name: name.to_owned(),
+            except,
+        };
+        let payload = encode(self.link.node, route, Some(frame));
+        self.link.publish(service_channel(name), payload);
+    }
+
+    fn watch(&self, name: &str) -> Watching {
+        let (confirmed, done) = oneshot::channel();
+        let command = WatchCommand::Watch {
+            name: name.to_owned(),
+            confirmed,
+        };
+        self.link.send_watch(command);
+        if !self.link.subscribed.load(Ordering::Relaxed) {
+            // The watch starts with the next subscription; nothing can be
+            // confirmed now.
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(async move {
+            let _ = tokio::time::timeout(WATCH_TIMEOUT, done).await;
+        })
+    }
+
+    fn unwatch(&self, name: &str) {
+        self.link.send_watch(WatchCommand::Unwatch(name.to_owned()));
     }
 }
 
@@ -630,6 +748,40 @@ impl Claims {
                 }
             }
         });
+    }
+
+    /// Finds a client in the shared namespace, by name or by uuid: its
+    /// record and its node. For a target this node has not heard of yet.
+    pub async fn locate(
+        &self,
+        name: Option<&str>,
+        uuid: Option<Uuid>,
+    ) -> redis::RedisResult<Option<(ClientInfo, NodeId)>> {
+        let uuid = match (uuid, name) {
+            (Some(uuid), _) => uuid,
+            (None, Some(name)) => match self.holder(name).await? {
+                Some(uuid) => uuid,
+                None => return Ok(None),
+            },
+            (None, None) => return Ok(None),
+        };
+        let mut conn = self.link.conn.clone();
+        // A name is claimed before its client is registered, and the record
+        // is written just after the client got HELLO: give it a moment.
+        for _ in 0..LOCATE_ATTEMPTS {
+            let stored: Option<String> = redis::cmd("HGET")
+                .arg(key(&["clients"]))
+                .arg(uuid.to_string())
+                .query_async(&mut conn)
+                .await?;
+            if let Some(stored) = stored {
+                return Ok(serde_json::from_str::<StoredClient>(&stored)
+                    .ok()
+                    .map(|s| (s.client, s.node)));
+            }
+            tokio::time::sleep(LOCATE_PAUSE).await;
+        }
+        Ok(None)
     }
 
     async fn holder(&self, name: &str) -> redis::RedisResult<Option<Uuid>> {

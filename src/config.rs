@@ -120,7 +120,7 @@ settings! {
     identify_timeout_ms: u64 = 5_000, env "CONCIERGE_IDENTIFY_TIMEOUT_MS";
     /// Milliseconds between the gateway's pings.
     heartbeat_interval_ms: u64 = 5_000, env "CONCIERGE_HEARTBEAT_INTERVAL_MS";
-    /// Milliseconds without any frame or pong from a client before it is closed with 4009.
+    /// Milliseconds a client may stay silent (no frame, no pong) before it is closed with 4009; a ping waiting behind frames the client is still reading counts from when it reaches the socket.
     heartbeat_timeout_ms: u64 = 10_000, env "CONCIERGE_HEARTBEAT_TIMEOUT_MS";
     /// Largest WebSocket frame accepted from a client, in bytes; larger ones close the socket with 1009.
     max_frame_size: usize = 65_536, env "CONCIERGE_MAX_FRAME_SIZE";

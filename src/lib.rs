@@ -17,3 +17,4 @@ pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod websocket;

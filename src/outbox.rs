@@ -1,37 +1,89 @@
 //! How the gateway reaches one connected client, whatever carries it.
 //!
 //! An [`Outbox`] is the only thing the registry and the broker know about a
-//! connection: two actix recipients (serialized frames, and control requests
-//! such as "close with this code") and a flag. The WebSocket session is one
-//! transport behind it; the adapters of later issues (Quix, Nest, Socket.IO)
-//! register their own actors through the same type.
+//! connection: a [`FrameSink`] that takes serialized frames (from any
+//! thread, without waiting), an actix recipient for control requests such as
+//! "close with this code", and a flag. The WebSocket transport
+//! ([`crate::websocket`]) is one sink; the adapters of later issues (Quix,
+//! Nest, Socket.IO) bring their own through the same type.
 //!
-//! Frames are sent with `try_send`, so a client's queue is bounded by its
-//! mailbox capacity (`max_outgoing_queue`). A session whose socket is not
-//! being drained stops polling its mailbox; once the mailbox is full the
-//! outbox asks the registry, once, to evict the client. Nothing grows without
-//! bound, and the other clients never wait for a slow one.
+//! Every client's queue is bounded: a sink holds at most
+//! `max_outgoing_queue` frames not yet handed to the socket, and once it is
+//! full (a client that does not read) the outbox drops the frame and asks
+//! the registry, once, to evict the client. Nothing grows without bound, and
+//! the other clients never wait for a slow one.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
-use bytestring::ByteString;
+use actix_http::ws::{OpCode, Parser};
+use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
 use crate::metrics;
 use crate::protocol::Close;
 
-/// One serialized payload. Cloning it shares the bytes, so a broadcast is
-/// serialized once whatever the size of its audience.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub struct Frame(pub ByteString);
+/// One serialized payload, stored as the WebSocket text frame that carries
+/// it. Cloning it shares the bytes, so a broadcast is serialized and framed
+/// once whatever the size of its audience, and a WebSocket session hands the
+/// same bytes to every socket without encoding anything per delivery.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    wire: Bytes,
+    /// Where the payload starts in `wire`, after the frame header.
+    payload_at: usize,
+}
+
+impl Frame {
+    /// Frames a JSON payload (always valid UTF-8: it is a `str`).
+    pub fn new(json: &str) -> Frame {
+        let mut wire = BytesMut::with_capacity(json.len() + 10);
+        // Server frames are not masked (RFC 6455 5.1).
+        Parser::write_message(&mut wire, json, OpCode::Text, true, false);
+        Frame {
+            payload_at: wire.len() - json.len(),
+            wire: wire.freeze(),
+        }
+    }
+
+    /// The JSON payload, for transports that frame it themselves and for
+    /// the cluster's channels.
+    pub fn payload(&self) -> &[u8] {
+        &self.wire[self.payload_at..]
+    }
+
+    /// The whole WebSocket frame, header included.
+    pub fn wire(&self) -> Bytes {
+        self.wire.clone()
+    }
+}
 
 impl From<String> for Frame {
-    fn from(text: String) -> Self {
-        Frame(ByteString::from(text))
+    fn from(json: String) -> Self {
+        Frame::new(&json)
     }
+}
+
+/// Why a sink did not take a frame.
+#[derive(Debug)]
+pub enum SinkError {
+    /// The client's queue is at its bound.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+/// Where a transport takes a client's frames.
+pub trait FrameSink: Send + Sync {
+    /// Queues a frame without waiting; returns how many frames are now
+    /// queued.
+    fn push(&self, frame: &Frame) -> Result<usize, SinkError>;
+
+    /// Queues the close, after the frames already queued (so the client
+    /// gets nothing the registry sent after deciding to close it), and
+    /// takes no frame after it.
+    fn close(&self, close: &Close);
 }
 
 /// Requests to a transport other than "deliver this frame".
@@ -54,29 +106,25 @@ pub struct Overflowed {
 #[derive(Clone)]
 pub struct Outbox {
     uuid: Uuid,
-    frames: Recipient<Frame>,
+    sink: Arc<dyn FrameSink>,
     control: Recipient<Control>,
     on_overflow: Recipient<Overflowed>,
     overflowed: Arc<AtomicBool>,
-    /// Frames queued and not yet written; the transport decrements it.
-    pending: Arc<AtomicUsize>,
 }
 
 impl Outbox {
     pub fn new(
         uuid: Uuid,
-        frames: Recipient<Frame>,
+        sink: Arc<dyn FrameSink>,
         control: Recipient<Control>,
         on_overflow: Recipient<Overflowed>,
-        pending: Arc<AtomicUsize>,
     ) -> Self {
         Outbox {
             uuid,
-            frames,
+            sink,
             control,
             on_overflow,
             overflowed: Arc::new(AtomicBool::new(false)),
-            pending,
         }
     }
 
@@ -91,27 +139,22 @@ impl Outbox {
         if self.overflowed.load(Ordering::Relaxed) {
             return;
         }
-        let bytes = frame.0.len();
-        // Count before sending: the transport may write the frame (and
-        // decrement) before `try_send` even returns.
-        let depth = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
-        match self.frames.try_send(frame) {
-            Ok(()) => metrics::get().frame_out(bytes, depth),
-            Err(actix::prelude::SendError::Full(_)) => {
-                self.pending.fetch_sub(1, Ordering::Relaxed);
+        match self.sink.push(&frame) {
+            Ok(depth) => metrics::get().frame_out(frame.payload().len(), depth),
+            Err(SinkError::Full) => {
                 if !self.overflowed.swap(true, Ordering::Relaxed) {
                     self.on_overflow.do_send(Overflowed { uuid: self.uuid });
                 }
             }
-            Err(actix::prelude::SendError::Closed(_)) => {
-                self.pending.fetch_sub(1, Ordering::Relaxed);
-            }
+            Err(SinkError::Closed) => {}
         }
     }
 
-    /// Asks the transport to close. Bypasses the queue bound: it is the one
-    /// message a stuck client must still get once it drains.
+    /// Closes the connection: the close goes into the queue in order with
+    /// the frames (bypassing the bound: it is the one frame a stuck client
+    /// must still get), and the transport's actor is told to stop.
     pub fn close(&self, close: Close) {
+        self.sink.close(&close);
         self.control.do_send(Control::Close(close));
     }
 }

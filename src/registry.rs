@@ -24,7 +24,7 @@
 //! of a local client (`record` = true: the change is written to the shared
 //! namespace and announced), or an event from another node (`record` = false).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +34,7 @@ use indexmap::IndexSet;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::broker::{Broker, Event, Hub, NodeId, Remote, Topic};
+use crate::broker::{Broker, Event, Hub, NodeId, Remote, Topic, Watching};
 use crate::cluster::{Claims, Snapshot};
 use crate::config::Settings;
 use crate::files;
@@ -160,6 +160,9 @@ struct Client {
     subscriptions: BTreeSet<String>,
     /// Names of services this client owns.
     owned: BTreeSet<String>,
+    /// While the registry looks up in Redis a target this node has not
+    /// heard of, the client's later requests wait here, in order.
+    held: Option<VecDeque<(Option<u64>, Op)>>,
 }
 
 struct Service {
@@ -167,8 +170,6 @@ struct Service {
     receipt: ServiceInfo,
     /// Subscriber uuids in subscription order.
     subscribers: IndexSet<Uuid>,
-    /// How many subscribers each other node has.
-    remote: HashMap<NodeId, usize>,
 }
 
 impl Service {
@@ -195,6 +196,9 @@ pub struct Registry {
     clients: HashMap<Uuid, Client>,
     names: HashMap<String, Uuid>,
     services: BTreeMap<String, Service>,
+    /// Services owned on other nodes whose broadcasts this node receives
+    /// (it has local subscribers of them): see [`Registry::sync_watch`].
+    watched: BTreeSet<String>,
 }
 
 impl Actor for Registry {
@@ -213,7 +217,26 @@ impl Registry {
             clients: HashMap::new(),
             names: HashMap::new(),
             services: BTreeMap::new(),
+            watched: BTreeSet::new(),
         }
+    }
+
+    /// Makes this node receive the broadcasts of the service `name` exactly
+    /// when it needs them: the service is owned on another node and has
+    /// subscribers here. Returns the watch to wait for when one started.
+    fn sync_watch(&mut self, name: &str) -> Option<Watching> {
+        let needed = self.services.get(name).is_some_and(|s| {
+            !self.is_local(&s.receipt.owner_uuid)
+                && self.hub.has_subscribers(&Topic::Service(name.to_owned()))
+        });
+        if needed && !self.watched.contains(name) {
+            self.watched.insert(name.to_owned());
+            return Some(self.broker.watch(name));
+        }
+        if !needed && self.watched.remove(name) {
+            self.broker.unwatch(name);
+        }
+        None
     }
 
     /// Whether `uuid` is a client of this node.
@@ -297,6 +320,7 @@ impl Registry {
                 outbox,
                 subscriptions: BTreeSet::new(),
                 owned: BTreeSet::new(),
+                held: None,
             },
         );
     }
@@ -315,13 +339,7 @@ impl Registry {
             metrics::get().clients_identified.dec();
         }
         for name in &client.subscriptions {
-            self.unsubscribed(
-                name,
-                &client.info,
-                client.node,
-                client.outbox.is_some(),
-                record,
-            );
+            self.unsubscribed(name, &client.info, client.outbox.is_some(), record);
         }
         for name in &client.owned {
             self.service_deleted(name, None, record);
@@ -347,7 +365,6 @@ impl Registry {
         &mut self,
         name: &str,
         info: &ClientInfo,
-        node: NodeId,
         local: bool,
         record: bool,
     ) -> Option<ServiceInfo> {
@@ -359,13 +376,13 @@ impl Registry {
         let topic = Topic::Service(name.to_owned());
         if local {
             self.hub.unsubscribe(&topic, info.uuid);
-        } else if let Some(count) = service.remote.get_mut(&node) {
-            *count -= 1;
-            if *count == 0 {
-                service.remote.remove(&node);
-            }
         }
         let after = service.info();
+        if local {
+            // Stop receiving the service's broadcasts if that was the last
+            // local subscriber of a service owned elsewhere.
+            self.sync_watch(name);
+        }
         if record {
             self.broker.record(&Event::Unsubscribed {
                 service: name.to_owned(),
@@ -402,6 +419,7 @@ impl Registry {
             owner.owned.remove(name);
         }
         self.hub.drop_topic(&Topic::Service(name.to_owned()));
+        self.sync_watch(name);
         if record {
             self.broker.record(&Event::ServiceDeleted {
                 name: name.to_owned(),
@@ -428,7 +446,6 @@ impl Registry {
             Service {
                 receipt: receipt.clone(),
                 subscribers: IndexSet::new(),
-                remote: HashMap::new(),
             },
         );
         self.broadcast(
@@ -451,9 +468,6 @@ impl Registry {
         }
         client.subscriptions.insert(name.to_owned());
         metrics::get().subscriptions.inc();
-        if client.outbox.is_none() {
-            *service.remote.entry(client.node).or_default() += 1;
-        }
         let after = service.info();
         let info = client.info.clone();
         let outbox = client.outbox.clone();
@@ -486,12 +500,10 @@ impl Registry {
                 self.subscribed(&service, uuid);
             }
             Event::Unsubscribed { service, uuid } => {
-                if let Some(client) = self.clients.get(&uuid) {
-                    let (info, node) = (client.info.clone(), client.node);
-                    if let Some(client) = self.clients.get_mut(&uuid) {
-                        client.subscriptions.remove(&service);
-                    }
-                    self.unsubscribed(&service, &info, node, false, false);
+                if let Some(client) = self.clients.get_mut(&uuid) {
+                    client.subscriptions.remove(&service);
+                    let info = client.info.clone();
+                    self.unsubscribed(&service, &info, false, false);
                 }
             }
             Event::NodeDown { node } if node == self.node => {
@@ -620,7 +632,7 @@ impl Registry {
                 .filter(|u| self.clients.contains_key(u) && !self.is_local(u))
                 .collect();
             // Remote subscribers that left, then the ones this node missed.
-            let gone: Vec<(ClientInfo, NodeId)> = self
+            let gone: Vec<ClientInfo> = self
                 .services
                 .get(&name)
                 .map(|s| {
@@ -628,15 +640,15 @@ impl Registry {
                         .iter()
                         .filter_map(|u| self.clients.get(u))
                         .filter(|c| c.outbox.is_none() && !remote.contains(&c.info.uuid))
-                        .map(|c| (c.info.clone(), c.node))
+                        .map(|c| c.info.clone())
                         .collect()
                 })
                 .unwrap_or_default();
-            for (info, node) in gone {
+            for info in gone {
                 if let Some(client) = self.clients.get_mut(&info.uuid) {
                     client.subscriptions.remove(&name);
                 }
-                self.unsubscribed(&name, &info, node, false, false);
+                self.unsubscribed(&name, &info, false, false);
             }
             for uuid in remote {
                 self.subscribed(&name, uuid);
@@ -653,6 +665,19 @@ impl Registry {
     }
 
     fn handle_op(&mut self, uuid: Uuid, seq: Option<u64>, op: Op, ctx: &mut Context<Self>) {
+        let max = self.settings.max_outgoing_queue;
+        match self.clients.get_mut(&uuid).and_then(|c| c.held.as_mut()) {
+            Some(held) if held.len() < max => {
+                held.push_back((seq, op));
+                return;
+            }
+            // Their answers could not be queued either: the same bound.
+            Some(_) => {
+                let reason = format!("too fast: more than {max} requests waiting for a lookup");
+                return self.evict(uuid, Close::new(CloseCode::Policy, reason));
+            }
+            None => {}
+        }
         let Some(client) = self.clients.get(&uuid) else {
             // Evicted or gone: its last requests have no one to answer to.
             return;
@@ -660,6 +685,9 @@ impl Registry {
         match op {
             Op::Reply(payload) => self.reply(uuid, seq, payload),
             Op::Message { target, data } => {
+                if let Some(claims) = self.unheard_of(&target) {
+                    return self.look_up_and_route(uuid, seq, target, data, claims, ctx);
+                }
                 let payload = self.route(uuid, &target, &data);
                 self.reply(uuid, seq, payload);
             }
@@ -717,7 +745,7 @@ impl Registry {
                     self.broker.announce(&Event::ServiceDeleted { name });
                 }
             },
-            Op::SelfSubscribe(name) => self.subscribe(uuid, seq, name),
+            Op::SelfSubscribe(name) => self.subscribe(uuid, seq, name, ctx),
             Op::SelfUnsubscribe(name) => {
                 let Some(service) = self.services.get(&name) else {
                     self.reply(uuid, seq, PayloadOut::InvalidService { service: name });
@@ -725,7 +753,7 @@ impl Registry {
                 };
                 let before = service.info();
                 let info = client.info.clone();
-                let payload = match self.unsubscribed(&name, &info, self.node, true, true) {
+                let payload = match self.unsubscribed(&name, &info, true, true) {
                     Some(after) => {
                         if let Some(client) = self.clients.get_mut(&uuid) {
                             client.subscriptions.remove(&name);
@@ -836,7 +864,7 @@ impl Registry {
         Ok(())
     }
 
-    fn subscribe(&mut self, uuid: Uuid, seq: Option<u64>, name: String) {
+    fn subscribe(&mut self, uuid: Uuid, seq: Option<u64>, name: String, ctx: &mut Context<Self>) {
         let Some(service) = self.services.get(&name) else {
             self.reply(uuid, seq, PayloadOut::InvalidService { service: name });
             return;
@@ -861,18 +889,130 @@ impl Registry {
         let Some(after) = self.subscribed(&name, uuid) else {
             return;
         };
-        self.reply(
-            uuid,
-            seq,
-            PayloadOut::SelfSubscribeResult {
-                successful: true,
-                service: after,
-            },
-        );
         self.share(Event::Subscribed {
-            service: name,
+            service: name.clone(),
             uuid,
         });
+        let result = PayloadOut::SelfSubscribeResult {
+            successful: true,
+            service: after,
+        };
+        // The first subscriber here of a service owned elsewhere: answer only
+        // once this node receives its broadcasts, so a broadcast the owner
+        // sends after the client learnt it is subscribed cannot miss it. The
+        // registry waits (one Redis round trip, once per service and node),
+        // which also keeps every later reply in order.
+        match self.sync_watch(&name) {
+            Some(watching) => {
+                ctx.wait(
+                    watching
+                        .into_actor(self)
+                        .map(move |(), act, _| act.reply(uuid, seq, result)),
+                );
+            }
+            None => self.reply(uuid, seq, result),
+        }
+    }
+
+    /// In a cluster, the claims to look up a NAME or UUID target this node
+    /// has not heard of: it may have joined another replica a moment ago,
+    /// and a client must not be able to tell (a peer told of it out of band
+    /// would otherwise get INVALID_NAME for a few milliseconds).
+    fn unheard_of(&self, target: &Target) -> Option<Claims> {
+        let unknown = match target {
+            Target::Name { name } => !self.names.contains_key(name),
+            Target::Uuid { uuid } => uuid
+                .parse::<Uuid>()
+                .is_ok_and(|u| !self.clients.contains_key(&u)),
+            _ => false,
+        };
+        // With Redis down the lookup would only fail, slowly.
+        if unknown && self.broker.is_up() {
+            self.claims.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Looks the target up in Redis, holding the sender's later requests
+    /// meanwhile (its frames keep their order), then relays or refuses.
+    fn look_up_and_route(
+        &mut self,
+        uuid: Uuid,
+        seq: Option<u64>,
+        target: Target,
+        data: Box<RawValue>,
+        claims: Claims,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(client) = self.clients.get_mut(&uuid) {
+            client.held = Some(VecDeque::new());
+        }
+        let (name, to) = match &target {
+            Target::Name { name } => (Some(name.clone()), None),
+            Target::Uuid { uuid } => (None, uuid.parse().ok()),
+            _ => (None, None),
+        };
+        async move { claims.locate(name.as_deref(), to).await }
+            .into_actor(self)
+            .map(move |found, act, ctx| {
+                let payload = match found {
+                    // Known by now, or not in the shared namespace either.
+                    _ if act.unheard_of(&target).is_none() => act.route(uuid, &target, &data),
+                    Ok(Some((peer, node))) if node != act.node => {
+                        act.relay_to_unheard_of(uuid, &target, &data, peer.uuid, node)
+                    }
+                    Ok(_) => act.route(uuid, &target, &data),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot look up a message's target in Redis");
+                        act.route(uuid, &target, &data)
+                    }
+                };
+                act.reply(uuid, seq, payload);
+                act.release(uuid, ctx);
+            })
+            .spawn(ctx);
+    }
+
+    /// Sends a MESSAGE to a client of `node` that this node's replica does
+    /// not list yet.
+    fn relay_to_unheard_of(
+        &self,
+        from: Uuid,
+        target: &Target,
+        data: &RawValue,
+        to: Uuid,
+        node: NodeId,
+    ) -> PayloadOut {
+        let Some(sender) = self.clients.get(&from) else {
+            return PayloadOut::ErrorInternal {
+                desc: "sender is not registered".into(),
+            };
+        };
+        let message = MessageOut {
+            target,
+            origin: OriginRef {
+                client: &sender.info,
+                service: None,
+            },
+            data,
+        };
+        self.broker
+            .forward(node, to, &Frame::from(message.encode()));
+        PayloadOut::Ok
+    }
+
+    /// Handles, in order, the requests a client sent while one of its
+    /// messages waited for a lookup.
+    fn release(&mut self, uuid: Uuid, ctx: &mut Context<Self>) {
+        let Some(held) = self.clients.get_mut(&uuid).and_then(|c| c.held.take()) else {
+            return;
+        };
+        // A request below may start another lookup: the rest then waits
+        // behind it again (`handle_op` queues them).
+        for (seq, op) in held {
+            self.handle_op(uuid, seq, op, ctx);
+        }
     }
 
     /// Relays a MESSAGE and returns the sender's answer.
@@ -945,16 +1085,7 @@ impl Registry {
                         .encode(),
                     );
                     self.publish(&Topic::Service(service.clone()), &frame, Some(owner));
-                    for node in entry.remote.keys() {
-                        self.broker.forward(
-                            *node,
-                            Remote::Service {
-                                name: service.clone(),
-                                except: Some(owner),
-                                frame: frame.clone(),
-                            },
-                        );
-                    }
+                    self.broker.publish_service(service, Some(owner), &frame);
                     PayloadOut::Ok
                 } else if entry.subscribers.contains(&from) {
                     self.deliver(
@@ -1017,9 +1148,7 @@ impl Registry {
         let frame = Frame::from(message.encode());
         match &client.outbox {
             Some(outbox) => outbox.send(frame),
-            None => self
-                .broker
-                .forward(client.node, Remote::Client { to, frame }),
+            None => self.broker.forward(client.node, to, &frame),
         }
         PayloadOut::Ok
     }
@@ -1152,6 +1281,13 @@ impl Handler<Reconcile> for Registry {
 
     fn handle(&mut self, msg: Reconcile, _: &mut Context<Self>) {
         self.reconcile(msg.0);
+        // Watches whose need changed while this node was not listening. (A
+        // reconnected link renews the watches it had by itself.)
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            // Nobody is waiting on these: they start now, unconfirmed.
+            drop(self.sync_watch(&name));
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use crate::metrics as gateway_metrics;
 use crate::protocol::{Close, CloseCode, PROTOCOL_VERSION, SUBPROTOCOL};
 use crate::registry::{CloseAll, Ready, Registry};
 use crate::session::Session;
+use crate::websocket::Incoming;
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -213,19 +214,22 @@ async fn websocket(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
+    let mut response = ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
     let oversized = Rc::new(Cell::new(false));
-    let session = Session::new(
+    let (session, body) = Session::new(
         state.settings.clone(),
         state.registry.clone(),
         state.claims.clone(),
         peer,
         oversized.clone(),
     );
-    let stream = FrameGuard::new(stream, state.settings.max_frame_size, oversized);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .protocols(&[SUBPROTOCOL])
-        .frame_size(state.settings.max_frame_size)
-        .start()
+    let max = state.settings.max_frame_size;
+    let input = Incoming::new(FrameGuard::new(stream, max, oversized), max);
+    Session::create(move |ctx| {
+        ctx.add_stream(input);
+        session
+    });
+    Ok(response.streaming(body))
 }
 
 async fn healthz() -> HttpResponse {

@@ -4,30 +4,28 @@
 //! handshake and its timeout, validation of the identity, the heartbeat, the
 //! sequence counter, frame size limits and reassembly of fragmented
 //! messages. Everything that touches the namespace is a [`Request`] to the
-//! [`Registry`], and everything the client receives arrives as a [`Frame`]
-//! through the session's [`Outbox`].
+//! [`Registry`], and everything the client receives arrives as a [`Frame`](crate::outbox::Frame)
+//! through the session's [`Outbox`] and leaves through its [`Outgoing`]
+//! queue (see [`crate::websocket`]).
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use actix_http::ws::{CloseReason, Frame as WsFrame, Item, ProtocolError};
 use actix_web::web::Bytes;
-use actix_web_actors::ws;
 use bytestring::ByteString;
 use uuid::Uuid;
 
 use crate::cluster::Claims;
 use crate::config::Settings;
 use crate::metrics;
-use crate::outbox::{Control, Frame, Outbox};
+use crate::outbox::{Control, FrameSink, Outbox};
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
 use crate::registry::{Leave, Op, Register, Registry, Request};
-
-/// Longest close reason a WebSocket close frame can carry.
-const MAX_CLOSE_REASON: usize = 123;
+use crate::websocket::{Body, Outgoing};
 
 enum State {
     /// Connected, waiting for IDENTIFY.
@@ -56,8 +54,9 @@ pub struct Session {
     state: State,
     last_seen: Instant,
     fragments: Option<Fragments>,
-    /// Frames queued in the outbox and not yet written (see [`Outbox`]).
-    pending: Arc<AtomicUsize>,
+    out: Outgoing,
+    /// Where the client's outbox puts its frames (see [`Outbox`]).
+    sink: Arc<dyn FrameSink>,
     /// The close code sent or received, for metrics; none means the
     /// connection was lost.
     close_code: Option<u16>,
@@ -67,20 +66,22 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session and the response body that carries what it sends.
     pub fn new(
         settings: Arc<Settings>,
         registry: Addr<Registry>,
         claims: Option<Claims>,
         peer: String,
         oversized: Rc<Cell<bool>>,
-    ) -> Self {
+    ) -> (Self, Body) {
         let span = tracing::info_span!(
             "conn",
             %peer,
             uuid = tracing::field::Empty,
             name = tracing::field::Empty
         );
-        Session {
+        let (out, sink, body) = Outgoing::new(settings.max_outgoing_queue);
+        let session = Session {
             settings,
             registry,
             claims,
@@ -88,31 +89,22 @@ impl Session {
             state: State::Anonymous,
             last_seen: Instant::now(),
             fragments: None,
-            pending: Arc::new(AtomicUsize::new(0)),
+            out,
+            sink,
             close_code: None,
             oversized,
-        }
+        };
+        (session, body)
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, close: Close) {
-        let mut reason = close.reason;
-        if reason.len() > MAX_CLOSE_REASON {
-            let mut end = MAX_CLOSE_REASON;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-        }
-        tracing::info!(code = close.code.code(), %reason, "closing connection");
+    fn close(&mut self, ctx: &mut Context<Self>, close: Close) {
+        tracing::info!(code = close.code.code(), reason = %close.reason, "closing connection");
         self.close_code = Some(close.code.code());
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(close.code.code()),
-            description: Some(reason),
-        }));
+        self.out.close_with(&close);
         ctx.stop();
     }
 
-    fn on_text(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_text(&mut self, text: ByteString, ctx: &mut Context<Self>) {
         let decoded = PayloadIn::decode(&text);
         metrics::get().payload_in(decoded.as_ref().ok().map(PayloadIn::kind), text.len());
         match self.state {
@@ -152,7 +144,7 @@ impl Session {
     fn on_first_text(
         &mut self,
         decoded: Result<PayloadIn<'_>, DecodeError>,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
     ) {
         let payload = match decoded {
             Ok(payload) => payload,
@@ -201,13 +193,11 @@ impl Session {
         let uuid = info.uuid;
         self.span.record("uuid", tracing::field::display(uuid));
         self.span.record("name", info.name.as_str());
-        let me = ctx.address();
         let outbox = Outbox::new(
             uuid,
-            me.clone().recipient(),
-            me.recipient(),
+            self.sink.clone(),
+            ctx.address().recipient(),
             self.registry.clone().recipient(),
-            self.pending.clone(),
         );
         self.state = State::Identifying;
         let registry = self.registry.clone();
@@ -290,7 +280,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_binary(&mut self, ctx: &mut Context<Self>) {
         match self.state {
             State::Anonymous => self.close(
                 ctx,
@@ -310,12 +300,12 @@ impl Session {
         }
     }
 
-    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
         let (first, chunk, last) = match item {
-            actix_http::ws::Item::FirstText(b) => (Some(true), b, false),
-            actix_http::ws::Item::FirstBinary(b) => (Some(false), b, false),
-            actix_http::ws::Item::Continue(b) => (None, b, false),
-            actix_http::ws::Item::Last(b) => (None, b, true),
+            Item::FirstText(b) => (Some(true), b, false),
+            Item::FirstBinary(b) => (Some(false), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
         };
         if let Some(text) = first {
             self.fragments = Some(Fragments {
@@ -349,13 +339,42 @@ impl Session {
         if !text {
             return self.on_binary(ctx);
         }
-        match ByteString::try_from(Bytes::from(bytes)) {
+        self.on_utf8(Bytes::from(bytes), ctx);
+    }
+
+    /// A complete text message: it must be UTF-8.
+    fn on_utf8(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        match ByteString::try_from(bytes) {
             Ok(text) => self.on_text(text, ctx),
             Err(_) => self.close(
                 ctx,
                 Close::new(CloseCode::FatalDecode, "text message is not valid UTF-8"),
             ),
         }
+    }
+
+    /// Every heartbeat interval: pings the client and closes it when it has
+    /// not answered in time. A ping only counts from when it reaches the
+    /// socket: while it waits behind frames the client is still reading (the
+    /// queue keeps draining), the client is not late.
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.settings.heartbeat_timeout();
+        // Before IDENTIFY the identify timeout is the one that applies.
+        let identified = matches!(self.state, State::Identified { .. });
+        if !identified || self.last_seen.elapsed() <= limit {
+            return self.out.ping();
+        }
+        if self.out.backlog_explains_silence(limit) {
+            return;
+        }
+        let _entered = self.span.clone().entered();
+        self.close(
+            ctx,
+            Close::new(
+                CloseCode::HeartbeatFailed,
+                format!("no frame or pong for {} ms", limit.as_millis()),
+            ),
+        );
     }
 }
 
@@ -392,13 +411,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Actor for Session {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         tracing::debug!("connected");
         metrics::get().connections_open.inc();
-        ctx.set_mailbox_capacity(self.settings.max_outgoing_queue);
         let timeout = self.settings.identify_timeout();
         ctx.run_later(timeout, move |act, ctx| {
             if !matches!(act.state, State::Identified { .. }) {
@@ -411,27 +429,12 @@ impl Actor for Session {
                 );
             }
         });
-        let limit = self.settings.heartbeat_timeout();
-        ctx.run_interval(self.settings.heartbeat_interval(), move |act, ctx| {
-            // Before IDENTIFY the identify timeout is the one that applies.
-            let identified = matches!(act.state, State::Identified { .. });
-            if identified && act.last_seen.elapsed() > limit {
-                let _entered = act.span.clone().entered();
-                act.close(
-                    ctx,
-                    Close::new(
-                        CloseCode::HeartbeatFailed,
-                        format!("no frame or pong for {} ms", limit.as_millis()),
-                    ),
-                );
-            } else {
-                ctx.ping(b"");
-            }
-        });
+        ctx.run_interval(self.settings.heartbeat_interval(), Self::heartbeat);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let _entered = self.span.clone().entered();
+        self.out.end();
         if let State::Identified { uuid, .. } = self.state {
             self.registry.do_send(Leave { uuid });
         }
@@ -442,23 +445,24 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<WsFrame, ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<WsFrame, ProtocolError>, ctx: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         self.last_seen = Instant::now();
+        self.out.heard_from_client();
         match msg {
-            Ok(ws::Message::Text(text)) => self.on_text(text, ctx),
-            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
+            Ok(WsFrame::Text(bytes)) => self.on_utf8(bytes, ctx),
+            Ok(WsFrame::Binary(_)) => self.on_binary(ctx),
+            Ok(WsFrame::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(WsFrame::Ping(bytes)) => self.out.pong(&bytes),
+            Ok(WsFrame::Pong(_)) => {}
+            Ok(WsFrame::Close(reason)) => {
                 tracing::debug!(?reason, "client closed");
                 self.close_code = Some(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
-                ctx.close(reason);
+                self.out.close(reason);
                 ctx.stop();
             }
-            Err(e) if self.oversized.get() || matches!(e, ws::ProtocolError::Overflow) => {
+            Err(e) if self.oversized.get() || matches!(e, ProtocolError::Overflow) => {
                 let max = self.settings.max_frame_size;
                 self.close(
                     ctx,
@@ -468,22 +472,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Err(e) => {
                 tracing::debug!(error = %e, "websocket protocol error");
                 self.close_code = Some(1002);
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Protocol,
+                self.out.close(Some(CloseReason {
+                    code: actix_http::ws::CloseCode::Protocol,
                     description: Some(format!("websocket protocol error: {e}")),
                 }));
                 ctx.stop();
             }
         }
-    }
-}
-
-impl Handler<Frame> for Session {
-    type Result = ();
-
-    fn handle(&mut self, frame: Frame, ctx: &mut Self::Context) {
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        ctx.text(frame.0);
     }
 }
 

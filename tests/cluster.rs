@@ -195,6 +195,152 @@ async fn clients_on_different_replicas_message_each_other_by_every_target() {
     again.identify("alice").await;
 }
 
+/// How many replicas follow a service's broadcast channel.
+fn followers(redis: &RedisServer, service: &str) -> u64 {
+    let out = redis.cli(&["PUBSUB", "NUMSUB", &format!("concierge:service:{service}")]);
+    out.lines()
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("PUBSUB NUMSUB answered {out:?}"))
+}
+
+/// Once a client on one replica has its SELF_SUBSCRIBE_RESULT, a broadcast
+/// the owner on another replica sends right then reaches it; and only the
+/// replicas with subscribers follow the service's channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_right_after_a_remote_subscription_reaches_the_subscriber() {
+    let (redis, _files, r1, r2) = two_replicas();
+    let mut owner = r1.client("owner").await;
+    let mut fan = r2.client("fan").await;
+    sees(&mut owner, &["fan", "owner"]).await;
+    sees(&mut fan, &["fan", "owner"]).await;
+    for round in 0..20 {
+        let service = format!("feed{round}");
+        owner
+            .send(json!({"type": "SERVICE_CREATE", "service": service}))
+            .await;
+        let created = owner.skip_to("SERVICE_CREATE_RESULT").await;
+        assert_eq!(created["successful"], true, "{created}");
+        // Subscribe as soon as fan's replica knows the service.
+        loop {
+            fan.send(json!({"type": "SELF_SUBSCRIBE", "service": service}))
+                .await;
+            let answer = fan.recv().await;
+            match answer["type"].as_str() {
+                Some("SELF_SUBSCRIBE_RESULT") => {
+                    assert_eq!(answer["successful"], true, "{answer}");
+                    break;
+                }
+                Some("INVALID_SERVICE") => tokio::time::sleep(Duration::from_millis(5)).await,
+                _ => {} // the announcement of the service itself
+            }
+        }
+        // At once, out of band: the owner's replica may not even have heard
+        // of the subscription yet.
+        let target = json!({"type": "SERVICE", "service": service});
+        owner
+            .send(json!({"type": "MESSAGE", "target": target, "data": round}))
+            .await;
+        let message = fan.skip_to("MESSAGE").await;
+        assert_eq!(message["data"], round, "round {round}");
+        assert_eq!(followers(&redis, &service), 1, "only fan's replica follows");
+    }
+    // The last subscriber leaving the replica stops it following.
+    fan.send(json!({"type": "SELF_UNSUBSCRIBE", "service": "feed0"}))
+        .await;
+    fan.skip_to("SELF_UNSUBSCRIBE_RESULT").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while followers(&redis, "feed0") != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still followed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(followers(&redis, "feed1"), 1);
+    // A service deleted stops being followed too.
+    owner
+        .send(json!({"type": "SERVICE_DELETE", "service": "feed1"}))
+        .await;
+    while followers(&redis, "feed1") != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still followed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The answer to a MESSAGE, skipping the broadcasts around it.
+async fn answer(client: &mut Client) -> serde_json::Value {
+    loop {
+        let payload = client.recv().await;
+        if payload.get("seq").is_some() {
+            return payload;
+        }
+    }
+}
+
+/// A client that got its HELLO on one replica can be messaged at once, by
+/// name and by uuid, from another replica that has not heard of it yet (its
+/// peer learnt of it out of band).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_just_joined_on_another_replica_can_be_messaged_at_once() {
+    let (_redis, _files, r1, r2) = two_replicas();
+    let mut sender = r2.client("sender").await;
+    for round in 0..20 {
+        let name = format!("new{round}");
+        let mut newcomer = r1.client(&name).await;
+        let by_name = json!({"type": "NAME", "name": name});
+        sender
+            .send(json!({"type": "MESSAGE", "target": by_name, "data": round}))
+            .await;
+        let ok = answer(&mut sender).await;
+        assert_eq!(ok["type"], "OK", "round {round}: {ok}");
+        let by_uuid = json!({"type": "UUID", "uuid": newcomer.uuid.to_string()});
+        sender
+            .send(json!({"type": "MESSAGE", "target": by_uuid, "data": -round}))
+            .await;
+        // Requests sent while the first one waited are answered after it.
+        sender.send(json!({"type": "SELF_FETCH"})).await;
+        let ok = answer(&mut sender).await;
+        assert_eq!(ok["type"], "OK", "round {round}: {ok}");
+        assert_eq!(answer(&mut sender).await["type"], "SELF_FETCH_RESULT");
+        let first = newcomer.skip_to("MESSAGE").await;
+        assert_eq!(first["data"], round);
+        assert_eq!(first["origin"]["name"], "sender");
+        assert_eq!(newcomer.skip_to("MESSAGE").await["data"], -round);
+    }
+    // A name nobody holds is still refused.
+    let nobody = json!({"type": "NAME", "name": "nobody"});
+    sender
+        .send(json!({"type": "MESSAGE", "target": nobody, "data": 0}))
+        .await;
+    let refused = answer(&mut sender).await;
+    assert_eq!(refused["type"], "INVALID_NAME", "{refused}");
+}
+
+/// Requests a client sends while one of its messages waits for a lookup
+/// wait in a bounded queue: flooding it is treated like not reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_behind_a_lookup_are_bounded() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let replica = TestServer::with(move |s| {
+        s.redis_url = url;
+        s.max_outgoing_queue = 8;
+    });
+    let mut flooder = replica.client("flooder").await;
+    // Redis holds every command for a second: the lookup below is still
+    // waiting when all the requests behind it have arrived, however loaded
+    // the machine (the gateway's Redis requests time out after two).
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1000"]).trim(), "OK");
+    let nobody = json!({"type": "UUID", "uuid": uuid::Uuid::new_v4().to_string()});
+    flooder
+        .send(json!({"type": "MESSAGE", "target": nobody, "data": 0}))
+        .await;
+    for _ in 0..20 {
+        flooder.send(json!({"type": "SELF_FETCH"})).await;
+    }
+    let (code, reason) = flooder.expect_close().await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("waiting for a lookup"), "{reason}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_is_unique_across_replicas_even_when_raced() {
     let (_redis, _files, r1, r2) = two_replicas();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Client, TestServer};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -177,6 +177,78 @@ async fn a_client_answering_pings_stays() {
     c.expect_silence(900).await;
     c.send(json!({"type": "SELF_FETCH"})).await;
     c.expect("SELF_FETCH_RESULT").await;
+}
+
+/// A client that reads steadily through a backlog far longer than the
+/// heartbeat timeout is alive, even though the gateway's pings wait behind
+/// that backlog: it must not be closed with 4009 (it once was, in a cluster
+/// fan-out to 1,000 subscribers).
+#[tokio::test]
+async fn a_client_reading_a_long_backlog_is_not_closed_as_silent() {
+    const MESSAGES: usize = 2_000;
+    const PAD: usize = 32 * 1024;
+    let server = TestServer::with(|s| {
+        s.heartbeat_interval_ms = 250;
+        s.heartbeat_timeout_ms = 1_000;
+        s.max_outgoing_queue = 4_096;
+    });
+    let mut owner = server.client("owner").await;
+    let created = owner
+        .request(json!({"type": "SERVICE_CREATE", "service": "feed"}), 0)
+        .await;
+    assert_eq!(created["successful"], true, "{created}");
+    // A small kernel receive buffer keeps the backlog in the gateway.
+    let mut reader = server.connect_with_recv_buffer(16 * 1024).await;
+    reader.identify("reader").await;
+    let subscribed = reader
+        .request(json!({"type": "SELF_SUBSCRIBE", "service": "feed"}), 0)
+        .await;
+    assert_eq!(subscribed["successful"], true, "{subscribed}");
+
+    // 64 MiB, sent faster than the reader reads it.
+    let sender = tokio::spawn(async move {
+        let pad = "x".repeat(PAD);
+        for i in 0..MESSAGES {
+            let target = json!({"type": "SERVICE", "service": "feed"});
+            owner
+                .send(json!({"type": "MESSAGE", "target": target, "data": {"i": i, "pad": pad}}))
+                .await;
+            // Let the reader run: writes to loopback rarely block.
+            tokio::task::yield_now().await;
+        }
+        // Stay alive (reading answers the gateway's pings) until aborted.
+        while let Some(Ok(_)) = owner.ws.next().await {}
+    });
+    let started = std::time::Instant::now();
+    let mut next = 0;
+    while next < MESSAGES {
+        let msg = reader.ws.next().await.expect("open").expect("reads");
+        match msg {
+            // Parsing 32 KiB of JSON per message would make the reader too
+            // slow for this test in a debug build: find the counter instead.
+            Message::Text(text) if text.starts_with(r#"{"type":"MESSAGE""#) => {
+                let at = text.find(r#""i":"#).expect("counter") + 4;
+                let digits: String = text[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                assert_eq!(digits, next.to_string(), "in order, none lost");
+                next += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Message::Close(frame) => panic!("closed after {next} messages: {frame:?}"),
+            _ => {}
+        }
+    }
+    // 2,000 messages at most one per millisecond.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "the backlog outlasted the heartbeat timeout twice"
+    );
+    // Still connected and answered.
+    let fetched = reader.request(json!({"type": "SELF_FETCH"}), 1).await;
+    assert_eq!(fetched["type"], "SELF_FETCH_RESULT", "{fetched}");
+    sender.abort();
 }
 
 #[tokio::test]

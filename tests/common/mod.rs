@@ -35,6 +35,9 @@ impl TestServer {
 
     /// Starts a gateway with test-friendly settings changed by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TLOG").unwrap_or_default())
+            .try_init();
         let data = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings {
             bind: "127.0.0.1:0".into(),
