@@ -1,11 +1,18 @@
 //! Wiring: the HTTP server, its routes, and graceful shutdown.
 //!
 //! `/ws` is where every WebSocket transport plugs in (today the concierge
-//! protocol; the adapters of later issues get routes beside it), `/fs` is the
-//! file server, and `/healthz`, `/readyz` and `/version` are for operators
-//! and load balancers.
+//! protocol; the adapters of later issues get paths beside it), `/fs` is the
+//! file server, and `/healthz`, `/readyz`, `/version` and `/metrics` are for
+//! operators and load balancers.
+//!
+//! A WebSocket upgrade request never reaches the actix-web application: the
+//! HTTP/1 service hands it, with its socket, to [`take_over`], which answers
+//! the handshake and gives the socket to a session (see
+//! [`crate::websocket`] for why the gateway owns its sockets). Every other
+//! request, including a plain GET of `/ws`, is routed by the application.
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -13,9 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::{Server, ServerHandle};
+use actix_codec::Framed;
+use actix_http::body::BodySize;
+use actix_http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use actix_http::{h1, ConnectionType, HttpService, Request, RequestHead, Response, StatusCode};
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{fn_factory, fn_service, AppConfig, Server, ServerHandle};
+use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use bytes::Bytes;
+use futures_util::SinkExt;
 
 use crate::broker::{Broker, Standalone};
 use crate::cluster::{self, Claims};
@@ -26,7 +41,7 @@ use crate::metrics as gateway_metrics;
 use crate::protocol::{Close, CloseCode, PROTOCOL_VERSION, SUBPROTOCOL};
 use crate::registry::{CloseAll, Ready, Registry};
 use crate::session::Session;
-use crate::websocket::Incoming;
+use crate::websocket::{Incoming, SocketInput};
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -85,28 +100,49 @@ impl Gateway {
             registry: registry.clone(),
             claims: claims.clone(),
         });
-        let user_timeout = settings.heartbeat_timeout();
-        let mut http = actix_web::HttpServer::new(move || {
+        let app_state = state.clone();
+        let app = move || {
             actix_web::App::new()
-                .app_data(state.clone())
-                .route("/ws", web::get().to(websocket))
+                .app_data(app_state.clone())
+                .route("/ws", web::route().to(websocket_without_upgrade))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/version", web::get().to(version))
                 .route("/metrics", web::get().to(metrics))
                 .configure(files::routes)
-        })
-        .on_connect(move |conn, _| set_user_timeout(conn, user_timeout))
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_timeout_secs);
+        };
+        let mut server = Server::build()
+            .disable_signals()
+            .shutdown_timeout(settings.shutdown_timeout_secs);
         if settings.workers > 0 {
-            http = http.workers(settings.workers);
+            server = server.workers(settings.workers);
         }
-        let http = http.bind(bind)?;
-        let addrs = http.addrs();
+        let listener = std::net::TcpListener::bind(bind)?;
+        let addrs = vec![listener.local_addr()?];
+        let server = server.listen("concierge", listener, move || {
+            let state = state.clone();
+            HttpService::build()
+                .upgrade(fn_factory(move || {
+                    let state = state.clone();
+                    async move {
+                        Ok::<_, Infallible>(fn_service(move |(req, framed)| {
+                            take_over(state.clone(), req, framed)
+                        }))
+                    }
+                }))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .finish(map_config(
+                    app()
+                        .into_factory()
+                        .map_err(|e: actix_web::Error| e.error_response()),
+                    // The application derives no URL from it.
+                    |_| AppConfig::default(),
+                ))
+                .tcp()
+        })?;
         Ok(Gateway {
             addrs,
-            server: http.run(),
+            server: server.run(),
             registry,
             settings,
             claims,
@@ -193,30 +229,46 @@ fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Lets the kernel drop a connection whose peer stops acknowledging data
-/// (dead, or alive but not reading), so a stuck session cannot hold its
-/// socket forever.
-fn set_user_timeout(conn: &dyn std::any::Any, timeout: Duration) {
-    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        let sock = socket2::SockRef::from(stream);
-        if let Err(e) = sock.set_tcp_user_timeout(Some(timeout)) {
-            tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
-        }
-    }
-}
-
-async fn websocket(
-    req: HttpRequest,
-    stream: web::Payload,
+/// Answers a request that asked for a WebSocket upgrade and, once the
+/// client has its 101, gives the socket to a new session. Refusals are
+/// plain HTTP responses that say why (the status line's reason, or a body),
+/// after which the connection is closed.
+async fn take_over(
     state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), Infallible> {
+    let response = if req.path() != "/ws" {
+        Err(refusal(
+            StatusCode::NOT_FOUND,
+            "WebSocket connections are accepted on /ws only",
+        ))
+    } else {
+        accept(req.head())
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err((response, body)) => {
+            refuse(framed, response, body).await;
+            return Ok(());
+        }
+    };
+    if let Err(e) = framed.send((response, BodySize::None).into()).await {
+        tracing::debug!(error = %e, "cannot answer a WebSocket upgrade");
+        return Ok(());
+    }
     let peer = req
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
-    let mut response = ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
+    let parts = framed.into_parts();
+    // Frames the client sent right behind its request are already read.
+    let early = parts.read_buf.freeze();
+    tune(&parts.io, state.settings.heartbeat_timeout());
+    let (input, output) = parts.io.into_split();
+
     let oversized = Rc::new(Cell::new(false));
-    let (session, body) = Session::new(
+    let (session, writer) = Session::new(
         state.settings.clone(),
         state.registry.clone(),
         state.claims.clone(),
@@ -224,12 +276,98 @@ async fn websocket(
         oversized.clone(),
     );
     let max = state.settings.max_frame_size;
-    let input = Incoming::new(FrameGuard::new(stream, max, oversized), max);
+    let input = Incoming::new(
+        FrameGuard::new(SocketInput::new(input, early), max, oversized),
+        max,
+    );
     Session::create(move |ctx| {
         ctx.add_stream(input);
         session
     });
-    Ok(response.streaming(body))
+    writer.write_to(output).await;
+    Ok(())
+}
+
+/// The handshake's 101 response, with the concierge subprotocol when the
+/// client offers it (it is optional); or why the request is refused.
+fn accept(head: &RequestHead) -> Result<Response<()>, (Response<()>, &'static str)> {
+    let mut response = match actix_http::ws::handshake(head) {
+        Ok(response) => response,
+        Err(e) => return Err((Response::from(e).drop_body(), "")),
+    };
+    let offered = head
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|protocol| protocol.trim() == SUBPROTOCOL);
+    if offered {
+        response.insert_header((
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        ));
+    }
+    response.message_body(()).map_err(|e| {
+        tracing::error!(error = %e, "cannot build the handshake response");
+        refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot build the handshake response",
+        )
+    })
+}
+
+fn refusal(status: StatusCode, body: &'static str) -> (Response<()>, &'static str) {
+    (Response::with_body(status, ()), body)
+}
+
+/// Sends a refusal with its body and closes the connection.
+async fn refuse(
+    mut framed: Framed<TcpStream, h1::Codec>,
+    mut response: Response<()>,
+    body: &'static str,
+) {
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    let sent = async {
+        let size = BodySize::Sized(body.len() as u64);
+        framed.send((response, size).into()).await?;
+        if !body.is_empty() {
+            framed
+                .send(h1::Message::Chunk(Some(Bytes::from_static(
+                    body.as_bytes(),
+                ))))
+                .await?;
+        }
+        framed.send(h1::Message::Chunk(None)).await
+    };
+    if let Err(e) = sent.await {
+        tracing::debug!(error = %e, "cannot refuse a WebSocket upgrade");
+    }
+}
+
+/// Socket options for a WebSocket connection:
+/// - `TCP_NODELAY`: a frame is written as soon as it is queued, and frames
+///   queued together already leave in one write; Nagle's algorithm would
+///   only hold small frames back until the previous ones are acknowledged.
+/// - `TCP_USER_TIMEOUT`: the kernel drops a connection whose peer stops
+///   acknowledging data (dead, or alive but not reading) after the
+///   heartbeat timeout, so a stuck session cannot hold its socket forever.
+fn tune(stream: &TcpStream, user_timeout: Duration) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(user_timeout)) {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+    }
+}
+
+/// Reached only by requests that did not ask for a WebSocket upgrade (those
+/// that do are taken over before routing): the handshake's check says what
+/// is missing, with the status and reason a WebSocket client expects.
+async fn websocket_without_upgrade(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
+    Ok(HttpResponse::BadRequest().body("send the WebSocket upgrade headers"))
 }
 
 async fn healthz() -> HttpResponse {

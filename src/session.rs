@@ -25,7 +25,7 @@ use crate::metrics;
 use crate::outbox::{Control, FrameSink, Outbox};
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
 use crate::registry::{Leave, Op, Register, Registry, Request};
-use crate::websocket::{Body, Outgoing};
+use crate::websocket::{Outgoing, Writer};
 
 enum State {
     /// Connected, waiting for IDENTIFY.
@@ -66,21 +66,21 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session and the response body that carries what it sends.
+    /// A session and the writer that carries what it sends to the socket.
     pub fn new(
         settings: Arc<Settings>,
         registry: Addr<Registry>,
         claims: Option<Claims>,
         peer: String,
         oversized: Rc<Cell<bool>>,
-    ) -> (Self, Body) {
+    ) -> (Self, Writer) {
         let span = tracing::info_span!(
             "conn",
             %peer,
             uuid = tracing::field::Empty,
             name = tracing::field::Empty
         );
-        let (out, sink, body) = Outgoing::new(settings.max_outgoing_queue);
+        let (out, sink, writer) = Outgoing::new(settings.max_outgoing_queue);
         let session = Session {
             settings,
             registry,
@@ -94,7 +94,7 @@ impl Session {
             close_code: None,
             oversized,
         };
-        (session, body)
+        (session, writer)
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, close: Close) {

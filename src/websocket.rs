@@ -1,23 +1,21 @@
 //! The WebSocket transport under a session actor.
 //!
-//! actix-web-actors' `WebsocketContext` encodes every outgoing frame into a
-//! fresh buffer each time the actor is polled, and the HTTP/1 dispatcher then
-//! copies that buffer into its own: two copies per delivery, and a buffer
-//! regrown from nothing on every poll (37 % of the gateway's time in a
-//! fan-out went to `memmove` and `realloc`, see `docs/BENCHMARKS.md`). It
-//! also runs the actor inside the response stream, so the actor learns
-//! nothing about how far the socket has got.
+//! The gateway takes the socket over once the upgrade is answered (see
+//! `crate::server`): actix-http's HTTP/1 dispatcher keeps two 8 KiB buffers
+//! per connection for as long as it lives, and it copies every outgoing
+//! frame into its write buffer. A connection here owns no buffer while it
+//! is idle, and a frame goes from the shared bytes of its broadcast to the
+//! kernel without being copied (see `docs/BENCHMARKS.md`).
 //!
-//! Here the session is a plain actix actor and the transport is two halves:
-//! - [`Incoming`] decodes the request body into WebSocket frames (behind the
-//!   [`FrameGuard`](crate::frame_guard::FrameGuard)) for the actor's
-//!   `StreamHandler`;
+//! The socket is split in two halves:
+//! - [`SocketInput`] reads what arrives, [`Incoming`] decodes it into
+//!   WebSocket frames (behind the [`FrameGuard`](crate::frame_guard::FrameGuard))
+//!   for the session actor's `StreamHandler`;
 //! - a queue of frames that are already encoded ([`Frame`] is stored
 //!   framed): the client's outbox pushes into it directly from the
 //!   registry's thread (no actor message, no allocation per delivery), the
 //!   session pushes its own control frames through [`Outgoing`], and
-//!   [`Body`], the dispatcher's end, hands each frame's shared bytes to the
-//!   dispatcher, which copies them once, into its write buffer.
+//!   [`Writer`] hands batches of them to the socket in one vectored write.
 //!
 //! Because the queue sits in front of the socket, the session knows when
 //! its frames reach it. The heartbeat uses that: a ping queued behind a
@@ -25,6 +23,9 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::io::IoSlice;
+use std::net::Shutdown;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,8 +35,10 @@ use std::time::{Duration, Instant};
 use actix_codec::Decoder;
 use actix_http::ws::{CloseReason, Codec, Frame as WsFrame, OpCode, Parser, ProtocolError};
 use actix_web::error::PayloadError;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::outbox::{Frame, FrameSink, SinkError};
 use crate::protocol::{Close, CloseCode};
@@ -44,13 +47,17 @@ use crate::protocol::{Close, CloseCode};
 /// empties, so an idle connection does not keep its peak.
 const KEPT_QUEUE_CAPACITY: usize = 16;
 
-/// Likewise for the buffer incoming frames are decoded from.
-const KEPT_READ_CAPACITY: usize = 4096;
+/// Most bytes taken from the socket per read. The buffer is on the stack:
+/// what arrives is copied out at once, so an idle connection holds none.
+const READ_CHUNK: usize = 4096;
+
+/// Most frames handed to the socket per vectored write.
+const WRITE_BATCH: usize = 64;
 
 /// Longest close reason a WebSocket close frame can carry.
 const MAX_CLOSE_REASON: usize = 123;
 
-/// Decodes a request body into WebSocket frames.
+/// Decodes the bytes a client sends into WebSocket frames.
 pub struct Incoming<S> {
     inner: S,
     codec: Codec,
@@ -78,8 +85,8 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            // A frame already buffered comes first: the body may have ended
-            // after delivering it.
+            // A frame already buffered comes first: the input may have
+            // ended after delivering it.
             match this.codec.decode(&mut this.buf) {
                 Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                 Ok(None) => {}
@@ -101,8 +108,8 @@ where
                 }
                 Poll::Ready(None) => this.ended = true,
                 Poll::Pending => {
-                    if this.buf.is_empty() && this.buf.capacity() > KEPT_READ_CAPACITY {
-                        // Give back what a large frame grew while idle.
+                    if this.buf.is_empty() {
+                        // Hold no memory while waiting for the client.
                         this.buf = BytesMut::new();
                     }
                     return Poll::Pending;
@@ -112,14 +119,49 @@ where
     }
 }
 
+/// The read half of an upgraded connection as a stream of chunks, starting
+/// with what the HTTP/1 dispatcher had read past the upgrade request (a
+/// client may send frames without waiting for the 101).
+pub struct SocketInput {
+    io: OwnedReadHalf,
+    early: Option<Bytes>,
+}
+
+impl SocketInput {
+    pub fn new(io: OwnedReadHalf, early: Bytes) -> Self {
+        SocketInput {
+            io,
+            early: Some(early).filter(|b| !b.is_empty()),
+        }
+    }
+}
+
+impl Stream for SocketInput {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(early) = self.early.take() {
+            return Poll::Ready(Some(Ok(early)));
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut buf = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(PayloadError::Io(e)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// Where the last ping the session sent is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ping {
     /// None outstanding (or answered).
     None,
-    /// Still in the queue, behind frames the client has not read yet.
+    /// Still queued, behind frames the client has not read yet.
     Queued,
-    /// Handed to the socket at this moment.
+    /// Written to the socket at this moment.
     Written(Instant),
 }
 
@@ -132,21 +174,36 @@ enum Item {
     Ping(Bytes),
 }
 
+/// What the writer waits for, if anything.
+enum Waiting {
+    No,
+    /// More frames: any push wakes it.
+    ForFrames(Waker),
+    /// The socket to take more: only a close that gives up on the client
+    /// wakes it (a push would only make it try the full socket again).
+    OnSocket(Waker),
+}
+
 /// The queue itself, shared by the outbox (on the registry's thread), the
-/// session and the body (both on the connection's worker thread).
+/// session and the writer (both on the connection's worker thread).
 struct Queue {
     items: VecDeque<Item>,
     /// How many of `items` are data frames, and how many may be.
     data: usize,
     capacity: usize,
-    /// No frame is queued after this; the body ends once the queue drains.
+    /// No frame is queued after this; the writer stops once it has written
+    /// what is queued.
     ended: bool,
-    waker: Option<Waker>,
+    /// The client was closed for not reading (or not answering): the
+    /// writer drops the frames it has taken and not started writing, so
+    /// the close frame comes next. Cleared once done.
+    abandoned: bool,
+    waiting: Waiting,
 }
 
 impl Queue {
-    /// Queues an item and returns the body's waker if it was waiting; wake
-    /// it after releasing the lock.
+    /// Queues an item and returns the writer's waker if it was waiting for
+    /// frames; wake it after releasing the lock.
     fn push(&mut self, item: Item) -> Option<Waker> {
         if self.ended {
             return None;
@@ -155,7 +212,17 @@ impl Queue {
             self.data += 1;
         }
         self.items.push_back(item);
-        self.waker.take()
+        self.wake_for_frames()
+    }
+
+    fn wake_for_frames(&mut self) -> Option<Waker> {
+        match std::mem::replace(&mut self.waiting, Waiting::No) {
+            Waiting::ForFrames(waker) => Some(waker),
+            other => {
+                self.waiting = other;
+                None
+            }
+        }
     }
 
     /// Drops every queued frame.
@@ -165,24 +232,34 @@ impl Queue {
     }
 
     /// Queues a close frame and ends the queue there (nothing if it has
-    /// ended already). With `drop_backlog` the frames still queued are
-    /// dropped first: a client closed for not reading will not read them,
-    /// and their memory is freed at once.
-    fn close(&mut self, reason: Option<CloseReason>, drop_backlog: bool) -> Option<Waker> {
+    /// ended already). With `abandon` the frames still queued, and those
+    /// the writer has taken but not started, are dropped first: a client
+    /// closed for not reading will not read them, their memory is freed at
+    /// once, and the close frame is next on the wire.
+    fn close(&mut self, reason: Option<CloseReason>, abandon: bool) -> Option<Waker> {
         if self.ended {
             return None;
         }
-        if drop_backlog {
+        if abandon {
             self.discard();
+            self.abandoned = true;
         }
         let mut wire = BytesMut::new();
         Parser::write_close(&mut wire, reason, false);
         self.items.push_back(Item::Control(wire.freeze()));
-        self.end()
+        self.ended = true;
+        match std::mem::replace(&mut self.waiting, Waiting::No) {
+            Waiting::ForFrames(waker) => Some(waker),
+            Waiting::OnSocket(waker) if abandon => Some(waker),
+            other => {
+                self.waiting = other;
+                None
+            }
+        }
     }
 
     /// Closes with one of the gateway's codes. Clients closed for not
-    /// keeping up (1008) or not answering (4009) lose their backlog.
+    /// keeping up (1008) or not answering (4009) are abandoned.
     fn close_with(&mut self, close: &Close) -> Option<Waker> {
         let mut description = close.reason.clone();
         if description.len() > MAX_CLOSE_REASON {
@@ -196,13 +273,13 @@ impl Queue {
             code: close.code.code().into(),
             description: Some(description),
         };
-        let drop_backlog = matches!(close.code, CloseCode::Policy | CloseCode::HeartbeatFailed);
-        self.close(Some(reason), drop_backlog)
+        let abandon = matches!(close.code, CloseCode::Policy | CloseCode::HeartbeatFailed);
+        self.close(Some(reason), abandon)
     }
 
     fn end(&mut self) -> Option<Waker> {
         self.ended = true;
-        self.waker.take()
+        self.wake_for_frames()
     }
 }
 
@@ -220,16 +297,20 @@ fn wake(waker: Option<Waker>) {
     }
 }
 
-/// What the session and the body know of the heartbeat, on their thread.
+/// What the session and the writer know of the heartbeat, on their thread.
 struct Progress {
     ping: Cell<Ping>,
-    /// When the dispatcher last took a frame.
-    last_taken: Cell<Instant>,
+    /// When the socket last took bytes, or when the writer last had
+    /// nothing to write.
+    last_written: Cell<Instant>,
+    /// Whether the writer holds frames taken from the queue that the
+    /// socket has not taken completely.
+    unwritten: Cell<bool>,
 }
 
 /// The outbox's end of a WebSocket: frames go straight into the queue the
-/// dispatcher drains, from whatever thread the registry runs on, with no
-/// actor message per delivery.
+/// writer drains, from whatever thread the registry runs on, with no actor
+/// message per delivery.
 struct Sink(Shared);
 
 impl FrameSink for Sink {
@@ -262,26 +343,27 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// A queue holding at most `capacity` data frames, the sink the
-    /// client's outbox pushes them into, and the response body that drains
-    /// it.
-    pub fn new(capacity: usize) -> (Outgoing, Arc<dyn FrameSink>, Body) {
+    /// client's outbox pushes them into, and the writer that drains it.
+    pub fn new(capacity: usize) -> (Outgoing, Arc<dyn FrameSink>, Writer) {
         let queue = Arc::new(Mutex::new(Queue {
             items: VecDeque::new(),
             data: 0,
             capacity,
             ended: false,
-            waker: None,
+            abandoned: false,
+            waiting: Waiting::No,
         }));
         let progress = Rc::new(Progress {
             ping: Cell::new(Ping::None),
-            last_taken: Cell::new(Instant::now()),
+            last_written: Cell::new(Instant::now()),
+            unwritten: Cell::new(false),
         });
-        let body = Body {
+        let writer = Writer {
             queue: queue.clone(),
             progress: progress.clone(),
         };
         let sink = Arc::new(Sink(queue.clone()));
-        (Outgoing { queue, progress }, sink, body)
+        (Outgoing { queue, progress }, sink, writer)
     }
 
     pub fn pong(&self, payload: &[u8]) {
@@ -298,9 +380,9 @@ impl Outgoing {
         if queue.ended {
             return;
         }
-        if queue.items.is_empty() {
-            // The dispatcher was not behind: nothing to wait for.
-            self.progress.last_taken.set(Instant::now());
+        if queue.items.is_empty() && !self.progress.unwritten.get() {
+            // The socket was not behind: nothing to wait for.
+            self.progress.last_written.set(Instant::now());
         }
         self.progress.ping.set(Ping::Queued);
         let waker = queue.push(Item::Ping(encode(b"", OpCode::Ping)));
@@ -314,14 +396,14 @@ impl Outgoing {
     }
 
     /// Whether the session's own backlog explains why the client has not
-    /// answered: frames are still queued and the socket took one within
+    /// answered: frames are still waiting and the socket took bytes within
     /// `limit` (so the client is reading what was sent before the ping), or
     /// the outstanding ping reached the socket less than `limit` ago. A
-    /// client that stops reading fills its socket, the queue stops moving,
+    /// client that stops reading fills its socket, the writer stops moving,
     /// and this turns false within `limit`.
     pub fn backlog_explains_silence(&self, limit: Duration) -> bool {
-        let backlog = !lock(&self.queue).items.is_empty();
-        let draining = backlog && self.progress.last_taken.get().elapsed() <= limit;
+        let backlog = self.progress.unwritten.get() || !lock(&self.queue).items.is_empty();
+        let draining = backlog && self.progress.last_written.get().elapsed() <= limit;
         draining || matches!(self.progress.ping.get(), Ping::Written(at) if at.elapsed() <= limit)
     }
 
@@ -338,7 +420,7 @@ impl Outgoing {
         wake(waker);
     }
 
-    /// Ends the stream after what is queued (the session stopped).
+    /// Ends the connection after what is queued (the session stopped).
     pub fn end(&self) {
         let waker = lock(&self.queue).end();
         wake(waker);
@@ -351,52 +433,179 @@ fn encode(payload: &[u8], op: OpCode) -> Bytes {
     wire.freeze()
 }
 
-/// The dispatcher's end: the response body of the upgraded connection.
-pub struct Body {
+/// The socket's end of the queue, until it is given the socket.
+pub struct Writer {
     queue: Shared,
     progress: Rc<Progress>,
 }
 
-impl Stream for Body {
-    type Item = Result<Bytes, actix_web::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut queue = lock(&self.queue);
-        let Some(item) = queue.items.pop_front() else {
-            if queue.items.capacity() > KEPT_QUEUE_CAPACITY {
-                queue.items.shrink_to(KEPT_QUEUE_CAPACITY);
-            }
-            if queue.ended {
-                return Poll::Ready(None);
-            }
-            queue.waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        };
-        let bytes = match item {
-            Item::Data(bytes) => {
-                queue.data -= 1;
-                bytes
-            }
-            Item::Control(bytes) => bytes,
-            Item::Ping(bytes) => {
-                if self.progress.ping.get() == Ping::Queued {
-                    self.progress.ping.set(Ping::Written(Instant::now()));
-                }
-                bytes
-            }
-        };
-        drop(queue);
-        self.progress.last_taken.set(Instant::now());
-        Poll::Ready(Some(Ok(bytes)))
+impl Writer {
+    /// Writes what is queued to `io` until the queue ends and is written,
+    /// then shuts the socket down for writing (a FIN after the close
+    /// frame). When the socket fails it is shut down both ways, which ends
+    /// the session's input too. A client that never reads again holds the
+    /// writer until the kernel drops the connection (`TCP_USER_TIMEOUT`,
+    /// see `crate::server`).
+    pub fn write_to(self, io: OwnedWriteHalf) -> Writing {
+        Writing {
+            writer: self,
+            io,
+            batch: VecDeque::new(),
+            partial: false,
+            ping: false,
+        }
     }
 }
 
-impl Drop for Body {
-    /// The connection is gone: nothing queued will be written, and the
+/// The future that writes a connection's frames; see [`Writer::write_to`].
+pub struct Writing {
+    writer: Writer,
+    io: OwnedWriteHalf,
+    /// Frames taken from the queue.
+    batch: VecDeque<Bytes>,
+    /// Whether the socket has taken part of the first frame of `batch`.
+    partial: bool,
+    /// Whether `batch` carries the heartbeat ping.
+    ping: bool,
+}
+
+impl Writing {
+    /// Moves up to [`WRITE_BATCH`] frames from the queue into the batch.
+    /// `Ready(false)` when there is nothing left to write, ever.
+    fn refill(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut queue = lock(&self.writer.queue);
+        // Whatever the queue held when the client was abandoned is gone.
+        queue.abandoned = false;
+        while self.batch.len() < WRITE_BATCH {
+            let Some(item) = queue.items.pop_front() else {
+                break;
+            };
+            let bytes = match item {
+                Item::Data(bytes) => {
+                    queue.data -= 1;
+                    bytes
+                }
+                Item::Control(bytes) => bytes,
+                Item::Ping(bytes) => {
+                    self.ping = true;
+                    bytes
+                }
+            };
+            self.batch.push_back(bytes);
+        }
+        if !self.batch.is_empty() {
+            self.writer.progress.unwritten.set(true);
+            return Poll::Ready(true);
+        }
+        if queue.items.capacity() > KEPT_QUEUE_CAPACITY {
+            queue.items.shrink_to(KEPT_QUEUE_CAPACITY);
+        }
+        if queue.ended {
+            return Poll::Ready(false);
+        }
+        queue.waiting = Waiting::ForFrames(cx.waker().clone());
+        drop(queue);
+        // Idle: hold nothing.
+        self.batch = VecDeque::new();
+        Poll::Pending
+    }
+
+    /// The socket took `n` bytes from the front of the batch.
+    fn advance(&mut self, mut n: usize) {
+        let progress = &self.writer.progress;
+        progress.last_written.set(Instant::now());
+        while n > 0 {
+            let Some(front) = self.batch.front_mut() else {
+                break;
+            };
+            if n < front.len() {
+                front.advance(n);
+                self.partial = true;
+                return;
+            }
+            n -= front.len();
+            self.batch.pop_front();
+            self.partial = false;
+        }
+        if self.batch.is_empty() {
+            progress.unwritten.set(false);
+            if std::mem::take(&mut self.ping) && progress.ping.get() == Ping::Queued {
+                progress.ping.set(Ping::Written(Instant::now()));
+            }
+        }
+    }
+
+    /// Drops the frames of the batch the socket has not started on: the
+    /// client was abandoned.
+    fn drop_unwritten(&mut self) {
+        self.batch.truncate(usize::from(self.partial));
+        self.ping = false;
+        if self.batch.is_empty() {
+            self.writer.progress.unwritten.set(false);
+        }
+    }
+
+    /// Stops writing and shuts the socket down both ways, so the session's
+    /// input ends too.
+    fn give_up(&mut self) {
+        if let Err(e) = socket2::SockRef::from(self.io.as_ref()).shutdown(Shutdown::Both) {
+            tracing::debug!(error = %e, "cannot shut the socket down");
+        }
+    }
+}
+
+impl Future for Writing {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            if this.batch.is_empty() {
+                match this.refill(cx) {
+                    Poll::Ready(true) => {}
+                    Poll::Ready(false) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+            let n = this.batch.len().min(WRITE_BATCH);
+            for (slice, bytes) in slices.iter_mut().zip(&this.batch) {
+                *slice = IoSlice::new(bytes);
+            }
+            match Pin::new(&mut this.io).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => {
+                    this.give_up();
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(written)) => this.advance(written),
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot write to the socket");
+                    this.give_up();
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {
+                    let mut queue = lock(&this.writer.queue);
+                    if std::mem::take(&mut queue.abandoned) {
+                        drop(queue);
+                        this.drop_unwritten();
+                        continue;
+                    }
+                    queue.waiting = Waiting::OnSocket(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// The connection is done: nothing queued will be written, and the
     /// outbox learns it is closed.
     fn drop(&mut self) {
         let mut queue = lock(&self.queue);
         queue.discard();
         queue.ended = true;
+        queue.waiting = Waiting::No;
     }
 }

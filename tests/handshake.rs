@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use std::time::Duration;
+
+use common::{raw_http, Client, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -327,4 +329,79 @@ async fn a_huge_frame_header_is_refused_before_its_payload_arrives() {
     }
     let (code, reason) = c.expect_close().await;
     assert_eq!(code, 1009, "{reason}");
+}
+
+#[tokio::test]
+async fn upgrades_that_cannot_be_accepted_get_an_http_error() {
+    let server = TestServer::start();
+    let upgrade = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")];
+    // The right headers on another path.
+    let mut headers = upgrade.to_vec();
+    headers.push(("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="));
+    let (status, body) = raw_http(server.addr, "GET", "/metrics", &headers, b"").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("/ws"), "{body}");
+    // Not a GET.
+    let (status, _) = raw_http(server.addr, "POST", "/ws", &headers, b"").await;
+    assert_eq!(status, 405);
+    // No key (and no `Connection: upgrade`).
+    let (status, _) = raw_http(server.addr, "GET", "/ws", &upgrade, b"").await;
+    assert_eq!(status, 400);
+    // The gateway still serves.
+    let mut c = server.client("after").await;
+    c.request(json!({"type": "SELF_FETCH"}), 0).await;
+}
+
+#[tokio::test]
+async fn frames_sent_right_behind_the_upgrade_request_are_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start();
+    let identify = json!({"type": "IDENTIFY", "name": "eager", "version": "0.2.0"}).to_string();
+    assert!(identify.len() < 126, "one-byte length");
+    let mask = [7u8, 1, 9, 3];
+    // The request and the first frame in one write: the dispatcher reads
+    // both before the gateway takes the socket over.
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    bytes.extend([0x81, 0x80 | identify.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(identify.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+
+    let mut got = Vec::new();
+    let hello = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let Some((head, _)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            let frame = &got[head.len() + 4..];
+            // An unmasked text frame with a 1- or 2-byte length.
+            if frame.len() < 2 {
+                continue;
+            }
+            assert_eq!(frame[0], 0x81, "a final text frame");
+            let (len, at) = match frame[1] {
+                126 if frame.len() >= 4 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+                126 => continue,
+                n => (n as usize, 2),
+            };
+            if frame.len() >= at + len {
+                break serde_json::from_slice::<serde_json::Value>(&frame[at..at + len]).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("HELLO within 5 s");
+    assert_eq!(hello["type"], "HELLO", "{hello}");
 }
