@@ -261,11 +261,12 @@ async fn take_over(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
-    let parts = framed.into_parts();
-    // Frames the client sent right behind its request are already read.
-    let early = parts.read_buf.freeze();
-    tune(&parts.io, state.settings.heartbeat_timeout());
-    let (input, output) = parts.io.into_split();
+    // Nothing of the HTTP exchange outlives it: this future lasts as long
+    // as the connection.
+    drop(req);
+    let (io, early) = into_socket(framed);
+    tune(&io, state.settings.heartbeat_timeout());
+    let (input, output) = io.into_split();
 
     let oversized = Rc::new(Cell::new(false));
     let (session, writer) = Session::new(
@@ -286,6 +287,14 @@ async fn take_over(
     });
     writer.write_to(output).await;
     Ok(())
+}
+
+/// The socket of an answered upgrade, and the bytes the dispatcher read
+/// past the request (frames the client sent without waiting for the 101).
+/// The dispatcher's two buffers are freed here.
+fn into_socket(framed: Framed<TcpStream, h1::Codec>) -> (TcpStream, Bytes) {
+    let parts = framed.into_parts();
+    (parts.io, Bytes::copy_from_slice(&parts.read_buf))
 }
 
 /// The handshake's 101 response, with the concierge subprotocol when the
