@@ -7,16 +7,20 @@
 # from the next measurement.
 #
 #   benches/compare.sh [-n TRIALS] [-w GATEWAY_WORKERS] [-t BASELINE_THREADS] \
-#       [-o OUT_DIR] -- fanout --subscribers 1000 --messages 2000 [...]
+#       [-p] [-o OUT_DIR] -- fanout --subscribers 1000 --messages 2000 [...]
+#
+# -p pins each server to CPU 0 and the load generator to CPU 1 (taskset), so
+# the two do not compete for a core.
 #
 # Prints one line per run and the median of each figure per server; the
 # reports are in OUT_DIR (default target/bench-compare/<date>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-trials=3 workers=1 threads=1 out=""
-while getopts "n:w:t:o:" opt; do
+trials=3 workers=1 threads=1 out="" server_cpu=() bench_cpu=()
+while getopts "n:w:t:po:" opt; do
   case $opt in
+    p) server_cpu=(taskset -c 0) bench_cpu=(taskset -c 1) ;;
     n) trials=$OPTARG ;;
     w) workers=$OPTARG ;;
     t) threads=$OPTARG ;;
@@ -26,7 +30,7 @@ while getopts "n:w:t:o:" opt; do
 done
 shift $((OPTIND - 1))
 [ "${1:-}" = "--" ] && shift
-[ $# -gt 0 ] || { echo "usage: $0 [-n N] [-w W] [-t T] [-o DIR] -- SCENARIO [ARGS...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [-n N] [-w W] [-t T] [-p] [-o DIR] -- SCENARIO [ARGS...]" >&2; exit 2; }
 out=${out:-target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 
@@ -56,15 +60,15 @@ wait_port() {
 
 for i in $(seq "$trials"); do
   (ulimit -n 20000 2>/dev/null || true
-   exec env CONCIERGE_LOG=warn "$concierge" --workers "$workers" --bind 127.0.0.1:9180 \
+   exec "${server_cpu[@]}" env CONCIERGE_LOG=warn "$concierge" --workers "$workers" --bind 127.0.0.1:9180 \
      --data-dir "$data" 2>>"$out/gateway.log") & pid=$!
   wait_port 9180
-  "$concierge" bench "$@" --url ws://127.0.0.1:9180/ws --server-pid "$pid" --json --quiet \
+  "${bench_cpu[@]}" "$concierge" bench "$@" --url ws://127.0.0.1:9180/ws --server-pid "$pid" --json --quiet \
     > "$out/gateway-$i.json" || true
   stop
-  "$baseline" --bind 127.0.0.1:9190 --threads "$threads" 2>/dev/null & pid=$!
+  "${server_cpu[@]}" "$baseline" --bind 127.0.0.1:9190 --threads "$threads" 2>/dev/null & pid=$!
   wait_port 9190
-  "$concierge" bench "$@" --url ws://127.0.0.1:9190/ws --server-pid "$pid" --json --quiet \
+  "${bench_cpu[@]}" "$concierge" bench "$@" --url ws://127.0.0.1:9190/ws --server-pid "$pid" --json --quiet \
     > "$out/baseline-$i.json" || true
   stop
 done

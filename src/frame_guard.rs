@@ -3,7 +3,7 @@
 //! actix-http's codec only compares a frame's length with the limit once the
 //! whole frame has been buffered, so a client announcing a 1 GiB frame could
 //! make the gateway buffer 1 GiB before being refused. This adapter sits
-//! between the request body and the codec, reads each frame header as the
+//! between the socket and the codec, reads each frame header as the
 //! bytes stream past (without copying the payload), and ends the stream with
 //! an error when a declared length exceeds the limit.
 

@@ -13,6 +13,7 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -233,11 +234,30 @@ fn wait_for_signal() -> impl std::future::Future<Output = ()> {
 /// client has its 101, gives the socket to a new session. Refusals are
 /// plain HTTP responses that say why (the status line's reason, or a body),
 /// after which the connection is closed.
-async fn take_over(
+///
+/// The returned future lives, inside the connection's task, as long as the
+/// connection: the handshake, which needs the HTTP codec and its buffers,
+/// runs in a future of its own that is freed once it is done.
+fn take_over(
     state: web::Data<AppState>,
     req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> impl Future<Output = Result<(), Infallible>> {
+    let handshake = Box::pin(handshake(req, framed));
+    async move {
+        if let Some((io, early, peer)) = handshake.await {
+            serve(&state, io, early, peer).await;
+        }
+        Ok(())
+    }
+}
+
+/// Answers the upgrade request. Once the 101 is sent: the socket, the
+/// bytes read past the request, and the peer's address.
+async fn handshake(
+    req: Request,
     mut framed: Framed<TcpStream, h1::Codec>,
-) -> Result<(), Infallible> {
+) -> Option<(TcpStream, Bytes, String)> {
     let response = if req.path() != "/ws" {
         Err(refusal(
             StatusCode::NOT_FOUND,
@@ -250,21 +270,24 @@ async fn take_over(
         Ok(response) => response,
         Err((response, body)) => {
             refuse(framed, response, body).await;
-            return Ok(());
+            return None;
         }
     };
     if let Err(e) = framed.send((response, BodySize::None).into()).await {
         tracing::debug!(error = %e, "cannot answer a WebSocket upgrade");
-        return Ok(());
+        return None;
     }
     let peer = req
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
-    // Nothing of the HTTP exchange outlives it: this future lasts as long
-    // as the connection.
-    drop(req);
     let (io, early) = into_socket(framed);
+    Some((io, early, peer))
+}
+
+/// Runs a WebSocket connection: a session reading from the socket, and its
+/// writer, until both are done.
+async fn serve(state: &AppState, io: TcpStream, early: Bytes, peer: String) {
     tune(&io, state.settings.heartbeat_timeout());
     let (input, output) = io.into_split();
 
@@ -286,7 +309,6 @@ async fn take_over(
         session
     });
     writer.write_to(output).await;
-    Ok(())
 }
 
 /// The socket of an answered upgrade, and the bytes the dispatcher read
