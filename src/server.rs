@@ -115,6 +115,10 @@ impl Gateway {
         let mut server = Server::build()
             .disable_signals()
             .shutdown_timeout(settings.shutdown_timeout_secs);
+        // Told when a graceful stop begins, so idle keep-alive HTTP
+        // connections close at once instead of holding the stop for their
+        // keep-alive timeout (what actix-web's own `HttpServer` does).
+        let stopping = server.graceful_shutdown_signal();
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
@@ -122,7 +126,12 @@ impl Gateway {
         let addrs = vec![listener.local_addr()?];
         let server = server.listen("concierge", listener, move || {
             let state = state.clone();
+            let stopping = stopping.clone();
             HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
                 .upgrade(fn_factory(move || {
                     let state = state.clone();
                     async move {

@@ -11,6 +11,7 @@ use common::process::{command, Process};
 use common::{Client, TestServer};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -42,6 +43,14 @@ async fn shuts_down_gracefully_on(signal: &str) {
     for c in [&mut a, &mut b] {
         c.request(json!({"type": "SELF_FETCH"}), 0).await;
     }
+    // An HTTP client that keeps its connection open after a request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /readyz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = [0u8; 1024];
+    let n = idle.read(&mut response).await.unwrap();
+    assert!(response[..n].starts_with(b"HTTP/1.1 200"));
 
     gateway.signal(signal);
     for c in [&mut a, &mut b] {
@@ -50,6 +59,13 @@ async fn shuts_down_gracefully_on(signal: &str) {
         assert!(!reason.is_empty(), "{}: empty close reason", c.name);
     }
     drop((a, b));
+    // The idle keep-alive connection is closed by the stop, not after its
+    // keep-alive timeout (5 s).
+    let closed = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut response)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection is still open: {closed:?}"
+    );
 
     let status = gateway.exit(Duration::from_secs(10)).await;
     let log = gateway.log();
