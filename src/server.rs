@@ -122,7 +122,7 @@ impl Gateway {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        let listener = std::net::TcpListener::bind(bind)?;
+        let listener = listen(bind)?;
         let addrs = vec![listener.local_addr()?];
         let server = server.listen("concierge", listener, move || {
             let state = state.clone();
@@ -174,6 +174,18 @@ impl Gateway {
         });
         self.server
     }
+}
+
+/// The listening socket, as actix-web's own `HttpServer` makes it: address
+/// reuse, so a restarted gateway can bind at once, and a backlog of 1,024
+/// pending connections for the reconnect storm after a replica restarts.
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Stops accepting, closes every session (1001 standalone; 1012 in a
