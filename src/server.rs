@@ -127,7 +127,9 @@ impl Gateway {
         let server = server.listen("concierge", listener, move || {
             let state = state.clone();
             let stopping = stopping.clone();
+            let user_timeout = state.settings.heartbeat_timeout();
             HttpService::build()
+                .on_connect_ext(move |io: &TcpStream, _| set_user_timeout(io, user_timeout))
                 .graceful_shutdown_signal(move || {
                     let stopping = stopping.clone();
                     async move { stopping.notified().await }
@@ -309,7 +311,12 @@ async fn handshake(
 /// Runs a WebSocket connection: a session reading from the socket, and its
 /// writer, until both are done.
 async fn serve(state: &AppState, io: TcpStream, early: Bytes, peer: String) {
-    tune(&io, state.settings.heartbeat_timeout());
+    // A frame is written as soon as it is queued, and frames queued
+    // together already leave in one write: Nagle's algorithm would only
+    // hold small frames back until the previous ones are acknowledged.
+    if let Err(e) = io.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
     let (input, output) = io.into_split();
 
     let oversized = Rc::new(Cell::new(false));
@@ -398,18 +405,12 @@ async fn refuse(
     }
 }
 
-/// Socket options for a WebSocket connection:
-/// - `TCP_NODELAY`: a frame is written as soon as it is queued, and frames
-///   queued together already leave in one write; Nagle's algorithm would
-///   only hold small frames back until the previous ones are acknowledged.
-/// - `TCP_USER_TIMEOUT`: the kernel drops a connection whose peer stops
-///   acknowledging data (dead, or alive but not reading) after the
-///   heartbeat timeout, so a stuck session cannot hold its socket forever.
-fn tune(stream: &TcpStream, user_timeout: Duration) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(user_timeout)) {
+/// Lets the kernel drop a connection whose peer stops acknowledging data
+/// (dead, or alive but not reading) after the heartbeat timeout, so a stuck
+/// session or download cannot hold its socket forever. Set on every
+/// accepted connection.
+fn set_user_timeout(stream: &TcpStream, timeout: Duration) {
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
         tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
     }
 }
