@@ -142,6 +142,8 @@ impl Gateway {
                         }))
                     }
                 }))
+                // actix-web's `HttpServer` default: a second to shut a
+                // connection down cleanly once its response is done.
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .finish(map_config(
                     app()
