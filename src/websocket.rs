@@ -99,6 +99,11 @@ where
                 return Poll::Ready(None);
             }
             match Pin::new(&mut this.inner).poll_next(cx) {
+                // Usually nothing is left over from the last read: the
+                // chunk becomes the buffer without a copy.
+                Poll::Ready(Some(Ok(chunk))) if this.buf.is_empty() => {
+                    this.buf = BytesMut::from(chunk)
+                }
                 Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
                 Poll::Ready(Some(Err(e))) => {
                     this.ended = true;
