@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
-use actix_http::ws::{OpCode, Parser};
 use bytes::{Bytes, BytesMut};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::metrics;
@@ -35,15 +35,39 @@ pub struct Frame {
     payload_at: usize,
 }
 
+/// The longest header of a frame the gateway sends: 2 bytes and 8 of
+/// extended length (server frames are not masked, RFC 6455 5.1).
+const MAX_HEADER: usize = 10;
+
 impl Frame {
-    /// Frames a JSON payload (always valid UTF-8: it is a `str`).
-    pub fn new(json: &str) -> Frame {
-        let mut wire = BytesMut::with_capacity(json.len() + 10);
-        // Server frames are not masked (RFC 6455 5.1).
-        Parser::write_message(&mut wire, json, OpCode::Text, true, false);
+    /// Serializes a payload straight into its frame: the JSON is written
+    /// once, behind room for the longest header, and the header is put just
+    /// in front of it. No copy of the JSON is made.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Frame {
+        let mut buf = Vec::with_capacity(256);
+        buf.resize(MAX_HEADER, 0);
+        // Every payload type is made of strings, numbers, uuids, vectors and
+        // already validated raw JSON: writing it to memory cannot fail.
+        serde_json::to_writer(&mut buf, value).expect("protocol payloads always serialize");
+        let (header, n) = text_header(buf.len() - MAX_HEADER);
+        let start = MAX_HEADER - n;
+        buf[start..MAX_HEADER].copy_from_slice(&header[..n]);
         Frame {
-            payload_at: wire.len() - json.len(),
+            wire: Bytes::from(buf).slice(start..),
+            payload_at: n,
+        }
+    }
+
+    /// Frames JSON that is already text (a frame relayed by another
+    /// replica).
+    pub fn new(json: &str) -> Frame {
+        let (header, n) = text_header(json.len());
+        let mut wire = BytesMut::with_capacity(n + json.len());
+        wire.extend_from_slice(&header[..n]);
+        wire.extend_from_slice(json.as_bytes());
+        Frame {
             wire: wire.freeze(),
+            payload_at: n,
         }
     }
 
@@ -59,10 +83,24 @@ impl Frame {
     }
 }
 
-impl From<String> for Frame {
-    fn from(json: String) -> Self {
-        Frame::new(&json)
-    }
+/// The header of a final, unmasked text frame carrying `len` bytes, and its
+/// length (RFC 6455 5.2).
+fn text_header(len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut header = [0u8; MAX_HEADER];
+    header[0] = 0x81; // FIN, text
+    let n = if len < 126 {
+        header[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (header, n)
 }
 
 /// Why a sink did not take a frame.
@@ -156,5 +194,30 @@ impl Outbox {
     pub fn close(&self, close: Close) {
         self.sink.close(&close);
         self.control.do_send(Control::Close(close));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_http::ws::{OpCode, Parser};
+    use bytes::BytesMut;
+
+    use super::Frame;
+
+    /// Both constructors frame exactly as actix-http's encoder does, at
+    /// every header size.
+    #[test]
+    fn frames_match_actix_http_at_every_length() {
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let text = "x".repeat(len.saturating_sub(2));
+            let json = serde_json::to_string(&text).unwrap();
+            assert_eq!(json.len(), len.max(2));
+            let mut expected = BytesMut::new();
+            Parser::write_message(&mut expected, json.as_str(), OpCode::Text, true, false);
+            for frame in [Frame::json(&text), Frame::new(&json)] {
+                assert_eq!(frame.wire(), expected.as_ref(), "length {len}");
+                assert_eq!(frame.payload(), json.as_bytes(), "length {len}");
+            }
+        }
     }
 }

@@ -41,8 +41,8 @@ use crate::files;
 use crate::metrics;
 use crate::outbox::{Frame, Outbox, Overflowed};
 use crate::protocol::{
-    ClientInfo, Close, CloseCode, MessageOut, OriginRef, PayloadOut, ServiceInfo, Target,
-    PROTOCOL_VERSION,
+    ClientInfo, Close, CloseCode, MessageOut, OriginRef, PayloadOut, Sequenced, ServiceInfo,
+    Target, PROTOCOL_VERSION,
 };
 
 /// A client whose IDENTIFY was validated by its transport (and whose name
@@ -246,7 +246,7 @@ impl Registry {
 
     fn reply(&self, uuid: Uuid, seq: Option<u64>, payload: PayloadOut) {
         if let Some(outbox) = self.clients.get(&uuid).and_then(|c| c.outbox.as_ref()) {
-            outbox.send(Frame::from(payload.encode(seq)));
+            outbox.send(Frame::json(&Sequenced { seq, payload }));
         }
     }
 
@@ -267,7 +267,8 @@ impl Registry {
                 self.reply(uuid, seq, payload.clone());
             }
         }
-        self.publish(topic, &Frame::from(payload.encode(None)), cause_uuid);
+        let frame = Frame::json(&Sequenced { seq: None, payload });
+        self.publish(topic, &frame, cause_uuid);
     }
 
     /// Hands a frame to the hub, timing it.
@@ -997,8 +998,7 @@ impl Registry {
             },
             data,
         };
-        self.broker
-            .forward(node, to, &Frame::from(message.encode()));
+        self.broker.forward(node, to, &Frame::json(&message));
         PayloadOut::Ok
     }
 
@@ -1052,14 +1052,11 @@ impl Registry {
                 }
             }
             Target::All => {
-                let frame = Frame::from(
-                    MessageOut {
-                        target,
-                        origin: plain,
-                        data,
-                    }
-                    .encode(),
-                );
+                let frame = Frame::json(&MessageOut {
+                    target,
+                    origin: plain,
+                    data,
+                });
                 self.publish(&Topic::Everyone, &frame, None);
                 self.broker.broadcast(&frame, None);
                 PayloadOut::Ok
@@ -1076,14 +1073,11 @@ impl Registry {
                 };
                 let owner = entry.receipt.owner_uuid;
                 if from == owner {
-                    let frame = Frame::from(
-                        MessageOut {
-                            target,
-                            origin,
-                            data,
-                        }
-                        .encode(),
-                    );
+                    let frame = Frame::json(&MessageOut {
+                        target,
+                        origin,
+                        data,
+                    });
                     self.publish(&Topic::Service(service.clone()), &frame, Some(owner));
                     self.broker.publish_service(service, Some(owner), &frame);
                     PayloadOut::Ok
@@ -1145,7 +1139,7 @@ impl Registry {
                 uuid: to.to_string(),
             };
         };
-        let frame = Frame::from(message.encode());
+        let frame = Frame::json(&message);
         match &client.outbox {
             Some(outbox) => outbox.send(frame),
             None => self.broker.forward(client.node, to, &frame),
@@ -1166,13 +1160,13 @@ impl Handler<Register> for Registry {
             ));
         }
         let uuid = info.uuid;
-        outbox.send(Frame::from(
-            PayloadOut::Hello {
+        outbox.send(Frame::json(&Sequenced {
+            seq: None,
+            payload: PayloadOut::Hello {
                 uuid,
                 version: PROTOCOL_VERSION.to_owned(),
-            }
-            .encode(None),
-        ));
+            },
+        }));
         tracing::info!(%uuid, name = %info.name, "client identified");
         let event = Event::Joined {
             client: info.clone(),
