@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use concierge::config::{Settings, SettingsLayer};
-use concierge::server::Gateway;
+use concierge::gateway::Gateway;
 use tracing_subscriber::EnvFilter;
 
 /// Concierge: a WebSocket gateway for running a fleet of machines.

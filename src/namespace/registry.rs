@@ -34,16 +34,16 @@ use indexmap::IndexSet;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::broker::{Broker, Event, Hub, NodeId, Remote, Topic, Watching};
-use crate::cluster::{Claims, Snapshot};
+use crate::cluster::redis::{Claims, Snapshot};
+use crate::cluster::{Broker, Event, Hub, NodeId, Remote, Topic, Watching};
 use crate::config::Settings;
 use crate::files;
 use crate::metrics;
-use crate::outbox::{Frame, Outbox, Overflowed};
 use crate::protocol::{
     ClientInfo, Close, CloseCode, MessageOut, OriginRef, PayloadOut, Sequenced, ServiceInfo,
     Target, PROTOCOL_VERSION,
 };
+use crate::transport::outbox::{Frame, Outbox, Overflowed};
 
 /// A client whose IDENTIFY was validated by its transport (and whose name
 /// was claimed in the shared namespace, in a cluster).

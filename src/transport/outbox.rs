@@ -4,7 +4,7 @@
 //! connection: a [`FrameSink`] that takes serialized frames (from any
 //! thread, without waiting), an actix recipient for control requests such as
 //! "close with this code", and a flag. The WebSocket transport
-//! ([`crate::websocket`]) is one sink; the adapters of later issues (Quix,
+//! ([`crate::transport::websocket`]) is one sink; the adapters of later issues (Quix,
 //! Nest, Socket.IO) bring their own through the same type.
 //!
 //! Every client's queue is bounded: a sink holds at most

@@ -1,7 +1,7 @@
 //! The WebSocket transport under a session actor.
 //!
 //! The gateway takes the socket over once the upgrade is answered (see
-//! `crate::server`): actix-http's HTTP/1 dispatcher keeps two 8 KiB buffers
+//! `crate::gateway`): actix-http's HTTP/1 dispatcher keeps two 8 KiB buffers
 //! per connection for as long as it lives, and it copies every outgoing
 //! frame into its write buffer. A connection here owns no buffer while it
 //! is idle, and a frame goes from the shared bytes of its broadcast to the
@@ -9,7 +9,7 @@
 //!
 //! The socket is split in two halves:
 //! - [`SocketInput`] reads what arrives, [`Incoming`] decodes it into
-//!   WebSocket frames (behind the [`FrameGuard`](crate::frame_guard::FrameGuard))
+//!   WebSocket frames (behind the [`FrameGuard`](crate::transport::frame_guard::FrameGuard))
 //!   for the session actor's `StreamHandler`;
 //! - a queue of frames that are already encoded ([`Frame`] is stored
 //!   framed): the client's outbox pushes into it directly from the
@@ -40,8 +40,8 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::outbox::{Frame, FrameSink, SinkError};
 use crate::protocol::{Close, CloseCode};
+use crate::transport::outbox::{Frame, FrameSink, SinkError};
 
 /// A queue grown past this many entries by a burst is given back once it
 /// empties, so an idle connection does not keep its peak.
@@ -450,7 +450,7 @@ impl Writer {
     /// frame). When the socket fails it is shut down both ways, which ends
     /// the session's input too. A client that never reads again holds the
     /// writer until the kernel drops the connection (`TCP_USER_TIMEOUT`,
-    /// see `crate::server`).
+    /// see `crate::gateway`).
     pub fn write_to(self, io: OwnedWriteHalf) -> Writing {
         Writing {
             writer: self,

@@ -8,8 +8,10 @@
 //! A WebSocket upgrade request never reaches the actix-web application: the
 //! HTTP/1 service hands it, with its socket, to [`take_over`], which answers
 //! the handshake and gives the socket to a session (see
-//! [`crate::websocket`] for why the gateway owns its sockets). Every other
+//! [`crate::transport::websocket`] for why the gateway owns its sockets). Every other
 //! request, including a plain GET of `/ws`, is routed by the application.
+
+pub mod session;
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -33,16 +35,16 @@ use actix_web_actors::ws;
 use bytes::Bytes;
 use futures_util::SinkExt;
 
-use crate::broker::{Broker, Standalone};
-use crate::cluster::{self, Claims};
+use crate::cluster::redis::{self as cluster, Claims};
+use crate::cluster::{Broker, Standalone};
 use crate::config::Settings;
 use crate::files;
-use crate::frame_guard::FrameGuard;
+use crate::gateway::session::Session;
 use crate::metrics as gateway_metrics;
+use crate::namespace::registry::{CloseAll, Ready, Registry};
 use crate::protocol::{Close, CloseCode, PROTOCOL_VERSION, SUBPROTOCOL};
-use crate::registry::{CloseAll, Ready, Registry};
-use crate::session::Session;
-use crate::websocket::{Incoming, SocketInput};
+use crate::transport::frame_guard::FrameGuard;
+use crate::transport::websocket::{Incoming, SocketInput};
 
 /// What every request handler can reach.
 pub struct AppState {

@@ -44,11 +44,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
-use crate::broker::{Broker, Event, NodeId, Remote, Watching};
+use crate::cluster::{Broker, Event, NodeId, Remote, Watching};
 use crate::metrics;
-use crate::outbox::Frame;
+use crate::namespace::registry::{Evict, Inbound, Reap, Reconcile, Registry};
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
-use crate::registry::{Evict, Inbound, Reap, Reconcile, Registry};
+use crate::transport::outbox::Frame;
 
 const PREFIX: &str = "concierge";
 const EVENTS: &str = "concierge:events";

@@ -20,9 +20,9 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
+use crate::gateway::AppState;
+use crate::namespace::registry::{Lookup, Registry};
 use crate::protocol::ClientInfo;
-use crate::registry::{Lookup, Registry};
-use crate::server::AppState;
 
 const TMP: &str = ".tmp";
 const TRASH: &str = ".trash";

@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn shipped_config_file_is_the_generated_one() {
-        let shipped = include_str!("../config/concierge.toml");
+        let shipped = include_str!("../../config/concierge.toml");
         assert_eq!(
             shipped,
             Settings::default_toml(),
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn readme_documents_every_setting() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for line in Settings::default_toml().lines() {
             let Some((key, value)) = line.split_once(" = ") else {
                 continue;

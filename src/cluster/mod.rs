@@ -9,12 +9,14 @@
 //! * [`Broker`]: how this node reaches the others. [`Standalone`] is the
 //!   in-process implementation for a gateway running alone: there is nobody
 //!   else to tell, so every call is a no-op. The Redis broker
-//!   ([`crate::cluster`]) publishes namespace events to every replica and
+//!   ([`crate::cluster::redis`]) publishes namespace events to every replica and
 //!   frames to the replicas that have recipients for them.
 //!
 //! Every node keeps a replica of the whole namespace (clients, services,
 //! subscriptions), kept current by [`Event`]s, so routing and fetches never
 //! wait on the network.
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,8 +26,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::outbox::{Frame, Outbox};
 use crate::protocol::{ClientInfo, ServiceInfo};
+use crate::transport::outbox::{Frame, Outbox};
 
 /// Identifies one gateway process in a cluster.
 pub type NodeId = Uuid;

@@ -4,9 +4,9 @@
 //! handshake and its timeout, validation of the identity, the heartbeat, the
 //! sequence counter, frame size limits and reassembly of fragmented
 //! messages. Everything that touches the namespace is a [`Request`] to the
-//! [`Registry`], and everything the client receives arrives as a [`Frame`](crate::outbox::Frame)
+//! [`Registry`], and everything the client receives arrives as a [`Frame`](crate::transport::outbox::Frame)
 //! through the session's [`Outbox`] and leaves through its [`Outgoing`]
-//! queue (see [`crate::websocket`]).
+//! queue (see [`crate::transport::websocket`]).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -19,13 +19,13 @@ use actix_web::web::Bytes;
 use bytestring::ByteString;
 use uuid::Uuid;
 
-use crate::cluster::Claims;
+use crate::cluster::redis::Claims;
 use crate::config::Settings;
 use crate::metrics;
-use crate::outbox::{Control, FrameSink, Outbox};
+use crate::namespace::registry::{Leave, Op, Register, Registry, Request};
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
-use crate::registry::{Leave, Op, Register, Registry, Request};
-use crate::websocket::{Outgoing, Writer};
+use crate::transport::outbox::{Control, FrameSink, Outbox};
+use crate::transport::websocket::{Outgoing, Writer};
 
 enum State {
     /// Connected, waiting for IDENTIFY.
@@ -60,7 +60,7 @@ pub struct Session {
     /// The close code sent or received, for metrics; none means the
     /// connection was lost.
     close_code: Option<u16>,
-    /// Set by the [`FrameGuard`](crate::frame_guard::FrameGuard) in front of
+    /// Set by the [`FrameGuard`](crate::transport::frame_guard::FrameGuard) in front of
     /// this session's input when it refuses an oversized frame.
     oversized: Rc<Cell<bool>>,
 }

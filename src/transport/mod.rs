@@ -1,0 +1,3 @@
+pub mod frame_guard;
+pub mod outbox;
+pub mod websocket;
