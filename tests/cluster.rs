@@ -222,17 +222,25 @@ async fn a_broadcast_right_after_a_remote_subscription_reaches_the_subscriber() 
         let created = owner.skip_to("SERVICE_CREATE_RESULT").await;
         assert_eq!(created["successful"], true, "{created}");
         // Subscribe as soon as fan's replica knows the service.
-        loop {
+        'subscribed: loop {
             fan.send(json!({"type": "SELF_SUBSCRIBE", "service": service}))
                 .await;
-            let answer = fan.recv().await;
-            match answer["type"].as_str() {
-                Some("SELF_SUBSCRIBE_RESULT") => {
-                    assert_eq!(answer["successful"], true, "{answer}");
-                    break;
+            // Read the answer (not resending on the announcement of the
+            // service itself, whose answer could then come after the
+            // owner's message).
+            loop {
+                let answer = fan.recv().await;
+                match answer["type"].as_str() {
+                    Some("SELF_SUBSCRIBE_RESULT") => {
+                        assert_eq!(answer["successful"], true, "{answer}");
+                        break 'subscribed;
+                    }
+                    Some("INVALID_SERVICE") => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        break;
+                    }
+                    _ => {}
                 }
-                Some("INVALID_SERVICE") => tokio::time::sleep(Duration::from_millis(5)).await,
-                _ => {} // the announcement of the service itself
             }
         }
         // At once, out of band: the owner's replica may not even have heard

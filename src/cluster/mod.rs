@@ -1,97 +1,48 @@
-//! Fan-out, on one node and across nodes.
+//! What a node shares with the other nodes of its cluster: the one seam.
 //!
-//! Two pieces, after the Hub/Broker split of centrifuge:
+//! A gateway runs alone or as one replica among several sharing a Redis.
+//! Everything that differs between the two lives behind [`Cluster`], after
+//! centrifuge's Broker/PresenceManager split, and nothing outside this folder
+//! knows which one it runs on:
 //!
-//! * [`Hub`]: this node's topics and the local outboxes subscribed to them.
-//!   Publishing is a loop of non-blocking pushes sharing one buffer, done
-//!   synchronously inside the registry, so a publication reaches local clients
-//!   in the same order as the direct frames the registry sends around it.
-//! * [`Broker`]: how this node reaches the others. [`Standalone`] is the
-//!   in-process implementation for a gateway running alone: there is nobody
-//!   else to tell, so every call is a no-op. The Redis broker
-//!   ([`crate::cluster::redis`]) publishes namespace events to every replica and
-//!   frames to the replicas that have recipients for them.
+//! * namespace [`Event`]s: recorded in the shared namespace and announced to
+//!   the other nodes, which apply them to their own copy;
+//! * frames for clients of other nodes: to one client, to everyone, or to a
+//!   service's subscribers wherever they are ([`Cluster::watch`]);
+//! * claims and lookups: client and service names are unique cluster-wide,
+//!   and a client that joined elsewhere a moment ago can be found;
+//! * liveness: dead nodes are detected and cleaned up after ([`Inbound::Reap`]).
 //!
-//! Every node keeps a replica of the whole namespace (clients, services,
-//! subscriptions), kept current by [`Event`]s, so routing and fetches never
-//! wait on the network.
+//! What arrives from the other nodes comes out of one ordered channel of
+//! [`Inbound`] items that the namespace consumes: the cluster never calls up
+//! into the layers above it.
+//!
+//! [`Standalone`](standalone::Standalone) keeps it all in-process (there are
+//! no other nodes, so frames and events go nowhere and claims are a map);
+//! [`redis`] keeps it in Redis.
 
 pub mod redis;
+mod standalone;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::protocol::{ClientInfo, ServiceInfo};
-use crate::transport::outbox::{Frame, Outbox};
+use crate::config::Settings;
+use crate::protocol::{ClientInfo, Close, ServiceInfo};
+use crate::transport::outbox::Frame;
 
 /// Identifies one gateway process in a cluster.
 pub type NodeId = Uuid;
 
-/// What a local publication is addressed to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// Every identified client.
-    Everyone,
-    /// The subscribers of one service.
-    Service(String),
-}
-
-/// This node's topics and their local subscribers.
-#[derive(Default)]
-pub struct Hub {
-    topics: HashMap<Topic, IndexMap<Uuid, Outbox>>,
-}
-
-impl Hub {
-    /// Adds `outbox` to the topic's subscribers (a no-op when it is there).
-    pub fn subscribe(&mut self, topic: Topic, outbox: Outbox) {
-        self.topics
-            .entry(topic)
-            .or_default()
-            .insert(outbox.uuid(), outbox);
-    }
-
-    /// Removes a client from the topic's subscribers.
-    pub fn unsubscribe(&mut self, topic: &Topic, uuid: Uuid) {
-        if let Some(subscribers) = self.topics.get_mut(topic) {
-            subscribers.swap_remove(&uuid);
-            if subscribers.is_empty() {
-                self.topics.remove(topic);
-            }
-        }
-    }
-
-    /// Whether any local client follows `topic`.
-    pub fn has_subscribers(&self, topic: &Topic) -> bool {
-        self.topics.contains_key(topic)
-    }
-
-    /// Removes a topic and all its subscriptions.
-    pub fn drop_topic(&mut self, topic: &Topic) {
-        self.topics.remove(topic);
-    }
-
-    /// Delivers `frame` to every local subscriber of `topic` but `except`.
-    pub fn publish(&self, topic: &Topic, frame: &Frame, except: Option<Uuid>) {
-        let Some(subscribers) = self.topics.get(topic) else {
-            return;
-        };
-        for (uuid, outbox) in subscribers {
-            if except != Some(*uuid) {
-                outbox.send(frame.clone());
-            }
-        }
-    }
-}
-
 /// A change to the namespace. The node where it happens applies it, records
-/// it (in Redis) and announces it; every other node applies it to its replica
-/// and tells its own clients.
+/// it in the shared namespace and announces it; every other node applies it
+/// to its copy and tells its own clients.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -100,7 +51,7 @@ pub enum Event {
         node: NodeId,
     },
     /// The client left; its subscriptions and services go with it on every
-    /// node (each node derives that cascade from its replica).
+    /// node (each node derives that cascade from its copy).
     Left {
         uuid: Uuid,
     },
@@ -125,87 +76,130 @@ pub enum Event {
     },
 }
 
-/// A frame from another node for some of this node's clients.
-#[derive(Debug, Clone)]
-pub enum Remote {
-    /// For one client.
+/// The shared namespace as the cluster holds it, to bring a node's copy in
+/// line (at start-up and after the link to the other nodes comes back).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub clients: Vec<(ClientInfo, NodeId)>,
+    /// Services with their subscribers, in subscription order.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// Something the other nodes sent this one, or that the cluster decided,
+/// in the order it happened.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A change another node made.
+    Event(Event),
+    /// A MESSAGE to ALL, for every client of this node but `except`.
+    All { except: Option<Uuid>, frame: Frame },
+    /// A frame for one client of this node.
     Client { to: Uuid, frame: Frame },
-    /// A service's broadcast, for this node's local subscribers but `except`.
+    /// A broadcast of a service owned elsewhere, for this node's subscribers
+    /// of it but `except`.
     Service {
         name: String,
         except: Option<Uuid>,
         frame: Frame,
     },
+    /// The shared namespace, read after (re)connecting: everything before
+    /// it is superseded.
+    Snapshot(Snapshot),
+    /// A node died and this one won the right to clean up after it: remove
+    /// its clients, recording each departure.
+    Reap(NodeId),
+    /// A client of this node lost its name (another node gave it away
+    /// while this one was cut off): close it.
+    NameLost { uuid: Uuid, close: Close },
 }
 
-/// Resolves once a [`Broker::watch`] has taken effect.
-pub type Watching = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Why the cluster could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClusterError {
+    /// The shared namespace cannot be reached now.
+    #[error("the cluster is unreachable: {0}")]
+    Unavailable(String),
+}
 
-/// How this node reaches the other nodes of its cluster.
-pub trait Broker: Send + 'static {
+/// A cluster operation that completes later.
+pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How this node reaches the other nodes of its cluster and the state they
+/// share. Calls that only send never wait: they are queued, in order, on
+/// one link, so what one node sends another arrives in the order it was
+/// sent, whatever its kind.
+pub trait Cluster: Send + Sync + 'static {
     /// This node's id.
     fn node(&self) -> NodeId;
-    /// Whether the link to the other nodes works (for `/readyz`).
-    fn is_up(&self) -> bool;
-    /// Tells every other node about a change to the namespace.
-    fn announce(&self, event: &Event);
+    /// Whether the link to the other nodes works (for `/readyz`), or why
+    /// not.
+    fn health(&self) -> Result<(), &'static str>;
+    /// How this node's clients are closed when it stops: alone, the
+    /// gateway is going away (1001); in a cluster, they should reconnect to
+    /// another replica (1012).
+    fn departure(&self) -> Close;
+    /// Whether the files folder is shared with other nodes, whose clients'
+    /// files must outlive this process.
+    fn shares_files(&self) -> bool;
+
     /// Records one atomic change in the shared namespace (the cascades of
     /// `Left` and `NodeDown` are recorded change by change).
-    fn record(&self, change: &Event);
+    fn record(&self, event: &Event);
+    /// Tells every other node about a change.
+    fn announce(&self, event: &Event);
     /// A frame for every client of every other node (MESSAGE to ALL).
-    fn broadcast(&self, frame: &Frame, except: Option<Uuid>);
+    fn send_to_all(&self, frame: &Frame, except: Option<Uuid>);
     /// A frame for the client `to`, connected to `node`.
-    fn forward(&self, node: NodeId, to: Uuid, frame: &Frame);
+    fn send_to_node(&self, node: NodeId, to: Uuid, frame: &Frame);
     /// A broadcast of a service owned here, for its subscribers on every
-    /// node that [`watch`](Broker::watch)es it.
+    /// node that [`watch`](Cluster::watch)es it.
     fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame);
     /// From now on, deliver the broadcasts of the service `name` (owned on
-    /// another node) to this node. The future resolves once a broadcast
-    /// published anywhere after it resolved is certain to arrive (or the
-    /// link is down, and the watch will be renewed when it is back).
-    fn watch(&self, name: &str) -> Watching;
+    /// another node) to this node. Resolves once a broadcast published
+    /// anywhere after it resolved is certain to arrive (or the link is down,
+    /// and the watch will be renewed when it is back).
+    fn watch(&self, name: &str) -> Pending<()>;
     /// Stop delivering that service's broadcasts here.
     fn unwatch(&self, name: &str);
+
+    /// Claims a client name for `uuid`: false when another client holds it.
+    /// The claim ends when the client's `Left` is recorded.
+    fn claim_name(&self, name: &str, uuid: Uuid) -> Pending<Result<bool, ClusterError>>;
+    /// Claims a service name (and records the service): `Some(existing)`
+    /// when it is taken. The claim ends when `ServiceDeleted` is recorded.
+    fn claim_service(
+        &self,
+        service: &ServiceInfo,
+    ) -> Pending<Result<Option<ServiceInfo>, ClusterError>>;
+    /// Claims this node's names again after the link came back; a client
+    /// whose name was given away meanwhile comes back as
+    /// [`Inbound::NameLost`].
+    fn reclaim_names(&self, names: Vec<(String, Uuid)>);
+    /// Finds a client this node has not heard of, by name or by uuid: its
+    /// record and its node. `None` when it exists nowhere (at once when
+    /// there are no other nodes, or the link is down).
+    fn locate(
+        &self,
+        name: Option<&str>,
+        uuid: Option<Uuid>,
+    ) -> Pending<Result<Option<(ClientInfo, NodeId)>, ClusterError>>;
+
+    /// Leaves the cluster at once (graceful stop), after what was queued has
+    /// been written, so nobody waits for this node's lease to lapse.
+    fn deregister(&self) -> Pending<()>;
 }
 
-/// The broker of a gateway running alone: there are no other nodes.
-pub struct Standalone {
-    node: NodeId,
-}
+/// The receiving end of what the other nodes send (see [`Inbound`]).
+pub type InboundStream = mpsc::UnboundedReceiver<Inbound>;
 
-impl Default for Standalone {
-    fn default() -> Self {
-        Standalone {
-            node: Uuid::new_v4(),
-        }
+/// Joins the cluster the settings describe: Redis replicas when `redis_url`
+/// is set (waiting until Redis answers), this process alone otherwise.
+pub async fn join(settings: &Settings) -> Result<(Arc<dyn Cluster>, InboundStream), ClusterError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    if settings.redis_url.is_empty() {
+        return Ok((Arc::new(standalone::Standalone::new()), rx));
     }
-}
-
-impl Broker for Standalone {
-    fn node(&self) -> NodeId {
-        self.node
-    }
-
-    fn is_up(&self) -> bool {
-        true
-    }
-
-    fn announce(&self, _: &Event) {}
-
-    fn record(&self, _: &Event) {}
-
-    fn broadcast(&self, _: &Frame, _: Option<Uuid>) {}
-
-    fn forward(&self, node: NodeId, _: Uuid, _: &Frame) {
-        // Every client of a standalone gateway is local.
-        tracing::error!(%node, "a standalone gateway was asked to forward to another node");
-    }
-
-    fn publish_service(&self, _: &str, _: Option<Uuid>, _: &Frame) {}
-
-    fn watch(&self, _: &str) -> Watching {
-        Box::pin(std::future::ready(()))
-    }
-
-    fn unwatch(&self, _: &str) {}
+    let lease = Duration::from_millis(settings.node_lease_ms);
+    let cluster = redis::connect(&settings.redis_url, lease, tx).await?;
+    Ok((Arc::new(cluster), rx))
 }

@@ -7,21 +7,21 @@
 //! Uploads are streamed to a temporary file under `<files>/.tmp` and renamed
 //! into place once complete, so a reader never sees half a file and a failed
 //! or oversized upload leaves nothing behind. A client's folder is moved to
-//! `<files>/.trash` when it leaves (a rename: the registry never waits on
-//! disk) and deleted from there in the background.
+//! `<files>/.trash` when it leaves (a rename: the namespace never waits on
+//! disk) and deleted from there in the background, by the [`Janitor`] the
+//! namespace tells of departures.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use actix::Addr;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use crate::gateway::AppState;
-use crate::namespace::registry::{Lookup, Registry};
+use crate::config::Settings;
+use crate::namespace::{Change, Namespace, Observer};
 use crate::protocol::ClientInfo;
 
 const TMP: &str = ".tmp";
@@ -60,6 +60,53 @@ impl ResponseError for FsError {
     }
 }
 
+/// What the file handlers need.
+pub struct Files {
+    dir: PathBuf,
+    max_file_size: u64,
+    namespace: Namespace,
+}
+
+impl Files {
+    pub fn new(settings: &Settings, namespace: Namespace) -> Self {
+        Files {
+            dir: settings.files_dir(),
+            max_file_size: settings.max_file_size,
+            namespace,
+        }
+    }
+
+    /// The connected client a key belongs to.
+    fn holder(&self, key: &Uuid) -> Option<ClientInfo> {
+        self.namespace.client(key)
+    }
+}
+
+/// Removes the folder of a client that left, on the node that cleans up
+/// after it.
+pub struct Janitor {
+    dir: PathBuf,
+}
+
+impl Janitor {
+    pub fn new(dir: PathBuf) -> Self {
+        Janitor { dir }
+    }
+}
+
+impl Observer for Janitor {
+    fn observe(&self, change: &Change<'_>) {
+        if let Change::Left {
+            client,
+            cleanup: true,
+            ..
+        } = change
+        {
+            discard_client_dir(&self.dir, &client.name, client.uuid);
+        }
+    }
+}
+
 /// Registers the file routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -86,7 +133,7 @@ pub fn prepare(files_dir: &Path, discard: bool) -> io::Result<()> {
 }
 
 /// Discards a departed client's folder: renamed at once, deleted later.
-pub fn discard_client_dir(files_dir: &Path, name: &str, uuid: Uuid) {
+fn discard_client_dir(files_dir: &Path, name: &str, uuid: Uuid) {
     let folder = files_dir.join(name);
     let trash = files_dir.join(TRASH).join(uuid.to_string());
     match std::fs::rename(&folder, &trash) {
@@ -105,7 +152,7 @@ pub fn discard_client_dir(files_dir: &Path, name: &str, uuid: Uuid) {
 }
 
 /// The client that the request's key belongs to.
-async fn authenticate(req: &HttpRequest, registry: &Addr<Registry>) -> Result<ClientInfo, FsError> {
+fn authenticate(req: &HttpRequest, files: &Files) -> Result<ClientInfo, FsError> {
     // Either header may carry the key (a proxy may set its own Authorization).
     let mut candidates = [header::AUTHORIZATION.as_str(), "x-fs-key"]
         .into_iter()
@@ -128,21 +175,12 @@ async fn authenticate(req: &HttpRequest, registry: &Addr<Registry>) -> Result<Cl
             value.parse::<Uuid>().ok()
         })
         .ok_or_else(|| FsError::new(StatusCode::UNAUTHORIZED, "the key is not a uuid"))?;
-    registry
-        .send(Lookup { uuid: key })
-        .await
-        .map_err(|e| {
-            FsError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("registry unavailable: {e}"),
-            )
-        })?
-        .ok_or_else(|| {
-            FsError::new(
-                StatusCode::UNAUTHORIZED,
-                "the key belongs to no connected client",
-            )
-        })
+    files.holder(&key).ok_or_else(|| {
+        FsError::new(
+            StatusCode::UNAUTHORIZED,
+            "the key belongs to no connected client",
+        )
+    })
 }
 
 /// Resolves `{client}/{path}` under the files folder, refusing anything that
@@ -188,7 +226,7 @@ struct FileUrl {
     path: String,
 }
 
-fn target(req: &HttpRequest, state: &AppState) -> Result<(String, PathBuf), FsError> {
+fn target(req: &HttpRequest, files: &Files) -> Result<(String, PathBuf), FsError> {
     // `match_info().get` keeps `%2F` (and `%25`) encoded, so a name like
     // `..%2F..%2Fx` would be stored literally and `a%2Fb` would not be
     // `a/b`. Decode everything first, then check the decoded path.
@@ -196,7 +234,7 @@ fn target(req: &HttpRequest, state: &AppState) -> Result<(String, PathBuf), FsEr
         .match_info()
         .load()
         .map_err(|e| FsError::new(StatusCode::BAD_REQUEST, format!("bad file URL: {e}")))?;
-    let file = resolve(&state.settings.files_dir(), &client, &path)?;
+    let file = resolve(&files.dir, &client, &path)?;
     Ok((client, file))
 }
 
@@ -217,12 +255,12 @@ fn require_owner(who: &ClientInfo, client: &str) -> Result<(), FsError> {
 async fn put_file(
     req: HttpRequest,
     mut body: web::Payload,
-    state: web::Data<AppState>,
+    files: web::Data<Files>,
 ) -> Result<HttpResponse, FsError> {
-    let (client, file) = target(&req, &state)?;
-    let who = authenticate(&req, &state.registry).await?;
+    let (client, file) = target(&req, &files)?;
+    let who = authenticate(&req, &files)?;
     require_owner(&who, &client)?;
-    let max = state.settings.max_file_size;
+    let max = files.max_file_size;
     let too_big = || {
         FsError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -238,8 +276,7 @@ async fn put_file(
         return Err(too_big());
     }
 
-    let files_dir = state.settings.files_dir();
-    let tmp = files_dir.join(TMP).join(Uuid::new_v4().to_string());
+    let tmp = files.dir.join(TMP).join(Uuid::new_v4().to_string());
     let mut upload = Upload {
         path: tmp.clone(),
         kept: false,
@@ -267,14 +304,11 @@ async fn put_file(
 
     // The client may have left while its upload was streaming in; its
     // folder is gone and must not come back.
-    match state.registry.send(Lookup { uuid: who.uuid }).await {
-        Ok(Some(_)) => {}
-        _ => {
-            return Err(FsError::new(
-                StatusCode::GONE,
-                "the client disconnected during the upload",
-            ))
-        }
+    if files.holder(&who.uuid).is_none() {
+        return Err(FsError::new(
+            StatusCode::GONE,
+            "the client disconnected during the upload",
+        ));
     }
     if let Some(parent) = file.parent() {
         tokio::fs::create_dir_all(parent)
@@ -325,9 +359,9 @@ impl Drop for Upload {
     }
 }
 
-async fn get_file(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, FsError> {
-    let (_, file) = target(&req, &state)?;
-    authenticate(&req, &state.registry).await?;
+async fn get_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpResponse, FsError> {
+    let (_, file) = target(&req, &files)?;
+    authenticate(&req, &files)?;
     let named = actix_files::NamedFile::open_async(&file)
         .await
         .map_err(|_| FsError::new(StatusCode::NOT_FOUND, "no such file"))?;
@@ -340,12 +374,9 @@ async fn get_file(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     Ok(named.into_response(&req))
 }
 
-async fn delete_file(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, FsError> {
-    let (client, file) = target(&req, &state)?;
-    let who = authenticate(&req, &state.registry).await?;
+async fn delete_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpResponse, FsError> {
+    let (client, file) = target(&req, &files)?;
+    let who = authenticate(&req, &files)?;
     require_owner(&who, &client)?;
     let meta = tokio::fs::metadata(&file)
         .await

@@ -3,12 +3,17 @@
 //! It owns everything that belongs to the connection itself: the IDENTIFY
 //! handshake and its timeout, validation of the identity, the heartbeat, the
 //! sequence counter, frame size limits and reassembly of fragmented
-//! messages. Everything that touches the namespace is a [`Request`] to the
-//! [`Registry`], and everything the client receives arrives as a [`Frame`](crate::transport::outbox::Frame)
-//! through the session's [`Outbox`] and leaves through its [`Outgoing`]
-//! queue (see [`crate::transport::websocket`]).
+//! messages. Once identified, each request goes to the client's
+//! [`Member`] handle on this actor's thread: MESSAGEs are routed and
+//! fetches answered right here; a request whose answer comes later (a
+//! subscription, a lookup) holds the client's next requests until it is
+//! in, so replies leave in request order. Everything the client receives
+//! arrives as a [`Frame`](crate::transport::outbox::Frame) through the
+//! session's [`Outbox`] and leaves through its [`Outgoing`] queue (see
+//! [`crate::transport::websocket`]).
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,10 +24,9 @@ use actix_web::web::Bytes;
 use bytestring::ByteString;
 use uuid::Uuid;
 
-use crate::cluster::redis::Claims;
 use crate::config::Settings;
 use crate::metrics;
-use crate::namespace::registry::{Leave, Op, Register, Registry, Request};
+use crate::namespace::{Member, Namespace, Op, Outcome};
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
 use crate::transport::outbox::{Control, FrameSink, Outbox};
 use crate::transport::websocket::{Outgoing, Writer};
@@ -31,12 +35,29 @@ enum State {
     /// Connected, waiting for IDENTIFY.
     Anonymous,
     /// IDENTIFY accepted by the session, waiting for the registry.
-    Identifying,
+    Identifying { uuid: Uuid },
     Identified {
-        uuid: Uuid,
+        member: Member,
         /// The sequence number of the next counted payload.
         next_seq: u64,
     },
+}
+
+/// What a request asks of the session once it is its turn.
+enum Request {
+    Op(Op),
+    /// A reply the session decided on by itself (SELF_SET_SEQ's OK, a
+    /// decode error), queued behind the replies to earlier requests.
+    Reply(PayloadOut),
+}
+
+/// The client's requests that wait for an earlier one to be answered.
+#[derive(Default)]
+struct Held {
+    /// What the request being answered waits for; `None` when nothing is
+    /// pending and requests are answered as they come.
+    waiting_for: Option<&'static str>,
+    queue: VecDeque<(Option<u64>, Request)>,
 }
 
 /// A fragmented message being reassembled.
@@ -47,11 +68,10 @@ struct Fragments {
 
 pub struct Session {
     settings: Arc<Settings>,
-    registry: Addr<Registry>,
-    /// Name claims in the shared namespace; `None` when standalone.
-    claims: Option<Claims>,
+    namespace: Namespace,
     span: tracing::Span,
     state: State,
+    held: Held,
     last_seen: Instant,
     fragments: Option<Fragments>,
     out: Outgoing,
@@ -69,8 +89,7 @@ impl Session {
     /// A session and the writer that carries what it sends to the socket.
     pub fn new(
         settings: Arc<Settings>,
-        registry: Addr<Registry>,
-        claims: Option<Claims>,
+        namespace: Namespace,
         peer: String,
         oversized: Rc<Cell<bool>>,
     ) -> (Self, Writer) {
@@ -83,10 +102,10 @@ impl Session {
         let (out, sink, writer) = Outgoing::new(settings.max_outgoing_queue);
         let session = Session {
             settings,
-            registry,
-            claims,
+            namespace,
             span,
             state: State::Anonymous,
+            held: Held::default(),
             last_seen: Instant::now(),
             fragments: None,
             out,
@@ -107,38 +126,99 @@ impl Session {
     fn on_text(&mut self, text: ByteString, ctx: &mut Context<Self>) {
         let decoded = PayloadIn::decode(&text);
         metrics::get().payload_in(decoded.as_ref().ok().map(PayloadIn::kind), text.len());
-        match self.state {
-            State::Anonymous => self.on_first_text(decoded, ctx),
-            // `ctx.wait` holds incoming frames back while identifying.
-            State::Identifying => {}
-            State::Identified {
-                uuid,
-                ref mut next_seq,
-            } => {
-                let mut seq = *next_seq;
-                *next_seq = seq.wrapping_add(1);
-                let op = match decoded {
-                    Ok(PayloadIn::SelfSetSeq { seq: n }) => {
-                        seq = n;
-                        *next_seq = n.wrapping_add(1);
-                        Op::Reply(PayloadOut::Ok)
-                    }
-                    Ok(payload) => op_for(payload),
-                    Err(DecodeError::Malformed(desc)) => {
-                        Op::Reply(PayloadOut::ErrorProtocol { desc })
-                    }
-                    Err(DecodeError::Unsupported(kind)) => {
-                        tracing::debug!(%kind, "unsupported payload type");
-                        Op::Reply(PayloadOut::ErrorUnsupported)
-                    }
-                };
-                self.registry.do_send(Request {
-                    uuid,
-                    seq: Some(seq),
-                    op,
-                });
+        let State::Identified {
+            ref member,
+            ref mut next_seq,
+            ..
+        } = self.state
+        else {
+            if let State::Anonymous = self.state {
+                self.on_first_text(decoded, ctx);
             }
+            // While identifying, `ctx.wait` holds frames back.
+            return;
+        };
+        let mut seq = *next_seq;
+        *next_seq = seq.wrapping_add(1);
+        let request = match decoded {
+            // The common case, answered from the borrowed frame without
+            // copying its data.
+            Ok(PayloadIn::Message { target, data }) if self.held.waiting_for.is_none() => {
+                let outcome = member.message(Some(seq), &target, data);
+                return self.wait_for(outcome, ctx);
+            }
+            Ok(PayloadIn::SelfSetSeq { seq: n }) => {
+                seq = n;
+                *next_seq = n.wrapping_add(1);
+                Request::Reply(PayloadOut::Ok)
+            }
+            Ok(payload) => request_for(payload),
+            Err(DecodeError::Malformed(desc)) => Request::Reply(PayloadOut::ErrorProtocol { desc }),
+            Err(DecodeError::Unsupported(kind)) => {
+                tracing::debug!(%kind, "unsupported payload type");
+                Request::Reply(PayloadOut::ErrorUnsupported)
+            }
+        };
+        self.submit(Some(seq), request, ctx);
+    }
+
+    /// Answers a request now, or queues it behind the one being answered.
+    fn submit(&mut self, seq: Option<u64>, request: Request, ctx: &mut Context<Self>) {
+        if let Some(what) = self.held.waiting_for {
+            let max = self.settings.max_outgoing_queue;
+            if self.held.queue.len() >= max {
+                // Their answers could not be queued either: the same bound.
+                let reason = format!("too fast: more than {max} requests waiting for {what}");
+                return self.evict(Close::new(CloseCode::Policy, reason), ctx);
+            }
+            self.held.queue.push_back((seq, request));
+            return;
         }
+        self.execute(seq, request, ctx);
+    }
+
+    fn execute(&mut self, seq: Option<u64>, request: Request, ctx: &mut Context<Self>) {
+        let State::Identified { member, .. } = &self.state else {
+            return;
+        };
+        let outcome = match request {
+            Request::Reply(payload) => {
+                member.reply(seq, payload);
+                Outcome::Answered
+            }
+            Request::Op(op) => member.request(seq, op),
+        };
+        self.wait_for(outcome, ctx);
+    }
+
+    /// Holds the next requests until a request answered later is done,
+    /// then handles what was held.
+    fn wait_for(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        if let Outcome::Later { done, waiting_for } = outcome {
+            self.held.waiting_for = Some(waiting_for);
+            ctx.spawn(done.into_actor(self).map(|(), act, ctx| {
+                act.held.waiting_for = None;
+                act.release(ctx);
+            }));
+        }
+    }
+
+    /// Handles, in order, the requests that waited, until one waits again.
+    fn release(&mut self, ctx: &mut Context<Self>) {
+        while self.held.waiting_for.is_none() {
+            let Some((seq, request)) = self.held.queue.pop_front() else {
+                return;
+            };
+            self.execute(seq, request, ctx);
+        }
+    }
+
+    /// Removes the client at once (it broke a limit) and closes it.
+    fn evict(&mut self, close: Close, ctx: &mut Context<Self>) {
+        if let State::Identified { member, .. } = &self.state {
+            self.namespace.leave(member.uuid());
+        }
+        self.close(ctx, close);
     }
 
     fn on_first_text(
@@ -197,44 +277,25 @@ impl Session {
             uuid,
             self.sink.clone(),
             ctx.address().recipient(),
-            self.registry.clone().recipient(),
+            self.namespace.overflow_recipient(),
         );
-        self.state = State::Identifying;
-        let registry = self.registry.clone();
-        let claims = self.claims.clone();
-        async move {
-            // In a cluster the name is claimed in Redis first: that is what
-            // makes it unique across replicas.
-            if let Some(claims) = claims {
-                match claims.claim_name(&info.name, uuid).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let reason = format!("the name {:?} is taken", info.name);
-                        return Err(Close::new(CloseCode::DuplicateAuth, reason));
-                    }
-                    Err(e) => {
-                        let reason = format!("the cluster cannot register clients now: {e}");
-                        return Err(Close::new(CloseCode::TryAgainLater, reason));
+        self.state = State::Identifying { uuid };
+        let namespace = self.namespace.clone();
+        async move { namespace.join(info, outbox).await }
+            .into_actor(self)
+            .map(move |result, act, ctx| match result {
+                Ok(member) => {
+                    act.state = State::Identified {
+                        member,
+                        next_seq: 0,
                     }
                 }
-            }
-            match registry.send(Register { info, outbox }).await {
-                Ok(result) => result,
-                Err(e) => Err(Close::new(
-                    CloseCode::Unknown,
-                    format!("internal error: {e}"),
-                )),
-            }
-        }
-        .into_actor(self)
-        .map(move |result, act, ctx| match result {
-            Ok(()) => act.state = State::Identified { uuid, next_seq: 0 },
-            Err(close) => {
-                act.state = State::Anonymous;
-                act.close(ctx, close);
-            }
-        })
-        .wait(ctx);
+                Err(close) => {
+                    act.state = State::Anonymous;
+                    act.close(ctx, close);
+                }
+            })
+            .wait(ctx);
     }
 
     /// Validates an IDENTIFY against the gateway's secret, version and limits.
@@ -289,14 +350,12 @@ impl Session {
                     "binary frames are not supported: send IDENTIFY as text",
                 ),
             ),
-            State::Identifying => {}
-            State::Identified { uuid, .. } => self.registry.do_send(Request {
-                uuid,
-                seq: None,
-                op: Op::Reply(PayloadOut::ErrorProtocol {
-                    desc: "binary frames are not supported: payloads are JSON text frames".into(),
-                }),
-            }),
+            State::Identifying { .. } => {}
+            State::Identified { .. } => {
+                let desc = "binary frames are not supported: payloads are JSON text frames";
+                let reply = Request::Reply(PayloadOut::ErrorProtocol { desc: desc.into() });
+                self.submit(None, reply, ctx);
+            }
         }
     }
 
@@ -378,14 +437,16 @@ impl Session {
     }
 }
 
-/// Turns a payload from an identified client into an owned request for the
-/// registry. (SELF_SET_SEQ is handled by the caller, which owns the counter.)
-fn op_for(payload: PayloadIn<'_>) -> Op {
-    match payload {
-        PayloadIn::Identify { .. } => Op::Reply(PayloadOut::ErrorProtocol {
-            desc: "already identified".into(),
-        }),
-        PayloadIn::SelfSetSeq { .. } => Op::Reply(PayloadOut::Ok),
+/// Turns a payload from an identified client into an owned request.
+/// (SELF_SET_SEQ is handled by the caller, which owns the counter.)
+fn request_for(payload: PayloadIn<'_>) -> Request {
+    Request::Op(match payload {
+        PayloadIn::Identify { .. } => {
+            return Request::Reply(PayloadOut::ErrorProtocol {
+                desc: "already identified".into(),
+            })
+        }
+        PayloadIn::SelfSetSeq { .. } => return Request::Reply(PayloadOut::Ok),
         PayloadIn::Message { target, data } => Op::Message {
             target,
             data: data.to_owned(),
@@ -402,7 +463,7 @@ fn op_for(payload: PayloadIn<'_>) -> Op {
         PayloadIn::ServiceFetchAll => Op::ServiceFetchAll,
         PayloadIn::ClientFetch { uuid } => Op::ClientFetch(uuid.into_owned()),
         PayloadIn::ClientFetchAll => Op::ClientFetchAll,
-    }
+    })
 }
 
 /// Compares secrets without leaking how long a matching prefix was.
@@ -435,8 +496,10 @@ impl Actor for Session {
     fn stopped(&mut self, _: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         self.out.end();
-        if let State::Identified { uuid, .. } = self.state {
-            self.registry.do_send(Leave { uuid });
+        match &self.state {
+            State::Identifying { uuid } => self.namespace.leave(*uuid),
+            State::Identified { member, .. } => self.namespace.leave(member.uuid()),
+            State::Anonymous => {}
         }
         let m = metrics::get();
         m.connections_open.dec();

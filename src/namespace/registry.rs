@@ -1,139 +1,89 @@
-//! The registry: the one actor that owns a node's view of the namespace.
+//! The registry: the one actor that decides who is in the namespace.
 //!
-//! It maps names and uuids to clients, keeps every service with its owner
-//! and subscribers, answers requests, routes MESSAGEs, and keeps its replica
-//! of the cluster's namespace current from the [`Event`]s other nodes
-//! announce. Standalone, the replica is simply the whole namespace.
+//! It owns the [`Directory`]: every client (local or on another node) by
+//! uuid and by name, and the list of services with their actors. It claims
+//! names in the cluster, registers and removes clients (with everything a
+//! departure takes along: subscriptions, services, files), creates and
+//! deletes services, announces these changes to every client
+//! (CLIENT_JOINED/LEFT, SERVICE_CREATE_RESULT, SERVICE_DELETE_RESULT), and
+//! keeps its copy of a cluster's namespace current from the other nodes'
+//! events. It publishes the directory after each change; it routes nothing.
 //!
-//! Services are records inside the registry rather than actors of their own,
-//! for one reason: ordering. A sender's frames to one receiver must arrive in
-//! the order they were sent, whether they went by NAME, through a service or
-//! to ALL. With a separate actor per service, a service broadcast would take
-//! one more mailbox hop than a direct message sent right after it and could be
-//! overtaken. One sequencer per node makes the guarantee hold by construction
-//! (across nodes, everything one node sends another travels over one ordered
-//! Redis connection into the receiver's registry), and costs nothing
-//! measurable: routing is a hash lookup, and fan-out is one `try_send` of a
-//! shared buffer per local recipient.
-//!
-//! Every reply to a client, including the ones its session could have
-//! written itself (SELF_SET_SEQ's OK, decode errors), passes through here so
-//! that replies leave in the order the requests came in.
-//!
-//! Each change is applied through one function whatever its origin: a request
-//! of a local client (`record` = true: the change is written to the shared
-//! namespace and announced), or an event from another node (`record` = false).
+//! A handler that needs the service actors (a departure, a deletion) runs
+//! to completion before the next message is handled (`AtomicResponse`), so
+//! the registry's changes happen one at a time, in the order they were
+//! asked for, and a departure's announcements reach every client in the
+//! order the protocol gives (unsubscriptions, deleted services, then
+//! CLIENT_LEFT).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
-use indexmap::IndexSet;
-use serde_json::value::RawValue;
+use arc_swap::ArcSwap;
 use uuid::Uuid;
 
-use crate::cluster::redis::{Claims, Snapshot};
-use crate::cluster::{Broker, Event, Hub, NodeId, Remote, Topic, Watching};
+use super::member::ReplyTo;
+use super::observe::{Change, Observers};
+use super::service::{self, Service, Setup, Share};
+use super::view::{ClientRecord, Directory, ServiceHandle, ServiceView};
+use crate::cluster::{Cluster, Event, NodeId, Snapshot};
 use crate::config::Settings;
-use crate::files;
-use crate::metrics;
 use crate::protocol::{
-    ClientInfo, Close, CloseCode, MessageOut, OriginRef, PayloadOut, Sequenced, ServiceInfo,
-    Target, PROTOCOL_VERSION,
+    ClientInfo, Close, CloseCode, PayloadOut, Sequenced, ServiceInfo, PROTOCOL_VERSION,
 };
 use crate::transport::outbox::{Frame, Outbox, Overflowed};
 
-/// A client whose IDENTIFY was validated by its transport (and whose name
-/// was claimed in the shared namespace, in a cluster).
+/// A client whose IDENTIFY its transport accepted: claim its name and
+/// register it. Answered once it has its HELLO.
 #[derive(Message)]
-#[rtype(result = "Result<(), Close>")]
-pub struct Register {
+#[rtype(result = "Result<Arc<ClientRecord>, Close>")]
+pub struct Join {
     pub info: ClientInfo,
     pub outbox: Outbox,
 }
 
-/// The client's connection is gone.
+/// A client's connection is gone (also sent for one still joining).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Leave {
     pub uuid: Uuid,
 }
 
-/// A decoded payload from an identified client.
+/// SERVICE_CREATE from a client of this node, fields already checked;
+/// answered into `reply`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Request {
-    pub uuid: Uuid,
-    /// The payload's sequence number; `None` for frames that are not counted
-    /// (binary frames).
-    pub seq: Option<u64>,
-    pub op: Op,
+pub struct CreateService {
+    pub owner: Uuid,
+    pub name: String,
+    pub nickname: Option<String>,
+    pub reply: ReplyTo,
 }
 
-/// What an identified client asked for.
-#[derive(Debug)]
-pub enum Op {
-    Message {
-        target: Target,
-        data: Box<RawValue>,
-    },
-    SelfSubscribe(String),
-    SelfUnsubscribe(String),
-    SelfFetch,
-    ServiceCreate {
-        service: String,
-        nickname: Option<String>,
-    },
-    ServiceDelete(String),
-    ServiceFetch(String),
-    ServiceFetchAll,
-    ClientFetch(String),
-    ClientFetchAll,
-    /// A reply the transport decided on by itself, queued behind the
-    /// replies to earlier requests.
-    Reply(PayloadOut),
-}
-
-/// Who holds this uuid, for the file server.
+/// SERVICE_DELETE from a client of this node; answered into `reply`.
 #[derive(Message)]
-#[rtype(result = "Option<ClientInfo>")]
-pub struct Lookup {
-    pub uuid: Uuid,
+#[rtype(result = "()")]
+pub struct DeleteService {
+    pub by: Uuid,
+    pub name: String,
+    pub reply: ReplyTo,
 }
 
-/// Whether this node can serve: its link to the cluster is up.
+/// Whether this node can serve: its actors answer and its link to the
+/// cluster is up.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Result<(), &'static str>")]
 pub struct Ready;
 
-/// Closes every local session with this code (graceful shutdown) and answers
+/// Closes every local session with this code (graceful stop) and answers
 /// with how many were closed.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAll {
     pub close: Close,
 }
-
-/// Something another node sent this one.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub enum Inbound {
-    Event(Event),
-    /// A MESSAGE to ALL.
-    All {
-        except: Option<Uuid>,
-        frame: Frame,
-    },
-    Remote(Remote),
-}
-
-/// The shared namespace as read from Redis, to reconcile with the replica
-/// (at start-up and after the link to Redis comes back).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Reconcile(pub Snapshot);
 
 /// Remove a local client and close its connection.
 #[derive(Message)]
@@ -143,62 +93,71 @@ pub struct Evict {
     pub close: Close,
 }
 
-/// A node stopped renewing its lease and this node won the right to clean
-/// up after it.
+/// A change another node made.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Reap {
-    pub node: NodeId,
+pub struct Remote(pub Event);
+
+/// The shared namespace after (re)connecting: bring the copy in line.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconcile(pub Snapshot);
+
+/// A node died and this one cleans up after it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reap(pub NodeId);
+
+/// How a client leaves, which decides who else hears of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Departure {
+    /// A client of this node: recorded and announced.
+    Local,
+    /// A client of a dead node this one reaped: recorded, and announced to
+    /// the others as one `NodeDown`.
+    Reaped,
+    /// Another node recorded and announced it.
+    Remote,
 }
 
-struct Client {
-    info: ClientInfo,
-    node: NodeId,
-    /// `None` for clients of other nodes.
-    outbox: Option<Outbox>,
-    /// Names of services this client is subscribed to.
-    subscriptions: BTreeSet<String>,
-    /// Names of services this client owns.
-    owned: BTreeSet<String>,
-    /// While the registry looks up in Redis a target this node has not
-    /// heard of, the client's later requests wait here, in order.
-    held: Option<VecDeque<(Option<u64>, Op)>>,
-}
+impl Departure {
+    fn records(self) -> bool {
+        self != Departure::Remote
+    }
 
-struct Service {
-    /// The service as it appears in MESSAGE receipts: no subscribers.
-    receipt: ServiceInfo,
-    /// Subscriber uuids in subscription order.
-    subscribers: IndexSet<Uuid>,
-}
-
-impl Service {
-    fn info(&self) -> ServiceInfo {
-        ServiceInfo {
-            subscribers: self.subscribers.iter().copied().collect(),
-            ..self.receipt.clone()
+    fn share(self) -> Share {
+        if self.records() {
+            Share::Record
+        } else {
+            Share::Nobody
         }
     }
 }
 
-/// Who caused a change, to answer it with the request's `seq`.
-type Cause = Option<(Uuid, Option<u64>)>;
+/// Work the registry does after awaiting service actors.
+type Step = Pin<Box<dyn ActorFuture<Registry, Output = ()>>>;
+
+fn done() -> Step {
+    Box::pin(fut::ready(()))
+}
 
 /// The namespace of one node.
 pub struct Registry {
     settings: Arc<Settings>,
-    files_dir: PathBuf,
     node: NodeId,
-    hub: Hub,
-    broker: Box<dyn Broker>,
-    /// Claims in the shared namespace; `None` when standalone.
-    claims: Option<Claims>,
-    clients: HashMap<Uuid, Client>,
-    names: HashMap<String, Uuid>,
-    services: BTreeMap<String, Service>,
-    /// Services owned on other nodes whose broadcasts this node receives
-    /// (it has local subscribers of them): see [`Registry::sync_watch`].
-    watched: BTreeSet<String>,
+    cluster: Arc<dyn Cluster>,
+    observers: Observers,
+    /// The master copy; `view` is what was last published of it.
+    dir: Directory,
+    view: Arc<ArcSwap<Directory>>,
+    /// The services each client owns.
+    owned: HashMap<Uuid, BTreeSet<String>>,
+    /// Clients whose name claim is in flight; a departure meanwhile
+    /// cancels the join.
+    joining: HashSet<Uuid>,
+    /// Where service actors run, in turn.
+    pool: Vec<ArbiterHandle>,
+    next_arbiter: usize,
 }
 
 impl Actor for Registry {
@@ -206,384 +165,349 @@ impl Actor for Registry {
 }
 
 impl Registry {
-    pub fn new(settings: Arc<Settings>, broker: Box<dyn Broker>, claims: Option<Claims>) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        cluster: Arc<dyn Cluster>,
+        view: Arc<ArcSwap<Directory>>,
+        observers: Observers,
+        pool: Vec<ArbiterHandle>,
+    ) -> Self {
         Registry {
-            files_dir: settings.files_dir(),
+            node: cluster.node(),
             settings,
-            node: broker.node(),
-            hub: Hub::default(),
-            broker,
-            claims,
-            clients: HashMap::new(),
-            names: HashMap::new(),
-            services: BTreeMap::new(),
-            watched: BTreeSet::new(),
+            cluster,
+            observers,
+            dir: Directory::default(),
+            view,
+            owned: HashMap::new(),
+            joining: HashSet::new(),
+            pool,
+            next_arbiter: 0,
         }
     }
 
-    /// Makes this node receive the broadcasts of the service `name` exactly
-    /// when it needs them: the service is owned on another node and has
-    /// subscribers here. Returns the watch to wait for when one started.
-    fn sync_watch(&mut self, name: &str) -> Option<Watching> {
-        let needed = self.services.get(name).is_some_and(|s| {
-            !self.is_local(&s.receipt.owner_uuid)
-                && self.hub.has_subscribers(&Topic::Service(name.to_owned()))
-        });
-        if needed && !self.watched.contains(name) {
-            self.watched.insert(name.to_owned());
-            return Some(self.broker.watch(name));
-        }
-        if !needed && self.watched.remove(name) {
-            self.broker.unwatch(name);
-        }
-        None
+    fn publish(&self) {
+        self.view.store(Arc::new(self.dir.clone()));
     }
 
-    /// Whether `uuid` is a client of this node.
-    fn is_local(&self, uuid: &Uuid) -> bool {
-        self.clients.get(uuid).is_some_and(|c| c.outbox.is_some())
-    }
-
-    fn reply(&self, uuid: Uuid, seq: Option<u64>, payload: PayloadOut) {
-        if let Some(outbox) = self.clients.get(&uuid).and_then(|c| c.outbox.as_ref()) {
-            outbox.send(Frame::json(&Sequenced { seq, payload }));
-        }
-    }
-
-    /// Sends `payload` to this node's subscribers of `topic`: with `seq` to
-    /// the client that caused it (when it is subscribed), without to the
-    /// others.
-    fn broadcast(&self, topic: &Topic, payload: PayloadOut, cause: Cause) {
-        let cause_uuid = cause.map(|(uuid, _)| uuid);
-        if let Some((uuid, seq)) = cause {
-            let subscribed = match topic {
-                Topic::Everyone => true,
-                Topic::Service(name) => self
-                    .services
-                    .get(name)
-                    .is_some_and(|s| s.subscribers.contains(&uuid)),
-            };
-            if subscribed {
-                self.reply(uuid, seq, payload.clone());
-            }
-        }
+    /// Sends `payload`, without `seq`, to every client of this node but
+    /// `except`.
+    fn tell_everyone(&self, payload: PayloadOut, except: Option<Uuid>) {
         let frame = Frame::json(&Sequenced { seq: None, payload });
-        self.publish(topic, &frame, cause_uuid);
+        self.dir.publish(&frame, except);
     }
 
-    /// Hands a frame to the hub, timing it.
-    fn publish(&self, topic: &Topic, frame: &Frame, except: Option<Uuid>) {
-        let started = Instant::now();
-        self.hub.publish(topic, frame, except);
-        metrics::get().published(started.elapsed());
+    fn share(&self, event: &Event) {
+        self.cluster.record(event);
+        self.cluster.announce(event);
     }
 
-    /// Records a change in the shared namespace and announces it.
-    fn share(&self, event: Event) {
-        self.broker.record(&event);
-        self.broker.announce(&event);
-    }
-
-    fn subscriptions_of(&self, client: &Client) -> Vec<ServiceInfo> {
-        client
-            .subscriptions
-            .iter()
-            .filter_map(|name| self.services.get(name).map(Service::info))
-            .collect()
-    }
-
-    /// Adds a client, local (with an outbox) or remote, and tells the local
-    /// clients.
+    /// Adds a client, local (with an outbox) or remote, and tells the
+    /// local clients.
     fn join(&mut self, info: ClientInfo, node: NodeId, outbox: Option<Outbox>) {
         let uuid = info.uuid;
-        if self.clients.contains_key(&uuid) {
+        if self.dir.clients.contains_key(&uuid) {
             return;
         }
-        self.broadcast(
-            &Topic::Everyone,
-            PayloadOut::ClientJoined {
-                client: info.clone(),
-            },
-            None,
-        );
+        let local = outbox.is_some();
         if let Some(outbox) = &outbox {
-            self.hub.subscribe(Topic::Everyone, outbox.clone());
-            metrics::get().clients_identified.inc();
+            // Before anyone can find the client: HELLO is its first frame.
+            outbox.send(Frame::json(&Sequenced {
+                seq: None,
+                payload: PayloadOut::Hello {
+                    uuid,
+                    version: PROTOCOL_VERSION.to_owned(),
+                },
+            }));
         }
-        // A claim that succeeded in Redis wins over a stale replica entry
+        let record = Arc::new(ClientRecord::new(info, node, outbox));
+        self.dir.clients.insert(uuid, record.clone());
+        // A claim that succeeded in the cluster wins over a stale entry
         // whose departure has not reached this node yet.
-        self.names.insert(info.name.clone(), uuid);
-        self.clients.insert(
-            uuid,
-            Client {
-                info,
-                node,
-                outbox,
-                subscriptions: BTreeSet::new(),
-                owned: BTreeSet::new(),
-                held: None,
+        self.dir
+            .names
+            .insert(record.info.name.clone(), record.clone());
+        if local {
+            self.dir.local.insert(uuid, record.clone());
+        }
+        // Findable before it is announced: a client told of it may
+        // message it at once.
+        self.publish();
+        self.tell_everyone(
+            PayloadOut::ClientJoined {
+                client: record.info.clone(),
             },
+            Some(uuid),
         );
+        self.observers.tell(Change::Joined {
+            client: &record.info,
+            local,
+        });
     }
 
-    /// Removes a client and everything it leaves behind: its subscriptions
-    /// (announced to each service), its services (deleted for everyone), its
-    /// files (when `record`: only the node that records a departure cleans
-    /// up after it), and finally CLIENT_LEFT for everyone else.
-    fn leave(&mut self, uuid: Uuid, record: bool) -> Option<Client> {
-        let client = self.clients.remove(&uuid)?;
-        if self.names.get(&client.info.name) == Some(&uuid) {
-            self.names.remove(&client.info.name);
+    /// Removes a client. The returned step finishes the departure once
+    /// its services have announced theirs: its subscriptions (in name
+    /// order), the services it owned (deleted for everyone), then
+    /// CLIENT_LEFT for everyone else.
+    fn leave(&mut self, uuid: Uuid, departure: Departure) -> Step {
+        let Some(client) = self.dir.clients.remove(&uuid) else {
+            return done();
+        };
+        if self
+            .dir
+            .names
+            .get(&client.info.name)
+            .is_some_and(|named| named.info.uuid == uuid)
+        {
+            self.dir.names.remove(&client.info.name);
         }
-        if client.outbox.is_some() {
-            self.hub.unsubscribe(&Topic::Everyone, uuid);
-            metrics::get().clients_identified.dec();
+        self.dir.local.remove(&uuid);
+        let subscribed: Vec<Arc<ServiceHandle>> = client
+            .ledger
+            .close()
+            .iter()
+            .filter_map(|name| self.dir.service(name).cloned())
+            .collect();
+        let owned: Vec<(String, Arc<ServiceHandle>)> = self
+            .owned
+            .remove(&uuid)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|name| self.dir.services.remove(&name).map(|s| (name, s)))
+            .collect();
+        self.publish();
+        if subscribed.is_empty() && owned.is_empty() {
+            self.left(&client, departure);
+            return done();
         }
-        for name in &client.subscriptions {
-            self.unsubscribed(name, &client.info, client.outbox.is_some(), record);
+        let share = departure.share();
+        let services = async move {
+            for handle in subscribed {
+                let _ = handle.addr.send(service::Departed { uuid, share }).await;
+            }
+            let mut ended = Vec::with_capacity(owned.len());
+            for (_, handle) in owned {
+                let fallback = handle.info();
+                ended.push(handle.addr.send(service::End).await.unwrap_or(fallback));
+            }
+            ended
+        };
+        Box::pin(
+            fut::wrap_future::<_, Self>(services).map(move |ended, act, _| {
+                for service in &ended {
+                    act.service_ended(service, None, departure.records(), false);
+                }
+                act.left(&client, departure);
+            }),
+        )
+    }
+
+    /// The end of a departure: recorded, announced, CLIENT_LEFT.
+    fn left(&self, client: &ClientRecord, departure: Departure) {
+        let uuid = client.info.uuid;
+        if departure.records() {
+            self.cluster.record(&Event::Left { uuid });
         }
-        for name in &client.owned {
-            self.service_deleted(name, None, record);
+        if departure == Departure::Local {
+            self.cluster.announce(&Event::Left { uuid });
         }
-        if record {
-            files::discard_client_dir(&self.files_dir, &client.info.name, uuid);
-            self.broker.record(&Event::Left { uuid });
-        }
-        self.broadcast(
-            &Topic::Everyone,
+        self.observers.tell(Change::Left {
+            client: &client.info,
+            local: client.outbox.is_some(),
+            cleanup: departure.records(),
+        });
+        self.tell_everyone(
             PayloadOut::ClientLeft {
                 client: client.info.clone(),
             },
             None,
         );
         tracing::info!(%uuid, name = %client.info.name, node = %client.node, "client left");
-        Some(client)
     }
 
-    /// Removes a subscriber from a service and tells the remaining local
-    /// subscribers. Returns the service as it is after the change.
-    fn unsubscribed(
-        &mut self,
-        name: &str,
-        info: &ClientInfo,
-        local: bool,
-        record: bool,
-    ) -> Option<ServiceInfo> {
-        let service = self.services.get_mut(name)?;
-        if !service.subscribers.shift_remove(&info.uuid) {
-            return None;
+    /// Several departures, one after the other.
+    fn leave_all(&mut self, uuids: Vec<Uuid>, departure: Departure) -> Step {
+        let mut step = done();
+        for uuid in uuids {
+            step = Box::pin(step.then(move |(), act: &mut Self, _| act.leave(uuid, departure)));
         }
-        metrics::get().subscriptions.dec();
-        let topic = Topic::Service(name.to_owned());
-        if local {
-            self.hub.unsubscribe(&topic, info.uuid);
-        }
-        let after = service.info();
-        if local {
-            // Stop receiving the service's broadcasts if that was the last
-            // local subscriber of a service owned elsewhere.
-            self.sync_watch(name);
-        }
-        if record {
-            self.broker.record(&Event::Unsubscribed {
-                service: name.to_owned(),
-                uuid: info.uuid,
-            });
-        }
-        self.broadcast(
-            &topic,
-            PayloadOut::ServiceClientUnsubscribed {
-                client: info.clone(),
-                service: after.clone(),
-            },
-            None,
-        );
-        Some(after)
+        step
     }
 
-    /// Deletes a service and announces it to everyone; `cause` is the owner
-    /// when it asked for the deletion.
-    fn service_deleted(&mut self, name: &str, cause: Cause, record: bool) {
-        let Some(service) = self.services.remove(name) else {
+    /// Starts a service's actor and lists it; announces it to everyone but
+    /// `except`.
+    fn service_created(&mut self, receipt: ServiceInfo, except: Option<Uuid>) {
+        if self.dir.services.contains_key(&receipt.name) {
             return;
+        }
+        let owned_here = self
+            .dir
+            .client(&receipt.owner_uuid)
+            .is_some_and(|owner| owner.node == self.node);
+        let view = Arc::new(ArcSwap::from_pointee(ServiceView::new(receipt.clone())));
+        let setup = Setup {
+            receipt: receipt.clone(),
+            owned_here,
+            view: view.clone(),
+            directory: self.view.clone(),
+            cluster: self.cluster.clone(),
+            observers: self.observers.clone(),
+            max_subscriptions: self.settings.max_subscriptions_per_client,
         };
-        let info = service.info();
-        let m = metrics::get();
-        m.services.dec();
-        m.subscriptions.dec_by(service.subscribers.len() as i64);
-        for subscriber in &service.subscribers {
-            if let Some(client) = self.clients.get_mut(subscriber) {
-                client.subscriptions.remove(name);
-            }
-        }
-        if let Some(owner) = self.clients.get_mut(&info.owner_uuid) {
-            owner.owned.remove(name);
-        }
-        self.hub.drop_topic(&Topic::Service(name.to_owned()));
-        self.sync_watch(name);
-        if record {
-            self.broker.record(&Event::ServiceDeleted {
-                name: name.to_owned(),
-            });
-        }
-        self.broadcast(
-            &Topic::Everyone,
-            PayloadOut::ServiceDeleteResult { service: info },
-            cause,
-        );
-    }
-
-    /// Adds a service and announces it to everyone.
-    fn service_created(&mut self, receipt: ServiceInfo, cause: Cause) {
-        if self.services.contains_key(&receipt.name) {
-            return;
-        }
-        if let Some(owner) = self.clients.get_mut(&receipt.owner_uuid) {
-            owner.owned.insert(receipt.name.clone());
-        }
-        metrics::get().services.inc();
-        self.services.insert(
-            receipt.name.clone(),
-            Service {
-                receipt: receipt.clone(),
-                subscribers: IndexSet::new(),
-            },
-        );
-        self.broadcast(
-            &Topic::Everyone,
+        let arbiter = &self.pool[self.next_arbiter % self.pool.len()];
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let addr = Service::start_in_arbiter(arbiter, move |_| Service::new(setup));
+        self.owned
+            .entry(receipt.owner_uuid)
+            .or_default()
+            .insert(receipt.name.clone());
+        self.dir
+            .services
+            .insert(receipt.name.clone(), Arc::new(ServiceHandle { addr, view }));
+        self.publish();
+        self.tell_everyone(
             PayloadOut::ServiceCreateResult {
                 successful: true,
-                service: receipt,
+                service: receipt.clone(),
             },
-            cause,
+            except,
+        );
+        self.observers
+            .tell(Change::ServiceCreated { service: &receipt });
+    }
+
+    /// Takes a service out of the directory; its actor must be ended.
+    fn unlist(&mut self, name: &str) -> Option<Arc<ServiceHandle>> {
+        let handle = self.dir.services.remove(name)?;
+        let owner = handle.view.load().receipt.owner_uuid;
+        if let Some(owned) = self.owned.get_mut(&owner) {
+            owned.remove(name);
+        }
+        self.publish();
+        Some(handle)
+    }
+
+    /// After a service's actor ended: recorded and announced as asked, and
+    /// SERVICE_DELETE_RESULT to everyone but `except`.
+    fn service_ended(
+        &self,
+        service: &ServiceInfo,
+        except: Option<Uuid>,
+        record: bool,
+        announce: bool,
+    ) {
+        let event = Event::ServiceDeleted {
+            name: service.name.clone(),
+        };
+        if record {
+            self.cluster.record(&event);
+        }
+        if announce {
+            self.cluster.announce(&event);
+        }
+        self.observers.tell(Change::ServiceDeleted { service });
+        self.tell_everyone(
+            PayloadOut::ServiceDeleteResult {
+                service: service.clone(),
+            },
+            except,
         );
     }
 
-    /// Adds a subscriber to a service and tells the local subscribers that
-    /// were there before. Returns the service after the change.
-    fn subscribed(&mut self, name: &str, uuid: Uuid) -> Option<ServiceInfo> {
-        let service = self.services.get_mut(name)?;
-        let client = self.clients.get_mut(&uuid)?;
-        if !service.subscribers.insert(uuid) {
-            return None;
-        }
-        client.subscriptions.insert(name.to_owned());
-        metrics::get().subscriptions.inc();
-        let after = service.info();
-        let info = client.info.clone();
-        let outbox = client.outbox.clone();
-        let topic = Topic::Service(name.to_owned());
-        // Announce to the local subscribers already there, then join.
-        self.broadcast(
-            &topic,
-            PayloadOut::ServiceClientSubscribed {
-                client: info,
-                service: after.clone(),
-            },
-            None,
-        );
-        if let Some(outbox) = outbox {
-            self.hub.subscribe(topic, outbox);
-        }
-        Some(after)
+    /// Deletes a service another node deleted.
+    fn service_deleted_remotely(&mut self, name: &str) -> Step {
+        let Some(handle) = self.unlist(name) else {
+            return done();
+        };
+        let fallback = handle.info();
+        Box::pin(
+            fut::wrap_future::<_, Self>(handle.addr.send(service::End)).map(move |info, act, _| {
+                act.service_ended(&info.unwrap_or(fallback), None, false, false);
+            }),
+        )
     }
 
-    /// Applies an event announced by another node.
-    fn apply(&mut self, event: Event) {
+    /// Applies a change another node made.
+    fn apply(&mut self, event: Event) -> Step {
         match event {
-            Event::Joined { client, node } => self.join(client, node, None),
-            Event::Left { uuid } => {
-                self.leave(uuid, false);
+            Event::Joined { client, node } => {
+                self.join(client, node, None);
+                done()
             }
-            Event::ServiceCreated { service } => self.service_created(service, None),
-            Event::ServiceDeleted { name } => self.service_deleted(&name, None, false),
-            Event::Subscribed { service, uuid } => {
-                self.subscribed(&service, uuid);
+            Event::Left { uuid } => self.leave(uuid, Departure::Remote),
+            Event::ServiceCreated { service } => {
+                self.service_created(service, None);
+                done()
             }
-            Event::Unsubscribed { service, uuid } => {
-                if let Some(client) = self.clients.get_mut(&uuid) {
-                    client.subscriptions.remove(&service);
-                    let info = client.info.clone();
-                    self.unsubscribed(&service, &info, false, false);
-                }
-            }
+            Event::ServiceDeleted { name } => self.service_deleted_remotely(&name),
+            // The services apply their own events (see `inbound`).
+            Event::Subscribed { .. } | Event::Unsubscribed { .. } => done(),
             Event::NodeDown { node } if node == self.node => {
                 // Another node believed this one dead (its lease lapsed
                 // while Redis was unreachable): put this node's clients back.
                 tracing::warn!("this node was declared down; re-registering its clients");
                 self.reregister_local();
+                done()
             }
-            Event::NodeDown { node } => self.node_down(node, false),
+            Event::NodeDown { node } => self.node_down(node, Departure::Remote),
         }
     }
 
     /// Removes every client of a departed node.
-    fn node_down(&mut self, node: NodeId, record: bool) {
+    fn node_down(&mut self, node: NodeId, departure: Departure) -> Step {
         let gone: Vec<Uuid> = self
+            .dir
             .clients
             .values()
             .filter(|c| c.node == node)
             .map(|c| c.info.uuid)
             .collect();
         tracing::warn!(%node, clients = gone.len(), "node down: removing its clients");
-        for uuid in gone {
-            self.leave(uuid, record);
-        }
+        self.leave_all(gone, departure)
     }
 
     /// Writes this node's clients, services and subscriptions back to the
     /// shared namespace and announces them, after an outage erased them.
-    fn reregister_local(&mut self) {
-        let mut events = Vec::new();
-        for client in self.clients.values().filter(|c| c.outbox.is_some()) {
-            events.push(Event::Joined {
+    fn reregister_local(&self) {
+        let mut names = Vec::new();
+        for client in self.dir.local.values() {
+            self.share(&Event::Joined {
                 client: client.info.clone(),
                 node: self.node,
             });
+            names.push((client.info.name.clone(), client.info.uuid));
         }
-        for service in self.services.values() {
-            if self.is_local(&service.receipt.owner_uuid) {
-                events.push(Event::ServiceCreated {
-                    service: service.receipt.clone(),
+        for service in self.dir.services.values() {
+            let view = service.view.load();
+            if self.dir.local.contains_key(&view.receipt.owner_uuid) {
+                self.share(&Event::ServiceCreated {
+                    service: view.receipt.clone(),
                 });
             }
         }
-        for (name, service) in &self.services {
-            for uuid in &service.subscribers {
-                if self.is_local(uuid) {
-                    events.push(Event::Subscribed {
-                        service: name.clone(),
-                        uuid: *uuid,
-                    });
-                }
+        for (name, service) in self.dir.services.iter() {
+            for (uuid, _) in &service.view.load().local {
+                self.share(&Event::Subscribed {
+                    service: name.clone(),
+                    uuid: *uuid,
+                });
             }
         }
-        for event in events {
-            self.share(event);
-        }
-        if let Some(claims) = &self.claims {
-            let local: Vec<(String, Uuid)> = self
-                .clients
-                .values()
-                .filter(|c| c.outbox.is_some())
-                .map(|c| (c.info.name.clone(), c.info.uuid))
-                .collect();
-            claims.reclaim_names(local);
-        }
+        self.cluster.reclaim_names(names);
     }
 
     /// Removes a local client at once and closes its connection.
-    fn evict(&mut self, uuid: Uuid, close: Close) {
-        if let Some(client) = self.leave(uuid, true) {
-            self.broker.announce(&Event::Left { uuid });
-            if let Some(outbox) = client.outbox {
-                outbox.close(close);
-            }
-        }
+    fn evict(&mut self, uuid: Uuid, close: Close) -> Step {
+        let Some(outbox) = self.dir.local.get(&uuid).and_then(|c| c.outbox.clone()) else {
+            return done();
+        };
+        let step = self.leave(uuid, Departure::Local);
+        outbox.close(close);
+        step
     }
 
-    /// Brings the replica in line with the shared namespace.
-    fn reconcile(&mut self, snapshot: Snapshot) {
+    /// Brings the copy in line with the shared namespace.
+    fn reconcile(&mut self, snapshot: Snapshot) -> Step {
         let (local, remote): (Vec<_>, Vec<_>) = snapshot
             .clients
             .into_iter()
@@ -595,644 +519,273 @@ impl Registry {
             .collect();
         // Remote clients that are gone.
         let stale: Vec<Uuid> = self
+            .dir
             .clients
             .values()
             .filter(|c| c.outbox.is_none() && !remote_now.contains_key(&c.info.uuid))
             .map(|c| c.info.uuid)
             .collect();
-        for uuid in stale {
-            self.leave(uuid, false);
-        }
-        // Remote clients this node has not heard of.
-        for (info, node) in remote_now.into_values() {
-            self.join(info, node, None);
-        }
-        // Services.
-        let names: BTreeSet<String> = snapshot.services.iter().map(|s| s.name.clone()).collect();
-        let vanished: Vec<String> = self
-            .services
-            .iter()
-            .filter(|(name, s)| !names.contains(*name) && !self.is_local(&s.receipt.owner_uuid))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in vanished {
-            self.service_deleted(&name, None, false);
-        }
-        for service in snapshot.services {
-            let name = service.name.clone();
-            let subscribers = service.subscribers.clone();
-            self.service_created(
-                ServiceInfo {
-                    subscribers: Vec::new(),
-                    ..service
-                },
-                None,
-            );
-            let remote: BTreeSet<Uuid> = subscribers
-                .into_iter()
-                .filter(|u| self.clients.contains_key(u) && !self.is_local(u))
-                .collect();
-            // Remote subscribers that left, then the ones this node missed.
-            let gone: Vec<ClientInfo> = self
+        let mut step = self.leave_all(stale, Departure::Remote);
+        step = Box::pin(step.then(move |(), act: &mut Self, _| {
+            // Remote clients this node has not heard of.
+            for (info, node) in remote_now.into_values() {
+                act.join(info, node, None);
+            }
+            // Services that vanished (owned elsewhere), then new ones.
+            let names: BTreeSet<String> =
+                snapshot.services.iter().map(|s| s.name.clone()).collect();
+            let vanished: Vec<String> = act
+                .dir
                 .services
-                .get(&name)
-                .map(|s| {
-                    s.subscribers
-                        .iter()
-                        .filter_map(|u| self.clients.get(u))
-                        .filter(|c| c.outbox.is_none() && !remote.contains(&c.info.uuid))
-                        .map(|c| c.info.clone())
-                        .collect()
+                .iter()
+                .filter(|(name, s)| {
+                    !names.contains(*name)
+                        && !act
+                            .dir
+                            .local
+                            .contains_key(&s.view.load().receipt.owner_uuid)
                 })
-                .unwrap_or_default();
-            for info in gone {
-                if let Some(client) = self.clients.get_mut(&info.uuid) {
-                    client.subscriptions.remove(&name);
-                }
-                self.unsubscribed(&name, &info, false, false);
-            }
-            for uuid in remote {
-                self.subscribed(&name, uuid);
-            }
-        }
-        // This node's own clients missing from the shared namespace.
-        let missing = self
-            .clients
-            .values()
-            .any(|c| c.outbox.is_some() && !local_known.contains(&c.info.uuid));
-        if missing {
-            self.reregister_local();
-        }
-    }
-
-    fn handle_op(&mut self, uuid: Uuid, seq: Option<u64>, op: Op, ctx: &mut Context<Self>) {
-        let max = self.settings.max_outgoing_queue;
-        match self.clients.get_mut(&uuid).and_then(|c| c.held.as_mut()) {
-            Some(held) if held.len() < max => {
-                held.push_back((seq, op));
-                return;
-            }
-            // Their answers could not be queued either: the same bound.
-            Some(_) => {
-                let reason = format!("too fast: more than {max} requests waiting for a lookup");
-                return self.evict(uuid, Close::new(CloseCode::Policy, reason));
-            }
-            None => {}
-        }
-        let Some(client) = self.clients.get(&uuid) else {
-            // Evicted or gone: its last requests have no one to answer to.
-            return;
-        };
-        match op {
-            Op::Reply(payload) => self.reply(uuid, seq, payload),
-            Op::Message { target, data } => {
-                if let Some(claims) = self.unheard_of(&target) {
-                    return self.look_up_and_route(uuid, seq, target, data, claims, ctx);
-                }
-                let payload = self.route(uuid, &target, &data);
-                self.reply(uuid, seq, payload);
-            }
-            Op::SelfFetch => {
-                let payload = PayloadOut::SelfFetchResult {
-                    client: client.info.clone(),
-                    subscriptions: self.subscriptions_of(client),
-                };
-                self.reply(uuid, seq, payload);
-            }
-            Op::ClientFetch(raw) => {
-                let found = raw.parse::<Uuid>().ok().and_then(|u| self.clients.get(&u));
-                let payload = match found {
-                    Some(other) => PayloadOut::ClientFetchResult {
-                        client: other.info.clone(),
-                        subscriptions: self.subscriptions_of(other),
-                    },
-                    None => PayloadOut::InvalidUuid { uuid: raw },
-                };
-                self.reply(uuid, seq, payload);
-            }
-            Op::ClientFetchAll => {
-                let mut clients: Vec<ClientInfo> =
-                    self.clients.values().map(|c| c.info.clone()).collect();
-                clients.sort_by(|a, b| a.name.cmp(&b.name));
-                self.reply(uuid, seq, PayloadOut::ClientFetchAllResult { clients });
-            }
-            Op::ServiceFetch(name) => {
-                let payload = match self.services.get(&name) {
-                    Some(service) => PayloadOut::ServiceFetchResult {
-                        service: service.info(),
-                    },
-                    None => PayloadOut::InvalidService { service: name },
-                };
-                self.reply(uuid, seq, payload);
-            }
-            Op::ServiceFetchAll => {
-                let services = self.services.values().map(Service::info).collect();
-                self.reply(uuid, seq, PayloadOut::ServiceFetchAllResult { services });
-            }
-            Op::ServiceCreate { service, nickname } => {
-                self.create_service(uuid, seq, service, nickname, ctx)
-            }
-            Op::ServiceDelete(name) => match self.services.get(&name) {
-                None => self.reply(uuid, seq, PayloadOut::InvalidService { service: name }),
-                Some(service) if service.receipt.owner_uuid != uuid => self.reply(
-                    uuid,
-                    seq,
-                    PayloadOut::Bad {
-                        desc: Some(format!("only the owner can delete service {name:?}")),
-                    },
-                ),
-                Some(_) => {
-                    self.service_deleted(&name, Some((uuid, seq)), true);
-                    self.broker.announce(&Event::ServiceDeleted { name });
-                }
-            },
-            Op::SelfSubscribe(name) => self.subscribe(uuid, seq, name, ctx),
-            Op::SelfUnsubscribe(name) => {
-                let Some(service) = self.services.get(&name) else {
-                    self.reply(uuid, seq, PayloadOut::InvalidService { service: name });
-                    return;
-                };
-                let before = service.info();
-                let info = client.info.clone();
-                let payload = match self.unsubscribed(&name, &info, true, true) {
-                    Some(after) => {
-                        if let Some(client) = self.clients.get_mut(&uuid) {
-                            client.subscriptions.remove(&name);
-                        }
-                        self.broker.announce(&Event::Unsubscribed {
-                            service: name,
-                            uuid,
-                        });
-                        PayloadOut::SelfUnsubscribeResult {
-                            successful: true,
-                            service: after,
-                        }
-                    }
-                    None => PayloadOut::SelfUnsubscribeResult {
-                        successful: false,
-                        service: before,
-                    },
-                };
-                self.reply(uuid, seq, payload);
-            }
-        }
-    }
-
-    fn create_service(
-        &mut self,
-        uuid: Uuid,
-        seq: Option<u64>,
-        name: String,
-        nickname: Option<String>,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Some(existing) = self.services.get(&name) {
-            let service = existing.info();
-            let payload = PayloadOut::ServiceCreateResult {
-                successful: false,
-                service,
-            };
-            self.reply(uuid, seq, payload);
-            return;
-        }
-        if let Err(desc) = self.check_service_fields(&name, nickname.as_deref()) {
-            self.reply(uuid, seq, PayloadOut::Bad { desc: Some(desc) });
-            return;
-        }
-        let Some(owner) = self.clients.get(&uuid) else {
-            return;
-        };
-        let max = self.settings.max_services_per_client;
-        if owner.owned.len() >= max {
-            let desc = format!("a client may own at most {max} services");
-            self.reply(uuid, seq, PayloadOut::Bad { desc: Some(desc) });
-            return;
-        }
-        let receipt = ServiceInfo {
-            name,
-            nickname,
-            owner_uuid: uuid,
-            subscribers: Vec::new(),
-        };
-        let Some(claims) = self.claims.clone() else {
-            self.service_created(receipt.clone(), Some((uuid, seq)));
-            return;
-        };
-        // The name must be claimed cluster-wide. Service creation is rare, so
-        // the registry waits for the round trip and stays the one sequencer.
-        let claim = receipt.clone();
-        async move { claims.claim_service(&claim).await }
-            .into_actor(self)
-            .map(move |result, act, _| match result {
-                Ok(None) => {
-                    act.service_created(receipt.clone(), Some((uuid, seq)));
-                    act.broker
-                        .announce(&Event::ServiceCreated { service: receipt });
-                }
-                Ok(Some(existing)) => act.reply(
-                    uuid,
-                    seq,
-                    PayloadOut::ServiceCreateResult {
-                        successful: false,
-                        service: existing,
-                    },
-                ),
-                Err(e) => act.reply(
-                    uuid,
-                    seq,
-                    PayloadOut::ErrorInternal {
-                        desc: format!("cannot claim the service name: {e}"),
-                    },
-                ),
-            })
-            .wait(ctx);
-    }
-
-    fn check_service_fields(&self, name: &str, nickname: Option<&str>) -> Result<(), String> {
-        let max = self.settings.max_name_len;
-        if name.is_empty() || name.len() > max {
-            return Err(format!("a service name must be 1 to {max} bytes long"));
-        }
-        if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err("a service name may not contain spaces or control characters".into());
-        }
-        let max = self.settings.max_nickname_len;
-        if nickname.is_some_and(|n| n.len() > max) {
-            return Err(format!(
-                "a service nickname may be at most {max} bytes long"
-            ));
-        }
-        Ok(())
-    }
-
-    fn subscribe(&mut self, uuid: Uuid, seq: Option<u64>, name: String, ctx: &mut Context<Self>) {
-        let Some(service) = self.services.get(&name) else {
-            self.reply(uuid, seq, PayloadOut::InvalidService { service: name });
-            return;
-        };
-        let Some(client) = self.clients.get(&uuid) else {
-            return;
-        };
-        if service.subscribers.contains(&uuid) {
-            let payload = PayloadOut::SelfSubscribeResult {
-                successful: false,
-                service: service.info(),
-            };
-            self.reply(uuid, seq, payload);
-            return;
-        }
-        let max = self.settings.max_subscriptions_per_client;
-        if client.subscriptions.len() >= max {
-            let desc = format!("a client may subscribe to at most {max} services");
-            self.reply(uuid, seq, PayloadOut::Bad { desc: Some(desc) });
-            return;
-        }
-        let Some(after) = self.subscribed(&name, uuid) else {
-            return;
-        };
-        self.share(Event::Subscribed {
-            service: name.clone(),
-            uuid,
-        });
-        let result = PayloadOut::SelfSubscribeResult {
-            successful: true,
-            service: after,
-        };
-        // The first subscriber here of a service owned elsewhere: answer only
-        // once this node receives its broadcasts, so a broadcast the owner
-        // sends after the client learnt it is subscribed cannot miss it. The
-        // registry waits (one Redis round trip, once per service and node),
-        // which also keeps every later reply in order.
-        match self.sync_watch(&name) {
-            Some(watching) => {
-                ctx.wait(
-                    watching
-                        .into_actor(self)
-                        .map(move |(), act, _| act.reply(uuid, seq, result)),
+                .map(|(name, _)| name.clone())
+                .collect();
+            let mut step = done();
+            for name in vanished {
+                step = Box::pin(
+                    step.then(move |(), act: &mut Self, _| act.service_deleted_remotely(&name)),
                 );
             }
-            None => self.reply(uuid, seq, result),
-        }
-    }
-
-    /// In a cluster, the claims to look up a NAME or UUID target this node
-    /// has not heard of: it may have joined another replica a moment ago,
-    /// and a client must not be able to tell (a peer told of it out of band
-    /// would otherwise get INVALID_NAME for a few milliseconds).
-    fn unheard_of(&self, target: &Target) -> Option<Claims> {
-        let unknown = match target {
-            Target::Name { name } => !self.names.contains_key(name),
-            Target::Uuid { uuid } => uuid
-                .parse::<Uuid>()
-                .is_ok_and(|u| !self.clients.contains_key(&u)),
-            _ => false,
-        };
-        // With Redis down the lookup would only fail, slowly.
-        if unknown && self.broker.is_up() {
-            self.claims.clone()
-        } else {
-            None
-        }
-    }
-
-    /// Looks the target up in Redis, holding the sender's later requests
-    /// meanwhile (its frames keep their order), then relays or refuses.
-    fn look_up_and_route(
-        &mut self,
-        uuid: Uuid,
-        seq: Option<u64>,
-        target: Target,
-        data: Box<RawValue>,
-        claims: Claims,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Some(client) = self.clients.get_mut(&uuid) {
-            client.held = Some(VecDeque::new());
-        }
-        let (name, to) = match &target {
-            Target::Name { name } => (Some(name.clone()), None),
-            Target::Uuid { uuid } => (None, uuid.parse().ok()),
-            _ => (None, None),
-        };
-        async move { claims.locate(name.as_deref(), to).await }
-            .into_actor(self)
-            .map(move |found, act, ctx| {
-                let payload = match found {
-                    // Known by now, or not in the shared namespace either.
-                    _ if act.unheard_of(&target).is_none() => act.route(uuid, &target, &data),
-                    Ok(Some((peer, node))) if node != act.node => {
-                        act.relay_to_unheard_of(uuid, &target, &data, peer.uuid, node)
-                    }
-                    Ok(_) => act.route(uuid, &target, &data),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot look up a message's target in Redis");
-                        act.route(uuid, &target, &data)
-                    }
-                };
-                act.reply(uuid, seq, payload);
-                act.release(uuid, ctx);
-            })
-            .spawn(ctx);
-    }
-
-    /// Sends a MESSAGE to a client of `node` that this node's replica does
-    /// not list yet.
-    fn relay_to_unheard_of(
-        &self,
-        from: Uuid,
-        target: &Target,
-        data: &RawValue,
-        to: Uuid,
-        node: NodeId,
-    ) -> PayloadOut {
-        let Some(sender) = self.clients.get(&from) else {
-            return PayloadOut::ErrorInternal {
-                desc: "sender is not registered".into(),
-            };
-        };
-        let message = MessageOut {
-            target,
-            origin: OriginRef {
-                client: &sender.info,
-                service: None,
-            },
-            data,
-        };
-        self.broker.forward(node, to, &Frame::json(&message));
-        PayloadOut::Ok
-    }
-
-    /// Handles, in order, the requests a client sent while one of its
-    /// messages waited for a lookup.
-    fn release(&mut self, uuid: Uuid, ctx: &mut Context<Self>) {
-        let Some(held) = self.clients.get_mut(&uuid).and_then(|c| c.held.take()) else {
-            return;
-        };
-        // A request below may start another lookup: the rest then waits
-        // behind it again (`handle_op` queues them).
-        for (seq, op) in held {
-            self.handle_op(uuid, seq, op, ctx);
-        }
-    }
-
-    /// Relays a MESSAGE and returns the sender's answer.
-    fn route(&self, from: Uuid, target: &Target, data: &RawValue) -> PayloadOut {
-        let Some(sender) = self.clients.get(&from) else {
-            return PayloadOut::ErrorInternal {
-                desc: "sender is not registered".into(),
-            };
-        };
-        let plain = OriginRef {
-            client: &sender.info,
-            service: None,
-        };
-        match target {
-            Target::Name { name } => match self.names.get(name) {
-                Some(to) => self.deliver(
-                    *to,
-                    MessageOut {
-                        target,
-                        origin: plain,
-                        data,
-                    },
-                ),
-                None => PayloadOut::InvalidName { name: name.clone() },
-            },
-            Target::Uuid { uuid } => {
-                match uuid.parse().ok().filter(|u| self.clients.contains_key(u)) {
-                    Some(to) => self.deliver(
-                        to,
-                        MessageOut {
-                            target,
-                            origin: plain,
-                            data,
+            Box::pin(step.map(move |(), act: &mut Self, _| {
+                for service in snapshot.services {
+                    let remote: BTreeSet<Uuid> = service
+                        .subscribers
+                        .iter()
+                        .filter(|u| act.dir.client(u).is_some_and(|c| c.outbox.is_none()))
+                        .copied()
+                        .collect();
+                    let name = service.name.clone();
+                    act.service_created(
+                        ServiceInfo {
+                            subscribers: Vec::new(),
+                            ..service
                         },
-                    ),
-                    None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
-                }
-            }
-            Target::All => {
-                let frame = Frame::json(&MessageOut {
-                    target,
-                    origin: plain,
-                    data,
-                });
-                self.publish(&Topic::Everyone, &frame, None);
-                self.broker.broadcast(&frame, None);
-                PayloadOut::Ok
-            }
-            Target::Service { service } => {
-                let Some(entry) = self.services.get(service) else {
-                    return PayloadOut::InvalidService {
-                        service: service.clone(),
-                    };
-                };
-                let origin = OriginRef {
-                    client: &sender.info,
-                    service: Some(&entry.receipt),
-                };
-                let owner = entry.receipt.owner_uuid;
-                if from == owner {
-                    let frame = Frame::json(&MessageOut {
-                        target,
-                        origin,
-                        data,
-                    });
-                    self.publish(&Topic::Service(service.clone()), &frame, Some(owner));
-                    self.broker.publish_service(service, Some(owner), &frame);
-                    PayloadOut::Ok
-                } else if entry.subscribers.contains(&from) {
-                    self.deliver(
-                        owner,
-                        MessageOut {
-                            target,
-                            origin,
-                            data,
-                        },
-                    )
-                } else {
-                    PayloadOut::Bad {
-                        desc: Some(format!(
-                            "only the owner and subscribers of {service:?} can message it"
-                        )),
+                        None,
+                    );
+                    if let Some(handle) = act.dir.service(&name) {
+                        handle.addr.do_send(service::Reconcile { remote });
                     }
                 }
-            }
-            Target::ServiceClientUuid { service, uuid } => {
-                let Some(entry) = self.services.get(service) else {
-                    return PayloadOut::InvalidService {
-                        service: service.clone(),
-                    };
-                };
-                if entry.receipt.owner_uuid != from {
-                    return PayloadOut::Bad {
-                        desc: Some(format!(
-                            "only the owner of {service:?} can use SERVICE_CLIENT_UUID"
-                        )),
-                    };
+                // This node's own clients missing from the shared namespace.
+                if act.dir.local.keys().any(|uuid| !local_known.contains(uuid)) {
+                    act.reregister_local();
                 }
-                match uuid.parse().ok().filter(|u| entry.subscribers.contains(u)) {
-                    Some(to) => {
-                        let origin = OriginRef {
-                            client: &sender.info,
-                            service: Some(&entry.receipt),
-                        };
-                        self.deliver(
-                            to,
-                            MessageOut {
-                                target,
-                                origin,
-                                data,
-                            },
-                        )
-                    }
-                    None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
-                }
-            }
-        }
-    }
-
-    /// Sends a MESSAGE to one client, here or on its node; the sender's answer.
-    fn deliver(&self, to: Uuid, message: MessageOut<'_>) -> PayloadOut {
-        let Some(client) = self.clients.get(&to) else {
-            return PayloadOut::InvalidUuid {
-                uuid: to.to_string(),
-            };
-        };
-        let frame = Frame::json(&message);
-        match &client.outbox {
-            Some(outbox) => outbox.send(frame),
-            None => self.broker.forward(client.node, to, &frame),
-        }
-        PayloadOut::Ok
+            }))
+        }));
+        step
     }
 }
 
-impl Handler<Register> for Registry {
-    type Result = Result<(), Close>;
+/// Runs a step to completion before the registry handles anything else.
+fn atomic(step: Step) -> AtomicResponse<Registry, ()> {
+    AtomicResponse::new(step)
+}
 
-    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
-        let Register { info, outbox } = msg;
-        if self.claims.is_none() && self.names.contains_key(&info.name) {
-            return Err(Close::new(
-                CloseCode::DuplicateAuth,
-                format!("the name {:?} is taken", info.name),
-            ));
-        }
+impl Handler<Join> for Registry {
+    type Result = ResponseActFuture<Self, Result<Arc<ClientRecord>, Close>>;
+
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        let Join { info, outbox } = msg;
         let uuid = info.uuid;
-        outbox.send(Frame::json(&Sequenced {
-            seq: None,
-            payload: PayloadOut::Hello {
-                uuid,
-                version: PROTOCOL_VERSION.to_owned(),
-            },
-        }));
-        tracing::info!(%uuid, name = %info.name, "client identified");
-        let event = Event::Joined {
-            client: info.clone(),
-            node: self.node,
-        };
-        self.join(info, self.node, Some(outbox));
-        self.share(event);
-        Ok(())
+        self.joining.insert(uuid);
+        let claim = self.cluster.claim_name(&info.name, uuid);
+        Box::pin(
+            fut::wrap_future::<_, Self>(claim).map(move |claimed, act, _| {
+                let name = info.name.clone();
+                match claimed {
+                    Ok(true) if act.joining.remove(&uuid) => {
+                        tracing::info!(%uuid, %name, "client identified");
+                        let event = Event::Joined {
+                            client: info.clone(),
+                            node: act.node,
+                        };
+                        act.join(info, act.node, Some(outbox));
+                        act.share(&event);
+                        act.dir.client(&uuid).cloned().ok_or_else(|| {
+                            Close::new(CloseCode::Unknown, "internal error: the client vanished")
+                        })
+                    }
+                    Ok(true) => {
+                        // It left while its name was being claimed: give the
+                        // name back (a departure releases the names it holds).
+                        act.cluster.record(&Event::Joined {
+                            client: info,
+                            node: act.node,
+                        });
+                        act.cluster.record(&Event::Left { uuid });
+                        Err(Close::new(
+                            CloseCode::Unknown,
+                            "the connection closed while identifying",
+                        ))
+                    }
+                    Ok(false) => {
+                        act.joining.remove(&uuid);
+                        Err(Close::new(
+                            CloseCode::DuplicateAuth,
+                            format!("the name {name:?} is taken"),
+                        ))
+                    }
+                    Err(e) => {
+                        act.joining.remove(&uuid);
+                        Err(Close::new(
+                            CloseCode::TryAgainLater,
+                            format!("the cluster cannot register clients now: {e}"),
+                        ))
+                    }
+                }
+            }),
+        )
     }
 }
 
 impl Handler<Leave> for Registry {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
-        if self.leave(msg.uuid, true).is_some() {
-            self.broker.announce(&Event::Left { uuid: msg.uuid });
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) -> Self::Result {
+        if self.joining.remove(&msg.uuid) {
+            return atomic(done());
         }
+        atomic(self.leave(msg.uuid, Departure::Local))
     }
 }
 
-impl Handler<Request> for Registry {
-    type Result = ();
+impl Handler<CreateService> for Registry {
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Request, ctx: &mut Context<Self>) {
-        self.handle_op(msg.uuid, msg.seq, msg.op, ctx);
+    fn handle(&mut self, msg: CreateService, _: &mut Context<Self>) -> Self::Result {
+        let CreateService {
+            owner,
+            name,
+            nickname,
+            reply,
+        } = msg;
+        let answer = |payload| -> Self::Result {
+            reply.send(payload);
+            Box::pin(fut::ready(()))
+        };
+        if let Some(existing) = self.dir.service(&name) {
+            return answer(PayloadOut::ServiceCreateResult {
+                successful: false,
+                service: existing.info(),
+            });
+        }
+        let max = self.settings.max_services_per_client;
+        if self.owned.get(&owner).map_or(0, BTreeSet::len) >= max {
+            let desc = format!("a client may own at most {max} services");
+            return answer(PayloadOut::Bad { desc: Some(desc) });
+        }
+        let receipt = ServiceInfo {
+            name,
+            nickname,
+            owner_uuid: owner,
+            subscribers: Vec::new(),
+        };
+        // The name is claimed cluster-wide; the registry goes on meanwhile.
+        let claim = self.cluster.claim_service(&receipt);
+        Box::pin(
+            fut::wrap_future::<_, Self>(claim).map(move |claimed, act, _| {
+                let answer = match claimed {
+                    Ok(None) if act.dir.local.contains_key(&owner) => {
+                        act.service_created(receipt.clone(), Some(owner));
+                        act.cluster.announce(&Event::ServiceCreated {
+                            service: receipt.clone(),
+                        });
+                        PayloadOut::ServiceCreateResult {
+                            successful: true,
+                            service: receipt,
+                        }
+                    }
+                    Ok(None) => {
+                        // The owner left while the name was being claimed.
+                        act.cluster
+                            .record(&Event::ServiceDeleted { name: receipt.name });
+                        PayloadOut::ErrorInternal {
+                            desc: "the client left".into(),
+                        }
+                    }
+                    Ok(Some(existing)) => PayloadOut::ServiceCreateResult {
+                        successful: false,
+                        service: act
+                            .dir
+                            .service(&existing.name)
+                            .map_or(existing, |s| s.info()),
+                    },
+                    Err(e) => PayloadOut::ErrorInternal {
+                        desc: format!("cannot claim the service name: {e}"),
+                    },
+                };
+                reply.send(answer);
+            }),
+        )
+    }
+}
+
+impl Handler<DeleteService> for Registry {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: DeleteService, _: &mut Context<Self>) -> Self::Result {
+        let DeleteService { by, name, reply } = msg;
+        let answer = |payload| {
+            reply.send(payload);
+            atomic(done())
+        };
+        let owner = match self.dir.service(&name) {
+            None => return answer(PayloadOut::InvalidService { service: name }),
+            Some(service) => service.view.load().receipt.owner_uuid,
+        };
+        if owner != by {
+            return answer(PayloadOut::Bad {
+                desc: Some(format!("only the owner can delete service {name:?}")),
+            });
+        }
+        let Some(handle) = self.unlist(&name) else {
+            return answer(PayloadOut::InvalidService { service: name });
+        };
+        let fallback = handle.info();
+        AtomicResponse::new(Box::pin(
+            fut::wrap_future::<_, Self>(handle.addr.send(service::End)).map(move |info, act, _| {
+                let service = info.unwrap_or(fallback);
+                act.service_ended(&service, Some(by), true, true);
+                reply.send(PayloadOut::ServiceDeleteResult { service });
+            }),
+        ))
     }
 }
 
 impl Handler<Overflowed> for Registry {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Overflowed, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Overflowed, _: &mut Context<Self>) -> Self::Result {
         let max = self.settings.max_outgoing_queue;
         tracing::warn!(uuid = %msg.uuid, "evicting a client that does not read its frames");
-        self.evict(
-            msg.uuid,
-            Close::new(
-                CloseCode::Policy,
-                format!("too slow: more than {max} frames waiting to be sent"),
-            ),
+        let close = Close::new(
+            CloseCode::Policy,
+            format!("too slow: more than {max} frames waiting to be sent"),
         );
+        atomic(self.evict(msg.uuid, close))
     }
 }
 
 impl Handler<Evict> for Registry {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Evict, _: &mut Context<Self>) {
-        self.evict(msg.uuid, msg.close);
-    }
-}
-
-impl Handler<Lookup> for Registry {
-    type Result = Option<ClientInfo>;
-
-    fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
-        self.clients.get(&msg.uuid).map(|c| c.info.clone())
+    fn handle(&mut self, msg: Evict, _: &mut Context<Self>) -> Self::Result {
+        atomic(self.evict(msg.uuid, msg.close))
     }
 }
 
 impl Handler<Ready> for Registry {
-    type Result = bool;
+    type Result = Result<(), &'static str>;
 
-    fn handle(&mut self, _: Ready, _: &mut Context<Self>) -> bool {
-        self.broker.is_up()
+    fn handle(&mut self, _: Ready, _: &mut Context<Self>) -> Self::Result {
+        self.cluster.health()
     }
 }
 
@@ -1241,7 +794,7 @@ impl Handler<CloseAll> for Registry {
 
     fn handle(&mut self, msg: CloseAll, _: &mut Context<Self>) -> usize {
         let mut closed = 0;
-        for outbox in self.clients.values().filter_map(|c| c.outbox.as_ref()) {
+        for outbox in self.dir.local.values().filter_map(|c| c.outbox.as_ref()) {
             outbox.close(msg.close.clone());
             closed += 1;
         }
@@ -1249,48 +802,32 @@ impl Handler<CloseAll> for Registry {
     }
 }
 
-impl Handler<Inbound> for Registry {
-    type Result = ();
+impl Handler<Remote> for Registry {
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Inbound, _: &mut Context<Self>) {
-        match msg {
-            Inbound::Event(event) => self.apply(event),
-            Inbound::All { except, frame } => self.publish(&Topic::Everyone, &frame, except),
-            Inbound::Remote(Remote::Client { to, frame }) => {
-                if let Some(outbox) = self.clients.get(&to).and_then(|c| c.outbox.as_ref()) {
-                    outbox.send(frame);
-                }
-            }
-            Inbound::Remote(Remote::Service {
-                name,
-                except,
-                frame,
-            }) => self.publish(&Topic::Service(name), &frame, except),
-        }
+    fn handle(&mut self, msg: Remote, _: &mut Context<Self>) -> Self::Result {
+        atomic(self.apply(msg.0))
     }
 }
 
 impl Handler<Reconcile> for Registry {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Reconcile, _: &mut Context<Self>) {
-        self.reconcile(msg.0);
-        // Watches whose need changed while this node was not listening. (A
-        // reconnected link renews the watches it had by itself.)
-        let names: Vec<String> = self.services.keys().cloned().collect();
-        for name in names {
-            // Nobody is waiting on these: they start now, unconfirmed.
-            drop(self.sync_watch(&name));
-        }
+    fn handle(&mut self, msg: Reconcile, _: &mut Context<Self>) -> Self::Result {
+        atomic(self.reconcile(msg.0))
     }
 }
 
 impl Handler<Reap> for Registry {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Reap, _: &mut Context<Self>) {
-        self.node_down(msg.node, true);
-        self.broker.announce(&Event::NodeDown { node: msg.node });
-        self.broker.record(&Event::NodeDown { node: msg.node });
+    fn handle(&mut self, msg: Reap, _: &mut Context<Self>) -> Self::Result {
+        let node = msg.0;
+        let step = self.node_down(node, Departure::Reaped);
+        atomic(Box::pin(step.map(move |(), act: &mut Self, _| {
+            let event = Event::NodeDown { node };
+            act.cluster.announce(&event);
+            act.cluster.record(&event);
+        })))
     }
 }

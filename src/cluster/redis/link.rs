@@ -1,0 +1,357 @@
+//! The node's link to Redis and the tasks that keep it: one writer, one
+//! subscription, one lease keeper.
+//!
+//! Ordering: the node writes through one task and one connection, and reads
+//! through one subscription connection into one channel of [`Inbound`]
+//! items, so what one node sends another arrives in the order it was sent,
+//! whatever the Redis channel.
+//!
+//! Liveness: every node renews `lease:{node}` every third of the lease. A
+//! node that finds another's lease gone takes `reap:{node}` and reports
+//! [`Inbound::Reap`]: the namespace removes that node's clients, recording
+//! each departure, and announces `NodeDown`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::wire::{self, key, StoredClient, EVENTS};
+use crate::cluster::{Inbound, NodeId, Snapshot};
+use crate::metrics;
+use crate::protocol::ServiceInfo;
+
+/// What the writer task is given, in order.
+pub enum Write {
+    Cmd(redis::Cmd),
+    /// Answered once every command queued before it has been sent.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Changes to the set of service channels this node follows, applied in
+/// order by the subscriber task (the one owner of the subscription).
+pub enum WatchCommand {
+    /// Subscribe; `confirmed` is answered once Redis confirmed (or failed).
+    Watch {
+        name: String,
+        confirmed: oneshot::Sender<()>,
+    },
+    Unwatch(String),
+}
+
+/// State shared by the cluster handle and its background tasks.
+pub struct Link {
+    pub node: NodeId,
+    pub lease: Duration,
+    pub client: redis::Client,
+    pub conn: ConnectionManager,
+    pub writes: mpsc::UnboundedSender<Write>,
+    pub watches: mpsc::UnboundedSender<WatchCommand>,
+    pub inbound: mpsc::UnboundedSender<Inbound>,
+    /// The subscription connection is up.
+    pub subscribed: AtomicBool,
+    /// The last write (or lease renewal) succeeded.
+    pub writing: AtomicBool,
+    /// Set when the shared namespace may have missed this node's writes.
+    pub resync: Notify,
+    /// Set once the node deregistered: its lease must not come back.
+    pub leaving: AtomicBool,
+}
+
+impl Link {
+    pub fn publish(&self, channel: String, payload: Vec<u8>) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.write(cmd);
+    }
+
+    pub fn write(&self, cmd: redis::Cmd) {
+        if self.writes.send(Write::Cmd(cmd)).is_err() {
+            tracing::error!("the Redis writer has stopped");
+        }
+    }
+
+    /// Resolves once every write queued before the call has been sent (or
+    /// failed): a claim or a lookup made after it sees this node's own
+    /// changes, such as a departure that released the name being claimed.
+    pub async fn flushed(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.writes.send(Write::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    /// Hands a watch command to the subscriber task.
+    pub fn send_watch(&self, command: WatchCommand) {
+        if self.watches.send(command).is_err() {
+            tracing::error!("the Redis subscriber has stopped");
+        }
+    }
+
+    /// Reports something to the namespace; it only fails once the node is
+    /// shutting down, when nobody listens any more.
+    pub fn report(&self, inbound: Inbound) {
+        let _ = self.inbound.send(inbound);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed) && self.writing.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes commands in order, batching whatever is queued into one pipeline.
+pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    let mut conn = link.conn.clone();
+    let mut batch = Vec::new();
+    let mut flushed = Vec::new();
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let mut pipe = redis::pipe();
+        let mut commands = 0;
+        for write in batch.drain(..) {
+            match write {
+                Write::Cmd(cmd) => {
+                    pipe.add_command(cmd).ignore();
+                    commands += 1;
+                }
+                Write::Flush(done) => flushed.push(done),
+            }
+        }
+        if commands > 0 {
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => {
+                    if !link.writing.swap(true, Ordering::Relaxed) {
+                        link.resync.notify_one();
+                    }
+                }
+                Err(e) => {
+                    if link.writing.swap(false, Ordering::Relaxed) {
+                        tracing::error!(error = %e, "Redis write failed: cluster updates are being lost");
+                    }
+                    metrics::get().redis_errors.inc();
+                }
+            }
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Follows this node's channels; after every (re)connection, reads the
+/// shared namespace before forwarding anything else, so an event and the
+/// snapshot cannot be applied in the wrong order. It also owns the set of
+/// watched service channels, so subscribing and unsubscribing happen in the
+/// order they were asked for.
+pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<WatchCommand>) {
+    let mut watched = BTreeSet::new();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        // Watches asked for while the link was down start with it.
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                WatchCommand::Watch { name, .. } => watched.insert(name),
+                WatchCommand::Unwatch(name) => watched.remove(&name),
+            };
+        }
+        match subscribe(&link, &watched).await {
+            Ok((mut sink, mut stream)) => {
+                delay = Duration::from_millis(100);
+                if let Err(e) = resync(&link).await {
+                    tracing::warn!(error = %e, "cannot read the shared namespace");
+                    continue;
+                }
+                link.subscribed.store(true, Ordering::Relaxed);
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => {
+                            let Some(msg) = msg else { break };
+                            if let Some((from, inbound)) = wire::decode(msg.get_payload_bytes()) {
+                                if from != link.node {
+                                    link.report(inbound);
+                                }
+                            }
+                        }
+                        Some(command) = commands.recv() => {
+                            if let Err(e) = follow(&mut sink, &mut watched, command).await {
+                                tracing::warn!(error = %e, "cannot change the Redis subscription");
+                                break;
+                            }
+                        }
+                        _ = link.resync.notified() => {
+                            if let Err(e) = resync(&link).await {
+                                tracing::warn!(error = %e, "cannot read the shared namespace");
+                                break;
+                            }
+                        }
+                    }
+                }
+                link.subscribed.store(false, Ordering::Relaxed);
+                metrics::get().redis_reconnects.inc();
+                tracing::error!("lost the Redis subscription; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to Redis");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Subscribes to the events, the node's inbox and the watched services.
+async fn subscribe(
+    link: &Link,
+    watched: &BTreeSet<String>,
+) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+    let (mut sink, stream) = link.client.get_async_pubsub().await?.split();
+    sink.subscribe(EVENTS).await?;
+    sink.subscribe(wire::inbox(link.node)).await?;
+    if !watched.is_empty() {
+        let channels: Vec<String> = watched.iter().map(|n| wire::service_channel(n)).collect();
+        sink.subscribe(channels).await?;
+    }
+    Ok((sink, stream))
+}
+
+/// Applies one watch command to the live subscription.
+async fn follow(
+    sink: &mut PubSubSink,
+    watched: &mut BTreeSet<String>,
+    command: WatchCommand,
+) -> redis::RedisResult<()> {
+    match command {
+        WatchCommand::Watch { name, confirmed } => {
+            let channel = wire::service_channel(&name);
+            watched.insert(name);
+            let result = sink.subscribe(channel).await;
+            // The subscriber waits for this, whatever the outcome.
+            let _ = confirmed.send(());
+            result
+        }
+        WatchCommand::Unwatch(name) => {
+            watched.remove(&name);
+            sink.unsubscribe(wire::service_channel(&name)).await
+        }
+    }
+}
+
+async fn resync(link: &Link) -> redis::RedisResult<()> {
+    let snapshot = load_snapshot(link).await?;
+    link.report(Inbound::Snapshot(snapshot));
+    Ok(())
+}
+
+async fn load_snapshot(link: &Link) -> redis::RedisResult<Snapshot> {
+    let mut conn = link.conn.clone();
+    let clients: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(key(&["clients"]))
+        .query_async(&mut conn)
+        .await?;
+    let services: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(key(&["services"]))
+        .query_async(&mut conn)
+        .await?;
+    let mut snapshot = Snapshot::default();
+    for (_, json) in clients {
+        match serde_json::from_str::<StoredClient>(&json) {
+            Ok(stored) => snapshot.clients.push((stored.client, stored.node)),
+            Err(e) => tracing::warn!(error = %e, "skipping a malformed client record"),
+        }
+    }
+    for (name, json) in services {
+        let mut service: ServiceInfo = match serde_json::from_str(&json) {
+            Ok(service) => service,
+            Err(e) => {
+                tracing::warn!(error = %e, %name, "skipping a malformed service record");
+                continue;
+            }
+        };
+        let subscribers: Vec<String> = redis::cmd("ZRANGE")
+            .arg(key(&["subs", &name]))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        service.subscribers = subscribers.iter().filter_map(|u| u.parse().ok()).collect();
+        snapshot.services.push(service);
+    }
+    Ok(snapshot)
+}
+
+/// Renews this node's lease and reaps nodes whose lease is gone.
+pub async fn lease_keeper(link: Arc<Link>) {
+    let mut tick = tokio::time::interval(link.lease / 3);
+    let mut conn = link.conn.clone();
+    let node = link.node.to_string();
+    loop {
+        tick.tick().await;
+        if link.leaving.load(Ordering::Relaxed) {
+            return;
+        }
+        let renewed: redis::RedisResult<()> = redis::pipe()
+            .cmd("SET")
+            .arg(key(&["lease", &node]))
+            .arg(1)
+            .arg("PX")
+            .arg(link.lease.as_millis() as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(key(&["nodes"]))
+            .arg(&node)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = renewed {
+            if link.writing.swap(false, Ordering::Relaxed) {
+                tracing::error!(error = %e, "cannot renew this node's lease");
+            }
+            continue;
+        }
+        if !link.writing.swap(true, Ordering::Relaxed) {
+            tracing::info!("Redis is reachable again");
+            link.resync.notify_one();
+        }
+        if let Err(e) = reap_dead(&link, &mut conn).await {
+            tracing::warn!(error = %e, "cannot check the other nodes' leases");
+        }
+    }
+}
+
+async fn reap_dead(link: &Link, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(key(&["nodes"]))
+        .query_async(conn)
+        .await?;
+    for other in nodes {
+        let Ok(other_id) = other.parse::<NodeId>() else {
+            continue;
+        };
+        if other_id == link.node {
+            continue;
+        }
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(key(&["lease", &other]))
+            .query_async(conn)
+            .await?;
+        if alive {
+            continue;
+        }
+        let won: Option<String> = redis::cmd("SET")
+            .arg(key(&["reap", &other]))
+            .arg(link.node.to_string())
+            .arg("NX")
+            .arg("PX")
+            .arg(link.lease.as_millis() as u64)
+            .query_async(conn)
+            .await?;
+        if won.is_some() {
+            tracing::warn!(node = %other, "node lease expired: cleaning up after it");
+            link.report(Inbound::Reap(other_id));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! How the shared namespace is laid out in Redis, and how messages on its
+//! channels are encoded.
+//!
+//! Keys (prefix `concierge:`):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `name:{name}` | string | the uuid that claimed the name (`SET NX`) |
+//! | `clients` | hash | uuid → `{client, node}` |
+//! | `node-clients:{node}` | set | the uuids of a node's clients |
+//! | `services` | hash | name → service (claimed with `HSETNX`) |
+//! | `subs:{name}` | sorted set | subscriber uuids, scored by subscription time |
+//! | `nodes` | set | every node that registered |
+//! | `lease:{node}` | string with TTL | present while the node is alive |
+//! | `reap:{node}` | string with TTL | who is cleaning up after a dead node |
+//!
+//! Channels: `concierge:events` carries namespace events and MESSAGEs to ALL
+//! (every node needs both); `concierge:node:{node}` is a node's inbox for
+//! frames to one of its clients; `concierge:service:{name}` carries the
+//! broadcasts of a service from its owner's node.
+//!
+//! A channel message is a JSON header line, then (when the route carries
+//! one) the frame's JSON, byte for byte.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::cluster::{Event, Inbound, NodeId};
+use crate::protocol::ClientInfo;
+use crate::transport::outbox::Frame;
+
+pub const PREFIX: &str = "concierge";
+pub const EVENTS: &str = "concierge:events";
+
+/// `concierge:` followed by the parts, separated by colons.
+pub fn key(parts: &[&str]) -> String {
+    let mut key = String::from(PREFIX);
+    for part in parts {
+        key.push(':');
+        key.push_str(part);
+    }
+    key
+}
+
+/// A node's inbox channel.
+pub fn inbox(node: NodeId) -> String {
+    key(&["node", &node.to_string()])
+}
+
+/// The channel of a service's broadcasts.
+pub fn service_channel(name: &str) -> String {
+    key(&["service", name])
+}
+
+/// A client as stored in the `clients` hash.
+#[derive(Serialize, Deserialize)]
+pub struct StoredClient {
+    pub client: ClientInfo,
+    pub node: NodeId,
+}
+
+/// The first line of every message on a channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    from: NodeId,
+    route: Route,
+}
+
+/// Where a channel message goes, on the receiving node.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Route {
+    Event { event: Event },
+    All { except: Option<Uuid> },
+    Client { to: Uuid },
+    Service { name: String, except: Option<Uuid> },
+}
+
+pub fn encode(from: NodeId, route: Route, frame: Option<&Frame>) -> Vec<u8> {
+    let header = Header { from, route };
+    // A header is plain data: serializing it cannot fail.
+    let mut out = serde_json::to_vec(&header).unwrap_or_default();
+    out.push(b'\n');
+    if let Some(frame) = frame {
+        out.extend_from_slice(frame.payload());
+    }
+    out
+}
+
+/// Parses a channel message into its sender and what it carries; `None`
+/// (logged) for anything malformed.
+pub fn decode(payload: &[u8]) -> Option<(NodeId, Inbound)> {
+    let split = payload.iter().position(|b| *b == b'\n');
+    let (head, body) = match split {
+        Some(i) => (&payload[..i], &payload[i + 1..]),
+        None => (payload, &[][..]),
+    };
+    let header: Header = match serde_json::from_slice(head) {
+        Ok(header) => header,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping a malformed cluster message");
+            return None;
+        }
+    };
+    let frame = || match std::str::from_utf8(body) {
+        Ok(text) => Some(Frame::new(text)),
+        Err(_) => {
+            tracing::warn!("dropping a cluster message whose frame is not UTF-8");
+            None
+        }
+    };
+    let inbound = match header.route {
+        Route::Event { event } => Inbound::Event(event),
+        Route::All { except } => Inbound::All {
+            except,
+            frame: frame()?,
+        },
+        Route::Client { to } => Inbound::Client {
+            to,
+            frame: frame()?,
+        },
+        Route::Service { name, except } => Inbound::Service {
+            name,
+            except,
+            frame: frame()?,
+        },
+    };
+    Some((header.from, inbound))
+}

@@ -1,0 +1,180 @@
+//! Taking a WebSocket over from the HTTP server.
+//!
+//! A WebSocket upgrade request never reaches the actix-web application: the
+//! HTTP/1 service hands it, with its socket, to [`take_over`], which answers
+//! the handshake (RFC 6455, the subprotocol when offered, refusals as HTTP
+//! errors that say why) and gives the socket to a [`Session`] with its
+//! reader and writer (see [`crate::transport::websocket`] for why the
+//! gateway owns its sockets).
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::rc::Rc;
+
+use actix::prelude::*;
+use actix_codec::Framed;
+use actix_http::body::BodySize;
+use actix_http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use actix_http::{h1, ConnectionType, Request, RequestHead, Response, StatusCode};
+use actix_web::rt::net::TcpStream;
+use actix_web::web;
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+use super::session::Session;
+use super::AppState;
+use crate::protocol::SUBPROTOCOL;
+use crate::transport::frame_guard::FrameGuard;
+use crate::transport::websocket::{Incoming, SocketInput};
+
+/// Answers a request that asked for a WebSocket upgrade and, once the
+/// client has its 101, gives the socket to a new session. Refusals are
+/// plain HTTP responses that say why (the status line's reason, or a body),
+/// after which the connection is closed.
+///
+/// The returned future lives, inside the connection's task, as long as the
+/// connection: the handshake, which needs the HTTP codec and its buffers,
+/// runs in a future of its own that is freed once it is done.
+pub(super) fn take_over(
+    state: web::Data<AppState>,
+    req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> impl Future<Output = Result<(), Infallible>> {
+    let handshake = Box::pin(handshake(req, framed));
+    async move {
+        if let Some((io, early, peer)) = handshake.await {
+            serve(&state, io, early, peer).await;
+        }
+        Ok(())
+    }
+}
+
+/// Answers the upgrade request. Once the 101 is sent: the socket, the
+/// bytes read past the request, and the peer's address.
+async fn handshake(
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> Option<(TcpStream, Bytes, String)> {
+    let response = if req.path() != "/ws" {
+        Err(refusal(
+            StatusCode::NOT_FOUND,
+            "WebSocket connections are accepted on /ws only",
+        ))
+    } else {
+        accept(req.head())
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err((response, body)) => {
+            refuse(framed, response, body).await;
+            return None;
+        }
+    };
+    if let Err(e) = framed.send((response, BodySize::None).into()).await {
+        tracing::debug!(error = %e, "cannot answer a WebSocket upgrade");
+        return None;
+    }
+    let peer = req
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let (io, early) = into_socket(framed);
+    Some((io, early, peer))
+}
+
+/// Runs a WebSocket connection: a session reading from the socket, and its
+/// writer, until both are done.
+async fn serve(state: &AppState, io: TcpStream, early: Bytes, peer: String) {
+    // A frame is written as soon as it is queued, and frames queued
+    // together already leave in one write: Nagle's algorithm would only
+    // hold small frames back until the previous ones are acknowledged.
+    if let Err(e) = io.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let (input, output) = io.into_split();
+
+    let oversized = Rc::new(Cell::new(false));
+    let (session, writer) = Session::new(
+        state.settings.clone(),
+        state.namespace.clone(),
+        peer,
+        oversized.clone(),
+    );
+    let max = state.settings.max_frame_size;
+    let input = Incoming::new(
+        FrameGuard::new(SocketInput::new(input, early), max, oversized),
+        max,
+    );
+    Session::create(move |ctx| {
+        ctx.add_stream(input);
+        session
+    });
+    writer.write_to(output).await;
+}
+
+/// The socket of an answered upgrade, and the bytes the dispatcher read
+/// past the request (frames the client sent without waiting for the 101).
+/// The dispatcher's two buffers are freed here.
+fn into_socket(framed: Framed<TcpStream, h1::Codec>) -> (TcpStream, Bytes) {
+    let parts = framed.into_parts();
+    (parts.io, Bytes::copy_from_slice(&parts.read_buf))
+}
+
+/// The handshake's 101 response, with the concierge subprotocol when the
+/// client offers it (it is optional); or why the request is refused.
+fn accept(head: &RequestHead) -> Result<Response<()>, (Response<()>, &'static str)> {
+    let mut response = match actix_http::ws::handshake(head) {
+        Ok(response) => response,
+        Err(e) => return Err((Response::from(e).drop_body(), "")),
+    };
+    let offered = head
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|protocol| protocol.trim() == SUBPROTOCOL);
+    if offered {
+        response.insert_header((
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        ));
+    }
+    response.message_body(()).map_err(|e| {
+        tracing::error!(error = %e, "cannot build the handshake response");
+        refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot build the handshake response",
+        )
+    })
+}
+
+fn refusal(status: StatusCode, body: &'static str) -> (Response<()>, &'static str) {
+    (Response::with_body(status, ()), body)
+}
+
+/// Sends a refusal with its body and closes the connection.
+async fn refuse(
+    mut framed: Framed<TcpStream, h1::Codec>,
+    mut response: Response<()>,
+    body: &'static str,
+) {
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    let sent = async {
+        let size = BodySize::Sized(body.len() as u64);
+        framed.send((response, size).into()).await?;
+        if !body.is_empty() {
+            framed
+                .send(h1::Message::Chunk(Some(Bytes::from_static(
+                    body.as_bytes(),
+                ))))
+                .await?;
+        }
+        framed.send(h1::Message::Chunk(None)).await
+    };
+    if let Err(e) = sent.await {
+        tracing::debug!(error = %e, "cannot refuse a WebSocket upgrade");
+    }
+}

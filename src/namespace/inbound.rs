@@ -1,0 +1,68 @@
+//! Applies what other nodes send, in the order it arrives.
+//!
+//! Frames go straight to the local recipients' outboxes from the views.
+//! Changes go to the actor that owns them, and the next item waits until
+//! that actor has applied the change (and told its clients): a remote
+//! sender's subscription, then its MESSAGE, reach a local client in that
+//! order, as they would on one node.
+
+use super::registry::{Evict, Reap, Reconcile, Remote};
+use super::service;
+use super::Namespace;
+use crate::cluster::{Event, Inbound, InboundStream};
+
+pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
+    while let Some(item) = inbound.recv().await {
+        let delivered = match item {
+            Inbound::Event(Event::Subscribed { service, uuid }) => {
+                to_service(&ns, &service, service::Remote::Subscribed(uuid)).await
+            }
+            Inbound::Event(Event::Unsubscribed { service, uuid }) => {
+                to_service(&ns, &service, service::Remote::Unsubscribed(uuid)).await
+            }
+            Inbound::Event(event) => ns.registry.send(Remote(event)).await.is_ok(),
+            Inbound::Snapshot(snapshot) => ns.registry.send(Reconcile(snapshot)).await.is_ok(),
+            Inbound::Reap(node) => ns.registry.send(Reap(node)).await.is_ok(),
+            Inbound::NameLost { uuid, close } => {
+                ns.registry.send(Evict { uuid, close }).await.is_ok()
+            }
+            Inbound::All { except, frame } => {
+                ns.directory().publish(&frame, except);
+                true
+            }
+            Inbound::Client { to, frame } => {
+                if let Some(outbox) = ns.directory().client(&to).and_then(|c| c.outbox.clone()) {
+                    outbox.send(frame);
+                }
+                true
+            }
+            Inbound::Service {
+                name,
+                except,
+                frame,
+            } => {
+                if let Some(service) = ns.directory().service(&name) {
+                    service.view.load().publish(&frame, except);
+                }
+                true
+            }
+        };
+        if !delivered {
+            // The registry is gone: the gateway is stopping.
+            return;
+        }
+    }
+}
+
+/// Hands a subscription change to its service's actor and waits for it.
+async fn to_service(ns: &Namespace, name: &str, change: service::Remote) -> bool {
+    let handle = ns.directory().service(name).cloned();
+    match handle {
+        Some(handle) => {
+            // A service that ended meanwhile has no subscribers to change.
+            let _ = handle.addr.send(change).await;
+        }
+        None => tracing::debug!(service = %name, ?change, "change to an unknown service ignored"),
+    }
+    true
+}

@@ -1,0 +1,185 @@
+//! MESSAGE routing, done by the sender's own thread from the published
+//! views: the target is resolved, the receipt (`origin`) attached, the
+//! frame serialized once and pushed into every recipient's outbox (or
+//! handed to the cluster for recipients on other nodes), with no actor in
+//! between. A target this node has not heard of is looked up in the
+//! cluster first: it may have joined another node a moment ago.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::view::{ClientRecord, Directory};
+use super::Namespace;
+use crate::protocol::{MessageOut, OriginRef, PayloadOut, ServiceInfo, Target};
+use crate::transport::outbox::Frame;
+
+/// The sender's answer, now or once a lookup is done. (Only ever returned
+/// and matched at once: its size does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Routed {
+    Now(PayloadOut),
+    Lookup(Pin<Box<dyn Future<Output = PayloadOut>>>),
+}
+
+/// Relays a MESSAGE from `from`; returns the sender's answer.
+pub(super) fn route(
+    ns: &Namespace,
+    from: &Arc<ClientRecord>,
+    target: &Target,
+    data: &RawValue,
+) -> Routed {
+    let dir = ns.directory();
+    let frame = |service: Option<&ServiceInfo>| {
+        Frame::json(&MessageOut {
+            target,
+            origin: OriginRef {
+                client: &from.info,
+                service,
+            },
+            data,
+        })
+    };
+    let payload = match target {
+        Target::Name { name } => match dir.named(name) {
+            Some(to) => deliver(ns, to, frame(None)),
+            None => return look_up(ns, from, target, data),
+        },
+        Target::Uuid { uuid } => match uuid.parse::<Uuid>() {
+            Ok(to) => match dir.client(&to) {
+                Some(to) => deliver(ns, to, frame(None)),
+                None => return look_up(ns, from, target, data),
+            },
+            Err(_) => PayloadOut::InvalidUuid { uuid: uuid.clone() },
+        },
+        Target::All => {
+            let frame = frame(None);
+            dir.publish(&frame, None);
+            ns.cluster.send_to_all(&frame, None);
+            PayloadOut::Ok
+        }
+        Target::Service { service } => {
+            let Some(handle) = dir.service(service) else {
+                return Routed::Now(PayloadOut::InvalidService {
+                    service: service.clone(),
+                });
+            };
+            let view = handle.view.load();
+            let owner = view.receipt.owner_uuid;
+            let sender = from.info.uuid;
+            if sender == owner {
+                let frame = frame(Some(&view.receipt));
+                view.publish(&frame, Some(owner));
+                ns.cluster.publish_service(service, Some(owner), &frame);
+                PayloadOut::Ok
+            } else if view.subscribers.contains(&sender) {
+                deliver_to_uuid(ns, &dir, owner, frame(Some(&view.receipt)))
+            } else {
+                PayloadOut::Bad {
+                    desc: Some(format!(
+                        "only the owner and subscribers of {service:?} can message it"
+                    )),
+                }
+            }
+        }
+        Target::ServiceClientUuid { service, uuid } => {
+            let Some(handle) = dir.service(service) else {
+                return Routed::Now(PayloadOut::InvalidService {
+                    service: service.clone(),
+                });
+            };
+            let view = handle.view.load();
+            if view.receipt.owner_uuid != from.info.uuid {
+                return Routed::Now(PayloadOut::Bad {
+                    desc: Some(format!(
+                        "only the owner of {service:?} can use SERVICE_CLIENT_UUID"
+                    )),
+                });
+            }
+            match uuid.parse().ok().filter(|u| view.subscribers.contains(u)) {
+                Some(to) => deliver_to_uuid(ns, &dir, to, frame(Some(&view.receipt))),
+                None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
+            }
+        }
+    };
+    Routed::Now(payload)
+}
+
+/// Sends a frame to one client, here or on its node.
+fn deliver(ns: &Namespace, to: &ClientRecord, frame: Frame) -> PayloadOut {
+    match &to.outbox {
+        Some(outbox) => outbox.send(frame),
+        None => ns.cluster.send_to_node(to.node, to.info.uuid, &frame),
+    }
+    PayloadOut::Ok
+}
+
+fn deliver_to_uuid(ns: &Namespace, dir: &Directory, to: Uuid, frame: Frame) -> PayloadOut {
+    match dir.client(&to) {
+        Some(to) => deliver(ns, to, frame),
+        None => PayloadOut::InvalidUuid {
+            uuid: to.to_string(),
+        },
+    }
+}
+
+/// The NAME or UUID target as this node knows it, if it does.
+fn known<'d>(dir: &'d Directory, target: &Target) -> Option<&'d Arc<ClientRecord>> {
+    match target {
+        Target::Name { name } => dir.named(name),
+        Target::Uuid { uuid } => uuid.parse().ok().and_then(|u| dir.client(&u)),
+        _ => None,
+    }
+}
+
+fn invalid(target: &Target) -> PayloadOut {
+    match target {
+        Target::Name { name } => PayloadOut::InvalidName { name: name.clone() },
+        Target::Uuid { uuid } => PayloadOut::InvalidUuid { uuid: uuid.clone() },
+        _ => PayloadOut::Bad { desc: None },
+    }
+}
+
+/// Looks a NAME or UUID target up in the cluster, then relays or refuses.
+fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &RawValue) -> Routed {
+    let (name, uuid) = match target {
+        Target::Name { name } => (Some(name.as_str()), None),
+        Target::Uuid { uuid } => (None, uuid.parse().ok()),
+        _ => (None, None),
+    };
+    let located = ns.cluster.locate(name, uuid);
+    let (ns, from, target, data) = (ns.clone(), from.clone(), target.clone(), data.to_owned());
+    Routed::Lookup(Box::pin(async move {
+        let found = located.await;
+        let dir = ns.directory();
+        let frame = || {
+            Frame::json(&MessageOut {
+                target: &target,
+                origin: OriginRef {
+                    client: &from.info,
+                    service: None,
+                },
+                data: &data,
+            })
+        };
+        // Known by now: its arrival reached this node during the lookup.
+        if let Some(to) = known(&dir, &target) {
+            return deliver(&ns, to, frame());
+        }
+        match found {
+            Ok(Some((peer, node))) if node != ns.cluster.node() => {
+                ns.cluster.send_to_node(node, peer.uuid, &frame());
+                PayloadOut::Ok
+            }
+            Ok(_) => invalid(&target),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a message's target");
+                invalid(&target)
+            }
+        }
+    }))
+}
