@@ -18,6 +18,8 @@
 
 pub mod redis;
 
+pub mod store;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
