@@ -18,6 +18,7 @@
 
 pub mod redis;
 
+pub mod disk;
 pub mod store;
 
 use std::collections::HashMap;
