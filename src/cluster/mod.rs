@@ -19,6 +19,7 @@
 pub mod redis;
 
 pub mod disk;
+pub mod redis_store;
 pub mod store;
 
 use std::collections::HashMap;
