@@ -21,8 +21,10 @@
 //! no other nodes, so frames and events go nowhere and claims are a map);
 //! [`redis`] keeps it in Redis.
 
+pub mod disk;
 pub mod redis;
 mod standalone;
+pub mod store;
 
 use std::future::Future;
 use std::pin::Pin;

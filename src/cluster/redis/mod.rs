@@ -10,6 +10,7 @@
 //! reaches it.
 
 mod link;
+pub mod store;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};

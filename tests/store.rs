@@ -1,0 +1,850 @@
+//! The store seam, on real parts: one conformance suite run against a
+//! `DiskStore` (a file in a temp dir) and against two `RedisStore`s sharing a
+//! real `redis-server` (two replicas), then what only one of them has:
+//! reopening and crash safety on disk, the key layout, bad data and outages
+//! on Redis.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use concierge::cluster::disk::DiskStore;
+use concierge::cluster::redis::store::{RedisStore, TIMEOUT};
+use concierge::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
+use redis::aio::ConnectionManager;
+use tokio::sync::{broadcast, Barrier};
+
+const USERS: Table = Table::new("users");
+const TOKENS: Table = Table::new("tokens");
+const TUNNELS: Table = Table::new("tunnels");
+const COUNTS: Table = Table::new("failed-logins");
+const LEASES: Table = Table::new("leases");
+/// Written to find out when a store's changes are being followed.
+const PROBE: Table = Table::new("probe");
+/// What the crash test's writer writes.
+const LOG: Table = Table::new("log");
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Two handles on one shared state (the same store on disk, two replicas on
+/// Redis), and what keeps it alive.
+struct Pair {
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+    _keep: Box<dyn Send>,
+}
+
+fn disk_pair() -> Pair {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> =
+        Arc::new(DiskStore::open(dir.path().join("concierge.redb")).expect("store opens"));
+    Pair {
+        a: store.clone(),
+        b: store,
+        _keep: Box::new(dir),
+    }
+}
+
+async fn redis_pair() -> Pair {
+    let server = RedisServer::start();
+    Pair {
+        a: Arc::new(redis_store(&server.url()).await),
+        b: Arc::new(redis_store(&server.url()).await),
+        _keep: Box::new(server),
+    }
+}
+
+/// A store as a replica makes it: its own client and connection manager
+/// (default configuration: no response timeout of its own).
+async fn redis_store(url: &str) -> RedisStore {
+    let client = redis::Client::open(url).expect("a Redis url");
+    let conn = ConnectionManager::new(client.clone())
+        .await
+        .expect("Redis answers");
+    RedisStore::new(client, conn, "concierge")
+}
+
+/// Runs each check against both implementations, as `on_disk::check` and
+/// `on_redis::check`.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod on_disk {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::disk_pair()).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::redis_pair().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    records,
+    compare_and_swap_semantics,
+    compare_and_swap_racers,
+    compare_and_swap_increments,
+    address_allocation,
+    counters,
+    counter_window,
+    leases,
+    lease_racers,
+    changes_reach_every_node,
+);
+
+fn bytes(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+/// get, put, delete and list, written on one node and read on the other.
+async fn records(p: Pair) {
+    let (a, b) = (&p.a, &p.b);
+    assert_eq!(a.get(USERS, "alice").await.unwrap(), None);
+    assert_eq!(a.list(USERS).await.unwrap(), vec![]);
+
+    a.put(USERS, "alice", bytes("v1")).await.unwrap();
+    assert_eq!(b.get(USERS, "alice").await.unwrap(), Some(bytes("v1")));
+    b.put(USERS, "alice", bytes("v2")).await.unwrap();
+    assert_eq!(a.get(USERS, "alice").await.unwrap(), Some(bytes("v2")));
+
+    // An empty value is a value; any bytes are kept as they are.
+    a.put(USERS, "empty", vec![]).await.unwrap();
+    assert_eq!(b.get(USERS, "empty").await.unwrap(), Some(vec![]));
+    let every_byte: Vec<u8> = (0..=255).collect();
+    a.put(USERS, "bin:ä\n", every_byte.clone()).await.unwrap();
+    assert_eq!(
+        b.get(USERS, "bin:ä\n").await.unwrap(),
+        Some(every_byte.clone())
+    );
+
+    // Listed in key order, whatever the order of writing.
+    a.put(USERS, "carol", bytes("c")).await.unwrap();
+    a.put(USERS, "bob", bytes("b")).await.unwrap();
+    assert_eq!(
+        b.list(USERS).await.unwrap(),
+        vec![
+            ("alice".to_owned(), bytes("v2")),
+            ("bin:ä\n".to_owned(), every_byte),
+            ("bob".to_owned(), bytes("b")),
+            ("carol".to_owned(), bytes("c")),
+            ("empty".to_owned(), vec![]),
+        ]
+    );
+
+    // Tables are separate.
+    assert_eq!(a.get(TOKENS, "alice").await.unwrap(), None);
+    a.put(TOKENS, "alice", bytes("t")).await.unwrap();
+    assert_eq!(a.get(USERS, "alice").await.unwrap(), Some(bytes("v2")));
+
+    assert!(a.delete(USERS, "alice").await.unwrap());
+    assert!(!b.delete(USERS, "alice").await.unwrap());
+    assert_eq!(b.get(USERS, "alice").await.unwrap(), None);
+    assert_eq!(a.get(TOKENS, "alice").await.unwrap(), Some(bytes("t")));
+    assert_eq!(b.list(USERS).await.unwrap().len(), 4);
+}
+
+/// Every case of compare_and_swap: insert if absent, replace if equal,
+/// delete if equal, and refusals that leave the record alone.
+async fn compare_and_swap_semantics(p: Pair) {
+    let (a, b) = (&p.a, &p.b);
+    let cas = |store: &Arc<dyn Store>, expected: Option<&str>, new: Option<&str>| {
+        let store = store.clone();
+        let (expected, new) = (expected.map(bytes), new.map(bytes));
+        async move {
+            store
+                .compare_and_swap(USERS, "k", expected, new)
+                .await
+                .unwrap()
+        }
+    };
+    // Absent: only "expected absent" matches.
+    assert!(!cas(a, Some("x"), Some("y")).await);
+    assert!(!cas(a, Some(""), Some("y")).await, "empty is not absent");
+    assert_eq!(a.get(USERS, "k").await.unwrap(), None);
+    assert!(cas(a, None, None).await, "absent stays absent");
+    assert_eq!(a.get(USERS, "k").await.unwrap(), None);
+    assert!(cas(a, None, Some("1")).await, "insert if absent");
+    assert!(!cas(b, None, Some("2")).await, "present: no second insert");
+    assert_eq!(b.get(USERS, "k").await.unwrap(), Some(bytes("1")));
+
+    // Present: only the current value matches.
+    assert!(!cas(b, Some("0"), Some("2")).await);
+    assert!(!cas(b, Some(""), Some("2")).await);
+    assert_eq!(a.get(USERS, "k").await.unwrap(), Some(bytes("1")));
+    assert!(cas(b, Some("1"), Some("2")).await);
+    assert_eq!(a.get(USERS, "k").await.unwrap(), Some(bytes("2")));
+    assert!(cas(a, Some("2"), Some("")).await, "to an empty value");
+    assert_eq!(b.get(USERS, "k").await.unwrap(), Some(vec![]));
+    assert!(!cas(a, None, Some("3")).await, "empty is present");
+    assert!(cas(a, Some(""), Some("3")).await);
+
+    // Delete if equal.
+    assert!(!cas(b, Some("2"), None).await);
+    assert_eq!(a.get(USERS, "k").await.unwrap(), Some(bytes("3")));
+    assert!(cas(b, Some("3"), None).await);
+    assert_eq!(a.get(USERS, "k").await.unwrap(), None);
+    assert_eq!(a.list(USERS).await.unwrap(), vec![]);
+}
+
+/// Starts `n` tasks, alternating between the two nodes, released together.
+async fn race<T: Send + 'static, F>(
+    p: &Pair,
+    n: usize,
+    task: impl Fn(Arc<dyn Store>, usize) -> F,
+) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let store = if i % 2 == 0 { &p.a } else { &p.b }.clone();
+            let barrier = barrier.clone();
+            let work = task(store, i);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                work.await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.expect("racer finished"));
+    }
+    results
+}
+
+/// 20 racers on two nodes claim one key: exactly one wins, and the record
+/// is the winner's.
+async fn compare_and_swap_racers(p: Pair) {
+    let wins = race(&p, 20, |store, i| async move {
+        store
+            .compare_and_swap(USERS, "claimed", None, Some(bytes(&format!("racer-{i}"))))
+            .await
+            .unwrap()
+    })
+    .await;
+    let winners: Vec<usize> = (0..20).filter(|&i| wins[i]).collect();
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    assert_eq!(
+        p.a.get(USERS, "claimed").await.unwrap(),
+        Some(bytes(&format!("racer-{}", winners[0])))
+    );
+}
+
+/// 8 tasks on two nodes each add 1 five times with read-compare-swap loops:
+/// no increment is lost.
+async fn compare_and_swap_increments(p: Pair) {
+    race(&p, 8, |store, _| async move {
+        for _ in 0..5 {
+            loop {
+                let current = store.get(USERS, "n").await.unwrap();
+                let n: u64 = current
+                    .as_deref()
+                    .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                let next = bytes(&(n + 1).to_string());
+                if store
+                    .compare_and_swap(USERS, "n", current, Some(next))
+                    .await
+                    .unwrap()
+                {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(p.b.get(USERS, "n").await.unwrap(), Some(bytes("40")));
+}
+
+/// Claims the first free address of `pool` for `owner`.
+async fn allocate(store: &dyn Store, pool: &[String], owner: &str) -> Option<String> {
+    for address in pool {
+        if store
+            .compare_and_swap(TUNNELS, address, None, Some(bytes(owner)))
+            .await
+            .unwrap()
+        {
+            return Some(address.clone());
+        }
+    }
+    None
+}
+
+/// 16 peers on two nodes allocate from a pool of 10 tunnel addresses at once:
+/// no address is handed out twice, 6 peers find the pool exhausted, and an
+/// address given back goes to the next peer.
+async fn address_allocation(p: Pair) {
+    let pool: Arc<Vec<String>> = Arc::new((1..=10).map(|i| format!("10.77.0.{i}")).collect());
+    let results = race(&p, 16, |store, i| {
+        let pool = pool.clone();
+        async move {
+            let owner = format!("peer-{i:02}");
+            let address = allocate(&*store, &pool, &owner).await;
+            (owner, address)
+        }
+    })
+    .await;
+    let mut given: Vec<(String, Vec<u8>)> = results
+        .iter()
+        .filter_map(|(owner, address)| Some((address.clone()?, bytes(owner))))
+        .collect();
+    given.sort();
+    assert_eq!(given.len(), 10, "every address is handed out: {results:?}");
+    let mut addresses: Vec<&String> = given.iter().map(|(address, _)| address).collect();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 10, "an address was handed out twice");
+    assert_eq!(results.iter().filter(|(_, a)| a.is_none()).count(), 6);
+    assert_eq!(p.b.list(TUNNELS).await.unwrap(), given, "the store agrees");
+
+    let (address, owner) = given[3].clone();
+    assert!(p
+        .a
+        .compare_and_swap(TUNNELS, &address, Some(owner), None)
+        .await
+        .unwrap());
+    assert_eq!(allocate(&*p.b, &pool, "late").await, Some(address));
+    assert_eq!(allocate(&*p.a, &pool, "later").await, None);
+}
+
+/// Counts add up across nodes, per table and key, apart from records.
+async fn counters(p: Pair) {
+    let (a, b) = (&p.a, &p.b);
+    let long = Duration::from_secs(30);
+    assert_eq!(a.count(COUNTS, "alice", long).await.unwrap(), 1);
+    assert_eq!(a.count(COUNTS, "alice", long).await.unwrap(), 2);
+    assert_eq!(b.count(COUNTS, "alice", long).await.unwrap(), 3);
+    assert_eq!(b.count(COUNTS, "bob", long).await.unwrap(), 1);
+    assert_eq!(a.count(USERS, "alice", long).await.unwrap(), 1);
+    assert_eq!(a.get(COUNTS, "alice").await.unwrap(), None, "not a record");
+    // A window longer than any clock does not fail.
+    assert_eq!(a.count(COUNTS, "max", Duration::MAX).await.unwrap(), 1);
+    assert_eq!(b.count(COUNTS, "max", Duration::MAX).await.unwrap(), 2);
+}
+
+/// A 300 ms counter expires 300 ms after its first count, not its last.
+async fn counter_window(p: Pair) {
+    let window = Duration::from_millis(300);
+    let start = Instant::now();
+    assert_eq!(p.a.count(COUNTS, "carol", window).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(p.b.count(COUNTS, "carol", window).await.unwrap(), 2);
+    tokio::time::sleep_until((start + Duration::from_millis(400)).into()).await;
+    // 400 ms after the first count, 250 ms after the last.
+    assert_eq!(p.a.count(COUNTS, "carol", window).await.unwrap(), 1);
+    assert_eq!(p.b.count(COUNTS, "carol", window).await.unwrap(), 2);
+}
+
+/// Taking, renewing (by the holder, from any node), refusing, releasing and
+/// expiry of a lease.
+async fn leases(p: Pair) {
+    let (a, b) = (&p.a, &p.b);
+    let ttl = Duration::from_millis(600);
+    let start = Instant::now();
+    assert!(a.acquire(LEASES, "reaper", "alpha", ttl).await.unwrap());
+    assert!(!b.acquire(LEASES, "reaper", "beta", ttl).await.unwrap());
+    assert!(a.acquire(LEASES, "other", "beta", ttl).await.unwrap());
+    assert!(
+        a.get(LEASES, "reaper").await.unwrap().is_none(),
+        "not a record"
+    );
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        b.acquire(LEASES, "reaper", "alpha", ttl).await.unwrap(),
+        "renewed"
+    );
+    tokio::time::sleep_until((start + Duration::from_millis(800)).into()).await;
+    assert!(
+        !b.acquire(LEASES, "reaper", "beta", ttl).await.unwrap(),
+        "still held thanks to the renewal"
+    );
+
+    b.release(LEASES, "reaper", "beta").await.unwrap();
+    assert!(
+        !b.acquire(LEASES, "reaper", "beta", ttl).await.unwrap(),
+        "only the holder releases"
+    );
+    a.release(LEASES, "reaper", "alpha").await.unwrap();
+    assert!(
+        b.acquire(LEASES, "reaper", "beta", ttl).await.unwrap(),
+        "released"
+    );
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        a.acquire(LEASES, "reaper", "alpha", ttl).await.unwrap(),
+        "expired"
+    );
+    assert!(a
+        .acquire(LEASES, "forever", "alpha", Duration::MAX)
+        .await
+        .unwrap());
+    assert!(!b.acquire(LEASES, "forever", "beta", ttl).await.unwrap());
+}
+
+/// 20 racers on two nodes take one lease: exactly one holds it.
+async fn lease_racers(p: Pair) {
+    let held = race(&p, 20, |store, i| async move {
+        store
+            .acquire(
+                LEASES,
+                "leader",
+                &format!("node-{i}"),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(held.iter().filter(|&&h| h).count(), 1, "holders: {held:?}");
+}
+
+/// Waits until the changes `rx` gets include those written through `store`.
+async fn following(store: &dyn Store, rx: &mut broadcast::Receiver<Changed>) {
+    for _ in 0..100 {
+        store.put(PROBE, "probe", vec![]).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let Ok(change) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if let Changed::Key { table, .. } = change.expect("no lag") {
+                if table == PROBE.name() {
+                    return;
+                }
+            }
+        }
+    }
+    panic!("changes are not followed");
+}
+
+/// The next change of a record (probes and `Missed` aside), if one comes
+/// `within`.
+async fn next_change(
+    rx: &mut broadcast::Receiver<Changed>,
+    within: Duration,
+) -> Option<(String, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await.ok()? {
+            Ok(Changed::Key { table, key }) if table != PROBE.name() => return Some((table, key)),
+            Ok(_) => continue,
+            Err(e) => panic!("changes: {e}"),
+        }
+    }
+}
+
+fn changed(table: Table, key: &str) -> Option<(String, String)> {
+    Some((table.name().to_owned(), key.to_owned()))
+}
+
+/// A write on one node is reported on the other within a second, and on the
+/// writing node too; writes that change nothing, counters and leases are
+/// not reported.
+async fn changes_reach_every_node(p: Pair) {
+    let (a, b) = (&p.a, &p.b);
+    let mut rx = b.changes();
+    following(&**a, &mut rx).await;
+    let mut own = a.changes();
+
+    a.put(TOKENS, "revoked:1", bytes("1")).await.unwrap();
+    assert_eq!(
+        next_change(&mut rx, SECOND).await,
+        changed(TOKENS, "revoked:1")
+    );
+    assert_eq!(
+        next_change(&mut own, SECOND).await,
+        changed(TOKENS, "revoked:1")
+    );
+
+    assert!(a
+        .compare_and_swap(TOKENS, "revoked:2", None, Some(bytes("2")))
+        .await
+        .unwrap());
+    assert_eq!(
+        next_change(&mut rx, SECOND).await,
+        changed(TOKENS, "revoked:2")
+    );
+
+    // Nothing changes: a refused swap, the delete of nothing, a count, a lease.
+    assert!(!a
+        .compare_and_swap(TOKENS, "revoked:2", None, Some(bytes("3")))
+        .await
+        .unwrap());
+    assert!(!a.delete(TOKENS, "nothing").await.unwrap());
+    a.count(TOKENS, "count", SECOND).await.unwrap();
+    a.acquire(TOKENS, "lease", "alpha", SECOND).await.unwrap();
+
+    assert!(a.delete(TOKENS, "revoked:1").await.unwrap());
+    assert_eq!(
+        next_change(&mut rx, SECOND).await,
+        changed(TOKENS, "revoked:1")
+    );
+    assert_eq!(next_change(&mut rx, Duration::from_millis(200)).await, None);
+}
+
+// Disk only.
+
+/// Records survive closing and reopening the file; counters and leases
+/// (volatile) do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concierge.redb");
+    {
+        let store = DiskStore::open(&path).unwrap();
+        store.put(USERS, "alice", bytes("a")).await.unwrap();
+        store.put(USERS, "bob", bytes("b")).await.unwrap();
+        assert!(store.delete(USERS, "bob").await.unwrap());
+        assert!(store
+            .compare_and_swap(TUNNELS, "10.77.0.1", None, Some(bytes("alice")))
+            .await
+            .unwrap());
+        assert_eq!(store.count(COUNTS, "alice", SECOND * 60).await.unwrap(), 1);
+        assert!(store
+            .acquire(LEASES, "l", "alpha", SECOND * 60)
+            .await
+            .unwrap());
+    }
+    let store = DiskStore::open(&path).unwrap();
+    assert_eq!(
+        store.list(USERS).await.unwrap(),
+        vec![("alice".to_owned(), bytes("a"))]
+    );
+    assert_eq!(
+        store.get(TUNNELS, "10.77.0.1").await.unwrap(),
+        Some(bytes("alice"))
+    );
+    assert_eq!(store.count(COUNTS, "alice", SECOND * 60).await.unwrap(), 1);
+    assert!(store
+        .acquire(LEASES, "l", "beta", SECOND * 60)
+        .await
+        .unwrap());
+}
+
+/// A file that cannot be opened is an error naming it: already open, not a
+/// database, in a folder that does not exist.
+#[test]
+fn disk_open_fails_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concierge.redb");
+    let _open = DiskStore::open(&path).unwrap();
+    let error = DiskStore::open(&path).err().expect("a second open fails");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(
+        error.to_string().contains(&*path.to_string_lossy()),
+        "{error}"
+    );
+
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    let error = DiskStore::open(&garbage).err().expect("garbage is refused");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert!(
+        error.to_string().contains(&*garbage.to_string_lossy()),
+        "{error}"
+    );
+
+    let missing = dir.path().join("missing").join("concierge.redb");
+    let error = DiskStore::open(&missing).err().expect("no folder, no file");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(
+        error.to_string().contains(&*missing.to_string_lossy()),
+        "{error}"
+    );
+}
+
+/// Selects the writer mode of this test binary, and names its file.
+const CRASH_WRITER: &str = "CONCIERGE_STORE_CRASH_WRITER";
+
+/// The value the crash writer writes for its `i`th key: up to 60 KB, so
+/// that the kill often lands mid-commit.
+fn crash_value(i: u64) -> Vec<u8> {
+    format!("{i:08}")
+        .repeat((i % 7) as usize * 1_250 + 1)
+        .into_bytes()
+}
+
+/// The child of `disk_crash_keeps_every_acknowledged_write`: writes records
+/// until killed, printing each key once its write is acknowledged. Does
+/// nothing when run as a test of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_crash_writer() {
+    let Some(path) = std::env::var_os(CRASH_WRITER) else {
+        return;
+    };
+    let store = DiskStore::open(path).expect("the crash writer opens the store");
+    let mut stdout = std::io::stdout();
+    for i in 0.. {
+        let key = format!("key-{i:08}");
+        store.put(LOG, &key, crash_value(i)).await.expect("written");
+        writeln!(stdout, "acked {key}")
+            .and_then(|()| stdout.flush())
+            .expect("stdout");
+    }
+}
+
+/// A process writing in a loop is SIGKILLed mid-stream: the file opens
+/// again, readable, with every write that was acknowledged.
+#[test]
+fn disk_crash_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concierge.redb");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "disk_crash_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_WRITER, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the writer starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.len() < 300 {
+        assert!(Instant::now() < deadline, "the writer is too slow");
+        let line = lines.next().expect("the writer writes").unwrap();
+        if let Some(key) = line.strip_prefix("acked ") {
+            acked.push(key.to_owned());
+        }
+    }
+    let error = DiskStore::open(&path).err().expect("locked by the writer");
+    assert!(
+        error.to_string().contains(&*path.to_string_lossy()),
+        "{error}"
+    );
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // What it printed before it died was acknowledged too.
+    for line in lines {
+        if let Some(key) = line.unwrap().strip_prefix("acked ") {
+            acked.push(key.to_owned());
+        }
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = DiskStore::open(&path).expect("the file opens after the crash");
+        let all = store.list(LOG).await.expect("the file reads");
+        eprintln!("{} writes acknowledged, {} found", acked.len(), all.len());
+        assert!(all.len() >= acked.len(), "{} < {}", all.len(), acked.len());
+        for (i, (key, value)) in all.iter().enumerate() {
+            assert_eq!(key, &format!("key-{i:08}"), "writes are in order");
+            assert_eq!(value, &crash_value(i as u64), "{key} reads back whole");
+        }
+        for key in &acked {
+            assert!(store.get(LOG, key).await.unwrap().is_some(), "{key} lost");
+        }
+        // And it takes writes again.
+        store.put(LOG, "after", vec![1]).await.unwrap();
+    });
+}
+
+// Redis only.
+
+/// The documented layout: records in a hash, counters and leases as
+/// expiring strings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_key_layout() {
+    let server = RedisServer::start();
+    let store = redis_store(&server.url()).await;
+    store.put(USERS, "alice", bytes("record")).await.unwrap();
+    assert_eq!(
+        server
+            .cli(&["HGET", "concierge:store:users", "alice"])
+            .trim(),
+        "record"
+    );
+    store.count(COUNTS, "alice", SECOND * 10).await.unwrap();
+    assert_eq!(
+        server
+            .cli(&["GET", "concierge:count:failed-logins:alice"])
+            .trim(),
+        "1"
+    );
+    let ttl: u64 = server
+        .cli(&["PTTL", "concierge:count:failed-logins:alice"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 5_000 && ttl <= 10_000, "{ttl}");
+    store
+        .acquire(LEASES, "job", "alpha", SECOND * 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.cli(&["GET", "concierge:lease:leases:job"]).trim(),
+        "alpha"
+    );
+    let ttl: u64 = server
+        .cli(&["PTTL", "concierge:lease:leases:job"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 5_000 && ttl <= 10_000, "{ttl}");
+}
+
+/// Keys of the wrong type, and hash fields that are not UTF-8, are
+/// reported as corrupt rather than taken for something else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_foreign_data_is_corrupt() {
+    let server = RedisServer::start();
+    let store = redis_store(&server.url()).await;
+    server.cli(&["SET", "concierge:store:users", "not a hash"]);
+    let error = store.get(USERS, "alice").await.unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    let error = store.put(USERS, "alice", vec![]).await.unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HSET")
+        .arg("concierge:store:tokens")
+        .arg(&b"\xff\xfe"[..])
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let error = store.list(TOKENS).await.unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+}
+
+/// Whatever else is published on the changes channel is dropped, and the
+/// changes keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_malformed_notifications_are_dropped() {
+    let server = RedisServer::start();
+    let store = redis_store(&server.url()).await;
+    let mut rx = store.changes();
+    following(&store, &mut rx).await;
+    for garbage in ["", "no separator", ":no table"] {
+        server.cli(&["PUBLISH", "concierge:store-changes", garbage]);
+    }
+    store.put(USERS, "alice", vec![]).await.unwrap();
+    assert_eq!(next_change(&mut rx, SECOND).await, changed(USERS, "alice"));
+}
+
+/// When Redis goes away and comes back, receivers are told they may have
+/// missed changes, and changes flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_changes_resume_after_outage() {
+    let mut server = RedisServer::start();
+    let a = redis_store(&server.url()).await;
+    let b = redis_store(&server.url()).await;
+    let mut rx = b.changes();
+    following(&a, &mut rx).await;
+
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    match tokio::time::timeout_at(deadline, rx.recv()).await {
+        Ok(Ok(Changed::Missed)) => {}
+        Ok(other) => panic!("before Missed: {other:?}"),
+        Err(_) => panic!("no Missed after the outage"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.put(USERS, "alice", vec![]).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the writer's connection never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(next_change(&mut rx, SECOND).await, changed(USERS, "alice"));
+}
+
+/// Runs every operation at once and asserts that each fails as unavailable
+/// after at least `at_least` and less than `at_most`.
+async fn all_unavailable(store: &RedisStore, at_least: Duration, at_most: Duration) {
+    type Op<'a> = StoreFuture<'a, ()>;
+    let ops: Vec<(&str, Op<'_>)> = vec![
+        (
+            "get",
+            Box::pin(async { store.get(USERS, "a").await.map(drop) }),
+        ),
+        (
+            "list",
+            Box::pin(async { store.list(USERS).await.map(drop) }),
+        ),
+        ("put", store.put(USERS, "a", vec![])),
+        (
+            "delete",
+            Box::pin(async { store.delete(USERS, "a").await.map(drop) }),
+        ),
+        (
+            "compare_and_swap",
+            Box::pin(async {
+                store
+                    .compare_and_swap(USERS, "a", None, None)
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
+            "count",
+            Box::pin(async { store.count(COUNTS, "a", SECOND).await.map(drop) }),
+        ),
+        (
+            "acquire",
+            Box::pin(async { store.acquire(LEASES, "a", "x", SECOND).await.map(drop) }),
+        ),
+        ("release", store.release(LEASES, "a", "x")),
+    ];
+    let timed = ops.into_iter().map(|(name, op)| async move {
+        let start = Instant::now();
+        let result = op.await;
+        (name, start.elapsed(), result)
+    });
+    for (name, took, result) in futures_util::future::join_all(timed).await {
+        eprintln!("{name}: {took:?} {result:?}");
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{name}: {result:?}"
+        );
+        assert!(took >= at_least && took < at_most, "{name} took {took:?}");
+    }
+}
+
+/// With Redis killed, every operation fails as unavailable within the
+/// store's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_unavailable() {
+    let mut server = RedisServer::start();
+    let store = redis_store(&server.url()).await;
+    store.put(USERS, "a", vec![]).await.unwrap();
+    server.kill();
+    all_unavailable(&store, Duration::ZERO, TIMEOUT + SECOND).await;
+}
+
+/// With Redis up but not answering (every client paused), every operation
+/// fails as unavailable once the store's timeout runs out: the connection
+/// has no timeout of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_silent_is_unavailable() {
+    let server = RedisServer::start();
+    let store = redis_store(&server.url()).await;
+    store.put(USERS, "a", vec![]).await.unwrap();
+    server.cli(&["CLIENT", "PAUSE", "60000", "ALL"]);
+    all_unavailable(
+        &store,
+        TIMEOUT - Duration::from_millis(50),
+        TIMEOUT + SECOND,
+    )
+    .await;
+}
