@@ -5,8 +5,30 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use concierge::config::{Settings, SettingsLayer};
-use concierge::gateway::Gateway;
+use concierge::gateway::{Gateway, StartError};
 use tracing_subscriber::EnvFilter;
+
+/// Exit status: the gateway failed while it was running.
+const FAILED: u8 = 1;
+/// Exit status: the command line, a variable or the config file is wrong
+/// (clap's own usage errors exit with 2 as well).
+const INVALID: u8 = 2;
+/// Exit status: something the settings name cannot be used at start.
+const UNAVAILABLE: u8 = 3;
+
+/// The exit statuses, for the end of `--help`.
+fn exit_statuses() -> String {
+    format!(
+        "Exit status of the gateway:\n  \
+         0  stopped on SIGTERM or SIGINT (or printed the help, version or config)\n  \
+         {FAILED}  the gateway failed while running\n  \
+         {INVALID}  invalid command line, environment variable or config file;\n     \
+         nothing was touched\n  \
+         {UNAVAILABLE}  something the settings name cannot be used at start: the address (in use,\n     \
+         not this machine's, not permitted), the data folder (cannot be created),\n     \
+         Redis (its client refuses the URL)"
+    )
+}
 
 /// Concierge: a WebSocket gateway for running a fleet of machines.
 ///
@@ -15,7 +37,11 @@ use tracing_subscriber::EnvFilter;
 /// variables, then flags. Logging follows CONCIERGE_LOG (or RUST_LOG), for
 /// example CONCIERGE_LOG=debug or CONCIERGE_LOG=concierge=trace; default info.
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    after_long_help = exit_statuses()
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,6 +52,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default).
+    #[command(after_long_help = exit_statuses())]
     Serve(Box<ServeArgs>),
     /// Print the documented config file with every default.
     Config,
@@ -73,11 +100,22 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("concierge: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(INVALID);
         }
     };
-    let result = actix_web::rt::System::new().block_on(async move {
-        let gateway = Gateway::start(settings).await?;
+    actix_web::rt::System::new().block_on(async move {
+        let gateway = match Gateway::start(settings).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                eprintln!("concierge: {e}");
+                return ExitCode::from(match e {
+                    StartError::Settings(_) => INVALID,
+                    StartError::Listen { .. }
+                    | StartError::DataFolder { .. }
+                    | StartError::Redis { .. } => UNAVAILABLE,
+                });
+            }
+        };
         let addrs = gateway.addrs.clone();
         // Handle signals before announcing the address: a supervisor may
         // send SIGTERM as soon as it sees it.
@@ -85,16 +123,36 @@ fn serve(args: ServeArgs) -> ExitCode {
         for addr in &addrs {
             tracing::info!(%addr, "listening: ws://{addr}/ws");
         }
-        server.await
-    });
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
+        match server.await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("concierge: the gateway failed: {e}");
+                ExitCode::from(FAILED)
+            }
         }
-        Err(e) => {
-            eprintln!("concierge: {e}");
-            ExitCode::FAILURE
-        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// The documented status for a wrong command line is the one clap
+    /// exits with for its own usage errors.
+    #[test]
+    fn usage_errors_exit_with_the_invalid_status() {
+        let err = Cli::try_parse_from(["concierge", "--no-such-flag"])
+            .err()
+            .expect("refused");
+        assert_eq!(err.exit_code(), i32::from(INVALID));
     }
 }

@@ -12,6 +12,9 @@
 //! request, including a plain GET of `/ws`, is routed by the application.
 
 pub mod session;
+pub mod start_error;
+
+pub use start_error::StartError;
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -65,25 +68,38 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Connects to Redis when `redis_url` is set (waiting until it answers),
-    /// starts the registry and binds the listener. Must run inside an actix
-    /// `System`; the server does nothing until `server` is awaited.
-    pub async fn start(settings: Settings) -> io::Result<Gateway> {
+    /// Checks the settings, reserves the address, connects to Redis when
+    /// `redis_url` is set (waiting until it answers), starts the registry
+    /// and listens. Must run inside an actix `System`; the server does
+    /// nothing until `server` is awaited.
+    pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
+        settings.validate()?;
         let settings = Arc::new(settings);
-        let bind = settings
-            .bind_addr()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let bind = settings.bind_addr()?;
+        let cannot_listen = |source| StartError::Listen { addr: bind, source };
+        // The address is taken before the files folder is touched: a second
+        // gateway started by mistake on a running one's address must not
+        // clear the files they share. It listens only once ready, below.
+        let socket = bind_socket(bind).map_err(cannot_listen)?;
+        let files_dir = settings.files_dir();
+        let prepare = |discard| {
+            files::prepare(&files_dir, discard).map_err(|source| StartError::DataFolder {
+                path: files_dir.clone(),
+                source,
+            })
+        };
         let (broker, claims): (Box<dyn Broker>, Option<Claims>) = if settings.redis_url.is_empty() {
             // Standalone, clients do not outlive the process: start clean.
-            files::prepare(&settings.files_dir(), true)?;
+            prepare(true)?;
             (Box::new(Standalone::default()), None)
         } else {
             // The files folder is shared by the replicas: keep it.
-            files::prepare(&settings.files_dir(), false)?;
+            prepare(false)?;
             let (broker, claims) = cluster::connect(&settings.redis_url, settings.node_lease())
                 .await
-                .map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidInput, format!("redis_url: {e}"))
+                .map_err(|source| StartError::Redis {
+                    url: settings.redis_url.clone(),
+                    source,
                 })?;
             (Box::new(broker), Some(claims))
         };
@@ -124,38 +140,40 @@ impl Gateway {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        let listener = listen(bind)?;
-        let addrs = vec![listener.local_addr()?];
-        let server = server.listen("concierge", listener, move || {
-            let state = state.clone();
-            let stopping = stopping.clone();
-            let user_timeout = state.settings.heartbeat_timeout();
-            HttpService::build()
-                .on_connect_ext(move |io: &TcpStream, _| set_user_timeout(io, user_timeout))
-                .graceful_shutdown_signal(move || {
-                    let stopping = stopping.clone();
-                    async move { stopping.notified().await }
-                })
-                .upgrade(fn_factory(move || {
-                    let state = state.clone();
-                    async move {
-                        Ok::<_, Infallible>(fn_service(move |(req, framed)| {
-                            take_over(state.clone(), req, framed)
-                        }))
-                    }
-                }))
-                // actix-web's `HttpServer` default: a second to shut a
-                // connection down cleanly once its response is done.
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .finish(map_config(
-                    app()
-                        .into_factory()
-                        .map_err(|e: actix_web::Error| e.error_response()),
-                    // The application derives no URL from it.
-                    |_| AppConfig::default(),
-                ))
-                .tcp()
-        })?;
+        let listener = listen(socket).map_err(cannot_listen)?;
+        let addrs = vec![listener.local_addr().map_err(cannot_listen)?];
+        let server = server
+            .listen("concierge", listener, move || {
+                let state = state.clone();
+                let stopping = stopping.clone();
+                let user_timeout = state.settings.heartbeat_timeout();
+                HttpService::build()
+                    .on_connect_ext(move |io: &TcpStream, _| set_user_timeout(io, user_timeout))
+                    .graceful_shutdown_signal(move || {
+                        let stopping = stopping.clone();
+                        async move { stopping.notified().await }
+                    })
+                    .upgrade(fn_factory(move || {
+                        let state = state.clone();
+                        async move {
+                            Ok::<_, Infallible>(fn_service(move |(req, framed)| {
+                                take_over(state.clone(), req, framed)
+                            }))
+                        }
+                    }))
+                    // actix-web's `HttpServer` default: a second to shut a
+                    // connection down cleanly once its response is done.
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .finish(map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        // The application derives no URL from it.
+                        |_| AppConfig::default(),
+                    ))
+                    .tcp()
+            })
+            .map_err(cannot_listen)?;
         Ok(Gateway {
             addrs,
             server: server.run(),
@@ -182,14 +200,20 @@ impl Gateway {
     }
 }
 
-/// The listening socket, as actix-web's own `HttpServer` makes it: address
-/// reuse, so a restarted gateway can bind at once, and a backlog of 1,024
-/// pending connections for the reconnect storm after a replica restarts.
-fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// The listening socket's address taken, as actix-web's own `HttpServer`
+/// takes it: with address reuse, so a restarted gateway can bind at once.
+fn bind_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Starts listening on a socket from [`bind_socket`], with a backlog of
+/// 1,024 pending connections (as `HttpServer`) for the reconnect storm after
+/// a replica restarts.
+fn listen(socket: socket2::Socket) -> io::Result<std::net::TcpListener> {
     socket.listen(1024)?;
     Ok(socket.into())
 }
