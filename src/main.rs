@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use concierge::config::{Settings, SettingsLayer};
+use concierge::config::{Settings, SettingsLayer, CONFIG_ENV};
 use concierge::gateway::{Gateway, StartError};
 use tracing_subscriber::EnvFilter;
 
@@ -22,7 +22,7 @@ fn exit_statuses() -> String {
         "Exit status of the gateway:\n  \
          0  stopped on SIGTERM or SIGINT (or printed the help, version or config)\n  \
          {FAILED}  the gateway failed while running\n  \
-         {INVALID}  invalid command line, environment variable or config file;\n     \
+         {INVALID}  invalid command line, environment variable, config file or log filter;\n     \
          nothing was touched\n  \
          {UNAVAILABLE}  something the settings name cannot be used at start: the address (in use,\n     \
          not this machine's, not permitted), the data folder (cannot be created),\n     \
@@ -34,8 +34,10 @@ fn exit_statuses() -> String {
 ///
 /// With no subcommand it runs the gateway. Settings come from built-in
 /// defaults, then the config file (--config), then CONCIERGE_* environment
-/// variables, then flags. Logging follows CONCIERGE_LOG (or RUST_LOG), for
-/// example CONCIERGE_LOG=debug or CONCIERGE_LOG=concierge=trace; default info.
+/// variables, then flags. A wrong value is reported under the name it was
+/// given by: the flag, the variable, or the file and its key. Logging follows
+/// CONCIERGE_LOG (or RUST_LOG), for example CONCIERGE_LOG=debug or
+/// CONCIERGE_LOG=concierge=trace; default info.
 #[derive(Parser)]
 #[command(
     version,
@@ -62,8 +64,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML config file (see `concierge config`).
-    #[arg(long, env = "CONCIERGE_CONFIG")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = format!("TOML config file (see `concierge config`) [default: none] [env: {CONFIG_ENV}]")
+    )]
     config: Option<PathBuf>,
     #[command(flatten)]
     settings: SettingsLayer,
@@ -82,21 +87,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log filter of CONCIERGE_LOG, else RUST_LOG, else `info`; one that
+/// does not parse is reported under its variable's name.
+fn log_filter() -> Result<EnvFilter, String> {
+    for name in ["CONCIERGE_LOG", "RUST_LOG"] {
+        let Some(value) = std::env::var_os(name) else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|value| format!("{name}={}: not valid UTF-8", value.to_string_lossy()))?;
+        return EnvFilter::try_new(&value).map_err(|e| {
+            format!("{name}={value}: not a log filter ({e}); e.g. info, debug or concierge=trace")
+        });
+    }
+    Ok(EnvFilter::new("info"))
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
-    let filter = std::env::var("CONCIERGE_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+    let filter = match log_filter() {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("concierge: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
     // Colours only for a person at a terminal, and never under NO_COLOR:
     // escape codes in a log file or a supervisor's journal are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
 
-    let settings = match Settings::load(args.config.as_deref(), args.settings) {
+    let settings = match Settings::from_command_line(args.config, args.settings, |name| {
+        std::env::var_os(name)
+    }) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("concierge: {e}");
