@@ -4,18 +4,46 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use concierge::config::{Settings, SettingsLayer};
-use concierge::gateway::Gateway;
+use concierge::config::{Settings, SettingsLayer, CONFIG_ENV};
+use concierge::gateway::{Gateway, StartError};
 use tracing_subscriber::EnvFilter;
+
+/// Exit status: the gateway failed while it was running.
+const FAILED: u8 = 1;
+/// Exit status: the command line, a variable or the config file is wrong
+/// (clap's own usage errors exit with 2 as well).
+const INVALID: u8 = 2;
+/// Exit status: something the settings name cannot be used at start.
+const UNAVAILABLE: u8 = 3;
+
+/// The exit statuses, for the end of `--help`.
+fn exit_statuses() -> String {
+    format!(
+        "Exit status of the gateway:\n  \
+         0  stopped on SIGTERM or SIGINT (or printed the help, version or config)\n  \
+         {FAILED}  the gateway failed while running\n  \
+         {INVALID}  invalid command line, environment variable, config file or log filter;\n     \
+         nothing was touched\n  \
+         {UNAVAILABLE}  something the settings name cannot be used at start: the address (in use,\n     \
+         not this machine's, not permitted), the data folder (cannot be created),\n     \
+         the cluster (Redis refuses the URL, the shared state cannot be opened)"
+    )
+}
 
 /// Concierge: a WebSocket gateway for running a fleet of machines.
 ///
 /// With no subcommand it runs the gateway. Settings come from built-in
 /// defaults, then the config file (--config), then CONCIERGE_* environment
-/// variables, then flags. Logging follows CONCIERGE_LOG (or RUST_LOG), for
-/// example CONCIERGE_LOG=debug or CONCIERGE_LOG=concierge=trace; default info.
+/// variables, then flags. A wrong value is reported under the name it was
+/// given by: the flag, the variable, or the file and its key. Logging follows
+/// CONCIERGE_LOG (or RUST_LOG), for example CONCIERGE_LOG=debug or
+/// CONCIERGE_LOG=concierge=trace; default info.
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    after_long_help = exit_statuses()
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,6 +54,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default).
+    #[command(after_long_help = exit_statuses())]
     Serve(Box<ServeArgs>),
     /// Print the documented config file with every default.
     Config,
@@ -35,8 +64,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML config file (see `concierge config`).
-    #[arg(long, env = "CONCIERGE_CONFIG")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = format!("TOML config file (see `concierge config`) [default: none] [env: {CONFIG_ENV}]")
+    )]
     config: Option<PathBuf>,
     #[command(flatten)]
     settings: SettingsLayer,
@@ -55,29 +87,63 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log filter of CONCIERGE_LOG, else RUST_LOG, else `info`; one that
+/// does not parse is reported under its variable's name.
+fn log_filter() -> Result<EnvFilter, String> {
+    for name in ["CONCIERGE_LOG", "RUST_LOG"] {
+        let Some(value) = std::env::var_os(name) else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|value| format!("{name}={}: not valid UTF-8", value.to_string_lossy()))?;
+        return EnvFilter::try_new(&value).map_err(|e| {
+            format!("{name}={value}: not a log filter ({e}); e.g. info, debug or concierge=trace")
+        });
+    }
+    Ok(EnvFilter::new("info"))
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
-    let filter = std::env::var("CONCIERGE_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+    let filter = match log_filter() {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("concierge: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
     // Colours only for a person at a terminal, and never under NO_COLOR:
     // escape codes in a log file or a supervisor's journal are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
 
-    let settings = match Settings::load(args.config.as_deref(), args.settings) {
+    let settings = match Settings::from_command_line(args.config, args.settings, |name| {
+        std::env::var_os(name)
+    }) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("concierge: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(INVALID);
         }
     };
-    let result = actix_web::rt::System::new().block_on(async move {
-        let gateway = Gateway::start(settings).await?;
+    actix_web::rt::System::new().block_on(async move {
+        let gateway = match Gateway::start(settings).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                eprintln!("concierge: {e}");
+                return ExitCode::from(match e {
+                    StartError::Settings(_) => INVALID,
+                    StartError::Listen { .. }
+                    | StartError::DataFolder { .. }
+                    | StartError::Cluster(_) => UNAVAILABLE,
+                });
+            }
+        };
         let addrs = gateway.addrs.clone();
         // Handle signals before announcing the address: a supervisor may
         // send SIGTERM as soon as it sees it.
@@ -85,16 +151,36 @@ fn serve(args: ServeArgs) -> ExitCode {
         for addr in &addrs {
             tracing::info!(%addr, "listening: ws://{addr}/ws");
         }
-        server.await
-    });
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
+        match server.await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("concierge: the gateway failed: {e}");
+                ExitCode::from(FAILED)
+            }
         }
-        Err(e) => {
-            eprintln!("concierge: {e}");
-            ExitCode::FAILURE
-        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// The documented status for a wrong command line is the one clap
+    /// exits with for its own usage errors.
+    #[test]
+    fn usage_errors_exit_with_the_invalid_status() {
+        let err = Cli::try_parse_from(["concierge", "--no-such-flag"])
+            .err()
+            .expect("refused");
+        assert_eq!(err.exit_code(), i32::from(INVALID));
     }
 }

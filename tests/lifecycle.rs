@@ -132,6 +132,265 @@ async fn a_bad_bind_exits_non_zero_with_a_clear_message() {
     assert!(!data.path().join("fs").exists());
 }
 
+/// Runs the binary to its end; returns its exit status and stderr.
+async fn fails(mut cmd: Command) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+        .await
+        .expect("it exits")
+        .expect("it runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("listening"), "{stderr}");
+    (output.status.code(), stderr)
+}
+
+/// Every `key = value` line of `concierge config`.
+async fn documented_settings() -> Vec<(String, String)> {
+    let output = command(&["config"]).output().await.unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once(" = "))
+        .map(|(key, value)| (key.to_owned(), value.trim_matches('"').to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_named_and_exits_3_leaving_the_data_folder_alone() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    // The files of the gateway that holds the address, in a shared folder.
+    let kept = data.path().join("fs").join("someone").join("file.txt");
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    std::fs::write(&kept, "still here").unwrap();
+    let dir = data.path().display().to_string();
+    let (code, stderr) = fails(command(&["--bind", &addr, "--data-dir", &dir])).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "still here");
+}
+
+#[tokio::test]
+async fn a_data_folder_that_cannot_be_created_is_named_and_exits_3() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let dir = file.join("data").display().to_string();
+    let (code, stderr) = fails(command(&["--bind", "127.0.0.1:0", "--data-dir", &dir])).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot prepare the data folder {dir}/fs: ")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_redis_url_is_named_in_plain_words_and_exits_2() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let args = ["--bind", "127.0.0.1:0", "--data-dir", &dir];
+    let mut flag = command(&args);
+    flag.args(["--redis-url", "foo"]);
+    let (code, stderr) = fails(flag).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value \"foo\" for --redis-url: not a Redis URL"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("redis://HOST:PORT"), "{stderr}");
+    let mut env = command(&args);
+    env.env("CONCIERGE_REDIS_URL", "rediss://127.0.0.1:6379");
+    let (code, stderr) = fails(env).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CONCIERGE_REDIS_URL=rediss://127.0.0.1:6379: TLS"),
+        "{stderr}"
+    );
+    // Refused before the data folder was touched.
+    assert!(!data.path().join("fs").exists());
+}
+
+#[tokio::test]
+async fn a_bad_variable_is_named_by_the_variable_and_exits_2() {
+    let mut cmd = command(&["--bind", "127.0.0.1:0"]);
+    cmd.env("CONCIERGE_WORKERS", "lots");
+    let (code, stderr) = fails(cmd).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CONCIERGE_WORKERS=lots: must be a whole number, 0 or more"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--workers"), "{stderr}");
+
+    let mut cmd = command(&["--bind", "127.0.0.1:0"]);
+    cmd.env("CONCIERGE_LOG", "concierge=loud");
+    let (code, stderr) = fails(cmd).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CONCIERGE_LOG=concierge=loud: not a log filter"),
+        "{stderr}"
+    );
+}
+
+/// Every number setting, as a variable and as a flag, refuses a word and a
+/// negative number under the name it was given by.
+#[tokio::test]
+async fn every_number_setting_refuses_words_and_negatives_under_its_own_name() {
+    let numbers: Vec<String> = documented_settings()
+        .await
+        .into_iter()
+        .filter(|(_, value)| value.parse::<u64>().is_ok())
+        .map(|(key, _)| key)
+        .collect();
+    assert!(numbers.len() > 10, "{numbers:?}");
+    for key in numbers {
+        let env = format!("CONCIERGE_{}", key.to_uppercase());
+        let flag = format!("--{}", key.replace('_', "-"));
+        let mut cmd = command(&["--bind", "127.0.0.1:0"]);
+        cmd.env(&env, "lots");
+        let (code, stderr) = fails(cmd).await;
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{env}=lots: must be a whole number")),
+            "{stderr}"
+        );
+        for value in ["-5", "lots"] {
+            let (code, stderr) = fails(command(&[&flag, value])).await;
+            assert_eq!(code, Some(2), "{stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "invalid value '{value}' for '{flag} <{}>': must be a whole number, 0 or more",
+                    key.to_uppercase()
+                )),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_negative_lease_is_an_invalid_value_for_its_flag() {
+    let (code, stderr) = fails(command(&["--node-lease-ms", "-5"])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value '-5' for '--node-lease-ms"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("must be a whole number, 0 or more"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    // A value of the right type the gateway cannot run with.
+    let (code, stderr) = fails(command(&["--node-lease-ms", "0"])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 0 for --node-lease-ms: must be greater than 0"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_config_value_names_the_file_and_the_key_and_exits_2() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("c.toml");
+    let path = file.display().to_string();
+    std::fs::write(&file, "node_lease_ms = 0\n").unwrap();
+    let (code, stderr) = fails(command(&["--config", &path])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "invalid config file {path}: node_lease_ms = 0: must be greater than 0"
+        )),
+        "{stderr}"
+    );
+    std::fs::write(&file, "workers = \"lots\"\n").unwrap();
+    let (code, stderr) = fails(command(&["--config", &path])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("invalid config file {path}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("workers = \"lots\""), "{stderr}");
+}
+
+#[tokio::test]
+async fn help_shows_every_default_and_variable() {
+    let output = command(&["--help"]).output().await.unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (key, value) in documented_settings().await {
+        let default = if value.is_empty() { "empty" } else { &value };
+        let env = format!("CONCIERGE_{}", key.to_uppercase());
+        let flag = format!("--{} <", key.replace('_', "-"));
+        assert!(help.contains(&flag), "no {flag} in:\n{help}");
+        assert!(
+            help.contains(&format!("[default: {default}] [env: {env}]")),
+            "{key}: no default and variable in:\n{help}"
+        );
+    }
+    assert!(help.contains("[env: CONCIERGE_CONFIG]"), "{help}");
+}
+
+/// `--help` and the README's table give the same exit statuses, and each
+/// kind of failure exits with its documented status.
+#[tokio::test]
+async fn exit_statuses_match_the_documentation() {
+    let output = command(&["--help"]).output().await.unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    let section = help
+        .split_once("Exit status of the gateway:\n")
+        .expect("an exit status section")
+        .1;
+    // "  N  text" lines, continued by indented ones.
+    let mut in_help: Vec<(String, String)> = Vec::new();
+    for line in section.lines() {
+        let line = line.trim();
+        match line.split_once("  ") {
+            Some((code, text)) if code.parse::<u8>().is_ok() => {
+                in_help.push((code.to_owned(), text.to_owned()))
+            }
+            _ => {
+                let (_, text) = in_help.last_mut().expect("a status first");
+                text.push(' ');
+                text.push_str(line);
+            }
+        }
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let in_readme: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|line| {
+            let row = line.strip_prefix("| `")?;
+            let (code, rest) = row.split_once("` | ")?;
+            code.parse::<u8>().ok()?;
+            Some((code.to_owned(), rest.strip_suffix(" |")?.to_owned()))
+        })
+        .collect();
+    assert_eq!(in_help, in_readme, "--help and README.md differ");
+    let codes: Vec<&str> = in_help.iter().map(|(code, _)| code.as_str()).collect();
+    assert_eq!(codes, ["0", "1", "2", "3"]);
+
+    // 2: a usage error of clap's own, like a wrong value of ours.
+    let (code, stderr) = fails(command(&["--no-such-flag"])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stderr) = fails(command(&["--bind", "nowhere"])).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    // 3: a well-formed address that is not this machine's.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let (code, stderr) = fails(command(&["--bind", "192.0.2.1:8080", "--data-dir", &dir])).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 192.0.2.1:8080: "),
+        "{stderr}"
+    );
+}
+
 /// Starts the binary; returns whether it listened (then stops it) or the
 /// stderr of its failure.
 async fn starts(cmd: Command) -> Result<(), String> {

@@ -4,20 +4,34 @@
 //! Every setting has one name in three spellings: the config key `max_frame_size`,
 //! the variable `CONCIERGE_MAX_FRAME_SIZE` and the flag `--max-frame-size`. The
 //! list lives once, in the `settings!` invocation below, which generates the
-//! resolved [`Settings`], the all-optional [`SettingsLayer`] that a file or the
-//! command line fills in, and the documented `config/concierge.toml`
+//! resolved [`Settings`], the all-optional [`SettingsLayer`] that a file, the
+//! environment or the command line fills in, the flags with their `--help`
+//! (default and variable included), and the documented `config/concierge.toml`
 //! (checked by a test to stay in step).
+//!
+//! Variables are read here rather than by clap, so that a wrong value is
+//! reported under the name it was given by: `CONCIERGE_WORKERS=lots: ...`, not
+//! `--workers`. A value's type is checked where it was given (a flag by clap,
+//! a variable here, the file by its parser); a value of the right type that
+//! the gateway still cannot run with is checked once the layers are merged,
+//! so a later layer can correct an earlier one, and reported as its layer
+//! gave it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::num::IntErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "CONCIERGE_CONFIG";
+
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])+
-        $field:ident : $ty:ty = $default:expr, env $env:literal;
+        $field:ident : $ty:ty = $default:expr, env $env:literal $(, check $check:path)?;
     )+) => {
         /// The gateway's resolved settings. See the module docs for how they
         /// are layered.
@@ -32,22 +46,91 @@ macro_rules! settings {
             }
         }
 
-        /// One layer of settings (a config file, or the environment and
+        /// One layer of settings (the config file, the environment or the
         /// command line); absent values fall through to the layer below.
-        #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+        #[derive(Debug, Clone, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct SettingsLayer {
-            $(
-                $(#[doc = $doc])+
-                #[arg(long, env = $env)]
-                pub $field: Option<$ty>,
-            )+
+            $( $(#[doc = $doc])+ pub $field: Option<$ty>, )+
+        }
+
+        /// Where each of the resolved settings came from, to name it when
+        /// its value is wrong.
+        #[derive(Debug, Default)]
+        struct Origins {
+            $( $field: Origin, )+
+        }
+
+        impl Origins {
+            /// Records `layer` as the origin of every value it sets;
+            /// `origin` is given the setting's variable name.
+            fn note(&mut self, layer: &SettingsLayer, origin: impl Fn(&'static str) -> Origin) {
+                $( if layer.$field.is_some() { self.$field = origin($env); } )+
+            }
+        }
+
+        impl SettingsLayer {
+            /// The `CONCIERGE_*` variables, as `var` reads them (it is
+            /// `std::env::var_os` but for tests); a value that is not of its
+            /// setting's type is reported under the variable's name.
+            pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
+                Ok(SettingsLayer {
+                    $( $field: read_var(&var, stringify!($field), $env)?, )+
+                })
+            }
+        }
+
+        /// The flags, without `env`: the variables are read by
+        /// [`SettingsLayer::from_vars`]. Each flag's help ends with its
+        /// default and its variable.
+        impl clap::Args for SettingsLayer {
+            fn augment_args(cmd: clap::Command) -> clap::Command {
+                let defaults = Settings::default();
+                cmd $( .arg(setting_arg(
+                    stringify!($field),
+                    $env,
+                    concat!($($doc),+),
+                    &defaults.$field,
+                )) )+
+            }
+
+            fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+                Self::augment_args(cmd)
+            }
+        }
+
+        impl clap::FromArgMatches for SettingsLayer {
+            fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                let mut layer = SettingsLayer::default();
+                layer.update_from_arg_matches(matches)?;
+                Ok(layer)
+            }
+
+            fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+                $(
+                    if let Some(value) = matches.get_one::<$ty>(stringify!($field)) {
+                        self.$field = Some(value.clone());
+                    }
+                )+
+                Ok(())
+            }
         }
 
         impl Settings {
             /// Applies a layer on top of these settings.
             pub fn apply(&mut self, layer: SettingsLayer) {
                 $( if let Some(value) = layer.$field { self.$field = value; } )+
+            }
+
+            /// Checks every setting that has a rule of its own, naming a
+            /// wrong value as its origin gave it.
+            fn check_each(&self, origins: &Origins) -> Result<(), ConfigError> {
+                $($(
+                    if let Err(reason) = $check(&self.$field) {
+                        return Err(origins.$field.invalid(stringify!($field), &self.$field, &reason));
+                    }
+                )?)+
+                Ok(())
             }
 
             /// The documented TOML file with every key at its default.
@@ -62,7 +145,7 @@ macro_rules! settings {
                     out.push('\n');
                     $( out.push_str(&format!("#{}\n", $doc)); )+
                     out.push_str(&format!("# env: {}\n", $env));
-                    out.push_str(&toml_line(stringify!($field), &defaults.$field));
+                    out.push_str(&format!("{} = {}\n", stringify!($field), defaults.$field.toml()));
                 )+
                 out
             }
@@ -70,64 +153,228 @@ macro_rules! settings {
     };
 }
 
-/// Formats `key = value` for the generated config file.
-fn toml_line<T: TomlValue>(key: &str, value: &T) -> String {
-    format!("{key} = {}\n", value.toml())
-}
-
-trait TomlValue {
+/// A setting's type: read from a flag's or a variable's text, written into
+/// the generated file, and shown back to the user as they would type it.
+trait SettingValue: Clone + Send + Sync + 'static {
+    /// The value `text` spells, or why it spells none, in plain words.
+    fn parse(text: &str) -> Result<Self, String>;
+    /// As written in the TOML file.
     fn toml(&self) -> String;
+    /// As typed on a command line or in a variable.
+    fn text(&self) -> String;
 }
 
-impl TomlValue for String {
+impl SettingValue for String {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.to_owned())
+    }
+
     fn toml(&self) -> String {
         format!("{self:?}")
     }
-}
 
-impl TomlValue for u64 {
-    fn toml(&self) -> String {
-        self.to_string()
+    fn text(&self) -> String {
+        self.clone()
     }
 }
 
-impl TomlValue for usize {
-    fn toml(&self) -> String {
-        self.to_string()
+impl SettingValue for PathBuf {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
     }
-}
 
-impl TomlValue for PathBuf {
     fn toml(&self) -> String {
         format!("{:?}", self.display().to_string())
     }
+
+    fn text(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+/// Unsigned integers: every number setting is a count or a duration, so a
+/// negative value gets the same plain reason as a word.
+macro_rules! whole_number {
+    ($($ty:ty),+) => {$(
+        impl SettingValue for $ty {
+            fn parse(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+                    IntErrorKind::PosOverflow => format!("must be at most {}", <$ty>::MAX),
+                    _ => "must be a whole number, 0 or more".to_owned(),
+                })
+            }
+
+            fn toml(&self) -> String {
+                self.to_string()
+            }
+
+            fn text(&self) -> String {
+                self.to_string()
+            }
+        }
+    )+};
+}
+
+whole_number!(u64, usize);
+
+/// The flag of the setting `key`, parsed with its type's reasons and
+/// accepting a negative number as a value (to refuse it in those words
+/// rather than as an unknown flag).
+fn setting_arg<T: SettingValue>(key: &'static str, env: &str, doc: &str, default: &T) -> clap::Arg {
+    let default = match default.text() {
+        text if text.is_empty() => "empty".to_owned(),
+        text => text,
+    };
+    clap::Arg::new(key)
+        .long(flag_name(key))
+        .value_name(key.to_uppercase())
+        .value_parser(T::parse)
+        .allow_negative_numbers(true)
+        .help(format!("{} [default: {default}] [env: {env}]", doc.trim()))
+}
+
+/// `max_frame_size` as a flag: `max-frame-size`.
+fn flag_name(key: &str) -> String {
+    key.replace('_', "-")
+}
+
+/// The variable `name` for the setting `key`, if it is set.
+fn read_var<T: SettingValue>(
+    var: &impl Fn(&str) -> Option<OsString>,
+    key: &str,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    let Some(value) = var(name) else {
+        return Ok(None);
+    };
+    let text = value.into_string().map_err(|value| {
+        ConfigError::Invalid(format!(
+            "{name}={}: not valid UTF-8",
+            value.to_string_lossy()
+        ))
+    })?;
+    T::parse(&text)
+        .map(Some)
+        .map_err(|reason| Origin::Env(name).invalid(key, &text, &reason))
+}
+
+/// Where a setting's value was given.
+#[derive(Debug, Clone, Default)]
+enum Origin {
+    /// Built in, or set by code that made the [`Settings`] itself.
+    #[default]
+    Default,
+    File(PathBuf),
+    /// The variable of that name.
+    Env(&'static str),
+    Flag,
+}
+
+impl Origin {
+    /// `value` of `key` is wrong for `reason`, said in the words of where
+    /// it was given.
+    fn invalid<T: SettingValue>(&self, key: &str, value: &T, reason: &str) -> ConfigError {
+        ConfigError::Invalid(match self {
+            Origin::Default => format!("invalid setting {key} = {}: {reason}", value.toml()),
+            Origin::File(path) => format!(
+                "invalid config file {}: {key} = {}: {reason}",
+                path.display(),
+                value.toml()
+            ),
+            Origin::Env(name) => format!("{name}={}: {reason}", value.text()),
+            Origin::Flag => format!(
+                "invalid value {} for --{}: {reason}",
+                value.toml(),
+                flag_name(key)
+            ),
+        })
+    }
+
+    /// Who set `key`, for a message about two settings.
+    fn set_by(&self, key: &str) -> String {
+        match self {
+            Origin::Default => "the default".to_owned(),
+            Origin::File(path) => format!("set in {}", path.display()),
+            Origin::Env(name) => format!("set by {name}"),
+            Origin::Flag => format!("set by --{}", flag_name(key)),
+        }
+    }
+}
+
+/// `bind`: an IP address and a port (the gateway resolves no host name).
+fn host_port(bind: &str) -> Result<SocketAddr, String> {
+    bind.parse().map_err(|_| {
+        "not HOST:PORT with HOST an IP address, e.g. 127.0.0.1:8080 or [::]:8080".to_owned()
+    })
+}
+
+/// `redis_url`: empty, or a URL the Redis client can connect to.
+fn redis_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let Some(parsed) = redis::parse_redis_url(url) else {
+        return Err(
+            "not a Redis URL: write redis://HOST:PORT, e.g. redis://127.0.0.1:6379, \
+                    or leave it empty to run a single node"
+                .to_owned(),
+        );
+    };
+    match parsed.scheme() {
+        "rediss" | "valkeys" => {
+            return Err("TLS (rediss://) is not built into this gateway: use redis://".to_owned())
+        }
+        "redis" | "valkey" if parsed.host_str().is_none_or(str::is_empty) => {
+            return Err("names no host: write redis://HOST:PORT".to_owned())
+        }
+        _ => {}
+    }
+    redis::IntoConnectionInfo::into_connection_info(parsed)
+        .map(drop)
+        .map_err(|e| format!("the Redis client refuses it: {e}"))
+}
+
+/// A number setting that 0 would break.
+fn positive<T: PartialEq + Default>(value: &T) -> Result<(), String> {
+    if *value == T::default() {
+        return Err("must be greater than 0".to_owned());
+    }
+    Ok(())
+}
+
+/// `data_dir`: an empty path would scatter the files in the working folder.
+fn named_folder(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("must name a folder".to_owned());
+    }
+    Ok(())
 }
 
 settings! {
     /// Address and port the gateway listens on (WebSocket at /ws, files at /fs, health and metrics).
-    bind: String = "127.0.0.1:8080".into(), env "CONCIERGE_BIND";
+    bind: String = "127.0.0.1:8080".into(), env "CONCIERGE_BIND", check host_port;
     /// Redis URL (redis://host:port) to run as one replica of a cluster; empty runs a single node with the in-process broker.
-    redis_url: String = String::new(), env "CONCIERGE_REDIS_URL";
+    redis_url: String = String::new(), env "CONCIERGE_REDIS_URL", check redis_url;
     /// Milliseconds a replica's lease lasts; a replica that stops renewing it is declared dead, its clients leave.
-    node_lease_ms: u64 = 10_000, env "CONCIERGE_NODE_LEASE_MS";
+    node_lease_ms: u64 = 10_000, env "CONCIERGE_NODE_LEASE_MS", check positive;
     /// HTTP worker threads; 0 means one per CPU core.
     workers: usize = 0, env "CONCIERGE_WORKERS";
     /// Shared secret clients must send in IDENTIFY; empty means no secret is required.
     secret: String = String::new(), env "CONCIERGE_SECRET";
     /// Folder for gateway data; uploaded files live under <data_dir>/fs/<client name>/.
-    data_dir: PathBuf = PathBuf::from("data"), env "CONCIERGE_DATA_DIR";
+    data_dir: PathBuf = PathBuf::from("data"), env "CONCIERGE_DATA_DIR", check named_folder;
     /// Milliseconds a new connection has to send IDENTIFY before it is closed with 4004.
-    identify_timeout_ms: u64 = 5_000, env "CONCIERGE_IDENTIFY_TIMEOUT_MS";
+    identify_timeout_ms: u64 = 5_000, env "CONCIERGE_IDENTIFY_TIMEOUT_MS", check positive;
     /// Milliseconds between the gateway's pings.
-    heartbeat_interval_ms: u64 = 5_000, env "CONCIERGE_HEARTBEAT_INTERVAL_MS";
+    heartbeat_interval_ms: u64 = 5_000, env "CONCIERGE_HEARTBEAT_INTERVAL_MS", check positive;
     /// Milliseconds a client may stay silent (no frame, no pong) before it is closed with 4009; a ping waiting behind frames the client is still reading counts from when it reaches the socket.
-    heartbeat_timeout_ms: u64 = 10_000, env "CONCIERGE_HEARTBEAT_TIMEOUT_MS";
+    heartbeat_timeout_ms: u64 = 10_000, env "CONCIERGE_HEARTBEAT_TIMEOUT_MS", check positive;
     /// Largest WebSocket frame accepted from a client, in bytes; larger ones close the socket with 1009.
-    max_frame_size: usize = 65_536, env "CONCIERGE_MAX_FRAME_SIZE";
+    max_frame_size: usize = 65_536, env "CONCIERGE_MAX_FRAME_SIZE", check positive;
     /// Frames that may wait for a slow client before it is closed with 1008.
-    max_outgoing_queue: usize = 1_024, env "CONCIERGE_MAX_OUTGOING_QUEUE";
+    max_outgoing_queue: usize = 1_024, env "CONCIERGE_MAX_OUTGOING_QUEUE", check positive;
     /// Longest client or service name, in bytes.
-    max_name_len: usize = 64, env "CONCIERGE_MAX_NAME_LEN";
+    max_name_len: usize = 64, env "CONCIERGE_MAX_NAME_LEN", check positive;
     /// Longest client or service nickname, in bytes.
     max_nickname_len: usize = 128, env "CONCIERGE_MAX_NICKNAME_LEN";
     /// Most tags a client may identify with.
@@ -144,7 +391,8 @@ settings! {
     shutdown_timeout_secs: u64 = 5, env "CONCIERGE_SHUTDOWN_TIMEOUT_SECS";
 }
 
-/// Why settings could not be loaded.
+/// Why settings could not be loaded. Every message names what it is about:
+/// the file, the variable, the flag or the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -157,14 +405,44 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
-    #[error("invalid setting: {0}")]
+    /// A value the gateway cannot run with, in the words of where it was
+    /// given.
+    #[error("{0}")]
     Invalid(String),
 }
 
 impl Settings {
-    /// Defaults, then the file at `path` (if any), then `overrides`.
-    pub fn load(path: Option<&Path>, overrides: SettingsLayer) -> Result<Self, ConfigError> {
+    /// The settings of a command line: the file named by `--config`
+    /// (`config`) or else by `CONCIERGE_CONFIG`, then the `CONCIERGE_*`
+    /// variables as `var` reads them (`std::env::var_os` but for tests),
+    /// then `flags`.
+    pub fn from_command_line(
+        config: Option<PathBuf>,
+        flags: SettingsLayer,
+        var: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
+        let config = match (config, var(CONFIG_ENV)) {
+            (Some(path), _) => Some(path),
+            (None, Some(path)) if path.is_empty() => {
+                return Err(ConfigError::Invalid(format!(
+                    "{CONFIG_ENV}=: must name a TOML file, or be unset"
+                )))
+            }
+            (None, path) => path.map(PathBuf::from),
+        };
+        let env = SettingsLayer::from_vars(var)?;
+        Settings::load(config.as_deref(), env, flags)
+    }
+
+    /// Defaults, then the file at `path` (if any), then `env`, then
+    /// `flags`; a wrong value is reported as the layer that set it gave it.
+    pub fn load(
+        path: Option<&Path>,
+        env: SettingsLayer,
+        flags: SettingsLayer,
+    ) -> Result<Self, ConfigError> {
         let mut settings = Settings::default();
+        let mut origins = Origins::default();
         if let Some(path) = path {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
@@ -175,44 +453,42 @@ impl Settings {
                     path: path.to_owned(),
                     source,
                 })?;
+            origins.note(&layer, |_| Origin::File(path.to_owned()));
             settings.apply(layer);
         }
-        settings.apply(overrides);
-        settings.validate()?;
+        origins.note(&env, Origin::Env);
+        settings.apply(env);
+        origins.note(&flags, |_| Origin::Flag);
+        settings.apply(flags);
+        settings.check(&origins)?;
         Ok(settings)
     }
 
     /// Rejects values the gateway cannot run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.bind_addr()?;
-        let positive = [
-            ("identify_timeout_ms", self.identify_timeout_ms as usize),
-            ("heartbeat_interval_ms", self.heartbeat_interval_ms as usize),
-            ("heartbeat_timeout_ms", self.heartbeat_timeout_ms as usize),
-            ("max_frame_size", self.max_frame_size),
-            ("max_outgoing_queue", self.max_outgoing_queue),
-            ("max_name_len", self.max_name_len),
-            ("node_lease_ms", self.node_lease_ms as usize),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(ConfigError::Invalid(format!(
-                    "{key} must be greater than 0"
-                )));
-            }
-        }
+        self.check(&Origins::default())
+    }
+
+    /// [`Settings::validate`], naming each wrong value by its origin.
+    fn check(&self, origins: &Origins) -> Result<(), ConfigError> {
+        self.check_each(origins)?;
         if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
-            return Err(ConfigError::Invalid(
-                "heartbeat_timeout_ms must be greater than heartbeat_interval_ms".into(),
-            ));
+            return Err(ConfigError::Invalid(format!(
+                "invalid settings: heartbeat_timeout_ms = {} ({}) must be greater than \
+                 heartbeat_interval_ms = {} ({})",
+                self.heartbeat_timeout_ms,
+                origins.heartbeat_timeout_ms.set_by("heartbeat_timeout_ms"),
+                self.heartbeat_interval_ms,
+                origins
+                    .heartbeat_interval_ms
+                    .set_by("heartbeat_interval_ms"),
+            )));
         }
         Ok(())
     }
 
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.bind.parse().map_err(|e| {
-            ConfigError::Invalid(format!("bind {:?} is not HOST:PORT: {e}", self.bind))
-        })
+        host_port(&self.bind).map_err(|reason| Origin::Default.invalid("bind", &self.bind, &reason))
     }
 
     pub fn identify_timeout(&self) -> Duration {
@@ -290,7 +566,8 @@ mod tests {
             max_tags: Some(5),
             ..Default::default()
         };
-        let settings = Settings::load(Some(&path), overrides).expect("loads");
+        let settings =
+            Settings::load(Some(&path), SettingsLayer::default(), overrides).expect("loads");
         assert_eq!(settings.bind, "0.0.0.0:9000");
         assert_eq!(settings.max_tags, 5);
         assert_eq!(settings.max_frame_size, 65_536);
@@ -303,10 +580,16 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("c.toml");
         std::fs::write(&path, "bnid = \"x\"\n").expect("write");
-        let err = Settings::load(Some(&path), SettingsLayer::default()).unwrap_err();
+        let err = Settings::load(
+            Some(&path),
+            SettingsLayer::default(),
+            SettingsLayer::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let err = Settings::load(
             None,
+            SettingsLayer::default(),
             SettingsLayer {
                 bind: Some("nowhere".into()),
                 ..Default::default()
@@ -314,7 +597,174 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("HOST:PORT"), "{err}");
-        assert!(Settings::load(Some(&dir.join("missing.toml")), SettingsLayer::default()).is_err());
+        assert!(Settings::load(
+            Some(&dir.join("missing.toml")),
+            SettingsLayer::default(),
+            SettingsLayer::default()
+        )
+        .is_err());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A `var` reading from `vars` instead of the environment.
+    fn vars(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn variables_are_read_and_reported_under_their_own_names() {
+        let layer = SettingsLayer::from_vars(vars(&[
+            ("CONCIERGE_MAX_TAGS", "7"),
+            ("CONCIERGE_SECRET", ""),
+        ]))
+        .expect("reads");
+        assert_eq!(layer.max_tags, Some(7));
+        assert_eq!(layer.secret.as_deref(), Some(""));
+        assert_eq!(layer.bind, None);
+
+        let err = SettingsLayer::from_vars(vars(&[("CONCIERGE_WORKERS", "lots")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CONCIERGE_WORKERS=lots: must be a whole number, 0 or more"
+        );
+        let err = SettingsLayer::from_vars(vars(&[("CONCIERGE_NODE_LEASE_MS", "-5")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CONCIERGE_NODE_LEASE_MS=-5: must be a whole number, 0 or more"
+        );
+        let err =
+            SettingsLayer::from_vars(vars(&[("CONCIERGE_MAX_FILE_SIZE", "99999999999999999999")]))
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CONCIERGE_MAX_FILE_SIZE=99999999999999999999: must be at most 18446744073709551615"
+        );
+    }
+
+    #[test]
+    fn a_wrong_value_is_named_as_its_source_gave_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "node_lease_ms = 0\n").expect("write");
+        let err = Settings::load(
+            Some(&path),
+            SettingsLayer::default(),
+            SettingsLayer::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid config file {}: node_lease_ms = 0: must be greater than 0",
+                path.display()
+            )
+        );
+        // Overridden, the file's value is not checked.
+        let env =
+            SettingsLayer::from_vars(vars(&[("CONCIERGE_NODE_LEASE_MS", "0")])).expect("reads");
+        let flags = SettingsLayer {
+            node_lease_ms: Some(1),
+            ..Default::default()
+        };
+        Settings::load(Some(&path), env.clone(), flags).expect("the flag wins");
+        let err = Settings::load(Some(&path), env, SettingsLayer::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CONCIERGE_NODE_LEASE_MS=0: must be greater than 0"
+        );
+        let flags = SettingsLayer {
+            bind: Some("nowhere".into()),
+            ..Default::default()
+        };
+        let err = Settings::load(None, SettingsLayer::default(), flags).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid value \"nowhere\" for --bind: not HOST:PORT"),
+            "{err}"
+        );
+        let err = Settings {
+            data_dir: PathBuf::new(),
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting data_dir = \"\": must name a folder"
+        );
+
+        // Two settings that contradict each other: both are named.
+        let flags = SettingsLayer {
+            heartbeat_timeout_ms: Some(5_000),
+            ..Default::default()
+        };
+        let err = Settings::load(None, SettingsLayer::default(), flags).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid settings: heartbeat_timeout_ms = 5000 (set by --heartbeat-timeout-ms) \
+             must be greater than heartbeat_interval_ms = 5000 (the default)"
+        );
+    }
+
+    #[test]
+    fn the_config_file_can_be_named_by_its_variable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "max_tags = 3\nworkers = 2\n").expect("write");
+        let file = path.display().to_string();
+        let settings = Settings::from_command_line(
+            None,
+            SettingsLayer {
+                workers: Some(4),
+                ..Default::default()
+            },
+            vars(&[("CONCIERGE_CONFIG", &file), ("CONCIERGE_WORKERS", "3")]),
+        )
+        .expect("loads");
+        assert_eq!((settings.max_tags, settings.workers), (3, 4));
+        // --config beats the variable.
+        let err = Settings::from_command_line(
+            Some(dir.path().join("missing.toml")),
+            SettingsLayer::default(),
+            vars(&[("CONCIERGE_CONFIG", &file)]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+        let err = Settings::from_command_line(
+            None,
+            SettingsLayer::default(),
+            vars(&[("CONCIERGE_CONFIG", "")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CONCIERGE_CONFIG=: must name a TOML file, or be unset"
+        );
+    }
+
+    #[test]
+    fn redis_urls_are_checked_in_plain_words() {
+        for good in [
+            "",
+            "redis://127.0.0.1:6379",
+            "redis://redis",
+            "redis://:secret@10.0.0.1:6380/2",
+            "redis+unix:///run/redis.sock",
+        ] {
+            assert_eq!(redis_url(good), Ok(()), "{good}");
+        }
+        for (bad, reason) in [
+            ("foo", "not a Redis URL"),
+            ("http://127.0.0.1:6379", "not a Redis URL"),
+            ("rediss://127.0.0.1:6379", "TLS"),
+            ("redis://127.0.0.1:6379/zero", "the Redis client refuses it"),
+        ] {
+            let err = redis_url(bad).unwrap_err();
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
     }
 }

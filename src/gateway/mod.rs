@@ -10,7 +10,10 @@
 mod http;
 mod observers;
 pub mod session;
+mod start_error;
 mod upgrade;
+
+pub use start_error::StartError;
 
 use std::convert::Infallible;
 use std::io;
@@ -45,20 +48,29 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Joins the cluster (with `redis_url`, waiting until Redis answers),
-    /// starts the namespace and binds the listener. Must run inside an actix
-    /// `System`; the server does nothing until `server` is awaited.
-    pub async fn start(settings: Settings) -> io::Result<Gateway> {
+    /// Checks the settings, reserves the address, joins the cluster (with
+    /// `redis_url`, waiting until Redis answers), starts the namespace and
+    /// listens. Must run inside an actix `System`; the server does nothing
+    /// until `server` is awaited.
+    pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
+        settings.validate()?;
         let settings = Arc::new(settings);
-        let bind = settings
-            .bind_addr()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let (cluster, inbound) = cluster::join(&settings)
-            .await
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let bind = settings.bind_addr()?;
+        let cannot_listen = |source| StartError::Listen { addr: bind, source };
+        // The address is taken before the files folder is touched: a second
+        // gateway started by mistake on a running one's address must not
+        // clear the files they share. It listens only once ready, below.
+        let socket = bind_socket(bind).map_err(cannot_listen)?;
+        let (cluster, inbound) = cluster::join(&settings).await?;
         // A folder shared with other replicas keeps their clients' files;
         // otherwise no client outlives the process: start clean.
-        files::prepare(&settings.files_dir(), !cluster.shares_files())?;
+        let files_dir = settings.files_dir();
+        files::prepare(&files_dir, !cluster.shares_files()).map_err(|source| {
+            StartError::DataFolder {
+                path: files_dir.clone(),
+                source,
+            }
+        })?;
         let observers: Vec<Arc<dyn Observer>> = vec![
             Arc::new(observers::Gauges),
             Arc::new(files::Janitor::new(settings.files_dir())),
@@ -96,8 +108,8 @@ impl Gateway {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        let listener = listen(bind)?;
-        let addrs = vec![listener.local_addr()?];
+        let listener = listen(socket).map_err(cannot_listen)?;
+        let addrs = vec![listener.local_addr().map_err(cannot_listen)?];
         let server = server.listen("concierge", listener, move || {
             let state = state.clone();
             let stopping = stopping.clone();
@@ -127,7 +139,8 @@ impl Gateway {
                     |_| AppConfig::default(),
                 ))
                 .tcp()
-        })?;
+        });
+        let server = server.map_err(cannot_listen)?;
         Ok(Gateway {
             addrs,
             server: server.run(),
@@ -152,14 +165,20 @@ impl Gateway {
     }
 }
 
-/// The listening socket, as actix-web's own `HttpServer` makes it: address
-/// reuse, so a restarted gateway can bind at once, and a backlog of 1,024
-/// pending connections for the reconnect storm after a replica restarts.
-fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// The listening socket's address taken, as actix-web's own `HttpServer`
+/// takes it: with address reuse, so a restarted gateway can bind at once.
+fn bind_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Starts listening on a socket from [`bind_socket`], with a backlog of
+/// 1,024 pending connections (as `HttpServer`) for the reconnect storm after
+/// a replica restarts.
+fn listen(socket: socket2::Socket) -> io::Result<std::net::TcpListener> {
     socket.listen(1024)?;
     Ok(socket.into())
 }
