@@ -32,6 +32,11 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
+/// The gateway's allocator, so that the comparison measures the servers,
+/// not their allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A minimal fan-out server to compare the gateway with.
 #[derive(Parser)]
 struct Args {

@@ -30,6 +30,13 @@ fn exit_statuses() -> String {
     )
 }
 
+/// mimalloc rather than glibc's malloc: frames are allocated on one thread
+/// and freed on another (the sender's and the receiver's), which glibc
+/// serializes on its arena locks (see docs/BENCHMARKS.md). The baseline
+/// server is built with the same allocator, so the figures stay comparable.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Concierge: a WebSocket gateway for running a fleet of machines.
 ///
 /// With no subcommand it runs the gateway. Settings come from built-in

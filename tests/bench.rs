@@ -92,6 +92,33 @@ async fn fanout_delivers_every_message_to_every_subscriber_once() {
     assert!(json["latency"]["p99_ms"].is_number());
 }
 
+/// Several owners fanning out to their own services at once: each message
+/// reaches exactly the subscribers of its service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_services_fan_out_at_once() {
+    let server = TestServer::with(|s| s.workers = 2);
+    let url = server.ws_url();
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--subscribers",
+        "30",
+        "--services",
+        "3",
+        "--messages",
+        "40",
+        "--window",
+        "8",
+    ])
+    .await;
+    // 3 owners × 40 messages × 10 subscribers each.
+    assert_exact(&report, 3 * 40 * 10);
+    assert_eq!((report.connected, report.connect_failures), (33, 0));
+    assert_eq!(report.senders, Some(3));
+    assert_eq!(report.receivers_per_message, Some(10));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_at_a_target_rate() {
     let server = TestServer::start();

@@ -5,7 +5,8 @@
 //! Scenarios:
 //! - `connect`: N clients connect and IDENTIFY; connects/s, failures, and the
 //!   gateway's RSS per identified connection.
-//! - `fanout`: one owner, a service with N subscribers, M messages.
+//! - `fanout`: one owner, a service with N subscribers, M messages (or K
+//!   owners and services sharing the N subscribers, all sending at once).
 //! - `direct`: P pairs exchanging M messages each way by NAME.
 //! - `cluster <scenario>`: the same, requiring two gateway URLs or more;
 //!   senders and receivers are placed on different gateways.
@@ -170,9 +171,13 @@ pub struct FanoutArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub messages: MessageArgs,
-    /// Subscribers of the service.
+    /// Subscribers, spread evenly over the services.
     #[arg(long, default_value_t = 1_000)]
     pub subscribers: usize,
+    /// Services, each with its own owner sending to it at the same time:
+    /// subscriber i subscribes to service i mod K.
+    #[arg(long, default_value_t = 1)]
+    pub services: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]

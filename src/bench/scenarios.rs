@@ -749,40 +749,48 @@ fn message_report(report: &mut Report, args: &MessageArgs, senders: usize, recei
     report.messages_per_sender = Some(args.messages);
 }
 
-/// `fanout`: one owner, a service with N subscribers, M messages.
+/// `fanout`: K owners (one by default), each with a service; N subscribers
+/// spread over the services (subscriber i on service i mod K); every owner
+/// sends M messages to its service at the same time.
 pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchError> {
-    let n = args.subscribers;
-    let mut ctx = Ctx::new(&args.common, n + 1).await?;
+    let (n, k) = (args.subscribers, args.services.max(1));
+    let mut ctx = Ctx::new(&args.common, n + k).await?;
     let mut report = ctx.report(scenario);
-    report.clients = n as u64 + 1;
-    let service = ctx.name("svc", 0);
-    let owner = ctx.name("owner", 0);
-    let tracker = Tracker::new(args.messages.messages, 0);
+    report.clients = (n + k) as u64;
+    let services: Vec<String> = (0..k).map(|s| ctx.name("svc", s)).collect();
+    let owners: Vec<String> = (0..k).map(|s| ctx.name("owner", s)).collect();
+    let trackers: Vec<Arc<Tracker>> = (0..k)
+        .map(|_| Tracker::new(args.messages.messages, 0))
+        .collect();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
     let (done_tx, done) = mpsc::unbounded_channel();
     let setup_clock = Instant::now();
-    ctx.progress.phase("connecting", n as u64 + 1);
-    let mut handles = vec![ctx.spawn(
-        Plan {
-            index: 0,
-            endpoint: 0,
-            name: owner.clone(),
-            create: Some(service.clone()),
-            subscribe: None,
-            receive: None,
-            send: Some(Send {
-                tracker: tracker.clone(),
-                target: Target::Service {
-                    service: service.clone(),
-                },
-                args: args.messages.clone(),
-                offset: 0.0,
-                done: done_tx,
-            }),
-        },
-        &ready_tx,
-    )];
-    if ctx.await_ready(&mut ready, 1).await.is_empty() {
+    ctx.progress.phase("connecting", (n + k) as u64);
+    let mut handles = Vec::with_capacity(n + k);
+    for s in 0..k {
+        handles.push(ctx.spawn(
+            Plan {
+                index: s,
+                endpoint: ctx.shared.spread.endpoint_for(s),
+                name: owners[s].clone(),
+                create: Some(services[s].clone()),
+                subscribe: None,
+                receive: None,
+                send: Some(Send {
+                    tracker: trackers[s].clone(),
+                    target: Target::Service {
+                        service: services[s].clone(),
+                    },
+                    args: args.messages.clone(),
+                    offset: s as f64 / k as f64,
+                    done: done_tx.clone(),
+                }),
+            },
+            &ready_tx,
+        ));
+    }
+    drop(done_tx);
+    if ctx.await_ready(&mut ready, k).await.len() < k {
         ctx.set_phase(STOP);
         let outcomes = join(handles).await;
         let why = outcomes
@@ -790,42 +798,50 @@ pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchEr
             .find_map(|o| o.setup_error)
             .unwrap_or_default();
         return Err(BenchError::Connect(format!(
-            "the owner could not set up: {why}"
+            "an owner could not set up: {why}"
         )));
     }
-    let expect = Expect {
-        target: Target::Service {
-            service: service.clone(),
-        },
-        origin: owner,
-        service: Some(service.clone()),
-    };
     for i in 0..n {
+        let s = i % k;
         handles.push(ctx.spawn(
             Plan {
-                index: i + 1,
-                endpoint: ctx.shared.spread.endpoint_for(i + 1),
+                index: k + i,
+                // The owner and the first subscriber sit on different
+                // gateways when there are several.
+                endpoint: ctx.shared.spread.endpoint_for(s + i / k + 1),
                 name: ctx.name("sub", i),
                 create: None,
-                subscribe: Some(service.clone()),
+                subscribe: Some(services[s].clone()),
                 receive: Some(Receive {
-                    tracker: tracker.clone(),
+                    tracker: trackers[s].clone(),
                     messages: args.messages.messages,
-                    expect: expect.clone(),
+                    expect: Expect {
+                        target: Target::Service {
+                            service: services[s].clone(),
+                        },
+                        origin: owners[s].clone(),
+                        service: Some(services[s].clone()),
+                    },
                 }),
                 send: None,
             },
             &ready_tx,
         ));
     }
-    let subscribed = ctx.await_ready(&mut ready, n).await.len();
+    let mut subscribed = vec![0u32; k];
+    for index in ctx.await_ready(&mut ready, n).await {
+        subscribed[(index - k) % k] += 1;
+    }
     ctx.progress.finish();
-    tracker.set_receivers(subscribed as u32);
+    for (tracker, count) in trackers.iter().zip(&subscribed) {
+        tracker.set_receivers(*count);
+    }
     ctx.settle().await;
     report.setup_seconds = setup_clock.elapsed().as_secs_f64();
-    message_report(&mut report, &args.messages, 1, subscribed as u64);
+    let total: u64 = subscribed.iter().map(|c| u64::from(*c)).sum();
+    message_report(&mut report, &args.messages, k, total / k as u64);
     let drain = Duration::from_millis(args.messages.drain_ms);
-    let (sent, begun, ended) = message_phase(&mut ctx, 1, vec![tracker], done, drain).await;
+    let (sent, begun, ended) = message_phase(&mut ctx, k, trackers, done, drain).await;
     let outcomes = join(handles).await;
     let delivered = tally(&mut report, outcomes, &sent)?;
     report.cpu = Some(begun.until(&ended, delivered));
