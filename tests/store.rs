@@ -1,8 +1,8 @@
 //! The store seam, on real parts: one conformance suite run against a
 //! `DiskStore` (a file in a temp dir) and against two `RedisStore`s sharing a
 //! real `redis-server` (two replicas), then what only one of them has:
-//! reopening and crash safety on disk, the key layout, bad data and outages
-//! on Redis.
+//! on disk, reopening, files it refuses and crash safety; on Redis, the
+//! key layout, bad data and outages.
 
 mod common;
 
@@ -41,7 +41,7 @@ struct Pair {
 fn disk_pair() -> Pair {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> =
-        Arc::new(DiskStore::open(dir.path().join("concierge.redb")).expect("store opens"));
+        Arc::new(DiskStore::open(dir.path().join("concierge.db")).expect("store opens"));
     Pair {
         a: store.clone(),
         b: store,
@@ -495,12 +495,12 @@ async fn changes_reach_every_node(p: Pair) {
 
 // Disk only.
 
-/// Records survive closing and reopening the file; counters and leases
-/// (volatile) do not.
+/// Records survive closing and reopening the file, which is in WAL mode
+/// and marked as a Concierge store; counters and leases (volatile) do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("concierge.redb");
+    let path = dir.path().join("concierge.db");
     {
         let store = DiskStore::open(&path).unwrap();
         store.put(USERS, "alice", bytes("a")).await.unwrap();
@@ -516,6 +516,22 @@ async fn disk_survives_reopen() {
             .await
             .unwrap());
     }
+    // The file as documented: write-ahead logged, marked as a store of
+    // this schema.
+    let file = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = file
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let id: i64 = file
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .unwrap();
+    assert_eq!(id.to_be_bytes()[4..], *b"Conc");
+    let version: i64 = file
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, concierge::cluster::disk::SCHEMA);
+    drop(file);
     let store = DiskStore::open(&path).unwrap();
     assert_eq!(
         store.list(USERS).await.unwrap(),
@@ -532,34 +548,87 @@ async fn disk_survives_reopen() {
         .unwrap());
 }
 
-/// A file that cannot be opened is an error naming it: already open, not a
-/// database, in a folder that does not exist.
+/// A file that is not a store this version can use is refused, naming
+/// it, and left as it was: bytes that are not SQLite, an SQLite database of
+/// another program, a store of a newer schema, a folder. A file that is
+/// open already is not one of them: another store opens it too.
 #[test]
 fn disk_open_fails_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("concierge.redb");
-    let _open = DiskStore::open(&path).unwrap();
-    let error = DiskStore::open(&path).err().expect("a second open fails");
+    let refused = |path: &std::path::Path| {
+        let before = std::fs::read(path).ok();
+        let error = DiskStore::open(path).err().expect("refused");
+        assert!(
+            error.to_string().contains(&*path.to_string_lossy()),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(path).ok(), before, "left as it was");
+        error
+    };
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    let error = refused(&garbage);
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let error = refused(&foreign);
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert!(
+        error.to_string().contains("not a Concierge store"),
+        "{error}"
+    );
+
+    let newer = dir.path().join("newer.db");
+    let store = DiskStore::open(&newer).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(store.put(USERS, "alice", bytes("a")))
+        .unwrap();
+    drop(store);
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", concierge::cluster::disk::SCHEMA + 1)
+        .unwrap();
+    let error = refused(&newer);
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert!(error.to_string().contains("newer version"), "{error}");
+
+    let folder = dir.path().join("folder.db");
+    std::fs::create_dir(&folder).unwrap();
+    let error = refused(&folder);
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+
+    let path = dir.path().join("concierge.db");
+    let first = DiskStore::open(&path).unwrap();
+    runtime
+        .block_on(first.put(USERS, "alice", bytes("a")))
+        .unwrap();
+    let second = DiskStore::open(&path).expect("not locked by the first");
+    assert_eq!(
+        runtime.block_on(second.get(USERS, "alice")).unwrap(),
+        Some(bytes("a"))
+    );
+}
+
+/// A store whose folder cannot be created opens (it creates nothing) and
+/// reads as empty; its first write fails as unavailable, naming the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_first_write_fails_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let path = file.join("data").join("concierge.db");
+    let store = DiskStore::open(&path).expect("opening creates nothing");
+    assert_eq!(store.list(USERS).await.unwrap(), vec![]);
+    let error = store.put(USERS, "alice", vec![]).await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
     assert!(
         error.to_string().contains(&*path.to_string_lossy()),
-        "{error}"
-    );
-
-    let garbage = dir.path().join("garbage.redb");
-    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
-    let error = DiskStore::open(&garbage).err().expect("garbage is refused");
-    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
-    assert!(
-        error.to_string().contains(&*garbage.to_string_lossy()),
-        "{error}"
-    );
-
-    let missing = dir.path().join("missing").join("concierge.redb");
-    let error = DiskStore::open(&missing).err().expect("no folder, no file");
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
-    assert!(
-        error.to_string().contains(&*missing.to_string_lossy()),
         "{error}"
     );
 }
@@ -599,7 +668,7 @@ async fn disk_crash_writer() {
 #[test]
 fn disk_crash_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("concierge.redb");
+    let path = dir.path().join("concierge.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -622,11 +691,16 @@ fn disk_crash_keeps_every_acknowledged_write() {
             acked.push(key.to_owned());
         }
     }
-    let error = DiskStore::open(&path).err().expect("locked by the writer");
-    assert!(
-        error.to_string().contains(&*path.to_string_lossy()),
-        "{error}"
-    );
+    // Another process reads the file while the writer writes, and sees
+    // every write acknowledged so far.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let reader = DiskStore::open(&path).expect("opens beside the writer");
+        let all = reader.list(LOG).await.expect("reads beside the writer");
+        for key in &acked {
+            assert!(all.iter().any(|(k, _)| k == key), "{key} not seen");
+        }
+    });
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -637,7 +711,6 @@ fn disk_crash_keeps_every_acknowledged_write() {
         }
     }
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = DiskStore::open(&path).expect("the file opens after the crash");
         let all = store.list(LOG).await.expect("the file reads");
