@@ -3,7 +3,7 @@
 //! real `redis-server` (two replicas), then what only one of them has:
 //! on disk, reopening, files it refuses, lazy creation, crash safety and two
 //! processes sharing the file; on Redis, the key layout, bad data and
-//! outages.
+//! outages; and which store each kind of cluster hands out.
 
 mod common;
 
@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
+use concierge::cluster;
 use concierge::cluster::disk::{DiskStore, POLL};
 use concierge::cluster::redis::store::{RedisStore, TIMEOUT};
 use concierge::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
+use concierge::config::Settings;
 use redis::aio::ConnectionManager;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, Barrier};
@@ -1051,6 +1053,76 @@ async fn disk_two_processes_share_the_file() {
     drop(peer.stdin);
     let status = peer.child.wait().await.unwrap();
     assert!(status.success(), "the peer failed: {status}");
+}
+
+// The cluster seam.
+
+/// A standalone gateway's store is `concierge.db` in its data folder,
+/// which joining does not create: the first write does, and another store
+/// on that file (a command on the gateway's host) reads what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_store_is_a_file_in_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let settings = Settings {
+        data_dir: data.clone(),
+        ..Settings::default()
+    };
+    let (cluster, _inbound) = cluster::join(&settings).await.unwrap();
+    let store = cluster.store();
+    assert_eq!(store.list(USERS).await.unwrap(), vec![]);
+    assert!(!data.exists(), "joining creates no data folder");
+    store.put(USERS, "alice", bytes("a")).await.unwrap();
+    let path = data.join(cluster::STORE_FILE);
+    assert_eq!(
+        DiskStore::open(&path)
+            .unwrap()
+            .get(USERS, "alice")
+            .await
+            .unwrap(),
+        Some(bytes("a"))
+    );
+}
+
+/// A store file that cannot be used keeps a standalone gateway out,
+/// naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_join_names_a_store_it_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(cluster::STORE_FILE);
+    std::fs::write(&path, vec![0x5a; 4096]).unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    let Err(cluster::ClusterError::Unavailable(message)) = cluster::join(&settings).await else {
+        panic!("a garbage store file is accepted");
+    };
+    assert!(message.contains(&*path.to_string_lossy()), "{message}");
+}
+
+/// A replica's store is in the cluster's Redis, under the `concierge`
+/// prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_is_in_its_redis() {
+    let server = RedisServer::start();
+    let settings = Settings {
+        redis_url: server.url(),
+        ..Settings::default()
+    };
+    let (cluster, _inbound) = cluster::join(&settings).await.unwrap();
+    cluster
+        .store()
+        .put(USERS, "alice", bytes("record"))
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .cli(&["HGET", "concierge:store:users", "alice"])
+            .trim(),
+        "record"
+    );
+    cluster.deregister().await;
 }
 
 // Redis only.
