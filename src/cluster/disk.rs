@@ -26,7 +26,7 @@
 //! * **Writes** run in `BEGIN IMMEDIATE` transactions, which take the file's
 //!   write lock before reading: [`compare_and_swap`](Store::compare_and_swap)
 //!   reads, compares and writes with no other process's write in between. A
-//!   write waits up to [`BUSY`] for another process's transaction to end
+//!   write waits up to 5 s (`BUSY`) for another process's transaction to end
 //!   before it fails as [`StoreError::Unavailable`].
 //!
 //! # Created lazily
@@ -63,13 +63,15 @@
 //! # Changes
 //!
 //! A change made through this store is announced as [`Changed::Key`] as
-//! soon as it is committed. Changes made by other processes (other
-//! connections) cannot be told apart, so the thread polls
-//! `PRAGMA data_version` every [`POLL`], whose value changes when another
-//! connection has committed, and looks for the file while there is none; when
-//! either changed, it sends [`Changed::Missed`], and whoever caches records
-//! reloads them. Another process's write is thus reported within
-//! `POLL` plus the time of one operation.
+//! soon as it is committed (a swap of absent for absent writes nothing and
+//! announces nothing). SQLite does not tell one connection what another
+//! changed, so for the changes of other processes (or of another
+//! `DiskStore` on the same file) the thread polls `PRAGMA data_version`
+//! every [`POLL`], whose value changes when another connection has
+//! committed, and looks for the file while there is none; when either
+//! changed, it sends [`Changed::Missed`], and whoever caches records
+//! reloads them. Another process's write is thus reported within `POLL`,
+//! or once the operation running at that moment is done.
 //!
 //! # Counters and leases
 //!
