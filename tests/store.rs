@@ -1,8 +1,9 @@
 //! The store seam, on real parts: one conformance suite run against a
 //! `DiskStore` (a file in a temp dir) and against two `RedisStore`s sharing a
 //! real `redis-server` (two replicas), then what only one of them has:
-//! reopening and crash safety on disk, the key layout, bad data and outages
-//! on Redis.
+//! on disk, reopening, files it refuses, lazy creation, crash safety and two
+//! processes sharing the file; on Redis, the key layout, bad data and
+//! outages; and which store each kind of cluster hands out.
 
 mod common;
 
@@ -12,10 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use concierge::cluster::disk::DiskStore;
+use concierge::cluster;
+use concierge::cluster::disk::{DiskStore, POLL};
 use concierge::cluster::redis::store::{RedisStore, TIMEOUT};
 use concierge::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
+use concierge::config::Settings;
 use redis::aio::ConnectionManager;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, Barrier};
 
 const USERS: Table = Table::new("users");
@@ -41,7 +45,7 @@ struct Pair {
 fn disk_pair() -> Pair {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> =
-        Arc::new(DiskStore::open(dir.path().join("concierge.redb")).expect("store opens"));
+        Arc::new(DiskStore::open(dir.path().join("concierge.db")).expect("store opens"));
     Pair {
         a: store.clone(),
         b: store,
@@ -495,12 +499,12 @@ async fn changes_reach_every_node(p: Pair) {
 
 // Disk only.
 
-/// Records survive closing and reopening the file; counters and leases
-/// (volatile) do not.
+/// Records survive closing and reopening the file, which is in WAL mode
+/// and marked as a Concierge store; counters and leases (volatile) do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("concierge.redb");
+    let path = dir.path().join("concierge.db");
     {
         let store = DiskStore::open(&path).unwrap();
         store.put(USERS, "alice", bytes("a")).await.unwrap();
@@ -516,6 +520,22 @@ async fn disk_survives_reopen() {
             .await
             .unwrap());
     }
+    // The file as documented: write-ahead logged, marked as a store of
+    // this schema.
+    let file = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = file
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let id: i64 = file
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .unwrap();
+    assert_eq!(id.to_be_bytes()[4..], *b"Conc");
+    let version: i64 = file
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, concierge::cluster::disk::SCHEMA);
+    drop(file);
     let store = DiskStore::open(&path).unwrap();
     assert_eq!(
         store.list(USERS).await.unwrap(),
@@ -532,35 +552,123 @@ async fn disk_survives_reopen() {
         .unwrap());
 }
 
-/// A file that cannot be opened is an error naming it: already open, not a
-/// database, in a folder that does not exist.
+/// A file that is not a store this version can use is refused, naming
+/// it, and left as it was: bytes that are not SQLite, an SQLite database of
+/// another program, a store of a newer schema, a folder. A file that is
+/// open already is not one of them: another store opens it too.
 #[test]
 fn disk_open_fails_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("concierge.redb");
-    let _open = DiskStore::open(&path).unwrap();
-    let error = DiskStore::open(&path).err().expect("a second open fails");
+    let refused = |path: &std::path::Path| {
+        let before = std::fs::read(path).ok();
+        let error = DiskStore::open(path).err().expect("refused");
+        assert!(
+            error.to_string().contains(&*path.to_string_lossy()),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(path).ok(), before, "left as it was");
+        error
+    };
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    let error = refused(&garbage);
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let error = refused(&foreign);
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert!(
+        error.to_string().contains("not a Concierge store"),
+        "{error}"
+    );
+
+    let newer = dir.path().join("newer.db");
+    let store = DiskStore::open(&newer).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(store.put(USERS, "alice", bytes("a")))
+        .unwrap();
+    drop(store);
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", concierge::cluster::disk::SCHEMA + 1)
+        .unwrap();
+    let error = refused(&newer);
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert!(error.to_string().contains("newer version"), "{error}");
+
+    let folder = dir.path().join("folder.db");
+    std::fs::create_dir(&folder).unwrap();
+    let error = refused(&folder);
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+
+    let path = dir.path().join("concierge.db");
+    let first = DiskStore::open(&path).unwrap();
+    runtime
+        .block_on(first.put(USERS, "alice", bytes("a")))
+        .unwrap();
+    let second = DiskStore::open(&path).expect("not locked by the first");
+    assert_eq!(
+        runtime.block_on(second.get(USERS, "alice")).unwrap(),
+        Some(bytes("a"))
+    );
+}
+
+/// A store whose folder cannot be created opens (it creates nothing) and
+/// reads as empty; its first write fails as unavailable, naming the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_first_write_fails_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let path = file.join("data").join("concierge.db");
+    let store = DiskStore::open(&path).expect("opening creates nothing");
+    assert_eq!(store.list(USERS).await.unwrap(), vec![]);
+    let error = store.put(USERS, "alice", vec![]).await.unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
     assert!(
         error.to_string().contains(&*path.to_string_lossy()),
         "{error}"
     );
+}
 
-    let garbage = dir.path().join("garbage.redb");
-    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
-    let error = DiskStore::open(&garbage).err().expect("garbage is refused");
-    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
-    assert!(
-        error.to_string().contains(&*garbage.to_string_lossy()),
-        "{error}"
-    );
+/// Opening a store and using it in every way that writes no record creates
+/// nothing, not even its folder, while its thread looks for the file; the
+/// first write creates the folder and the file, which then reopens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_creates_nothing_until_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("concierge.db");
+    let store = DiskStore::open(&path).unwrap();
+    assert_eq!(store.get(USERS, "alice").await.unwrap(), None);
+    assert_eq!(store.list(USERS).await.unwrap(), vec![]);
+    assert!(!store.delete(USERS, "alice").await.unwrap());
+    assert!(!store
+        .compare_and_swap(USERS, "alice", Some(bytes("a")), None)
+        .await
+        .unwrap());
+    assert!(store
+        .compare_and_swap(USERS, "alice", None, None)
+        .await
+        .unwrap());
+    assert_eq!(store.count(COUNTS, "alice", SECOND).await.unwrap(), 1);
+    assert!(store.acquire(LEASES, "l", "alpha", SECOND).await.unwrap());
+    tokio::time::sleep(POLL * 3).await;
+    let found: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(found.is_empty(), "created: {found:?}");
 
-    let missing = dir.path().join("missing").join("concierge.redb");
-    let error = DiskStore::open(&missing).err().expect("no folder, no file");
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
-    assert!(
-        error.to_string().contains(&*missing.to_string_lossy()),
-        "{error}"
+    store.put(USERS, "alice", bytes("a")).await.unwrap();
+    assert!(path.is_file(), "the first write creates the file");
+    drop(store);
+    let store = DiskStore::open(&path).unwrap();
+    assert_eq!(
+        store.list(USERS).await.unwrap(),
+        vec![("alice".to_owned(), bytes("a"))]
     );
 }
 
@@ -599,7 +707,7 @@ async fn disk_crash_writer() {
 #[test]
 fn disk_crash_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("concierge.redb");
+    let path = dir.path().join("concierge.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -622,11 +730,16 @@ fn disk_crash_keeps_every_acknowledged_write() {
             acked.push(key.to_owned());
         }
     }
-    let error = DiskStore::open(&path).err().expect("locked by the writer");
-    assert!(
-        error.to_string().contains(&*path.to_string_lossy()),
-        "{error}"
-    );
+    // Another process reads the file while the writer writes, and sees
+    // every write acknowledged so far.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let reader = DiskStore::open(&path).expect("opens beside the writer");
+        let all = reader.list(LOG).await.expect("reads beside the writer");
+        for key in &acked {
+            assert!(all.iter().any(|(k, _)| k == key), "{key} not seen");
+        }
+    });
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -637,7 +750,6 @@ fn disk_crash_keeps_every_acknowledged_write() {
         }
     }
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = DiskStore::open(&path).expect("the file opens after the crash");
         let all = store.list(LOG).await.expect("the file reads");
@@ -653,6 +765,364 @@ fn disk_crash_keeps_every_acknowledged_write() {
         // And it takes writes again.
         store.put(LOG, "after", vec![1]).await.unwrap();
     });
+}
+
+/// Selects the peer mode of this test binary, and names its file.
+const PEER: &str = "CONCIERGE_STORE_PEER";
+
+/// Rounds of the claim race across processes, and how far apart they start.
+const ROUNDS: u64 = 10;
+const ROUND: Duration = Duration::from_millis(100);
+/// Racers of each process in each round.
+const RACERS: u64 = 5;
+
+/// The moment `unix_ms` (milliseconds since the Unix epoch, which both
+/// processes read from the same clock), on this process's runtime clock.
+fn at_unix_ms(unix_ms: u64) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let target = Duration::from_millis(unix_ms);
+    tokio::time::Instant::now() + target.saturating_sub(now)
+}
+
+/// This process's part of the claim race: in each round, `RACERS` tasks
+/// released together at the round's start try to claim `claim-{round}` with
+/// `compare_and_swap`, each writing its own name. The (round, name) of every
+/// win.
+async fn claim_rounds(store: Arc<dyn Store>, who: &str, start_unix_ms: u64) -> Vec<(u64, String)> {
+    let mut racers = Vec::new();
+    for round in 0..ROUNDS {
+        let at = at_unix_ms(start_unix_ms + round * ROUND.as_millis() as u64);
+        for i in 0..RACERS {
+            let store = store.clone();
+            let name = format!("{who}-{round}-{i}");
+            racers.push(tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let won = store
+                    .compare_and_swap(USERS, &format!("claim-{round}"), None, Some(bytes(&name)))
+                    .await
+                    .unwrap();
+                won.then_some((round, name))
+            }));
+        }
+    }
+    let mut wins = Vec::new();
+    for racer in racers {
+        wins.extend(racer.await.unwrap());
+    }
+    wins
+}
+
+/// Adds 1 to the record `key` `times` times, each with a
+/// read-compare-swap loop.
+async fn increment(store: &dyn Store, key: &str, times: u64) {
+    for _ in 0..times {
+        loop {
+            let current = store.get(USERS, key).await.unwrap();
+            let n: u64 = current
+                .as_deref()
+                .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+            let next = bytes(&(n + 1).to_string());
+            if store
+                .compare_and_swap(USERS, key, current, Some(next))
+                .await
+                .unwrap()
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// The second process of `disk_two_processes_share_the_file`: a store on
+/// the file named by `PEER`, driven by commands on stdin, one a line,
+/// answering each on stdout. Does nothing when run as a test of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_peer_process() {
+    let Some(path) = std::env::var_os(PEER) else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(DiskStore::open(path).expect("the peer opens the store"));
+    let mut stdout = std::io::stdout();
+    let mut say = |line: String| {
+        // Marked, as libtest may have begun a line of its own.
+        writeln!(stdout, "peer: {line}")
+            .and_then(|()| stdout.flush())
+            .expect("stdout");
+    };
+    say("ready".to_owned());
+    let mut commands = BufReader::new(std::io::stdin()).lines();
+    while let Some(Ok(command)) = tokio::task::block_in_place(|| commands.next()) {
+        let words: Vec<&str> = command.split(' ').collect();
+        match words[..] {
+            ["put", key, value] => {
+                store.put(USERS, key, bytes(value)).await.unwrap();
+                say("ok".to_owned());
+            }
+            ["get", key] => match store.get(USERS, key).await.unwrap() {
+                Some(value) => say(format!("value {}", String::from_utf8(value).unwrap())),
+                None => say("none".to_owned()),
+            },
+            ["race", start] => {
+                let wins = claim_rounds(store.clone(), "child", start.parse().unwrap()).await;
+                for (round, name) in wins {
+                    say(format!("won {round} {name}"));
+                }
+                say("ok".to_owned());
+            }
+            ["increment", key, times] => {
+                increment(&*store, key, times.parse().unwrap()).await;
+                say("ok".to_owned());
+            }
+            _ => panic!("the peer does not know {command:?}"),
+        }
+    }
+}
+
+/// The other process, as `disk_two_processes_share_the_file` drives it.
+struct Peer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Peer {
+    fn start(path: &std::path::Path) -> Peer {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "disk_peer_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PEER, path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the peer starts");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Peer {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Sends a command.
+    async fn send(&mut self, command: &str) {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .expect("the peer reads");
+    }
+
+    /// The peer's lines up to its answer (`ready`, `ok`, `value …`,
+    /// `none`), the answer last; the test harness's own output is skipped.
+    async fn answer(&mut self) -> Vec<String> {
+        let mut said = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .expect("the peer answers in time")
+                .expect("the peer's output")
+                .expect("the peer is alive");
+            let Some((_, line)) = line.split_once("peer: ") else {
+                continue;
+            };
+            let line = line.to_owned();
+            let done =
+                ["ready", "ok", "none"].contains(&line.as_str()) || line.starts_with("value ");
+            said.push(line);
+            if done {
+                return said;
+            }
+        }
+    }
+
+    async fn ask(&mut self, command: &str) -> Vec<String> {
+        self.send(command).await;
+        self.answer().await
+    }
+}
+
+/// Waits up to `within` for a `Missed` (what another process's writes are
+/// reported as), skipping this process's own changes.
+async fn missed(rx: &mut broadcast::Receiver<Changed>, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(Changed::Missed)) => return true,
+            Ok(Ok(Changed::Key { .. })) => continue,
+            Ok(Err(e)) => panic!("changes: {e}"),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Two processes, each with its own store on one file, as the gateway and
+/// a command run on its host: the file that the first found missing is
+/// created by the second, and the first's changes report it; both write and
+/// read each other's writes; claims raced across the two have exactly one
+/// winner each; read-compare-swap increments from both lose none; a write
+/// in the other process is reported to the first within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_two_processes_share_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("concierge.db");
+    let store: Arc<dyn Store> = Arc::new(DiskStore::open(&path).unwrap());
+    let mut rx = store.changes();
+    let mut peer = Peer::start(&path);
+    assert_eq!(peer.answer().await, ["ready"]);
+
+    // The peer creates the file with its first write.
+    assert_eq!(peer.ask("put from-peer p1").await, ["ok"]);
+    assert!(
+        missed(&mut rx, SECOND).await,
+        "the file the peer created is not reported"
+    );
+    assert_eq!(
+        store.get(USERS, "from-peer").await.unwrap(),
+        Some(bytes("p1"))
+    );
+
+    // Both write, both read.
+    store.put(USERS, "from-first", bytes("f1")).await.unwrap();
+    assert_eq!(peer.ask("get from-first").await, ["value f1"]);
+    assert_eq!(peer.ask("put from-first f2").await, ["ok"]);
+    assert_eq!(
+        store.get(USERS, "from-first").await.unwrap(),
+        Some(bytes("f2"))
+    );
+    assert!(store.delete(USERS, "from-peer").await.unwrap());
+    assert_eq!(peer.ask("get from-peer").await, ["none"]);
+
+    // Claims raced across the processes: one winner per round.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_millis(300);
+    let start = start.as_millis() as u64;
+    peer.send(&format!("race {start}")).await;
+    let mut wins = claim_rounds(store.clone(), "first", start).await;
+    let said = peer.answer().await;
+    for line in &said[..said.len() - 1] {
+        let mut words = line.split(' ').skip(1);
+        let round = words.next().unwrap().parse().unwrap();
+        wins.push((round, words.next().unwrap().to_owned()));
+    }
+    eprintln!("claim winners: {wins:?}");
+    for round in 0..ROUNDS {
+        let winners: Vec<&String> = wins
+            .iter()
+            .filter(|(r, _)| *r == round)
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert_eq!(
+            store.get(USERS, &format!("claim-{round}")).await.unwrap(),
+            Some(bytes(winners[0])),
+            "round {round}"
+        );
+    }
+
+    // Increments from both processes at once: none is lost.
+    peer.send("increment n 25").await;
+    increment(&*store, "n", 25).await;
+    assert_eq!(peer.answer().await, ["ok"]);
+    assert_eq!(store.get(USERS, "n").await.unwrap(), Some(bytes("50")));
+    assert_eq!(peer.ask("get n").await, ["value 50"]);
+
+    // Once what came before has been reported, one more write of the peer
+    // is reported within a second.
+    tokio::time::sleep(POLL * 3).await;
+    while rx.try_recv().is_ok() {}
+    assert_eq!(peer.ask("put late l").await, ["ok"]);
+    let written = Instant::now();
+    assert!(
+        missed(&mut rx, SECOND).await,
+        "the peer's write is not reported"
+    );
+    eprintln!("reported {:?} after the write", written.elapsed());
+    assert_eq!(store.get(USERS, "late").await.unwrap(), Some(bytes("l")));
+
+    drop(peer.stdin);
+    let status = peer.child.wait().await.unwrap();
+    assert!(status.success(), "the peer failed: {status}");
+}
+
+// The cluster seam.
+
+/// A standalone gateway's store is `concierge.db` in its data folder,
+/// which joining does not create: the first write does, and another store
+/// on that file (a command on the gateway's host) reads what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_store_is_a_file_in_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let settings = Settings {
+        data_dir: data.clone(),
+        ..Settings::default()
+    };
+    let (cluster, _inbound) = cluster::join(&settings).await.unwrap();
+    let store = cluster.store();
+    assert_eq!(store.list(USERS).await.unwrap(), vec![]);
+    assert!(!data.exists(), "joining creates no data folder");
+    store.put(USERS, "alice", bytes("a")).await.unwrap();
+    let path = data.join(cluster::STORE_FILE);
+    assert_eq!(
+        DiskStore::open(&path)
+            .unwrap()
+            .get(USERS, "alice")
+            .await
+            .unwrap(),
+        Some(bytes("a"))
+    );
+}
+
+/// A store file that cannot be used keeps a standalone gateway out,
+/// naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_join_names_a_store_it_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(cluster::STORE_FILE);
+    std::fs::write(&path, vec![0x5a; 4096]).unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    let Err(cluster::ClusterError::Unavailable(message)) = cluster::join(&settings).await else {
+        panic!("a garbage store file is accepted");
+    };
+    assert!(message.contains(&*path.to_string_lossy()), "{message}");
+}
+
+/// A replica's store is in the cluster's Redis, under the `concierge`
+/// prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_is_in_its_redis() {
+    let server = RedisServer::start();
+    let settings = Settings {
+        redis_url: server.url(),
+        ..Settings::default()
+    };
+    let (cluster, _inbound) = cluster::join(&settings).await.unwrap();
+    cluster
+        .store()
+        .put(USERS, "alice", bytes("record"))
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .cli(&["HGET", "concierge:store:users", "alice"])
+            .trim(),
+        "record"
+    );
+    cluster.deregister().await;
 }
 
 // Redis only.

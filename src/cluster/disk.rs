@@ -1,32 +1,94 @@
-//! The [`Store`] of a gateway running alone: records in one file, counters
-//! and leases in memory.
+//! The [`Store`] of a gateway running alone: records in one SQLite file,
+//! counters and leases in memory.
 //!
-//! Records live in a [redb](https://docs.rs/redb) file, an embedded ACID
-//! key-value store: every write is one transaction, committed with an fsync
-//! (redb's default `Durability::Immediate`) before it is acknowledged, and
-//! redb's copy-on-write commits leave the last committed state readable
-//! after a crash at any point (power cut, SIGKILL). Each store table is one
-//! redb table of `&str` keys and byte values. Writes are serialized by redb
-//! (one write transaction at a time), which makes
-//! [`compare_and_swap`](Store::compare_and_swap) atomic.
+//! # Why SQLite
 //!
-//! redb calls block: a commit waits for the disk, and a write waits for the
-//! write before it. Each therefore runs on Tokio's blocking pool
-//! (`spawn_blocking`): an actix worker runs many connections on one thread,
-//! and none of them should wait for an fsync. Counters and leases are a few
-//! map operations under a mutex (never held across an await), done in place.
+//! The gateway is not the only process that changes its store: commands run
+//! on the same host while it runs (adding a user, issuing a token) open the
+//! same file and write to it. SQLite lets several processes use one file at
+//! once, each with its own connection, and keeps the file consistent through
+//! its own locks.
 //!
-//! The file is locked while open, so a second gateway process cannot open
-//! it: counters and leases live in this process's memory, and a second
-//! process would have its own.
+//! # The file
+//!
+//! * **Journal**: write-ahead log (`journal_mode = WAL`), so readers never
+//!   wait for a writer, with `synchronous = FULL`: the log is synced to disk
+//!   by every commit, before the write is acknowledged, so no acknowledged
+//!   write is lost on a crash or power cut. A commit cut short is rolled back
+//!   when the file is next opened.
+//! * **Schema**: one table, `records (tbl, key, value)`, keyed by store table
+//!   and key, whose keys SQLite compares as bytes (the order
+//!   [`list`](Store::list) promises). The file says what it is with
+//!   `PRAGMA application_id` (`Conc`) and which schema it has with
+//!   `PRAGMA user_version` ([`SCHEMA`]); a file that holds anything else (an
+//!   SQLite database of another program, or of a newer Concierge) is refused
+//!   as [`StoreError::Corrupt`], naming it, rather than written to.
+//! * **Writes** run in `BEGIN IMMEDIATE` transactions, which take the file's
+//!   write lock before reading: [`compare_and_swap`](Store::compare_and_swap)
+//!   reads, compares and writes with no other process's write in between. A
+//!   write waits up to 5 s (`BUSY`) for another process's transaction to end
+//!   before it fails as [`StoreError::Unavailable`].
+//!
+//! # Created lazily
+//!
+//! [`DiskStore::open`] creates nothing: a store that is never written leaves
+//! no trace in the data folder. Reads answer as if the store were empty
+//! while there is no file, and writes that would change nothing (deleting a
+//! missing record, a refused swap) answer without creating one; the first
+//! write that changes a record creates the folder, the file and its schema,
+//! in the same transaction as the record. Another process may be the one
+//! that creates the file: each operation looks for it again until it is
+//! there.
+//!
+//! # One thread per store
+//!
+//! SQLite calls block (a commit waits for the disk, a write for another
+//! process's transaction), so none runs on an async runtime's thread. Each
+//! store has one thread of its own that owns its connection and runs the
+//! operations sent to it over a channel, one at a time, in order, each
+//! answering through a oneshot channel; the futures only wait for the
+//! answer. A dedicated thread rather than Tokio's blocking pool because:
+//!
+//! * the connection is used from one thread only, so it needs no lock, and
+//!   a write waiting for a lock holds up one thread, not one blocking-pool
+//!   thread per waiting operation;
+//! * the same thread also follows other processes' changes (below), which
+//!   needs a timer that works without a Tokio runtime (commands and tests
+//!   open stores from plain threads) and that stops with the store.
+//!
+//! The thread ends once the store is dropped and what was sent to it is
+//! done. [`DiskStore::open`] itself blocks (it opens and checks an existing
+//! file): from async code, call it through `spawn_blocking`.
+//!
+//! # Changes
+//!
+//! A change made through this store is announced as [`Changed::Key`] as
+//! soon as it is committed (a swap of absent for absent writes nothing and
+//! announces nothing). SQLite does not tell one connection what another
+//! changed, so for the changes of other processes (or of another
+//! `DiskStore` on the same file) the thread polls `PRAGMA data_version`
+//! every [`POLL`], whose value changes when another connection has
+//! committed, and looks for the file while there is none; when either
+//! changed, it sends [`Changed::Missed`], and whoever caches records
+//! reloads them. Another process's write is thus reported within `POLL`,
+//! or once the operation running at that moment is done.
+//!
+//! # Counters and leases
+//!
+//! They are volatile and live in this process's memory, a few map
+//! operations under a mutex (never held across an await), done in place:
+//! each process using the file (a command, a second gateway started by
+//! mistake) has its own.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
-use tokio::sync::broadcast;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
 
@@ -37,17 +99,110 @@ const CHANGES: usize = 1024;
 /// How often expired counters and leases are dropped from memory, at most.
 const SWEEP: Duration = Duration::from_secs(1);
 
+/// How often the store's thread looks for other processes' changes.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// How long a write waits for another process's transaction to end.
+const BUSY: Duration = Duration::from_secs(5);
+
+/// `PRAGMA application_id` of a Concierge store: "Conc" in ASCII.
+const APPLICATION_ID: i64 = 0x436f_6e63;
+
+/// The schema version (`PRAGMA user_version`) this code reads and writes.
+/// A file with a greater one was written by a newer Concierge.
+pub const SCHEMA: i64 = 1;
+
+/// What a new file gets, in its first write transaction (then marked with
+/// [`APPLICATION_ID`] and [`SCHEMA`]). `STRICT` keeps every value of the
+/// type it was written with.
+const CREATE_TABLE: &str = "CREATE TABLE records (
+  tbl TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value BLOB NOT NULL,
+  PRIMARY KEY (tbl, key)
+) STRICT, WITHOUT ROWID";
+
+const GET: &str = "SELECT value FROM records WHERE tbl = ?1 AND key = ?2";
+const LIST: &str = "SELECT key, value FROM records WHERE tbl = ?1 ORDER BY key";
+const PUT: &str = "INSERT INTO records (tbl, key, value) VALUES (?1, ?2, ?3)
+  ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value";
+const DELETE: &str = "DELETE FROM records WHERE tbl = ?1 AND key = ?2";
+
 /// The standalone [`Store`]: see the module documentation.
 pub struct DiskStore {
-    file: Arc<File>,
+    path: PathBuf,
+    /// To the store's thread; dropping it ends the thread.
+    jobs: mpsc::Sender<Job>,
     volatile: Mutex<Volatile>,
     changes: broadcast::Sender<Changed>,
 }
 
-/// The open database and its path, for error messages.
-struct File {
-    db: Database,
+/// An operation for the store's thread, which answers through a channel
+/// of its own.
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// The store's thread: the file's connection, once there is a file.
+struct Worker {
     path: PathBuf,
+    db: Option<Db>,
+    changes: broadcast::Sender<Changed>,
+    /// Whether the last look for other processes' changes failed (it is
+    /// logged once, not every [`POLL`]).
+    poll_failing: bool,
+}
+
+/// An open connection to the file.
+struct Db {
+    conn: Connection,
+    /// Whether the file has its schema: false for a file another process
+    /// has just created and not written yet.
+    ready: bool,
+    /// The last `PRAGMA data_version` seen.
+    version: i64,
+}
+
+/// What a file holds, as far as this code is concerned.
+enum Contents {
+    /// Nothing yet: the first write gives it the schema.
+    Empty,
+    /// A Concierge store of [`SCHEMA`].
+    Store,
+}
+
+/// What a write does to a record, decided from its current value.
+enum Write {
+    Put(Vec<u8>),
+    Delete,
+    Swap {
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+}
+
+/// What happens to the record.
+enum Change<'a> {
+    Keep,
+    Set(&'a [u8]),
+    Remove,
+}
+
+impl Write {
+    /// What the write answers, and what it does, for a record whose value
+    /// is `current`.
+    fn decide(&self, current: Option<&[u8]>) -> (bool, Change<'_>) {
+        match self {
+            Write::Put(value) => (true, Change::Set(value)),
+            Write::Delete if current.is_some() => (true, Change::Remove),
+            Write::Delete => (false, Change::Keep),
+            Write::Swap { expected, .. } if expected.as_deref() != current => (false, Change::Keep),
+            Write::Swap {
+                new: Some(value), ..
+            } => (true, Change::Set(value)),
+            Write::Swap { new: None, .. } if current.is_some() => (true, Change::Remove),
+            // Absent, and to stay absent.
+            Write::Swap { new: None, .. } => (true, Change::Keep),
+        }
+    }
 }
 
 /// Counters and leases, keyed by table and key.
@@ -89,102 +244,372 @@ impl Volatile {
     }
 }
 
-/// The redb table behind a store table.
-fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
-    TableDefinition::new(table.name())
+/// Turns an SQLite error into a [`StoreError`] naming the file: damaged or
+/// foreign data is corrupt, anything else (locked, no permission, disk
+/// full) unavailable.
+fn failure<'a>(path: &'a Path, doing: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |error| {
+        let message = format!("cannot {doing} {}: {error}", path.display());
+        match &error {
+            rusqlite::Error::SqliteFailure(e, _)
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                ) =>
+            {
+                StoreError::Corrupt(message)
+            }
+            // A value of another type than the schema's, or text that is
+            // not UTF-8: not written by this code.
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(message),
+            _ => StoreError::Unavailable(message),
+        }
+    }
 }
 
-/// A redb error as a [`StoreError`] naming the file.
-fn failure(path: &Path, doing: &str, error: impl Into<redb::Error>) -> StoreError {
-    let error = error.into();
-    let message = format!("cannot {doing} {}: {error}", path.display());
-    match error {
-        redb::Error::Corrupted(_)
-        | redb::Error::UpgradeRequired(_)
-        | redb::Error::TableTypeMismatch { .. }
-        | redb::Error::TableIsMultimap(_)
-        | redb::Error::TypeDefinitionChanged { .. } => StoreError::Corrupt(message),
-        // How redb says a file is not one of its databases.
-        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            StoreError::Corrupt(message)
+/// Whether there is a file at `path`. A folder on the way that is missing,
+/// or is a file, means there is none (and creating it will say why not).
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(false),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot look for the store {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// What the file at `path`, open on `conn`, holds; an error if it is not
+/// a Concierge store this code can read.
+fn inspect(conn: &Connection, path: &Path) -> Result<Contents, StoreError> {
+    let read = failure(path, "read");
+    let (application, version, objects) = conn
+        .query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id),
+                    (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM sqlite_schema)",
+            [],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .map_err(read)?;
+    let path = path.display();
+    match (application, version) {
+        (APPLICATION_ID, SCHEMA) => Ok(Contents::Store),
+        (APPLICATION_ID, version) if version > SCHEMA => Err(StoreError::Corrupt(format!(
+            "{path} was written by a newer version of Concierge (store schema {version}, \
+             this one knows schema {SCHEMA}): run that version, or a newer one"
+        ))),
+        (APPLICATION_ID, version) => Err(StoreError::Corrupt(format!(
+            "{path} has store schema {version}, which this version of Concierge does not know"
+        ))),
+        (0, 0) if objects == 0 => Ok(Contents::Empty),
+        _ => Err(StoreError::Corrupt(format!(
+            "{path} is an SQLite database but not a Concierge store \
+             (application id {application:#x}, user version {version})"
+        ))),
+    }
+}
+
+impl Db {
+    /// Opens the file at `path`, creating it if `create`, and checks what
+    /// it holds before changing anything in it.
+    fn open(path: &Path, create: bool) -> Result<Db, StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        _ => StoreError::Unavailable(message),
+        let opening = failure(path, "open the store");
+        let conn = Connection::open_with_flags(path, flags).map_err(opening)?;
+        conn.busy_timeout(BUSY)
+            .map_err(failure(path, "open the store"))?;
+        let ready = matches!(inspect(&conn, path)?, Contents::Store);
+        let configure = failure(path, "set up the store");
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+            .map_err(configure)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "cannot set up the store {}: its journal stays in mode {mode}, not WAL",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(failure(path, "set up the store"))?;
+        let version = data_version(&conn).map_err(failure(path, "read"))?;
+        Ok(Db {
+            conn,
+            ready,
+            version,
+        })
+    }
+}
+
+/// The connection's `PRAGMA data_version`: it changes when another
+/// connection commits.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "data_version", |row| row.get(0))
+}
+
+impl Worker {
+    /// Runs the jobs sent until the store is dropped, and between them
+    /// looks for other processes' changes every [`POLL`].
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        let mut next_poll = Instant::now() + POLL;
+        loop {
+            match jobs.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
+                Ok(job) => job(&mut self),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_poll {
+                self.poll();
+                next_poll = Instant::now() + POLL;
+            }
+        }
+    }
+
+    /// Sends [`Changed::Missed`] if another process has committed to the
+    /// file since the last look (opening a file that has appeared sends it
+    /// too, see [`Worker::open`]).
+    fn poll(&mut self) {
+        let looked = match &mut self.db {
+            Some(db) => data_version(&db.conn)
+                .map(|version| std::mem::replace(&mut db.version, version) != version)
+                .map_err(failure(&self.path, "read")),
+            None => self.existing().map(|_| false),
+        };
+        match looked {
+            Ok(changed) => {
+                if self.poll_failing {
+                    tracing::info!(path = %self.path.display(), "following the store's changes again");
+                    self.poll_failing = false;
+                }
+                if changed {
+                    // Nobody listening is not an error.
+                    let _ = self.changes.send(Changed::Missed);
+                }
+            }
+            Err(error) => {
+                if !self.poll_failing {
+                    tracing::warn!(%error, "cannot follow the store's changes; trying again");
+                    self.poll_failing = true;
+                }
+            }
+        }
+    }
+
+    /// Opens the file, creating it (and its folder) if `create`. A file
+    /// that already has records was written by another process since this
+    /// store found none: that is announced as [`Changed::Missed`] (later
+    /// commits are caught by [`Worker::poll`]).
+    fn open(&self, create: bool) -> Result<Db, StoreError> {
+        if create {
+            if let Some(folder) = self.path.parent() {
+                std::fs::create_dir_all(folder).map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot create the folder of the store {}: {e}",
+                        self.path.display()
+                    ))
+                })?;
+            }
+        }
+        let db = Db::open(&self.path, create)?;
+        if db.ready {
+            let _ = self.changes.send(Changed::Missed);
+        }
+        Ok(db)
+    }
+
+    /// The connection, opening the file if there is one now; `None` if
+    /// there is none.
+    fn existing(&mut self) -> Result<Option<&mut Db>, StoreError> {
+        if self.db.is_none() && exists(&self.path)? {
+            self.db = Some(self.open(false)?);
+        }
+        Ok(self.db.as_mut())
+    }
+
+    /// The connection, for a read: `None` while the store has no records
+    /// because it has no file, or one that nobody has written yet.
+    fn readable(&mut self) -> Result<Option<&Connection>, StoreError> {
+        let path = self.path.clone();
+        let Some(db) = self.existing()? else {
+            return Ok(None);
+        };
+        if !db.ready {
+            db.ready = matches!(inspect(&db.conn, &path)?, Contents::Store);
+        }
+        Ok(db.ready.then_some(&db.conn))
+    }
+
+    fn get(&mut self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path.clone();
+        let Some(conn) = self.readable()? else {
+            return Ok(None);
+        };
+        let read = || -> rusqlite::Result<Option<Vec<u8>>> {
+            conn.prepare_cached(GET)?
+                .query_row((table.name(), key), |row| row.get(0))
+                .optional()
+        };
+        read().map_err(failure(&path, "read"))
+    }
+
+    fn list(&mut self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let path = self.path.clone();
+        let Some(conn) = self.readable()? else {
+            return Ok(Vec::new());
+        };
+        let read = || -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+            let mut statement = conn.prepare_cached(LIST)?;
+            let rows = statement.query_map([table.name()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        };
+        read().map_err(failure(&path, "read"))
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction on the record `key` of `table`:
+    /// reads it, lets `write` decide, writes, commits, and then announces
+    /// the change if there was one. Without a file, a write that would
+    /// change nothing answers at once; any other creates the file, and the
+    /// schema in the same transaction as the record.
+    fn write(&mut self, table: Table, key: &str, write: Write) -> Result<bool, StoreError> {
+        if self.db.is_none() && !exists(&self.path)? {
+            if let (answer, Change::Keep) = write.decide(None) {
+                return Ok(answer);
+            }
+        }
+        let db = match self.db.take() {
+            Some(db) => db,
+            None => self.open(true)?,
+        };
+        let db = self.db.insert(db);
+        let path = &self.path;
+        let txn = db
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failure(path, "write to"))?;
+        if !db.ready {
+            if let Contents::Empty = inspect(&txn, path)? {
+                txn.execute_batch(&format!(
+                    "{CREATE_TABLE};
+                     PRAGMA application_id = {APPLICATION_ID};
+                     PRAGMA user_version = {SCHEMA};"
+                ))
+                .map_err(failure(path, "create the schema of"))?;
+            }
+        }
+        let run = || -> rusqlite::Result<(bool, bool)> {
+            let current: Option<Vec<u8>> = txn
+                .prepare_cached(GET)?
+                .query_row((table.name(), key), |row| row.get(0))
+                .optional()?;
+            let (answer, change) = write.decide(current.as_deref());
+            let changed = match change {
+                Change::Keep => false,
+                Change::Set(value) => {
+                    txn.prepare_cached(PUT)?
+                        .execute((table.name(), key, value))?;
+                    true
+                }
+                Change::Remove => {
+                    txn.prepare_cached(DELETE)?.execute((table.name(), key))?;
+                    true
+                }
+            };
+            Ok((answer, changed))
+        };
+        let (answer, changed) = run().map_err(failure(path, "write to"))?;
+        txn.commit().map_err(failure(path, "write to"))?;
+        db.ready = true;
+        if changed {
+            // Nobody listening is not an error.
+            let _ = self.changes.send(Changed::Key {
+                table: table.name().to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        Ok(answer)
     }
 }
 
 impl DiskStore {
-    /// Opens the database at `path`, creating it if there is none (its
-    /// folder must exist). Blocks while the file is opened, and repaired if
-    /// the last process using it crashed: call it at startup. Fails, naming
-    /// the path, if the file cannot be opened (another process has it open,
-    /// no permission, not a database).
+    /// A store on the file at `path`, which need not exist, nor its
+    /// folder: nothing is created until the first write (see the module
+    /// documentation). Blocks while an existing file is opened, recovered
+    /// if the last process writing it crashed, and checked: call it at
+    /// startup, from a thread that may block. Fails, naming the path, if
+    /// the file is not a Concierge store this version can use, or cannot be
+    /// opened.
     pub fn open(path: impl AsRef<Path>) -> Result<DiskStore, StoreError> {
         let path = path.as_ref().to_owned();
-        let db = Database::create(&path).map_err(|e| failure(&path, "open the store", e))?;
+        let changes = broadcast::channel(CHANGES).0;
+        let worker = Worker {
+            path: path.clone(),
+            db: if exists(&path)? {
+                Some(Db::open(&path, false)?)
+            } else {
+                None
+            },
+            changes: changes.clone(),
+            poll_failing: false,
+        };
+        let (jobs, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("concierge-store".to_owned())
+            .spawn(move || worker.run(receiver))
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot start the thread of the store {}: {e}",
+                    path.display()
+                ))
+            })?;
         Ok(DiskStore {
-            file: Arc::new(File { db, path }),
+            path,
+            jobs,
             volatile: Mutex::new(Volatile {
                 counters: HashMap::new(),
                 leases: HashMap::new(),
                 next_sweep: Instant::now() + SWEEP,
             }),
-            changes: broadcast::channel(CHANGES).0,
+            changes,
         })
     }
 
-    /// Runs `op` on the blocking pool.
-    fn blocking<T: Send + 'static>(
+    /// Runs `job` on the store's thread and waits for its answer.
+    fn run<T: Send + 'static>(
         &self,
-        doing: &'static str,
-        op: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+        job: impl FnOnce(&mut Worker) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'_, T> {
-        let file = self.file.clone();
         Box::pin(async move {
-            let path = file.path.clone();
-            tokio::task::spawn_blocking(move || {
-                op(&file.db).map_err(|e| failure(&file.path, doing, e))
-            })
-            .await
-            .map_err(|e| {
+            let (answer, answered) = oneshot::channel();
+            let job: Job = Box::new(move |worker| {
+                // The caller may have given up waiting.
+                let _ = answer.send(job(worker));
+            });
+            let stopped = || {
                 StoreError::Unavailable(format!(
-                    "a store operation on {} did not finish: {e}",
-                    path.display()
+                    "the thread of the store {} has stopped",
+                    self.path.display()
                 ))
-            })?
+            };
+            self.jobs.send(job).map_err(|_| stopped())?;
+            answered.await.map_err(|_| stopped())?
         })
     }
 
-    /// One write transaction on the record `key` of `table`: `op` changes
-    /// the table and says whether it did; the transaction is committed (and
-    /// the change announced) only if so.
-    fn write(
-        &self,
-        table: Table,
-        key: &str,
-        op: impl FnOnce(&mut redb::Table<&'static str, &'static [u8]>, &str) -> Result<bool, redb::Error>
-            + Send
-            + 'static,
-    ) -> StoreFuture<'_, bool> {
+    fn write(&self, table: Table, key: &str, write: Write) -> StoreFuture<'_, bool> {
         let key = key.to_owned();
-        let changes = self.changes.clone();
-        self.blocking("write to", move |db| {
-            let txn = db.begin_write()?;
-            let changed = {
-                let mut records = txn.open_table(definition(table))?;
-                op(&mut records, &key)?
-            };
-            if changed {
-                txn.commit()?;
-                // Nobody listening is not an error.
-                let _ = changes.send(Changed::Key {
-                    table: table.name().to_owned(),
-                    key,
-                });
-            } else {
-                txn.abort()?;
-            }
-            Ok(changed)
-        })
+        self.run(move |worker| worker.write(table, &key, write))
     }
 
     fn volatile(&self) -> MutexGuard<'_, Volatile> {
@@ -195,49 +620,20 @@ impl DiskStore {
 impl Store for DiskStore {
     fn get(&self, table: Table, key: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
         let key = key.to_owned();
-        self.blocking("read", move |db| {
-            let txn = db.begin_read()?;
-            let records = match txn.open_table(definition(table)) {
-                Ok(records) => records,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            Ok(records
-                .get(key.as_str())?
-                .map(|value| value.value().to_vec()))
-        })
+        self.run(move |worker| worker.get(table, &key))
     }
 
     fn list(&self, table: Table) -> StoreFuture<'_, Vec<(String, Vec<u8>)>> {
-        self.blocking("read", move |db| {
-            let txn = db.begin_read()?;
-            let records = match txn.open_table(definition(table)) {
-                Ok(records) => records,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
-            // redb orders `&str` keys by their bytes.
-            let mut all = Vec::new();
-            for record in records.iter()? {
-                let (key, value) = record?;
-                all.push((key.value().to_owned(), value.value().to_vec()));
-            }
-            Ok(all)
-        })
+        self.run(move |worker| worker.list(table))
     }
 
     fn put(&self, table: Table, key: &str, value: Vec<u8>) -> StoreFuture<'_, ()> {
-        let write = self.write(table, key, move |records, key| {
-            records.insert(key, value.as_slice())?;
-            Ok(true)
-        });
+        let write = self.write(table, key, Write::Put(value));
         Box::pin(async move { write.await.map(|_| ()) })
     }
 
     fn delete(&self, table: Table, key: &str) -> StoreFuture<'_, bool> {
-        self.write(table, key, |records, key| {
-            Ok(records.remove(key)?.is_some())
-        })
+        self.write(table, key, Write::Delete)
     }
 
     fn compare_and_swap(
@@ -247,19 +643,7 @@ impl Store for DiskStore {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> StoreFuture<'_, bool> {
-        self.write(table, key, move |records, key| {
-            let matches = match records.get(key)? {
-                Some(current) => expected.as_deref() == Some(current.value()),
-                None => expected.is_none(),
-            };
-            if matches {
-                match new {
-                    Some(value) => records.insert(key, value.as_slice())?,
-                    None => records.remove(key)?,
-                };
-            }
-            Ok(matches)
-        })
+        self.write(table, key, Write::Swap { expected, new })
     }
 
     fn count(&self, table: Table, key: &str, window: Duration) -> StoreFuture<'_, u64> {

@@ -11,7 +11,9 @@
 //!   service's subscribers wherever they are ([`Cluster::watch`]);
 //! * claims and lookups: client and service names are unique cluster-wide,
 //!   and a client that joined elsewhere a moment ago can be found;
-//! * liveness: dead nodes are detected and cleaned up after ([`Inbound::Reap`]).
+//! * liveness: dead nodes are detected and cleaned up after ([`Inbound::Reap`]);
+//! * the small state the nodes share (accounts, revocations, counters,
+//!   leases, allocations): the [`Store`].
 //!
 //! What arrives from the other nodes comes out of one ordered channel of
 //! [`Inbound`] items that the namespace consumes: the cluster never calls up
@@ -35,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use self::store::Store;
 use crate::config::Settings;
 use crate::protocol::{ClientInfo, Close, ServiceInfo};
 use crate::transport::outbox::Frame;
@@ -189,17 +192,34 @@ pub trait Cluster: Send + Sync + 'static {
     /// Leaves the cluster at once (graceful stop), after what was queued has
     /// been written, so nobody waits for this node's lease to lapse.
     fn deregister(&self) -> Pending<()>;
+
+    /// The state every node shares: on disk alone, in Redis in a cluster.
+    fn store(&self) -> &Arc<dyn Store>;
 }
 
 /// The receiving end of what the other nodes send (see [`Inbound`]).
 pub type InboundStream = mpsc::UnboundedReceiver<Inbound>;
+
+/// The file of a standalone gateway's [`Store`], in its data folder: the
+/// one that commands run beside the gateway open too.
+pub const STORE_FILE: &str = "concierge.db";
 
 /// Joins the cluster the settings describe: Redis replicas when `redis_url`
 /// is set (waiting until Redis answers), this process alone otherwise.
 pub async fn join(settings: &Settings) -> Result<(Arc<dyn Cluster>, InboundStream), ClusterError> {
     let (tx, rx) = mpsc::unbounded_channel();
     if settings.redis_url.is_empty() {
-        return Ok((Arc::new(standalone::Standalone::new()), rx));
+        // Created on its first write, with the folder: nothing is left in
+        // the data folder before something is stored.
+        let path = settings.data_dir.join(STORE_FILE);
+        let shown = path.display().to_string();
+        let store = tokio::task::spawn_blocking(move || disk::DiskStore::open(path))
+            .await
+            .map_err(|e| {
+                ClusterError::Unavailable(format!("opening the store {shown} did not finish: {e}"))
+            })?
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        return Ok((Arc::new(standalone::Standalone::new(Arc::new(store))), rx));
     }
     let lease = Duration::from_millis(settings.node_lease_ms);
     let cluster = redis::connect(&settings.redis_url, lease, tx).await?;

@@ -2,13 +2,15 @@
 //!
 //! Frames and events for other nodes have nowhere to go, so sending them is
 //! a no-op; claims are a map in memory, exact because this process is the
-//! only one that claims.
+//! only one that claims; the shared state is a file
+//! ([`DiskStore`](super::disk::DiskStore)).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
+use super::store::Store;
 use super::{Cluster, ClusterError, Event, NodeId, Pending};
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
 use crate::transport::outbox::Frame;
@@ -20,16 +22,21 @@ struct Claims {
     services: HashMap<String, ServiceInfo>,
 }
 
+/// The [`Cluster`] of a gateway running alone (see the module
+/// documentation).
 pub struct Standalone {
     node: NodeId,
     claims: Mutex<Claims>,
+    store: Arc<dyn Store>,
 }
 
 impl Standalone {
-    pub fn new() -> Self {
+    /// A cluster of one node, whose shared state is `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
         Standalone {
             node: Uuid::new_v4(),
             claims: Mutex::default(),
+            store,
         }
     }
 
@@ -132,5 +139,9 @@ impl Cluster for Standalone {
 
     fn deregister(&self) -> Pending<()> {
         ready(())
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 }

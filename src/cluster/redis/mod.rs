@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
 use self::link::{Link, WatchCommand};
+use self::store::RedisStore;
 use self::wire::{key, Route, StoredClient, EVENTS, PREFIX};
+use super::store::Store;
 use super::{Cluster, ClusterError, Event, Inbound, NodeId, Pending};
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
 use crate::transport::outbox::Frame;
@@ -57,6 +59,7 @@ return 1
 /// One replica's handle on the cluster.
 pub struct RedisCluster {
     link: Arc<Link>,
+    store: Arc<dyn Store>,
 }
 
 fn unavailable(e: redis::RedisError) -> ClusterError {
@@ -92,6 +95,7 @@ pub async fn connect(
             }
         }
     };
+    let store: Arc<dyn Store> = Arc::new(RedisStore::new(client.clone(), conn.clone(), PREFIX));
     let (writes, write_rx) = mpsc::unbounded_channel();
     let (watches, watch_rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
@@ -111,7 +115,7 @@ pub async fn connect(
     tokio::spawn(link::subscriber(link.clone(), watch_rx));
     tokio::spawn(link::lease_keeper(link.clone()));
     tracing::info!(node = %link.node, "connected to Redis");
-    Ok(RedisCluster { link })
+    Ok(RedisCluster { link, store })
 }
 
 impl RedisCluster {
@@ -410,5 +414,9 @@ impl Cluster for RedisCluster {
                 tracing::warn!(error = %e, "cannot deregister from Redis");
             }
         })
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 }
