@@ -173,6 +173,34 @@ async fn a_port_in_use_is_named_and_exits_3_leaving_the_data_folder_alone() {
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), "still here");
 }
 
+/// A second gateway started by mistake on a running one's data folder (on
+/// another port) is refused, and the first one's files are left alone.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_folder_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let args = serve_args(data.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = Process::spawn(command(&args));
+    first.listening().await;
+    let kept = data.path().join("fs").join("someone").join("file.txt");
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    std::fs::write(&kept, "still here").unwrap();
+    let (code, stderr) = fails(command(&args)).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("another gateway runs on this data folder"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "still here");
+    first.signal("TERM");
+    assert!(first.exit(Duration::from_secs(10)).await.success());
+    // Once it stopped, the folder can be used again.
+    let mut again = Process::spawn(command(&args));
+    again.listening().await;
+    again.signal("TERM");
+    assert!(again.exit(Duration::from_secs(10)).await.success());
+}
+
 #[tokio::test]
 async fn a_data_folder_that_cannot_be_created_is_named_and_exits_3() {
     let data = tempfile::tempdir().unwrap();

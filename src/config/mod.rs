@@ -361,7 +361,7 @@ settings! {
     workers: usize = 0, env "CONCIERGE_WORKERS";
     /// Shared secret clients must send in IDENTIFY; empty means no secret is required.
     secret: String = String::new(), env "CONCIERGE_SECRET";
-    /// Folder for gateway data; uploaded files live under <data_dir>/fs/<client name>/.
+    /// Folder for gateway data: uploaded files under <data_dir>/fs/<client name>/ (locked by a gateway running alone); a gateway running alone keeps its accounts and other shared state in <data_dir>/concierge.db.
     data_dir: PathBuf = PathBuf::from("data"), env "CONCIERGE_DATA_DIR", check named_folder;
     /// Milliseconds a new connection has to send IDENTIFY before it is closed with 4004.
     identify_timeout_ms: u64 = 5_000, env "CONCIERGE_IDENTIFY_TIMEOUT_MS", check positive;

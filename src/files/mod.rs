@@ -65,14 +65,17 @@ pub struct Files {
     dir: PathBuf,
     max_file_size: u64,
     namespace: Namespace,
+    /// The lock [`prepare`] took, held as long as the server runs.
+    _lock: Option<std::fs::File>,
 }
 
 impl Files {
-    pub fn new(settings: &Settings, namespace: Namespace) -> Self {
+    pub fn new(settings: &Settings, namespace: Namespace, lock: Option<std::fs::File>) -> Self {
         Files {
             dir: settings.files_dir(),
             max_file_size: settings.max_file_size,
             namespace,
+            _lock: lock,
         }
     }
 
@@ -118,18 +121,46 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Prepares the files folder at start-up. A standalone gateway's clients do
-/// not outlive it, so with `discard` the files of a previous run are thrown
-/// away; replicas of a cluster share the folder and keep it.
-pub fn prepare(files_dir: &Path, discard: bool) -> io::Result<()> {
-    if discard && files_dir.exists() {
+/// Prepares the files folder at start-up. Replicas of a cluster share the
+/// folder and keep it. A gateway that does not share it owns it: it locks
+/// the folder itself (held as long as the returned handle is open), so that
+/// a second gateway started on the same data folder by mistake is refused
+/// instead of throwing the first one's files away; and since its clients do
+/// not outlive it, the files of a previous run are thrown away (moved out
+/// at once, deleted in the background).
+pub fn prepare(files_dir: &Path, shared: bool) -> io::Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(files_dir)?;
+    let lock = if shared {
+        None
+    } else {
+        let lock = take_lock(files_dir)?;
         let stale = files_dir.with_extension(format!("stale-{}", Uuid::new_v4()));
-        std::fs::rename(files_dir, &stale)?;
-        std::thread::spawn(move || std::fs::remove_dir_all(stale));
-    }
+        for entry in std::fs::read_dir(files_dir)? {
+            let entry = entry?;
+            std::fs::create_dir_all(&stale)?;
+            std::fs::rename(entry.path(), stale.join(entry.file_name()))?;
+        }
+        if stale.exists() {
+            std::thread::spawn(move || std::fs::remove_dir_all(stale));
+        }
+        Some(lock)
+    };
     std::fs::create_dir_all(files_dir.join(TMP))?;
     std::fs::create_dir_all(files_dir.join(TRASH))?;
-    Ok(())
+    Ok(lock)
+}
+
+/// Takes the exclusive lock on a folder (an advisory lock on the folder
+/// itself: nothing is written for it).
+fn take_lock(folder: &Path) -> io::Result<std::fs::File> {
+    let handle = std::fs::File::open(folder)?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::other(
+            "another gateway runs on this data folder (it holds the folder's lock)",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// Discards a departed client's folder: renamed at once, deleted later.

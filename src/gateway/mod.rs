@@ -65,7 +65,7 @@ impl Gateway {
         // A folder shared with other replicas keeps their clients' files;
         // otherwise no client outlives the process: start clean.
         let files_dir = settings.files_dir();
-        files::prepare(&files_dir, !cluster.shares_files()).map_err(|source| {
+        let files_lock = files::prepare(&files_dir, cluster.shares_files()).map_err(|source| {
             StartError::DataFolder {
                 path: files_dir.clone(),
                 source,
@@ -85,7 +85,7 @@ impl Gateway {
             settings: settings.clone(),
             namespace: namespace.clone(),
         });
-        let files = web::Data::new(files::Files::new(&settings, namespace.clone()));
+        let files = web::Data::new(files::Files::new(&settings, namespace.clone(), files_lock));
         let app_state = state.clone();
         let app = move || {
             actix_web::App::new()

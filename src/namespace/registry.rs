@@ -211,7 +211,10 @@ impl Registry {
         }
         let local = outbox.is_some();
         if let Some(outbox) = &outbox {
-            // Before anyone can find the client: HELLO is its first frame.
+            // HELLO is its first frame: queued before anyone can find the
+            // client, and sent once everyone can (the file server included,
+            // for the uuid it carries).
+            outbox.hold();
             outbox.send(Frame::json(&Sequenced {
                 seq: None,
                 payload: PayloadOut::Hello {
@@ -233,6 +236,9 @@ impl Registry {
         // Findable before it is announced: a client told of it may
         // message it at once.
         self.publish();
+        if let Some(outbox) = &record.outbox {
+            outbox.release();
+        }
         self.tell_everyone(
             PayloadOut::ClientJoined {
                 client: record.info.clone(),

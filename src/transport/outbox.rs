@@ -120,8 +120,16 @@ pub trait FrameSink: Send + Sync {
 
     /// Queues the close, after the frames already queued (so the client
     /// gets nothing the registry sent after deciding to close it), and
-    /// takes no frame after it.
+    /// takes no frame after it. A held queue is released.
     fn close(&self, close: &Close);
+
+    /// Queues frames without sending them until [`release`](FrameSink::release)
+    /// (or a close): a client's first frame can be queued before anyone
+    /// can send it anything, and go out first.
+    fn hold(&self);
+
+    /// Sends what was queued while held, and what comes after.
+    fn release(&self);
 }
 
 /// Requests to a transport other than "deliver this frame".
@@ -186,6 +194,15 @@ impl Outbox {
             }
             Err(SinkError::Closed) => {}
         }
+    }
+
+    /// Holds the frames queued from now on until [`release`](Outbox::release).
+    pub fn hold(&self) {
+        self.sink.hold();
+    }
+
+    pub fn release(&self) {
+        self.sink.release();
     }
 
     /// Closes the connection: the close goes into the queue in order with

@@ -203,6 +203,10 @@ struct Queue {
     /// writer drops the frames it has taken and not started writing, so
     /// the close frame comes next. Cleared once done.
     abandoned: bool,
+    /// Frames are queued but not written yet: the client's HELLO is queued
+    /// before anyone can find the client, and written only once everyone
+    /// can (see [`FrameSink::hold`]).
+    held: bool,
     waiting: Waiting,
 }
 
@@ -221,6 +225,9 @@ impl Queue {
     }
 
     fn wake_for_frames(&mut self) -> Option<Waker> {
+        if self.held {
+            return None;
+        }
         match std::mem::replace(&mut self.waiting, Waiting::No) {
             Waiting::ForFrames(waker) => Some(waker),
             other => {
@@ -245,6 +252,7 @@ impl Queue {
         if self.ended {
             return None;
         }
+        self.held = false;
         if abandon {
             self.discard();
             self.abandoned = true;
@@ -284,6 +292,7 @@ impl Queue {
 
     fn end(&mut self) -> Option<Waker> {
         self.ended = true;
+        self.held = false;
         self.wake_for_frames()
     }
 }
@@ -334,6 +343,18 @@ impl FrameSink for Sink {
         Ok(depth)
     }
 
+    fn hold(&self) {
+        lock(&self.0).held = true;
+    }
+
+    fn release(&self) {
+        let mut queue = lock(&self.0);
+        queue.held = false;
+        let waker = queue.wake_for_frames();
+        drop(queue);
+        wake(waker);
+    }
+
     fn close(&self, close: &Close) {
         let waker = lock(&self.0).close_with(close);
         wake(waker);
@@ -356,6 +377,7 @@ impl Outgoing {
             capacity,
             ended: false,
             abandoned: false,
+            held: false,
             waiting: Waiting::No,
         }));
         let progress = Rc::new(Progress {
@@ -481,7 +503,7 @@ impl Writing {
         let mut queue = lock(&self.writer.queue);
         // Whatever the queue held when the client was abandoned is gone.
         queue.abandoned = false;
-        while self.batch.len() < WRITE_BATCH {
+        while self.batch.len() < WRITE_BATCH && !queue.held {
             let Some(item) = queue.items.pop_front() else {
                 break;
             };
