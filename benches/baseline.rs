@@ -24,9 +24,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use clap::Parser;
 use concierge::bench::ws_config;
 use concierge::protocol::{
-    ClientInfo, MessageOut, OriginRef, PayloadIn, PayloadOut, ServiceInfo, Target, PROTOCOL_VERSION,
+    raw_json, ClientInfo, MessageOut, OriginRef, PayloadIn, PayloadOut, ServiceInfo, Target,
+    PROTOCOL_VERSION,
 };
 use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -53,15 +55,24 @@ struct Args {
 
 type ConnId = u64;
 
+/// A client as IDENTIFY made it, with its MESSAGE receipt encoded once (as
+/// the gateway does).
+struct Client {
+    info: ClientInfo,
+    origin: Box<RawValue>,
+}
+
 struct Conn {
     /// Set by IDENTIFY.
-    info: Option<ClientInfo>,
+    info: Option<Client>,
     out: mpsc::UnboundedSender<Utf8Bytes>,
 }
 
 struct Service {
     /// As it appears in MESSAGE receipts: no subscribers.
     receipt: ServiceInfo,
+    /// The same, encoded once.
+    receipt_json: Box<RawValue>,
     subscribers: Vec<ConnId>,
 }
 
@@ -119,6 +130,7 @@ impl Hub {
                 self.services.insert(
                     service.into_owned(),
                     Service {
+                        receipt_json: raw_json(&receipt),
                         receipt: receipt.clone(),
                         subscribers: Vec::new(),
                     },
@@ -168,8 +180,13 @@ impl Hub {
             uuid,
             tags: tags.into_iter().map(|t| t.into_owned()).collect(),
         };
+        let origin = OriginRef {
+            client: &info,
+            service: None,
+        }
+        .encode();
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.info = Some(info);
+            conn.info = Some(Client { info, origin });
         }
         self.names.insert(name, id);
         let hello = PayloadOut::Hello {
@@ -183,7 +200,7 @@ impl Hub {
         self.conns
             .get(&id)
             .and_then(|c| c.info.as_ref())
-            .map_or(Uuid::nil(), |i| i.uuid)
+            .map_or(Uuid::nil(), |c| c.info.uuid)
     }
 
     /// Relays a MESSAGE: to every subscriber of a service (from its owner,
@@ -206,10 +223,8 @@ impl Hub {
                 };
                 let frame: Utf8Bytes = MessageOut {
                     target,
-                    origin: OriginRef {
-                        client: sender,
-                        service: Some(&s.receipt),
-                    },
+                    origin: &sender.origin,
+                    service: Some(&s.receipt_json),
                     data,
                 }
                 .encode()
@@ -225,10 +240,8 @@ impl Hub {
                 Some(&to) => {
                     let frame = MessageOut {
                         target,
-                        origin: OriginRef {
-                            client: sender,
-                            service: None,
-                        },
+                        origin: &sender.origin,
+                        service: None,
                         data,
                     }
                     .encode();
@@ -243,7 +256,8 @@ impl Hub {
 
     fn remove(&mut self, id: ConnId) {
         if let Some(Conn {
-            info: Some(info), ..
+            info: Some(Client { info, .. }),
+            ..
         }) = self.conns.remove(&id)
         {
             self.names.remove(&info.name);

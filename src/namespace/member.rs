@@ -124,7 +124,7 @@ impl Member {
     /// Answers a request the transport decided on by itself (a decode
     /// error, SELF_SET_SEQ).
     pub fn reply(&self, seq: Option<u64>, payload: PayloadOut) {
-        self.reply_to(seq).send(payload);
+        self.outbox.send(Frame::json(&Sequenced { seq, payload }));
     }
 
     pub fn info(&self) -> &ClientInfo {
@@ -137,15 +137,17 @@ impl Member {
 
     /// Relays a MESSAGE; `data` is relayed byte for byte.
     pub fn message(&self, seq: Option<u64>, target: &Target, data: &RawValue) -> Outcome {
-        let reply = self.reply_to(seq);
         match router::route(&self.namespace, &self.record, target, data) {
             Routed::Now(payload) => {
-                reply.send(payload);
+                self.reply(seq, payload);
                 Outcome::Answered
             }
-            Routed::Lookup(answer) => Outcome::later("a lookup", async move {
-                reply.send(answer.await);
-            }),
+            Routed::Lookup(answer) => {
+                let reply = self.reply_to(seq);
+                Outcome::later("a lookup", async move {
+                    reply.send(answer.await);
+                })
+            }
         }
     }
 

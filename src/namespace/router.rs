@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use super::view::{ClientRecord, Directory};
 use super::Namespace;
-use crate::protocol::{MessageOut, OriginRef, PayloadOut, ServiceInfo, Target};
+use crate::protocol::{MessageOut, PayloadOut, Target};
 use crate::transport::outbox::Frame;
 
 /// The sender's answer, now or once a lookup is done. (Only ever returned
@@ -34,13 +34,11 @@ pub(super) fn route(
     data: &RawValue,
 ) -> Routed {
     let dir = ns.directory();
-    let frame = |service: Option<&ServiceInfo>| {
-        Frame::json(&MessageOut {
+    let frame = |service: Option<&RawValue>| {
+        Frame::message(&MessageOut {
             target,
-            origin: OriginRef {
-                client: &from.info,
-                service,
-            },
+            origin: &from.origin,
+            service,
             data,
         })
     };
@@ -72,12 +70,12 @@ pub(super) fn route(
             let owner = view.receipt.owner_uuid;
             let sender = from.info.uuid;
             if sender == owner {
-                let frame = frame(Some(&view.receipt));
+                let frame = frame(Some(&view.receipt_json));
                 view.publish(&frame, Some(owner));
                 ns.cluster.publish_service(service, Some(owner), &frame);
                 PayloadOut::Ok
             } else if view.subscribers.contains(&sender) {
-                deliver_to_uuid(ns, &dir, owner, frame(Some(&view.receipt)))
+                deliver_to_uuid(ns, &dir, owner, frame(Some(&view.receipt_json)))
             } else {
                 PayloadOut::Bad {
                     desc: Some(format!(
@@ -101,7 +99,7 @@ pub(super) fn route(
                 });
             }
             match uuid.parse().ok().filter(|u| view.subscribers.contains(u)) {
-                Some(to) => deliver_to_uuid(ns, &dir, to, frame(Some(&view.receipt))),
+                Some(to) => deliver_to_uuid(ns, &dir, to, frame(Some(&view.receipt_json))),
                 None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
             }
         }
@@ -157,12 +155,10 @@ fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &Raw
         let found = located.await;
         let dir = ns.directory();
         let frame = || {
-            Frame::json(&MessageOut {
+            Frame::message(&MessageOut {
                 target: &target,
-                origin: OriginRef {
-                    client: &from.info,
-                    service: None,
-                },
+                origin: &from.origin,
+                service: None,
                 data: &data,
             })
         };

@@ -144,8 +144,10 @@ impl Service {
     }
 
     fn publish(&self) {
+        let receipt_json = self.view.load().receipt_json.clone();
         self.view.store(Arc::new(ServiceView {
             receipt: self.receipt.clone(),
+            receipt_json,
             subscribers: self.subscribers.keys().copied().collect(),
             local: self
                 .subscribers

@@ -18,16 +18,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use actix::Addr;
 use arc_swap::ArcSwap;
 use indexmap::IndexSet;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::service::Service;
 use crate::cluster::NodeId;
-use crate::protocol::{ClientInfo, ServiceInfo};
+use crate::protocol::{raw_json, ClientInfo, OriginRef, ServiceInfo};
 use crate::transport::outbox::{Frame, Outbox};
 
 /// One identified client, local or on another node.
 pub struct ClientRecord {
     pub info: ClientInfo,
+    /// Its receipt in the MESSAGEs it sends, encoded once.
+    pub origin: Box<RawValue>,
     pub node: NodeId,
     /// How to reach it: `Some` for this node's clients; the others are
     /// reached through their node.
@@ -38,8 +41,14 @@ pub struct ClientRecord {
 
 impl ClientRecord {
     pub fn new(info: ClientInfo, node: NodeId, outbox: Option<Outbox>) -> Self {
+        let origin = OriginRef {
+            client: &info,
+            service: None,
+        }
+        .encode();
         ClientRecord {
             info,
+            origin,
             node,
             outbox,
             ledger: Ledger::default(),
@@ -126,6 +135,8 @@ impl ServiceHandle {
 pub struct ServiceView {
     /// The service as it appears in MESSAGE receipts: no subscribers.
     pub receipt: ServiceInfo,
+    /// The same, encoded once.
+    pub receipt_json: Arc<RawValue>,
     /// Every subscriber, here or elsewhere, in subscription order.
     pub subscribers: IndexSet<Uuid>,
     /// The subscribers connected to this node, with their outboxes.
@@ -135,6 +146,7 @@ pub struct ServiceView {
 impl ServiceView {
     pub fn new(receipt: ServiceInfo) -> Self {
         ServiceView {
+            receipt_json: raw_json(&receipt).into(),
             receipt,
             subscribers: IndexSet::new(),
             local: Vec::new(),

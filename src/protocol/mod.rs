@@ -67,7 +67,11 @@ pub struct ServiceInfo {
 
 /// Where a MESSAGE goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    try_from = "TargetFields"
+)]
 pub enum Target {
     /// The client with this name.
     Name { name: String },
@@ -80,6 +84,49 @@ pub enum Target {
     ServiceClientUuid { service: String, uuid: String },
     /// Every connected client, the sender included.
     All,
+}
+
+/// A target's fields, read in one pass: serde's internally tagged enums
+/// buffer every field first, and a target is read for every MESSAGE.
+#[derive(Deserialize)]
+struct TargetFields {
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    uuid: Option<String>,
+    service: Option<String>,
+}
+
+impl TryFrom<TargetFields> for Target {
+    type Error = String;
+
+    fn try_from(f: TargetFields) -> Result<Self, String> {
+        let kind = f.kind;
+        let need = |field: Option<String>, name: &str| {
+            field.ok_or_else(|| format!("missing field `{name}` in a {kind} target"))
+        };
+        Ok(match kind.as_str() {
+            "NAME" => Target::Name {
+                name: need(f.name, "name")?,
+            },
+            "UUID" => Target::Uuid {
+                uuid: need(f.uuid, "uuid")?,
+            },
+            "SERVICE" => Target::Service {
+                service: need(f.service, "service")?,
+            },
+            "SERVICE_CLIENT_UUID" => Target::ServiceClientUuid {
+                service: need(f.service, "service")?,
+                uuid: need(f.uuid, "uuid")?,
+            },
+            "ALL" => Target::All,
+            _ => {
+                return Err(format!(
+                    "unknown target type `{kind}`, expected NAME, UUID, SERVICE, SERVICE_CLIENT_UUID or ALL"
+                ))
+            }
+        })
+    }
 }
 
 /// The receipt the gateway attaches to every relayed MESSAGE: who sent it
@@ -164,116 +211,144 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Only the tag, so that the first pass skips every other field cheaply.
+/// Every field any payload has, each kept as the raw JSON of its value: one
+/// pass over the frame finds them all, and only the fields the payload's
+/// `type` needs are then parsed (a field another type would use, with a
+/// value of any shape, is ignored as unknown fields are).
 #[derive(Deserialize)]
-struct Tag<'a> {
+struct Fields<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct IdentifyIn<'a> {
+    kind: Option<Str<'a>>,
     #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(default, borrow)]
-    nickname: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
     #[serde(borrow)]
-    version: Cow<'a, str>,
-    #[serde(default, borrow)]
-    tags: Option<Vec<Cow<'a, str>>>,
-    #[serde(default, borrow)]
-    secret: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct MessageIn<'a> {
-    target: Target,
+    nickname: Option<&'a RawValue>,
     #[serde(borrow)]
-    data: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct ServiceIn<'a> {
+    version: Option<&'a RawValue>,
     #[serde(borrow)]
-    service: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct ServiceCreateIn<'a> {
+    tags: Option<&'a RawValue>,
     #[serde(borrow)]
-    service: Cow<'a, str>,
-    #[serde(default, borrow)]
-    nickname: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct SeqIn {
-    seq: u64,
-}
-
-#[derive(Deserialize)]
-struct UuidIn<'a> {
+    secret: Option<&'a RawValue>,
     #[serde(borrow)]
-    uuid: Cow<'a, str>,
+    service: Option<&'a RawValue>,
+    #[serde(borrow)]
+    uuid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seq: Option<&'a RawValue>,
+    #[serde(borrow)]
+    target: Option<&'a RawValue>,
+    /// Kept even when it is `null`, which is a valid MESSAGE `data`.
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
 }
 
-fn fields<'a, T: Deserialize<'a>>(kind: &str, text: &'a str) -> Result<T, DecodeError> {
-    serde_json::from_str(text).map_err(|e| DecodeError::Malformed(format!("invalid {kind}: {e}")))
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A string borrowed from the frame when it has no escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Reads the fields of one payload type, naming the type in errors.
+struct Reader<'k> {
+    kind: &'k str,
+}
+
+impl Reader<'_> {
+    fn malformed(&self, field: &str, e: impl fmt::Display) -> DecodeError {
+        DecodeError::Malformed(format!("invalid {}: field `{field}`: {e}", self.kind))
+    }
+
+    fn optional<'a, T: Deserialize<'a>>(
+        &self,
+        field: &str,
+        raw: Option<&'a RawValue>,
+    ) -> Result<Option<T>, DecodeError> {
+        raw.map(|raw| serde_json::from_str(raw.get()).map_err(|e| self.malformed(field, e)))
+            .transpose()
+    }
+
+    fn required<'a, T: Deserialize<'a>>(
+        &self,
+        field: &str,
+        raw: Option<&'a RawValue>,
+    ) -> Result<T, DecodeError> {
+        self.optional(field, raw)?.ok_or_else(|| {
+            DecodeError::Malformed(format!("invalid {}: missing field `{field}`", self.kind))
+        })
+    }
+
+    fn string<'a>(
+        &self,
+        field: &str,
+        raw: Option<&'a RawValue>,
+    ) -> Result<Cow<'a, str>, DecodeError> {
+        self.required::<Str>(field, raw).map(|s| s.0)
+    }
+
+    fn optional_string<'a>(
+        &self,
+        field: &str,
+        raw: Option<&'a RawValue>,
+    ) -> Result<Option<Cow<'a, str>>, DecodeError> {
+        Ok(self.optional::<Str>(field, raw)?.map(|s| s.0))
+    }
 }
 
 impl<'a> PayloadIn<'a> {
     /// Decodes one text frame, borrowing strings and MESSAGE `data` from it.
     pub fn decode(text: &'a str) -> Result<Self, DecodeError> {
-        let tag: Tag<'a> = serde_json::from_str(text)
+        let f: Fields<'a> = serde_json::from_str(text)
             .map_err(|e| DecodeError::Malformed(format!("invalid payload: {e}")))?;
-        let kind = tag.kind.as_ref();
-        Ok(match kind {
-            "IDENTIFY" => {
-                let p: IdentifyIn<'a> = fields(kind, text)?;
-                PayloadIn::Identify {
-                    name: p.name,
-                    nickname: p.nickname,
-                    version: p.version,
-                    tags: p.tags.unwrap_or_default(),
-                    secret: p.secret,
-                }
-            }
-            "MESSAGE" => {
-                let p: MessageIn<'a> = fields(kind, text)?;
-                PayloadIn::Message {
-                    target: p.target,
-                    data: p.data,
-                }
-            }
+        let kind = f
+            .kind
+            .ok_or_else(|| DecodeError::Malformed("invalid payload: missing field `type`".into()))?
+            .0;
+        let r = Reader { kind: &kind };
+        Ok(match kind.as_ref() {
+            "IDENTIFY" => PayloadIn::Identify {
+                name: r.string("name", f.name)?,
+                nickname: r.optional_string("nickname", f.nickname)?,
+                version: r.string("version", f.version)?,
+                tags: r
+                    .optional::<Vec<Str>>("tags", f.tags)?
+                    .map(|tags| tags.into_iter().map(|t| t.0).collect())
+                    .unwrap_or_default(),
+                secret: r.optional_string("secret", f.secret)?,
+            },
+            "MESSAGE" => PayloadIn::Message {
+                target: r.required("target", f.target)?,
+                data: f.data.ok_or_else(|| {
+                    DecodeError::Malformed("invalid MESSAGE: missing field `data`".into())
+                })?,
+            },
             "SELF_SUBSCRIBE" => PayloadIn::SelfSubscribe {
-                service: fields::<ServiceIn>(kind, text)?.service,
+                service: r.string("service", f.service)?,
             },
             "SELF_UNSUBSCRIBE" => PayloadIn::SelfUnsubscribe {
-                service: fields::<ServiceIn>(kind, text)?.service,
+                service: r.string("service", f.service)?,
             },
             "SELF_FETCH" => PayloadIn::SelfFetch,
             "SELF_SET_SEQ" => PayloadIn::SelfSetSeq {
-                seq: fields::<SeqIn>(kind, text)?.seq,
+                seq: r.required("seq", f.seq)?,
             },
-            "SERVICE_CREATE" => {
-                let p: ServiceCreateIn<'a> = fields(kind, text)?;
-                PayloadIn::ServiceCreate {
-                    service: p.service,
-                    nickname: p.nickname,
-                }
-            }
+            "SERVICE_CREATE" => PayloadIn::ServiceCreate {
+                service: r.string("service", f.service)?,
+                nickname: r.optional_string("nickname", f.nickname)?,
+            },
             "SERVICE_DELETE" => PayloadIn::ServiceDelete {
-                service: fields::<ServiceIn>(kind, text)?.service,
+                service: r.string("service", f.service)?,
             },
             "SERVICE_FETCH" => PayloadIn::ServiceFetch {
-                service: fields::<ServiceIn>(kind, text)?.service,
+                service: r.string("service", f.service)?,
             },
             "SERVICE_FETCH_ALL" => PayloadIn::ServiceFetchAll,
             "CLIENT_FETCH" => PayloadIn::ClientFetch {
-                uuid: fields::<UuidIn>(kind, text)?.uuid,
+                uuid: r.string("uuid", f.uuid)?,
             },
             "CLIENT_FETCH_ALL" => PayloadIn::ClientFetchAll,
-            other => return Err(DecodeError::Unsupported(other.to_owned())),
+            _ => return Err(DecodeError::Unsupported(kind.into_owned())),
         })
     }
 
@@ -399,17 +474,20 @@ impl PayloadOut {
     }
 }
 
-/// A relayed MESSAGE as the gateway writes it: `data` is the sender's bytes,
-/// and the receipt borrows the registry's records instead of copying them.
-#[derive(Serialize)]
-#[serde(tag = "type", rename = "MESSAGE")]
+/// A relayed MESSAGE as the gateway writes it. Nothing in it is encoded per
+/// message but the target: `data` is the sender's bytes, and the receipt is
+/// JSON encoded once per client ([`OriginRef::encode`]) and once per
+/// service, written as it is.
 pub struct MessageOut<'a> {
     pub target: &'a Target,
-    pub origin: OriginRef<'a>,
+    /// The sender's client information, a JSON object.
+    pub origin: &'a RawValue,
+    /// The service the message went through, a JSON object.
+    pub service: Option<&'a RawValue>,
     pub data: &'a RawValue,
 }
 
-/// The borrowed form of [`Origin`].
+/// The borrowed form of [`Origin`], to encode once.
 #[derive(Serialize)]
 pub struct OriginRef<'a> {
     #[serde(flatten)]
@@ -418,9 +496,55 @@ pub struct OriginRef<'a> {
     pub service: Option<&'a ServiceInfo>,
 }
 
+impl OriginRef<'_> {
+    /// The receipt as JSON, for [`MessageOut::origin`].
+    pub fn encode(&self) -> Box<RawValue> {
+        // Plain data: encoding it cannot fail.
+        serde_json::value::to_raw_value(self).expect("a receipt always serializes")
+    }
+}
+
+/// Encodes a value once, for [`MessageOut::service`].
+pub fn raw_json<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("protocol objects always serialize")
+}
+
 impl MessageOut<'_> {
+    /// How long the message is, near enough to size a buffer for it.
+    pub fn size_hint(&self) -> usize {
+        64 + self.origin.get().len()
+            + self.service.map_or(0, |s| s.get().len())
+            + self.data.get().len()
+    }
+
+    /// Writes the message's JSON: `{"type":"MESSAGE","target":…,"origin":…,"data":…}`,
+    /// with `"service"` as the origin's last member when there is one.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"type":"MESSAGE","target":"#);
+        // A target is strings in an enum: encoding it cannot fail.
+        serde_json::to_writer(&mut *out, self.target).expect("a target always serializes");
+        out.extend_from_slice(br#","origin":"#);
+        let origin = self.origin.get().as_bytes();
+        match self.service {
+            // The origin is an object: its closing brace is its last byte.
+            Some(service) if origin.ends_with(b"}") => {
+                out.extend_from_slice(&origin[..origin.len() - 1]);
+                out.extend_from_slice(br#","service":"#);
+                out.extend_from_slice(service.get().as_bytes());
+                out.push(b'}');
+            }
+            _ => out.extend_from_slice(origin),
+        }
+        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(self.data.get().as_bytes());
+        out.push(b'}');
+    }
+
     pub fn encode(&self) -> String {
-        encode_json(self)
+        let mut out = Vec::with_capacity(self.size_hint());
+        self.write(&mut out);
+        // Made of valid JSON pieces and ASCII punctuation.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -654,12 +778,15 @@ mod tests {
             service: None,
         };
         let target = Target::Name { name: "bob".into() };
+        let encoded = OriginRef {
+            client: &origin.client,
+            service: None,
+        }
+        .encode();
         let text = MessageOut {
             target: &target,
-            origin: OriginRef {
-                client: &origin.client,
-                service: None,
-            },
+            origin: &encoded,
+            service: None,
             data: &data,
         }
         .encode();
@@ -670,7 +797,36 @@ mod tests {
             back.payload,
             PayloadOut::Message {
                 target,
-                origin,
+                origin: origin.clone(),
+                data: json!({"k": [1, 2]})
+            }
+        );
+        // Through a service, the service is the receipt's last member.
+        let service = ServiceInfo {
+            name: "chat".into(),
+            nickname: None,
+            owner_uuid: origin.client.uuid,
+            subscribers: Vec::new(),
+        };
+        let target = Target::Service {
+            service: "chat".into(),
+        };
+        let text = MessageOut {
+            target: &target,
+            origin: &encoded,
+            service: Some(&raw_json(&service)),
+            data: &data,
+        }
+        .encode();
+        let back: Sequenced = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(
+            back.payload,
+            PayloadOut::Message {
+                target,
+                origin: Origin {
+                    client: origin.client,
+                    service: Some(service),
+                },
                 data: json!({"k": [1, 2]})
             }
         );

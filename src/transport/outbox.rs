@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::metrics;
-use crate::protocol::Close;
+use crate::protocol::{Close, MessageOut};
 
 /// One serialized payload, stored as the WebSocket text frame that carries
 /// it. Cloning it shares the bytes, so a broadcast is serialized and framed
@@ -44,16 +44,39 @@ impl Frame {
     /// once, behind room for the longest header, and the header is put just
     /// in front of it. No copy of the JSON is made.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Frame {
-        let mut buf = Vec::with_capacity(256);
+        Frame::json_sized(value, 256)
+    }
+
+    /// [`Frame::json`] for a payload of about `size` bytes, so that the
+    /// buffer is not grown (and copied) while it is written.
+    pub fn json_sized<T: Serialize + ?Sized>(value: &T, size: usize) -> Frame {
+        Frame::written(size, |buf| {
+            // Every payload type is made of strings, numbers, uuids, vectors
+            // and already validated raw JSON: writing it to memory cannot fail.
+            serde_json::to_writer(buf, value).expect("protocol payloads always serialize")
+        })
+    }
+
+    /// A relayed MESSAGE.
+    pub fn message(message: &MessageOut<'_>) -> Frame {
+        Frame::written(message.size_hint(), |buf| message.write(buf))
+    }
+
+    /// The frame of the JSON text that `write` puts in the buffer, about
+    /// `size` bytes of it.
+    fn written(size: usize, write: impl FnOnce(&mut Vec<u8>)) -> Frame {
+        let mut buf = Vec::with_capacity(MAX_HEADER + size);
         buf.resize(MAX_HEADER, 0);
-        // Every payload type is made of strings, numbers, uuids, vectors and
-        // already validated raw JSON: writing it to memory cannot fail.
-        serde_json::to_writer(&mut buf, value).expect("protocol payloads always serialize");
+        write(&mut buf);
         let (header, n) = text_header(buf.len() - MAX_HEADER);
         let start = MAX_HEADER - n;
         buf[start..MAX_HEADER].copy_from_slice(&header[..n]);
+        // Advancing (not slicing) keeps the bytes the vector's own: a frame
+        // for one recipient is never turned into shared, counted bytes.
+        let mut wire = Bytes::from(buf);
+        wire.advance(start);
         Frame {
-            wire: Bytes::from(buf).slice(start..),
+            wire,
             payload_at: n,
         }
     }
@@ -80,6 +103,11 @@ impl Frame {
     /// The whole WebSocket frame, header included.
     pub fn wire(&self) -> Bytes {
         self.wire.clone()
+    }
+
+    /// The whole WebSocket frame, without sharing it.
+    pub fn into_wire(self) -> Bytes {
+        self.wire
     }
 }
 
@@ -116,7 +144,7 @@ pub enum SinkError {
 pub trait FrameSink: Send + Sync {
     /// Queues a frame without waiting; returns how many frames are now
     /// queued.
-    fn push(&self, frame: &Frame) -> Result<usize, SinkError>;
+    fn push(&self, frame: Frame) -> Result<usize, SinkError>;
 
     /// Queues the close, after the frames already queued (so the client
     /// gets nothing the registry sent after deciding to close it), and
@@ -148,14 +176,17 @@ pub struct Overflowed {
     pub uuid: Uuid,
 }
 
-/// A handle on one connected client's outgoing queue.
+/// A handle on one connected client's outgoing queue: cheap to clone (one
+/// reference count), since every reply and every view holds one.
 #[derive(Clone)]
-pub struct Outbox {
+pub struct Outbox(Arc<Inner>);
+
+struct Inner {
     uuid: Uuid,
     sink: Arc<dyn FrameSink>,
     control: Recipient<Control>,
     on_overflow: Recipient<Overflowed>,
-    overflowed: Arc<AtomicBool>,
+    overflowed: AtomicBool,
 }
 
 impl Outbox {
@@ -165,31 +196,33 @@ impl Outbox {
         control: Recipient<Control>,
         on_overflow: Recipient<Overflowed>,
     ) -> Self {
-        Outbox {
+        Outbox(Arc::new(Inner {
             uuid,
             sink,
             control,
             on_overflow,
-            overflowed: Arc::new(AtomicBool::new(false)),
-        }
+            overflowed: AtomicBool::new(false),
+        }))
     }
 
     pub fn uuid(&self) -> Uuid {
-        self.uuid
+        self.0.uuid
     }
 
     /// Queues a frame. A full queue drops it and reports the client for
     /// eviction (once); a closed one drops it silently, since the transport's
     /// own shutdown already removes the client.
     pub fn send(&self, frame: Frame) {
-        if self.overflowed.load(Ordering::Relaxed) {
+        let this = &self.0;
+        if this.overflowed.load(Ordering::Relaxed) {
             return;
         }
-        match self.sink.push(&frame) {
-            Ok(depth) => metrics::get().frame_out(frame.payload().len(), depth),
+        let bytes = frame.payload().len();
+        match this.sink.push(frame) {
+            Ok(depth) => metrics::get().frame_out(bytes, depth),
             Err(SinkError::Full) => {
-                if !self.overflowed.swap(true, Ordering::Relaxed) {
-                    self.on_overflow.do_send(Overflowed { uuid: self.uuid });
+                if !this.overflowed.swap(true, Ordering::Relaxed) {
+                    this.on_overflow.do_send(Overflowed { uuid: this.uuid });
                 }
             }
             Err(SinkError::Closed) => {}
@@ -198,19 +231,19 @@ impl Outbox {
 
     /// Holds the frames queued from now on until [`release`](Outbox::release).
     pub fn hold(&self) {
-        self.sink.hold();
+        self.0.sink.hold();
     }
 
     pub fn release(&self) {
-        self.sink.release();
+        self.0.sink.release();
     }
 
     /// Closes the connection: the close goes into the queue in order with
     /// the frames (bypassing the bound: it is the one frame a stuck client
     /// must still get), and the transport's actor is told to stop.
     pub fn close(&self, close: Close) {
-        self.sink.close(&close);
-        self.control.do_send(Control::Close(close));
+        self.0.sink.close(&close);
+        self.0.control.do_send(Control::Close(close));
     }
 }
 

@@ -328,7 +328,7 @@ struct Progress {
 struct Sink(Shared);
 
 impl FrameSink for Sink {
-    fn push(&self, frame: &Frame) -> Result<usize, SinkError> {
+    fn push(&self, frame: Frame) -> Result<usize, SinkError> {
         let mut queue = lock(&self.0);
         if queue.ended {
             return Err(SinkError::Closed);
@@ -336,7 +336,7 @@ impl FrameSink for Sink {
         if queue.data >= queue.capacity {
             return Err(SinkError::Full);
         }
-        let waker = queue.push(Item::Data(frame.wire()));
+        let waker = queue.push(Item::Data(frame.into_wire()));
         let depth = queue.data;
         drop(queue);
         wake(waker);
@@ -480,6 +480,7 @@ impl Writer {
             batch: VecDeque::new(),
             partial: false,
             ping: false,
+            yielded: false,
         }
     }
 }
@@ -494,6 +495,9 @@ pub struct Writing {
     partial: bool,
     /// Whether `batch` carries the heartbeat ping.
     ping: bool,
+    /// Whether the writer has let the other ready tasks run since it was
+    /// woken for new frames (see [`Future::poll`]).
+    yielded: bool,
 }
 
 impl Writing {
@@ -588,10 +592,24 @@ impl Future for Writing {
         let this = &mut *self;
         loop {
             if this.batch.is_empty() {
+                // Woken for the first frames of a burst: let the other ready
+                // tasks of this thread (sessions handling what their clients
+                // sent) run first, so that what they queue for this client
+                // leaves in the same write. Half the syscalls, and half the
+                // segments for the client to read, under load; one turn of
+                // the thread's run queue of delay when idle.
+                if !this.yielded {
+                    this.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 match this.refill(cx) {
                     Poll::Ready(true) => {}
                     Poll::Ready(false) => return Poll::Ready(()),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        this.yielded = false;
+                        return Poll::Pending;
+                    }
                 }
             }
             let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
