@@ -2,14 +2,17 @@
 //!
 //! One process runs one gateway, so the metrics are process-wide statics.
 //! Everything on the per-delivery path is a relaxed atomic add on a handle
-//! resolved at start-up; no label lookup happens per message.
+//! resolved at start-up; no label lookup happens per message. The counters
+//! of every frame are [`Striped`]: worker threads each add to their own
+//! cache line, which a scrape sums.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{Atomic, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -48,10 +51,10 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub clients_identified: Gauge,
     closed: Family<CodeLabel, Counter>,
-    payloads_in: Vec<Counter>,
-    pub frames_out: Counter,
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
+    payloads_in: Vec<Counter<u64, Striped>>,
+    pub frames_out: Counter<u64, Striped>,
+    pub bytes_in: Counter<u64, Striped>,
+    pub bytes_out: Counter<u64, Striped>,
     pub services: Gauge,
     pub subscriptions: Gauge,
     /// Deepest outgoing queue seen since the last scrape.
@@ -63,6 +66,50 @@ pub struct Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// How many cache lines a [`Striped`] counter is spread over.
+const STRIPES: usize = 8;
+
+/// The value of a counter spread over cache lines: each thread adds to its
+/// own (threads beyond [`STRIPES`] share), so worker threads counting every
+/// frame do not fight over one line. Reading sums them.
+#[derive(Debug, Default)]
+pub struct Striped([Line; STRIPES]);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+/// This thread's stripe, given out in turn on first use.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+        }
+        s.get()
+    })
+}
+
+impl Atomic<u64> for Striped {
+    fn inc(&self) -> u64 {
+        self.inc_by(1)
+    }
+
+    /// Returns this thread's stripe's previous value (not the counter's).
+    fn inc_by(&self, v: u64) -> u64 {
+        self.0[stripe()].0.fetch_add(v, Ordering::Relaxed)
+    }
+
+    fn get(&self) -> u64 {
+        self.0.iter().fold(0, |sum, line| {
+            sum.wrapping_add(line.0.load(Ordering::Relaxed))
+        })
+    }
+}
 
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
@@ -89,7 +136,7 @@ impl Metrics {
             redis_errors: Counter::default(),
             registry: Registry::default(),
         };
-        let payloads = Family::<TypeLabel, Counter>::default();
+        let payloads = Family::<TypeLabel, Counter<u64, Striped>>::default();
         let payloads_in = PAYLOAD_TYPES
             .iter()
             .map(|t| payloads.get_or_create(&TypeLabel { r#type: t }).clone())

@@ -51,6 +51,10 @@ const KEPT_QUEUE_CAPACITY: usize = 16;
 /// what arrives is copied out at once, so an idle connection holds none.
 const READ_CHUNK: usize = 4096;
 
+/// Most turns of the thread's run queue a woken writer lets go by before it
+/// writes (see `Writing::poll`).
+const MAX_TURNS: u8 = 3;
+
 /// Most frames handed to the socket per vectored write.
 const WRITE_BATCH: usize = 64;
 
@@ -480,7 +484,8 @@ impl Writer {
             batch: VecDeque::new(),
             partial: false,
             ping: false,
-            yielded: false,
+            yielded: None,
+            turns: 0,
         }
     }
 }
@@ -495,9 +500,11 @@ pub struct Writing {
     partial: bool,
     /// Whether `batch` carries the heartbeat ping.
     ping: bool,
-    /// Whether the writer has let the other ready tasks run since it was
-    /// woken for new frames (see [`Future::poll`]).
-    yielded: bool,
+    /// How many frames were queued when the writer last let the other ready
+    /// tasks run, since it was woken for new ones (see [`Future::poll`]).
+    yielded: Option<usize>,
+    /// How many turns the writer let go by since it was woken.
+    turns: u8,
 }
 
 impl Writing {
@@ -595,11 +602,19 @@ impl Future for Writing {
                 // Woken for the first frames of a burst: let the other ready
                 // tasks of this thread (sessions handling what their clients
                 // sent) run first, so that what they queue for this client
-                // leaves in the same write. Half the syscalls, and half the
-                // segments for the client to read, under load; one turn of
-                // the thread's run queue of delay when idle.
-                if !this.yielded {
-                    this.yielded = true;
+                // leaves in the same write; again while the burst keeps
+                // growing (a fan-out in progress), at most a few turns. Half
+                // the syscalls, and half the segments for the client to
+                // read, under load; one turn of the thread's run queue of
+                // delay when idle.
+                let queued = lock(&this.writer.queue).items.len();
+                let growing = match this.yielded {
+                    None => true,
+                    Some(before) => queued > before,
+                };
+                if growing && this.turns < MAX_TURNS {
+                    this.yielded = Some(queued);
+                    this.turns += 1;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -607,7 +622,8 @@ impl Future for Writing {
                     Poll::Ready(true) => {}
                     Poll::Ready(false) => return Poll::Ready(()),
                     Poll::Pending => {
-                        this.yielded = false;
+                        this.yielded = None;
+                        this.turns = 0;
                         return Poll::Pending;
                     }
                 }
