@@ -7,7 +7,10 @@
 # from the next measurement.
 #
 #   benches/compare.sh [-n TRIALS] [-w GATEWAY_WORKERS] [-t BASELINE_THREADS] \
-#       [-p] [-o OUT_DIR] -- fanout --subscribers 1000 --messages 2000 [...]
+#       [-W OTHER_WORKERS] [-p] [-o OUT_DIR] -- fanout --subscribers 1000 --messages 2000 [...]
+#
+# -W puts a second gateway, with OTHER_WORKERS workers, in the baseline's
+# place: `-w 1 -W 2` asks whether a second worker adds deliveries.
 #
 # -p pins each server to CPU 0 and the load generator to CPU 1 (taskset), so
 # the two do not compete for a core.
@@ -17,20 +20,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-trials=3 workers=1 threads=1 out="" server_cpu=() bench_cpu=()
-while getopts "n:w:t:po:" opt; do
+trials=3 workers=1 threads=1 other="" out="" server_cpu=() bench_cpu=()
+while getopts "n:w:t:W:po:" opt; do
   case $opt in
     p) server_cpu=(taskset -c 0) bench_cpu=(taskset -c 1) ;;
     n) trials=$OPTARG ;;
     w) workers=$OPTARG ;;
     t) threads=$OPTARG ;;
+    W) other=$OPTARG ;;
     o) out=$OPTARG ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 [ "${1:-}" = "--" ] && shift
-[ $# -gt 0 ] || { echo "usage: $0 [-n N] [-w W] [-t T] [-p] [-o DIR] -- SCENARIO [ARGS...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [-n N] [-w W] [-t T] [-W W2] [-p] [-o DIR] -- SCENARIO [ARGS...]" >&2; exit 2; }
 out=${out:-target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 
@@ -38,6 +42,8 @@ cargo build --release --quiet --bin concierge
 baseline=$(cargo bench --bench baseline --no-run 2>&1 | grep -o 'target/release/deps/baseline-[0-9a-f]*' | head -1)
 [ -x "$baseline" ] || { echo "cannot find the baseline binary" >&2; exit 1; }
 concierge=target/release/concierge
+second=${other:+gateway-with-$other-workers}
+second=${second:-baseline}
 data=$(mktemp -d)
 pid=""
 stop() {
@@ -66,16 +72,22 @@ for i in $(seq "$trials"); do
   "${bench_cpu[@]}" "$concierge" bench "$@" --url ws://127.0.0.1:9180/ws --server-pid "$pid" --json --quiet \
     > "$out/gateway-$i.json" || true
   stop
-  "${server_cpu[@]}" "$baseline" --bind 127.0.0.1:9190 --threads "$threads" 2>/dev/null & pid=$!
+  if [ -n "$other" ]; then
+    (ulimit -n 20000 2>/dev/null || true
+     exec "${server_cpu[@]}" env CONCIERGE_LOG=warn "$concierge" --workers "$other" --bind 127.0.0.1:9190 \
+       --data-dir "$data" 2>>"$out/gateway-$other-workers.log") & pid=$!
+  else
+    "${server_cpu[@]}" "$baseline" --bind 127.0.0.1:9190 --threads "$threads" 2>/dev/null & pid=$!
+  fi
   wait_port 9190
   "${bench_cpu[@]}" "$concierge" bench "$@" --url ws://127.0.0.1:9190/ws --server-pid "$pid" --json --quiet \
-    > "$out/baseline-$i.json" || true
+    > "$out/$second-$i.json" || true
   stop
 done
 
-python3 - "$out" <<'EOF'
+python3 - "$out" "$second" <<'EOF'
 import glob, json, os, statistics, sys
-out = sys.argv[1]
+out, second = sys.argv[1], sys.argv[2]
 fields = [
     ("deliveries/s", lambda r: r.get("deliveries_per_sec")),
     ("p50 ms", lambda r: (r.get("latency") or {}).get("p50_ms")),
@@ -93,9 +105,9 @@ fields = [
 def fmt(v):
     return "-" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2f}")
 medians = {}
-for server in ("gateway", "baseline"):
+for server in ("gateway", second):
     runs = []
-    for path in sorted(glob.glob(os.path.join(out, f"{server}-*.json"))):
+    for path in sorted(glob.glob(os.path.join(out, f"{server}-[0-9]*.json"))):
         try:
             runs.append(json.load(open(path)))
         except ValueError:
@@ -107,12 +119,12 @@ for server in ("gateway", "baseline"):
         for n, f in fields
     }
 print()
-print(f"{'median of ' + str(len(glob.glob(os.path.join(out, 'gateway-*.json')))) + ' trials':<16}" + "".join(f"{n:>15}" for n, _ in fields))
+print(f"{'median of ' + str(len(glob.glob(os.path.join(out, 'gateway-[0-9]*.json')))) + ' trials':<24}" + "".join(f"{n:>15}" for n, _ in fields))
 for server, m in medians.items():
-    print(f"{server:<16}" + "".join(f"{fmt(m[n]):>15}" for n, _ in fields))
-g, b = medians.get("gateway"), medians.get("baseline")
+    print(f"{server:<24}" + "".join(f"{fmt(m[n]):>15}" for n, _ in fields))
+g, b = medians.get("gateway"), medians.get(second)
 if g and b and b["deliveries/s"]:
-    print(f"\ngateway / baseline: deliveries/s {g['deliveries/s'] / b['deliveries/s']:.2f}, "
+    print(f"\ngateway / {second}: deliveries/s {g['deliveries/s'] / b['deliveries/s']:.2f}, "
           f"p99 latency {g['p99 ms'] / b['p99 ms']:.2f}")
 print(f"reports: {out}")
 EOF

@@ -91,40 +91,47 @@ pub enum Target {
 #[derive(Deserialize)]
 struct TargetFields {
     #[serde(rename = "type")]
-    kind: String,
+    kind: TargetKind,
     name: Option<String>,
     uuid: Option<String>,
     service: Option<String>,
 }
 
-impl TryFrom<TargetFields> for Target {
-    type Error = String;
+#[derive(Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum TargetKind {
+    Name,
+    Uuid,
+    Service,
+    ServiceClientUuid,
+    All,
+}
 
-    fn try_from(f: TargetFields) -> Result<Self, String> {
-        let kind = f.kind;
-        let need = |field: Option<String>, name: &str| {
-            field.ok_or_else(|| format!("missing field `{name}` in a {kind} target"))
-        };
-        Ok(match kind.as_str() {
-            "NAME" => Target::Name {
-                name: need(f.name, "name")?,
+impl TryFrom<TargetFields> for Target {
+    type Error = &'static str;
+
+    fn try_from(f: TargetFields) -> Result<Self, &'static str> {
+        Ok(match f.kind {
+            TargetKind::Name => Target::Name {
+                name: f.name.ok_or("missing field `name` in a NAME target")?,
             },
-            "UUID" => Target::Uuid {
-                uuid: need(f.uuid, "uuid")?,
+            TargetKind::Uuid => Target::Uuid {
+                uuid: f.uuid.ok_or("missing field `uuid` in a UUID target")?,
             },
-            "SERVICE" => Target::Service {
-                service: need(f.service, "service")?,
+            TargetKind::Service => Target::Service {
+                service: f
+                    .service
+                    .ok_or("missing field `service` in a SERVICE target")?,
             },
-            "SERVICE_CLIENT_UUID" => Target::ServiceClientUuid {
-                service: need(f.service, "service")?,
-                uuid: need(f.uuid, "uuid")?,
+            TargetKind::ServiceClientUuid => Target::ServiceClientUuid {
+                service: f
+                    .service
+                    .ok_or("missing field `service` in a SERVICE_CLIENT_UUID target")?,
+                uuid: f
+                    .uuid
+                    .ok_or("missing field `uuid` in a SERVICE_CLIENT_UUID target")?,
             },
-            "ALL" => Target::All,
-            _ => {
-                return Err(format!(
-                    "unknown target type `{kind}`, expected NAME, UUID, SERVICE, SERVICE_CLIENT_UUID or ALL"
-                ))
-            }
+            TargetKind::All => Target::All,
         })
     }
 }

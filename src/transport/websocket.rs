@@ -55,6 +55,9 @@ const READ_CHUNK: usize = 4096;
 /// writes (see `Writing::poll`).
 const MAX_TURNS: u8 = 3;
 
+/// Entries of the batch an idle writer keeps.
+const KEPT_BATCH_CAPACITY: usize = 4;
+
 /// Most frames handed to the socket per vectored write.
 const WRITE_BATCH: usize = 64;
 
@@ -543,8 +546,9 @@ impl Writing {
         }
         queue.waiting = Waiting::ForFrames(cx.waker().clone());
         drop(queue);
-        // Idle: hold nothing.
-        self.batch = VecDeque::new();
+        // Idle: hold little (a few entries, so that the next burst does not
+        // allocate again).
+        self.batch.shrink_to(KEPT_BATCH_CAPACITY);
         Poll::Pending
     }
 
