@@ -179,6 +179,8 @@ impl Hub {
             nickname: None,
             uuid,
             tags: tags.into_iter().map(|t| t.into_owned()).collect(),
+            user: None,
+            roles: Vec::new(),
         };
         let origin = OriginRef {
             client: &info,
@@ -192,6 +194,8 @@ impl Hub {
         let hello = PayloadOut::Hello {
             uuid,
             version: PROTOCOL_VERSION.into(),
+            // No file server: no key.
+            fs_key: String::new(),
         };
         self.reply(id, None, hello);
     }

@@ -3,6 +3,8 @@
 //!
 //! See `docs/PROTOCOL.md` for the wire protocol and `README.md` for running it.
 
+pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod cluster;
 pub mod config;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use concierge::admin;
 use concierge::config::{Settings, SettingsLayer, CONFIG_ENV};
 use concierge::gateway::{Gateway, StartError};
 use tracing_subscriber::EnvFilter;
@@ -67,6 +68,35 @@ enum Command {
     Config,
     /// Load-test a running gateway (see docs/BENCHMARKS.md).
     Bench(Box<concierge::bench::BenchArgs>),
+    /// Manage accounts (in the gateway's store; works beside a running gateway).
+    User {
+        #[command(flatten)]
+        store: Box<admin::StoreArgs>,
+        #[command(subcommand)]
+        command: admin::UserCommand,
+    },
+    /// Issue, list and revoke tokens; rotate the signing key.
+    Token {
+        #[command(flatten)]
+        store: Box<admin::StoreArgs>,
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
+    /// Read and write a user's settings.
+    Settings {
+        #[command(flatten)]
+        store: Box<admin::StoreArgs>,
+        #[command(subcommand)]
+        command: admin::SettingsCommand,
+    },
+    /// Log in to a gateway (http://HOST:PORT) and keep the token in the user's config folder.
+    Login {
+        url: String,
+        username: String,
+        /// Read the password from standard input (its first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -90,6 +120,14 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Bench(args)) => concierge::bench::main(*args),
+        Some(Command::User { store, command }) => admin::user(*store, command),
+        Some(Command::Token { store, command }) => admin::token(*store, command),
+        Some(Command::Settings { store, command }) => admin::settings(*store, command),
+        Some(Command::Login {
+            url,
+            username,
+            password_stdin,
+        }) => admin::login(&url, &username, password_stdin),
         None => serve(cli.serve),
     }
 }

@@ -392,7 +392,7 @@ async fn a_file_uploaded_through_one_replica_downloads_through_another() {
     let http = reqwest::Client::new();
     let put = http
         .put(r1.http_url("/fs/alice/report.txt"))
-        .header("Authorization", alice.uuid.to_string())
+        .header("Authorization", &alice.fs_key)
         .body("shared bytes")
         .send()
         .await
@@ -409,7 +409,7 @@ async fn a_file_uploaded_through_one_replica_downloads_through_another() {
     // Bob may not write into alice's folder on any replica.
     let denied = http
         .put(r2.http_url("/fs/alice/report.txt"))
-        .header("Authorization", bob.uuid.to_string())
+        .header("Authorization", &bob.fs_key)
         .body("x")
         .send()
         .await

@@ -40,7 +40,7 @@ async fn assert_error(resp: Response, status: StatusCode) -> String {
 async fn put(
     http: &reqwest::Client,
     url: &str,
-    key: Uuid,
+    key: impl std::fmt::Display,
     body: impl Into<reqwest::Body>,
 ) -> Response {
     http.put(url)
@@ -51,7 +51,7 @@ async fn put(
         .expect("PUT is answered")
 }
 
-async fn get(http: &reqwest::Client, url: &str, key: Uuid) -> Response {
+async fn get(http: &reqwest::Client, url: &str, key: impl std::fmt::Display) -> Response {
     http.get(url)
         .header("Authorization", key.to_string())
         .send()
@@ -59,7 +59,7 @@ async fn get(http: &reqwest::Client, url: &str, key: Uuid) -> Response {
         .expect("GET is answered")
 }
 
-async fn delete(http: &reqwest::Client, url: &str, key: Uuid) -> Response {
+async fn delete(http: &reqwest::Client, url: &str, key: impl std::fmt::Display) -> Response {
     http.delete(url)
         .header("Authorization", key.to_string())
         .send()
@@ -129,7 +129,7 @@ async fn upload_then_another_client_downloads_the_same_bytes() {
     let body = noise(10_000, 7);
 
     let url = fs_url(&server, "alice", "report.bin");
-    let resp = put(&http, &url, alice.uuid, body.clone()).await;
+    let resp = put(&http, &url, &alice.fs_key, body.clone()).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let created: Value = resp.json().await.unwrap();
     assert_eq!(created["size"], 10_000, "{created}");
@@ -163,14 +163,14 @@ async fn sub_folders_and_overwrites() {
     let http = reqwest::Client::new();
 
     let deep = fs_url(&server, "alice", "logs/2024/05/run.txt");
-    let resp = put(&http, &deep, alice.uuid, "first version, rather long").await;
+    let resp = put(&http, &deep, &alice.fs_key, "first version, rather long").await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let resp = get(&http, &deep, bob.uuid).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.unwrap(), "first version, rather long");
 
     // Overwriting replaces the content entirely (no leftover tail).
-    let resp = put(&http, &deep, alice.uuid, "second").await;
+    let resp = put(&http, &deep, &alice.fs_key, "second").await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let created: Value = resp.json().await.unwrap();
     assert_eq!(created["size"], 6);
@@ -197,7 +197,7 @@ async fn both_key_headers_are_accepted() {
 
     let resp = http
         .put(&url)
-        .header("x-fs-key", alice.uuid.to_string())
+        .header("x-fs-key", &alice.fs_key)
         .body("via x-fs-key")
         .send()
         .await
@@ -214,7 +214,7 @@ async fn both_key_headers_are_accepted() {
 
     let resp = http
         .put(&url)
-        .header("Authorization", alice.uuid.to_string())
+        .header("Authorization", &alice.fs_key)
         .body("via Authorization")
         .send()
         .await
@@ -230,7 +230,7 @@ async fn bad_keys_are_401_with_a_json_error() {
     let alice = server.client("alice").await;
     let http = reqwest::Client::new();
     let url = fs_url(&server, "alice", "secret.txt");
-    let resp = put(&http, &url, alice.uuid, "x").await;
+    let resp = put(&http, &url, &alice.fs_key, "x").await;
     assert_eq!(resp.status(), StatusCode::CREATED);
 
     // No key at all.
@@ -275,23 +275,23 @@ async fn only_the_owner_writes_and_deletes() {
     let http = reqwest::Client::new();
     let url = fs_url(&server, "alice", "mine.txt");
     assert_eq!(
-        put(&http, &url, alice.uuid, "alice's").await.status(),
+        put(&http, &url, &alice.fs_key, "alice's").await.status(),
         StatusCode::CREATED
     );
 
     // Bob may read alice's files but not change them.
-    let resp = put(&http, &url, bob.uuid, "bob's").await;
+    let resp = put(&http, &url, &bob.fs_key, "bob's").await;
     let reason = assert_error(resp, StatusCode::FORBIDDEN).await;
     assert!(reason.contains("alice"), "{reason}");
     let resp = put(
         &http,
         &fs_url(&server, "alice", "new.txt"),
-        bob.uuid,
+        &bob.fs_key,
         "bob's",
     )
     .await;
     assert_error(resp, StatusCode::FORBIDDEN).await;
-    let resp = delete(&http, &url, bob.uuid).await;
+    let resp = delete(&http, &url, &bob.fs_key).await;
     assert_error(resp, StatusCode::FORBIDDEN).await;
     assert_eq!(
         get(&http, &url, bob.uuid).await.text().await.unwrap(),
@@ -300,7 +300,7 @@ async fn only_the_owner_writes_and_deletes() {
     assert!(!server.data.path().join("fs/alice/new.txt").exists());
 
     // Alice deletes her file; then it is gone for everyone.
-    let resp = delete(&http, &url, alice.uuid).await;
+    let resp = delete(&http, &url, &alice.fs_key).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(!server.data.path().join("fs/alice/mine.txt").exists());
     let resp = get(&http, &url, bob.uuid).await;
@@ -309,12 +309,12 @@ async fn only_the_owner_writes_and_deletes() {
     assert_error(resp, StatusCode::NOT_FOUND).await;
 
     // Deleting what is not there.
-    let resp = delete(&http, &url, alice.uuid).await;
+    let resp = delete(&http, &url, &alice.fs_key).await;
     assert_error(resp, StatusCode::NOT_FOUND).await;
     let resp = delete(
         &http,
         &fs_url(&server, "alice", "never/was.txt"),
-        alice.uuid,
+        &alice.fs_key,
     )
     .await;
     assert_error(resp, StatusCode::NOT_FOUND).await;
@@ -417,7 +417,12 @@ async fn paths_that_escape_the_folder_are_400() {
     ] {
         assert!(!escaped.exists(), "{} was written", escaped.display());
     }
-    assert_eq!(files_under(&data), Vec::<PathBuf>::new());
+    // Only the gateway's own store (the key that signs fs_keys) is there.
+    let written: Vec<PathBuf> = files_under(&data)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().starts_with("concierge.db"))
+        .collect();
+    assert_eq!(written, Vec::<PathBuf>::new());
 }
 
 #[tokio::test]
@@ -428,7 +433,7 @@ async fn an_encoded_slash_is_a_separator_not_part_of_a_name() {
     let resp = put(
         &http,
         &fs_url(&server, "alice", "dir%2Ffile.txt"),
-        alice.uuid,
+        &alice.fs_key,
         "x",
     )
     .await;
@@ -440,7 +445,7 @@ async fn an_encoded_slash_is_a_separator_not_part_of_a_name() {
     let resp = put(
         &http,
         &fs_url(&server, "alice", "with%20space.txt"),
-        alice.uuid,
+        &alice.fs_key,
         "y",
     )
     .await;
@@ -469,12 +474,12 @@ async fn uploads_over_the_limit_are_413_and_leave_nothing() {
 
     // Exactly at the limit is fine.
     let url = fs_url(&server, "alice", "limit.bin");
-    let resp = put(&http, &url, alice.uuid, vec![1u8; 1024]).await;
+    let resp = put(&http, &url, &alice.fs_key, vec![1u8; 1024]).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
 
     // Declared too big by Content-Length.
     let url = fs_url(&server, "alice", "declared.bin");
-    let resp = put(&http, &url, alice.uuid, vec![2u8; 4096]).await;
+    let resp = put(&http, &url, &alice.fs_key, vec![2u8; 4096]).await;
     let reason = assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(reason.contains("1024"), "{reason}");
 
@@ -483,7 +488,7 @@ async fn uploads_over_the_limit_are_413_and_leave_nothing() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|i| Ok(vec![i; 512])).collect();
     let resp = http
         .put(&url)
-        .header("Authorization", alice.uuid.to_string())
+        .header("Authorization", &alice.fs_key)
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))
@@ -497,7 +502,7 @@ async fn uploads_over_the_limit_are_413_and_leave_nothing() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..3).map(|_| Ok(vec![9u8; 512])).collect();
     let resp = http
         .put(&url)
-        .header("Authorization", alice.uuid.to_string())
+        .header("Authorization", &alice.fs_key)
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))
@@ -520,7 +525,7 @@ async fn uploads_over_the_limit_are_413_and_leave_nothing() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|i| Ok(vec![i; 100])).collect();
     let resp = http
         .put(fs_url(&server, "alice", "small.bin"))
-        .header("Authorization", alice.uuid.to_string())
+        .header("Authorization", &alice.fs_key)
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))
@@ -549,7 +554,7 @@ async fn a_large_streamed_upload_round_trips() {
     let url = fs_url(&server, "alice", "big/blob.bin");
     let resp = http
         .put(&url)
-        .header("Authorization", alice.uuid.to_string())
+        .header("Authorization", &alice.fs_key)
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))
@@ -579,7 +584,7 @@ async fn a_departed_clients_folder_is_removed() {
     let http = reqwest::Client::new();
     let url = fs_url(&server, "alice", "notes/today.txt");
     assert_eq!(
-        put(&http, &url, alice.uuid, "bye").await.status(),
+        put(&http, &url, &alice.fs_key, "bye").await.status(),
         StatusCode::CREATED
     );
     let folder = server.data.path().join("fs/alice");

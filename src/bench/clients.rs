@@ -199,6 +199,7 @@ impl Client {
             version: Cow::Borrowed(PROTOCOL_VERSION),
             tags: vec![Cow::Borrowed("bench")],
             secret: (!secret.is_empty()).then_some(Cow::Borrowed(secret)),
+            token: None,
         };
         ws.send(Message::Text(encode(&identify)?)).await?;
         let mut client = Client {

@@ -204,13 +204,11 @@ pub type InboundStream = mpsc::UnboundedReceiver<Inbound>;
 /// one that commands run beside the gateway open too.
 pub const STORE_FILE: &str = "concierge.db";
 
-/// Joins the cluster the settings describe: Redis replicas when `redis_url`
-/// is set (waiting until Redis answers), this process alone otherwise.
-pub async fn join(settings: &Settings) -> Result<(Arc<dyn Cluster>, InboundStream), ClusterError> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// The store the settings name, without joining the cluster as a node:
+/// for commands (`concierge user`, `token`, `settings`) that run beside a
+/// gateway, on the same file alone or the same Redis in a cluster.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ClusterError> {
     if settings.redis_url.is_empty() {
-        // Created on its first write, with the folder: nothing is left in
-        // the data folder before something is stored.
         let path = settings.data_dir.join(STORE_FILE);
         let shown = path.display().to_string();
         let store = tokio::task::spawn_blocking(move || disk::DiskStore::open(path))
@@ -219,7 +217,20 @@ pub async fn join(settings: &Settings) -> Result<(Arc<dyn Cluster>, InboundStrea
                 ClusterError::Unavailable(format!("opening the store {shown} did not finish: {e}"))
             })?
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        return Ok((Arc::new(standalone::Standalone::new(Arc::new(store))), rx));
+        return Ok(Arc::new(store));
+    }
+    redis::open_store(&settings.redis_url).await
+}
+
+/// Joins the cluster the settings describe: Redis replicas when `redis_url`
+/// is set (waiting until Redis answers), this process alone otherwise.
+pub async fn join(settings: &Settings) -> Result<(Arc<dyn Cluster>, InboundStream), ClusterError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    if settings.redis_url.is_empty() {
+        // Created on its first write, with the folder: nothing is left in
+        // the data folder before something is stored.
+        let store = open_store(settings).await?;
+        return Ok((Arc::new(standalone::Standalone::new(store)), rx));
     }
     let lease = Duration::from_millis(settings.node_lease_ms);
     let cluster = redis::connect(&settings.redis_url, lease, tx).await?;

@@ -178,6 +178,24 @@ impl SettingValue for String {
     }
 }
 
+impl SettingValue for bool {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("must be true or false".to_owned()),
+        }
+    }
+
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+
+    fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl SettingValue for PathBuf {
     fn parse(text: &str) -> Result<Self, String> {
         Ok(PathBuf::from(text))
@@ -361,6 +379,16 @@ settings! {
     workers: usize = 0, env "CONCIERGE_WORKERS";
     /// Shared secret clients must send in IDENTIFY; empty means no secret is required.
     secret: String = String::new(), env "CONCIERGE_SECRET";
+    /// Require a token in every IDENTIFY, and on /metrics and the file server, even before any account exists (once one exists, they are required anyway).
+    require_auth: bool = false, env "CONCIERGE_REQUIRE_AUTH";
+    /// Seconds a token from POST /auth/token (a login or a refresh) is valid.
+    token_validity_secs: u64 = 86_400, env "CONCIERGE_TOKEN_VALIDITY_SECS", check positive;
+    /// Failed logins, per username and per source address, that lock it out.
+    max_failed_logins: u64 = 5, env "CONCIERGE_MAX_FAILED_LOGINS", check positive;
+    /// Seconds a lock-out lasts, and the window in which failed logins are counted.
+    login_lockout_secs: u64 = 300, env "CONCIERGE_LOGIN_LOCKOUT_SECS", check positive;
+    /// Accept a client's public uuid as its file server key, as seed 004 clients use it: anyone who saw the uuid can then write and delete that client's files. Off whenever tokens are required.
+    fs_uuid_write: bool = false, env "CONCIERGE_FS_UUID_WRITE";
     /// Folder for gateway data: uploaded files under <data_dir>/fs/<client name>/ (locked by a gateway running alone); a gateway running alone keeps its accounts and other shared state in <data_dir>/concierge.db.
     data_dir: PathBuf = PathBuf::from("data"), env "CONCIERGE_DATA_DIR", check named_folder;
     /// Milliseconds a new connection has to send IDENTIFY before it is closed with 4004.

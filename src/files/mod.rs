@@ -1,8 +1,13 @@
 //! The file server: `PUT`, `GET` and `DELETE` on `/fs/{client_name}/{path}`.
 //!
-//! Every request carries the uuid from HELLO as its key, in `Authorization`
-//! or `x-fs-key`. Anyone identified may read any client's files; only the
-//! client whose name is in the URL may write or delete there.
+//! Every request carries a key, in `Authorization` (`Bearer KEY` or the key
+//! alone) or `x-fs-key`: the `fs_key` of a connected session's HELLO, or a
+//! token. Anyone with a key may read any client's files; only the session
+//! whose name is in the URL (by its `fs_key`), or the bearer of a token for
+//! that name while a client of its user holds it, may write or delete
+//! there. The HELLO uuid, which every client sees, is a read key while the
+//! gateway requires no token, and a write key only with `fs_uuid_write`
+//! (seed 004's clients), never while tokens are required.
 //!
 //! Uploads are streamed to a temporary file under `<files>/.tmp` and renamed
 //! into place once complete, so a reader never sees half a file and a failed
@@ -13,6 +18,7 @@
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -20,6 +26,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
+use crate::auth::{self, Auth, Claims};
 use crate::config::Settings;
 use crate::namespace::{Change, Namespace, Observer};
 use crate::protocol::ClientInfo;
@@ -65,21 +72,30 @@ pub struct Files {
     dir: PathBuf,
     max_file_size: u64,
     namespace: Namespace,
+    auth: Arc<Auth>,
+    uuid_writes: bool,
     /// The lock [`prepare`] took, held as long as the server runs.
     _lock: Option<std::fs::File>,
 }
 
 impl Files {
-    pub fn new(settings: &Settings, namespace: Namespace, lock: Option<std::fs::File>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        namespace: Namespace,
+        auth: Arc<Auth>,
+        lock: Option<std::fs::File>,
+    ) -> Self {
         Files {
             dir: settings.files_dir(),
             max_file_size: settings.max_file_size,
             namespace,
+            auth,
+            uuid_writes: settings.fs_uuid_write,
             _lock: lock,
         }
     }
 
-    /// The connected client a key belongs to.
+    /// The connected client a session key belongs to.
     fn holder(&self, key: &Uuid) -> Option<ClientInfo> {
         self.namespace.client(key)
     }
@@ -182,36 +198,60 @@ fn discard_client_dir(files_dir: &Path, name: &str, uuid: Uuid) {
     }
 }
 
-/// The client that the request's key belongs to.
-fn authenticate(req: &HttpRequest, files: &Files) -> Result<ClientInfo, FsError> {
+/// Who a file request comes from.
+enum Caller {
+    /// A connected session, by its `fs_key` (or its uuid, where that is
+    /// accepted).
+    Session(ClientInfo),
+    /// The bearer of a token.
+    Token(Claims),
+}
+
+/// Who the request's key belongs to; `write` for PUT and DELETE.
+fn authenticate(req: &HttpRequest, files: &Files, write: bool) -> Result<Caller, FsError> {
+    let refused = |reason: &str| FsError::new(StatusCode::UNAUTHORIZED, reason);
     // Either header may carry the key (a proxy may set its own Authorization).
-    let mut candidates = [header::AUTHORIZATION.as_str(), "x-fs-key"]
+    let mut keys = [header::AUTHORIZATION.as_str(), "x-fs-key"]
         .into_iter()
         .filter_map(|name| req.headers().get(name))
+        .filter_map(|value| value.to_str().ok())
+        .map(|value| auth::bearer(value).unwrap_or(value.trim()))
         .peekable();
-    if candidates.peek().is_none() {
-        return Err(FsError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing key: send the uuid from HELLO in the Authorization or x-fs-key header",
+    if keys.peek().is_none() {
+        return Err(refused(
+            "missing key: send the fs_key from HELLO, or a token, in the Authorization or x-fs-key header",
         ));
     }
-    let key = candidates
-        .filter_map(|value| value.to_str().ok())
-        .find_map(|value| {
-            let value = value.trim();
-            let value = match value.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-                _ => value,
-            };
-            value.parse::<Uuid>().ok()
-        })
-        .ok_or_else(|| FsError::new(StatusCode::UNAUTHORIZED, "the key is not a uuid"))?;
-    files.holder(&key).ok_or_else(|| {
-        FsError::new(
-            StatusCode::UNAUTHORIZED,
-            "the key belongs to no connected client",
-        )
-    })
+    let required = files.auth.required();
+    let mut why = "the key is neither a session's fs_key nor a valid token";
+    for key in keys {
+        if let Some(uuid) = files.auth.check_fs_key(key) {
+            return files
+                .holder(&uuid)
+                .map(Caller::Session)
+                .ok_or_else(|| refused("the fs_key belongs to no connected client"));
+        }
+        if let Ok(uuid) = key.parse::<Uuid>() {
+            let accepted = !required && (!write || files.uuid_writes);
+            if !accepted {
+                why = if required {
+                    "a client uuid is no key while this gateway requires tokens: use the fs_key from HELLO"
+                } else {
+                    "a client uuid is public: write with the fs_key from HELLO (or set fs_uuid_write)"
+                };
+                continue;
+            }
+            return files
+                .holder(&uuid)
+                .map(Caller::Session)
+                .ok_or_else(|| refused("the key belongs to no connected client"));
+        }
+        match files.auth.verify(key) {
+            Ok(claims) => return Ok(Caller::Token(claims)),
+            Err(e) => why = e.reason(),
+        }
+    }
+    Err(refused(why))
 }
 
 /// Resolves `{client}/{path}` under the files folder, refusing anything that
@@ -269,17 +309,34 @@ fn target(req: &HttpRequest, files: &Files) -> Result<(String, PathBuf), FsError
     Ok((client, file))
 }
 
-fn require_owner(who: &ClientInfo, client: &str) -> Result<(), FsError> {
-    if who.name == client {
-        Ok(())
-    } else {
-        Err(FsError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "only {client:?} may change its files; this key belongs to {:?}",
-                who.name
-            ),
-        ))
+/// Refuses a write to `client`'s folder by anyone but that client.
+fn require_owner(who: &Caller, client: &str, files: &Files) -> Result<(), FsError> {
+    let forbidden = |reason: String| Err(FsError::new(StatusCode::FORBIDDEN, reason));
+    match who {
+        Caller::Session(info) if info.name == client => Ok(()),
+        Caller::Session(info) => forbidden(format!(
+            "only {client:?} may change its files; this key belongs to {:?}",
+            info.name
+        )),
+        Caller::Token(claims) if !claims.allows_name(client) => forbidden(format!(
+            "only {client:?} may change its files; this token is for {:?}",
+            claims.name
+        )),
+        Caller::Token(claims) => {
+            let held = files
+                .namespace
+                .directory()
+                .named(client)
+                .is_some_and(|c| c.info.user.as_deref() == Some(claims.sub.as_str()));
+            if held {
+                Ok(())
+            } else {
+                forbidden(format!(
+                    "no client of {:?} is connected as {client:?}",
+                    claims.sub
+                ))
+            }
+        }
     }
 }
 
@@ -289,8 +346,8 @@ async fn put_file(
     files: web::Data<Files>,
 ) -> Result<HttpResponse, FsError> {
     let (client, file) = target(&req, &files)?;
-    let who = authenticate(&req, &files)?;
-    require_owner(&who, &client)?;
+    let who = authenticate(&req, &files, true)?;
+    require_owner(&who, &client, &files)?;
     let max = files.max_file_size;
     let too_big = || {
         FsError::new(
@@ -335,7 +392,11 @@ async fn put_file(
 
     // The client may have left while its upload was streaming in; its
     // folder is gone and must not come back.
-    if files.holder(&who.uuid).is_none() {
+    let still_there = match &who {
+        Caller::Session(info) => files.holder(&info.uuid).is_some(),
+        Caller::Token(_) => require_owner(&who, &client, &files).is_ok(),
+    };
+    if !still_there {
         return Err(FsError::new(
             StatusCode::GONE,
             "the client disconnected during the upload",
@@ -392,7 +453,7 @@ impl Drop for Upload {
 
 async fn get_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpResponse, FsError> {
     let (_, file) = target(&req, &files)?;
-    authenticate(&req, &files)?;
+    authenticate(&req, &files, false)?;
     let named = actix_files::NamedFile::open_async(&file)
         .await
         .map_err(|_| FsError::new(StatusCode::NOT_FOUND, "no such file"))?;
@@ -407,8 +468,8 @@ async fn get_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpRespo
 
 async fn delete_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpResponse, FsError> {
     let (client, file) = target(&req, &files)?;
-    let who = authenticate(&req, &files)?;
-    require_owner(&who, &client)?;
+    let who = authenticate(&req, &files, true)?;
+    require_owner(&who, &client, &files)?;
     let meta = tokio::fs::metadata(&file)
         .await
         .map_err(|_| FsError::new(StatusCode::NOT_FOUND, "no such file"))?;

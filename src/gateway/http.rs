@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
 use super::AppState;
+use crate::auth::{self, Role};
 use crate::metrics as gateway_metrics;
 use crate::protocol::{PROTOCOL_VERSION, SUBPROTOCOL};
 
@@ -40,7 +41,28 @@ pub(super) async fn version() -> HttpResponse {
     }))
 }
 
-pub(super) async fn metrics() -> HttpResponse {
+/// The metrics; once the gateway requires tokens, only for a token whose
+/// role implies `viewer`.
+pub(super) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if state.auth.required() {
+        let token = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::bearer);
+        let Some(token) = token else {
+            return HttpResponse::Unauthorized()
+                .body("this gateway requires a token: send Authorization: Bearer TOKEN");
+        };
+        match state.auth.verify(token) {
+            Ok(claims) if claims.role.implied().contains(&Role::Viewer) => {}
+            Ok(claims) => {
+                return HttpResponse::Forbidden()
+                    .body(format!("the role {} may not read metrics", claims.role))
+            }
+            Err(why) => return HttpResponse::Unauthorized().body(why.reason()),
+        }
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(gateway_metrics::get().render())

@@ -8,6 +8,7 @@
 //! of `/ws`, is routed by the actix-web application.
 
 mod http;
+mod login;
 mod observers;
 pub mod session;
 mod start_error;
@@ -27,7 +28,8 @@ use actix_web::dev::{fn_factory, fn_service, AppConfig, Server, ServerHandle};
 use actix_web::rt::net::TcpStream;
 use actix_web::web;
 
-use crate::cluster;
+use crate::auth::Auth;
+use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
 use crate::files;
 use crate::namespace::{Namespace, Observer, Observers};
@@ -36,6 +38,7 @@ use crate::namespace::{Namespace, Observer, Observers};
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub namespace: Namespace,
+    pub auth: Arc<Auth>,
 }
 
 /// A started gateway: await `server` to run it.
@@ -62,6 +65,11 @@ impl Gateway {
         // clear the files they share. It listens only once ready, below.
         let socket = bind_socket(bind).map_err(cannot_listen)?;
         let (cluster, inbound) = cluster::join(&settings).await?;
+        let auth = Auth::open(cluster.store().clone(), &settings)
+            .await
+            .map_err(|e| {
+                ClusterError::Unavailable(format!("cannot load accounts and keys: {e}"))
+            })?;
         // A folder shared with other replicas keeps their clients' files;
         // otherwise no client outlives the process: start clean.
         let files_dir = settings.files_dir();
@@ -84,8 +92,14 @@ impl Gateway {
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             namespace: namespace.clone(),
+            auth: auth.clone(),
         });
-        let files = web::Data::new(files::Files::new(&settings, namespace.clone(), files_lock));
+        let files = web::Data::new(files::Files::new(
+            &settings,
+            namespace.clone(),
+            auth.clone(),
+            files_lock,
+        ));
         let app_state = state.clone();
         let app = move || {
             actix_web::App::new()
@@ -96,6 +110,7 @@ impl Gateway {
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/version", web::get().to(http::version))
                 .route("/metrics", web::get().to(http::metrics))
+                .configure(login::routes)
                 .configure(files::routes)
         };
         let mut server = Server::build()

@@ -24,6 +24,7 @@ use actix_web::web::Bytes;
 use bytestring::ByteString;
 use uuid::Uuid;
 
+use crate::auth::{user_settings, Auth, Claims, TokenRefused};
 use crate::config::Settings;
 use crate::metrics;
 use crate::namespace::{Member, Namespace, Op, Outcome};
@@ -46,9 +47,11 @@ enum State {
 /// What a request asks of the session once it is its turn.
 enum Request {
     Op(Op),
+    /// USER_SETTINGS_FETCH (`None`) or USER_SETTINGS_SET.
+    Settings(Option<(String, String)>),
     /// A reply the session decided on by itself (SELF_SET_SEQ's OK, a
     /// decode error), queued behind the replies to earlier requests.
-    Reply(PayloadOut),
+    Reply(Box<PayloadOut>),
 }
 
 /// The client's requests that wait for an earlier one to be answered.
@@ -69,6 +72,7 @@ struct Fragments {
 pub struct Session {
     settings: Arc<Settings>,
     namespace: Namespace,
+    auth: Arc<Auth>,
     span: tracing::Span,
     state: State,
     held: Held,
@@ -90,6 +94,7 @@ impl Session {
     pub fn new(
         settings: Arc<Settings>,
         namespace: Namespace,
+        auth: Arc<Auth>,
         peer: String,
         oversized: Rc<Cell<bool>>,
     ) -> (Self, Writer) {
@@ -103,6 +108,7 @@ impl Session {
         let session = Session {
             settings,
             namespace,
+            auth,
             span,
             state: State::Anonymous,
             held: Held::default(),
@@ -150,13 +156,15 @@ impl Session {
             Ok(PayloadIn::SelfSetSeq { seq: n }) => {
                 seq = n;
                 *next_seq = n.wrapping_add(1);
-                Request::Reply(PayloadOut::Ok)
+                Request::Reply(Box::new(PayloadOut::Ok))
             }
             Ok(payload) => request_for(payload),
-            Err(DecodeError::Malformed(desc)) => Request::Reply(PayloadOut::ErrorProtocol { desc }),
+            Err(DecodeError::Malformed(desc)) => {
+                Request::Reply(Box::new(PayloadOut::ErrorProtocol { desc }))
+            }
             Err(DecodeError::Unsupported(kind)) => {
                 tracing::debug!(%kind, "unsupported payload type");
-                Request::Reply(PayloadOut::ErrorUnsupported)
+                Request::Reply(Box::new(PayloadOut::ErrorUnsupported))
             }
         };
         self.submit(Some(seq), request, ctx);
@@ -183,12 +191,50 @@ impl Session {
         };
         let outcome = match request {
             Request::Reply(payload) => {
-                member.reply(seq, payload);
+                member.reply(seq, *payload);
                 Outcome::Answered
             }
             Request::Op(op) => member.request(seq, op),
+            Request::Settings(change) => self.user_settings(seq, change, member),
         };
         self.wait_for(outcome, ctx);
+    }
+
+    /// Reads or writes the identified user's settings, in the store.
+    fn user_settings(
+        &self,
+        seq: Option<u64>,
+        change: Option<(String, String)>,
+        member: &Member,
+    ) -> Outcome {
+        let Some(user) = member.info().user.clone() else {
+            member.reply(
+                seq,
+                PayloadOut::Bad {
+                    desc: Some("settings belong to a user: identify with a token".into()),
+                },
+            );
+            return Outcome::Answered;
+        };
+        let store = self.auth.store().clone();
+        let reply = member.reply_to(seq);
+        let done = async move {
+            let result = match change {
+                None => user_settings::get(&store, &user)
+                    .await
+                    .map(|settings| PayloadOut::UserSettingsFetchResult { settings }),
+                Some((name, value)) => user_settings::set(&store, &user, &name, &value)
+                    .await
+                    .map(|settings| PayloadOut::UserSettingsSetResult { settings }),
+            };
+            reply.send(result.unwrap_or_else(|e| PayloadOut::Bad {
+                desc: Some(e.to_string()),
+            }));
+        };
+        Outcome::Later {
+            done: Box::pin(done),
+            waiting_for: "the user's settings",
+        }
     }
 
     /// Holds the next requests until a request answered later is done,
@@ -244,6 +290,7 @@ impl Session {
             version,
             tags,
             secret,
+            token,
         } = payload
         else {
             let kind = payload.kind();
@@ -255,20 +302,28 @@ impl Session {
                 ),
             );
         };
-        let info = match self.check_identity(
+        if let Err(close) = self.check_identity(
             &name,
             nickname.as_deref(),
             &version,
             &tags,
             secret.as_deref(),
         ) {
-            Ok(()) => ClientInfo {
-                name: name.into_owned(),
-                nickname: nickname.map(|n| n.into_owned()),
-                uuid: Uuid::new_v4(),
-                tags: tags.into_iter().map(|t| t.into_owned()).collect(),
-            },
+            return self.close(ctx, close);
+        }
+        let claims = match self.check_token(&name, token.as_deref()) {
+            Ok(claims) => claims,
             Err(close) => return self.close(ctx, close),
+        };
+        let info = ClientInfo {
+            name: name.into_owned(),
+            nickname: nickname.map(|n| n.into_owned()),
+            uuid: Uuid::new_v4(),
+            tags: tags.into_iter().map(|t| t.into_owned()).collect(),
+            user: claims.as_ref().map(|c| c.sub.clone()),
+            roles: claims.as_ref().map_or_else(Vec::new, |c| {
+                c.role.implied().iter().map(|r| r.to_string()).collect()
+            }),
         };
         let uuid = info.uuid;
         self.span.record("uuid", tracing::field::display(uuid));
@@ -281,21 +336,80 @@ impl Session {
         );
         self.state = State::Identifying { uuid };
         let namespace = self.namespace.clone();
-        async move { namespace.join(info, outbox).await }
-            .into_actor(self)
-            .map(move |result, act, ctx| match result {
-                Ok(member) => {
-                    act.state = State::Identified {
-                        member,
-                        next_seq: 0,
+        let auth = self.auth.clone();
+        async move {
+            let fs_key = auth.fs_key(uuid).await.map_err(|e| {
+                Close::new(
+                    CloseCode::TryAgainLater,
+                    format!("cannot make a file server key now: {e}"),
+                )
+            })?;
+            namespace.join(info, outbox, fs_key).await
+        }
+        .into_actor(self)
+        .map(move |result, act, ctx| match result {
+            Ok(member) => {
+                act.state = State::Identified {
+                    member,
+                    next_seq: 0,
+                };
+                if let Some(claims) = claims {
+                    act.watch_token(claims, ctx);
+                }
+            }
+            Err(close) => {
+                act.state = State::Anonymous;
+                act.close(ctx, close);
+            }
+        })
+        .wait(ctx);
+    }
+
+    /// The verified claims of IDENTIFY's token, if it has one; a close when
+    /// it has a bad one, or none where one is required, or when it does not
+    /// allow `name`.
+    fn check_token(&self, name: &str, token: Option<&str>) -> Result<Option<Claims>, Close> {
+        let Some(token) = token else {
+            if self.auth.required() {
+                return Err(Close::new(
+                    CloseCode::AuthRequired,
+                    "this gateway requires a token in IDENTIFY (POST /auth/token)",
+                ));
+            }
+            return Ok(None);
+        };
+        let claims = self.auth.verify(token).map_err(refused)?;
+        if !claims.allows_name(name) {
+            return Err(Close::new(
+                CloseCode::NameNotAllowed,
+                format!(
+                    "the token allows the name {0:?} (or {0}_...), not {name:?}",
+                    claims.name
+                ),
+            ));
+        }
+        Ok(Some(claims))
+    }
+
+    /// Closes the session when its token expires or is revoked.
+    fn watch_token(&mut self, claims: Claims, ctx: &mut Context<Self>) {
+        let left = claims.exp.saturating_sub(crate::auth::now_secs());
+        ctx.run_later(std::time::Duration::from_secs(left), |act, ctx| {
+            act.evict(refused(TokenRefused::Expired), ctx);
+        });
+        let changes = futures_util::stream::unfold(
+            (self.auth.changes(), claims),
+            |(mut rx, claims)| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                match rx.recv().await {
+                    Ok(()) | Err(RecvError::Lagged(_)) => {
+                        Some((TokenCheck(claims.clone()), (rx, claims)))
                     }
+                    Err(RecvError::Closed) => None,
                 }
-                Err(close) => {
-                    act.state = State::Anonymous;
-                    act.close(ctx, close);
-                }
-            })
-            .wait(ctx);
+            },
+        );
+        ctx.add_stream(changes);
     }
 
     /// Validates an IDENTIFY against the gateway's secret, version and limits.
@@ -353,7 +467,8 @@ impl Session {
             State::Identifying { .. } => {}
             State::Identified { .. } => {
                 let desc = "binary frames are not supported: payloads are JSON text frames";
-                let reply = Request::Reply(PayloadOut::ErrorProtocol { desc: desc.into() });
+                let reply =
+                    Request::Reply(Box::new(PayloadOut::ErrorProtocol { desc: desc.into() }));
                 self.submit(None, reply, ctx);
             }
         }
@@ -442,11 +557,11 @@ impl Session {
 fn request_for(payload: PayloadIn<'_>) -> Request {
     Request::Op(match payload {
         PayloadIn::Identify { .. } => {
-            return Request::Reply(PayloadOut::ErrorProtocol {
+            return Request::Reply(Box::new(PayloadOut::ErrorProtocol {
                 desc: "already identified".into(),
-            })
+            }))
         }
-        PayloadIn::SelfSetSeq { .. } => return Request::Reply(PayloadOut::Ok),
+        PayloadIn::SelfSetSeq { .. } => return Request::Reply(Box::new(PayloadOut::Ok)),
         PayloadIn::Message { target, data } => Op::Message {
             target,
             data: data.to_owned(),
@@ -463,7 +578,38 @@ fn request_for(payload: PayloadIn<'_>) -> Request {
         PayloadIn::ServiceFetchAll => Op::ServiceFetchAll,
         PayloadIn::ClientFetch { uuid } => Op::ClientFetch(uuid.into_owned()),
         PayloadIn::ClientFetchAll => Op::ClientFetchAll,
+        PayloadIn::UserSettingsFetch => return Request::Settings(None),
+        PayloadIn::UserSettingsSet { setting, value } => {
+            return Request::Settings(Some((setting.into_owned(), value.into_owned())))
+        }
     })
+}
+
+/// How a refused token closes the socket.
+fn refused(why: TokenRefused) -> Close {
+    match why {
+        TokenRefused::Invalid => Close::new(
+            CloseCode::TokenInvalid,
+            "the token is not valid on this gateway",
+        ),
+        TokenRefused::Expired => Close::new(CloseCode::TokenExpired, "the token has expired"),
+        TokenRefused::Revoked => Close::new(CloseCode::TokenRevoked, "the token was revoked"),
+    }
+}
+
+/// Revocations or keys changed: whether the session's token still holds.
+struct TokenCheck(Claims);
+
+impl StreamHandler<TokenCheck> for Session {
+    fn handle(&mut self, TokenCheck(claims): TokenCheck, ctx: &mut Self::Context) {
+        if let Err(why) = self.auth.check(&claims) {
+            let _entered = self.span.clone().entered();
+            self.evict(refused(why), ctx);
+        }
+    }
+
+    /// The token's watch ends with the session; its end must not stop it.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 /// Compares secrets without leaking how long a matching prefix was.

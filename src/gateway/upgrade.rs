@@ -98,6 +98,7 @@ async fn serve(state: &AppState, io: TcpStream, early: Bytes, peer: String) {
     let (session, writer) = Session::new(
         state.settings.clone(),
         state.namespace.clone(),
+        state.auth.clone(),
         peer,
         oversized.clone(),
     );

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 
 /// Payload types counted by `concierge_payloads_in_total`; anything that
 /// does not decode is counted as `INVALID`.
-const PAYLOAD_TYPES: [&str; 13] = [
+const PAYLOAD_TYPES: [&str; 15] = [
     "IDENTIFY",
     "MESSAGE",
     "SELF_SUBSCRIBE",
@@ -33,6 +33,8 @@ const PAYLOAD_TYPES: [&str; 13] = [
     "SERVICE_FETCH_ALL",
     "CLIENT_FETCH",
     "CLIENT_FETCH_ALL",
+    "USER_SETTINGS_FETCH",
+    "USER_SETTINGS_SET",
     "INVALID",
 ];
 
@@ -63,6 +65,8 @@ pub struct Metrics {
     publish_seconds: Histogram,
     pub redis_reconnects: Counter,
     pub redis_errors: Counter,
+    pub logins_failed: Counter,
+    pub lockouts: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -134,6 +138,8 @@ impl Metrics {
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
             redis_reconnects: Counter::default(),
             redis_errors: Counter::default(),
+            logins_failed: Counter::default(),
+            lockouts: Counter::default(),
             registry: Registry::default(),
         };
         let payloads = Family::<TypeLabel, Counter<u64, Striped>>::default();
@@ -201,6 +207,16 @@ impl Metrics {
             "redis_errors",
             "Batches of Redis writes that failed",
             m.redis_errors.clone(),
+        );
+        registry.register(
+            "logins_failed",
+            "Logins refused for a wrong username or password",
+            m.logins_failed.clone(),
+        );
+        registry.register(
+            "lockouts",
+            "Usernames or source addresses locked out after too many failed logins",
+            m.lockouts.clone(),
         );
         Metrics {
             registry,

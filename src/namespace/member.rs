@@ -114,7 +114,8 @@ impl Member {
         }
     }
 
-    fn reply_to(&self, seq: Option<u64>) -> ReplyTo {
+    /// Where the answer to the request `seq` goes.
+    pub fn reply_to(&self, seq: Option<u64>) -> ReplyTo {
         ReplyTo {
             outbox: self.outbox.clone(),
             seq,

@@ -97,11 +97,18 @@ impl Namespace {
     }
 
     /// Registers a client whose IDENTIFY its transport accepted: claims its
-    /// name, sends it HELLO through `outbox` and announces it.
-    pub async fn join(&self, info: ClientInfo, outbox: Outbox) -> Result<Member, Close> {
+    /// name, sends it HELLO (with its file server key) through `outbox` and
+    /// announces it.
+    pub async fn join(
+        &self,
+        info: ClientInfo,
+        outbox: Outbox,
+        fs_key: String,
+    ) -> Result<Member, Close> {
         let joining = Join {
             info,
             outbox: outbox.clone(),
+            fs_key,
         };
         let record = self
             .registry

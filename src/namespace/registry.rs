@@ -42,6 +42,8 @@ use crate::transport::outbox::{Frame, Outbox, Overflowed};
 pub struct Join {
     pub info: ClientInfo,
     pub outbox: Outbox,
+    /// The session's private file server key, for its HELLO.
+    pub fs_key: String,
 }
 
 /// A client's connection is gone (also sent for one still joining).
@@ -202,15 +204,16 @@ impl Registry {
         self.cluster.announce(event);
     }
 
-    /// Adds a client, local (with an outbox) or remote, and tells the
-    /// local clients.
-    fn join(&mut self, info: ClientInfo, node: NodeId, outbox: Option<Outbox>) {
+    /// Adds a client, local (with its outbox and file server key) or
+    /// remote, and tells the local clients.
+    fn join(&mut self, info: ClientInfo, node: NodeId, local: Option<(Outbox, String)>) {
         let uuid = info.uuid;
         if self.dir.clients.contains_key(&uuid) {
             return;
         }
+        let (outbox, fs_key) = local.unzip();
         let local = outbox.is_some();
-        if let Some(outbox) = &outbox {
+        if let (Some(outbox), Some(fs_key)) = (&outbox, fs_key) {
             // HELLO is its first frame: queued before anyone can find the
             // client, and sent once everyone can (the file server included,
             // for the uuid it carries).
@@ -220,6 +223,7 @@ impl Registry {
                 payload: PayloadOut::Hello {
                     uuid,
                     version: PROTOCOL_VERSION.to_owned(),
+                    fs_key,
                 },
             }));
         }
@@ -598,7 +602,11 @@ impl Handler<Join> for Registry {
     type Result = ResponseActFuture<Self, Result<Arc<ClientRecord>, Close>>;
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
-        let Join { info, outbox } = msg;
+        let Join {
+            info,
+            outbox,
+            fs_key,
+        } = msg;
         let uuid = info.uuid;
         self.joining.insert(uuid);
         let claim = self.cluster.claim_name(&info.name, uuid);
@@ -612,7 +620,7 @@ impl Handler<Join> for Registry {
                             client: info.clone(),
                             node: act.node,
                         };
-                        act.join(info, act.node, Some(outbox));
+                        act.join(info, act.node, Some((outbox, fs_key)));
                         act.share(&event);
                         act.dir.client(&uuid).cloned().ok_or_else(|| {
                             Close::new(CloseCode::Unknown, "internal error: the client vanished")

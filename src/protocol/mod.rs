@@ -50,6 +50,14 @@ pub struct ClientInfo {
     pub uuid: Uuid,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The account (or host) the client's token was issued to, verified by
+    /// the gateway; `null` for a client that identified without a token.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The token's role and the roles it implies (`admin` implies
+    /// `operator`, which implies `viewer`); empty without a token.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// Public information about a service.
@@ -164,6 +172,9 @@ pub enum PayloadIn<'a> {
         tags: Vec<Cow<'a, str>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         secret: Option<Cow<'a, str>>,
+        /// A token from `POST /auth/token` or `concierge token issue`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<Cow<'a, str>>,
     },
     Message {
         target: Target,
@@ -195,6 +206,12 @@ pub enum PayloadIn<'a> {
         uuid: Cow<'a, str>,
     },
     ClientFetchAll,
+    /// The identified user's settings.
+    UserSettingsFetch,
+    UserSettingsSet {
+        setting: Cow<'a, str>,
+        value: Cow<'a, str>,
+    },
 }
 
 /// Why an incoming text frame could not be turned into a [`PayloadIn`].
@@ -236,6 +253,12 @@ struct Fields<'a> {
     tags: Option<&'a RawValue>,
     #[serde(borrow)]
     secret: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    setting: Option<&'a RawValue>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
     #[serde(borrow)]
     service: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -323,6 +346,7 @@ impl<'a> PayloadIn<'a> {
                     .map(|tags| tags.into_iter().map(|t| t.0).collect())
                     .unwrap_or_default(),
                 secret: r.optional_string("secret", f.secret)?,
+                token: r.optional_string("token", f.token)?,
             },
             "MESSAGE" => PayloadIn::Message {
                 target: r.required("target", f.target)?,
@@ -355,6 +379,11 @@ impl<'a> PayloadIn<'a> {
                 uuid: r.string("uuid", f.uuid)?,
             },
             "CLIENT_FETCH_ALL" => PayloadIn::ClientFetchAll,
+            "USER_SETTINGS_FETCH" => PayloadIn::UserSettingsFetch,
+            "USER_SETTINGS_SET" => PayloadIn::UserSettingsSet {
+                setting: r.string("setting", f.setting)?,
+                value: r.string("value", f.value)?,
+            },
             _ => return Err(DecodeError::Unsupported(kind.into_owned())),
         })
     }
@@ -374,6 +403,8 @@ impl<'a> PayloadIn<'a> {
             PayloadIn::ServiceFetchAll => "SERVICE_FETCH_ALL",
             PayloadIn::ClientFetch { .. } => "CLIENT_FETCH",
             PayloadIn::ClientFetchAll => "CLIENT_FETCH_ALL",
+            PayloadIn::UserSettingsFetch => "USER_SETTINGS_FETCH",
+            PayloadIn::UserSettingsSet { .. } => "USER_SETTINGS_SET",
         }
     }
 }
@@ -386,6 +417,10 @@ pub enum PayloadOut {
     Hello {
         uuid: Uuid,
         version: String,
+        /// This session's private key to the file server (never sent to
+        /// anyone else).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        fs_key: String,
     },
     Ok,
     /// The request was understood but refused; `desc` says why.
@@ -461,6 +496,15 @@ pub enum PayloadOut {
     },
     InvalidService {
         service: String,
+    },
+    /// The identified user's settings, every one with its value (defaults
+    /// included).
+    UserSettingsFetchResult {
+        settings: std::collections::BTreeMap<String, String>,
+    },
+    /// A setting was written: every setting now.
+    UserSettingsSetResult {
+        settings: std::collections::BTreeMap<String, String>,
     },
 }
 
@@ -594,6 +638,20 @@ pub enum CloseCode {
     BadAuth,
     /// 4009: no sign of life within the heartbeat timeout.
     HeartbeatFailed,
+    /// 4010: the gateway requires a token and IDENTIFY carried none.
+    AuthRequired,
+    /// 4011: the token is not one of this gateway's (malformed, altered,
+    /// or signed by a retired key).
+    TokenInvalid,
+    /// 4012: the token has expired (also sent to an open socket when its
+    /// token expires).
+    TokenExpired,
+    /// 4013: the token was revoked (also sent to its open sockets).
+    TokenRevoked,
+    /// 4014: the token does not allow this name.
+    NameNotAllowed,
+    /// 4015: a newer connection with the same user took the name over.
+    TakenOver,
 }
 
 impl CloseCode {
@@ -613,6 +671,12 @@ impl CloseCode {
             CloseCode::BadVersion => 4007,
             CloseCode::BadAuth => 4008,
             CloseCode::HeartbeatFailed => 4009,
+            CloseCode::AuthRequired => 4010,
+            CloseCode::TokenInvalid => 4011,
+            CloseCode::TokenExpired => 4012,
+            CloseCode::TokenRevoked => 4013,
+            CloseCode::NameNotAllowed => 4014,
+            CloseCode::TakenOver => 4015,
         }
     }
 }
@@ -659,8 +723,21 @@ mod tests {
         json!({"name": "chat", "nickname": "Chat room", "owner_uuid": U1, "subscribers": [U1, U2]})
     }
 
+    /// The seed's client object, with the verified identity the gateway
+    /// adds (here an anonymous client's).
     fn client() -> serde_json::Value {
-        json!({"name": "alice", "nickname": "Alice", "uuid": U1, "tags": ["a", "b"]})
+        json!({"name": "alice", "nickname": "Alice", "uuid": U1, "tags": ["a", "b"], "user": null, "roles": []})
+    }
+
+    #[test]
+    fn a_client_object_without_an_identity_is_anonymous() {
+        let seed = json!({"name": "alice", "uuid": U1, "tags": []});
+        let info: ClientInfo = serde_json::from_value(seed).expect("decodes");
+        assert_eq!((info.user, info.roles.len()), (None, 0));
+        let verified =
+            json!({"name": "alice", "uuid": U1, "tags": [], "user": "alice", "roles": ["viewer"]});
+        let info: ClientInfo = serde_json::from_value(verified.clone()).expect("decodes");
+        assert_eq!(serde_json::to_value(&info).unwrap(), verified);
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl TestServer {
             ws,
             uuid: Uuid::nil(),
             name: String::new(),
+            fs_key: String::new(),
         }
     }
 
@@ -117,6 +118,8 @@ pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub uuid: Uuid,
     pub name: String,
+    /// The file server key from HELLO.
+    pub fs_key: String,
 }
 
 impl Client {
@@ -128,13 +131,22 @@ impl Client {
             ws,
             uuid: Uuid::nil(),
             name: String::new(),
+            fs_key: String::new(),
         }
     }
 
     /// Sends IDENTIFY and waits for HELLO.
     pub async fn identify(&mut self, name: &str) {
-        self.send(json!({"type": "IDENTIFY", "name": name, "version": "0.2.0", "tags": ["test"]}))
-            .await;
+        self.identify_with(
+            json!({"type": "IDENTIFY", "name": name, "version": "0.2.0", "tags": ["test"]}),
+        )
+        .await;
+    }
+
+    /// Sends this IDENTIFY and waits for HELLO.
+    pub async fn identify_with(&mut self, identify: Value) {
+        let name = identify["name"].as_str().unwrap_or_default().to_owned();
+        self.send(identify).await;
         let hello = self.recv().await;
         assert_eq!(hello["type"], "HELLO", "{hello}");
         assert!(hello.get("seq").is_none(), "HELLO carries no seq: {hello}");
@@ -143,7 +155,8 @@ impl Client {
             .expect("uuid")
             .parse()
             .expect("uuid parses");
-        self.name = name.to_owned();
+        self.fs_key = hello["fs_key"].as_str().expect("fs_key").to_owned();
+        self.name = name;
     }
 
     pub async fn send(&mut self, payload: Value) {

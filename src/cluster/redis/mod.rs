@@ -66,6 +66,22 @@ fn unavailable(e: redis::RedisError) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
 
+/// The store in Redis, for a command: no retry, an error at once when Redis
+/// does not answer.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, ClusterError> {
+    let client = redis::Client::open(url).map_err(|e| {
+        ClusterError::Unavailable(format!("redis_url {url:?} is not a usable Redis URL: {e}"))
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(1);
+    let conn = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(|e| ClusterError::Unavailable(format!("Redis at {url} does not answer: {e}")))?;
+    Ok(Arc::new(RedisStore::new(client, conn, PREFIX)))
+}
+
 /// Connects to Redis (retrying until it answers) and starts the link's
 /// tasks; what they receive goes to `inbound`. A URL that cannot be used
 /// at all is an error at once.

@@ -1,0 +1,481 @@
+//! The commands that manage who may connect: `concierge user`, `token`,
+//! `settings` and `login`.
+//!
+//! `user`, `token` and `settings` work on the store directly (the file in
+//! the data folder alone, Redis in a cluster), beside a running gateway:
+//! what they change reaches every replica within a second. They take the
+//! gateway's own settings (`--config`, `--data-dir`, `--redis-url`) to
+//! find it. `login` asks a gateway over HTTP, for a person, and keeps the
+//! token in the user's config folder.
+//!
+//! Passwords are read from the terminal without echo, or from standard
+//! input with `--password-stdin`: never from a flag, which would put them
+//! in the process list and the shell's history.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+use uuid::Uuid;
+
+use crate::auth::{self, accounts, tokens, user_settings, Auth, AuthError, Role, TokenKind};
+use crate::config::{Settings, SettingsLayer};
+
+/// Exit status: the command failed (a name that does not exist, a store
+/// that cannot be reached).
+const FAILED: u8 = 1;
+/// Exit status: the command line or the settings are wrong.
+const INVALID: u8 = 2;
+
+/// Where the store is: the gateway's settings, accepted before or after
+/// the subcommand (`concierge user add alice --data-dir D`).
+pub struct StoreArgs {
+    config: Option<PathBuf>,
+    settings: SettingsLayer,
+}
+
+impl clap::Args for StoreArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = clap::Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help(format!(
+                "TOML config file of the gateway (see `concierge config`) [env: {}]",
+                crate::config::CONFIG_ENV
+            ));
+        SettingsLayer::augment_args(cmd.arg(config)).mut_args(|a| a.global(true))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for StoreArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(StoreArgs {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            settings: SettingsLayer::from_arg_matches(matches)?,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an account (asks for its password).
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Read the password from standard input (its first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the accounts.
+    List,
+    /// Change an account's password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove an account; its tokens are revoked at once.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Issue a long-lived token, for a host (`--role agent`) or a program;
+    /// prints the token on standard output.
+    Issue {
+        /// The client name it may identify as (also NAME_anything); the
+        /// token's user is that name too.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// How long it is valid: 365d, 12h, 30m...
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// List the long-lived tokens that have not expired.
+    List,
+    /// Revoke a token by its id, or every token of a user.
+    Revoke {
+        /// The token's id (from `token list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<Uuid>,
+        /// Revoke every token issued to this user (or host) so far.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Make a new signing key; tokens signed with the older keys stay valid
+    /// until their keys are retired.
+    RotateKey,
+    /// List the signing keys.
+    Keys,
+    /// Remove a signing key: every token it signed stops working.
+    RetireKey { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum SettingsCommand {
+    /// Print a user's settings.
+    Get { user: String },
+    /// Set one of a user's settings.
+    Set {
+        user: String,
+        setting: String,
+        value: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+/// Runs `f` with the store and an [`Auth`] on it, and turns its outcome
+/// into an exit status.
+fn with_auth<F>(args: StoreArgs, f: F) -> ExitCode
+where
+    F: for<'a> FnOnce(
+        &'a Arc<Auth>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), AuthError>> + 'a>,
+    >,
+{
+    let settings = match Settings::from_command_line(args.config, args.settings, |name| {
+        std::env::var_os(name)
+    }) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("concierge: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("concierge: cannot start: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    runtime.block_on(async move {
+        let store = match crate::cluster::open_store(&settings).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("concierge: {e}");
+                return ExitCode::from(FAILED);
+            }
+        };
+        let result = match Auth::open(store, &settings).await {
+            Ok(auth) => f(&auth).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ AuthError::Invalid(_)) => {
+                eprintln!("concierge: {e}");
+                ExitCode::from(INVALID)
+            }
+            Err(e) => {
+                eprintln!("concierge: {e}");
+                ExitCode::from(FAILED)
+            }
+        }
+    })
+}
+
+/// A password: from standard input's first line, or asked twice on the
+/// terminal without echo.
+fn read_password(from_stdin: bool) -> Result<String, AuthError> {
+    let unreadable =
+        |e: std::io::Error| AuthError::Invalid(format!("cannot read the password: {e}"));
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(unreadable)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(AuthError::Invalid(
+            "no terminal to ask for the password: pass --password-stdin and write it to standard input".into(),
+        ));
+    }
+    let first = rpassword::prompt_password("Password: ").map_err(unreadable)?;
+    let again = rpassword::prompt_password("Again: ").map_err(unreadable)?;
+    if first != again {
+        return Err(AuthError::Invalid("the two passwords differ".into()));
+    }
+    Ok(first)
+}
+
+/// When, in seconds since the epoch, as UTC.
+fn when(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
+    // Asked before the store is opened, so a prompt is not held behind it.
+    let password = match &command {
+        UserCommand::Add { password_stdin, .. } | UserCommand::Passwd { password_stdin, .. } => {
+            match read_password(*password_stdin) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("concierge: {e}");
+                    return ExitCode::from(INVALID);
+                }
+            }
+        }
+        _ => None,
+    };
+    let password = password.unwrap_or_default();
+    with_auth(args, move |auth| {
+        Box::pin(async move {
+            let store = auth.store();
+            match command {
+                UserCommand::Add { name, role, .. } => {
+                    accounts::add(store, &name, role, &password).await?;
+                    println!("created {name} ({role})");
+                }
+                UserCommand::List => {
+                    println!("{:<24} {:<9} created", "user", "role");
+                    for a in accounts::list(store).await? {
+                        println!(
+                            "{:<24} {:<9} {}",
+                            a.username,
+                            a.role.as_str(),
+                            when(a.created)
+                        );
+                    }
+                }
+                UserCommand::Passwd { name, .. } => {
+                    accounts::set_password(store, &name, &password).await?;
+                    println!("changed the password of {name}");
+                }
+                UserCommand::Remove { name } => {
+                    if !auth.remove_user(&name).await? {
+                        return Err(AuthError::NotFound(format!("no account named {name:?}")));
+                    }
+                    println!("removed {name}; its tokens are revoked");
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
+    with_auth(args, move |auth| {
+        Box::pin(async move {
+            let store = auth.store();
+            match command {
+                TokenCommand::Issue { name, role, ttl } => {
+                    accounts::check_username(&name)?;
+                    let issued = auth
+                        .issue(&name, &name, role, ttl, TokenKind::Issued)
+                        .await?;
+                    eprintln!(
+                        "token {} for {name} ({role}), valid until {}",
+                        issued.claims.jti,
+                        when(issued.claims.exp)
+                    );
+                    println!("{}", issued.token);
+                }
+                TokenCommand::List => {
+                    println!(
+                        "{:<36} {:<24} {:<9} {:<20} expires",
+                        "id", "name", "role", "issued"
+                    );
+                    for c in tokens::list_issued(store).await? {
+                        let revoked = if auth.check(&c).is_err() {
+                            " (revoked)"
+                        } else {
+                            ""
+                        };
+                        println!(
+                            "{:<36} {:<24} {:<9} {:<20} {}{revoked}",
+                            c.jti,
+                            c.name,
+                            c.role.as_str(),
+                            when(c.iat),
+                            when(c.exp)
+                        );
+                    }
+                }
+                TokenCommand::Revoke { id: Some(id), .. } => {
+                    let until = tokens::list_issued(store)
+                        .await?
+                        .iter()
+                        .find(|c| c.jti == id)
+                        .map_or(auth::now_secs() + 366 * 86_400 * 10, |c| c.exp);
+                    auth.revoke_token(id, until).await?;
+                    println!("revoked {id}");
+                }
+                TokenCommand::Revoke {
+                    user: Some(user), ..
+                } => {
+                    auth.revoke_subject(&user).await?;
+                    println!("revoked every token of {user} issued so far");
+                }
+                TokenCommand::Revoke { .. } => {
+                    return Err(AuthError::Invalid("name a token id or --user".into()))
+                }
+                TokenCommand::RotateKey => {
+                    let kid = tokens::rotate(store).await?;
+                    println!("new signing key {kid}");
+                }
+                TokenCommand::Keys => {
+                    for (kid, created) in tokens::Keys::load(store).await?.ids() {
+                        println!("{kid} {}", when(created));
+                    }
+                }
+                TokenCommand::RetireKey { id } => {
+                    if !tokens::retire(store, &id).await? {
+                        return Err(AuthError::NotFound(format!("no signing key {id:?}")));
+                    }
+                    println!("retired {id}: the tokens it signed no longer verify");
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+pub fn settings(args: StoreArgs, command: SettingsCommand) -> ExitCode {
+    with_auth(args, move |auth| {
+        Box::pin(async move {
+            let store = auth.store();
+            let (user, all) = match command {
+                SettingsCommand::Get { user } => {
+                    let all = user_settings::get(store, &user).await?;
+                    (user, all)
+                }
+                SettingsCommand::Set {
+                    user,
+                    setting,
+                    value,
+                } => {
+                    let all = user_settings::set(store, &user, &setting, &value).await?;
+                    (user, all)
+                }
+            };
+            if accounts::get(store, &user).await?.is_none() {
+                eprintln!("concierge: note: no account is named {user:?}");
+            }
+            for (name, value) in all {
+                println!("{name} = {value}");
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Where `concierge login` keeps the token: `<config dir>/concierge/token`.
+pub fn token_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("concierge").join("token"))
+}
+
+/// `concierge login URL USERNAME`: asks the gateway at URL for a token and
+/// keeps it (mode 0600).
+pub fn login(url: &str, username: &str, password_stdin: bool) -> ExitCode {
+    let password = match read_password_once(password_stdin) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("concierge: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    let endpoint = format!("{}/auth/token", url.trim_end_matches('/'));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("concierge: cannot start: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let body = serde_json::json!({ "username": username, "password": password });
+    let answer = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&endpoint)
+            .timeout(Duration::from_secs(30))
+            .json(&body)
+            .send()
+            .await?;
+        response.json::<serde_json::Value>().await
+    });
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("concierge: cannot reach {endpoint}: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let Some(token) = answer.get("token").and_then(|t| t.as_str()) else {
+        let reason = answer
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("no token in the answer");
+        eprintln!("concierge: login refused: {reason}");
+        return ExitCode::from(FAILED);
+    };
+    let Some(path) = token_file() else {
+        eprintln!("concierge: no config folder to keep the token in (HOME is not set)");
+        return ExitCode::from(FAILED);
+    };
+    match save_private(&path, token) {
+        Ok(()) => {
+            let validity = answer.get("validity").and_then(|v| v.as_u64()).unwrap_or(0);
+            println!(
+                "logged in as {username}; token kept in {} for {validity} s",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("concierge: cannot write {}: {e}", path.display());
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+fn read_password_once(from_stdin: bool) -> Result<String, AuthError> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        return read_password(true);
+    }
+    rpassword::prompt_password("Password: ")
+        .map_err(|e| AuthError::Invalid(format!("cannot read the password: {e}")))
+}
+
+/// Writes a file only its owner can read, created so from the start.
+fn save_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}

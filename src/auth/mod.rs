@@ -1,0 +1,335 @@
+//! Who may connect and what they may do: accounts, signed tokens,
+//! revocations, failed-login lock-outs and user settings.
+//!
+//! Everything here is state in the cluster's [`Store`], so it works the
+//! same on a gateway running alone (on disk) and on replicas sharing Redis,
+//! and the `concierge user`/`token`/`settings` commands work on it directly
+//! beside a running gateway. [`Auth`] is what the gateway holds: it keeps
+//! the signing keys and the revocations in memory, verifies tokens without
+//! touching the store, and reloads both whenever the store reports a change
+//! to them (within a second, on every replica), telling whoever listens
+//! ([`Auth::changes`]) so that revoked sockets are closed.
+
+pub mod accounts;
+mod lockout;
+pub mod revocations;
+pub mod role;
+pub mod tokens;
+pub mod user_settings;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use accounts::{Account, LoginRefused};
+pub use role::Role;
+pub use tokens::{Claims, TokenKind, TokenRefused};
+
+use crate::cluster::store::{Changed, Store, StoreError};
+use crate::config::Settings;
+use crate::metrics;
+use revocations::Revocations;
+use tokens::Keys;
+
+/// The token in an `Authorization` header's value: `Bearer TOKEN`.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why an account, token or setting operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A name, password, role or value that cannot be used, and why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why a login or a refresh gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("{}", match .0 { LoginRefused::UserInvalid => "user_invalid", LoginRefused::PasswordInvalid => "password_invalid" })]
+    Refused(LoginRefused),
+    #[error("{}", .0.reason())]
+    Token(TokenRefused),
+    /// Too many failed logins for this username or address: try again in
+    /// `retry_after` seconds.
+    #[error("locked_out")]
+    Locked { retry_after: u64 },
+    #[error(transparent)]
+    Failed(#[from] AuthError),
+}
+
+/// A token and what it says.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    pub claims: Claims,
+}
+
+/// The gateway's view of the auth state (see the module documentation).
+pub struct Auth {
+    store: Arc<dyn Store>,
+    keys: ArcSwap<Keys>,
+    revoked: ArcSwap<Revocations>,
+    accounts_exist: AtomicBool,
+    require: bool,
+    validity: Duration,
+    lockout: lockout::Policy,
+    changed: broadcast::Sender<()>,
+}
+
+impl Auth {
+    /// Loads the keys, the revocations and whether accounts exist, and
+    /// follows the store's changes from now on (on the current runtime).
+    pub async fn open(store: Arc<dyn Store>, settings: &Settings) -> Result<Arc<Auth>, AuthError> {
+        let changes = store.changes();
+        let auth = Arc::new(Auth {
+            keys: ArcSwap::from_pointee(Keys::load(&store).await?),
+            revoked: ArcSwap::from_pointee(Revocations::load(&store).await?),
+            accounts_exist: AtomicBool::new(accounts::any(&store).await?),
+            require: settings.require_auth,
+            validity: Duration::from_secs(settings.token_validity_secs),
+            lockout: lockout::Policy {
+                max_failures: settings.max_failed_logins,
+                lockout: Duration::from_secs(settings.login_lockout_secs),
+            },
+            changed: broadcast::channel(16).0,
+            store,
+        });
+        tokio::spawn(follow(Arc::downgrade(&auth), changes));
+        Ok(auth)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether every client must present a token: `require_auth`, or once
+    /// any account exists.
+    pub fn required(&self) -> bool {
+        self.require || self.accounts_exist.load(Ordering::Relaxed)
+    }
+
+    /// Ticks whenever revocations or signing keys changed: tokens that
+    /// were valid may no longer be ([`check`](Auth::check) them again).
+    pub fn changes(&self) -> broadcast::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// Verifies a token: signature, expiry, revocation.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenRefused> {
+        let claims = tokens::verify(&self.keys.load(), token)?;
+        self.check(&claims)?;
+        Ok(claims)
+    }
+
+    /// Whether verified claims still hold: not expired, not revoked, signed
+    /// by a key that has not been retired.
+    pub fn check(&self, claims: &Claims) -> Result<(), TokenRefused> {
+        if claims.exp <= now_secs() {
+            return Err(TokenRefused::Expired);
+        }
+        if self.revoked.load().revoked(claims) {
+            return Err(TokenRefused::Revoked);
+        }
+        Ok(())
+    }
+
+    /// The file server key for a session (see [`tokens::fs_key`]).
+    pub async fn fs_key(&self, uuid: Uuid) -> Result<String, AuthError> {
+        self.ensure_key().await?;
+        tokens::fs_key(&self.keys.load(), uuid)
+            .ok_or_else(|| AuthError::Internal("no signing key".into()))
+    }
+
+    /// The session uuid a file server key belongs to, if it is genuine.
+    pub fn check_fs_key(&self, fs_key: &str) -> Option<Uuid> {
+        tokens::check_fs_key(&self.keys.load(), fs_key)
+    }
+
+    async fn ensure_key(&self) -> Result<(), AuthError> {
+        if self.keys.load().ids().is_empty() {
+            tokens::rotate(&self.store).await?;
+            self.reload_keys().await?;
+        }
+        Ok(())
+    }
+
+    /// Signs a new token, creating the first signing key if there is none.
+    pub async fn issue(
+        &self,
+        sub: &str,
+        name: &str,
+        role: Role,
+        ttl: Duration,
+        kind: TokenKind,
+    ) -> Result<Issued, AuthError> {
+        self.ensure_key().await?;
+        let iat = now_secs();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            name: name.to_owned(),
+            role,
+            jti: Uuid::new_v4(),
+            iat,
+            exp: iat.saturating_add(ttl.as_secs().max(1)),
+            kind,
+        };
+        let token = tokens::sign(&self.keys.load(), &claims)?;
+        if kind == TokenKind::Issued {
+            tokens::record_issued(&self.store, &claims).await?;
+        }
+        Ok(Issued { token, claims })
+    }
+
+    /// A username and password for a token (seed 003's authenticate),
+    /// counting failures per username and source address.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Issued, LoginError> {
+        if let Some(retry_after) = lockout::locked(&self.store, username, source).await? {
+            return Err(LoginError::Locked { retry_after });
+        }
+        match accounts::check(&self.store, username, password).await? {
+            Ok(account) => Ok(self
+                .issue(
+                    &account.username,
+                    &account.username,
+                    account.role,
+                    self.validity,
+                    TokenKind::Login,
+                )
+                .await?),
+            Err(refused) => {
+                metrics::get().logins_failed.inc();
+                lockout::failed(&self.store, self.lockout, username, source).await?;
+                Err(LoginError::Refused(refused))
+            }
+        }
+    }
+
+    /// A new token for the bearer of a valid one, with the same subject,
+    /// name and role and a new validity. A login token's account must
+    /// still exist.
+    pub async fn refresh(&self, token: &str) -> Result<Issued, LoginError> {
+        let claims = self.verify(token).map_err(LoginError::Token)?;
+        let (role, ttl) = match claims.kind {
+            TokenKind::Login => match accounts::get(&self.store, &claims.sub).await? {
+                Some(account) => (account.role, self.validity),
+                None => return Err(LoginError::Token(TokenRefused::Revoked)),
+            },
+            TokenKind::Issued => (claims.role, Duration::from_secs(claims.exp - claims.iat)),
+        };
+        Ok(self
+            .issue(&claims.sub, &claims.name, role, ttl, claims.kind)
+            .await?)
+    }
+
+    /// Revokes one token (until it would have expired).
+    pub async fn revoke_token(&self, jti: Uuid, until: u64) -> Result<(), AuthError> {
+        revocations::revoke_token(&self.store, jti, until).await?;
+        self.reload_revocations().await
+    }
+
+    /// Revokes every token of `sub` issued so far.
+    pub async fn revoke_subject(&self, sub: &str) -> Result<(), AuthError> {
+        revocations::revoke_subject(&self.store, sub).await?;
+        self.reload_revocations().await
+    }
+
+    /// Removes an account, its settings, and revokes its tokens at once;
+    /// whether it existed.
+    pub async fn remove_user(&self, username: &str) -> Result<bool, AuthError> {
+        let existed = accounts::remove(&self.store, username).await?;
+        if existed {
+            self.revoke_subject(username).await?;
+            user_settings::forget(&self.store, username).await?;
+        }
+        Ok(existed)
+    }
+
+    async fn reload_keys(&self) -> Result<(), AuthError> {
+        self.keys.store(Arc::new(Keys::load(&self.store).await?));
+        let _ = self.changed.send(());
+        Ok(())
+    }
+
+    async fn reload_revocations(&self) -> Result<(), AuthError> {
+        self.revoked
+            .store(Arc::new(Revocations::load(&self.store).await?));
+        let _ = self.changed.send(());
+        Ok(())
+    }
+
+    async fn reload_accounts(&self) -> Result<(), AuthError> {
+        let any = accounts::any(&self.store).await?;
+        self.accounts_exist.store(any, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn reload(&self, table: Option<&str>) -> Result<(), AuthError> {
+        let all = table.is_none();
+        if all || table == Some(tokens::KEYS.name()) {
+            self.reload_keys().await?;
+        }
+        if all || table == Some(revocations::REVOKED.name()) {
+            self.reload_revocations().await?;
+        }
+        if all || table == Some(accounts::USERS.name()) {
+            self.reload_accounts().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reloads what changed in the store, for as long as the [`Auth`] lives. A
+/// reload that fails (the store is unreachable) is retried on the next
+/// change, and every few seconds until it succeeds.
+async fn follow(auth: Weak<Auth>, mut changes: broadcast::Receiver<Changed>) {
+    let mut stale = false;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await;
+        let Some(auth) = auth.upgrade() else { return };
+        let table = match next {
+            Ok(Ok(Changed::Key { table, .. })) if !stale => Some(table),
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => None,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return,
+            Err(_) if stale => None,
+            Err(_) => continue,
+        };
+        stale = match auth.reload(table.as_deref()).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload accounts, keys or revocations");
+                true
+            }
+        };
+    }
+}

@@ -1,0 +1,93 @@
+//! Revoked tokens: the one piece of token state the replicas share.
+//!
+//! A token is revoked by its id (`token revoke ID`) or with every token of
+//! its subject issued up to now (`token revoke --user`, `user remove`).
+//! Each replica keeps the whole table in memory and reloads it when the
+//! store reports a change to it, which it does within a second on every
+//! node; a token-id record is dropped once the token would have expired
+//! anyway.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::tokens::Claims;
+use super::{now_secs, AuthError};
+use crate::cluster::store::{Store, Table};
+
+pub const REVOKED: Table = Table::new("auth-revoked");
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Record {
+    /// One token, until it expires.
+    Token { until: u64 },
+    /// Every token of a subject issued before `before` (seconds).
+    Subject { before: u64 },
+}
+
+fn token_key(jti: Uuid) -> String {
+    format!("token:{jti}")
+}
+
+fn subject_key(sub: &str) -> String {
+    format!("subject:{sub}")
+}
+
+/// The revocations as loaded from the store.
+#[derive(Debug, Default, Clone)]
+pub struct Revocations {
+    tokens: HashSet<Uuid>,
+    subjects: HashMap<String, u64>,
+}
+
+impl Revocations {
+    pub async fn load(store: &Arc<dyn Store>) -> Result<Revocations, AuthError> {
+        let now = now_secs();
+        let mut loaded = Revocations::default();
+        for (key, bytes) in store.list(REVOKED).await? {
+            let record: Record = serde_json::from_slice(&bytes)
+                .map_err(|e| AuthError::Internal(format!("revocation {key} is unreadable: {e}")))?;
+            match (record, key.split_once(':')) {
+                (Record::Token { until }, Some(("token", id))) => match id.parse() {
+                    Ok(_) if until <= now => {
+                        store.delete(REVOKED, &key).await?;
+                    }
+                    Ok(jti) => {
+                        loaded.tokens.insert(jti);
+                    }
+                    Err(_) => {}
+                },
+                (Record::Subject { before }, Some(("subject", sub))) => {
+                    loaded.subjects.insert(sub.to_owned(), before);
+                }
+                _ => {}
+            }
+        }
+        Ok(loaded)
+    }
+
+    pub fn revoked(&self, claims: &Claims) -> bool {
+        self.tokens.contains(&claims.jti)
+            || self
+                .subjects
+                .get(&claims.sub)
+                .is_some_and(|&before| claims.iat < before)
+    }
+}
+
+pub async fn revoke_token(store: &Arc<dyn Store>, jti: Uuid, until: u64) -> Result<(), AuthError> {
+    let record = serde_json::to_vec(&Record::Token { until }).unwrap_or_default();
+    Ok(store.put(REVOKED, &token_key(jti), record).await?)
+}
+
+/// Revokes every token of `sub` issued so far (in this second included).
+pub async fn revoke_subject(store: &Arc<dyn Store>, sub: &str) -> Result<(), AuthError> {
+    let record = serde_json::to_vec(&Record::Subject {
+        before: now_secs() + 1,
+    })
+    .unwrap_or_default();
+    Ok(store.put(REVOKED, &subject_key(sub), record).await?)
+}

@@ -1,0 +1,322 @@
+//! Signed tokens: who the bearer is, which client name it may take, what
+//! it may do, and until when.
+//!
+//! A token is a JWT signed with HMAC-SHA256 by a key every replica reads
+//! from the [`Store`] (table `auth-keys`), so any replica verifies any token
+//! on its own: no session table is shared, only revocations are. The key a
+//! token was signed with is named in its header (`kid`): a new key
+//! ([`rotate`]) signs every token issued after it, and the older ones keep
+//! verifying the tokens they signed until they are retired ([`retire`]).
+//! Two replicas that both find no key and create one at once each sign
+//! with their own, and both verify: nothing needs to be unique.
+//!
+//! Long-lived tokens (`concierge token issue`) are listed in the table
+//! `auth-tokens` (their claims, never the token) so they can be shown and
+//! revoked by id.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::{now_secs, AuthError, Role};
+use crate::cluster::store::{Store, Table};
+
+/// The signing keys, by key id.
+pub const KEYS: Table = Table::new("auth-keys");
+/// Long-lived tokens' claims, by token id.
+pub const ISSUED: Table = Table::new("auth-tokens");
+
+/// Bytes of a signing key (HMAC-SHA256 wants at least 32).
+const KEY_BYTES: usize = 32;
+
+/// What a token says. `sub` is the account (or, for a host token, the
+/// host's name); `name` the client name it may identify as (also
+/// `name_` followed by anything).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub name: String,
+    pub role: Role,
+    /// The token's id, for revocation.
+    pub jti: Uuid,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: u64,
+    pub kind: TokenKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// From a username and password (`POST /auth/token`), or a refresh.
+    Login,
+    /// Issued by `concierge token issue`, for a host or a program.
+    Issued,
+}
+
+impl Claims {
+    /// Whether the token lets its bearer identify as `name`.
+    pub fn allows_name(&self, name: &str) -> bool {
+        name == self.name
+            || name
+                .strip_prefix(self.name.as_str())
+                .is_some_and(|rest| rest.starts_with('_'))
+    }
+}
+
+/// A signing key as stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub created: u64,
+    secret: Vec<u8>,
+}
+
+/// The keys a node signs and verifies with, loaded from the store.
+#[derive(Default, Clone)]
+pub struct Keys {
+    /// By key id, with the newest (the one that signs) known.
+    keys: Vec<(String, StoredKey)>,
+}
+
+impl Keys {
+    pub async fn load(store: &Arc<dyn Store>) -> Result<Keys, AuthError> {
+        let mut keys = Vec::new();
+        for (kid, bytes) in store.list(KEYS).await? {
+            let key: StoredKey = serde_json::from_slice(&bytes).map_err(|e| {
+                AuthError::Internal(format!("signing key {kid} is unreadable: {e}"))
+            })?;
+            keys.push((kid, key));
+        }
+        Ok(Keys { keys })
+    }
+
+    fn newest(&self) -> Option<&(String, StoredKey)> {
+        self.keys
+            .iter()
+            .max_by(|a, b| (a.1.created, &a.0).cmp(&(b.1.created, &b.0)))
+    }
+
+    fn find(&self, kid: &str) -> Option<&StoredKey> {
+        self.keys.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
+    }
+
+    /// Key ids and creation times, newest last.
+    pub fn ids(&self) -> Vec<(String, u64)> {
+        let mut ids: Vec<_> = self
+            .keys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.created))
+            .collect();
+        ids.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        ids
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefused {
+    /// Not a token of this gateway: malformed, signed by an unknown key, or
+    /// altered.
+    Invalid,
+    Expired,
+    Revoked,
+}
+
+impl TokenRefused {
+    /// Seed 003's `reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenRefused::Invalid => "token_invalid",
+            TokenRefused::Expired => "token_expired",
+            TokenRefused::Revoked => "token_revoked",
+        }
+    }
+}
+
+/// Creates a signing key; the newest key signs from now on.
+pub async fn rotate(store: &Arc<dyn Store>) -> Result<String, AuthError> {
+    let mut secret = vec![0u8; KEY_BYTES];
+    getrandom::fill(&mut secret)
+        .map_err(|e| AuthError::Internal(format!("no randomness for a signing key: {e}")))?;
+    let kid = Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let key = StoredKey {
+        created: now_secs(),
+        secret,
+    };
+    let bytes = serde_json::to_vec(&key).unwrap_or_default();
+    store
+        .compare_and_swap(KEYS, &kid, None, Some(bytes))
+        .await?;
+    Ok(kid)
+}
+
+/// Removes a signing key: the tokens it signed stop verifying.
+pub async fn retire(store: &Arc<dyn Store>, kid: &str) -> Result<bool, AuthError> {
+    Ok(store.delete(KEYS, kid).await?)
+}
+
+/// Signs `claims` with the newest key.
+pub fn sign(keys: &Keys, claims: &Claims) -> Result<String, AuthError> {
+    let (kid, key) = keys
+        .newest()
+        .ok_or_else(|| AuthError::Internal("no signing key".into()))?;
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.clone());
+    let signing = |e| AuthError::Internal(format!("cannot sign a token: {e}"));
+    let key = EncodingKey::from_secret(&key.secret).map_err(signing)?;
+    jsonwebtoken::encode(&header, claims, &key).map_err(signing)
+}
+
+/// Checks a token's signature (in constant time, by the HMAC) and expiry.
+/// Revocation is checked by the caller, against its cache.
+pub fn verify(keys: &Keys, token: &str) -> Result<Claims, TokenRefused> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRefused::Invalid)?;
+    if header.alg != Algorithm::HS256 {
+        return Err(TokenRefused::Invalid);
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.find(kid))
+        .ok_or(TokenRefused::Invalid)?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let key = DecodingKey::from_secret(&key.secret).map_err(|_| TokenRefused::Invalid)?;
+    match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
+        // jsonwebtoken accepts a token in its expiry second; this does not.
+        Ok(data) if data.claims.exp > now_secs() => Ok(data.claims),
+        Ok(_) => Err(TokenRefused::Expired),
+        Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
+            Err(TokenRefused::Expired)
+        }
+        Err(_) => Err(TokenRefused::Invalid),
+    }
+}
+
+fn fs_mac(key: &StoredKey, uuid: Uuid) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.secret).ok()?;
+    mac.update(b"concierge file server key\0");
+    mac.update(uuid.as_bytes());
+    Some(mac)
+}
+
+/// A session's private file server key: its uuid and a MAC of it by the
+/// newest signing key, so any replica can check it without a shared table.
+pub fn fs_key(keys: &Keys, uuid: Uuid) -> Option<String> {
+    let (_, key) = keys.newest()?;
+    let tag = fs_mac(key, uuid)?.finalize().into_bytes();
+    Some(format!("{uuid}.{}", URL_SAFE_NO_PAD.encode(tag)))
+}
+
+/// The uuid a file server key was made for, if one of the keys made it
+/// (compared in constant time).
+pub fn check_fs_key(keys: &Keys, fs_key: &str) -> Option<Uuid> {
+    let (uuid, tag) = fs_key.split_once('.')?;
+    let uuid: Uuid = uuid.parse().ok()?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    keys.keys
+        .iter()
+        .any(|(_, key)| fs_mac(key, uuid).is_some_and(|mac| mac.verify_slice(&tag).is_ok()))
+        .then_some(uuid)
+}
+
+/// A long-lived token as listed (its claims, not the token).
+pub async fn record_issued(store: &Arc<dyn Store>, claims: &Claims) -> Result<(), AuthError> {
+    let bytes = serde_json::to_vec(claims).unwrap_or_default();
+    Ok(store.put(ISSUED, &claims.jti.to_string(), bytes).await?)
+}
+
+/// Every long-lived token issued and not yet expired (expired ones are
+/// dropped from the list as it is read).
+pub async fn list_issued(store: &Arc<dyn Store>) -> Result<Vec<Claims>, AuthError> {
+    let now = now_secs();
+    let mut live = Vec::new();
+    for (id, bytes) in store.list(ISSUED).await? {
+        match serde_json::from_slice::<Claims>(&bytes) {
+            Ok(claims) if claims.exp > now => live.push(claims),
+            _ => {
+                store.delete(ISSUED, &id).await?;
+            }
+        }
+    }
+    live.sort_by_key(|c| c.iat);
+    Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys {
+            keys: vec![(
+                "k1".into(),
+                StoredKey {
+                    created: 1,
+                    secret: vec![7; KEY_BYTES],
+                },
+            )],
+        }
+    }
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: "alice".into(),
+            name: "alice".into(),
+            role: Role::Operator,
+            jti: Uuid::new_v4(),
+            iat: now_secs(),
+            exp,
+            kind: TokenKind::Login,
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_and_an_altered_one_does_not() {
+        let keys = keys();
+        let c = claims(now_secs() + 60);
+        let token = sign(&keys, &c).unwrap();
+        assert_eq!(verify(&keys, &token), Ok(c));
+        let mut altered = token.clone();
+        altered.pop();
+        assert_eq!(verify(&keys, &altered), Err(TokenRefused::Invalid));
+        assert_eq!(verify(&Keys::default(), &token), Err(TokenRefused::Invalid));
+        assert_eq!(verify(&keys, "not a token"), Err(TokenRefused::Invalid));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_as_expired() {
+        let keys = keys();
+        let token = sign(&keys, &claims(now_secs() - 1)).unwrap();
+        assert_eq!(verify(&keys, &token), Err(TokenRefused::Expired));
+    }
+
+    #[test]
+    fn a_file_server_key_is_checked_against_its_uuid() {
+        let keys = keys();
+        let uuid = Uuid::new_v4();
+        let key = fs_key(&keys, uuid).unwrap();
+        assert_eq!(check_fs_key(&keys, &key), Some(uuid));
+        let other = key.replacen(&uuid.to_string(), &Uuid::new_v4().to_string(), 1);
+        assert_eq!(check_fs_key(&keys, &other), None);
+        assert_eq!(check_fs_key(&keys, &uuid.to_string()), None);
+        assert_eq!(check_fs_key(&Keys::default(), &key), None);
+    }
+
+    #[test]
+    fn a_token_allows_its_name_and_names_under_it() {
+        let c = claims(0);
+        assert!(c.allows_name("alice"));
+        assert!(c.allows_name("alice_ctl"));
+        assert!(!c.allows_name("alicex"));
+        assert!(!c.allows_name("bob"));
+    }
+}

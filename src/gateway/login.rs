@@ -1,0 +1,134 @@
+//! `/auth/token`: seed 003's authentication over HTTP.
+//!
+//! `POST /auth/token` with `{"username","password"}` answers
+//! `{"success":true,"token","validity"}` (seconds) or
+//! `{"success":false,"reason"}`; `GET /auth/token` with the token as
+//! `Authorization: Bearer` tells its remaining validity (seed 003's
+//! re-authentication); `POST /auth/token/refresh` with it gives a new one.
+//! Failures carry an HTTP status too: 400 for a body that is not the
+//! expected JSON, 401 for refused credentials or tokens, 429 (with
+//! `Retry-After`) while locked out, 503 when the store cannot be reached.
+
+use std::net::IpAddr;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::auth::{self, Issued, LoginError, TokenRefused};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/token", web::post().to(login))
+        .route("/auth/token", web::get().to(validity))
+        .route("/auth/token/refresh", web::post().to(refresh));
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+fn issued(issued: &Issued) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "success": true,
+        "token": issued.token,
+        "validity": issued.claims.exp.saturating_sub(auth::now_secs()),
+    }))
+}
+
+fn failure(error: &LoginError) -> HttpResponse {
+    let reason = error.to_string();
+    match error {
+        LoginError::Refused(_) | LoginError::Token(_) => {
+            HttpResponse::Unauthorized().json(json!({ "success": false, "reason": reason }))
+        }
+        LoginError::Locked { retry_after } => HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, retry_after.to_string()))
+            .json(json!({ "success": false, "reason": reason, "retry_after": retry_after })),
+        LoginError::Failed(e) => {
+            tracing::warn!(error = %e, "cannot check a login");
+            HttpResponse::ServiceUnavailable().json(json!({
+                "success": false,
+                "reason": "unavailable",
+                "desc": e.to_string(),
+            }))
+        }
+    }
+}
+
+fn bad_request(desc: String) -> HttpResponse {
+    HttpResponse::BadRequest()
+        .json(json!({ "success": false, "reason": "bad_request", "desc": desc }))
+}
+
+/// The client's address as the request says (a proxy's `Forwarded` or
+/// `X-Forwarded-For` included), for lock-outs per source address.
+fn source(req: &HttpRequest) -> Option<IpAddr> {
+    let info = req.connection_info();
+    let addr = info.realip_remote_addr()?;
+    addr.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| addr.trim_matches(['[', ']']).parse())
+        .ok()
+}
+
+fn token_of(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+}
+
+async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let credentials: Credentials = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return bad_request(format!(
+                "send {{\"username\": ..., \"password\": ...}} as JSON: {e}"
+            ))
+        }
+    };
+    match state
+        .auth
+        .login(&credentials.username, &credentials.password, source(&req))
+        .await
+    {
+        Ok(token) => {
+            tracing::info!(user = %credentials.username, "token issued for a login");
+            issued(&token)
+        }
+        Err(e) => {
+            tracing::info!(user = %credentials.username, reason = %e, "login refused");
+            failure(&e)
+        }
+    }
+}
+
+async fn validity(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(token) = token_of(&req) else {
+        return failure(&LoginError::Token(TokenRefused::Invalid));
+    };
+    match state.auth.verify(token) {
+        Ok(claims) => HttpResponse::Ok().json(json!({
+            "success": true,
+            "validity": claims.exp.saturating_sub(auth::now_secs()),
+            "user": claims.sub,
+            "name": claims.name,
+            "role": claims.role,
+        })),
+        Err(why) => failure(&LoginError::Token(why)),
+    }
+}
+
+async fn refresh(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(token) = token_of(&req) else {
+        return failure(&LoginError::Token(TokenRefused::Invalid));
+    };
+    match state.auth.refresh(token).await {
+        Ok(token) => issued(&token),
+        Err(e) => failure(&e),
+    }
+}

@@ -1,0 +1,593 @@
+//! Accounts, tokens, revocation, lock-outs, user settings and the file
+//! server's keys, against a real gateway (in this process or as the real
+//! binary), real WebSocket clients and, across replicas, a real Redis.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::process::{command, Process};
+use common::redis::RedisServer;
+use common::{Client, TestServer};
+use concierge::auth::{accounts, Auth, Role};
+use concierge::config::Settings;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The settings that find a test server's store.
+fn store_settings(server: &TestServer, redis_url: &str) -> Settings {
+    Settings {
+        data_dir: server.data.path().to_owned(),
+        redis_url: redis_url.to_owned(),
+        ..Settings::default()
+    }
+}
+
+async fn auth_of(server: &TestServer, redis_url: &str) -> std::sync::Arc<Auth> {
+    let settings = store_settings(server, redis_url);
+    let store = concierge::cluster::open_store(&settings)
+        .await
+        .expect("store opens");
+    Auth::open(store, &settings).await.expect("auth opens")
+}
+
+/// Creates an account in a gateway's store (one running alone).
+async fn add_user(server: &TestServer, name: &str, role: Role) {
+    let auth = auth_of(server, "").await;
+    accounts::add(auth.store(), name, role, PASSWORD)
+        .await
+        .expect("account created");
+}
+
+async fn login(server: &TestServer, name: &str, password: &str) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/auth/token"))
+        .json(&json!({"username": name, "password": password}))
+        .send()
+        .await
+        .expect("answered");
+    let status = resp.status();
+    (status, resp.json().await.expect("JSON body"))
+}
+
+async fn token(server: &TestServer, name: &str) -> String {
+    let (status, body) = login(server, name, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+fn identify(name: &str, token: Option<&str>) -> Value {
+    let mut identify = json!({"type": "IDENTIFY", "name": name, "version": "0.2.0", "tags": []});
+    if let Some(token) = token {
+        identify["token"] = json!(token);
+    }
+    identify
+}
+
+/// Connects and identifies with a token, expecting HELLO.
+async fn client_with(server: &TestServer, name: &str, token: &str) -> Client {
+    let mut client = server.connect().await;
+    client.identify_with(identify(name, Some(token))).await;
+    client
+}
+
+/// Connects, sends this IDENTIFY and returns the close code and reason.
+async fn refused(server: &TestServer, identify: Value) -> (u16, String) {
+    let mut client = server.connect().await;
+    client.send(identify).await;
+    client.expect_close().await
+}
+
+#[tokio::test]
+async fn a_login_gives_a_token_with_its_validity_and_refusals_say_why() {
+    let server = TestServer::start();
+    add_user(&server, "alice", Role::Operator).await;
+
+    let (status, body) = login(&server, "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], true);
+    let validity = body["validity"].as_u64().expect("validity");
+    assert!((86_390..=86_400).contains(&validity), "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+
+    let (status, body) = login(&server, "alice", "wrong password").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        json!({"success": false, "reason": "password_invalid"})
+    );
+    let (status, body) = login(&server, "mallory", PASSWORD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["reason"], "user_invalid");
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/auth/token"))
+        .body("username=alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json::<Value>().await.unwrap()["reason"], "bad_request");
+
+    // Presenting the token tells its remaining validity (seed 003).
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(server.http_url("/auth/token"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["success"], true);
+    assert_eq!(body["user"], "alice");
+    assert!(body["validity"].as_u64().unwrap() <= 86_400);
+    let resp = http
+        .get(server.http_url("/auth/token"))
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"success": false, "reason": "token_invalid"})
+    );
+
+    // A refresh gives a new token that works as well.
+    let resp = http
+        .post(server.http_url("/auth/token/refresh"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let refreshed = resp.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(refreshed, token);
+    client_with(&server, "alice", &refreshed).await;
+}
+
+#[tokio::test]
+async fn the_verified_user_travels_in_every_origin_and_cannot_be_forged() {
+    let server = TestServer::start();
+    add_user(&server, "alice", Role::Operator).await;
+    add_user(&server, "bob", Role::Viewer).await;
+    let mut alice = client_with(&server, "alice", &token(&server, "alice").await).await;
+    let mut bob = client_with(&server, "bob", &token(&server, "bob").await).await;
+    alice.drain(200).await;
+
+    alice
+        .send(json!({
+            "type": "MESSAGE",
+            "target": {"type": "NAME", "name": "bob"},
+            "origin": {"name": "root", "user": "admin", "roles": ["admin"]},
+            "user": "admin",
+            "data": {"cmd": "uptime"},
+        }))
+        .await;
+    let message = bob.skip_to("MESSAGE").await;
+    let origin = &message["origin"];
+    assert_eq!(origin["name"], "alice", "{message}");
+    assert_eq!(origin["user"], "alice", "{message}");
+    assert_eq!(origin["roles"], json!(["operator", "viewer"]), "{message}");
+    assert_eq!(message["data"], json!({"cmd": "uptime"}));
+
+    // The same identity is what everyone sees of the client.
+    bob.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+    let all = bob.skip_to("CLIENT_FETCH_ALL_RESULT").await;
+    let listed = all["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["user"], "bob");
+    assert_eq!(listed["roles"], json!(["viewer"]));
+}
+
+#[tokio::test]
+async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_required() {
+    let server = TestServer::start();
+    let mut anon = server.client("anon").await;
+    anon.send(json!({"type": "SELF_FETCH"})).await;
+    let me = anon.expect("SELF_FETCH_RESULT").await;
+    assert_eq!(me["client"]["user"], Value::Null, "{me}");
+    assert_eq!(me["client"]["roles"], json!([]), "{me}");
+
+    add_user(&server, "alice", Role::Admin).await;
+    // Other processes' writes reach the gateway within a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (code, reason) = loop {
+        let mut client = server.connect().await;
+        client.send(identify("late", None)).await;
+        match client.recv_any().await {
+            Err(code) => break (code, String::new()),
+            Ok(hello) if Instant::now() < deadline => {
+                assert_eq!(hello["type"], "HELLO");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(hello) => panic!("still anonymous after 5 s: {hello}"),
+        }
+    };
+    assert_eq!(code, 4010, "{reason}");
+
+    let strict = TestServer::with(|s| s.require_auth = true);
+    let (code, reason) = refused(&strict, identify("anon", None)).await;
+    assert_eq!(code, 4010);
+    assert!(reason.contains("token"), "{reason}");
+}
+
+#[tokio::test]
+async fn bad_tokens_and_names_a_token_does_not_allow_close_with_their_codes() {
+    let server = TestServer::with(|s| s.require_auth = true);
+    add_user(&server, "alice", Role::Operator).await;
+    let token = token(&server, "alice").await;
+
+    let (code, _) = refused(&server, identify("alice", Some("garbage"))).await;
+    assert_eq!(code, 4011);
+    let mut altered = token.clone();
+    altered.pop();
+    let (code, _) = refused(&server, identify("alice", Some(&altered))).await;
+    assert_eq!(code, 4011);
+    let (code, reason) = refused(&server, identify("bob", Some(&token))).await;
+    assert_eq!(code, 4014);
+    assert!(reason.contains("alice"), "{reason}");
+    let (code, _) = refused(&server, identify("alicex", Some(&token))).await;
+    assert_eq!(code, 4014);
+    // Names under the token's own are the same user's.
+    client_with(&server, "alice_ctl", &token).await;
+}
+
+#[tokio::test]
+async fn an_expired_token_closes_its_socket_and_is_refused() {
+    let server = TestServer::with(|s| s.token_validity_secs = 2);
+    add_user(&server, "alice", Role::Operator).await;
+    let token = token(&server, "alice").await;
+    let mut alice = client_with(&server, "alice", &token).await;
+    let (code, reason) = alice.expect_close().await;
+    assert_eq!(code, 4012, "{reason}");
+    let (code, _) = refused(&server, identify("alice", Some(&token))).await;
+    assert_eq!(code, 4012);
+}
+
+#[tokio::test]
+async fn settings_are_read_and_written_by_their_user() {
+    let server = TestServer::start();
+    add_user(&server, "alice", Role::Viewer).await;
+    let mut alice = client_with(&server, "alice", &token(&server, "alice").await).await;
+
+    let got = alice
+        .request(json!({"type": "USER_SETTINGS_FETCH"}), 0)
+        .await;
+    assert_eq!(got["type"], "USER_SETTINGS_FETCH_RESULT", "{got}");
+    assert_eq!(
+        got["settings"],
+        json!({"mem_or_ram": "mem", "storage_unit_of_measurement": "gb", "tutorial": "stage_1"})
+    );
+    let set = alice
+        .request(
+            json!({"type": "USER_SETTINGS_SET", "setting": "storage_unit_of_measurement", "value": "gib"}),
+            1,
+        )
+        .await;
+    assert_eq!(set["type"], "USER_SETTINGS_SET_RESULT", "{set}");
+    assert_eq!(set["settings"]["storage_unit_of_measurement"], "gib");
+    let bad = alice
+        .request(
+            json!({"type": "USER_SETTINGS_SET", "setting": "mem_or_ram", "value": "swap"}),
+            2,
+        )
+        .await;
+    assert_eq!(bad["type"], "BAD", "{bad}");
+    assert!(bad["desc"].as_str().unwrap().contains("mem, ram"), "{bad}");
+    let bad = alice
+        .request(
+            json!({"type": "USER_SETTINGS_SET", "setting": "colour", "value": "red"}),
+            3,
+        )
+        .await;
+    assert!(bad["desc"].as_str().unwrap().contains("tutorial"), "{bad}");
+    let missing = alice
+        .request(
+            json!({"type": "USER_SETTINGS_SET", "setting": "tutorial"}),
+            4,
+        )
+        .await;
+    assert_eq!(missing["type"], "ERROR_PROTOCOL", "{missing}");
+    // Kept: a new session reads what was set.
+    let got = alice
+        .request(json!({"type": "USER_SETTINGS_FETCH"}), 5)
+        .await;
+    assert_eq!(got["settings"]["storage_unit_of_measurement"], "gib");
+
+    let open = TestServer::start();
+    let mut anon = open.client("anon").await;
+    let refused = anon
+        .request(json!({"type": "USER_SETTINGS_FETCH"}), 0)
+        .await;
+    assert_eq!(refused["type"], "BAD", "{refused}");
+}
+
+#[tokio::test]
+async fn failed_logins_lock_out_and_the_lock_out_ends() {
+    let server = TestServer::with(|s| {
+        s.max_failed_logins = 3;
+        s.login_lockout_secs = 2;
+    });
+    add_user(&server, "alice", Role::Operator).await;
+    for _ in 0..3 {
+        let (status, _) = login(&server, "alice", "guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/auth/token"))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().get("retry-after").is_some());
+    assert_eq!(resp.json::<Value>().await.unwrap()["reason"], "locked_out");
+
+    let metrics = reqwest::get(server.http_url("/metrics")).await.unwrap();
+    // Tokens are required now (an account exists): metrics need one.
+    assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
+
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (status, body) = login(&server, "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let metrics = reqwest::Client::new()
+        .get(server.http_url("/metrics"))
+        .bearer_auth(body["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("concierge_lockouts_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn another_clients_uuid_is_no_write_key() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let http = reqwest::Client::new();
+    let url = server.http_url("/fs/alice/notes.txt");
+    let put = |key: String| http.put(&url).header("Authorization", key).body("x").send();
+
+    // Bob read alice's uuid from CLIENT_JOINED: it writes nothing.
+    let resp = put(alice.uuid.to_string()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = http
+        .delete(&url)
+        .header("x-fs-key", alice.uuid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Bob's own key is his, not alice's.
+    let resp = put(bob.fs_key.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = put(alice.fs_key.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // A forged key for alice's uuid is refused.
+    let forged = format!("{}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", alice.uuid);
+    assert_eq!(
+        put(forged).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The compatibility setting accepts the uuid, as seed 004 clients use it.
+    let compat = TestServer::with(|s| s.fs_uuid_write = true);
+    let carol = compat.client("carol").await;
+    let resp = http
+        .put(compat.http_url("/fs/carol/a.txt"))
+        .header("Authorization", carol.uuid.to_string())
+        .body("seed 004")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_token_writes_into_its_users_folder() {
+    let server = TestServer::start();
+    add_user(&server, "alice", Role::Operator).await;
+    let token = token(&server, "alice").await;
+    let alice = client_with(&server, "alice", &token).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .put(server.http_url("/fs/alice/by-token.txt"))
+        .bearer_auth(&token)
+        .body("bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // The uuid reads nothing while tokens are required.
+    let resp = http
+        .get(server.http_url("/fs/alice/by-token.txt"))
+        .header("Authorization", alice.uuid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = http
+        .get(server.http_url("/fs/alice/by-token.txt"))
+        .header("x-fs-key", &alice.fs_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "bytes");
+}
+
+/// A replica in this process on `redis`, with its own data folder.
+fn replica(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    TestServer::with(move |s| {
+        s.redis_url = url;
+        s.node_lease_ms = 1_500;
+    })
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_closes_a_socket_on_another_within_a_second() {
+    let redis = RedisServer::start();
+    let r1 = replica(&redis);
+    let r2 = replica(&redis);
+    let auth = auth_of(&r1, &redis.url()).await;
+    accounts::add(auth.store(), "alice", Role::Operator, PASSWORD)
+        .await
+        .unwrap();
+    let token = token(&r1, "alice").await;
+    let mut alice = client_with(&r2, "alice", &token).await;
+
+    let started = Instant::now();
+    auth.revoke_subject("alice").await.unwrap();
+    let (code, reason) = alice.expect_close().await;
+    let took = started.elapsed();
+    assert_eq!(code, 4013, "{reason}");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    let (code, _) = refused(&r1, identify("alice", Some(&token))).await;
+    assert_eq!(code, 4013);
+}
+
+/// Runs the binary with `args` and `stdin`, returning its stdout.
+async fn run(args: &[&str], data: &Path, stdin: &str) -> String {
+    let mut cmd = command(args);
+    cmd.arg("--data-dir").arg(data).stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("runs");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "concierge {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn gateway(data: &Path) -> Process {
+    let mut cmd = command(&["--bind", "127.0.0.1:0", "--workers", "1"]);
+    cmd.arg("--data-dir")
+        .arg(data)
+        .env("CONCIERGE_LOG", "debug");
+    Process::spawn(cmd)
+}
+
+async fn login_at(addr: std::net::SocketAddr, name: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/auth/token"))
+        .json(&json!({"username": name, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway() {
+    let data = tempfile::tempdir().unwrap();
+    let mut process = gateway(data.path());
+    let addr = process.listening().await;
+
+    let out = run(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ],
+        data.path(),
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert!(out.contains("created alice"), "{out}");
+    let listed = run(&["user", "list"], data.path(), "").await;
+    assert!(
+        listed.contains("alice") && listed.contains("operator"),
+        "{listed}"
+    );
+    let body = login_at(addr, "alice").await;
+    assert_eq!(body["success"], true, "{body}");
+    let user_token = body["token"].as_str().unwrap().to_owned();
+
+    let host_token = run(
+        &[
+            "token", "issue", "--name", "host1", "--role", "agent", "--ttl", "1h",
+        ],
+        data.path(),
+        "",
+    )
+    .await
+    .trim()
+    .to_owned();
+    let listed = run(&["token", "list"], data.path(), "").await;
+    assert!(
+        listed.contains("host1") && listed.contains("agent"),
+        "{listed}"
+    );
+
+    let url = format!("ws://{addr}/ws");
+    let mut host = Client::connect(&url).await;
+    host.identify_with(identify("host1", Some(&host_token)))
+        .await;
+    let mut other = Client::connect(&url).await;
+    other.send(identify("host2", Some(&host_token))).await;
+    assert_eq!(other.expect_close().await.0, 4014);
+
+    // The operator's message reaches the host with a verified origin.
+    let mut alice = Client::connect(&url).await;
+    alice
+        .identify_with(identify("alice", Some(&user_token)))
+        .await;
+    alice
+        .send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"}, "data": "ps"}))
+        .await;
+    let message = host.skip_to("MESSAGE").await;
+    assert_eq!(message["origin"]["user"], "alice");
+    assert_eq!(message["origin"]["roles"][0], "operator");
+
+    // Revoked from the command line: the host's socket closes.
+    run(&["token", "revoke", "--user", "host1"], data.path(), "").await;
+    assert_eq!(host.expect_close().await.0, 4013);
+
+    // A restart keeps the account.
+    process.signal("TERM");
+    assert!(process.exit(Duration::from_secs(10)).await.success());
+    let log = process.log();
+    let mut process = gateway(data.path());
+    let addr = process.listening().await;
+    assert_eq!(login_at(addr, "alice").await["success"], true);
+    process.signal("TERM");
+    process.exit(Duration::from_secs(10)).await;
+
+    // No secret in any log line.
+    let log = log + &process.log();
+    assert!(log.contains("token issued"), "{log}");
+    for secret in [PASSWORD, &user_token, &host_token] {
+        assert!(!log.contains(secret), "a secret is in the log:\n{log}");
+    }
+    let stored = std::fs::read(data.path().join("concierge.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&stored).contains(PASSWORD),
+        "the password is stored in clear"
+    );
+}
