@@ -27,7 +27,8 @@ fn exit_statuses() -> String {
          nothing was touched\n  \
          {UNAVAILABLE}  something the settings name cannot be used at start: the address (in use,\n     \
          not this machine's, not permitted), the data folder (cannot be created),\n     \
-         the cluster (Redis refuses the URL, the shared state cannot be opened)"
+         the cluster (Redis refuses the URL, the shared state cannot be opened),\n     \
+         the TLS certificate or key (missing, unreadable, invalid, not a pair)"
     )
 }
 
@@ -184,17 +185,19 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(match e {
                     StartError::Settings(_) => INVALID,
                     StartError::Listen { .. }
+                    | StartError::Tls(_)
                     | StartError::DataFolder { .. }
                     | StartError::Cluster(_) => UNAVAILABLE,
                 });
             }
         };
         let addrs = gateway.addrs.clone();
+        let scheme = if gateway.tls { "wss" } else { "ws" };
         // Handle signals before announcing the address: a supervisor may
         // send SIGTERM as soon as it sees it.
         let server = gateway.run_until_signalled();
         for addr in &addrs {
-            tracing::info!(%addr, "listening: ws://{addr}/ws");
+            tracing::info!(%addr, "listening: {scheme}://{addr}/ws");
         }
         match server.await {
             Ok(()) => {

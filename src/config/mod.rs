@@ -371,6 +371,10 @@ fn named_folder(path: &Path) -> Result<(), String> {
 settings! {
     /// Address and port the gateway listens on (WebSocket at /ws, files at /fs, health and metrics).
     bind: String = "127.0.0.1:8080".into(), env "CONCIERGE_BIND", check host_port;
+    /// PEM file with the TLS certificate chain, the server's own certificate first: with tls_key, the gateway serves wss:// and https:// (rustls) instead of ws:// and http://; empty serves plain TCP. Read again on SIGHUP and when the file changes.
+    tls_cert: PathBuf = PathBuf::new(), env "CONCIERGE_TLS_CERT";
+    /// PEM file with the private key of tls_cert (PKCS#8, RSA or SEC1 EC); set both or neither.
+    tls_key: PathBuf = PathBuf::new(), env "CONCIERGE_TLS_KEY";
     /// Redis URL (redis://host:port) to run as one replica of a cluster; empty runs a single node with the in-process broker.
     redis_url: String = String::new(), env "CONCIERGE_REDIS_URL", check redis_url;
     /// Milliseconds a replica's lease lasts; a replica that stops renewing it is declared dead, its clients leave.
@@ -512,7 +516,29 @@ impl Settings {
                     .set_by("heartbeat_interval_ms"),
             )));
         }
+        let (cert, key) = (&self.tls_cert, &self.tls_key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            let ((set, value, origin), missing) = if key.as_os_str().is_empty() {
+                (("tls_cert", cert, &origins.tls_cert), "tls_key")
+            } else {
+                (("tls_key", key, &origins.tls_key), "tls_cert")
+            };
+            return Err(ConfigError::Invalid(format!(
+                "invalid settings: {set} = {} ({}) needs {missing} as well: \
+                 set both for TLS, or neither",
+                value.toml(),
+                origin.set_by(set),
+            )));
+        }
         Ok(())
+    }
+
+    /// The certificate and key files, when TLS is configured.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        if self.tls_cert.as_os_str().is_empty() {
+            return None;
+        }
+        Some((&self.tls_cert, &self.tls_key))
     }
 
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -736,6 +762,39 @@ mod tests {
             "invalid settings: heartbeat_timeout_ms = 5000 (set by --heartbeat-timeout-ms) \
              must be greater than heartbeat_interval_ms = 5000 (the default)"
         );
+    }
+
+    #[test]
+    fn a_tls_certificate_needs_its_key() {
+        let flags = SettingsLayer {
+            tls_cert: Some(PathBuf::from("cert.pem")),
+            ..Default::default()
+        };
+        let err = Settings::load(None, SettingsLayer::default(), flags).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid settings: tls_cert = \"cert.pem\" (set by --tls-cert) needs tls_key \
+             as well: set both for TLS, or neither"
+        );
+        let env =
+            SettingsLayer::from_vars(vars(&[("CONCIERGE_TLS_KEY", "key.pem")])).expect("reads");
+        let err = Settings::load(None, env, SettingsLayer::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid settings: tls_key = \"key.pem\" (set by CONCIERGE_TLS_KEY) needs \
+             tls_cert as well: set both for TLS, or neither"
+        );
+        let both = Settings {
+            tls_cert: "cert.pem".into(),
+            tls_key: "key.pem".into(),
+            ..Settings::default()
+        };
+        both.validate().expect("both set");
+        assert_eq!(
+            both.tls_files(),
+            Some((Path::new("cert.pem"), Path::new("key.pem")))
+        );
+        assert_eq!(Settings::default().tls_files(), None);
     }
 
     #[test]

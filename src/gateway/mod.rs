@@ -5,16 +5,19 @@
 //! adapters of later issues get paths beside it), `/fs` is the file server,
 //! and `/healthz`, `/readyz`, `/version` and `/metrics` ([`http`]) are for
 //! operators and load balancers. Every other request, including a plain GET
-//! of `/ws`, is routed by the actix-web application.
+//! of `/ws`, is routed by the actix-web application. With `tls_cert` and
+//! `tls_key` the same server speaks TLS ([`tls`]): `wss://` and `https://`.
 
 mod http;
 mod login;
 mod observers;
 pub mod session;
 mod start_error;
+mod tls;
 mod upgrade;
 
 pub use start_error::StartError;
+pub use tls::CertError;
 
 use std::convert::Infallible;
 use std::io;
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use actix_http::HttpService;
 use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::{fn_factory, fn_service, AppConfig, Server, ServerHandle};
 use actix_web::rt::net::TcpStream;
 use actix_web::web;
@@ -33,6 +37,7 @@ use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
 use crate::files;
 use crate::namespace::{Namespace, Observer, Observers};
+use crate::transport::socket::Socket;
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -48,6 +53,43 @@ pub struct Gateway {
     pub server: Server,
     pub namespace: Namespace,
     pub settings: Arc<Settings>,
+    /// Whether it speaks TLS (`wss://`, `https://`).
+    pub tls: bool,
+}
+
+/// One worker's HTTP service over connections of type `$io` (plain TCP or
+/// TLS over it), to be given its transport with `.tcp()` or
+/// `.rustls_0_23(..)`. A macro because the service's type cannot be named.
+macro_rules! http_service {
+    ($io:ty, $state:expr, $stopping:expr, $app:expr) => {{
+        let state = $state.clone();
+        let stopping = $stopping.clone();
+        let user_timeout = state.settings.heartbeat_timeout();
+        HttpService::build()
+            .on_connect_ext(move |io: &$io, _| set_user_timeout(io.tcp(), user_timeout))
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
+            .upgrade(fn_factory(move || {
+                let state = state.clone();
+                async move {
+                    Ok::<_, Infallible>(fn_service(move |(req, framed)| {
+                        upgrade::take_over::<$io>(state.clone(), req, framed)
+                    }))
+                }
+            }))
+            // actix-web's `HttpServer` default: a second to shut a
+            // connection down cleanly once its response is done.
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .finish(map_config(
+                $app()
+                    .into_factory()
+                    .map_err(|e: actix_web::Error| e.error_response()),
+                // The application derives no URL from it.
+                |_| AppConfig::default(),
+            ))
+    }};
 }
 
 impl Gateway {
@@ -57,6 +99,9 @@ impl Gateway {
     /// until `server` is awaited.
     pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         settings.validate()?;
+        // Read before anything is touched: a certificate that cannot be
+        // used stops the start as a wrong setting does.
+        let tls = tls::configure(&settings)?;
         let settings = Arc::new(settings);
         let bind = settings.bind_addr()?;
         let cannot_listen = |source| StartError::Listen { addr: bind, source };
@@ -125,42 +170,23 @@ impl Gateway {
         }
         let listener = listen(socket).map_err(cannot_listen)?;
         let addrs = vec![listener.local_addr().map_err(cannot_listen)?];
-        let server = server.listen("concierge", listener, move || {
-            let state = state.clone();
-            let stopping = stopping.clone();
-            let user_timeout = state.settings.heartbeat_timeout();
-            HttpService::build()
-                .on_connect_ext(move |io: &TcpStream, _| set_user_timeout(io, user_timeout))
-                .graceful_shutdown_signal(move || {
-                    let stopping = stopping.clone();
-                    async move { stopping.notified().await }
-                })
-                .upgrade(fn_factory(move || {
-                    let state = state.clone();
-                    async move {
-                        Ok::<_, Infallible>(fn_service(move |(req, framed)| {
-                            upgrade::take_over(state.clone(), req, framed)
-                        }))
-                    }
-                }))
-                // actix-web's `HttpServer` default: a second to shut a
-                // connection down cleanly once its response is done.
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .finish(map_config(
-                    app()
-                        .into_factory()
-                        .map_err(|e: actix_web::Error| e.error_response()),
-                    // The application derives no URL from it.
-                    |_| AppConfig::default(),
-                ))
-                .tcp()
-        });
+        let secure = tls.is_some();
+        let server = match tls {
+            None => server.listen("concierge", listener, move || {
+                http_service!(TcpStream, state, stopping, app).tcp()
+            }),
+            Some(config) => server.listen("concierge", listener, move || {
+                http_service!(TlsStream<TcpStream>, state, stopping, app)
+                    .rustls_0_23(config.clone())
+            }),
+        };
         let server = server.map_err(cannot_listen)?;
         Ok(Gateway {
             addrs,
             server: server.run(),
             namespace,
             settings,
+            tls: secure,
         })
     }
 

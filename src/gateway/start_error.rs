@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::CertError;
 use crate::cluster::ClusterError;
 use crate::config::ConfigError;
 
@@ -22,6 +23,10 @@ pub enum StartError {
     /// The address is in use, not one of this machine's, or not permitted.
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
+    /// The TLS certificate or key cannot be read or used; nothing was
+    /// touched.
+    #[error(transparent)]
+    Tls(#[from] CertError),
     /// The files folder under `data_dir` cannot be created or cleared.
     #[error("cannot prepare the data folder {path}: {source}")]
     DataFolder { path: PathBuf, source: io::Error },

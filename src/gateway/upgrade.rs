@@ -5,7 +5,8 @@
 //! the handshake (RFC 6455, the subprotocol when offered, refusals as HTTP
 //! errors that say why) and gives the socket to a [`Session`] with its
 //! reader and writer (see [`crate::transport::websocket`] for why the
-//! gateway owns its sockets).
+//! gateway owns its sockets). The socket is plain TCP or TLS: everything
+//! here is generic over [`Socket`], compiled once for each.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -17,7 +18,6 @@ use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_http::{h1, ConnectionType, Request, RequestHead, Response, StatusCode};
-use actix_web::rt::net::TcpStream;
 use actix_web::web;
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -26,6 +26,7 @@ use super::session::Session;
 use super::AppState;
 use crate::protocol::SUBPROTOCOL;
 use crate::transport::frame_guard::FrameGuard;
+use crate::transport::socket::Socket;
 use crate::transport::websocket::{Incoming, SocketInput};
 
 /// Answers a request that asked for a WebSocket upgrade and, once the
@@ -36,10 +37,10 @@ use crate::transport::websocket::{Incoming, SocketInput};
 /// The returned future lives, inside the connection's task, as long as the
 /// connection: the handshake, which needs the HTTP codec and its buffers,
 /// runs in a future of its own that is freed once it is done.
-pub(super) fn take_over(
+pub(super) fn take_over<S: Socket>(
     state: web::Data<AppState>,
     req: Request,
-    framed: Framed<TcpStream, h1::Codec>,
+    framed: Framed<S, h1::Codec>,
 ) -> impl Future<Output = Result<(), Infallible>> {
     let handshake = Box::pin(handshake(req, framed));
     async move {
@@ -52,10 +53,10 @@ pub(super) fn take_over(
 
 /// Answers the upgrade request. Once the 101 is sent: the socket, the
 /// bytes read past the request, and the peer's address.
-async fn handshake(
+async fn handshake<S: Socket>(
     req: Request,
-    mut framed: Framed<TcpStream, h1::Codec>,
-) -> Option<(TcpStream, Bytes, String)> {
+    mut framed: Framed<S, h1::Codec>,
+) -> Option<(S, Bytes, String)> {
     let response = if req.path() != "/ws" {
         Err(refusal(
             StatusCode::NOT_FOUND,
@@ -85,14 +86,14 @@ async fn handshake(
 
 /// Runs a WebSocket connection: a session reading from the socket, and its
 /// writer, until both are done.
-async fn serve(state: &AppState, io: TcpStream, early: Bytes, peer: String) {
+async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String) {
     // A frame is written as soon as it is queued, and frames queued
     // together already leave in one write: Nagle's algorithm would only
     // hold small frames back until the previous ones are acknowledged.
-    if let Err(e) = io.set_nodelay(true) {
+    if let Err(e) = io.tcp().set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let (input, output) = io.into_split();
+    let (input, output) = io.split();
 
     let oversized = Rc::new(Cell::new(false));
     let (session, writer) = Session::new(
@@ -104,7 +105,7 @@ async fn serve(state: &AppState, io: TcpStream, early: Bytes, peer: String) {
     );
     let max = state.settings.max_frame_size;
     let input = Incoming::new(
-        FrameGuard::new(SocketInput::new(input, early), max, oversized),
+        FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized),
         max,
     );
     Session::create(move |ctx| {
@@ -117,7 +118,7 @@ async fn serve(state: &AppState, io: TcpStream, early: Bytes, peer: String) {
 /// The socket of an answered upgrade, and the bytes the dispatcher read
 /// past the request (frames the client sent without waiting for the 101).
 /// The dispatcher's two buffers are freed here.
-fn into_socket(framed: Framed<TcpStream, h1::Codec>) -> (TcpStream, Bytes) {
+fn into_socket<S: Socket>(framed: Framed<S, h1::Codec>) -> (S, Bytes) {
     let parts = framed.into_parts();
     (parts.io, Bytes::copy_from_slice(&parts.read_buf))
 }
@@ -155,8 +156,8 @@ fn refusal(status: StatusCode, body: &'static str) -> (Response<()>, &'static st
 }
 
 /// Sends a refusal with its body and closes the connection.
-async fn refuse(
-    mut framed: Framed<TcpStream, h1::Codec>,
+async fn refuse<S: Socket>(
+    mut framed: Framed<S, h1::Codec>,
     mut response: Response<()>,
     body: &'static str,
 ) {

@@ -1,3 +1,4 @@
 pub mod frame_guard;
 pub mod outbox;
+pub mod socket;
 pub mod websocket;

@@ -7,7 +7,7 @@
 //! is idle, and a frame goes from the shared bytes of its broadcast to the
 //! kernel without being copied (see `docs/BENCHMARKS.md`).
 //!
-//! The socket is split in two halves:
+//! The socket, plain TCP or TLS ([`Socket`]), is split in two halves:
 //! - [`SocketInput`] reads what arrives, [`Incoming`] decodes it into
 //!   WebSocket frames (behind the [`FrameGuard`](crate::transport::frame_guard::FrameGuard))
 //!   for the session actor's `StreamHandler`;
@@ -25,7 +25,6 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -37,11 +36,11 @@ use actix_http::ws::{CloseReason, Codec, Frame as WsFrame, OpCode, Parser, Proto
 use actix_web::error::PayloadError;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::protocol::{Close, CloseCode};
 use crate::transport::outbox::{Frame, FrameSink, SinkError};
+use crate::transport::socket::{Socket, SocketOutput};
 
 /// A queue grown past this many entries by a burst is given back once it
 /// empties, so an idle connection does not keep its peak.
@@ -134,13 +133,13 @@ where
 /// The read half of an upgraded connection as a stream of chunks, starting
 /// with what the HTTP/1 dispatcher had read past the upgrade request (a
 /// client may send frames without waiting for the 101).
-pub struct SocketInput {
-    io: OwnedReadHalf,
+pub struct SocketInput<S: Socket> {
+    io: S::Input,
     early: Option<Bytes>,
 }
 
-impl SocketInput {
-    pub fn new(io: OwnedReadHalf, early: Bytes) -> Self {
+impl<S: Socket> SocketInput<S> {
+    pub fn new(io: S::Input, early: Bytes) -> Self {
         SocketInput {
             io,
             early: Some(early).filter(|b| !b.is_empty()),
@@ -148,7 +147,7 @@ impl SocketInput {
     }
 }
 
-impl Stream for SocketInput {
+impl<S: Socket> Stream for SocketInput<S> {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -476,11 +475,11 @@ pub struct Writer {
 impl Writer {
     /// Writes what is queued to `io` until the queue ends and is written,
     /// then shuts the socket down for writing (a FIN after the close
-    /// frame). When the socket fails it is shut down both ways, which ends
-    /// the session's input too. A client that never reads again holds the
-    /// writer until the kernel drops the connection (`TCP_USER_TIMEOUT`,
-    /// see `crate::gateway`).
-    pub fn write_to(self, io: OwnedWriteHalf) -> Writing {
+    /// frame; with TLS, close_notify first). When the socket fails it is
+    /// shut down both ways, which ends the session's input too. A client
+    /// that never reads again holds the writer until the kernel drops the
+    /// connection (`TCP_USER_TIMEOUT`, see `crate::gateway`).
+    pub fn write_to<W: SocketOutput>(self, io: W) -> Writing<W> {
         Writing {
             writer: self,
             io,
@@ -494,9 +493,9 @@ impl Writer {
 }
 
 /// The future that writes a connection's frames; see [`Writer::write_to`].
-pub struct Writing {
+pub struct Writing<W> {
     writer: Writer,
-    io: OwnedWriteHalf,
+    io: W,
     /// Frames taken from the queue.
     batch: VecDeque<Bytes>,
     /// Whether the socket has taken part of the first frame of `batch`.
@@ -510,7 +509,7 @@ pub struct Writing {
     turns: u8,
 }
 
-impl Writing {
+impl<W: SocketOutput> Writing<W> {
     /// Moves up to [`WRITE_BATCH`] frames from the queue into the batch.
     /// `Ready(false)` when there is nothing left to write, ever.
     fn refill(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
@@ -590,13 +589,41 @@ impl Writing {
     /// Stops writing and shuts the socket down both ways, so the session's
     /// input ends too.
     fn give_up(&mut self) {
-        if let Err(e) = socket2::SockRef::from(self.io.as_ref()).shutdown(Shutdown::Both) {
+        if let Err(e) = self.io.cut_off() {
             tracing::debug!(error = %e, "cannot shut the socket down");
+        }
+    }
+
+    /// Before waiting for frames: sends what the stream holds back (TLS
+    /// records rustls could not write yet; nothing for plain TCP, where
+    /// this is a no-op).
+    fn flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "cannot write to the socket");
+                self.give_up();
+                Poll::Ready(())
+            }
+            // Flushed, or woken once the socket takes more.
+            Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Everything is written: shuts the socket down for writing.
+    fn finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match Pin::new(&mut self.io).poll_shutdown(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "cannot shut the socket down");
+                self.give_up();
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl Future for Writing {
+impl<W: SocketOutput> Future for Writing<W> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -624,11 +651,11 @@ impl Future for Writing {
                 }
                 match this.refill(cx) {
                     Poll::Ready(true) => {}
-                    Poll::Ready(false) => return Poll::Ready(()),
+                    Poll::Ready(false) => return this.finish(cx),
                     Poll::Pending => {
                         this.yielded = None;
                         this.turns = 0;
-                        return Poll::Pending;
+                        return this.flush(cx);
                     }
                 }
             }

@@ -57,7 +57,8 @@ impl Process {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// Waits for the `listening: ws://ADDR/ws` line and returns ADDR.
+    /// Waits for the `listening: ws://ADDR/ws` line (`wss://` with TLS) and
+    /// returns ADDR.
     pub async fn listening(&mut self) -> SocketAddr {
         match self.try_listening().await {
             Ok(addr) => addr,
@@ -65,7 +66,7 @@ impl Process {
         }
     }
 
-    /// ADDR from the `listening: ws://ADDR/ws` line, or the whole log if
+    /// ADDR from the `listening: ws://ADDR/ws` line (or `wss://`), or the whole log if
     /// stderr ended without one.
     pub async fn try_listening(&mut self) -> Result<SocketAddr, String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -79,11 +80,31 @@ impl Process {
                 !line.contains('\x1b'),
                 "escape codes in a log that is not a terminal: {line:?}"
             );
-            if let Some((_, rest)) = line.split_once("listening: ws://") {
+            let url = line
+                .split_once("listening: ws://")
+                .or(line.split_once("listening: wss://"));
+            if let Some((_, rest)) = url {
                 let addr = rest.split("/ws").next().unwrap();
                 return Ok(addr
                     .parse()
                     .unwrap_or_else(|e| panic!("bad address {addr:?} in {line:?}: {e}")));
+            }
+        }
+    }
+
+    /// Waits (up to `patience`) for a line of stderr containing every one
+    /// of `needles`, and returns it.
+    pub async fn wait_for_line(&mut self, needles: &[&str], patience: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if needles.iter().all(|n| line.contains(n)) => return line,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("exited without logging {needles:?}:\n{}", self.log()),
+                Err(_) => panic!(
+                    "no line with {needles:?} within {patience:?}:\n{}",
+                    self.log()
+                ),
             }
         }
     }

@@ -1,0 +1,453 @@
+//! TLS straight from the gateway: `wss://` and `https://` with a test
+//! certificate authority, a plain connection to the TLS port, the
+//! certificate replaced while the gateway runs (on SIGHUP and when its
+//! files change), and certificates that cannot be used at start.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::process::{command, Process};
+use common::{Client, TestServer, PATIENCE};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::ClientConfig;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::MaybeTlsStream;
+use uuid::Uuid;
+
+/// A certificate authority the test clients trust, and the files the
+/// gateway is pointed at.
+struct Pki {
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+    dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    /// A new authority, and a first certificate from it for `name`.
+    fn new(name: &str) -> (Pki, CertificateDer<'static>) {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "concierge test CA");
+        let ca = params.self_signed(&ca_key).expect("CA certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let pki = Pki {
+            ca,
+            ca_key,
+            dir,
+            cert,
+            key,
+        };
+        let leaf = pki.issue(name);
+        (pki, leaf)
+    }
+
+    /// Issues a certificate for 127.0.0.1 with the common name `name` and
+    /// puts it and its key in place of the gateway's files, each replaced
+    /// at once (written aside, then renamed over, as renewal tools do).
+    fn issue(&self, name: &str) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("certificate");
+        replace(&self.cert, cert.pem().as_bytes());
+        replace(&self.key, key.serialize_pem().as_bytes());
+        cert.der().clone()
+    }
+
+    /// A client configuration trusting only this authority.
+    fn client(&self) -> Arc<ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).expect("CA accepted");
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        // Every handshake a full one: a resumed session presents no
+        // certificate, and the client would report the one it stored.
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    }
+
+    /// An HTTP client trusting only this authority.
+    fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca.pem().as_bytes()).expect("CA PEM"),
+            )
+            .build()
+            .expect("HTTP client")
+    }
+
+    fn args(&self, data: &Path) -> Vec<String> {
+        [
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--data-dir",
+            &data.display().to_string(),
+            "--tls-cert",
+            &self.cert.display().to_string(),
+            "--tls-key",
+            &self.key.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+fn replace(path: &Path, contents: &[u8]) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, contents).expect("write");
+    std::fs::rename(&aside, path).expect("rename");
+}
+
+/// A gateway in this process serving `pki`'s files.
+fn tls_server(pki: &Pki) -> TestServer {
+    let (cert, key) = (pki.cert.clone(), pki.key.clone());
+    TestServer::with(move |settings| {
+        settings.tls_cert = cert;
+        settings.tls_key = key;
+    })
+}
+
+/// Opens a `wss://` connection; returns it with the certificate the
+/// gateway presented.
+async fn connect_wss(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+) -> (Client, CertificateDer<'static>) {
+    let tcp = TcpStream::connect(addr).await.expect("connects");
+    let tls = tokio::time::timeout(
+        PATIENCE,
+        TlsConnector::from(config.clone()).connect(ServerName::IpAddress(addr.ip().into()), tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("TLS handshake");
+    let presented = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("a certificate")
+        .clone();
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("wss://{addr}/ws"), MaybeTlsStream::Rustls(tls))
+            .await
+            .expect("upgrades");
+    let client = Client {
+        ws,
+        uuid: Uuid::nil(),
+        name: String::new(),
+        fs_key: String::new(),
+    };
+    (client, presented)
+}
+
+/// `from` sends `to` a MESSAGE by name, which arrives with its data.
+async fn relay(from: &mut Client, to: &mut Client, data: &str) {
+    from.send(
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": to.name}, "data": data}),
+    )
+    .await;
+    from.expect("OK").await;
+    let got = to.expect("MESSAGE").await;
+    assert_eq!(got["data"], data);
+    assert_eq!(got["origin"]["name"], from.name);
+}
+
+#[tokio::test]
+async fn a_wss_client_identifies_and_exchanges_messages() {
+    let (pki, first) = Pki::new("first.test");
+    let server = tls_server(&pki);
+    let config = pki.client();
+    let (mut alice, presented) = connect_wss(server.addr, &config).await;
+    assert_eq!(presented, first);
+    alice.identify("alice").await;
+    let (mut bob, _) = connect_wss(server.addr, &config).await;
+    bob.identify("bob").await;
+    alice.expect("CLIENT_JOINED").await;
+    relay(&mut alice, &mut bob, "over TLS").await;
+    relay(&mut bob, &mut alice, "and back").await;
+    // A frame larger than a TLS record (16 KiB) arrives whole.
+    let big = "x".repeat(40_000);
+    relay(&mut alice, &mut bob, &big).await;
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn files_health_and_metrics_are_served_over_https() {
+    let (pki, _) = Pki::new("files.test");
+    let server = tls_server(&pki);
+    let (mut carol, _) = connect_wss(server.addr, &pki.client()).await;
+    carol.identify("carol").await;
+    let http = pki.http();
+    let url = format!("https://{}/fs/carol/reports/report.txt", server.addr);
+    let body = "all systems nominal\n".repeat(5_000);
+    let put = http
+        .put(&url)
+        .header("Authorization", &carol.fs_key)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("PUT is answered");
+    assert_eq!(put.status(), 201);
+    let get = http
+        .get(&url)
+        .header("Authorization", carol.uuid.to_string())
+        .send()
+        .await
+        .expect("GET is answered");
+    assert_eq!(get.status(), 200);
+    assert_eq!(get.text().await.expect("body"), body);
+    for path in ["/healthz", "/metrics"] {
+        let resp = http
+            .get(format!("https://{}{path}", server.addr))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = tokio::time::timeout(
+        PATIENCE,
+        reqwest::get(format!("http://{}/healthz", server.addr)),
+    )
+    .await
+    .expect("not left hanging");
+    assert!(plain.is_err(), "{plain:?}");
+}
+
+#[tokio::test]
+async fn a_plain_connection_to_the_tls_port_fails_and_the_gateway_keeps_serving() {
+    let (pki, _) = Pki::new("plain.test");
+    let server = tls_server(&pki);
+    for _ in 0..3 {
+        let plain = tokio::time::timeout(
+            PATIENCE,
+            tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)),
+        )
+        .await
+        .expect("refused, not left hanging");
+        assert!(plain.is_err(), "a plain WebSocket was accepted");
+    }
+    // A client that trusts another authority is refused too.
+    let (stranger, _) = Pki::new("stranger.test");
+    let tcp = TcpStream::connect(server.addr).await.expect("connects");
+    let refused = TlsConnector::from(stranger.client())
+        .connect(ServerName::IpAddress(server.addr.ip().into()), tcp)
+        .await;
+    assert!(
+        refused.is_err(),
+        "a certificate from an unknown CA was trusted"
+    );
+    let (mut client, _) = connect_wss(server.addr, &pki.client()).await;
+    client.identify("survivor").await;
+}
+
+/// Waits for a new handshake to present `expected`; returns that connection.
+async fn wait_for_certificate(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    expected: &CertificateDer<'static>,
+) -> Client {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (client, presented) = connect_wss(addr, config).await;
+        if presented == *expected {
+            return client;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still the old certificate after 10 s"
+        );
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn changed_files_are_served_to_new_connections_while_open_ones_keep_going() {
+    let (pki, first) = Pki::new("first.test");
+    let server = tls_server(&pki);
+    let config = pki.client();
+    let (mut old, presented) = connect_wss(server.addr, &config).await;
+    assert_eq!(presented, first);
+    old.identify("old").await;
+
+    // Not atomically, as a hand-copied renewal: for a moment the new
+    // certificate sits beside the old key; the gateway keeps the old pair.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "second.test");
+    let cert = params
+        .signed_by(&key, &pki.ca, &pki.ca_key)
+        .expect("certificate");
+    std::fs::write(&pki.cert, cert.pem()).expect("write");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (_, presented) = connect_wss(server.addr, &config).await;
+    assert_eq!(presented, first, "a certificate without its key was served");
+    std::fs::write(&pki.key, key.serialize_pem()).expect("write");
+
+    let mut new = wait_for_certificate(server.addr, &config, cert.der()).await;
+    new.identify("new").await;
+    old.expect("CLIENT_JOINED").await;
+    relay(&mut old, &mut new, "from the first certificate").await;
+    relay(&mut new, &mut old, "from the second").await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_a_bad_one_is_refused() {
+    let (pki, first) = Pki::new("first.test");
+    let data = tempfile::tempdir().expect("temp dir");
+    let args = pki.args(data.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gateway = Process::spawn(command(&args));
+    let addr = gateway.listening().await;
+    let log = gateway.log();
+    assert!(log.contains("listening: wss://"), "{log}");
+    assert!(log.contains("TLS certificate loaded"), "{log}");
+    assert!(log.contains("subject=first.test"), "{log}");
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    let config = pki.client();
+    let (mut old, presented) = connect_wss(addr, &config).await;
+    assert_eq!(presented, first);
+    old.identify("old").await;
+
+    // A broken renewal: reported, naming the file; the old pair stays.
+    replace(&pki.cert, b"not a certificate\n");
+    gateway.signal("HUP");
+    let warning = gateway
+        .wait_for_line(
+            &["SIGHUP received", "keeping the current TLS certificate"],
+            PATIENCE,
+        )
+        .await;
+    assert!(
+        warning.contains(&format!("invalid TLS certificate {}", pki.cert.display())),
+        "{warning}"
+    );
+    assert!(warning.contains("WARN"), "{warning}");
+    let (_, presented) = connect_wss(addr, &config).await;
+    assert_eq!(presented, first);
+
+    let second = pki.issue("second.test");
+    gateway.signal("HUP");
+    gateway
+        .wait_for_line(
+            &[
+                "SIGHUP received: TLS certificate loaded",
+                "subject=second.test",
+            ],
+            PATIENCE,
+        )
+        .await;
+    let (mut new, presented) = connect_wss(addr, &config).await;
+    assert_eq!(presented, second);
+    new.identify("new").await;
+    old.expect("CLIENT_JOINED").await;
+    relay(&mut old, &mut new, "still here").await;
+    relay(&mut new, &mut old, "welcome").await;
+
+    gateway.signal("TERM");
+    assert_eq!(old.expect_close().await.0, 1001);
+    let status = gateway.exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}:\n{}", gateway.log());
+}
+
+/// Runs the binary to its end; returns its exit status and stderr.
+async fn fails(args: &[String]) -> (Option<i32>, String) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = tokio::time::timeout(Duration::from_secs(20), command(&args).output())
+        .await
+        .expect("it exits")
+        .expect("it runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("listening"), "{stderr}");
+    (output.status.code(), stderr)
+}
+
+#[tokio::test]
+async fn a_certificate_that_cannot_be_used_is_named_and_exits_3() {
+    let (pki, _) = Pki::new("start.test");
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut args = pki.args(data.path());
+    let cert_arg = args.iter().position(|a| a == "--tls-cert").expect("flag") + 1;
+
+    let missing = pki.dir.path().join("missing.pem");
+    args[cert_arg] = missing.display().to_string();
+    let (code, stderr) = fails(&args).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "concierge: cannot read the TLS certificate {}: No such file or directory",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+
+    let garbage = pki.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").expect("write");
+    args[cert_arg] = garbage.display().to_string();
+    let (code, stderr) = fails(&args).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("invalid TLS certificate {}: ", garbage.display())),
+        "{stderr}"
+    );
+
+    // The key of another certificate.
+    let (other, _) = Pki::new("other.test");
+    args[cert_arg] = other.cert.display().to_string();
+    let (code, stderr) = fails(&args).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the TLS key {} is not the key of the certificate {}",
+            pki.key.display(),
+            other.cert.display()
+        )),
+        "{stderr}"
+    );
+    // Nothing was touched.
+    assert!(!data.path().join("fs").exists());
+
+    // A certificate without its key is a wrong setting.
+    let dir = data.path().display().to_string();
+    let cert = pki.cert.display().to_string();
+    let args = ["--data-dir", &dir, "--tls-cert", &cert].map(String::from);
+    let (code, stderr) = fails(&args).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "invalid settings: tls_cert = \"{cert}\" (set by --tls-cert) needs tls_key as well"
+        )),
+        "{stderr}"
+    );
+}
