@@ -529,6 +529,42 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
     assert_eq!(body["success"], true, "{body}");
     let user_token = body["token"].as_str().unwrap().to_owned();
 
+    // `concierge login` keeps a token only its owner can read.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = command(&[
+        "login",
+        &format!("http://{addr}"),
+        "alice",
+        "--password-stdin",
+    ]);
+    cmd.env("XDG_CONFIG_HOME", home.path())
+        .stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = home.path().join("concierge/token");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kept).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let kept = std::fs::read_to_string(&kept).unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/auth/token"))
+        .bearer_auth(kept.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
     let host_token = run(
         &[
             "token", "issue", "--name", "host1", "--role", "agent", "--ttl", "1h",
@@ -589,5 +625,89 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
     assert!(
         !String::from_utf8_lossy(&stored).contains(PASSWORD),
         "the password is stored in clear"
+    );
+}
+
+/// The close code of a client, past whatever frames come before it.
+async fn closed(client: &mut Client) -> u16 {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Err(code) = client.recv_any().await {
+                return code;
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s")
+}
+
+#[tokio::test]
+async fn a_second_connection_of_the_same_user_takes_the_name_over() {
+    let server = TestServer::start();
+    add_user(&server, "alice", Role::Operator).await;
+    add_user(&server, "bob", Role::Operator).await;
+    let bob_token = token(&server, "bob").await;
+    let token = token(&server, "alice").await;
+    let mut first = client_with(&server, "alice", &token).await;
+    let mut watcher = client_with(&server, "bob", &bob_token).await;
+    watcher.drain(200).await;
+
+    let mut second = client_with(&server, "alice", &token).await;
+    assert_eq!(closed(&mut first).await, 4015);
+    // Everyone sees the old client leave and the new one join.
+    let left = watcher.skip_to("CLIENT_LEFT").await;
+    assert_eq!(left["client"]["uuid"], first.uuid.to_string());
+    let joined = watcher.skip_to("CLIENT_JOINED").await;
+    assert_eq!(joined["client"]["uuid"], second.uuid.to_string());
+    second.send(json!({"type": "SELF_FETCH"})).await;
+    assert_eq!(
+        second.skip_to("SELF_FETCH_RESULT").await["client"]["name"],
+        "alice"
+    );
+
+    // Another user's token cannot take the name, and neither can a client
+    // without a token on an open gateway.
+    let (code, _) = refused(&server, identify("bob", Some(&token))).await;
+    assert_eq!(code, 4014);
+    let open = TestServer::start();
+    let _held = open.client("carol").await;
+    let (code, _) = refused(&open, identify("carol", None)).await;
+    assert_eq!(code, 4005);
+}
+
+#[tokio::test]
+async fn a_takeover_reaches_a_socket_on_another_replica() {
+    let redis = RedisServer::start();
+    let r1 = replica(&redis);
+    let r2 = replica(&redis);
+    let auth = auth_of(&r1, &redis.url()).await;
+    accounts::add(auth.store(), "alice", Role::Operator, PASSWORD)
+        .await
+        .unwrap();
+    let token = token(&r1, "alice").await;
+    let mut first = client_with(&r1, "alice", &token).await;
+    // r2 knows of the client on r1 once its CLIENT_JOINED went round.
+    let mut probe = client_with(&r2, "alice_probe", &token).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        probe.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+        let all = probe.skip_to("CLIENT_FETCH_ALL_RESULT").await;
+        if all["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "alice")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "r2 never saw alice: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = client_with(&r2, "alice", &token).await;
+    assert_eq!(closed(&mut first).await, 4015);
+    second.send(json!({"type": "SELF_FETCH"})).await;
+    assert_eq!(
+        second.skip_to("SELF_FETCH_RESULT").await["client"]["name"],
+        "alice"
     );
 }

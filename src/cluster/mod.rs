@@ -116,6 +116,9 @@ pub enum Inbound {
     /// A client of this node lost its name (another node gave it away
     /// while this one was cut off): close it.
     NameLost { uuid: Uuid, close: Close },
+    /// A newer connection of the same user on another node takes this
+    /// node's client's name: close it with 4015.
+    TakenOver { uuid: Uuid },
 }
 
 /// Why the cluster could not do what was asked.
@@ -156,6 +159,10 @@ pub trait Cluster: Send + Sync + 'static {
     fn send_to_all(&self, frame: &Frame, except: Option<Uuid>);
     /// A frame for the client `to`, connected to `node`.
     fn send_to_node(&self, node: NodeId, to: Uuid, frame: &Frame);
+    /// Asks `node` to close its client `uuid`, whose name a newer
+    /// connection of the same user takes over; the name is free once the
+    /// client's `Left` is recorded.
+    fn take_over(&self, node: NodeId, uuid: Uuid);
     /// A broadcast of a service owned here, for its subscribers on every
     /// node that [`watch`](Cluster::watch)es it.
     fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame);

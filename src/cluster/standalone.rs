@@ -88,6 +88,11 @@ impl Cluster for Standalone {
         tracing::error!(%node, "a standalone gateway was asked to send to another node");
     }
 
+    fn take_over(&self, node: NodeId, _: Uuid) {
+        // Every client of a standalone gateway is local.
+        tracing::error!(%node, "a standalone gateway was asked to close a client of another node");
+    }
+
     fn publish_service(&self, _: &str, _: Option<Uuid>, _: &Frame) {}
 
     fn watch(&self, _: &str) -> Pending<()> {

@@ -6,7 +6,7 @@
 //! sender's subscription, then its MESSAGE, reach a local client in that
 //! order, as they would on one node.
 
-use super::registry::{Evict, Reap, Reconcile, Remote};
+use super::registry::{self, Evict, Reap, Reconcile, Remote};
 use super::service;
 use super::Namespace;
 use crate::cluster::{Event, Inbound, InboundStream};
@@ -24,6 +24,10 @@ pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
             Inbound::Snapshot(snapshot) => ns.registry.send(Reconcile(snapshot)).await.is_ok(),
             Inbound::Reap(node) => ns.registry.send(Reap(node)).await.is_ok(),
             Inbound::NameLost { uuid, close } => {
+                ns.registry.send(Evict { uuid, close }).await.is_ok()
+            }
+            Inbound::TakenOver { uuid } => {
+                let close = registry::taken_over();
                 ns.registry.send(Evict { uuid, close }).await.is_ok()
             }
             Inbound::All { except, frame } => {

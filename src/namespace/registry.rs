@@ -593,6 +593,34 @@ impl Registry {
     }
 }
 
+/// How a client whose name a newer connection of its user took is closed.
+pub(super) fn taken_over() -> Close {
+    Close::new(
+        CloseCode::TakenOver,
+        "a newer connection of the same user took this name over",
+    )
+}
+
+/// How long a takeover waits for the old client's departure.
+const TAKEOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Claims `name` again and again while the client taken over leaves.
+async fn claim_until_free(
+    cluster: Arc<dyn Cluster>,
+    name: String,
+    uuid: Uuid,
+) -> Result<bool, crate::cluster::ClusterError> {
+    let deadline = std::time::Instant::now() + TAKEOVER_PATIENCE;
+    loop {
+        match cluster.claim_name(&name, uuid).await {
+            Ok(false) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            claimed => return claimed,
+        }
+    }
+}
+
 /// Runs a step to completion before the registry handles anything else.
 fn atomic(step: Step) -> AtomicResponse<Registry, ()> {
     AtomicResponse::new(step)
@@ -610,8 +638,41 @@ impl Handler<Join> for Registry {
         let uuid = info.uuid;
         self.joining.insert(uuid);
         let claim = self.cluster.claim_name(&info.name, uuid);
+        let cluster = self.cluster.clone();
+        let name = info.name.clone();
+        let user = info.user.clone();
         Box::pin(
-            fut::wrap_future::<_, Self>(claim).map(move |claimed, act, _| {
+            fut::wrap_future::<_, Self>(claim)
+                .then(move |claimed, act, ctx| {
+                    // A name held by a client of the same user is taken
+                    // over (seed 003): the holder is closed, and the name
+                    // claimed again once its departure frees it.
+                    let holder = match (&claimed, &user) {
+                        (Ok(false), Some(user)) => act
+                            .dir
+                            .named(&name)
+                            .filter(|c| c.info.user.as_ref() == Some(user))
+                            .map(|c| (c.info.uuid, c.node)),
+                        _ => None,
+                    };
+                    let retry: Pin<Box<dyn std::future::Future<Output = _>>> = match holder {
+                        None => Box::pin(std::future::ready(claimed)),
+                        Some((old, node)) => {
+                            tracing::info!(%old, %name, "a newer connection of the same user takes the name over");
+                            if node == act.node {
+                                ctx.notify(Evict {
+                                    uuid: old,
+                                    close: taken_over(),
+                                });
+                            } else {
+                                cluster.take_over(node, old);
+                            }
+                            Box::pin(claim_until_free(cluster, name, uuid))
+                        }
+                    };
+                    fut::wrap_future::<_, Self>(retry)
+                })
+                .map(move |claimed, act, _| {
                 let name = info.name.clone();
                 match claimed {
                     Ok(true) if act.joining.remove(&uuid) => {

@@ -262,6 +262,11 @@ impl Cluster for RedisCluster {
         self.link.publish(wire::inbox(node), payload);
     }
 
+    fn take_over(&self, node: NodeId, uuid: Uuid) {
+        let payload = wire::encode(self.link.node, Route::TakeOver { uuid }, None);
+        self.link.publish(wire::inbox(node), payload);
+    }
+
     fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame) {
         let route = Route::Service {
             name: name.to_owned(),

@@ -74,6 +74,7 @@ pub enum Route {
     All { except: Option<Uuid> },
     Client { to: Uuid },
     Service { name: String, except: Option<Uuid> },
+    TakeOver { uuid: Uuid },
 }
 
 pub fn encode(from: NodeId, route: Route, frame: Option<&Frame>) -> Vec<u8> {
@@ -124,6 +125,7 @@ pub fn decode(payload: &[u8]) -> Option<(NodeId, Inbound)> {
             except,
             frame: frame()?,
         },
+        Route::TakeOver { uuid } => Inbound::TakenOver { uuid },
     };
     Some((header.from, inbound))
 }
