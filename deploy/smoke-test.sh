@@ -179,6 +179,22 @@ if ! python3 "$here/smoke_client.py" --phase rejoin --lb "$lb" "${replica_args[@
     failures+=("smoke client (rejoin phase)")
 fi
 
+step "an account lives in Redis and survives its restart"
+# The last step: once an account exists, every client needs a token.
+printf 'smoke password 1\n' |
+    compose exec -T gateway1 concierge user add smoke_op --role operator --password-stdin ||
+    fail "concierge user add inside gateway1"
+compose restart redis
+wait_healthy 60 "${services[@]}"
+deadline=$((SECONDS + 30))
+until answer=$(curl --silent --max-time 5 -H 'Content-Type: application/json' \
+        -d '{"username":"smoke_op","password":"smoke password 1"}' "http://$lb/auth/token") &&
+    [[ $answer == *'"success":true'* ]]; do
+    ((SECONDS < deadline)) || fail "no token for smoke_op after Redis restarted: $answer"
+    sleep 1
+done
+echo "smoke_op logs in through the LB after Redis restarted"
+
 if ((${#failures[@]})); then
     current="smoke client"
     fail "$(printf '%s; ' "${failures[@]}")see the FAIL lines above"

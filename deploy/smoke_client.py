@@ -84,6 +84,8 @@ class Client:
     def __init__(self, name, where, ws, hello):
         self.name, self.where, self.ws, self.hello = name, where, ws, hello
         self.uuid = hello["uuid"]
+        # The private key to its folder on the file server (the uuid is public).
+        self.fs_key = hello["fs_key"]
         self.seq = 0
         self.backlog = []  # (parsed, raw) not consumed yet
 
@@ -321,7 +323,7 @@ class Smoke:
         _, ip, _ = self.replicas[0]
         body = os.urandom(64 * 1024)
         url = f"http://{ip}:8080/fs/{a.name}/local/blob.bin"
-        status, resp = http_request("PUT", url, a.uuid, body)
+        status, resp = http_request("PUT", url, a.fs_key, body)
         check(status == 201, f"PUT on {self.replicas[0][0]}: {status} {resp[:200]!r}")
         status, got = http_request("GET", url, b.uuid)
         check(status == 200 and got == body, f"GET on {self.replicas[0][0]}: {status}, {len(got)} bytes")
@@ -448,7 +450,7 @@ class Smoke:
         body = os.urandom(256 * 1024)
         path = f"/fs/{a.name}/reports/r%C3%A9sum%C3%A9.bin"
         (_, ip1, _), (_, ip3, _) = self.replicas[0], self.replicas[2]
-        status, resp = http_request("PUT", f"http://{ip1}:8080{path}", a.uuid, body)
+        status, resp = http_request("PUT", f"http://{ip1}:8080{path}", a.fs_key, body)
         check(status == 201, f"PUT through gateway1: {status} {resp[:200]!r}")
         status, got = http_request("GET", f"http://{ip3}:8080{path}", a.uuid)
         check(status == 200 and got == body,
@@ -459,7 +461,7 @@ class Smoke:
         chunk = os.urandom(1 << 20)
         digest = hashlib.sha256(chunk * 20).hexdigest()
         big = f"/fs/{a.name}/big.bin"
-        status, resp = http_request("PUT", f"http://{self.lb}{big}", a.uuid, iter([chunk] * 20), timeout=60)
+        status, resp = http_request("PUT", f"http://{self.lb}{big}", a.fs_key, iter([chunk] * 20), timeout=60)
         check(status == 201, f"chunked 20 MiB PUT through the LB: {status} {resp[:200]!r}")
         status, got = http_request("GET", f"http://{self.lb}{big}", reader.uuid, timeout=60)
         check(status == 200 and hashlib.sha256(got).hexdigest() == digest,
