@@ -168,9 +168,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_ansi(ansi)
         .init();
 
-    let settings = match Settings::from_command_line(args.config, args.settings, |name| {
-        std::env::var_os(name)
-    }) {
+    let settings = match Settings::from_process(args.config, args.settings) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("concierge: {e}");

@@ -441,8 +441,8 @@ fn replica(redis: &RedisServer) -> TestServer {
     })
 }
 
-#[tokio::test]
-async fn a_revocation_on_one_replica_closes_a_socket_on_another_within_a_second() {
+/// A Redis, two replicas on it, and the account `alice` in their store.
+async fn replicas_with_alice() -> (RedisServer, TestServer, TestServer, std::sync::Arc<Auth>) {
     let redis = RedisServer::start();
     let r1 = replica(&redis);
     let r2 = replica(&redis);
@@ -450,6 +450,12 @@ async fn a_revocation_on_one_replica_closes_a_socket_on_another_within_a_second(
     accounts::add(auth.store(), "alice", Role::Operator, PASSWORD)
         .await
         .unwrap();
+    (redis, r1, r2, auth)
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_closes_a_socket_on_another_within_a_second() {
+    let (_redis, r1, r2, auth) = replicas_with_alice().await;
     let token = token(&r1, "alice").await;
     let mut alice = client_with(&r2, "alice", &token).await;
 
@@ -677,13 +683,7 @@ async fn a_second_connection_of_the_same_user_takes_the_name_over() {
 
 #[tokio::test]
 async fn a_takeover_reaches_a_socket_on_another_replica() {
-    let redis = RedisServer::start();
-    let r1 = replica(&redis);
-    let r2 = replica(&redis);
-    let auth = auth_of(&r1, &redis.url()).await;
-    accounts::add(auth.store(), "alice", Role::Operator, PASSWORD)
-        .await
-        .unwrap();
+    let (_redis, r1, r2, _auth) = replicas_with_alice().await;
     let token = token(&r1, "alice").await;
     let mut first = client_with(&r1, "alice", &token).await;
     // r2 knows of the client on r1 once its CLIENT_JOINED went round.

@@ -153,24 +153,16 @@ where
         Box<dyn std::future::Future<Output = Result<(), AuthError>> + 'a>,
     >,
 {
-    let settings = match Settings::from_command_line(args.config, args.settings, |name| {
-        std::env::var_os(name)
-    }) {
+    let settings = match Settings::from_process(args.config, args.settings) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("concierge: {e}");
             return ExitCode::from(INVALID);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("concierge: cannot start: {e}");
-            return ExitCode::from(FAILED);
-        }
+        Err(status) => return status,
     };
     runtime.block_on(async move {
         let store = match crate::cluster::open_store(&settings).await {
@@ -196,6 +188,17 @@ where
             }
         }
     })
+}
+
+/// The runtime a command runs its requests on.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("concierge: cannot start: {e}");
+            ExitCode::from(FAILED)
+        })
 }
 
 /// A password: from standard input's first line, or asked twice on the
@@ -401,15 +404,9 @@ pub fn login(url: &str, username: &str, password_stdin: bool) -> ExitCode {
         }
     };
     let endpoint = format!("{}/auth/token", url.trim_end_matches('/'));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("concierge: cannot start: {e}");
-            return ExitCode::from(FAILED);
-        }
+        Err(status) => return status,
     };
     let body = serde_json::json!({ "username": username, "password": password });
     let answer = runtime.block_on(async {

@@ -276,6 +276,18 @@ fn read_var<T: SettingValue>(
         .map_err(|reason| Origin::Env(name).invalid(key, &text, &reason))
 }
 
+/// A setting's value as it may be shown in a message or a log: the
+/// `secret` not at all, a Redis URL without its password.
+pub fn redacted(value: &str) -> String {
+    match redis::parse_redis_url(value) {
+        Some(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        _ => value.to_owned(),
+    }
+}
+
 /// Where a setting's value was given.
 #[derive(Debug, Clone, Default)]
 enum Origin {
@@ -292,19 +304,24 @@ impl Origin {
     /// `value` of `key` is wrong for `reason`, said in the words of where
     /// it was given.
     fn invalid<T: SettingValue>(&self, key: &str, value: &T, reason: &str) -> ConfigError {
+        let (toml, text) = match key {
+            "secret" => ("\"…\"".to_owned(), "…".to_owned()),
+            _ => {
+                let text = redacted(&value.text());
+                match value.toml() {
+                    quoted if quoted.starts_with('"') => (format!("{text:?}"), text),
+                    toml => (toml, text),
+                }
+            }
+        };
         ConfigError::Invalid(match self {
-            Origin::Default => format!("invalid setting {key} = {}: {reason}", value.toml()),
+            Origin::Default => format!("invalid setting {key} = {toml}: {reason}"),
             Origin::File(path) => format!(
-                "invalid config file {}: {key} = {}: {reason}",
-                path.display(),
-                value.toml()
+                "invalid config file {}: {key} = {toml}: {reason}",
+                path.display()
             ),
-            Origin::Env(name) => format!("{name}={}: {reason}", value.text()),
-            Origin::Flag => format!(
-                "invalid value {} for --{}: {reason}",
-                value.toml(),
-                flag_name(key)
-            ),
+            Origin::Env(name) => format!("{name}={text}: {reason}"),
+            Origin::Flag => format!("invalid value {toml} for --{}: {reason}", flag_name(key)),
         })
     }
 
@@ -448,6 +465,15 @@ impl Settings {
     /// (`config`) or else by `CONCIERGE_CONFIG`, then the `CONCIERGE_*`
     /// variables as `var` reads them (`std::env::var_os` but for tests),
     /// then `flags`.
+    /// [`from_command_line`](Settings::from_command_line) with this
+    /// process's environment.
+    pub fn from_process(
+        config: Option<PathBuf>,
+        flags: SettingsLayer,
+    ) -> Result<Self, ConfigError> {
+        Self::from_command_line(config, flags, |name| std::env::var_os(name))
+    }
+
     pub fn from_command_line(
         config: Option<PathBuf>,
         flags: SettingsLayer,
@@ -831,6 +857,18 @@ mod tests {
             err.to_string(),
             "CONCIERGE_CONFIG=: must name a TOML file, or be unset"
         );
+    }
+
+    #[test]
+    fn a_redis_password_is_never_shown() {
+        let shown = redacted("redis://:hunter2@10.0.0.1:6380/2");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("10.0.0.1:6380"), "{shown}");
+        assert_eq!(redacted("redis://redis:6379"), "redis://redis:6379");
+        let e = Origin::Flag
+            .invalid("redis_url", &"redis://:hunter2@h/zero".to_owned(), "bad")
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use self::store::RedisStore;
 use self::wire::{key, Route, StoredClient, EVENTS, PREFIX};
 use super::store::Store;
 use super::{Cluster, ClusterError, Event, Inbound, NodeId, Pending};
+use crate::config::redacted;
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
 use crate::transport::outbox::Frame;
 
@@ -70,7 +71,10 @@ fn unavailable(e: redis::RedisError) -> ClusterError {
 /// does not answer.
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, ClusterError> {
     let client = redis::Client::open(url).map_err(|e| {
-        ClusterError::Unavailable(format!("redis_url {url:?} is not a usable Redis URL: {e}"))
+        ClusterError::Unavailable(format!(
+            "redis_url {:?} is not a usable Redis URL: {e}",
+            redacted(url)
+        ))
     })?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
@@ -78,7 +82,9 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, ClusterError> {
         .set_number_of_retries(1);
     let conn = ConnectionManager::new_with_config(client.clone(), config)
         .await
-        .map_err(|e| ClusterError::Unavailable(format!("Redis at {url} does not answer: {e}")))?;
+        .map_err(|e| {
+            ClusterError::Unavailable(format!("Redis at {} does not answer: {e}", redacted(url)))
+        })?;
     Ok(Arc::new(RedisStore::new(client, conn, PREFIX)))
 }
 
@@ -91,7 +97,10 @@ pub async fn connect(
     inbound: mpsc::UnboundedSender<Inbound>,
 ) -> Result<RedisCluster, ClusterError> {
     let client = redis::Client::open(url).map_err(|e| {
-        ClusterError::Unavailable(format!("redis_url {url:?} is not a usable Redis URL: {e}"))
+        ClusterError::Unavailable(format!(
+            "redis_url {:?} is not a usable Redis URL: {e}",
+            redacted(url)
+        ))
     })?;
     let mut delay = Duration::from_millis(100);
     // Bounded timeouts: a request made while Redis is unreachable fails in
@@ -105,7 +114,7 @@ pub async fn connect(
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(conn) => break conn,
             Err(e) => {
-                tracing::warn!(error = %e, "waiting for Redis at {url}");
+                tracing::warn!(error = %e, "waiting for Redis at {}", redacted(url));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
