@@ -234,3 +234,50 @@ async fn an_unreachable_gateway_is_reported_not_hung() {
         .expect_err("no gateway there");
     assert!(err.to_string().contains("owner"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_requires_tokens_is_benchmarked_with_one() {
+    let server = TestServer::with(|s| s.require_auth = true);
+    let settings = concierge::config::Settings {
+        data_dir: server.data.path().to_owned(),
+        ..Default::default()
+    };
+    let store = concierge::cluster::open_store(&settings).await.unwrap();
+    let auth = concierge::auth::Auth::open(store, &settings).await.unwrap();
+    let token = auth
+        .issue(
+            "bench",
+            "bench",
+            concierge::auth::Role::Viewer,
+            std::time::Duration::from_secs(600),
+            concierge::auth::TokenKind::Issued,
+        )
+        .await
+        .unwrap()
+        .token;
+    let url = server.ws_url();
+    let args = ["direct", "--url", &url, "--pairs", "2", "--messages", "10"];
+    // The signing key reaches the gateway within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let report = loop {
+        let cli = Cli::try_parse_from(["concierge"].iter().chain(&args).chain(&[
+            "--token",
+            &token,
+            "--quiet",
+            "--timeout",
+            "5",
+            "--settle-ms",
+            "100",
+        ]))
+        .unwrap();
+        match bench::run(&cli.bench.scenario).await {
+            Ok(report) => break report,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_exact(&report, 2 * 2 * 10);
+}

@@ -192,14 +192,19 @@ pub struct Client {
 
 impl Client {
     /// Sends IDENTIFY on `ws` and waits for HELLO.
-    pub async fn identify(mut ws: Ws, name: &str, secret: &str) -> Result<Client, BenchError> {
+    pub async fn identify(
+        mut ws: Ws,
+        name: &str,
+        secret: &str,
+        token: &str,
+    ) -> Result<Client, BenchError> {
         let identify = PayloadIn::Identify {
             name: Cow::Borrowed(name),
             nickname: None,
             version: Cow::Borrowed(PROTOCOL_VERSION),
             tags: vec![Cow::Borrowed("bench")],
             secret: (!secret.is_empty()).then_some(Cow::Borrowed(secret)),
-            token: None,
+            token: (!token.is_empty()).then_some(Cow::Borrowed(token)),
         };
         ws.send(Message::Text(encode(&identify)?)).await?;
         let mut client = Client {

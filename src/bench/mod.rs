@@ -105,6 +105,17 @@ pub struct CommonArgs {
         hide_env_values = true
     )]
     pub secret: String,
+    /// A token every client identifies with, for a gateway that requires
+    /// them: one for the name `bench` covers every client name the tool
+    /// uses (`bench_<run>_<role><n>`), e.g. from
+    /// `concierge token issue --name bench --role viewer --ttl 1d`.
+    #[arg(
+        long,
+        env = "CONCIERGE_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub token: String,
     /// Local addresses clients connect from: "auto" (127.0.0.2-127.0.0.9
     /// when every gateway is on IPv4 loopback), "none", or a comma-separated
     /// list.

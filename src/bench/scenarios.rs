@@ -41,6 +41,7 @@ struct Shared {
     start: Instant,
     spread: Spread,
     secret: String,
+    token: String,
     patience: Duration,
     phase: watch::Sender<u8>,
     /// Frames that were neither benchmark messages nor replies.
@@ -113,6 +114,7 @@ impl Ctx {
                 start: Instant::now(),
                 spread,
                 secret: common.secret.clone(),
+                token: common.token.clone(),
                 patience: Duration::from_secs_f64(common.timeout.max(0.1)),
                 phase,
                 broadcasts: AtomicU64::new(0),
@@ -370,7 +372,7 @@ struct Outcome {
 /// Connects, identifies and does the setup requests of `plan`.
 async fn set_up(shared: &Shared, plan: &Plan) -> Result<Client, BenchError> {
     let ws = shared.spread.connect(plan.index, plan.endpoint).await?;
-    let mut client = Client::identify(ws, &plan.name, &shared.secret).await?;
+    let mut client = Client::identify(ws, &plan.name, &shared.secret, &shared.token).await?;
     if let Some(service) = &plan.create {
         let create = PayloadIn::ServiceCreate {
             service: service.into(),
