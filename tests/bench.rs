@@ -281,3 +281,31 @@ async fn a_gateway_that_requires_tokens_is_benchmarked_with_one() {
     };
     assert_exact(&report, 2 * 2 * 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_presence_leave_only_the_watchers_to_hear_joins() {
+    let server = TestServer::start();
+    let url = server.ws_url();
+    let report = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--clients",
+        "30",
+        "--watchers",
+        "3",
+        "--presence",
+        "false",
+    ])
+    .await;
+    assert!(report.clean(), "{}", report.table());
+    assert_eq!((report.connected, report.connect_failures), (30, 0));
+    // The 3 watchers hear each other (3) and the 27 agents (3 × 27); the
+    // agents hear nothing.
+    assert_eq!(report.broadcast_frames, 3 + 3 * 27, "{}", report.table());
+    assert!(
+        report.notes.iter().any(|n| n.contains("received: 84")),
+        "{:?}",
+        report.notes
+    );
+}

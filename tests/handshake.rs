@@ -405,3 +405,44 @@ async fn frames_sent_right_behind_the_upgrade_request_are_read() {
     .expect("HELLO within 5 s");
     assert_eq!(hello["type"], "HELLO", "{hello}");
 }
+
+#[tokio::test]
+async fn a_client_without_presence_hears_of_no_joins_and_leaves() {
+    let server = TestServer::start();
+    let mut agent = server.connect().await;
+    agent
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "agent1", "version": "0.2.0", "presence": false}),
+        )
+        .await;
+    let mut operator = server.client("operator").await;
+    let mut other = server.connect().await;
+    other
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "agent2", "version": "0.2.0", "presence": false}),
+        )
+        .await;
+    // The operator hears of the agents as always.
+    let joined = operator.expect("CLIENT_JOINED").await;
+    assert_eq!(joined["client"]["name"], "agent2");
+    other.close().await;
+    let left = operator.expect("CLIENT_LEFT").await;
+    assert_eq!(left["client"]["name"], "agent2");
+    // The agent heard of neither, but does hear of services, and can
+    // still list the clients.
+    operator
+        .request(json!({"type": "SERVICE_CREATE", "service": "news"}), 0)
+        .await;
+    let created = agent.expect("SERVICE_CREATE_RESULT").await;
+    assert_eq!(created["service"]["name"], "news");
+    agent.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+    let all = agent.expect("CLIENT_FETCH_ALL_RESULT").await;
+    assert_eq!(all["clients"].as_array().unwrap().len(), 2, "{all}");
+
+    let mut bad = server.connect().await;
+    bad.send(json!({"type": "IDENTIFY", "name": "agent3", "version": "0.2.0", "presence": "no"}))
+        .await;
+    let (code, reason) = bad.expect_close().await;
+    assert_eq!(code, 4002);
+    assert!(reason.contains("presence"), "{reason}");
+}

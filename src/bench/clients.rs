@@ -197,6 +197,7 @@ impl Client {
         name: &str,
         secret: &str,
         token: &str,
+        presence: bool,
     ) -> Result<Client, BenchError> {
         let identify = PayloadIn::Identify {
             name: Cow::Borrowed(name),
@@ -205,6 +206,7 @@ impl Client {
             tags: vec![Cow::Borrowed("bench")],
             secret: (!secret.is_empty()).then_some(Cow::Borrowed(secret)),
             token: (!token.is_empty()).then_some(Cow::Borrowed(token)),
+            presence: (!presence).then_some(false),
         };
         ws.send(Message::Text(encode(&identify)?)).await?;
         let mut client = Client {

@@ -174,6 +174,15 @@ pub struct ConnectArgs {
     /// Seconds to keep the connections open after measuring.
     #[arg(long, default_value_t = 0.0)]
     pub hold: f64,
+    /// IDENTIFY's `presence` for the clients (not the watchers): `false`
+    /// identifies as agents do, told of no joins and leaves.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub presence: bool,
+    /// Clients connected before the measured ones and told of every join
+    /// (operators watching a fleet reconnect); the report says how many
+    /// joins they heard.
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]

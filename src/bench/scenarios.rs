@@ -333,6 +333,8 @@ struct Plan {
     index: usize,
     endpoint: usize,
     name: String,
+    /// IDENTIFY's `presence`: whether it is told of joins and leaves.
+    presence: bool,
     create: Option<String>,
     subscribe: Option<String>,
     receive: Option<Receive>,
@@ -372,7 +374,8 @@ struct Outcome {
 /// Connects, identifies and does the setup requests of `plan`.
 async fn set_up(shared: &Shared, plan: &Plan) -> Result<Client, BenchError> {
     let ws = shared.spread.connect(plan.index, plan.endpoint).await?;
-    let mut client = Client::identify(ws, &plan.name, &shared.secret, &shared.token).await?;
+    let mut client =
+        Client::identify(ws, &plan.name, &shared.secret, &shared.token, plan.presence).await?;
     if let Some(service) = &plan.create {
         let create = PayloadIn::ServiceCreate {
             service: service.into(),
@@ -775,6 +778,7 @@ pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchEr
                 index: s,
                 endpoint: ctx.shared.spread.endpoint_for(s),
                 name: owners[s].clone(),
+                presence: true,
                 create: Some(services[s].clone()),
                 subscribe: None,
                 receive: None,
@@ -812,6 +816,7 @@ pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchEr
                 // gateways when there are several.
                 endpoint: ctx.shared.spread.endpoint_for(s + i / k + 1),
                 name: ctx.name("sub", i),
+                presence: true,
                 create: None,
                 subscribe: Some(services[s].clone()),
                 receive: Some(Receive {
@@ -877,6 +882,7 @@ pub async fn direct(args: &DirectArgs, scenario: &str) -> Result<Report, BenchEr
                 index: j,
                 endpoint,
                 name: names[j].clone(),
+                presence: true,
                 create: None,
                 subscribe: None,
                 receive: Some(Receive {
@@ -935,27 +941,45 @@ pub async fn connect(args: &ConnectArgs, scenario: &str) -> Result<Report, Bench
     let rss_before = ctx.server_rss().await;
     let own_before = system::own_rss().ok();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    // The watchers connect first, told of every join; the others as
+    // `--presence` says.
+    let w = args.watchers.min(n);
+    let plan = |ctx: &Ctx, i: usize| Plan {
+        index: i,
+        endpoint: ctx.shared.spread.endpoint_for(i),
+        name: ctx.name("c", i),
+        presence: i < w || args.presence,
+        create: None,
+        subscribe: None,
+        receive: None,
+        send: None,
+    };
+    let mut handles: Vec<_> = (0..w)
+        .map(|i| ctx.spawn(plan(&ctx, i), &ready_tx))
+        .collect();
+    let watching = ctx.await_ready(&mut ready, w).await.len();
     let setup_clock = Instant::now();
     let clocks = Clocks::read(&ctx);
-    ctx.progress.phase("connecting", n as u64);
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let plan = Plan {
-                index: i,
-                endpoint: ctx.shared.spread.endpoint_for(i),
-                name: ctx.name("c", i),
-                create: None,
-                subscribe: None,
-                receive: None,
-                send: None,
-            };
-            ctx.spawn(plan, &ready_tx)
-        })
-        .collect();
-    let connected = ctx.await_ready(&mut ready, n).await.len();
+    ctx.progress.phase("connecting", (n - w) as u64);
+    handles.extend((w..n).map(|i| ctx.spawn(plan(&ctx, i), &ready_tx)));
+    let connected = watching + ctx.await_ready(&mut ready, n - w).await.len();
     ctx.progress.finish();
     let cpu = clocks.until(&Clocks::read(&ctx), 0);
     ctx.settle().await;
+    if w > 0 {
+        // Each watcher hears of the watchers after it and of every other
+        // client; a client without presence hears of nobody.
+        let heard = ctx.shared.broadcasts.load(Ordering::Relaxed);
+        let others = if args.presence {
+            (n - w) * (n - w - 1) / 2
+        } else {
+            0
+        };
+        let expected = w * (w - 1) / 2 + w * (n - w) + others;
+        ctx.notes.push(format!(
+            "{w} watchers connected first; CLIENT_JOINED frames received: {heard} (every join heard by every watcher: {expected})"
+        ));
+    }
     report.setup_seconds = setup_clock.elapsed().as_secs_f64();
     let rss_after = ctx.server_rss().await;
     let own_after = system::own_rss().ok();

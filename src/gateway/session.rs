@@ -291,6 +291,7 @@ impl Session {
             tags,
             secret,
             token,
+            presence,
         } = payload
         else {
             let kind = payload.kind();
@@ -344,7 +345,9 @@ impl Session {
                     format!("cannot make a file server key now: {e}"),
                 )
             })?;
-            namespace.join(info, outbox, fs_key).await
+            namespace
+                .join(info, outbox, fs_key, presence.unwrap_or(true))
+                .await
         }
         .into_actor(self)
         .map(move |result, act, ctx| match result {

@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 pub use self::member::{Member, Op, Outcome, ReplyTo};
 pub use self::observe::{Change, Observer, Observers};
-use self::registry::{CloseAll, Join, Leave, Ready, Registry};
+use self::registry::{CloseAll, Join, Leave, Local, Ready, Registry};
 use self::view::Directory;
 use crate::cluster::{Cluster, InboundStream};
 use crate::config::Settings;
@@ -98,17 +98,22 @@ impl Namespace {
 
     /// Registers a client whose IDENTIFY its transport accepted: claims its
     /// name, sends it HELLO (with its file server key) through `outbox` and
-    /// announces it.
+    /// announces it. With `presence`, it is told of every client that
+    /// joins or leaves from then on.
     pub async fn join(
         &self,
         info: ClientInfo,
         outbox: Outbox,
         fs_key: String,
+        presence: bool,
     ) -> Result<Member, Close> {
         let joining = Join {
             info,
-            outbox: outbox.clone(),
-            fs_key,
+            local: Local {
+                outbox: outbox.clone(),
+                fs_key,
+                presence,
+            },
         };
         let record = self
             .registry

@@ -41,9 +41,16 @@ use crate::transport::outbox::{Frame, Outbox, Overflowed};
 #[rtype(result = "Result<Arc<ClientRecord>, Close>")]
 pub struct Join {
     pub info: ClientInfo,
+    pub local: Local,
+}
+
+/// What only this node knows of one of its clients.
+pub struct Local {
     pub outbox: Outbox,
     /// The session's private file server key, for its HELLO.
     pub fs_key: String,
+    /// Whether it is told of the clients that join and leave.
+    pub presence: bool,
 }
 
 /// A client's connection is gone (also sent for one still joining).
@@ -199,19 +206,27 @@ impl Registry {
         self.dir.publish(&frame, except);
     }
 
+    /// CLIENT_JOINED and CLIENT_LEFT: only for the clients that follow
+    /// presence.
+    fn tell_watchers(&self, payload: PayloadOut, except: Option<Uuid>) {
+        let frame = Frame::json(&Sequenced { seq: None, payload });
+        self.dir.publish_presence(&frame, except);
+    }
+
     fn share(&self, event: &Event) {
         self.cluster.record(event);
         self.cluster.announce(event);
     }
 
-    /// Adds a client, local (with its outbox and file server key) or
-    /// remote, and tells the local clients.
-    fn join(&mut self, info: ClientInfo, node: NodeId, local: Option<(Outbox, String)>) {
+    /// Adds a client, local or remote, and tells the local clients that
+    /// follow presence.
+    fn join(&mut self, info: ClientInfo, node: NodeId, local: Option<Local>) {
         let uuid = info.uuid;
         if self.dir.clients.contains_key(&uuid) {
             return;
         }
-        let (outbox, fs_key) = local.unzip();
+        let presence = local.as_ref().is_some_and(|l| l.presence);
+        let (outbox, fs_key) = local.map(|l| (l.outbox, l.fs_key)).unzip();
         let local = outbox.is_some();
         if let (Some(outbox), Some(fs_key)) = (&outbox, fs_key) {
             // HELLO is its first frame: queued before anyone can find the
@@ -237,13 +252,16 @@ impl Registry {
         if local {
             self.dir.local.insert(uuid, record.clone());
         }
+        if presence {
+            self.dir.watchers.insert(uuid, record.clone());
+        }
         // Findable before it is announced: a client told of it may
         // message it at once.
         self.publish();
         if let Some(outbox) = &record.outbox {
             outbox.release();
         }
-        self.tell_everyone(
+        self.tell_watchers(
             PayloadOut::ClientJoined {
                 client: record.info.clone(),
             },
@@ -272,6 +290,7 @@ impl Registry {
             self.dir.names.remove(&client.info.name);
         }
         self.dir.local.remove(&uuid);
+        self.dir.watchers.remove(&uuid);
         let subscribed: Vec<Arc<ServiceHandle>> = client
             .ledger
             .close()
@@ -326,7 +345,7 @@ impl Registry {
             local: client.outbox.is_some(),
             cleanup: departure.records(),
         });
-        self.tell_everyone(
+        self.tell_watchers(
             PayloadOut::ClientLeft {
                 client: client.info.clone(),
             },
@@ -630,11 +649,7 @@ impl Handler<Join> for Registry {
     type Result = ResponseActFuture<Self, Result<Arc<ClientRecord>, Close>>;
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
-        let Join {
-            info,
-            outbox,
-            fs_key,
-        } = msg;
+        let Join { info, local } = msg;
         let uuid = info.uuid;
         self.joining.insert(uuid);
         let claim = self.cluster.claim_name(&info.name, uuid);
@@ -681,7 +696,7 @@ impl Handler<Join> for Registry {
                             client: info.clone(),
                             node: act.node,
                         };
-                        act.join(info, act.node, Some((outbox, fs_key)));
+                        act.join(info, act.node, Some(local));
                         act.share(&event);
                         act.dir.client(&uuid).cloned().ok_or_else(|| {
                             Close::new(CloseCode::Unknown, "internal error: the client vanished")

@@ -175,6 +175,10 @@ pub enum PayloadIn<'a> {
         /// A token from `POST /auth/token` or `concierge token issue`.
         #[serde(skip_serializing_if = "Option::is_none")]
         token: Option<Cow<'a, str>>,
+        /// `false`: no CLIENT_JOINED or CLIENT_LEFT for this client (an
+        /// agent of a large fleet needs no presence of the others).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        presence: Option<bool>,
     },
     Message {
         target: Target,
@@ -255,6 +259,8 @@ struct Fields<'a> {
     secret: Option<&'a RawValue>,
     #[serde(borrow)]
     token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    presence: Option<&'a RawValue>,
     #[serde(borrow)]
     setting: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -347,6 +353,7 @@ impl<'a> PayloadIn<'a> {
                     .unwrap_or_default(),
                 secret: r.optional_string("secret", f.secret)?,
                 token: r.optional_string("token", f.token)?,
+                presence: r.optional("presence", f.presence)?,
             },
             "MESSAGE" => PayloadIn::Message {
                 target: r.required("target", f.target)?,
