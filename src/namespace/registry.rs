@@ -20,6 +20,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use indexmap::IndexMap;
+
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use uuid::Uuid;
@@ -167,6 +169,9 @@ pub struct Registry {
     /// Where service actors run, in turn.
     pool: Vec<ArbiterHandle>,
     next_arbiter: usize,
+    /// The local clients told of joins and leaves (IDENTIFY's `presence`),
+    /// in a flat map: every join and leave goes through all of them.
+    watchers: IndexMap<Uuid, Outbox>,
 }
 
 impl Actor for Registry {
@@ -192,6 +197,7 @@ impl Registry {
             joining: HashSet::new(),
             pool,
             next_arbiter: 0,
+            watchers: IndexMap::new(),
         }
     }
 
@@ -210,7 +216,13 @@ impl Registry {
     /// presence.
     fn tell_watchers(&self, payload: PayloadOut, except: Option<Uuid>) {
         let frame = Frame::json(&Sequenced { seq: None, payload });
-        self.dir.publish_presence(&frame, except);
+        super::fan_out(
+            self.watchers
+                .iter()
+                .filter(|(uuid, _)| except != Some(**uuid))
+                .map(|(_, outbox)| outbox),
+            &frame,
+        );
     }
 
     fn share(&self, event: &Event) {
@@ -252,8 +264,8 @@ impl Registry {
         if local {
             self.dir.local.insert(uuid, record.clone());
         }
-        if presence {
-            self.dir.watchers.insert(uuid, record.clone());
+        if let (true, Some(outbox)) = (presence, &record.outbox) {
+            self.watchers.insert(uuid, outbox.clone());
         }
         // Findable before it is announced: a client told of it may
         // message it at once.
@@ -290,7 +302,7 @@ impl Registry {
             self.dir.names.remove(&client.info.name);
         }
         self.dir.local.remove(&uuid);
-        self.dir.watchers.remove(&uuid);
+        self.watchers.swap_remove(&uuid);
         let subscribed: Vec<Arc<ServiceHandle>> = client
             .ledger
             .close()

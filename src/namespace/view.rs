@@ -181,9 +181,6 @@ pub struct Directory {
     pub(super) names: imbl::HashMap<String, Arc<ClientRecord>>,
     /// This node's own clients.
     pub(super) local: imbl::HashMap<Uuid, Arc<ClientRecord>>,
-    /// Those of them told of clients joining and leaving (IDENTIFY's
-    /// `presence`, true unless a client says otherwise).
-    pub(super) watchers: imbl::HashMap<Uuid, Arc<ClientRecord>>,
     pub(super) services: imbl::OrdMap<String, Arc<ServiceHandle>>,
 }
 
@@ -217,13 +214,13 @@ impl Directory {
 
     /// Delivers `frame` to every client of this node but `except`.
     pub fn publish(&self, frame: &Frame, except: Option<Uuid>) {
-        deliver(&self.local, frame, except);
-    }
-
-    /// Delivers a CLIENT_JOINED or CLIENT_LEFT to every client of this node
-    /// that follows presence, but `except`.
-    pub fn publish_presence(&self, frame: &Frame, except: Option<Uuid>) {
-        deliver(&self.watchers, frame, except);
+        super::fan_out(
+            self.local
+                .iter()
+                .filter(|(uuid, _)| except != Some(**uuid))
+                .filter_map(|(_, record)| record.outbox.as_ref()),
+            frame,
+        );
     }
 
     /// The subscriptions of a client, with complete subscriber lists.
@@ -234,15 +231,4 @@ impl Directory {
             .filter_map(|name| self.service(name).map(|s| s.info()))
             .collect()
     }
-}
-
-/// Hands `frame` to every client of `clients` but `except`.
-fn deliver(clients: &imbl::HashMap<Uuid, Arc<ClientRecord>>, frame: &Frame, except: Option<Uuid>) {
-    super::fan_out(
-        clients
-            .iter()
-            .filter(|(uuid, _)| except != Some(**uuid))
-            .filter_map(|(_, record)| record.outbox.as_ref()),
-        frame,
-    );
 }
