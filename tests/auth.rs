@@ -208,7 +208,10 @@ async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_require
     let (code, reason) = loop {
         let mut client = server.connect().await;
         client.send(identify("late", None)).await;
-        match client.recv_any().await {
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_any())
+            .await
+            .expect("HELLO or a close within 5 s");
+        match answer {
             Err(code) => break (code, String::new()),
             Ok(hello) if Instant::now() < deadline => {
                 assert_eq!(hello["type"], "HELLO");
