@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use uuid::Uuid;
 
-use crate::auth::{self, accounts, tokens, user_settings, Auth, AuthError, Role, TokenKind};
+use crate::auth::{accounts, tokens, user_settings, Auth, AuthError, Role, TokenKind};
 use crate::config::{Settings, SettingsLayer};
 
 /// Exit status: the command failed (a name that does not exist, a store
@@ -145,14 +145,10 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// Runs `f` with the store and an [`Auth`] on it, and turns its outcome
 /// into an exit status.
-fn with_auth<F>(args: StoreArgs, f: F) -> ExitCode
-where
-    F: for<'a> FnOnce(
-        &'a Arc<Auth>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), AuthError>> + 'a>,
-    >,
-{
+fn with_auth(
+    args: StoreArgs,
+    f: impl AsyncFnOnce(&Arc<Auth>) -> Result<(), AuthError>,
+) -> ExitCode {
     let settings = match Settings::from_process(args.config, args.settings) {
         Ok(settings) => settings,
         Err(e) => {
@@ -247,144 +243,133 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
         _ => None,
     };
     let password = password.unwrap_or_default();
-    with_auth(args, move |auth| {
-        Box::pin(async move {
-            let store = auth.store();
-            match command {
-                UserCommand::Add { name, role, .. } => {
-                    accounts::add(store, &name, role, &password).await?;
-                    println!("created {name} ({role})");
-                }
-                UserCommand::List => {
-                    println!("{:<24} {:<9} created", "user", "role");
-                    for a in accounts::list(store).await? {
-                        println!(
-                            "{:<24} {:<9} {}",
-                            a.username,
-                            a.role.as_str(),
-                            when(a.created)
-                        );
-                    }
-                }
-                UserCommand::Passwd { name, .. } => {
-                    accounts::set_password(store, &name, &password).await?;
-                    println!("changed the password of {name}");
-                }
-                UserCommand::Remove { name } => {
-                    if !auth.remove_user(&name).await? {
-                        return Err(AuthError::NotFound(format!("no account named {name:?}")));
-                    }
-                    println!("removed {name}; its tokens are revoked");
+    with_auth(args, async move |auth| {
+        let store = auth.store();
+        match command {
+            UserCommand::Add { name, role, .. } => {
+                accounts::add(store, &name, role, &password).await?;
+                println!("created {name} ({role})");
+            }
+            UserCommand::List => {
+                println!("{:<24} {:<9} created", "user", "role");
+                for a in accounts::list(store).await? {
+                    println!(
+                        "{:<24} {:<9} {}",
+                        a.username,
+                        a.role.as_str(),
+                        when(a.created)
+                    );
                 }
             }
-            Ok(())
-        })
+            UserCommand::Passwd { name, .. } => {
+                accounts::set_password(store, &name, &password).await?;
+                println!("changed the password of {name}");
+            }
+            UserCommand::Remove { name } => {
+                if !auth.remove_user(&name).await? {
+                    return Err(AuthError::NotFound(format!("no account named {name:?}")));
+                }
+                println!("removed {name}; its tokens are revoked");
+            }
+        }
+        Ok(())
     })
 }
 
 pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
-    with_auth(args, move |auth| {
-        Box::pin(async move {
-            let store = auth.store();
-            match command {
-                TokenCommand::Issue { name, role, ttl } => {
-                    accounts::check_username(&name)?;
-                    let issued = auth
-                        .issue(&name, &name, role, ttl, TokenKind::Issued)
-                        .await?;
-                    eprintln!(
-                        "token {} for {name} ({role}), valid until {}",
-                        issued.claims.jti,
-                        when(issued.claims.exp)
-                    );
-                    println!("{}", issued.token);
-                }
-                TokenCommand::List => {
+    with_auth(args, async move |auth| {
+        let store = auth.store();
+        match command {
+            TokenCommand::Issue { name, role, ttl } => {
+                accounts::check_username(&name)?;
+                let issued = auth
+                    .issue(&name, &name, role, ttl, TokenKind::Issued)
+                    .await?;
+                eprintln!(
+                    "token {} for {name} ({role}), valid until {}",
+                    issued.claims.jti,
+                    when(issued.claims.exp)
+                );
+                println!("{}", issued.token);
+            }
+            TokenCommand::List => {
+                println!(
+                    "{:<36} {:<24} {:<9} {:<20} expires",
+                    "id", "name", "role", "issued"
+                );
+                for c in tokens::list_issued(store).await? {
+                    let revoked = if auth.check(&c).is_err() {
+                        " (revoked)"
+                    } else {
+                        ""
+                    };
                     println!(
-                        "{:<36} {:<24} {:<9} {:<20} expires",
-                        "id", "name", "role", "issued"
+                        "{:<36} {:<24} {:<9} {:<20} {}{revoked}",
+                        c.jti,
+                        c.name,
+                        c.role.as_str(),
+                        when(c.iat),
+                        when(c.exp)
                     );
-                    for c in tokens::list_issued(store).await? {
-                        let revoked = if auth.check(&c).is_err() {
-                            " (revoked)"
-                        } else {
-                            ""
-                        };
-                        println!(
-                            "{:<36} {:<24} {:<9} {:<20} {}{revoked}",
-                            c.jti,
-                            c.name,
-                            c.role.as_str(),
-                            when(c.iat),
-                            when(c.exp)
-                        );
-                    }
-                }
-                TokenCommand::Revoke { id: Some(id), .. } => {
-                    let until = tokens::list_issued(store)
-                        .await?
-                        .iter()
-                        .find(|c| c.jti == id)
-                        .map_or(auth::now_secs() + 366 * 86_400 * 10, |c| c.exp);
-                    auth.revoke_token(id, until).await?;
-                    println!("revoked {id}");
-                }
-                TokenCommand::Revoke {
-                    user: Some(user), ..
-                } => {
-                    auth.revoke_subject(&user).await?;
-                    println!("revoked every token of {user} issued so far");
-                }
-                TokenCommand::Revoke { .. } => {
-                    return Err(AuthError::Invalid("name a token id or --user".into()))
-                }
-                TokenCommand::RotateKey => {
-                    let kid = tokens::rotate(store).await?;
-                    println!("new signing key {kid}");
-                }
-                TokenCommand::Keys => {
-                    for (kid, created) in tokens::Keys::load(store).await?.ids() {
-                        println!("{kid} {}", when(created));
-                    }
-                }
-                TokenCommand::RetireKey { id } => {
-                    if !tokens::retire(store, &id).await? {
-                        return Err(AuthError::NotFound(format!("no signing key {id:?}")));
-                    }
-                    println!("retired {id}: the tokens it signed no longer verify");
                 }
             }
-            Ok(())
-        })
+            TokenCommand::Revoke { id: Some(id), .. } => {
+                auth.revoke_token(id).await?;
+                println!("revoked {id}");
+            }
+            TokenCommand::Revoke {
+                user: Some(user), ..
+            } => {
+                auth.revoke_subject(&user).await?;
+                println!("revoked every token of {user} issued so far");
+            }
+            TokenCommand::Revoke { .. } => {
+                return Err(AuthError::Invalid("name a token id or --user".into()))
+            }
+            TokenCommand::RotateKey => {
+                let kid = tokens::rotate(store).await?;
+                println!("new signing key {kid}");
+            }
+            TokenCommand::Keys => {
+                for (kid, created) in tokens::Keys::load(store).await?.ids() {
+                    println!("{kid} {}", when(created));
+                }
+            }
+            TokenCommand::RetireKey { id } => {
+                if !tokens::retire(store, &id).await? {
+                    return Err(AuthError::NotFound(format!("no signing key {id:?}")));
+                }
+                println!("retired {id}: the tokens it signed no longer verify");
+            }
+        }
+        Ok(())
     })
 }
 
 pub fn settings(args: StoreArgs, command: SettingsCommand) -> ExitCode {
-    with_auth(args, move |auth| {
-        Box::pin(async move {
-            let store = auth.store();
-            let (user, all) = match command {
-                SettingsCommand::Get { user } => {
-                    let all = user_settings::get(store, &user).await?;
-                    (user, all)
-                }
-                SettingsCommand::Set {
-                    user,
-                    setting,
-                    value,
-                } => {
-                    let all = user_settings::set(store, &user, &setting, &value).await?;
-                    (user, all)
-                }
-            };
-            if accounts::get(store, &user).await?.is_none() {
-                eprintln!("concierge: note: no account is named {user:?}");
+    with_auth(args, async move |auth| {
+        let store = auth.store();
+        let (user, all) = match command {
+            SettingsCommand::Get { user } => {
+                let all = user_settings::get(store, &user).await?;
+                (user, all)
             }
-            for (name, value) in all {
-                println!("{name} = {value}");
+            SettingsCommand::Set {
+                user,
+                setting,
+                value,
+            } => {
+                let all = user_settings::set(store, &user, &setting, &value).await?;
+                (user, all)
             }
-            Ok(())
-        })
+        };
+        if accounts::get(store, &user).await?.is_none() {
+            eprintln!("concierge: note: no account is named {user:?}");
+        }
+        for (name, value) in all {
+            println!("{name} = {value}");
+        }
+        Ok(())
     })
 }
 

@@ -174,7 +174,7 @@ impl Auth {
     async fn ensure_key(&self) -> Result<(), AuthError> {
         if self.keys.load().ids().is_empty() {
             tokens::rotate(&self.store).await?;
-            self.reload_keys().await?;
+            self.reload(Some(tokens::KEYS.name())).await?;
         }
         Ok(())
     }
@@ -245,23 +245,32 @@ impl Auth {
                 Some(account) => (account.role, self.validity),
                 None => return Err(LoginError::Token(TokenRefused::Revoked)),
             },
-            TokenKind::Issued => (claims.role, Duration::from_secs(claims.exp - claims.iat)),
+            TokenKind::Issued => (
+                claims.role,
+                Duration::from_secs(claims.exp.saturating_sub(claims.iat)),
+            ),
         };
         Ok(self
             .issue(&claims.sub, &claims.name, role, ttl, claims.kind)
             .await?)
     }
 
-    /// Revokes one token (until it would have expired).
-    pub async fn revoke_token(&self, jti: Uuid, until: u64) -> Result<(), AuthError> {
+    /// Revokes one token, until it would have expired: a listed
+    /// long-lived token's expiry, or else the longest a login token lives.
+    pub async fn revoke_token(&self, jti: Uuid) -> Result<(), AuthError> {
+        let until = tokens::list_issued(&self.store)
+            .await?
+            .iter()
+            .find(|c| c.jti == jti)
+            .map_or(now_secs() + self.validity.as_secs(), |c| c.exp);
         revocations::revoke_token(&self.store, jti, until).await?;
-        self.reload_revocations().await
+        self.reload(Some(revocations::REVOKED.name())).await
     }
 
     /// Revokes every token of `sub` issued so far.
     pub async fn revoke_subject(&self, sub: &str) -> Result<(), AuthError> {
         revocations::revoke_subject(&self.store, sub).await?;
-        self.reload_revocations().await
+        self.reload(Some(revocations::REVOKED.name())).await
     }
 
     /// Removes an account, its settings, and revokes its tokens at once;
@@ -275,35 +284,25 @@ impl Auth {
         Ok(existed)
     }
 
-    async fn reload_keys(&self) -> Result<(), AuthError> {
-        self.keys.store(Arc::new(Keys::load(&self.store).await?));
-        let _ = self.changed.send(());
-        Ok(())
-    }
-
-    async fn reload_revocations(&self) -> Result<(), AuthError> {
-        self.revoked
-            .store(Arc::new(Revocations::load(&self.store).await?));
-        let _ = self.changed.send(());
-        Ok(())
-    }
-
-    async fn reload_accounts(&self) -> Result<(), AuthError> {
-        let any = accounts::any(&self.store).await?;
-        self.accounts_exist.store(any, Ordering::Relaxed);
-        Ok(())
-    }
-
+    /// Reloads what `table` holds (`None`: everything); when keys or
+    /// revocations were among it, tells [`changes`](Auth::changes) once.
     async fn reload(&self, table: Option<&str>) -> Result<(), AuthError> {
         let all = table.is_none();
-        if all || table == Some(tokens::KEYS.name()) {
-            self.reload_keys().await?;
+        let keys = all || table == Some(tokens::KEYS.name());
+        let revoked = all || table == Some(revocations::REVOKED.name());
+        if keys {
+            self.keys.store(Arc::new(Keys::load(&self.store).await?));
         }
-        if all || table == Some(revocations::REVOKED.name()) {
-            self.reload_revocations().await?;
+        if revoked {
+            self.revoked
+                .store(Arc::new(Revocations::load(&self.store).await?));
         }
         if all || table == Some(accounts::USERS.name()) {
-            self.reload_accounts().await?;
+            let any = accounts::any(&self.store).await?;
+            self.accounts_exist.store(any, Ordering::Relaxed);
+        }
+        if keys || revoked {
+            let _ = self.changed.send(());
         }
         Ok(())
     }

@@ -41,16 +41,19 @@ pub(super) async fn version() -> HttpResponse {
     }))
 }
 
+/// The token of an `Authorization: Bearer` header.
+pub(super) fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+}
+
 /// The metrics; once the gateway requires tokens, only for a token whose
 /// role implies `viewer`.
 pub(super) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if state.auth.required() {
-        let token = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(auth::bearer);
-        let Some(token) = token else {
+        let Some(token) = bearer_token(&req) else {
             return HttpResponse::Unauthorized()
                 .body("this gateway requires a token: send Authorization: Bearer TOKEN");
         };

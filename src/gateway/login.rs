@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::http::bearer_token;
 use super::AppState;
 use crate::auth::{self, Issued, LoginError, TokenRefused};
 
@@ -75,13 +76,6 @@ fn source(req: &HttpRequest) -> Option<IpAddr> {
         .ok()
 }
 
-fn token_of(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::bearer)
-}
-
 async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let credentials: Credentials = match serde_json::from_slice(&body) {
         Ok(c) => c,
@@ -108,7 +102,7 @@ async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -
 }
 
 async fn validity(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(token) = token_of(&req) else {
+    let Some(token) = bearer_token(&req) else {
         return failure(&LoginError::Token(TokenRefused::Invalid));
     };
     match state.auth.verify(token) {
@@ -124,7 +118,7 @@ async fn validity(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
 }
 
 async fn refresh(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(token) = token_of(&req) else {
+    let Some(token) = bearer_token(&req) else {
         return failure(&LoginError::Token(TokenRefused::Invalid));
     };
     match state.auth.refresh(token).await {
