@@ -4,10 +4,13 @@
 //! See `docs/PROTOCOL.md` for the wire protocol and `README.md` for running it.
 
 pub mod admin;
+pub mod agent;
 pub mod auth;
 pub mod bench;
+pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod files;
 pub mod gateway;
 pub mod metrics;

@@ -90,6 +90,10 @@ enum Command {
         #[command(subcommand)]
         command: admin::SettingsCommand,
     },
+    /// Run the host agent: serve operators' requests through a gateway.
+    Agent(Box<concierge::agent::settings::AgentArgs>),
+    /// Command hosts' agents through a gateway.
+    Ctl(Box<concierge::ctl::CtlArgs>),
     /// Log in to a gateway (http://HOST:PORT) and keep the token in the user's config folder.
     Login {
         url: String,
@@ -121,6 +125,11 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Bench(args)) => concierge::bench::main(*args),
+        Some(Command::Agent(args)) => match init_logging() {
+            Ok(()) => concierge::agent::main(*args),
+            Err(status) => status,
+        },
+        Some(Command::Ctl(args)) => concierge::ctl::main(*args),
         Some(Command::User { store, command }) => admin::user(*store, command),
         Some(Command::Token { store, command }) => admin::token(*store, command),
         Some(Command::Settings { store, command }) => admin::settings(*store, command),
@@ -150,14 +159,12 @@ fn log_filter() -> Result<EnvFilter, String> {
     Ok(EnvFilter::new("info"))
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let filter = match log_filter() {
-        Ok(filter) => filter,
-        Err(e) => {
-            eprintln!("concierge: {e}");
-            return ExitCode::from(INVALID);
-        }
-    };
+/// Logs to standard error, filtered by [`log_filter`].
+fn init_logging() -> Result<(), ExitCode> {
+    let filter = log_filter().map_err(|e| {
+        eprintln!("concierge: {e}");
+        ExitCode::from(INVALID)
+    })?;
     // Colours only for a person at a terminal, and never under NO_COLOR:
     // escape codes in a log file or a supervisor's journal are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -167,6 +174,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if let Err(status) = init_logging() {
+        return status;
+    }
 
     let settings = match Settings::from_process(args.config, args.settings) {
         Ok(settings) => settings,

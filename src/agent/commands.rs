@@ -1,0 +1,557 @@
+//! The requests the agent serves: each name, who may send it, and what it
+//! does. The names and argument names are the seeds' (003 for `execute`,
+//! `view_running`, `proc_signal`, `telemetry`; 000/001 for the rest) plus
+//! `proc_output` and `audit`, which this agent adds.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use actix::Addr;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::audit::Audit;
+use super::procs::{self, Procs, Spawn, CHUNK_MAX};
+use super::request::{success, Failure, Reason, Request};
+use super::settings::Resolved;
+use super::signals;
+use super::systemd::{Systemd, UnitAction};
+use super::telemetry::{self, Snapshot, Telemetry, STAT_TYPES};
+use crate::auth::Role;
+use crate::protocol::Origin;
+
+/// Who may send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `viewer` and above.
+    Read,
+    /// `operator` and above; audited.
+    Command,
+}
+
+/// Every request name, with who may send it.
+pub const REQUESTS: [(&str, Access); 21] = [
+    ("execute", Access::Command),
+    ("view_running", Access::Read),
+    ("proc_signal", Access::Command),
+    ("proc_output", Access::Read),
+    ("telemetry", Access::Read),
+    ("obtain_user_usages", Access::Read),
+    ("obtain_all_process_info", Access::Read),
+    ("obtain_process_info", Access::Read),
+    ("kill_process", Access::Command),
+    ("pause_process", Access::Command),
+    ("resume_process", Access::Command),
+    ("list_services", Access::Read),
+    ("obtain_service_info", Access::Read),
+    ("start_service", Access::Command),
+    ("stop_service", Access::Command),
+    ("restart_service", Access::Command),
+    ("reload_service", Access::Command),
+    ("exec_command", Access::Command),
+    ("audit", Access::Command),
+    ("get_vpn_conf", Access::Read),
+    ("ping", Access::Read),
+];
+
+/// What every request handler shares.
+pub struct Host {
+    pub settings: Resolved,
+    pub procs: Procs,
+    pub telemetry: Addr<Telemetry>,
+    pub snapshots: watch::Receiver<Snapshot>,
+    pub systemd: Option<Systemd>,
+    pub audit: Audit,
+}
+
+impl Host {
+    /// The access `req` needs, or `unknown_request`.
+    pub fn access(req: &str) -> Result<Access, Failure> {
+        REQUESTS
+            .iter()
+            .find(|(name, _)| *name == req)
+            .map(|(_, access)| *access)
+            .ok_or_else(|| {
+                Failure::new(
+                    Reason::UnknownRequest,
+                    format!("this agent serves no request {req:?}"),
+                )
+            })
+    }
+
+    /// Whether the sender may make a request of `access`: its verified
+    /// roles, or for a client without a token, the agent's
+    /// `anonymous_role`.
+    pub fn authorize(&self, origin: &Origin, access: Access) -> Result<(), Failure> {
+        let needed = match access {
+            Access::Read => Role::Viewer,
+            Access::Command => Role::Operator,
+        };
+        let has = |role: Role| {
+            if origin.client.user.is_none() {
+                self.settings
+                    .anonymous_role
+                    .is_some_and(|r| r.implied().contains(&role))
+            } else {
+                origin.client.roles.iter().any(|r| r == role.as_str())
+            }
+        };
+        if has(needed) {
+            return Ok(());
+        }
+        let who = match &origin.client.user {
+            Some(user) => format!("{user} (roles: {})", display_roles(&origin.client.roles)),
+            None => "a client without a token".into(),
+        };
+        Err(Failure::new(
+            Reason::Forbidden,
+            format!("{who} may not do this: it needs the {needed} role"),
+        ))
+    }
+
+    /// Serves one authorized request: the reply's `msg`, and for a
+    /// followed process, the stream to send after it.
+    pub async fn serve(
+        self: &Rc<Self>,
+        request: &Request,
+    ) -> Result<(Value, Option<Follow>), Failure> {
+        let plain = |v: Result<Value, Failure>| v.map(|v| (v, None));
+        match request.req.as_str() {
+            "execute" => self.execute(request),
+            "proc_output" => self.proc_output(request),
+            "view_running" => plain(self.view_running().await),
+            "proc_signal" => {
+                let signal = signals::parse(request.str("mode")?)?;
+                plain(self.signal(request.pid("pid")?, signal))
+            }
+            "kill_process" => {
+                let method = request.opt_str("method")?.unwrap_or("SIGTERM");
+                let signal = match signals::parse(method)? {
+                    s @ (libc::SIGKILL | libc::SIGTERM) => s,
+                    _ => return Err(Failure::bad_argument("`method` is SIGKILL or SIGTERM")),
+                };
+                plain(self.signal(request.pid("pid")?, signal))
+            }
+            "pause_process" => plain(self.signal(request.pid("pid")?, libc::SIGSTOP)),
+            "resume_process" => plain(self.signal(request.pid("pid")?, libc::SIGCONT)),
+            "telemetry" => plain(self.telemetry(request)),
+            "obtain_user_usages" => plain(self.user_usages().await),
+            "obtain_process_info" => plain(self.process_info(request.pid("pid")?).await),
+            "obtain_all_process_info" => plain(self.all_process_info(request).await),
+            "list_services" => {
+                let units = self.systemd()?.list_services().await?;
+                let units = units.as_array().cloned().unwrap_or_default();
+                plain(Ok(self.page("services", units, request.opt_u64("offset")?)))
+            }
+            "obtain_service_info" => {
+                let name = request.str("service_name")?;
+                plain(self.systemd()?.service_info(name).await.map(success))
+            }
+            "start_service" => plain(self.unit(request, UnitAction::Start).await),
+            "stop_service" => plain(self.unit(request, UnitAction::Stop).await),
+            "restart_service" => plain(self.unit(request, UnitAction::Restart).await),
+            "reload_service" => plain(self.unit(request, UnitAction::Reload).await),
+            "exec_command" => plain(self.exec_command(request).await),
+            "audit" => {
+                let limit = request.opt_u64("limit")?.unwrap_or(50).min(1000) as usize;
+                let entries = self.audit.tail(limit)?;
+                plain(Ok(self.page("entries", entries, None)))
+            }
+            "get_vpn_conf" => Err(Failure::new(
+                Reason::NotFound,
+                "this host has no VPN configuration: VPN configs come from the gateway",
+            )),
+            "ping" => plain(Ok(success(json!({"name": self.settings.name})))),
+            other => Err(Failure::new(
+                Reason::UnknownRequest,
+                format!("this agent serves no request {other:?}"),
+            )),
+        }
+    }
+
+    fn systemd(&self) -> Result<&Systemd, Failure> {
+        self.systemd.as_ref().ok_or_else(|| {
+            Failure::new(
+                Reason::NoSystemd,
+                "this agent drives no systemd manager (its systemd setting is off)",
+            )
+        })
+    }
+
+    async fn unit(&self, request: &Request, action: UnitAction) -> Result<Value, Failure> {
+        let name = request.str("service_name")?;
+        self.systemd()?.control(name, action).await.map(success)
+    }
+
+    fn spawn_spec(&self, request: &Request, argv: Vec<String>) -> Result<Spawn, Failure> {
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            return Err(Failure::bad_argument("`cmd` must name a program"));
+        }
+        self.settings.policy.check_exec(&argv)?;
+        let env = match request.msg.get("env") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(vars)) => vars
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) if !k.is_empty() && !k.contains(['=', '\0']) => {
+                        Ok((k.clone(), s.clone()))
+                    }
+                    _ => Err(Failure::bad_argument(
+                        "`env` maps variable names to string values",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(Failure::bad_argument("`env` must be an object")),
+        };
+        let cwd = match request.opt_str("cwd")? {
+            Some(cwd) => Some(cwd.to_owned()),
+            None => Some(self.settings.work_dir.display().to_string()),
+        };
+        Ok(Spawn { argv, cwd, env })
+    }
+
+    fn execute(&self, request: &Request) -> Result<(Value, Option<Follow>), Failure> {
+        let argv = request.strings("cmd")?;
+        let spec = self.spawn_spec(request, argv)?;
+        let follow = request.flag("follow")?;
+        let pid = self.procs.spawn(spec)?;
+        let follow = follow.then(|| Follow {
+            procs: self.procs.clone(),
+            pid,
+            offset: 0,
+        });
+        Ok((success(json!({"proc_id": pid})), follow))
+    }
+
+    /// A page of a process's output, or with `follow`, the stream of it.
+    fn proc_output(&self, request: &Request) -> Result<(Value, Option<Follow>), Failure> {
+        let pid = request.pid("proc_id")?;
+        let offset = request.opt_u64("offset")?.unwrap_or(0);
+        if request.flag("follow")? {
+            // Checks the pid now, so a wrong one is the reply, not an event.
+            self.procs.watch(pid)?;
+            let follow = Follow {
+                procs: self.procs.clone(),
+                pid,
+                offset,
+            };
+            return Ok((
+                success(json!({"proc_id": pid, "following": true})),
+                Some(follow),
+            ));
+        }
+        let budget = (self.settings.max_reply_bytes / 8).max(CHUNK_MAX);
+        let read = self.procs.read(pid, offset, budget)?;
+        let chunks: Vec<Value> = read.chunks.iter().map(procs::Chunk::fields).collect();
+        let entry = self.procs.entries().into_iter().find(|e| e.pid == pid);
+        Ok((
+            success(json!({
+                "proc_id": pid,
+                "chunks": chunks,
+                "dropped": read.dropped,
+                "next_offset": read.next,
+                "running": entry.as_ref().is_some_and(|e| e.exit.is_none()),
+                "exit": entry.and_then(|e| e.exit).map(|e| e.fields()),
+            })),
+            None,
+        ))
+    }
+
+    async fn view_running(&self) -> Result<Value, Failure> {
+        let running: Vec<(u32, String)> = self
+            .procs
+            .entries()
+            .into_iter()
+            .filter(|e| e.exit.is_none())
+            .map(|e| (e.pid, shell_words::join(&e.argv)))
+            .collect();
+        // seed 003: the reply's msg is the list itself.
+        self.telemetry
+            .send(telemetry::Running(running))
+            .await
+            .map(Value::from)
+            .map_err(|_| stopped())
+    }
+
+    fn signal(&self, pid: u32, signal: i32) -> Result<Value, Failure> {
+        self.settings.policy.check_signal(pid, &self.procs)?;
+        signals::send(pid, signal)?;
+        Ok(success(
+            json!({"pid": pid, "signal": signals::name_of(signal)}),
+        ))
+    }
+
+    fn telemetry(&self, request: &Request) -> Result<Value, Failure> {
+        let wanted = match request.msg.get("stat_types") {
+            None | Some(Value::Null) => STAT_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+            Some(_) => request.strings("stat_types")?,
+        };
+        let snapshot = self.snapshots.borrow().clone();
+        let mut data = serde_json::Map::new();
+        for stat in wanted {
+            let value = snapshot.get(&stat).cloned().ok_or_else(|| {
+                Failure::bad_argument(format!(
+                    "unknown stat type {stat:?}: one of {}",
+                    STAT_TYPES.join(", ")
+                ))
+            })?;
+            data.insert(stat, value);
+        }
+        Ok(json!({"tele_data": data}))
+    }
+
+    async fn process_info(&self, pid: u32) -> Result<Value, Failure> {
+        let info = self
+            .telemetry
+            .send(telemetry::ProcessInfo(pid))
+            .await
+            .map_err(|_| stopped())?
+            .ok_or_else(|| Failure::new(Reason::NotFound, format!("no process {pid}")))?;
+        Ok(success(self.with_safe_kill(info)))
+    }
+
+    async fn all_process_info(&self, request: &Request) -> Result<Value, Failure> {
+        let all = self
+            .telemetry
+            .send(telemetry::AllProcesses)
+            .await
+            .map_err(|_| stopped())?;
+        let all = all.into_iter().map(|p| self.with_safe_kill(p)).collect();
+        Ok(self.page("processes", all, request.opt_u64("offset")?))
+    }
+
+    fn with_safe_kill(&self, mut info: Value) -> Value {
+        let pid = info["pid"].as_u64().unwrap_or(0) as u32;
+        let safe = self.settings.policy.check_signal(pid, &self.procs).is_ok();
+        if let Some(fields) = info.as_object_mut() {
+            fields.insert("safe_kill".into(), Value::from(safe));
+        }
+        info
+    }
+
+    /// `key: items[offset..]` cut to fit a reply, with `total` and
+    /// `next_offset` (null on the last page).
+    fn page(&self, key: &str, items: Vec<Value>, offset: Option<u64>) -> Value {
+        let total = items.len();
+        let start = (offset.unwrap_or(0) as usize).min(total);
+        let budget = self.settings.max_reply_bytes.saturating_sub(512);
+        let mut used = 0;
+        let mut page = Vec::new();
+        for item in items.into_iter().skip(start) {
+            let size = item.to_string().len() + 1;
+            if used + size > budget && !page.is_empty() {
+                break;
+            }
+            used += size;
+            page.push(item);
+        }
+        let end = start + page.len();
+        let next = (end < total).then_some(end);
+        success(json!({key: page, "total": total, "offset": start, "next_offset": next}))
+    }
+
+    async fn user_usages(&self) -> Result<Value, Failure> {
+        let folder = self.settings.work_dir.clone();
+        let entries = tokio::task::spawn_blocking(move || folder_usage(&folder))
+            .await
+            .map_err(|_| Failure::new(Reason::Failed, "the folder walk failed"))??;
+        let running = self.view_running().await?;
+        let running = running.as_array().cloned().unwrap_or_default();
+        let cpu: f64 = running.iter().filter_map(|p| p["cpu_util"].as_f64()).sum();
+        let mem: f64 = running.iter().filter_map(|p| p["mem_util"].as_f64()).sum();
+        let total: u64 = entries.values().map(|(bytes, _)| *bytes).sum();
+        let mut list: Vec<Value> = entries
+            .into_iter()
+            .map(|(name, (bytes, kind))| json!({"name": name, "bytes": bytes, "type": kind}))
+            .collect();
+        list.sort_by(|a, b| b["bytes"].as_u64().cmp(&a["bytes"].as_u64()));
+        let mut body = self.page("entries", list, None);
+        if let Some(fields) = body.as_object_mut() {
+            let folder = std::fs::canonicalize(&self.settings.work_dir)
+                .unwrap_or_else(|_| self.settings.work_dir.clone());
+            fields.insert("folder".into(), Value::from(folder.display().to_string()));
+            fields.insert("total_bytes".into(), Value::from(total));
+            fields.insert(
+                "resources".into(),
+                json!({
+                    "processes": running.len(),
+                    "cpu_util": (cpu * 10.0).round() / 10.0,
+                    "mem_util": (mem * 10.0).round() / 10.0,
+                    "mem": self.snapshots.borrow().get("ttl_mem_usage").cloned(),
+                }),
+            );
+        }
+        Ok(body)
+    }
+
+    async fn exec_command(&self, request: &Request) -> Result<Value, Failure> {
+        let command = request.str("command")?;
+        let argv = shell_words::split(command).map_err(|e| {
+            Failure::bad_argument(format!("`command` does not split into words: {e}"))
+        })?;
+        let spec = self.spawn_spec(request, argv)?;
+        let pid = self.procs.spawn(spec)?;
+        let mut changes = self.procs.watch(pid)?;
+        let deadline = tokio::time::Instant::now() + self.settings.exec_timeout;
+        loop {
+            changes.borrow_and_update();
+            let exited = self
+                .procs
+                .entries()
+                .into_iter()
+                .find(|e| e.pid == pid)
+                .and_then(|e| e.exit);
+            if let Some(exit) = exited {
+                let budget = self.settings.max_reply_bytes / 2 - 1024;
+                let read = self.procs.read(pid, 0, usize::MAX)?;
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                for chunk in &read.chunks {
+                    match chunk.stream {
+                        procs::Stream::Stdout => out.extend_from_slice(&chunk.bytes),
+                        procs::Stream::Stderr => err.extend_from_slice(&chunk.bytes),
+                    }
+                }
+                let truncated = read.dropped > 0 || out.len() + err.len() > budget;
+                let keep = |v: &[u8], n: usize| {
+                    String::from_utf8_lossy(&v[v.len().saturating_sub(n)..]).into_owned()
+                };
+                let mut body = success(json!({
+                    "proc_id": pid,
+                    "stdout": keep(&out, budget / 2),
+                    "stderr": keep(&err, budget / 2),
+                    "truncated": truncated,
+                }));
+                if let (Some(fields), Value::Object(exit)) = (body.as_object_mut(), exit.fields()) {
+                    fields.extend(
+                        exit.into_iter()
+                            .map(|(k, v)| (if k == "code" { "exit_code".into() } else { k }, v)),
+                    );
+                }
+                return Ok(body);
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                let _ = signals::send(pid, libc::SIGKILL);
+                return Err(Failure::new(
+                    Reason::Timeout,
+                    format!(
+                        "the command did not finish in {} s and was killed (proc_id {pid})",
+                        self.settings.exec_timeout.as_secs()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// A process whose output goes to the requester as events after the reply.
+pub struct Follow {
+    procs: Procs,
+    pid: u32,
+    offset: u64,
+}
+
+impl Follow {
+    /// Sends `{"event": "stdout"|"stderr", ...}` for every output chunk and
+    /// `{"event": "exit", ...}` at the end, through `send`, which returns
+    /// false once the requester cannot be reached.
+    pub async fn run<F, Fut>(mut self, send: F)
+    where
+        F: Fn(Value) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let Ok(mut changes) = self.procs.watch(self.pid) else {
+            send(json!({"event": "exit", "code": null, "signal": null, "lost": true})).await;
+            return;
+        };
+        loop {
+            changes.borrow_and_update();
+            let read = match self.procs.read(self.pid, self.offset, CHUNK_MAX) {
+                Ok(read) => read,
+                Err(f) => {
+                    send(json!({"event": "exit", "code": null, "signal": null, "lost": true, "desc": f.desc}))
+                        .await;
+                    return;
+                }
+            };
+            let mut dropped = read.dropped;
+            for chunk in &read.chunks {
+                let mut event = chunk.fields();
+                if let Some(fields) = event.as_object_mut() {
+                    let stream = fields.remove("stream").unwrap_or(Value::Null);
+                    fields.insert("event".into(), stream);
+                    if dropped > 0 {
+                        fields.insert("dropped".into(), Value::from(dropped));
+                        dropped = 0;
+                    }
+                }
+                if !send(event).await {
+                    return;
+                }
+            }
+            self.offset = read.next;
+            if let Some(exit) = read.exit {
+                let mut event = exit.fields();
+                if let Some(fields) = event.as_object_mut() {
+                    fields.insert("event".into(), Value::from("exit"));
+                }
+                send(event).await;
+                return;
+            }
+            if read.chunks.is_empty() && changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn stopped() -> Failure {
+    Failure::new(Reason::Failed, "the agent's telemetry actor stopped")
+}
+
+fn display_roles(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "none".into()
+    } else {
+        roles.join(", ")
+    }
+}
+
+/// Bytes under each entry of `folder` (directories walked, symbolic links
+/// not followed, other file systems not entered).
+fn folder_usage(
+    folder: &std::path::Path,
+) -> Result<BTreeMap<String, (u64, &'static str)>, Failure> {
+    let read = std::fs::read_dir(folder).map_err(|e| {
+        Failure::new(
+            Reason::OsError,
+            format!("cannot read the work folder {}: {e}", folder.display()),
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    for entry in read.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let (bytes, kind) = if meta.is_dir() {
+            let bytes = walkdir::WalkDir::new(entry.path())
+                .same_file_system(true)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum();
+            (bytes, "dir")
+        } else if meta.is_file() {
+            (meta.len(), "file")
+        } else {
+            (0, "other")
+        };
+        out.insert(name, (bytes, kind));
+    }
+    Ok(out)
+}

@@ -1,0 +1,313 @@
+//! `concierge agent`: the program on every host that operators command
+//! through the gateway.
+//!
+//! It identifies with tag `agent` (and `presence: false`: a fleet's hosts
+//! need no news of each other), creates the services `telemetry_<host>` and
+//! `audit_<host>`, and serves the requests that arrive by MESSAGE (see
+//! [`request`] for the envelope and [`commands`] for the list), each in a
+//! task of its own so a slow one never holds up the others. When the
+//! connection ends it reconnects, forever, after a jittered, doubling wait,
+//! and sets its services up again.
+
+pub mod audit;
+pub mod commands;
+pub mod policy;
+pub mod procs;
+pub mod request;
+pub mod settings;
+pub mod signals;
+pub mod systemd;
+pub mod telemetry;
+
+use std::cell::Cell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client::{self, ClientError, Identity, Sender};
+use crate::protocol::{Origin, PayloadIn, PayloadOut, Target};
+use commands::{Access, Host};
+use request::{reply, Reason, Request};
+use settings::{AgentArgs, AgentSettings, Resolved};
+
+/// A connection that lasted this long was a working one: the next
+/// reconnect starts from the shortest wait again.
+const STABLE: Duration = Duration::from_secs(10);
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn main(args: AgentArgs) -> ExitCode {
+    let settings = match AgentSettings::load(args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("concierge agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    actix::System::new().block_on(async move {
+        match Agent::start(settings) {
+            Ok(agent) => agent.run().await,
+            Err(e) => {
+                eprintln!("concierge agent: {e}");
+                ExitCode::from(3)
+            }
+        }
+    })
+}
+
+struct Agent {
+    host: Rc<Host>,
+}
+
+impl Agent {
+    fn start(settings: Resolved) -> Result<Agent, String> {
+        let (telemetry, snapshots) = telemetry::Telemetry::start(settings.telemetry_interval)?;
+        let audit = audit::Audit::open(&settings.audit_log)?;
+        let systemd = settings.systemd.map(systemd::Systemd::new);
+        Ok(Agent {
+            host: Rc::new(Host {
+                procs: procs::Procs::new(procs::Limits {
+                    output: settings.output_limit,
+                    exited: settings.keep_exited,
+                    running: settings.max_running,
+                }),
+                settings,
+                telemetry,
+                snapshots,
+                systemd,
+                audit,
+            }),
+        })
+    }
+
+    async fn run(self) -> ExitCode {
+        let mut sigterm =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("concierge agent: cannot handle SIGTERM: {e}");
+                    return ExitCode::from(3);
+                }
+            };
+        let settings = &self.host.settings;
+        let mut wait = settings.reconnect_min;
+        loop {
+            let began = Instant::now();
+            let ended = tokio::select! {
+                ended = session(&self.host) => ended,
+                _ = sigterm.recv() => return ExitCode::SUCCESS,
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            };
+            if began.elapsed() >= STABLE {
+                wait = settings.reconnect_min;
+            }
+            let pause = jittered(wait);
+            match &ended {
+                Err(ClientError::Closed { code, reason }) if (4010..=4014).contains(code) => {
+                    tracing::error!(code, %reason, "the gateway refused this agent's token; retrying in {pause:?}")
+                }
+                Err(e) => tracing::warn!(error = %e, "disconnected; reconnecting in {pause:?}"),
+                Ok(()) => tracing::warn!("disconnected; reconnecting in {pause:?}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = sigterm.recv() => return ExitCode::SUCCESS,
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            }
+            wait = (wait * 2).min(settings.reconnect_max);
+        }
+    }
+}
+
+/// A wait between half of `wait` and all of it, so a fleet that lost its
+/// gateway at once does not come back at once.
+fn jittered(wait: Duration) -> Duration {
+    let unit = getrandom::u64().unwrap_or(u64::MAX / 2) as f64 / u64::MAX as f64;
+    wait.mul_f64(0.5 + unit / 2.0)
+}
+
+/// One connection: identify, set up the services, serve until it ends.
+async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
+    let settings = &host.settings;
+    let identity = Identity {
+        name: settings.name.clone(),
+        tags: vec!["agent".into()],
+        token: settings.token.clone(),
+        presence: false,
+    };
+    let client::Connection {
+        uuid,
+        sender,
+        mut receiver,
+    } = client::connect(&settings.url, &identity).await?;
+    tracing::info!(name = %settings.name, %uuid, url = %settings.url, "connected");
+    let telemetry_service = format!("telemetry_{}", settings.name);
+    let audit_service = format!("audit_{}", settings.name);
+    for service in [&telemetry_service, &audit_service] {
+        sender
+            .send(&PayloadIn::ServiceCreate {
+                service: service.into(),
+                nickname: None,
+            })
+            .await?;
+    }
+    // The owner hears of subscriptions only as a subscriber itself.
+    sender
+        .send(&PayloadIn::SelfSubscribe {
+            service: telemetry_service.as_str().into(),
+        })
+        .await?;
+    let subscribers = Rc::new(Cell::new(0usize));
+    let publisher = actix::spawn(publish_telemetry(
+        host.clone(),
+        sender.clone(),
+        telemetry_service.clone(),
+        subscribers.clone(),
+    ));
+    let ended = loop {
+        let payload = match receiver.next().await {
+            Ok(sequenced) => sequenced.payload,
+            Err(e) => break Err(e),
+        };
+        match payload {
+            PayloadOut::Message { origin, data, .. } => {
+                let host = host.clone();
+                let sender = sender.clone();
+                let audit_service = audit_service.clone();
+                actix::spawn(async move {
+                    handle(&host, &sender, origin, data, &audit_service).await;
+                });
+            }
+            PayloadOut::SelfSubscribeResult { service, .. }
+            | PayloadOut::ServiceClientSubscribed { service, .. }
+            | PayloadOut::ServiceClientUnsubscribed { service, .. }
+                if service.name == telemetry_service =>
+            {
+                let others = service.subscribers.iter().filter(|s| **s != uuid).count();
+                subscribers.set(others);
+            }
+            PayloadOut::ServiceCreateResult {
+                successful: false,
+                service,
+            } if service.owner_uuid != uuid
+                && [&telemetry_service, &audit_service].contains(&&service.name) =>
+            {
+                tracing::warn!(service = %service.name, owner = %service.owner_uuid,
+                    "another client owns this agent's service; it is not published");
+            }
+            PayloadOut::ErrorProtocol { desc } => {
+                tracing::warn!(%desc, "the gateway refused a payload");
+            }
+            _ => {}
+        }
+    };
+    publisher.abort();
+    ended
+}
+
+/// Publishes each telemetry snapshot on the service while it has
+/// subscribers.
+async fn publish_telemetry(
+    host: Rc<Host>,
+    sender: Sender,
+    service: String,
+    subscribers: Rc<Cell<usize>>,
+) {
+    let mut snapshots = host.snapshots.clone();
+    while snapshots.changed().await.is_ok() {
+        if subscribers.get() == 0 {
+            continue;
+        }
+        let data = snapshots.borrow_and_update().clone();
+        let event = json!({"event": "telemetry", "host": host.settings.name, "tele_data": *data});
+        if sender
+            .message(
+                Target::Service {
+                    service: service.clone(),
+                },
+                &event,
+            )
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Serves one MESSAGE: decode, authorize, run, reply, audit, and stream a
+/// followed process's output.
+async fn handle(
+    host: &Rc<Host>,
+    sender: &Sender,
+    origin: Origin,
+    data: Value,
+    audit_service: &str,
+) {
+    // Replies and events (of another agent, or answers to a requester that
+    // wrote to us by mistake) are not requests: answering them could start
+    // two agents answering each other forever.
+    if data.get("req").is_none() && (data.get("msg").is_some() || data.get("event").is_some()) {
+        tracing::debug!(from = %origin.client.name, "ignored a reply or event sent to the agent");
+        return;
+    }
+    let reply_to = Target::Uuid {
+        uuid: origin.client.uuid.to_string(),
+    };
+    let request = match Request::decode(&data) {
+        Ok(request) => request,
+        Err((rid, failure)) => {
+            let _ = sender
+                .message(reply_to, &reply(rid.as_ref(), Err(failure)))
+                .await;
+            return;
+        }
+    };
+    let access = Host::access(&request.req);
+    let outcome = match access.clone() {
+        Ok(access) => match host.authorize(&origin, access) {
+            Ok(()) => host.serve(&request).await,
+            Err(refused) => Err(refused),
+        },
+        Err(unknown) => Err(unknown),
+    };
+    let audited = access == Ok(Access::Command)
+        || matches!(&outcome, Err(f) if f.reason == Reason::Forbidden);
+    let (body, follow) = match outcome {
+        Ok((body, follow)) => (Ok(body), follow),
+        Err(failure) => (Err(failure), None),
+    };
+    if audited {
+        let entry = audit::Audit::entry(&origin, &request, &body);
+        host.audit.write(&entry);
+        let _ = sender
+            .message(
+                Target::Service {
+                    service: audit_service.to_owned(),
+                },
+                &json!({"event": "audit", "host": host.settings.name, "entry": entry}),
+            )
+            .await;
+    }
+    let rid = request.rid.clone();
+    if sender
+        .message(reply_to.clone(), &reply(Some(&rid), body))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Some(follow) = follow {
+        follow
+            .run(|mut event| {
+                if let Some(fields) = event.as_object_mut() {
+                    fields.insert("rid".into(), Value::Number(rid.clone()));
+                }
+                let sender = sender.clone();
+                let target = reply_to.clone();
+                async move { sender.message(target, &event).await.is_ok() }
+            })
+            .await;
+    }
+}

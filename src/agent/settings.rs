@@ -1,0 +1,266 @@
+//! The agent's settings: defaults, then a TOML file, then `CONCIERGE_AGENT_*`
+//! variables, then flags (the flags and variables cover the settings a
+//! host's unit file or a person at a terminal sets; the rules are in the
+//! file). `config/agent.toml` documents every key; a test keeps it in step.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::policy::{ExecRule, Policy, SignalRule};
+use super::systemd::Manager;
+use crate::auth::Role;
+
+/// The documented file, every key at its default.
+pub const DOCUMENTED: &str = include_str!("../../config/agent.toml");
+
+/// The settings file's keys, every one optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    pub url: String,
+    pub name: String,
+    pub token: String,
+    pub token_file: PathBuf,
+    pub work_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub systemd: String,
+    pub anonymous_role: String,
+    pub telemetry_interval_ms: u64,
+    pub output_limit: usize,
+    pub keep_exited: usize,
+    pub max_running: usize,
+    pub exec_timeout_secs: u64,
+    pub max_reply_bytes: usize,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub signal_allow: Vec<SignalRule>,
+    pub exec_allow: Vec<ExecRule>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            url: "ws://127.0.0.1:8080/ws".into(),
+            name: String::new(),
+            token: String::new(),
+            token_file: PathBuf::new(),
+            work_dir: PathBuf::from("."),
+            audit_log: PathBuf::from("audit.log"),
+            systemd: "system".into(),
+            anonymous_role: "none".into(),
+            telemetry_interval_ms: 2000,
+            output_limit: 1024 * 1024,
+            keep_exited: 64,
+            max_running: 64,
+            exec_timeout_secs: 60,
+            max_reply_bytes: 60_000,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            signal_allow: Vec::new(),
+            exec_allow: Vec::new(),
+        }
+    }
+}
+
+/// The flags (each with its variable) of `concierge agent`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentArgs {
+    /// TOML settings file (see config/agent.toml).
+    #[arg(long, env = "CONCIERGE_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The gateway's WebSocket URL (ws:// or wss://) [default: ws://127.0.0.1:8080/ws].
+    #[arg(long, env = "CONCIERGE_AGENT_URL")]
+    pub url: Option<String>,
+    /// The token to identify with (`concierge token issue --role agent`);
+    /// prefer the variable or --token-file: a flag shows in `ps`.
+    #[arg(long, env = "CONCIERGE_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the token.
+    #[arg(long, env = "CONCIERGE_AGENT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The name to identify as [default: the host name].
+    #[arg(long, env = "CONCIERGE_AGENT_NAME")]
+    pub name: Option<String>,
+    /// The folder processes start in and `obtain_user_usages` measures [default: .].
+    #[arg(long, env = "CONCIERGE_AGENT_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// The audit log (JSON lines), relative to the work folder [default: audit.log].
+    #[arg(long, env = "CONCIERGE_AGENT_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// The systemd manager units are driven on: system, user or off [default: system].
+    #[arg(long, env = "CONCIERGE_AGENT_SYSTEMD")]
+    pub systemd: Option<String>,
+    /// What clients without a token may do: none, viewer or operator [default: none].
+    #[arg(long, env = "CONCIERGE_AGENT_ANONYMOUS_ROLE")]
+    pub anonymous_role: Option<String>,
+    /// Milliseconds between telemetry samples [default: 2000].
+    #[arg(long, env = "CONCIERGE_AGENT_TELEMETRY_INTERVAL_MS")]
+    pub telemetry_interval_ms: Option<u64>,
+}
+
+/// The settings, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub url: String,
+    pub name: String,
+    pub token: Option<String>,
+    pub work_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub systemd: Option<Manager>,
+    pub anonymous_role: Option<Role>,
+    pub telemetry_interval: Duration,
+    pub output_limit: usize,
+    pub keep_exited: usize,
+    pub max_running: usize,
+    pub exec_timeout: Duration,
+    pub max_reply_bytes: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub policy: Policy,
+}
+
+impl AgentSettings {
+    /// The file (if any), then the flags and variables over it.
+    pub fn load(args: AgentArgs) -> Result<Resolved, String> {
+        let mut s = match &args.config {
+            Some(path) => AgentSettings::from_file(path)?,
+            None => AgentSettings::default(),
+        };
+        macro_rules! over {
+            ($($field:ident),+) => { $( if let Some(v) = args.$field { s.$field = v; } )+ };
+        }
+        over!(
+            url,
+            token,
+            token_file,
+            name,
+            work_dir,
+            audit_log,
+            systemd,
+            anonymous_role,
+            telemetry_interval_ms
+        );
+        s.resolve()
+    }
+
+    pub fn from_file(path: &Path) -> Result<AgentSettings, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid settings file {}: {e}", path.display()))
+    }
+
+    fn resolve(self) -> Result<Resolved, String> {
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            return Err(format!("url {:?}: must be a ws:// or wss:// URL", self.url));
+        }
+        let token = if !self.token.is_empty() {
+            Some(self.token.trim().to_owned())
+        } else if !self.token_file.as_os_str().is_empty() {
+            let text = std::fs::read_to_string(&self.token_file)
+                .map_err(|e| format!("token_file {}: {e}", self.token_file.display()))?;
+            Some(text.trim().to_owned())
+        } else {
+            None
+        };
+        let name = if self.name.is_empty() {
+            host_name()?
+        } else {
+            self.name
+        };
+        let systemd = match self.systemd.as_str() {
+            "off" => None,
+            other => Some(
+                other
+                    .parse::<Manager>()
+                    .map_err(|_| format!("systemd {other:?}: must be system, user or off"))?,
+            ),
+        };
+        let anonymous_role = match self.anonymous_role.as_str() {
+            "none" | "" => None,
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            other => {
+                return Err(format!(
+                    "anonymous_role {other:?}: must be none, viewer or operator"
+                ))
+            }
+        };
+        for (key, value) in [
+            ("telemetry_interval_ms", self.telemetry_interval_ms),
+            ("exec_timeout_secs", self.exec_timeout_secs),
+            ("reconnect_min_ms", self.reconnect_min_ms),
+            ("reconnect_max_ms", self.reconnect_max_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{key}: must be positive"));
+            }
+        }
+        if self.max_reply_bytes < 4096 {
+            return Err("max_reply_bytes: must be at least 4096".into());
+        }
+        let audit_log = self.work_dir.join(&self.audit_log);
+        Ok(Resolved {
+            url: self.url,
+            name,
+            token,
+            work_dir: self.work_dir,
+            audit_log,
+            systemd,
+            anonymous_role,
+            telemetry_interval: Duration::from_millis(self.telemetry_interval_ms),
+            output_limit: self.output_limit.max(CHUNK_FLOOR),
+            keep_exited: self.keep_exited,
+            max_running: self.max_running.max(1),
+            exec_timeout: Duration::from_secs(self.exec_timeout_secs),
+            max_reply_bytes: self.max_reply_bytes,
+            reconnect_min: Duration::from_millis(self.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms)),
+            policy: Policy::new(&self.signal_allow, &self.exec_allow)?,
+        })
+    }
+}
+
+/// The smallest output log: one event's worth.
+const CHUNK_FLOOR: usize = super::procs::CHUNK_MAX;
+
+/// This host's name, as `hostname` prints it.
+fn host_name() -> Result<String, String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| format!("cannot read the host name ({e}): set name"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("this host has no name: set name".into());
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented file parses and says exactly the defaults.
+    #[test]
+    fn the_documented_file_is_the_defaults() {
+        let documented: AgentSettings =
+            toml::from_str(DOCUMENTED).expect("config/agent.toml parses");
+        let defaults = AgentSettings::default();
+        assert_eq!(format!("{documented:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn wrong_values_are_named() {
+        let s = AgentSettings {
+            url: "http://x".into(),
+            ..AgentSettings::default()
+        };
+        assert!(s.resolve().expect_err("url").contains("ws://"));
+        let s = AgentSettings {
+            name: "h".into(),
+            anonymous_role: "admin".into(),
+            ..AgentSettings::default()
+        };
+        assert!(s.resolve().expect_err("role").contains("anonymous_role"));
+    }
+}

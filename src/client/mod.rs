@@ -1,0 +1,184 @@
+//! A concierge client connection, for the programs of this crate that talk
+//! to a gateway as clients do: the host agent and `concierge ctl`.
+//!
+//! It does the handshake (IDENTIFY, then HELLO or the close that refuses
+//! it), then splits the socket: a [`Sender`] that any task may clone and
+//! send through (one writer task owns the socket's sink, so concurrent
+//! replies never interleave inside a frame), and a [`Receiver`] that yields
+//! the gateway's payloads and turns a close into [`ClientError::Closed`] with
+//! the gateway's code and reason.
+
+use std::borrow::Cow;
+
+use futures_util::stream::{SplitStream, StreamExt};
+use futures_util::SinkExt;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+use crate::protocol::{PayloadIn, PayloadOut, Sequenced, Target, PROTOCOL_VERSION};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Frames that may wait for the writer before senders wait too.
+const SEND_QUEUE: usize = 256;
+
+/// Why a connection failed or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The gateway closed the connection; `code` is its close code.
+    #[error("the gateway closed the connection: {code} {reason}")]
+    Closed { code: u16, reason: String },
+    /// The connection broke without a close frame.
+    #[error("the connection to the gateway broke: {0}")]
+    Broken(String),
+    /// The gateway sent something that is not a concierge payload.
+    #[error("unexpected from the gateway: {0}")]
+    Protocol(String),
+}
+
+/// What a client identifies with.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub token: Option<String>,
+    /// `false`: no CLIENT_JOINED / CLIENT_LEFT for this client.
+    pub presence: bool,
+}
+
+/// An identified connection, split for concurrent use.
+pub struct Connection {
+    pub uuid: Uuid,
+    pub sender: Sender,
+    pub receiver: Receiver,
+}
+
+/// Connects to `url` (`ws://` or `wss://`) and identifies.
+pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, ClientError> {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let identify = PayloadIn::Identify {
+        name: Cow::Borrowed(&identity.name),
+        nickname: None,
+        version: Cow::Borrowed(PROTOCOL_VERSION),
+        tags: identity
+            .tags
+            .iter()
+            .map(|t| Cow::Borrowed(t.as_str()))
+            .collect(),
+        secret: None,
+        token: identity.token.as_deref().map(Cow::Borrowed),
+        presence: (!identity.presence).then_some(false),
+    };
+    let text =
+        serde_json::to_string(&identify).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| ClientError::Broken(e.to_string()))?;
+    let (sink, stream) = ws.split();
+    let mut receiver = Receiver { stream };
+    let uuid = loop {
+        match receiver.next().await?.payload {
+            PayloadOut::Hello { uuid, .. } => break uuid,
+            // Nothing else comes before HELLO; tolerate it rather than fail.
+            _ => continue,
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<Message>(SEND_QUEUE);
+    tokio::spawn(async move {
+        let mut sink = sink;
+        while let Some(message) = rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    Ok(Connection {
+        uuid,
+        sender: Sender { tx },
+        receiver,
+    })
+}
+
+/// Sends payloads; clone it for every task that sends.
+#[derive(Clone)]
+pub struct Sender {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Sender {
+    /// Queues a payload; fails once the connection is gone.
+    pub async fn send(&self, payload: &PayloadIn<'_>) -> Result<(), ClientError> {
+        let text =
+            serde_json::to_string(payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.tx
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|_| ClientError::Broken("the connection is closed".into()))
+    }
+
+    /// A MESSAGE with `data` to `target`.
+    pub async fn message(&self, target: Target, data: &Value) -> Result<(), ClientError> {
+        let data: Box<RawValue> = crate::protocol::raw_json(data);
+        self.send(&PayloadIn::Message {
+            target,
+            data: &data,
+        })
+        .await
+    }
+
+    /// Closes the connection normally.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Message::Close(None)).await;
+    }
+}
+
+/// The gateway's payloads, in order.
+pub struct Receiver {
+    stream: SplitStream<Ws>,
+}
+
+impl Receiver {
+    /// The next payload; pings are answered by the socket itself.
+    pub async fn next(&mut self) -> Result<Sequenced, ClientError> {
+        loop {
+            match self.stream.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(&text).map_err(|e| {
+                        ClientError::Protocol(format!("{e}: {}", truncate(&text, 200)))
+                    })
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    return Err(ClientError::Closed { code, reason });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ClientError::Broken(e.to_string())),
+                None => return Err(ClientError::Broken("the connection ended".into())),
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}

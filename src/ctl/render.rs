@@ -1,0 +1,113 @@
+//! How `concierge ctl` shows things to a person: tables, sizes in the unit
+//! the user chose (`storage_unit_of_measurement`), and the memory label
+//! they prefer (`mem_or_ram`).
+
+use std::collections::BTreeMap;
+
+use comfy_table::{presets, Table};
+
+/// A user's display choices, from USER_SETTINGS_FETCH.
+#[derive(Debug, Clone)]
+pub struct Units {
+    storage: Storage,
+    pub mem_label: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    Bytes,
+    Decimal,
+    Binary,
+}
+
+impl Default for Units {
+    /// The defaults of the seed's settings: `gb` and `mem`.
+    fn default() -> Self {
+        Units {
+            storage: Storage::Decimal,
+            mem_label: "Mem",
+        }
+    }
+}
+
+impl Units {
+    pub fn from_settings(settings: &BTreeMap<String, String>) -> Units {
+        let storage = match settings
+            .get("storage_unit_of_measurement")
+            .map(String::as_str)
+        {
+            Some("bytes") => Storage::Bytes,
+            Some("gib") => Storage::Binary,
+            _ => Storage::Decimal,
+        };
+        let mem_label = match settings.get("mem_or_ram").map(String::as_str) {
+            Some("ram") => "RAM",
+            _ => "Mem",
+        };
+        Units { storage, mem_label }
+    }
+
+    /// `bytes` in the user's unit: `1234567 B`, `1.2 MB` or `1.2 MiB`.
+    pub fn size(&self, bytes: u64) -> String {
+        let (base, names): (f64, [&str; 5]) = match self.storage {
+            Storage::Bytes => return format!("{bytes} B"),
+            Storage::Decimal => (1000.0, ["B", "kB", "MB", "GB", "TB"]),
+            Storage::Binary => (1024.0, ["B", "KiB", "MiB", "GiB", "TiB"]),
+        };
+        let mut value = bytes as f64;
+        let mut unit = 0;
+        while value >= base && unit < names.len() - 1 {
+            value /= base;
+            unit += 1;
+        }
+        if unit == 0 {
+            format!("{bytes} B")
+        } else {
+            format!("{value:.1} {}", names[unit])
+        }
+    }
+}
+
+/// A table with a header row and no borders, like `ps`.
+pub fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut table = plain();
+    table.set_header(header);
+    table
+}
+
+/// A table without borders or header.
+pub fn plain() -> Table {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING);
+    table
+}
+
+/// A bar of `width` cells for a share between 0 and 1.
+pub fn bar(share: f64, width: usize) -> String {
+    let filled = ((share.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    format!("{}{}", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_the_users_unit() {
+        let mut settings = BTreeMap::new();
+        assert_eq!(Units::from_settings(&settings).size(1_500_000), "1.5 MB");
+        settings.insert("storage_unit_of_measurement".into(), "gib".into());
+        assert_eq!(
+            Units::from_settings(&settings).size(3 * 1024 * 1024 * 1024),
+            "3.0 GiB"
+        );
+        settings.insert("storage_unit_of_measurement".into(), "bytes".into());
+        settings.insert("mem_or_ram".into(), "ram".into());
+        let units = Units::from_settings(&settings);
+        assert_eq!(
+            (units.size(42), units.mem_label),
+            ("42 B".to_owned(), "RAM")
+        );
+        assert_eq!(bar(0.5, 4), "##..");
+    }
+}
