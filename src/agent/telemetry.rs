@@ -113,7 +113,7 @@ impl Telemetry {
         let kib = |v: Option<u64>| v.map(|kb| kb * 1024);
         Some(json!({
             "pid": pid,
-            "name": process.name().to_string_lossy(),
+            "name": stat.as_ref().map_or_else(|| process.name().to_string_lossy().into_owned(), |s| s.comm.clone()),
             "cmd": process.cmd().iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
             "user": process.user_id().map(|uid| **uid),
             "cpu_usage": (f64::from(process.cpu_usage()) * 10.0).round() / 10.0,
@@ -220,7 +220,12 @@ impl Handler<Running> for Telemetry {
             let Some(process) = self.system.process(Pid::from_u32(pid)) else {
                 continue;
             };
-            let title = process.name().to_string_lossy().into_owned();
+            // The name now, not when sysinfo first saw the pid: a wrapper
+            // that exec()s its program changes it.
+            let title = procfs::process::Process::new(pid as i32)
+                .and_then(|p| p.stat())
+                .map(|s| s.comm)
+                .unwrap_or_else(|_| process.name().to_string_lossy().into_owned());
             let family = self.family(pid);
             let (mut cpu, mut rss) = (0.0f64, 0u64);
             let mut port_util = Vec::new();

@@ -56,7 +56,11 @@ pub enum CtlCommand {
     /// The services.
     Services,
     /// Send a MESSAGE: TARGET is a client name, uuid:UUID, service:NAME or all.
-    Send { target: String, json: String },
+    Send {
+        target: String,
+        #[arg(value_name = "JSON")]
+        data: String,
+    },
     /// Send any request to a host's agent and print the reply.
     Request {
         host: String,
@@ -268,7 +272,7 @@ impl Ctl {
         match command {
             CtlCommand::Clients => self.clients().await,
             CtlCommand::Services => self.services().await,
-            CtlCommand::Send { target, json } => self.send(&target, &json).await,
+            CtlCommand::Send { target, data } => self.send(&target, &data).await,
             CtlCommand::Request { host, req, msg } => {
                 let msg: Value = serde_json::from_str(&msg)
                     .map_err(|e| CtlError::Usage(format!("the request's msg is not JSON: {e}")))?;

@@ -1,0 +1,1045 @@
+//! The host agent and `concierge ctl`, for real: a gateway on an ephemeral
+//! port, the `concierge agent` binary connected to it, `concierge ctl` run
+//! as a user runs it, and real processes on this machine.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::process::{command, Process};
+use common::{Client, TestServer};
+use serde_json::{json, Value};
+
+/// A gateway, an agent named `host1` and tokens for an operator (alice),
+/// a viewer (vic) and the host.
+struct Fleet {
+    server: TestServer,
+    agent: Process,
+    work: tempfile::TempDir,
+    alice: String,
+    vic: String,
+}
+
+/// Issues a long-lived token from the gateway's store.
+async fn issue(server: &TestServer, name: &str, role: &str) -> String {
+    let data = server.data.path().to_str().expect("utf-8 path");
+    let out = command(&[
+        "token",
+        "issue",
+        "--data-dir",
+        data,
+        "--name",
+        name,
+        "--role",
+        role,
+    ])
+    .output()
+    .await
+    .expect("token issue runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        Self::with_config("").await
+    }
+
+    /// With `extra` appended to the agent's settings file.
+    async fn with_config(extra: &str) -> Fleet {
+        let server = TestServer::start();
+        let host = issue(&server, "host1", "agent").await;
+        let alice = issue(&server, "alice", "operator").await;
+        let vic = issue(&server, "vic", "viewer").await;
+        let work = tempfile::tempdir().expect("work dir");
+        let agent = spawn_agent(&server.ws_url(), &host, work.path(), extra).await;
+        let fleet = Fleet {
+            server,
+            agent,
+            work,
+            alice,
+            vic,
+        };
+        fleet.wait_for_agent().await;
+        fleet
+    }
+
+    async fn wait_for_agent(&self) {
+        for _ in 0..100 {
+            if self
+                .ctl(&self.alice, &["--json", "request", "host1", "ping"])
+                .await
+                .0
+                == 0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the agent never answered:\n{}", self.agent.log());
+    }
+
+    /// Runs `concierge ctl --url URL [--token T] ARGS`: exit code, stdout, stderr.
+    async fn ctl(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        ctl_at(&self.server.ws_url(), token, args).await
+    }
+
+    /// `ctl --json`, parsed: exit code and the last JSON document printed.
+    async fn ctl_json(&self, token: &str, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.ctl(token, &all).await;
+        let last = out.lines().last().unwrap_or_default();
+        let value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("ctl {args:?} printed no JSON ({e}): {out:?} {err:?}"));
+        (code, value)
+    }
+
+    /// A raw client identified with `token`, to send requests by hand.
+    async fn client(&self, name: &str, token: &str) -> Client {
+        let mut client = self.server.connect().await;
+        client
+            .identify_with(
+                json!({"type": "IDENTIFY", "name": name, "version": "0.2.0", "token": token}),
+            )
+            .await;
+        client
+    }
+}
+
+async fn spawn_agent(url: &str, token: &str, work: &Path, extra: &str) -> Process {
+    let config = work.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "url = {url:?}\ntoken = {token:?}\nname = \"host1\"\nwork_dir = {:?}\nsystemd = \"system\"\n\
+             telemetry_interval_ms = 200\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n{extra}\n",
+            work.display().to_string()
+        ),
+    )
+    .expect("config written");
+    let mut cmd = command(&["agent", "--config", config.to_str().expect("utf-8")]);
+    cmd.env("CONCIERGE_LOG", "concierge=debug");
+    Process::spawn(cmd)
+}
+
+async fn ctl_at(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = command(&["ctl", "--url", url]);
+    if !token.is_empty() {
+        cmd.args(["--token", token]);
+    }
+    // No saved login of whoever runs the tests.
+    cmd.env("HOME", "/nonexistent")
+        .env("XDG_CONFIG_HOME", "/nonexistent");
+    cmd.args(args);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("ctl {args:?} did not finish"))
+        .expect("ctl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The state letter of `/proc/PID/stat`.
+fn proc_state(pid: u64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+/// The exit of a started process, once it has one.
+async fn exit_of(fleet: &Fleet, pid: u64) -> Value {
+    for _ in 0..100 {
+        let (code, out) = fleet
+            .ctl_json(
+                &fleet.alice,
+                &[
+                    "request",
+                    "host1",
+                    "proc_output",
+                    &json!({"proc_id": pid, "offset": u64::MAX}).to_string(),
+                ],
+            )
+            .await;
+        assert_eq!(code, 0, "{out}");
+        if !out["exit"].is_null() {
+            return out["exit"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("process {pid} did not exit");
+}
+
+async fn start(fleet: &Fleet, cmd: &[&str]) -> u64 {
+    let mut args = vec!["exec", "host1", "--"];
+    args.extend_from_slice(cmd);
+    let (code, out) = fleet.ctl_json(&fleet.alice, &args).await;
+    assert_eq!(code, 0, "{out}");
+    out["proc_id"].as_u64().expect("proc_id")
+}
+
+#[tokio::test]
+async fn exec_follow_prints_the_output_and_exits_with_the_process_code() {
+    let fleet = Fleet::start().await;
+    let (code, out, err) = fleet
+        .ctl(
+            &fleet.alice,
+            &[
+                "exec",
+                "host1",
+                "--follow",
+                "--",
+                "sh",
+                "-c",
+                "echo hi; echo oops >&2; exit 3",
+            ],
+        )
+        .await;
+    assert_eq!((code, out.as_str()), (3, "hi\n"), "stderr: {err}");
+    assert!(err.contains("oops"), "{err}");
+
+    // As JSON: the reply, then the events, the exit last.
+    let (code, out, _) = fleet
+        .ctl(
+            &fleet.alice,
+            &[
+                "--json",
+                "exec",
+                "host1",
+                "--follow",
+                "--",
+                "sh",
+                "-c",
+                "printf 'a€b'; kill -9 $$",
+            ],
+        )
+        .await;
+    assert_eq!(code, 128 + 9);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(events[0]["result"], "success", "{out}");
+    let printed: String = events
+        .iter()
+        .filter(|e| e["event"] == "stdout")
+        .filter_map(|e| e["data"].as_str())
+        .collect();
+    assert_eq!(printed, "a€b");
+    let exit = events.last().expect("events");
+    assert_eq!(
+        (exit["event"].as_str(), exit["signal"].as_str()),
+        (Some("exit"), Some("SIGKILL")),
+        "{out}"
+    );
+    assert!(exit["duration_ms"].is_u64());
+}
+
+#[tokio::test]
+async fn output_is_kept_bounded_and_readable_after_exit() {
+    let fleet = Fleet::with_config("output_limit = 100000").await;
+    let pid = start(
+        &fleet,
+        &[
+            "sh",
+            "-c",
+            "head -c 300000 /dev/zero | tr '\\0' x; echo; echo done",
+        ],
+    )
+    .await;
+    let exit = exit_of(&fleet, pid).await;
+    assert_eq!(exit["code"], 0, "{exit}");
+    let (code, page) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &[
+                "request",
+                "host1",
+                "proc_output",
+                &json!({"proc_id": pid}).to_string(),
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{page}");
+    assert!(
+        page["dropped"].as_u64().expect("dropped") >= 200_000,
+        "{page}"
+    );
+    // The newest bytes are kept: the last page ends with "done".
+    let (code, out, _) = fleet
+        .ctl(&fleet.alice, &["output", "host1", &pid.to_string()])
+        .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.ends_with("x\ndone\n"),
+        "{}",
+        &out[out.len().saturating_sub(50)..]
+    );
+    assert!(out.len() <= 100_000 && out.len() > 90_000, "{}", out.len());
+}
+
+#[tokio::test]
+async fn view_running_lists_started_processes_with_their_listening_ports() {
+    let fleet = Fleet::start().await;
+    let script = "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)";
+    let pid = start(
+        &fleet,
+        &["sh", "-c", &format!("exec python3 -c \"{script}\"")],
+    )
+    .await;
+    let mut port = None;
+    for _ in 0..100 {
+        let (_, out, _) = fleet
+            .ctl(&fleet.alice, &["output", "host1", &pid.to_string()])
+            .await;
+        if let Ok(p) = out.trim().parse::<u64>() {
+            port = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let port = port.expect("the child printed its port");
+    let (code, running) = fleet.ctl_json(&fleet.vic, &["ps", "host1"]).await;
+    assert_eq!(code, 0, "{running}");
+    let entry = running
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .cloned()
+        .expect("listed");
+    assert_eq!(entry["port_util"], json!([port]), "{entry}");
+    assert_eq!(entry["title"], "python3");
+    assert!(
+        entry["reqc"].as_str().expect("reqc").starts_with("sh -c"),
+        "{entry}"
+    );
+    assert!(entry["mem_util"].as_f64().expect("MB") > 1.0, "{entry}");
+    let (code, table, _) = fleet.ctl(&fleet.vic, &["ps", "host1"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains(&port.to_string()) && table.contains("PORTS"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn every_signal_reaches_the_process_and_pause_really_stops_it() {
+    let fleet = Fleet::start().await;
+    let pid = start(&fleet, &["sleep", "60"]).await;
+    let (code, _, err) = fleet
+        .ctl(&fleet.alice, &["pause", "host1", &pid.to_string()])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    eventually("state T", || proc_state(pid) == Some('T')).await;
+    let (code, info) = fleet
+        .ctl_json(&fleet.alice, &["proc", "host1", &pid.to_string()])
+        .await;
+    assert_eq!(
+        (code, info["status"].as_str()),
+        (0, Some("stopped")),
+        "{info}"
+    );
+    assert_eq!(info["safe_kill"], true);
+    let (code, _, _) = fleet
+        .ctl(&fleet.alice, &["resume", "host1", &pid.to_string()])
+        .await;
+    assert_eq!(code, 0);
+    eventually("state S", || proc_state(pid) == Some('S')).await;
+
+    for signal in [
+        "SIGTERM", "SIGKILL", "SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2",
+    ] {
+        let pid = start(&fleet, &["sleep", "60"]).await;
+        let (code, reply) = fleet
+            .ctl_json(&fleet.alice, &["signal", "host1", &pid.to_string(), signal])
+            .await;
+        assert_eq!(code, 0, "{reply}");
+        let exit = exit_of(&fleet, pid).await;
+        assert_eq!(exit["signal"], signal, "{exit}");
+        assert!(exit["code"].is_null());
+    }
+    // seed 000's kill_process with its method.
+    let pid = start(&fleet, &["sleep", "60"]).await;
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &[
+                "request",
+                "host1",
+                "kill_process",
+                &json!({"pid": pid, "method": "SIGKILL"}).to_string(),
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    assert_eq!(exit_of(&fleet, pid).await["signal"], "SIGKILL");
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &[
+                "request",
+                "host1",
+                "kill_process",
+                &json!({"pid": pid, "method": "SIGHUP"}).to_string(),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("bad_argument")),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn processes_the_agent_did_not_start_are_not_signalled() {
+    let fleet = Fleet::start().await;
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let pid = stranger.id().to_string();
+    let (code, reply) = fleet
+        .ctl_json(&fleet.alice, &["signal", "host1", &pid, "SIGTERM"])
+        .await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "{reply}"
+    );
+    assert!(
+        stranger.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+    let (_, info) = fleet.ctl_json(&fleet.alice, &["proc", "host1", &pid]).await;
+    assert_eq!(
+        (info["name"].as_str(), info["safe_kill"].as_bool()),
+        (Some("sleep"), Some(false)),
+        "{info}"
+    );
+
+    // The agent itself and its parent (this test) are never signalled.
+    let agent_pid = fleet.agent.child.id().expect("agent runs").to_string();
+    let (_, reply) = fleet
+        .ctl_json(&fleet.alice, &["signal", "host1", &agent_pid, "SIGKILL"])
+        .await;
+    assert_eq!(reply["reason"], "forbidden", "{reply}");
+
+    // A pid nothing holds.
+    stranger.kill().expect("kill");
+    stranger.wait().expect("reaped");
+    let (code, reply) = fleet
+        .ctl_json(&fleet.alice, &["signal", "host1", &pid, "SIGTERM"])
+        .await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("not_found")),
+        "{reply}"
+    );
+    let (code, reply) = fleet.ctl_json(&fleet.alice, &["proc", "host1", &pid]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("not_found")),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn signal_allow_rules_widen_what_may_be_signalled() {
+    let fleet = Fleet::with_config("[[signal_allow]]\nexecutable = \"/usr/bin/sleep\"").await;
+    let mut stranger = std::process::Command::new("/usr/bin/sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let pid = stranger.id().to_string();
+    let (code, reply) = fleet
+        .ctl_json(&fleet.alice, &["signal", "host1", &pid, "SIGTERM"])
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    let status = stranger.wait().expect("reaped");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+}
+
+#[tokio::test]
+async fn exec_allow_rules_limit_what_may_be_started() {
+    let fleet = Fleet::with_config("[[exec_allow]]\nexecutable = \"echo\"\nargs = [\"**\"]").await;
+    let (code, out, _) = fleet
+        .ctl(
+            &fleet.alice,
+            &["exec", "host1", "--follow", "--", "echo", "allowed"],
+        )
+        .await;
+    assert_eq!((code, out.as_str()), (0, "allowed\n"));
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &["exec", "host1", "--", "sh", "-c", "echo no"],
+        )
+        .await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "{reply}"
+    );
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &[
+                "request",
+                "host1",
+                "exec_command",
+                r#"{"command": "echo 'two words'"}"#,
+            ],
+        )
+        .await;
+    assert_eq!(
+        (code, reply["stdout"].as_str(), reply["exit_code"].as_i64()),
+        (0, Some("two words\n"), Some(0)),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn process_info_of_a_live_pid_matches_proc() {
+    let fleet = Fleet::start().await;
+    let me = std::process::id();
+    let (code, info) = fleet
+        .ctl_json(&fleet.vic, &["proc", "host1", &me.to_string()])
+        .await;
+    assert_eq!(code, 0, "{info}");
+    assert_eq!(info["pid"], me);
+    let status = std::fs::read_to_string(format!("/proc/{me}/status")).expect("status");
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS");
+    let rss = info["memory"]["rss"].as_u64().expect("rss");
+    assert!(
+        rss > 0 && rss.abs_diff(rss_kb * 1024) < rss / 2,
+        "{rss} vs {rss_kb} kB"
+    );
+    assert!(
+        info["cpu_time"]["user"].is_number() && info["started"].as_u64() > Some(0),
+        "{info}"
+    );
+    let (code, all) = fleet.ctl_json(&fleet.vic, &["ps", "host1", "--all"]).await;
+    assert_eq!(code, 0);
+    let all = all.as_array().expect("list");
+    let seen = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .count();
+    assert!(all.iter().any(|p| p["pid"] == me), "this test is listed");
+    assert!(
+        all.len() * 2 > seen,
+        "{} of {seen} processes listed (paged)",
+        all.len()
+    );
+}
+
+#[tokio::test]
+async fn telemetry_matches_proc() {
+    let fleet = Fleet::start().await;
+    let (code, reply) = fleet
+        .ctl_json(&fleet.vic, &["top", "host1", "--once"])
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    let data = &reply["tele_data"];
+    let cores = std::fs::read_to_string("/proc/stat")
+        .expect("stat")
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    let cpu = data["ttl_cpu_usage"].as_array().expect("per core");
+    assert_eq!(cpu.len(), cores);
+    assert!(
+        cpu.iter()
+            .all(|c| (0.0..=1.0).contains(&c.as_f64().expect("share"))),
+        "{cpu:?}"
+    );
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let total_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("MemTotal");
+    let mem: u64 = data["ttl_mem_usage"]
+        .as_array()
+        .expect("mem")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(mem, total_kb * 1024);
+    let disks = data["disk_util"].as_object().expect("disks");
+    assert!(
+        !disks.is_empty() && disks.values().all(|d| d[0].is_u64() && d[1].is_u64()),
+        "{disks:?}"
+    );
+    assert_eq!(data["vpn_status"]["up"], false);
+    // One stat type only, and a wrong one.
+    let (_, reply) = fleet
+        .ctl_json(
+            &fleet.vic,
+            &[
+                "request",
+                "host1",
+                "telemetry",
+                r#"{"stat_types": ["ttl_mem_usage"]}"#,
+            ],
+        )
+        .await;
+    assert_eq!(
+        reply["tele_data"].as_object().map(|m| m.len()),
+        Some(1),
+        "{reply}"
+    );
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.vic,
+            &[
+                "request",
+                "host1",
+                "telemetry",
+                r#"{"stat_types": ["gpu"]}"#,
+            ],
+        )
+        .await;
+    assert_eq!((code, reply["reason"].as_str()), (1, Some("bad_argument")));
+    // The human screen: one bar per core.
+    let (code, screen, _) = fleet.ctl(&fleet.vic, &["top", "host1", "--once"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        screen.lines().filter(|l| l.starts_with("cpu")).count(),
+        cores,
+        "{screen}"
+    );
+}
+
+fn payloads_in(text: &str, kind: &str) -> u64 {
+    let key = format!("concierge_payloads_in_total{{type=\"{kind}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn telemetry_is_published_only_while_someone_subscribes() {
+    let fleet = Fleet::start().await;
+    let metrics = || async {
+        reqwest::get(fleet.server.http_url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let before = payloads_in(&metrics().await, "MESSAGE");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        payloads_in(&metrics().await, "MESSAGE"),
+        before,
+        "nobody subscribed, nothing published"
+    );
+
+    let mut viewer = fleet.client("vic_top", &fleet.vic).await;
+    viewer
+        .send(json!({"type": "SELF_SUBSCRIBE", "service": "telemetry_host1"}))
+        .await;
+    let event = viewer.skip_to("MESSAGE").await;
+    assert_eq!(event["data"]["event"], "telemetry", "{event}");
+    assert!(
+        event["data"]["tele_data"]["ttl_cpu_usage"].is_array(),
+        "{event}"
+    );
+    viewer.skip_to("MESSAGE").await; // and again on the next tick
+    viewer
+        .send(json!({"type": "SELF_UNSUBSCRIBE", "service": "telemetry_host1"}))
+        .await;
+    viewer.skip_to("SELF_UNSUBSCRIBE_RESULT").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = payloads_in(&metrics().await, "MESSAGE");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        payloads_in(&metrics().await, "MESSAGE"),
+        after,
+        "unsubscribed, nothing published"
+    );
+}
+
+#[tokio::test]
+async fn user_usages_measure_the_work_folder() {
+    let fleet = Fleet::start().await;
+    let work: PathBuf = fleet.work.path().to_owned();
+    std::fs::write(work.join("one.bin"), vec![0u8; 1000]).expect("file");
+    std::fs::create_dir(work.join("data")).expect("dir");
+    std::fs::write(work.join("data").join("a"), vec![0u8; 300]).expect("file");
+    std::fs::create_dir(work.join("data").join("deeper")).expect("dir");
+    std::fs::write(work.join("data").join("deeper").join("b"), vec![0u8; 200]).expect("file");
+    let (code, usage) = fleet.ctl_json(&fleet.vic, &["usage", "host1"]).await;
+    assert_eq!(code, 0, "{usage}");
+    let entry = |name: &str| {
+        usage["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .expect(name)
+    };
+    assert_eq!(
+        (
+            entry("one.bin")["bytes"].as_u64(),
+            entry("one.bin")["type"].as_str()
+        ),
+        (Some(1000), Some("file"))
+    );
+    assert_eq!(
+        (
+            entry("data")["bytes"].as_u64(),
+            entry("data")["type"].as_str()
+        ),
+        (Some(500), Some("dir"))
+    );
+    assert!(usage["resources"]["processes"].is_u64(), "{usage}");
+    let (code, table, _) = fleet.ctl(&fleet.vic, &["usage", "host1"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("1.0 kB") && table.contains("one.bin"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn viewers_read_operators_command_anonymous_clients_do_nothing() {
+    let fleet = Fleet::start().await;
+    let pid = start(&fleet, &["sleep", "60"]).await.to_string();
+    let (code, reply) = fleet
+        .ctl_json(&fleet.vic, &["signal", "host1", &pid, "SIGKILL"])
+        .await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "{reply}"
+    );
+    assert!(
+        reply["desc"].as_str().expect("desc").contains("operator"),
+        "{reply}"
+    );
+    let (code, _, err) = fleet
+        .ctl(&fleet.vic, &["signal", "host1", &pid, "SIGKILL"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("forbidden"), "{err}");
+    assert!(
+        proc_state(pid.parse().expect("pid")).is_some(),
+        "still running"
+    );
+    let (code, _) = fleet.ctl_json(&fleet.vic, &["ps", "host1"]).await;
+    assert_eq!(code, 0, "a viewer reads");
+    let (code, reply) = fleet.ctl_json("", &["ps", "host1"]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "{reply}"
+    );
+    let (code, reply) = fleet.ctl_json("", &["exec", "host1", "--", "true"]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_can_let_anonymous_clients_read() {
+    let fleet = Fleet::with_config("anonymous_role = \"viewer\"").await;
+    let (code, _) = fleet.ctl_json("", &["ps", "host1"]).await;
+    assert_eq!(code, 0);
+    let (code, reply) = fleet.ctl_json("", &["exec", "host1", "--", "true"]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn commands_are_audited_to_the_log_and_the_audit_service() {
+    let fleet = Fleet::start().await;
+    let mut watcher = fleet.client("alice_watch", &fleet.alice).await;
+    watcher
+        .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
+        .await;
+    watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+    let (code, _) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &[
+                "request",
+                "host1",
+                "execute",
+                r#"{"cmd": ["true"], "env": {"API_KEY": "hunter2"}}"#,
+            ],
+        )
+        .await;
+    assert_eq!(code, 0);
+    let (code, _) = fleet
+        .ctl_json(&fleet.vic, &["signal", "host1", "1", "SIGTERM"])
+        .await;
+    assert_eq!(code, 1);
+
+    let published = watcher.skip_to("MESSAGE").await;
+    let entry = &published["data"]["entry"];
+    assert_eq!(
+        (
+            entry["user"].as_str(),
+            entry["req"].as_str(),
+            entry["result"].as_str()
+        ),
+        (Some("alice"), Some("execute"), Some("success")),
+        "{published}"
+    );
+    assert!(
+        entry["proc_id"].is_u64()
+            && entry["client"]
+                .as_str()
+                .expect("client")
+                .starts_with("alice_ctl_"),
+        "{entry}"
+    );
+    let log = std::fs::read_to_string(fleet.work.path().join("audit.log")).expect("audit log");
+    assert!(!log.contains("hunter2"), "env values are masked: {log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(
+        (lines[1]["user"].as_str(), lines[1]["reason"].as_str()),
+        (Some("vic"), Some("forbidden"))
+    );
+    let (code, out, _) = fleet.ctl(&fleet.alice, &["--json", "audit", "host1"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, reply) = fleet.ctl_json(&fleet.vic, &["audit", "host1"]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "the audit is an operator's to read"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_error_replies() {
+    let fleet = Fleet::start().await;
+    let mut alice = fleet.client("alice_raw", &fleet.alice).await;
+    let ask = |data: Value| json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"}, "data": data});
+    for (data, rid, reason) in [
+        (json!("hello"), Value::Null, "malformed"),
+        (json!({"req": "execute"}), Value::Null, "malformed"),
+        (json!({"req": 5, "rid": 1}), json!(1), "malformed"),
+        (
+            json!({"req": "x", "rid": 2, "msg": []}),
+            json!(2),
+            "malformed",
+        ),
+        (
+            json!({"req": "nope", "rid": 3}),
+            json!(3),
+            "unknown_request",
+        ),
+        (
+            json!({"req": "proc_signal", "rid": 4, "msg": {"pid": "x", "mode": "SIGTERM"}}),
+            json!(4),
+            "bad_argument",
+        ),
+        (
+            json!({"req": "proc_signal", "rid": 5, "msg": {"pid": 10, "mode": "SIGSEGV"}}),
+            json!(5),
+            "bad_argument",
+        ),
+        (
+            json!({"req": "execute", "rid": 6, "msg": {"cmd": []}}),
+            json!(6),
+            "bad_argument",
+        ),
+        (
+            json!({"req": "execute", "rid": 7, "msg": {"cmd": "ls -l"}}),
+            json!(7),
+            "bad_argument",
+        ),
+        (
+            json!({"req": "execute", "rid": 8, "msg": {"cmd": ["/no/such/program"]}}),
+            json!(8),
+            "not_found",
+        ),
+        (
+            json!({"req": "obtain_process_info", "rid": 9, "msg": {"pid": 0}}),
+            json!(9),
+            "bad_argument",
+        ),
+        (
+            json!({"req": "proc_output", "rid": 10, "msg": {"proc_id": 1}}),
+            json!(10),
+            "not_found",
+        ),
+        (
+            json!({"req": "list_services", "rid": 11}),
+            json!(11),
+            "no_systemd",
+        ),
+    ] {
+        alice.send(ask(data.clone())).await;
+        let reply = alice.skip_to("MESSAGE").await;
+        assert_eq!(reply["data"]["rid"], rid, "{data} -> {reply}");
+        assert_eq!(reply["data"]["msg"]["result"], "error", "{data} -> {reply}");
+        assert_eq!(reply["data"]["msg"]["reason"], reason, "{data} -> {reply}");
+        assert!(reply["data"]["msg"]["desc"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()));
+    }
+    // Replies sent to the agent are not answered (two agents would answer
+    // each other forever).
+    alice
+        .send(ask(json!({"rid": 1, "msg": {"result": "success"}})))
+        .await;
+    alice.skip_to("OK").await;
+    alice.expect_silence(500).await;
+}
+
+#[tokio::test]
+async fn ctl_reports_a_host_that_is_not_there_and_bad_usage() {
+    let fleet = Fleet::start().await;
+    let (code, _, err) = fleet.ctl(&fleet.alice, &["ps", "host9"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("host9 is not connected"), "{err}");
+    let (code, _, err) = ctl_at("ws://127.0.0.1:9/ws", "", &["clients"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+    let (code, _, _) = fleet
+        .ctl(&fleet.alice, &["send", "host1", "{not json"])
+        .await;
+    assert_eq!(code, 2);
+    let (code, clients, _) = fleet.ctl(&fleet.alice, &["clients"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        clients.contains("host1") && clients.contains("agent"),
+        "{clients}"
+    );
+    let (code, services) = fleet.ctl_json(&fleet.alice, &["services"]).await;
+    assert_eq!(code, 0);
+    let names: Vec<&str> = services
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"telemetry_host1") && names.contains(&"audit_host1"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_reconnects_after_the_gateway_restarts() {
+    let data = tempfile::tempdir().expect("data");
+    let data_dir = data.path().to_str().expect("utf-8").to_owned();
+    let gateway =
+        |bind: &str| Process::spawn(command(&["serve", "--bind", bind, "--data-dir", &data_dir]));
+    let mut first = gateway("127.0.0.1:0");
+    let addr = first.listening().await;
+    let url = format!("ws://{addr}/ws");
+    let out = command(&[
+        "token",
+        "issue",
+        "--data-dir",
+        &data_dir,
+        "--name",
+        "host1",
+        "--role",
+        "agent",
+    ])
+    .output()
+    .await
+    .expect("issue");
+    let host = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let out = command(&[
+        "token",
+        "issue",
+        "--data-dir",
+        &data_dir,
+        "--name",
+        "alice",
+        "--role",
+        "operator",
+    ])
+    .output()
+    .await
+    .expect("issue");
+    let alice = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let work = tempfile::tempdir().expect("work");
+    let mut agent = spawn_agent(&url, &host, work.path(), "").await;
+    agent
+        .wait_for_line(&["connected"], Duration::from_secs(10))
+        .await;
+
+    first.signal("TERM");
+    first.exit(Duration::from_secs(10)).await;
+    agent
+        .wait_for_line(&["disconnected"], Duration::from_secs(10))
+        .await;
+    let mut second = gateway(&addr.to_string());
+    second.listening().await;
+    agent
+        .wait_for_line(&["connected"], Duration::from_secs(10))
+        .await;
+    let (code, out, err) = ctl_at(
+        &url,
+        &alice,
+        &["exec", "host1", "--follow", "--", "echo", "back"],
+    )
+    .await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "back\n"),
+        "{err}\n{}",
+        agent.log()
+    );
+    // Its services are there again.
+    let (_, services, _) = ctl_at(&url, &alice, &["--json", "services"]).await;
+    assert!(
+        services.contains("telemetry_host1") && services.contains("audit_host1"),
+        "{services}"
+    );
+}
