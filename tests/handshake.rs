@@ -428,16 +428,31 @@ async fn a_client_without_presence_hears_of_no_joins_and_leaves() {
     other.close().await;
     let left = operator.expect("CLIENT_LEFT").await;
     assert_eq!(left["client"]["name"], "agent2");
-    // The agent heard of neither, but does hear of services, and can
-    // still list the clients.
-    operator
-        .request(json!({"type": "SERVICE_CREATE", "service": "news"}), 0)
-        .await;
-    let created = agent.expect("SERVICE_CREATE_RESULT").await;
-    assert_eq!(created["service"]["name"], "news");
+    // The agent heard of neither, nor of services created, but can still
+    // list the clients and find the services.
+    for (seq, service) in [(0, "news"), (1, "weather")] {
+        operator
+            .request(json!({"type": "SERVICE_CREATE", "service": service}), seq)
+            .await;
+    }
     agent.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
     let all = agent.expect("CLIENT_FETCH_ALL_RESULT").await;
     assert_eq!(all["clients"].as_array().unwrap().len(), 2, "{all}");
+    // It hears of the deletion of a service it subscribes to, and only
+    // of that one.
+    agent
+        .send(json!({"type": "SELF_SUBSCRIBE", "service": "news"}))
+        .await;
+    agent.expect("SELF_SUBSCRIBE_RESULT").await;
+    operator
+        .request(json!({"type": "SERVICE_DELETE", "service": "weather"}), 2)
+        .await;
+    operator
+        .request(json!({"type": "SERVICE_DELETE", "service": "news"}), 3)
+        .await;
+    let deleted = agent.expect("SERVICE_DELETE_RESULT").await;
+    assert_eq!(deleted["service"]["name"], "news", "{deleted}");
+    agent.expect_silence(200).await;
 
     let mut bad = server.connect().await;
     bad.send(json!({"type": "IDENTIFY", "name": "agent3", "version": "0.2.0", "presence": "no"}))

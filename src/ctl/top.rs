@@ -100,7 +100,7 @@ mod tests {
         });
         let frame = frame("host1", &data, &Units::default());
         assert!(
-            frame.contains("cpu0  ###############............... 50.0%"),
+            frame.contains("cpu0  ###############...............  50.0%"),
             "{frame}"
         );
         assert!(frame.contains("cpu1"), "{frame}");

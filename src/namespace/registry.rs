@@ -205,15 +205,8 @@ impl Registry {
         self.view.store(Arc::new(self.dir.clone()));
     }
 
-    /// Sends `payload`, without `seq`, to every client of this node but
-    /// `except`.
-    fn tell_everyone(&self, payload: PayloadOut, except: Option<Uuid>) {
-        let frame = Frame::json(&Sequenced { seq: None, payload });
-        self.dir.publish(&frame, except);
-    }
-
-    /// CLIENT_JOINED and CLIENT_LEFT: only for the clients that follow
-    /// presence.
+    /// CLIENT_JOINED, CLIENT_LEFT and SERVICE_CREATE_RESULT: only for the
+    /// clients that follow presence.
     fn tell_watchers(&self, payload: PayloadOut, except: Option<Uuid>) {
         let frame = Frame::json(&Sequenced { seq: None, payload });
         super::fan_out(
@@ -406,7 +399,10 @@ impl Registry {
             .services
             .insert(receipt.name.clone(), Arc::new(ServiceHandle { addr, view }));
         self.publish();
-        self.tell_everyone(
+        // Directory news, like presence: not for the clients that declined
+        // it (a fleet of agents each creating services would otherwise
+        // tell every other agent).
+        self.tell_watchers(
             PayloadOut::ServiceCreateResult {
                 successful: true,
                 service: receipt.clone(),
@@ -447,11 +443,27 @@ impl Registry {
             self.cluster.announce(&event);
         }
         self.observers.tell(Change::ServiceDeleted { service });
-        self.tell_everyone(
-            PayloadOut::ServiceDeleteResult {
+        let frame = Frame::json(&Sequenced {
+            seq: None,
+            payload: PayloadOut::ServiceDeleteResult {
                 service: service.clone(),
             },
-            except,
+        });
+        // The clients that follow the directory, and the service's own
+        // subscribers even if they do not: they lose something.
+        let subscribers = service
+            .subscribers
+            .iter()
+            .filter(|uuid| except != Some(**uuid) && !self.watchers.contains_key(*uuid))
+            .filter_map(|uuid| self.dir.local.get(uuid))
+            .filter_map(|record| record.outbox.as_ref());
+        super::fan_out(
+            self.watchers
+                .iter()
+                .filter(|(uuid, _)| except != Some(**uuid))
+                .map(|(_, outbox)| outbox)
+                .chain(subscribers),
+            &frame,
         );
     }
 
