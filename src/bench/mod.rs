@@ -183,6 +183,11 @@ pub struct ConnectArgs {
     /// joins they heard.
     #[arg(long, default_value_t = 0)]
     pub watchers: usize,
+    /// After IDENTIFY, each client (not the watchers) sets up what
+    /// `concierge agent` does: creates `telemetry_NAME` and `audit_NAME`
+    /// and subscribes to the first.
+    #[arg(long)]
+    pub agent_services: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

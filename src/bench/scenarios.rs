@@ -335,7 +335,8 @@ struct Plan {
     name: String,
     /// IDENTIFY's `presence`: whether it is told of joins and leaves.
     presence: bool,
-    create: Option<String>,
+    /// Services it creates, in order.
+    create: Vec<String>,
     subscribe: Option<String>,
     receive: Option<Receive>,
     send: Option<Send>,
@@ -376,7 +377,7 @@ async fn set_up(shared: &Shared, plan: &Plan) -> Result<Client, BenchError> {
     let ws = shared.spread.connect(plan.index, plan.endpoint).await?;
     let mut client =
         Client::identify(ws, &plan.name, &shared.secret, &shared.token, plan.presence).await?;
-    if let Some(service) = &plan.create {
+    for service in &plan.create {
         let create = PayloadIn::ServiceCreate {
             service: service.into(),
             nickname: None,
@@ -779,7 +780,7 @@ pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchEr
                 endpoint: ctx.shared.spread.endpoint_for(s),
                 name: owners[s].clone(),
                 presence: true,
-                create: Some(services[s].clone()),
+                create: vec![services[s].clone()],
                 subscribe: None,
                 receive: None,
                 send: Some(Send {
@@ -817,7 +818,7 @@ pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchEr
                 endpoint: ctx.shared.spread.endpoint_for(s + i / k + 1),
                 name: ctx.name("sub", i),
                 presence: true,
-                create: None,
+                create: Vec::new(),
                 subscribe: Some(services[s].clone()),
                 receive: Some(Receive {
                     tracker: trackers[s].clone(),
@@ -883,7 +884,7 @@ pub async fn direct(args: &DirectArgs, scenario: &str) -> Result<Report, BenchEr
                 endpoint,
                 name: names[j].clone(),
                 presence: true,
-                create: None,
+                create: Vec::new(),
                 subscribe: None,
                 receive: Some(Receive {
                     tracker: trackers[peer].clone(),
@@ -944,15 +945,24 @@ pub async fn connect(args: &ConnectArgs, scenario: &str) -> Result<Report, Bench
     // The watchers connect first, told of every join; the others as
     // `--presence` says.
     let w = args.watchers.min(n);
-    let plan = |ctx: &Ctx, i: usize| Plan {
-        index: i,
-        endpoint: ctx.shared.spread.endpoint_for(i),
-        name: ctx.name("c", i),
-        presence: i < w || args.presence,
-        create: None,
-        subscribe: None,
-        receive: None,
-        send: None,
+    let plan = |ctx: &Ctx, i: usize| {
+        let name = ctx.name("c", i);
+        // What `concierge agent` does once identified.
+        let agent = i >= w && args.agent_services;
+        Plan {
+            index: i,
+            endpoint: ctx.shared.spread.endpoint_for(i),
+            presence: i < w || args.presence,
+            create: if agent {
+                vec![format!("telemetry_{name}"), format!("audit_{name}")]
+            } else {
+                Vec::new()
+            },
+            subscribe: agent.then(|| format!("telemetry_{name}")),
+            receive: None,
+            send: None,
+            name,
+        }
     };
     let mut handles: Vec<_> = (0..w)
         .map(|i| ctx.spawn(plan(&ctx, i), &ready_tx))
