@@ -4,6 +4,7 @@
 //! See `docs/PROTOCOL.md` for the wire protocol and `README.md` for running it.
 
 pub mod admin;
+pub mod agent;
 pub mod auth;
 pub mod bench;
 pub mod cluster;
