@@ -183,11 +183,11 @@ gateway_binary() {
     fi
 }
 
-build_from_base() { # image dockerfile context
+build_from_base() { # image dockerfile context [docker build options...]
     local old
     old=$(docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true)
     log "building $1"
-    docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" -f "$2" "$3"
+    docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" -f "$2" "${@:4}" "$3"
     # Drop the image this one replaced, if nothing else uses it.
     if [[ -n $old && $old != "$(docker image inspect -f '{{.Id}}' "$1")" ]]; then
         docker image rm "$old" >/dev/null 2>&1 || true
@@ -195,11 +195,13 @@ build_from_base() { # image dockerfile context
 }
 
 # A build context holding the binary as ./concierge (stripped unless
-# --keep-debug): the repository (and target/) stays out of it. Sets $ctx.
+# --keep-debug): the repository (and target/) stays out of it. Sets $ctx,
+# and $sha256 to the binary's digest before stripping.
 binary_context() {
     local bin
     gateway_binary
     ctx=$(mktemp -d)
+    sha256=$(sha256sum "$bin") && sha256=${sha256%% *}
     cp "$bin" "$ctx/concierge"
     if ((keep_debug == 0)); then
         strip --strip-debug "$ctx/concierge" || die "strip failed (install binutils, or use --keep-debug)"
@@ -218,7 +220,7 @@ Was it built on a host with a newer glibc than Debian 12? Build with deploy/Dock
 }
 
 build_gateway() {
-    local ctx version
+    local ctx version sha256
     binary_context
     build_from_base concierge/gateway:latest "$here/Dockerfile.local" "$ctx"
     rm -rf "$ctx"
@@ -228,10 +230,12 @@ build_gateway() {
 }
 
 build_systemd() {
-    local ctx version
+    local ctx version sha256
     binary_context
     cp -r "$here/systemd" "$ctx/systemd"
-    build_from_base concierge/systemd-test:latest "$here/Dockerfile.systemd" "$ctx"
+    # tests/systemd.rs compares the label with its own binary's digest.
+    build_from_base concierge/systemd-test:latest "$here/Dockerfile.systemd" "$ctx" \
+        --label "org.concierge.binary.sha256=$sha256"
     rm -rf "$ctx"
     check_runs concierge/systemd-test:latest --entrypoint /usr/local/bin/concierge
     log "concierge/systemd-test:latest runs concierge $version"
