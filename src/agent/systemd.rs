@@ -540,6 +540,20 @@ impl Systemd {
         )
     }
 
+    /// The bus is there but systemd is not on it.
+    fn not_on_bus(&self, cause: &str) -> Failure {
+        Failure::new(
+            Reason::NoSystemd,
+            format!(
+                "no systemd {} manager on this host: org.freedesktop.systemd1 is not on the {} \
+                 bus at {}: {cause}",
+                self.manager,
+                self.bus(),
+                self.address()
+            ),
+        )
+    }
+
     /// Maps a D-Bus error met while `doing` something to a failure.
     fn failure(&self, error: zbus::Error, doing: &str) -> Failure {
         use zbus::fdo::Error as Fdo;
@@ -561,16 +575,7 @@ impl Systemd {
                 }
             }
             zbus::Error::FDO(fdo) => match fdo.as_ref() {
-                Fdo::ServiceUnknown(_) | Fdo::NameHasNoOwner(_) => return Failure::new(
-                    Reason::NoSystemd,
-                    format!(
-                        "no systemd {} manager on this host: org.freedesktop.systemd1 is not on \
-                             the {} bus at {}: {text}",
-                        self.manager,
-                        self.bus(),
-                        self.address()
-                    ),
-                ),
+                Fdo::ServiceUnknown(_) | Fdo::NameHasNoOwner(_) => return self.not_on_bus(&text),
                 Fdo::NoReply(_) | Fdo::Timeout(_) | Fdo::TimedOut(_) => Reason::Timeout,
                 _ => Reason::OsError,
             },
