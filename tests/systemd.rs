@@ -8,7 +8,7 @@
 //! Needs Docker and root (or sudo, for `deploy/build-images.sh`). Without a
 //! `docker` command the test says so loudly and passes; with one, anything
 //! missing (a daemon that does not answer, an image that cannot be built,
-//! systemd that does not boot) fails it. The image is built (about 20 s with
+//! systemd that does not boot) fails it. The image is built (10-20 s with
 //! the Debian base cached, a few minutes without) when it is missing or holds
 //! another binary than this test's, which is the one the container runs.
 
@@ -418,6 +418,8 @@ fn ctl_drives_real_systemd_units_through_the_agent() {
     // The agent is connected once host1 answers.
     let units = wait_for("host1 to answer `units`", Duration::from_secs(30), |last| {
         let (ok, msg, said) = ctl.run(&["units", HOST]);
+        // A binary without `ctl` (or with other flags) will not get better.
+        assert!(!said.contains("unrecognized"), "{said}");
         *last = said;
         ok.then_some(msg)
     });
