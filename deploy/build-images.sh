@@ -170,7 +170,11 @@ gateway_binary() {
         log "using $bin"
         return
     fi
-    bin=$root/target/release/concierge
+    # Where cargo puts it: CARGO_TARGET_DIR (relative to the repository, where
+    # cargo runs) or target/.
+    local target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$root/$target
+    bin=$target/release/concierge
     if [[ -x $bin ]]; then
         newer=$(find "$root/src" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$bin" -print -quit)
     fi
@@ -179,7 +183,7 @@ gateway_binary() {
         command -v cargo >/dev/null || die "cargo is not installed: install Rust, or build the image with deploy/Dockerfile"
         (cd "$root" && cargo build --release --bin concierge)
     else
-        log "target/release/concierge is up to date"
+        log "$bin is up to date"
     fi
 }
 
