@@ -5,12 +5,18 @@
 #   concierge/redis                 FROM the base, redis-server from Debian
 #   concierge/lb                    FROM the base, nginx from Debian + deploy/nginx.conf
 #   concierge/gateway               FROM the base + target/release/concierge built on this host
+#   concierge/systemd-test          FROM the base, systemd as PID 1 + the binary + deploy/systemd/
+#                                   units (for tests/systemd.rs; only with --only systemd)
 #
-# Usage: deploy/build-images.sh [--rebuild] [--keep-debug] [--only base|redis|lb|gateway]...
+# Usage: deploy/build-images.sh [--rebuild] [--keep-debug] [--binary FILE]
+#                               [--only base|redis|lb|gateway|systemd]...
 #   --rebuild     rebuild the base rootfs even if concierge/debian-base:bookworm exists
 #   --keep-debug  ship the binary's line tables (about 45 MB more; by default the
 #                 image gets it with --strip-debug: backtraces keep function names)
-#   --only X      build only the named image(s) (the base is still built if missing)
+#   --binary FILE put FILE (e.g. a debug build, target/debug/concierge) in the
+#                 gateway and systemd images instead of target/release/concierge
+#   --only X      build only the named image(s) (the base is still built if missing);
+#                 without --only: base, redis, lb and gateway (not systemd)
 #
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #              DEBIAN_SECURITY_MIRROR (default http://deb.debian.org/debian-security).
@@ -27,17 +33,24 @@ SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 rebuild=0
 keep_debug=0
 only=()
+binary=""
 while (($#)); do
     case $1 in
         --rebuild) rebuild=1 ;;
         --keep-debug) keep_debug=1 ;;
+        --binary)
+            [[ -n ${2:-} ]] || { echo "build-images: --binary takes a file" >&2; exit 2; }
+            binary=$(realpath -- "$2") && [[ -f $binary && -x $binary ]] ||
+                { echo "build-images: --binary $2: not an executable file" >&2; exit 2; }
+            shift
+            ;;
         --only)
-            [[ ${2:-} =~ ^(base|redis|lb|gateway)$ ]] || { echo "build-images: --only takes base, redis, lb or gateway" >&2; exit 2; }
+            [[ ${2:-} =~ ^(base|redis|lb|gateway|systemd)$ ]] || { echo "build-images: --only takes base, redis, lb, gateway or systemd" >&2; exit 2; }
             only+=("$2")
             shift
             ;;
         -h | --help)
-            sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) echo "build-images: unknown argument: $1 (try --help)" >&2; exit 2 ;;
@@ -47,7 +60,8 @@ done
 
 wanted() {
     local name
-    ((${#only[@]} == 0)) && return 0
+    # systemd-test is for one test: built only when asked for.
+    ((${#only[@]} == 0)) && [[ $1 != systemd ]] && return 0
     for name in "${only[@]}"; do
         [[ $name == "$1" ]] && return 0
     done
@@ -147,9 +161,20 @@ EOF
     workdir=""
 }
 
-# The gateway binary: rebuilt when missing or older than its sources.
+# The gateway binary: --binary's, or target/release/concierge, rebuilt when
+# missing or older than its sources. Sets $bin.
 gateway_binary() {
-    local bin=$root/target/release/concierge newer=""
+    local newer=""
+    if [[ -n $binary ]]; then
+        bin=$binary
+        log "using $bin"
+        return
+    fi
+    # Where cargo puts it: CARGO_TARGET_DIR (relative to the repository, where
+    # cargo runs) or target/.
+    local target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$root/$target
+    bin=$target/release/concierge
     if [[ -x $bin ]]; then
         newer=$(find "$root/src" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$bin" -print -quit)
     fi
@@ -158,40 +183,66 @@ gateway_binary() {
         command -v cargo >/dev/null || die "cargo is not installed: install Rust, or build the image with deploy/Dockerfile"
         (cd "$root" && cargo build --release --bin concierge)
     else
-        log "target/release/concierge is up to date"
+        log "$bin is up to date"
     fi
 }
 
-build_from_base() { # image dockerfile context
+build_from_base() { # image dockerfile context [docker build options...]
     local old
     old=$(docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true)
     log "building $1"
-    docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" -f "$2" "$3"
+    docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$1" -f "$2" "${@:4}" "$3"
     # Drop the image this one replaced, if nothing else uses it.
     if [[ -n $old && $old != "$(docker image inspect -f '{{.Id}}' "$1")" ]]; then
         docker image rm "$old" >/dev/null 2>&1 || true
     fi
 }
 
-build_gateway() {
+# A build context holding the binary as ./concierge (stripped unless
+# --keep-debug): the repository (and target/) stays out of it. Sets $ctx,
+# and $sha256 to the binary's digest before stripping.
+binary_context() {
+    local bin
     gateway_binary
-    local ctx version
     ctx=$(mktemp -d)
-    # A context of one file: the repository (and target/) stays out of it.
-    cp "$root/target/release/concierge" "$ctx/concierge"
+    sha256=$(sha256sum "$bin") && sha256=${sha256%% *}
+    cp "$bin" "$ctx/concierge"
     if ((keep_debug == 0)); then
         strip --strip-debug "$ctx/concierge" || die "strip failed (install binutils, or use --keep-debug)"
     fi
-    build_from_base concierge/gateway:latest "$here/Dockerfile.local" "$ctx"
-    rm -rf "$ctx"
-    # The host's glibc must not be newer than bookworm's (2.36): check the binary runs.
-    if ! version=$(docker run --rm concierge/gateway:latest --version 2>&1); then
-        die "the gateway binary does not run in the bookworm image ($version).
+}
+
+# The host's glibc must not be newer than bookworm's (2.36): check the binary runs.
+check_runs() { # image [docker run options]
+    local image=$1 out
+    shift
+    if ! out=$(docker run --rm "$@" "$image" --version 2>&1); then
+        die "the concierge binary does not run in the bookworm image $image ($out).
 Was it built on a host with a newer glibc than Debian 12? Build with deploy/Dockerfile instead."
     fi
-    version=${version##* }
+    version=${out##* }
+}
+
+build_gateway() {
+    local ctx version sha256
+    binary_context
+    build_from_base concierge/gateway:latest "$here/Dockerfile.local" "$ctx"
+    rm -rf "$ctx"
+    check_runs concierge/gateway:latest
     docker tag concierge/gateway:latest "concierge/gateway:$version"
     log "concierge/gateway:$version runs"
+}
+
+build_systemd() {
+    local ctx version sha256
+    binary_context
+    cp -r "$here/systemd" "$ctx/systemd"
+    # tests/systemd.rs compares the label with its own binary's digest.
+    build_from_base concierge/systemd-test:latest "$here/Dockerfile.systemd" "$ctx" \
+        --label "org.concierge.binary.sha256=$sha256"
+    rm -rf "$ctx"
+    check_runs concierge/systemd-test:latest --entrypoint /usr/local/bin/concierge
+    log "concierge/systemd-test:latest runs concierge $version"
 }
 
 start=$SECONDS
@@ -205,6 +256,7 @@ if wanted lb; then
         --add-host gateway3:127.0.0.1 concierge/lb:latest nginx -t -q || die "deploy/nginx.conf is invalid"
 fi
 wanted gateway && build_gateway
+wanted systemd && build_systemd
 
 # A replaced base goes once no image is built FROM it any more.
 if [[ -n $old_base && $old_base != "$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")" ]] &&

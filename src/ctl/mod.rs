@@ -137,6 +137,12 @@ pub enum CtlCommand {
 }
 
 pub fn main(args: CtlArgs) -> ExitCode {
+    // `ctl ps --all | head` ends quietly when head has read enough, as
+    // command-line tools do, instead of panicking on a closed pipe.
+    // SAFETY: restoring a signal's default action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
