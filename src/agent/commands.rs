@@ -134,7 +134,7 @@ impl Host {
             }
             "pause_process" => plain(self.signal(request.pid("pid")?, libc::SIGSTOP)),
             "resume_process" => plain(self.signal(request.pid("pid")?, libc::SIGCONT)),
-            "telemetry" => plain(self.telemetry(request)),
+            "telemetry" => plain(self.telemetry(request).await),
             "obtain_user_usages" => plain(self.user_usages().await),
             "obtain_process_info" => plain(self.process_info(request.pid("pid")?).await),
             "obtain_all_process_info" => plain(self.all_process_info(request).await),
@@ -281,22 +281,29 @@ impl Host {
         ))
     }
 
-    fn telemetry(&self, request: &Request) -> Result<Value, Failure> {
+    async fn telemetry(&self, request: &Request) -> Result<Value, Failure> {
         let wanted = match request.msg.get("stat_types") {
             None | Some(Value::Null) => STAT_TYPES.iter().map(|s| (*s).to_owned()).collect(),
             Some(_) => request.strings("stat_types")?,
         };
-        let snapshot = self.snapshots.borrow().clone();
-        let mut data = serde_json::Map::new();
-        for stat in wanted {
-            let value = snapshot.get(&stat).cloned().ok_or_else(|| {
-                Failure::bad_argument(format!(
-                    "unknown stat type {stat:?}: one of {}",
-                    STAT_TYPES.join(", ")
-                ))
-            })?;
-            data.insert(stat, value);
+        if let Some(unknown) = wanted.iter().find(|s| !STAT_TYPES.contains(&s.as_str())) {
+            return Err(Failure::bad_argument(format!(
+                "unknown stat type {unknown:?}: one of {}",
+                STAT_TYPES.join(", ")
+            )));
         }
+        // Right after the agent starts, the first sample is a moment away.
+        let snapshot = self
+            .snapshots
+            .clone()
+            .wait_for(|s| !s.is_empty())
+            .await
+            .map_err(|_| stopped())?
+            .clone();
+        let data: serde_json::Map<String, Value> = wanted
+            .into_iter()
+            .filter_map(|stat| snapshot.get(&stat).cloned().map(|v| (stat, v)))
+            .collect();
         Ok(json!({"tele_data": data}))
     }
 

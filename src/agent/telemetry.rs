@@ -51,8 +51,7 @@ impl Telemetry {
         Ok((actor.start(), receiver))
     }
 
-    fn sample(&mut self) {
-        self.system.refresh_cpu_usage();
+    fn refresh_processes(&mut self) {
         self.system.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
@@ -62,6 +61,11 @@ impl Telemetry {
                 .with_user(UpdateKind::OnlyIfNotSet)
                 .with_cmd(UpdateKind::OnlyIfNotSet),
         );
+    }
+
+    fn sample(&mut self) {
+        self.system.refresh_cpu_usage();
+        self.refresh_processes();
         self.disks.refresh(true);
         let mut stats = Map::new();
         stats.insert("ttl_cpu_usage".into(), self.cpu());
@@ -161,7 +165,13 @@ impl Actor for Telemetry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.sample();
+        // Usage is a difference: a first snapshot a moment after the
+        // baseline, rather than zeros until the first interval ends.
+        self.system.refresh_cpu_usage();
+        self.refresh_processes();
+        ctx.run_later(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL, |this, _| {
+            this.sample()
+        });
         ctx.run_interval(self.interval, |this, _| this.sample());
     }
 }
@@ -191,6 +201,9 @@ impl Handler<AllProcesses> for Telemetry {
     type Result = MessageResult<AllProcesses>;
 
     fn handle(&mut self, _: AllProcesses, _: &mut Context<Self>) -> Self::Result {
+        // Every process now, not as of the last tick (CPU usage still
+        // spans the time since then).
+        self.refresh_processes();
         let mut pids: Vec<u32> = self.system.processes().keys().map(|p| p.as_u32()).collect();
         pids.sort_unstable();
         MessageResult(

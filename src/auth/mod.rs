@@ -171,7 +171,8 @@ impl Auth {
         tokens::check_fs_key(&self.keys.load(), fs_key)
     }
 
-    async fn ensure_key(&self) -> Result<(), AuthError> {
+    /// Creates the first signing key if there is none.
+    pub async fn ensure_key(&self) -> Result<(), AuthError> {
         if self.keys.load().ids().is_empty() {
             tokens::rotate(&self.store).await?;
             self.reload(Some(tokens::KEYS.name())).await?;

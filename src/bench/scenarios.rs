@@ -985,9 +985,18 @@ pub async fn connect(args: &ConnectArgs, scenario: &str) -> Result<Report, Bench
         } else {
             0
         };
-        let expected = w * (w - 1) / 2 + w * (n - w) + others;
+        let joins = w * (w - 1) / 2 + w * (n - w) + others;
+        // With --agent-services each watcher also hears of two services
+        // per client (SERVICE_CREATE_RESULT), and nobody else does.
+        let creates = if args.agent_services {
+            2 * w * (n - w)
+        } else {
+            0
+        };
         ctx.notes.push(format!(
-            "{w} watchers connected first; CLIENT_JOINED frames received: {heard} (every join heard by every watcher: {expected})"
+            "{w} watchers connected first; broadcast frames received: {heard} (every join{} heard by every watcher: {joins} joins + {creates} service creations = {})",
+            if args.agent_services { " and service creation" } else { "" },
+            joins + creates
         ));
     }
     report.setup_seconds = setup_clock.elapsed().as_secs_f64();
