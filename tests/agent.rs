@@ -21,9 +21,9 @@ struct Fleet {
     vic: String,
 }
 
-/// Issues a long-lived token from the gateway's store.
-async fn issue(server: &TestServer, name: &str, role: &str) -> String {
-    let data = server.data.path().to_str().expect("utf-8 path");
+/// Issues a long-lived token from the store of the gateway on `data`.
+async fn issue(data: &Path, name: &str, role: &str) -> String {
+    let data = data.to_str().expect("utf-8 path");
     let out = command(&[
         "token",
         "issue",
@@ -56,9 +56,9 @@ impl Fleet {
     /// With `extra` appended to the agent's settings file.
     async fn with_config(extra: &str) -> Fleet {
         let server = TestServer::start();
-        let host = issue(&server, "host1", "agent").await;
-        let alice = issue(&server, "alice", "operator").await;
-        let vic = issue(&server, "vic", "viewer").await;
+        let host = issue(server.data.path(), "host1", "agent").await;
+        let alice = issue(server.data.path(), "alice", "operator").await;
+        let vic = issue(server.data.path(), "vic", "viewer").await;
         let work = tempfile::tempdir().expect("work dir");
         let agent = spawn_agent(&server.ws_url(), &host, work.path(), extra).await;
         let fleet = Fleet {
@@ -101,6 +101,12 @@ impl Fleet {
         let value = serde_json::from_str(last)
             .unwrap_or_else(|e| panic!("ctl {args:?} printed no JSON ({e}): {out:?} {err:?}"));
         (code, value)
+    }
+
+    /// `ctl request host1 REQ MSG`: exit code and the reply's `msg`.
+    async fn request(&self, token: &str, req: &str, msg: Value) -> (i32, Value) {
+        self.ctl_json(token, &["request", "host1", req, &msg.to_string()])
+            .await
     }
 
     /// A raw client identified with `token`, to send requests by hand.
@@ -151,6 +157,15 @@ async fn ctl_at(url: &str, token: &str, args: &[&str]) -> (i32, String, String) 
     )
 }
 
+/// Asserts that `ctl` failed (exit status 1) on an error reply of `reason`.
+fn assert_refused(code: i32, reply: &Value, reason: &str) {
+    assert_eq!(
+        (code, reply["result"].as_str(), reply["reason"].as_str()),
+        (1, Some("error"), Some(reason)),
+        "{reply}"
+    );
+}
+
 /// The state letter of `/proc/PID/stat`.
 fn proc_state(pid: u64) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -171,14 +186,10 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 async fn exit_of(fleet: &Fleet, pid: u64) -> Value {
     for _ in 0..100 {
         let (code, out) = fleet
-            .ctl_json(
+            .request(
                 &fleet.alice,
-                &[
-                    "request",
-                    "host1",
-                    "proc_output",
-                    &json!({"proc_id": pid, "offset": u64::MAX}).to_string(),
-                ],
+                "proc_output",
+                json!({"proc_id": pid, "offset": u64::MAX}),
             )
             .await;
         assert_eq!(code, 0, "{out}");
@@ -270,15 +281,7 @@ async fn output_is_kept_bounded_and_readable_after_exit() {
     let exit = exit_of(&fleet, pid).await;
     assert_eq!(exit["code"], 0, "{exit}");
     let (code, page) = fleet
-        .ctl_json(
-            &fleet.alice,
-            &[
-                "request",
-                "host1",
-                "proc_output",
-                &json!({"proc_id": pid}).to_string(),
-            ],
-        )
+        .request(&fleet.alice, "proc_output", json!({"proc_id": pid}))
         .await;
     assert_eq!(code, 0, "{page}");
     assert!(
@@ -382,34 +385,22 @@ async fn every_signal_reaches_the_process_and_pause_really_stops_it() {
     // seed 000's kill_process with its method.
     let pid = start(&fleet, &["sleep", "60"]).await;
     let (code, reply) = fleet
-        .ctl_json(
+        .request(
             &fleet.alice,
-            &[
-                "request",
-                "host1",
-                "kill_process",
-                &json!({"pid": pid, "method": "SIGKILL"}).to_string(),
-            ],
+            "kill_process",
+            json!({"pid": pid, "method": "SIGKILL"}),
         )
         .await;
     assert_eq!(code, 0, "{reply}");
     assert_eq!(exit_of(&fleet, pid).await["signal"], "SIGKILL");
     let (code, reply) = fleet
-        .ctl_json(
+        .request(
             &fleet.alice,
-            &[
-                "request",
-                "host1",
-                "kill_process",
-                &json!({"pid": pid, "method": "SIGHUP"}).to_string(),
-            ],
+            "kill_process",
+            json!({"pid": pid, "method": "SIGHUP"}),
         )
         .await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("bad_argument")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "bad_argument");
 }
 
 #[tokio::test]
@@ -423,11 +414,7 @@ async fn processes_the_agent_did_not_start_are_not_signalled() {
     let (code, reply) = fleet
         .ctl_json(&fleet.alice, &["signal", "host1", &pid, "SIGTERM"])
         .await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("forbidden")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "forbidden");
     assert!(
         stranger.try_wait().expect("wait").is_none(),
         "still running"
@@ -452,17 +439,9 @@ async fn processes_the_agent_did_not_start_are_not_signalled() {
     let (code, reply) = fleet
         .ctl_json(&fleet.alice, &["signal", "host1", &pid, "SIGTERM"])
         .await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("not_found")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "not_found");
     let (code, reply) = fleet.ctl_json(&fleet.alice, &["proc", "host1", &pid]).await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("not_found")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "not_found");
 }
 
 #[tokio::test]
@@ -498,20 +477,12 @@ async fn exec_allow_rules_limit_what_may_be_started() {
             &["exec", "host1", "--", "sh", "-c", "echo no"],
         )
         .await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("forbidden")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "forbidden");
     let (code, reply) = fleet
-        .ctl_json(
+        .request(
             &fleet.alice,
-            &[
-                "request",
-                "host1",
-                "exec_command",
-                r#"{"command": "echo 'two words'"}"#,
-            ],
+            "exec_command",
+            json!({"command": "echo 'two words'"}),
         )
         .await;
     assert_eq!(
@@ -602,14 +573,10 @@ async fn telemetry_matches_proc() {
     assert_eq!(data["vpn_status"]["up"], false);
     // One stat type only, and a wrong one.
     let (_, reply) = fleet
-        .ctl_json(
+        .request(
             &fleet.vic,
-            &[
-                "request",
-                "host1",
-                "telemetry",
-                r#"{"stat_types": ["ttl_mem_usage"]}"#,
-            ],
+            "telemetry",
+            json!({"stat_types": ["ttl_mem_usage"]}),
         )
         .await;
     assert_eq!(
@@ -618,17 +585,9 @@ async fn telemetry_matches_proc() {
         "{reply}"
     );
     let (code, reply) = fleet
-        .ctl_json(
-            &fleet.vic,
-            &[
-                "request",
-                "host1",
-                "telemetry",
-                r#"{"stat_types": ["gpu"]}"#,
-            ],
-        )
+        .request(&fleet.vic, "telemetry", json!({"stat_types": ["gpu"]}))
         .await;
-    assert_eq!((code, reply["reason"].as_str()), (1, Some("bad_argument")));
+    assert_refused(code, &reply, "bad_argument");
     // The human screen: one bar per core.
     let (code, screen, _) = fleet.ctl(&fleet.vic, &["top", "host1", "--once"]).await;
     assert_eq!(code, 0);
@@ -741,11 +700,7 @@ async fn viewers_read_operators_command_anonymous_clients_do_nothing() {
     let (code, reply) = fleet
         .ctl_json(&fleet.vic, &["signal", "host1", &pid, "SIGKILL"])
         .await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("forbidden")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "forbidden");
     assert!(
         reply["desc"].as_str().expect("desc").contains("operator"),
         "{reply}"
@@ -762,17 +717,9 @@ async fn viewers_read_operators_command_anonymous_clients_do_nothing() {
     let (code, _) = fleet.ctl_json(&fleet.vic, &["ps", "host1"]).await;
     assert_eq!(code, 0, "a viewer reads");
     let (code, reply) = fleet.ctl_json("", &["ps", "host1"]).await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("forbidden")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "forbidden");
     let (code, reply) = fleet.ctl_json("", &["exec", "host1", "--", "true"]).await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("forbidden")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "forbidden");
 }
 
 #[tokio::test]
@@ -781,11 +728,7 @@ async fn an_agent_can_let_anonymous_clients_read() {
     let (code, _) = fleet.ctl_json("", &["ps", "host1"]).await;
     assert_eq!(code, 0);
     let (code, reply) = fleet.ctl_json("", &["exec", "host1", "--", "true"]).await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("forbidden")),
-        "{reply}"
-    );
+    assert_refused(code, &reply, "forbidden");
 }
 
 #[tokio::test]
@@ -797,14 +740,10 @@ async fn commands_are_audited_to_the_log_and_the_audit_service() {
         .await;
     watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
     let (code, _) = fleet
-        .ctl_json(
+        .request(
             &fleet.alice,
-            &[
-                "request",
-                "host1",
-                "execute",
-                r#"{"cmd": ["true"], "env": {"API_KEY": "hunter2"}}"#,
-            ],
+            "execute",
+            json!({"cmd": ["true"], "env": {"API_KEY": "hunter2"}}),
         )
         .await;
     assert_eq!(code, 0);
@@ -847,11 +786,7 @@ async fn commands_are_audited_to_the_log_and_the_audit_service() {
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 2, "{out}");
     let (code, reply) = fleet.ctl_json(&fleet.vic, &["audit", "host1"]).await;
-    assert_eq!(
-        (code, reply["reason"].as_str()),
-        (1, Some("forbidden")),
-        "the audit is an operator's to read"
-    );
+    assert_refused(code, &reply, "forbidden");
 }
 
 #[tokio::test]
@@ -974,40 +909,8 @@ async fn the_agent_reconnects_after_the_gateway_restarts() {
     let mut first = gateway("127.0.0.1:0");
     let addr = first.listening().await;
     let url = format!("ws://{addr}/ws");
-    let out = command(&[
-        "token",
-        "issue",
-        "--data-dir",
-        &data_dir,
-        "--name",
-        "host1",
-        "--role",
-        "agent",
-    ])
-    .output()
-    .await
-    .expect("issue");
-    let host = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
-    let out = command(&[
-        "token",
-        "issue",
-        "--data-dir",
-        &data_dir,
-        "--name",
-        "alice",
-        "--role",
-        "operator",
-    ])
-    .output()
-    .await
-    .expect("issue");
-    let alice = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
+    let host = issue(data.path(), "host1", "agent").await;
+    let alice = issue(data.path(), "alice", "operator").await;
     let work = tempfile::tempdir().expect("work");
     let mut agent = spawn_agent(&url, &host, work.path(), "").await;
     agent

@@ -536,18 +536,23 @@ impl Ctl {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        let reply = reply?;
-        if reply.get("result").and_then(Value::as_str) == Some("error") {
-            if self.json {
-                println!("{reply}");
-            }
-            return Err(CtlError::Refused {
-                host: host.to_owned(),
-                reason: text(&reply["reason"]),
-                desc: text(&reply["desc"]),
-            });
+        self.checked(host, reply?)
+    }
+
+    /// A reply's `msg`, or [`CtlError::Refused`] for an error reply (printed
+    /// first under `--json`).
+    fn checked(&self, host: &str, reply: Value) -> Result<Value, CtlError> {
+        if reply.get("result").and_then(Value::as_str) != Some("error") {
+            return Ok(reply);
         }
-        Ok(reply)
+        if self.json {
+            println!("{reply}");
+        }
+        Err(CtlError::Refused {
+            host: host.to_owned(),
+            reason: text(&reply["reason"]),
+            desc: text(&reply["desc"]),
+        })
     }
 
     async fn send_request(&mut self, host: &str, req: &str, msg: Value) -> Result<u64, CtlError> {
@@ -680,16 +685,7 @@ impl Ctl {
         }
         let rid = self.send_request(host, "execute", msg).await?;
         let reply = self.wait_reply(host, rid).await?;
-        if reply["result"] == "error" {
-            if self.json {
-                println!("{reply}");
-            }
-            return Err(CtlError::Refused {
-                host: host.to_owned(),
-                reason: text(&reply["reason"]),
-                desc: text(&reply["desc"]),
-            });
-        }
+        let reply = self.checked(host, reply)?;
         if !follow {
             self.show(&reply, |r, _| text(&r["proc_id"]));
             return Ok(ExitCode::SUCCESS);
@@ -715,13 +711,7 @@ impl Ctl {
                 )
                 .await?;
             let reply = self.wait_reply(host, rid).await?;
-            if reply["result"] == "error" {
-                return Err(CtlError::Refused {
-                    host: host.to_owned(),
-                    reason: text(&reply["reason"]),
-                    desc: text(&reply["desc"]),
-                });
-            }
+            self.checked(host, reply)?;
             return self.stream(host, rid).await;
         }
         let mut offset = 0;
