@@ -946,3 +946,35 @@ async fn the_agent_reconnects_after_the_gateway_restarts() {
         "{services}"
     );
 }
+
+#[tokio::test]
+async fn a_slow_request_does_not_hold_up_the_others() {
+    let fleet = Fleet::start().await;
+    let mut alice = fleet.client("alice_raw", &fleet.alice).await;
+    let to_host = |data: Value| json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"}, "data": data});
+    alice
+        .send(to_host(
+            json!({"req": "exec_command", "rid": 1, "msg": {"command": "sleep 2"}}),
+        ))
+        .await;
+    alice.send(to_host(json!({"req": "ping", "rid": 2}))).await;
+    let began = std::time::Instant::now();
+    let first = alice.skip_to("MESSAGE").await;
+    assert_eq!(first["data"]["rid"], 2, "{first}");
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    let second = tokio::time::timeout(Duration::from_secs(10), alice.skip_to("MESSAGE"))
+        .await
+        .expect("the slow reply comes too");
+    assert_eq!(
+        (
+            second["data"]["rid"].as_u64(),
+            second["data"]["msg"]["exit_code"].as_i64()
+        ),
+        (Some(1), Some(0)),
+        "{second}"
+    );
+}

@@ -207,6 +207,8 @@ struct Ctl {
     json: bool,
     timeout: Duration,
     next_rid: u64,
+    /// How sizes are shown: the user's settings.
+    units: Units,
 }
 
 async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
@@ -229,7 +231,11 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
         json: args.json,
         timeout,
         next_rid: 1,
+        units: Units::default(),
     };
+    if !ctl.json {
+        ctl.units = ctl.load_units().await;
+    }
     let code = ctl.command(args.command).await;
     ctl.conn.sender.close().await;
     code
@@ -635,14 +641,13 @@ impl Ctl {
         if self.json {
             println!("{reply}");
         } else {
-            println!("{}", human(reply, &Units::default()));
+            println!("{}", human(reply, &self.units));
         }
     }
 
-    async fn units(&mut self) -> Units {
-        if self.json {
-            return Units::default();
-        }
+    /// The identified user's display settings (the defaults without a
+    /// user).
+    async fn load_units(&mut self) -> Units {
         match self.gateway_settings().await {
             Some(settings) => Units::from_settings(&settings),
             None => Units::default(),
@@ -765,7 +770,7 @@ impl Ctl {
     }
 
     async fn ps(&mut self, host: &str, all: bool) -> Result<ExitCode, CtlError> {
-        let units = self.units().await;
+        let units = self.units.clone();
         if all {
             let procs = self
                 .pages(host, "obtain_all_process_info", "processes")
@@ -873,7 +878,7 @@ impl Ctl {
     }
 
     async fn top(&mut self, host: &str, once: bool) -> Result<ExitCode, CtlError> {
-        let units = self.units().await;
+        let units = self.units.clone();
         let first = self.request(host, "telemetry", json!({})).await?;
         let render = |data: &Value| top::frame(host, &data["tele_data"], &units);
         if once {
