@@ -115,13 +115,6 @@ impl Gateway {
             .map_err(|e| {
                 ClusterError::Unavailable(format!("cannot load accounts and keys: {e}"))
             })?;
-        // A signing key from the start: a token `concierge token issue`
-        // signs beside a fresh gateway then uses this key, which the gateway
-        // knows, not a new one it would learn of only at its next look at
-        // the store (a token used at once would be refused meanwhile).
-        auth.ensure_key().await.map_err(|e| {
-            ClusterError::Unavailable(format!("cannot create the signing key: {e}"))
-        })?;
         // A folder shared with other replicas keeps their clients' files;
         // otherwise no client outlives the process: start clean.
         let files_dir = settings.files_dir();
@@ -130,6 +123,13 @@ impl Gateway {
                 path: files_dir.clone(),
                 source,
             }
+        })?;
+        // A signing key from the start: a token `concierge token issue`
+        // signs beside a fresh gateway then uses this key, which the gateway
+        // knows, not a new one it would learn of only at its next look at
+        // the store (a token used at once would be refused meanwhile).
+        auth.ensure_key().await.map_err(|e| {
+            ClusterError::Unavailable(format!("cannot create the signing key: {e}"))
         })?;
         let observers: Vec<Arc<dyn Observer>> = vec![
             Arc::new(observers::Gauges),
