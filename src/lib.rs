@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod namespace;
 pub mod protocol;
 pub mod transport;
+pub mod vpn;

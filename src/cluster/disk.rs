@@ -329,6 +329,14 @@ impl Db {
         }
         let opening = failure(path, "open the store");
         let conn = Connection::open_with_flags(path, flags).map_err(opening)?;
+        // Password hashes and signing keys: for this user only. SQLite gives
+        // its WAL and shared-memory files the database file's mode.
+        if create {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| StoreError::Unavailable(format!("cannot make {} private: {e}", path.display())),
+            )?;
+        }
         conn.busy_timeout(BUSY)
             .map_err(failure(path, "open the store"))?;
         let ready = matches!(inspect(&conn, path)?, Contents::Store);

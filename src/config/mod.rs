@@ -438,6 +438,111 @@ settings! {
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
     /// Seconds to wait for connections to finish after SIGTERM or SIGINT.
     shutdown_timeout_secs: u64 = 5, env "CONCIERGE_SHUTDOWN_TIMEOUT_SECS";
+    /// HOST:PORT that VPN clients dial (the WireGuard server's public address); empty: this gateway issues no VPN configs.
+    vpn_endpoint: String = String::new(), env "CONCIERGE_VPN_ENDPOINT", check vpn_endpoint;
+    /// WireGuard interface this gateway manages (it keeps the interface's peers equal to the issued configs, changing only what differs); empty: configs are issued, no interface is managed.
+    vpn_interface: String = String::new(), env "CONCIERGE_VPN_INTERFACE", check vpn_interface;
+    /// How vpn_interface is driven: kernel (netlink), userspace (the UAPI socket under /var/run/wireguard, e.g. boringtun) or auto (kernel when the interface is a kernel one, else userspace).
+    vpn_backend: String = "auto".into(), env "CONCIERGE_VPN_BACKEND", check vpn_backend;
+    /// UDP port of the WireGuard server (set on vpn_interface, and the port of a vpn_endpoint without one).
+    vpn_listen_port: u64 = 51_820, env "CONCIERGE_VPN_LISTEN_PORT", check udp_port;
+    /// IPv4 pool of tunnel addresses (CIDR); its first address is the server's; empty: no IPv4 in the tunnel.
+    vpn_ipv4_pool: String = "10.8.0.0/24".into(), env "CONCIERGE_VPN_IPV4_POOL", check cidr_list;
+    /// IPv6 pool of tunnel addresses (CIDR); its first address is the server's; empty: no IPv6 in the tunnel.
+    vpn_ipv6_pool: String = "fd00:8::/64".into(), env "CONCIERGE_VPN_IPV6_POOL", check cidr_list;
+    /// DNS servers handed to clients, comma-separated; empty: none.
+    vpn_dns: String = String::new(), env "CONCIERGE_VPN_DNS", check ip_list;
+    /// Seconds between keepalives a client sends (PersistentKeepalive); 0: none.
+    vpn_keepalive_secs: u64 = 25, env "CONCIERGE_VPN_KEEPALIVE_SECS";
+    /// Networks clients route through the tunnel (AllowedIPs), comma-separated CIDRs; empty: the pools.
+    vpn_routes: String = String::new(), env "CONCIERGE_VPN_ROUTES", check cidr_list;
+}
+
+/// `vpn_endpoint`: empty, HOST or HOST:PORT (a name, an IPv4 address or
+/// an IPv6 address in brackets).
+fn vpn_endpoint(endpoint: &str) -> Result<(), String> {
+    if endpoint.is_empty() || vpn_endpoint_parts(endpoint).is_some() {
+        Ok(())
+    } else {
+        Err(
+            "not HOST or HOST:PORT, e.g. vpn.example.com:51820, 203.0.113.7 or [2001:db8::7]:51820"
+                .to_owned(),
+        )
+    }
+}
+
+/// `vpn_endpoint`'s host and port (if it has one).
+pub fn vpn_endpoint_parts(endpoint: &str) -> Option<(&str, Option<u16>)> {
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+    if let Some(rest) = endpoint.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        return match after {
+            "" => Some((&endpoint[..host.len() + 2], None)),
+            _ => Some((
+                &endpoint[..host.len() + 2],
+                Some(port(after.strip_prefix(':')?)?),
+            )),
+        };
+    }
+    let fine = |h: &str| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+    };
+    match endpoint.split_once(':') {
+        None => fine(endpoint).then_some((endpoint, None)),
+        Some((host, p)) => (fine(host)).then_some((host, Some(port(p)?))),
+    }
+}
+
+/// `vpn_interface`: empty, or an interface name (1 to 15 bytes of letters,
+/// digits, `_`, `-`, `.`).
+fn vpn_interface(name: &str) -> Result<(), String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if name.is_empty() || (name.len() <= 15 && name.chars().all(fine)) {
+        Ok(())
+    } else {
+        Err("not an interface name: 1 to 15 letters, digits, '_', '-' or '.'".to_owned())
+    }
+}
+
+fn vpn_backend(backend: &str) -> Result<(), String> {
+    match backend {
+        "auto" | "kernel" | "userspace" => Ok(()),
+        _ => Err("must be auto, kernel or userspace".to_owned()),
+    }
+}
+
+fn udp_port(port: &u64) -> Result<(), String> {
+    if (1..=65_535).contains(port) {
+        Ok(())
+    } else {
+        Err("must be a port, 1 to 65535".to_owned())
+    }
+}
+
+/// Comma-separated networks in CIDR notation (`10.8.0.0/24`,
+/// `fd00:8::/64`); empty is none.
+pub fn cidr_list(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .map_err(|_| format!("{s:?} is not a network in CIDR notation, e.g. 10.8.0.0/24"))
+        })
+        .collect()
+}
+
+/// Comma-separated IP addresses; empty is none.
+pub fn ip_list(text: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IP address")))
+        .collect()
 }
 
 /// Why settings could not be loaded. Every message names what it is about:

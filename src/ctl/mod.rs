@@ -126,6 +126,9 @@ pub enum CtlCommand {
     },
     /// Disk usage of the agent's work folder and its processes' resources.
     Usage { host: String },
+    /// WireGuard: your config, the peers, revoking one.
+    #[command(subcommand)]
+    Vpn(VpnCommand),
     /// The agent's audit log (--follow: and what it records from now on).
     Audit {
         host: String,
@@ -134,6 +137,24 @@ pub enum CtlCommand {
         #[arg(long)]
         follow: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VpnCommand {
+    /// Print the WireGuard config of NAME (default: the token's client), as wg-quick reads it.
+    Conf {
+        name: Option<String>,
+        /// Your own public key: the private key then never leaves your host.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Show it as a QR code (for a phone's WireGuard app).
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Every peer: addresses, latest handshake, bytes.
+    Peers,
+    /// Remove a peer from the server and free its addresses (admin).
+    Revoke { name: String },
 }
 
 pub fn main(args: CtlArgs) -> ExitCode {
@@ -432,6 +453,7 @@ impl Ctl {
                 });
                 Ok(ExitCode::SUCCESS)
             }
+            CtlCommand::Vpn(command) => self.vpn(command).await,
             CtlCommand::Audit {
                 host,
                 limit,
@@ -855,6 +877,96 @@ impl Ctl {
                 _ => {}
             }
         }
+    }
+
+    async fn vpn(&mut self, command: VpnCommand) -> Result<ExitCode, CtlError> {
+        let gateway = crate::protocol::GATEWAY_NAME;
+        match command {
+            VpnCommand::Conf {
+                name,
+                public_key,
+                qr,
+            } => {
+                let mut msg = json!({"conf_type": "wireguard", "tun_mode": "udp"});
+                if let Some(name) = name {
+                    msg["name"] = Value::from(name);
+                }
+                if let Some(key) = public_key {
+                    msg["public_key"] = Value::from(key);
+                }
+                let reply = self.request(gateway, "get_vpn_conf", msg).await?;
+                let conf = reply["conf_data"].as_str().unwrap_or_default();
+                if self.json {
+                    println!("{reply}");
+                } else if qr {
+                    let code = qrcode::QrCode::new(conf.as_bytes())
+                        .map_err(|e| CtlError::Failed(format!("cannot make a QR code: {e}")))?;
+                    let image = code
+                        .render::<qrcode::render::unicode::Dense1x2>()
+                        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                        .build();
+                    println!("{image}");
+                } else {
+                    print!("{conf}");
+                }
+            }
+            VpnCommand::Peers => {
+                let reply = self.request(gateway, "vpn_peers", json!({})).await?;
+                self.show(&reply, |r, units| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let mut out = match (r["interface"].as_str(), r["problem"].as_str()) {
+                        (_, Some(problem)) => format!("{problem}\n"),
+                        (Some(interface), None) => format!("interface {interface}\n"),
+                        _ => String::new(),
+                    };
+                    let mut t = table([
+                        "NAME",
+                        "IPV4",
+                        "IPV6",
+                        "STATE",
+                        "HANDSHAKE",
+                        "RX",
+                        "TX",
+                        "ENDPOINT",
+                    ]);
+                    for p in r["peers"].as_array().into_iter().flatten() {
+                        let handshake = match p["latest_handshake"].as_u64() {
+                            Some(0) | None => "never".to_owned(),
+                            Some(t) => format!("{} s ago", now.saturating_sub(t)),
+                        };
+                        let state = match (p["valid"].as_bool(), p["active"].as_bool()) {
+                            (Some(false), _) => "token invalid",
+                            (_, Some(true)) => "active",
+                            _ => "not on the interface",
+                        };
+                        t.add_row([
+                            text(&p["name"]),
+                            text(&p["ipv4"]),
+                            text(&p["ipv6"]),
+                            state.to_owned(),
+                            handshake,
+                            units.size(p["rx_bytes"].as_u64().unwrap_or(0)),
+                            units.size(p["tx_bytes"].as_u64().unwrap_or(0)),
+                            text(&p["endpoint"]),
+                        ]);
+                    }
+                    out.push_str(&t.to_string());
+                    out
+                });
+            }
+            VpnCommand::Revoke { name } => {
+                let reply = self
+                    .request(gateway, "vpn_revoke", json!({"name": name}))
+                    .await?;
+                self.show(&reply, |_, _| {
+                    format!("revoked {name}: its peer is removed and its addresses are free")
+                });
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     fn audit_line(&self, entry: &Value) {

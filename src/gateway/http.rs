@@ -8,6 +8,7 @@ use super::AppState;
 use crate::auth::{self, Role};
 use crate::metrics as gateway_metrics;
 use crate::protocol::{PROTOCOL_VERSION, SUBPROTOCOL};
+use crate::vpn::{Fetch, VpnError};
 
 /// Reached only by requests that did not ask for a WebSocket upgrade (those
 /// that do are taken over before routing): the handshake's check says what
@@ -69,4 +70,79 @@ pub(super) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Htt
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(gateway_metrics::get().render())
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ConfQuery {
+    name: Option<String>,
+    public_key: Option<String>,
+    conf_type: Option<String>,
+    tun_mode: Option<String>,
+}
+
+/// The verified claims of the request's bearer token, or why there are
+/// none (answered 401).
+fn bearer_claims(req: &HttpRequest, state: &AppState) -> Result<auth::Claims, VpnError> {
+    let token = bearer_token(req)
+        .ok_or_else(|| VpnError::Forbidden("send Authorization: Bearer TOKEN".into()))?;
+    state
+        .auth
+        .verify(token)
+        .map_err(|why| VpnError::Forbidden(why.reason().to_owned()))
+}
+
+fn vpn_failure(e: &VpnError) -> HttpResponse {
+    let mut answer = match e {
+        VpnError::Forbidden(_) => HttpResponse::Forbidden(),
+        VpnError::NoSuchPeer(_) | VpnError::Disabled => HttpResponse::NotFound(),
+        VpnError::PoolExhausted(_) | VpnError::Unavailable(_) => HttpResponse::ServiceUnavailable(),
+        _ => HttpResponse::BadRequest(),
+    };
+    answer.json(e.to_msg())
+}
+
+/// `GET /vpn/conf`: the WireGuard config of the token's client (or of
+/// `name`, for an admin), as `wg-quick` reads it.
+pub(super) async fn vpn_conf(
+    req: HttpRequest,
+    query: web::Query<ConfQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let claims = match bearer_claims(&req, &state) {
+        Ok(claims) => claims,
+        Err(refused) => return HttpResponse::Unauthorized().json(refused.to_msg()),
+    };
+    let query = query.into_inner();
+    let fetch = Fetch {
+        name: query.name.unwrap_or_else(|| claims.name.clone()),
+        claims: Some(claims),
+        conf_type: query.conf_type.unwrap_or_else(|| "wireguard".into()),
+        tun_mode: query.tun_mode.unwrap_or_else(|| "udp".into()),
+        public_key: query.public_key,
+    };
+    match state.vpn.fetch(fetch).await {
+        Ok(conf) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(conf),
+        Err(e) => vpn_failure(&e),
+    }
+}
+
+/// `GET /vpn/peers`: every peer and the managed interface's view of it,
+/// for an operator.
+pub(super) async fn vpn_peers(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let claims = match bearer_claims(&req, &state) {
+        Ok(claims) => claims,
+        Err(refused) => return HttpResponse::Unauthorized().json(refused.to_msg()),
+    };
+    if !claims.role.implied().contains(&Role::Operator) {
+        return vpn_failure(&VpnError::Forbidden(format!(
+            "the role {} may not list VPN peers",
+            claims.role
+        )));
+    }
+    match state.vpn.peers().await {
+        Ok(status) => HttpResponse::Ok().json(status),
+        Err(e) => vpn_failure(&e),
+    }
 }

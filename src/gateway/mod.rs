@@ -8,6 +8,7 @@
 //! of `/ws`, is routed by the actix-web application. With `tls_cert` and
 //! `tls_key` the same server speaks TLS ([`tls`]): `wss://` and `https://`.
 
+mod answers;
 mod http;
 mod login;
 mod observers;
@@ -38,12 +39,14 @@ use crate::config::Settings;
 use crate::files;
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
+use crate::vpn::{Vpn, VpnSettings};
 
 /// What every request handler can reach.
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub namespace: Namespace,
     pub auth: Arc<Auth>,
+    pub vpn: Vpn,
 }
 
 /// A started gateway: await `server` to run it.
@@ -104,6 +107,8 @@ impl Gateway {
         let tls = tls::configure(&settings)?;
         let settings = Arc::new(settings);
         let bind = settings.bind_addr()?;
+        let vpn_settings = VpnSettings::from(&settings)
+            .map_err(|e| StartError::Settings(crate::config::ConfigError::Invalid(e)))?;
         let cannot_listen = |source| StartError::Listen { addr: bind, source };
         // The address is taken before the files folder is touched: a second
         // gateway started by mistake on a running one's address must not
@@ -141,10 +146,12 @@ impl Gateway {
             inbound,
             Observers::new(observers),
         );
+        let vpn = Vpn::start(vpn_settings, auth.store().clone(), auth.clone());
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             namespace: namespace.clone(),
             auth: auth.clone(),
+            vpn,
         });
         let files = web::Data::new(files::Files::new(
             &settings,
@@ -162,6 +169,8 @@ impl Gateway {
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/version", web::get().to(http::version))
                 .route("/metrics", web::get().to(http::metrics))
+                .route("/vpn/conf", web::get().to(http::vpn_conf))
+                .route("/vpn/peers", web::get().to(http::vpn_peers))
                 .configure(login::routes)
                 .configure(files::routes)
         };

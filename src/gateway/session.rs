@@ -31,6 +31,9 @@ use crate::namespace::{Member, Namespace, Op, Outcome};
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
 use crate::transport::outbox::{Control, FrameSink, Outbox};
 use crate::transport::websocket::{Outgoing, Writer};
+use crate::vpn::Vpn;
+
+use super::answers;
 
 enum State {
     /// Connected, waiting for IDENTIFY.
@@ -41,6 +44,8 @@ enum State {
         member: Member,
         /// The sequence number of the next counted payload.
         next_seq: u64,
+        /// The verified token it identified with.
+        claims: Option<Claims>,
     },
 }
 
@@ -49,6 +54,8 @@ enum Request {
     Op(Op),
     /// USER_SETTINGS_FETCH (`None`) or USER_SETTINGS_SET.
     Settings(Option<(String, String)>),
+    /// A MESSAGE to the gateway itself ([`protocol::GATEWAY_NAME`]).
+    Gateway(Box<serde_json::value::RawValue>),
     /// A reply the session decided on by itself (SELF_SET_SEQ's OK, a
     /// decode error), queued behind the replies to earlier requests.
     Reply(Box<PayloadOut>),
@@ -73,6 +80,7 @@ pub struct Session {
     settings: Arc<Settings>,
     namespace: Namespace,
     auth: Arc<Auth>,
+    vpn: Vpn,
     span: tracing::Span,
     state: State,
     held: Held,
@@ -95,6 +103,7 @@ impl Session {
         settings: Arc<Settings>,
         namespace: Namespace,
         auth: Arc<Auth>,
+        vpn: Vpn,
         peer: String,
         oversized: Rc<Cell<bool>>,
     ) -> (Self, Writer) {
@@ -109,6 +118,7 @@ impl Session {
             settings,
             namespace,
             auth,
+            vpn,
             span,
             state: State::Anonymous,
             held: Held::default(),
@@ -147,6 +157,10 @@ impl Session {
         let mut seq = *next_seq;
         *next_seq = seq.wrapping_add(1);
         let request = match decoded {
+            Ok(PayloadIn::Message {
+                target: protocol::Target::Name { ref name },
+                data,
+            }) if name == protocol::GATEWAY_NAME => Request::Gateway(data.to_owned()),
             // The common case, answered from the borrowed frame without
             // copying its data.
             Ok(PayloadIn::Message { target, data }) if self.held.waiting_for.is_none() => {
@@ -186,10 +200,23 @@ impl Session {
     }
 
     fn execute(&mut self, seq: Option<u64>, request: Request, ctx: &mut Context<Self>) {
-        let State::Identified { member, .. } = &self.state else {
+        let State::Identified { member, claims, .. } = &self.state else {
             return;
         };
         let outcome = match request {
+            Request::Gateway(data) => {
+                // Accepted like any MESSAGE; the answer comes as a MESSAGE.
+                member.reply(seq, PayloadOut::Ok);
+                let answer = answers::answer(
+                    self.vpn.clone(),
+                    member.info().clone(),
+                    claims.clone(),
+                    data,
+                    member.reply_to(None),
+                );
+                ctx.spawn(answer.into_actor(self));
+                Outcome::Answered
+            }
             Request::Reply(payload) => {
                 member.reply(seq, *payload);
                 Outcome::Answered
@@ -355,6 +382,7 @@ impl Session {
                 act.state = State::Identified {
                     member,
                     next_seq: 0,
+                    claims: claims.clone(),
                 };
                 if let Some(claims) = claims {
                     act.watch_token(claims, ctx);
@@ -435,6 +463,9 @@ impl Session {
         }
         protocol::version_compatible(version).map_err(|e| Close::new(CloseCode::BadVersion, e))?;
         let bad = |reason: String| Err(Close::new(CloseCode::BadAuth, reason));
+        if name == protocol::GATEWAY_NAME {
+            return bad(format!("the name {name:?} is the gateway's own"));
+        }
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return bad(format!(
                 "name {name:?} must be letters, digits and underscores"

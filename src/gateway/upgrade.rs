@@ -100,6 +100,7 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String) {
         state.settings.clone(),
         state.namespace.clone(),
         state.auth.clone(),
+        state.vpn.clone(),
         peer,
         oversized.clone(),
     );

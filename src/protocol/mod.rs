@@ -21,6 +21,10 @@ use uuid::Uuid;
 /// The WebSocket subprotocol the gateway selects when a client offers it.
 pub const SUBPROTOCOL: &str = "ert-concierge";
 
+/// The name no client may take: MESSAGEs to it are answered by the gateway
+/// itself (VPN configs), with this name as the sender.
+pub const GATEWAY_NAME: &str = "concierge";
+
 /// The protocol version this gateway speaks, sent in HELLO.
 pub const PROTOCOL_VERSION: &str = "0.2.0";
 

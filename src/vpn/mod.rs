@@ -1,0 +1,547 @@
+//! The VPN actor: WireGuard configs for the fleet's hosts, and the server
+//! interface kept equal to them.
+//!
+//! A fetch for a client NAME (seed 003's `get_vpn_conf`) records a peer in
+//! the cluster's store (its public key, tunnel addresses from the pools,
+//! the token it came with; see [`peers`]) and answers a config `wg-quick`
+//! reads ([`conf`]). Every replica answers fetches; a replica with
+//! `vpn_interface` set also keeps that interface's peers equal to the
+//! records of peers whose token is still valid ([`device`]), at start, when
+//! any replica changes a record or a token is revoked (within a second),
+//! and every few seconds for expiries. Without an interface, or without the
+//! right to drive it, configs are still issued and the status says why no
+//! interface is managed.
+
+pub mod conf;
+pub mod device;
+pub mod peers;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use serde::Serialize;
+use wireguard_control::{Key, KeyPair};
+
+use crate::auth::{Auth, Claims, Role};
+use crate::cluster::store::{Changed, Store};
+use crate::config::Settings;
+use peers::{Peer, Pools};
+
+/// How often the interface is compared with the records even when nothing
+/// was reported changed (expired tokens, someone editing it by hand).
+const RESYNC: Duration = Duration::from_secs(5);
+/// How soon after a reported change the interface is synced.
+const SOON: Duration = Duration::from_millis(200);
+
+/// Why a fetch (or a revoke) failed: the `reason` of seed 003's error reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VpnError {
+    #[error("this gateway issues no VPN configs (its vpn_endpoint is not set)")]
+    Disabled,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("public_key {0:?} is not a WireGuard public key (32 bytes in base64)")]
+    BadPublicKey(String),
+    #[error("conf_type {0:?} is not offered: only \"wireguard\"")]
+    BadConfType(String),
+    #[error("tun_mode {0:?} is not offered: WireGuard runs over \"udp\"")]
+    BadTunMode(String),
+    #[error("the address pool {0} has no free address")]
+    PoolExhausted(String),
+    #[error("no VPN peer named {0:?}")]
+    NoSuchPeer(String),
+    #[error("{0}")]
+    BadArgument(String),
+    #[error("the gateway answers no request {0:?}: get_vpn_conf, vpn_peers or vpn_revoke")]
+    UnknownRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl VpnError {
+    /// The stable `reason` code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VpnError::Disabled => "vpn_disabled",
+            VpnError::Forbidden(_) => "forbidden",
+            VpnError::BadPublicKey(_) => "bad_public_key",
+            VpnError::BadConfType(_) => "bad_conf_type",
+            VpnError::BadTunMode(_) => "bad_tun_mode",
+            VpnError::PoolExhausted(_) => "pool_exhausted",
+            VpnError::NoSuchPeer(_) => "not_found",
+            VpnError::BadArgument(_) => "bad_argument",
+            VpnError::UnknownRequest(_) => "unknown_request",
+            VpnError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// seed 003's error reply `msg`.
+    pub fn to_msg(&self) -> serde_json::Value {
+        serde_json::json!({"result": "error", "reason": self.reason(), "desc": self.to_string()})
+    }
+}
+
+/// The VPN settings, checked.
+#[derive(Debug, Clone)]
+pub struct VpnSettings {
+    pub endpoint: Option<String>,
+    pub interface: Option<String>,
+    pub backend: String,
+    pub listen_port: u16,
+    pub pools: Pools,
+    pub dns: Vec<IpAddr>,
+    pub keepalive: u64,
+    pub routes: Vec<IpNet>,
+}
+
+impl VpnSettings {
+    pub fn from(settings: &Settings) -> Result<VpnSettings, String> {
+        let pool = |text: &str, v4: bool| -> Result<Option<IpNet>, String> {
+            let nets = crate::config::cidr_list(text)?;
+            match nets.as_slice() {
+                [] => Ok(None),
+                [net] if net.addr().is_ipv4() == v4 && net.hosts().nth(2).is_some() => {
+                    Ok(Some(*net))
+                }
+                [net] if net.addr().is_ipv4() == v4 => {
+                    Err(format!("{net} is too small for a pool"))
+                }
+                _ => Err(format!(
+                    "{text:?}: one IPv{} network",
+                    if v4 { 4 } else { 6 }
+                )),
+            }
+        };
+        let pools = Pools {
+            ipv4: pool(&settings.vpn_ipv4_pool, true).map_err(|e| format!("vpn_ipv4_pool: {e}"))?,
+            ipv6: pool(&settings.vpn_ipv6_pool, false)
+                .map_err(|e| format!("vpn_ipv6_pool: {e}"))?,
+        };
+        let mut routes = crate::config::cidr_list(&settings.vpn_routes)?;
+        if routes.is_empty() {
+            routes = [pools.ipv4, pools.ipv6].into_iter().flatten().collect();
+        }
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let listen_port = u16::try_from(settings.vpn_listen_port).unwrap_or(51_820);
+        let endpoint = crate::config::vpn_endpoint_parts(&settings.vpn_endpoint)
+            .map(|(host, port)| format!("{host}:{}", port.unwrap_or(listen_port)));
+        Ok(VpnSettings {
+            endpoint,
+            interface: non_empty(&settings.vpn_interface),
+            backend: settings.vpn_backend.clone(),
+            listen_port,
+            pools,
+            dns: crate::config::ip_list(&settings.vpn_dns)?,
+            keepalive: settings.vpn_keepalive_secs,
+            routes,
+        })
+    }
+}
+
+/// One peer as `ctl vpn peers` and `/metrics` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    pub name: String,
+    pub public_key: String,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    /// Whether its token is still valid (an invalid one is kept off the
+    /// interface).
+    pub valid: bool,
+    /// On the managed interface now.
+    pub active: bool,
+    pub endpoint: Option<String>,
+    /// Seconds since the Unix epoch; 0 means never.
+    pub latest_handshake: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// The interface's state as of the last sync.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub interface: Option<String>,
+    /// Why no interface is managed, or why the last sync failed.
+    pub problem: Option<String>,
+    pub server_public_key: Option<String>,
+    /// The server's tunnel addresses (the first of each pool), which the
+    /// managed interface should have.
+    pub server_addresses: Vec<String>,
+    pub peers: Vec<PeerView>,
+}
+
+/// What the HTTP handlers and sessions hold to reach the VPN.
+#[derive(Clone)]
+pub struct Vpn {
+    addr: Addr<VpnActor>,
+    status: Arc<ArcSwap<Status>>,
+}
+
+impl Vpn {
+    pub fn start(settings: VpnSettings, store: Arc<dyn Store>, auth: Arc<Auth>) -> Vpn {
+        let status = Arc::new(ArcSwap::from_pointee(Status {
+            interface: settings.interface.clone(),
+            problem: settings
+                .interface
+                .is_none()
+                .then(|| "no interface is managed: vpn_interface is not set".to_owned()),
+            ..Status::default()
+        }));
+        let actor = VpnActor {
+            settings: Arc::new(settings),
+            store,
+            auth,
+            keypair: None,
+            status: status.clone(),
+            dirty: true,
+            syncing: false,
+        };
+        Vpn {
+            addr: actor.start(),
+            status,
+        }
+    }
+
+    /// The config for `name`, asked by the holder of `claims`.
+    pub async fn fetch(&self, fetch: Fetch) -> Result<String, VpnError> {
+        self.addr
+            .send(fetch)
+            .await
+            .map_err(|_| VpnError::Unavailable("the VPN actor stopped".into()))?
+    }
+
+    /// Removes `name`'s peer and frees its addresses.
+    pub async fn revoke(&self, name: String) -> Result<(), VpnError> {
+        self.addr
+            .send(Revoke(name))
+            .await
+            .map_err(|_| VpnError::Unavailable("the VPN actor stopped".into()))?
+    }
+
+    /// Every peer with its state (records joined with the interface's).
+    pub async fn peers(&self) -> Result<Status, VpnError> {
+        self.addr
+            .send(Peers)
+            .await
+            .map_err(|_| VpnError::Unavailable("the VPN actor stopped".into()))?
+    }
+
+    /// The state as of the last sync, without waiting.
+    pub fn status(&self) -> Arc<Status> {
+        self.status.load_full()
+    }
+}
+
+struct VpnActor {
+    settings: Arc<VpnSettings>,
+    store: Arc<dyn Store>,
+    auth: Arc<Auth>,
+    keypair: Option<KeyPair>,
+    status: Arc<ArcSwap<Status>>,
+    /// Something changed since the last sync.
+    dirty: bool,
+    syncing: bool,
+}
+
+impl Actor for VpnActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let changes = futures_util::stream::unfold(self.store.changes(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(Changed::Key { table, .. }) if table != peers::PEERS.name() => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => return Some((Touched, rx)),
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        });
+        ctx.add_stream(changes);
+        let revocations = futures_util::stream::unfold(self.auth.changes(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(()) | Err(RecvError::Lagged(_)) => Some((Touched, rx)),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        ctx.add_stream(revocations);
+        ctx.run_interval(SOON, |act, ctx| act.maybe_sync(ctx));
+        ctx.run_interval(RESYNC, |act, _| act.dirty = true);
+    }
+}
+
+/// Something the interface may have to follow.
+struct Touched;
+
+impl StreamHandler<Touched> for VpnActor {
+    fn handle(&mut self, _: Touched, _: &mut Context<Self>) {
+        self.dirty = true;
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl VpnActor {
+    fn maybe_sync(&mut self, ctx: &mut Context<Self>) {
+        if !self.dirty || self.syncing {
+            return;
+        }
+        self.dirty = false;
+        self.syncing = true;
+        let settings = self.settings.clone();
+        let store = self.store.clone();
+        let auth = self.auth.clone();
+        let keypair = self.keypair.clone();
+        let work = async move {
+            let keypair = match keypair {
+                Some(k) => k,
+                None => peers::server_keypair(&store).await?,
+            };
+            let records = peers::list(&store).await?;
+            let (status, keypair) = sync(settings, auth, records, keypair, true).await;
+            Ok::<_, VpnError>((status, keypair))
+        };
+        ctx.spawn(work.into_actor(self).map(|outcome, act, _| {
+            act.syncing = false;
+            match outcome {
+                Ok((status, keypair)) => {
+                    act.keypair = Some(keypair);
+                    act.status.store(Arc::new(status));
+                }
+                Err(e) => {
+                    act.dirty = true;
+                    let mut status = (*act.status.load_full()).clone();
+                    status.problem = Some(e.to_string());
+                    act.status.store(Arc::new(status));
+                }
+            }
+        }));
+    }
+}
+
+/// Syncs the interface (if any, and if `apply`) with the valid records,
+/// and reports the state of every record.
+async fn sync(
+    settings: Arc<VpnSettings>,
+    auth: Arc<Auth>,
+    records: Vec<Peer>,
+    keypair: KeyPair,
+    apply: bool,
+) -> (Status, KeyPair) {
+    let valid: Vec<(Peer, bool)> = records
+        .into_iter()
+        .map(|p| {
+            let ok = auth.check(&p.claims).is_ok();
+            (p, ok)
+        })
+        .collect();
+    let desired: Vec<(Key, Vec<IpNet>)> = valid
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .filter_map(|(p, _)| p.key().map(|k| (k, p.allowed_ips())))
+        .collect();
+    let mut problem = None;
+    let mut live: HashMap<String, device::PeerState> = HashMap::new();
+    if let Some(name) = settings.interface.clone() {
+        let backend = settings.backend.clone();
+        let port = settings.listen_port;
+        let pair = keypair.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let iface = device::Interface::open(&name, &backend)?;
+            let diff = if apply {
+                iface
+                    .sync(&pair, port, &desired)
+                    .map_err(|e| format!("cannot update {name}: {e}"))?
+            } else {
+                device::Diff::default()
+            };
+            let peers = iface
+                .peers()
+                .map_err(|e| format!("cannot read {name}: {e}"))?;
+            Ok::<_, String>((diff, peers))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the interface task failed: {e}")));
+        match outcome {
+            Ok((diff, peers)) => {
+                if diff != device::Diff::default() {
+                    tracing::info!(
+                        added = diff.added,
+                        updated = diff.updated,
+                        removed = diff.removed,
+                        "VPN peers applied"
+                    );
+                }
+                live = peers
+                    .into_iter()
+                    .map(|p| (p.public_key.clone(), p))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "VPN interface not managed");
+                problem = Some(e);
+            }
+        }
+    } else {
+        problem = Some("no interface is managed: vpn_interface is not set".into());
+    }
+    let peers = valid
+        .into_iter()
+        .map(|(p, ok)| {
+            let state = live.get(&p.public_key);
+            PeerView {
+                name: p.name.clone(),
+                public_key: p.public_key.clone(),
+                ipv4: p.ipv4.map(|a| a.to_string()),
+                ipv6: p.ipv6.map(|a| a.to_string()),
+                valid: ok,
+                active: state.is_some(),
+                endpoint: state.and_then(|s| s.endpoint).map(|e| e.to_string()),
+                latest_handshake: state
+                    .and_then(|s| s.latest_handshake)
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs()),
+                rx_bytes: state.map_or(0, |s| s.rx_bytes),
+                tx_bytes: state.map_or(0, |s| s.tx_bytes),
+            }
+        })
+        .collect();
+    let status = Status {
+        interface: settings.interface.clone(),
+        problem,
+        server_public_key: Some(keypair.public.to_base64()),
+        server_addresses: settings
+            .pools
+            .server()
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+        peers,
+    };
+    (status, keypair)
+}
+
+/// A config fetch (seed 003's `get_vpn_conf`).
+#[derive(Message)]
+#[rtype(result = "Result<String, VpnError>")]
+pub struct Fetch {
+    /// The client the config is for.
+    pub name: String,
+    /// The verified token of who asks.
+    pub claims: Option<Claims>,
+    pub conf_type: String,
+    pub tun_mode: String,
+    /// The client's own public key; `None`: the gateway makes a pair.
+    pub public_key: Option<String>,
+}
+
+impl Handler<Fetch> for VpnActor {
+    type Result = ResponseFuture<Result<String, VpnError>>;
+
+    fn handle(&mut self, fetch: Fetch, _: &mut Context<Self>) -> Self::Result {
+        let settings = self.settings.clone();
+        let store = self.store.clone();
+        let keypair = self.keypair.clone();
+        // Applied to the interface within SOON.
+        self.dirty = true;
+        Box::pin(async move {
+            let endpoint = settings.endpoint.clone().ok_or(VpnError::Disabled)?;
+            if fetch.conf_type != "wireguard" {
+                return Err(VpnError::BadConfType(fetch.conf_type));
+            }
+            if fetch.tun_mode != "udp" {
+                return Err(VpnError::BadTunMode(fetch.tun_mode));
+            }
+            let claims = fetch.claims.ok_or_else(|| {
+                VpnError::Forbidden("a VPN config is for a client with a token".into())
+            })?;
+            if claims.name != fetch.name && claims.role != Role::Admin {
+                return Err(VpnError::Forbidden(format!(
+                    "{} may fetch only its own config ({}), not {:?}",
+                    claims.sub, claims.name, fetch.name
+                )));
+            }
+            let (public, private) = match &fetch.public_key {
+                Some(text) => {
+                    let key = Key::from_base64(text.trim())
+                        .map_err(|_| VpnError::BadPublicKey(text.clone()))?;
+                    (key, None)
+                }
+                None => {
+                    let pair = KeyPair::generate();
+                    (pair.public, Some(pair.private.to_base64()))
+                }
+            };
+            let server = match keypair {
+                Some(k) => k,
+                None => peers::server_keypair(&store).await?,
+            };
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let peer =
+                peers::claim(&store, &fetch.name, &public, &claims, &settings.pools, now).await?;
+            tracing::info!(name = %fetch.name, ipv4 = ?peer.ipv4, ipv6 = ?peer.ipv6, "VPN config issued");
+            let server_public = server.public.to_base64();
+            Ok(conf::render(
+                &peer,
+                private.as_deref(),
+                &conf::Server {
+                    public_key: &server_public,
+                    endpoint: &endpoint,
+                    routes: &settings.routes,
+                    dns: &settings.dns,
+                    keepalive: settings.keepalive,
+                },
+            ))
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), VpnError>")]
+struct Revoke(String);
+
+impl Handler<Revoke> for VpnActor {
+    type Result = ResponseFuture<Result<(), VpnError>>;
+
+    fn handle(&mut self, Revoke(name): Revoke, _: &mut Context<Self>) -> Self::Result {
+        self.dirty = true;
+        let store = self.store.clone();
+        Box::pin(async move {
+            match peers::remove(&store, &name).await? {
+                Some(_) => Ok(()),
+                None => Err(VpnError::NoSuchPeer(name)),
+            }
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Status, VpnError>")]
+struct Peers;
+
+impl Handler<Peers> for VpnActor {
+    type Result = ResponseFuture<Result<Status, VpnError>>;
+
+    fn handle(&mut self, _: Peers, _: &mut Context<Self>) -> Self::Result {
+        let settings = self.settings.clone();
+        let store = self.store.clone();
+        let auth = self.auth.clone();
+        let keypair = self.keypair.clone();
+        Box::pin(async move {
+            let keypair = match keypair {
+                Some(k) => k,
+                None => peers::server_keypair(&store).await?,
+            };
+            let records = peers::list(&store).await?;
+            // The interface is read, not changed.
+            Ok(sync(settings, auth, records, keypair, false).await.0)
+        })
+    }
+}
