@@ -62,6 +62,8 @@ pub struct Host {
     pub snapshots: watch::Receiver<Snapshot>,
     pub systemd: Option<Systemd>,
     pub audit: Audit,
+    /// `--vpn`: the tunnel.
+    pub vpn: Option<std::sync::Arc<super::vpn::VpnClient>>,
 }
 
 impl Host {

@@ -18,6 +18,7 @@ pub mod settings;
 pub mod signals;
 pub mod systemd;
 pub mod telemetry;
+pub mod vpn;
 
 use std::cell::Cell;
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::client::{self, ClientError, Identity, Sender};
-use crate::protocol::{Origin, PayloadIn, PayloadOut, Target};
+use crate::protocol::{Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME};
 use commands::{Access, Host};
 use request::{reply, Reason, Request};
 use settings::{AgentArgs, AgentSettings, Resolved};
@@ -62,7 +63,14 @@ struct Agent {
 
 impl Agent {
     fn start(settings: Resolved) -> Result<Agent, String> {
-        let (telemetry, snapshots) = telemetry::Telemetry::start(settings.telemetry_interval)?;
+        let vpn = match &settings.vpn {
+            Some((interface, key_file, userspace)) => Some(std::sync::Arc::new(
+                vpn::VpnClient::load(interface, key_file, userspace.clone())?,
+            )),
+            None => None,
+        };
+        let (telemetry, snapshots) =
+            telemetry::Telemetry::start(settings.telemetry_interval, vpn.clone())?;
         let audit = audit::Audit::open(&settings.audit_log)?;
         let systemd = settings.systemd.map(systemd::Systemd::new);
         Ok(Agent {
@@ -77,6 +85,7 @@ impl Agent {
                 snapshots,
                 systemd,
                 audit,
+                vpn,
             }),
         })
     }
@@ -158,6 +167,18 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
             service: telemetry_service.as_str().into(),
         })
         .await?;
+    if let Some(vpn) = &host.vpn {
+        let fetch = json!({"req": "get_vpn_conf", "rid": 0, "msg": {
+            "conf_type": "wireguard", "tun_mode": "udp", "public_key": vpn.public_key()}});
+        sender
+            .message(
+                Target::Name {
+                    name: GATEWAY_NAME.into(),
+                },
+                &fetch,
+            )
+            .await?;
+    }
     let subscribers = Rc::new(Cell::new(0usize));
     let publisher = actix::spawn(publish_telemetry(
         host.clone(),
@@ -171,6 +192,11 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
             Err(e) => break Err(e),
         };
         match payload {
+            PayloadOut::Message { origin, data, .. } if origin.client.name == GATEWAY_NAME => {
+                if let Some(vpn) = host.vpn.clone() {
+                    actix::spawn(bring_up(vpn, data));
+                }
+            }
             PayloadOut::Message { origin, data, .. } => {
                 let host = host.clone();
                 let sender = sender.clone();
@@ -204,6 +230,28 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
     };
     publisher.abort();
     ended
+}
+
+/// Applies the gateway's answer to `get_vpn_conf`.
+async fn bring_up(vpn: std::sync::Arc<vpn::VpnClient>, answer: Value) {
+    let msg = &answer["msg"];
+    let Some(conf) = msg["conf_data"].as_str().map(str::to_owned) else {
+        let why = format!(
+            "the gateway refused the VPN config: {}: {}",
+            msg["reason"].as_str().unwrap_or("?"),
+            msg["desc"].as_str().unwrap_or("")
+        );
+        tracing::error!("{why}");
+        vpn.refused(why);
+        return;
+    };
+    // `ip` and the interface's socket block: not on the agent's thread.
+    let applied = tokio::task::spawn_blocking(move || vpn.apply(&conf)).await;
+    match applied {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot bring the VPN tunnel up"),
+        Err(e) => tracing::error!(error = %e, "the VPN task failed"),
+    }
 }
 
 /// Publishes each telemetry snapshot on the service while it has

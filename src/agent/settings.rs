@@ -35,6 +35,10 @@ pub struct AgentSettings {
     pub max_reply_bytes: usize,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    pub vpn: bool,
+    pub vpn_interface: String,
+    pub vpn_key_file: PathBuf,
+    pub vpn_userspace: String,
     pub signal_allow: Vec<SignalRule>,
     pub exec_allow: Vec<ExecRule>,
 }
@@ -58,6 +62,10 @@ impl Default for AgentSettings {
             max_reply_bytes: 60_000,
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
+            vpn: false,
+            vpn_interface: "wg0".into(),
+            vpn_key_file: PathBuf::from("vpn.key"),
+            vpn_userspace: String::new(),
             signal_allow: Vec::new(),
             exec_allow: Vec::new(),
         }
@@ -98,6 +106,12 @@ pub struct AgentArgs {
     /// Milliseconds between telemetry samples [default: 2000].
     #[arg(long, env = "CONCIERGE_AGENT_TELEMETRY_INTERVAL_MS")]
     pub telemetry_interval_ms: Option<u64>,
+    /// Fetch this host's WireGuard config from the gateway and keep the tunnel up.
+    #[arg(long, env = "CONCIERGE_AGENT_VPN", num_args = 0..=1, default_missing_value = "true")]
+    pub vpn: Option<bool>,
+    /// The tunnel's interface [default: wg0].
+    #[arg(long, env = "CONCIERGE_AGENT_VPN_INTERFACE")]
+    pub vpn_interface: Option<String>,
 }
 
 /// The settings, resolved and checked.
@@ -119,6 +133,8 @@ pub struct Resolved {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub policy: Policy,
+    /// `--vpn`: the interface, the key file, the userspace implementation.
+    pub vpn: Option<(String, PathBuf, Option<String>)>,
 }
 
 impl AgentSettings {
@@ -140,7 +156,9 @@ impl AgentSettings {
             audit_log,
             systemd,
             anonymous_role,
-            telemetry_interval_ms
+            telemetry_interval_ms,
+            vpn,
+            vpn_interface
         );
         s.resolve()
     }
@@ -201,6 +219,14 @@ impl AgentSettings {
             return Err("max_reply_bytes: must be at least 4096".into());
         }
         let audit_log = self.work_dir.join(&self.audit_log);
+        let vpn = self.vpn.then(|| {
+            let userspace = (!self.vpn_userspace.is_empty()).then(|| self.vpn_userspace.clone());
+            (
+                self.vpn_interface.clone(),
+                self.work_dir.join(&self.vpn_key_file),
+                userspace,
+            )
+        });
         Ok(Resolved {
             url: self.url,
             name,
@@ -218,6 +244,7 @@ impl AgentSettings {
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms)),
             policy: Policy::new(&self.signal_allow, &self.exec_allow)?,
+            vpn,
         })
     }
 }

@@ -30,12 +30,14 @@ pub struct Telemetry {
     disks: Disks,
     interval: Duration,
     snapshots: watch::Sender<Snapshot>,
+    vpn: Option<Arc<super::vpn::VpnClient>>,
 }
 
 impl Telemetry {
     /// Starts the sampler; the receiver holds the latest snapshot.
     pub fn start(
         interval: Duration,
+        vpn: Option<Arc<super::vpn::VpnClient>>,
     ) -> Result<(Addr<Telemetry>, watch::Receiver<Snapshot>), String> {
         let system =
             System::new().map_err(|e| format!("cannot read this host's statistics: {e}"))?;
@@ -47,6 +49,7 @@ impl Telemetry {
             disks,
             interval,
             snapshots,
+            vpn,
         };
         Ok((actor.start(), receiver))
     }
@@ -71,7 +74,11 @@ impl Telemetry {
         stats.insert("ttl_cpu_usage".into(), self.cpu());
         stats.insert("ttl_mem_usage".into(), memory());
         stats.insert("disk_util".into(), self.disk_util());
-        stats.insert("vpn_status".into(), vpn_status());
+        let vpn = match &self.vpn {
+            Some(vpn) => vpn.status(),
+            None => no_vpn(),
+        };
+        stats.insert("vpn_status".into(), vpn);
         self.snapshots.send_replace(Arc::new(stats));
     }
 
@@ -323,9 +330,9 @@ fn memory() -> Value {
     }
 }
 
-/// The tunnel's state: until this host has a VPN interface, a value that
-/// says so rather than an empty object.
-fn vpn_status() -> Value {
+/// The tunnel's state on a host without `--vpn`: a value that says so
+/// rather than an empty object.
+fn no_vpn() -> Value {
     json!({
         "ifname": null,
         "conn_type": null,
@@ -333,7 +340,7 @@ fn vpn_status() -> Value {
         "conn_ip4": null,
         "conn_ip6": null,
         "up": false,
-        "desc": "no VPN interface on this host",
+        "desc": "no VPN on this host (the agent runs without --vpn)",
     })
 }
 

@@ -163,7 +163,7 @@ impl Interface {
 /// boringtun answers `last_handshake_time_sec` with the seconds since the
 /// handshake rather than a timestamp, which the library reads as a time
 /// in 1970: a time that early is turned into "that many seconds ago".
-fn handshake_time(reported: SystemTime, now: SystemTime) -> SystemTime {
+pub fn handshake_time(reported: SystemTime, now: SystemTime) -> SystemTime {
     const PLAUSIBLE: Duration = Duration::from_secs(10 * 365 * 86_400);
     match reported.duration_since(UNIX_EPOCH) {
         Ok(since_epoch) if since_epoch < PLAUSIBLE => now.checked_sub(since_epoch).unwrap_or(now),
