@@ -309,3 +309,300 @@ async fn an_agent_gets_a_working_tunnel_and_the_gateway_sees_it() {
     drop(agent);
     drop(gateway);
 }
+
+/// Issues a token from the store a gateway of `settings_args` uses
+/// (`--data-dir DIR` or `--redis-url URL`).
+async fn issue_with(store_args: &[&str], name: &str, role: &str) -> String {
+    let mut args = vec!["token", "issue", "--name", name, "--role", role];
+    args.extend_from_slice(store_args);
+    let out = common::process::command(&args)
+        .output()
+        .await
+        .expect("token issue runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// A client of `server` identified with `token` (or none).
+async fn client(server: &common::TestServer, name: &str, token: Option<&str>) -> common::Client {
+    let mut client = server.connect().await;
+    let mut identify = serde_json::json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"});
+    if let Some(token) = token {
+        identify["token"] = token.into();
+    }
+    client.identify_with(identify).await;
+    client
+}
+
+/// Sends a request to the gateway itself and returns its reply's `msg`.
+async fn ask(client: &mut common::Client, data: Value) -> Value {
+    client
+        .send(serde_json::json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "concierge"}, "data": data}))
+        .await;
+    let reply = client.skip_to("MESSAGE").await;
+    assert_eq!(reply["origin"]["name"], "concierge", "{reply}");
+    reply["data"]["msg"].clone()
+}
+
+fn fetch(name: Option<&str>, public_key: Option<&str>) -> Value {
+    let mut msg = serde_json::json!({"conf_type": "wireguard", "tun_mode": "udp"});
+    if let Some(name) = name {
+        msg["name"] = name.into();
+    }
+    if let Some(key) = public_key {
+        msg["public_key"] = key.into();
+    }
+    serde_json::json!({"req": "get_vpn_conf", "rid": 1, "msg": msg})
+}
+
+fn address_of(msg: &Value) -> String {
+    let conf = msg["conf_data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no config: {msg}"));
+    conf.lines()
+        .find_map(|l| l.strip_prefix("Address = "))
+        .expect("an Address line")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn fetch_errors_come_in_seed_003_shape() {
+    let server = common::TestServer::with(|s| {
+        s.vpn_endpoint = "vpn.test".into();
+        s.vpn_ipv4_pool = "10.9.0.0/29".into();
+        s.vpn_ipv6_pool = String::new();
+    });
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let host = issue_with(&["--data-dir", &data], "host1", "agent").await;
+    let admin = issue_with(&["--data-dir", &data], "root", "admin").await;
+    let viewer = issue_with(&["--data-dir", &data], "vic", "viewer").await;
+    let mut h = client(&server, "host1", Some(&host)).await;
+
+    let ok = ask(&mut h, fetch(None, None)).await;
+    assert_eq!(
+        (ok["result"].as_str(), ok["conf_type"].as_str()),
+        (Some("success"), Some("wireguard")),
+        "{ok}"
+    );
+    let conf = ok["conf_data"].as_str().expect("conf");
+    assert!(
+        conf.contains("PrivateKey = ") && conf.contains("Endpoint = vpn.test:51820"),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("Address = 10.9.0.2/32\n") && conf.contains("AllowedIPs = 10.9.0.0/29"),
+        "{conf}"
+    );
+
+    for (data, reason) in [
+        (
+            serde_json::json!({"req": "get_vpn_conf", "rid": 2, "msg": {"conf_type": "openvpn"}}),
+            "bad_conf_type",
+        ),
+        (
+            serde_json::json!({"req": "get_vpn_conf", "rid": 3, "msg": {"tun_mode": "tcp"}}),
+            "bad_tun_mode",
+        ),
+        (fetch(None, Some("not a key")), "bad_public_key"),
+        (fetch(Some("host2"), None), "forbidden"),
+        (
+            serde_json::json!({"req": "vpn_peers", "rid": 4}),
+            "forbidden",
+        ),
+        (
+            serde_json::json!({"req": "vpn_revoke", "rid": 5, "msg": {"name": "host1"}}),
+            "forbidden",
+        ),
+        (
+            serde_json::json!({"req": "nope", "rid": 6}),
+            "unknown_request",
+        ),
+        (serde_json::json!("hello"), "malformed"),
+    ] {
+        let msg = ask(&mut h, data.clone()).await;
+        assert_eq!(
+            (msg["result"].as_str(), msg["reason"].as_str()),
+            (Some("error"), Some(reason)),
+            "{data} -> {msg}"
+        );
+        assert!(msg["desc"].as_str().is_some_and(|d| !d.is_empty()), "{msg}");
+    }
+    let mut anonymous = client(&server, "someone", None).await;
+    let msg = ask(&mut anonymous, fetch(None, None)).await;
+    assert_eq!(msg["reason"], "forbidden", "{msg}");
+
+    // The pool: .1 is the server's, .2 is host1's, .3 to .6 for four more, then none.
+    let mut root = client(&server, "root", Some(&admin)).await;
+    for (i, expected) in ["10.9.0.3/32", "10.9.0.4/32", "10.9.0.5/32", "10.9.0.6/32"]
+        .iter()
+        .enumerate()
+    {
+        let msg = ask(&mut root, fetch(Some(&format!("h{i}")), None)).await;
+        assert_eq!(address_of(&msg), *expected);
+    }
+    let full = ask(&mut root, fetch(Some("h9"), None)).await;
+    assert_eq!(full["reason"], "pool_exhausted", "{full}");
+    // Revoking frees an address for the next.
+    let done = ask(
+        &mut root,
+        serde_json::json!({"req": "vpn_revoke", "rid": 7, "msg": {"name": "h1"}}),
+    )
+    .await;
+    assert_eq!(done["result"], "success", "{done}");
+    let msg = ask(&mut root, fetch(Some("h9"), None)).await;
+    assert_eq!(address_of(&msg), "10.9.0.4/32");
+    let missing = ask(
+        &mut root,
+        serde_json::json!({"req": "vpn_revoke", "rid": 8, "msg": {"name": "h1"}}),
+    )
+    .await;
+    assert_eq!(missing["reason"], "not_found", "{missing}");
+
+    // No interface here: configs are issued, and the status says why nothing is managed.
+    let status = ask(&mut root, serde_json::json!({"req": "vpn_peers", "rid": 9})).await;
+    assert!(
+        status["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("vpn_interface is not set")),
+        "{status}"
+    );
+    assert_eq!(
+        status["peers"].as_array().map(Vec::len),
+        Some(5),
+        "{status}"
+    );
+    assert!(status["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .all(|p| p["latest_handshake"] == 0 && p["active"] == false));
+
+    // Over HTTP.
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(server.http_url("/vpn/conf"))
+        .bearer_auth(&host)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 200);
+    let conf = resp.text().await.expect("text");
+    assert!(
+        conf.contains("Address = 10.9.0.2/32\n"),
+        "the same address over HTTP: {conf}"
+    );
+    let resp = http
+        .get(server.http_url("/vpn/conf"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 401);
+    let resp = http
+        .get(server.http_url("/vpn/conf?public_key=xyz"))
+        .bearer_auth(&host)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["reason"], "bad_public_key");
+    let resp = http
+        .get(server.http_url("/vpn/peers"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 403);
+    let resp = http
+        .get(server.http_url("/vpn/peers"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 200);
+
+    // The reserved name is the gateway's.
+    let mut taker = server.connect().await;
+    taker
+        .send(serde_json::json!({"type": "IDENTIFY", "name": "concierge", "version": "0.2.0"}))
+        .await;
+    let (code, reason) = taker.expect_close().await;
+    assert_eq!(code, 4008, "{reason}");
+}
+
+#[tokio::test]
+async fn a_gateway_without_an_endpoint_issues_no_configs() {
+    let server = common::TestServer::start();
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let host = issue_with(&["--data-dir", &data], "host1", "agent").await;
+    let mut h = client(&server, "host1", Some(&host)).await;
+    let msg = ask(&mut h, fetch(None, None)).await;
+    assert_eq!(msg["reason"], "vpn_disabled", "{msg}");
+}
+
+#[tokio::test]
+async fn replicas_hand_out_each_address_once_and_keep_a_peers_address() {
+    let redis = common::redis::RedisServer::start();
+    let url = redis.url();
+    let replica = || {
+        let url = url.clone();
+        common::TestServer::with(move |s| {
+            s.redis_url = url;
+            s.vpn_endpoint = "vpn.test:51820".into();
+        })
+    };
+    let (a, b) = (replica(), replica());
+    let admin = issue_with(&["--redis-url", &url], "root", "admin").await;
+    let (mut on_a, mut on_b) = (
+        client(&a, "root_a", Some(&admin)).await,
+        client(&b, "root_b", Some(&admin)).await,
+    );
+
+    // Ten fetches on each replica at once, for twenty names, and one name on both.
+    let mut addresses = Vec::new();
+    for round in 0..10 {
+        let (x, y) = tokio::join!(
+            ask(&mut on_a, fetch(Some(&format!("a{round}")), None)),
+            ask(&mut on_b, fetch(Some(&format!("b{round}")), None))
+        );
+        addresses.push(address_of(&x));
+        addresses.push(address_of(&y));
+    }
+    let (x, y) = tokio::join!(
+        ask(&mut on_a, fetch(Some("both"), None)),
+        ask(&mut on_b, fetch(Some("both"), None))
+    );
+    assert_eq!(
+        address_of(&x),
+        address_of(&y),
+        "one name, one address, whichever replica"
+    );
+    addresses.push(address_of(&x));
+    let mut unique = addresses.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        addresses.len(),
+        "an address handed out twice: {addresses:?}"
+    );
+    // A peer keeps its address when it fetches again, on the other replica.
+    let again = ask(&mut on_b, fetch(Some("a3"), None)).await;
+    assert_eq!(address_of(&again), addresses[6]);
+    // And the server key is the same everywhere.
+    let key = |msg: &Value| {
+        msg["conf_data"].as_str().and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("PublicKey = "))
+                .map(str::to_owned)
+        })
+    };
+    assert_eq!(key(&x), key(&y));
+}
