@@ -62,6 +62,28 @@ async fn ctl(ns: &NetNs, url: &str, token: &str, args: &[&str]) -> (i32, Value) 
     (out.status.code().unwrap_or(-1), value)
 }
 
+/// `curl` inside `ns` with a bearer token.
+async fn ns_http_get(ns: &NetNs, url: &str, token: &str) -> String {
+    let out = ns
+        .command("curl")
+        .args([
+            "--silent",
+            "--fail",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            url,
+        ])
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn ping(ns: &NetNs, addr: &str) -> bool {
     (0..5).any(|_| {
         ns.std_command("ping")
@@ -175,6 +197,20 @@ async fn an_agent_gets_a_working_tunnel_and_the_gateway_sees_it() {
     );
     let (_, status) = ctl(&pair.a, &url, &admin, &["vpn", "peers"]).await;
     assert!(status["problem"].is_null(), "{status}");
+    // And /metrics, refreshed every second.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = ns_http_get(&pair.a, &format!("http://{addr}/metrics"), &admin).await;
+        let rx = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("concierge_vpn_peer_rx_bytes{peer=\"host1\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if rx > Some(0) && metrics.contains("concierge_vpn_peers_active 1") {
+            break;
+        }
+        assert!(Instant::now() < until, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The agent's telemetry.
     let (code, telemetry) = ctl(&pair.a, &url, &admin, &["top", "host1", "--once"]).await;

@@ -48,6 +48,21 @@ struct CodeLabel {
     code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+/// One VPN peer as the metrics show it.
+pub struct VpnPeer<'a> {
+    pub name: &'a str,
+    pub active: bool,
+    /// Seconds since the Unix epoch; 0 means never.
+    pub latest_handshake: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_open: Gauge,
@@ -67,6 +82,11 @@ pub struct Metrics {
     pub redis_errors: Counter,
     pub logins_failed: Counter,
     pub lockouts: Counter,
+    vpn_peers: Gauge,
+    vpn_peers_active: Gauge,
+    vpn_rx: Family<PeerLabel, Gauge>,
+    vpn_tx: Family<PeerLabel, Gauge>,
+    vpn_handshake: Family<PeerLabel, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -140,6 +160,11 @@ impl Metrics {
             redis_errors: Counter::default(),
             logins_failed: Counter::default(),
             lockouts: Counter::default(),
+            vpn_peers: Gauge::default(),
+            vpn_peers_active: Gauge::default(),
+            vpn_rx: Family::default(),
+            vpn_tx: Family::default(),
+            vpn_handshake: Family::default(),
             registry: Registry::default(),
         };
         let payloads = Family::<TypeLabel, Counter<u64, Striped>>::default();
@@ -218,10 +243,52 @@ impl Metrics {
             "Usernames or source addresses locked out after too many failed logins",
             m.lockouts.clone(),
         );
+        registry.register("vpn_peers", "VPN peers recorded", m.vpn_peers.clone());
+        registry.register(
+            "vpn_peers_active",
+            "VPN peers on the interface this gateway manages",
+            m.vpn_peers_active.clone(),
+        );
+        registry.register(
+            "vpn_peer_rx_bytes",
+            "Bytes the managed interface received from each peer",
+            m.vpn_rx.clone(),
+        );
+        registry.register(
+            "vpn_peer_tx_bytes",
+            "Bytes the managed interface sent to each peer",
+            m.vpn_tx.clone(),
+        );
+        registry.register(
+            "vpn_peer_latest_handshake_seconds",
+            "Each peer's latest handshake, seconds since the Unix epoch (0: never)",
+            m.vpn_handshake.clone(),
+        );
         Metrics {
             registry,
             payloads_in,
             ..m
+        }
+    }
+
+    /// The VPN peers as of the last sync of the interface.
+    pub fn vpn(&self, peers: &[VpnPeer<'_>]) {
+        self.vpn_peers.set(peers.len() as i64);
+        self.vpn_peers_active
+            .set(peers.iter().filter(|p| p.active).count() as i64);
+        for family in [&self.vpn_rx, &self.vpn_tx, &self.vpn_handshake] {
+            family.clear();
+        }
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for p in peers.iter().filter(|p| p.active) {
+            let label = PeerLabel {
+                peer: p.name.to_owned(),
+            };
+            self.vpn_rx.get_or_create(&label).set(clamp(p.rx_bytes));
+            self.vpn_tx.get_or_create(&label).set(clamp(p.tx_bytes));
+            self.vpn_handshake
+                .get_or_create(&label)
+                .set(clamp(p.latest_handshake));
         }
     }
 

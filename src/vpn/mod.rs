@@ -19,10 +19,9 @@ pub mod peers;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use serde::Serialize;
 use wireguard_control::{Key, KeyPair};
@@ -30,6 +29,7 @@ use wireguard_control::{Key, KeyPair};
 use crate::auth::{Auth, Claims, Role};
 use crate::cluster::store::{Changed, Store};
 use crate::config::Settings;
+use crate::metrics;
 use peers::{Peer, Pools};
 
 /// How often the interface is compared with the records even when nothing
@@ -37,6 +37,8 @@ use peers::{Peer, Pools};
 const RESYNC: Duration = Duration::from_secs(5);
 /// How soon after a reported change the interface is synced.
 const SOON: Duration = Duration::from_millis(200);
+/// How often the interface's counters are read for the metrics.
+const STATS: Duration = Duration::from_secs(1);
 
 /// Why a fetch (or a revoke) failed: the `reason` of seed 003's error reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,31 +181,22 @@ pub struct Status {
 #[derive(Clone)]
 pub struct Vpn {
     addr: Addr<VpnActor>,
-    status: Arc<ArcSwap<Status>>,
 }
 
 impl Vpn {
     pub fn start(settings: VpnSettings, store: Arc<dyn Store>, auth: Arc<Auth>) -> Vpn {
-        let status = Arc::new(ArcSwap::from_pointee(Status {
-            interface: settings.interface.clone(),
-            problem: settings
-                .interface
-                .is_none()
-                .then(|| "no interface is managed: vpn_interface is not set".to_owned()),
-            ..Status::default()
-        }));
         let actor = VpnActor {
             settings: Arc::new(settings),
             store,
             auth,
             keypair: None,
-            status: status.clone(),
+            records: Vec::new(),
+            stats_at: Instant::now(),
             dirty: true,
             syncing: false,
         };
         Vpn {
             addr: actor.start(),
-            status,
         }
     }
 
@@ -230,11 +223,6 @@ impl Vpn {
             .await
             .map_err(|_| VpnError::Unavailable("the VPN actor stopped".into()))?
     }
-
-    /// The state as of the last sync, without waiting.
-    pub fn status(&self) -> Arc<Status> {
-        self.status.load_full()
-    }
 }
 
 struct VpnActor {
@@ -242,7 +230,10 @@ struct VpnActor {
     store: Arc<dyn Store>,
     auth: Arc<Auth>,
     keypair: Option<KeyPair>,
-    status: Arc<ArcSwap<Status>>,
+    /// The records as of the last full sync.
+    records: Vec<Peer>,
+    /// When the interface's counters were last read.
+    stats_at: Instant,
     /// Something changed since the last sync.
     dirty: bool,
     syncing: bool,
@@ -270,7 +261,7 @@ impl Actor for VpnActor {
             }
         });
         ctx.add_stream(revocations);
-        ctx.run_interval(SOON, |act, ctx| act.maybe_sync(ctx));
+        ctx.run_interval(SOON, |act, ctx| act.tick(ctx));
         ctx.run_interval(RESYNC, |act, _| act.dirty = true);
     }
 }
@@ -287,38 +278,59 @@ impl StreamHandler<Touched> for VpnActor {
 }
 
 impl VpnActor {
-    fn maybe_sync(&mut self, ctx: &mut Context<Self>) {
-        if !self.dirty || self.syncing {
+    /// Every tick: a full sync (records read, interface changed) when
+    /// something changed, else, every [`STATS`], the interface's counters
+    /// for the metrics from the records read last.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing {
+            return;
+        }
+        let full = self.dirty;
+        if !full && self.stats_at.elapsed() < STATS {
             return;
         }
         self.dirty = false;
         self.syncing = true;
+        self.stats_at = Instant::now();
         let settings = self.settings.clone();
         let store = self.store.clone();
         let auth = self.auth.clone();
         let keypair = self.keypair.clone();
+        let cached = self.records.clone();
         let work = async move {
             let keypair = match keypair {
                 Some(k) => k,
                 None => peers::server_keypair(&store).await?,
             };
-            let records = peers::list(&store).await?;
-            let (status, keypair) = sync(settings, auth, records, keypair, true).await;
-            Ok::<_, VpnError>((status, keypair))
+            let records = if full {
+                peers::list(&store).await?
+            } else {
+                cached
+            };
+            let (status, keypair) = sync(settings, auth, records.clone(), keypair, full).await;
+            Ok::<_, VpnError>((status, keypair, records))
         };
         ctx.spawn(work.into_actor(self).map(|outcome, act, _| {
             act.syncing = false;
             match outcome {
-                Ok((status, keypair)) => {
+                Ok((status, keypair, records)) => {
                     act.keypair = Some(keypair);
-                    act.status.store(Arc::new(status));
+                    act.records = records;
+                    let shown: Vec<metrics::VpnPeer<'_>> = status
+                        .peers
+                        .iter()
+                        .map(|p| metrics::VpnPeer {
+                            name: &p.name,
+                            active: p.active,
+                            latest_handshake: p.latest_handshake,
+                            rx_bytes: p.rx_bytes,
+                            tx_bytes: p.tx_bytes,
+                        })
+                        .collect();
+                    metrics::get().vpn(&shown);
                 }
-                Err(e) => {
-                    act.dirty = true;
-                    let mut status = (*act.status.load_full()).clone();
-                    status.problem = Some(e.to_string());
-                    act.status.store(Arc::new(status));
-                }
+                // Tried again within RESYNC.
+                Err(e) => tracing::warn!(error = %e, "cannot sync the VPN peers"),
             }
         }));
     }
