@@ -564,6 +564,53 @@ async fn fetch_errors_come_in_seed_003_shape() {
         .expect("answered");
     assert_eq!(resp.status(), 200);
 
+    // wg-quick takes both kinds of config as they are.
+    let dir = tempfile::tempdir().expect("dir");
+    let kept_key = common::netns::Keypair::generate();
+    let kept = ask(&mut h, fetch(None, Some(&kept_key.public))).await;
+    for (file, conf) in [
+        ("made0.conf", conf.as_str()),
+        ("kept0.conf", kept["conf_data"].as_str().expect("conf")),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, conf).expect("written");
+        let out = std::process::Command::new("wg-quick")
+            .arg("strip")
+            .arg(&path)
+            .output()
+            .expect("wg-quick runs");
+        assert!(
+            out.status.success(),
+            "wg-quick refuses {conf}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stripped = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stripped.contains("[Peer]") && stripped.contains("Endpoint = vpn.test:51820"),
+            "{stripped}"
+        );
+    }
+    // As a QR code for a phone.
+    let out = common::process::command(&[
+        "ctl",
+        "--url",
+        &server.ws_url(),
+        "--token",
+        &host,
+        "vpn",
+        "conf",
+        "--qr",
+    ])
+    .env("HOME", "/nonexistent")
+    .output()
+    .await
+    .expect("ctl runs");
+    let qr = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && qr.lines().count() > 20 && qr.contains('\u{2580}'),
+        "{qr}"
+    );
+
     // The reserved name is the gateway's.
     let mut taker = server.connect().await;
     taker

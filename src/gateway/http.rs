@@ -1,5 +1,6 @@
 //! The plain HTTP endpoints beside the WebSocket: health, readiness,
-//! version and metrics, for operators and load balancers.
+//! version and metrics, for operators and load balancers, and the VPN
+//! config fetch for hosts with a bearer token.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
