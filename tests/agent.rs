@@ -24,28 +24,7 @@ struct Fleet {
 /// Issues a long-lived token from the store of the gateway on `data`.
 async fn issue(data: &Path, name: &str, role: &str) -> String {
     let data = data.to_str().expect("utf-8 path");
-    let out = command(&[
-        "token",
-        "issue",
-        "--data-dir",
-        data,
-        "--name",
-        name,
-        "--role",
-        role,
-    ])
-    .output()
-    .await
-    .expect("token issue runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+    common::process::issue_token(&["--data-dir", data], name, role).await
 }
 
 impl Fleet {

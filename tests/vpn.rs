@@ -15,31 +15,6 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_concierge");
 
-async fn issue(data: &std::path::Path, name: &str, role: &str) -> String {
-    let out = common::process::command(&[
-        "token",
-        "issue",
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-        "--name",
-        name,
-        "--role",
-        role,
-    ])
-    .output()
-    .await
-    .expect("token issue runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
 /// `concierge ctl --json ...` inside `ns`: exit code and the last JSON line.
 async fn ctl(ns: &NetNs, url: &str, token: &str, args: &[&str]) -> (i32, Value) {
     let out = ns
@@ -117,8 +92,18 @@ async fn an_agent_gets_a_working_tunnel_and_the_gateway_sees_it() {
     let mut gateway = Process::spawn(gateway);
     let addr = gateway.listening().await;
     let url = format!("ws://{addr}/ws");
-    let host = issue(data.path(), "host1", "agent").await;
-    let admin = issue(data.path(), "root", "admin").await;
+    let host = common::process::issue_token(
+        &["--data-dir", data.path().to_str().expect("utf-8")],
+        "host1",
+        "agent",
+    )
+    .await;
+    let admin = common::process::issue_token(
+        &["--data-dir", data.path().to_str().expect("utf-8")],
+        "root",
+        "admin",
+    )
+    .await;
 
     let work = tempfile::tempdir().expect("work");
     let client_if = unique_ifname("vc");
@@ -346,26 +331,6 @@ async fn an_agent_gets_a_working_tunnel_and_the_gateway_sees_it() {
     drop(gateway);
 }
 
-/// Issues a token from the store a gateway of `settings_args` uses
-/// (`--data-dir DIR` or `--redis-url URL`).
-async fn issue_with(store_args: &[&str], name: &str, role: &str) -> String {
-    let mut args = vec!["token", "issue", "--name", name, "--role", role];
-    args.extend_from_slice(store_args);
-    let out = common::process::command(&args)
-        .output()
-        .await
-        .expect("token issue runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
 /// A client of `server` identified with `token` (or none).
 async fn client(server: &common::TestServer, name: &str, token: Option<&str>) -> common::Client {
     let mut client = server.connect().await;
@@ -416,9 +381,9 @@ async fn fetch_errors_come_in_seed_003_shape() {
         s.vpn_ipv6_pool = String::new();
     });
     let data = server.data.path().to_str().expect("utf-8").to_owned();
-    let host = issue_with(&["--data-dir", &data], "host1", "agent").await;
-    let admin = issue_with(&["--data-dir", &data], "root", "admin").await;
-    let viewer = issue_with(&["--data-dir", &data], "vic", "viewer").await;
+    let host = common::process::issue_token(&["--data-dir", &data], "host1", "agent").await;
+    let admin = common::process::issue_token(&["--data-dir", &data], "root", "admin").await;
+    let viewer = common::process::issue_token(&["--data-dir", &data], "vic", "viewer").await;
     let mut h = client(&server, "host1", Some(&host)).await;
 
     let ok = ask(&mut h, fetch(None, None)).await;
@@ -624,7 +589,7 @@ async fn fetch_errors_come_in_seed_003_shape() {
 async fn a_gateway_without_an_endpoint_issues_no_configs() {
     let server = common::TestServer::start();
     let data = server.data.path().to_str().expect("utf-8").to_owned();
-    let host = issue_with(&["--data-dir", &data], "host1", "agent").await;
+    let host = common::process::issue_token(&["--data-dir", &data], "host1", "agent").await;
     let mut h = client(&server, "host1", Some(&host)).await;
     let msg = ask(&mut h, fetch(None, None)).await;
     assert_eq!(msg["reason"], "vpn_disabled", "{msg}");
@@ -642,7 +607,7 @@ async fn replicas_hand_out_each_address_once_and_keep_a_peers_address() {
         })
     };
     let (a, b) = (replica(), replica());
-    let admin = issue_with(&["--redis-url", &url], "root", "admin").await;
+    let admin = common::process::issue_token(&["--redis-url", &url], "root", "admin").await;
     let (mut on_a, mut on_b) = (
         client(&a, "root_a", Some(&admin)).await,
         client(&b, "root_b", Some(&admin)).await,

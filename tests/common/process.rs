@@ -133,3 +133,20 @@ impl Process {
         status
     }
 }
+
+/// A long-lived token from `concierge token issue`, on the store that
+/// `store_args` name (`--data-dir DIR` or `--redis-url URL`).
+pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String {
+    let mut args = vec!["token", "issue", "--name", name, "--role", role];
+    args.extend_from_slice(store_args);
+    let out = command(&args).output().await.expect("token issue runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
