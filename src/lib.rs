@@ -3,6 +3,7 @@
 //!
 //! See `docs/PROTOCOL.md` for the wire protocol and `README.md` for running it.
 
+pub mod adapters;
 pub mod admin;
 pub mod agent;
 pub mod auth;

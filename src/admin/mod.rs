@@ -106,6 +106,10 @@ pub enum TokenCommand {
         /// How long it is valid: 365d, 12h, 30m...
         #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// `jwt` for concierge clients; `nest` for a Nest bot host (seed 000's
+        /// client_token: 64 hex, a dot, 8 hex of checksum; role agent).
+        #[arg(long, default_value = "jwt", value_parser = ["jwt", "nest"])]
+        format: String,
     },
     /// List the long-lived tokens that have not expired.
     List,
@@ -280,7 +284,29 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
     with_auth(args, async move |auth| {
         let store = auth.store();
         match command {
-            TokenCommand::Issue { name, role, ttl } => {
+            TokenCommand::Issue {
+                name,
+                role,
+                ttl,
+                format,
+            } if format == "nest" => {
+                accounts::check_username(&name)?;
+                if role != Role::Agent {
+                    return Err(AuthError::Invalid(
+                        "a Nest token is a host's: issue it with --role agent".into(),
+                    ));
+                }
+                let (token, claims) = crate::auth::nest::issue(store, &name, ttl).await?;
+                eprintln!(
+                    "Nest token {} for {name} (agent), valid until {}",
+                    claims.jti,
+                    when(claims.exp)
+                );
+                println!("{token}");
+            }
+            TokenCommand::Issue {
+                name, role, ttl, ..
+            } => {
                 accounts::check_username(&name)?;
                 let issued = auth
                     .issue(&name, &name, role, ttl, TokenKind::Issued)

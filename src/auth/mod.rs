@@ -12,6 +12,7 @@
 
 pub mod accounts;
 mod lockout;
+pub mod nest;
 pub mod revocations;
 pub mod role;
 pub mod tokens;

@@ -373,7 +373,7 @@ impl Session {
                 )
             })?;
             namespace
-                .join(info, outbox, fs_key, presence.unwrap_or(true))
+                .join(info, outbox, fs_key, presence.unwrap_or(true), true)
                 .await
         }
         .into_actor(self)

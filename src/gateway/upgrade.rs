@@ -24,10 +24,12 @@ use futures_util::SinkExt;
 
 use super::session::Session;
 use super::AppState;
+use crate::adapters::nest::NestSession;
+use crate::adapters::Dialect;
 use crate::protocol::SUBPROTOCOL;
 use crate::transport::frame_guard::FrameGuard;
 use crate::transport::socket::Socket;
-use crate::transport::websocket::{Incoming, SocketInput};
+use crate::transport::websocket::{Incoming, Outgoing, SocketInput};
 
 /// Answers a request that asked for a WebSocket upgrade and, once the
 /// client has its 101, gives the socket to a new session. Refusals are
@@ -44,8 +46,8 @@ pub(super) fn take_over<S: Socket>(
 ) -> impl Future<Output = Result<(), Infallible>> {
     let handshake = Box::pin(handshake(req, framed));
     async move {
-        if let Some((io, early, peer)) = handshake.await {
-            serve(&state, io, early, peer).await;
+        if let Some((io, early, peer, dialect)) = handshake.await {
+            serve(&state, io, early, peer, dialect).await;
         }
         Ok(())
     }
@@ -56,14 +58,14 @@ pub(super) fn take_over<S: Socket>(
 async fn handshake<S: Socket>(
     req: Request,
     mut framed: Framed<S, h1::Codec>,
-) -> Option<(S, Bytes, String)> {
-    let response = if req.path() != "/ws" {
-        Err(refusal(
+) -> Option<(S, Bytes, String, Dialect)> {
+    let dialect = Dialect::of_path(req.path());
+    let response = match dialect {
+        None => Err(refusal(
             StatusCode::NOT_FOUND,
-            "WebSocket connections are accepted on /ws only",
-        ))
-    } else {
-        accept(req.head())
+            "WebSocket connections are accepted on /ws (and /nest for Nest hosts) only",
+        )),
+        Some(_) => accept(req.head()),
     };
     let response = match response {
         Ok(response) => response,
@@ -81,12 +83,12 @@ async fn handshake<S: Socket>(
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
     let (io, early) = into_socket(framed);
-    Some((io, early, peer))
+    Some((io, early, peer, dialect?))
 }
 
 /// Runs a WebSocket connection: a session reading from the socket, and its
 /// writer, until both are done.
-async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String) {
+async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, dialect: Dialect) {
     // A frame is written as soon as it is queued, and frames queued
     // together already leave in one write: Nagle's algorithm would only
     // hold small frames back until the previous ones are acknowledged.
@@ -96,18 +98,35 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String) {
     let (input, output) = io.split();
 
     let oversized = Rc::new(Cell::new(false));
+    let max = state.settings.max_frame_size;
+    let input = Incoming::new(
+        FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized.clone()),
+        max,
+    );
+    if dialect == Dialect::Nest {
+        let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
+        let session = NestSession::new(
+            state.settings.clone(),
+            state.namespace.clone(),
+            state.auth.clone(),
+            peer,
+            out,
+            sink,
+        );
+        NestSession::create(move |ctx| {
+            ctx.add_stream(input);
+            session
+        });
+        writer.write_to(output).await;
+        return;
+    }
     let (session, writer) = Session::new(
         state.settings.clone(),
         state.namespace.clone(),
         state.auth.clone(),
         state.vpn.clone(),
         peer,
-        oversized.clone(),
-    );
-    let max = state.settings.max_frame_size;
-    let input = Incoming::new(
-        FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized),
-        max,
+        oversized,
     );
     Session::create(move |ctx| {
         ctx.add_stream(input);

@@ -99,13 +99,16 @@ impl Namespace {
     /// Registers a client whose IDENTIFY its transport accepted: claims its
     /// name, sends it HELLO (with its file server key) through `outbox` and
     /// announces it. With `presence`, it is told of every client that
-    /// joins or leaves from then on.
+    /// joins or leaves from then on. With `take_over`, a name held by a
+    /// client of the same user is taken from it (seed 003); without, the
+    /// join is refused as for anyone else's name (4005).
     pub async fn join(
         &self,
         info: ClientInfo,
         outbox: Outbox,
         fs_key: String,
         presence: bool,
+        take_over: bool,
     ) -> Result<Member, Close> {
         let joining = Join {
             info,
@@ -113,6 +116,7 @@ impl Namespace {
                 outbox: outbox.clone(),
                 fs_key,
                 presence,
+                take_over,
             },
         };
         let record = self

@@ -53,6 +53,8 @@ pub struct Local {
     pub fs_key: String,
     /// Whether it is told of the clients that join and leave.
     pub presence: bool,
+    /// Whether it takes its name over from a client of the same user.
+    pub take_over: bool,
 }
 
 /// A client's connection is gone (also sent for one still joining).
@@ -679,7 +681,7 @@ impl Handler<Join> for Registry {
         let claim = self.cluster.claim_name(&info.name, uuid);
         let cluster = self.cluster.clone();
         let name = info.name.clone();
-        let user = info.user.clone();
+        let user = info.user.clone().filter(|_| local.take_over);
         Box::pin(
             fut::wrap_future::<_, Self>(claim)
                 .then(move |claimed, act, ctx| {

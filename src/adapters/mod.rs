@@ -1,0 +1,111 @@
+//! The seam where wire formats other than concierge's own meet the
+//! namespace.
+//!
+//! A socket is a WebSocket on the shared transport (frames in through
+//! [`Incoming`](crate::transport::websocket::Incoming), frames out through
+//! [`Outgoing`](crate::transport::websocket::Outgoing)), whatever its path;
+//! the path picks the session actor that speaks its format. The native
+//! session (`/ws`) is one; each adapter here is another. An adapter's
+//! session joins the namespace as a native one does and makes requests of
+//! its [`Member`](crate::namespace::Member); what the namespace sends it
+//! (native payloads) reaches the actor through a [`ToActor`] sink, and the
+//! actor writes it out in its own format. Nothing else in the gateway
+//! knows adapters exist.
+
+pub mod nest;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::protocol::Close;
+use crate::transport::outbox::{Control, Frame, FrameSink, SinkError};
+
+/// The session a WebSocket path gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// concierge's own protocol, `/ws`.
+    Concierge,
+    /// The Nest bot protocol (seeds 000/001), `/nest`.
+    Nest,
+}
+
+impl Dialect {
+    pub fn of_path(path: &str) -> Option<Dialect> {
+        match path {
+            "/ws" => Some(Dialect::Concierge),
+            "/nest" => Some(Dialect::Nest),
+            _ => None,
+        }
+    }
+}
+
+/// A native payload for an adapter's session to translate.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Delivered {
+    pub frame: Frame,
+    /// Counts the frame out of its sink's queue when handled.
+    pub queued: Arc<AtomicUsize>,
+}
+
+impl Delivered {
+    /// The frame's JSON, and its place freed in the queue.
+    pub fn take(self) -> Frame {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.frame
+    }
+}
+
+/// A client's outbox sink that hands frames to its adapter's actor, bounded
+/// like a socket's queue.
+pub struct ToActor {
+    frames: Recipient<Delivered>,
+    control: Recipient<Control>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl ToActor {
+    pub fn new(
+        frames: Recipient<Delivered>,
+        control: Recipient<Control>,
+        capacity: usize,
+    ) -> ToActor {
+        ToActor {
+            frames,
+            control,
+            queued: Arc::default(),
+            capacity,
+        }
+    }
+}
+
+impl FrameSink for ToActor {
+    fn push(&self, frame: Frame) -> Result<usize, SinkError> {
+        let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        if depth > self.capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(SinkError::Full);
+        }
+        self.frames
+            .try_send(Delivered {
+                frame,
+                queued: self.queued.clone(),
+            })
+            .map_err(|_| {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                SinkError::Closed
+            })?;
+        Ok(depth)
+    }
+
+    fn close(&self, close: &Close) {
+        self.control.do_send(Control::Close(close.clone()));
+    }
+
+    // The actor's mailbox keeps the order; nothing to hold.
+    fn hold(&self) {}
+    fn release(&self) {}
+}

@@ -1,0 +1,349 @@
+//! Nest bot hosts (seeds 000/001) on `/nest`: a host client written from the
+//! seed documents alone (tests/clients/nest_host.py) commanded with `ctl`,
+//! and every way its handshake can fail.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::{command, issue_token};
+use common::{Client, TestServer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn server() -> TestServer {
+    TestServer::with(|s| {
+        s.nest_command_timeout_secs = 1;
+        s.identify_timeout_ms = 500;
+    })
+}
+
+async fn nest_token(server: &TestServer, name: &str) -> String {
+    let data = server.data.path().to_str().expect("utf-8");
+    issue_token(&["--data-dir", data, "--format", "nest"], name, "agent").await
+}
+
+/// The seed's host, connected with `token`; its stdout lines (the frames
+/// it received) come through the returned receiver.
+fn nest_host(
+    server: &TestServer,
+    token: &str,
+    version: &str,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<Value>,
+) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nest_host.py");
+    let url = format!("ws://{}/nest", server.addr);
+    let mut child = tokio::process::Command::new("python3")
+        .args([script, &url, token, version])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(frame) = serde_json::from_str(&line) {
+                let _ = tx.send(frame);
+            }
+        }
+    });
+    (child, rx)
+}
+
+async fn next_frame(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the host printed a frame")
+        .expect("the host is running")
+}
+
+async fn ctl(server: &TestServer, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = command(&["ctl", "--url", &server.ws_url(), "--token", token])
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .output()
+        .await
+        .expect("ctl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn ctl_json(server: &TestServer, token: &str, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = ctl(server, token, &all).await;
+    let last = out.lines().last().unwrap_or_default();
+    let value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out} {err}"));
+    (code, value)
+}
+
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[tokio::test]
+async fn a_nest_host_is_commanded_like_an_agent() {
+    let server = server();
+    let token = nest_token(&server, "nesthost").await;
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let alice = issue_token(&["--data-dir", &data], "alice", "operator").await;
+    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let (_host, mut frames) = nest_host(&server, &token, "0.1.0a");
+    assert_eq!(
+        next_frame(&mut frames).await,
+        json!({"status": "info", "message": "Authenticated :D"})
+    );
+
+    // `ctl ps`: seed 003's view_running, answered from the host's process list.
+    let (code, table, err) = ctl(&server, &alice, &["ps", "nesthost"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.contains("PID") && table.contains("python3"),
+        "{table}"
+    );
+    let command = next_frame(&mut frames).await;
+    assert_eq!(
+        (command["status"].as_str(), command["message"].as_str()),
+        (Some("command"), Some("obtain_all_process_info")),
+        "{command}"
+    );
+    let (code, all) = ctl_json(&server, &vic, &["ps", "nesthost", "--all"]).await;
+    assert_eq!(code, 0, "{all}");
+    assert!(
+        all.as_array()
+            .is_some_and(|p| p.iter().any(|p| p["pid"] == std::process::id())),
+        "{all}"
+    );
+    let (code, info) = ctl_json(
+        &server,
+        &vic,
+        &["proc", "nesthost", &std::process::id().to_string()],
+    )
+    .await;
+    assert_eq!(
+        (code, info["result"].as_str()),
+        (0, Some("success")),
+        "{info}"
+    );
+
+    // Signals, through the seed's kill/pause/resume.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let pid = sleeper.id().to_string();
+    let (code, reply) = ctl_json(&server, &vic, &["pause", "nesthost", &pid]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "a viewer does not command: {reply}"
+    );
+    let (code, _, err) = ctl(&server, &alice, &["pause", "nesthost", &pid]).await;
+    assert_eq!(code, 0, "{err}");
+    for _ in 0..50 {
+        if proc_state(sleeper.id()) == Some('T') {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(proc_state(sleeper.id()), Some('T'));
+    let (code, _, _) = ctl(&server, &alice, &["resume", "nesthost", &pid]).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = ctl(&server, &alice, &["signal", "nesthost", &pid, "SIGKILL"]).await;
+    assert_eq!(code, 0, "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(sleeper.wait().expect("reaped").signal(), Some(9));
+
+    // The host's error, a request it does not serve, one it never answers.
+    let (code, reply) = ctl_json(&server, &alice, &["proc", "nesthost", &pid]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("failed")),
+        "{reply}"
+    );
+    assert!(
+        reply["desc"]
+            .as_str()
+            .is_some_and(|d| d.contains("no process")),
+        "{reply}"
+    );
+    let (code, reply) = ctl_json(&server, &alice, &["exec", "nesthost", "--", "true"]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("unknown_request")),
+        "{reply}"
+    );
+    let (code, reply) = ctl_json(
+        &server,
+        &alice,
+        &[
+            "request",
+            "nesthost",
+            "exec_command",
+            r#"{"command": "hang"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("timeout")),
+        "{reply}"
+    );
+    // The next command gets its own answer, not the hung one's.
+    let (code, info) = ctl_json(
+        &server,
+        &vic,
+        &["proc", "nesthost", &std::process::id().to_string()],
+    )
+    .await;
+    assert_eq!(
+        (code, info["pid"].as_u64()),
+        (0, Some(u64::from(std::process::id()))),
+        "{info}"
+    );
+
+    // A native client sees the host in the namespace, by name.
+    let (code, clients, _) = ctl(&server, &alice, &["clients"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        clients.contains("nesthost") && clients.contains("nest"),
+        "{clients}"
+    );
+}
+
+/// Sends `frames` on /nest and returns the error frame and the close code.
+async fn refused(server: &TestServer, frames: &[Value]) -> (Value, u16) {
+    let mut client = Client::connect(&format!("ws://{}/nest", server.addr)).await;
+    for frame in frames {
+        client.send(frame.clone()).await;
+    }
+    let patience = Duration::from_secs(5);
+    let next = tokio::time::timeout(patience, client.recv_any());
+    let error = match next
+        .await
+        .unwrap_or_else(|_| panic!("{frames:?}: nothing within {patience:?}"))
+    {
+        Ok(frame) => frame,
+        Err(code) => panic!("closed with {code} and no error frame"),
+    };
+    let next = tokio::time::timeout(patience, client.recv_any());
+    let code = match next
+        .await
+        .unwrap_or_else(|_| panic!("{frames:?}: no close within {patience:?}"))
+    {
+        Err(code) => code,
+        Ok(more) => panic!("expected a close, got {more}"),
+    };
+    (error, code)
+}
+
+fn let_me_in(version: &str, token: Option<&str>) -> Value {
+    let mut payload = json!({"version": version});
+    if let Some(token) = token {
+        payload["client_token"] = token.into();
+    }
+    json!({"status": "let_me_in_pls", "message": "let me in! :D", "payload": payload})
+}
+
+#[tokio::test]
+async fn every_failed_handshake_is_an_error_frame_and_a_close() {
+    let server = server();
+    let token = nest_token(&server, "nesthost").await;
+    let other = nest_token(&server, "otherhost").await;
+    let unknown = {
+        let body = "ab".repeat(32);
+        use sha2::Digest;
+        let sum: String = sha2::Sha256::digest(body.as_bytes())
+            .iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{body}.{sum}")
+    };
+    let bad_sum = format!("{}.00000000", &token[..64]);
+    for (frames, expected) in [
+        (
+            vec![json!({"status": "info", "message": "hi"})],
+            "the first message must be let_me_in_pls",
+        ),
+        (vec![let_me_in("0.1.0a", None)], "client_token is missing"),
+        (
+            vec![let_me_in("0.1.0a", Some("abc"))],
+            "client_token is not 64 hex",
+        ),
+        (vec![let_me_in("0.1.0a", Some(&bad_sum))], "bad checksum"),
+        (
+            vec![let_me_in("0.1.0a", Some(&unknown))],
+            "client_token is unknown",
+        ),
+        (
+            vec![let_me_in("2.0", Some(&token))],
+            "version \"2.0\" is not accepted",
+        ),
+        (vec![json!([1, 2])], "a frame is a JSON object"),
+    ] {
+        let (error, code) = refused(&server, &frames).await;
+        assert_eq!(error["status"], "error", "{frames:?}: {error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(expected)),
+            "{frames:?}: {error}"
+        );
+        assert_eq!(code, 1008, "{frames:?}");
+    }
+    // Not JSON at all.
+    let mut client = Client::connect(&format!("ws://{}/nest", server.addr)).await;
+    client.send_text("let me in".into()).await;
+    let error = client.recv_any().await.expect("an error frame");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("not JSON")),
+        "{error}"
+    );
+    // Silence.
+    let mut client = Client::connect(&format!("ws://{}/nest", server.addr)).await;
+    let error = client.recv_any().await.expect("an error frame");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no let_me_in_pls within")),
+        "{error}"
+    );
+
+    // Already connected.
+    let (_first, mut frames) = nest_host(&server, &other, "0.1.0a");
+    assert_eq!(next_frame(&mut frames).await["message"], "Authenticated :D");
+    let (error, _) = refused(&server, &[let_me_in("0.1.0a", Some(&other))]).await;
+    assert_eq!(error["message"], "already connected", "{error}");
+
+    // Revoked.
+    let data = server.data.path().to_str().expect("utf-8");
+    let out = command(&["token", "revoke", "--data-dir", data, "--user", "nesthost"])
+        .output()
+        .await
+        .expect("revoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (error, _) = refused(&server, &[let_me_in("0.1.0a", Some(&token))]).await;
+    assert_eq!(
+        error["message"], "client_token is revoked or expired",
+        "{error}"
+    );
+}
