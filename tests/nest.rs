@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn server() -> TestServer {
     TestServer::with(|s| {
-        s.nest_command_timeout_secs = 1;
+        s.adapter_command_timeout_secs = 1;
         s.identify_timeout_ms = 500;
     })
 }

@@ -13,14 +13,21 @@
 //! knows adapters exist.
 
 pub mod nest;
+pub mod quix;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::protocol::Close;
-use crate::transport::outbox::{Control, Frame, FrameSink, SinkError};
+use crate::agent::commands::{Access, REQUESTS};
+use crate::agent::request::{Failure, Reason};
+use crate::auth::{Auth, Claims, Role};
+use crate::namespace::{Member, Namespace, Outcome};
+use crate::protocol::{ClientInfo, Close, CloseCode, Origin, Target};
+use crate::transport::outbox::{Control, Frame, FrameSink, Outbox, SinkError};
 
 /// The session a WebSocket path gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +36,8 @@ pub enum Dialect {
     Concierge,
     /// The Nest bot protocol (seeds 000/001), `/nest`.
     Nest,
+    /// Quix WSI (seed 003), `/wsi`.
+    Quix,
 }
 
 impl Dialect {
@@ -36,6 +45,7 @@ impl Dialect {
         match path {
             "/ws" => Some(Dialect::Concierge),
             "/nest" => Some(Dialect::Nest),
+            "/wsi" => Some(Dialect::Quix),
             _ => None,
         }
     }
@@ -108,4 +118,91 @@ impl FrameSink for ToActor {
     // The actor's mailbox keeps the order; nothing to hold.
     fn hold(&self) {}
     fn release(&self) {}
+}
+
+/// Joins the namespace as the host `claims` are for (tag `tag`, no
+/// presence), with a [`ToActor`] outbox to `actor`; `take_over` as
+/// [`Namespace::join`] takes it.
+pub async fn join<A>(
+    auth: &Auth,
+    namespace: &Namespace,
+    claims: &Claims,
+    tag: &str,
+    actor: Addr<A>,
+    capacity: usize,
+    take_over: bool,
+) -> Result<Member, Close>
+where
+    A: Actor + Handler<Delivered> + Handler<Control>,
+    A::Context: actix::dev::ToEnvelope<A, Delivered> + actix::dev::ToEnvelope<A, Control>,
+{
+    let uuid = uuid::Uuid::new_v4();
+    let info = ClientInfo {
+        name: claims.name.clone(),
+        nickname: None,
+        uuid,
+        tags: vec![tag.to_owned()],
+        user: Some(claims.sub.clone()),
+        roles: claims
+            .role
+            .implied()
+            .iter()
+            .map(|r| r.to_string())
+            .collect(),
+    };
+    let sink = Arc::new(ToActor::new(
+        actor.clone().recipient(),
+        actor.clone().recipient(),
+        capacity,
+    ));
+    let outbox = Outbox::new(
+        uuid,
+        sink,
+        actor.recipient(),
+        namespace.overflow_recipient(),
+    );
+    let fs_key = auth
+        .fs_key(uuid)
+        .await
+        .map_err(|e| Close::new(CloseCode::TryAgainLater, e.to_string()))?;
+    namespace.join(info, outbox, fs_key, false, take_over).await
+}
+
+/// Sends `data` by MESSAGE from `member` to client `to`; a reply whose
+/// target must be looked up comes back as a future to run.
+pub fn send_to(
+    member: &Member,
+    to: uuid::Uuid,
+    data: &serde_json::Value,
+) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+    let raw = crate::protocol::raw_json(data);
+    let target = Target::Uuid {
+        uuid: to.to_string(),
+    };
+    match member.message(None, &target, &raw) {
+        Outcome::Later { done, .. } => Some(done),
+        Outcome::Answered => None,
+    }
+}
+
+/// Whether the sender of a host request has the role it needs (as the
+/// agent asks it: viewers read, operators command).
+pub fn authorize(origin: &Origin, req: &str) -> Result<(), Failure> {
+    let access = REQUESTS
+        .iter()
+        .find(|(name, _)| *name == req)
+        .map(|(_, access)| *access)
+        .ok_or_else(|| Failure::new(Reason::UnknownRequest, format!("no request {req:?}")))?;
+    let needed = match access {
+        Access::Read => Role::Viewer,
+        Access::Command => Role::Operator,
+    };
+    if origin.client.roles.iter().any(|r| r == needed.as_str()) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Reason::Forbidden,
+            format!("this needs the {needed} role"),
+        ))
+    }
 }

@@ -12,7 +12,7 @@
 //! NAME, "payload": ...}`, and the host's next `command_response` or
 //! `command_response_error` is the reply. The protocol has no request id,
 //! so one command is in flight per host and the others wait their turn; a
-//! command unanswered in `nest_command_timeout_secs` is answered with a
+//! command unanswered in `adapter_command_timeout_secs` is answered with a
 //! timeout, and the host's late answer to it is dropped rather than given to
 //! the next command.
 
@@ -25,14 +25,13 @@ use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, Pr
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{Delivered, ToActor};
-use crate::agent::commands::{Access, REQUESTS};
+use super::Delivered;
 use crate::agent::request::{reply, Failure, Reason, Request, Rid};
-use crate::auth::{nest as nest_tokens, Auth, Role};
+use crate::auth::{nest as nest_tokens, Auth};
 use crate::config::Settings;
-use crate::namespace::{Member, Namespace, Outcome};
-use crate::protocol::{ClientInfo, Close, CloseCode, PayloadOut, Sequenced, Target};
-use crate::transport::outbox::{Frame, FrameSink, Outbox};
+use crate::namespace::{Member, Namespace};
+use crate::protocol::{Close, CloseCode, PayloadOut, Sequenced};
+use crate::transport::outbox::{Frame, FrameSink};
 use crate::transport::websocket::Outgoing;
 
 /// Versions of the Nest client this adapter speaks (seed 000: "0.1.0a").
@@ -198,36 +197,15 @@ impl NestSession {
         self.state = State::Joining;
         let auth = self.auth.clone();
         let namespace = self.namespace.clone();
-        let sink = Arc::new(ToActor::new(
-            ctx.address().recipient(),
-            ctx.address().recipient(),
-            self.settings.max_outgoing_queue,
-        ));
-        let control = ctx.address().recipient();
+        let actor = ctx.address();
+        let capacity = self.settings.max_outgoing_queue;
         async move {
             let claims = nest_tokens::lookup(auth.store(), &token)
                 .await
                 .map_err(|e| e.to_string())?;
             auth.check(&claims)
                 .map_err(|_| nest_tokens::NestRefused::Revoked.to_string())?;
-            let uuid = Uuid::new_v4();
-            let info = ClientInfo {
-                name: claims.name.clone(),
-                nickname: None,
-                uuid,
-                tags: vec!["nest".into()],
-                user: Some(claims.sub.clone()),
-                roles: claims
-                    .role
-                    .implied()
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect(),
-            };
-            let outbox = Outbox::new(uuid, sink, control, namespace.overflow_recipient());
-            let fs_key = auth.fs_key(uuid).await.map_err(|e| e.to_string())?;
-            namespace
-                .join(info, outbox, fs_key, false, false)
+            super::join(&auth, &namespace, &claims, "nest", actor, capacity, false)
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),
@@ -285,7 +263,7 @@ impl NestSession {
             return;
         };
         self.send("command", &next.command, Some(next.payload.clone()));
-        let patience = Duration::from_secs(self.settings.nest_command_timeout_secs);
+        let patience = Duration::from_secs(self.settings.adapter_command_timeout_secs);
         let timer = ctx.run_later(patience, move |act, ctx| {
             if let Some((pending, _)) = act.in_flight.take() {
                 act.late = true;
@@ -318,14 +296,14 @@ impl NestSession {
         msg: Result<Value, Failure>,
         ctx: &mut Context<Self>,
     ) {
+        self.answer(origin, &reply(Some(rid), msg), ctx);
+    }
+
+    fn answer(&mut self, origin: Uuid, data: &Value, ctx: &mut Context<Self>) {
         let State::Joined(member) = &self.state else {
             return;
         };
-        let data = crate::protocol::raw_json(&reply(Some(rid), msg));
-        let target = Target::Uuid {
-            uuid: origin.to_string(),
-        };
-        if let Outcome::Later { done, .. } = member.message(None, &target, &data) {
+        if let Some(done) = super::send_to(member, origin, data) {
             ctx.spawn(done.into_actor(self));
         }
     }
@@ -340,24 +318,11 @@ impl NestSession {
         let request = match Request::decode(data) {
             Ok(request) => request,
             Err((rid, failure)) => {
-                if let Some(rid) = rid {
-                    self.reply_to(sender, &rid, Err(failure), ctx);
-                } else {
-                    let State::Joined(member) = &self.state else {
-                        return;
-                    };
-                    let data = crate::protocol::raw_json(&reply(None, Err(failure)));
-                    let target = Target::Uuid {
-                        uuid: sender.to_string(),
-                    };
-                    if let Outcome::Later { done, .. } = member.message(None, &target, &data) {
-                        ctx.spawn(done.into_actor(self));
-                    }
-                }
+                self.answer(sender, &reply(rid.as_ref(), Err(failure)), ctx);
                 return;
             }
         };
-        match authorize(origin, &request).and_then(|()| command_for(&request)) {
+        match super::authorize(origin, &request.req).and_then(|()| command_for(&request)) {
             Ok((command, payload)) => {
                 self.queue.push_back(Pending {
                     origin: sender,
@@ -412,33 +377,6 @@ fn view_running(payload: Option<&Value>) -> Value {
             })
         })
         .collect()
-}
-
-/// The roles a request needs, as the agent asks them (viewers read,
-/// operators command).
-fn authorize(origin: &crate::protocol::Origin, request: &Request) -> Result<(), Failure> {
-    let access = REQUESTS
-        .iter()
-        .find(|(name, _)| *name == request.req)
-        .map(|(_, access)| *access)
-        .ok_or_else(|| {
-            Failure::new(
-                Reason::UnknownRequest,
-                format!("no request {:?}", request.req),
-            )
-        })?;
-    let needed = match access {
-        Access::Read => Role::Viewer,
-        Access::Command => Role::Operator,
-    };
-    if origin.client.roles.iter().any(|r| r == needed.as_str()) {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            Reason::Forbidden,
-            format!("this needs the {needed} role"),
-        ))
-    }
 }
 
 /// The Nest command for an agent request: the seeds' own names pass as

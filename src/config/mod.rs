@@ -438,8 +438,8 @@ settings! {
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
     /// Seconds to wait for connections to finish after SIGTERM or SIGINT.
     shutdown_timeout_secs: u64 = 5, env "CONCIERGE_SHUTDOWN_TIMEOUT_SECS";
-    /// Seconds a Nest host (on /nest) has to answer a command before the operator is told it timed out.
-    nest_command_timeout_secs: u64 = 30, env "CONCIERGE_NEST_COMMAND_TIMEOUT_SECS", check positive;
+    /// Seconds a host behind an adapter (a Nest host on /nest, a Quix backend on /wsi) has to answer a command before the operator is told it timed out.
+    adapter_command_timeout_secs: u64 = 30, env "CONCIERGE_ADAPTER_COMMAND_TIMEOUT_SECS", check positive;
     /// HOST[:PORT] that VPN clients dial (the WireGuard server's public address; the port defaults to vpn_listen_port); empty: this gateway issues no VPN configs.
     vpn_endpoint: String = String::new(), env "CONCIERGE_VPN_ENDPOINT", check vpn_endpoint;
     /// WireGuard interface this gateway manages (it keeps the interface's peers equal to the issued configs, changing only what differs); empty: configs are issued, no interface is managed.

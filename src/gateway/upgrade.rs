@@ -25,6 +25,7 @@ use futures_util::SinkExt;
 use super::session::Session;
 use super::AppState;
 use crate::adapters::nest::NestSession;
+use crate::adapters::quix::QuixSession;
 use crate::adapters::Dialect;
 use crate::protocol::SUBPROTOCOL;
 use crate::transport::frame_guard::FrameGuard;
@@ -63,7 +64,7 @@ async fn handshake<S: Socket>(
     let response = match dialect {
         None => Err(refusal(
             StatusCode::NOT_FOUND,
-            "WebSocket connections are accepted on /ws (and /nest for Nest hosts) only",
+            "WebSocket connections are accepted on /ws (and /nest for Nest hosts, /wsi for Quix backends) only",
         )),
         Some(_) => accept(req.head()),
     };
@@ -103,20 +104,25 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized.clone()),
         max,
     );
-    if dialect == Dialect::Nest {
+    if dialect != Dialect::Concierge {
         let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
-        let session = NestSession::new(
+        let (settings, namespace, auth) = (
             state.settings.clone(),
             state.namespace.clone(),
             state.auth.clone(),
-            peer,
-            out,
-            sink,
         );
-        NestSession::create(move |ctx| {
-            ctx.add_stream(input);
-            session
-        });
+        if dialect == Dialect::Nest {
+            NestSession::create(move |ctx| {
+                ctx.add_stream(input);
+                NestSession::new(settings, namespace, auth, peer, out, sink)
+            });
+        } else {
+            let vpn = state.vpn.clone();
+            QuixSession::create(move |ctx| {
+                ctx.add_stream(input);
+                QuixSession::new(settings, namespace, auth, vpn, peer, out, sink)
+            });
+        }
         writer.write_to(output).await;
         return;
     }

@@ -1,0 +1,400 @@
+//! Quix WSI (seed 003) on `/wsi`: a Quix backend, unmodified, becomes a
+//! client of the namespace that operators command like an agent.
+//!
+//! Every frame is `{"auth", "req", "rid", "msg"}`, every answer `{"rid",
+//! "msg"}`. The backend first authenticates, with its account's username
+//! and password (answered with a token and its validity) or later with
+//! `"auth": TOKEN` and an empty `msg` (answered with the remaining
+//! validity); it then is the client named after its account, and a second
+//! socket of the same account takes the name over (the older is closed,
+//! 4015, on whichever replica it is). An operator's request (`execute`,
+//! `view_running`, `proc_signal`, `telemetry`) is sent to the backend in
+//! its own envelope under a rid the adapter picks, so two operators'
+//! rids never collide; the backend's answer goes back to the operator under
+//! the operator's rid. The backend's own `get_vpn_conf` is answered by the
+//! VPN actor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::Delivered;
+use crate::agent::request::{reply, Failure, Reason, Request, Rid};
+use crate::auth::{now_secs, Auth, Claims, LoginError};
+use crate::config::Settings;
+use crate::namespace::{Member, Namespace};
+use crate::protocol::{Close, CloseCode, PayloadOut, Sequenced};
+use crate::transport::outbox::{Control, Frame, FrameSink};
+use crate::transport::websocket::Outgoing;
+use crate::vpn::{Fetch, Vpn};
+
+/// The requests a Quix backend serves (seed 003).
+const SERVED: [&str; 4] = ["execute", "view_running", "proc_signal", "telemetry"];
+
+enum State {
+    Waiting,
+    Joining,
+    Joined { member: Member, claims: Claims },
+}
+
+pub struct QuixSession {
+    settings: Arc<Settings>,
+    namespace: Namespace,
+    auth: Arc<Auth>,
+    vpn: Vpn,
+    peer: Option<std::net::IpAddr>,
+    state: State,
+    out: Outgoing,
+    socket: Arc<dyn FrameSink>,
+    /// The rids this adapter gave operators' requests: → who asked, under
+    /// which rid of theirs.
+    pending: HashMap<u64, (Uuid, Rid, SpawnHandle)>,
+    next_rid: u64,
+    last_seen: Instant,
+    span: tracing::Span,
+}
+
+impl QuixSession {
+    pub fn new(
+        settings: Arc<Settings>,
+        namespace: Namespace,
+        auth: Arc<Auth>,
+        vpn: Vpn,
+        peer: String,
+        out: Outgoing,
+        socket: Arc<dyn FrameSink>,
+    ) -> QuixSession {
+        QuixSession {
+            peer: peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()),
+            span: tracing::info_span!("wsi", %peer, name = tracing::field::Empty),
+            settings,
+            namespace,
+            auth,
+            vpn,
+            state: State::Waiting,
+            out,
+            socket,
+            pending: HashMap::new(),
+            next_rid: 1,
+            last_seen: Instant::now(),
+        }
+    }
+
+    fn send(&self, frame: &Value) {
+        let _ = self.socket.push(Frame::new(&frame.to_string()));
+    }
+
+    fn answer(&self, rid: &Value, msg: Value) {
+        self.send(&json!({"rid": rid, "msg": msg}));
+    }
+
+    fn close(&mut self, why: &str, ctx: &mut Context<Self>) {
+        self.out.close(Some(CloseReason {
+            code: WsCloseCode::Policy,
+            description: Some(why.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let frame: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(frame)) => frame,
+            _ => {
+                let msg = json!({"result": "error", "reason": "malformed",
+                                 "desc": "a frame is a JSON object {\"auth\", \"req\", \"rid\", \"msg\"}"});
+                return self.answer(&Value::Null, msg);
+            }
+        };
+        let rid = frame.get("rid").cloned().unwrap_or(Value::Null);
+        match frame.get("req").and_then(Value::as_str) {
+            Some("authenticate") => self.authenticate(&frame, rid, ctx),
+            Some("get_vpn_conf") => self.vpn_conf(&frame, rid, ctx),
+            Some(other) => {
+                let desc =
+                    format!("the gateway answers authenticate and get_vpn_conf, not {other:?}");
+                self.answer(
+                    &rid,
+                    json!({"result": "error", "reason": "unknown_request", "desc": desc}),
+                );
+            }
+            // No `req`: the backend's answer to an operator's request.
+            None => self.answered(&frame, rid, ctx),
+        }
+    }
+
+    fn authenticate(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Context<Self>) {
+        if !matches!(self.state, State::Waiting) {
+            // seed 003: authenticating again on a live socket reports the
+            // token's remaining validity.
+            if let State::Joined { claims, .. } = &self.state {
+                let left = claims.exp.saturating_sub(now_secs());
+                return self.answer(&rid, json!({"success": true, "validity": left}));
+            }
+            return;
+        }
+        let msg = frame
+            .get("msg")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let token = frame.get("auth").and_then(Value::as_str).map(str::to_owned);
+        let username = msg
+            .get("username")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let password = msg
+            .get("password")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        self.state = State::Joining;
+        let auth = self.auth.clone();
+        let namespace = self.namespace.clone();
+        let actor = ctx.address();
+        let capacity = self.settings.max_outgoing_queue;
+        let source = self.peer;
+        async move {
+            let (claims, issued) = match (token, username, password) {
+                (Some(token), _, _) => (
+                    auth.verify(&token)
+                        .map_err(|_| "token_invalid".to_owned())?,
+                    None,
+                ),
+                (None, Some(user), Some(pass)) => {
+                    // Refusals read user_invalid, password_invalid or
+                    // locked_out: seed 003's reasons.
+                    let issued = auth
+                        .login(&user, &pass, source)
+                        .await
+                        .map_err(|e: LoginError| e.to_string())?;
+                    (issued.claims.clone(), Some(issued.token))
+                }
+                _ => return Err("user_invalid".to_owned()),
+            };
+            let member = super::join(&auth, &namespace, &claims, "quix", actor, capacity, true)
+                .await
+                .map_err(|close| close.reason)?;
+            Ok((member, claims, issued))
+        }
+        .into_actor(self)
+        .map(move |joined, act, _| match joined {
+            Ok((member, claims, issued)) => {
+                act.span.record("name", member.info().name.as_str());
+                tracing::info!(name = %member.info().name, "Quix backend joined");
+                let validity = claims.exp.saturating_sub(now_secs());
+                let msg = match issued {
+                    Some(token) => json!({"success": true, "token": token, "validity": validity}),
+                    None => json!({"success": true, "validity": validity}),
+                };
+                act.state = State::Joined { member, claims };
+                act.answer(&rid, msg);
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "Quix backend refused");
+                act.answer(&rid, json!({"success": false, "reason": reason}));
+                act.state = State::Waiting;
+            }
+        })
+        .wait(ctx);
+    }
+
+    fn vpn_conf(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Context<Self>) {
+        let State::Joined { claims, .. } = &self.state else {
+            return self.answer(
+                &rid,
+                json!({"result": "error", "reason": "not_authenticated",
+                                            "desc": "authenticate first"}),
+            );
+        };
+        let msg = frame
+            .get("msg")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let text = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_owned);
+        let fetch = Fetch {
+            name: claims.name.clone(),
+            claims: Some(claims.clone()),
+            conf_type: text("conf_type").unwrap_or_else(|| "wireguard".into()),
+            tun_mode: text("tun_mode").unwrap_or_else(|| "udp".into()),
+            public_key: text("public_key"),
+        };
+        let vpn = self.vpn.clone();
+        let conf_type = fetch.conf_type.clone();
+        async move { vpn.fetch(fetch).await }
+            .into_actor(self)
+            .map(move |outcome, act, _| {
+                let msg = match outcome {
+                    Ok(conf) => {
+                        json!({"result": "success", "conf_type": conf_type, "conf_data": conf})
+                    }
+                    Err(e) => e.to_msg(),
+                };
+                act.answer(&rid, msg);
+            })
+            .spawn(ctx);
+    }
+
+    /// The backend's answer under one of the adapter's rids.
+    fn answered(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Context<Self>) {
+        let Some((origin, their_rid, timer)) = rid.as_u64().and_then(|r| self.pending.remove(&r))
+        else {
+            tracing::debug!(%rid, "an answer to no pending request");
+            return;
+        };
+        ctx.cancel_future(timer);
+        let msg = frame.get("msg").cloned().unwrap_or(Value::Null);
+        self.to_operator(origin, &json!({"rid": their_rid, "msg": msg}), ctx);
+    }
+
+    fn to_operator(&mut self, origin: Uuid, data: &Value, ctx: &mut Context<Self>) {
+        let State::Joined { member, .. } = &self.state else {
+            return;
+        };
+        if let Some(done) = super::send_to(member, origin, data) {
+            ctx.spawn(done.into_actor(self));
+        }
+    }
+
+    /// An operator's request, by MESSAGE.
+    fn request(&mut self, origin: &crate::protocol::Origin, data: &Value, ctx: &mut Context<Self>) {
+        if data.get("req").is_none() && (data.get("msg").is_some() || data.get("event").is_some()) {
+            return;
+        }
+        let sender = origin.client.uuid;
+        let request = match Request::decode(data) {
+            Ok(request) => request,
+            Err((rid, failure)) => {
+                return self.to_operator(sender, &reply(rid.as_ref(), Err(failure)), ctx)
+            }
+        };
+        let served = if SERVED.contains(&request.req.as_str()) {
+            super::authorize(origin, &request.req)
+        } else {
+            Err(Failure::new(
+                Reason::UnknownRequest,
+                format!(
+                    "a Quix backend serves {}, not {:?}",
+                    SERVED.join(", "),
+                    request.req
+                ),
+            ))
+        };
+        if let Err(failure) = served {
+            return self.to_operator(sender, &reply(Some(&request.rid), Err(failure)), ctx);
+        }
+        let ours = self.next_rid;
+        self.next_rid += 1;
+        let patience = Duration::from_secs(self.settings.adapter_command_timeout_secs);
+        let timer = ctx.run_later(patience, move |act, ctx| {
+            if let Some((origin, rid, _)) = act.pending.remove(&ours) {
+                let why = format!(
+                    "the Quix backend did not answer within {} s",
+                    patience.as_secs()
+                );
+                act.to_operator(
+                    origin,
+                    &reply(Some(&rid), Err(Failure::new(Reason::Timeout, why))),
+                    ctx,
+                );
+            }
+        });
+        self.pending
+            .insert(ours, (sender, request.rid.clone(), timer));
+        self.send(&json!({"req": request.req, "rid": ours, "msg": Value::Object(request.msg)}));
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.last_seen.elapsed() > self.settings.heartbeat_timeout() {
+            self.out
+                .close_with(&Close::new(CloseCode::HeartbeatFailed, "no pong"));
+            ctx.stop();
+            return;
+        }
+        self.out.ping();
+    }
+}
+
+impl Actor for QuixSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.settings.identify_timeout();
+        ctx.run_later(timeout, move |act, ctx| {
+            if !matches!(act.state, State::Joined { .. }) {
+                act.answer(
+                    &Value::Null,
+                    json!({"success": false, "reason": "not_authenticated",
+                    "desc": format!("no authenticate within {} ms", timeout.as_millis())}),
+                );
+                act.close("no authenticate in time", ctx);
+            }
+        });
+        ctx.run_interval(self.settings.heartbeat_interval(), Self::heartbeat);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.out.end();
+        if let State::Joined { member, .. } = &self.state {
+            self.namespace.leave(member.uuid());
+        }
+    }
+}
+
+impl StreamHandler<Result<WsFrame, ProtocolError>> for QuixSession {
+    fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        self.last_seen = Instant::now();
+        self.out.heard_from_client();
+        match frame {
+            Ok(WsFrame::Text(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.close("a text frame that is not UTF-8", ctx),
+            },
+            Ok(WsFrame::Binary(_) | WsFrame::Continuation(_)) => {
+                self.close("send JSON text frames, unfragmented", ctx)
+            }
+            Ok(WsFrame::Ping(bytes)) => self.out.pong(&bytes),
+            Ok(WsFrame::Pong(_)) => {}
+            Ok(WsFrame::Close(reason)) => {
+                self.out.close(reason);
+                ctx.stop();
+            }
+            Err(e) => {
+                self.out.close(Some(CloseReason {
+                    code: WsCloseCode::Protocol,
+                    description: Some(format!("websocket protocol error: {e}")),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Handler<Delivered> for QuixSession {
+    type Result = ();
+
+    fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
+        let frame = delivered.take();
+        let Ok(sequenced) = serde_json::from_slice::<Sequenced>(frame.payload()) else {
+            return;
+        };
+        if let PayloadOut::Message { origin, data, .. } = sequenced.payload {
+            self.request(&origin, &data, ctx);
+        }
+    }
+}
+
+impl Handler<Control> for QuixSession {
+    type Result = ();
+
+    fn handle(&mut self, Control::Close(close): Control, ctx: &mut Context<Self>) {
+        tracing::info!(code = close.code.code(), reason = %close.reason, "closing the Quix backend");
+        self.out.close_with(&close);
+        ctx.stop();
+    }
+}

@@ -1,0 +1,272 @@
+//! Quix backends (seed 003) on `/wsi`: a backend written from the seed
+//! alone (tests/clients/quix_backend.py) authenticating with an account or
+//! a token, commanded with `ctl`, its token taking over an older socket.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::{command, issue_token};
+use common::TestServer;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const PASSWORD: &str = "quix-secret-1";
+
+fn server() -> TestServer {
+    TestServer::with(|s| {
+        s.adapter_command_timeout_secs = 2;
+        s.vpn_endpoint = "vpn.test:51820".into();
+    })
+}
+
+async fn add_account(server: &TestServer, name: &str) {
+    let data = server.data.path().to_str().expect("utf-8");
+    let mut add = command(&[
+        "user",
+        "add",
+        name,
+        "--role",
+        "agent",
+        "--password-stdin",
+        "--data-dir",
+        data,
+    ]);
+    add.stdin(Stdio::piped());
+    let mut child = add.spawn().expect("user add runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .expect("password");
+    let out = child.wait_with_output().await.expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Backend {
+    _child: tokio::process::Child,
+    frames: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl Backend {
+    fn start(server: &TestServer, args: &[&str]) -> Backend {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/quix_backend.py");
+        let url = format!("ws://{}/wsi", server.addr);
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(&url)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, frames) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(frame) = serde_json::from_str(&line) {
+                    let _ = tx.send(frame);
+                }
+            }
+        });
+        Backend {
+            _child: child,
+            frames,
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        tokio::time::timeout(Duration::from_secs(10), self.frames.recv())
+            .await
+            .expect("the backend printed a frame")
+            .expect("the backend is running")
+    }
+
+    /// Skips frames until one with `rid`.
+    async fn answer_to(&mut self, rid: u64) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["rid"] == rid && frame.get("req").is_none() {
+                return frame["msg"].clone();
+            }
+        }
+    }
+}
+
+async fn ctl_json(server: &TestServer, token: &str, args: &[&str]) -> (i32, Value) {
+    let out = command(&["ctl", "--url", &server.ws_url(), "--token", token, "--json"])
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .output()
+        .await
+        .expect("ctl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let value = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "ctl {args:?}: {e}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), value)
+}
+
+#[tokio::test]
+async fn a_quix_backend_is_commanded_like_an_agent() {
+    let server = server();
+    add_account(&server, "quixhost").await;
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let alice = issue_token(&["--data-dir", &data], "alice", "operator").await;
+    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let mut backend = Backend::start(&server, &["--password", "quixhost", PASSWORD, "--vpn"]);
+    let auth = backend.answer_to(1).await;
+    assert_eq!(auth["success"], true, "{auth}");
+    assert!(
+        auth["token"].is_string() && auth["validity"].as_u64() > Some(0),
+        "{auth}"
+    );
+    let vpn = backend.answer_to(2).await;
+    assert_eq!(
+        vpn["result"], "success",
+        "the backend's own get_vpn_conf: {vpn}"
+    );
+    assert!(
+        vpn["conf_data"]
+            .as_str()
+            .is_some_and(|c| c.contains("Endpoint = vpn.test:51820")),
+        "{vpn}"
+    );
+
+    let (code, started) =
+        ctl_json(&server, &alice, &["exec", "quixhost", "--", "sleep", "30"]).await;
+    assert_eq!(code, 0, "{started}");
+    let pid = started["proc_id"].as_u64().expect("proc_id");
+    let (code, running) = ctl_json(&server, &vic, &["ps", "quixhost"]).await;
+    assert_eq!(code, 0, "{running}");
+    assert!(
+        running
+            .as_array()
+            .is_some_and(|r| r.iter().any(|p| p["pid"] == pid && p["reqc"] == "sleep 30")),
+        "{running}"
+    );
+    let (code, reply) = ctl_json(
+        &server,
+        &vic,
+        &["signal", "quixhost", &pid.to_string(), "SIGTERM"],
+    )
+    .await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("forbidden")),
+        "{reply}"
+    );
+    let (code, reply) = ctl_json(
+        &server,
+        &alice,
+        &["signal", "quixhost", &pid.to_string(), "SIGTERM"],
+    )
+    .await;
+    assert_eq!(code, 0, "{reply}");
+    let (code, telemetry) = ctl_json(&server, &vic, &["top", "quixhost", "--once"]).await;
+    assert_eq!(code, 0, "{telemetry}");
+    assert!(
+        telemetry["tele_data"]["ttl_cpu_usage"].is_array(),
+        "{telemetry}"
+    );
+    let (code, reply) = ctl_json(&server, &alice, &["units", "quixhost"]).await;
+    assert_eq!(
+        (code, reply["reason"].as_str()),
+        (1, Some("unknown_request")),
+        "{reply}"
+    );
+
+    // Two operators using the same rid get their own answers.
+    let mut a = server.connect().await;
+    a.identify_with(
+        json!({"type": "IDENTIFY", "name": "alice_a", "version": "0.2.0", "token": alice}),
+    )
+    .await;
+    let mut b = server.connect().await;
+    b.identify_with(json!({"type": "IDENTIFY", "name": "vic_b", "version": "0.2.0", "token": vic}))
+        .await;
+    let ask = |req: &str| {
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "quixhost"},
+                                  "data": {"req": req, "rid": 7, "msg": {}}})
+    };
+    a.send(ask("telemetry")).await;
+    b.send(ask("view_running")).await;
+    let got_a = a.skip_to("MESSAGE").await;
+    let got_b = b.skip_to("MESSAGE").await;
+    assert_eq!(
+        (got_a["data"]["rid"].as_u64(), got_b["data"]["rid"].as_u64()),
+        (Some(7), Some(7))
+    );
+    assert!(got_a["data"]["msg"]["tele_data"].is_object(), "{got_a}");
+    assert!(got_b["data"]["msg"].is_array(), "{got_b}");
+
+    // The same token on a second socket takes the name over.
+    let token = auth["token"].as_str().expect("token").to_owned();
+    let mut second = Backend::start(&server, &["--token", &token]);
+    let again = second.answer_to(1).await;
+    assert_eq!(again["success"], true, "{again}");
+    assert!(
+        again.get("token").is_none() && again["validity"].as_u64() > Some(0),
+        "{again}"
+    );
+    let closed = loop {
+        let frame = backend.next().await;
+        if frame.get("closed").is_some() {
+            break frame;
+        }
+    };
+    assert_eq!(closed["closed"], 4015, "{closed}");
+    let (code, _) = ctl_json(&server, &vic, &["ps", "quixhost"]).await;
+    assert_eq!(code, 0, "the new socket serves");
+}
+
+#[tokio::test]
+async fn bad_credentials_get_the_seeds_reasons() {
+    let server = server();
+    add_account(&server, "quixhost").await;
+    for (args, reason) in [
+        (
+            vec!["--password", "quixhost", "wrong-password"],
+            "password_invalid",
+        ),
+        (vec!["--password", "nobody", PASSWORD], "user_invalid"),
+        (vec!["--token", "not-a-token"], "token_invalid"),
+    ] {
+        let mut backend = Backend::start(&server, &args);
+        let answer = backend.answer_to(1).await;
+        assert_eq!(
+            (answer["success"].as_bool(), answer["reason"].as_str()),
+            (Some(false), Some(reason)),
+            "{args:?}: {answer}"
+        );
+    }
+    // Hostile frames: answered, never a crash.
+    let mut raw = common::Client::connect(&format!("ws://{}/wsi", server.addr)).await;
+    raw.send_text("{not json".into()).await;
+    let answer = raw.recv_any().await.expect("an answer");
+    assert_eq!(answer["msg"]["reason"], "malformed", "{answer}");
+    raw.send(json!({"req": "execute", "rid": 3, "msg": {"cmd": ["true"]}}))
+        .await;
+    let answer = raw.recv_any().await.expect("an answer");
+    assert_eq!(
+        (answer["rid"].as_u64(), answer["msg"]["reason"].as_str()),
+        (Some(3), Some("unknown_request")),
+        "{answer}"
+    );
+    raw.send(json!({"req": "get_vpn_conf", "rid": 4})).await;
+    let answer = raw.recv_any().await.expect("an answer");
+    assert_eq!(answer["msg"]["reason"], "not_authenticated", "{answer}");
+}
