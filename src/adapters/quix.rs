@@ -248,10 +248,10 @@ impl QuixSession {
         };
         ctx.cancel_future(timer);
         let msg = frame.get("msg").cloned().unwrap_or(Value::Null);
-        self.to_operator(origin, &json!({"rid": their_rid, "msg": msg}), ctx);
+        self.tell_operator(origin, &json!({"rid": their_rid, "msg": msg}), ctx);
     }
 
-    fn to_operator(&mut self, origin: Uuid, data: &Value, ctx: &mut Context<Self>) {
+    fn tell_operator(&mut self, origin: Uuid, data: &Value, ctx: &mut Context<Self>) {
         let State::Joined { member, .. } = &self.state else {
             return;
         };
@@ -269,7 +269,7 @@ impl QuixSession {
         let request = match Request::decode(data) {
             Ok(request) => request,
             Err((rid, failure)) => {
-                return self.to_operator(sender, &reply(rid.as_ref(), Err(failure)), ctx)
+                return self.tell_operator(sender, &reply(rid.as_ref(), Err(failure)), ctx)
             }
         };
         let served = if SERVED.contains(&request.req.as_str()) {
@@ -285,7 +285,7 @@ impl QuixSession {
             ))
         };
         if let Err(failure) = served {
-            return self.to_operator(sender, &reply(Some(&request.rid), Err(failure)), ctx);
+            return self.tell_operator(sender, &reply(Some(&request.rid), Err(failure)), ctx);
         }
         let ours = self.next_rid;
         self.next_rid += 1;
@@ -296,7 +296,7 @@ impl QuixSession {
                     "the Quix backend did not answer within {} s",
                     patience.as_secs()
                 );
-                act.to_operator(
+                act.tell_operator(
                     origin,
                     &reply(Some(&rid), Err(Failure::new(Reason::Timeout, why))),
                     ctx,
