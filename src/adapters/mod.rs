@@ -13,6 +13,7 @@
 //! knows adapters exist.
 
 pub mod nest;
+pub mod socketio;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub enum Dialect {
     Concierge,
     /// The Nest bot protocol (seeds 000/001), `/nest`.
     Nest,
+    /// Socket.IO v5 with seed 002's Altoponix events, `/socket.io/`.
+    SocketIo,
 }
 
 impl Dialect {
@@ -36,6 +39,7 @@ impl Dialect {
         match path {
             "/ws" => Some(Dialect::Concierge),
             "/nest" => Some(Dialect::Nest),
+            "/socket.io/" | "/socket.io" => Some(Dialect::SocketIo),
             _ => None,
         }
     }

@@ -12,11 +12,13 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use actix_http::ws::{Frame as WsFrame, ProtocolError};
 use actix_http::{h1, ConnectionType, Request, RequestHead, Response, StatusCode};
 use actix_web::web;
 use bytes::Bytes;
@@ -25,9 +27,14 @@ use futures_util::SinkExt;
 use super::session::Session;
 use super::AppState;
 use crate::adapters::nest::NestSession;
+use crate::adapters::socketio::{self, SioSession};
 use crate::adapters::Dialect;
+use crate::auth::Auth;
+use crate::config::Settings;
+use crate::namespace::Namespace;
 use crate::protocol::SUBPROTOCOL;
 use crate::transport::frame_guard::FrameGuard;
+use crate::transport::outbox::FrameSink;
 use crate::transport::socket::Socket;
 use crate::transport::websocket::{Incoming, Outgoing, SocketInput};
 
@@ -63,8 +70,13 @@ async fn handshake<S: Socket>(
     let response = match dialect {
         None => Err(refusal(
             StatusCode::NOT_FOUND,
-            "WebSocket connections are accepted on /ws (and /nest for Nest hosts) only",
+            "WebSocket connections are accepted on /ws (/nest for Nest hosts, \
+             /socket.io/ for Socket.IO clients) only",
         )),
+        Some(Dialect::SocketIo) => match socketio::refused_query(req.uri().query()) {
+            Some(why) => Err(refusal(StatusCode::BAD_REQUEST, why)),
+            None => accept(req.head()),
+        },
         Some(_) => accept(req.head()),
     };
     let response = match response {
@@ -103,22 +115,16 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized.clone()),
         max,
     );
-    if dialect == Dialect::Nest {
-        let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
-        let session = NestSession::new(
-            state.settings.clone(),
-            state.namespace.clone(),
-            state.auth.clone(),
-            peer,
-            out,
-            sink,
-        );
-        NestSession::create(move |ctx| {
-            ctx.add_stream(input);
-            session
-        });
-        writer.write_to(output).await;
-        return;
+    match dialect {
+        Dialect::Nest => {
+            let new = NestSession::new;
+            return adapter(state, input, output, peer, new).await;
+        }
+        Dialect::SocketIo => {
+            let new = SioSession::new;
+            return adapter(state, input, output, peer, new).await;
+        }
+        Dialect::Concierge => {}
     }
     let (session, writer) = Session::new(
         state.settings.clone(),
@@ -129,6 +135,36 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         oversized,
     );
     Session::create(move |ctx| {
+        ctx.add_stream(input);
+        session
+    });
+    writer.write_to(output).await;
+}
+
+/// The shape of an adapter session's constructor.
+type NewAdapter<A> =
+    fn(Arc<Settings>, Namespace, Arc<Auth>, String, Outgoing, Arc<dyn FrameSink>) -> A;
+
+/// Runs an adapter's session (see [`crate::adapters`]) on the socket.
+async fn adapter<S: Socket, A>(
+    state: &AppState,
+    input: Incoming<FrameGuard<SocketInput<S>>>,
+    output: S::Output,
+    peer: String,
+    new: NewAdapter<A>,
+) where
+    A: Actor<Context = Context<A>> + StreamHandler<Result<WsFrame, ProtocolError>>,
+{
+    let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
+    let session = new(
+        state.settings.clone(),
+        state.namespace.clone(),
+        state.auth.clone(),
+        peer,
+        out,
+        sink,
+    );
+    A::create(move |ctx| {
         ctx.add_stream(input);
         session
     });
