@@ -19,9 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
 
 use crate::protocol::Close;
 use crate::transport::outbox::{Control, Frame, FrameSink, SinkError};
+use crate::transport::websocket::Outgoing;
 
 /// The session a WebSocket path gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,4 +114,49 @@ impl FrameSink for ToActor {
     // The actor's mailbox keeps the order; nothing to hold.
     fn hold(&self) {}
     fn release(&self) {}
+}
+
+/// A frame from an adapter's client, once the WebSocket's own business is
+/// done ([`hear`]).
+pub enum Heard<'a> {
+    /// A text frame: the adapter's format.
+    Text(&'a str),
+    /// A frame no adapter's format has a place for: why.
+    Unusable(&'static str),
+    /// A ping (answered) or a pong.
+    Nothing,
+    /// The client closed, or the socket broke: the session stops.
+    Ended,
+}
+
+/// Does what every adapter does with a frame: counts the client as heard
+/// from, answers pings, returns the close (or a protocol error's) to the
+/// client; hands the rest over.
+pub fn hear<'a>(frame: &'a Result<WsFrame, ProtocolError>, out: &Outgoing) -> Heard<'a> {
+    out.heard_from_client();
+    match frame {
+        Ok(WsFrame::Text(bytes)) => match std::str::from_utf8(bytes) {
+            Ok(text) => Heard::Text(text),
+            Err(_) => Heard::Unusable("a text frame that is not UTF-8"),
+        },
+        Ok(WsFrame::Binary(_) | WsFrame::Continuation(_)) => {
+            Heard::Unusable("binary and fragmented frames are not supported: send text frames")
+        }
+        Ok(WsFrame::Ping(bytes)) => {
+            out.pong(bytes);
+            Heard::Nothing
+        }
+        Ok(WsFrame::Pong(_)) => Heard::Nothing,
+        Ok(WsFrame::Close(reason)) => {
+            out.close(reason.clone());
+            Heard::Ended
+        }
+        Err(e) => {
+            out.close(Some(CloseReason {
+                code: WsCloseCode::Protocol,
+                description: Some(format!("websocket protocol error: {e}")),
+            }));
+            Heard::Ended
+        }
+    }
 }

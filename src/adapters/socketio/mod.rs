@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use self::packet::{Engine, Kind, Packet};
-use super::{Delivered, ToActor};
+use super::{Delivered, Heard, ToActor};
 use crate::auth::{Auth, Claims, Role};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace, Outcome};
@@ -594,28 +594,11 @@ impl StreamHandler<Result<WsFrame, ProtocolError>> for SioSession {
     fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         self.last_seen = Instant::now();
-        self.out.heard_from_client();
-        match frame {
-            Ok(WsFrame::Text(bytes)) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.violation("a text frame that is not UTF-8", ctx),
-            },
-            Ok(WsFrame::Binary(_) | WsFrame::Continuation(_)) => {
-                self.violation("binary and fragmented frames are not supported", ctx)
-            }
-            Ok(WsFrame::Ping(bytes)) => self.out.pong(&bytes),
-            Ok(WsFrame::Pong(_)) => {}
-            Ok(WsFrame::Close(reason)) => {
-                self.out.close(reason);
-                ctx.stop();
-            }
-            Err(e) => {
-                self.out.close(Some(CloseReason {
-                    code: WsCloseCode::Protocol,
-                    description: Some(format!("websocket protocol error: {e}")),
-                }));
-                ctx.stop();
-            }
+        match super::hear(&frame, &self.out) {
+            Heard::Text(text) => self.on_text(text, ctx),
+            Heard::Unusable(why) => self.violation(why, ctx),
+            Heard::Nothing => {}
+            Heard::Ended => ctx.stop(),
         }
     }
 }
