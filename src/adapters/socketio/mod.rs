@@ -78,7 +78,7 @@ pub const POLLING_REFUSED: &str =
     "only the websocket transport is supported: connect with transports=[\"websocket\"]";
 
 /// What the client is, once it said.
-enum Role_ {
+enum Part {
     /// Connected to the namespace `/`, neither `query` nor `con` yet.
     Undecided,
     /// Its `query` or `con` is being answered.
@@ -104,7 +104,7 @@ pub struct SioSession {
     socket: Arc<dyn FrameSink>,
     /// CONNECT was answered: the token's claims, if it had one.
     connected: Option<Option<Claims>>,
-    role: Role_,
+    role: Part,
     last_seen: Instant,
     span: tracing::Span,
 }
@@ -125,7 +125,7 @@ impl SioSession {
             out,
             socket,
             connected: None,
-            role: Role_::Undecided,
+            role: Part::Undecided,
             last_seen: Instant::now(),
             span: tracing::info_span!("socketio", %peer, name = tracing::field::Empty),
         }
@@ -248,27 +248,27 @@ impl SioSession {
 
     fn on_event(&mut self, name: &str, data: &Value, ctx: &mut Context<Self>) {
         match (&self.role, name) {
-            (Role_::Undecided, "query") => self.query(data, ctx),
-            (Role_::Undecided, "con") => self.con(data, ctx),
-            (Role_::Undecided, _) => {
+            (Part::Undecided, "query") => self.query(data, ctx),
+            (Part::Undecided, "con") => self.con(data, ctx),
+            (Part::Undecided, _) => {
                 self.violation(&format!("emit query or con first, not {name:?}"), ctx)
             }
-            (Role_::Joining, _) => {}
-            (Role_::User { .. }, "command send") => self.command_send(data, ctx),
-            (Role_::Monitor { .. }, "command done") => {
+            (Part::Joining, _) => {}
+            (Part::User { .. }, "command send") => self.command_send(data, ctx),
+            (Part::Monitor { .. }, "command done") => {
                 self.answer(json!({"event": "command finish"}), ctx)
             }
-            (Role_::Monitor { .. }, "command error") => {
+            (Part::Monitor { .. }, "command error") => {
                 let reason = data
                     .get("reason")
                     .and_then(Value::as_str)
                     .unwrap_or("the monitor reported an error");
                 self.answer(json!({"event": "command failed", "reason": reason}), ctx)
             }
-            (Role_::User { .. }, _) => {
+            (Part::User { .. }, _) => {
                 self.violation(&format!("a user emits command send, not {name:?}"), ctx)
             }
-            (Role_::Monitor { .. }, _) => self.violation(
+            (Part::Monitor { .. }, _) => self.violation(
                 &format!("a monitor emits command done or command error, not {name:?}"),
                 ctx,
             ),
@@ -310,7 +310,7 @@ impl SioSession {
             return self.fail("query failed", &why, ctx);
         }
         let name = format!("sio_{}", &Uuid::new_v4().simple().to_string()[..10]);
-        self.join(name, USER_TAG, "query", ctx, move |member| Role_::User {
+        self.join(name, USER_TAG, "query", ctx, move |member| Part::User {
             member,
             monitor,
             next_seq: 0,
@@ -332,7 +332,7 @@ impl SioSession {
                 return self.fail("con failed", &why, ctx);
             }
         }
-        self.join(id, MONITOR_TAG, "con", ctx, |member| Role_::Monitor {
+        self.join(id, MONITOR_TAG, "con", ctx, |member| Part::Monitor {
             member,
             in_flight: VecDeque::new(),
         });
@@ -346,9 +346,9 @@ impl SioSession {
         tag: &str,
         event: &'static str,
         ctx: &mut Context<Self>,
-        role: impl FnOnce(Member) -> Role_ + 'static,
+        role: impl FnOnce(Member) -> Part + 'static,
     ) {
-        self.role = Role_::Joining;
+        self.role = Part::Joining;
         let claims = self.claims().cloned();
         let uuid = Uuid::new_v4();
         let info = ClientInfo {
@@ -412,7 +412,7 @@ impl SioSession {
         if let Err(why) = may_command(required, roles) {
             return self.emit("command failed", Some(json!({ "reason": why })));
         }
-        let Role_::User {
+        let Part::User {
             member,
             monitor,
             next_seq,
@@ -443,7 +443,7 @@ impl SioSession {
 
     /// The monitor's answer to its oldest command in flight, to its sender.
     fn answer(&mut self, data: Value, ctx: &mut Context<Self>) {
-        let Role_::Monitor { member, in_flight } = &mut self.role else {
+        let Part::Monitor { member, in_flight } = &mut self.role else {
             return;
         };
         let Some(sender) = in_flight.pop_front() else {
@@ -460,7 +460,7 @@ impl SioSession {
     /// What the namespace sent a user: the answers to its MESSAGEs, and
     /// its monitor's reports.
     fn user_hears(&mut self, sequenced: Sequenced) {
-        let Role_::User { monitor, .. } = &self.role else {
+        let Part::User { monitor, .. } = &self.role else {
             return;
         };
         match (sequenced.seq, sequenced.payload) {
@@ -500,7 +500,7 @@ impl SioSession {
                     .filter_map(|r| r.parse().ok())
                     .collect();
                 let in_flight = match &self.role {
-                    Role_::Monitor { in_flight, .. } => in_flight.len(),
+                    Part::Monitor { in_flight, .. } => in_flight.len(),
                     _ => return,
                 };
                 match may_command(self.auth.required(), (!anonymous).then_some(&roles[..])) {
@@ -509,7 +509,7 @@ impl SioSession {
                         format!("the monitor has {MAX_IN_FLIGHT} commands in flight")
                     }
                     Ok(()) => {
-                        if let Role_::Monitor { in_flight, .. } = &mut self.role {
+                        if let Part::Monitor { in_flight, .. } = &mut self.role {
                             in_flight.push_back(origin.client.uuid);
                         }
                         self.emit("command do", Some(json!({ "command": command })));
@@ -519,7 +519,7 @@ impl SioSession {
             }
             _ => "a monitor takes {\"command\": a non-empty string}".to_owned(),
         };
-        let Role_::Monitor { member, .. } = &self.role else {
+        let Part::Monitor { member, .. } = &self.role else {
             return;
         };
         let target = Target::Uuid {
@@ -574,7 +574,7 @@ impl Actor for SioSession {
         self.send(&open);
         let timeout = s.identify_timeout();
         ctx.run_later(timeout, move |act, ctx| {
-            if matches!(act.role, Role_::Undecided) && act.connected.is_none() {
+            if matches!(act.role, Part::Undecided) && act.connected.is_none() {
                 let why = format!("no CONNECT within {} ms", timeout.as_millis());
                 act.violation(&why, ctx);
             }
@@ -584,7 +584,7 @@ impl Actor for SioSession {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.out.end();
-        if let Role_::User { member, .. } | Role_::Monitor { member, .. } = &self.role {
+        if let Part::User { member, .. } | Part::Monitor { member, .. } = &self.role {
             self.namespace.leave(member.uuid());
         }
     }
@@ -612,9 +612,9 @@ impl Handler<Delivered> for SioSession {
             return;
         };
         match (&self.role, sequenced) {
-            (Role_::User { .. }, sequenced) => self.user_hears(sequenced),
+            (Part::User { .. }, sequenced) => self.user_hears(sequenced),
             (
-                Role_::Monitor { .. },
+                Part::Monitor { .. },
                 Sequenced {
                     payload: PayloadOut::Message { origin, data, .. },
                     ..
