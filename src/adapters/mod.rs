@@ -14,6 +14,7 @@
 
 pub mod nest;
 pub mod quix;
+pub mod socketio;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
 
 use crate::agent::commands::{Access, REQUESTS};
 use crate::agent::request::{Failure, Reason};
@@ -28,6 +30,7 @@ use crate::auth::{Auth, Claims, Role};
 use crate::namespace::{Member, Namespace, Outcome};
 use crate::protocol::{ClientInfo, Close, CloseCode, Origin, Target};
 use crate::transport::outbox::{Control, Frame, FrameSink, Outbox, SinkError};
+use crate::transport::websocket::Outgoing;
 
 /// The session a WebSocket path gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub enum Dialect {
     Nest,
     /// Quix WSI (seed 003), `/wsi`.
     Quix,
+    /// Socket.IO v5 with seed 002's Altoponix events, `/socket.io/`.
+    SocketIo,
 }
 
 impl Dialect {
@@ -46,6 +51,7 @@ impl Dialect {
             "/ws" => Some(Dialect::Concierge),
             "/nest" => Some(Dialect::Nest),
             "/wsi" => Some(Dialect::Quix),
+            "/socket.io/" | "/socket.io" => Some(Dialect::SocketIo),
             _ => None,
         }
     }
@@ -204,5 +210,50 @@ pub fn authorize(origin: &Origin, req: &str) -> Result<(), Failure> {
             Reason::Forbidden,
             format!("this needs the {needed} role"),
         ))
+    }
+}
+
+/// A frame from an adapter's client, once the WebSocket's own business is
+/// done ([`hear`]).
+pub enum Heard<'a> {
+    /// A text frame: the adapter's format.
+    Text(&'a str),
+    /// A frame no adapter's format has a place for: why.
+    Unusable(&'static str),
+    /// A ping (answered) or a pong.
+    Nothing,
+    /// The client closed, or the socket broke: the session stops.
+    Ended,
+}
+
+/// Does what every adapter does with a frame: counts the client as heard
+/// from, answers pings, returns the close (or a protocol error's) to the
+/// client; hands the rest over.
+pub fn hear<'a>(frame: &'a Result<WsFrame, ProtocolError>, out: &Outgoing) -> Heard<'a> {
+    out.heard_from_client();
+    match frame {
+        Ok(WsFrame::Text(bytes)) => match std::str::from_utf8(bytes) {
+            Ok(text) => Heard::Text(text),
+            Err(_) => Heard::Unusable("a text frame that is not UTF-8"),
+        },
+        Ok(WsFrame::Binary(_) | WsFrame::Continuation(_)) => {
+            Heard::Unusable("binary and fragmented frames are not supported: send text frames")
+        }
+        Ok(WsFrame::Ping(bytes)) => {
+            out.pong(bytes);
+            Heard::Nothing
+        }
+        Ok(WsFrame::Pong(_)) => Heard::Nothing,
+        Ok(WsFrame::Close(reason)) => {
+            out.close(reason.clone());
+            Heard::Ended
+        }
+        Err(e) => {
+            out.close(Some(CloseReason {
+                code: WsCloseCode::Protocol,
+                description: Some(format!("websocket protocol error: {e}")),
+            }));
+            Heard::Ended
+        }
     }
 }

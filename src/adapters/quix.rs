@@ -23,7 +23,7 @@ use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, Pr
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::Delivered;
+use super::{Delivered, Heard};
 use crate::agent::request::{reply, Failure, Reason, Request, Rid};
 use crate::auth::{now_secs, Auth, Claims, LoginError};
 use crate::config::Settings;
@@ -349,28 +349,11 @@ impl StreamHandler<Result<WsFrame, ProtocolError>> for QuixSession {
     fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         self.last_seen = Instant::now();
-        self.out.heard_from_client();
-        match frame {
-            Ok(WsFrame::Text(bytes)) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.close("a text frame that is not UTF-8", ctx),
-            },
-            Ok(WsFrame::Binary(_) | WsFrame::Continuation(_)) => {
-                self.close("send JSON text frames, unfragmented", ctx)
-            }
-            Ok(WsFrame::Ping(bytes)) => self.out.pong(&bytes),
-            Ok(WsFrame::Pong(_)) => {}
-            Ok(WsFrame::Close(reason)) => {
-                self.out.close(reason);
-                ctx.stop();
-            }
-            Err(e) => {
-                self.out.close(Some(CloseReason {
-                    code: WsCloseCode::Protocol,
-                    description: Some(format!("websocket protocol error: {e}")),
-                }));
-                ctx.stop();
-            }
+        match super::hear(&frame, &self.out) {
+            Heard::Text(text) => self.on_text(text, ctx),
+            Heard::Unusable(why) => self.close(why, ctx),
+            Heard::Nothing => {}
+            Heard::Ended => ctx.stop(),
         }
     }
 }

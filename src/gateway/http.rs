@@ -21,6 +21,15 @@ pub(super) async fn websocket_without_upgrade(
     Ok(HttpResponse::BadRequest().body("send the WebSocket upgrade headers"))
 }
 
+/// `/socket.io/` without an upgrade: Engine.IO's long-polling transport,
+/// which the gateway does not serve (Engine.IO's own error shape, with a
+/// message that says what to do instead).
+pub(super) async fn socketio_without_upgrade(req: HttpRequest) -> HttpResponse {
+    let message = crate::adapters::socketio::refused_query(req.uri().query())
+        .unwrap_or(crate::adapters::socketio::POLLING_REFUSED);
+    HttpResponse::BadRequest().json(serde_json::json!({ "code": 3, "message": message }))
+}
+
 pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }

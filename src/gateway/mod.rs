@@ -2,7 +2,7 @@
 //! the namespace and the cluster.
 //!
 //! `/ws` is where the WebSocket transport plugs in ([`upgrade`]; the
-//! adapters of later issues get paths beside it), `/fs` is the file server,
+//! adapters get paths beside it: `/nest`, `/socket.io/`), `/fs` is the file server,
 //! and `/healthz`, `/readyz`, `/version` and `/metrics` ([`http`]) are for
 //! operators and load balancers. Every other request, including a plain GET
 //! of `/ws`, is routed by the actix-web application. With `tls_cert` and
@@ -165,6 +165,14 @@ impl Gateway {
                 .app_data(app_state.clone())
                 .app_data(files.clone())
                 .route("/ws", web::route().to(http::websocket_without_upgrade))
+                .route(
+                    "/socket.io/",
+                    web::route().to(http::socketio_without_upgrade),
+                )
+                .route(
+                    "/socket.io",
+                    web::route().to(http::socketio_without_upgrade),
+                )
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
                 .route("/version", web::get().to(http::version))

@@ -12,11 +12,13 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use actix_http::ws::{Frame as WsFrame, ProtocolError};
 use actix_http::{h1, ConnectionType, Request, RequestHead, Response, StatusCode};
 use actix_web::web;
 use bytes::Bytes;
@@ -26,9 +28,14 @@ use super::session::Session;
 use super::AppState;
 use crate::adapters::nest::NestSession;
 use crate::adapters::quix::QuixSession;
+use crate::adapters::socketio::{self, SioSession};
 use crate::adapters::Dialect;
+use crate::auth::Auth;
+use crate::config::Settings;
+use crate::namespace::Namespace;
 use crate::protocol::SUBPROTOCOL;
 use crate::transport::frame_guard::FrameGuard;
+use crate::transport::outbox::FrameSink;
 use crate::transport::socket::Socket;
 use crate::transport::websocket::{Incoming, Outgoing, SocketInput};
 
@@ -64,8 +71,13 @@ async fn handshake<S: Socket>(
     let response = match dialect {
         None => Err(refusal(
             StatusCode::NOT_FOUND,
-            "WebSocket connections are accepted on /ws (and /nest for Nest hosts, /wsi for Quix backends) only",
+            "WebSocket connections are accepted on /ws (/nest for Nest hosts, /wsi for Quix \
+             backends, /socket.io/ for Socket.IO clients) only",
         )),
+        Some(Dialect::SocketIo) => match socketio::refused_query(req.uri().query()) {
+            Some(why) => Err(refusal(StatusCode::BAD_REQUEST, why)),
+            None => accept(req.head()),
+        },
         Some(_) => accept(req.head()),
     };
     let response = match response {
@@ -104,27 +116,17 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized.clone()),
         max,
     );
-    if dialect != Dialect::Concierge {
-        let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
-        let (settings, namespace, auth) = (
-            state.settings.clone(),
-            state.namespace.clone(),
-            state.auth.clone(),
-        );
-        if dialect == Dialect::Nest {
-            NestSession::create(move |ctx| {
-                ctx.add_stream(input);
-                NestSession::new(settings, namespace, auth, peer, out, sink)
-            });
-        } else {
+    match dialect {
+        Dialect::Nest => return adapter(state, input, output, peer, NestSession::new).await,
+        Dialect::SocketIo => return adapter(state, input, output, peer, SioSession::new).await,
+        Dialect::Quix => {
             let vpn = state.vpn.clone();
-            QuixSession::create(move |ctx| {
-                ctx.add_stream(input);
+            let new = move |settings, namespace, auth, peer, out, sink| {
                 QuixSession::new(settings, namespace, auth, vpn, peer, out, sink)
-            });
+            };
+            return adapter(state, input, output, peer, new).await;
         }
-        writer.write_to(output).await;
-        return;
+        Dialect::Concierge => {}
     }
     let (session, writer) = Session::new(
         state.settings.clone(),
@@ -135,6 +137,33 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         oversized,
     );
     Session::create(move |ctx| {
+        ctx.add_stream(input);
+        session
+    });
+    writer.write_to(output).await;
+}
+
+/// The shape of an adapter session's constructor.
+/// Runs an adapter's session (see [`crate::adapters`]) on the socket.
+async fn adapter<S: Socket, A>(
+    state: &AppState,
+    input: Incoming<FrameGuard<SocketInput<S>>>,
+    output: S::Output,
+    peer: String,
+    new: impl FnOnce(Arc<Settings>, Namespace, Arc<Auth>, String, Outgoing, Arc<dyn FrameSink>) -> A,
+) where
+    A: Actor<Context = Context<A>> + StreamHandler<Result<WsFrame, ProtocolError>>,
+{
+    let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
+    let session = new(
+        state.settings.clone(),
+        state.namespace.clone(),
+        state.auth.clone(),
+        peer,
+        out,
+        sink,
+    );
+    A::create(move |ctx| {
         ctx.add_stream(input);
         session
     });

@@ -1,0 +1,637 @@
+//! Socket.IO v5 over Engine.IO v4 on `/socket.io/`, speaking seed 002's
+//! Altoponix events: the users and monitors written for python-socketio's
+//! server connect to the gateway unmodified, and become clients of the
+//! namespace.
+//!
+//! Only the WebSocket transport is served (`?EIO=4&transport=websocket`;
+//! a long-polling request is refused with a 400 that says so). The session
+//! sends the open packet, pings every `heartbeat_interval_ms`, answers
+//! CONNECT on the default namespace at once, and reads EVENTs:
+//!
+//! * a user's `query {monitor_id}` makes it a client named `sio_` and a
+//!   random suffix (tag `altoponix-user`) that commands that monitor;
+//!   `command send {command}` is a MESSAGE `{"command"}` to the monitor's
+//!   name, answered `command ok` once routed (or `command failed` when no
+//!   monitor has the name, on any replica);
+//! * a monitor's `con {monitor_id}` makes it the client named `monitor_id`
+//!   (tag `altoponix-monitor`, a name nobody else holds); a MESSAGE whose
+//!   `data.command` is a string, from a user or any native client, is sent
+//!   to it as `command do {command}`, and its `command done` / `command
+//!   error {reason}` answer the oldest command in flight, to its sender
+//!   only, as a MESSAGE `{"event": "command finish"}` / `{"event": "command
+//!   failed", "reason"}` (which a user session emits as that event).
+//!
+//! Who may command a monitor: a client with a token needs the operator
+//! role; an anonymous one is allowed only while the gateway requires no
+//! token. Any packet that makes no sense is a CONNECT_ERROR (before
+//! CONNECT) or a DISCONNECT, then a close; nothing a client sends panics.
+
+pub mod packet;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use self::packet::{Engine, Kind, Packet};
+use super::{Delivered, Heard, ToActor};
+use crate::auth::{Auth, Claims, Role};
+use crate::config::Settings;
+use crate::namespace::{Member, Namespace, Outcome};
+use crate::protocol::{ClientInfo, CloseCode, Origin, PayloadOut, Sequenced, Target, GATEWAY_NAME};
+use crate::transport::outbox::{Control, Frame, FrameSink, Outbox};
+use crate::transport::websocket::Outgoing;
+
+/// Commands a monitor may have in flight; more are refused.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+pub const USER_TAG: &str = "altoponix-user";
+pub const MONITOR_TAG: &str = "altoponix-monitor";
+
+/// Why a handshake request on `/socket.io/` is refused, from its query
+/// string; `None` when it is Engine.IO v4 over WebSocket.
+pub fn refused_query(query: Option<&str>) -> Option<&'static str> {
+    let mut eio = None;
+    let mut transport = None;
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("EIO", v)) => eio = Some(v),
+            Some(("transport", v)) => transport = Some(v),
+            _ => {}
+        }
+    }
+    if eio != Some("4") {
+        return Some("only Engine.IO v4 is supported (EIO=4: Socket.IO v5 clients)");
+    }
+    if transport != Some("websocket") {
+        return Some(POLLING_REFUSED);
+    }
+    None
+}
+
+pub const POLLING_REFUSED: &str =
+    "only the websocket transport is supported: connect with transports=[\"websocket\"]";
+
+/// What the client is, once it said.
+enum Part {
+    /// Connected to the namespace `/`, neither `query` nor `con` yet.
+    Undecided,
+    /// Its `query` or `con` is being answered.
+    Joining,
+    User {
+        member: Member,
+        monitor: String,
+        /// Numbers its MESSAGEs, so their answers are told from broadcasts.
+        next_seq: u64,
+    },
+    Monitor {
+        member: Member,
+        /// Who sent each command in flight, oldest first.
+        in_flight: VecDeque<Uuid>,
+    },
+}
+
+pub struct SioSession {
+    settings: Arc<Settings>,
+    namespace: Namespace,
+    auth: Arc<Auth>,
+    out: Outgoing,
+    socket: Arc<dyn FrameSink>,
+    /// CONNECT was answered: the token's claims, if it had one.
+    connected: Option<Option<Claims>>,
+    role: Part,
+    last_seen: Instant,
+    span: tracing::Span,
+}
+
+impl SioSession {
+    pub fn new(
+        settings: Arc<Settings>,
+        namespace: Namespace,
+        auth: Arc<Auth>,
+        peer: String,
+        out: Outgoing,
+        socket: Arc<dyn FrameSink>,
+    ) -> SioSession {
+        SioSession {
+            settings,
+            namespace,
+            auth,
+            out,
+            socket,
+            connected: None,
+            role: Part::Undecided,
+            last_seen: Instant::now(),
+            span: tracing::info_span!("socketio", %peer, name = tracing::field::Empty),
+        }
+    }
+
+    fn send(&self, text: &str) {
+        let _ = self.socket.push(Frame::new(text));
+    }
+
+    fn emit(&self, name: &str, data: Option<Value>) {
+        self.send(&packet::event(name, data));
+    }
+
+    /// Ends the session: the Socket.IO goodbye (CONNECT_ERROR before
+    /// CONNECT, DISCONNECT after), then the WebSocket close.
+    fn close(&mut self, code: WsCloseCode, why: &str, ctx: &mut Context<Self>) {
+        tracing::info!(reason = why, "Socket.IO session closed");
+        if self.connected.is_some() {
+            self.send(packet::DISCONNECT);
+        } else {
+            self.send(&packet::connect_error("/", why));
+        }
+        self.out.close(Some(CloseReason {
+            code,
+            description: Some(why.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn violation(&mut self, why: &str, ctx: &mut Context<Self>) {
+        self.close(WsCloseCode::Policy, why, ctx);
+    }
+
+    /// An event of the seed's that ends in failure: emitted with its
+    /// reason, then the connection closes.
+    fn fail(&mut self, event: &str, why: &str, ctx: &mut Context<Self>) {
+        self.emit(event, Some(json!({ "reason": why })));
+        self.close(WsCloseCode::Normal, why, ctx);
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        match packet::engine(text) {
+            Ok(Engine::Message(message)) => match packet::socket(message) {
+                Ok(packet) => self.on_packet(packet, ctx),
+                Err(why) => self.violation(&why, ctx),
+            },
+            Ok(Engine::Pong | Engine::Noop | Engine::Upgrade) => {}
+            Ok(Engine::Ping(data)) => self.send(&packet::pong(data)),
+            Ok(Engine::Close) => self.close(WsCloseCode::Normal, "the client closed", ctx),
+            Err(why) => self.violation(&why, ctx),
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
+        if packet.nsp != "/" {
+            // Refused without ending the session on `/`.
+            self.send(&packet::connect_error(
+                &packet.nsp,
+                "only the default namespace / is served",
+            ));
+            return;
+        }
+        match (packet.kind, self.connected.is_some()) {
+            (Kind::Connect, false) => self.connect(packet.data.as_ref(), ctx),
+            (Kind::Connect, true) => self.violation("CONNECT twice", ctx),
+            (Kind::Disconnect, _) => {
+                self.close(WsCloseCode::Normal, "the client disconnected", ctx)
+            }
+            (_, false) => self.violation("CONNECT to the namespace / first", ctx),
+            (Kind::Event, true) => {
+                if let Some(id) = packet.id {
+                    self.send(&packet::ack(id));
+                }
+                let (name, data) = packet.event().expect("checked by packet::socket");
+                let (name, data) = (name.to_owned(), data.clone());
+                self.on_event(&name, &data, ctx);
+            }
+            // The server asks for no acks: nothing to match one with.
+            (Kind::Ack, true) => {}
+            (Kind::ConnectError, true) => self.violation("CONNECT_ERROR is the server's", ctx),
+        }
+    }
+
+    fn connect(&mut self, data: Option<&Value>, ctx: &mut Context<Self>) {
+        let token = data.and_then(|d| d.get("token"));
+        let claims = match token {
+            None | Some(Value::Null) if self.auth.required() => {
+                return self.close(
+                    WsCloseCode::Policy,
+                    "this gateway requires a token: connect with auth={\"token\": TOKEN}",
+                    ctx,
+                )
+            }
+            None | Some(Value::Null) => None,
+            Some(Value::String(token)) => match self.auth.verify(token) {
+                Ok(claims) => Some(claims),
+                Err(why) => {
+                    let why = format!("the token was refused: {}", why.reason());
+                    return self.close(WsCloseCode::Policy, &why, ctx);
+                }
+            },
+            Some(_) => return self.violation("auth.token is a string", ctx),
+        };
+        if let Some(claims) = &claims {
+            let left = claims.exp.saturating_sub(crate::auth::now_secs());
+            ctx.run_later(std::time::Duration::from_secs(left), |act, ctx| {
+                act.close(WsCloseCode::Policy, "the token expired", ctx);
+            });
+        }
+        self.connected = Some(claims);
+        self.send(&packet::connected(
+            "/",
+            &Uuid::new_v4().simple().to_string(),
+        ));
+    }
+
+    fn claims(&self) -> Option<&Claims> {
+        self.connected.as_ref().and_then(Option::as_ref)
+    }
+
+    fn on_event(&mut self, name: &str, data: &Value, ctx: &mut Context<Self>) {
+        match (&self.role, name) {
+            (Part::Undecided, "query") => self.query(data, ctx),
+            (Part::Undecided, "con") => self.con(data, ctx),
+            (Part::Undecided, _) => {
+                self.violation(&format!("emit query or con first, not {name:?}"), ctx)
+            }
+            (Part::Joining, _) => {}
+            (Part::User { .. }, "command send") => self.command_send(data, ctx),
+            (Part::Monitor { .. }, "command done") => {
+                self.answer(json!({"event": "command finish"}), ctx)
+            }
+            (Part::Monitor { .. }, "command error") => {
+                let reason = data
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the monitor reported an error");
+                self.answer(json!({"event": "command failed", "reason": reason}), ctx)
+            }
+            (Part::User { .. }, _) => {
+                self.violation(&format!("a user emits command send, not {name:?}"), ctx)
+            }
+            (Part::Monitor { .. }, _) => self.violation(
+                &format!("a monitor emits command done or command error, not {name:?}"),
+                ctx,
+            ),
+        }
+    }
+
+    fn monitor_id<'a>(&self, data: &'a Value) -> Result<&'a str, String> {
+        let Some(id) = data.get("monitor_id").and_then(Value::as_str) else {
+            return Err("monitor_id (a string) is required".to_owned());
+        };
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "monitor_id {id:?} must be letters, digits and underscores"
+            ));
+        }
+        if id.len() > self.settings.max_name_len {
+            return Err(format!(
+                "monitor_id is longer than {} bytes",
+                self.settings.max_name_len
+            ));
+        }
+        if id == GATEWAY_NAME {
+            return Err(format!("{id:?} is the gateway's own name"));
+        }
+        Ok(id)
+    }
+
+    /// A user: it may command `monitor_id` (whether that monitor is
+    /// connected is found out per command: it may come and go).
+    fn query(&mut self, data: &Value, ctx: &mut Context<Self>) {
+        let monitor = match self.monitor_id(data) {
+            Ok(id) => id.to_owned(),
+            Err(why) => return self.fail("query failed", &why, ctx),
+        };
+        if let Err(why) = may_command(
+            self.auth.required(),
+            self.claims().map(|c| c.role.implied()),
+        ) {
+            return self.fail("query failed", &why, ctx);
+        }
+        let name = format!("sio_{}", &Uuid::new_v4().simple().to_string()[..10]);
+        self.join(name, USER_TAG, "query", ctx, move |member| Part::User {
+            member,
+            monitor,
+            next_seq: 0,
+        });
+    }
+
+    /// A monitor: it becomes the client named `monitor_id`.
+    fn con(&mut self, data: &Value, ctx: &mut Context<Self>) {
+        let id = match self.monitor_id(data) {
+            Ok(id) => id.to_owned(),
+            Err(why) => return self.fail("con failed", &why, ctx),
+        };
+        if let Some(claims) = self.claims() {
+            if !claims.allows_name(&id) {
+                let why = format!(
+                    "the token allows the monitor_id {0:?} (or {0}_...), not {id:?}",
+                    claims.name
+                );
+                return self.fail("con failed", &why, ctx);
+            }
+        }
+        self.join(id, MONITOR_TAG, "con", ctx, |member| Part::Monitor {
+            member,
+            in_flight: VecDeque::new(),
+        });
+    }
+
+    /// Joins the namespace as `name`, then emits `EVENT ok` (or `EVENT
+    /// failed` and closes).
+    fn join(
+        &mut self,
+        name: String,
+        tag: &str,
+        event: &'static str,
+        ctx: &mut Context<Self>,
+        role: impl FnOnce(Member) -> Part + 'static,
+    ) {
+        self.role = Part::Joining;
+        let claims = self.claims().cloned();
+        let uuid = Uuid::new_v4();
+        let info = ClientInfo {
+            name,
+            nickname: None,
+            uuid,
+            tags: vec![tag.to_owned()],
+            user: claims.as_ref().map(|c| c.sub.clone()),
+            roles: claims.as_ref().map_or_else(Vec::new, |c| {
+                c.role.implied().iter().map(|r| r.to_string()).collect()
+            }),
+        };
+        let sink = Arc::new(ToActor::new(
+            ctx.address().recipient(),
+            ctx.address().recipient(),
+            self.settings.max_outgoing_queue,
+        ));
+        let outbox = Outbox::new(
+            uuid,
+            sink,
+            ctx.address().recipient(),
+            self.namespace.overflow_recipient(),
+        );
+        let namespace = self.namespace.clone();
+        let auth = self.auth.clone();
+        async move {
+            let fs_key = auth.fs_key(uuid).await.map_err(|e| e.to_string())?;
+            namespace
+                .join(info, outbox, fs_key, false, false)
+                .await
+                .map_err(|close| match close.code {
+                    CloseCode::DuplicateAuth => "already connected".to_owned(),
+                    _ => close.reason,
+                })
+        }
+        .into_actor(self)
+        .map(move |joined, act, ctx| match joined {
+            Ok(member) => {
+                act.span.record("name", member.info().name.as_str());
+                tracing::info!(name = %member.info().name, tag = %member.info().tags[0], "Socket.IO client joined");
+                act.role = role(member);
+                act.emit(&format!("{event} ok"), None);
+            }
+            Err(why) => act.fail(&format!("{event} failed"), &why, ctx),
+        })
+        .wait(ctx);
+    }
+
+    fn command_send(&mut self, data: &Value, ctx: &mut Context<Self>) {
+        let command = match data.get("command") {
+            Some(Value::String(c)) if !c.is_empty() => c.clone(),
+            _ => {
+                return self.emit(
+                    "command failed",
+                    Some(json!({"reason": "command (a non-empty string) is required"})),
+                )
+            }
+        };
+        let required = self.auth.required();
+        let roles = self.claims().map(|c| c.role.implied());
+        if let Err(why) = may_command(required, roles) {
+            return self.emit("command failed", Some(json!({ "reason": why })));
+        }
+        let Part::User {
+            member,
+            monitor,
+            next_seq,
+        } = &mut self.role
+        else {
+            return;
+        };
+        let seq = *next_seq;
+        *next_seq += 1;
+        let raw = raw(&json!({ "command": command }));
+        let outcome = member.message(
+            Some(seq),
+            &Target::Name {
+                name: monitor.clone(),
+            },
+            &raw,
+        );
+        self.wait_for(outcome, ctx);
+    }
+
+    /// Holds the session's next frames until a MESSAGE is routed, so its
+    /// messages keep their order.
+    fn wait_for(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        if let Outcome::Later { done, .. } = outcome {
+            ctx.wait(actix::fut::wrap_future(done));
+        }
+    }
+
+    /// The monitor's answer to its oldest command in flight, to its sender.
+    fn answer(&mut self, data: Value, ctx: &mut Context<Self>) {
+        let Part::Monitor { member, in_flight } = &mut self.role else {
+            return;
+        };
+        let Some(sender) = in_flight.pop_front() else {
+            tracing::info!("a monitor answered no command: dropped");
+            return;
+        };
+        let target = Target::Uuid {
+            uuid: sender.to_string(),
+        };
+        let outcome = member.message(None, &target, &raw(&data));
+        self.wait_for(outcome, ctx);
+    }
+
+    /// What the namespace sent a user: the answers to its MESSAGEs, and
+    /// its monitor's reports.
+    fn user_hears(&mut self, sequenced: Sequenced) {
+        let Part::User { monitor, .. } = &self.role else {
+            return;
+        };
+        match (sequenced.seq, sequenced.payload) {
+            (Some(_), PayloadOut::Ok) => self.emit("command ok", None),
+            (Some(_), PayloadOut::InvalidName { name }) => {
+                let why = format!("monitor {name:?} is not connected");
+                self.emit("command failed", Some(json!({ "reason": why })));
+            }
+            (Some(_), other) => {
+                let why = format!("the gateway refused the command: {other:?}");
+                self.emit("command failed", Some(json!({ "reason": why })));
+            }
+            (None, PayloadOut::Message { origin, data, .. }) if origin.client.name == *monitor => {
+                match data.get("event").and_then(Value::as_str) {
+                    Some("command finish") => self.emit("command finish", None),
+                    Some("command failed") => {
+                        let reason = data.get("reason").cloned().unwrap_or(Value::Null);
+                        self.emit("command failed", Some(json!({ "reason": reason })));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A MESSAGE to a monitor: a command (`data.command`, a string) from a
+    /// user or a native client.
+    fn monitor_hears(&mut self, origin: Origin, data: &Value, ctx: &mut Context<Self>) {
+        let refusal = match data.get("command") {
+            Some(Value::String(command)) if !command.is_empty() => {
+                let anonymous = origin.client.user.is_none();
+                let roles: Vec<Role> = origin
+                    .client
+                    .roles
+                    .iter()
+                    .filter_map(|r| r.parse().ok())
+                    .collect();
+                let in_flight = match &self.role {
+                    Part::Monitor { in_flight, .. } => in_flight.len(),
+                    _ => return,
+                };
+                match may_command(self.auth.required(), (!anonymous).then_some(&roles[..])) {
+                    Err(why) => why,
+                    Ok(()) if in_flight >= MAX_IN_FLIGHT => {
+                        format!("the monitor has {MAX_IN_FLIGHT} commands in flight")
+                    }
+                    Ok(()) => {
+                        if let Part::Monitor { in_flight, .. } = &mut self.role {
+                            in_flight.push_back(origin.client.uuid);
+                        }
+                        self.emit("command do", Some(json!({ "command": command })));
+                        return;
+                    }
+                }
+            }
+            _ => "a monitor takes {\"command\": a non-empty string}".to_owned(),
+        };
+        let Part::Monitor { member, .. } = &self.role else {
+            return;
+        };
+        let target = Target::Uuid {
+            uuid: origin.client.uuid.to_string(),
+        };
+        let data = json!({"event": "command failed", "reason": refusal});
+        let outcome = member.message(None, &target, &raw(&data));
+        self.wait_for(outcome, ctx);
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.last_seen.elapsed() > self.settings.heartbeat_timeout() {
+            let _entered = self.span.clone().entered();
+            self.close(WsCloseCode::Away, "no pong", ctx);
+            return;
+        }
+        self.send(packet::PING);
+    }
+}
+
+/// Whether a client may command a monitor: with a token (`roles`, the
+/// roles it implies), the operator role; without, only while the gateway
+/// requires no token.
+fn may_command(required: bool, roles: Option<&[Role]>) -> Result<(), String> {
+    match roles {
+        None if required => Err("commanding a monitor needs a token".to_owned()),
+        None => Ok(()),
+        Some(roles) if roles.contains(&Role::Operator) => Ok(()),
+        Some(_) => Err(format!(
+            "commanding a monitor needs the {} role",
+            Role::Operator
+        )),
+    }
+}
+
+fn raw(value: &Value) -> Box<RawValue> {
+    RawValue::from_string(value.to_string()).expect("a Value encodes as JSON")
+}
+
+impl Actor for SioSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let s = &self.settings;
+        let interval = s.heartbeat_interval_ms;
+        let open = packet::open(
+            &Uuid::new_v4().simple().to_string(),
+            interval,
+            s.heartbeat_timeout_ms - interval,
+            s.max_frame_size,
+        );
+        self.send(&open);
+        let timeout = s.identify_timeout();
+        ctx.run_later(timeout, move |act, ctx| {
+            if matches!(act.role, Part::Undecided) && act.connected.is_none() {
+                let why = format!("no CONNECT within {} ms", timeout.as_millis());
+                act.violation(&why, ctx);
+            }
+        });
+        ctx.run_interval(s.heartbeat_interval(), Self::heartbeat);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.out.end();
+        if let Part::User { member, .. } | Part::Monitor { member, .. } = &self.role {
+            self.namespace.leave(member.uuid());
+        }
+    }
+}
+
+impl StreamHandler<Result<WsFrame, ProtocolError>> for SioSession {
+    fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        self.last_seen = Instant::now();
+        match super::hear(&frame, &self.out) {
+            Heard::Text(text) => self.on_text(text, ctx),
+            Heard::Unusable(why) => self.violation(why, ctx),
+            Heard::Nothing => {}
+            Heard::Ended => ctx.stop(),
+        }
+    }
+}
+
+impl Handler<Delivered> for SioSession {
+    type Result = ();
+
+    fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
+        let frame = delivered.take();
+        let Ok(sequenced) = serde_json::from_slice::<Sequenced>(frame.payload()) else {
+            return;
+        };
+        match (&self.role, sequenced) {
+            (Part::User { .. }, sequenced) => self.user_hears(sequenced),
+            (
+                Part::Monitor { .. },
+                Sequenced {
+                    payload: PayloadOut::Message { origin, data, .. },
+                    ..
+                },
+            ) => self.monitor_hears(origin, &data, ctx),
+            _ => {}
+        }
+    }
+}
+
+impl Handler<Control> for SioSession {
+    type Result = ();
+
+    fn handle(&mut self, control: Control, ctx: &mut Context<Self>) {
+        let Control::Close(close) = control;
+        self.send(packet::DISCONNECT);
+        self.out.close_with(&close);
+        ctx.stop();
+    }
+}

@@ -1,0 +1,64 @@
+"""An Altoponix monitor (seed 002), written against python-socketio's
+documented client API only: it emits ``con`` on connect and answers every
+``command do``: ``command error`` when the command starts with "fail",
+``command done`` otherwise. Every event it gets is printed as a JSON line.
+
+usage: altoponix_monitor.py URL MONITOR_ID [TOKEN]
+"""
+
+import json
+import sys
+
+import socketio
+
+url, monitor_id = sys.argv[1], sys.argv[2]
+token = sys.argv[3] if len(sys.argv) > 3 else None
+sio = socketio.Client(reconnection=False)
+
+
+def show(event, data=None):
+    print(json.dumps({"event": event, "data": data}), flush=True)
+
+
+@sio.event
+def connect():
+    show("connect")
+    sio.emit("con", {"monitor_id": monitor_id})
+
+
+@sio.event
+def connect_error(data):
+    show("connect_error", data)
+
+
+@sio.event
+def disconnect(*args):
+    show("disconnect")
+
+
+@sio.on("con ok")
+def con_ok(*args):
+    show("con ok")
+
+
+@sio.on("con failed")
+def con_failed(data=None):
+    show("con failed", data)
+
+
+@sio.on("command do")
+def command_do(data):
+    show("command do", data)
+    command = data["command"]
+    if command.startswith("fail"):
+        sio.emit("command error", {"reason": "cannot " + command})
+    else:
+        sio.emit("command done")
+
+
+try:
+    sio.connect(url, transports=["websocket"], auth={"token": token} if token else None)
+except socketio.exceptions.ConnectionError as e:
+    show("connection refused", str(e))
+    sys.exit(1)
+sio.wait()

@@ -1,0 +1,65 @@
+"""An Altoponix user (seed 002), written against python-socketio's
+documented client API only: it emits ``query`` on connect and, once it has
+``query ok``, ``command send`` with each line of its standard input (the
+event's JSON data). Every event it gets is printed as a JSON line.
+
+usage: altoponix_user.py URL MONITOR_ID [TOKEN]
+"""
+
+import json
+import sys
+import threading
+
+import socketio
+
+url, monitor_id = sys.argv[1], sys.argv[2]
+token = sys.argv[3] if len(sys.argv) > 3 else None
+sio = socketio.Client(reconnection=False)
+
+
+def show(event, data=None):
+    print(json.dumps({"event": event, "data": data}), flush=True)
+
+
+def commands():
+    for line in sys.stdin:
+        if line.strip():
+            sio.emit("command send", json.loads(line))
+
+
+@sio.event
+def connect():
+    show("connect")
+    sio.emit("query", {"monitor_id": monitor_id})
+
+
+@sio.event
+def connect_error(data):
+    show("connect_error", data)
+
+
+@sio.event
+def disconnect(*args):
+    show("disconnect")
+
+
+@sio.on("query ok")
+def query_ok(*args):
+    show("query ok")
+    threading.Thread(target=commands, daemon=True).start()
+
+
+@sio.on("query failed")
+def query_failed(data=None):
+    show("query failed", data)
+
+
+for name in ["command ok", "command finish", "command failed"]:
+    sio.on(name, (lambda name: lambda data=None: show(name, data))(name))
+
+try:
+    sio.connect(url, transports=["websocket"], auth={"token": token} if token else None)
+except socketio.exceptions.ConnectionError as e:
+    show("connection refused", str(e))
+    sys.exit(1)
+sio.wait()
