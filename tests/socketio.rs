@@ -36,6 +36,7 @@ impl Py {
             .args(token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("python3 runs");
@@ -87,6 +88,20 @@ impl Py {
             }
             assert_eq!(event, name, "{}: {data}", self.name);
             return data;
+        }
+    }
+
+    /// Waits until the gateway has closed the client: its `disconnect`
+    /// event, or its exit (python-socketio may end `wait()` before the
+    /// handler prints).
+    async fn expect_closed(&mut self) {
+        let next = tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{}: not closed within 10 s", self.name));
+        match next {
+            None => {}
+            Some(event) if event["event"] == "disconnect" => {}
+            Some(event) => panic!("{}: expected the close, got {event}", self.name),
         }
     }
 
@@ -161,7 +176,7 @@ async fn a_user_commands_a_monitor() {
         twin.expect("con failed").await,
         json!({"reason": "already connected"})
     );
-    twin.expect("disconnect").await;
+    twin.expect_closed().await;
     let mut bad = Py::monitor(&server, "green house");
     let failed = bad.expect("con failed").await;
     assert!(
@@ -170,7 +185,7 @@ async fn a_user_commands_a_monitor() {
             .is_some_and(|r| r.contains("letters, digits and underscores")),
         "{failed}"
     );
-    bad.expect("disconnect").await;
+    bad.expect_closed().await;
 
     // Both are clients of the namespace, by their tags.
     let mut native = server.client("watcher").await;
@@ -219,7 +234,7 @@ async fn a_command_to_an_absent_monitor_fails() {
     let mut lost = Py::user(&server, "not an id");
     let failed = lost.expect("query failed").await;
     assert!(failed["reason"].is_string(), "{failed}");
-    lost.expect("disconnect").await;
+    lost.expect_closed().await;
 }
 
 #[tokio::test]

@@ -219,17 +219,20 @@ async fn refuse<S: Socket>(
     response
         .head_mut()
         .set_connection_type(ConnectionType::Close);
+    // Head and body in one write: a WebSocket client that reads the
+    // refusal's head may not wait for a body sent after it.
     let sent = async {
         let size = BodySize::Sized(body.len() as u64);
-        framed.send((response, size).into()).await?;
+        framed.feed((response, size).into()).await?;
         if !body.is_empty() {
             framed
-                .send(h1::Message::Chunk(Some(Bytes::from_static(
+                .feed(h1::Message::Chunk(Some(Bytes::from_static(
                     body.as_bytes(),
                 ))))
                 .await?;
         }
-        framed.send(h1::Message::Chunk(None)).await
+        framed.feed(h1::Message::Chunk(None)).await?;
+        framed.flush().await
     };
     if let Err(e) = sent.await {
         tracing::debug!(error = %e, "cannot refuse a WebSocket upgrade");

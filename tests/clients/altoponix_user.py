@@ -58,7 +58,10 @@ for name in ["command ok", "command finish", "command failed"]:
     sio.on(name, (lambda name: lambda data=None: show(name, data))(name))
 
 try:
-    sio.connect(url, transports=["websocket"], auth={"token": token} if token else None)
+    # wait_timeout: the seconds python-socketio waits for the CONNECT answer
+    # (1 by default), generous for a loaded test machine.
+    sio.connect(url, transports=["websocket"], auth={"token": token} if token else None,
+                wait_timeout=10)
 except socketio.exceptions.ConnectionError as e:
     show("connection refused", str(e))
     sys.exit(1)
