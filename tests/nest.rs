@@ -112,11 +112,11 @@ async fn a_nest_host_is_commanded_like_an_agent() {
         table.contains("PID") && table.contains("python3"),
         "{table}"
     );
-    let command = next_frame(&mut frames).await;
+    let sent = next_frame(&mut frames).await;
     assert_eq!(
-        (command["status"].as_str(), command["message"].as_str()),
+        (sent["status"].as_str(), sent["message"].as_str()),
         (Some("command"), Some("obtain_all_process_info")),
-        "{command}"
+        "{sent}"
     );
     let (code, all) = ctl_json(&server, &vic, &["ps", "nesthost", "--all"]).await;
     assert_eq!(code, 0, "{all}");
@@ -220,6 +220,24 @@ async fn a_nest_host_is_commanded_like_an_agent() {
         clients.contains("nesthost") && clients.contains("nest"),
         "{clients}"
     );
+
+    // Revoking the host's token closes its socket.
+    let out = command(&["token", "revoke", "--data-dir", &data, "--user", "nesthost"])
+        .output()
+        .await
+        .expect("revoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let closed = loop {
+        let frame = next_frame(&mut frames).await;
+        if frame.get("closed").is_some() {
+            break frame;
+        }
+    };
+    assert_eq!(closed["closed"], 4013, "{closed}");
 }
 
 /// Sends `frames` on /nest and returns the error frame and the close code.

@@ -231,6 +231,24 @@ async fn a_quix_backend_is_commanded_like_an_agent() {
     assert_eq!(closed["closed"], 4015, "{closed}");
     let (code, _) = ctl_json(&server, &vic, &["ps", "quixhost"]).await;
     assert_eq!(code, 0, "the new socket serves");
+
+    // Revoking the account's tokens closes its socket, as a native one's.
+    let out = command(&["token", "revoke", "--data-dir", &data, "--user", "quixhost"])
+        .output()
+        .await
+        .expect("revoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let closed = loop {
+        let frame = second.next().await;
+        if frame.get("closed").is_some() {
+            break frame;
+        }
+    };
+    assert_eq!(closed["closed"], 4013, "{closed}");
 }
 
 #[tokio::test]

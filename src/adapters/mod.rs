@@ -257,3 +257,29 @@ pub fn hear<'a>(frame: &'a Result<WsFrame, ProtocolError>, out: &Outgoing) -> He
         }
     }
 }
+
+/// Tells `control` to close the session when `claims` stop holding: at
+/// their expiry (4012), or when a revocation that covers them reaches this
+/// replica (4013), as a native session is closed. Spawn it on the
+/// session's context, so it ends with the session.
+pub async fn watch_claims(auth: Arc<Auth>, claims: Claims, control: Recipient<Control>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut changes = auth.changes();
+    let left = claims.exp.saturating_sub(crate::auth::now_secs());
+    let expiry = tokio::time::sleep(std::time::Duration::from_secs(left));
+    tokio::pin!(expiry);
+    let close = loop {
+        tokio::select! {
+            _ = &mut expiry => break Close::new(CloseCode::TokenExpired, "the token expired"),
+            next = changes.recv() => match next {
+                Err(RecvError::Closed) => return,
+                Ok(()) | Err(RecvError::Lagged(_)) => {
+                    if auth.check(&claims).is_err() {
+                        break Close::new(CloseCode::TokenRevoked, "the token was revoked");
+                    }
+                }
+            },
+        }
+    };
+    control.do_send(Control::Close(close));
+}

@@ -205,18 +205,22 @@ impl NestSession {
                 .map_err(|e| e.to_string())?;
             auth.check(&claims)
                 .map_err(|_| nest_tokens::NestRefused::Revoked.to_string())?;
-            super::join(&auth, &namespace, &claims, "nest", actor, capacity, false)
+            let member = super::join(&auth, &namespace, &claims, "nest", actor, capacity, false)
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),
                     _ => close.reason,
-                })
+                })?;
+            Ok::<_, String>((member, claims))
         }
         .into_actor(self)
         .map(|joined, act, ctx| match joined {
-            Ok(member) => {
+            Ok((member, claims)) => {
                 act.span.record("name", member.info().name.as_str());
                 tracing::info!(name = %member.info().name, "Nest host joined");
+                let watch =
+                    super::watch_claims(act.auth.clone(), claims, ctx.address().recipient());
+                ctx.spawn(watch.into_actor(act));
                 act.state = State::Joined(member);
                 act.send("info", "Authenticated :D", None);
             }

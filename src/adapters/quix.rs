@@ -181,7 +181,7 @@ impl QuixSession {
             Ok((member, claims, issued))
         }
         .into_actor(self)
-        .map(move |joined, act, _| match joined {
+        .map(move |joined, act, ctx| match joined {
             Ok((member, claims, issued)) => {
                 act.span.record("name", member.info().name.as_str());
                 tracing::info!(name = %member.info().name, "Quix backend joined");
@@ -190,6 +190,12 @@ impl QuixSession {
                     Some(token) => json!({"success": true, "token": token, "validity": validity}),
                     None => json!({"success": true, "validity": validity}),
                 };
+                let watch = super::watch_claims(
+                    act.auth.clone(),
+                    claims.clone(),
+                    ctx.address().recipient(),
+                );
+                ctx.spawn(watch.into_actor(act));
                 act.state = State::Joined { member, claims };
                 act.answer(&rid, msg);
             }

@@ -230,10 +230,9 @@ impl SioSession {
             Some(_) => return self.violation("auth.token is a string", ctx),
         };
         if let Some(claims) = &claims {
-            let left = claims.exp.saturating_sub(crate::auth::now_secs());
-            ctx.run_later(std::time::Duration::from_secs(left), |act, ctx| {
-                act.close(WsCloseCode::Policy, "the token expired", ctx);
-            });
+            let watch =
+                super::watch_claims(self.auth.clone(), claims.clone(), ctx.address().recipient());
+            ctx.spawn(watch.into_actor(self));
         }
         self.connected = Some(claims);
         self.send(&packet::connected(
