@@ -72,6 +72,19 @@ impl Delivered {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.frame
     }
+
+    /// A MESSAGE another client sent: who sent it and its `data` (a
+    /// host's requests come this way); `None` for any other payload.
+    pub fn message(self) -> Option<(Origin, serde_json::Value)> {
+        let frame = self.take();
+        match serde_json::from_slice::<crate::protocol::Sequenced>(frame.payload()) {
+            Ok(crate::protocol::Sequenced {
+                payload: crate::protocol::PayloadOut::Message { origin, data, .. },
+                ..
+            }) => Some((origin, data)),
+            _ => None,
+        }
+    }
 }
 
 /// A client's outbox sink that hands frames to its adapter's actor, bounded

@@ -30,7 +30,7 @@ use crate::agent::request::{reply, Failure, Reason, Request, Rid};
 use crate::auth::{nest as nest_tokens, Auth};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace};
-use crate::protocol::{Close, CloseCode, PayloadOut, Sequenced};
+use crate::protocol::{Close, CloseCode};
 use crate::transport::outbox::{Frame, FrameSink};
 use crate::transport::websocket::Outgoing;
 
@@ -473,11 +473,7 @@ impl Handler<Delivered> for NestSession {
     type Result = ();
 
     fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
-        let frame = delivered.take();
-        let Ok(sequenced) = serde_json::from_slice::<Sequenced>(frame.payload()) else {
-            return;
-        };
-        if let PayloadOut::Message { origin, data, .. } = sequenced.payload {
+        if let Some((origin, data)) = delivered.message() {
             self.request(&origin, &data, ctx);
         }
     }

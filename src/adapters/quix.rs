@@ -28,7 +28,7 @@ use crate::agent::request::{reply, Failure, Reason, Request, Rid};
 use crate::auth::{now_secs, Auth, Claims, LoginError};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace};
-use crate::protocol::{Close, CloseCode, PayloadOut, Sequenced};
+use crate::protocol::{Close, CloseCode};
 use crate::transport::outbox::{Control, Frame, FrameSink};
 use crate::transport::websocket::Outgoing;
 use crate::vpn::{Fetch, Vpn};
@@ -368,11 +368,7 @@ impl Handler<Delivered> for QuixSession {
     type Result = ();
 
     fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
-        let frame = delivered.take();
-        let Ok(sequenced) = serde_json::from_slice::<Sequenced>(frame.payload()) else {
-            return;
-        };
-        if let PayloadOut::Message { origin, data, .. } = sequenced.payload {
+        if let Some((origin, data)) = delivered.message() {
             self.request(&origin, &data, ctx);
         }
     }
