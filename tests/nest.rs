@@ -7,10 +7,9 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{command, issue_token};
+use common::process::{command, issue_token, json_lines, last_json};
 use common::{Client, TestServer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn server() -> TestServer {
     TestServer::with(|s| {
@@ -43,16 +42,7 @@ fn nest_host(
         .kill_on_drop(true)
         .spawn()
         .expect("python3 runs");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(frame) = serde_json::from_str(&line) {
-                let _ = tx.send(frame);
-            }
-        }
-    });
+    let rx = json_lines(&mut child);
     (child, rx)
 }
 
@@ -78,13 +68,12 @@ async fn ctl(server: &TestServer, token: &str, args: &[&str]) -> (i32, String, S
 }
 
 async fn ctl_json(server: &TestServer, token: &str, args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (code, out, err) = ctl(server, token, &all).await;
-    let last = out.lines().last().unwrap_or_default();
-    let value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out} {err}"));
-    (code, value)
+    last_json(
+        command(&["ctl", "--url", &server.ws_url(), "--token", token, "--json"])
+            .args(args)
+            .env("HOME", "/nonexistent"),
+    )
+    .await
 }
 
 fn proc_state(pid: u32) -> Option<char> {

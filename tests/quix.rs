@@ -7,10 +7,10 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{command, issue_token};
+use common::process::{command, issue_token, json_lines, last_json};
 use common::TestServer;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 const PASSWORD: &str = "quix-secret-1";
 
@@ -68,16 +68,7 @@ impl Backend {
             .kill_on_drop(true)
             .spawn()
             .expect("python3 runs");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, frames) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(frame) = serde_json::from_str(&line) {
-                    let _ = tx.send(frame);
-                }
-            }
-        });
+        let frames = json_lines(&mut child);
         Backend {
             _child: child,
             frames,
@@ -103,21 +94,12 @@ impl Backend {
 }
 
 async fn ctl_json(server: &TestServer, token: &str, args: &[&str]) -> (i32, Value) {
-    let out = command(&["ctl", "--url", &server.ws_url(), "--token", token, "--json"])
-        .args(args)
-        .env("HOME", "/nonexistent")
-        .output()
-        .await
-        .expect("ctl runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    let value = serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "ctl {args:?}: {e}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), value)
+    last_json(
+        command(&["ctl", "--url", &server.ws_url(), "--token", token, "--json"])
+            .args(args)
+            .env("HOME", "/nonexistent"),
+    )
+    .await
 }
 
 #[tokio::test]

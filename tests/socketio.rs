@@ -14,7 +14,7 @@ use common::redis::RedisServer;
 use common::{Client, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A python-socketio client: its printed events, and its stdin (a user's
@@ -40,17 +40,8 @@ impl Py {
             .kill_on_drop(true)
             .spawn()
             .expect("python3 runs");
-        let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take().expect("stdin");
-        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(event) = serde_json::from_str(&line) {
-                    let _ = tx.send(event);
-                }
-            }
-        });
+        let events = common::process::json_lines(&mut child);
         Py {
             _child: child,
             stdin,

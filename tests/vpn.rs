@@ -17,24 +17,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_concierge");
 
 /// `concierge ctl --json ...` inside `ns`: exit code and the last JSON line.
 async fn ctl(ns: &NetNs, url: &str, token: &str, args: &[&str]) -> (i32, Value) {
-    let out = ns
-        .command(BIN)
-        .args(["ctl", "--url", url, "--token", token, "--json"])
-        .args(args)
-        .env("HOME", "/nonexistent")
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .output()
-        .await
-        .expect("ctl runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    let value = serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "ctl {args:?}: no JSON ({e}): {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), value)
+    common::process::last_json(
+        ns.command(BIN)
+            .args(["ctl", "--url", url, "--token", token, "--json"])
+            .args(args)
+            .env("HOME", "/nonexistent")
+            .env("XDG_CONFIG_HOME", "/nonexistent"),
+    )
+    .await
 }
 
 /// `curl` inside `ns` with a bearer token.

@@ -226,6 +226,15 @@ pub fn authorize(origin: &Origin, req: &str) -> Result<(), Failure> {
     }
 }
 
+/// The refusal of a request to a host that already has `limit` waiting
+/// (requests to a silent host must not grow the gateway's memory).
+pub fn too_many(limit: usize) -> Failure {
+    Failure::new(
+        Reason::Failed,
+        format!("{limit} requests already wait for this host: try again later"),
+    )
+}
+
 /// A frame from an adapter's client, once the WebSocket's own business is
 /// done ([`hear`]).
 pub enum Heard<'a> {

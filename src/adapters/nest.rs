@@ -326,7 +326,16 @@ impl NestSession {
                 return;
             }
         };
-        match super::authorize(origin, &request.req).and_then(|()| command_for(&request)) {
+        let limit = self.settings.max_outgoing_queue;
+        let waiting = self.queue.len() + usize::from(self.in_flight.is_some());
+        let accepted = super::authorize(origin, &request.req)
+            .and_then(|()| command_for(&request))
+            .and_then(|command| {
+                (waiting < limit)
+                    .then_some(command)
+                    .ok_or_else(|| super::too_many(limit))
+            });
+        match accepted {
             Ok((command, payload)) => {
                 self.queue.push_back(Pending {
                     origin: sender,

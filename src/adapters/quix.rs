@@ -290,6 +290,12 @@ impl QuixSession {
                 ),
             ))
         };
+        let limit = self.settings.max_outgoing_queue;
+        let served = served.and_then(|()| {
+            (self.pending.len() < limit)
+                .then_some(())
+                .ok_or_else(|| super::too_many(limit))
+        });
         if let Err(failure) = served {
             return self.tell_operator(sender, &reply(Some(&request.rid), Err(failure)), ctx);
         }

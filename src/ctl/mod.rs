@@ -235,11 +235,18 @@ struct Ctl {
 async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
     let token = args.token.clone().or_else(saved_token);
     let name = ctl_name(token.as_deref());
+    // A command that streams until the host says it is done must also
+    // hear that the host left, or it would wait forever: it follows
+    // presence.
+    let follows = matches!(
+        args.command,
+        CtlCommand::Exec { follow: true, .. } | CtlCommand::Output { follow: true, .. }
+    );
     let identity = Identity {
         name,
         tags: vec!["ctl".into()],
         token,
-        presence: false,
+        presence: follows,
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
     let conn = tokio::time::timeout(timeout, client::connect(&args.url, &identity))
@@ -626,6 +633,11 @@ impl Ctl {
                 PayloadOut::InvalidName { name } => {
                     return Err(CtlError::Unreachable(format!(
                         "{name} is not connected to the gateway"
+                    )))
+                }
+                PayloadOut::ClientLeft { client } if client.name == host => {
+                    return Err(CtlError::Unreachable(format!(
+                        "{host} left the gateway before it answered"
                     )))
                 }
                 PayloadOut::ErrorProtocol { desc } => return Err(CtlError::Failed(desc)),

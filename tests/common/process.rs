@@ -150,3 +150,34 @@ pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String 
         .trim()
         .to_owned()
 }
+
+/// The JSON lines `child` prints on its (piped) stdout, as they come; the
+/// channel ends when the child's stdout does.
+pub fn json_lines(child: &mut Child) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(value) = serde_json::from_str(&line) {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `cmd` (a `concierge ctl --json ...`) to its end: its exit code and
+/// the last JSON document it printed.
+pub async fn last_json(cmd: &mut Command) -> (i32, serde_json::Value) {
+    let out = cmd.output().await.expect("the command runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let value = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "{cmd:?} printed no JSON ({e}): {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), value)
+}
