@@ -82,6 +82,27 @@ impl Py {
         }
     }
 
+    /// The CONNECT_ERROR of a client the gateway refused, read from all it
+    /// printed until it exited: python-socketio runs the `connect_error`
+    /// handler beside the `connect()` that raises, so the two lines come in
+    /// either order.
+    async fn expect_refused(&mut self) -> Value {
+        let mut error = None;
+        let mut raised = false;
+        while let Some(event) = tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{}: still running after 10 s", self.name))
+        {
+            match event["event"].as_str() {
+                Some("connect_error") => error = Some(event["data"].clone()),
+                Some("connection refused") => raised = true,
+                _ => panic!("{}: expected a refusal, got {event}", self.name),
+            }
+        }
+        assert!(raised, "{}: connect() did not fail", self.name);
+        error.unwrap_or_else(|| panic!("{}: no connect_error", self.name))
+    }
+
     /// Waits until the gateway has closed the client: its `disconnect`
     /// event, or its exit (python-socketio may end `wait()` before the
     /// handler prints).
@@ -340,14 +361,13 @@ async fn tokens_and_roles_decide_who_commands() {
 
     // No token: refused at CONNECT.
     let mut anonymous = Py::user(&server, "pod");
-    let refused = anonymous.expect("connect_error").await;
+    let refused = anonymous.expect_refused().await;
     assert!(
         refused["message"]
             .as_str()
             .is_some_and(|d| d.contains("requires a token")),
         "{refused}"
     );
-    anonymous.expect("connection refused").await;
 
     // A monitor's token names its monitor_id.
     let mut wrong = Py::spawn("altoponix_monitor.py", &server, "pod2x", Some(&agent));
@@ -376,7 +396,7 @@ async fn tokens_and_roles_decide_who_commands() {
 
     // A bad token.
     let mut forged = Py::spawn("altoponix_user.py", &server, "pod", Some("not.a.token"));
-    let refused = forged.expect("connect_error").await;
+    let refused = forged.expect_refused().await;
     assert_eq!(
         refused["message"], "the token was refused: token_invalid",
         "{refused}"
