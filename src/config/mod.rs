@@ -420,6 +420,8 @@ settings! {
     heartbeat_timeout_ms: u64 = 10_000, env "CONCIERGE_HEARTBEAT_TIMEOUT_MS", check positive;
     /// Largest WebSocket frame accepted from a client, in bytes; larger ones close the socket with 1009.
     max_frame_size: usize = 65_536, env "CONCIERGE_MAX_FRAME_SIZE", check positive;
+    /// Milliseconds the gateway keeps reading (and dropping) what a client sends after the gateway sent it a close frame, until the client answers it or closes: closing sooner would reset the connection and destroy the close frame, code and reason, before a client that kept sending read it.
+    close_linger_ms: u64 = 2_000, env "CONCIERGE_CLOSE_LINGER_MS";
     /// Frames that may wait for a slow client before it is closed with 1008.
     max_outgoing_queue: usize = 1_024, env "CONCIERGE_MAX_OUTGOING_QUEUE", check positive;
     /// Longest client or service name, in bytes.
@@ -692,6 +694,10 @@ impl Settings {
 
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+
+    pub fn close_linger(&self) -> Duration {
+        Duration::from_millis(self.close_linger_ms)
     }
 
     /// Where uploaded files live.

@@ -35,6 +35,7 @@ use crate::config::Settings;
 use crate::namespace::Namespace;
 use crate::protocol::SUBPROTOCOL;
 use crate::transport::frame_guard::FrameGuard;
+use crate::transport::linger::{lend, linger, Returned};
 use crate::transport::outbox::FrameSink;
 use crate::transport::socket::Socket;
 use crate::transport::websocket::{Incoming, Outgoing, SocketInput};
@@ -128,6 +129,7 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         }
         Dialect::Concierge => {}
     }
+    let (input, returned) = lend(input);
     let (session, writer) = Session::new(
         state.settings.clone(),
         state.namespace.clone(),
@@ -141,6 +143,22 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         session
     });
     writer.write_to(output).await;
+    close_lingering(&state.settings, returned).await;
+}
+
+/// Once the writer is done (the close frame and a FIN are sent), reads
+/// what the client still sends until it answers or closes, for at most
+/// `close_linger_ms`, so that dropping the socket does not reset the
+/// connection under the close frame (see [`crate::transport::linger`]).
+async fn close_lingering<S: Socket>(
+    settings: &Settings,
+    returned: Returned<Incoming<FrameGuard<SocketInput<S>>>>,
+) {
+    let limit = settings.close_linger();
+    // The session drops its input as it stops, right after its close.
+    if let Ok(Ok(input)) = tokio::time::timeout(limit, returned).await {
+        linger(input, limit).await;
+    }
 }
 
 /// The shape of an adapter session's constructor.
@@ -154,6 +172,7 @@ async fn adapter<S: Socket, A>(
 ) where
     A: Actor<Context = Context<A>> + StreamHandler<Result<WsFrame, ProtocolError>>,
 {
+    let (input, returned) = lend(input);
     let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
     let session = new(
         state.settings.clone(),
@@ -168,6 +187,7 @@ async fn adapter<S: Socket, A>(
         session
     });
     writer.write_to(output).await;
+    close_lingering(&state.settings, returned).await;
 }
 
 /// The socket of an answered upgrade, and the bytes the dispatcher read

@@ -20,8 +20,15 @@ use futures_util::Stream;
 const MAX_HEADER: usize = 14;
 
 enum State {
-    Header { buf: [u8; MAX_HEADER], have: usize },
-    Payload { remaining: u64 },
+    Header {
+        buf: [u8; MAX_HEADER],
+        have: usize,
+    },
+    Payload {
+        remaining: u64,
+    },
+    /// A frame was refused and the error reported; what follows passes
+    /// unexamined (only a lingering close reads it, to discard it).
     Refused,
 }
 
@@ -128,10 +135,10 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if matches!(this.state, State::Refused) {
-            return Poll::Ready(None);
-        }
         match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) if matches!(this.state, State::Refused) => {
+                Poll::Ready(Some(Ok(chunk)))
+            }
             Poll::Ready(Some(Ok(chunk))) => {
                 if this.inspect(&chunk) {
                     Poll::Ready(Some(Ok(chunk)))

@@ -69,6 +69,10 @@ pub struct Incoming<S> {
     codec: Codec,
     buf: BytesMut,
     ended: bool,
+    /// The client's close frame has been decoded.
+    client_closed: bool,
+    /// Decoding failed: what follows is not in step with the frames.
+    failed: bool,
 }
 
 impl<S> Incoming<S> {
@@ -78,7 +82,25 @@ impl<S> Incoming<S> {
             codec: Codec::new().max_size(max_frame_size),
             buf: BytesMut::new(),
             ended: false,
+            client_closed: false,
+            failed: false,
         }
+    }
+
+    /// Whether the client's close frame has been read.
+    pub fn client_closed(&self) -> bool {
+        self.client_closed
+    }
+
+    /// Whether decoding failed (and the stream ended there).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The bytes underneath, for a lingering close after a frame the
+    /// decoder refused (see [`crate::transport::linger`]).
+    pub fn into_raw(self) -> S {
+        self.inner
     }
 }
 
@@ -94,10 +116,14 @@ where
             // A frame already buffered comes first: the input may have
             // ended after delivering it.
             match this.codec.decode(&mut this.buf) {
-                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(Some(frame)) => {
+                    this.client_closed |= matches!(frame, WsFrame::Close(_));
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     this.ended = true;
+                    this.failed = true;
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -113,6 +139,7 @@ where
                 Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
                 Poll::Ready(Some(Err(e))) => {
                     this.ended = true;
+                    this.failed = true;
                     return Poll::Ready(Some(Err(ProtocolError::Io(std::io::Error::other(
                         e.to_string(),
                     )))));

@@ -1,0 +1,195 @@
+//! Every close the gateway decides on reaches a client that keeps sending.
+//!
+//! The client here never stops writing (see `common::flood`): when the
+//! gateway closes it, frames the client sent are still arriving. Closing the
+//! socket with them unread would reset the connection and destroy the close
+//! frame in the client's receive buffer; the gateway reads and drops them
+//! until the client answers or closes (the lingering close), so the client
+//! reads the close frame, its code and its reason, and its writes still
+//! succeed after it has.
+
+mod common;
+
+use std::time::Duration;
+
+use common::flood::{self, Flood};
+use common::process::{command, Process};
+use common::redis::RedisServer;
+use common::TestServer;
+use serde_json::json;
+
+const EVERY_MS: Duration = Duration::from_millis(1);
+
+fn identify(name: &str) -> Vec<u8> {
+    flood::text(&json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"}).to_string())
+}
+
+fn self_fetch() -> Vec<u8> {
+    flood::text(r#"{"type":"SELF_FETCH"}"#)
+}
+
+/// Reads to the close frame, checks its code and that the reason says
+/// `reason_has`, and that the client is still sending once it has read it.
+async fn closed_while_sending(client: &mut Flood, code: u16, reason_has: &str) {
+    let (got, reason) = client.expect_close().await;
+    assert_eq!(got, code, "close reason: {reason}");
+    assert!(
+        reason.contains(reason_has),
+        "close {code}: {reason:?} does not say {reason_has:?}"
+    );
+    assert!(
+        client.still_sending().await,
+        "the client's writes failed right after the close frame: the connection was reset"
+    );
+}
+
+/// A client sending `first` and then SELF_FETCH every millisecond.
+async fn flooding(server: &TestServer, first: Vec<u8>) -> Flood {
+    let mut client = Flood::connect(server.addr, "/ws").await;
+    client.flood(first, self_fetch(), EVERY_MS);
+    client
+}
+
+#[tokio::test]
+async fn an_oversized_frame_then_more_frames_get_1009_with_its_reason() {
+    let server = TestServer::start();
+    let mut client = Flood::connect(server.addr, "/ws").await;
+    client.send(&identify("big")).await;
+    let mut oversized = flood::text(&"x".repeat(70_000));
+    oversized.extend(self_fetch());
+    client.flood(oversized, self_fetch(), Duration::ZERO);
+    closed_while_sending(&mut client, 1009, "frame exceeds 65536 bytes").await;
+}
+
+#[tokio::test]
+async fn an_undecodable_first_frame_then_more_get_4002() {
+    let server = TestServer::start();
+    let mut client = flooding(&server, flood::text("not json")).await;
+    closed_while_sending(&mut client, 4002, "").await;
+}
+
+#[tokio::test]
+async fn a_request_before_identify_then_more_get_4003() {
+    let server = TestServer::start();
+    let mut client = flooding(&server, self_fetch()).await;
+    closed_while_sending(&mut client, 4003, "IDENTIFY").await;
+}
+
+#[tokio::test]
+async fn pings_without_identify_get_4004_at_the_identify_timeout() {
+    let server = TestServer::with(|s| s.identify_timeout_ms = 300);
+    let mut client = Flood::connect(server.addr, "/ws").await;
+    // Pings are frames, but not IDENTIFY: the timeout still runs.
+    client.flood(Vec::new(), flood::frame(0x9, b"hi"), EVERY_MS);
+    closed_while_sending(&mut client, 4004, "").await;
+}
+
+#[tokio::test]
+async fn a_taken_name_then_more_frames_get_4005() {
+    let server = TestServer::start();
+    let _holder = server.client("taken").await;
+    let mut client = flooding(&server, identify("taken")).await;
+    closed_while_sending(&mut client, 4005, "taken").await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_then_more_frames_get_4006() {
+    let server = TestServer::with(|s| s.secret = "right".into());
+    let first = json!({"type": "IDENTIFY", "name": "s", "version": "0.2.0", "secret": "wrong"});
+    let mut client = flooding(&server, flood::text(&first.to_string())).await;
+    closed_while_sending(&mut client, 4006, "").await;
+}
+
+#[tokio::test]
+async fn a_bad_version_then_more_frames_get_4007() {
+    let server = TestServer::start();
+    let first = json!({"type": "IDENTIFY", "name": "v", "version": "9.0.0"});
+    let mut client = flooding(&server, flood::text(&first.to_string())).await;
+    closed_while_sending(&mut client, 4007, "").await;
+}
+
+#[tokio::test]
+async fn a_bad_name_then_more_frames_get_4008() {
+    let server = TestServer::start();
+    let mut client = flooding(&server, identify("has space")).await;
+    closed_while_sending(&mut client, 4008, "").await;
+}
+
+#[tokio::test]
+async fn a_frame_trickling_in_slower_than_the_heartbeat_gets_4009() {
+    let server = TestServer::with(|s| {
+        s.heartbeat_interval_ms = 100;
+        s.heartbeat_timeout_ms = 400;
+    });
+    let mut client = Flood::connect(server.addr, "/ws").await;
+    client.send(&identify("trickle")).await;
+    // One frame of 60,000 bytes, a byte every millisecond: bytes keep
+    // arriving, but no frame completes within the heartbeat timeout.
+    client.flood(flood::text_header(60_000), b"x".to_vec(), EVERY_MS);
+    closed_while_sending(&mut client, 4009, "no frame or pong").await;
+}
+
+#[tokio::test]
+async fn a_client_that_floods_requests_and_does_not_read_gets_1008() {
+    let server = TestServer::with(|s| s.max_outgoing_queue = 8);
+    let mut client = Flood::connect_with_recv_buffer(server.addr, "/ws", 4096).await;
+    client.send(&identify("greedy")).await;
+    client.flood(Vec::new(), self_fetch(), Duration::ZERO);
+    // Not reading: the replies fill the socket, then the queue.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    closed_while_sending(&mut client, 1008, "").await;
+}
+
+/// A gateway process with `extra` arguments, a client flooding it, then
+/// SIGTERM: the client reads `code` while it is still sending.
+async fn stopped_while_flooded(extra: &[&str], code: u16) {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let mut args = vec!["--bind", "127.0.0.1:0", "--data-dir", &data_dir];
+    args.extend_from_slice(&["--workers", "1", "--shutdown-timeout-secs", "5"]);
+    args.extend_from_slice(extra);
+    let mut gateway = Process::spawn(command(&args));
+    let addr = gateway.listening().await;
+
+    let mut client = Flood::connect(addr, "/ws").await;
+    client.send(&identify("busy")).await;
+    let (op, hello) = client.next_frame().await;
+    assert_eq!(op, 0x1);
+    assert!(String::from_utf8_lossy(&hello).contains("HELLO"));
+    client.flood(Vec::new(), self_fetch(), EVERY_MS);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    gateway.signal("TERM");
+    closed_while_sending(&mut client, code, "").await;
+    drop(client);
+    let status = gateway.exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit {status}:\n{}", gateway.log());
+}
+
+#[tokio::test]
+async fn a_gateway_stopping_alone_sends_1001_to_a_client_that_keeps_sending() {
+    stopped_while_flooded(&[], 1001).await;
+}
+
+#[tokio::test]
+async fn a_replica_stopping_sends_1012_to_a_client_that_keeps_sending() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    stopped_while_flooded(&["--redis-url", &url], 1012).await;
+}
+
+#[tokio::test]
+async fn an_adapter_closes_a_client_that_keeps_sending_with_its_reason() {
+    // A Nest host whose first frame is not let_me_in_pls: the adapter's
+    // error frame and close go through the same lingering close.
+    let server = TestServer::start();
+    let mut client = Flood::connect(server.addr, "/nest").await;
+    client.flood(
+        flood::text(r#"{"status":"info","message":"hello","payload":{}}"#),
+        flood::text(r#"{"status":"info","message":"more","payload":{}}"#),
+        EVERY_MS,
+    );
+    let (code, reason) = client.expect_close().await;
+    assert_ne!(code, 1006, "{reason}");
+    assert!(client.still_sending().await, "reset under the close frame");
+}
