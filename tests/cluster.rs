@@ -518,10 +518,65 @@ async fn replicas_survive_a_redis_outage_and_re_register() {
     let mut amy = r1.client("amy").await;
     let mut bob = r2.client("bob").await;
     sees(&mut bob, &["alice", "amy", "bob"]).await;
+
+    let mut bob_feed = r2.client("bob_feed").await;
+    alice
+        .send(json!({"type": "SERVICE_CREATE", "service": "news"}))
+        .await;
+    assert_eq!(
+        alice.skip_to("SERVICE_CREATE_RESULT").await["successful"],
+        true
+    );
+    // Once bob_feed's replica has heard of the service (INVALID_SERVICE
+    // until then).
+    bob_feed.skip_to("SERVICE_CREATE_RESULT").await;
+    let subscribed = bob_feed
+        .request(json!({"type": "SELF_SUBSCRIBE", "service": "news"}), 0)
+        .await;
+    assert_eq!(subscribed["successful"], true, "{subscribed}");
     alice.drain(100).await;
     amy.drain(100).await;
 
     redis.kill();
+    // From the moment Redis is gone, no frame for another replica is
+    // acknowledged: whether the replica noticed yet (the write fails) or
+    // not (it refuses at once), the sender is told it did not leave.
+    let not_sent = |payload: &serde_json::Value| {
+        assert_eq!(payload["type"], "ERROR_UNAVAILABLE", "{payload}");
+        assert!(payload["desc"].as_str().unwrap().contains("other replicas"));
+    };
+    for target in [
+        json!({"type": "NAME", "name": "bob"}),
+        json!({"type": "ALL"}),
+        json!({"type": "SERVICE", "service": "news"}),
+    ] {
+        alice
+            .send(json!({"type": "MESSAGE", "target": target, "data": "lost?"}))
+            .await;
+        let answer = loop {
+            let payload = tokio::time::timeout(Duration::from_secs(10), alice.recv())
+                .await
+                .expect("an answer within the Redis timeouts");
+            if payload.get("seq").is_some() {
+                break payload;
+            }
+        };
+        not_sent(&answer);
+    }
+    // The copy for a client of this replica went out all the same.
+    assert_eq!(amy.skip_to("MESSAGE").await["data"], "lost?");
+    let metrics = reqwest::get(r1.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("concierge_cluster_frames_not_sent_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no frames-not-sent counter in\n{metrics}"));
+    assert_eq!(counted, 3, "{metrics}");
     // Not ready, but local clients still talk.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -561,7 +616,7 @@ async fn replicas_survive_a_redis_outage_and_re_register() {
         }
     }
     let mut carol = r2.client("carol").await;
-    sees(&mut carol, &["alice", "amy", "bob", "carol"]).await;
+    sees(&mut carol, &["alice", "amy", "bob", "bob_feed", "carol"]).await;
     // Names are claimed again: nobody can take alice's.
     let mut dup = r2.connect().await;
     dup.send(json!({"type": "IDENTIFY", "name": "alice", "version": "0.2.0"}))

@@ -132,10 +132,24 @@ pub enum ClusterError {
 /// A cluster operation that completes later.
 pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// What became of a frame handed to the cluster for other nodes. A sender
+/// is told `OK` only for a frame that left: one the cluster could not take
+/// is answered with an error instead (see `docs/PROTOCOL.md` §12).
+pub enum Handoff {
+    /// Nothing to wait for: the frame left, or there is no other node.
+    Sent,
+    /// It did not leave: the link to the other nodes is down.
+    Refused,
+    /// Queued on the link: resolves to whether it left (Redis took it).
+    Queued(Pending<bool>),
+}
+
 /// How this node reaches the other nodes of its cluster and the state they
 /// share. Calls that only send never wait: they are queued, in order, on
 /// one link, so what one node sends another arrives in the order it was
-/// sent, whatever its kind.
+/// sent, whatever its kind. Those that carry a client's frame say whether
+/// it left ([`Handoff`]), so the sender is never told `OK` for a frame that
+/// was lost.
 pub trait Cluster: Send + Sync + 'static {
     /// This node's id.
     fn node(&self) -> NodeId;
@@ -156,16 +170,16 @@ pub trait Cluster: Send + Sync + 'static {
     /// Tells every other node about a change.
     fn announce(&self, event: &Event);
     /// A frame for every client of every other node (MESSAGE to ALL).
-    fn send_to_all(&self, frame: &Frame, except: Option<Uuid>);
+    fn send_to_all(&self, frame: &Frame, except: Option<Uuid>) -> Handoff;
     /// A frame for the client `to`, connected to `node`.
-    fn send_to_node(&self, node: NodeId, to: Uuid, frame: &Frame);
+    fn send_to_node(&self, node: NodeId, to: Uuid, frame: &Frame) -> Handoff;
     /// Asks `node` to close its client `uuid`, whose name a newer
     /// connection of the same user takes over; the name is free once the
     /// client's `Left` is recorded.
     fn take_over(&self, node: NodeId, uuid: Uuid);
     /// A broadcast of a service owned here, for its subscribers on every
     /// node that [`watch`](Cluster::watch)es it.
-    fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame);
+    fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame) -> Handoff;
     /// From now on, deliver the broadcasts of the service `name` (owned on
     /// another node) to this node. Resolves once a broadcast published
     /// anywhere after it resolved is certain to arrive (or the link is down,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use uuid::Uuid;
 
 use super::store::Store;
-use super::{Cluster, ClusterError, Event, NodeId, Pending};
+use super::{Cluster, ClusterError, Event, Handoff, NodeId, Pending};
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
 use crate::transport::outbox::Frame;
 
@@ -81,11 +81,14 @@ impl Cluster for Standalone {
 
     fn announce(&self, _: &Event) {}
 
-    fn send_to_all(&self, _: &Frame, _: Option<Uuid>) {}
+    fn send_to_all(&self, _: &Frame, _: Option<Uuid>) -> Handoff {
+        Handoff::Sent
+    }
 
-    fn send_to_node(&self, node: NodeId, _: Uuid, _: &Frame) {
+    fn send_to_node(&self, node: NodeId, _: Uuid, _: &Frame) -> Handoff {
         // Every client of a standalone gateway is local.
         tracing::error!(%node, "a standalone gateway was asked to send to another node");
+        Handoff::Refused
     }
 
     fn take_over(&self, node: NodeId, _: Uuid) {
@@ -93,7 +96,9 @@ impl Cluster for Standalone {
         tracing::error!(%node, "a standalone gateway was asked to close a client of another node");
     }
 
-    fn publish_service(&self, _: &str, _: Option<Uuid>, _: &Frame) {}
+    fn publish_service(&self, _: &str, _: Option<Uuid>, _: &Frame) -> Handoff {
+        Handoff::Sent
+    }
 
     fn watch(&self, _: &str) -> Pending<()> {
         ready(())

@@ -80,6 +80,7 @@ pub struct Metrics {
     publish_seconds: Histogram,
     pub redis_reconnects: Counter,
     pub redis_errors: Counter,
+    pub cluster_frames_not_sent: Counter,
     pub logins_failed: Counter,
     pub lockouts: Counter,
     vpn_peers: Gauge,
@@ -158,6 +159,7 @@ impl Metrics {
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
             redis_reconnects: Counter::default(),
             redis_errors: Counter::default(),
+            cluster_frames_not_sent: Counter::default(),
             logins_failed: Counter::default(),
             lockouts: Counter::default(),
             vpn_peers: Gauge::default(),
@@ -232,6 +234,11 @@ impl Metrics {
             "redis_errors",
             "Batches of Redis writes that failed",
             m.redis_errors.clone(),
+        );
+        registry.register(
+            "cluster_frames_not_sent",
+            "Client frames for other replicas that the cluster could not take (the sender was answered ERROR_UNAVAILABLE, not OK)",
+            m.cluster_frames_not_sent.clone(),
         );
         registry.register(
             "logins_failed",

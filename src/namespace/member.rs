@@ -143,9 +143,9 @@ impl Member {
                 self.reply(seq, payload);
                 Outcome::Answered
             }
-            Routed::Lookup(answer) => {
+            Routed::Later(answer) => {
                 let reply = self.reply_to(seq);
-                Outcome::later("a lookup", async move {
+                Outcome::later("a lookup or the cluster", async move {
                     reply.send(answer.await);
                 })
             }

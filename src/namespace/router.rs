@@ -15,15 +15,40 @@ use std::pin::Pin;
 
 use super::view::{ClientRecord, Directory};
 use super::Namespace;
+use crate::cluster::Handoff;
 use crate::protocol::{MessageOut, PayloadOut, Target};
 use crate::transport::outbox::Frame;
 
-/// The sender's answer, now or once a lookup is done. (Only ever returned
-/// and matched at once: its size does not matter.)
+/// The sender's answer, now or once a lookup or a hand-off to the cluster
+/// is done. (Only ever returned and matched at once: its size does not
+/// matter.)
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Routed {
     Now(PayloadOut),
-    Lookup(Pin<Box<dyn Future<Output = PayloadOut>>>),
+    Later(Pin<Box<dyn Future<Output = PayloadOut>>>),
+}
+
+/// The sender's answer for a frame handed to the cluster (after the copies
+/// for this node's clients went out): `OK` only once it left.
+fn answer(handoff: Handoff) -> Routed {
+    match handoff {
+        Handoff::Sent => Routed::Now(PayloadOut::Ok),
+        Handoff::Refused => Routed::Now(not_sent()),
+        Handoff::Queued(sent) => Routed::Later(Box::pin(async move {
+            if sent.await {
+                PayloadOut::Ok
+            } else {
+                not_sent()
+            }
+        })),
+    }
+}
+
+fn not_sent() -> PayloadOut {
+    PayloadOut::ErrorUnavailable {
+        desc: "the cluster is unreachable: the message did not reach clients of other replicas"
+            .into(),
+    }
 }
 
 /// Relays a MESSAGE from `from`; returns the sender's answer.
@@ -44,12 +69,12 @@ pub(super) fn route(
     };
     let payload = match target {
         Target::Name { name } => match dir.named(name) {
-            Some(to) => deliver(ns, to, frame(None)),
+            Some(to) => return deliver(ns, to, frame(None)),
             None => return look_up(ns, from, target, data),
         },
         Target::Uuid { uuid } => match uuid.parse::<Uuid>() {
             Ok(to) => match dir.client(&to) {
-                Some(to) => deliver(ns, to, frame(None)),
+                Some(to) => return deliver(ns, to, frame(None)),
                 None => return look_up(ns, from, target, data),
             },
             Err(_) => PayloadOut::InvalidUuid { uuid: uuid.clone() },
@@ -57,8 +82,7 @@ pub(super) fn route(
         Target::All => {
             let frame = frame(None);
             dir.publish(&frame, None);
-            ns.cluster.send_to_all(&frame, None);
-            PayloadOut::Ok
+            return answer(ns.cluster.send_to_all(&frame, None));
         }
         Target::Service { service } => {
             let Some(handle) = dir.service(service) else {
@@ -72,10 +96,9 @@ pub(super) fn route(
             if sender == owner {
                 let frame = frame(Some(&view.receipt_json));
                 view.publish(&frame, Some(owner));
-                ns.cluster.publish_service(service, Some(owner), &frame);
-                PayloadOut::Ok
+                return answer(ns.cluster.publish_service(service, Some(owner), &frame));
             } else if view.subscribers.contains(&sender) {
-                deliver_to_uuid(ns, &dir, owner, frame(Some(&view.receipt_json)))
+                return deliver_to_uuid(ns, &dir, owner, frame(Some(&view.receipt_json)));
             } else {
                 PayloadOut::Bad {
                     desc: Some(format!(
@@ -99,7 +122,7 @@ pub(super) fn route(
                 });
             }
             match uuid.parse().ok().filter(|u| view.subscribers.contains(u)) {
-                Some(to) => deliver_to_uuid(ns, &dir, to, frame(Some(&view.receipt_json))),
+                Some(to) => return deliver_to_uuid(ns, &dir, to, frame(Some(&view.receipt_json))),
                 None => PayloadOut::InvalidUuid { uuid: uuid.clone() },
             }
         }
@@ -108,20 +131,30 @@ pub(super) fn route(
 }
 
 /// Sends a frame to one client, here or on its node.
-fn deliver(ns: &Namespace, to: &ClientRecord, frame: Frame) -> PayloadOut {
+fn deliver(ns: &Namespace, to: &ClientRecord, frame: Frame) -> Routed {
     match &to.outbox {
-        Some(outbox) => outbox.send(frame),
-        None => ns.cluster.send_to_node(to.node, to.info.uuid, &frame),
+        Some(outbox) => {
+            outbox.send(frame);
+            Routed::Now(PayloadOut::Ok)
+        }
+        None => answer(ns.cluster.send_to_node(to.node, to.info.uuid, &frame)),
     }
-    PayloadOut::Ok
 }
 
-fn deliver_to_uuid(ns: &Namespace, dir: &Directory, to: Uuid, frame: Frame) -> PayloadOut {
+fn deliver_to_uuid(ns: &Namespace, dir: &Directory, to: Uuid, frame: Frame) -> Routed {
     match dir.client(&to) {
         Some(to) => deliver(ns, to, frame),
-        None => PayloadOut::InvalidUuid {
+        None => Routed::Now(PayloadOut::InvalidUuid {
             uuid: to.to_string(),
-        },
+        }),
+    }
+}
+
+/// The answer once a hand-off is done, for a sender already waiting.
+async fn settled(routed: Routed) -> PayloadOut {
+    match routed {
+        Routed::Now(payload) => payload,
+        Routed::Later(answer) => answer.await,
     }
 }
 
@@ -151,7 +184,7 @@ fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &Raw
     };
     let located = ns.cluster.locate(name, uuid);
     let (ns, from, target, data) = (ns.clone(), from.clone(), target.clone(), data.to_owned());
-    Routed::Lookup(Box::pin(async move {
+    Routed::Later(Box::pin(async move {
         let found = located.await;
         let dir = ns.directory();
         let frame = || {
@@ -164,12 +197,14 @@ fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &Raw
         };
         // Known by now: its arrival reached this node during the lookup.
         if let Some(to) = known(&dir, &target) {
-            return deliver(&ns, to, frame());
+            let routed = deliver(&ns, to, frame());
+            drop(dir);
+            return settled(routed).await;
         }
         match found {
             Ok(Some((peer, node))) if node != ns.cluster.node() => {
-                ns.cluster.send_to_node(node, peer.uuid, &frame());
-                PayloadOut::Ok
+                drop(dir);
+                settled(answer(ns.cluster.send_to_node(node, peer.uuid, &frame()))).await
             }
             Ok(_) => invalid(&target),
             Err(e) => {

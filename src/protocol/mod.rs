@@ -495,6 +495,11 @@ pub enum PayloadOut {
     ErrorInternal {
         desc: String,
     },
+    /// A MESSAGE whose frame could not be handed to the other replicas
+    /// (the cluster is unreachable): it did not reach clients elsewhere.
+    ErrorUnavailable {
+        desc: String,
+    },
     ErrorUnsupported,
     ErrorProtocol {
         desc: String,

@@ -21,13 +21,18 @@ use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::wire::{self, key, StoredClient, EVENTS};
-use crate::cluster::{Inbound, NodeId, Snapshot};
+use crate::cluster::{Handoff, Inbound, NodeId, Snapshot};
 use crate::metrics;
 use crate::protocol::ServiceInfo;
 
 /// What the writer task is given, in order.
 pub enum Write {
     Cmd(redis::Cmd),
+    /// A client's frame: `sent` is told whether Redis took it.
+    Frame {
+        cmd: redis::Cmd,
+        sent: oneshot::Sender<bool>,
+    },
     /// Answered once every command queued before it has been sent.
     Flush(oneshot::Sender<()>),
 }
@@ -69,6 +74,24 @@ impl Link {
         self.write(cmd);
     }
 
+    /// Publishes a client's frame, unless the link is down: the sender
+    /// learns whether it left.
+    pub fn hand_off(&self, channel: String, payload: Vec<u8>) -> Handoff {
+        if !self.is_up() {
+            metrics::get().cluster_frames_not_sent.inc();
+            return Handoff::Refused;
+        }
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        let (sent, taken) = oneshot::channel();
+        if self.writes.send(Write::Frame { cmd, sent }).is_err() {
+            tracing::error!("the Redis writer has stopped");
+            metrics::get().cluster_frames_not_sent.inc();
+            return Handoff::Refused;
+        }
+        Handoff::Queued(Box::pin(async move { taken.await.unwrap_or(false) }))
+    }
+
     pub fn write(&self, cmd: redis::Cmd) {
         if self.writes.send(Write::Cmd(cmd)).is_err() {
             tracing::error!("the Redis writer has stopped");
@@ -108,6 +131,7 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
     let mut conn = link.conn.clone();
     let mut batch = Vec::new();
     let mut flushed = Vec::new();
+    let mut frames = Vec::new();
     while rx.recv_many(&mut batch, 512).await > 0 {
         let mut pipe = redis::pipe();
         let mut commands = 0;
@@ -117,9 +141,15 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
                     pipe.add_command(cmd).ignore();
                     commands += 1;
                 }
+                Write::Frame { cmd, sent } => {
+                    pipe.add_command(cmd).ignore();
+                    commands += 1;
+                    frames.push(sent);
+                }
                 Write::Flush(done) => flushed.push(done),
             }
         }
+        let mut written = true;
         if commands > 0 {
             match pipe.query_async::<()>(&mut conn).await {
                 Ok(()) => {
@@ -128,12 +158,21 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
                     }
                 }
                 Err(e) => {
+                    written = false;
                     if link.writing.swap(false, Ordering::Relaxed) {
                         tracing::error!(error = %e, "Redis write failed: cluster updates are being lost");
                     }
                     metrics::get().redis_errors.inc();
                 }
             }
+        }
+        if !written && !frames.is_empty() {
+            metrics::get()
+                .cluster_frames_not_sent
+                .inc_by(frames.len() as u64);
+        }
+        for sent in frames.drain(..) {
+            let _ = sent.send(written);
         }
         for done in flushed.drain(..) {
             let _ = done.send(());

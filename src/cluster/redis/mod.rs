@@ -25,7 +25,7 @@ use self::link::{Link, WatchCommand};
 use self::store::RedisStore;
 use self::wire::{key, Route, StoredClient, EVENTS, PREFIX};
 use super::store::Store;
-use super::{Cluster, ClusterError, Event, Inbound, NodeId, Pending};
+use super::{Cluster, ClusterError, Event, Handoff, Inbound, NodeId, Pending};
 use crate::config::redacted;
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
 use crate::transport::outbox::Frame;
@@ -261,14 +261,14 @@ impl Cluster for RedisCluster {
             .publish(EVENTS.to_owned(), wire::encode(self.link.node, route, None));
     }
 
-    fn send_to_all(&self, frame: &Frame, except: Option<Uuid>) {
+    fn send_to_all(&self, frame: &Frame, except: Option<Uuid>) -> Handoff {
         let payload = wire::encode(self.link.node, Route::All { except }, Some(frame));
-        self.link.publish(EVENTS.to_owned(), payload);
+        self.link.hand_off(EVENTS.to_owned(), payload)
     }
 
-    fn send_to_node(&self, node: NodeId, to: Uuid, frame: &Frame) {
+    fn send_to_node(&self, node: NodeId, to: Uuid, frame: &Frame) -> Handoff {
         let payload = wire::encode(self.link.node, Route::Client { to }, Some(frame));
-        self.link.publish(wire::inbox(node), payload);
+        self.link.hand_off(wire::inbox(node), payload)
     }
 
     fn take_over(&self, node: NodeId, uuid: Uuid) {
@@ -276,13 +276,13 @@ impl Cluster for RedisCluster {
         self.link.publish(wire::inbox(node), payload);
     }
 
-    fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame) {
+    fn publish_service(&self, name: &str, except: Option<Uuid>, frame: &Frame) -> Handoff {
         let route = Route::Service {
             name: name.to_owned(),
             except,
         };
         let payload = wire::encode(self.link.node, route, Some(frame));
-        self.link.publish(wire::service_channel(name), payload);
+        self.link.hand_off(wire::service_channel(name), payload)
     }
 
     fn watch(&self, name: &str) -> Pending<()> {
