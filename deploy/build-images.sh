@@ -3,7 +3,7 @@
 #
 #   concierge/debian-base:bookworm  a debootstrap minbase rootfs, imported (cached)
 #   concierge/redis                 FROM the base, redis-server from Debian
-#   concierge/lb                    FROM the base, nginx from Debian + deploy/nginx.conf
+#   concierge/lb                    FROM the base, HAProxy from Debian + deploy/haproxy.cfg
 #   concierge/gateway               FROM the base + target/release/concierge built on this host
 #   concierge/systemd-test          FROM the base, systemd as PID 1 + the binary + deploy/systemd/
 #                                   units (for tests/systemd.rs; only with --only systemd)
@@ -251,9 +251,9 @@ build_base
 wanted redis && build_from_base concierge/redis:latest "$here/Dockerfile.redis" "$here"
 if wanted lb; then
     build_from_base concierge/lb:latest "$here/Dockerfile.lb" "$here"
-    # nginx -t needs the upstream names to resolve: point them anywhere.
-    docker run --rm --add-host gateway1:127.0.0.1 --add-host gateway2:127.0.0.1 \
-        --add-host gateway3:127.0.0.1 concierge/lb:latest nginx -t -q || die "deploy/nginx.conf is invalid"
+    # The replicas are resolved at run time (init-addr none): nothing to fake.
+    docker run --rm concierge/lb:latest haproxy -c -q -f /etc/haproxy/haproxy.cfg ||
+        die "deploy/haproxy.cfg is invalid (see above)"
 fi
 wanted gateway && build_gateway
 wanted systemd && build_systemd
