@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Smoke test of the docker-compose cluster: brings it up under a throw-away
-# project name on a free loopback port, waits for every service to be healthy,
-# runs deploy/smoke_client.py (which talks to the LB and to each replica, then
-# `docker kill`s gateway2 and `docker stop`s gateway3), checks the rest of the
-# cluster is still healthy, starts the two again and checks they rejoin, and
-# always tears everything down (docker-compose down -v).
+# project name on a free loopback port (plain `docker-compose up -d`: three
+# gateway replicas), waits for every container to be healthy and for HAProxy
+# to balance over the three, runs deploy/smoke_client.py (which talks to the
+# LB and to each replica, then `docker kill`s the second replica and
+# `docker stop`s the third), checks the rest of the cluster is still healthy,
+# starts the two again (`docker-compose up -d`) and checks they rejoin, scales
+# 3 -> 5 -> 2 with clients connected (smoke_client.py --phase scale), checks
+# an account survives a Redis restart, and always tears everything down
+# (docker-compose down -v).
 #
 # Usage: deploy/smoke-test.sh [--no-cluster] [--override FILE]...
 #   --no-cluster     skip the client steps that need Redis clustering
@@ -26,15 +30,13 @@ while (($#)); do
             compose_files+=(-f "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")")
             shift
             ;;
-        -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "smoke-test: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
 
 project=concierge-smoke-$$
-gateways=(gateway1 gateway2 gateway3)
-services=(redis "${gateways[@]}" lb)
 current="start"
 failures=()
 
@@ -72,23 +74,31 @@ cleanup() {
     exit "$rc"
 }
 
-container() { compose ps -q "$1"; }
+# The containers of a service, running or not (gateway: one per replica).
+containers() { compose ps -q "$1"; }
 
-health() { # service -> healthy|unhealthy|starting|exited|...
-    local id
-    id=$(container "$1")
-    [[ -n $id ]] || { echo missing; return; }
-    docker inspect -f '{{if .State.Running}}{{if .State.Health}}{{.State.Health.Status}}{{else}}running{{end}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null || echo gone
+health_of() { # container -> healthy|unhealthy|starting|exited|...
+    docker inspect -f '{{if .State.Running}}{{if .State.Health}}{{.State.Health.Status}}{{else}}running{{end}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null || echo gone
 }
 
-wait_healthy() { # seconds service...
-    local deadline=$((SECONDS + $1)) service status pending
+health() { # service -> the health of each of its containers, as NAME=STATUS words
+    local id out=()
+    for id in $(containers "$1"); do
+        out+=("$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}_{{index .Config.Labels "com.docker.compose.container-number"}}' "$id")=$(health_of "$id")")
+    done
+    ((${#out[@]})) || out=("$1=missing")
+    echo "${out[*]}"
+}
+
+wait_healthy() { # seconds service... : every container of each service healthy
+    local deadline=$((SECONDS + $1)) service word pending
     shift
     while :; do
         pending=()
         for service in "$@"; do
-            status=$(health "$service")
-            [[ $status == healthy ]] || pending+=("$service=$status")
+            for word in $(health "$service"); do
+                [[ $word == *=healthy ]] || pending+=("$word")
+            done
         done
         ((${#pending[@]} == 0)) && return 0
         ((SECONDS < deadline)) || fail "not healthy after the wait: ${pending[*]}"
@@ -96,16 +106,45 @@ wait_healthy() { # seconds service...
     done
 }
 
-replica_args=()
-collect_replicas() { # --replica NAME=IP=CONTAINER for each gateway, as they are now
-    local gw id ip
-    replica_args=()
-    for gw in "${gateways[@]}"; do
-        id=$(container "$gw")
-        ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
-        [[ -n $ip ]] || fail "$gw has no address"
-        replica_args+=(--replica "$gw=$ip=$id")
+# HAProxy's stats listener (port 8404 of the lb container, not published).
+lb_stats() {
+    local ip
+    ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(containers lb)")
+    echo "$ip:8404"
+}
+
+lb_up() { # the addresses HAProxy balances over (servers UP in backend gateways), sorted
+    curl --silent --max-time 3 "http://$(lb_stats)/stats;csv" |
+        awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+                 $1 == "gateways" && $2 != "BACKEND" && $(col["status"]) ~ /^UP/ {
+                     split($(col["addr"]), a, ":"); print a[1] }' | sort
+}
+
+wait_lb_follows() { # seconds: until HAProxy balances over exactly the running replicas
+    local deadline=$((SECONDS + $1)) want got
+    while :; do
+        want=$(for id in $(containers gateway); do
+            docker inspect -f '{{if .State.Running}}{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}{{end}}' "$id"
+        done | sed '/^$/d' | sort)
+        got=$(lb_up)
+        [[ -n $want && $got == "$want" ]] && return 0
+        ((SECONDS < deadline)) || fail "the LB balances over [${got//$'\n'/ }], not the running replicas [${want//$'\n'/ }]"
+        sleep 0.5
     done
+}
+
+replica_args=()
+collect_replicas() { # --replica gateway_N=IP=CONTAINER for each running replica, by number
+    local num id ip running
+    replica_args=()
+    while read -r num id; do
+        read -r running ip < <(docker inspect -f '{{.State.Running}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
+        [[ $running == true ]] || continue
+        [[ -n $ip ]] || fail "gateway_$num has no address"
+        replica_args+=(--replica "gateway_$num=$ip=$id")
+    done < <(for id in $(containers gateway); do
+        docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}} {{.Id}}' "$id"
+    done | sort -n)
 }
 
 step "checking prerequisites"
@@ -126,66 +165,81 @@ echo "project $project, LB on $lb"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step "docker-compose up"
+step "docker-compose up -d"
 started=$SECONDS
-# lb waits for the gateways' healthchecks (depends_on: service_healthy).
 compose up -d || fail "docker-compose up failed"
+count=$(containers gateway | wc -l)
+((count == 3)) || fail "docker-compose up -d started $count gateway replicas, not 3 (deploy.replicas)"
+echo "3 gateway replicas (deploy.replicas) in $((SECONDS - started)) s"
 
-step "waiting for every service to be healthy"
-wait_healthy 90 "${services[@]}"
+step "waiting for every container to be healthy and the LB to balance over the 3 replicas"
+wait_healthy 90 redis gateway lb
 echo "healthy after $((SECONDS - started)) s"
+wait_lb_follows 20
+echo "the LB balances over $(lb_up | paste -sd' ') after $((SECONDS - started)) s"
 
 collect_replicas
+kill_name=${replica_args[3]%%=*} stop_name=${replica_args[5]%%=*}
 
 step "LB answers on $lb"
 curl --fail --silent --show-error --max-time 5 "http://$lb/readyz" >/dev/null || fail "GET /readyz through the LB"
 
-step "smoke client (deploy/smoke_client.py): everything up to killing gateway2, stopping gateway3"
+step "smoke client (deploy/smoke_client.py): everything up to killing $kill_name, stopping $stop_name"
 if ! python3 "$here/smoke_client.py" --lb "$lb" "${replica_args[@]}" "${client_args[@]}"; then
     failures+=("smoke client (main phase)")
 fi
 
-step "the rest of the cluster is healthy after gateway2's kill and gateway3's stop"
-echo "gateway2: $(health gateway2), gateway3: $(health gateway3)"
-wait_healthy 30 redis gateway1 lb
+step "the rest of the cluster is healthy after $kill_name's kill and $stop_name's stop"
+echo "gateway: $(health gateway)"
+wait_healthy 30 redis lb
+survivor=${replica_args[1]##*=}
+[[ $(health_of "$survivor") == healthy ]] || fail "${replica_args[1]%%=*} is $(health_of "$survivor")"
 for i in 1 2 3 4 5; do
     curl --fail --silent --show-error --max-time 5 "http://$lb/readyz" >/dev/null ||
         fail "GET /readyz through the LB (try $i)"
 done
-echo "redis, gateway1 and lb healthy; the LB serves"
+wait_lb_follows 10
+echo "redis, the last replica and lb healthy; the LB serves, balancing over $(lb_up | paste -sd' ')"
 
-step "starting gateway2 and gateway3 again"
-compose start gateway2 gateway3
-wait_healthy 60 "${services[@]}"
+step "docker-compose up -d starts $kill_name and $stop_name again"
 before=("${replica_args[@]}")
+compose up -d || fail "docker-compose up -d failed"
+wait_healthy 60 redis gateway lb
 collect_replicas
+((${#replica_args[@]} == 6)) || fail "after docker-compose up -d: ${replica_args[*]}"
 moved=()
 for i in "${!replica_args[@]}"; do
-    [[ ${replica_args[i]} == "${before[i]}" ]] || moved+=("${before[i]%=*} -> ${replica_args[i]%=*}")
+    [[ ${replica_args[i]} == "${before[i]}" ]] || moved+=("${before[i]%=*} -> ${replica_args[i]#*=}")
 done
-if ((${#moved[@]})); then
-    # nginx resolved the replicas at start; lb-entrypoint must reload it.
-    echo "replica addresses changed (${moved[*]}); waiting for lb to reload nginx"
-    deadline=$((SECONDS + 20))
-    until compose logs --no-color lb | grep -q 'upstream addresses changed'; do
-        ((SECONDS < deadline)) || fail "lb did not reload nginx after the replicas' addresses changed"
-        sleep 1
-    done
-    compose logs --no-color lb | grep 'upstream addresses changed' | tail -1
-fi
+((${#moved[@]} == 0)) || echo "replica addresses changed: ${moved[*]} (HAProxy follows them through DNS)"
+wait_lb_follows 20
+echo "the LB balances over $(lb_up | paste -sd' ')"
 
 step "smoke client: the restarted replicas rejoin"
 if ! python3 "$here/smoke_client.py" --phase rejoin --lb "$lb" "${replica_args[@]}" "${client_args[@]}"; then
     failures+=("smoke client (rejoin phase)")
 fi
 
+step "smoke client: scaling 3 -> 5 -> 2 with docker-compose up -d --scale gateway=N"
+scale_args=(--project "$project" --lb-stats "$(lb_stats)")
+for ((i = 1; i < ${#compose_files[@]}; i += 2)); do
+    scale_args+=(--compose-file "${compose_files[i]}")
+done
+if ! python3 "$here/smoke_client.py" --phase scale --lb "$lb" "${scale_args[@]}" "${client_args[@]}"; then
+    failures+=("smoke client (scale phase)")
+fi
+echo "gateway: $(health gateway)"
+wait_healthy 30 redis gateway lb
+wait_lb_follows 10
+
 step "an account lives in Redis and survives its restart"
 # The last step: once an account exists, every client needs a token.
+first=$(containers gateway | head -1)
 printf 'smoke password 1\n' |
-    compose exec -T gateway1 concierge user add smoke_op --role operator --password-stdin ||
-    fail "concierge user add inside gateway1"
+    docker exec -i "$first" concierge user add smoke_op --role operator --password-stdin ||
+    fail "concierge user add inside a gateway replica"
 compose restart redis
-wait_healthy 60 "${services[@]}"
+wait_healthy 60 redis gateway lb
 deadline=$((SECONDS + 30))
 until answer=$(curl --silent --max-time 5 -H 'Content-Type: application/json' \
         -d '{"username":"smoke_op","password":"smoke password 1"}' "http://$lb/auth/token") &&

@@ -157,6 +157,13 @@ class Client:
         except Exception:
             self.abort()
 
+    def closed(self):
+        """Whether the connection is no longer open (either websockets API)."""
+        state = getattr(self.ws, "state", None)
+        if state is not None:
+            return getattr(state, "name", str(state)) != "OPEN"
+        return bool(getattr(self.ws, "closed", False))
+
     def abort(self):
         transport = getattr(self.ws, "transport", None)
         if transport is not None:
@@ -184,6 +191,42 @@ def identified_on(ip):
     return int(m.group(1))
 
 
+class Compose:
+    """The throw-away compose project (deploy/smoke-test.sh's), for the scale phase."""
+
+    def __init__(self, project, files):
+        self.base = ["docker-compose", "-p", project]
+        for f in files:
+            self.base += ["-f", f]
+
+    async def run(self, *args):
+        """Runs a compose command without blocking the event loop (the clients keep
+        answering pings meanwhile): (exit status, seconds, output)."""
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(*self.base, *args, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode, time.monotonic() - started, out.decode(errors="replace")
+
+    def ids(self, service):
+        out = subprocess.run(self.base + ["ps", "-q", service], capture_output=True, text=True,
+                             check=True).stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def replicas(self):
+        """The running gateway containers, by number: [(name, ip, id)]; name is gateway_N."""
+        found = []
+        for cid in self.ids("gateway"):
+            out = subprocess.run(
+                ["docker", "inspect", "-f",
+                 '{{index .Config.Labels "com.docker.compose.container-number"}} {{.State.Running}} '
+                 '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', cid],
+                capture_output=True, text=True).stdout.split()
+            if len(out) == 3 and out[1] == "true":
+                found.append((int(out[0]), f"gateway_{out[0]}", out[2], cid))
+        return [(name, ip, cid) for _, name, ip, cid in sorted(found)]
+
+
 class Smoke:
     def __init__(self, args):
         self.lb = args.lb
@@ -191,7 +234,10 @@ class Smoke:
         for spec in args.replica:
             name, ip, container = spec.split("=", 2)
             self.replicas.append((name, ip, container))
-        check(len(self.replicas) >= 3, "need three --replica NAME=IP=CONTAINER")
+        if args.phase != "scale":
+            check(len(self.replicas) >= 3, "need three --replica NAME=IP=CONTAINER")
+        self.compose = Compose(args.project, args.compose_file) if args.project else None
+        self.lb_stats = args.lb_stats
         self.cluster = not args.no_cluster
         self.run = f"s{os.getpid()}"
         self.n = 0
@@ -200,6 +246,8 @@ class Smoke:
         self.killed = None
         self.stopped = None
         self.victim_name = None
+        self.after_kill = None  # [(seconds, error or None)] of the connects right after the kill
+        self.kept = []  # clients that outlive a step (the scale phase's)
 
     def name(self, role):
         self.n += 1
@@ -257,7 +305,7 @@ class Smoke:
         check(status == 200, f"GET /version through the LB: {status}")
         version = json.loads(body)
         check(version.get("protocol") == VERSION, f"/version says {version}")
-        return f"/readyz x6 and /version ({version.get('name')} {version.get('version')}) via nginx"
+        return f"/readyz x6 and /version ({version.get('name')} {version.get('version')}) through the LB"
 
     async def replicas_ready(self):
         for name, ip, _ in self.replicas:
@@ -327,7 +375,8 @@ class Smoke:
         check(status == 201, f"PUT on {self.replicas[0][0]}: {status} {resp[:200]!r}")
         status, got = http_request("GET", url, b.uuid)
         check(status == 200 and got == body, f"GET on {self.replicas[0][0]}: {status}, {len(got)} bytes")
-        return "MESSAGE by name, service broadcast, 64 KiB file PUT/GET on /data, all on gateway1"
+        return (f"MESSAGE by name, service broadcast, 64 KiB file PUT/GET on /data, "
+                f"all on {self.replicas[0][0]}")
 
     async def lb_upload_limit(self):
         # Announce a body one byte over 100 MiB and send none: refused from the header.
@@ -353,7 +402,7 @@ class Smoke:
         text = ('{"type":"MESSAGE","target":{"type":"NAME","name":"%s"},"data":%s}' % (b.name, data))
         seq = await a.send_raw(text)
         reply, _ = await a.expect(lambda m: m.get("seq") == seq, what="the reply to MESSAGE")
-        # Sent right after b's HELLO, before gateway1 may have heard of b: it
+        # Sent right after b's HELLO, before a's replica may have heard of b: it
         # looks b up in Redis rather than answer INVALID_NAME.
         check(reply["type"] == "OK", f"MESSAGE from {a.where} to a client on {b.where} answered {reply}")
         msg, raw = await b.expect(lambda m: m.get("type") == "MESSAGE", what="the MESSAGE")
@@ -449,15 +498,15 @@ class Smoke:
         reader = await self.client("reader", 2)
         body = os.urandom(256 * 1024)
         path = f"/fs/{a.name}/reports/r%C3%A9sum%C3%A9.bin"
-        (_, ip1, _), (_, ip3, _) = self.replicas[0], self.replicas[2]
+        (n1, ip1, _), (n3, ip3, _) = self.replicas[0], self.replicas[2]
         status, resp = http_request("PUT", f"http://{ip1}:8080{path}", a.fs_key, body)
-        check(status == 201, f"PUT through gateway1: {status} {resp[:200]!r}")
+        check(status == 201, f"PUT through {n1}: {status} {resp[:200]!r}")
         status, got = http_request("GET", f"http://{ip3}:8080{path}", a.uuid)
         check(status == 200 and got == body,
-              f"GET through gateway3 with the owner's key: {status} {got[:200]!r}")
+              f"GET through {n3} with the owner's key: {status} {got[:200]!r}")
         status, got = http_request("GET", f"http://{ip3}:8080{path}", reader.uuid)
-        check(status == 200 and got == body, f"GET through gateway3 with a gateway3 client's key: {status}")
-        # 20 MiB, chunked, streamed through nginx to whichever replica, read back from another.
+        check(status == 200 and got == body, f"GET through {n3} with a {n3} client's key: {status}")
+        # 20 MiB, chunked, streamed through the LB to whichever replica, read back from another.
         chunk = os.urandom(1 << 20)
         digest = hashlib.sha256(chunk * 20).hexdigest()
         big = f"/fs/{a.name}/big.bin"
@@ -466,7 +515,7 @@ class Smoke:
         status, got = http_request("GET", f"http://{self.lb}{big}", reader.uuid, timeout=60)
         check(status == 200 and hashlib.sha256(got).hexdigest() == digest,
               f"GET of the 20 MiB file through the LB: {status}, {len(got)} bytes")
-        return "256 KiB PUT on gateway1, GET on gateway3; 20 MiB chunked PUT/GET through the LB"
+        return f"256 KiB PUT on {n1}, GET on {n3}; 20 MiB chunked PUT/GET through the LB"
 
     async def kill_replica(self):
         victim = await self.client("victim", 1)
@@ -479,16 +528,47 @@ class Smoke:
         subprocess.run(["docker", "kill", container], check=True, stdout=subprocess.DEVNULL)
         self.killed = 1
         killed_at = time.monotonic()
+        # New clients arrive through the LB from the moment of the kill.
+        connects = asyncio.create_task(self.timed_lb_connects(10))
         victim.abort()  # its TCP peer is gone without a FIN: do not wait for it
         self.open_clients.remove(victim)
         self.victim_name = victim.name
-        for o in observers:
-            left = killed_at + 15 - time.monotonic()
-            await o.expect(lambda m: m.get("type") == "CLIENT_LEFT"
-                           and m.get("client", {}).get("name") == victim.name,
-                           max(left, 0.1), f"CLIENT_LEFT for {victim.name} (killed with {name})")
+        try:
+            for o in observers:
+                left = killed_at + 15 - time.monotonic()
+                await o.expect(lambda m: m.get("type") == "CLIENT_LEFT"
+                               and m.get("client", {}).get("name") == victim.name,
+                               max(left, 0.1), f"CLIENT_LEFT for {victim.name} (killed with {name})")
+            left_after = time.monotonic() - killed_at
+        finally:
+            self.after_kill = await connects
         return (f"docker kill {name}: CLIENT_LEFT for {victim.name} reached "
-                f"{' and '.join(o.where for o in observers)} after {time.monotonic() - killed_at:.1f} s")
+                f"{' and '.join(o.where for o in observers)} after {left_after:.1f} s")
+
+    async def timed_lb_connects(self, count):
+        """Opens `count` clients through the LB one after the other: (seconds, error) each."""
+        times = []
+        for _ in range(count):
+            started = time.monotonic()
+            try:
+                await self.client("timed")
+                times.append((time.monotonic() - started, None))
+            except (StepFailed, OSError, asyncio.TimeoutError) as exc:
+                times.append((time.monotonic() - started, f"{type(exc).__name__}: {exc}"))
+        return times
+
+    async def lb_no_delay_after_kill(self):
+        check(self.after_kill is not None, "no replica was killed")
+        times = self.after_kill
+        failed = [e for _, e in times if e]
+        if failed:
+            raise StepFailed(f"{len(failed)} of {len(times)} connects through the LB right after "
+                             f"the kill failed: {failed[0]}")
+        worst = max(t for t, _ in times)
+        check(worst < 1.0, f"a client connecting through the LB right after the kill waited "
+                           f"{worst:.2f} s (all: {', '.join(f'{t:.2f}' for t, _ in times)})")
+        return (f"{len(times)} IDENTIFY/HELLO through the LB from the moment of the kill: "
+                f"slowest {worst:.2f} s, median {sorted(t for t, _ in times)[len(times) // 2]:.3f} s")
 
     async def reclaim_name(self):
         check(self.killed is not None, "no replica was killed")
@@ -549,6 +629,7 @@ class Smoke:
         subprocess.run(["docker", "kill", container], check=True, stdout=subprocess.DEVNULL)
         self.killed = 1
         self.victim_name = self.name("victim")
+        self.after_kill = await self.timed_lb_connects(10)
         return f"docker kill {name}"
 
     # ---- after deploy/smoke-test.sh restarted the stopped replicas -----------
@@ -574,6 +655,231 @@ class Smoke:
                 raise StepFailed(f"after 30 s the LB still avoids a replica: {delta}")
             await asyncio.sleep(1)
 
+    # ---- the scale phase: 3 -> 5 -> 2 replicas with clients connected ---------
+
+    def lb_servers(self):
+        """HAProxy's view of the `gateways` backend from its stats page: {ip: status}."""
+        check(self.lb_stats, "no --lb-stats HOST:PORT")
+        status, body = http_request("GET", f"http://{self.lb_stats}/stats;csv", timeout=5)
+        check(status == 200, f"GET /stats;csv on the LB: {status}")
+        lines = body.decode().splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        col = {name: i for i, name in enumerate(header)}
+        servers = {}
+        for line in lines[1:]:
+            f = line.split(",")
+            if len(f) < len(header) or f[col["pxname"]] != "gateways" or f[col["svname"]] == "BACKEND":
+                continue
+            ip = f[col["addr"]].rsplit(":", 1)[0] if f[col["addr"]] else ""
+            if ip:
+                servers[ip] = f[col["status"]]
+        return servers
+
+    async def lb_follows(self, ips, timeout):
+        """Waits until the LB balances over exactly `ips` (UP) and no other address; seconds."""
+        started = time.monotonic()
+        while True:
+            servers = self.lb_servers()
+            up = {ip for ip, st in servers.items() if st.startswith("UP")}
+            if up == set(ips):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise StepFailed(f"after {timeout:g} s the LB balances over {sorted(up)}, "
+                                 f"not {sorted(ips)} (all slots: {servers})")
+            await asyncio.sleep(0.2)
+
+    def lb_id(self):
+        ids = self.compose.ids("lb")
+        check(len(ids) == 1, f"lb containers: {ids}")
+        return ids[0]
+
+    async def kept_client(self, role, replica=None):
+        """A client that outlives the step; replica: an index, or None for the LB."""
+        if replica is None:
+            host, where = self.lb, "lb"
+        else:
+            host, where = self.at(replica)
+        c = await Client.open(self.name(role), host, where)
+        c.on = where  # the replica it is on, once known
+        self.kept.append(c)
+        return c
+
+    async def kept_lb_client(self, role):
+        """A kept client through the LB, and the index of the replica it landed on."""
+        before = [identified_on(ip) for _, ip, _ in self.replicas]
+        c = await self.kept_client(role)
+        deadline = time.monotonic() + 5
+        while True:
+            delta = [identified_on(ip) - b for (_, ip, _), b in zip(self.replicas, before)]
+            if sum(delta) >= 1 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        check(sum(delta) == 1, f"a client through the LB changed the replicas' counts by {delta}")
+        c.on = self.replicas[delta.index(1)][0]
+        c.where = f"lb->{c.on}"
+        return c
+
+    async def exchange(self, clients, what):
+        """Each client sends a MESSAGE by name to the next (a ring); all arrive, all OK."""
+        tag = self.name("ring")
+        for i, c in enumerate(clients):
+            to = clients[(i + 1) % len(clients)]
+            r = await c.request({"type": "MESSAGE", "target": {"type": "NAME", "name": to.name},
+                                 "data": {"ring": tag, "from": c.name}})
+            check(r.get("type") == "OK", f"{what}: MESSAGE from {c.name} ({c.where}) to {to.name} "
+                                         f"({to.where}) answered {r}")
+        for i, c in enumerate(clients):
+            frm = clients[i - 1]
+            await c.expect(lambda m, f=frm.name: m.get("type") == "MESSAGE"
+                           and m.get("data") == {"ring": tag, "from": f},
+                           what=f"{what}: the MESSAGE from {frm.name} ({frm.where})")
+
+    async def scale(self, n):
+        code, took, out = await self.compose.run("up", "-d", "--scale", f"gateway={n}")
+        check(code == 0, f"docker-compose up -d --scale gateway={n} failed ({code}): {out[-800:]}")
+        return took
+
+    async def scale_up(self):
+        self.replicas = self.compose.replicas()
+        check(len(self.replicas) == 3, f"expected 3 running replicas, found {self.replicas}")
+        old = list(self.replicas)
+        lb = self.lb_id()
+        residents = [await self.kept_client("resident", i) for i in range(3)]
+        residents += [await self.kept_lb_client("resident") for _ in range(3)]
+        took = await self.scale(5)
+        self.replicas = self.compose.replicas()
+        check(len(self.replicas) == 5, f"after --scale gateway=5: {self.replicas}")
+        check(set(old) <= set(self.replicas),
+              f"scaling up replaced replicas: {old} -> {self.replicas}")
+        check(self.lb_id() == lb, "scaling up recreated the lb container (every WebSocket dropped)")
+        followed = await self.lb_follows([ip for _, ip, _ in self.replicas], 30)
+        for c in residents:
+            check(not c.closed(), f"{c.name} ({c.where}) was closed while scaling up")
+        await self.exchange(residents, "after scaling up")
+        self.residents = residents
+        new = [n for n, _, _ in self.replicas if n not in {o[0] for o in old}]
+        return (f"docker-compose up -d --scale gateway=5 returned after {took:.1f} s, the LB "
+                f"balanced over all 5 ({', '.join(new)} new) {took + followed:.1f} s after the "
+                f"start; lb not recreated; 6 clients of the first 3 undisturbed, exchanging messages")
+
+    async def new_replicas_get_clients(self):
+        check(len(self.replicas) == 5, "not scaled up")
+        old_names = {c.on for c in self.residents}
+        new = [i for i, (n, _, _) in enumerate(self.replicas) if n not in old_names]
+        check(len(new) == 2, f"new replicas: {new}")
+        before = [identified_on(ip) for _, ip, _ in self.replicas]
+        clients = [await self.client("newcomer") for _ in range(4)]
+        deadline = time.monotonic() + 5
+        while True:
+            delta = [identified_on(ip) - b for (_, ip, _), b in zip(self.replicas, before)]
+            if sum(delta) >= len(clients) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        per = {self.replicas[i][0]: d for i, d in enumerate(delta)}
+        check(all(delta[i] > 0 for i in new), f"4 new clients through the LB landed {per}: not on "
+                                              "every new replica")
+        if self.cluster:
+            # A client of a new replica reaches a resident of an old one, and back.
+            newcomer = await self.client("newcomer", new[0])
+            await self.exchange([newcomer, self.residents[0]], "new replica <-> old replica")
+        return f"4 clients through the LB landed {per} (leastconn: the new ones first)"
+
+    async def scale_down(self):
+        check(len(self.replicas) == 5, "not scaled up")
+        lb = self.lb_id()
+        before = list(self.replicas)
+        everyone = [await self.kept_client("stay_or_go", i) for i in range(5)]
+        everyone += [await self.kept_lb_client("stay_or_go") for _ in range(5)]
+        everyone += self.residents
+        # Every client watches for its close; one closed with 1012 reconnects through the LB
+        # with the same name at once, as a client should.
+        async def watch(c):
+            code = await c.wait_closed(60)
+            closed_at = time.monotonic()
+            if code != 1012:
+                return code, None, None
+            deadline = closed_at + 10
+            last = None
+            while time.monotonic() < deadline:
+                try:
+                    again = await Client.open(c.name, self.lb, "lb")
+                    self.kept.append(again)
+                    if last is not None:
+                        retried.append(f"{c.name}: {last}")
+                    return code, time.monotonic() - closed_at, again
+                except (StepFailed, OSError, asyncio.TimeoutError) as exc:
+                    last = exc
+                    await asyncio.sleep(0.2)
+            return code, None, last
+        retried = []
+        watchers = {id(c): asyncio.create_task(watch(c)) for c in everyone}
+        took = await self.scale(2)
+        self.replicas = self.compose.replicas()
+        check(len(self.replicas) == 2, f"after --scale gateway=2: {self.replicas}")
+        check(self.lb_id() == lb, "scaling down recreated the lb container (every WebSocket dropped)")
+        removed = [r[0] for r in before if r not in self.replicas]
+        check(len(removed) == 3, f"removed: {removed}")
+        # The removed replicas exited (compose waited for them): their clients have their
+        # close by now; give the reconnects a moment.
+        await asyncio.sleep(2)
+        followed = await self.lb_follows([ip for _, ip, _ in self.replicas], 15)
+        problems, reconnects, survivors = [], [], []
+        for c in everyone:
+            task = watchers[id(c)]
+            if c.on in removed:
+                try:
+                    code, dt, again = await asyncio.wait_for(task, 12)
+                except asyncio.TimeoutError:
+                    problems.append(f"{c.name} ({c.where}, removed) was never closed")
+                    continue
+                if code != 1012:
+                    problems.append(f"{c.name} ({c.where}, removed) was closed with {code}, not 1012")
+                elif dt is None:
+                    problems.append(f"{c.name} ({c.where}) could not reconnect through the LB "
+                                    f"within 10 s of its 1012: {again}")
+                else:
+                    reconnects.append(dt)
+                    survivors.append(again)
+            else:
+                if task.done():
+                    problems.append(f"{c.name} ({c.where}, kept replica) was closed with "
+                                    f"{task.result()[0]}")
+                else:
+                    task.cancel()
+                    survivors.append(c)
+        for task in watchers.values():
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*watchers.values(), return_exceptions=True)
+        check(not problems, "; ".join(problems))
+        if retried:
+            note(f"{len(retried)} reconnect(s) after 1012 needed another try: {retried[0]}")
+        # The kept replicas' clients and the reconnected ones all still talk to each other.
+        await self.exchange(survivors, "after scaling down")
+        removed_names = ", ".join(removed)
+        return (f"--scale gateway=2 took {took:.1f} s and removed {removed_names}: "
+                f"{len(reconnects)} of their clients got 1012 and reconnected through the LB "
+                f"(slowest after {max(reconnects):.2f} s); {len(survivors) - len(reconnects)} "
+                f"on the kept replicas undisturbed; all {len(survivors)} exchange messages; "
+                f"the LB balanced over the 2 only {took + followed:.1f} s after the start")
+
+    async def no_wait_after_scale_down(self):
+        check(len(self.replicas) == 2, "not scaled down")
+        ips = [ip for _, ip, _ in self.replicas]
+        before = [identified_on(ip) for ip in ips]
+        times = await self.timed_lb_connects(20)
+        failed = [e for _, e in times if e]
+        if failed:
+            raise StepFailed(f"{len(failed)} of 20 connects failed: {failed[0]}")
+        worst = max(t for t, _ in times)
+        check(worst < 1.0, f"a connect through the LB took {worst:.2f} s after scaling down "
+                           f"(all: {', '.join(f'{t:.2f}' for t, _ in times)})")
+        await asyncio.sleep(0.3)
+        delta = [identified_on(ip) - b for ip, b in zip(ips, before)]
+        check(sum(delta) == 20, f"the 2 replicas gained {delta}, not 20 in all")
+        return (f"20 IDENTIFY/HELLO through the LB, slowest {worst:.3f} s, landed "
+                f"{dict(zip((n for n, _, _ in self.replicas), delta))}")
+
     async def main(self, phase):
         print(f"smoke client ({phase}): LB {self.lb}, replicas "
               + ", ".join(f"{n}={ip}" for n, ip, _ in self.replicas), flush=True)
@@ -593,16 +899,29 @@ class Smoke:
             await self.step("CLIENT_LEFT within 15 s of docker kill", self.kill_replica, cluster=True)
             if self.killed is None:
                 # Skipped, or failed before the kill: the LB's failover still needs testing.
-                await self.step("docker kill gateway2", self.kill_only)
+                await self.step(f"docker kill {self.replicas[1][0]}", self.kill_only)
+            await self.step("new clients right after the kill are not delayed", self.lb_no_delay_after_kill)
             await self.step("the killed client's name is free again via the LB", self.reclaim_name)
             await self.step("LB skips the dead replica", self.lb_after_kill)
             await self.step("SIGTERM closes with 1012 and deregisters at once", self.graceful_stop,
                             cluster=True)
-        else:
+        elif phase == "rejoin":
             await self.step("replicas answer /readyz directly", self.replicas_ready)
             await self.step("restarted replicas see the whole namespace", self.rejoin_namespace,
                             cluster=True)
             await self.step("LB sends clients to every replica again", self.lb_rejoin)
+        else:
+            await self.step("scale 3 -> 5 with clients connected", self.scale_up, cluster=True)
+            if self.results[-1][1] == "PASS":
+                await self.step("new clients reach the new replicas", self.new_replicas_get_clients,
+                                cluster=True)
+                await self.step("scale 5 -> 2: 1012 for the removed replicas' clients, who "
+                                "reconnect; the others undisturbed", self.scale_down, cluster=True)
+            if len(self.compose.replicas()) == 2:
+                await self.step("after scaling down, new clients never wait for a removed replica",
+                                self.no_wait_after_scale_down)
+            for c in self.kept:
+                c.abort()
 
         failed = [name for name, result in self.results if result == "FAIL"]
         passed = sum(1 for _, result in self.results if result == "PASS")
@@ -622,9 +941,15 @@ def main():
                         help="a gateway replica (give three; the second one is killed)")
     parser.add_argument("--no-cluster", action="store_true",
                         help="skip the steps that need Redis clustering")
-    parser.add_argument("--phase", choices=["main", "rejoin"], default="main",
-                        help="main: everything up to killing gateway2 and stopping gateway3; "
-                             "rejoin: after they were started again")
+    parser.add_argument("--phase", choices=["main", "rejoin", "scale"], default="main",
+                        help="main: everything up to killing the second replica and stopping the "
+                             "third; rejoin: after they were started again; scale: 3 -> 5 -> 2 "
+                             "replicas with clients connected (runs docker-compose itself)")
+    parser.add_argument("--project", help="the compose project (for --phase scale)")
+    parser.add_argument("--compose-file", action="append", default=[], metavar="FILE",
+                        help="a compose file of the project (repeat as for docker-compose -f)")
+    parser.add_argument("--lb-stats", metavar="HOST:PORT",
+                        help="HAProxy's stats listener (the lb container's address, port 8404)")
     args = parser.parse_args()
     try:
         smoke = Smoke(args)
