@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use common::redis::RedisServer;
 use concierge::cluster;
 use concierge::cluster::disk::{DiskStore, POLL};
+use concierge::cluster::redis::master::{Endpoint, Master};
 use concierge::cluster::redis::store::{RedisStore, TIMEOUT};
 use concierge::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
 use concierge::config::Settings;
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionManagerConfig;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, Barrier};
 
@@ -62,14 +63,15 @@ async fn redis_pair() -> Pair {
     }
 }
 
-/// A store as a replica makes it: its own client and connection manager
-/// (default configuration: no response timeout of its own).
+/// A store as a replica makes it, on a connection to the master of its
+/// own (default configuration: no response timeout of its own).
 async fn redis_store(url: &str) -> RedisStore {
-    let client = redis::Client::open(url).expect("a Redis url");
-    let conn = ConnectionManager::new(client.clone())
+    let endpoint = Endpoint::new(url, "", "").expect("a Redis url");
+    let config = ConnectionManagerConfig::new().set_response_timeout(None);
+    let master = Master::connect(Arc::new(endpoint), config)
         .await
         .expect("Redis answers");
-    RedisStore::new(client, conn, "concierge")
+    RedisStore::new(master, "concierge")
 }
 
 /// Runs each check against both implementations, as `on_disk::check` and

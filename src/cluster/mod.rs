@@ -229,31 +229,50 @@ pub const STORE_FILE: &str = "concierge.db";
 /// for commands (`concierge user`, `token`, `settings`) that run beside a
 /// gateway, on the same file alone or the same Redis in a cluster.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, ClusterError> {
-    if settings.redis_url.is_empty() {
-        let path = settings.data_dir.join(STORE_FILE);
-        let shown = path.display().to_string();
-        let store = tokio::task::spawn_blocking(move || disk::DiskStore::open(path))
-            .await
-            .map_err(|e| {
-                ClusterError::Unavailable(format!("opening the store {shown} did not finish: {e}"))
-            })?
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        return Ok(Arc::new(store));
+    match redis_endpoint(settings)? {
+        Some(endpoint) => redis::open_store(endpoint).await,
+        None => {
+            let path = settings.data_dir.join(STORE_FILE);
+            let shown = path.display().to_string();
+            let store = tokio::task::spawn_blocking(move || disk::DiskStore::open(path))
+                .await
+                .map_err(|e| {
+                    ClusterError::Unavailable(format!(
+                        "opening the store {shown} did not finish: {e}"
+                    ))
+                })?
+                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
     }
-    redis::open_store(&settings.redis_url).await
+}
+
+/// Where the settings put Redis: `redis_url`, or `redis_sentinels`; none
+/// for a gateway alone.
+fn redis_endpoint(settings: &Settings) -> Result<Option<redis::master::Endpoint>, ClusterError> {
+    if settings.redis_url.is_empty() && settings.redis_sentinels.is_empty() {
+        return Ok(None);
+    }
+    redis::master::Endpoint::new(
+        &settings.redis_url,
+        &settings.redis_sentinels,
+        &settings.redis_sentinel_master,
+    )
+    .map(Some)
 }
 
 /// Joins the cluster the settings describe: Redis replicas when `redis_url`
-/// is set (waiting until Redis answers), this process alone otherwise.
+/// or `redis_sentinels` is set (waiting until Redis answers), this process
+/// alone otherwise.
 pub async fn join(settings: &Settings) -> Result<(Arc<dyn Cluster>, InboundStream), ClusterError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    if settings.redis_url.is_empty() {
+    let Some(endpoint) = redis_endpoint(settings)? else {
         // Created on its first write, with the folder: nothing is left in
         // the data folder before something is stored.
         let store = open_store(settings).await?;
         return Ok((Arc::new(standalone::Standalone::new(store)), rx));
-    }
+    };
     let lease = Duration::from_millis(settings.node_lease_ms);
-    let cluster = redis::connect(&settings.redis_url, lease, tx).await?;
+    let cluster = redis::connect(endpoint, lease, tx).await?;
     Ok((Arc::new(cluster), rx))
 }

@@ -277,15 +277,27 @@ fn read_var<T: SettingValue>(
 }
 
 /// A setting's value as it may be shown in a message or a log: the
-/// `secret` not at all, a Redis URL without its password.
+/// `secret` not at all, a Redis URL (or each of a comma-separated list)
+/// without its password, even one that does not parse.
 pub fn redacted(value: &str) -> String {
-    match redis::parse_redis_url(value) {
-        Some(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("REDACTED"));
-            parsed.to_string()
-        }
-        _ => value.to_owned(),
-    }
+    value
+        .split(',')
+        .map(|part| match redis::parse_redis_url(part) {
+            Some(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("REDACTED"));
+                parsed.to_string()
+            }
+            Some(_) => part.to_owned(),
+            None => match part.split_once("://") {
+                Some((scheme, rest)) if rest.contains('@') => {
+                    let host = rest.rsplit_once('@').map_or("", |(_, host)| host);
+                    format!("{scheme}://REDACTED@{host}")
+                }
+                _ => part.to_owned(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Where a setting's value was given.
@@ -369,6 +381,14 @@ fn redis_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("the Redis client refuses it: {e}"))
 }
 
+/// `redis_sentinels`: empty, or HOST:PORT entries.
+fn redis_sentinels(list: &str) -> Result<(), String> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    crate::cluster::redis::master::sentinel_addresses(list).map(drop)
+}
+
 /// A number setting that 0 would break.
 fn positive<T: PartialEq + Default>(value: &T) -> Result<(), String> {
     if *value == T::default() {
@@ -394,6 +414,10 @@ settings! {
     tls_key: PathBuf = PathBuf::new(), env "CONCIERGE_TLS_KEY";
     /// Redis URL (redis://host:port) to run as one replica of a cluster; empty runs a single node with the in-process broker.
     redis_url: String = String::new(), env "CONCIERGE_REDIS_URL", check redis_url;
+    /// Redis Sentinels to run as one replica of a cluster whose Redis fails over: comma-separated HOST:PORT (or redis://[:PASSWORD@]HOST:PORT; a password is used for the Sentinels and the master). The gateway asks them for the master of redis_sentinel_master, again every second and after every failed request, and follows a failover. Set this or redis_url, not both.
+    redis_sentinels: String = String::new(), env "CONCIERGE_REDIS_SENTINELS", check redis_sentinels;
+    /// The name the Sentinels monitor the master under (`sentinel monitor NAME ...`).
+    redis_sentinel_master: String = "concierge".into(), env "CONCIERGE_REDIS_SENTINEL_MASTER";
     /// Milliseconds a replica's lease lasts; a replica that stops renewing it is declared dead, its clients leave.
     node_lease_ms: u64 = 10_000, env "CONCIERGE_NODE_LEASE_MS", check positive;
     /// HTTP worker threads; 0 means one per CPU core.
@@ -649,6 +673,14 @@ impl Settings {
                 origins
                     .heartbeat_interval_ms
                     .set_by("heartbeat_interval_ms"),
+            )));
+        }
+        if !self.redis_url.is_empty() && !self.redis_sentinels.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "invalid settings: redis_url ({}) and redis_sentinels ({}) are both set: \
+                 use redis_url for one Redis, redis_sentinels for a Redis that fails over",
+                origins.redis_url.set_by("redis_url"),
+                origins.redis_sentinels.set_by("redis_sentinels"),
             )));
         }
         let (cert, key) = (&self.tls_cert, &self.tls_key);
@@ -982,6 +1014,13 @@ mod tests {
             .invalid("redis_url", &"redis://:hunter2@h/zero".to_owned(), "bad")
             .to_string();
         assert!(!e.contains("hunter2"), "{e}");
+        // Lists, and URLs the client cannot parse, lose their passwords too.
+        let shown = redacted("s1:26379,redis://:hunter2@s2:26379,redis://:hunter2@:1");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.starts_with("s1:26379,") && shown.contains("s2:26379"),
+            "{shown}"
+        );
     }
 
     #[test]

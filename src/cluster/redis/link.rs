@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::master::Master;
 use super::wire::{self, key, StoredClient, EVENTS};
 use crate::cluster::{Handoff, Inbound, NodeId, Snapshot};
 use crate::metrics;
@@ -52,8 +53,7 @@ pub enum WatchCommand {
 pub struct Link {
     pub node: NodeId,
     pub lease: Duration,
-    pub client: redis::Client,
-    pub conn: ConnectionManager,
+    pub master: Arc<Master>,
     pub writes: mpsc::UnboundedSender<Write>,
     pub watches: mpsc::UnboundedSender<WatchCommand>,
     pub inbound: mpsc::UnboundedSender<Inbound>,
@@ -128,7 +128,6 @@ impl Link {
 
 /// Writes commands in order, batching whatever is queued into one pipeline.
 pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
-    let mut conn = link.conn.clone();
     let mut batch = Vec::new();
     let mut flushed = Vec::new();
     let mut frames = Vec::new();
@@ -151,7 +150,7 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
         }
         let mut written = true;
         if commands > 0 {
-            match pipe.query_async::<()>(&mut conn).await {
+            match pipe.query_async::<()>(&mut link.master.conn()).await {
                 Ok(()) => {
                     if !link.writing.swap(true, Ordering::Relaxed) {
                         link.resync.notify_one();
@@ -159,6 +158,7 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
                 }
                 Err(e) => {
                     written = false;
+                    link.master.failed();
                     if link.writing.swap(false, Ordering::Relaxed) {
                         tracing::error!(error = %e, "Redis write failed: cluster updates are being lost");
                     }
@@ -226,6 +226,8 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
                                 break;
                             }
                         }
+                        // A failover: subscribe on the new master.
+                        _ = link.master.moved() => break,
                     }
                 }
                 link.subscribed.store(false, Ordering::Relaxed);
@@ -236,7 +238,11 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
                 tracing::warn!(error = %e, "cannot subscribe to Redis");
             }
         }
-        tokio::time::sleep(delay).await;
+        // Again after the delay, or at once when the master has moved.
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = link.master.moved() => {}
+        }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
@@ -246,7 +252,7 @@ async fn subscribe(
     link: &Link,
     watched: &BTreeSet<String>,
 ) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
-    let (mut sink, stream) = link.client.get_async_pubsub().await?.split();
+    let (mut sink, stream) = link.master.client().get_async_pubsub().await?.split();
     sink.subscribe(EVENTS).await?;
     sink.subscribe(wire::inbox(link.node)).await?;
     if !watched.is_empty() {
@@ -285,7 +291,7 @@ async fn resync(link: &Link) -> redis::RedisResult<()> {
 }
 
 async fn load_snapshot(link: &Link) -> redis::RedisResult<Snapshot> {
-    let mut conn = link.conn.clone();
+    let mut conn = link.master.conn();
     let clients: Vec<(String, String)> = redis::cmd("HGETALL")
         .arg(key(&["clients"]))
         .query_async(&mut conn)
@@ -324,13 +330,13 @@ async fn load_snapshot(link: &Link) -> redis::RedisResult<Snapshot> {
 /// Renews this node's lease and reaps nodes whose lease is gone.
 pub async fn lease_keeper(link: Arc<Link>) {
     let mut tick = tokio::time::interval(link.lease / 3);
-    let mut conn = link.conn.clone();
     let node = link.node.to_string();
     loop {
         tick.tick().await;
         if link.leaving.load(Ordering::Relaxed) {
             return;
         }
+        let mut conn = link.master.conn();
         let renewed: redis::RedisResult<()> = redis::pipe()
             .cmd("SET")
             .arg(key(&["lease", &node]))
@@ -345,6 +351,7 @@ pub async fn lease_keeper(link: Arc<Link>) {
             .query_async(&mut conn)
             .await;
         if let Err(e) = renewed {
+            link.master.failed();
             if link.writing.swap(false, Ordering::Relaxed) {
                 tracing::error!(error = %e, "cannot renew this node's lease");
             }

@@ -10,6 +10,7 @@
 //! reaches it.
 
 mod link;
+pub mod master;
 pub mod store;
 mod wire;
 
@@ -17,16 +18,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
 use self::link::{Link, WatchCommand};
+use self::master::{Endpoint, Master};
 use self::store::RedisStore;
 use self::wire::{key, Route, StoredClient, EVENTS, PREFIX};
 use super::store::Store;
 use super::{Cluster, ClusterError, Event, Handoff, Inbound, NodeId, Pending};
-use crate::config::redacted;
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
 use crate::transport::outbox::Frame;
 
@@ -69,65 +70,52 @@ fn unavailable(e: redis::RedisError) -> ClusterError {
 
 /// The store in Redis, for a command: no retry, an error at once when Redis
 /// does not answer.
-pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, ClusterError> {
-    let client = redis::Client::open(url).map_err(|e| {
-        ClusterError::Unavailable(format!(
-            "redis_url {:?} is not a usable Redis URL: {e}",
-            redacted(url)
-        ))
-    })?;
+pub async fn open_store(endpoint: Endpoint) -> Result<Arc<dyn Store>, ClusterError> {
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(5))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(1);
-    let conn = ConnectionManager::new_with_config(client.clone(), config)
+    let shown = endpoint.describe();
+    let master = Master::connect(Arc::new(endpoint), config)
         .await
-        .map_err(|e| {
-            ClusterError::Unavailable(format!("Redis at {} does not answer: {e}", redacted(url)))
-        })?;
-    Ok(Arc::new(RedisStore::new(client, conn, PREFIX)))
+        .map_err(|e| ClusterError::Unavailable(format!("Redis at {shown} does not answer: {e}")))?;
+    Ok(Arc::new(RedisStore::new(master, PREFIX)))
 }
 
 /// Connects to Redis (retrying until it answers) and starts the link's
-/// tasks; what they receive goes to `inbound`. A URL that cannot be used
-/// at all is an error at once.
+/// tasks; what they receive goes to `inbound`.
 pub async fn connect(
-    url: &str,
+    endpoint: Endpoint,
     lease: Duration,
     inbound: mpsc::UnboundedSender<Inbound>,
 ) -> Result<RedisCluster, ClusterError> {
-    let client = redis::Client::open(url).map_err(|e| {
-        ClusterError::Unavailable(format!(
-            "redis_url {:?} is not a usable Redis URL: {e}",
-            redacted(url)
-        ))
-    })?;
     let mut delay = Duration::from_millis(100);
     // Bounded timeouts: a request made while Redis is unreachable fails in
     // seconds instead of holding a client (or an actor) indefinitely.
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(Duration::from_secs(2))
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(2)
-        .set_max_delay(1_000);
-    let conn = loop {
-        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-            Ok(conn) => break conn,
+        .set_max_delay(Duration::from_secs(1));
+    let shown = endpoint.describe();
+    let endpoint = Arc::new(endpoint);
+    let master = loop {
+        match Master::connect(endpoint.clone(), config.clone()).await {
+            Ok(master) => break master,
             Err(e) => {
-                tracing::warn!(error = %e, "waiting for Redis at {}", redacted(url));
+                tracing::warn!(error = %e, "waiting for Redis at {shown}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     };
-    let store: Arc<dyn Store> = Arc::new(RedisStore::new(client.clone(), conn.clone(), PREFIX));
+    let store: Arc<dyn Store> = Arc::new(RedisStore::new(master.clone(), PREFIX));
     let (writes, write_rx) = mpsc::unbounded_channel();
     let (watches, watch_rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
         node: Uuid::new_v4(),
         lease,
-        client,
-        conn,
+        master,
         writes,
         watches,
         inbound,
@@ -139,13 +127,13 @@ pub async fn connect(
     tokio::spawn(link::writer(link.clone(), write_rx));
     tokio::spawn(link::subscriber(link.clone(), watch_rx));
     tokio::spawn(link::lease_keeper(link.clone()));
-    tracing::info!(node = %link.node, "connected to Redis");
+    tracing::info!(node = %link.node, "connected to Redis at {shown}");
     Ok(RedisCluster { link, store })
 }
 
 impl RedisCluster {
     async fn holder(link: &Link, name: &str) -> redis::RedisResult<Option<Uuid>> {
-        let mut conn = link.conn.clone();
+        let mut conn = link.master.conn();
         let holder: Option<String> = redis::cmd("GET")
             .arg(key(&["name", name]))
             .query_async(&mut conn)
@@ -155,7 +143,7 @@ impl RedisCluster {
 
     async fn claim(link: &Link, name: &str, uuid: Uuid) -> redis::RedisResult<bool> {
         link.flushed().await;
-        let mut conn = link.conn.clone();
+        let mut conn = link.master.conn();
         let set: Option<String> = redis::cmd("SET")
             .arg(key(&["name", name]))
             .arg(uuid.to_string())
@@ -323,7 +311,7 @@ impl Cluster for RedisCluster {
         let service = service.clone();
         Box::pin(async move {
             link.flushed().await;
-            let mut conn = link.conn.clone();
+            let mut conn = link.master.conn();
             let json = serde_json::to_string(&service).unwrap_or_default();
             let created: bool = redis::cmd("HSETNX")
                 .arg(key(&["services"]))
@@ -399,7 +387,7 @@ impl Cluster for RedisCluster {
                 },
                 (None, None) => return Ok(None),
             };
-            let mut conn = link.conn.clone();
+            let mut conn = link.master.conn();
             // A name is claimed before its client is registered, and the
             // record is written just after the client got HELLO: give it a
             // moment.
@@ -429,7 +417,7 @@ impl Cluster for RedisCluster {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, link.flushed()).await;
             link.leaving.store(true, Ordering::Relaxed);
             let node = link.node.to_string();
-            let mut conn = link.conn.clone();
+            let mut conn = link.master.conn();
             let result: redis::RedisResult<()> = redis::pipe()
                 .cmd("DEL")
                 .arg(key(&["lease", &node]))

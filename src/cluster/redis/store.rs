@@ -35,14 +35,15 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Script, ScriptInvocation};
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
+use super::master::Master;
 use crate::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
 
 /// The longest a request waits for Redis.
@@ -131,7 +132,7 @@ struct Scripts {
 
 /// The shared [`Store`]: see the module documentation.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    master: Arc<Master>,
     prefix: String,
     channel: String,
     scripts: Scripts,
@@ -140,16 +141,16 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A store on `conn`, with keys under `prefix`; `client` is for the
-    /// subscription to changes, which needs a connection of its own. Must be
+    /// A store on the master's connection, with keys under `prefix`; the
+    /// subscription to changes takes a connection of its own. Must be
     /// called within a Tokio runtime: it spawns the task that follows the
     /// changes (stopped when the store is dropped).
-    pub fn new(client: redis::Client, conn: ConnectionManager, prefix: &str) -> RedisStore {
+    pub fn new(master: Arc<Master>, prefix: &str) -> RedisStore {
         let channel = format!("{prefix}:store-changes");
         let changes = broadcast::channel(CHANGES).0;
-        let listener = tokio::spawn(listen(client, channel.clone(), changes.clone()));
+        let listener = tokio::spawn(listen(master.clone(), channel.clone(), changes.clone()));
         RedisStore {
-            conn,
+            master,
             prefix: prefix.to_owned(),
             channel,
             scripts: Scripts {
@@ -182,7 +183,7 @@ impl RedisStore {
         &self,
         script: ScriptInvocation<'a>,
     ) -> StoreFuture<'a, T> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.master.conn();
         Box::pin(bounded(async move { script.invoke_async(&mut conn).await }))
     }
 }
@@ -199,7 +200,12 @@ async fn bounded<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Resu
 
 /// A Redis error as a [`StoreError`].
 fn failure(error: RedisError) -> StoreError {
-    if error.kind() == redis::ErrorKind::TypeError || error.code() == Some("WRONGTYPE") {
+    let kind = error.kind();
+    if matches!(
+        kind,
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) || error.code() == Some("WRONGTYPE")
+    {
         StoreError::Corrupt(format!("Redis: {error}"))
     } else {
         StoreError::Unavailable(format!("Redis: {error}"))
@@ -247,11 +253,11 @@ fn decode(payload: &[u8]) -> Option<Changed> {
 }
 
 /// Follows the changes channel on a connection of its own, forever.
-async fn listen(client: redis::Client, channel: String, changes: broadcast::Sender<Changed>) {
+async fn listen(master: Arc<Master>, channel: String, changes: broadcast::Sender<Changed>) {
     let mut delay = FIRST_RETRY;
     loop {
         let subscribed = bounded(async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = master.client().get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok(pubsub)
         })
@@ -262,7 +268,13 @@ async fn listen(client: redis::Client, channel: String, changes: broadcast::Send
                 tracing::debug!(%channel, "following store changes");
                 let _ = changes.send(Changed::Missed);
                 let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
+                loop {
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        // A failover: follow the changes on the new master.
+                        _ = master.moved() => None,
+                    };
+                    let Some(message) = message else { break };
                     match decode(message.get_payload_bytes()) {
                         Some(change) => {
                             let _ = changes.send(change);
@@ -278,7 +290,10 @@ async fn listen(client: redis::Client, channel: String, changes: broadcast::Send
             }
             Err(e) => tracing::warn!(%channel, error = %e, "cannot follow store changes"),
         }
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = master.moved() => {}
+        }
         delay = (delay * 2).min(LAST_RETRY);
     }
 }
@@ -291,13 +306,13 @@ impl Drop for RedisStore {
 
 impl Store for RedisStore {
     fn get(&self, table: Table, key: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.master.conn();
         let cmd = redis::cmd("HGET").arg(self.records(table)).arg(key).clone();
         Box::pin(bounded(async move { cmd.query_async(&mut conn).await }))
     }
 
     fn list(&self, table: Table) -> StoreFuture<'_, Vec<(String, Vec<u8>)>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.master.conn();
         let cmd = redis::cmd("HGETALL").arg(self.records(table)).clone();
         Box::pin(async move {
             let all: BTreeMap<String, Vec<u8>> =
