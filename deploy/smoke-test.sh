@@ -9,12 +9,17 @@
 # 3 -> 5 -> 2 with clients connected (smoke_client.py --phase scale), checks
 # WebSockets through the LB stay open across a Redis restart and an account
 # survives one, and always tears everything down (docker-compose down -v).
+# With --sentinel, on the Sentinel topology, the Redis restart is replaced by
+# a `docker kill` of the Redis master: the cluster must serve again within 15 s.
 #
-# Usage: deploy/smoke-test.sh [--no-cluster] [--override FILE]...
+# Usage: deploy/smoke-test.sh [--sentinel] [--no-cluster] [--override FILE]...
+#   --sentinel       add deploy/docker-compose.sentinel.yml (master, replica, 3 Sentinels)
 #   --no-cluster     skip the client steps that need Redis clustering
 #   --override FILE  an extra compose file on top of docker-compose.yml
 # Needs: the images (deploy/build-images.sh), docker-compose, python3.
-# Environment: CONCIERGE_PORT (host port for the LB; default: a free one).
+# Environment: CONCIERGE_PORT (host port for the LB; default: a free one),
+#   SMOKE_RECONNECT_DELAY (seconds a client closed with 1012 waits before it
+#   reconnects in the scale phase; default 0.3).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,16 +27,24 @@ root=$(dirname "$here")
 
 client_args=()
 cluster=1
+sentinel=0
 compose_files=(-f "$root/docker-compose.yml")
+# The services besides gateway that must be healthy.
+infra=(redis lb)
 while (($#)); do
     case $1 in
         --no-cluster) client_args+=(--no-cluster) cluster=0 ;;
+        --sentinel)
+            sentinel=1
+            compose_files+=(-f "$here/docker-compose.sentinel.yml")
+            infra+=(redis-replica sentinel1 sentinel2 sentinel3)
+            ;;
         --override)
             [[ -f ${2:-} ]] || { echo "smoke-test: --override needs a compose file" >&2; exit 2; }
             compose_files+=(-f "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")")
             shift
             ;;
-        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "smoke-test: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -174,7 +187,7 @@ count=$(containers gateway | wc -l)
 echo "3 gateway replicas (deploy.replicas) in $((SECONDS - started)) s"
 
 step "waiting for every container to be healthy and the LB to balance over the 3 replicas"
-wait_healthy 90 redis gateway lb
+wait_healthy 90 "${infra[@]}" gateway
 echo "healthy after $((SECONDS - started)) s"
 wait_lb_follows 20
 echo "the LB balances over $(lb_up | paste -sd' ') after $((SECONDS - started)) s"
@@ -192,7 +205,7 @@ fi
 
 step "the rest of the cluster is healthy after $kill_name's kill and $stop_name's stop"
 echo "gateway: $(health gateway)"
-wait_healthy 30 redis lb
+wait_healthy 30 "${infra[@]}"
 survivor=${replica_args[1]##*=}
 [[ $(health_of "$survivor") == healthy ]] || fail "${replica_args[1]%%=*} is $(health_of "$survivor")"
 for i in 1 2 3 4 5; do
@@ -205,7 +218,7 @@ echo "redis, the last replica and lb healthy; the LB serves, balancing over $(lb
 step "docker-compose up -d starts $kill_name and $stop_name again"
 before=("${replica_args[@]}")
 compose up -d || fail "docker-compose up -d failed"
-wait_healthy 60 redis gateway lb
+wait_healthy 60 "${infra[@]}" gateway
 collect_replicas
 ((${#replica_args[@]} == 6)) || fail "after docker-compose up -d: ${replica_args[*]}"
 moved=()
@@ -230,14 +243,32 @@ if ! python3 "$here/smoke_client.py" --phase scale --lb "$lb" "${scale_args[@]}"
     failures+=("smoke client (scale phase)")
 fi
 echo "gateway: $(health gateway)"
-wait_healthy 30 redis gateway lb
+wait_healthy 30 "${infra[@]}" gateway
 wait_lb_follows 10
 
-step "smoke client: WebSockets through the LB across a Redis restart"
-if ! python3 "$here/smoke_client.py" --phase redis --lb "$lb" "${scale_args[@]}" "${client_args[@]}"; then
-    failures+=("smoke client (redis phase)")
+if ((sentinel == 0)); then
+    step "smoke client: WebSockets through the LB across a Redis restart"
+    if ! python3 "$here/smoke_client.py" --phase redis --lb "$lb" "${scale_args[@]}" "${client_args[@]}"; then
+        failures+=("smoke client (redis phase)")
+    fi
+    wait_healthy 60 "${infra[@]}" gateway
+else
+    step "smoke client: docker kill of the Redis master, the Sentinels fail over"
+    if ! python3 "$here/smoke_client.py" --phase failover --lb "$lb" "${scale_args[@]}" "${client_args[@]}"; then
+        failures+=("smoke client (failover phase)")
+    fi
+    step "the old master comes back as a replica of the promoted one"
+    compose start redis
+    deadline=$((SECONDS + 30))
+    until role=$(docker exec "$(containers redis)" redis-cli INFO replication 2>/dev/null | tr -d '\r') &&
+        [[ $role == *role:slave* && $role == *master_host:redis-replica* && $role == *master_link_status:up* ]]; do
+        ((SECONDS < deadline)) || fail "redis is not a replica of redis-replica 30 s after its start: ${role:-no answer}"
+        sleep 1
+    done
+    echo "redis: role:slave, master_host:redis-replica, master_link_status:up"
+    wait_healthy 60 "${infra[@]}" gateway
+    wait_lb_follows 10
 fi
-wait_healthy 60 redis gateway lb
 
 if ((cluster == 0)); then
     echo "[SKIP] an account lives in Redis and survives its restart: --no-cluster"
@@ -249,7 +280,7 @@ else
         docker exec -i "$first" concierge user add smoke_op --role operator --password-stdin ||
         fail "concierge user add inside a gateway replica"
     compose restart redis
-    wait_healthy 60 redis gateway lb
+    wait_healthy 60 "${infra[@]}" gateway
     deadline=$((SECONDS + 30))
     until answer=$(curl --silent --max-time 5 -H 'Content-Type: application/json' \
             -d '{"username":"smoke_op","password":"smoke password 1"}' "http://$lb/auth/token") &&

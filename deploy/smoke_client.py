@@ -969,6 +969,74 @@ class Smoke:
                 f"{followed:.1f} s later; {len(held)} WebSockets through the LB (on "
                 f"{', '.join(sorted({c.on for c in held}))}) stayed open and exchange messages")
 
+    # ---- the Sentinel topology (deploy/docker-compose.sentinel.yml) ----------
+
+    def sentinel_master(self):
+        """The master's host as sentinel1 names it (None if it does not answer)."""
+        ids = self.compose.ids("sentinel1")
+        check(ids, "no sentinel1 container: run with deploy/docker-compose.sentinel.yml")
+        out = subprocess.run(["docker", "exec", ids[0], "redis-cli", "-p", "26379", "SENTINEL",
+                              "get-master-addr-by-name", "concierge"],
+                             capture_output=True, text=True).stdout.split()
+        return out[0] if out else None
+
+    async def failover(self):
+        self.replicas = await asyncio.to_thread(self.compose.replicas)
+        check(len(self.replicas) >= 2, f"running replicas: {self.replicas}")
+        before = await asyncio.to_thread(self.sentinel_master)
+        check(before == "redis", f"the Sentinels name {before!r} as the master, not redis")
+        a = await self.kept_client("failover", 0)
+        b = await self.kept_client("failover", 1)
+        via_lb = await self.kept_lb_client("failover")
+        await self.exchange([a, b, via_lb], "before the failover")
+        master = self.compose.ids("redis")
+        check(len(master) == 1, f"redis containers: {master}")
+        subprocess.run(["docker", "kill", master[0]], check=True, stdout=subprocess.DEVNULL)
+        killed = time.monotonic()
+        # Until both replicas are ready again and a and b exchange messages: a sends b one
+        # MESSAGE per round; each answered OK must arrive (nothing acknowledged and lost).
+        answers, unready_at, ready_at, serving_at, n = {}, None, None, None, 0
+        while serving_at is None:
+            elapsed = time.monotonic() - killed
+            check(elapsed < 30, f"not serving 30 s after the master was killed: answers {answers}, "
+                                f"unready after {unready_at}, ready after {ready_at}")
+            n += 1
+            r = await a.request({"type": "MESSAGE", "target": {"type": "NAME", "name": b.name},
+                                 "data": {"failover": n}}, timeout=10)
+            answers[r["type"]] = answers.get(r["type"], 0) + 1
+            if r["type"] == "OK":
+                await b.expect(lambda m, n=n: m.get("type") == "MESSAGE"
+                               and m.get("data") == {"failover": n}, 10,
+                               f"MESSAGE {n}, answered OK {time.monotonic() - killed:.1f} s after "
+                               "the kill (acknowledged, so it must arrive)")
+            states = [http_request("GET", f"http://{ip}:8080/readyz", timeout=3)[0]
+                      for _, ip, _ in self.replicas[:2]]
+            if any(st != 200 for st in states) and unready_at is None:
+                unready_at = time.monotonic() - killed
+            if all(st == 200 for st in states) and unready_at is not None:
+                if ready_at is None:
+                    ready_at = time.monotonic() - killed
+                try:
+                    await self.exchange([a, b], "after the failover")
+                    serving_at = time.monotonic() - killed
+                except StepFailed:
+                    pass
+            if serving_at is None:
+                await asyncio.sleep(0.25)
+        after = await asyncio.to_thread(self.sentinel_master)
+        check(after == "redis-replica", f"the Sentinels name {after!r} as the master")
+        for c in (a, b, via_lb):
+            check(not c.closed(), f"{c.name} ({c.where}) was closed by the failover")
+        await self.exchange([a, b, via_lb], "after the failover, through the LB too")
+        newcomer = await self.client("after_failover")  # a name claimed on the new master
+        await self.exchange([newcomer, a], "a new client after the failover")
+        check(serving_at < 15, f"serving again only {serving_at:.1f} s after the master was killed")
+        return (f"docker kill redis (the master): the replicas were not ready from "
+                f"{unready_at:.1f} s, ready again after {ready_at:.1f} s, exchanging messages "
+                f"after {serving_at:.1f} s; the Sentinels promoted redis-replica; a's answers "
+                f"meanwhile {answers} (every OK delivered); the 3 clients stayed connected, a "
+                f"new one through the LB identified")
+
     async def main(self, phase):
         print(f"smoke client ({phase}): LB {self.lb}, replicas "
               + ", ".join(f"{n}={ip}" for n, ip, _ in self.replicas), flush=True)
@@ -999,6 +1067,11 @@ class Smoke:
             await self.step("restarted replicas see the whole namespace", self.rejoin_namespace,
                             cluster=True)
             await self.step("LB sends clients to every replica again", self.lb_rejoin)
+        elif phase == "failover":
+            await self.step("Redis master killed: the Sentinels fail over, the cluster serves "
+                            "within 15 s", self.failover, cluster=True)
+            for c in self.kept:
+                c.abort()
         elif phase == "redis":
             await self.step("WebSockets through the LB survive a Redis restart", self.redis_restart,
                             cluster=True)
@@ -1035,11 +1108,14 @@ def main():
                         help="a gateway replica (give three; the second one is killed)")
     parser.add_argument("--no-cluster", action="store_true",
                         help="skip the steps that need Redis clustering")
-    parser.add_argument("--phase", choices=["main", "rejoin", "scale", "redis"], default="main",
+    parser.add_argument("--phase", choices=["main", "rejoin", "scale", "redis", "failover"],
+                        default="main",
                         help="main: everything up to killing the second replica and stopping the "
                              "third; rejoin: after they were started again; scale: 3 -> 5 -> 2 "
                              "replicas with clients connected; redis: clients through the LB "
-                             "across a Redis restart (these two run docker-compose themselves)")
+                             "across a Redis restart; failover: docker kill of the Redis master "
+                             "with deploy/docker-compose.sentinel.yml (these three run "
+                             "docker-compose themselves)")
     parser.add_argument("--project", help="the compose project (for --phase scale)")
     parser.add_argument("--compose-file", action="append", default=[], metavar="FILE",
                         help="a compose file of the project (repeat as for docker-compose -f)")
