@@ -653,3 +653,45 @@ async fn malformed_cluster_messages_are_dropped() {
     alice.skip_to("OK").await;
     assert_eq!(bob.skip_to("MESSAGE").await["data"], "fine");
 }
+
+/// A sender pipelining MESSAGEs to another replica (answered once Redis
+/// took each frame) mixed with local ones and other requests gets every
+/// reply in request order, and every frame arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_keep_request_order_while_frames_leave_for_the_cluster() {
+    let (_redis, _files, r1, r2) = two_replicas();
+    let mut alice = r1.client("alice").await;
+    let mut amy = r1.client("amy").await;
+    let mut bob = r2.client("bob").await;
+    sees(&mut bob, &["alice", "amy", "bob"]).await;
+    alice.drain(100).await;
+    amy.drain(100).await;
+
+    const ROUNDS: u64 = 100;
+    for i in 0..ROUNDS {
+        let request = match i % 4 {
+            0 | 1 => {
+                json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "bob"}, "data": i})
+            }
+            2 => json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "amy"}, "data": i}),
+            _ => json!({"type": "SELF_FETCH"}),
+        };
+        alice.send(request).await;
+    }
+    for i in 0..ROUNDS {
+        let reply = alice.recv().await;
+        assert_eq!(reply["seq"], i, "reply {i} out of order: {reply}");
+        let expected = if i % 4 == 3 {
+            "SELF_FETCH_RESULT"
+        } else {
+            "OK"
+        };
+        assert_eq!(reply["type"], expected, "{reply}");
+    }
+    for i in (0..ROUNDS).filter(|i| i % 4 < 2) {
+        assert_eq!(bob.skip_to("MESSAGE").await["data"], i);
+    }
+    for i in (0..ROUNDS).filter(|i| i % 4 == 2) {
+        assert_eq!(amy.skip_to("MESSAGE").await["data"], i);
+    }
+}

@@ -53,12 +53,7 @@ impl Server {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::redis::cli(self.port, args)
     }
 
     fn kill(&mut self) {

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::auth::{user_settings, Auth, Claims, TokenRefused};
 use crate::config::Settings;
 use crate::metrics;
-use crate::namespace::{Member, Namespace, Op, Outcome};
+use crate::namespace::{Member, Namespace, Op, Outcome, Relayed};
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn, PayloadOut};
 use crate::transport::outbox::{Control, FrameSink, Outbox};
 use crate::transport::websocket::{Outgoing, Writer};
@@ -70,6 +70,50 @@ struct Held {
     queue: VecDeque<(Option<u64>, Request)>,
 }
 
+/// The answers to MESSAGEs relayed at once while earlier ones are still
+/// on their way to the cluster, in request order. A sender's MESSAGEs need
+/// not wait for each other's hand-off (their frames leave in order on one
+/// link), but no reply may overtake an earlier one.
+#[derive(Default)]
+struct Acks {
+    /// Oldest first: each request's `seq` and, once known, its answer.
+    slots: VecDeque<(Option<u64>, Option<PayloadOut>)>,
+    /// How many slots have been answered and removed (the ticket of the
+    /// front one).
+    done: u64,
+}
+
+impl Acks {
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Queues an answer (`None` while unknown); returns its ticket.
+    fn push(&mut self, seq: Option<u64>, answer: Option<PayloadOut>) -> u64 {
+        self.slots.push_back((seq, answer));
+        self.done + self.slots.len() as u64 - 1
+    }
+
+    fn fill(&mut self, ticket: u64, answer: PayloadOut) {
+        if let Some(slot) = ticket
+            .checked_sub(self.done)
+            .and_then(|i| self.slots.get_mut(i as usize))
+        {
+            slot.1 = Some(answer);
+        }
+    }
+
+    /// The next answer that may be sent, if the oldest is known.
+    fn pop_ready(&mut self) -> Option<(Option<u64>, PayloadOut)> {
+        if !matches!(self.slots.front(), Some((_, Some(_)))) {
+            return None;
+        }
+        let (seq, answer) = self.slots.pop_front()?;
+        self.done += 1;
+        Some((seq, answer?))
+    }
+}
+
 /// A fragmented message being reassembled.
 struct Fragments {
     text: bool,
@@ -84,6 +128,7 @@ pub struct Session {
     span: tracing::Span,
     state: State,
     held: Held,
+    acks: Acks,
     last_seen: Instant,
     fragments: Option<Fragments>,
     out: Outgoing,
@@ -122,6 +167,7 @@ impl Session {
             span,
             state: State::Anonymous,
             held: Held::default(),
+            acks: Acks::default(),
             last_seen: Instant::now(),
             fragments: None,
             out,
@@ -163,9 +209,11 @@ impl Session {
             }) if name == protocol::GATEWAY_NAME => Request::Gateway(data.to_owned()),
             // The common case, answered from the borrowed frame without
             // copying its data.
-            Ok(PayloadIn::Message { target, data }) if self.held.waiting_for.is_none() => {
-                let outcome = member.message(Some(seq), &target, data);
-                return self.wait_for(outcome, ctx);
+            Ok(PayloadIn::Message { target, data })
+                if self.held.waiting_for.is_none() && self.held.queue.is_empty() =>
+            {
+                let relayed = member.relay(&target, data);
+                return self.answer_relayed(Some(seq), relayed, ctx);
             }
             Ok(PayloadIn::SelfSetSeq { seq: n }) => {
                 seq = n;
@@ -184,9 +232,59 @@ impl Session {
         self.submit(Some(seq), request, ctx);
     }
 
+    /// Answers a relayed MESSAGE, after the answers still owed to earlier
+    /// ones.
+    fn answer_relayed(&mut self, seq: Option<u64>, relayed: Relayed, ctx: &mut Context<Self>) {
+        let (answer, lookup) = match relayed {
+            Relayed::Now(payload) if self.acks.is_empty() => return self.reply(seq, payload),
+            Relayed::Now(payload) => {
+                self.acks.push(seq, Some(payload));
+                return;
+            }
+            Relayed::HandedOff(answer) => (answer, false),
+            Relayed::LookingUp(answer) => {
+                // Its frame is not sent yet: what comes next waits.
+                self.held.waiting_for = Some("a lookup");
+                (answer, true)
+            }
+        };
+        let max = self.settings.max_outgoing_queue;
+        if self.acks.slots.len() >= max {
+            let reason =
+                format!("too fast: more than {max} messages waiting to leave for the cluster");
+            return self.evict(Close::new(CloseCode::Policy, reason), ctx);
+        }
+        let ticket = self.acks.push(seq, None);
+        ctx.spawn(answer.into_actor(self).map(move |payload, act, ctx| {
+            if lookup {
+                act.held.waiting_for = None;
+            }
+            act.acks.fill(ticket, payload);
+            while let Some((seq, payload)) = act.acks.pop_ready() {
+                act.reply(seq, payload);
+            }
+            act.release(ctx);
+        }));
+    }
+
+    fn reply(&self, seq: Option<u64>, payload: PayloadOut) {
+        if let State::Identified { member, .. } = &self.state {
+            member.reply(seq, payload);
+        }
+    }
+
+    /// What the next request must wait for, if anything: an earlier
+    /// request, or the answers still owed to relayed MESSAGEs (its reply
+    /// must come after theirs).
+    fn waiting_for(&self) -> Option<&'static str> {
+        self.held
+            .waiting_for
+            .or_else(|| (!self.acks.is_empty()).then_some("messages leaving for the cluster"))
+    }
+
     /// Answers a request now, or queues it behind the one being answered.
     fn submit(&mut self, seq: Option<u64>, request: Request, ctx: &mut Context<Self>) {
-        if let Some(what) = self.held.waiting_for {
+        if let Some(what) = self.waiting_for() {
             let max = self.settings.max_outgoing_queue;
             if self.held.queue.len() >= max {
                 // Their answers could not be queued either: the same bound.
@@ -278,7 +376,7 @@ impl Session {
 
     /// Handles, in order, the requests that waited, until one waits again.
     fn release(&mut self, ctx: &mut Context<Self>) {
-        while self.held.waiting_for.is_none() {
+        while self.waiting_for().is_none() {
             let Some((seq, request)) = self.held.queue.pop_front() else {
                 return;
             };

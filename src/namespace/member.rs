@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::registry::{CreateService, DeleteService};
-use super::router::{self, Routed};
+use super::router::{self, Relayed};
 use super::service::{Subscribe, Unsubscribe};
 use super::view::ClientRecord;
 use super::Namespace;
@@ -136,14 +136,21 @@ impl Member {
         self.record.info.uuid
     }
 
-    /// Relays a MESSAGE; `data` is relayed byte for byte.
+    /// Relays a MESSAGE and leaves its answer to the caller, for a
+    /// transport that keeps its replies in order itself (and so need not
+    /// hold the next requests while a frame is handed to the cluster).
+    pub fn relay(&self, target: &Target, data: &RawValue) -> Relayed {
+        router::route(&self.namespace, &self.record, target, data)
+    }
+
+    /// Relays a MESSAGE and answers it; `data` is relayed byte for byte.
     pub fn message(&self, seq: Option<u64>, target: &Target, data: &RawValue) -> Outcome {
         match router::route(&self.namespace, &self.record, target, data) {
-            Routed::Now(payload) => {
+            Relayed::Now(payload) => {
                 self.reply(seq, payload);
                 Outcome::Answered
             }
-            Routed::Later(answer) => {
+            Relayed::HandedOff(answer) | Relayed::LookingUp(answer) => {
                 let reply = self.reply_to(seq);
                 Outcome::later("a lookup or the cluster", async move {
                     reply.send(answer.await);

@@ -38,6 +38,7 @@ use uuid::Uuid;
 pub use self::member::{Member, Op, Outcome, ReplyTo};
 pub use self::observe::{Change, Observer, Observers};
 use self::registry::{CloseAll, Join, Leave, Local, Ready, Registry};
+pub use self::router::Relayed;
 use self::view::Directory;
 use crate::cluster::{Cluster, InboundStream};
 use crate::config::Settings;

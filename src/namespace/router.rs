@@ -19,22 +19,31 @@ use crate::cluster::Handoff;
 use crate::protocol::{MessageOut, PayloadOut, Target};
 use crate::transport::outbox::Frame;
 
-/// The sender's answer, now or once a lookup or a hand-off to the cluster
-/// is done. (Only ever returned and matched at once: its size does not
-/// matter.)
+/// An answer that comes later.
+pub type Answer = Pin<Box<dyn Future<Output = PayloadOut>>>;
+
+/// The sender's answer to a MESSAGE. (Only ever returned and matched at
+/// once: its size does not matter.)
 #[allow(clippy::large_enum_variant)]
-pub(super) enum Routed {
+pub enum Relayed {
+    /// Delivered (or refused) now.
     Now(PayloadOut),
-    Later(Pin<Box<dyn Future<Output = PayloadOut>>>),
+    /// Handed to the cluster: the answer comes once the frame left. The
+    /// sender's next frames go out behind it on the same link, so they
+    /// need not wait; only its next replies must come after this one.
+    HandedOff(Answer),
+    /// The target is being looked up in the cluster: the sender's next
+    /// requests must wait, or their frames could overtake this one.
+    LookingUp(Answer),
 }
 
 /// The sender's answer for a frame handed to the cluster (after the copies
 /// for this node's clients went out): `OK` only once it left.
-fn answer(handoff: Handoff) -> Routed {
+fn answer(handoff: Handoff) -> Relayed {
     match handoff {
-        Handoff::Sent => Routed::Now(PayloadOut::Ok),
-        Handoff::Refused => Routed::Now(not_sent()),
-        Handoff::Queued(sent) => Routed::Later(Box::pin(async move {
+        Handoff::Sent => Relayed::Now(PayloadOut::Ok),
+        Handoff::Refused => Relayed::Now(not_sent()),
+        Handoff::Queued(sent) => Relayed::HandedOff(Box::pin(async move {
             if sent.await {
                 PayloadOut::Ok
             } else {
@@ -57,7 +66,7 @@ pub(super) fn route(
     from: &Arc<ClientRecord>,
     target: &Target,
     data: &RawValue,
-) -> Routed {
+) -> Relayed {
     let dir = ns.directory();
     let frame = |service: Option<&RawValue>| {
         Frame::message(&MessageOut {
@@ -86,7 +95,7 @@ pub(super) fn route(
         }
         Target::Service { service } => {
             let Some(handle) = dir.service(service) else {
-                return Routed::Now(PayloadOut::InvalidService {
+                return Relayed::Now(PayloadOut::InvalidService {
                     service: service.clone(),
                 });
             };
@@ -109,13 +118,13 @@ pub(super) fn route(
         }
         Target::ServiceClientUuid { service, uuid } => {
             let Some(handle) = dir.service(service) else {
-                return Routed::Now(PayloadOut::InvalidService {
+                return Relayed::Now(PayloadOut::InvalidService {
                     service: service.clone(),
                 });
             };
             let view = handle.view.load();
             if view.receipt.owner_uuid != from.info.uuid {
-                return Routed::Now(PayloadOut::Bad {
+                return Relayed::Now(PayloadOut::Bad {
                     desc: Some(format!(
                         "only the owner of {service:?} can use SERVICE_CLIENT_UUID"
                     )),
@@ -127,34 +136,34 @@ pub(super) fn route(
             }
         }
     };
-    Routed::Now(payload)
+    Relayed::Now(payload)
 }
 
 /// Sends a frame to one client, here or on its node.
-fn deliver(ns: &Namespace, to: &ClientRecord, frame: Frame) -> Routed {
+fn deliver(ns: &Namespace, to: &ClientRecord, frame: Frame) -> Relayed {
     match &to.outbox {
         Some(outbox) => {
             outbox.send(frame);
-            Routed::Now(PayloadOut::Ok)
+            Relayed::Now(PayloadOut::Ok)
         }
         None => answer(ns.cluster.send_to_node(to.node, to.info.uuid, &frame)),
     }
 }
 
-fn deliver_to_uuid(ns: &Namespace, dir: &Directory, to: Uuid, frame: Frame) -> Routed {
+fn deliver_to_uuid(ns: &Namespace, dir: &Directory, to: Uuid, frame: Frame) -> Relayed {
     match dir.client(&to) {
         Some(to) => deliver(ns, to, frame),
-        None => Routed::Now(PayloadOut::InvalidUuid {
+        None => Relayed::Now(PayloadOut::InvalidUuid {
             uuid: to.to_string(),
         }),
     }
 }
 
 /// The answer once a hand-off is done, for a sender already waiting.
-async fn settled(routed: Routed) -> PayloadOut {
+async fn settled(routed: Relayed) -> PayloadOut {
     match routed {
-        Routed::Now(payload) => payload,
-        Routed::Later(answer) => answer.await,
+        Relayed::Now(payload) => payload,
+        Relayed::HandedOff(answer) | Relayed::LookingUp(answer) => answer.await,
     }
 }
 
@@ -176,7 +185,7 @@ fn invalid(target: &Target) -> PayloadOut {
 }
 
 /// Looks a NAME or UUID target up in the cluster, then relays or refuses.
-fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &RawValue) -> Routed {
+fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &RawValue) -> Relayed {
     let (name, uuid) = match target {
         Target::Name { name } => (Some(name.as_str()), None),
         Target::Uuid { uuid } => (None, uuid.parse().ok()),
@@ -184,7 +193,7 @@ fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &Raw
     };
     let located = ns.cluster.locate(name, uuid);
     let (ns, from, target, data) = (ns.clone(), from.clone(), target.clone(), data.to_owned());
-    Routed::Later(Box::pin(async move {
+    Relayed::LookingUp(Box::pin(async move {
         let found = located.await;
         let dir = ns.directory();
         let frame = || {
