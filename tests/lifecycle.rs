@@ -663,3 +663,41 @@ async fn a_client_that_stops_reading_is_evicted_without_hurting_anyone() {
         "the slow client was cut off, not served everything ({texts} frames)"
     );
 }
+
+/// A client whose IDENTIFY arrives after a stopping replica closed its
+/// clients gets the same close (1012) and leaves no name behind in Redis:
+/// it is not registered past the replica's departure.
+#[tokio::test]
+async fn an_identify_after_the_close_all_gets_the_departure_close_and_claims_nothing() {
+    let redis = common::redis::RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut args = serve_args(data.path());
+    args.extend(["--redis-url".to_owned(), redis.url()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gateway = Process::spawn(command(&args));
+    let addr = gateway.listening().await;
+    let url = format!("ws://{addr}/ws");
+
+    let mut early = Client::connect(&url).await;
+    early.identify("early").await;
+    // Upgraded before the stop, identified after the close-all.
+    let mut late = Client::connect(&url).await;
+    gateway.signal("TERM");
+    gateway
+        .wait_for_line(&["closed sessions"], Duration::from_secs(10))
+        .await;
+    late.send(json!({"type": "IDENTIFY", "name": "late", "version": "0.2.0"}))
+        .await;
+    let (code, reason) = late.expect_close().await;
+    assert_eq!(code, 1012, "{reason}");
+    assert_eq!(early.expect_close().await.0, 1012);
+    let status = gateway.exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}:\n{}", gateway.log());
+    for name in ["late", "early"] {
+        let held = redis.cli(&["GET", &format!("concierge:name:{name}")]);
+        assert!(
+            held.trim().is_empty(),
+            "{name}'s name is still claimed: {held}"
+        );
+    }
+}

@@ -174,6 +174,10 @@ pub struct Registry {
     /// The local clients told of joins and leaves (IDENTIFY's `presence`),
     /// in a flat map: every join and leave goes through all of them.
     watchers: IndexMap<Uuid, Outbox>,
+    /// Set once the node closes every client to stop: a client identifying
+    /// after that gets the same close rather than a name it would hold
+    /// past the node's departure.
+    departing: Option<Close>,
 }
 
 impl Actor for Registry {
@@ -200,6 +204,7 @@ impl Registry {
             pool,
             next_arbiter: 0,
             watchers: IndexMap::new(),
+            departing: None,
         }
     }
 
@@ -675,6 +680,9 @@ impl Handler<Join> for Registry {
     type Result = ResponseActFuture<Self, Result<Arc<ClientRecord>, Close>>;
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        if let Some(close) = &self.departing {
+            return Box::pin(fut::ready(Err(close.clone())));
+        }
         let Join { info, local } = msg;
         let uuid = info.uuid;
         self.joining.insert(uuid);
@@ -716,6 +724,19 @@ impl Handler<Join> for Registry {
                 .map(move |claimed, act, _| {
                 let name = info.name.clone();
                 match claimed {
+                    Ok(true) if act.departing.is_some() => {
+                        // The node began to stop while the name was being
+                        // claimed: give the name back, close like the rest.
+                        act.joining.remove(&uuid);
+                        act.cluster.record(&Event::Joined {
+                            client: info,
+                            node: act.node,
+                        });
+                        act.cluster.record(&Event::Left { uuid });
+                        Err(act.departing.clone().unwrap_or_else(|| {
+                            Close::new(CloseCode::GoingAway, "the gateway is stopping")
+                        }))
+                    }
                     Ok(true) if act.joining.remove(&uuid) => {
                         tracing::info!(%uuid, %name, "client identified");
                         let event = Event::Joined {
@@ -909,6 +930,7 @@ impl Handler<CloseAll> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: CloseAll, _: &mut Context<Self>) -> usize {
+        self.departing = Some(msg.close.clone());
         let mut closed = 0;
         for outbox in self.dir.local.values().filter_map(|c| c.outbox.as_ref()) {
             outbox.close(msg.close.clone());
