@@ -11,7 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || { echo "usage: $0 SCENARIO [ARGS...]" >&2; exit 2; }
 
-cargo build --release --quiet --bin concierge
+# CONCIERGE_BIN: run that binary (e.g. an older build, for an A/B) instead
+# of building target/release/concierge.
+bin=${CONCIERGE_BIN:-target/release/concierge}
+[ -n "${CONCIERGE_BIN:-}" ] || cargo build --release --quiet --bin concierge
 logs=$(mktemp -d)
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$logs"; }
@@ -22,11 +25,11 @@ redis=$!
 sleep 0.5
 for port in 8181 8182; do
   (ulimit -n 20000 2>/dev/null || true
-   exec env CONCIERGE_LOG=warn target/release/concierge --workers 1 --bind "127.0.0.1:$port" \
+   exec env CONCIERGE_LOG=warn "$bin" --workers 1 --bind "127.0.0.1:$port" \
      --data-dir "$logs/files" --redis-url redis://127.0.0.1:6399 >"$logs/gateway-$port.log" 2>&1) &
   pids+=($!)
 done
 sleep 1.5
-target/release/concierge bench cluster "$@" \
+"$bin" bench cluster "$@" \
   --url ws://127.0.0.1:8181/ws --url ws://127.0.0.1:8182/ws \
   --server-pid "${pids[1]}" --server-pid "${pids[2]}" --server-pid "$redis"
