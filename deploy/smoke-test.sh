@@ -19,7 +19,7 @@
 # Needs: the images (deploy/build-images.sh), docker-compose, python3.
 # Environment: CONCIERGE_PORT (host port for the LB; default: a free one),
 #   SMOKE_RECONNECT_DELAY (seconds a client closed with 1012 waits before it
-#   reconnects in the scale phase; default 0.3).
+#   reconnects in the scale phase; default 0).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -55,7 +55,7 @@ connect, ConnectionClosed, InvalidHandshake = import_websockets()
 # What a client that cannot get in yet sees (refused, reset, timed out, 502/503 from the LB).
 CONNECT_ERRORS = (OSError, asyncio.TimeoutError, InvalidHandshake)
 # How long a client closed with 1012 waits before it reconnects (seconds).
-RECONNECT_DELAY = float(os.environ.get("SMOKE_RECONNECT_DELAY", "0.3"))
+RECONNECT_DELAY = float(os.environ.get("SMOKE_RECONNECT_DELAY", "0"))
 
 VERSION = "0.2.0"
 TIMEOUT = 5.0
@@ -822,11 +822,11 @@ class Smoke:
         everyone += [await self.kept_lb_client("stay_or_go") for _ in range(5)]
         everyone += self.residents
         # Every client watches for its close; one closed with 1012 reconnects through the LB
-        # with the same name after RECONNECT_DELAY (SMOKE_RECONNECT_DELAY, 0.3 s). compose
-        # stops the removed replicas in parallel, but their SIGTERMs come up to ~0.1 s
-        # apart: a client reconnecting at once can reach a replica just before its own
-        # SIGTERM, and that replica may then accept its IDENTIFY while stopping (see the
-        # note below). SMOKE_RECONNECT_DELAY=0 shows it.
+        # with the same name after RECONNECT_DELAY (SMOKE_RECONNECT_DELAY, default 0).
+        # compose stops the removed replicas in parallel, but their SIGTERMs come up to
+        # ~0.1 s apart: a client reconnecting at once can reach a replica just before its
+        # own SIGTERM, which must refuse its IDENTIFY with 1012 (and keep no name): the
+        # client then tries again (a NOTE line).
         async def watch(c):
             code = await c.wait_closed(60)
             closed_at = time.monotonic()
