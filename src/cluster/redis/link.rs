@@ -75,9 +75,12 @@ impl Link {
     }
 
     /// Publishes a client's frame, unless the link is down: the sender
-    /// learns whether it left.
+    /// learns whether it left. Refused at once only while the subscription
+    /// is down (Redis is gone); after a failed write the frame is still
+    /// tried, and the writer's result answers it, so one failed batch does
+    /// not refuse every frame until the next lease renewal.
     pub fn hand_off(&self, channel: String, payload: Vec<u8>) -> Handoff {
-        if !self.is_up() {
+        if !self.subscribed.load(Ordering::Relaxed) {
             metrics::get().cluster_frames_not_sent.inc();
             return Handoff::Refused;
         }

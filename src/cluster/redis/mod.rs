@@ -40,6 +40,11 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(2);
 const LOCATE_ATTEMPTS: usize = 20;
 const LOCATE_PAUSE: Duration = Duration::from_millis(5);
 
+/// How often, and how far apart, a name is claimed again after the link
+/// came back when Redis answers with an error (it may be failing over).
+const RECLAIM_ATTEMPTS: u32 = 10;
+const RECLAIM_PAUSE: Duration = Duration::from_millis(500);
+
 /// How long a graceful stop waits for queued writes to reach Redis.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -341,25 +346,35 @@ impl Cluster for RedisCluster {
         let link = self.link.clone();
         tokio::spawn(async move {
             for (name, uuid) in names {
-                let holder = match RedisCluster::claim(&link, &name, uuid).await {
-                    Ok(true) => continue,
-                    Ok(false) => RedisCluster::holder(&link, &name).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, %name, "cannot reclaim a name");
-                        continue;
+                // An error is not an answer: Redis may be failing over.
+                // Try again a few times; only another holder loses the name.
+                for attempt in 1..=RECLAIM_ATTEMPTS {
+                    let holder = match RedisCluster::claim(&link, &name, uuid).await {
+                        Ok(true) => break,
+                        Ok(false) => RedisCluster::holder(&link, &name).await,
+                        Err(e) => Err(e),
+                    };
+                    match holder {
+                        Ok(Some(h)) if h == uuid => break,
+                        Ok(Some(_)) => {
+                            tracing::warn!(%name, %uuid, "the name was claimed elsewhere during an outage");
+                            link.report(Inbound::NameLost {
+                                uuid,
+                                close: Close::new(
+                                    CloseCode::DuplicateAuth,
+                                    format!("the name {name:?} was claimed on another replica while this one was cut off"),
+                                ),
+                            });
+                            break;
+                        }
+                        // Freed between the claim and the look: claim again.
+                        Ok(None) => {}
+                        Err(e) if attempt == RECLAIM_ATTEMPTS => {
+                            tracing::warn!(error = %e, %name, "cannot reclaim a name");
+                        }
+                        Err(_) => tokio::time::sleep(RECLAIM_PAUSE).await,
                     }
-                };
-                if matches!(holder, Ok(Some(h)) if h == uuid) {
-                    continue;
                 }
-                tracing::warn!(%name, %uuid, "the name was claimed elsewhere during an outage");
-                link.report(Inbound::NameLost {
-                    uuid,
-                    close: Close::new(
-                        CloseCode::DuplicateAuth,
-                        format!("the name {name:?} was claimed on another replica while this one was cut off"),
-                    ),
-                });
             }
         });
     }
