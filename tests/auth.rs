@@ -42,6 +42,22 @@ async fn add_user(server: &TestServer, name: &str, role: Role) {
     accounts::add(auth.store(), name, role, PASSWORD)
         .await
         .expect("account created");
+    // Written beside the gateway, as `concierge user add` does: the gateway
+    // learns of it from the store's changes (within its poll). Once it has,
+    // tokens are required: /metrics refuses a request without one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while reqwest::get(server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .status()
+        != StatusCode::UNAUTHORIZED
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway did not learn that an account exists"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn login(server: &TestServer, name: &str, password: &str) -> (StatusCode, Value) {
