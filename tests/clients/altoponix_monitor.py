@@ -8,6 +8,7 @@ usage: altoponix_monitor.py URL MONITOR_ID [TOKEN]
 
 import json
 import sys
+import threading
 
 import socketio
 
@@ -65,3 +66,9 @@ except socketio.exceptions.ConnectionError as e:
     show("connection refused", str(e))
     sys.exit(1)
 sio.wait()
+# A server that closes right after an event (``con failed``, ``query
+# failed``) ends wait() while that event's handler may still be running on
+# its own thread: let the handlers print before the process exits.
+for thread in threading.enumerate():
+    if thread is not threading.current_thread():
+        thread.join(timeout=5)

@@ -46,7 +46,7 @@ def disconnect(*args):
 @sio.on("query ok")
 def query_ok(*args):
     show("query ok")
-    threading.Thread(target=commands, daemon=True).start()
+    threading.Thread(target=commands, daemon=True, name="stdin").start()
 
 
 @sio.on("query failed")
@@ -66,3 +66,9 @@ except socketio.exceptions.ConnectionError as e:
     show("connection refused", str(e))
     sys.exit(1)
 sio.wait()
+# A server that closes right after an event (``con failed``, ``query
+# failed``) ends wait() while that event's handler may still be running on
+# its own thread: let the handlers print before the process exits.
+for thread in threading.enumerate():
+    if thread is not threading.current_thread() and thread.name != "stdin":
+        thread.join(timeout=5)
