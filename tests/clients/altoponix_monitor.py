@@ -17,8 +17,16 @@ token = sys.argv[3] if len(sys.argv) > 3 else None
 sio = socketio.Client(reconnection=False)
 
 
+# Handlers run on threads of their own: one lock and one write per line, or
+# two events printed at once interleave into lines that are not JSON.
+printing = threading.Lock()
+
+
 def show(event, data=None):
-    print(json.dumps({"event": event, "data": data}), flush=True)
+    line = json.dumps({"event": event, "data": data}) + "\n"
+    with printing:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 @sio.event
@@ -71,4 +79,4 @@ sio.wait()
 # its own thread: let the handlers print before the process exits.
 for thread in threading.enumerate():
     if thread is not threading.current_thread():
-        thread.join(timeout=5)
+        thread.join(timeout=1)
