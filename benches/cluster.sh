@@ -11,14 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || { echo "usage: $0 SCENARIO [ARGS...]" >&2; exit 2; }
 
-# CONCIERGE_BIN: run that binary (e.g. an older build, for an A/B) instead
-# of building target/release/concierge.
-bin=${CONCIERGE_BIN:-target/release/concierge}
-[ -n "${CONCIERGE_BIN:-}" ] || cargo build --release --quiet --bin concierge
-logs=$(mktemp -d)
-pids=()
-stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$logs"; }
-trap stop EXIT
+# shellcheck source=benches/processes.sh
+source benches/processes.sh
 
 redis-server --port 6399 --save "" --appendonly no >"$logs/redis.log" 2>&1 & pids+=($!)
 redis=$!

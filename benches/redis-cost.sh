@@ -19,14 +19,8 @@ cd "$(dirname "$0")/.."
 replicas=$1 workload=$2
 shift 2
 
-# CONCIERGE_BIN: run that binary (e.g. an older build, for an A/B) instead
-# of building target/release/concierge.
-bin=${CONCIERGE_BIN:-target/release/concierge}
-[ -n "${CONCIERGE_BIN:-}" ] || cargo build --release --quiet --bin concierge
-logs=$(mktemp -d)
-pids=()
-stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$logs"; }
-trap stop EXIT
+# shellcheck source=benches/processes.sh
+source benches/processes.sh
 
 port=6399
 redis-server --port "$port" --save "" --appendonly no >"$logs/redis.log" 2>&1 &
