@@ -155,13 +155,21 @@ async fn close_lingering<S: Socket>(
     returned: Returned<Incoming<FrameGuard<SocketInput<S>>>>,
 ) {
     let limit = settings.close_linger();
-    // The session drops its input as it stops, right after its close.
-    if let Ok(Ok(input)) = tokio::time::timeout(limit, returned).await {
-        linger(input, limit).await;
+    // One bound for both: the session drops its input as it stops, right
+    // after its close, and then the client has what is left to answer.
+    let lingering = async {
+        if let Ok(input) = returned.await {
+            linger(input).await;
+        }
+    };
+    if tokio::time::timeout(limit, lingering).await.is_err() {
+        tracing::debug!(
+            limit_ms = limit.as_millis() as u64,
+            "the client neither answered the close frame nor closed: closing the socket"
+        );
     }
 }
 
-/// The shape of an adapter session's constructor.
 /// Runs an adapter's session (see [`crate::adapters`]) on the socket.
 async fn adapter<S: Socket, A>(
     state: &AppState,

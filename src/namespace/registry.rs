@@ -724,20 +724,9 @@ impl Handler<Join> for Registry {
                 .map(move |claimed, act, _| {
                 let name = info.name.clone();
                 match claimed {
-                    Ok(true) if act.departing.is_some() => {
-                        // The node began to stop while the name was being
-                        // claimed: give the name back, close like the rest.
-                        act.joining.remove(&uuid);
-                        act.cluster.record(&Event::Joined {
-                            client: info,
-                            node: act.node,
-                        });
-                        act.cluster.record(&Event::Left { uuid });
-                        Err(act.departing.clone().unwrap_or_else(|| {
-                            Close::new(CloseCode::GoingAway, "the gateway is stopping")
-                        }))
-                    }
-                    Ok(true) if act.joining.remove(&uuid) => {
+                    // Still wanted (it did not leave while its name was
+                    // being claimed) and the node is not stopping.
+                    Ok(true) if act.joining.remove(&uuid) && act.departing.is_none() => {
                         tracing::info!(%uuid, %name, "client identified");
                         let event = Event::Joined {
                             client: info.clone(),
@@ -750,17 +739,19 @@ impl Handler<Join> for Registry {
                         })
                     }
                     Ok(true) => {
-                        // It left while its name was being claimed: give the
-                        // name back (a departure releases the names it holds).
+                        // It left, or the node began to stop, while its name
+                        // was being claimed: give the name back (a departure
+                        // releases the names it holds) and close it like the
+                        // rest.
+                        act.joining.remove(&uuid);
                         act.cluster.record(&Event::Joined {
                             client: info,
                             node: act.node,
                         });
                         act.cluster.record(&Event::Left { uuid });
-                        Err(Close::new(
-                            CloseCode::Unknown,
-                            "the connection closed while identifying",
-                        ))
+                        Err(act.departing.clone().unwrap_or_else(|| {
+                            Close::new(CloseCode::Unknown, "the connection closed while identifying")
+                        }))
                     }
                     Ok(false) => {
                         act.joining.remove(&uuid);

@@ -16,7 +16,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use actix_http::ws::Frame;
 use actix_web::error::PayloadError;
@@ -71,45 +70,38 @@ impl<St> Drop for Lent<St> {
 }
 
 /// Reads and drops what the client still sends, until its close frame,
-/// EOF, an error, or `limit`. Returns at once when the client's close frame
-/// has already been read (the client started the closing handshake, or
-/// answered ours while the session was still reading). What was read past
-/// a frame the decoder refused (an oversized one) is drained as raw bytes.
-pub async fn linger<S>(mut input: Incoming<S>, limit: Duration)
+/// EOF or an error; the caller bounds it in time. Returns at once when the
+/// client's close frame has already been read (the client started the
+/// closing handshake, or answered ours while the session was still
+/// reading). What was read past a frame the decoder refused (an oversized
+/// one) is drained as raw bytes.
+pub async fn linger<S>(mut input: Incoming<S>)
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
     if input.client_closed() {
         return;
     }
-    let drain = async move {
-        let mut frames = 0u64;
-        // After an error (the one that made the session close, or one
-        // here) the frames are out of step: only bytes are read then.
-        while !input.failed() {
-            match input.next().await {
-                Some(Ok(Frame::Close(_))) => {
-                    tracing::debug!(frames, "the client answered the close frame");
-                    return;
-                }
-                Some(Ok(_)) => frames += 1,
-                Some(Err(_)) => {}
-                None => return,
+    let mut frames = 0u64;
+    // After an error (the one that made the session close, or one
+    // here) the frames are out of step: only bytes are read then.
+    while !input.failed() {
+        match input.next().await {
+            Some(Ok(Frame::Close(_))) => {
+                tracing::debug!(frames, "the client answered the close frame");
+                return;
             }
+            Some(Ok(_)) => frames += 1,
+            Some(Err(_)) => {}
+            None => return,
         }
-        let mut raw = input.into_raw();
-        loop {
-            match raw.next().await {
-                // An oversized frame is refused once; what follows passes.
-                Some(Ok(_)) | Some(Err(PayloadError::Overflow)) => {}
-                Some(Err(_)) | None => return,
-            }
+    }
+    let mut raw = input.into_raw();
+    loop {
+        match raw.next().await {
+            // An oversized frame is refused once; what follows passes.
+            Some(Ok(_)) | Some(Err(PayloadError::Overflow)) => {}
+            Some(Err(_)) | None => return,
         }
-    };
-    if tokio::time::timeout(limit, drain).await.is_err() {
-        tracing::debug!(
-            limit_ms = limit.as_millis() as u64,
-            "the client neither answered the close frame nor closed: closing the socket"
-        );
     }
 }
