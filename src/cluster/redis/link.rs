@@ -29,9 +29,12 @@ use crate::protocol::ServiceInfo;
 /// What the writer task is given, in order.
 pub enum Write {
     Cmd(redis::Cmd),
-    /// A client's frame: `sent` is told whether Redis took it.
+    /// A client's frame: `sent` is told whether Redis took it (and, for
+    /// a frame to one replica's inbox, whether that replica was subscribed:
+    /// pub/sub keeps nothing for a replica that is re-subscribing).
     Frame {
         cmd: redis::Cmd,
+        to_one: bool,
         sent: oneshot::Sender<bool>,
     },
     /// Answered once every command queued before it has been sent.
@@ -79,7 +82,9 @@ impl Link {
     /// is down (Redis is gone); after a failed write the frame is still
     /// tried, and the writer's result answers it, so one failed batch does
     /// not refuse every frame until the next lease renewal.
-    pub fn hand_off(&self, channel: String, payload: Vec<u8>) -> Handoff {
+    /// `to_one`: the channel is one replica's inbox, which must be
+    /// followed for the frame to count as handed on.
+    pub fn hand_off(&self, channel: String, payload: Vec<u8>, to_one: bool) -> Handoff {
         if !self.subscribed.load(Ordering::Relaxed) {
             metrics::get().cluster_frames_not_sent.inc();
             return Handoff::Refused;
@@ -87,7 +92,11 @@ impl Link {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
         let (sent, taken) = oneshot::channel();
-        if self.writes.send(Write::Frame { cmd, sent }).is_err() {
+        if self
+            .writes
+            .send(Write::Frame { cmd, to_one, sent })
+            .is_err()
+        {
             tracing::error!("the Redis writer has stopped");
             metrics::get().cluster_frames_not_sent.inc();
             return Handoff::Refused;
@@ -143,18 +152,21 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
                     pipe.add_command(cmd).ignore();
                     commands += 1;
                 }
-                Write::Frame { cmd, sent } => {
-                    pipe.add_command(cmd).ignore();
+                Write::Frame { cmd, to_one, sent } => {
+                    // Its reply, the number of subscribers reached, is kept.
+                    pipe.add_command(cmd);
                     commands += 1;
-                    frames.push(sent);
+                    frames.push((to_one, sent));
                 }
                 Write::Flush(done) => flushed.push(done),
             }
         }
         let mut written = true;
+        let mut reached = Vec::new();
         if commands > 0 {
-            match pipe.query_async::<()>(&mut link.master.conn()).await {
-                Ok(()) => {
+            match pipe.query_async::<Vec<i64>>(&mut link.master.conn()).await {
+                Ok(counts) => {
+                    reached = counts;
                     if !link.writing.swap(true, Ordering::Relaxed) {
                         link.resync.notify_one();
                     }
@@ -169,13 +181,12 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
                 }
             }
         }
-        if !written && !frames.is_empty() {
-            metrics::get()
-                .cluster_frames_not_sent
-                .inc_by(frames.len() as u64);
-        }
-        for sent in frames.drain(..) {
-            let _ = sent.send(written);
+        for (i, (to_one, sent)) in frames.drain(..).enumerate() {
+            let left = written && (!to_one || reached.get(i).is_some_and(|&n| n > 0));
+            if !left {
+                metrics::get().cluster_frames_not_sent.inc();
+            }
+            let _ = sent.send(left);
         }
         for done in flushed.drain(..) {
             let _ = done.send(());

@@ -256,12 +256,12 @@ impl Cluster for RedisCluster {
 
     fn send_to_all(&self, frame: &Frame, except: Option<Uuid>) -> Handoff {
         let payload = wire::encode(self.link.node, Route::All { except }, Some(frame));
-        self.link.hand_off(EVENTS.to_owned(), payload)
+        self.link.hand_off(EVENTS.to_owned(), payload, false)
     }
 
     fn send_to_node(&self, node: NodeId, to: Uuid, frame: &Frame) -> Handoff {
         let payload = wire::encode(self.link.node, Route::Client { to }, Some(frame));
-        self.link.hand_off(wire::inbox(node), payload)
+        self.link.hand_off(wire::inbox(node), payload, true)
     }
 
     fn take_over(&self, node: NodeId, uuid: Uuid) {
@@ -275,7 +275,8 @@ impl Cluster for RedisCluster {
             except,
         };
         let payload = wire::encode(self.link.node, route, Some(frame));
-        self.link.hand_off(wire::service_channel(name), payload)
+        self.link
+            .hand_off(wire::service_channel(name), payload, false)
     }
 
     fn watch(&self, name: &str) -> Pending<()> {
