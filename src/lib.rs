@@ -11,6 +11,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod ctl;
 pub mod files;
 pub mod gateway;

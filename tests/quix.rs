@@ -23,31 +23,7 @@ fn server() -> TestServer {
 
 async fn add_account(server: &TestServer, name: &str) {
     let data = server.data.path().to_str().expect("utf-8");
-    let mut add = command(&[
-        "user",
-        "add",
-        name,
-        "--role",
-        "agent",
-        "--password-stdin",
-        "--data-dir",
-        data,
-    ]);
-    add.stdin(Stdio::piped());
-    let mut child = add.spawn().expect("user add runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .expect("password");
-    let out = child.wait_with_output().await.expect("user add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::process::add_user(&["--data-dir", data], name, "agent", PASSWORD).await;
 }
 
 struct Backend {

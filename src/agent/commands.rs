@@ -30,9 +30,10 @@ pub enum Access {
 }
 
 /// Every request name, with who may send it.
-pub const REQUESTS: [(&str, Access); 21] = [
+pub const REQUESTS: [(&str, Access); 22] = [
     ("execute", Access::Command),
     ("view_running", Access::Read),
+    ("list_started", Access::Read),
     ("proc_signal", Access::Command),
     ("proc_output", Access::Read),
     ("telemetry", Access::Read),
@@ -122,6 +123,7 @@ impl Host {
             "execute" => self.execute(request),
             "proc_output" => self.proc_output(request),
             "view_running" => plain(self.view_running().await),
+            "list_started" => plain(self.list_started(request)),
             "proc_signal" => {
                 let signal = signals::parse(request.str("mode")?)?;
                 plain(self.signal(request.pid("pid")?, signal))
@@ -213,7 +215,17 @@ impl Host {
     }
 
     fn execute(&self, request: &Request) -> Result<(Value, Option<Follow>), Failure> {
-        let argv = request.strings("cmd")?;
+        // seed 003's argv array, or (for a person typing into the console)
+        // a command line split as exec_command splits it.
+        let argv = match (request.msg.get("cmd"), request.msg.get("command")) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::bad_argument(
+                    "give either `cmd` (an argv array) or `command` (a line), not both",
+                ))
+            }
+            (None, Some(_)) => command_words(request)?,
+            _ => request.strings("cmd")?,
+        };
         let spec = self.spawn_spec(request, argv)?;
         let follow = request.flag("follow")?;
         let pid = self.procs.spawn(spec)?;
@@ -273,6 +285,32 @@ impl Host {
             .await
             .map(Value::from)
             .map_err(|_| stopped())
+    }
+
+    /// Every process the agent started that it still holds, running or
+    /// exited, newest first: what a console lists with exit codes.
+    fn list_started(&self, request: &Request) -> Result<Value, Failure> {
+        let mut entries = self.procs.entries();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.started));
+        let listed = entries
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "proc_id": e.pid,
+                    "cmd": e.argv,
+                    "started": procs::unix_secs(e.started),
+                    "running": e.exit.is_none(),
+                    "status": match e.exit {
+                        None => telemetry::status_of(e.pid),
+                        Some(_) => "exited",
+                    },
+                    "exit": e.exit.map(|x| x.fields()),
+                    "output_bytes": e.output_bytes,
+                    "dropped": e.dropped,
+                })
+            })
+            .collect();
+        Ok(self.page("processes", listed, request.opt_u64("offset")?))
     }
 
     fn signal(&self, pid: u32, signal: i32) -> Result<Value, Failure> {
@@ -394,10 +432,7 @@ impl Host {
     }
 
     async fn exec_command(&self, request: &Request) -> Result<Value, Failure> {
-        let command = request.str("command")?;
-        let argv = shell_words::split(command).map_err(|e| {
-            Failure::bad_argument(format!("`command` does not split into words: {e}"))
-        })?;
+        let argv = command_words(request)?;
         let spec = self.spawn_spec(request, argv)?;
         let pid = self.procs.spawn(spec)?;
         let mut changes = self.procs.watch(pid)?;
@@ -563,4 +598,11 @@ fn folder_usage(
         out.insert(name, (bytes, kind));
     }
     Ok(out)
+}
+
+/// `command`: a line split into words as a POSIX shell would (quotes,
+/// escapes), but never run by one.
+fn command_words(request: &Request) -> Result<Vec<String>, Failure> {
+    shell_words::split(request.str("command")?)
+        .map_err(|e| Failure::bad_argument(format!("`command` does not split into words: {e}")))
 }

@@ -344,6 +344,13 @@ fn no_vpn() -> Value {
     })
 }
 
+/// A process's state now, in words (`unknown` when it cannot be read).
+pub fn status_of(pid: u32) -> &'static str {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .map_or("unknown", |s| state_name(s.state))
+}
+
 /// The `/proc/PID/stat` state letter in words.
 fn state_name(state: char) -> &'static str {
     match state {

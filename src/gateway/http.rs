@@ -88,6 +88,9 @@ pub(super) struct ConfQuery {
     public_key: Option<String>,
     conf_type: Option<String>,
     tun_mode: Option<String>,
+    /// `text` (the default): the config itself; `json`: the config and
+    /// its QR code, for the console.
+    format: Option<String>,
 }
 
 /// The verified claims of the request's bearer token, or why there are
@@ -123,6 +126,15 @@ pub(super) async fn vpn_conf(
         Err(refused) => return HttpResponse::Unauthorized().json(refused.to_msg()),
     };
     let query = query.into_inner();
+    let json = match query.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return vpn_failure(&VpnError::BadArgument(format!(
+                "format {other:?} is not text or json"
+            )))
+        }
+    };
     let fetch = Fetch {
         name: query.name.unwrap_or_else(|| claims.name.clone()),
         claims: Some(claims),
@@ -130,12 +142,32 @@ pub(super) async fn vpn_conf(
         tun_mode: query.tun_mode.unwrap_or_else(|| "udp".into()),
         public_key: query.public_key,
     };
+    let name = fetch.name.clone();
     match state.vpn.fetch(fetch).await {
+        Ok(conf) if json => HttpResponse::Ok().json(serde_json::json!({
+            "result": "success",
+            "name": name,
+            "conf_type": "wireguard",
+            "conf_data": conf,
+            "qr_svg": qr_svg(&conf),
+        })),
         Ok(conf) => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(conf),
         Err(e) => vpn_failure(&e),
     }
+}
+
+/// A config as an SVG QR code, what a phone's WireGuard app scans; `null`
+/// for one too long for a QR code (a config is a few hundred bytes).
+fn qr_svg(conf: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(conf.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(256, 256)
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 /// `GET /vpn/peers`: every peer and the managed interface's view of it,

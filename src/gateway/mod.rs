@@ -36,6 +36,7 @@ use actix_web::web;
 use crate::auth::Auth;
 use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
+use crate::console;
 use crate::files;
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
@@ -181,6 +182,7 @@ impl Gateway {
                 .route("/vpn/peers", web::get().to(http::vpn_peers))
                 .configure(login::routes)
                 .configure(files::routes)
+                .configure(console::routes)
         };
         let mut server = Server::build()
             .disable_signals()

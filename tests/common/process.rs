@@ -151,6 +151,29 @@ pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String 
         .to_owned()
 }
 
+/// Creates an account with `concierge user add NAME --role ROLE
+/// --password-stdin` on the store `store_args` name, as an admin would.
+pub async fn add_user(store_args: &[&str], name: &str, role: &str, password: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut args = vec!["user", "add", name, "--role", role, "--password-stdin"];
+    args.extend_from_slice(store_args);
+    let mut add = command(&args);
+    add.stdin(Stdio::piped());
+    let mut child = add.spawn().expect("user add runs");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(format!("{password}\n").as_bytes())
+        .await
+        .expect("password written");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The JSON lines `child` prints on its (piped) stdout, as they come; the
 /// channel ends when the child's stdout does.
 pub fn json_lines(child: &mut Child) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {

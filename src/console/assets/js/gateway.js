@@ -1,0 +1,221 @@
+// The console's connection to the gateway: one WebSocket speaking the
+// protocol of docs/PROTOCOL.md, as any client does.
+//
+// - Requests are numbered from 0 after IDENTIFY and their replies carry
+//   that `seq` (§4): `request()` resolves with the reply of its number.
+// - Agents are asked in seed 003's envelope inside a MESSAGE (§13.1):
+//   `ask()` resolves with the agent's `msg` of the same `rid`, or throws
+//   an AgentError with its `reason`; a followed process's events go to
+//   `onEvent` until its `exit`.
+// - Services the console wants (telemetry, audit) are subscribed again
+//   whenever they are created anew (an agent that reconnected) and after
+//   the console itself reconnects.
+// - Broadcasts (CLIENT_JOINED, CLIENT_LEFT, SERVICE_*) and service
+//   messages are dispatched as DOM events on the Gateway object.
+
+const PROTOCOL_VERSION = "0.2.0";
+const SUBPROTOCOL = "ert-concierge";
+
+/** A close code the console must not reconnect after: the token is no good. */
+const FATAL = {
+  4010: "this gateway needs a token: log in",
+  4011: "the token is not valid: log in again",
+  4013: "the session was revoked: log in again",
+  4014: "the token does not allow this console's name",
+  4015: "another connection took this console's name over",
+};
+
+export class AgentError extends Error {
+  constructor(reason, desc) {
+    super(desc || reason);
+    this.reason = reason;
+  }
+}
+
+export class Gateway extends EventTarget {
+  /**
+   * @param {() => string} token the current token (it is refreshed while the console runs)
+   * @param {string} name the client name to identify as
+   */
+  constructor(token, name) {
+    super();
+    this.token = token;
+    this.name = name;
+    this.ws = null;
+    this.uuid = null;
+    this.seq = 0;
+    this.pending = new Map();
+    this.rid = 1;
+    this.asks = new Map();
+    this.wanted = new Set();
+    this.up = false;
+    this.stopped = false;
+    this.backoff = 500;
+  }
+
+  start() {
+    this.stopped = false;
+    this.open();
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.ws) this.ws.close(1000, "logged out");
+  }
+
+  open() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws`, [SUBPROTOCOL]);
+    this.ws = ws;
+    ws.onopen = () => {
+      ws.send(JSON.stringify({
+        type: "IDENTIFY", name: this.name, version: PROTOCOL_VERSION,
+        tags: ["console"], token: this.token(),
+      }));
+    };
+    ws.onmessage = (event) => this.receive(event.data);
+    ws.onclose = (event) => this.closed(ws, event);
+    // A failed connect is followed by `close`, where it is handled.
+    ws.onerror = () => {};
+  }
+
+  closed(ws, event) {
+    if (ws !== this.ws) return;
+    const wasUp = this.up;
+    this.up = false;
+    this.uuid = null;
+    for (const [, p] of this.pending) p.reject(new Error("the connection to the gateway closed"));
+    this.pending.clear();
+    for (const [rid, a] of this.asks) {
+      a.reject(new AgentError("disconnected", "the connection to the gateway closed"));
+      this.asks.delete(rid);
+    }
+    const fatal = FATAL[event.code];
+    this.emit("down", { code: event.code, reason: event.reason, fatal: fatal ?? null });
+    if (this.stopped || fatal) return;
+    // 4012 (token expired) reconnects at once: the console refreshes its
+    // token before expiry, and the new connection takes the name over.
+    const delay = event.code === 4012 || wasUp ? 200 : this.backoff;
+    this.backoff = Math.min(this.backoff * 2, 10000);
+    setTimeout(() => { if (!this.stopped) this.open(); }, delay);
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  receive(text) {
+    let payload;
+    try { payload = JSON.parse(text); } catch { return; }
+    if (payload.type === "HELLO") {
+      this.uuid = payload.uuid;
+      this.seq = 0;
+      this.up = true;
+      this.backoff = 500;
+      this.emit("up", payload);
+      for (const service of this.wanted) this.subscribeNow(service);
+      return;
+    }
+    if (typeof payload.seq === "number" && this.pending.has(payload.seq)) {
+      const p = this.pending.get(payload.seq);
+      this.pending.delete(payload.seq);
+      p.resolve(payload);
+      // A broadcast's own copy (SERVICE_CREATE_RESULT...) is news too.
+      if (!payload.type.startsWith("SERVICE_CREATE") && !payload.type.startsWith("SERVICE_DELETE")) return;
+    }
+    switch (payload.type) {
+      case "MESSAGE":
+        this.message(payload);
+        break;
+      case "SERVICE_CREATE_RESULT":
+        if (payload.successful && this.wanted.has(payload.service.name)) this.subscribeNow(payload.service.name);
+        this.emit("service", payload);
+        break;
+      default:
+        this.emit("broadcast", payload);
+        if (payload.type === "SERVICE_DELETE_RESULT") this.emit("service", payload);
+    }
+  }
+
+  message(payload) {
+    const data = payload.data;
+    if (payload.origin?.service) {
+      this.emit(`service:${payload.origin.service.name}`, { data, origin: payload.origin });
+      return;
+    }
+    if (data && typeof data === "object" && this.asks.has(data.rid)) {
+      const ask = this.asks.get(data.rid);
+      if (data.event) {
+        ask.onEvent?.(data);
+        if (data.event === "exit") this.asks.delete(data.rid);
+        return;
+      }
+      if ("msg" in data) {
+        const msg = data.msg;
+        clearTimeout(ask.timer);
+        if (!ask.onEvent || (msg && msg.result === "error")) this.asks.delete(data.rid);
+        if (msg && msg.result === "error") ask.reject(new AgentError(msg.reason, msg.desc));
+        else ask.resolve(msg);
+      }
+    }
+  }
+
+  /** Sends a request and resolves with its reply. */
+  request(payload) {
+    if (!this.up) return Promise.reject(new Error("not connected to the gateway"));
+    const seq = this.seq++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(seq, { resolve, reject });
+      this.ws.send(JSON.stringify(payload));
+    });
+  }
+
+  /**
+   * Asks the agent `host` for `req`; resolves with its reply's `msg`.
+   * `onEvent` receives the events of a followed process (the ask stays
+   * open until `exit`, or until `cancel(rid)`).
+   */
+  async ask(host, req, msg = {}, { onEvent, timeoutMs = 30000 } = {}) {
+    const rid = this.rid++;
+    const answer = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.asks.has(rid)) {
+          this.asks.delete(rid);
+          reject(new AgentError("timeout", `${host} did not answer ${req} within ${timeoutMs / 1000} s`));
+        }
+      }, timeoutMs);
+      this.asks.set(rid, { resolve, reject, onEvent, timer });
+    });
+    const reply = await this.request({ type: "MESSAGE", target: { type: "NAME", name: host }, data: { req, rid, msg } });
+    if (reply.type !== "OK") {
+      const ask = this.asks.get(rid);
+      this.asks.delete(rid);
+      clearTimeout(ask?.timer);
+      const why = reply.type === "INVALID_NAME" ? `${host} is not connected` : (reply.desc ?? reply.type);
+      throw new AgentError(reply.type === "INVALID_NAME" ? "offline" : reply.type.toLowerCase(), why);
+    }
+    const result = await answer;
+    return { rid, msg: result };
+  }
+
+  /** Stops delivering a followed process's events to its `onEvent`. */
+  cancel(rid) {
+    this.asks.delete(rid);
+  }
+
+  /** Keeps the console subscribed to `service` until `unsubscribe`. */
+  subscribe(service) {
+    this.wanted.add(service);
+    if (this.up) this.subscribeNow(service);
+  }
+
+  unsubscribe(service) {
+    this.wanted.delete(service);
+    if (this.up) this.request({ type: "SELF_UNSUBSCRIBE", service }).catch(() => {});
+  }
+
+  subscribeNow(service) {
+    // INVALID_SERVICE: not created yet; its SERVICE_CREATE_RESULT retries.
+    this.request({ type: "SELF_SUBSCRIBE", service }).catch(() => {});
+  }
+}

@@ -1,0 +1,319 @@
+// One host: its live telemetry, the processes its agent started (with
+// their output, followed, and exit codes), every process, and its systemd
+// units; with the agent's commands for those who may give them. A viewer
+// is shown no button it could not use; the agent checks again anyway.
+
+import { HostCharts } from "./charts.js";
+import { AgentError } from "./gateway.js";
+import { ago, bytes, clock, confirmAction, duration, fill, h, sortableTable, statusBadge, toast } from "./ui.js";
+
+export function title([name]) {
+  return name ?? "Host";
+}
+
+const TABS = [
+  ["telemetry", "Telemetry"],
+  ["started", "Started processes"],
+  ["processes", "All processes"],
+  ["units", "Units"],
+];
+
+export function mount(app, root, [name]) {
+  const gw = app.gw;
+  const operator = app.can("operator");
+  const cleanups = [];
+  const every = (ms, fn) => { const t = setInterval(fn, ms); cleanups.push(() => clearInterval(t)); };
+
+  const state = h("p", { id: "host-state" });
+  const vpnLine = h("p.muted", { id: "host-vpn" });
+  const tabs = h("div.tabs", { role: "tablist", "aria-label": "Host sections" });
+  const panels = {};
+  for (const [id, label] of TABS) {
+    const button = h("button", { type: "button", role: "tab", id: `tab-${id}`, "aria-controls": `panel-${id}`, onclick: () => show(id) }, label);
+    tabs.append(button);
+    panels[id] = h("section", { id: `panel-${id}`, role: "tabpanel", "aria-labelledby": `tab-${id}`, hidden: true });
+  }
+  let current = null;
+  function show(id) {
+    current = id;
+    for (const [tab] of TABS) {
+      document.getElementById(`tab-${tab}`).setAttribute("aria-selected", String(tab === id));
+      panels[tab].hidden = tab !== id;
+    }
+    loaders[id]?.();
+  }
+
+  fill(root,
+    h("div.card", {},
+      h("div.row.spread", {},
+        h("h1", {}, name, " ", h("span.badge.agent", {}, "agent")),
+        app.can("admin") ? h("a.button.quiet", { href: `#/vpn/${encodeURIComponent(name)}`, id: "host-vpn-conf" }, "VPN config") : null),
+      state, vpnLine,
+      operator ? null : h("p.note", { id: "viewer-note" }, `Your role (${app.info.role}) may look but not act: commands are not offered.`)),
+    tabs,
+    Object.values(panels));
+
+  // ---- Telemetry
+  const cpuCanvas = h("canvas", { id: "cpu-chart", role: "img", "aria-label": `CPU use of each core of ${name}` });
+  const memCanvas = h("canvas", { id: "mem-chart", role: "img", "aria-label": `Memory of ${name}` });
+  const diskCanvas = h("canvas", { id: "disk-chart", role: "img", "aria-label": `Disks of ${name}` });
+  fill(panels.telemetry, h("div.grid", {},
+    h("div.card", {}, h("h2", {}, "CPU per core"), h("div.chart", {}, cpuCanvas)),
+    h("div.card", {}, h("h2", {}, "Memory"), h("div.chart", {}, memCanvas)),
+    h("div.card", {}, h("h2", {}, "Disks"), h("div.chart", {}, diskCanvas))));
+  const charts = new HostCharts(cpuCanvas, memCanvas, diskCanvas);
+  cleanups.push(() => charts.destroy());
+  const telemetryService = `telemetry_${name}`;
+  const onTelemetry = (e) => {
+    if (e.detail.data?.event === "telemetry") telemetry(e.detail.data.tele_data);
+  };
+  gw.addEventListener(`service:${telemetryService}`, onTelemetry);
+  gw.subscribe(telemetryService);
+  cleanups.push(() => {
+    gw.removeEventListener(`service:${telemetryService}`, onTelemetry);
+    gw.unsubscribe(telemetryService);
+  });
+  function telemetry(tele) {
+    charts.add(tele);
+    const v = tele.vpn_status;
+    if (v) {
+      vpnLine.textContent = v.up
+        ? `VPN ${v.ifname}: up, ${v.conn_ip4 ?? ""} ${v.conn_ip6 ?? ""}, handshake ${ago(v.latest_handshake)}, ↓ ${bytes(v.rx_bytes)} ↑ ${bytes(v.tx_bytes)}`
+        : `VPN: ${v.desc ?? "down"}`;
+    }
+  }
+
+  // ---- Started processes, and the output of the one shown
+  const outputTitle = h("h3", { id: "output-title" }, "Output");
+  const outputState = h("p.muted", { id: "output-state" });
+  const output = h("pre.output", { id: "output", tabindex: "0", "aria-label": "Process output", "aria-live": "off" });
+  let following = null;
+  function follow(procId, cmd, start) {
+    if (following) gw.cancel(following);
+    following = null;
+    outputTitle.textContent = `Output of ${procId}: ${cmd}`;
+    outputState.textContent = "running";
+    output.replaceChildren();
+    output.dataset.procId = String(procId);
+    const onEvent = (ev) => {
+      if (ev.event === "exit") {
+        outputState.textContent = exitText(ev);
+        output.dataset.exit = ev.signal ?? String(ev.code);
+        loadStarted();
+        return;
+      }
+      if (ev.dropped) output.append(h("span.stderr", {}, `[${ev.dropped} bytes dropped]\n`));
+      const text = ev.data ?? decode(ev.data_b64);
+      output.append(ev.event === "stderr" ? h("span.stderr", {}, text) : document.createTextNode(text));
+      output.scrollTop = output.scrollHeight;
+    };
+    return start(onEvent).then(({ rid }) => { following = rid; });
+  }
+  cleanups.push(() => { if (following) gw.cancel(following); });
+
+  const runForm = operator ? h("form", { id: "run-form", class: "row" },
+    h("label", { for: "run-command" }, "Run"),
+    h("input", { id: "run-command", name: "command", placeholder: "a command line, e.g. ping -c 3 localhost", required: true, autocomplete: "off" }),
+    h("input", { id: "run-cwd", name: "cwd", placeholder: "folder (default: the agent's)", "aria-label": "Working folder", autocomplete: "off" }),
+    h("button", { type: "submit", id: "run-submit" }, "Run")) : null;
+  runForm?.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const command = runForm.elements.command.value.trim();
+    const cwd = runForm.elements.cwd.value.trim();
+    if (!command) return;
+    const msg = { command, follow: true };
+    if (cwd) msg.cwd = cwd;
+    try {
+      await follow("…", command, async (onEvent) => {
+        const { rid, msg: reply } = await gw.ask(name, "execute", msg, { onEvent });
+        outputTitle.textContent = `Output of ${reply.proc_id}: ${command}`;
+        output.dataset.procId = String(reply.proc_id);
+        loadStarted();
+        return { rid };
+      });
+    } catch (e) {
+      outputState.textContent = failure(e);
+      toast(`${command}: ${failure(e)}`, true);
+    }
+  });
+
+  const started = sortableTable([
+    { key: "proc_id", label: "Proc", num: true },
+    { key: "cmd", label: "Command", value: (p) => p.cmd.join(" "), cell: (p) => h("span.mono", {}, p.cmd.join(" ")) },
+    { key: "status", label: "Status", cell: (p) => statusBadge(p.status) },
+    { key: "started", label: "Started", num: true, cell: (p) => clock(p.started), className: "hide-narrow" },
+    { key: "exit", label: "Exit", value: (p) => p.exit ? (p.exit.signal ?? p.exit.code) : "", cell: (p) => p.exit ? exitText(p.exit) : "" },
+    { key: "output_bytes", label: "Output", num: true, cell: (p) => bytes(p.output_bytes), className: "hide-narrow" },
+    { key: "actions", label: "", sortable: false, cell: (p) => h("div.actions", {},
+      h("button.small.quiet", { type: "button", onclick: () => follow(p.proc_id, p.cmd.join(" "), (onEvent) => gw.ask(name, "proc_output", { proc_id: p.proc_id, follow: true }, { onEvent })).catch((e) => toast(failure(e), true)) }, "Output"),
+      operator && p.running ? signalButtons(p.proc_id, p.cmd.join(" "), p.status) : null) },
+  ], { sortKey: "proc_id", descending: true, rowAttrs: (p) => ({ dataset: { procId: p.proc_id, status: p.status } }), empty: "The agent has started no process yet." });
+  fill(panels.started,
+    h("div.card", {}, h("h2", {}, "Started by the agent"), runForm, started.el),
+    h("div.card", {}, outputTitle, outputState, output));
+  async function loadStarted() {
+    try {
+      started.render(await pages(gw, name, "list_started", "processes"));
+    } catch (e) {
+      started.render([]);
+      toast(`Started processes: ${failure(e)}`, true);
+    }
+  }
+
+  // ---- Signals, with a confirmation
+  const SIGNALS = [
+    ["pause_process", "Pause", "SIGSTOP: it stops running until resumed."],
+    ["resume_process", "Resume", "SIGCONT: it carries on where it stopped."],
+    ["kill_process", "Terminate", "SIGTERM: it is asked to exit."],
+  ];
+  function signalButtons(pid, label, status) {
+    return SIGNALS
+      .filter(([req]) => (req === "pause_process" ? status !== "stopped" : req === "resume_process" ? status === "stopped" : true))
+      .map(([req, verb, what]) => h(`button.small${req === "kill_process" ? ".danger" : ""}`, {
+        type: "button",
+        dataset: { signal: req, pid },
+        onclick: async () => {
+          if (!(await confirmAction(`${verb} ${pid}?`, `${verb} process ${pid} (${label}) on ${name}. ${what}`, verb))) return;
+          try {
+            const { msg } = await gw.ask(name, req, { pid });
+            toast(`${msg.signal} sent to ${pid}`);
+          } catch (e) {
+            toast(`${verb} ${pid}: ${failure(e)}`, true);
+          }
+          setTimeout(() => { loadStarted(); if (current === "processes") loadProcesses(); }, 300);
+        },
+      }, verb));
+  }
+
+  // ---- Every process
+  const procFilter = h("input", { type: "search", id: "proc-search", placeholder: "Filter by name, pid, status…", "aria-label": "Filter processes" });
+  const procCount = h("span.muted");
+  let allProcs = [];
+  const procs = sortableTable([
+    { key: "pid", label: "PID", num: true },
+    { key: "name", label: "Name", cell: (p) => h("span", { title: p.cmd.join(" ") }, p.name) },
+    { key: "user", label: "UID", num: true, className: "hide-narrow" },
+    { key: "cpu_usage", label: "CPU %", num: true },
+    { key: "rss", label: "Memory", num: true, value: (p) => p.memory.rss, cell: (p) => bytes(p.memory.rss) },
+    { key: "status", label: "Status", cell: (p) => statusBadge(p.status) },
+    { key: "started", label: "Up", num: true, className: "hide-narrow", value: (p) => -p.started, cell: (p) => duration(Date.now() / 1000 - p.started) },
+    { key: "actions", label: "", sortable: false, cell: (p) => operator && p.safe_kill ? h("div.actions", {}, signalButtons(p.pid, p.name, p.status)) : null },
+  ], { sortKey: "cpu_usage", descending: true, rowAttrs: (p) => ({ dataset: { pid: p.pid } }) });
+  procFilter.addEventListener("input", drawProcs);
+  fill(panels.processes, h("div.card", {},
+    h("div.row.spread", {}, h("h2", {}, "Processes"), procCount),
+    h("div.row", {}, procFilter, h("button.quiet", { type: "button", id: "proc-refresh", onclick: () => loadProcesses() }, "Refresh")),
+    procs.el));
+  function drawProcs() {
+    const needle = procFilter.value.trim().toLowerCase();
+    const shown = needle ? allProcs.filter((p) => [String(p.pid), p.name, p.status, p.cmd.join(" ")].some((v) => v.toLowerCase().includes(needle))) : allProcs;
+    procCount.textContent = `${shown.length} of ${allProcs.length}`;
+    procs.render(shown);
+  }
+  async function loadProcesses() {
+    try {
+      allProcs = await pages(gw, name, "obtain_all_process_info", "processes");
+      drawProcs();
+    } catch (e) {
+      toast(`Processes: ${failure(e)}`, true);
+    }
+  }
+
+  // ---- systemd units
+  const unitNote = h("p.note", { hidden: true, id: "units-note" });
+  const unitFilter = h("input", { type: "search", id: "unit-search", placeholder: "Filter units…", "aria-label": "Filter units" });
+  let allUnits = [];
+  const UNIT_ACTIONS = [["start_service", "Start"], ["stop_service", "Stop"], ["restart_service", "Restart"], ["reload_service", "Reload"]];
+  const units = sortableTable([
+    { key: "name", label: "Unit" },
+    { key: "description", label: "Description", className: "hide-narrow" },
+    { key: "active_state", label: "Active", cell: (u) => statusBadge(u.active_state) },
+    { key: "sub_state", label: "State" },
+    { key: "actions", label: "", sortable: false, cell: (u) => operator ? h("div.actions", {}, UNIT_ACTIONS
+      .filter(([req]) => (u.active_state === "active" ? req !== "start_service" : req === "start_service"))
+      .map(([req, verb]) => h("button.small.quiet", {
+        type: "button",
+        dataset: { unitAction: req, unit: u.name },
+        onclick: async () => {
+          if (req !== "start_service" && !(await confirmAction(`${verb} ${u.name}?`, `${verb} the unit ${u.name} on ${name}.`, verb))) return;
+          try {
+            const { msg } = await gw.ask(name, req, { service_name: u.name }, { timeoutMs: 75000 });
+            toast(`${u.name}: ${msg.active_state} (${msg.sub_state})`);
+          } catch (e) {
+            toast(`${verb} ${u.name}: ${failure(e)}`, true);
+          }
+          loadUnits();
+        },
+      }, verb))) : null },
+  ], { sortKey: "name", rowAttrs: (u) => ({ dataset: { unit: u.name } }), empty: "No units." });
+  unitFilter.addEventListener("input", drawUnits);
+  fill(panels.units, h("div.card", {}, h("h2", {}, "systemd units"), unitNote, h("div.row", {}, unitFilter), units.el));
+  function drawUnits() {
+    const needle = unitFilter.value.trim().toLowerCase();
+    units.render(needle ? allUnits.filter((u) => `${u.name} ${u.description}`.toLowerCase().includes(needle)) : allUnits);
+  }
+  async function loadUnits() {
+    try {
+      allUnits = await pages(gw, name, "list_services", "services");
+      unitNote.hidden = true;
+      drawUnits();
+    } catch (e) {
+      allUnits = [];
+      drawUnits();
+      unitNote.hidden = false;
+      unitNote.textContent = e.reason === "no_systemd" ? `No systemd here: ${e.message}` : failure(e);
+    }
+  }
+
+  // ---- Presence: the page follows the host leaving and coming back
+  const loaders = { started: loadStarted, processes: loadProcesses, units: loadUnits };
+  let online = null;
+  function presence() {
+    const agent = app.clientByName(name);
+    const now = !!agent && gw.up;
+    if (agent) state.replaceChildren(h("span.badge.ok", { id: "host-online" }, "online"), ` user ${agent.user ?? "anonymous"}, uuid `, h("span.mono", {}, agent.uuid));
+    else state.replaceChildren(h("span.badge.bad", { id: "host-online" }, "offline"), ` ${name} is not connected.`);
+    if (now && online !== true) {
+      gw.ask(name, "telemetry").then(({ msg }) => telemetry(msg.tele_data)).catch(() => {});
+      loaders[current]?.();
+    }
+    online = now;
+  }
+  app.addEventListener("fleet", presence);
+  cleanups.push(() => app.removeEventListener("fleet", presence));
+  every(5000, () => { if (online && current === "started") loadStarted(); });
+
+  show("telemetry");
+  presence();
+  return () => cleanups.forEach((c) => c());
+}
+
+/** Every page of a paged agent reply (`next_offset` until null). */
+async function pages(gw, host, req, key) {
+  const all = [];
+  let offset = 0;
+  for (;;) {
+    const { msg } = await gw.ask(host, req, { offset });
+    all.push(...msg[key]);
+    if (msg.next_offset === null || msg.next_offset === undefined) return all;
+    offset = msg.next_offset;
+  }
+}
+
+function exitText(exit) {
+  const ms = exit.duration_ms;
+  const took = typeof ms !== "number" ? "" : ms < 1000 ? ` after ${ms} ms` : ` after ${duration(ms / 1000)}`;
+  return exit.signal ? `killed by ${exit.signal}${took}` : `exited with ${exit.code}${took}`;
+}
+
+function failure(e) {
+  return e instanceof AgentError ? `${e.reason}: ${e.message}` : e.message;
+}
+
+function decode(b64) {
+  try {
+    return new TextDecoder().decode(Uint8Array.from(atob(b64 ?? ""), (c) => c.charCodeAt(0)));
+  } catch {
+    return "";
+  }
+}

@@ -1,0 +1,150 @@
+// DOM building blocks shared by every view: an element builder (text is
+// always set as text, never parsed as HTML), sortable tables, the
+// confirmation dialog, notices and the formats numbers are shown in.
+
+/** `h("button.small", {onclick}, "text", child...)`: an element. */
+export function h(spec, attrs = {}, ...children) {
+  const [tag, ...classes] = spec.split(".");
+  const el = document.createElement(tag || "div");
+  if (classes.length) el.className = classes.join(" ");
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+/** Replaces an element's children. */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  for (const child of children.flat()) {
+    if (child !== undefined && child !== null && child !== false) el.append(child);
+  }
+  return el;
+}
+
+/**
+ * A table whose columns sort on a click (or Enter on the header's button).
+ * `columns`: [{key, label, num?, value?(row), cell?(row), sort?(row)}].
+ * Call `render(rows)` with fresh rows; the chosen order is kept.
+ */
+export function sortableTable(columns, { sortKey = null, descending = false, rowAttrs, empty = "Nothing here." } = {}) {
+  let rows = [];
+  let key = sortKey;
+  let desc = descending;
+  const head = h("tr");
+  const body = h("tbody");
+  const table = h("table", {}, h("thead", {}, head), body);
+  const box = h("div.scroll", {}, table);
+  function header() {
+    fill(head, columns.map((col) => {
+      const th = h(`th${col.num ? ".num" : ""}${col.narrow ? "" : ""}`, { scope: "col", class: col.className });
+      if (col.sortable === false) {
+        th.textContent = col.label;
+      } else {
+        th.setAttribute("aria-sort", key === col.key ? (desc ? "descending" : "ascending") : "none");
+        th.append(h("button.sort", {
+          type: "button",
+          onclick: () => {
+            if (key === col.key) desc = !desc;
+            else { key = col.key; desc = !!col.num; }
+            draw();
+          },
+        }, col.label));
+      }
+      return th;
+    }));
+  }
+  function sortValue(col, row) {
+    if (col.sort) return col.sort(row);
+    return col.value ? col.value(row) : row[col.key];
+  }
+  function draw() {
+    header();
+    const col = columns.find((c) => c.key === key);
+    const sorted = col ? [...rows].sort((a, b) => {
+      const x = sortValue(col, a);
+      const y = sortValue(col, b);
+      const order = typeof x === "number" && typeof y === "number" ? x - y : String(x ?? "").localeCompare(String(y ?? ""), undefined, { numeric: true });
+      return desc ? -order : order;
+    }) : rows;
+    if (!sorted.length) {
+      fill(body, h("tr", {}, h("td.muted", { colspan: columns.length }, empty)));
+      return;
+    }
+    fill(body, sorted.map((row) => h("tr", rowAttrs ? rowAttrs(row) : {}, columns.map((c) => {
+      const content = c.cell ? c.cell(row) : (c.value ? c.value(row) : row[c.key]);
+      return h(`td${c.num ? ".num" : ""}`, { class: c.className }, content ?? "");
+    }))));
+  }
+  header();
+  return {
+    el: box,
+    render(newRows) { rows = newRows; draw(); },
+  };
+}
+
+/** Asks before doing something that cannot be taken back; resolves true on Confirm. */
+export function confirmAction(title, text, okLabel = "Confirm") {
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-title").textContent = title;
+  document.getElementById("confirm-text").textContent = text;
+  document.getElementById("confirm-ok").textContent = okLabel;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    document.getElementById("confirm-cancel").focus();
+  });
+}
+
+/** A short notice at the corner of the screen. */
+export function toast(text, bad = false) {
+  const el = h(`div.toast${bad ? ".bad" : ""}`, {}, text);
+  document.getElementById("toasts").append(el);
+  setTimeout(() => el.remove(), bad ? 8000 : 4000);
+}
+
+const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+
+/** 1536 → "1.5 KiB". */
+export function bytes(n) {
+  if (typeof n !== "number" || !isFinite(n)) return "–";
+  let i = 0;
+  while (Math.abs(n) >= 1024 && i < UNITS.length - 1) { n /= 1024; i += 1; }
+  return `${n.toFixed(i === 0 || n >= 100 ? 0 : 1)} ${UNITS[i]}`;
+}
+
+/** Seconds → "3 s", "4 min", "2 h", "5 d". */
+export function duration(secs) {
+  if (typeof secs !== "number" || !isFinite(secs)) return "–";
+  if (secs < 90) return `${Math.round(secs)} s`;
+  if (secs < 5400) return `${Math.round(secs / 60)} min`;
+  if (secs < 172800) return `${Math.round(secs / 3600)} h`;
+  return `${Math.round(secs / 86400)} d`;
+}
+
+/** A Unix time in seconds as the local date and time. */
+export function clock(unixSecs) {
+  if (!unixSecs) return "–";
+  return new Date(unixSecs * 1000).toLocaleString();
+}
+
+/** How long ago a Unix time (seconds) was; "never" for 0. */
+export function ago(unixSecs) {
+  if (!unixSecs) return "never";
+  return `${duration(Math.max(0, Date.now() / 1000 - unixSecs))} ago`;
+}
+
+/** A status word as a coloured badge. */
+export function statusBadge(status) {
+  const tone = { running: "ok", sleeping: "ok", active: "ok", idle: "ok", stopped: "warn", exited: "", failed: "bad", zombie: "bad", dead: "bad" }[status] ?? "";
+  return h(`span.badge${tone ? "." + tone : ""}`, {}, status ?? "unknown");
+}

@@ -1,0 +1,101 @@
+// The VPN: every WireGuard peer with its handshake age and bytes (for
+// operators), and a config for a host (admins; everyone may make their
+// own) to download or scan as a QR code. A config made here gives the
+// name a new key pair, so the page says so before making one.
+
+import * as api from "./api.js";
+import { ago, bytes, confirmAction, fill, h, sortableTable, toast } from "./ui.js";
+
+export function title([name]) {
+  return name ? `VPN: ${name}` : "VPN";
+}
+
+export function mount(app, root, [wanted]) {
+  const operator = app.can("operator");
+  const admin = app.can("admin");
+  const cleanups = [];
+  let peersNow = [];
+
+  const problem = h("p.note", { id: "vpn-problem", hidden: true });
+  const server = h("p.muted", { id: "vpn-server" });
+  const peers = sortableTable([
+    { key: "name", label: "Peer" },
+    { key: "ipv4", label: "IPv4" },
+    { key: "ipv6", label: "IPv6", className: "hide-narrow" },
+    { key: "endpoint", label: "Endpoint", className: "hide-narrow", value: (p) => p.endpoint ?? "–" },
+    { key: "latest_handshake", label: "Handshake", num: true, value: (p) => p.latest_handshake, cell: (p) => ago(p.latest_handshake) },
+    { key: "rx_bytes", label: "Received", num: true, cell: (p) => bytes(p.rx_bytes) },
+    { key: "tx_bytes", label: "Sent", num: true, cell: (p) => bytes(p.tx_bytes) },
+    { key: "state", label: "State", value: (p) => (p.valid ? (p.active ? "active" : "idle") : "expired"),
+      cell: (p) => h(`span.badge.${p.valid ? (p.active ? "ok" : "") : "bad"}`, {}, p.valid ? (p.active ? "active" : "idle") : "token expired") },
+  ], { sortKey: "name", rowAttrs: (p) => ({ dataset: { peer: p.name } }), empty: "No peers yet." });
+
+  const nameInput = h("input", { id: "conf-name", value: wanted ?? (admin ? "" : app.info.name), list: "conf-names", "aria-label": "Config for", readonly: !admin, autocomplete: "off" });
+  const names = h("datalist", { id: "conf-names" });
+  const result = h("div", { id: "conf-result" });
+  const form = h("form", { id: "conf-form", class: "row" },
+    h("label", { for: "conf-name" }, "Config for"), nameInput, names,
+    h("button", { type: "submit", id: "conf-make" }, "Make config"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = nameInput.value.trim() || app.info.name;
+    const known = peersNow.find((p) => p.name === name);
+    const warning = known
+      ? `${name} already has a peer (${known.ipv4}). A new config gives it a new key pair: a host that keeps its own key (agent --vpn) loses its tunnel until it fetches again.`
+      : `This makes a key pair for ${name} and a config with its private key. Keep the file secret.`;
+    if (!(await confirmAction(`Make a config for ${name}?`, warning, "Make config"))) return;
+    try {
+      const conf = await api.vpnConf(app.token, name === app.info.name ? null : name);
+      showConf(conf);
+      if (operator) loadPeers();
+    } catch (e) {
+      fill(result, h("p.error", { role: "alert" }, `${name}: ${e.message}`));
+    }
+  });
+
+  function showConf(conf) {
+    const blob = new Blob([conf.conf_data], { type: "text/plain" });
+    const url = URL.createObjectURL(blob);
+    cleanups.push(() => URL.revokeObjectURL(url));
+    const qr = conf.qr_svg ? URL.createObjectURL(new Blob([conf.qr_svg], { type: "image/svg+xml" })) : null;
+    if (qr) cleanups.push(() => URL.revokeObjectURL(qr));
+    fill(result,
+      h("div.grid", {},
+        h("div", {},
+          h("h3", {}, `${conf.name}.conf`),
+          h("pre.conf", { id: "conf-text" }, conf.conf_data),
+          h("a.button", { href: url, download: `${conf.name}.conf`, id: "conf-download" }, "Download config")),
+        qr ? h("div", {}, h("h3", {}, "QR code"), h("img.qr", { src: qr, alt: `QR code of the WireGuard config of ${conf.name}`, id: "conf-qr" }),
+          h("p.muted", {}, "Scan with the WireGuard app.")) : h("p.muted", {}, "Too long for a QR code.")));
+    toast(`Config for ${conf.name} made`);
+  }
+
+  async function loadPeers() {
+    try {
+      const status = await api.vpnPeers(app.token);
+      peersNow = status.peers;
+      problem.hidden = !status.problem;
+      problem.textContent = status.problem ? `Interface: ${status.problem}` : "";
+      server.textContent = `Interface ${status.interface ?? "none"}, server key ${status.server_public_key}, ${status.server_addresses.join(", ")}`;
+      peers.render(status.peers);
+      fill(names, [...new Set([...status.peers.map((p) => p.name), ...app.agents().map((a) => a.name)])].map((n) => h("option", { value: n })));
+    } catch (e) {
+      problem.hidden = false;
+      problem.textContent = e.status === 404 ? "This gateway has no VPN (no vpn_endpoint)." : `Peers: ${e.message}`;
+      peers.render([]);
+    }
+  }
+
+  fill(root,
+    operator ? h("div.card", {}, h("h1", {}, "VPN peers"), problem, server, peers.el) : h("h1", {}, "VPN"),
+    h("div.card", {},
+      h("h2", {}, admin ? "A config for a host" : "Your config"),
+      admin ? null : h("p.muted", {}, "Only an admin may make configs for other names."),
+      form, result));
+  if (operator) {
+    loadPeers();
+    const t = setInterval(loadPeers, 5000);
+    cleanups.push(() => clearInterval(t));
+  }
+  return () => cleanups.forEach((c) => c());
+}

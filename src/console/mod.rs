@@ -1,0 +1,100 @@
+//! The web console: a page served by the gateway itself at `/console/`,
+//! for operators who would rather look than read.
+//!
+//! Everything it needs is compiled into the binary ([`Assets`], the files
+//! under `src/console/assets/`), so a gateway with no network beyond its
+//! clients still serves it, and a page and the gateway that serves it are
+//! always of one version. There is no build step: the page is plain HTML,
+//! CSS and JavaScript modules, and its one library, Chart.js, is the file
+//! Debian's `libjs-chart.js` package ships (`assets/vendor/`, with its
+//! licence), copied in as it is.
+//!
+//! The page is an ordinary client of the protocol: it logs in with
+//! `POST /auth/token`, connects to `/ws` with that token and asks the
+//! agents what `ctl` asks them. The server side is only this file server;
+//! what the console may do is what its token may do, checked where it is
+//! always checked (the gateway, the agents).
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rust_embed::Embed;
+
+/// The console's files, embedded at build time.
+#[derive(Embed)]
+#[folder = "src/console/assets/"]
+struct Assets;
+
+/// The console page may load only what it ships and talk only to its own
+/// gateway: no inline scripts, no third-party origin, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; \
+     font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(to_console))
+        .route("/console", web::get().to(to_console))
+        .service(
+            web::resource("/console/{path:.*}")
+                .route(web::get().to(asset))
+                .route(web::head().to(asset)),
+        );
+}
+
+/// `/` and `/console` lead to the console's page.
+async fn to_console() -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, "/console/"))
+        .finish()
+}
+
+/// One embedded file (`index.html` for the folder itself), revalidated by
+/// its content hash on every load: an upgraded gateway never leaves a
+/// browser running last version's scripts.
+async fn asset(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let path = path.into_inner();
+    let path = if path.is_empty() {
+        "index.html"
+    } else {
+        path.as_str()
+    };
+    let Some(file) = Assets::get(path) else {
+        return HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("the console has no file {path:?}"));
+    };
+    let etag = format!(
+        "\"{}\"",
+        URL_SAFE_NO_PAD.encode(&file.metadata.sha256_hash()[..16])
+    );
+    let unchanged = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|tag| tag.as_bytes() == etag.as_bytes());
+    let mut answer = if unchanged {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    answer
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"));
+    if unchanged {
+        return answer.finish();
+    }
+    let mime = file.metadata.mimetype();
+    let text = mime.starts_with("text/") || mime.ends_with("javascript") || mime.ends_with("+xml");
+    if text {
+        answer.content_type(format!("{mime}; charset=utf-8"));
+    } else {
+        answer.content_type(mime);
+    }
+    answer.body(file.data.into_owned())
+}

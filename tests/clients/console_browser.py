@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""The web console in a real browser: Debian's Chromium, headless, driven
+by Selenium (PyPI) through Debian's chromedriver, against a real gateway
+with a real agent (started by tests/console.rs).
+
+It does what an operator does: logs in (after a wrong password), sees the
+agent in the fleet, opens its page and watches the CPU chart move, starts
+a process and reads its output as it streams, pauses and resumes it (with
+the confirmation), terminates it, makes and downloads a VPN config with
+its QR code, reads the audit; then, on a phone-sized screen, checks that
+the pages do not scroll sideways; then logs in as a viewer with the
+keyboard alone and finds no command offered, and the agent refusing the
+viewer's signal sent anyway. It saves a screenshot of every page.
+
+Every check that fails raises; the last line printed is a JSON summary
+for the Rust test. Usage:
+  console_browser.py URL OPERATOR PASSWORD VIEWER PASSWORD HOST SHOTS DOWNLOADS
+"""
+
+import json
+import os
+import sys
+import time
+
+from selenium import webdriver
+from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+URL, OPERATOR, OPERATOR_PW, VIEWER, VIEWER_PW, HOST, SHOTS, DOWNLOADS = sys.argv[1:9]
+PATIENCE = 20
+
+
+def log(step, **fields):
+    print(json.dumps({"step": step, **fields}), flush=True)
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1366,900", "--force-device-scale-factor=1", "--lang=en-US"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_experimental_option("prefs", {
+        "download.default_directory": DOWNLOADS,
+        "download.prompt_for_download": False,
+    })
+    # The driver is Debian's: Selenium never fetches one.
+    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
+    return driver
+
+
+def wait(driver, what, check, timeout=PATIENCE):
+    """Waits until check(driver) is truthy and returns its value."""
+    def attempt(d):
+        try:
+            return check(d)
+        except (StaleElementReferenceException, JavascriptException):
+            return False
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(attempt)
+    except Exception as e:
+        shot(driver, f"failed-{what.replace(' ', '-')[:40]}")
+        raise AssertionError(f"timed out waiting for {what}: {e!r}") from None
+
+
+def shot(driver, name):
+    path = os.path.join(SHOTS, f"{name}.png")
+    driver.save_screenshot(path)
+    return path
+
+
+def css(driver, selector):
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def one(driver, selector):
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def click(driver, what, selector):
+    """Clicks the first match, again if a re-render replaced it meanwhile."""
+    def attempt(d):
+        found = css(d, selector)
+        if not found:
+            return False
+        found[0].click()
+        return True
+    wait(driver, what, attempt)
+
+
+def confirm(driver, expect_in_text):
+    dialog = wait(driver, "the confirmation", lambda d: one(d, "#confirm").get_attribute("open") is not None and one(d, "#confirm"))
+    text = one(driver, "#confirm-text").text
+    assert expect_in_text in text, f"the confirmation says {text!r}"
+    one(driver, "#confirm-ok").click()
+    wait(driver, "the confirmation to close", lambda d: dialog.get_attribute("open") is None)
+
+
+def log_in(driver, user, password, keyboard=False):
+    wait(driver, "the login form", lambda d: one(d, "#login").is_displayed())
+    if keyboard:
+        # Only keys: the user field has the focus when the form shows.
+        focused = driver.switch_to.active_element
+        assert focused.get_attribute("id") == "login-user", f"focus is on {focused.get_attribute('id')!r}"
+        focused.send_keys(user)
+        focused.send_keys(Keys.TAB)
+        driver.switch_to.active_element.send_keys(password + Keys.ENTER)
+    else:
+        one(driver, "#login-user").clear()
+        one(driver, "#login-user").send_keys(user)
+        one(driver, "#login-password").clear()
+        one(driver, "#login-password").send_keys(password)
+        one(driver, "#login-submit").click()
+    wait(driver, "the connection", lambda d: "up" in one(d, "#link-state").get_attribute("class"))
+
+
+def open_host(driver):
+    driver.get(f"{URL}/console/#/fleet")
+    click(driver, "the agent in the fleet", f'tr[data-name="{HOST}"] a.host-link')
+    wait(driver, "the host page", lambda d: one(d, "#host-online").text == "online")
+
+
+def chart_points(driver):
+    return driver.execute_script("const c = Chart.getChart('cpu-chart'); return c ? c.data.labels.length : -1;")
+
+
+def output(driver):
+    return one(driver, "#output").text
+
+
+def started_row(driver, pid):
+    rows = css(driver, f'#panel-started tr[data-proc-id="{pid}"]')
+    return rows[0] if rows else None
+
+
+def no_sideways_scroll(driver, page):
+    width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
+    assert width[0] <= width[1], f"{page} scrolls sideways on a phone: {width[0]} px of {width[1]}"
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    os.makedirs(DOWNLOADS, exist_ok=True)
+    driver = browser()
+    summary = {}
+    try:
+        # ---- Log in: a wrong password first, then the right one
+        driver.get(f"{URL}/console/")
+        wait(driver, "the login form", lambda d: one(d, "#login").is_displayed())
+        shot(driver, "login")
+        one(driver, "#login-user").send_keys(OPERATOR)
+        one(driver, "#login-password").send_keys("not the password")
+        one(driver, "#login-submit").click()
+        error = wait(driver, "the login error", lambda d: one(d, "#login-error").is_displayed() and one(d, "#login-error").text)
+        assert "Wrong user or password" in error, error
+        summary["wrong_password"] = error
+        log_in(driver, OPERATOR, OPERATOR_PW)
+        log("logged in", user=OPERATOR)
+
+        # ---- The fleet: the agent appears, marked, and filtering works
+        wait(driver, "the agent in the fleet", lambda d: css(d, f'tr[data-name="{HOST}"] .badge.agent'))
+        one(driver, "#fleet-search").send_keys("no-such-client")
+        wait(driver, "the filter to hide everyone", lambda d: not css(d, "#fleet-clients tr[data-name]"))
+        one(driver, "#fleet-search").clear()
+        one(driver, "#fleet-search").send_keys(HOST)
+        wait(driver, "the filter to show the host", lambda d: [r.get_attribute("data-name") for r in css(d, "#fleet-clients tr[data-name]")] == [HOST])
+        one(driver, "#fleet-search").clear()
+        wait(driver, "the services", lambda d: css(d, f'#fleet-services tr[data-service="telemetry_{HOST}"]'))
+        wait(driver, "the console itself in the fleet", lambda d: len(css(d, "#fleet-clients tr[data-name]")) >= 2)
+        shot(driver, "fleet")
+        log("fleet", rows=len(css(driver, "#fleet-clients tr[data-name]")))
+
+        # ---- The host: the CPU chart moves
+        open_host(driver)
+        first = wait(driver, "CPU samples", lambda d: chart_points(d) >= 2 and chart_points(d))
+        later = wait(driver, "the CPU chart to update", lambda d: chart_points(d) > first and chart_points(d))
+        cores = driver.execute_script("return Chart.getChart('cpu-chart').data.datasets.length;")
+        assert cores >= 1, "no core in the CPU chart"
+        summary["cpu_points"] = [first, later]
+        summary["cores"] = cores
+        shot(driver, "host")
+        log("telemetry", points=[first, later], cores=cores)
+
+        # ---- Start a process and watch its output stream
+        one(driver, "#tab-started").click()
+        run = one(driver, "#run-command")
+        run.send_keys("sh -c 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done'")
+        one(driver, "#run-submit").click()
+        wait(driver, "streamed output", lambda d: "tick 3" in output(d))
+        pid = int(wait(driver, "the proc id", lambda d: (one(d, "#output").get_attribute("data-proc-id") or "").isdigit() and one(d, "#output").get_attribute("data-proc-id")))
+        wait(driver, "the process in the started list", lambda d: started_row(d, pid))
+        summary["pid"] = pid
+        log("started", pid=pid)
+
+        # ---- Pause it (confirmed): it shows stopped and its output stops
+        click(driver, "the pause button", f'#panel-started button[data-signal="pause_process"][data-pid="{pid}"]')
+        confirm(driver, f"process {pid}")
+        wait(driver, "the process to show stopped", lambda d: started_row(d, pid).get_attribute("data-status") == "stopped", timeout=PATIENCE)
+        time.sleep(0.5)
+        paused_at = output(driver)
+        time.sleep(1.2)
+        assert output(driver) == paused_at, "the output grew while the process was paused"
+        shot(driver, "started-paused")
+        # ---- Resume it (confirmed): the output grows again
+        click(driver, "the resume button", f'#panel-started button[data-signal="resume_process"][data-pid="{pid}"]')
+        confirm(driver, f"process {pid}")
+        wait(driver, "the output to grow again", lambda d: len(output(d)) > len(paused_at))
+        wait(driver, "the process to show running", lambda d: started_row(d, pid).get_attribute("data-status") != "stopped")
+        log("paused and resumed", pid=pid)
+
+        # ---- A second process, that exits with 3, and its exit code
+        run = one(driver, "#run-command")
+        run.clear()
+        run.send_keys("sh -c 'echo to stdout; echo to stderr >&2; exit 3'")
+        one(driver, "#run-submit").click()
+        wait(driver, "the exit code", lambda d: "exited with 3" in one(d, "#output-state").text)
+        assert "to stdout" in output(driver) and "to stderr" in output(driver), output(driver)
+        assert css(driver, "#output .stderr"), "stderr is not told apart"
+        summary["exit_text"] = one(driver, "#output-state").text
+
+        # ---- Terminate the first (confirmed): killed by SIGTERM
+        click(driver, "the terminate button", f'#panel-started button[data-signal="kill_process"][data-pid="{pid}"]')
+        confirm(driver, f"process {pid}")
+        wait(driver, "the SIGTERM exit in the list", lambda d: "SIGTERM" in started_row(d, pid).text)
+        # A third that keeps running, for the viewer to try to signal.
+        run = one(driver, "#run-command")
+        run.clear()
+        run.send_keys("sleep 300")
+        one(driver, "#run-submit").click()
+        victim = int(wait(driver, "the sleep's proc id", lambda d: (one(d, "#output").get_attribute("data-proc-id") or "").isdigit()
+                          and one(d, "#output-title").text.endswith("sleep 300") and one(d, "#output").get_attribute("data-proc-id")))
+        wait(driver, "the sleep in the list", lambda d: started_row(d, victim))
+        summary["victim"] = victim
+        shot(driver, "started")
+        log("exit codes", exit=summary["exit_text"])
+
+        # ---- Every process, sortable
+        one(driver, "#tab-processes").click()
+        wait(driver, "the process table", lambda d: len(css(d, "#panel-processes tr[data-pid]")) > 3)
+        def pid_order(d):
+            return [int(r.get_attribute("data-pid")) for r in css(d, "#panel-processes tr[data-pid]")]
+
+        def pid_header(d):
+            return [b for b in css(d, "#panel-processes th button.sort") if b.text.startswith("PID")][0]
+        # A number column sorts largest first, and the other way on a second click.
+        pid_header(driver).click()
+        assert pid_order(driver) == sorted(pid_order(driver), reverse=True), "the PID column does not sort"
+        pid_header(driver).click()
+        assert pid_order(driver) == sorted(pid_order(driver)), "the PID column does not sort back"
+        wait(driver, "the sleep among all processes", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"] button[data-signal]'))
+        shot(driver, "processes")
+        one(driver, "#tab-units").click()
+        wait(driver, "the units answer", lambda d: css(d, "#panel-units tr[data-unit]") or one(d, "#units-note").is_displayed())
+        summary["units_note"] = one(driver, "#units-note").text
+
+        # ---- Keyboard: the tabs, the run form and the signal buttons are reached with Tab
+        one(driver, "#tab-started").click()
+        wait(driver, "the started list", lambda d: started_row(d, victim))
+        driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0);")
+        reached = set()
+        for _ in range(120):
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            el = driver.switch_to.active_element
+            reached.add(el.get_attribute("id") or el.get_attribute("data-signal") or el.tag_name)
+        for wanted in ("tab-telemetry", "tab-units", "run-command", "run-submit", "pause_process", "kill_process"):
+            assert wanted in reached, f"{wanted} is not reachable with Tab (reached {sorted(reached)})"
+        log("keyboard", reached=len(reached))
+
+        # ---- VPN: the peers, a config for the host, downloaded, and its QR code
+        driver.get(f"{URL}/console/#/vpn/{HOST}")
+        wait(driver, "the VPN page", lambda d: one(d, "#conf-name").get_attribute("value") == HOST)
+        one(driver, "#conf-make").click()
+        confirm(driver, HOST)
+        conf = wait(driver, "the config", lambda d: css(d, "#conf-text") and one(d, "#conf-text").text)
+        assert "[Interface]" in conf and "[Peer]" in conf, conf
+        wait(driver, "the QR code", lambda d: d.execute_script("const i = document.getElementById('conf-qr'); return i && i.complete && i.naturalWidth > 0;"))
+        one(driver, "#conf-download").click()
+        path = os.path.join(DOWNLOADS, f"{HOST}.conf")
+        wait(driver, "the downloaded file", lambda d: os.path.exists(path) and os.path.getsize(path) > 0)
+        with open(path, encoding="utf-8") as f:
+            downloaded = f.read()
+        assert downloaded.strip() == conf.strip(), "the file is not the config shown"
+        wait(driver, "the host among the peers", lambda d: css(d, f'tr[data-peer="{HOST}"]'))
+        summary["conf_file"] = path
+        shot(driver, "vpn")
+        log("vpn", bytes=len(downloaded))
+
+        # ---- Audit: newest first, with what was just done
+        driver.get(f"{URL}/console/#/audit")
+        wait(driver, "the audit entries", lambda d: {"execute", "pause_process", "resume_process", "kill_process"} <= {r.get_attribute("data-req") for r in css(d, "tr[data-req]")})
+        reqs = [r.get_attribute("data-req") for r in css(driver, "tr[data-req]")]
+        assert reqs.index("kill_process") < reqs.index("pause_process"), f"not newest first: {reqs}"
+        shot(driver, "audit")
+        log("audit", entries=len(reqs))
+
+        # ---- A phone-sized screen
+        driver.set_window_size(390, 844)
+        driver.get(f"{URL}/console/#/fleet")
+        wait(driver, "the fleet on a phone", lambda d: css(d, f'tr[data-name="{HOST}"]'))
+        no_sideways_scroll(driver, "the fleet")
+        shot(driver, "phone-fleet")
+        open_host(driver)
+        wait(driver, "CPU samples on a phone", lambda d: chart_points(d) >= 1)
+        no_sideways_scroll(driver, "the host page")
+        shot(driver, "phone-host")
+        one(driver, "#tab-started").click()
+        wait(driver, "the started list on a phone", lambda d: started_row(d, victim))
+        no_sideways_scroll(driver, "the started processes")
+        shot(driver, "phone-started")
+        driver.get(f"{URL}/console/#/vpn")
+        wait(driver, "the VPN page on a phone", lambda d: css(d, "#conf-form"))
+        no_sideways_scroll(driver, "the VPN page")
+        driver.set_window_size(1366, 900)
+
+        # ---- A viewer, logged in with the keyboard: nothing to command, and a refusal
+        one(driver, "#logout").click()
+        log_in(driver, VIEWER, VIEWER_PW, keyboard=True)
+        open_host(driver)
+        assert css(driver, "#viewer-note"), "a viewer is not told why there are no commands"
+        one(driver, "#tab-started").click()
+        wait(driver, "the viewer's started list", lambda d: started_row(d, victim))
+        assert not css(driver, "#run-form"), "a viewer is offered to run commands"
+        assert not css(driver, "button[data-signal]"), "a viewer is offered signals"
+        one(driver, "#tab-processes").click()
+        wait(driver, "the viewer's process table", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"]'))
+        assert not css(driver, "button[data-signal]"), "a viewer is offered signals among all processes"
+        shot(driver, "host-viewer")
+        refusal = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            window.concierge.gw.ask(arguments[0], "pause_process", {pid: arguments[1]})
+              .then((r) => done({reason: "accepted", desc: JSON.stringify(r.msg)}))
+              .catch((e) => done({reason: e.reason, desc: e.message}));
+        """, HOST, victim)
+        assert refusal["reason"] == "forbidden", refusal
+        summary["viewer_refusal"] = refusal
+        log("viewer refused", **refusal)
+
+        # ---- No console errors (the wrong password's 401 is the one expected)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
+                  and not ("/auth/token" in e["message"] and "401" in e["message"])]
+        assert not errors, f"console errors: {errors}"
+        summary["ok"] = True
+    finally:
+        driver.quit()
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

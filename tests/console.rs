@@ -1,0 +1,295 @@
+//! The web console, in a real browser: Debian's headless Chromium driven by
+//! Selenium (tests/clients/console_browser.py) against a real gateway with
+//! real accounts and a real `concierge agent`; then what the browser did is
+//! checked where it landed: the agent's audit, the VPN peer, the
+//! downloaded config.
+//!
+//! Screenshots of every page go to `$CONCIERGE_SCREENSHOTS` when set
+//! (`CONCIERGE_SCREENSHOTS=docs/screenshots scripts/test --test console`
+//! refreshes the README's pictures), otherwise to a temporary folder.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::{add_user, command, issue_token, Process};
+use common::TestServer;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/console_browser.py"
+);
+const OPERATOR_PASSWORD: &str = "correct horse battery";
+const VIEWER_PASSWORD: &str = "viewer's own password";
+const SHOTS: [&str; 12] = [
+    "login",
+    "fleet",
+    "host",
+    "started-paused",
+    "started",
+    "processes",
+    "vpn",
+    "audit",
+    "phone-fleet",
+    "phone-host",
+    "phone-started",
+    "host-viewer",
+];
+
+/// The browser, its driver and Selenium are installed by `scripts/test`;
+/// without them this test fails and says what is missing.
+fn require_browser() {
+    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            Path::new(program).exists(),
+            "{program} is missing: scripts/test installs Debian's chromium and chromium-driver"
+        );
+    }
+    let selenium = std::process::Command::new("python3")
+        .args(["-c", "import selenium"])
+        .status()
+        .expect("python3 runs");
+    assert!(
+        selenium.success(),
+        "Selenium is missing: scripts/test installs it (pip install selenium)"
+    );
+}
+
+/// A gateway with a VPN endpoint, an admin and a viewer account, and an
+/// agent `host1` sampling telemetry every half second.
+async fn fleet(work: &Path) -> (TestServer, Process) {
+    let server = TestServer::with(|s| s.vpn_endpoint = "vpn.test:51820".into());
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    add_user(&["--data-dir", &data], "alice", "admin", OPERATOR_PASSWORD).await;
+    add_user(&["--data-dir", &data], "vic", "viewer", VIEWER_PASSWORD).await;
+    // Once the gateway has seen the accounts it requires tokens.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reqwest::get(server.http_url("/metrics"))
+        .await
+        .expect("answered")
+        .status()
+        != StatusCode::UNAUTHORIZED
+    {
+        assert!(tokio::time::Instant::now() < deadline, "accounts not seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let host = issue_token(&["--data-dir", &data], "host1", "agent").await;
+    let config = work.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "url = {:?}\ntoken = {host:?}\nname = \"host1\"\nwork_dir = {:?}\nsystemd = \"off\"\n\
+             telemetry_interval_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n",
+            server.ws_url(),
+            work.display().to_string()
+        ),
+    )
+    .expect("agent config written");
+    let agent = Process::spawn(command(&[
+        "agent",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]));
+    (server, agent)
+}
+
+/// Asks `host1` for `req` as `token`'s holder, over the protocol.
+async fn ask(server: &TestServer, token: &str, req: &str, msg: Value) -> Value {
+    let mut client = server.connect().await;
+    client
+        .identify_with(json!({"type": "IDENTIFY", "name": "alice_check", "version": "0.2.0", "token": token}))
+        .await;
+    client
+        .send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
+                     "data": {"req": req, "rid": 1, "msg": msg}}))
+        .await;
+    loop {
+        let payload = client.skip_to("MESSAGE").await;
+        if payload["data"]["rid"] == 1 {
+            return payload["data"]["msg"].clone();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
+    require_browser();
+    let work = tempfile::tempdir().expect("work dir");
+    let (server, agent) = fleet(work.path()).await;
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let shots = std::env::var("CONCIERGE_SCREENSHOTS")
+        .map(|dir| Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .unwrap_or_else(|_| scratch.path().join("shots"));
+    let downloads = scratch.path().join("downloads");
+    let base = server.http_url("").trim_end_matches('/').to_owned();
+
+    let run = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args([&base, "alice", OPERATOR_PASSWORD, "vic", VIEWER_PASSWORD, "host1"])
+        .arg(&shots)
+        .arg(&downloads)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser run finished within 4 minutes")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}\n{}\nagent:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    let summary: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no summary from the browser run:\n{stdout}"));
+    assert_eq!(summary["ok"], true, "{summary}");
+
+    // The CPU chart moved, with a line per core.
+    let points = &summary["cpu_points"];
+    assert!(points[1].as_u64() > points[0].as_u64(), "{summary}");
+    assert!(summary["cores"].as_u64() >= Some(1), "{summary}");
+    assert!(
+        summary["exit_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("exited with 3")),
+        "{summary}"
+    );
+    assert_eq!(summary["viewer_refusal"]["reason"], "forbidden", "{summary}");
+
+    // What the browser did reached the agent, as alice, and the viewer's
+    // signal was refused there.
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let admin = issue_token(&["--data-dir", &data], "alice", "admin").await;
+    let audit = ask(&server, &admin, "audit", json!({"limit": 1000})).await;
+    let entries = audit["entries"].as_array().expect("audit entries");
+    let pid = summary["pid"].as_u64().expect("pid");
+    for req in ["pause_process", "resume_process", "kill_process"] {
+        assert!(
+            entries.iter().any(|e| e["req"] == req
+                && e["user"] == "alice"
+                && e["result"] == "success"
+                && e["args"]["pid"] == pid),
+            "no successful {req} of {pid} by alice in {audit}"
+        );
+    }
+    assert!(
+        entries.iter().any(|e| e["req"] == "execute"
+            && e["args"]["command"] == "sleep 300"
+            && e["user"] == "alice"),
+        "the console's execute is not audited with its command line: {audit}"
+    );
+    let victim = summary["victim"].as_u64().expect("victim pid");
+    assert!(
+        entries.iter().any(|e| e["req"] == "pause_process"
+            && e["user"] == "vic"
+            && e["reason"] == "forbidden"
+            && e["args"]["pid"] == victim),
+        "the viewer's refused signal is not audited: {audit}"
+    );
+
+    // The downloaded config is the host's peer's, for the server's key.
+    let conf = std::fs::read_to_string(summary["conf_file"].as_str().expect("conf path"))
+        .expect("the downloaded config");
+    let peers: Value = reqwest::Client::new()
+        .get(server.http_url("/vpn/peers"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("peers answered")
+        .json()
+        .await
+        .expect("peers JSON");
+    let peer = peers["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "host1"))
+        .unwrap_or_else(|| panic!("host1 is no peer: {peers}"));
+    let ipv4 = peer["ipv4"].as_str().expect("ipv4");
+    assert!(conf.contains("PrivateKey = "), "{conf}");
+    assert!(conf.contains(&format!("Address = {ipv4}/32")), "{conf}");
+    assert!(
+        conf.contains(&format!(
+            "PublicKey = {}",
+            peers["server_public_key"].as_str().expect("server key")
+        )),
+        "{conf}"
+    );
+
+    for shot in SHOTS {
+        let png = std::fs::read(shots.join(format!("{shot}.png")))
+            .unwrap_or_else(|e| panic!("no screenshot {shot}: {e}"));
+        assert!(png.starts_with(b"\x89PNG"), "{shot}.png is no PNG");
+    }
+}
+
+#[actix_web::test]
+async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
+    let server = TestServer::start();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for path in ["/", "/console"] {
+        let resp = http.get(server.http_url(path)).send().await.expect("answered");
+        assert_eq!(resp.status(), StatusCode::FOUND, "{path}");
+        assert_eq!(resp.headers()["location"], "/console/", "{path}");
+    }
+    let page = http
+        .get(server.http_url("/console/"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(page.status(), StatusCode::OK);
+    let headers = page.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let policy = headers["content-security-policy"].to_str().expect("ascii");
+    assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let etag = headers["etag"].clone();
+    let body = page.text().await.expect("body");
+    assert!(body.contains("js/main.js") && body.contains("vendor/chart.min.js"));
+
+    // Revalidation by content hash: unchanged is 304 without a body.
+    let again = http
+        .get(server.http_url("/console/"))
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(again.bytes().await.expect("body").is_empty());
+
+    // Every file the page loads is there, with its type.
+    for (path, kind) in [
+        ("/console/js/main.js", "text/javascript; charset=utf-8"),
+        ("/console/vendor/chart.min.js", "text/javascript; charset=utf-8"),
+        ("/console/console.css", "text/css; charset=utf-8"),
+        ("/console/icon.svg", "image/svg+xml; charset=utf-8"),
+    ] {
+        let resp = http.get(server.http_url(path)).send().await.expect("answered");
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()["content-type"], kind, "{path}");
+        let head = http.head(server.http_url(path)).send().await.expect("answered");
+        assert_eq!(head.status(), StatusCode::OK, "HEAD {path}");
+    }
+    let missing = http
+        .get(server.http_url("/console/js/nope.js"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.text().await.expect("body").contains("nope.js"));
+    // Only embedded files: no path leads out to the disk.
+    for target in ["/console/../Cargo.toml", "/console/%2e%2e/Cargo.toml", "/console//etc/passwd"] {
+        let (status, _) = common::raw_http(server.addr, "GET", target, &[], b"").await;
+        assert_eq!(status, 404, "{target}");
+    }
+}
