@@ -246,6 +246,73 @@ async fn exec_follow_prints_the_output_and_exits_with_the_process_code() {
 }
 
 #[tokio::test]
+async fn list_started_shows_running_and_exited_processes_and_execute_takes_a_command_line() {
+    let fleet = Fleet::start().await;
+    // A command line is split as a shell would split it; no shell runs it.
+    let (code, reply) = fleet
+        .request(
+            &fleet.alice,
+            "execute",
+            json!({"command": "sh -c 'exit 4'"}),
+        )
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    let exited = reply["proc_id"].as_u64().expect("proc_id");
+    assert_eq!(exit_of(&fleet, exited).await["code"], 4);
+    let (_, reply) = fleet
+        .request(&fleet.alice, "execute", json!({"command": "sleep \"30\""}))
+        .await;
+    let running = reply["proc_id"].as_u64().expect("proc_id");
+    for bad in [
+        json!({"cmd": ["true"], "command": "true"}),
+        json!({"command": "echo 'unterminated"}),
+        json!({"command": 7}),
+    ] {
+        let (code, reply) = fleet.request(&fleet.alice, "execute", bad.clone()).await;
+        assert_refused(code, &reply, "bad_argument");
+    }
+
+    // A viewer may read the list: newest first, exit codes kept.
+    let (code, list) = fleet.request(&fleet.vic, "list_started", json!({})).await;
+    assert_eq!(code, 0, "{list}");
+    assert_eq!(
+        (list["total"].as_u64(), &list["next_offset"]),
+        (Some(2), &Value::Null)
+    );
+    let procs = list["processes"].as_array().expect("processes");
+    assert_eq!(procs[0]["proc_id"].as_u64(), Some(running), "{list}");
+    assert_eq!(procs[0]["cmd"], json!(["sleep", "30"]));
+    assert_eq!(procs[0]["running"], true);
+    assert_eq!(procs[0]["exit"], Value::Null);
+    assert!(
+        matches!(procs[0]["status"].as_str(), Some("sleeping" | "running")),
+        "{list}"
+    );
+    assert_eq!(procs[1]["proc_id"].as_u64(), Some(exited), "{list}");
+    assert_eq!(procs[1]["cmd"], json!(["sh", "-c", "exit 4"]));
+    assert_eq!(procs[1]["running"], false);
+    assert_eq!(procs[1]["status"], "exited");
+    assert_eq!(procs[1]["exit"]["code"], 4);
+    assert!(procs[1]["started"].as_u64() > Some(1_700_000_000));
+
+    // Paused, the running one shows stopped, as /proc says.
+    let (code, reply) = fleet
+        .request(&fleet.alice, "pause_process", json!({"pid": running}))
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    eventually("the pause", || proc_state(running) == Some('T')).await;
+    let (_, list) = fleet.request(&fleet.vic, "list_started", json!({})).await;
+    assert_eq!(list["processes"][0]["status"], "stopped", "{list}");
+    fleet
+        .request(
+            &fleet.alice,
+            "kill_process",
+            json!({"pid": running, "method": "SIGKILL"}),
+        )
+        .await;
+}
+
+#[tokio::test]
 async fn output_is_kept_bounded_and_readable_after_exit() {
     let fleet = Fleet::with_config("output_limit = 100000").await;
     let pid = start(
@@ -508,6 +575,34 @@ async fn process_info_of_a_live_pid_matches_proc() {
         all.len() * 2 > seen,
         "{} of {seen} processes listed (paged)",
         all.len()
+    );
+}
+
+#[tokio::test]
+async fn all_processes_lists_processes_not_their_threads() {
+    let fleet = Fleet::start().await;
+    // This test runs on several threads: none of them is a process.
+    let me = std::process::id();
+    let threads: Vec<u64> = std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|tid| *tid != u64::from(me))
+        .collect();
+    assert!(!threads.is_empty(), "a multi-threaded test has threads");
+    let (code, all) = fleet
+        .ctl_json(&fleet.alice, &["ps", "host1", "--all"])
+        .await;
+    assert_eq!(code, 0, "{all}");
+    let pids: Vec<u64> = all
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert!(pids.contains(&u64::from(me)), "the test process is listed");
+    assert!(
+        threads.iter().all(|t| !pids.contains(t)),
+        "threads {threads:?} listed as processes"
     );
 }
 

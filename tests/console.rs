@@ -101,11 +101,15 @@ async fn fleet(work: &Path) -> (TestServer, Process) {
 async fn ask(server: &TestServer, token: &str, req: &str, msg: Value) -> Value {
     let mut client = server.connect().await;
     client
-        .identify_with(json!({"type": "IDENTIFY", "name": "alice_check", "version": "0.2.0", "token": token}))
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "alice_check", "version": "0.2.0", "token": token}),
+        )
         .await;
     client
-        .send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
-                     "data": {"req": req, "rid": 1, "msg": msg}}))
+        .send(
+            json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
+                     "data": {"req": req, "rid": 1, "msg": msg}}),
+        )
         .await;
     loop {
         let payload = client.skip_to("MESSAGE").await;
@@ -129,7 +133,14 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
 
     let run = tokio::process::Command::new("python3")
         .arg(SCRIPT)
-        .args([&base, "alice", OPERATOR_PASSWORD, "vic", VIEWER_PASSWORD, "host1"])
+        .args([
+            &base,
+            "alice",
+            OPERATOR_PASSWORD,
+            "vic",
+            VIEWER_PASSWORD,
+            "host1",
+        ])
         .arg(&shots)
         .arg(&downloads)
         .stdin(Stdio::null())
@@ -163,7 +174,10 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
             .is_some_and(|t| t.starts_with("exited with 3")),
         "{summary}"
     );
-    assert_eq!(summary["viewer_refusal"]["reason"], "forbidden", "{summary}");
+    assert_eq!(
+        summary["viewer_refusal"]["reason"], "forbidden",
+        "{summary}"
+    );
 
     // What the browser did reached the agent, as alice, and the viewer's
     // signal was refused there.
@@ -196,7 +210,8 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
         "the viewer's refused signal is not audited: {audit}"
     );
 
-    // The downloaded config is the host's peer's, for the server's key.
+    // The downloaded config was the host's peer's (the address the page
+    // listed), for the server's key; the page then revoked that peer.
     let conf = std::fs::read_to_string(summary["conf_file"].as_str().expect("conf path"))
         .expect("the downloaded config");
     let peers: Value = reqwest::Client::new()
@@ -208,11 +223,7 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
         .json()
         .await
         .expect("peers JSON");
-    let peer = peers["peers"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "host1"))
-        .unwrap_or_else(|| panic!("host1 is no peer: {peers}"));
-    let ipv4 = peer["ipv4"].as_str().expect("ipv4");
+    let ipv4 = summary["peer_ipv4"].as_str().expect("the listed address");
     assert!(conf.contains("PrivateKey = "), "{conf}");
     assert!(conf.contains(&format!("Address = {ipv4}/32")), "{conf}");
     assert!(
@@ -221,6 +232,22 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
             peers["server_public_key"].as_str().expect("server key")
         )),
         "{conf}"
+    );
+    assert!(
+        !peers["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .any(|p| p["name"] == "host1"),
+        "the revoked peer is still listed: {peers}"
+    );
+    let killed = summary["ctl_parity"]["sigkill"].as_u64().expect("pid");
+    assert!(
+        entries.iter().any(|e| e["req"] == "proc_signal"
+            && e["args"]["mode"] == "SIGKILL"
+            && e["args"]["pid"] == killed
+            && e["result"] == "success"),
+        "the SIGKILL from the details is not audited: {audit}"
     );
 
     for shot in SHOTS {
@@ -238,7 +265,11 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
         .build()
         .expect("client");
     for path in ["/", "/console"] {
-        let resp = http.get(server.http_url(path)).send().await.expect("answered");
+        let resp = http
+            .get(server.http_url(path))
+            .send()
+            .await
+            .expect("answered");
         assert_eq!(resp.status(), StatusCode::FOUND, "{path}");
         assert_eq!(resp.headers()["location"], "/console/", "{path}");
     }
@@ -270,14 +301,25 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     // Every file the page loads is there, with its type.
     for (path, kind) in [
         ("/console/js/main.js", "text/javascript; charset=utf-8"),
-        ("/console/vendor/chart.min.js", "text/javascript; charset=utf-8"),
+        (
+            "/console/vendor/chart.min.js",
+            "text/javascript; charset=utf-8",
+        ),
         ("/console/console.css", "text/css; charset=utf-8"),
         ("/console/icon.svg", "image/svg+xml; charset=utf-8"),
     ] {
-        let resp = http.get(server.http_url(path)).send().await.expect("answered");
+        let resp = http
+            .get(server.http_url(path))
+            .send()
+            .await
+            .expect("answered");
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert_eq!(resp.headers()["content-type"], kind, "{path}");
-        let head = http.head(server.http_url(path)).send().await.expect("answered");
+        let head = http
+            .head(server.http_url(path))
+            .send()
+            .await
+            .expect("answered");
         assert_eq!(head.status(), StatusCode::OK, "HEAD {path}");
     }
     let missing = http
@@ -288,7 +330,11 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert!(missing.text().await.expect("body").contains("nope.js"));
     // Only embedded files: no path leads out to the disk.
-    for target in ["/console/../Cargo.toml", "/console/%2e%2e/Cargo.toml", "/console//etc/passwd"] {
+    for target in [
+        "/console/../Cargo.toml",
+        "/console/%2e%2e/Cargo.toml",
+        "/console//etc/passwd",
+    ] {
         let (status, _) = common::raw_http(server.addr, "GET", target, &[], b"").await;
         assert_eq!(status, 404, "{target}");
     }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::process::{command, issue_token, json_lines, last_json};
 use common::TestServer;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 const PASSWORD: &str = "quix-secret-1";
 

@@ -489,6 +489,39 @@ async fn fetch_errors_come_in_seed_003_shape() {
         conf.contains("Address = 10.9.0.2/32\n"),
         "the same address over HTTP: {conf}"
     );
+    // As JSON, for the console: the config and its QR code.
+    let resp = http
+        .get(server.http_url("/vpn/conf?format=json"))
+        .bearer_auth(&host)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        (&body["result"], &body["conf_type"]),
+        (
+            &serde_json::json!("success"),
+            &serde_json::json!("wireguard")
+        )
+    );
+    assert!(
+        body["conf_data"]
+            .as_str()
+            .is_some_and(|c| c.contains("Address = 10.9.0.2/32\n")),
+        "{body}"
+    );
+    let svg = body["qr_svg"].as_str().expect("a QR code");
+    assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
+    let resp = http
+        .get(server.http_url("/vpn/conf?format=png"))
+        .bearer_auth(&host)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["reason"], "bad_argument", "{body}");
     let resp = http
         .get(server.http_url("/vpn/conf"))
         .send()

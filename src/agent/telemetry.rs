@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use procfs::Current;
 use serde_json::{json, Map, Value};
-use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System, ThreadKind, UpdateKind};
 use tokio::sync::watch;
 
 /// The stat types of seed 003, in its order.
@@ -211,7 +211,14 @@ impl Handler<AllProcesses> for Telemetry {
         // Every process now, not as of the last tick (CPU usage still
         // spans the time since then).
         self.refresh_processes();
-        let mut pids: Vec<u32> = self.system.processes().keys().map(|p| p.as_u32()).collect();
+        // Processes, not the threads sysinfo also lists as tasks of them.
+        let mut pids: Vec<u32> = self
+            .system
+            .processes()
+            .iter()
+            .filter(|(_, p)| p.thread_kind() != Some(ThreadKind::Userland))
+            .map(|(pid, _)| pid.as_u32())
+            .collect();
         pids.sort_unstable();
         MessageResult(
             pids.into_iter()

@@ -181,6 +181,8 @@ def main():
         open_host(driver)
         first = wait(driver, "CPU samples", lambda d: chart_points(d) >= 2 and chart_points(d))
         later = wait(driver, "the CPU chart to update", lambda d: chart_points(d) > first and chart_points(d))
+        # A few more points, for a picture worth looking at.
+        wait(driver, "more CPU samples", lambda d: chart_points(d) >= 8)
         cores = driver.execute_script("return Chart.getChart('cpu-chart').data.datasets.length;")
         assert cores >= 1, "no core in the CPU chart"
         summary["cpu_points"] = [first, later]
@@ -256,6 +258,37 @@ def main():
         assert pid_order(driver) == sorted(pid_order(driver)), "the PID column does not sort back"
         wait(driver, "the sleep among all processes", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"] button[data-signal]'))
         shot(driver, "processes")
+        # One process in detail, and any signal from there (SIGKILL here)
+        run_in_started = f"{URL}/console/#/host/{HOST}"
+        one(driver, "#tab-started").click()
+        run = one(driver, "#run-command")
+        run.clear()
+        run.send_keys("sleep 301")
+        one(driver, "#run-submit").click()
+        doomed = int(wait(driver, "the second sleep's proc id", lambda d: one(d, "#output-title").text.endswith("sleep 301")
+                          and one(d, "#output").get_attribute("data-proc-id")))
+        one(driver, "#tab-processes").click()
+        one(driver, "#proc-refresh").click()
+        click(driver, "the process's details", f'#panel-processes button[data-details="{doomed}"]')
+        wait(driver, "the details", lambda d: one(d, "#detail-title").text.startswith(f"Process {doomed}"))
+        assert "sleep 301" in one(driver, '#detail td[data-field="command"]').text
+        driver.execute_script("document.getElementById('detail-signal').value = 'SIGKILL';")
+        one(driver, "#detail-send").click()
+        confirm(driver, "SIGKILL")
+        one(driver, "#detail-close").click()
+        one(driver, "#tab-started").click()
+        wait(driver, "the SIGKILL exit", lambda d: started_row(d, doomed) and "SIGKILL" in started_row(d, doomed).text)
+        # The work folder, and a request sent as ctl request sends it
+        one(driver, "#tab-usage").click()
+        usage = wait(driver, "the work folder's usage", lambda d: one(d, "#usage-summary").text)
+        assert "running processes" in usage, usage
+        one(driver, "#tab-request").click()
+        driver.execute_script("document.getElementById('request-name').value = 'ping';")
+        one(driver, "#request-send").click()
+        reply = wait(driver, "the ping reply", lambda d: '"success"' in one(d, "#request-reply").text and one(d, "#request-reply").text)
+        assert f'"{HOST}"' in reply, reply
+        summary["ctl_parity"] = {"sigkill": doomed, "usage": usage}
+        assert driver.current_url.startswith(run_in_started)
         one(driver, "#tab-units").click()
         wait(driver, "the units answer", lambda d: css(d, "#panel-units tr[data-unit]") or one(d, "#units-note").is_displayed())
         summary["units_note"] = one(driver, "#units-note").text
@@ -287,9 +320,14 @@ def main():
         with open(path, encoding="utf-8") as f:
             downloaded = f.read()
         assert downloaded.strip() == conf.strip(), "the file is not the config shown"
-        wait(driver, "the host among the peers", lambda d: css(d, f'tr[data-peer="{HOST}"]'))
+        row = wait(driver, "the host among the peers", lambda d: css(d, f'tr[data-peer="{HOST}"]'))[0]
         summary["conf_file"] = path
+        summary["peer_ipv4"] = row.find_elements(By.TAG_NAME, "td")[1].text
         shot(driver, "vpn")
+        # An admin revokes it (confirmed): the peer is gone.
+        click(driver, "the revoke button", f'button[data-revoke="{HOST}"]')
+        confirm(driver, summary["peer_ipv4"])
+        wait(driver, "the peer to go", lambda d: not css(d, f'tr[data-peer="{HOST}"]'))
         log("vpn", bytes=len(downloaded))
 
         # ---- Audit: newest first, with what was just done

@@ -2,7 +2,7 @@
 // first. Live from each agent's `audit_<host>` service; an operator also
 // sees each agent's recent history (its `audit` request needs that role).
 
-import { fill, h, sortableTable } from "./ui.js";
+import { clock, fill, h, sortableTable } from "./ui.js";
 
 const HISTORY = 200;
 const KEEP = 2000;
@@ -19,7 +19,7 @@ export function mount(app, root, [onlyHost]) {
   const filter = h("input", { type: "search", id: "audit-search", value: onlyHost ?? "", placeholder: "Filter by host, user, request, result…", "aria-label": "Filter the audit" });
   const count = h("span.muted", { id: "audit-count" });
   const table = sortableTable([
-    { key: "time", label: "Time", cell: (e) => new Date(e.time).toLocaleString() },
+    { key: "time", label: "Time", className: "nowrap", cell: (e) => clock(Date.parse(e.time) / 1000) },
     { key: "host", label: "Host" },
     { key: "user", label: "User", value: (e) => e.user ?? "anonymous" },
     { key: "client", label: "Client", className: "hide-narrow" },

@@ -16,7 +16,18 @@ const TABS = [
   ["started", "Started processes"],
   ["processes", "All processes"],
   ["units", "Units"],
+  ["usage", "Work folder"],
+  ["request", "Request"],
 ];
+
+/** proc_signal's signals (PROTOCOL §13.3). */
+const ALL_SIGNALS = ["SIGTERM", "SIGKILL", "SIGHUP", "SIGINT", "SIGSTOP", "SIGCONT", "SIGUSR1", "SIGUSR2"];
+
+/** Every request an agent serves, for the Request tab (PROTOCOL §13.3). */
+const REQUESTS = ["ping", "telemetry", "view_running", "list_started", "proc_output", "obtain_process_info",
+  "obtain_all_process_info", "obtain_user_usages", "list_services", "obtain_service_info", "execute",
+  "exec_command", "proc_signal", "kill_process", "pause_process", "resume_process", "start_service",
+  "stop_service", "restart_service", "reload_service", "audit"];
 
 export function mount(app, root, [name]) {
   const gw = app.gw;
@@ -25,6 +36,7 @@ export function mount(app, root, [name]) {
   const every = (ms, fn) => { const t = setInterval(fn, ms); cleanups.push(() => clearInterval(t)); };
 
   const state = h("p", { id: "host-state" });
+  const detail = h("section.card", { id: "detail", hidden: true, "aria-live": "polite" });
   const vpnLine = h("p.muted", { id: "host-vpn" });
   const tabs = h("div.tabs", { role: "tablist", "aria-label": "Host sections" });
   const panels = {};
@@ -51,6 +63,7 @@ export function mount(app, root, [name]) {
       state, vpnLine,
       operator ? null : h("p.note", { id: "viewer-note" }, `Your role (${app.info.role}) may look but not act: commands are not offered.`)),
     tabs,
+    detail,
     Object.values(panels));
 
   // ---- Telemetry
@@ -138,10 +151,10 @@ export function mount(app, root, [name]) {
   });
 
   const started = sortableTable([
-    { key: "proc_id", label: "Proc", num: true },
+    { key: "proc_id", label: "Proc", num: true, cell: (p) => p.running ? h("button.small.quiet", { type: "button", dataset: { details: p.proc_id }, onclick: () => processDetail(p.proc_id) }, String(p.proc_id)) : String(p.proc_id) },
     { key: "cmd", label: "Command", value: (p) => p.cmd.join(" "), cell: (p) => h("span.mono", {}, p.cmd.join(" ")) },
     { key: "status", label: "Status", cell: (p) => statusBadge(p.status) },
-    { key: "started", label: "Started", num: true, cell: (p) => clock(p.started), className: "hide-narrow" },
+    { key: "started", label: "Started", num: true, cell: (p) => clock(p.started), className: "hide-narrow nowrap" },
     { key: "exit", label: "Exit", value: (p) => p.exit ? (p.exit.signal ?? p.exit.code) : "", cell: (p) => p.exit ? exitText(p.exit) : "" },
     { key: "output_bytes", label: "Output", num: true, cell: (p) => bytes(p.output_bytes), className: "hide-narrow" },
     { key: "actions", label: "", sortable: false, cell: (p) => h("div.actions", {},
@@ -190,7 +203,7 @@ export function mount(app, root, [name]) {
   const procCount = h("span.muted");
   let allProcs = [];
   const procs = sortableTable([
-    { key: "pid", label: "PID", num: true },
+    { key: "pid", label: "PID", num: true, cell: (p) => h("button.small.quiet", { type: "button", dataset: { details: p.pid }, onclick: () => processDetail(p.pid) }, String(p.pid)) },
     { key: "name", label: "Name", cell: (p) => h("span", { title: p.cmd.join(" ") }, p.name) },
     { key: "user", label: "UID", num: true, className: "hide-narrow" },
     { key: "cpu_usage", label: "CPU %", num: true },
@@ -225,7 +238,7 @@ export function mount(app, root, [name]) {
   let allUnits = [];
   const UNIT_ACTIONS = [["start_service", "Start"], ["stop_service", "Stop"], ["restart_service", "Restart"], ["reload_service", "Reload"]];
   const units = sortableTable([
-    { key: "name", label: "Unit" },
+    { key: "name", label: "Unit", cell: (u) => h("button.small.quiet", { type: "button", dataset: { unitDetails: u.name }, onclick: () => unitDetail(u.name) }, u.name) },
     { key: "description", label: "Description", className: "hide-narrow" },
     { key: "active_state", label: "Active", cell: (u) => statusBadge(u.active_state) },
     { key: "sub_state", label: "State" },
@@ -265,8 +278,120 @@ export function mount(app, root, [name]) {
     }
   }
 
+  // ---- One process or unit in detail (ctl proc, ctl signal, ctl unit status)
+  function closeDetail() {
+    detail.hidden = true;
+    detail.replaceChildren();
+  }
+  function showDetail(heading, rows, ...extra) {
+    fill(detail,
+      h("div.row.spread", {}, h("h2", { id: "detail-title" }, heading), h("button.small.quiet", { type: "button", id: "detail-close", onclick: closeDetail }, "Close")),
+      h("div.scroll", {}, h("table", {}, h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", { dataset: { field: k } }, v)))))),
+      extra);
+    detail.hidden = false;
+    detail.scrollIntoView({ block: "nearest" });
+  }
+  async function processDetail(pid, { gone } = {}) {
+    try {
+      const { msg: p } = await gw.ask(name, "obtain_process_info", { pid });
+      const send = operator && p.safe_kill ? (() => {
+        const choice = h("select", { id: "detail-signal", "aria-label": "Signal" }, ALL_SIGNALS.map((sig) => h("option", { value: sig }, sig)));
+        const go = h("button.danger", { type: "button", id: "detail-send", onclick: async () => {
+          const mode = choice.value;
+          if (!(await confirmAction(`Send ${mode} to ${pid}?`, `Send ${mode} to process ${pid} (${p.name}) on ${name}.`, `Send ${mode}`))) return;
+          try {
+            const { msg } = await gw.ask(name, "proc_signal", { pid, mode });
+            toast(`${msg.signal} sent to ${pid}`);
+          } catch (e) {
+            toast(`${mode} ${pid}: ${failure(e)}`, true);
+          }
+          // A signal that ended it closes the details instead of failing.
+          setTimeout(() => processDetail(pid, { gone: closeDetail }), 300);
+        } }, "Send");
+        return h("div.row", {}, h("label", { for: "detail-signal" }, "Signal"), choice, go);
+      })() : h("p.muted", {}, operator ? "The agent's policy does not let it signal this process." : "");
+      showDetail(`Process ${pid}: ${p.name}`, [
+        ["command", h("span.mono", {}, p.cmd.join(" "))],
+        ["status", statusBadge(p.status)],
+        ["user (uid)", p.user ?? "–"],
+        ["CPU", `${p.cpu_usage} % (user ${p.cpu_time.user ?? "–"} s, system ${p.cpu_time.system ?? "–"} s)`],
+        ["memory", `${bytes(p.memory.rss)} resident, ${bytes(p.memory.swap)} swapped`],
+        ["started", `${clock(p.started)} (${duration(Date.now() / 1000 - p.started)} ago)`],
+        ["may be signalled", p.safe_kill ? "yes" : "no"],
+      ], send);
+    } catch (e) {
+      if (e.reason === "not_found" && gone) return gone();
+      toast(`Process ${pid}: ${failure(e)}`, true);
+    }
+  }
+  async function unitDetail(unit) {
+    try {
+      const { msg: u } = await gw.ask(name, "obtain_service_info", { service_name: unit });
+      showDetail(`Unit ${u.name}`, [
+        ["description", u.description],
+        ["active", statusBadge(u.active_state)],
+        ["state", u.sub_state],
+        ["file", h("span.mono", {}, u.file_location ?? "–")],
+        ["up for", u.uptime ? duration(u.uptime) : "–"],
+        ["main pid", u.pid ?? "–"],
+      ]);
+    } catch (e) {
+      toast(`${unit}: ${failure(e)}`, true);
+    }
+  }
+
+  // ---- The agent's work folder (ctl usage)
+  const usageHead = h("p", { id: "usage-summary" });
+  const usage = sortableTable([
+    { key: "name", label: "Name" },
+    { key: "type", label: "Type" },
+    { key: "bytes", label: "Size", num: true, cell: (e) => bytes(e.bytes) },
+  ], { sortKey: "bytes", descending: true, rowAttrs: (e) => ({ dataset: { entry: e.name } }), empty: "The folder is empty." });
+  fill(panels.usage, h("div.card", {}, h("h2", {}, "Work folder"), usageHead, usage.el));
+  async function loadUsage() {
+    try {
+      const { msg } = await gw.ask(name, "obtain_user_usages");
+      const r = msg.resources ?? {};
+      usageHead.textContent = `${msg.folder}: ${bytes(msg.total_bytes)}. The agent's ${r.processes ?? 0} running processes use ${r.cpu_util ?? 0} % CPU and ${r.mem_util ?? 0} MB.`;
+      usage.render(msg.entries);
+    } catch (e) {
+      usageHead.textContent = failure(e);
+    }
+  }
+
+  // ---- Any request, as `ctl request HOST REQ MSG` sends it
+  const reqName = h("select", { id: "request-name", "aria-label": "Request" }, REQUESTS.map((r) => h("option", { value: r }, r)));
+  const reqMsg = h("input", { id: "request-msg", value: "{}", "aria-label": "msg, a JSON object", autocomplete: "off", spellcheck: "false" });
+  const reqReply = h("pre.conf", { id: "request-reply", tabindex: "0", "aria-label": "Reply" });
+  const reqForm = h("form", { id: "request-form", class: "row" }, h("label", { for: "request-name" }, "Ask"), reqName, reqMsg, h("button", { type: "submit", id: "request-send" }, "Send"));
+  reqForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    let msg;
+    try {
+      msg = JSON.parse(reqMsg.value || "{}");
+      if (!msg || typeof msg !== "object" || Array.isArray(msg)) throw new Error("msg must be a JSON object");
+    } catch (e) {
+      reqReply.textContent = `Not sent: ${e.message}`;
+      return;
+    }
+    reqReply.textContent = "…";
+    const lines = [];
+    try {
+      const onEvent = msg.follow ? (ev) => { lines.push(JSON.stringify(ev)); reqReply.textContent = lines.join("\n"); } : undefined;
+      const { msg: reply } = await gw.ask(name, reqName.value, msg, { onEvent, timeoutMs: 75000 });
+      lines.unshift(JSON.stringify(reply, null, 2));
+      reqReply.textContent = lines.join("\n");
+    } catch (e) {
+      reqReply.textContent = JSON.stringify({ result: "error", reason: e.reason ?? "error", desc: e.message }, null, 2);
+    }
+  });
+  fill(panels.request, h("div.card", {},
+    h("h2", {}, "Send a request"),
+    h("p.muted", {}, operator ? "Any of the agent's requests, with its msg as JSON; the reply as the agent sent it." : "Your role may send the requests that only read."),
+    reqForm, reqReply));
+
   // ---- Presence: the page follows the host leaving and coming back
-  const loaders = { started: loadStarted, processes: loadProcesses, units: loadUnits };
+  const loaders = { started: loadStarted, processes: loadProcesses, units: loadUnits, usage: loadUsage };
   let online = null;
   function presence() {
     const agent = app.clientByName(name);

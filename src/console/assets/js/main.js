@@ -4,7 +4,7 @@
 
 import * as api from "./api.js";
 import { Gateway } from "./gateway.js";
-import { fill, h, toast } from "./ui.js";
+import { clearToasts, fill, h, toast } from "./ui.js";
 import * as fleet from "./fleet.js";
 import * as host from "./host.js";
 import * as vpn from "./vpn.js";
@@ -190,6 +190,7 @@ function route(app) {
     else link.removeAttribute("aria-current");
   }
   unmount?.();
+  clearToasts();
   const page = document.getElementById("page");
   fill(page);
   const container = h("div");

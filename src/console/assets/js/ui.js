@@ -11,6 +11,7 @@ export function h(spec, attrs = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "class") el.classList.add(...String(value).split(" ").filter(Boolean));
     else if (value === true) el.setAttribute(key, "");
     else el.setAttribute(key, String(value));
   }
@@ -45,7 +46,7 @@ export function sortableTable(columns, { sortKey = null, descending = false, row
   const box = h("div.scroll", {}, table);
   function header() {
     fill(head, columns.map((col) => {
-      const th = h(`th${col.num ? ".num" : ""}${col.narrow ? "" : ""}`, { scope: "col", class: col.className });
+      const th = h(`th${col.num ? ".num" : ""}`, { scope: "col", class: col.className });
       if (col.sortable === false) {
         th.textContent = col.label;
       } else {
@@ -131,10 +132,17 @@ export function duration(secs) {
   return `${Math.round(secs / 86400)} d`;
 }
 
-/** A Unix time in seconds as the local date and time. */
+/** A Unix time in seconds as local time, with the date unless it is today. */
 export function clock(unixSecs) {
   if (!unixSecs) return "–";
-  return new Date(unixSecs * 1000).toLocaleString();
+  const at = new Date(unixSecs * 1000);
+  const time = at.toLocaleTimeString();
+  return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString()} ${time}`;
+}
+
+/** Takes every notice off the screen (a new page starts clean). */
+export function clearToasts() {
+  document.getElementById("toasts").replaceChildren();
 }
 
 /** How long ago a Unix time (seconds) was; "never" for 0. */

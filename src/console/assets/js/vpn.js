@@ -28,6 +28,7 @@ export function mount(app, root, [wanted]) {
     { key: "tx_bytes", label: "Sent", num: true, cell: (p) => bytes(p.tx_bytes) },
     { key: "state", label: "State", value: (p) => (p.valid ? (p.active ? "active" : "idle") : "expired"),
       cell: (p) => h(`span.badge.${p.valid ? (p.active ? "ok" : "") : "bad"}`, {}, p.valid ? (p.active ? "active" : "idle") : "token expired") },
+    { key: "actions", label: "", sortable: false, cell: (p) => admin ? h("button.small.danger", { type: "button", dataset: { revoke: p.name }, onclick: () => revoke(p) }, "Revoke") : null },
   ], { sortKey: "name", rowAttrs: (p) => ({ dataset: { peer: p.name } }), empty: "No peers yet." });
 
   const nameInput = h("input", { id: "conf-name", value: wanted ?? (admin ? "" : app.info.name), list: "conf-names", "aria-label": "Config for", readonly: !admin, autocomplete: "off" });
@@ -68,6 +69,17 @@ export function mount(app, root, [wanted]) {
         qr ? h("div", {}, h("h3", {}, "QR code"), h("img.qr", { src: qr, alt: `QR code of the WireGuard config of ${conf.name}`, id: "conf-qr" }),
           h("p.muted", {}, "Scan with the WireGuard app.")) : h("p.muted", {}, "Too long for a QR code.")));
     toast(`Config for ${conf.name} made`);
+  }
+
+  async function revoke(peer) {
+    if (!(await confirmAction(`Revoke ${peer.name}?`, `Remove ${peer.name}'s peer (${peer.ipv4}) from the server and free its addresses. Its tunnel stops within a second.`, "Revoke"))) return;
+    try {
+      await app.gw.ask("concierge", "vpn_revoke", { name: peer.name });
+      toast(`${peer.name} revoked`);
+    } catch (e) {
+      toast(`Revoke ${peer.name}: ${e.message}`, true);
+    }
+    loadPeers();
   }
 
   async function loadPeers() {
