@@ -186,11 +186,21 @@ export class Gateway extends EventTarget {
       }, timeoutMs);
       this.asks.set(rid, { resolve, reject, onEvent, timer });
     });
-    const reply = await this.request({ type: "MESSAGE", target: { type: "NAME", name: host }, data: { req, rid, msg } });
-    if (reply.type !== "OK") {
-      const ask = this.asks.get(rid);
+    // Its failure is seen below, or not at all when the MESSAGE itself failed.
+    answer.catch(() => {});
+    const forget = () => {
+      clearTimeout(this.asks.get(rid)?.timer);
       this.asks.delete(rid);
-      clearTimeout(ask?.timer);
+    };
+    let reply;
+    try {
+      reply = await this.request({ type: "MESSAGE", target: { type: "NAME", name: host }, data: { req, rid, msg } });
+    } catch (e) {
+      forget();
+      throw new AgentError("disconnected", e.message);
+    }
+    if (reply.type !== "OK") {
+      forget();
       const why = reply.type === "INVALID_NAME" ? `${host} is not connected` : (reply.desc ?? reply.type);
       throw new AgentError(reply.type === "INVALID_NAME" ? "offline" : reply.type.toLowerCase(), why);
     }
