@@ -300,8 +300,8 @@ def main():
         reached = set()
         for _ in range(120):
             ActionChains(driver).send_keys(Keys.TAB).perform()
-            el = driver.switch_to.active_element
-            reached.add(el.get_attribute("id") or el.get_attribute("data-signal") or el.tag_name)
+            reached.add(driver.execute_script(
+                "const e = document.activeElement; return e.id || e.dataset.signal || e.tagName;"))
         for wanted in ("tab-telemetry", "tab-units", "run-command", "run-submit", "pause_process", "kill_process"):
             assert wanted in reached, f"{wanted} is not reachable with Tab (reached {sorted(reached)})"
         log("keyboard", reached=len(reached))

@@ -38,6 +38,7 @@ export function fill(el, ...children) {
  */
 export function sortableTable(columns, { sortKey = null, descending = false, rowAttrs, empty = "Nothing here." } = {}) {
   let rows = [];
+  let shown = null;
   let key = sortKey;
   let desc = descending;
   const head = h("tr");
@@ -67,7 +68,28 @@ export function sortableTable(columns, { sortKey = null, descending = false, row
     if (col.sort) return col.sort(row);
     return col.value ? col.value(row) : row[col.key];
   }
+  // A redraw keeps the keyboard focus where it was: on the same control
+  // of the row with the same first data attribute (its key).
+  function focused() {
+    const active = document.activeElement;
+    if (!active || !body.contains(active)) return null;
+    const row = active.closest("tr");
+    const key = Object.entries(row?.dataset ?? {})[0];
+    return key ? { key, tag: active.tagName, text: active.textContent } : null;
+  }
+  function refocus(was) {
+    if (!was) return;
+    const [name, value] = was.key;
+    const row = [...body.rows].find((tr) => tr.dataset[name] === value);
+    const el = row && [...row.querySelectorAll(was.tag)].find((e) => e.textContent === was.text);
+    el?.focus();
+  }
   function draw() {
+    const was = focused();
+    drawRows();
+    refocus(was);
+  }
+  function drawRows() {
     header();
     const col = columns.find((c) => c.key === key);
     const sorted = col ? [...rows].sort((a, b) => {
@@ -88,7 +110,14 @@ export function sortableTable(columns, { sortKey = null, descending = false, row
   header();
   return {
     el: box,
-    render(newRows) { rows = newRows; draw(); },
+    render(newRows) {
+      // Unchanged rows are not drawn again (the lists are polled).
+      const text = JSON.stringify(newRows);
+      if (text === shown) return;
+      shown = text;
+      rows = newRows;
+      draw();
+    },
   };
 }
 
