@@ -197,6 +197,9 @@ kill_name=${replica_args[3]%%=*} stop_name=${replica_args[5]%%=*}
 
 step "LB answers on $lb"
 curl --fail --silent --show-error --max-time 5 "http://$lb/readyz" >/dev/null || fail "GET /readyz through the LB"
+step "the web console through the LB"
+curl --fail --silent --show-error --max-time 5 "http://$lb/console/" | grep -q 'js/main.js' ||
+    fail "GET /console/ through the LB"
 
 step "smoke client (deploy/smoke_client.py): everything up to killing $kill_name, stopping $stop_name"
 if ! python3 "$here/smoke_client.py" --lb "$lb" "${replica_args[@]}" "${client_args[@]}"; then

@@ -133,6 +133,7 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
 
     let run = tokio::process::Command::new("python3")
         .arg(SCRIPT)
+        .arg("tour")
         .args([
             &base,
             "alice",

@@ -3,7 +3,9 @@
 //! agent and a demo unit as systemd services; from this host, `concierge ctl`
 //! lists the units of host1 and starts, stops, restarts and reloads the demo
 //! unit through the gateway, and every answer is checked against what
-//! systemd itself says (`systemctl show`, the unit's journal).
+//! systemd itself says (`systemctl show`, the unit's journal). Then the web
+//! console does the same in a real browser (tests/clients/console_browser.py
+//! `units`, as tests/console.rs runs it).
 //!
 //! Needs Docker and root (or sudo, for `deploy/build-images.sh`). Without a
 //! `docker` command the test says so loudly and passes; with one, anything
@@ -24,6 +26,7 @@ const IMAGE: &str = "concierge/systemd-test:latest";
 const BINARY: &str = env!("CARGO_BIN_EXE_concierge");
 const DEMO: &str = "concierge-demo";
 const HOST: &str = "host1";
+const CONSOLE_PASSWORD: &str = "a console operator's password";
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
@@ -492,4 +495,62 @@ fn ctl_drives_real_systemd_units_through_the_agent() {
     ctl.fails(&["unit", HOST, "status", "no-such-unit-here"], "not_found");
     ctl.fails(&["unit", HOST, "start", "no-such-unit-here"], "not_found");
     ctl.fails(&["unit", HOST, "status", "../etc/passwd"], "bad_argument");
+
+    // The same units from the web console, in a real browser: stop, start
+    // and restart from the unit's row, each as systemd sees it after.
+    let before = container.demo_state();
+    let out = container.exec_with(
+        &[
+            "concierge",
+            "user",
+            "add",
+            "ops",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--data-dir",
+            "/var/lib/concierge",
+        ],
+        Some(&format!("{CONSOLE_PASSWORD}\n")),
+    );
+    assert!(out.status.success(), "user add: {}", text(&out.stderr));
+    let shots = tempfile::tempdir().expect("screenshots");
+    let unit = format!("{DEMO}.service");
+    let browser = run(Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/console_browser.py"
+        ))
+        .args([
+            "units",
+            &format!("http://{}:8080", container.ip()),
+            "ops",
+            CONSOLE_PASSWORD,
+            HOST,
+            &unit,
+        ])
+        .arg(shots.path()));
+    let said = format!("{}\n{}", text(&browser.stdout), text(&browser.stderr));
+    assert!(
+        browser.status.success(),
+        "the console's units run failed:\n{said}"
+    );
+    let summary: Value = text(&browser.stdout)
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no summary:\n{said}"));
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(
+        summary["file"],
+        format!("/etc/systemd/system/{unit}"),
+        "{summary}"
+    );
+    let (active, sub, pid) = container.demo_state();
+    assert_eq!((active.as_str(), sub.as_str()), ("active", "running"));
+    assert_ne!(
+        pid, before.2,
+        "restarted from the console: a new main process"
+    );
+    assert_eq!(summary["pid_after"], pid.to_string(), "{summary}");
 }

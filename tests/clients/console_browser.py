@@ -12,9 +12,14 @@ the pages do not scroll sideways; then logs in as a viewer with the
 keyboard alone and finds no command offered, and the agent refusing the
 viewer's signal sent anyway. It saves a screenshot of every page.
 
+With `units` it drives a host's systemd units instead (tests/systemd.rs,
+an agent on a real systemd in a container): stop, start and restart a
+unit from its row, each confirmed, and its details.
+
 Every check that fails raises; the last line printed is a JSON summary
 for the Rust test. Usage:
-  console_browser.py URL OPERATOR PASSWORD VIEWER PASSWORD HOST SHOTS DOWNLOADS
+  console_browser.py tour URL OPERATOR PASSWORD VIEWER PASSWORD HOST SHOTS DOWNLOADS
+  console_browser.py units URL OPERATOR PASSWORD HOST UNIT SHOTS
 """
 
 import json
@@ -30,7 +35,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-URL, OPERATOR, OPERATOR_PW, VIEWER, VIEWER_PW, HOST, SHOTS, DOWNLOADS = sys.argv[1:9]
+MODE = sys.argv[1]
+if MODE == "tour":
+    URL, OPERATOR, OPERATOR_PW, VIEWER, VIEWER_PW, HOST, SHOTS, DOWNLOADS = sys.argv[2:10]
+else:
+    URL, OPERATOR, OPERATOR_PW, HOST, UNIT, SHOTS = sys.argv[2:8]
+    DOWNLOADS = SHOTS
 PATIENCE = 20
 
 
@@ -145,242 +155,51 @@ def no_sideways_scroll(driver, page):
     assert width[0] <= width[1], f"{page} scrolls sideways on a phone: {width[0]} px of {width[1]}"
 
 
+def unit_row(driver):
+    rows = css(driver, f'#panel-units tr[data-unit="{UNIT}"]')
+    return rows[0] if rows else None
+
+
+def unit_action(driver, action, expect):
+    """Clicks the unit's `action` button (confirmed unless it is a start)
+    and waits for the list to show `expect` as its active state."""
+    click(driver, f"the {action} button", f'#panel-units button[data-unit-action="{action}"][data-unit="{UNIT}"]')
+    if action != "start_service":
+        confirm(driver, UNIT)
+    wait(driver, f"{UNIT} to be {expect}", lambda d: unit_row(d) and unit_row(d).find_elements(By.CSS_SELECTOR, ".badge")[0].text == expect, timeout=75)
+
+
+def units(driver, summary):
+    driver.get(f"{URL}/console/")
+    log_in(driver, OPERATOR, OPERATOR_PW)
+    open_host(driver)
+    one(driver, "#tab-units").click()
+    wait(driver, f"{UNIT} among the units", lambda d: unit_row(d))
+    assert unit_row(driver).find_elements(By.CSS_SELECTOR, ".badge")[0].text == "active"
+    click(driver, "the unit's details", f'#panel-units button[data-unit-details="{UNIT}"]')
+    wait(driver, "the unit's details", lambda d: one(d, "#detail-title").text == f"Unit {UNIT}")
+    summary["file"] = one(driver, '#detail td[data-field="file"]').text
+    summary["pid_before"] = one(driver, '#detail td[data-field="main pid"]').text
+    shot(driver, "units")
+    unit_action(driver, "stop_service", "inactive")
+    log("stopped", unit=UNIT)
+    unit_action(driver, "start_service", "active")
+    log("started", unit=UNIT)
+    unit_action(driver, "restart_service", "active")
+    click(driver, "the unit's details", f'#panel-units button[data-unit-details="{UNIT}"]')
+    wait(driver, "the restarted unit's details", lambda d: one(d, '#detail td[data-field="main pid"]').text not in ("", "–", summary["pid_before"]))
+    summary["pid_after"] = one(driver, '#detail td[data-field="main pid"]').text
+    log("restarted", unit=UNIT, pid=summary["pid_after"])
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     os.makedirs(DOWNLOADS, exist_ok=True)
     driver = browser()
     summary = {}
     try:
-        # ---- Log in: a wrong password first, then the right one
-        driver.get(f"{URL}/console/")
-        wait(driver, "the login form", lambda d: one(d, "#login").is_displayed())
-        shot(driver, "login")
-        one(driver, "#login-user").send_keys(OPERATOR)
-        one(driver, "#login-password").send_keys("not the password")
-        one(driver, "#login-submit").click()
-        error = wait(driver, "the login error", lambda d: one(d, "#login-error").is_displayed() and one(d, "#login-error").text)
-        assert "Wrong user or password" in error, error
-        summary["wrong_password"] = error
-        log_in(driver, OPERATOR, OPERATOR_PW)
-        log("logged in", user=OPERATOR)
-
-        # ---- The fleet: the agent appears, marked, and filtering works
-        wait(driver, "the agent in the fleet", lambda d: css(d, f'tr[data-name="{HOST}"] .badge.agent'))
-        one(driver, "#fleet-search").send_keys("no-such-client")
-        wait(driver, "the filter to hide everyone", lambda d: not css(d, "#fleet-clients tr[data-name]"))
-        one(driver, "#fleet-search").clear()
-        one(driver, "#fleet-search").send_keys(HOST)
-        wait(driver, "the filter to show the host", lambda d: [r.get_attribute("data-name") for r in css(d, "#fleet-clients tr[data-name]")] == [HOST])
-        one(driver, "#fleet-search").clear()
-        wait(driver, "the services", lambda d: css(d, f'#fleet-services tr[data-service="telemetry_{HOST}"]'))
-        wait(driver, "the console itself in the fleet", lambda d: len(css(d, "#fleet-clients tr[data-name]")) >= 2)
-        shot(driver, "fleet")
-        log("fleet", rows=len(css(driver, "#fleet-clients tr[data-name]")))
-
-        # ---- The host: the CPU chart moves
-        open_host(driver)
-        first = wait(driver, "CPU samples", lambda d: chart_points(d) >= 2 and chart_points(d))
-        later = wait(driver, "the CPU chart to update", lambda d: chart_points(d) > first and chart_points(d))
-        # A few more points, for a picture worth looking at.
-        wait(driver, "more CPU samples", lambda d: chart_points(d) >= 8)
-        cores = driver.execute_script("return Chart.getChart('cpu-chart').data.datasets.length;")
-        assert cores >= 1, "no core in the CPU chart"
-        summary["cpu_points"] = [first, later]
-        summary["cores"] = cores
-        shot(driver, "host")
-        log("telemetry", points=[first, later], cores=cores)
-
-        # ---- Start a process and watch its output stream
-        one(driver, "#tab-started").click()
-        run = one(driver, "#run-command")
-        run.send_keys("sh -c 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done'")
-        one(driver, "#run-submit").click()
-        wait(driver, "streamed output", lambda d: "tick 3" in output(d))
-        pid = int(wait(driver, "the proc id", lambda d: (one(d, "#output").get_attribute("data-proc-id") or "").isdigit() and one(d, "#output").get_attribute("data-proc-id")))
-        wait(driver, "the process in the started list", lambda d: started_row(d, pid))
-        summary["pid"] = pid
-        log("started", pid=pid)
-
-        # ---- Pause it (confirmed): it shows stopped and its output stops
-        click(driver, "the pause button", f'#panel-started button[data-signal="pause_process"][data-pid="{pid}"]')
-        confirm(driver, f"process {pid}")
-        wait(driver, "the process to show stopped", lambda d: started_row(d, pid).get_attribute("data-status") == "stopped", timeout=PATIENCE)
-        time.sleep(0.5)
-        paused_at = output(driver)
-        time.sleep(1.2)
-        assert output(driver) == paused_at, "the output grew while the process was paused"
-        shot(driver, "started-paused")
-        # ---- Resume it (confirmed): the output grows again
-        click(driver, "the resume button", f'#panel-started button[data-signal="resume_process"][data-pid="{pid}"]')
-        confirm(driver, f"process {pid}")
-        wait(driver, "the output to grow again", lambda d: len(output(d)) > len(paused_at))
-        wait(driver, "the process to show running", lambda d: started_row(d, pid).get_attribute("data-status") != "stopped")
-        log("paused and resumed", pid=pid)
-
-        # ---- A second process, that exits with 3, and its exit code
-        run = one(driver, "#run-command")
-        run.clear()
-        run.send_keys("sh -c 'echo to stdout; echo to stderr >&2; exit 3'")
-        one(driver, "#run-submit").click()
-        wait(driver, "the exit code", lambda d: "exited with 3" in one(d, "#output-state").text)
-        assert "to stdout" in output(driver) and "to stderr" in output(driver), output(driver)
-        assert css(driver, "#output .stderr"), "stderr is not told apart"
-        summary["exit_text"] = one(driver, "#output-state").text
-
-        # ---- Terminate the first (confirmed): killed by SIGTERM
-        click(driver, "the terminate button", f'#panel-started button[data-signal="kill_process"][data-pid="{pid}"]')
-        confirm(driver, f"process {pid}")
-        wait(driver, "the SIGTERM exit in the list", lambda d: "SIGTERM" in started_row(d, pid).text)
-        # A third that keeps running, for the viewer to try to signal.
-        run = one(driver, "#run-command")
-        run.clear()
-        run.send_keys("sleep 300")
-        one(driver, "#run-submit").click()
-        victim = int(wait(driver, "the sleep's proc id", lambda d: (one(d, "#output").get_attribute("data-proc-id") or "").isdigit()
-                          and one(d, "#output-title").text.endswith("sleep 300") and one(d, "#output").get_attribute("data-proc-id")))
-        wait(driver, "the sleep in the list", lambda d: started_row(d, victim))
-        summary["victim"] = victim
-        shot(driver, "started")
-        log("exit codes", exit=summary["exit_text"])
-
-        # ---- Every process, sortable
-        one(driver, "#tab-processes").click()
-        wait(driver, "the process table", lambda d: len(css(d, "#panel-processes tr[data-pid]")) > 3)
-        def pid_order(d):
-            return [int(r.get_attribute("data-pid")) for r in css(d, "#panel-processes tr[data-pid]")]
-
-        def pid_header(d):
-            return [b for b in css(d, "#panel-processes th button.sort") if b.text.startswith("PID")][0]
-        # A number column sorts largest first, and the other way on a second click.
-        pid_header(driver).click()
-        assert pid_order(driver) == sorted(pid_order(driver), reverse=True), "the PID column does not sort"
-        pid_header(driver).click()
-        assert pid_order(driver) == sorted(pid_order(driver)), "the PID column does not sort back"
-        wait(driver, "the sleep among all processes", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"] button[data-signal]'))
-        shot(driver, "processes")
-        # One process in detail, and any signal from there (SIGKILL here)
-        run_in_started = f"{URL}/console/#/host/{HOST}"
-        one(driver, "#tab-started").click()
-        run = one(driver, "#run-command")
-        run.clear()
-        run.send_keys("sleep 301")
-        one(driver, "#run-submit").click()
-        doomed = int(wait(driver, "the second sleep's proc id", lambda d: one(d, "#output-title").text.endswith("sleep 301")
-                          and one(d, "#output").get_attribute("data-proc-id")))
-        one(driver, "#tab-processes").click()
-        one(driver, "#proc-refresh").click()
-        click(driver, "the process's details", f'#panel-processes button[data-details="{doomed}"]')
-        wait(driver, "the details", lambda d: one(d, "#detail-title").text.startswith(f"Process {doomed}"))
-        assert "sleep 301" in one(driver, '#detail td[data-field="command"]').text
-        driver.execute_script("document.getElementById('detail-signal').value = 'SIGKILL';")
-        one(driver, "#detail-send").click()
-        confirm(driver, "SIGKILL")
-        one(driver, "#detail-close").click()
-        one(driver, "#tab-started").click()
-        wait(driver, "the SIGKILL exit", lambda d: started_row(d, doomed) and "SIGKILL" in started_row(d, doomed).text)
-        # The work folder, and a request sent as ctl request sends it
-        one(driver, "#tab-usage").click()
-        usage = wait(driver, "the work folder's usage", lambda d: one(d, "#usage-summary").text)
-        assert "running processes" in usage, usage
-        one(driver, "#tab-request").click()
-        driver.execute_script("document.getElementById('request-name').value = 'ping';")
-        one(driver, "#request-send").click()
-        reply = wait(driver, "the ping reply", lambda d: '"success"' in one(d, "#request-reply").text and one(d, "#request-reply").text)
-        assert f'"{HOST}"' in reply, reply
-        summary["ctl_parity"] = {"sigkill": doomed, "usage": usage}
-        assert driver.current_url.startswith(run_in_started)
-        one(driver, "#tab-units").click()
-        wait(driver, "the units answer", lambda d: css(d, "#panel-units tr[data-unit]") or one(d, "#units-note").is_displayed())
-        summary["units_note"] = one(driver, "#units-note").text
-
-        # ---- Keyboard: the tabs, the run form and the signal buttons are reached with Tab
-        one(driver, "#tab-started").click()
-        wait(driver, "the started list", lambda d: started_row(d, victim))
-        driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0);")
-        reached = set()
-        for _ in range(120):
-            ActionChains(driver).send_keys(Keys.TAB).perform()
-            reached.add(driver.execute_script(
-                "const e = document.activeElement; return e.id || e.dataset.signal || e.tagName;"))
-        for wanted in ("tab-telemetry", "tab-units", "run-command", "run-submit", "pause_process", "kill_process"):
-            assert wanted in reached, f"{wanted} is not reachable with Tab (reached {sorted(reached)})"
-        log("keyboard", reached=len(reached))
-
-        # ---- VPN: the peers, a config for the host, downloaded, and its QR code
-        driver.get(f"{URL}/console/#/vpn/{HOST}")
-        wait(driver, "the VPN page", lambda d: one(d, "#conf-name").get_attribute("value") == HOST)
-        one(driver, "#conf-make").click()
-        confirm(driver, HOST)
-        conf = wait(driver, "the config", lambda d: css(d, "#conf-text") and one(d, "#conf-text").text)
-        assert "[Interface]" in conf and "[Peer]" in conf, conf
-        wait(driver, "the QR code", lambda d: d.execute_script("const i = document.getElementById('conf-qr'); return i && i.complete && i.naturalWidth > 0;"))
-        one(driver, "#conf-download").click()
-        path = os.path.join(DOWNLOADS, f"{HOST}.conf")
-        wait(driver, "the downloaded file", lambda d: os.path.exists(path) and os.path.getsize(path) > 0)
-        with open(path, encoding="utf-8") as f:
-            downloaded = f.read()
-        assert downloaded.strip() == conf.strip(), "the file is not the config shown"
-        row = wait(driver, "the host among the peers", lambda d: css(d, f'tr[data-peer="{HOST}"]'))[0]
-        summary["conf_file"] = path
-        summary["peer_ipv4"] = row.find_elements(By.TAG_NAME, "td")[1].text
-        shot(driver, "vpn")
-        # An admin revokes it (confirmed): the peer is gone.
-        click(driver, "the revoke button", f'button[data-revoke="{HOST}"]')
-        confirm(driver, summary["peer_ipv4"])
-        wait(driver, "the peer to go", lambda d: not css(d, f'tr[data-peer="{HOST}"]'))
-        log("vpn", bytes=len(downloaded))
-
-        # ---- Audit: newest first, with what was just done
-        driver.get(f"{URL}/console/#/audit")
-        wait(driver, "the audit entries", lambda d: {"execute", "pause_process", "resume_process", "kill_process"} <= {r.get_attribute("data-req") for r in css(d, "tr[data-req]")})
-        reqs = [r.get_attribute("data-req") for r in css(driver, "tr[data-req]")]
-        assert reqs.index("kill_process") < reqs.index("pause_process"), f"not newest first: {reqs}"
-        shot(driver, "audit")
-        log("audit", entries=len(reqs))
-
-        # ---- A phone-sized screen
-        driver.set_window_size(390, 844)
-        driver.get(f"{URL}/console/#/fleet")
-        wait(driver, "the fleet on a phone", lambda d: css(d, f'tr[data-name="{HOST}"]'))
-        no_sideways_scroll(driver, "the fleet")
-        shot(driver, "phone-fleet")
-        open_host(driver)
-        wait(driver, "CPU samples on a phone", lambda d: chart_points(d) >= 1)
-        no_sideways_scroll(driver, "the host page")
-        shot(driver, "phone-host")
-        one(driver, "#tab-started").click()
-        wait(driver, "the started list on a phone", lambda d: started_row(d, victim))
-        no_sideways_scroll(driver, "the started processes")
-        shot(driver, "phone-started")
-        driver.get(f"{URL}/console/#/vpn")
-        wait(driver, "the VPN page on a phone", lambda d: css(d, "#conf-form"))
-        no_sideways_scroll(driver, "the VPN page")
-        driver.set_window_size(1366, 900)
-
-        # ---- A viewer, logged in with the keyboard: nothing to command, and a refusal
-        one(driver, "#logout").click()
-        log_in(driver, VIEWER, VIEWER_PW, keyboard=True)
-        open_host(driver)
-        assert css(driver, "#viewer-note"), "a viewer is not told why there are no commands"
-        one(driver, "#tab-started").click()
-        wait(driver, "the viewer's started list", lambda d: started_row(d, victim))
-        assert not css(driver, "#run-form"), "a viewer is offered to run commands"
-        assert not css(driver, "button[data-signal]"), "a viewer is offered signals"
-        one(driver, "#tab-processes").click()
-        wait(driver, "the viewer's process table", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"]'))
-        assert not css(driver, "button[data-signal]"), "a viewer is offered signals among all processes"
-        shot(driver, "host-viewer")
-        refusal = driver.execute_async_script("""
-            const done = arguments[arguments.length - 1];
-            window.concierge.gw.ask(arguments[0], "pause_process", {pid: arguments[1]})
-              .then((r) => done({reason: "accepted", desc: JSON.stringify(r.msg)}))
-              .catch((e) => done({reason: e.reason, desc: e.message}));
-        """, HOST, victim)
-        assert refusal["reason"] == "forbidden", refusal
-        summary["viewer_refusal"] = refusal
-        log("viewer refused", **refusal)
-
-        # ---- No console errors (the wrong password's 401 is the one expected)
+        (units if MODE == "units" else operator_and_viewer)(driver, summary)
+        # No console errors (the wrong password's 401 is the one expected).
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
                   and not ("/auth/token" in e["message"] and "401" in e["message"])]
         assert not errors, f"console errors: {errors}"
@@ -388,6 +207,242 @@ def main():
     finally:
         driver.quit()
     print(json.dumps(summary), flush=True)
+
+
+def operator_and_viewer(driver, summary):
+    # ---- Log in: a wrong password first, then the right one
+    driver.get(f"{URL}/console/")
+    wait(driver, "the login form", lambda d: one(d, "#login").is_displayed())
+    shot(driver, "login")
+    one(driver, "#login-user").send_keys(OPERATOR)
+    one(driver, "#login-password").send_keys("not the password")
+    one(driver, "#login-submit").click()
+    error = wait(driver, "the login error", lambda d: one(d, "#login-error").is_displayed() and one(d, "#login-error").text)
+    assert "Wrong user or password" in error, error
+    summary["wrong_password"] = error
+    log_in(driver, OPERATOR, OPERATOR_PW)
+    log("logged in", user=OPERATOR)
+
+    # ---- The fleet: the agent appears, marked, and filtering works
+    wait(driver, "the agent in the fleet", lambda d: css(d, f'tr[data-name="{HOST}"] .badge.agent'))
+    one(driver, "#fleet-search").send_keys("no-such-client")
+    wait(driver, "the filter to hide everyone", lambda d: not css(d, "#fleet-clients tr[data-name]"))
+    one(driver, "#fleet-search").clear()
+    one(driver, "#fleet-search").send_keys(HOST)
+    wait(driver, "the filter to show the host", lambda d: [r.get_attribute("data-name") for r in css(d, "#fleet-clients tr[data-name]")] == [HOST])
+    one(driver, "#fleet-search").clear()
+    wait(driver, "the services", lambda d: css(d, f'#fleet-services tr[data-service="telemetry_{HOST}"]'))
+    wait(driver, "the console itself in the fleet", lambda d: len(css(d, "#fleet-clients tr[data-name]")) >= 2)
+    shot(driver, "fleet")
+    log("fleet", rows=len(css(driver, "#fleet-clients tr[data-name]")))
+
+    # ---- The host: the CPU chart moves
+    open_host(driver)
+    first = wait(driver, "CPU samples", lambda d: chart_points(d) >= 2 and chart_points(d))
+    later = wait(driver, "the CPU chart to update", lambda d: chart_points(d) > first and chart_points(d))
+    # A few more points, for a picture worth looking at.
+    wait(driver, "more CPU samples", lambda d: chart_points(d) >= 8)
+    cores = driver.execute_script("return Chart.getChart('cpu-chart').data.datasets.length;")
+    assert cores >= 1, "no core in the CPU chart"
+    summary["cpu_points"] = [first, later]
+    summary["cores"] = cores
+    shot(driver, "host")
+    log("telemetry", points=[first, later], cores=cores)
+
+    # ---- Start a process and watch its output stream
+    one(driver, "#tab-started").click()
+    run = one(driver, "#run-command")
+    run.send_keys("sh -c 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done'")
+    one(driver, "#run-submit").click()
+    wait(driver, "streamed output", lambda d: "tick 3" in output(d))
+    pid = int(wait(driver, "the proc id", lambda d: (one(d, "#output").get_attribute("data-proc-id") or "").isdigit() and one(d, "#output").get_attribute("data-proc-id")))
+    wait(driver, "the process in the started list", lambda d: started_row(d, pid))
+    summary["pid"] = pid
+    log("started", pid=pid)
+
+    # ---- Pause it (confirmed): it shows stopped and its output stops
+    click(driver, "the pause button", f'#panel-started button[data-signal="pause_process"][data-pid="{pid}"]')
+    confirm(driver, f"process {pid}")
+    wait(driver, "the process to show stopped", lambda d: started_row(d, pid).get_attribute("data-status") == "stopped", timeout=PATIENCE)
+    time.sleep(0.5)
+    paused_at = output(driver)
+    time.sleep(1.2)
+    assert output(driver) == paused_at, "the output grew while the process was paused"
+    shot(driver, "started-paused")
+    # ---- Resume it (confirmed): the output grows again
+    click(driver, "the resume button", f'#panel-started button[data-signal="resume_process"][data-pid="{pid}"]')
+    confirm(driver, f"process {pid}")
+    wait(driver, "the output to grow again", lambda d: len(output(d)) > len(paused_at))
+    wait(driver, "the process to show running", lambda d: started_row(d, pid).get_attribute("data-status") != "stopped")
+    log("paused and resumed", pid=pid)
+
+    # ---- A second process, that exits with 3, and its exit code
+    run = one(driver, "#run-command")
+    run.clear()
+    run.send_keys("sh -c 'echo to stdout; echo to stderr >&2; exit 3'")
+    one(driver, "#run-submit").click()
+    wait(driver, "the exit code", lambda d: "exited with 3" in one(d, "#output-state").text)
+    assert "to stdout" in output(driver) and "to stderr" in output(driver), output(driver)
+    assert css(driver, "#output .stderr"), "stderr is not told apart"
+    summary["exit_text"] = one(driver, "#output-state").text
+
+    # ---- Terminate the first (confirmed): killed by SIGTERM
+    click(driver, "the terminate button", f'#panel-started button[data-signal="kill_process"][data-pid="{pid}"]')
+    confirm(driver, f"process {pid}")
+    wait(driver, "the SIGTERM exit in the list", lambda d: "SIGTERM" in started_row(d, pid).text)
+    # A third that keeps running, for the viewer to try to signal.
+    run = one(driver, "#run-command")
+    run.clear()
+    run.send_keys("sleep 300")
+    one(driver, "#run-submit").click()
+    victim = int(wait(driver, "the sleep's proc id", lambda d: (one(d, "#output").get_attribute("data-proc-id") or "").isdigit()
+                      and one(d, "#output-title").text.endswith("sleep 300") and one(d, "#output").get_attribute("data-proc-id")))
+    wait(driver, "the sleep in the list", lambda d: started_row(d, victim))
+    summary["victim"] = victim
+    shot(driver, "started")
+    log("exit codes", exit=summary["exit_text"])
+
+    # ---- Every process, sortable
+    one(driver, "#tab-processes").click()
+    wait(driver, "the process table", lambda d: len(css(d, "#panel-processes tr[data-pid]")) > 3)
+    def pid_order(d):
+        return [int(r.get_attribute("data-pid")) for r in css(d, "#panel-processes tr[data-pid]")]
+
+    def pid_header(d):
+        return [b for b in css(d, "#panel-processes th button.sort") if b.text.startswith("PID")][0]
+    # A number column sorts largest first, and the other way on a second click.
+    pid_header(driver).click()
+    assert pid_order(driver) == sorted(pid_order(driver), reverse=True), "the PID column does not sort"
+    pid_header(driver).click()
+    assert pid_order(driver) == sorted(pid_order(driver)), "the PID column does not sort back"
+    wait(driver, "the sleep among all processes", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"] button[data-signal]'))
+    shot(driver, "processes")
+    # One process in detail, and any signal from there (SIGKILL here)
+    run_in_started = f"{URL}/console/#/host/{HOST}"
+    one(driver, "#tab-started").click()
+    run = one(driver, "#run-command")
+    run.clear()
+    run.send_keys("sleep 301")
+    one(driver, "#run-submit").click()
+    doomed = int(wait(driver, "the second sleep's proc id", lambda d: one(d, "#output-title").text.endswith("sleep 301")
+                      and one(d, "#output").get_attribute("data-proc-id")))
+    one(driver, "#tab-processes").click()
+    one(driver, "#proc-refresh").click()
+    click(driver, "the process's details", f'#panel-processes button[data-details="{doomed}"]')
+    wait(driver, "the details", lambda d: one(d, "#detail-title").text.startswith(f"Process {doomed}"))
+    assert "sleep 301" in one(driver, '#detail td[data-field="command"]').text
+    driver.execute_script("document.getElementById('detail-signal').value = 'SIGKILL';")
+    one(driver, "#detail-send").click()
+    confirm(driver, "SIGKILL")
+    one(driver, "#detail-close").click()
+    one(driver, "#tab-started").click()
+    wait(driver, "the SIGKILL exit", lambda d: started_row(d, doomed) and "SIGKILL" in started_row(d, doomed).text)
+    # The work folder, and a request sent as ctl request sends it
+    one(driver, "#tab-usage").click()
+    usage = wait(driver, "the work folder's usage", lambda d: one(d, "#usage-summary").text)
+    assert "running processes" in usage, usage
+    one(driver, "#tab-request").click()
+    driver.execute_script("document.getElementById('request-name').value = 'ping';")
+    one(driver, "#request-send").click()
+    reply = wait(driver, "the ping reply", lambda d: '"success"' in one(d, "#request-reply").text and one(d, "#request-reply").text)
+    assert f'"{HOST}"' in reply, reply
+    summary["ctl_parity"] = {"sigkill": doomed, "usage": usage}
+    assert driver.current_url.startswith(run_in_started)
+    one(driver, "#tab-units").click()
+    wait(driver, "the units answer", lambda d: css(d, "#panel-units tr[data-unit]") or one(d, "#units-note").is_displayed())
+    summary["units_note"] = one(driver, "#units-note").text
+
+    # ---- Keyboard: the tabs, the run form and the signal buttons are reached with Tab
+    one(driver, "#tab-started").click()
+    wait(driver, "the started list", lambda d: started_row(d, victim))
+    driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0);")
+    reached = set()
+    for _ in range(120):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        reached.add(driver.execute_script(
+            "const e = document.activeElement; return e.id || e.dataset.signal || e.tagName;"))
+    for wanted in ("tab-telemetry", "tab-units", "run-command", "run-submit", "pause_process", "kill_process"):
+        assert wanted in reached, f"{wanted} is not reachable with Tab (reached {sorted(reached)})"
+    log("keyboard", reached=len(reached))
+
+    # ---- VPN: the peers, a config for the host, downloaded, and its QR code
+    driver.get(f"{URL}/console/#/vpn/{HOST}")
+    wait(driver, "the VPN page", lambda d: one(d, "#conf-name").get_attribute("value") == HOST)
+    one(driver, "#conf-make").click()
+    confirm(driver, HOST)
+    conf = wait(driver, "the config", lambda d: css(d, "#conf-text") and one(d, "#conf-text").text)
+    assert "[Interface]" in conf and "[Peer]" in conf, conf
+    wait(driver, "the QR code", lambda d: d.execute_script("const i = document.getElementById('conf-qr'); return i && i.complete && i.naturalWidth > 0;"))
+    one(driver, "#conf-download").click()
+    path = os.path.join(DOWNLOADS, f"{HOST}.conf")
+    wait(driver, "the downloaded file", lambda d: os.path.exists(path) and os.path.getsize(path) > 0)
+    with open(path, encoding="utf-8") as f:
+        downloaded = f.read()
+    assert downloaded.strip() == conf.strip(), "the file is not the config shown"
+    row = wait(driver, "the host among the peers", lambda d: css(d, f'tr[data-peer="{HOST}"]'))[0]
+    summary["conf_file"] = path
+    summary["peer_ipv4"] = row.find_elements(By.TAG_NAME, "td")[1].text
+    shot(driver, "vpn")
+    # An admin revokes it (confirmed): the peer is gone.
+    click(driver, "the revoke button", f'button[data-revoke="{HOST}"]')
+    confirm(driver, summary["peer_ipv4"])
+    wait(driver, "the peer to go", lambda d: not css(d, f'tr[data-peer="{HOST}"]'))
+    log("vpn", bytes=len(downloaded))
+
+    # ---- Audit: newest first, with what was just done
+    driver.get(f"{URL}/console/#/audit")
+    wait(driver, "the audit entries", lambda d: {"execute", "pause_process", "resume_process", "kill_process"} <= {r.get_attribute("data-req") for r in css(d, "tr[data-req]")})
+    reqs = [r.get_attribute("data-req") for r in css(driver, "tr[data-req]")]
+    assert reqs.index("kill_process") < reqs.index("pause_process"), f"not newest first: {reqs}"
+    shot(driver, "audit")
+    log("audit", entries=len(reqs))
+
+    # ---- A phone-sized screen
+    driver.set_window_size(390, 844)
+    driver.get(f"{URL}/console/#/fleet")
+    wait(driver, "the fleet on a phone", lambda d: css(d, f'tr[data-name="{HOST}"]'))
+    no_sideways_scroll(driver, "the fleet")
+    shot(driver, "phone-fleet")
+    open_host(driver)
+    wait(driver, "CPU samples on a phone", lambda d: chart_points(d) >= 1)
+    no_sideways_scroll(driver, "the host page")
+    shot(driver, "phone-host")
+    one(driver, "#tab-started").click()
+    wait(driver, "the started list on a phone", lambda d: started_row(d, victim))
+    no_sideways_scroll(driver, "the started processes")
+    shot(driver, "phone-started")
+    driver.get(f"{URL}/console/#/vpn")
+    wait(driver, "the VPN page on a phone", lambda d: css(d, "#conf-form"))
+    no_sideways_scroll(driver, "the VPN page")
+    driver.set_window_size(1366, 900)
+
+    # ---- A viewer, logged in with the keyboard: nothing to command, and a refusal
+    one(driver, "#logout").click()
+    log_in(driver, VIEWER, VIEWER_PW, keyboard=True)
+    open_host(driver)
+    assert css(driver, "#viewer-note"), "a viewer is not told why there are no commands"
+    one(driver, "#tab-started").click()
+    wait(driver, "the viewer's started list", lambda d: started_row(d, victim))
+    assert not css(driver, "#run-form"), "a viewer is offered to run commands"
+    assert not css(driver, "button[data-signal]"), "a viewer is offered signals"
+    one(driver, "#tab-processes").click()
+    wait(driver, "the viewer's process table", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"]'))
+    assert not css(driver, "button[data-signal]"), "a viewer is offered signals among all processes"
+    click(driver, "a process's details", f'#panel-processes button[data-details="{victim}"]')
+    wait(driver, "the viewer's details", lambda d: one(d, "#detail-title").text.startswith(f"Process {victim}"))
+    assert not css(driver, "#detail-send"), "a viewer is offered a signal in the details"
+    offered = [o.get_attribute("value") for o in css(driver, "#request-name option")]
+    assert "ping" in offered and "pause_process" not in offered and "execute" not in offered, offered
+    shot(driver, "host-viewer")
+    refusal = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        window.concierge.gw.ask(arguments[0], "pause_process", {pid: arguments[1]})
+          .then((r) => done({reason: "accepted", desc: JSON.stringify(r.msg)}))
+          .catch((e) => done({reason: e.reason, desc: e.message}));
+    """, HOST, victim)
+    assert refusal["reason"] == "forbidden", refusal
+    summary["viewer_refusal"] = refusal
+    log("viewer refused", **refusal)
 
 
 if __name__ == "__main__":

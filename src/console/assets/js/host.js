@@ -23,11 +23,11 @@ const TABS = [
 /** proc_signal's signals (PROTOCOL §13.3). */
 const ALL_SIGNALS = ["SIGTERM", "SIGKILL", "SIGHUP", "SIGINT", "SIGSTOP", "SIGCONT", "SIGUSR1", "SIGUSR2"];
 
-/** Every request an agent serves, for the Request tab (PROTOCOL §13.3). */
-const REQUESTS = ["ping", "telemetry", "view_running", "list_started", "proc_output", "obtain_process_info",
-  "obtain_all_process_info", "obtain_user_usages", "list_services", "obtain_service_info", "execute",
-  "exec_command", "proc_signal", "kill_process", "pause_process", "resume_process", "start_service",
-  "stop_service", "restart_service", "reload_service", "audit"];
+/** The requests an agent serves that only read, and those that need an operator (PROTOCOL §13.3). */
+const READS = ["ping", "telemetry", "view_running", "list_started", "proc_output", "obtain_process_info",
+  "obtain_all_process_info", "obtain_user_usages", "list_services", "obtain_service_info"];
+const COMMANDS = ["execute", "exec_command", "proc_signal", "kill_process", "pause_process", "resume_process",
+  "start_service", "stop_service", "restart_service", "reload_service", "audit"];
 
 export function mount(app, root, [name]) {
   const gw = app.gw;
@@ -360,7 +360,7 @@ export function mount(app, root, [name]) {
   }
 
   // ---- Any request, as `ctl request HOST REQ MSG` sends it
-  const reqName = h("select", { id: "request-name", "aria-label": "Request" }, REQUESTS.map((r) => h("option", { value: r }, r)));
+  const reqName = h("select", { id: "request-name", "aria-label": "Request" }, (operator ? [...READS, ...COMMANDS] : READS).map((r) => h("option", { value: r }, r)));
   const reqMsg = h("input", { id: "request-msg", value: "{}", "aria-label": "msg, a JSON object", autocomplete: "off", spellcheck: "false" });
   const reqReply = h("pre.conf", { id: "request-reply", tabindex: "0", "aria-label": "Reply" });
   const reqForm = h("form", { id: "request-form", class: "row" }, h("label", { for: "request-name" }, "Ask"), reqName, reqMsg, h("button", { type: "submit", id: "request-send" }, "Send"));
