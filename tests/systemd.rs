@@ -514,7 +514,11 @@ fn ctl_drives_real_systemd_units_through_the_agent() {
         Some(&format!("{CONSOLE_PASSWORD}\n")),
     );
     assert!(out.status.success(), "user add: {}", text(&out.stderr));
-    let shots = tempfile::tempdir().expect("screenshots");
+    // As tests/console.rs: CONCIERGE_SCREENSHOTS keeps the picture (units.png).
+    let scratch = tempfile::tempdir().expect("screenshots");
+    let shots = std::env::var("CONCIERGE_SCREENSHOTS")
+        .map(|dir| Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .unwrap_or_else(|_| scratch.path().to_owned());
     let unit = format!("{DEMO}.service");
     let browser = run(Command::new("python3")
         .arg(concat!(
@@ -529,7 +533,7 @@ fn ctl_drives_real_systemd_units_through_the_agent() {
             HOST,
             &unit,
         ])
-        .arg(shots.path()));
+        .arg(&shots));
     let said = format!("{}\n{}", text(&browser.stdout), text(&browser.stderr));
     assert!(
         browser.status.success(),

@@ -50,7 +50,7 @@ export function mount(app, root) {
     });
     clients.render(shown);
     services.render([...app.services.values()]);
-    counts.textContent = `${all.length} connected, ${all.filter(isAgent).length} agents, ${app.services.size} services`;
+    counts.textContent = [count(all.length, "client"), count(all.filter(isAgent).length, "agent"), count(app.services.size, "service")].join(", ");
   }
   search.addEventListener("input", draw);
   kind.addEventListener("change", draw);
@@ -65,4 +65,9 @@ export function mount(app, root) {
 
 function isAgent(c) {
   return c.tags.includes("agent");
+}
+
+/** 1 → "1 agent", 2 → "2 agents". */
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
