@@ -2,7 +2,9 @@
 //! Selenium (tests/clients/console_browser.py) against a real gateway with
 //! real accounts and a real `concierge agent`; then what the browser did is
 //! checked where it landed: the agent's audit, the VPN peer, the
-//! downloaded config.
+//! downloaded config. Two more runs keep a page open while the gateway
+//! restarts and while its token expires every few seconds: it must come
+//! back, and stay logged in, by itself.
 //!
 //! Screenshots of every page go to `$CONCIERGE_SCREENSHOTS` when set
 //! (`CONCIERGE_SCREENSHOTS=docs/screenshots scripts/test --test console`
@@ -14,7 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{add_user, command, issue_token, Process};
+use common::process::{add_user, command, issue_token, json_lines, Process};
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -64,11 +66,18 @@ fn require_browser() {
 async fn fleet(work: &Path) -> (TestServer, Process) {
     let server = TestServer::with(|s| s.vpn_endpoint = "vpn.test:51820".into());
     let data = server.data.path().to_str().expect("utf-8").to_owned();
-    add_user(&["--data-dir", &data], "alice", "admin", OPERATOR_PASSWORD).await;
-    add_user(&["--data-dir", &data], "vic", "viewer", VIEWER_PASSWORD).await;
+    let agent = accounts_and_agent(&server.http_url(""), &data, work).await;
+    (server, agent)
+}
+
+/// alice (admin), vic (viewer) and a `host1` agent for the gateway at
+/// `base` whose data folder is `data`.
+async fn accounts_and_agent(base: &str, data: &str, work: &Path) -> Process {
+    add_user(&["--data-dir", data], "alice", "admin", OPERATOR_PASSWORD).await;
+    add_user(&["--data-dir", data], "vic", "viewer", VIEWER_PASSWORD).await;
     // Once the gateway has seen the accounts it requires tokens.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while reqwest::get(server.http_url("/metrics"))
+    while reqwest::get(format!("{base}/metrics"))
         .await
         .expect("answered")
         .status()
@@ -77,24 +86,23 @@ async fn fleet(work: &Path) -> (TestServer, Process) {
         assert!(tokio::time::Instant::now() < deadline, "accounts not seen");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let host = issue_token(&["--data-dir", &data], "host1", "agent").await;
+    let host = issue_token(&["--data-dir", data], "host1", "agent").await;
     let config = work.join("agent.toml");
+    let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
     std::fs::write(
         &config,
         format!(
-            "url = {:?}\ntoken = {host:?}\nname = \"host1\"\nwork_dir = {:?}\nsystemd = \"off\"\n\
+            "url = {url:?}\ntoken = {host:?}\nname = \"host1\"\nwork_dir = {:?}\nsystemd = \"off\"\n\
              telemetry_interval_ms = 500\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n",
-            server.ws_url(),
             work.display().to_string()
         ),
     )
     .expect("agent config written");
-    let agent = Process::spawn(command(&[
+    Process::spawn(command(&[
         "agent",
         "--config",
         config.to_str().expect("utf-8"),
-    ]));
-    (server, agent)
+    ]))
 }
 
 /// Asks `host1` for `req` as `token`'s holder, over the protocol.
@@ -256,6 +264,107 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
             .unwrap_or_else(|e| panic!("no screenshot {shot}: {e}"));
         assert!(png.starts_with(b"\x89PNG"), "{shot}.png is no PNG");
     }
+}
+
+/// The browser run's next line of `step` `wanted` (or its closing summary).
+async fn step(lines: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, wanted: &str) -> Value {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(90), lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {wanted:?} step within 90 s"))
+            .unwrap_or_else(|| panic!("the browser run ended before {wanted:?}"));
+        if line["step"] == wanted || line.get("ok").is_some() {
+            return line;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_comes_back_by_itself_after_the_gateway_restarts() {
+    require_browser();
+    let data = tempfile::tempdir().expect("data");
+    let data_dir = data.path().to_str().expect("utf-8").to_owned();
+    let gateway =
+        |bind: &str| Process::spawn(command(&["serve", "--bind", bind, "--data-dir", &data_dir]));
+    let mut first = gateway("127.0.0.1:0");
+    let addr = first.listening().await;
+    let base = format!("http://{addr}");
+    let work = tempfile::tempdir().expect("work dir");
+    let agent = accounts_and_agent(&base, &data_dir, work.path()).await;
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let mut browser = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args(["reconnect", &base, "alice", OPERATOR_PASSWORD, "host1"])
+        .arg(scratch.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = json_lines(&mut browser);
+    step(&mut lines, "ready").await;
+    first.signal("TERM");
+    first.exit(Duration::from_secs(10)).await;
+    step(&mut lines, "down").await;
+    let mut second = gateway(&addr.to_string());
+    second.listening().await;
+    let back = step(&mut lines, "back").await;
+    assert_eq!(back["step"], "back", "{back}");
+    let summary = step(&mut lines, "done").await;
+    let status = browser.wait().await.expect("the browser run ends");
+    assert!(
+        status.success() && summary["ok"] == true,
+        "{summary}\nagent:\n{}",
+        agent.log()
+    );
+    let points = &summary["points"];
+    assert!(points[1].as_u64() > points[0].as_u64(), "{summary}");
+    assert!(
+        summary["while_down"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("reconnecting")),
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_renews_its_token_before_each_expiry() {
+    require_browser();
+    // Tokens that last 8 s: the page renews at four fifths, and the
+    // gateway closes the old connection (4012) at its token's expiry.
+    let server = TestServer::with(|s| s.token_validity_secs = 8);
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let work = tempfile::tempdir().expect("work dir");
+    let agent = accounts_and_agent(&server.http_url(""), &data, work.path()).await;
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let run = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args([
+            "refresh",
+            &server.http_url(""),
+            "alice",
+            OPERATOR_PASSWORD,
+            "host1",
+        ])
+        .arg(scratch.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser run finished")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nagent:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no summary ({e}):\n{stdout}"));
+    // 20 s of 8 s tokens: the login's and at least two renewals.
+    assert!(summary["tokens"].as_u64() >= Some(3), "{summary}");
 }
 
 #[actix_web::test]

@@ -12,6 +12,14 @@ the pages do not scroll sideways; then logs in as a viewer with the
 keyboard alone and finds no command offered, and the agent refusing the
 viewer's signal sent anyway. It saves a screenshot of every page.
 
+With `reconnect` it waits on a host page while the test restarts the
+gateway: the page must say it lost the link, come back by itself with
+the same login, and its CPU chart must move again (re-subscribed).
+
+With `refresh`, against a gateway whose tokens last seconds, it stays on
+a host page while its token expires again and again: the page must renew
+it before each expiry and carry on, never showing the login.
+
 With `units` it drives a host's systemd units instead (tests/systemd.rs,
 an agent on a real systemd in a container): stop, start and restart a
 unit from its row, each confirmed, and its details.
@@ -20,6 +28,7 @@ Every check that fails raises; the last line printed is a JSON summary
 for the Rust test. Usage:
   console_browser.py tour URL OPERATOR PASSWORD VIEWER PASSWORD HOST SHOTS DOWNLOADS
   console_browser.py units URL OPERATOR PASSWORD HOST UNIT SHOTS
+  console_browser.py reconnect|refresh URL OPERATOR PASSWORD HOST SHOTS
 """
 
 import json
@@ -38,8 +47,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 MODE = sys.argv[1]
 if MODE == "tour":
     URL, OPERATOR, OPERATOR_PW, VIEWER, VIEWER_PW, HOST, SHOTS, DOWNLOADS = sys.argv[2:10]
-else:
+elif MODE == "units":
     URL, OPERATOR, OPERATOR_PW, HOST, UNIT, SHOTS = sys.argv[2:8]
+    DOWNLOADS = SHOTS
+else:
+    URL, OPERATOR, OPERATOR_PW, HOST, SHOTS = sys.argv[2:7]
     DOWNLOADS = SHOTS
 PATIENCE = 20
 
@@ -192,16 +204,57 @@ def units(driver, summary):
     log("restarted", unit=UNIT, pid=summary["pid_after"])
 
 
+def reconnect(driver, summary):
+    driver.get(f"{URL}/console/")
+    log_in(driver, OPERATOR, OPERATOR_PW)
+    open_host(driver)
+    wait(driver, "CPU samples", lambda d: chart_points(d) >= 2)
+    log("ready")  # the test now restarts the gateway
+    wait(driver, "the page to see the link go", lambda d: "down" in one(d, "#link-state").get_attribute("class"), timeout=30)
+    summary["while_down"] = one(driver, "#link-state").text
+    shot(driver, "reconnecting")
+    log("down", said=summary["while_down"])
+    wait(driver, "the page to come back", lambda d: "up" in one(d, "#link-state").get_attribute("class"), timeout=60)
+    assert one(driver, "#login").get_attribute("hidden") is not None, "the restart logged the page out"
+    wait(driver, "the host to be back", lambda d: one(d, "#host-online").text == "online", timeout=30)
+    back = chart_points(driver)
+    wait(driver, "the CPU chart to move again", lambda d: chart_points(d) > back + 1, timeout=30)
+    summary["points"] = [back, chart_points(driver)]
+    log("back", points=summary["points"])
+
+
+def refresh(driver, summary, seconds=20):
+    driver.get(f"{URL}/console/")
+    log_in(driver, OPERATOR, OPERATOR_PW)
+    open_host(driver)
+    tokens = set()
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        assert one(driver, "#login").get_attribute("hidden") is not None, \
+            f"logged out after {time.monotonic() - start:.1f} s: {one(driver, '#login-error').text}"
+        tokens.add(driver.execute_script("return sessionStorage.getItem('concierge.token');"))
+        time.sleep(0.25)
+    wait(driver, "the link after the last renewal", lambda d: "up" in one(d, "#link-state").get_attribute("class"))
+    points = chart_points(driver)
+    wait(driver, "the CPU chart to move", lambda d: chart_points(d) > points, timeout=10)
+    summary["tokens"] = len(tokens)
+    log("renewed", tokens=len(tokens))
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     os.makedirs(DOWNLOADS, exist_ok=True)
     driver = browser()
     summary = {}
     try:
-        (units if MODE == "units" else operator_and_viewer)(driver, summary)
+        {"tour": operator_and_viewer, "units": units, "reconnect": reconnect, "refresh": refresh}[MODE](driver, summary)
         # No console errors (the wrong password's 401 is the one expected).
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
-                  and not ("/auth/token" in e["message"] and "401" in e["message"])]
+        def expected(message):
+            # The wrong password's 401; while the gateway restarts, the
+            # browser's own report of each refused WebSocket connect.
+            return ("/auth/token" in message and "401" in message) or (
+                MODE == "reconnect" and "WebSocket connection to" in message)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and not expected(e["message"])]
         assert not errors, f"console errors: {errors}"
         summary["ok"] = True
     finally:
