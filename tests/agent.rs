@@ -978,8 +978,7 @@ async fn ctl_reports_a_host_that_is_not_there_and_bad_usage() {
 async fn the_agent_reconnects_after_the_gateway_restarts() {
     let data = tempfile::tempdir().expect("data");
     let data_dir = data.path().to_str().expect("utf-8").to_owned();
-    let gateway =
-        |bind: &str| Process::spawn(command(&["serve", "--bind", bind, "--data-dir", &data_dir]));
+    let gateway = |bind: &str| common::process::serve(bind, &data_dir);
     let mut first = gateway("127.0.0.1:0");
     let addr = first.listening().await;
     let url = format!("ws://{addr}/ws");

@@ -105,6 +105,35 @@ async fn accounts_and_agent(base: &str, data: &str, work: &Path) -> Process {
     ]))
 }
 
+/// Runs tests/clients/console_browser.py with `args` to its end, within
+/// `patience`, and returns its closing summary once it has succeeded.
+async fn browse(args: &[&str], patience: Duration, agent: &Process) -> Value {
+    let run = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(patience, run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser run {args:?} took over {patience:?}"))
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}\n{}\nagent:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    let summary: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no summary from the browser run:\n{stdout}"));
+    assert_eq!(summary["ok"], true, "{summary}");
+    summary
+}
+
 /// Asks `host1` for `req` as `token`'s holder, over the protocol.
 async fn ask(server: &TestServer, token: &str, req: &str, msg: Value) -> Value {
     let mut client = server.connect().await;
@@ -139,39 +168,24 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
     let downloads = scratch.path().join("downloads");
     let base = server.http_url("").trim_end_matches('/').to_owned();
 
-    let run = tokio::process::Command::new("python3")
-        .arg(SCRIPT)
-        .arg("tour")
-        .args([
+    let shots_arg = shots.to_str().expect("utf-8");
+    let downloads_arg = downloads.to_str().expect("utf-8");
+    let summary = browse(
+        &[
+            "tour",
             &base,
             "alice",
             OPERATOR_PASSWORD,
             "vic",
             VIEWER_PASSWORD,
             "host1",
-        ])
-        .arg(&shots)
-        .arg(&downloads)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the browser run finished within 4 minutes")
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{stdout}\n{}\nagent:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        agent.log()
-    );
-    let summary: Value = stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no summary from the browser run:\n{stdout}"));
-    assert_eq!(summary["ok"], true, "{summary}");
+            shots_arg,
+            downloads_arg,
+        ],
+        Duration::from_secs(240),
+        &agent,
+    )
+    .await;
 
     // The CPU chart moved, with a line per core.
     let points = &summary["cpu_points"];
@@ -284,8 +298,7 @@ async fn the_console_comes_back_by_itself_after_the_gateway_restarts() {
     require_browser();
     let data = tempfile::tempdir().expect("data");
     let data_dir = data.path().to_str().expect("utf-8").to_owned();
-    let gateway =
-        |bind: &str| Process::spawn(command(&["serve", "--bind", bind, "--data-dir", &data_dir]));
+    let gateway = |bind: &str| common::process::serve(bind, &data_dir);
     let mut first = gateway("127.0.0.1:0");
     let addr = first.listening().await;
     let base = format!("http://{addr}");
@@ -337,32 +350,21 @@ async fn the_console_renews_its_token_before_each_expiry() {
     let work = tempfile::tempdir().expect("work dir");
     let agent = accounts_and_agent(&server.http_url(""), &data, work.path()).await;
     let scratch = tempfile::tempdir().expect("scratch dir");
-    let run = tokio::process::Command::new("python3")
-        .arg(SCRIPT)
-        .args([
+    let base = server.http_url("");
+    let scratch_arg = scratch.path().to_str().expect("utf-8");
+    let summary = browse(
+        &[
             "refresh",
-            &server.http_url(""),
+            &base,
             "alice",
             OPERATOR_PASSWORD,
             "host1",
-        ])
-        .arg(scratch.path())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser run finished")
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\nagent:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        agent.log()
-    );
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("no summary ({e}):\n{stdout}"));
+            scratch_arg,
+        ],
+        Duration::from_secs(120),
+        &agent,
+    )
+    .await;
     // 20 s of 8 s tokens: the login's and at least two renewals.
     assert!(summary["tokens"].as_u64() >= Some(3), "{summary}");
 }

@@ -151,6 +151,12 @@ pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String 
         .to_owned()
 }
 
+/// `concierge serve` on `bind` with the data folder `data_dir`: started
+/// again on the address it reported, it is the same gateway restarted.
+pub fn serve(bind: &str, data_dir: &str) -> Process {
+    Process::spawn(command(&["serve", "--bind", bind, "--data-dir", data_dir]))
+}
+
 /// Creates an account with `concierge user add NAME --role ROLE
 /// --password-stdin` on the store `store_args` name, as an admin would.
 pub async fn add_user(store_args: &[&str], name: &str, role: &str, password: &str) {
