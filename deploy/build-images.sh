@@ -179,7 +179,9 @@ gateway_binary() {
         newer=$(find "$root/src" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$bin" -print -quit)
     fi
     if [[ ! -x $bin || -n $newer ]]; then
-        log "cargo build --release (${newer:+newer than the binary: ${newer#"$root"/}}${newer:-no binary yet})"
+        local why="no binary yet"
+        [[ -z ${newer:-} ]] || why="newer than the binary: ${newer#"$root"/}"
+        log "cargo build --release ($why)"
         command -v cargo >/dev/null || die "cargo is not installed: install Rust, or build the image with deploy/Dockerfile"
         (cd "$root" && cargo build --release --bin concierge)
     else
