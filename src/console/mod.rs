@@ -15,10 +15,13 @@
 //! what the console may do is what its token may do, checked where it is
 //! always checked (the gateway, the agents).
 
+use std::borrow::Cow;
+
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use bytes::Bytes;
 use rust_embed::Embed;
 
 /// The console's files, embedded at build time.
@@ -29,7 +32,7 @@ struct Assets;
 /// The console page may load only what it ships and talk only to its own
 /// gateway: no inline scripts, no third-party origin, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; \
+     style-src 'self'; img-src 'self' blob:; connect-src 'self'; \
      font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -96,5 +99,9 @@ async fn asset(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     } else {
         answer.content_type(mime);
     }
-    answer.body(file.data.into_owned())
+    // Embedded files are static: served without a copy.
+    answer.body(match file.data {
+        Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+        Cow::Owned(bytes) => Bytes::from(bytes),
+    })
 }

@@ -51,7 +51,6 @@ export class HostCharts {
       },
       options: { ...common, indexAxis: "y", scales: { x: { stacked: true, title: { display: true, text: "GiB" } }, y: { stacked: true } } },
     });
-    this.samples = 0;
   }
 
   /** Adds one sample; charts move on by one point. */
@@ -82,7 +81,6 @@ export class HostCharts {
       this.disk.data.datasets[1].data = names.map((n) => Math.round((disks[n][1] / GIB) * 10) / 10);
       this.disk.update("none");
     }
-    this.samples += 1;
   }
 
   destroy() {

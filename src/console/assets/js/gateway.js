@@ -10,8 +10,9 @@
 // - Services the console wants (telemetry, audit) are subscribed again
 //   whenever they are created anew (an agent that reconnected) and after
 //   the console itself reconnects.
-// - Broadcasts (CLIENT_JOINED, CLIENT_LEFT, SERVICE_*) and service
-//   messages are dispatched as DOM events on the Gateway object.
+// - Broadcasts (CLIENT_JOINED, CLIENT_LEFT, SERVICE_*) are dispatched as
+//   `broadcast` events on the Gateway object, and a service's messages as
+//   `service:NAME` events.
 
 const PROTOCOL_VERSION = "0.2.0";
 const SUBPROTOCOL = "ert-concierge";
@@ -120,21 +121,16 @@ export class Gateway extends EventTarget {
       const p = this.pending.get(payload.seq);
       this.pending.delete(payload.seq);
       p.resolve(payload);
-      // A broadcast's own copy (SERVICE_CREATE_RESULT...) is news too.
-      if (!payload.type.startsWith("SERVICE_CREATE") && !payload.type.startsWith("SERVICE_DELETE")) return;
+      return;
     }
-    switch (payload.type) {
-      case "MESSAGE":
-        this.message(payload);
-        break;
-      case "SERVICE_CREATE_RESULT":
-        if (payload.successful && this.wanted.has(payload.service.name)) this.subscribeNow(payload.service.name);
-        this.emit("service", payload);
-        break;
-      default:
-        this.emit("broadcast", payload);
-        if (payload.type === "SERVICE_DELETE_RESULT") this.emit("service", payload);
+    if (payload.type === "MESSAGE") {
+      this.message(payload);
+      return;
     }
+    if (payload.type === "SERVICE_CREATE_RESULT" && payload.successful && this.wanted.has(payload.service.name)) {
+      this.subscribeNow(payload.service.name);
+    }
+    this.emit("broadcast", payload);
   }
 
   message(payload) {
@@ -143,8 +139,10 @@ export class Gateway extends EventTarget {
       this.emit(`service:${payload.origin.service.name}`, { data, origin: payload.origin });
       return;
     }
-    if (data && typeof data === "object" && this.asks.has(data.rid)) {
-      const ask = this.asks.get(data.rid);
+    const ask = data && typeof data === "object" ? this.asks.get(data.rid) : undefined;
+    // Only the asked host answers its rid: any client may message this
+    // console, and a reply from anyone else is not the agent's.
+    if (ask && payload.origin?.name === ask.host) {
       if (data.event) {
         ask.onEvent?.(data);
         if (data.event === "exit") this.asks.delete(data.rid);
@@ -184,7 +182,7 @@ export class Gateway extends EventTarget {
           reject(new AgentError("timeout", `${host} did not answer ${req} within ${timeoutMs / 1000} s`));
         }
       }, timeoutMs);
-      this.asks.set(rid, { resolve, reject, onEvent, timer });
+      this.asks.set(rid, { host, resolve, reject, onEvent, timer });
     });
     // Its failure is seen below, or not at all when the MESSAGE itself failed.
     answer.catch(() => {});

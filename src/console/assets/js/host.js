@@ -20,6 +20,9 @@ const TABS = [
   ["request", "Request"],
 ];
 
+/** How much of a followed process's output the page keeps, in characters. */
+const OUTPUT_KEEP = 512 * 1024;
+
 /** proc_signal's signals (PROTOCOL §13.3). */
 const ALL_SIGNALS = ["SIGTERM", "SIGKILL", "SIGHUP", "SIGINT", "SIGSTOP", "SIGCONT", "SIGUSR1", "SIGUSR2"];
 
@@ -100,27 +103,48 @@ export function mount(app, root, [name]) {
   const outputTitle = h("h3", { id: "output-title" }, "Output");
   const outputState = h("p.muted", { id: "output-state" });
   const output = h("pre.output", { id: "output", tabindex: "0", "aria-label": "Process output", "aria-live": "off" });
+  // One process's output is shown at a time: a newer follow silences the
+  // older one, even if its ask has not been answered yet.
   let following = null;
+  let generation = 0;
+  let shownChars = 0;
+  function appendOutput(node, chars) {
+    output.append(node);
+    shownChars += chars;
+    // The agent keeps 1 MiB per process; the page keeps the newest 512 KiB.
+    while (shownChars > OUTPUT_KEEP && output.firstChild) {
+      shownChars -= output.firstChild.textContent.length;
+      output.firstChild.remove();
+    }
+    output.scrollTop = output.scrollHeight;
+  }
   function follow(procId, cmd, start) {
     if (following) gw.cancel(following);
     following = null;
+    const mine = ++generation;
     outputTitle.textContent = `Output of ${procId}: ${cmd}`;
     outputState.textContent = "running";
     output.replaceChildren();
+    shownChars = 0;
     output.dataset.procId = String(procId);
     const onEvent = (ev) => {
+      if (mine !== generation) return;
       if (ev.event === "exit") {
         outputState.textContent = exitText(ev);
-        output.dataset.exit = ev.signal ?? String(ev.code);
         loadStarted();
         return;
       }
-      if (ev.dropped) output.append(h("span.stderr", {}, `[${ev.dropped} bytes dropped]\n`));
+      if (ev.dropped) {
+        const note = `[${ev.dropped} bytes dropped]\n`;
+        appendOutput(h("span.stderr", {}, note), note.length);
+      }
       const text = ev.data ?? decode(ev.data_b64);
-      output.append(ev.event === "stderr" ? h("span.stderr", {}, text) : document.createTextNode(text));
-      output.scrollTop = output.scrollHeight;
+      appendOutput(ev.event === "stderr" ? h("span.stderr", {}, text) : document.createTextNode(text), text.length);
     };
-    return start(onEvent).then(({ rid }) => { following = rid; });
+    return start(onEvent).then(({ rid }) => {
+      if (mine === generation) following = rid;
+      else gw.cancel(rid);
+    });
   }
   cleanups.push(() => { if (following) gw.cancel(following); });
 
@@ -421,6 +445,8 @@ async function pages(gw, host, req, key) {
     const { msg } = await gw.ask(host, req, { offset });
     all.push(...msg[key]);
     if (msg.next_offset === null || msg.next_offset === undefined) return all;
+    // A page that does not move on would be asked for forever.
+    if (!(msg.next_offset > offset)) throw new AgentError("malformed", `${host}'s ${req} pages do not advance`);
     offset = msg.next_offset;
   }
 }

@@ -54,7 +54,6 @@ class App extends EventTarget {
     this.gw.addEventListener("up", () => this.reload());
     this.gw.addEventListener("down", (e) => this.down(e.detail));
     this.gw.addEventListener("broadcast", (e) => this.broadcast(e.detail));
-    this.gw.addEventListener("service", (e) => this.broadcast(e.detail));
     this.gw.start();
     showSession(this);
   }
@@ -99,7 +98,6 @@ class App extends EventTarget {
       this.clients = new Map(clients.clients.map((c) => [c.uuid, c]));
       this.services = new Map(services.services.map((s) => [s.name, s]));
       this.changed();
-      this.dispatchEvent(new Event("up"));
     } catch (e) {
       toast(`The fleet could not be read: ${e.message}`, true);
     }

@@ -54,12 +54,18 @@ export function mount(app, root, [wanted]) {
     }
   });
 
+  // The object URLs of the config shown (a private key): dropped with it.
+  let confUrls = [];
+  const dropConfUrls = () => {
+    confUrls.forEach((u) => URL.revokeObjectURL(u));
+    confUrls = [];
+  };
+  cleanups.push(dropConfUrls);
   function showConf(conf) {
-    const blob = new Blob([conf.conf_data], { type: "text/plain" });
-    const url = URL.createObjectURL(blob);
-    cleanups.push(() => URL.revokeObjectURL(url));
+    dropConfUrls();
+    const url = URL.createObjectURL(new Blob([conf.conf_data], { type: "text/plain" }));
     const qr = conf.qr_svg ? URL.createObjectURL(new Blob([conf.qr_svg], { type: "image/svg+xml" })) : null;
-    if (qr) cleanups.push(() => URL.revokeObjectURL(qr));
+    confUrls = [url, qr].filter(Boolean);
     fill(result,
       h("div.grid", {},
         h("div", {},
