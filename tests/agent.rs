@@ -1051,3 +1051,129 @@ async fn a_slow_request_does_not_hold_up_the_others() {
         "{second}"
     );
 }
+
+/// Writes an executable shell script.
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("script written");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[tokio::test]
+async fn exec_allow_rules_cannot_be_walked_around() {
+    // A folder of allowed tools, with one allowed tool and a folder under it.
+    let tools = tempfile::tempdir().expect("tools");
+    let tools_dir = tools.path().to_str().expect("utf-8").to_owned();
+    script(&tools.path().join("hello"), "echo hello");
+    std::fs::create_dir(tools.path().join("sub")).expect("sub");
+    script(&tools.path().join("sub").join("deeper"), "id > out.txt");
+    let fleet = Fleet::with_config(&format!(
+        "exec_env_allow = [\"LANG\", \"PATH\"]\n\
+         [[exec_allow]]\nexecutable = \"{tools_dir}/*\"\n\
+         [[exec_allow]]\nexecutable = \"ls\"\nargs = [\"-l\", \"**\"]\n"
+    ))
+    .await;
+    let work = fleet.work.path();
+    // An attacker's `ls`, and a library, in a folder they control.
+    let evil = work.join("evil");
+    std::fs::create_dir(&evil).expect("evil");
+    script(&evil.join("ls"), "id > out.txt");
+    let depth = tools.path().components().count() - 1;
+    let up = "../".repeat(depth);
+
+    // What the rules allow still runs.
+    let (code, reply) = fleet
+        .request(
+            &fleet.alice,
+            "exec_command",
+            json!({"command": format!("{tools_dir}/hello")}),
+        )
+        .await;
+    assert_eq!(
+        (code, reply["stdout"].as_str()),
+        (0, Some("hello\n")),
+        "{reply}"
+    );
+    let (code, reply) = fleet
+        .request(&fleet.alice, "exec_command", json!({"command": "ls -l"}))
+        .await;
+    assert_eq!((code, reply["exit_code"].as_i64()), (0, Some(0)), "{reply}");
+
+    for (what, req, msg) in [
+        (
+            "`..` out of the tools folder",
+            "exec_command",
+            json!({"command": format!("{tools_dir}/{up}bin/sh -c 'id > out.txt'")}),
+        ),
+        (
+            "`*` across a `/`",
+            "exec_command",
+            json!({"command": format!("{tools_dir}/sub/deeper")}),
+        ),
+        (
+            "a shell by its bare name",
+            "exec_command",
+            json!({"command": "sh -c 'echo hi; id > out.txt'"}),
+        ),
+        (
+            "a relative path climbing to a shell",
+            "execute",
+            json!({"cmd": [format!("../../{up}bin/sh"), "-c", "id > out.txt"]}),
+        ),
+        (
+            "LD_PRELOAD into an allowed program",
+            "exec_command",
+            json!({"command": "ls -l", "env": {"LD_PRELOAD": evil.join("x.so")}}),
+        ),
+        (
+            "a folder outside work_dir",
+            "exec_command",
+            json!({"command": "ls -l", "cwd": "/"}),
+        ),
+    ] {
+        let (code, reply) = fleet.request(&fleet.alice, req, msg.clone()).await;
+        assert_refused(code, &reply, "forbidden");
+        assert!(
+            reply["desc"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}: {reply}"
+        );
+    }
+    // The request's PATH may be set here, but the program is found on the
+    // agent's: the real ls runs, not the attacker's.
+    let (code, reply) = fleet
+        .request(
+            &fleet.alice,
+            "exec_command",
+            json!({"command": "ls -l", "env": {"PATH": format!("{}:/usr/bin:/bin", evil.display())}}),
+        )
+        .await;
+    assert_eq!((code, reply["exit_code"].as_i64()), (0, Some(0)), "{reply}");
+    assert!(
+        reply["stdout"].as_str().is_some_and(|o| o.contains("evil")),
+        "{reply}"
+    );
+    assert!(
+        !work.join("out.txt").exists() && !tools.path().join("out.txt").exists(),
+        "an escape ran: {}",
+        std::fs::read_to_string(work.join("out.txt")).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn a_rule_handing_wildcards_to_a_shell_is_refused_at_start() {
+    let work = tempfile::tempdir().expect("work");
+    let mut agent = spawn_agent(
+        "ws://127.0.0.1:9/ws",
+        "",
+        work.path(),
+        "[[exec_allow]]\nexecutable = \"sh\"\nargs = [\"-c\", \"echo *\"]",
+    )
+    .await;
+    let status = agent.exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(2), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("\"sh\"") && log.contains("runs_code = true"),
+        "{log}"
+    );
+}

@@ -191,8 +191,7 @@ impl Host {
         if argv.first().is_none_or(|p| p.is_empty()) {
             return Err(Failure::bad_argument("`cmd` must name a program"));
         }
-        self.settings.policy.check_exec(&argv)?;
-        let env = match request.msg.get("env") {
+        let env: Vec<(String, String)> = match request.msg.get("env") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(vars)) => vars
                 .iter()
@@ -207,11 +206,15 @@ impl Host {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(Failure::bad_argument("`env` must be an object")),
         };
-        let cwd = match request.opt_str("cwd")? {
-            Some(cwd) => Some(cwd.to_owned()),
-            None => Some(self.settings.work_dir.display().to_string()),
-        };
-        Ok(Spawn { argv, cwd, env })
+        let launch = self
+            .settings
+            .policy
+            .check_exec(argv, request.opt_str("cwd")?, &env)?;
+        Ok(Spawn {
+            argv: launch.argv,
+            cwd: Some(launch.cwd.display().to_string()),
+            env,
+        })
     }
 
     fn execute(&self, request: &Request) -> Result<(Value, Option<Follow>), Failure> {

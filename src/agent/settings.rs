@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::policy::{ExecRule, Policy, SignalRule};
+use super::policy::{ExecRule, ExecSettings, Policy, SignalRule};
 use super::systemd::Manager;
 use crate::auth::Role;
 
@@ -41,6 +41,8 @@ pub struct AgentSettings {
     pub vpn_userspace: String,
     pub signal_allow: Vec<SignalRule>,
     pub exec_allow: Vec<ExecRule>,
+    pub exec_env_allow: Vec<String>,
+    pub exec_cwd_allow: Vec<PathBuf>,
 }
 
 impl Default for AgentSettings {
@@ -68,6 +70,10 @@ impl Default for AgentSettings {
             vpn_userspace: String::new(),
             signal_allow: Vec::new(),
             exec_allow: Vec::new(),
+            exec_env_allow: ["LANG", "LC_*", "TZ", "TERM", "NO_COLOR"]
+                .map(String::from)
+                .to_vec(),
+            exec_cwd_allow: Vec::new(),
         }
     }
 }
@@ -227,6 +233,15 @@ impl AgentSettings {
                 userspace,
             )
         });
+        let policy = Policy::new(
+            &self.signal_allow,
+            ExecSettings {
+                rules: &self.exec_allow,
+                env_allow: &self.exec_env_allow,
+                cwd_allow: &self.exec_cwd_allow,
+                work_dir: &self.work_dir,
+            },
+        )?;
         Ok(Resolved {
             url: self.url,
             name,
@@ -243,7 +258,7 @@ impl AgentSettings {
             max_reply_bytes: self.max_reply_bytes,
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms)),
-            policy: Policy::new(&self.signal_allow, &self.exec_allow)?,
+            policy,
             vpn,
         })
     }
