@@ -1177,3 +1177,81 @@ async fn a_rule_handing_wildcards_to_a_shell_is_refused_at_start() {
         "{log}"
     );
 }
+
+/// The live processes (zombies aside) of process group `pgid`, from /proc.
+fn group_members(pgid: u64) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let fields: Vec<&str> = stat
+                .rsplit_once(") ")
+                .map(|(_, rest)| rest.split(' ').collect())
+                .unwrap_or_default();
+            fields.first().is_some_and(|s| *s != "Z") && fields.get(2) == Some(&&*pgid.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_started_process_counts_and_is_signalled_with_its_whole_tree() {
+    let fleet = Fleet::with_config("max_running = 4").await;
+    // A shell, its child shell and two grandchildren: four processes.
+    let tree = start(
+        &fleet,
+        &["sh", "-c", "sh -c 'sleep 60 & sleep 60 & wait' & wait"],
+    )
+    .await;
+    eventually("four processes in the tree", || {
+        group_members(tree).len() == 4
+    })
+    .await;
+    let members = group_members(tree);
+    let (code, reply) = fleet
+        .request(&fleet.alice, "execute", json!({"cmd": ["true"]}))
+        .await;
+    assert_refused(code, &reply, "limit");
+    assert!(
+        reply["desc"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_running")),
+        "{reply}"
+    );
+
+    // SIGTERM to the started process reaches its grandchildren.
+    let (code, reply) = fleet
+        .request(&fleet.alice, "kill_process", json!({"pid": tree}))
+        .await;
+    assert_eq!((code, &reply["group"]), (0, &json!(true)), "{reply}");
+    eventually("the whole tree ended", || {
+        members
+            .iter()
+            .all(|m| proc_state(*m).is_none_or(|s| s == 'Z'))
+    })
+    .await;
+
+    // A process that exited and left a child behind: the orphan is still
+    // counted and still reached through the started process's pid.
+    let left = start(&fleet, &["sh", "-c", "sleep 60 & exit 0"]).await;
+    assert_eq!(exit_of(&fleet, left).await["code"], 0);
+    let orphans = group_members(left);
+    assert_eq!(orphans.len(), 1, "the sleep it left");
+    let (code, reply) = fleet
+        .request(
+            &fleet.alice,
+            "kill_process",
+            json!({"pid": left, "method": "SIGKILL"}),
+        )
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    eventually("the orphan ended", || {
+        orphans
+            .iter()
+            .all(|m| proc_state(*m).is_none_or(|s| s == 'Z'))
+    })
+    .await;
+}

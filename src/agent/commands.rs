@@ -318,9 +318,16 @@ impl Host {
 
     fn signal(&self, pid: u32, signal: i32) -> Result<Value, Failure> {
         self.settings.policy.check_signal(pid, &self.procs)?;
-        signals::send(pid, signal)?;
+        // A started process is signalled with its whole tree (its process
+        // group), also once it exited and left children behind.
+        let group = self.procs.owns_group(pid);
+        if group {
+            signals::send_group(pid, signal)?;
+        } else {
+            signals::send(pid, signal)?;
+        }
         Ok(success(
-            json!({"pid": pid, "signal": signals::name_of(signal)}),
+            json!({"pid": pid, "signal": signals::name_of(signal), "group": group}),
         ))
     }
 
@@ -480,7 +487,7 @@ impl Host {
                 .await
                 .is_err()
             {
-                let _ = signals::send(pid, libc::SIGKILL);
+                let _ = signals::send_group(pid, libc::SIGKILL);
                 return Err(Failure::new(
                     Reason::Timeout,
                     format!(

@@ -354,7 +354,7 @@ impl Policy {
                 format!("the agent does not signal itself, its parent or init (pid {pid})"),
             ));
         }
-        if procs.is_running(pid) {
+        if procs.owns_group(pid) {
             return Ok(());
         }
         let process = procfs::process::Process::new(pid as i32)
