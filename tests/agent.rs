@@ -34,12 +34,23 @@ impl Fleet {
 
     /// With `extra` appended to the agent's settings file.
     async fn with_config(extra: &str) -> Fleet {
+        Self::launch(extra, false).await
+    }
+
+    /// With the agent's token in its settings file, or in
+    /// `CONCIERGE_AGENT_TOKEN` (`token_in_env`).
+    async fn launch(extra: &str, token_in_env: bool) -> Fleet {
         let server = TestServer::start();
         let host = issue(server.data.path(), "host1", "agent").await;
         let alice = issue(server.data.path(), "alice", "operator").await;
         let vic = issue(server.data.path(), "vic", "viewer").await;
         let work = tempfile::tempdir().expect("work dir");
-        let agent = spawn_agent(&server.ws_url(), &host, work.path(), extra).await;
+        let in_file = if token_in_env { "" } else { host.as_str() };
+        let mut cmd = agent_command(&server.ws_url(), in_file, work.path(), extra);
+        if token_in_env {
+            cmd.env("CONCIERGE_AGENT_TOKEN", &host);
+        }
+        let agent = Process::spawn(cmd);
         let fleet = Fleet {
             server,
             agent,
@@ -101,6 +112,11 @@ impl Fleet {
 }
 
 async fn spawn_agent(url: &str, token: &str, work: &Path, extra: &str) -> Process {
+    Process::spawn(agent_command(url, token, work, extra))
+}
+
+/// `concierge agent` with a settings file in `work`: `extra` appended.
+fn agent_command(url: &str, token: &str, work: &Path, extra: &str) -> tokio::process::Command {
     let config = work.join("agent.toml");
     std::fs::write(
         &config,
@@ -113,7 +129,7 @@ async fn spawn_agent(url: &str, token: &str, work: &Path, extra: &str) -> Proces
     .expect("config written");
     let mut cmd = command(&["agent", "--config", config.to_str().expect("utf-8")]);
     cmd.env("CONCIERGE_LOG", "concierge=debug");
-    Process::spawn(cmd)
+    cmd
 }
 
 async fn ctl_at(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
@@ -1426,4 +1442,16 @@ async fn a_viewer_asking_for_1500_follows_and_leaving_does_not_get_the_agent_thr
     assert_eq!(code, 0);
     let log = fleet.agent.log();
     assert!(!log.contains("disconnected"), "{log}");
+}
+
+#[tokio::test]
+async fn started_processes_do_not_inherit_the_agents_token() {
+    let fleet = Fleet::launch("", true).await;
+    let (code, reply) = fleet
+        .request(&fleet.alice, "exec_command", json!({"command": "env"}))
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    let env = reply["stdout"].as_str().expect("stdout");
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains("CONCIERGE_AGENT_TOKEN"), "{env}");
 }
