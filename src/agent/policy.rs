@@ -461,17 +461,18 @@ struct Program {
 impl Program {
     fn resolve(program: &str, cwd: &Path) -> Result<Program, Failure> {
         if !program.contains('/') {
-            let path = on_agent_path(program).ok_or_else(|| {
+            let found = on_agent_path(program).ok_or_else(|| {
                 Failure::new(
                     Reason::NotFound,
                     format!("no program {program:?} on the agent's PATH"),
                 )
             })?;
+            let folder = found.parent().and_then(|f| std::fs::canonicalize(f).ok());
             return Ok(Program {
                 bare: true,
                 name: program.to_owned(),
-                literal: Some(path.display().to_string()),
-                path,
+                literal: Some(found.display().to_string()),
+                path: folder.map_or_else(|| found.clone(), |f| f.join(program)),
             });
         }
         let (folder, name) = program.rsplit_once('/').unwrap_or(("", program));
@@ -503,13 +504,14 @@ impl Program {
     }
 
     /// Whether it is a shell or interpreter, by its name or by the name of
-    /// the file it links to (`/usr/bin/sh` is `dash`).
+    /// the file it links to (`/usr/bin/sh` is `dash`). A link to busybox is
+    /// the applet its name says (busybox runs by its `argv[0]`, which is
+    /// that name).
     fn runs_code(&self) -> bool {
-        runs_code(&self.name)
-            || std::fs::canonicalize(&self.path)
-                .ok()
-                .and_then(|p| p.file_name().map(|n| runs_code(&n.to_string_lossy())))
-                .unwrap_or(false)
+        let target = std::fs::canonicalize(&self.path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        runs_code(&self.name) || target.is_some_and(|t| !t.starts_with("busybox") && runs_code(&t))
     }
 }
 

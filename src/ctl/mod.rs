@@ -75,7 +75,8 @@ pub enum CtlCommand {
         /// Stream its output and exit with its exit code.
         #[arg(long)]
         follow: bool,
-        /// The folder to start it in [default: the agent's work folder].
+        /// The folder to start it in, a relative one under the agent's work folder
+        /// [default: the work folder].
         #[arg(long)]
         cwd: Option<String>,
         /// The program and its arguments (after --).
