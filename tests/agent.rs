@@ -1215,7 +1215,7 @@ fn group_members(pgid: u64) -> Vec<u64> {
 
 #[tokio::test]
 async fn a_started_process_counts_and_is_signalled_with_its_whole_tree() {
-    let fleet = Fleet::with_config("max_running = 4").await;
+    let fleet = Fleet::with_config("max_running = 4\nkeep_exited = 1").await;
     // A shell, its child shell and two grandchildren: four processes.
     let tree = start(
         &fleet,
@@ -1256,6 +1256,11 @@ async fn a_started_process_counts_and_is_signalled_with_its_whole_tree() {
     assert_eq!(exit_of(&fleet, left).await["code"], 0);
     let orphans = group_members(left);
     assert_eq!(orphans.len(), 1, "the sleep it left");
+    // More exits than keep_exited do not make the agent forget it.
+    for _ in 0..2 {
+        let done = start(&fleet, &["true"]).await;
+        exit_of(&fleet, done).await;
+    }
     let (code, reply) = fleet
         .request(
             &fleet.alice,
@@ -1454,4 +1459,17 @@ async fn started_processes_do_not_inherit_the_agents_token() {
     let env = reply["stdout"].as_str().expect("stdout");
     assert!(env.contains("PATH="), "{env}");
     assert!(!env.contains("CONCIERGE_AGENT_TOKEN"), "{env}");
+}
+
+#[tokio::test]
+async fn exec_command_answers_even_when_no_exited_process_is_kept() {
+    let fleet = Fleet::with_config("keep_exited = 0\nexec_timeout_secs = 5").await;
+    let (code, reply) = fleet
+        .request(&fleet.alice, "exec_command", json!({"command": "echo hi"}))
+        .await;
+    assert_eq!(
+        (code, reply["stdout"].as_str()),
+        (0, Some("hi\n")),
+        "{reply}"
+    );
 }

@@ -503,10 +503,12 @@ impl Host {
                 }
                 return Ok(body);
             }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if matches!(changed, Ok(Err(_))) {
+                // Forgotten already (keep_exited): no exit will come.
+                return Err(procs::not_started(pid));
+            }
+            if changed.is_err() {
                 let _ = signals::send_group(pid, libc::SIGKILL);
                 return Err(Failure::new(
                     Reason::Timeout,

@@ -402,8 +402,21 @@ impl Procs {
         proc.exit = Some(exit);
         proc.changed.send_modify(|v| *v += 1);
         inner.exited.push_back(pid);
+        // The oldest go first, but not one whose children still run (it is
+        // how they are counted and signalled; they count against
+        // max_running, which bounds how many are kept past the limit), nor
+        // the one that just exited (its follower or exec_command reads it).
         while inner.exited.len() > self.limits.exited {
-            if let Some(old) = inner.exited.pop_front() {
+            let newest = inner.exited.len() - 1;
+            let Some(at) = inner
+                .exited
+                .iter()
+                .take(newest)
+                .position(|p| !group_alive(*p))
+            else {
+                break;
+            };
+            if let Some(old) = inner.exited.remove(at) {
                 inner.procs.remove(&old);
             }
         }
@@ -416,8 +429,7 @@ impl Procs {
         let Some(running) = self.lock().procs.get(&pid).map(|p| p.exit.is_none()) else {
             return false;
         };
-        // SAFETY: kill(2) with signal 0 only checks that the group exists.
-        running || unsafe { libc::kill(-(pid as libc::pid_t), 0) } == 0
+        running || group_alive(pid)
     }
 
     /// Every started process the table still holds.
@@ -468,6 +480,15 @@ impl Procs {
 /// The variable the agent's token may come in, removed from what started
 /// processes inherit.
 const TOKEN_VARIABLE: &str = "CONCIERGE_AGENT_TOKEN";
+
+/// Whether process group `pgid` has a process in it.
+fn group_alive(pgid: u32) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the group exists.
+    pgid > 0 && unsafe { libc::kill(-pgid, 0) } == 0
+}
 
 /// The live processes (zombies not counted) whose process group is one of
 /// `groups`. A process that left its group (`setsid`, a daemon) is not
