@@ -1051,3 +1051,53 @@ async fn a_slow_request_does_not_hold_up_the_others() {
         "{second}"
     );
 }
+
+/// MESSAGE `data` that JSON's grammar allows and strict parsers refuse
+/// (serde_json, Python's `json`), with what the gateway's refusal names.
+fn poisons() -> Vec<(String, &'static str)> {
+    vec![
+        (r#""\ud800""#.to_owned(), "lone surrogate"),
+        ("1e400".to_owned(), "too large for a double"),
+        (
+            format!("{}0{}", "[".repeat(200), "]".repeat(200)),
+            "nested deeper than 64",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn data_no_client_can_read_is_refused_and_the_agent_stays_connected() {
+    let fleet = Fleet::start().await;
+    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
+    let mut seq = 0;
+    for (data, named) in poisons() {
+        for target in [r#"{"type":"ALL"}"#, r#"{"type":"NAME","name":"host1"}"#] {
+            vic.send_text(format!(
+                r#"{{"type":"MESSAGE","target":{target},"data":{data}}}"#
+            ))
+            .await;
+            let refused = vic.expect("ERROR_PROTOCOL").await;
+            assert_eq!(refused["seq"], seq, "{refused}");
+            let desc = refused["desc"].as_str().unwrap_or_default();
+            assert!(
+                desc.contains("field `data`") && desc.contains(named),
+                "{target} {named}: {desc}"
+            );
+            seq += 1;
+        }
+    }
+    // The agent reads its frames in order: its answer to a ping sent after
+    // the poisons shows it read past them, on the same connection.
+    vic.send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
+        "data": {"req": "ping", "rid": 77}}))
+        .await;
+    let pong = vic.skip_to("MESSAGE").await;
+    assert_eq!(
+        (pong["data"]["rid"].as_u64(), pong["data"]["msg"]["result"].as_str()),
+        (Some(77), Some("success")),
+        "{pong}"
+    );
+    assert_eq!(pong["data"]["msg"]["undecodable_frames"], 0, "{pong}");
+    let log = fleet.agent.log();
+    assert!(!log.contains("disconnected"), "{log}");
+}

@@ -11,12 +11,16 @@
 //! in Rust (the tests, the benchmark tool, later the CLI and agent) share the
 //! exact types the gateway speaks.
 
+pub mod data;
+
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+pub use data::MAX_DATA_DEPTH;
 
 /// The WebSocket subprotocol the gateway selects when a client offers it.
 pub const SUBPROTOCOL: &str = "ert-concierge";
@@ -359,12 +363,15 @@ impl<'a> PayloadIn<'a> {
                 token: r.optional_string("token", f.token)?,
                 presence: r.optional("presence", f.presence)?,
             },
-            "MESSAGE" => PayloadIn::Message {
-                target: r.required("target", f.target)?,
-                data: f.data.ok_or_else(|| {
+            "MESSAGE" => {
+                let target = r.required("target", f.target)?;
+                let data = f.data.ok_or_else(|| {
                     DecodeError::Malformed("invalid MESSAGE: missing field `data`".into())
-                })?,
-            },
+                })?;
+                // Relayed as it is: it must be what every recipient reads.
+                data::check(data.get()).map_err(|e| r.malformed("data", e))?;
+                PayloadIn::Message { target, data }
+            }
             "SELF_SUBSCRIBE" => PayloadIn::SelfSubscribe {
                 service: r.string("service", f.service)?,
             },
@@ -958,6 +965,24 @@ mod tests {
             PayloadIn::decode(r#"{"type":"MESSAGE","target":{"type":"MOON"},"data":1}"#),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn message_data_that_strict_parsers_refuse_is_malformed() {
+        for (data, named) in [
+            (r#""\ud800""#, "lone surrogate"),
+            ("1e400", "too large for a double"),
+            (&format!("{}0{}", "[".repeat(65), "]".repeat(65)), "deeper than 64"),
+        ] {
+            let text = format!(r#"{{"type":"MESSAGE","target":{{"type":"ALL"}},"data":{data}}}"#);
+            match PayloadIn::decode(&text) {
+                Err(DecodeError::Malformed(desc)) => {
+                    assert!(desc.starts_with("invalid MESSAGE: field `data`: "), "{desc}");
+                    assert!(desc.contains(named), "{desc}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]
