@@ -1101,3 +1101,73 @@ async fn data_no_client_can_read_is_refused_and_the_agent_stays_connected() {
     let log = fleet.agent.log();
     assert!(!log.contains("disconnected"), "{log}");
 }
+
+#[tokio::test]
+async fn the_agent_skips_frames_it_cannot_decode_and_keeps_its_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // A gateway of the test's own that says HELLO and then sends what no
+    // gateway of this version lets through.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("ws://{}/ws", listener.local_addr().expect("addr"));
+    let work = tempfile::tempdir().expect("work");
+    let agent = spawn_agent(&url, "not-checked", work.path(), "").await;
+    let (tcp, _) = tokio::time::timeout(common::PATIENCE, listener.accept())
+        .await
+        .expect("the agent connects")
+        .expect("accepts");
+    let mut ws = tokio_tungstenite::accept_async(tcp)
+        .await
+        .expect("upgrades");
+    let mut frames = Vec::new();
+    // Every read is bounded: a missing frame fails in seconds.
+    let next_text = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        match tokio::time::timeout(common::PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return serde_json::from_str::<Value>(&text).expect("the agent sends JSON")
+            }
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("the agent's connection: {other:?}"),
+        }
+    };
+    let identify = next_text(&mut ws).await;
+    assert_eq!(identify["type"], "IDENTIFY", "{identify}");
+    let hello = json!({"type": "HELLO", "uuid": uuid(1), "version": "0.2.0"});
+    ws.send(Message::Text(hello.to_string().into()))
+        .await
+        .expect("sends");
+    let origin = json!({"name": "vic", "uuid": uuid(2), "tags": [], "user": "vic", "roles": ["viewer"]});
+    let message = |data: &str| {
+        format!(r#"{{"type":"MESSAGE","target":{{"type":"ALL"}},"origin":{origin},"data":{data}}}"#)
+    };
+    frames.extend(poisons().iter().map(|(data, _)| message(data)));
+    frames.push("not JSON at all".to_owned());
+    frames.push(r#"{"type":"FROM_A_NEWER_GATEWAY","x":1}"#.to_owned());
+    let skipped = frames.len();
+    frames.push(message(r#"{"req":"ping","rid":5}"#));
+    for frame in frames {
+        ws.send(Message::Text(frame.into())).await.expect("sends");
+    }
+    let pong = loop {
+        let payload = next_text(&mut ws).await;
+        if payload["type"] == "MESSAGE" && payload["data"]["rid"] == 5 {
+            break payload;
+        }
+    };
+    assert_eq!(
+        (
+            pong["data"]["msg"]["result"].as_str(),
+            pong["data"]["msg"]["undecodable_frames"].as_u64()
+        ),
+        (Some("success"), Some(skipped as u64)),
+        "{pong}\n{}",
+        agent.log()
+    );
+    assert!(!agent.log().contains("disconnected"), "{}", agent.log());
+}
+
+fn uuid(n: u8) -> String {
+    format!("00000000-0000-4000-8000-0000000000{n:02x}")
+}
