@@ -1088,12 +1088,17 @@ async fn data_no_client_can_read_is_refused_and_the_agent_stays_connected() {
     }
     // The agent reads its frames in order: its answer to a ping sent after
     // the poisons shows it read past them, on the same connection.
-    vic.send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
-        "data": {"req": "ping", "rid": 77}}))
-        .await;
+    vic.send(
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
+        "data": {"req": "ping", "rid": 77}}),
+    )
+    .await;
     let pong = vic.skip_to("MESSAGE").await;
     assert_eq!(
-        (pong["data"]["rid"].as_u64(), pong["data"]["msg"]["result"].as_str()),
+        (
+            pong["data"]["rid"].as_u64(),
+            pong["data"]["msg"]["result"].as_str()
+        ),
         (Some(77), Some("success")),
         "{pong}"
     );
@@ -1138,7 +1143,8 @@ async fn the_agent_skips_frames_it_cannot_decode_and_keeps_its_connection() {
     ws.send(Message::Text(hello.to_string().into()))
         .await
         .expect("sends");
-    let origin = json!({"name": "vic", "uuid": uuid(2), "tags": [], "user": "vic", "roles": ["viewer"]});
+    let origin =
+        json!({"name": "vic", "uuid": uuid(2), "tags": [], "user": "vic", "roles": ["viewer"]});
     let message = |data: &str| {
         format!(r#"{{"type":"MESSAGE","target":{{"type":"ALL"}},"origin":{origin},"data":{data}}}"#)
     };

@@ -366,10 +366,14 @@ async fn an_answer_no_client_could_read_is_refused_under_its_rid() {
     assert_eq!(host.recv().await["message"], "Authenticated :D");
     let mut viewer = server.connect().await;
     viewer
-        .identify_with(json!({"type": "IDENTIFY", "name": "vic_raw", "version": "0.2.0", "token": vic}))
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "vic_raw", "version": "0.2.0", "token": vic}),
+        )
         .await;
-    let ask = |rid: u64| json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "nesthost"},
-        "data": {"req": "list_services", "rid": rid}});
+    let ask = |rid: u64| {
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "nesthost"},
+        "data": {"req": "list_services", "rid": rid}})
+    };
     // An answer as deep as a Nest frame may be: wrapped in a reply and a
     // MESSAGE it would be deeper than serde_json reads.
     let deep = format!("{}0{}", "[".repeat(126), "]".repeat(126));

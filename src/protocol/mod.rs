@@ -972,12 +972,18 @@ mod tests {
         for (data, named) in [
             (r#""\ud800""#, "lone surrogate"),
             ("1e400", "too large for a double"),
-            (&format!("{}0{}", "[".repeat(65), "]".repeat(65)), "deeper than 64"),
+            (
+                &format!("{}0{}", "[".repeat(65), "]".repeat(65)),
+                "deeper than 64",
+            ),
         ] {
             let text = format!(r#"{{"type":"MESSAGE","target":{{"type":"ALL"}},"data":{data}}}"#);
             match PayloadIn::decode(&text) {
                 Err(DecodeError::Malformed(desc)) => {
-                    assert!(desc.starts_with("invalid MESSAGE: field `data`: "), "{desc}");
+                    assert!(
+                        desc.starts_with("invalid MESSAGE: field `data`: "),
+                        "{desc}"
+                    );
                     assert!(desc.contains(named), "{desc}");
                 }
                 other => panic!("{text}: {other:?}"),
