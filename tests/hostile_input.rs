@@ -570,13 +570,13 @@ fn every_path_of_the_gateway_answers_hostile_frames_and_keeps_serving() {
         let outcome = runner.run(&hostile_frame(), |frame| {
             n.set(n.get() + 1);
             let n = n.get();
-            rt.block_on(async {
-                let mut ws = ws.borrow_mut();
+            let open_socket = ws.take();
+            let kept = rt.block_on(async {
                 // A frame that ended the session (a refusal may close):
                 // the next case opens a new one.
-                let socket = match ws.as_mut() {
+                let mut socket = match open_socket {
                     Some(socket) => socket,
-                    None => ws.insert(open(path).await),
+                    None => open(path).await,
                 };
                 let sent = socket.send(Message::Text(frame.clone().into())).await;
                 let probed = match sent {
@@ -584,13 +584,12 @@ fn every_path_of_the_gateway_answers_hostile_frames_and_keeps_serving() {
                     Err(e) => Err(e),
                 };
                 let answered = match probed {
-                    Ok(()) => next_text_containing(socket, &answer(path, n)).await,
+                    Ok(()) => next_text_containing(&mut socket, &answer(path, n)).await,
                     Err(_) => None,
                 };
-                if answered.is_none() {
-                    *ws = None;
-                }
+                answered.map(|_| socket)
             });
+            ws.replace(kept);
             Ok(())
         });
         if let Err(e) = outcome {
