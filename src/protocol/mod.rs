@@ -406,6 +406,24 @@ impl<'a> PayloadIn<'a> {
         })
     }
 
+    /// Every `type` a client may send, as [`PayloadIn::kind`] names them.
+    pub const KINDS: [&'static str; 14] = [
+        "IDENTIFY",
+        "MESSAGE",
+        "SELF_SUBSCRIBE",
+        "SELF_UNSUBSCRIBE",
+        "SELF_FETCH",
+        "SELF_SET_SEQ",
+        "SERVICE_CREATE",
+        "SERVICE_DELETE",
+        "SERVICE_FETCH",
+        "SERVICE_FETCH_ALL",
+        "CLIENT_FETCH",
+        "CLIENT_FETCH_ALL",
+        "USER_SETTINGS_FETCH",
+        "USER_SETTINGS_SET",
+    ];
+
     /// The payload's `type`, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -987,6 +1005,21 @@ mod tests {
                     assert!(desc.contains(named), "{desc}");
                 }
                 other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_are_the_types_decode_knows() {
+        for kind in PayloadIn::KINDS {
+            let text = json!({"type": kind}).to_string();
+            let decoded = PayloadIn::decode(&text);
+            assert!(
+                !matches!(decoded, Err(DecodeError::Unsupported(_))),
+                "{kind}"
+            );
+            if let Ok(payload) = decoded {
+                assert_eq!(payload.kind(), kind);
             }
         }
     }
