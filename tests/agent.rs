@@ -34,12 +34,23 @@ impl Fleet {
 
     /// With `extra` appended to the agent's settings file.
     async fn with_config(extra: &str) -> Fleet {
+        Self::launch(extra, false).await
+    }
+
+    /// With the agent's token in its settings file, or in
+    /// `CONCIERGE_AGENT_TOKEN` (`token_in_env`).
+    async fn launch(extra: &str, token_in_env: bool) -> Fleet {
         let server = TestServer::start();
         let host = issue(server.data.path(), "host1", "agent").await;
         let alice = issue(server.data.path(), "alice", "operator").await;
         let vic = issue(server.data.path(), "vic", "viewer").await;
         let work = tempfile::tempdir().expect("work dir");
-        let agent = spawn_agent(&server.ws_url(), &host, work.path(), extra).await;
+        let in_file = if token_in_env { "" } else { host.as_str() };
+        let mut cmd = agent_command(&server.ws_url(), in_file, work.path(), extra);
+        if token_in_env {
+            cmd.env("CONCIERGE_AGENT_TOKEN", &host);
+        }
+        let agent = Process::spawn(cmd);
         let fleet = Fleet {
             server,
             agent,
@@ -101,6 +112,11 @@ impl Fleet {
 }
 
 async fn spawn_agent(url: &str, token: &str, work: &Path, extra: &str) -> Process {
+    Process::spawn(agent_command(url, token, work, extra))
+}
+
+/// `concierge agent` with a settings file in `work`: `extra` appended.
+fn agent_command(url: &str, token: &str, work: &Path, extra: &str) -> tokio::process::Command {
     let config = work.join("agent.toml");
     std::fs::write(
         &config,
@@ -113,7 +129,7 @@ async fn spawn_agent(url: &str, token: &str, work: &Path, extra: &str) -> Proces
     .expect("config written");
     let mut cmd = command(&["agent", "--config", config.to_str().expect("utf-8")]);
     cmd.env("CONCIERGE_LOG", "concierge=debug");
-    Process::spawn(cmd)
+    cmd
 }
 
 async fn ctl_at(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
@@ -1103,6 +1119,380 @@ async fn data_no_client_can_read_is_refused_and_the_agent_stays_connected() {
         "{pong}"
     );
     assert_eq!(pong["data"]["msg"]["undecodable_frames"], 0, "{pong}");
+}
+
+/// Writes an executable shell script.
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("script written");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[tokio::test]
+async fn exec_allow_rules_cannot_be_walked_around() {
+    // A folder of allowed tools, with one allowed tool and a folder under it.
+    let tools = tempfile::tempdir().expect("tools");
+    let tools_dir = tools.path().to_str().expect("utf-8").to_owned();
+    script(&tools.path().join("hello"), "echo hello");
+    std::fs::create_dir(tools.path().join("sub")).expect("sub");
+    script(&tools.path().join("sub").join("deeper"), "id > out.txt");
+    let fleet = Fleet::with_config(&format!(
+        "exec_env_allow = [\"LANG\", \"PATH\"]\n\
+         [[exec_allow]]\nexecutable = \"{tools_dir}/*\"\n\
+         [[exec_allow]]\nexecutable = \"ls\"\nargs = [\"-l\", \"**\"]\n"
+    ))
+    .await;
+    let work = fleet.work.path();
+    // An attacker's `ls`, and a library, in a folder they control.
+    let evil = work.join("evil");
+    std::fs::create_dir(&evil).expect("evil");
+    script(&evil.join("ls"), "id > out.txt");
+    let depth = tools.path().components().count() - 1;
+    let up = "../".repeat(depth);
+
+    // What the rules allow still runs.
+    let (code, reply) = fleet
+        .request(
+            &fleet.alice,
+            "exec_command",
+            json!({"command": format!("{tools_dir}/hello")}),
+        )
+        .await;
+    assert_eq!(
+        (code, reply["stdout"].as_str()),
+        (0, Some("hello\n")),
+        "{reply}"
+    );
+    let (code, reply) = fleet
+        .request(&fleet.alice, "exec_command", json!({"command": "ls -l"}))
+        .await;
+    assert_eq!((code, reply["exit_code"].as_i64()), (0, Some(0)), "{reply}");
+
+    for (what, req, msg) in [
+        (
+            "`..` out of the tools folder",
+            "exec_command",
+            json!({"command": format!("{tools_dir}/{up}bin/sh -c 'id > out.txt'")}),
+        ),
+        (
+            "`*` across a `/`",
+            "exec_command",
+            json!({"command": format!("{tools_dir}/sub/deeper")}),
+        ),
+        (
+            "a shell by its bare name",
+            "exec_command",
+            json!({"command": "sh -c 'echo hi; id > out.txt'"}),
+        ),
+        (
+            "a relative path climbing to a shell",
+            "execute",
+            json!({"cmd": [format!("../../{up}bin/sh"), "-c", "id > out.txt"]}),
+        ),
+        (
+            "LD_PRELOAD into an allowed program",
+            "exec_command",
+            json!({"command": "ls -l", "env": {"LD_PRELOAD": evil.join("x.so")}}),
+        ),
+        (
+            "a folder outside work_dir",
+            "exec_command",
+            json!({"command": "ls -l", "cwd": "/"}),
+        ),
+    ] {
+        let (code, reply) = fleet.request(&fleet.alice, req, msg.clone()).await;
+        assert_refused(code, &reply, "forbidden");
+        assert!(
+            reply["desc"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}: {reply}"
+        );
+    }
+    // The request's PATH may be set here, but the program is found on the
+    // agent's: the real ls runs, not the attacker's.
+    let (code, reply) = fleet
+        .request(
+            &fleet.alice,
+            "exec_command",
+            json!({"command": "ls -l", "env": {"PATH": format!("{}:/usr/bin:/bin", evil.display())}}),
+        )
+        .await;
+    assert_eq!((code, reply["exit_code"].as_i64()), (0, Some(0)), "{reply}");
+    assert!(
+        reply["stdout"].as_str().is_some_and(|o| o.contains("evil")),
+        "{reply}"
+    );
+    assert!(
+        !work.join("out.txt").exists() && !tools.path().join("out.txt").exists(),
+        "an escape ran: {}",
+        std::fs::read_to_string(work.join("out.txt")).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn a_rule_handing_wildcards_to_a_shell_is_refused_at_start() {
+    let work = tempfile::tempdir().expect("work");
+    let mut agent = spawn_agent(
+        "ws://127.0.0.1:9/ws",
+        "",
+        work.path(),
+        "[[exec_allow]]\nexecutable = \"sh\"\nargs = [\"-c\", \"echo *\"]",
+    )
+    .await;
+    let status = agent.exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(2), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("\"sh\"") && log.contains("runs_code = true"),
+        "{log}"
+    );
+}
+
+/// The live processes (zombies aside) of process group `pgid`, from /proc.
+fn group_members(pgid: u64) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let fields: Vec<&str> = stat
+                .rsplit_once(") ")
+                .map(|(_, rest)| rest.split(' ').collect())
+                .unwrap_or_default();
+            fields.first().is_some_and(|s| *s != "Z") && fields.get(2) == Some(&&*pgid.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_started_process_counts_and_is_signalled_with_its_whole_tree() {
+    let fleet = Fleet::with_config("max_running = 4").await;
+    // A shell, its child shell and two grandchildren: four processes.
+    let tree = start(
+        &fleet,
+        &["sh", "-c", "sh -c 'sleep 60 & sleep 60 & wait' & wait"],
+    )
+    .await;
+    eventually("four processes in the tree", || {
+        group_members(tree).len() == 4
+    })
+    .await;
+    let members = group_members(tree);
+    let (code, reply) = fleet
+        .request(&fleet.alice, "execute", json!({"cmd": ["true"]}))
+        .await;
+    assert_refused(code, &reply, "limit");
+    assert!(
+        reply["desc"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_running")),
+        "{reply}"
+    );
+
+    // SIGTERM to the started process reaches its grandchildren.
+    let (code, reply) = fleet
+        .request(&fleet.alice, "kill_process", json!({"pid": tree}))
+        .await;
+    assert_eq!((code, &reply["group"]), (0, &json!(true)), "{reply}");
+    eventually("the whole tree ended", || {
+        members
+            .iter()
+            .all(|m| proc_state(*m).is_none_or(|s| s == 'Z'))
+    })
+    .await;
+
+    // A process that exited and left a child behind: the orphan is still
+    // counted and still reached through the started process's pid.
+    let left = start(&fleet, &["sh", "-c", "sleep 60 & exit 0"]).await;
+    assert_eq!(exit_of(&fleet, left).await["code"], 0);
+    let orphans = group_members(left);
+    assert_eq!(orphans.len(), 1, "the sleep it left");
+    let (code, reply) = fleet
+        .request(
+            &fleet.alice,
+            "kill_process",
+            json!({"pid": left, "method": "SIGKILL"}),
+        )
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    eventually("the orphan ended", || {
+        orphans
+            .iter()
+            .all(|m| proc_state(*m).is_none_or(|s| s == 'Z'))
+    })
+    .await;
+}
+
+/// A `proc_output` follow request for `pid`, as a MESSAGE to host1.
+fn follow_request(rid: u64, pid: u64) -> Value {
+    json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
+           "data": {"req": "proc_output", "rid": rid, "msg": {"proc_id": pid, "follow": true}}})
+}
+
+/// The `data` of the first MESSAGE (among those `seen` before, then the
+/// ones arriving) for which `wanted` holds; every MESSAGE read is kept in
+/// `seen`. A client's `recv` bounds each wait.
+async fn message_where(
+    client: &mut Client,
+    seen: &mut Vec<Value>,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    if let Some(found) = seen.iter().find(|d| wanted(d)) {
+        return found.clone();
+    }
+    loop {
+        let payload = client.skip_to("MESSAGE").await;
+        let data = payload["data"].clone();
+        seen.push(data.clone());
+        if wanted(&data) {
+            return data;
+        }
+    }
+}
+
+/// The reply (not an event) to request `rid`.
+async fn reply_to(client: &mut Client, seen: &mut Vec<Value>, rid: u64) -> Value {
+    message_where(client, seen, |d| d["rid"] == rid && d["msg"].is_object())
+        .await
+        .get("msg")
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn follows_are_capped_per_requester_per_process_and_in_all() {
+    let fleet = Fleet::with_config(
+        "max_follows = 4\nmax_follows_per_requester = 2\nmax_follows_per_process = 3",
+    )
+    .await;
+    let chatty = start(
+        &fleet,
+        &["sh", "-c", "while :; do echo chatter; sleep 0.05; done"],
+    )
+    .await;
+    let quiet = start(&fleet, &["sleep", "60"]).await;
+
+    // A requester's third follow ends its first, which is told so.
+    let mut alice = fleet.client("alice_raw", &fleet.alice).await;
+    let mut seen = Vec::new();
+    for rid in 1..=3 {
+        alice.send(follow_request(rid, chatty)).await;
+    }
+    for rid in 1..=3 {
+        let reply = reply_to(&mut alice, &mut seen, rid).await;
+        assert_eq!(reply["following"], true, "{reply}");
+    }
+    let lost = message_where(&mut alice, &mut seen, |d| {
+        d["rid"] == 1 && d["event"] == "exit"
+    })
+    .await;
+    assert!(
+        lost["lost"] == true
+            && lost["desc"]
+                .as_str()
+                .is_some_and(|d| d.contains("max_follows_per_requester")),
+        "{lost}"
+    );
+
+    // The chatty process is followed twice: a third follower, not a fourth.
+    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
+    let mut vic_seen = Vec::new();
+    vic.send(follow_request(1, chatty)).await;
+    vic.send(follow_request(2, chatty)).await;
+    let reply = reply_to(&mut vic, &mut vic_seen, 1).await;
+    assert_eq!(reply["following"], true, "{reply}");
+    let refused = reply_to(&mut vic, &mut vic_seen, 2).await;
+    assert_eq!(refused["reason"], "limit", "{refused}");
+    assert!(
+        refused["desc"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_follows_per_process")),
+        "{refused}"
+    );
+
+    // Four follows in all, then none more.
+    let mut idle = fleet.client("vic_idle", &fleet.vic).await;
+    idle.send(follow_request(1, quiet)).await;
+    let reply = reply_to(&mut idle, &mut Vec::new(), 1).await;
+    assert_eq!(reply["following"], true, "{reply}");
+    let mut other = fleet.client("vic_other", &fleet.vic).await;
+    other.send(follow_request(1, quiet)).await;
+    let refused = reply_to(&mut other, &mut Vec::new(), 1).await;
+    assert_eq!(refused["reason"], "limit", "{refused}");
+
+    // When a requester leaves, its follows end: a chatty process's at its
+    // next event, a quiet one's at the agent's next check of its requesters
+    // (it sends nothing that would tell). Each makes room for one more.
+    vic.close().await;
+    follow_when_room(&mut other, quiet).await;
+    idle.close().await;
+    let mut last = fleet.client("vic_last", &fleet.vic).await;
+    follow_when_room(&mut last, quiet).await;
+}
+
+/// Asks to follow `pid` until the agent has room for it (10 s at most).
+async fn follow_when_room(client: &mut Client, pid: u64) {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for rid in 100.. {
+        client.send(follow_request(rid, pid)).await;
+        let reply = reply_to(client, &mut seen, rid).await;
+        if reply["following"] == true {
+            return;
+        }
+        assert_eq!(reply["reason"], "limit", "{reply}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room for a follow: the departed requester's follows were not ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_viewer_asking_for_1500_follows_and_leaving_does_not_get_the_agent_thrown_off() {
+    let fleet = Fleet::start().await;
+    let chatty = start(
+        &fleet,
+        &["sh", "-c", "while :; do echo chatter; sleep 0.01; done"],
+    )
+    .await;
+    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
+    for rid in 0..1500 {
+        vic.send(follow_request(rid, chatty)).await;
+    }
+    let mut seen = Vec::new();
+    let last = reply_to(&mut vic, &mut seen, 1499).await;
+    assert_eq!(last["following"], true, "{last}");
+    vic.close().await;
+
+    // Nobody follows any more: the MESSAGEs the gateway receives stop.
+    let metrics = || async {
+        let text = reqwest::get(fleet.server.http_url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        payloads_in(&text, "MESSAGE")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = metrics().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if metrics().await == before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent still streams after its requester left"
+        );
+    }
+    // And the agent was never thrown off.
+    let (code, _) = fleet.request(&fleet.alice, "ping", json!({})).await;
+    assert_eq!(code, 0);
     let log = fleet.agent.log();
     assert!(!log.contains("disconnected"), "{log}");
 }
@@ -1176,4 +1566,13 @@ async fn the_agent_skips_frames_it_cannot_decode_and_keeps_its_connection() {
 
 fn uuid(n: u8) -> String {
     format!("00000000-0000-4000-8000-0000000000{n:02x}")
+async fn started_processes_do_not_inherit_the_agents_token() {
+    let fleet = Fleet::launch("", true).await;
+    let (code, reply) = fleet
+        .request(&fleet.alice, "exec_command", json!({"command": "env"}))
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    let env = reply["stdout"].as_str().expect("stdout");
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains("CONCIERGE_AGENT_TOKEN"), "{env}");
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::audit::Audit;
+use super::follows::{End, Follows, Ticket};
 use super::procs::{self, Procs, Spawn, CHUNK_MAX};
 use super::request::{success, Failure, Reason, Request};
 use super::settings::Resolved;
@@ -59,6 +60,7 @@ pub const REQUESTS: [(&str, Access); 22] = [
 pub struct Host {
     pub settings: Resolved,
     pub procs: Procs,
+    pub follows: Follows,
     pub telemetry: Addr<Telemetry>,
     pub snapshots: watch::Receiver<Snapshot>,
     pub systemd: Option<Systemd>,
@@ -112,16 +114,17 @@ impl Host {
         ))
     }
 
-    /// Serves one authorized request: the reply's `msg`, and for a
-    /// followed process, the stream to send after it.
+    /// Serves one authorized request from `requester`: the reply's `msg`,
+    /// and for a followed process, the stream to send after it.
     pub async fn serve(
         self: &Rc<Self>,
+        requester: uuid::Uuid,
         request: &Request,
     ) -> Result<(Value, Option<Follow>), Failure> {
         let plain = |v: Result<Value, Failure>| v.map(|v| (v, None));
         match request.req.as_str() {
-            "execute" => self.execute(request),
-            "proc_output" => self.proc_output(request),
+            "execute" => self.execute(requester, request),
+            "proc_output" => self.proc_output(requester, request),
             "view_running" => plain(self.view_running().await),
             "list_started" => plain(self.list_started(request)),
             "proc_signal" => {
@@ -196,8 +199,7 @@ impl Host {
         if argv.first().is_none_or(|p| p.is_empty()) {
             return Err(Failure::bad_argument("`cmd` must name a program"));
         }
-        self.settings.policy.check_exec(&argv)?;
-        let env = match request.msg.get("env") {
+        let env: Vec<(String, String)> = match request.msg.get("env") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(vars)) => vars
                 .iter()
@@ -212,14 +214,22 @@ impl Host {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(Failure::bad_argument("`env` must be an object")),
         };
-        let cwd = match request.opt_str("cwd")? {
-            Some(cwd) => Some(cwd.to_owned()),
-            None => Some(self.settings.work_dir.display().to_string()),
-        };
-        Ok(Spawn { argv, cwd, env })
+        let launch = self
+            .settings
+            .policy
+            .check_exec(argv, request.opt_str("cwd")?, &env)?;
+        Ok(Spawn {
+            argv: launch.argv,
+            cwd: Some(launch.cwd.display().to_string()),
+            env,
+        })
     }
 
-    fn execute(&self, request: &Request) -> Result<(Value, Option<Follow>), Failure> {
+    fn execute(
+        &self,
+        requester: uuid::Uuid,
+        request: &Request,
+    ) -> Result<(Value, Option<Follow>), Failure> {
         // seed 003's argv array, or (for a person typing into the console)
         // a command line split as exec_command splits it.
         let argv = match (request.msg.get("cmd"), request.msg.get("command")) {
@@ -232,18 +242,30 @@ impl Host {
             _ => request.strings("cmd")?,
         };
         let spec = self.spawn_spec(request, argv)?;
-        let follow = request.flag("follow")?;
+        // Admitted before the process starts: a refused follow starts nothing.
+        let ticket = match request.flag("follow")? {
+            true => Some(self.follows.admit(requester, None)?),
+            false => None,
+        };
         let pid = self.procs.spawn(spec)?;
-        let follow = follow.then(|| Follow {
-            procs: self.procs.clone(),
-            pid,
-            offset: 0,
+        let follow = ticket.map(|ticket| {
+            ticket.set_pid(pid);
+            Follow {
+                procs: self.procs.clone(),
+                pid,
+                offset: 0,
+                ticket,
+            }
         });
         Ok((success(json!({"proc_id": pid})), follow))
     }
 
     /// A page of a process's output, or with `follow`, the stream of it.
-    fn proc_output(&self, request: &Request) -> Result<(Value, Option<Follow>), Failure> {
+    fn proc_output(
+        &self,
+        requester: uuid::Uuid,
+        request: &Request,
+    ) -> Result<(Value, Option<Follow>), Failure> {
         let pid = request.pid("proc_id")?;
         let offset = request.opt_u64("offset")?.unwrap_or(0);
         if request.flag("follow")? {
@@ -253,6 +275,7 @@ impl Host {
                 procs: self.procs.clone(),
                 pid,
                 offset,
+                ticket: self.follows.admit(requester, Some(pid))?,
             };
             return Ok((
                 success(json!({"proc_id": pid, "following": true})),
@@ -320,9 +343,16 @@ impl Host {
 
     fn signal(&self, pid: u32, signal: i32) -> Result<Value, Failure> {
         self.settings.policy.check_signal(pid, &self.procs)?;
-        signals::send(pid, signal)?;
+        // A started process is signalled with its whole tree (its process
+        // group), also once it exited and left children behind.
+        let group = self.procs.owns_group(pid);
+        if group {
+            signals::send_group(pid, signal)?;
+        } else {
+            signals::send(pid, signal)?;
+        }
         Ok(success(
-            json!({"pid": pid, "signal": signals::name_of(signal)}),
+            json!({"pid": pid, "signal": signals::name_of(signal), "group": group}),
         ))
     }
 
@@ -482,7 +512,7 @@ impl Host {
                 .await
                 .is_err()
             {
-                let _ = signals::send(pid, libc::SIGKILL);
+                let _ = signals::send_group(pid, libc::SIGKILL);
                 return Err(Failure::new(
                     Reason::Timeout,
                     format!(
@@ -500,13 +530,40 @@ pub struct Follow {
     procs: Procs,
     pid: u32,
     offset: u64,
+    /// Counts against the caps while the follow lasts.
+    ticket: Ticket,
 }
 
 impl Follow {
     /// Sends `{"event": "stdout"|"stderr", ...}` for every output chunk and
     /// `{"event": "exit", ...}` at the end, through `send`, which returns
-    /// false once the requester cannot be reached.
+    /// false once the requester cannot be reached. Stops when the
+    /// requester is gone, and after a last `exit` event with `lost` when a
+    /// newer follow of the same requester replaced it.
     pub async fn run<F, Fut>(mut self, send: F)
+    where
+        F: Fn(Value) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut ended = self.ticket.end.clone();
+        let per_requester = self.ticket.per_requester();
+        let end = tokio::select! {
+            () = self.stream(&send) => return,
+            end = ended.wait_for(Option::is_some) => end.ok().and_then(|e| *e),
+        };
+        if end == Some(End::Replaced) {
+            let desc = format!(
+                "no longer followed: a newer follow of the same requester replaced it \
+                 (at most {per_requester} at once, max_follows_per_requester)"
+            );
+            send(
+                json!({"event": "exit", "code": null, "signal": null, "lost": true, "desc": desc}),
+            )
+            .await;
+        }
+    }
+
+    async fn stream<F, Fut>(&mut self, send: &F)
     where
         F: Fn(Value) -> Fut,
         Fut: std::future::Future<Output = bool>,

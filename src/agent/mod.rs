@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod follows;
 pub mod policy;
 pub mod procs;
 pub mod request;
@@ -36,6 +37,11 @@ use settings::{AgentArgs, AgentSettings, Resolved};
 /// A connection that lasted this long was a working one: the next
 /// reconnect starts from the shortest wait again.
 const STABLE: Duration = Duration::from_secs(10);
+
+/// How often the agent asks whether the requesters of its follows are
+/// still connected: a follow of a quiet process sends nothing that would
+/// tell it.
+const FOLLOWER_CHECK: Duration = Duration::from_secs(5);
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn main(args: AgentArgs) -> ExitCode {
@@ -79,6 +85,11 @@ impl Agent {
                     output: settings.output_limit,
                     exited: settings.keep_exited,
                     running: settings.max_running,
+                }),
+                follows: follows::Follows::new(follows::Caps {
+                    total: settings.max_follows,
+                    per_requester: settings.max_follows_per_requester,
+                    per_process: settings.max_follows_per_process,
                 }),
                 settings,
                 telemetry,
@@ -186,6 +197,7 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
         telemetry_service.clone(),
         subscribers.clone(),
     ));
+    let checker = actix::spawn(check_followers(host.clone(), sender.clone()));
     let ended = loop {
         let payload = match receiver.next().await {
             Ok(sequenced) => sequenced.payload,
@@ -222,6 +234,13 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
                 tracing::warn!(service = %service.name, owner = %service.owner_uuid,
                     "another client owns this agent's service; it is not published");
             }
+            // A MESSAGE to a client that left: a requester of follows,
+            // whose streams end here (see `follows`).
+            PayloadOut::InvalidUuid { uuid } => {
+                if let Ok(uuid) = uuid.parse() {
+                    host.follows.gone(uuid);
+                }
+            }
             PayloadOut::ErrorProtocol { desc } => {
                 tracing::warn!(%desc, "the gateway refused a payload");
             }
@@ -229,7 +248,27 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
         }
     };
     publisher.abort();
+    checker.abort();
     ended
+}
+
+/// Asks the gateway for each requester of a follow, every
+/// [`FOLLOWER_CHECK`]: one that left is answered `INVALID_UUID`, which ends
+/// its follows.
+async fn check_followers(host: Rc<Host>, sender: Sender) {
+    let mut ticks = tokio::time::interval(FOLLOWER_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for uuid in host.follows.requesters() {
+            let fetch = PayloadIn::ClientFetch {
+                uuid: uuid.to_string().into(),
+            };
+            if sender.send(&fetch).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Applies the gateway's answer to `get_vpn_conf`.
@@ -315,7 +354,7 @@ async fn handle(
     let access = Host::access(&request.req);
     let outcome = match access.clone() {
         Ok(access) => match host.authorize(&origin, access) {
-            Ok(()) => host.serve(&request).await,
+            Ok(()) => host.serve(origin.client.uuid, &request).await,
             Err(refused) => Err(refused),
         },
         Err(unknown) => Err(unknown),

@@ -9,7 +9,7 @@
 //! follower catch up from the log instead of holding a queue of its own.
 //! Every change bumps a [`watch`] counter that followers wait on.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -240,19 +240,17 @@ impl Procs {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a process with its output captured; returns its pid.
+    /// Starts a process with its output captured, in a process group of
+    /// its own (its id is the process's pid); returns its pid.
     pub fn spawn(&self, spec: Spawn) -> Result<u32, Failure> {
-        let running = self
-            .lock()
-            .procs
-            .values()
-            .filter(|p| p.exit.is_none())
-            .count();
+        let groups: HashSet<u32> = self.lock().procs.keys().copied().collect();
+        let running = count_in_groups(&groups);
         if running >= self.limits.running {
             return Err(Failure::new(
-                Reason::Failed,
+                Reason::Limit,
                 format!(
-                    "{running} processes started by the agent are running, the most it runs at once"
+                    "{running} processes started by the agent (with their children) are running, \
+                     the most it runs at once (max_running)"
                 ),
             ));
         }
@@ -266,6 +264,11 @@ impl Procs {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its children and theirs stay in its group unless they leave
+            // it: counted, and signalled with it.
+            .process_group(0)
+            // The agent's own credential is not the started process's.
+            .env_remove(TOKEN_VARIABLE)
             .envs(spec.env.iter().map(|(k, v)| (k, v)));
         if let Some(cwd) = &spec.cwd {
             command.current_dir(cwd);
@@ -406,12 +409,15 @@ impl Procs {
         }
     }
 
-    /// Whether `pid` is a process the agent started that has not exited.
-    pub fn is_running(&self, pid: u32) -> bool {
-        self.lock()
-            .procs
-            .get(&pid)
-            .is_some_and(|p| p.exit.is_none())
+    /// Whether `pid` leads a process group the agent started that still
+    /// has a process in it: the process itself, or children it left
+    /// behind when it exited.
+    pub fn owns_group(&self, pid: u32) -> bool {
+        let Some(running) = self.lock().procs.get(&pid).map(|p| p.exit.is_none()) else {
+            return false;
+        };
+        // SAFETY: kill(2) with signal 0 only checks that the group exists.
+        running || unsafe { libc::kill(-(pid as libc::pid_t), 0) } == 0
     }
 
     /// Every started process the table still holds.
@@ -457,6 +463,29 @@ impl Procs {
         let proc = inner.procs.get(&pid).ok_or_else(|| not_started(pid))?;
         Ok(proc.changed.subscribe())
     }
+}
+
+/// The variable the agent's token may come in, removed from what started
+/// processes inherit.
+const TOKEN_VARIABLE: &str = "CONCIERGE_AGENT_TOKEN";
+
+/// The live processes (zombies not counted) whose process group is one of
+/// `groups`. A process that left its group (`setsid`, a daemon) is not
+/// counted: only a cgroup would follow it.
+fn count_in_groups(groups: &HashSet<u32>) -> usize {
+    if groups.is_empty() {
+        return 0;
+    }
+    let Ok(all) = procfs::process::all_processes() else {
+        return 0;
+    };
+    all.flatten()
+        .filter_map(|p| p.stat().ok())
+        .filter(|stat| {
+            u32::try_from(stat.pgrp).is_ok_and(|g| groups.contains(&g))
+                && !matches!(stat.state, 'Z' | 'X')
+        })
+        .count()
 }
 
 pub fn not_started(pid: u32) -> Failure {

@@ -36,6 +36,9 @@ pub enum Reason {
     Failed,
     /// The operation did not finish in time.
     Timeout,
+    /// A limit of this agent is reached (`max_running`, the follow caps):
+    /// it may succeed later.
+    Limit,
 }
 
 impl Reason {
@@ -50,6 +53,7 @@ impl Reason {
             Reason::NoSystemd => "no_systemd",
             Reason::Failed => "failed",
             Reason::Timeout => "timeout",
+            Reason::Limit => "limit",
         }
     }
 }

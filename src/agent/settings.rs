@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::policy::{ExecRule, Policy, SignalRule};
+use super::policy::{ExecRule, ExecSettings, Policy, SignalRule};
 use super::systemd::Manager;
 use crate::auth::Role;
 
@@ -31,6 +31,9 @@ pub struct AgentSettings {
     pub output_limit: usize,
     pub keep_exited: usize,
     pub max_running: usize,
+    pub max_follows: usize,
+    pub max_follows_per_requester: usize,
+    pub max_follows_per_process: usize,
     pub exec_timeout_secs: u64,
     pub max_reply_bytes: usize,
     pub reconnect_min_ms: u64,
@@ -41,6 +44,8 @@ pub struct AgentSettings {
     pub vpn_userspace: String,
     pub signal_allow: Vec<SignalRule>,
     pub exec_allow: Vec<ExecRule>,
+    pub exec_env_allow: Vec<String>,
+    pub exec_cwd_allow: Vec<PathBuf>,
 }
 
 impl Default for AgentSettings {
@@ -58,6 +63,9 @@ impl Default for AgentSettings {
             output_limit: 1024 * 1024,
             keep_exited: 64,
             max_running: 64,
+            max_follows: 64,
+            max_follows_per_requester: 8,
+            max_follows_per_process: 16,
             exec_timeout_secs: 60,
             max_reply_bytes: 60_000,
             reconnect_min_ms: 500,
@@ -68,6 +76,10 @@ impl Default for AgentSettings {
             vpn_userspace: String::new(),
             signal_allow: Vec::new(),
             exec_allow: Vec::new(),
+            exec_env_allow: ["LANG", "LC_*", "TZ", "TERM", "NO_COLOR"]
+                .map(String::from)
+                .to_vec(),
+            exec_cwd_allow: Vec::new(),
         }
     }
 }
@@ -128,6 +140,9 @@ pub struct Resolved {
     pub output_limit: usize,
     pub keep_exited: usize,
     pub max_running: usize,
+    pub max_follows: usize,
+    pub max_follows_per_requester: usize,
+    pub max_follows_per_process: usize,
     pub exec_timeout: Duration,
     pub max_reply_bytes: usize,
     pub reconnect_min: Duration,
@@ -227,6 +242,15 @@ impl AgentSettings {
                 userspace,
             )
         });
+        let policy = Policy::new(
+            &self.signal_allow,
+            ExecSettings {
+                rules: &self.exec_allow,
+                env_allow: &self.exec_env_allow,
+                cwd_allow: &self.exec_cwd_allow,
+                work_dir: &self.work_dir,
+            },
+        )?;
         Ok(Resolved {
             url: self.url,
             name,
@@ -239,11 +263,14 @@ impl AgentSettings {
             output_limit: self.output_limit.max(CHUNK_FLOOR),
             keep_exited: self.keep_exited,
             max_running: self.max_running.max(1),
+            max_follows: self.max_follows.max(1),
+            max_follows_per_requester: self.max_follows_per_requester.max(1),
+            max_follows_per_process: self.max_follows_per_process.max(1),
             exec_timeout: Duration::from_secs(self.exec_timeout_secs),
             max_reply_bytes: self.max_reply_bytes,
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms)),
-            policy: Policy::new(&self.signal_allow, &self.exec_allow)?,
+            policy,
             vpn,
         })
     }

@@ -46,8 +46,21 @@ pub fn name_of(signal: i32) -> String {
 
 /// Sends `signal` to `pid`.
 pub fn send(pid: u32, signal: i32) -> Result<(), Failure> {
+    deliver(pid, signal, false)
+}
+
+/// Sends `signal` to every process of the process group `pid` leads (a
+/// started process with its children and theirs).
+pub fn send_group(pid: u32, signal: i32) -> Result<(), Failure> {
+    deliver(pid, signal, true)
+}
+
+fn deliver(pid: u32, signal: i32, group: bool) -> Result<(), Failure> {
     let target = libc::pid_t::try_from(pid)
-        .map_err(|_| Failure::bad_argument(format!("{pid} is not a process id")))?;
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Failure::bad_argument(format!("{pid} is not a process id")))?;
+    let target = if group { -target } else { target };
     // SAFETY: kill(2) takes plain integers and has no memory effects.
     if unsafe { libc::kill(target, signal) } == 0 {
         return Ok(());
