@@ -329,15 +329,13 @@ async fn only_the_host_itself_creates_its_telemetry_and_audit_services() {
     let mut vic = client_with(&server, "vic", &vic).await;
     let mut host2 = client_with(&server, "host2", &host2).await;
     let mut person = client_with(&server, "host3", &host3).await;
-    let mut seq = 0;
-    for service in ["telemetry_host1", "audit_host1"] {
+    for (seq, service) in ["telemetry_host1", "audit_host1"].into_iter().enumerate() {
         for client in [&mut vic, &mut host2] {
-            let reply = answer(client, create(service), seq).await;
+            let reply = answer(client, create(service), seq as u64).await;
             assert_eq!(reply["type"], "BAD", "{reply}");
             let desc = reply["desc"].as_str().unwrap_or_default();
             assert!(desc.contains("reserved for host \"host1\""), "{desc}");
         }
-        seq += 1;
     }
     let reply = answer(&mut person, create("telemetry_host3"), 0).await;
     assert_eq!(reply["type"], "BAD", "{reply}");
