@@ -167,8 +167,10 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
     let viewer = issue_token(&["--data-dir", &data], "vic", "viewer").await;
     let mut impostor = server.connect().await;
     impostor
-        .identify_with(json!({"type": "IDENTIFY", "name": "vic_agent", "version": "0.2.0",
-                              "tags": ["agent"], "token": viewer}))
+        .identify_with(json!({
+            "type": "IDENTIFY", "name": "vic_agent", "version": "0.2.0",
+            "tags": ["agent"], "token": viewer,
+        }))
         .await;
     // Read on (answering the gateway's pings) while the browser runs.
     let impostor = tokio::spawn(async move { while impostor.recv_any().await.is_ok() {} });
