@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::process::{command, Process};
 use common::redis::RedisServer;
 use common::{Client, TestServer};
-use concierge::auth::{accounts, Auth, Role};
+use concierge::auth::{accounts, Auth, Role, TokenKind};
 use concierge::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -263,6 +263,90 @@ async fn bad_tokens_and_names_a_token_does_not_allow_close_with_their_codes() {
     assert_eq!(code, 4014);
     // Names under the token's own are the same user's.
     client_with(&server, "alice_ctl", &token).await;
+}
+
+/// Issues a host's token (role `agent`), as `concierge token issue --role
+/// agent` does, beside the running gateway. Call it after a login, so that
+/// the gateway already holds the signing key it is signed with.
+async fn host_token(server: &TestServer, host: &str) -> String {
+    auth_of(server, "")
+        .await
+        .issue(
+            host,
+            host,
+            Role::Agent,
+            Duration::from_secs(3600),
+            TokenKind::Issued,
+        )
+        .await
+        .expect("host token issued")
+        .token
+}
+
+#[tokio::test]
+async fn a_host_token_names_exactly_one_host() {
+    let server = TestServer::with(|s| s.require_auth = true);
+    add_user(&server, "alice", Role::Operator).await;
+    let alice = token(&server, "alice").await;
+    let web = host_token(&server, "web").await;
+    let web_db = host_token(&server, "web_db").await;
+
+    // Host web cannot take host web_db's name (and lock it out with 4005).
+    let (code, reason) = refused(&server, identify("web_db", Some(&web))).await;
+    assert_eq!(code, 4014, "{reason}");
+    assert!(reason.contains("only the host name \"web\""), "{reason}");
+    client_with(&server, "web_db", &web_db).await;
+    client_with(&server, "web", &web).await;
+    // A person's extra clients keep their names under the person's.
+    client_with(&server, "alice_ctl", &alice).await;
+}
+
+/// Sends a request and returns its reply, skipping broadcasts before it.
+async fn answer(client: &mut Client, payload: Value, seq: u64) -> Value {
+    client.send(payload).await;
+    loop {
+        let reply = client.recv().await;
+        if reply["seq"] == seq {
+            return reply;
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_the_host_itself_creates_its_telemetry_and_audit_services() {
+    let server = TestServer::with(|s| s.require_auth = true);
+    add_user(&server, "vic", Role::Viewer).await;
+    // A person whose account happens to be named like a host is no host.
+    add_user(&server, "host3", Role::Viewer).await;
+    let vic = token(&server, "vic").await;
+    let host3 = token(&server, "host3").await;
+    let host1 = host_token(&server, "host1").await;
+    let host2 = host_token(&server, "host2").await;
+    let create = |service: &str| json!({"type": "SERVICE_CREATE", "service": service});
+
+    // Before host1's agent connects, nobody else can take its services:
+    // not a viewer, not another host, not a person named like a host.
+    let mut vic = client_with(&server, "vic", &vic).await;
+    let mut host2 = client_with(&server, "host2", &host2).await;
+    let mut person = client_with(&server, "host3", &host3).await;
+    for (seq, service) in ["telemetry_host1", "audit_host1"].into_iter().enumerate() {
+        for client in [&mut vic, &mut host2] {
+            let reply = answer(client, create(service), seq as u64).await;
+            assert_eq!(reply["type"], "BAD", "{reply}");
+            let desc = reply["desc"].as_str().unwrap_or_default();
+            assert!(desc.contains("reserved for host \"host1\""), "{desc}");
+        }
+    }
+    let reply = answer(&mut person, create("telemetry_host3"), 0).await;
+    assert_eq!(reply["type"], "BAD", "{reply}");
+
+    // The host itself creates them.
+    let mut host1 = client_with(&server, "host1", &host1).await;
+    for (seq, service) in ["telemetry_host1", "audit_host1"].into_iter().enumerate() {
+        let reply = answer(&mut host1, create(service), seq as u64).await;
+        assert_eq!(reply["type"], "SERVICE_CREATE_RESULT", "{reply}");
+        assert_eq!(reply["successful"], true, "{reply}");
+    }
 }
 
 #[tokio::test]

@@ -36,8 +36,11 @@ pub const ISSUED: Table = Table::new("auth-tokens");
 const KEY_BYTES: usize = 32;
 
 /// What a token says. `sub` is the account (or, for a host token, the
-/// host's name); `name` the client name it may identify as (also
-/// `name_` followed by anything).
+/// host's name); `name` the client name it may identify as. A person's
+/// token (any role but `agent`) also allows `name_` followed by anything,
+/// for that person's extra clients (`alice_ctl`, a console); a host token
+/// (role `agent`) names exactly one host, so that host `web` cannot take
+/// the name of host `web_db`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -62,12 +65,28 @@ pub enum TokenKind {
 }
 
 impl Claims {
+    /// Whether this is a host's token (role `agent`), not a person's.
+    pub fn is_host(&self) -> bool {
+        self.role == Role::Agent
+    }
+
     /// Whether the token lets its bearer identify as `name`.
     pub fn allows_name(&self, name: &str) -> bool {
         name == self.name
-            || name
-                .strip_prefix(self.name.as_str())
-                .is_some_and(|rest| rest.starts_with('_'))
+            || (!self.is_host()
+                && name
+                    .strip_prefix(self.name.as_str())
+                    .is_some_and(|rest| rest.starts_with('_')))
+    }
+
+    /// The names [`allows_name`](Claims::allows_name) accepts, as a refusal
+    /// tells them.
+    pub fn allowed_names(&self) -> String {
+        if self.is_host() {
+            format!("only the host name {:?}", self.name)
+        } else {
+            format!("the name {0:?} (or {0}_...)", self.name)
+        }
     }
 }
 
@@ -318,5 +337,17 @@ mod tests {
         assert!(c.allows_name("alice_ctl"));
         assert!(!c.allows_name("alicex"));
         assert!(!c.allows_name("bob"));
+    }
+
+    #[test]
+    fn a_host_token_allows_its_name_only() {
+        let host = Claims {
+            name: "web".into(),
+            role: Role::Agent,
+            ..claims(0)
+        };
+        assert!(host.allows_name("web"));
+        assert!(!host.allows_name("web_db"));
+        assert!(host.allowed_names().contains("only"));
     }
 }

@@ -29,6 +29,39 @@ pub const SUBPROTOCOL: &str = "ert-concierge";
 /// itself (VPN configs), with this name as the sender.
 pub const GATEWAY_NAME: &str = "concierge";
 
+/// The services an agent publishes on, named after its host:
+/// `telemetry_<host>` and `audit_<host>`. They are reserved: only the host
+/// itself (the client of that name, with a host token where tokens are
+/// used) may create them, so whoever reads them knows who publishes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostService {
+    Telemetry,
+    Audit,
+}
+
+impl HostService {
+    pub const ALL: [HostService; 2] = [HostService::Telemetry, HostService::Audit];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            HostService::Telemetry => "telemetry_",
+            HostService::Audit => "audit_",
+        }
+    }
+
+    /// This service's name for `host`.
+    pub fn of(self, host: &str) -> String {
+        format!("{}{host}", self.prefix())
+    }
+
+    /// The host a service name is reserved for, if it is a host's.
+    pub fn host_of(service: &str) -> Option<&str> {
+        HostService::ALL
+            .iter()
+            .find_map(|kind| service.strip_prefix(kind.prefix()))
+    }
+}
+
 /// The protocol version this gateway speaks, sent in HELLO.
 pub const PROTOCOL_VERSION: &str = "0.2.0";
 
@@ -66,6 +99,16 @@ pub struct ClientInfo {
     /// `operator`, which implies `viewer`); empty without a token.
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+impl ClientInfo {
+    /// Whether this client is host `host`: it holds that name and, unless
+    /// it is anonymous (a gateway that requires no token, where the name is
+    /// all there is), a host token (role `agent`), which allows exactly one
+    /// name.
+    pub fn is_host(&self, host: &str) -> bool {
+        self.name == host && (self.roles.is_empty() || self.roles.iter().any(|r| r == "agent"))
+    }
 }
 
 /// Public information about a service.

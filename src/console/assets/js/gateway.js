@@ -26,6 +26,15 @@ const FATAL = {
   4015: "another connection took this console's name over",
 };
 
+/**
+ * Whether a client object (or a MESSAGE origin) is a host: its roles, which
+ * the gateway takes from the verified token, hold `agent`. The tag `agent`
+ * is self-declared and proves nothing.
+ */
+export function isHost(client) {
+  return !!client?.roles?.includes("agent");
+}
+
 export class AgentError extends Error {
   constructor(reason, desc) {
     super(desc || reason);
