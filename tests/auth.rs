@@ -122,6 +122,7 @@ async fn a_login_gives_a_token_with_its_validity_and_refusals_say_why() {
     assert_eq!(body["reason"], "user_invalid");
     let resp = reqwest::Client::new()
         .post(server.http_url("/auth/token"))
+        .header("content-type", "application/json")
         .body("username=alice")
         .send()
         .await
