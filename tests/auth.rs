@@ -245,6 +245,56 @@ async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_require
     assert!(reason.contains("token"), "{reason}");
 }
 
+/// Connects anonymously until the gateway answers HELLO (within 5 s).
+async fn anonymous_hello(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut client = server.connect().await;
+        client.send(identify("anon", None)).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_any())
+            .await
+            .expect("HELLO or a close within 5 s");
+        match answer {
+            Ok(hello) => return assert_eq!(hello["type"], "HELLO", "{hello}"),
+            Err(code) if Instant::now() < deadline => {
+                assert_eq!(code, 4010);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(code) => panic!("anonymous clients still refused after 5 s ({code})"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn removing_the_last_account_keeps_tokens_required_until_an_admin_allows_anonymous_clients() {
+    let server = TestServer::start();
+    let data = server.data.path();
+    add_user(&server, "alice", Role::Admin).await;
+    let mut alice = client_with(&server, "alice", &token(&server, "alice").await).await;
+
+    run(&["user", "remove", "alice"], data, "").await;
+    // Her socket closing says the gateway has reloaded what changed.
+    assert_eq!(alice.expect_close().await.0, 4013);
+    let (code, reason) = refused(&server, identify("host1", None)).await;
+    assert_eq!(code, 4010, "{reason}");
+    let metrics = reqwest::get(server.http_url("/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
+
+    // Only an admin's word opens it again, and not while accounts exist.
+    add_user(&server, "bob", Role::Viewer).await;
+    let out = command(&["user", "allow-anonymous", "--data-dir"])
+        .arg(data)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("accounts exist"), "{stderr}");
+    run(&["user", "remove", "bob"], data, "").await;
+    run(&["user", "allow-anonymous"], data, "").await;
+    anonymous_hello(&server).await;
+}
+
 #[tokio::test]
 async fn bad_tokens_and_names_a_token_does_not_allow_close_with_their_codes() {
     let server = TestServer::with(|s| s.require_auth = true);

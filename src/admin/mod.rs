@@ -88,8 +88,12 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Remove an account; its tokens are revoked at once.
+    /// Remove an account; its tokens are revoked at once. Tokens stay
+    /// required when the last one is removed (see allow-anonymous).
     Remove { name: String },
+    /// Let clients without a token connect again, as before the first
+    /// account: only once no account is left.
+    AllowAnonymous,
 }
 
 #[derive(Subcommand)]
@@ -274,6 +278,16 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
                     return Err(AuthError::NotFound(format!("no account named {name:?}")));
                 }
                 println!("removed {name}; its tokens are revoked");
+                if !accounts::any(store).await? {
+                    println!(
+                        "no account is left; tokens stay required (`concierge user \
+                         allow-anonymous` lets clients without one in again)"
+                    );
+                }
+            }
+            UserCommand::AllowAnonymous => {
+                accounts::allow_anonymous(store).await?;
+                println!("clients without a token may connect again (unless require_auth is set)");
             }
         }
         Ok(())

@@ -96,7 +96,8 @@ pub struct Auth {
     store: Arc<dyn Store>,
     keys: ArcSwap<Keys>,
     revoked: ArcSwap<Revocations>,
-    accounts_exist: AtomicBool,
+    /// The store's [`accounts::tokens_required`].
+    tokens_required: AtomicBool,
     require: bool,
     validity: Duration,
     lockout: lockout::Policy,
@@ -111,7 +112,7 @@ impl Auth {
         let auth = Arc::new(Auth {
             keys: ArcSwap::from_pointee(Keys::load(&store).await?),
             revoked: ArcSwap::from_pointee(Revocations::load(&store).await?),
-            accounts_exist: AtomicBool::new(accounts::any(&store).await?),
+            tokens_required: AtomicBool::new(accounts::tokens_required(&store).await?),
             require: settings.require_auth,
             validity: Duration::from_secs(settings.token_validity_secs),
             lockout: lockout::Policy {
@@ -130,9 +131,10 @@ impl Auth {
     }
 
     /// Whether every client must present a token: `require_auth`, or once
-    /// any account exists.
+    /// the first account was made, until an admin allows anonymous clients
+    /// again with no account left.
     pub fn required(&self) -> bool {
-        self.require || self.accounts_exist.load(Ordering::Relaxed)
+        self.require || self.tokens_required.load(Ordering::Relaxed)
     }
 
     /// Ticks whenever revocations or signing keys changed: tokens that
@@ -299,9 +301,9 @@ impl Auth {
             self.revoked
                 .store(Arc::new(Revocations::load(&self.store).await?));
         }
-        if all || table == Some(accounts::USERS.name()) {
-            let any = accounts::any(&self.store).await?;
-            self.accounts_exist.store(any, Ordering::Relaxed);
+        if all || table == Some(accounts::USERS.name()) || table == Some(accounts::STATE.name()) {
+            let required = accounts::tokens_required(&self.store).await?;
+            self.tokens_required.store(required, Ordering::Relaxed);
         }
         if keys || revoked {
             let _ = self.changed.send(());
