@@ -117,7 +117,8 @@ pub enum TokenCommand {
     },
     /// List the long-lived tokens that have not expired.
     List,
-    /// Revoke a token by its id, or every token of a user.
+    /// Revoke a token by its id (and every token refreshed from it), or
+    /// every token of a user.
     Revoke {
         /// The token's id (from `token list`).
         #[arg(required_unless_present = "user", conflicts_with = "user")]
@@ -270,8 +271,8 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
                 }
             }
             UserCommand::Passwd { name, .. } => {
-                accounts::set_password(store, &name, &password).await?;
-                println!("changed the password of {name}");
+                auth.set_password(&name, &password).await?;
+                println!("changed the password of {name}; its earlier tokens are revoked");
             }
             UserCommand::Remove { name } => {
                 if !auth.remove_user(&name).await? {
@@ -379,7 +380,10 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
                 if !tokens::retire(store, &id).await? {
                     return Err(AuthError::NotFound(format!("no signing key {id:?}")));
                 }
-                println!("retired {id}: the tokens it signed no longer verify");
+                println!(
+                    "retired {id}: the tokens it signed no longer verify, and their sockets \
+                     are closed"
+                );
             }
         }
         Ok(())
