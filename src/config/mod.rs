@@ -432,6 +432,12 @@ settings! {
     max_failed_logins: u64 = 5, env "CONCIERGE_MAX_FAILED_LOGINS", check positive;
     /// Seconds a lock-out lasts, and the window in which failed logins are counted.
     login_lockout_secs: u64 = 300, env "CONCIERGE_LOGIN_LOCKOUT_SECS", check positive;
+    /// Seconds a login's tokens live at most, counted from the login: a refresh gives a new token of the same family, never valid past that; then the user logs in again.
+    token_lifetime_secs: u64 = 604_800, env "CONCIERGE_TOKEN_LIFETIME_SECS", check positive;
+    /// Reverse proxies (comma-separated IP addresses or CIDR networks) whose X-Forwarded-For or Forwarded header names a login's source address for lock-outs; from any other peer those headers are ignored and the peer's own address counts. Empty: trust none.
+    trusted_proxies: String = String::new(), env "CONCIERGE_TRUSTED_PROXIES", check trusted_proxies;
+    /// Browser origins (comma-separated, e.g. https://app.example.com) allowed besides the gateway's own to open a WebSocket (every path) and to log in (POST /auth/token); a request with any other Origin header is refused with 403. Programs send no Origin and are not affected.
+    allowed_origins: String = String::new(), env "CONCIERGE_ALLOWED_ORIGINS", check allowed_origins;
     /// Accept a client's public uuid as its file server key, as seed 004 clients use it: anyone who saw the uuid can then write and delete that client's files. Off whenever tokens are required.
     fs_uuid_write: bool = false, env "CONCIERGE_FS_UUID_WRITE";
     /// Folder for gateway data: uploaded files under <data_dir>/fs/<client name>/ (locked by a gateway running alone); a gateway running alone keeps its accounts and other shared state in <data_dir>/concierge.db.
@@ -566,6 +572,42 @@ pub fn cidr_list(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
             s.parse::<ipnet::IpNet>()
                 .map(|net| net.trunc())
                 .map_err(|_| format!("{s:?} is not a network in CIDR notation, e.g. 10.8.0.0/24"))
+        })
+        .collect()
+}
+
+/// `trusted_proxies`: comma-separated IP addresses or networks in CIDR
+/// notation (an address alone is a network of one); empty is none.
+pub fn trusted_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ipnet::IpNet::from(ip)),
+            Err(_) => s
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    format!("{s:?} is not an IP address or a network, e.g. 10.0.0.5 or 10.0.0.0/24")
+                }),
+        })
+        .collect()
+}
+
+/// `allowed_origins`: comma-separated origins as a browser sends them
+/// (`scheme://host[:port]`, no path), lowercased; empty is none.
+pub fn allowed_origins(text: &str) -> Result<Vec<String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let bad = || format!("{s:?} is not an origin: write scheme://host[:port], e.g. https://app.example.com");
+            let (scheme, authority) = s.split_once("://").ok_or_else(bad)?;
+            let fine = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);
+            if scheme.is_empty() || authority.is_empty() || !authority.chars().all(fine) {
+                return Err(bad());
+            }
+            Ok(s.to_ascii_lowercase())
         })
         .collect()
 }

@@ -12,6 +12,7 @@ mod answers;
 mod http;
 mod login;
 mod observers;
+mod origin;
 pub mod session;
 mod start_error;
 mod tls;
