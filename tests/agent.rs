@@ -1068,59 +1068,6 @@ async fn a_slow_request_does_not_hold_up_the_others() {
     );
 }
 
-/// MESSAGE `data` that JSON's grammar allows and strict parsers refuse
-/// (serde_json, Python's `json`), with what the gateway's refusal names.
-fn poisons() -> Vec<(String, &'static str)> {
-    vec![
-        (r#""\ud800""#.to_owned(), "lone surrogate"),
-        ("1e400".to_owned(), "too large for a double"),
-        (
-            format!("{}0{}", "[".repeat(200), "]".repeat(200)),
-            "nested deeper than 64",
-        ),
-    ]
-}
-
-#[tokio::test]
-async fn data_no_client_can_read_is_refused_and_the_agent_stays_connected() {
-    let fleet = Fleet::start().await;
-    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
-    let mut seq = 0;
-    for (data, named) in poisons() {
-        for target in [r#"{"type":"ALL"}"#, r#"{"type":"NAME","name":"host1"}"#] {
-            vic.send_text(format!(
-                r#"{{"type":"MESSAGE","target":{target},"data":{data}}}"#
-            ))
-            .await;
-            let refused = vic.expect("ERROR_PROTOCOL").await;
-            assert_eq!(refused["seq"], seq, "{refused}");
-            let desc = refused["desc"].as_str().unwrap_or_default();
-            assert!(
-                desc.contains("field `data`") && desc.contains(named),
-                "{target} {named}: {desc}"
-            );
-            seq += 1;
-        }
-    }
-    // The agent reads its frames in order: its answer to a ping sent after
-    // the poisons shows it read past them, on the same connection.
-    vic.send(
-        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
-        "data": {"req": "ping", "rid": 77}}),
-    )
-    .await;
-    let pong = vic.skip_to("MESSAGE").await;
-    assert_eq!(
-        (
-            pong["data"]["rid"].as_u64(),
-            pong["data"]["msg"]["result"].as_str()
-        ),
-        (Some(77), Some("success")),
-        "{pong}"
-    );
-    assert_eq!(pong["data"]["msg"]["undecodable_frames"], 0, "{pong}");
-}
-
 /// Writes an executable shell script.
 fn script(path: &Path, body: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -1498,6 +1445,73 @@ async fn a_viewer_asking_for_1500_follows_and_leaving_does_not_get_the_agent_thr
 }
 
 #[tokio::test]
+async fn started_processes_do_not_inherit_the_agents_token() {
+    let fleet = Fleet::launch("", true).await;
+    let (code, reply) = fleet
+        .request(&fleet.alice, "exec_command", json!({"command": "env"}))
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    let env = reply["stdout"].as_str().expect("stdout");
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains("CONCIERGE_AGENT_TOKEN"), "{env}");
+}
+
+/// MESSAGE `data` that JSON's grammar allows and strict parsers refuse
+/// (serde_json, Python's `json`), with what the gateway's refusal names.
+fn poisons() -> Vec<(String, &'static str)> {
+    vec![
+        (r#""\ud800""#.to_owned(), "lone surrogate"),
+        ("1e400".to_owned(), "too large for a double"),
+        (
+            format!("{}0{}", "[".repeat(200), "]".repeat(200)),
+            "nested deeper than 64",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn data_no_client_can_read_is_refused_and_the_agent_stays_connected() {
+    let fleet = Fleet::start().await;
+    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
+    let mut seq = 0;
+    for (data, named) in poisons() {
+        for target in [r#"{"type":"ALL"}"#, r#"{"type":"NAME","name":"host1"}"#] {
+            vic.send_text(format!(
+                r#"{{"type":"MESSAGE","target":{target},"data":{data}}}"#
+            ))
+            .await;
+            let refused = vic.expect("ERROR_PROTOCOL").await;
+            assert_eq!(refused["seq"], seq, "{refused}");
+            let desc = refused["desc"].as_str().unwrap_or_default();
+            assert!(
+                desc.contains("field `data`") && desc.contains(named),
+                "{target} {named}: {desc}"
+            );
+            seq += 1;
+        }
+    }
+    // The agent reads its frames in order: its answer to a ping sent after
+    // the poisons shows it read past them, on the same connection.
+    vic.send(
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
+        "data": {"req": "ping", "rid": 77}}),
+    )
+    .await;
+    let pong = vic.skip_to("MESSAGE").await;
+    assert_eq!(
+        (
+            pong["data"]["rid"].as_u64(),
+            pong["data"]["msg"]["result"].as_str()
+        ),
+        (Some(77), Some("success")),
+        "{pong}"
+    );
+    assert_eq!(pong["data"]["msg"]["undecodable_frames"], 0, "{pong}");
+    let log = fleet.agent.log();
+    assert!(!log.contains("disconnected"), "{log}");
+}
+
+#[tokio::test]
 async fn the_agent_skips_frames_it_cannot_decode_and_keeps_its_connection() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -1566,13 +1580,4 @@ async fn the_agent_skips_frames_it_cannot_decode_and_keeps_its_connection() {
 
 fn uuid(n: u8) -> String {
     format!("00000000-0000-4000-8000-0000000000{n:02x}")
-async fn started_processes_do_not_inherit_the_agents_token() {
-    let fleet = Fleet::launch("", true).await;
-    let (code, reply) = fleet
-        .request(&fleet.alice, "exec_command", json!({"command": "env"}))
-        .await;
-    assert_eq!(code, 0, "{reply}");
-    let env = reply["stdout"].as_str().expect("stdout");
-    assert!(env.contains("PATH="), "{env}");
-    assert!(!env.contains("CONCIERGE_AGENT_TOKEN"), "{env}");
 }
