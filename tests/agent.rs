@@ -88,6 +88,16 @@ impl Fleet {
             .await
     }
 
+    /// An operator's raw client subscribed to the agent's audit service.
+    async fn audit_watcher(&self) -> Client {
+        let mut watcher = self.client("alice_watch", &self.alice).await;
+        watcher
+            .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
+            .await;
+        watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+        watcher
+    }
+
     /// A raw client identified with `token`, to send requests by hand.
     async fn client(&self, name: &str, token: &str) -> Client {
         let mut client = self.server.connect().await;
@@ -808,11 +818,7 @@ async fn an_agent_can_let_anonymous_clients_read() {
 #[tokio::test]
 async fn commands_are_audited_to_the_log_and_the_audit_service() {
     let fleet = Fleet::start().await;
-    let mut watcher = fleet.client("alice_watch", &fleet.alice).await;
-    watcher
-        .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
-        .await;
-    watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+    let mut watcher = fleet.audit_watcher().await;
     let (code, _) = fleet
         .request(
             &fleet.alice,
@@ -1181,11 +1187,7 @@ fn uuid(n: u8) -> String {
 #[tokio::test]
 async fn a_request_nested_to_the_limit_is_still_audited_and_readable() {
     let fleet = Fleet::start().await;
-    let mut watcher = fleet.client("alice_watch", &fleet.alice).await;
-    watcher
-        .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
-        .await;
-    watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+    let mut watcher = fleet.audit_watcher().await;
     // data {msg {x: 62 arrays}}: 64 levels, as deep as the gateway relays.
     let deep = format!("{}0{}", "[".repeat(62), "]".repeat(62));
     let mut vic = fleet.client("vic_raw", &fleet.vic).await;
