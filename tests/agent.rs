@@ -99,6 +99,16 @@ impl Fleet {
             .await
     }
 
+    /// An operator's raw client subscribed to the agent's audit service.
+    async fn audit_watcher(&self) -> Client {
+        let mut watcher = self.client("alice_watch", &self.alice).await;
+        watcher
+            .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
+            .await;
+        watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+        watcher
+    }
+
     /// A raw client identified with `token`, to send requests by hand.
     async fn client(&self, name: &str, token: &str) -> Client {
         let mut client = self.server.connect().await;
@@ -824,11 +834,7 @@ async fn an_agent_can_let_anonymous_clients_read() {
 #[tokio::test]
 async fn commands_are_audited_to_the_log_and_the_audit_service() {
     let fleet = Fleet::start().await;
-    let mut watcher = fleet.client("alice_watch", &fleet.alice).await;
-    watcher
-        .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
-        .await;
-    watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+    let mut watcher = fleet.audit_watcher().await;
     let (code, _) = fleet
         .request(
             &fleet.alice,
@@ -1580,4 +1586,27 @@ async fn the_agent_skips_frames_it_cannot_decode_and_keeps_its_connection() {
 
 fn uuid(n: u8) -> String {
     format!("00000000-0000-4000-8000-0000000000{n:02x}")
+}
+
+#[tokio::test]
+async fn a_request_nested_to_the_limit_is_still_audited_and_readable() {
+    let fleet = Fleet::start().await;
+    let mut watcher = fleet.audit_watcher().await;
+    // data {msg {x: 62 arrays}}: 64 levels, as deep as the gateway relays.
+    let deep = format!("{}0{}", "[".repeat(62), "]".repeat(62));
+    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
+    vic.send_text(format!(
+        r#"{{"type":"MESSAGE","target":{{"type":"NAME","name":"host1"}},"data":{{"req":"execute","rid":3,"msg":{{"x":{deep}}}}}}}"#
+    ))
+    .await;
+    let refused = vic.skip_to("MESSAGE").await;
+    assert_eq!(refused["data"]["msg"]["reason"], "forbidden", "{refused}");
+    // Published, with the arguments as their JSON text.
+    let published = watcher.skip_to("MESSAGE").await;
+    let args = &published["data"]["entry"]["args"];
+    assert_eq!(args.as_str(), Some(format!(r#"{{"x":{deep}}}"#).as_str()));
+    // And the trail can still be read.
+    let (code, out, err) = fleet.ctl(&fleet.alice, &["--json", "audit", "host1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#"[[[[0]]]]"#), "{out}");
 }

@@ -38,6 +38,18 @@ pub fn check(json: &str) -> Result<(), String> {
         .map_err(describe)
 }
 
+/// How deeply arrays and objects nest in `value` (a scalar is 0, `[[1]]`
+/// is 2): what a program that builds data checks against
+/// [`MAX_DATA_DEPTH`] before it sends it.
+pub fn depth(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(members) => 1 + members.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// serde_json's errors for what the walk finds, said plainly.
 fn describe(e: serde_json::Error) -> String {
     let text = e.to_string();
