@@ -99,6 +99,16 @@ impl Fleet {
             .await
     }
 
+    /// An operator's raw client subscribed to the agent's audit service.
+    async fn audit_watcher(&self) -> Client {
+        let mut watcher = self.client("alice_watch", &self.alice).await;
+        watcher
+            .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
+            .await;
+        watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+        watcher
+    }
+
     /// A raw client identified with `token`, to send requests by hand.
     async fn client(&self, name: &str, token: &str) -> Client {
         let mut client = self.server.connect().await;
@@ -824,11 +834,7 @@ async fn an_agent_can_let_anonymous_clients_read() {
 #[tokio::test]
 async fn commands_are_audited_to_the_log_and_the_audit_service() {
     let fleet = Fleet::start().await;
-    let mut watcher = fleet.client("alice_watch", &fleet.alice).await;
-    watcher
-        .send(json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1"}))
-        .await;
-    watcher.skip_to("SELF_SUBSCRIBE_RESULT").await;
+    let mut watcher = fleet.audit_watcher().await;
     let (code, _) = fleet
         .request(
             &fleet.alice,
@@ -1472,4 +1478,153 @@ async fn exec_command_answers_even_when_no_exited_process_is_kept() {
         (0, Some("hi\n")),
         "{reply}"
     );
+}
+
+/// MESSAGE `data` that JSON's grammar allows and strict parsers refuse
+/// (serde_json, Python's `json`), with what the gateway's refusal names.
+fn poisons() -> Vec<(String, &'static str)> {
+    vec![
+        (r#""\ud800""#.to_owned(), "lone surrogate"),
+        ("1e400".to_owned(), "too large for a double"),
+        (
+            format!("{}0{}", "[".repeat(200), "]".repeat(200)),
+            "nested deeper than 64",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn data_no_client_can_read_is_refused_and_the_agent_stays_connected() {
+    let fleet = Fleet::start().await;
+    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
+    let mut seq = 0;
+    for (data, named) in poisons() {
+        for target in [r#"{"type":"ALL"}"#, r#"{"type":"NAME","name":"host1"}"#] {
+            vic.send_text(format!(
+                r#"{{"type":"MESSAGE","target":{target},"data":{data}}}"#
+            ))
+            .await;
+            let refused = vic.expect("ERROR_PROTOCOL").await;
+            assert_eq!(refused["seq"], seq, "{refused}");
+            let desc = refused["desc"].as_str().unwrap_or_default();
+            assert!(
+                desc.contains("field `data`") && desc.contains(named),
+                "{target} {named}: {desc}"
+            );
+            seq += 1;
+        }
+    }
+    // The agent reads its frames in order: its answer to a ping sent after
+    // the poisons shows it read past them, on the same connection.
+    vic.send(
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "host1"},
+        "data": {"req": "ping", "rid": 77}}),
+    )
+    .await;
+    let pong = vic.skip_to("MESSAGE").await;
+    assert_eq!(
+        (
+            pong["data"]["rid"].as_u64(),
+            pong["data"]["msg"]["result"].as_str()
+        ),
+        (Some(77), Some("success")),
+        "{pong}"
+    );
+    assert_eq!(pong["data"]["msg"]["undecodable_frames"], 0, "{pong}");
+    let log = fleet.agent.log();
+    assert!(!log.contains("disconnected"), "{log}");
+}
+
+#[tokio::test]
+async fn the_agent_skips_frames_it_cannot_decode_and_keeps_its_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // A gateway of the test's own that says HELLO and then sends what no
+    // gateway of this version lets through.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("ws://{}/ws", listener.local_addr().expect("addr"));
+    let work = tempfile::tempdir().expect("work");
+    let agent = spawn_agent(&url, "not-checked", work.path(), "").await;
+    let (tcp, _) = tokio::time::timeout(common::PATIENCE, listener.accept())
+        .await
+        .expect("the agent connects")
+        .expect("accepts");
+    let mut ws = tokio_tungstenite::accept_async(tcp)
+        .await
+        .expect("upgrades");
+    let mut frames = Vec::new();
+    // Every read is bounded: a missing frame fails in seconds.
+    let next_text = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        match tokio::time::timeout(common::PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return serde_json::from_str::<Value>(&text).expect("the agent sends JSON")
+            }
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("the agent's connection: {other:?}"),
+        }
+    };
+    let identify = next_text(&mut ws).await;
+    assert_eq!(identify["type"], "IDENTIFY", "{identify}");
+    let hello = json!({"type": "HELLO", "uuid": uuid(1), "version": "0.2.0"});
+    ws.send(Message::Text(hello.to_string().into()))
+        .await
+        .expect("sends");
+    let origin =
+        json!({"name": "vic", "uuid": uuid(2), "tags": [], "user": "vic", "roles": ["viewer"]});
+    let message = |data: &str| {
+        format!(r#"{{"type":"MESSAGE","target":{{"type":"ALL"}},"origin":{origin},"data":{data}}}"#)
+    };
+    frames.extend(poisons().iter().map(|(data, _)| message(data)));
+    frames.push("not JSON at all".to_owned());
+    frames.push(r#"{"type":"FROM_A_NEWER_GATEWAY","x":1}"#.to_owned());
+    let skipped = frames.len();
+    frames.push(message(r#"{"req":"ping","rid":5}"#));
+    for frame in frames {
+        ws.send(Message::Text(frame.into())).await.expect("sends");
+    }
+    let pong = loop {
+        let payload = next_text(&mut ws).await;
+        if payload["type"] == "MESSAGE" && payload["data"]["rid"] == 5 {
+            break payload;
+        }
+    };
+    assert_eq!(
+        (
+            pong["data"]["msg"]["result"].as_str(),
+            pong["data"]["msg"]["undecodable_frames"].as_u64()
+        ),
+        (Some("success"), Some(skipped as u64)),
+        "{pong}\n{}",
+        agent.log()
+    );
+    assert!(!agent.log().contains("disconnected"), "{}", agent.log());
+}
+
+fn uuid(n: u8) -> String {
+    format!("00000000-0000-4000-8000-0000000000{n:02x}")
+}
+
+#[tokio::test]
+async fn a_request_nested_to_the_limit_is_still_audited_and_readable() {
+    let fleet = Fleet::start().await;
+    let mut watcher = fleet.audit_watcher().await;
+    // data {msg {x: 62 arrays}}: 64 levels, as deep as the gateway relays.
+    let deep = format!("{}0{}", "[".repeat(62), "]".repeat(62));
+    let mut vic = fleet.client("vic_raw", &fleet.vic).await;
+    vic.send_text(format!(
+        r#"{{"type":"MESSAGE","target":{{"type":"NAME","name":"host1"}},"data":{{"req":"execute","rid":3,"msg":{{"x":{deep}}}}}}}"#
+    ))
+    .await;
+    let refused = vic.skip_to("MESSAGE").await;
+    assert_eq!(refused["data"]["msg"]["reason"], "forbidden", "{refused}");
+    // Published, with the arguments as their JSON text.
+    let published = watcher.skip_to("MESSAGE").await;
+    let args = &published["data"]["entry"]["args"];
+    assert_eq!(args.as_str(), Some(format!(r#"{{"x":{deep}}}"#).as_str()));
+    // And the trail can still be read.
+    let (code, out, err) = fleet.ctl(&fleet.alice, &["--json", "audit", "host1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#"[[[[0]]]]"#), "{out}");
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::process::{command, Process};
 use common::redis::RedisServer;
 use common::{Client, TestServer};
-use concierge::auth::{accounts, Auth, Role};
+use concierge::auth::{accounts, Auth, Role, TokenKind};
 use concierge::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -122,6 +122,7 @@ async fn a_login_gives_a_token_with_its_validity_and_refusals_say_why() {
     assert_eq!(body["reason"], "user_invalid");
     let resp = reqwest::Client::new()
         .post(server.http_url("/auth/token"))
+        .header("content-type", "application/json")
         .body("username=alice")
         .send()
         .await
@@ -244,6 +245,56 @@ async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_require
     assert!(reason.contains("token"), "{reason}");
 }
 
+/// Connects anonymously until the gateway answers HELLO (within 5 s).
+async fn anonymous_hello(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut client = server.connect().await;
+        client.send(identify("anon", None)).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_any())
+            .await
+            .expect("HELLO or a close within 5 s");
+        match answer {
+            Ok(hello) => return assert_eq!(hello["type"], "HELLO", "{hello}"),
+            Err(code) if Instant::now() < deadline => {
+                assert_eq!(code, 4010);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(code) => panic!("anonymous clients still refused after 5 s ({code})"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn removing_the_last_account_keeps_tokens_required_until_an_admin_allows_anonymous_clients() {
+    let server = TestServer::start();
+    let data = server.data.path();
+    add_user(&server, "alice", Role::Admin).await;
+    let mut alice = client_with(&server, "alice", &token(&server, "alice").await).await;
+
+    run(&["user", "remove", "alice"], data, "").await;
+    // Her socket closing says the gateway has reloaded what changed.
+    assert_eq!(alice.expect_close().await.0, 4013);
+    let (code, reason) = refused(&server, identify("host1", None)).await;
+    assert_eq!(code, 4010, "{reason}");
+    let metrics = reqwest::get(server.http_url("/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
+
+    // Only an admin's word opens it again, and not while accounts exist.
+    add_user(&server, "bob", Role::Viewer).await;
+    let out = command(&["user", "allow-anonymous", "--data-dir"])
+        .arg(data)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("accounts exist"), "{stderr}");
+    run(&["user", "remove", "bob"], data, "").await;
+    run(&["user", "allow-anonymous"], data, "").await;
+    anonymous_hello(&server).await;
+}
+
 #[tokio::test]
 async fn bad_tokens_and_names_a_token_does_not_allow_close_with_their_codes() {
     let server = TestServer::with(|s| s.require_auth = true);
@@ -263,6 +314,90 @@ async fn bad_tokens_and_names_a_token_does_not_allow_close_with_their_codes() {
     assert_eq!(code, 4014);
     // Names under the token's own are the same user's.
     client_with(&server, "alice_ctl", &token).await;
+}
+
+/// Issues a host's token (role `agent`), as `concierge token issue --role
+/// agent` does, beside the running gateway. Call it after a login, so that
+/// the gateway already holds the signing key it is signed with.
+async fn host_token(server: &TestServer, host: &str) -> String {
+    auth_of(server, "")
+        .await
+        .issue(
+            host,
+            host,
+            Role::Agent,
+            Duration::from_secs(3600),
+            TokenKind::Issued,
+        )
+        .await
+        .expect("host token issued")
+        .token
+}
+
+#[tokio::test]
+async fn a_host_token_names_exactly_one_host() {
+    let server = TestServer::with(|s| s.require_auth = true);
+    add_user(&server, "alice", Role::Operator).await;
+    let alice = token(&server, "alice").await;
+    let web = host_token(&server, "web").await;
+    let web_db = host_token(&server, "web_db").await;
+
+    // Host web cannot take host web_db's name (and lock it out with 4005).
+    let (code, reason) = refused(&server, identify("web_db", Some(&web))).await;
+    assert_eq!(code, 4014, "{reason}");
+    assert!(reason.contains("only the host name \"web\""), "{reason}");
+    client_with(&server, "web_db", &web_db).await;
+    client_with(&server, "web", &web).await;
+    // A person's extra clients keep their names under the person's.
+    client_with(&server, "alice_ctl", &alice).await;
+}
+
+/// Sends a request and returns its reply, skipping broadcasts before it.
+async fn answer(client: &mut Client, payload: Value, seq: u64) -> Value {
+    client.send(payload).await;
+    loop {
+        let reply = client.recv().await;
+        if reply["seq"] == seq {
+            return reply;
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_the_host_itself_creates_its_telemetry_and_audit_services() {
+    let server = TestServer::with(|s| s.require_auth = true);
+    add_user(&server, "vic", Role::Viewer).await;
+    // A person whose account happens to be named like a host is no host.
+    add_user(&server, "host3", Role::Viewer).await;
+    let vic = token(&server, "vic").await;
+    let host3 = token(&server, "host3").await;
+    let host1 = host_token(&server, "host1").await;
+    let host2 = host_token(&server, "host2").await;
+    let create = |service: &str| json!({"type": "SERVICE_CREATE", "service": service});
+
+    // Before host1's agent connects, nobody else can take its services:
+    // not a viewer, not another host, not a person named like a host.
+    let mut vic = client_with(&server, "vic", &vic).await;
+    let mut host2 = client_with(&server, "host2", &host2).await;
+    let mut person = client_with(&server, "host3", &host3).await;
+    for (seq, service) in ["telemetry_host1", "audit_host1"].into_iter().enumerate() {
+        for client in [&mut vic, &mut host2] {
+            let reply = answer(client, create(service), seq as u64).await;
+            assert_eq!(reply["type"], "BAD", "{reply}");
+            let desc = reply["desc"].as_str().unwrap_or_default();
+            assert!(desc.contains("reserved for host \"host1\""), "{desc}");
+        }
+    }
+    let reply = answer(&mut person, create("telemetry_host3"), 0).await;
+    assert_eq!(reply["type"], "BAD", "{reply}");
+
+    // The host itself creates them.
+    let mut host1 = client_with(&server, "host1", &host1).await;
+    for (seq, service) in ["telemetry_host1", "audit_host1"].into_iter().enumerate() {
+        let reply = answer(&mut host1, create(service), seq as u64).await;
+        assert_eq!(reply["type"], "SERVICE_CREATE_RESULT", "{reply}");
+        assert_eq!(reply["successful"], true, "{reply}");
+    }
 }
 
 #[tokio::test]
@@ -488,10 +623,17 @@ async fn a_revocation_on_one_replica_closes_a_socket_on_another_within_a_second(
     assert_eq!(code, 4013);
 }
 
-/// Runs the binary with `args` and `stdin`, returning its stdout.
+/// Runs the binary with `args` and `--data-dir data`, and `stdin`,
+/// returning its stdout.
 async fn run(args: &[&str], data: &Path, stdin: &str) -> String {
+    let data = data.to_str().expect("a UTF-8 path");
+    run_with(&[args, &["--data-dir", data]].concat(), stdin).await
+}
+
+/// Runs the binary with `args` and `stdin`, returning its stdout.
+async fn run_with(args: &[&str], stdin: &str) -> String {
     let mut cmd = command(args);
-    cmd.arg("--data-dir").arg(data).stdin(Stdio::piped());
+    cmd.stdin(Stdio::piped());
     let mut child = cmd.spawn().expect("runs");
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.as_bytes()).await.unwrap();
@@ -729,4 +871,119 @@ async fn a_takeover_reaches_a_socket_on_another_replica() {
         second.skip_to("SELF_FETCH_RESULT").await["client"]["name"],
         "alice"
     );
+}
+
+/// `POST /auth/token/refresh` with `token`: the status and the answer.
+async fn refresh(server: &TestServer, token: &str) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/auth/token/refresh"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("answered");
+    (resp.status(), resp.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn revoking_a_tokens_id_revokes_its_refreshes_and_no_refresh_outlives_the_login() {
+    let server = TestServer::with(|s| s.token_lifetime_secs = 3);
+    add_user(&server, "alice", Role::Operator).await;
+    let auth = auth_of(&server, "").await;
+
+    // A host token, refreshed twice: revoking the id `token issue` printed
+    // ends the whole line, open socket included.
+    let issued = auth
+        .issue(
+            "host1",
+            "host1",
+            Role::Agent,
+            Duration::from_secs(3_600),
+            concierge::auth::TokenKind::Issued,
+        )
+        .await
+        .unwrap();
+    let (status, body) = refresh(&server, &issued.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = refresh(&server, body["token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let grandchild = body["token"].as_str().unwrap().to_owned();
+    let mut host = client_with(&server, "host1", &grandchild).await;
+    auth.revoke_token(issued.claims.jti).await.unwrap();
+    assert_eq!(closed(&mut host).await, 4013);
+    let (status, body) = refresh(&server, &grandchild).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "token_revoked");
+
+    // A login lives token_lifetime_secs (3 s here, under the 86400 s a
+    // token is valid for), however often it is refreshed.
+    let (status, body) = login(&server, "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["validity"].as_u64().unwrap() <= 3, "{body}");
+    let started = Instant::now();
+    let mut token = body["token"].as_str().unwrap().to_owned();
+    let ended = loop {
+        let (status, body) = refresh(&server, &token).await;
+        if status != StatusCode::OK {
+            break body;
+        }
+        assert!(body["validity"].as_u64().unwrap() <= 3, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still refreshed after {:?}",
+            started.elapsed()
+        );
+        token = body["token"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ended["reason"], "token_expired", "{ended}");
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_the_earlier_tokens_and_closes_their_sockets() {
+    let server = TestServer::start();
+    add_user(&server, "alice", Role::Operator).await;
+    let old = token(&server, "alice").await;
+    let mut alice = client_with(&server, "alice", &old).await;
+
+    run(
+        &["user", "passwd", "alice", "--password-stdin"],
+        server.data.path(),
+        "a brand new password\n",
+    )
+    .await;
+    assert_eq!(closed(&mut alice).await, 4013);
+    let (code, _) = refused(&server, identify("alice", Some(&old))).await;
+    assert_eq!(code, 4013);
+    let (status, body) = refresh(&server, &old).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // A login with the new password, at once, is not caught by it.
+    let (status, body) = login(&server, "alice", "a brand new password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    client_with(&server, "alice", body["token"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn retiring_a_key_closes_the_sockets_it_signed_on_every_replica_within_a_second() {
+    let (redis, r1, r2, auth) = replicas_with_alice().await;
+    let signed = token(&r1, "alice").await;
+    let mut on_r1 = client_with(&r1, "alice_a", &signed).await;
+    let mut on_r2 = client_with(&r2, "alice_b", &signed).await;
+    let keys = concierge::auth::tokens::Keys::load(auth.store())
+        .await
+        .unwrap();
+    let (old, _) = keys.ids().pop().expect("the key that signed it");
+    let url = redis.url();
+    run_with(&["token", "rotate-key", "--redis-url", &url], "").await;
+
+    let started = Instant::now();
+    run_with(&["token", "retire-key", &old, "--redis-url", &url], "").await;
+    assert_eq!(closed(&mut on_r1).await, 4013);
+    assert_eq!(closed(&mut on_r2).await, 4013);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_500), "closed after {took:?}");
+    let (code, _) = refused(&r2, identify("alice", Some(&signed))).await;
+    assert_eq!(code, 4011);
+    // The newer key signs from now on.
+    let fresh = token(&r1, "alice").await;
+    client_with(&r2, "alice", &fresh).await;
 }

@@ -161,6 +161,19 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
     require_browser();
     let work = tempfile::tempdir().expect("work dir");
     let (server, agent) = fleet(work.path()).await;
+    // A viewer's client that declares the tag `agent`: the console must
+    // not take it for a host (the browser checks the fleet's marks).
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let viewer = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let mut impostor = server.connect().await;
+    impostor
+        .identify_with(json!({
+            "type": "IDENTIFY", "name": "vic_agent", "version": "0.2.0",
+            "tags": ["agent"], "token": viewer,
+        }))
+        .await;
+    // Read on (answering the gateway's pings) while the browser runs.
+    let impostor = tokio::spawn(async move { while impostor.recv_any().await.is_ok() {} });
     let scratch = tempfile::tempdir().expect("scratch dir");
     let shots = std::env::var("CONCIERGE_SCREENSHOTS")
         .map(|dir| Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
@@ -187,6 +200,8 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
     )
     .await;
 
+    impostor.abort();
+    assert_eq!(summary["impostor_kind"], "client", "{summary}");
     // The CPU chart moved, with a line per core.
     let points = &summary["cpu_points"];
     assert!(points[1].as_u64() > points[0].as_u64(), "{summary}");
@@ -204,7 +219,6 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
 
     // What the browser did reached the agent, as alice, and the viewer's
     // signal was refused there.
-    let data = server.data.path().to_str().expect("utf-8").to_owned();
     let admin = issue_token(&["--data-dir", &data], "alice", "admin").await;
     let audit = ask(&server, &admin, "audit", json!({"limit": 1000})).await;
     let entries = audit["entries"].as_array().expect("audit entries");

@@ -616,3 +616,170 @@ async fn a_departed_clients_folder_is_removed() {
     })
     .await;
 }
+
+/// The statuses of `n` uploads of `len` bytes each, sent at once, into
+/// `client`'s folder under the names `{prefix}{i}`.
+async fn upload_at_once(
+    server: &TestServer,
+    client: &common::Client,
+    prefix: &str,
+    n: usize,
+    len: usize,
+) -> Vec<StatusCode> {
+    let http = reqwest::Client::new();
+    let uploads = (0..n).map(|i| {
+        let url = fs_url(server, &client.name, &format!("{prefix}{i}"));
+        let (http, key) = (http.clone(), client.fs_key.clone());
+        async move { put(&http, &url, key, vec![7u8; len]).await.status() }
+    });
+    futures_util::future::join_all(uploads).await
+}
+
+#[tokio::test]
+async fn quotas_bound_one_clients_files_and_all_files() {
+    let server = TestServer::with(|s| {
+        s.max_client_files_bytes = 2_500;
+        s.max_files_bytes = 4_000;
+    });
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let carol = server.client("carol").await;
+    let http = reqwest::Client::new();
+
+    // Eight uploads at once: only what fits alice's 2500 bytes is stored.
+    let statuses = upload_at_once(&server, &alice, "a", 8, 1_000).await;
+    let stored = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(stored, 2, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| [StatusCode::CREATED, StatusCode::PAYLOAD_TOO_LARGE].contains(s)),
+        "{statuses:?}"
+    );
+    let url = fs_url(&server, "alice", "more");
+    let reason = assert_error(
+        put(&http, &url, &alice.fs_key, vec![1u8; 600]).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert!(reason.contains("max_client_files_bytes"), "{reason}");
+    let alices = files_under(&server.data.path().join("fs/alice"));
+    assert_eq!(alices.len(), 2, "{alices:?}");
+
+    // At its limit, a client may still replace a file, and a deletion
+    // makes room.
+    let first = fs_url(&server, "alice", alices[0].to_str().unwrap());
+    let resp = put(&http, &first, &alice.fs_key, vec![2u8; 1_000]).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = delete(&http, &first, &alice.fs_key).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = put(&http, &url, &alice.fs_key, vec![1u8; 1_000]).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    // Alice's 2000 and bob's 2000 fill the server's 4000: carol gets 507.
+    let statuses = upload_at_once(&server, &bob, "b", 2, 1_000).await;
+    assert_eq!(statuses, [StatusCode::CREATED; 2]);
+    let carols = fs_url(&server, "carol", "c");
+    let reason = assert_error(
+        put(&http, &carols, &carol.fs_key, vec![3u8; 10]).await,
+        StatusCode::INSUFFICIENT_STORAGE,
+    )
+    .await;
+    assert!(reason.contains("max_files_bytes"), "{reason}");
+
+    // Alice leaves: her folder is discarded and no longer counts.
+    alice.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = put(&http, &carols, &carol.fs_key, vec![3u8; 10])
+            .await
+            .status();
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's bytes still count after she left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(tmp_is_empty(&server));
+}
+
+#[tokio::test]
+async fn a_stalled_upload_times_out_and_its_temporary_file_is_deleted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::with(|s| s.upload_idle_timeout_ms = 300);
+    let alice = server.client("alice").await;
+
+    // Headers promise 100 bytes; one arrives, then nothing.
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "PUT /fs/alice/slow.bin HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: 100\r\n\r\nx",
+        server.addr, alice.fs_key
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    let answered = tokio::time::timeout(common::PATIENCE, async {
+        while !String::from_utf8_lossy(&response).contains("}") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "a stalled upload was never answered");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("sent nothing for 300 ms"), "{text}");
+    eventually(
+        Duration::from_secs(5),
+        "the temporary file is deleted",
+        || tmp_is_empty(&server),
+    )
+    .await;
+    assert!(!server.data.path().join("fs/alice/slow.bin").exists());
+}
+
+#[tokio::test]
+async fn files_are_served_as_sandboxed_downloads_never_as_pages() {
+    let server = TestServer::start();
+    let alice = server.client("alice").await;
+    let http = reqwest::Client::new();
+    for (name, body) in [
+        ("page.html", "<script>alert(document.cookie)</script>"),
+        (
+            "image.svg",
+            "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+        ),
+    ] {
+        let url = fs_url(&server, "alice", name);
+        let resp = put(&http, &url, &alice.fs_key, body).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let resp = get(&http, &url, &alice.fs_key).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let disposition = header("content-disposition");
+        assert!(
+            disposition.starts_with("attachment"),
+            "{name}: {disposition:?}"
+        );
+        assert!(disposition.contains(name), "{name}: {disposition:?}");
+        let policy = header("content-security-policy");
+        assert!(policy.contains("sandbox"), "{name}: {policy:?}");
+        assert!(policy.contains("default-src 'none'"), "{name}: {policy:?}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{name}");
+        assert_eq!(resp.text().await.unwrap(), body);
+    }
+}

@@ -354,3 +354,48 @@ async fn every_failed_handshake_is_an_error_frame_and_a_close() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_no_client_could_read_is_refused_under_its_rid() {
+    let server = server();
+    let token = nest_token(&server, "nesthost").await;
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let mut host = Client::connect(&format!("ws://{}/nest", server.addr)).await;
+    host.send(let_me_in("0.1.0a", Some(&token))).await;
+    assert_eq!(host.recv().await["message"], "Authenticated :D");
+    let mut viewer = server.connect().await;
+    viewer
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "vic_raw", "version": "0.2.0", "token": vic}),
+        )
+        .await;
+    let ask = |rid: u64| {
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "nesthost"},
+        "data": {"req": "list_services", "rid": rid}})
+    };
+    // An answer as deep as a Nest frame may be: wrapped in a reply and a
+    // MESSAGE it would be deeper than serde_json reads.
+    let deep = format!("{}0{}", "[".repeat(126), "]".repeat(126));
+    let answers = [
+        format!(r#"{{"status":"command_response","message":"","payload":{deep}}}"#),
+        r#"{"status":"command_response","message":"","payload":{"services":[]}}"#.to_owned(),
+    ];
+    for (rid, answer) in (1..).zip(answers) {
+        viewer.send(ask(rid)).await;
+        let command = host.recv().await;
+        assert_eq!(command["message"], "list_services", "{command}");
+        host.send_text(answer).await;
+        let reply = viewer.skip_to("MESSAGE").await;
+        assert_eq!(reply["data"]["rid"], rid, "{reply}");
+        let msg = &reply["data"]["msg"];
+        match rid {
+            1 => {
+                assert_eq!(msg["reason"], "failed", "{reply}");
+                let desc = msg["desc"].as_str().unwrap_or_default();
+                assert!(desc.contains("nested deeper than 64"), "{desc}");
+            }
+            _ => assert_eq!(msg, &json!({"result": "success", "services": []})),
+        }
+    }
+}

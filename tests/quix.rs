@@ -245,3 +245,48 @@ async fn bad_credentials_get_the_seeds_reasons() {
     let answer = raw.recv_any().await.expect("an answer");
     assert_eq!(answer["msg"]["reason"], "not_authenticated", "{answer}");
 }
+
+#[tokio::test]
+async fn an_answer_no_client_could_read_is_refused_under_the_operators_rid() {
+    let server = server();
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let host = issue_token(&["--data-dir", &data], "quixhost", "agent").await;
+    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let mut backend = common::Client::connect(&format!("ws://{}/wsi", server.addr)).await;
+    backend
+        .send(json!({"req": "authenticate", "rid": 1, "auth": host, "msg": {}}))
+        .await;
+    assert_eq!(backend.recv().await["msg"]["success"], true);
+    let mut viewer = server.connect().await;
+    viewer
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "vic_raw", "version": "0.2.0", "token": vic}),
+        )
+        .await;
+    // As deep as a Quix frame may be: in a reply and a MESSAGE it would be
+    // deeper than serde_json reads.
+    let deep = format!("{}0{}", "[".repeat(126), "]".repeat(126));
+    for (rid, answer) in [(41, deep), (42, r#"{"result":"success"}"#.to_owned())] {
+        viewer
+            .send(
+                json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "quixhost"},
+                "data": {"req": "telemetry", "rid": rid}}),
+            )
+            .await;
+        let request = backend.recv().await;
+        assert_eq!(request["req"], "telemetry", "{request}");
+        backend
+            .send_text(format!(r#"{{"rid":{},"msg":{answer}}}"#, request["rid"]))
+            .await;
+        let reply = viewer.skip_to("MESSAGE").await;
+        assert_eq!(reply["data"]["rid"], rid, "{reply}");
+        let msg = &reply["data"]["msg"];
+        if rid == 41 {
+            assert_eq!(msg["reason"], "failed", "{reply}");
+            let desc = msg["desc"].as_str().unwrap_or_default();
+            assert!(desc.contains("nested deeper than 64"), "{desc}");
+        } else {
+            assert_eq!(msg, &json!({"result": "success"}));
+        }
+    }
+}

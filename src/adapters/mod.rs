@@ -187,14 +187,29 @@ where
     namespace.join(info, outbox, fs_key, false, take_over).await
 }
 
-/// Sends `data` by MESSAGE from `member` to client `to`; a reply whose
-/// target must be looked up comes back as a future to run.
+/// Sends the reply `data` (`{"rid", "msg"}`) by MESSAGE from `member` to
+/// client `to`; a reply whose target must be looked up comes back as a
+/// future to run.
+///
+/// A host's answer is its own JSON: parsed, so free of lone surrogates and
+/// numbers no double holds, but possibly nested as deep as its frame
+/// allowed. One that not every client could read (see
+/// [`crate::protocol::data`]) goes as a `failed` reply under the same rid.
 pub fn send_to(
     member: &Member,
     to: uuid::Uuid,
     data: &serde_json::Value,
 ) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
-    let raw = crate::protocol::raw_json(data);
+    let mut raw = crate::protocol::raw_json(data);
+    if let Err(e) = crate::protocol::data::check(raw.get()) {
+        tracing::warn!(error = %e, "a host's answer cannot be relayed: refused");
+        let failure = Failure::new(
+            Reason::Failed,
+            format!("the host's answer cannot be relayed: {e}"),
+        );
+        let refusal = serde_json::json!({"rid": data.get("rid"), "msg": failure.to_msg()});
+        raw = crate::protocol::raw_json(&refusal);
+    }
     let target = Target::Uuid {
         uuid: to.to_string(),
     };

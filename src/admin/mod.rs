@@ -88,8 +88,12 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Remove an account; its tokens are revoked at once.
+    /// Remove an account; its tokens are revoked at once. Tokens stay
+    /// required when the last one is removed (see allow-anonymous).
     Remove { name: String },
+    /// Let clients without a token connect again, as before the first
+    /// account: only once no account is left.
+    AllowAnonymous,
 }
 
 #[derive(Subcommand)]
@@ -113,7 +117,8 @@ pub enum TokenCommand {
     },
     /// List the long-lived tokens that have not expired.
     List,
-    /// Revoke a token by its id, or every token of a user.
+    /// Revoke a token by its id (and every token refreshed from it), or
+    /// every token of a user.
     Revoke {
         /// The token's id (from `token list`).
         #[arg(required_unless_present = "user", conflicts_with = "user")]
@@ -266,14 +271,24 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
                 }
             }
             UserCommand::Passwd { name, .. } => {
-                accounts::set_password(store, &name, &password).await?;
-                println!("changed the password of {name}");
+                auth.set_password(&name, &password).await?;
+                println!("changed the password of {name}; its earlier tokens are revoked");
             }
             UserCommand::Remove { name } => {
                 if !auth.remove_user(&name).await? {
                     return Err(AuthError::NotFound(format!("no account named {name:?}")));
                 }
                 println!("removed {name}; its tokens are revoked");
+                if !accounts::any(store).await? {
+                    println!(
+                        "no account is left; tokens stay required (`concierge user \
+                         allow-anonymous` lets clients without one in again)"
+                    );
+                }
+            }
+            UserCommand::AllowAnonymous => {
+                accounts::allow_anonymous(store).await?;
+                println!("clients without a token may connect again (unless require_auth is set)");
             }
         }
         Ok(())
@@ -365,7 +380,10 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
                 if !tokens::retire(store, &id).await? {
                     return Err(AuthError::NotFound(format!("no signing key {id:?}")));
                 }
-                println!("retired {id}: the tokens it signed no longer verify");
+                println!(
+                    "retired {id}: the tokens it signed no longer verify, and their sockets \
+                     are closed"
+                );
             }
         }
         Ok(())

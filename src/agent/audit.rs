@@ -3,7 +3,12 @@
 //! audit log and published on the host's `audit_<host>` service.
 //!
 //! Values a request passes in `env` are masked before they are written: they
-//! are where secrets travel.
+//! are where secrets travel. Arguments nested deeper than [`ARGS_DEPTH`] are
+//! recorded as their JSON text: an entry is published inside an event and
+//! read back inside the `audit` reply, levels deeper than the request it
+//! records, and must stay within what the gateway relays
+//! ([`crate::protocol::MAX_DATA_DEPTH`]), or one deep request would keep
+//! every later reading of the trail from arriving.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -15,6 +20,10 @@ use serde_json::{json, Map, Value};
 
 use super::request::{Failure, Reason, Request};
 use crate::protocol::Origin;
+
+/// How deeply a request's arguments may nest and still be recorded as
+/// JSON (no command of the agent takes more than a few levels).
+pub const ARGS_DEPTH: usize = 16;
 
 pub struct Audit {
     path: PathBuf,
@@ -47,6 +56,10 @@ impl Audit {
                 *value = Value::from("***");
             }
         }
+        let mut args = Value::Object(args);
+        if crate::protocol::data::depth(&args) > ARGS_DEPTH {
+            args = Value::String(args.to_string());
+        }
         let mut entry = json!({
             "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             "user": origin.client.user,
@@ -55,7 +68,7 @@ impl Audit {
             "uuid": origin.client.uuid,
             "req": request.req,
             "rid": request.rid,
-            "args": Value::Object(args),
+            "args": args,
         });
         let fields = entry.as_object_mut().map(|m| m as &mut Map<String, Value>);
         if let Some(fields) = fields {

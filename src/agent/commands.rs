@@ -168,7 +168,12 @@ impl Host {
                 Reason::NotFound,
                 "this host has no VPN configuration: VPN configs come from the gateway",
             )),
-            "ping" => plain(Ok(success(json!({"name": self.settings.name})))),
+            // With the count of frames it could not read: a sign that
+            // something sends data its gateway should have refused.
+            "ping" => plain(Ok(success(json!({
+                "name": self.settings.name,
+                "undecodable_frames": crate::client::undecodable_frames(),
+            })))),
             other => Err(Failure::new(
                 Reason::UnknownRequest,
                 format!("this agent serves no request {other:?}"),

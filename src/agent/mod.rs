@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::client::{self, ClientError, Identity, Sender};
-use crate::protocol::{Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME};
+use crate::protocol::{HostService, Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME};
 use commands::{Access, Host};
 use request::{reply, Reason, Request};
 use settings::{AgentArgs, AgentSettings, Resolved};
@@ -162,8 +162,8 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
         mut receiver,
     } = client::connect(&settings.url, &identity).await?;
     tracing::info!(name = %settings.name, %uuid, url = %settings.url, "connected");
-    let telemetry_service = format!("telemetry_{}", settings.name);
-    let audit_service = format!("audit_{}", settings.name);
+    let telemetry_service = HostService::Telemetry.of(&settings.name);
+    let audit_service = HostService::Audit.of(&settings.name);
     for service in [&telemetry_service, &audit_service] {
         sender
             .send(&PayloadIn::ServiceCreate {

@@ -18,6 +18,16 @@ use crate::cluster::store::{Store, Table};
 /// One record per account, keyed by username.
 pub const USERS: Table = Table::new("users");
 
+/// Gateway-wide auth state: the record [`REQUIRED`] once tokens were
+/// required.
+pub const STATE: Table = Table::new("auth-state");
+
+/// The record of [`STATE`] that says tokens are required: written before the
+/// first account is, and kept when the last one is removed, so removing
+/// every account does not open the gateway to anonymous clients again. Only
+/// [`allow_anonymous`] removes it.
+pub const REQUIRED: &str = "tokens-required";
+
 /// Longest username, as for client names.
 pub const MAX_USERNAME_LEN: usize = 64;
 
@@ -123,6 +133,8 @@ pub async fn add(
         created: now_secs(),
         password: hash(password.to_owned()).await?,
     };
+    // First, so that no account ever exists without it.
+    require_tokens(store).await?;
     if !store
         .compare_and_swap(USERS, username, None, Some(encode(&account)))
         .await?
@@ -151,9 +163,44 @@ pub async fn list(store: &Arc<dyn Store>) -> Result<Vec<Account>, AuthError> {
         .collect()
 }
 
-/// Whether any account exists (then the gateway requires tokens).
+/// Whether any account exists.
 pub async fn any(store: &Arc<dyn Store>) -> Result<bool, AuthError> {
     Ok(!store.list(USERS).await?.is_empty())
+}
+
+/// Whether the store requires tokens: an account exists, or did once and
+/// no admin has allowed anonymous clients since. A store whose accounts
+/// predate the [`REQUIRED`] record gets it here.
+pub async fn tokens_required(store: &Arc<dyn Store>) -> Result<bool, AuthError> {
+    if store.get(STATE, REQUIRED).await?.is_some() {
+        return Ok(true);
+    }
+    if any(store).await? {
+        require_tokens(store).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+async fn require_tokens(store: &Arc<dyn Store>) -> Result<(), AuthError> {
+    let since = serde_json::json!({ "since": now_secs() }).to_string();
+    store
+        .compare_and_swap(STATE, REQUIRED, None, Some(since.into_bytes()))
+        .await?;
+    Ok(())
+}
+
+/// Lets clients without a token in again (`concierge user
+/// allow-anonymous`): refused while any account exists, since an account
+/// requires tokens anyway.
+pub async fn allow_anonymous(store: &Arc<dyn Store>) -> Result<(), AuthError> {
+    if any(store).await? {
+        return Err(AuthError::Invalid(
+            "accounts exist, and tokens stay required while any does: remove them first".into(),
+        ));
+    }
+    store.delete(STATE, REQUIRED).await?;
+    Ok(())
 }
 
 /// Replaces an account's password; an error if there is no such account.

@@ -53,6 +53,13 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Why an account, token or setting operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -96,9 +103,12 @@ pub struct Auth {
     store: Arc<dyn Store>,
     keys: ArcSwap<Keys>,
     revoked: ArcSwap<Revocations>,
-    accounts_exist: AtomicBool,
+    /// The store's [`accounts::tokens_required`].
+    tokens_required: AtomicBool,
     require: bool,
     validity: Duration,
+    /// How long a login's family lives at most (`token_lifetime_secs`).
+    lifetime: Duration,
     lockout: lockout::Policy,
     changed: broadcast::Sender<()>,
 }
@@ -111,9 +121,10 @@ impl Auth {
         let auth = Arc::new(Auth {
             keys: ArcSwap::from_pointee(Keys::load(&store).await?),
             revoked: ArcSwap::from_pointee(Revocations::load(&store).await?),
-            accounts_exist: AtomicBool::new(accounts::any(&store).await?),
+            tokens_required: AtomicBool::new(accounts::tokens_required(&store).await?),
             require: settings.require_auth,
             validity: Duration::from_secs(settings.token_validity_secs),
+            lifetime: Duration::from_secs(settings.token_lifetime_secs),
             lockout: lockout::Policy {
                 max_failures: settings.max_failed_logins,
                 lockout: Duration::from_secs(settings.login_lockout_secs),
@@ -130,9 +141,10 @@ impl Auth {
     }
 
     /// Whether every client must present a token: `require_auth`, or once
-    /// any account exists.
+    /// the first account was made, until an admin allows anonymous clients
+    /// again with no account left.
     pub fn required(&self) -> bool {
-        self.require || self.accounts_exist.load(Ordering::Relaxed)
+        self.require || self.tokens_required.load(Ordering::Relaxed)
     }
 
     /// Ticks whenever revocations or signing keys changed: tokens that
@@ -148,13 +160,16 @@ impl Auth {
         Ok(claims)
     }
 
-    /// Whether verified claims still hold: not expired, not revoked, signed
-    /// by a key that has not been retired.
+    /// Whether verified claims still hold: not expired, not revoked (nor
+    /// their family, nor their subject since), signed by a key that has not
+    /// been retired (a retired key revokes what it signed).
     pub fn check(&self, claims: &Claims) -> Result<(), TokenRefused> {
         if claims.exp <= now_secs() {
             return Err(TokenRefused::Expired);
         }
-        if self.revoked.load().revoked(claims) {
+        if self.revoked.load().revoked(claims)
+            || (!claims.kid.is_empty() && !self.keys.load().has(&claims.kid))
+        {
             return Err(TokenRefused::Revoked);
         }
         Ok(())
@@ -181,7 +196,10 @@ impl Auth {
         Ok(())
     }
 
-    /// Signs a new token, creating the first signing key if there is none.
+    /// Signs the first token of a new family, valid for `ttl`, creating the
+    /// first signing key if there is none. The family is named by this
+    /// token's id; a login's family ends `token_lifetime_secs` from now, an
+    /// issued token's with the token. An issued token is listed.
     pub async fn issue(
         &self,
         sub: &str,
@@ -190,21 +208,42 @@ impl Auth {
         ttl: Duration,
         kind: TokenKind,
     ) -> Result<Issued, AuthError> {
-        self.ensure_key().await?;
-        let iat = now_secs();
+        let jti = Uuid::new_v4();
+        let fexp = now_secs().saturating_add(match kind {
+            TokenKind::Login => self.lifetime.as_secs(),
+            TokenKind::Issued => ttl.as_secs().max(1),
+        });
         let claims = Claims {
             sub: sub.to_owned(),
             name: name.to_owned(),
             role,
-            jti: Uuid::new_v4(),
-            iat,
-            exp: iat.saturating_add(ttl.as_secs().max(1)),
+            jti,
+            iat: 0,
+            exp: 0,
             kind,
+            fam: jti,
+            fexp,
+            iat_ms: 0,
+            kid: String::new(),
         };
-        let token = tokens::sign(&self.keys.load(), &claims)?;
+        let issued = self.sign(claims, ttl).await?;
         if kind == TokenKind::Issued {
-            tokens::record_issued(&self.store, &claims).await?;
+            tokens::record_issued(&self.store, &issued.claims).await?;
         }
+        Ok(issued)
+    }
+
+    /// Signs `claims` as issued now, valid for `ttl` but not past their
+    /// family's end, creating the first signing key if there is none.
+    async fn sign(&self, mut claims: Claims, ttl: Duration) -> Result<Issued, AuthError> {
+        self.ensure_key().await?;
+        claims.iat_ms = now_ms();
+        claims.iat = claims.iat_ms / 1000;
+        claims.exp = claims
+            .iat
+            .saturating_add(ttl.as_secs().max(1))
+            .min(claims.family_end());
+        let token = tokens::sign(&self.keys.load(), &mut claims)?;
         Ok(Issued { token, claims })
     }
 
@@ -237,34 +276,43 @@ impl Auth {
         }
     }
 
-    /// A new token for the bearer of a valid one, with the same subject,
-    /// name and role and a new validity. A login token's account must
-    /// still exist.
+    /// A new token for the bearer of a valid one: the same subject, name
+    /// and family, a new id and validity, never past the family's end (so
+    /// revoking the family's id revokes it, and refreshing never extends a
+    /// login beyond `token_lifetime_secs`). A login token's account must
+    /// still exist, and gives its current role.
     pub async fn refresh(&self, token: &str) -> Result<Issued, LoginError> {
-        let claims = self.verify(token).map_err(LoginError::Token)?;
-        let (role, ttl) = match claims.kind {
-            TokenKind::Login => match accounts::get(&self.store, &claims.sub).await? {
+        let presented = self.verify(token).map_err(LoginError::Token)?;
+        let (role, ttl) = match presented.kind {
+            TokenKind::Login => match accounts::get(&self.store, &presented.sub).await? {
                 Some(account) => (account.role, self.validity),
                 None => return Err(LoginError::Token(TokenRefused::Revoked)),
             },
             TokenKind::Issued => (
-                claims.role,
-                Duration::from_secs(claims.exp.saturating_sub(claims.iat)),
+                presented.role,
+                Duration::from_secs(presented.exp.saturating_sub(presented.iat)),
             ),
         };
-        Ok(self
-            .issue(&claims.sub, &claims.name, role, ttl, claims.kind)
-            .await?)
+        let claims = Claims {
+            role,
+            jti: Uuid::new_v4(),
+            fam: presented.family(),
+            fexp: presented.family_end(),
+            ..presented
+        };
+        Ok(self.sign(claims, ttl).await?)
     }
 
-    /// Revokes one token, until it would have expired: a listed
-    /// long-lived token's expiry, or else the longest a login token lives.
+    /// Revokes one token and the tokens refreshed from it (the family it
+    /// names), until they would have expired: a listed long-lived token's
+    /// family end, or else the longest a login's family lives.
     pub async fn revoke_token(&self, jti: Uuid) -> Result<(), AuthError> {
+        let longest = self.lifetime.max(self.validity).as_secs();
         let until = tokens::list_issued(&self.store)
             .await?
             .iter()
             .find(|c| c.jti == jti)
-            .map_or(now_secs() + self.validity.as_secs(), |c| c.exp);
+            .map_or(now_secs().saturating_add(longest), Claims::family_end);
         revocations::revoke_token(&self.store, jti, until).await?;
         self.reload(Some(revocations::REVOKED.name())).await
     }
@@ -273,6 +321,14 @@ impl Auth {
     pub async fn revoke_subject(&self, sub: &str) -> Result<(), AuthError> {
         revocations::revoke_subject(&self.store, sub).await?;
         self.reload(Some(revocations::REVOKED.name())).await
+    }
+
+    /// Changes an account's password and revokes every token issued to it
+    /// so far: whoever held the old password (or a token got with it) is
+    /// out, open sockets included, on every replica.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
+        accounts::set_password(&self.store, username, password).await?;
+        self.revoke_subject(username).await
     }
 
     /// Removes an account, its settings, and revokes its tokens at once;
@@ -299,9 +355,9 @@ impl Auth {
             self.revoked
                 .store(Arc::new(Revocations::load(&self.store).await?));
         }
-        if all || table == Some(accounts::USERS.name()) {
-            let any = accounts::any(&self.store).await?;
-            self.accounts_exist.store(any, Ordering::Relaxed);
+        if all || table == Some(accounts::USERS.name()) || table == Some(accounts::STATE.name()) {
+            let required = accounts::tokens_required(&self.store).await?;
+            self.tokens_required.store(required, Ordering::Relaxed);
         }
         if keys || revoked {
             let _ = self.changed.send(());

@@ -77,6 +77,10 @@ pub async fn issue(
         iat,
         exp: iat.saturating_add(ttl.as_secs().max(1)),
         kind: TokenKind::Issued,
+        fam: uuid::Uuid::nil(),
+        fexp: 0,
+        iat_ms: 0,
+        kid: String::new(),
     };
     let bytes = serde_json::to_vec(&claims).map_err(|e| AuthError::Internal(e.to_string()))?;
     store.put(NEST_TOKENS, &key_of(&token), bytes).await?;

@@ -1,7 +1,9 @@
 //! Revoked tokens: the one piece of token state the replicas share.
 //!
-//! A token is revoked by its id (`token revoke ID`) or with every token of
-//! its subject issued up to now (`token revoke --user`, `user remove`).
+//! A token is revoked by its id (`token revoke ID`), which revokes its
+//! family too (every token refreshed from it, see [`Claims::fam`]), or with
+//! every token of its subject issued up to now (`token revoke --user`,
+//! `user remove`, `user passwd`), to the millisecond.
 //! Each replica keeps the whole table in memory and reloads it when the
 //! store reports a change to it, which it does within a second on every
 //! node; a token-id record is dropped once the token would have expired
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::tokens::Claims;
-use super::{now_secs, AuthError};
+use super::{now_ms, now_secs, AuthError};
 use crate::cluster::store::{Store, Table};
 
 pub const REVOKED: Table = Table::new("auth-revoked");
@@ -24,8 +26,13 @@ pub const REVOKED: Table = Table::new("auth-revoked");
 enum Record {
     /// One token, until it expires.
     Token { until: u64 },
-    /// Every token of a subject issued before `before` (seconds).
-    Subject { before: u64 },
+    /// Every token of a subject issued before `before_ms` (milliseconds),
+    /// or, in a record from before it, before `before` (seconds).
+    Subject {
+        before: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_ms: Option<u64>,
+    },
 }
 
 fn token_key(jti: Uuid) -> String {
@@ -39,7 +46,9 @@ fn subject_key(sub: &str) -> String {
 /// The revocations as loaded from the store.
 #[derive(Debug, Default, Clone)]
 pub struct Revocations {
+    /// Revoked token ids, each of which also revokes its family.
     tokens: HashSet<Uuid>,
+    /// By subject, the millisecond before which its tokens are revoked.
     subjects: HashMap<String, u64>,
 }
 
@@ -60,8 +69,9 @@ impl Revocations {
                     }
                     Err(_) => {}
                 },
-                (Record::Subject { before }, Some(("subject", sub))) => {
-                    loaded.subjects.insert(sub.to_owned(), before);
+                (Record::Subject { before, before_ms }, Some(("subject", sub))) => {
+                    let before_ms = before_ms.unwrap_or(before.saturating_mul(1000));
+                    loaded.subjects.insert(sub.to_owned(), before_ms);
                 }
                 _ => {}
             }
@@ -71,10 +81,11 @@ impl Revocations {
 
     pub fn revoked(&self, claims: &Claims) -> bool {
         self.tokens.contains(&claims.jti)
+            || self.tokens.contains(&claims.family())
             || self
                 .subjects
                 .get(&claims.sub)
-                .is_some_and(|&before| claims.iat < before)
+                .is_some_and(|&before_ms| claims.issued_ms() < before_ms)
     }
 }
 
@@ -83,10 +94,12 @@ pub async fn revoke_token(store: &Arc<dyn Store>, jti: Uuid, until: u64) -> Resu
     Ok(store.put(REVOKED, &token_key(jti), record).await?)
 }
 
-/// Revokes every token of `sub` issued so far (in this second included).
+/// Revokes every token of `sub` issued so far (in this millisecond
+/// included).
 pub async fn revoke_subject(store: &Arc<dyn Store>, sub: &str) -> Result<(), AuthError> {
     let record = serde_json::to_vec(&Record::Subject {
         before: now_secs() + 1,
+        before_ms: Some(now_ms() + 1),
     })
     .unwrap_or_default();
     Ok(store.put(REVOKED, &subject_key(sub), record).await?)

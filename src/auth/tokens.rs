@@ -36,8 +36,11 @@ pub const ISSUED: Table = Table::new("auth-tokens");
 const KEY_BYTES: usize = 32;
 
 /// What a token says. `sub` is the account (or, for a host token, the
-/// host's name); `name` the client name it may identify as (also
-/// `name_` followed by anything).
+/// host's name); `name` the client name it may identify as. A person's
+/// token (any role but `agent`) also allows `name_` followed by anything,
+/// for that person's extra clients (`alice_ctl`, a console); a host token
+/// (role `agent`) names exactly one host, so that host `web` cannot take
+/// the name of host `web_db`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -50,6 +53,25 @@ pub struct Claims {
     /// Expires at, seconds since the Unix epoch.
     pub exp: u64,
     pub kind: TokenKind,
+    /// The token's family: the id of the login's (or the issued) token
+    /// that refreshes descend from; revoking that id revokes all of them.
+    /// Nil in a token from before families: its own id.
+    #[serde(default)]
+    pub fam: Uuid,
+    /// The family's end (seconds): no refresh gives a token valid past it.
+    /// 0 in a token from before families: its own expiry.
+    #[serde(default)]
+    pub fexp: u64,
+    /// Issued at, in milliseconds, for revocations of every token of a
+    /// subject issued before a moment (a password change). 0 in a token
+    /// from before: the start of its `iat` second.
+    #[serde(default)]
+    pub iat_ms: u64,
+    /// The id of the key that signed it (as verified: the header's), so
+    /// that retiring that key ends it; empty for a token that is not signed
+    /// (a Nest token).
+    #[serde(default)]
+    pub kid: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,12 +84,55 @@ pub enum TokenKind {
 }
 
 impl Claims {
+    /// Whether this is a host's token (role `agent`), not a person's.
+    pub fn is_host(&self) -> bool {
+        self.role == Role::Agent
+    }
+
+    /// The family this token belongs to (see [`Claims::fam`]).
+    pub fn family(&self) -> Uuid {
+        if self.fam.is_nil() {
+            self.jti
+        } else {
+            self.fam
+        }
+    }
+
+    /// When the family ends (see [`Claims::fexp`]).
+    pub fn family_end(&self) -> u64 {
+        if self.fexp == 0 {
+            self.exp
+        } else {
+            self.fexp
+        }
+    }
+
+    /// When it was issued, in milliseconds (see [`Claims::iat_ms`]).
+    pub fn issued_ms(&self) -> u64 {
+        if self.iat_ms == 0 {
+            self.iat.saturating_mul(1000)
+        } else {
+            self.iat_ms
+        }
+    }
+
     /// Whether the token lets its bearer identify as `name`.
     pub fn allows_name(&self, name: &str) -> bool {
         name == self.name
-            || name
-                .strip_prefix(self.name.as_str())
-                .is_some_and(|rest| rest.starts_with('_'))
+            || (!self.is_host()
+                && name
+                    .strip_prefix(self.name.as_str())
+                    .is_some_and(|rest| rest.starts_with('_')))
+    }
+
+    /// The names [`allows_name`](Claims::allows_name) accepts, as a refusal
+    /// tells them.
+    pub fn allowed_names(&self) -> String {
+        if self.is_host() {
+            format!("only the host name {:?}", self.name)
+        } else {
+            format!("the name {0:?} (or {0}_...)", self.name)
+        }
     }
 }
 
@@ -101,6 +166,11 @@ impl Keys {
         self.keys
             .iter()
             .max_by(|a, b| (a.1.created, &a.0).cmp(&(b.1.created, &b.0)))
+    }
+
+    /// Whether the key `kid` is still there (not retired).
+    pub fn has(&self, kid: &str) -> bool {
+        self.find(kid).is_some()
     }
 
     fn find(&self, kid: &str) -> Option<&StoredKey> {
@@ -162,11 +232,12 @@ pub async fn retire(store: &Arc<dyn Store>, kid: &str) -> Result<bool, AuthError
     Ok(store.delete(KEYS, kid).await?)
 }
 
-/// Signs `claims` with the newest key.
-pub fn sign(keys: &Keys, claims: &Claims) -> Result<String, AuthError> {
+/// Signs `claims` with the newest key, whose id it sets in them.
+pub fn sign(keys: &Keys, claims: &mut Claims) -> Result<String, AuthError> {
     let (kid, key) = keys
         .newest()
         .ok_or_else(|| AuthError::Internal("no signing key".into()))?;
+    claims.kid = kid.clone();
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(kid.clone());
     let signing = |e| AuthError::Internal(format!("cannot sign a token: {e}"));
@@ -181,18 +252,18 @@ pub fn verify(keys: &Keys, token: &str) -> Result<Claims, TokenRefused> {
     if header.alg != Algorithm::HS256 {
         return Err(TokenRefused::Invalid);
     }
-    let key = header
-        .kid
-        .as_deref()
-        .and_then(|kid| keys.find(kid))
-        .ok_or(TokenRefused::Invalid)?;
+    let kid = header.kid.ok_or(TokenRefused::Invalid)?;
+    let key = keys.find(&kid).ok_or(TokenRefused::Invalid)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp", "sub"]);
     let key = DecodingKey::from_secret(&key.secret).map_err(|_| TokenRefused::Invalid)?;
     match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
         // jsonwebtoken accepts a token in its expiry second; this does not.
-        Ok(data) if data.claims.exp > now_secs() => Ok(data.claims),
+        Ok(mut data) if data.claims.exp > now_secs() => {
+            data.claims.kid = kid;
+            Ok(data.claims)
+        }
         Ok(_) => Err(TokenRefused::Expired),
         Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
             Err(TokenRefused::Expired)
@@ -276,14 +347,19 @@ mod tests {
             iat: now_secs(),
             exp,
             kind: TokenKind::Login,
+            fam: Uuid::nil(),
+            fexp: 0,
+            iat_ms: 0,
+            kid: String::new(),
         }
     }
 
     #[test]
     fn a_signed_token_verifies_and_an_altered_one_does_not() {
         let keys = keys();
-        let c = claims(now_secs() + 60);
-        let token = sign(&keys, &c).unwrap();
+        let mut c = claims(now_secs() + 60);
+        let token = sign(&keys, &mut c).unwrap();
+        assert_eq!(c.kid, "k1");
         assert_eq!(verify(&keys, &token), Ok(c));
         let mut altered = token.clone();
         altered.pop();
@@ -295,7 +371,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused_as_expired() {
         let keys = keys();
-        let token = sign(&keys, &claims(now_secs() - 1)).unwrap();
+        let token = sign(&keys, &mut claims(now_secs() - 1)).unwrap();
         assert_eq!(verify(&keys, &token), Err(TokenRefused::Expired));
     }
 
@@ -318,5 +394,17 @@ mod tests {
         assert!(c.allows_name("alice_ctl"));
         assert!(!c.allows_name("alicex"));
         assert!(!c.allows_name("bob"));
+    }
+
+    #[test]
+    fn a_host_token_allows_its_name_only() {
+        let host = Claims {
+            name: "web".into(),
+            role: Role::Agent,
+            ..claims(0)
+        };
+        assert!(host.allows_name("web"));
+        assert!(!host.allows_name("web_db"));
+        assert!(host.allowed_names().contains("only"));
     }
 }

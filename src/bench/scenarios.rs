@@ -24,7 +24,7 @@ use super::report::{Cpu, Memory, Progress, Report};
 use super::stats::{Counts, LatencySum, Receipts, Tracker};
 use super::system;
 use super::{BenchError, CommonArgs, ConnectArgs, DirectArgs, FanoutArgs, MessageArgs};
-use crate::protocol::{PayloadIn, PayloadOut, Sequenced, Target};
+use crate::protocol::{HostService, PayloadIn, PayloadOut, Sequenced, Target};
 
 const SETUP: u8 = 0;
 const GO: u8 = 1;
@@ -954,11 +954,11 @@ pub async fn connect(args: &ConnectArgs, scenario: &str) -> Result<Report, Bench
             endpoint: ctx.shared.spread.endpoint_for(i),
             presence: i < w || args.presence,
             create: if agent {
-                vec![format!("telemetry_{name}"), format!("audit_{name}")]
+                HostService::ALL.map(|kind| kind.of(&name)).to_vec()
             } else {
                 Vec::new()
             },
-            subscribe: agent.then(|| format!("telemetry_{name}")),
+            subscribe: agent.then(|| HostService::Telemetry.of(&name)),
             receive: None,
             send: None,
             name,

@@ -7,8 +7,16 @@
 //! replies never interleave inside a frame), and a [`Receiver`] that yields
 //! the gateway's payloads and turns a close into [`ClientError::Closed`] with
 //! the gateway's code and reason.
+//!
+//! A text frame that is not a payload this client can decode (another
+//! client's MESSAGE `data` that a gateway without the checks of
+//! [`crate::protocol::data`] let through, or a payload of a newer protocol)
+//! is skipped, logged and counted ([`undecodable_frames`]), never a reason
+//! to drop the connection: one such frame sent to `ALL` would otherwise
+//! knock every agent and `ctl` off.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::stream::{SplitStream, StreamExt};
 use futures_util::SinkExt;
@@ -27,6 +35,27 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Frames that may wait for the writer before senders wait too.
 const SEND_QUEUE: usize = 256;
 
+/// Text frames from the gateway that this process could not decode and
+/// skipped, over all its connections.
+static UNDECODABLE: AtomicU64 = AtomicU64::new(0);
+
+/// How many frames from the gateway this process skipped because it could
+/// not decode them (the agent reports it in its `ping` reply).
+pub fn undecodable_frames() -> u64 {
+    UNDECODABLE.load(Ordering::Relaxed)
+}
+
+/// Counts a skipped frame, warning on the 1st, 2nd, 4th, 8th...: a flood of
+/// them logs a few lines, not one per frame.
+fn skipped(error: &serde_json::Error, text: &str) {
+    let count = UNDECODABLE.fetch_add(1, Ordering::Relaxed) + 1;
+    if count.is_power_of_two() {
+        tracing::warn!(%error, count, "skipped a frame from the gateway that is not a payload this client reads");
+    }
+    // The frame may be anyone's data: only at debug, and only its start.
+    tracing::debug!(%error, frame = truncate(text, 200), "skipped frame");
+}
+
 /// Why a connection failed or ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -38,8 +67,9 @@ pub enum ClientError {
     /// The connection broke without a close frame.
     #[error("the connection to the gateway broke: {0}")]
     Broken(String),
-    /// The gateway sent something that is not a concierge payload.
-    #[error("unexpected from the gateway: {0}")]
+    /// A payload could not be encoded (frames from the gateway that cannot
+    /// be decoded are skipped, not errors).
+    #[error("cannot encode a payload: {0}")]
     Protocol(String),
 }
 
@@ -153,15 +183,15 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// The next payload; pings are answered by the socket itself.
+    /// The next payload; pings are answered by the socket itself, and frames
+    /// that are not payloads are skipped (see the module's doc).
     pub async fn next(&mut self) -> Result<Sequenced, ClientError> {
         loop {
             match self.stream.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(&text).map_err(|e| {
-                        ClientError::Protocol(format!("{e}: {}", truncate(&text, 200)))
-                    })
-                }
+                Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
+                    Ok(payload) => return Ok(payload),
+                    Err(e) => skipped(&e, &text),
+                },
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame.map_or((1005, String::new()), |f| {
                         (u16::from(f.code), f.reason.to_string())

@@ -432,6 +432,12 @@ settings! {
     max_failed_logins: u64 = 5, env "CONCIERGE_MAX_FAILED_LOGINS", check positive;
     /// Seconds a lock-out lasts, and the window in which failed logins are counted.
     login_lockout_secs: u64 = 300, env "CONCIERGE_LOGIN_LOCKOUT_SECS", check positive;
+    /// Seconds a login's tokens live at most, counted from the login: a refresh gives a new token of the same family, never valid past that; then the user logs in again.
+    token_lifetime_secs: u64 = 604_800, env "CONCIERGE_TOKEN_LIFETIME_SECS", check positive;
+    /// Reverse proxies (comma-separated IP addresses or CIDR networks) whose X-Forwarded-For or Forwarded header names a login's source address for lock-outs; from any other peer those headers are ignored and the peer's own address counts. Empty: trust none.
+    trusted_proxies: String = String::new(), env "CONCIERGE_TRUSTED_PROXIES", check trusted_proxies;
+    /// Browser origins (comma-separated, e.g. https://app.example.com) allowed besides the gateway's own to open a WebSocket (every path) and to log in (POST /auth/token); a request with any other Origin header is refused with 403. Programs send no Origin and are not affected.
+    allowed_origins: String = String::new(), env "CONCIERGE_ALLOWED_ORIGINS", check allowed_origins;
     /// Accept a client's public uuid as its file server key, as seed 004 clients use it: anyone who saw the uuid can then write and delete that client's files. Off whenever tokens are required.
     fs_uuid_write: bool = false, env "CONCIERGE_FS_UUID_WRITE";
     /// Folder for gateway data: uploaded files under <data_dir>/fs/<client name>/ (locked by a gateway running alone); a gateway running alone keeps its accounts and other shared state in <data_dir>/concierge.db.
@@ -462,6 +468,12 @@ settings! {
     max_subscriptions_per_client: usize = 256, env "CONCIERGE_MAX_SUBSCRIPTIONS_PER_CLIENT";
     /// Largest file accepted by PUT /fs, in bytes; larger uploads get 413.
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
+    /// Most bytes one client's files may take on the file server, uploads still streaming in included; an upload beyond gets 413. In a cluster each replica counts the uploads it received.
+    max_client_files_bytes: u64 = 1_073_741_824, env "CONCIERGE_MAX_CLIENT_FILES_BYTES", check positive;
+    /// Most bytes all clients' files together may take on the file server, uploads still streaming in included; an upload beyond gets 507. In a cluster each replica counts the uploads it received.
+    max_files_bytes: u64 = 10_737_418_240, env "CONCIERGE_MAX_FILES_BYTES", check positive;
+    /// Milliseconds an upload's body may send nothing before the upload is refused with 408 and its temporary file deleted.
+    upload_idle_timeout_ms: u64 = 30_000, env "CONCIERGE_UPLOAD_IDLE_TIMEOUT_MS", check positive;
     /// Seconds to wait for connections to finish after SIGTERM or SIGINT.
     shutdown_timeout_secs: u64 = 5, env "CONCIERGE_SHUTDOWN_TIMEOUT_SECS";
     /// Seconds a host behind an adapter (a Nest host on /nest, a Quix backend on /wsi) has to answer a command before the operator is told it timed out.
@@ -560,6 +572,42 @@ pub fn cidr_list(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
             s.parse::<ipnet::IpNet>()
                 .map(|net| net.trunc())
                 .map_err(|_| format!("{s:?} is not a network in CIDR notation, e.g. 10.8.0.0/24"))
+        })
+        .collect()
+}
+
+/// `trusted_proxies`: comma-separated IP addresses or networks in CIDR
+/// notation (an address alone is a network of one); empty is none.
+pub fn trusted_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ipnet::IpNet::from(ip)),
+            Err(_) => s
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    format!("{s:?} is not an IP address or a network, e.g. 10.0.0.5 or 10.0.0.0/24")
+                }),
+        })
+        .collect()
+}
+
+/// `allowed_origins`: comma-separated origins as a browser sends them
+/// (`scheme://host[:port]`, no path), lowercased; empty is none.
+pub fn allowed_origins(text: &str) -> Result<Vec<String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let bad = || format!("{s:?} is not an origin: write scheme://host[:port], e.g. https://app.example.com");
+            let (scheme, authority) = s.split_once("://").ok_or_else(bad)?;
+            let fine = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);
+            if scheme.is_empty() || authority.is_empty() || !authority.chars().all(fine) {
+                return Err(bad());
+            }
+            Ok(s.to_ascii_lowercase())
         })
         .collect()
 }

@@ -19,7 +19,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::client::{self, ClientError, Connection, Identity};
-use crate::protocol::{PayloadIn, PayloadOut, Target};
+use crate::protocol::{HostService, Origin, PayloadIn, PayloadOut, Target};
 use render::{table, Units};
 
 /// Exit status: the request was answered with an error, or the process
@@ -857,7 +857,7 @@ impl Ctl {
     }
 
     async fn audit(&mut self, host: &str, limit: u64, follow: bool) -> Result<ExitCode, CtlError> {
-        let service = format!("audit_{host}");
+        let service = HostService::Audit.of(host);
         if follow {
             self.conn
                 .sender
@@ -877,9 +877,7 @@ impl Ctl {
         loop {
             let next = self.conn.receiver.next().await?;
             match next.payload {
-                PayloadOut::Message { origin, data, .. }
-                    if origin.service.as_ref().is_some_and(|s| s.name == service) =>
-                {
+                PayloadOut::Message { origin, data, .. } if published(&origin, &service, host) => {
                     self.audit_line(&data["entry"]);
                 }
                 PayloadOut::InvalidService { service } => {
@@ -1014,7 +1012,7 @@ impl Ctl {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let service = format!("telemetry_{host}");
+        let service = HostService::Telemetry.of(host);
         self.conn
             .sender
             .send(&PayloadIn::SelfSubscribe {
@@ -1040,9 +1038,7 @@ impl Ctl {
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             };
             match next.payload {
-                PayloadOut::Message { origin, data, .. }
-                    if origin.service.as_ref().is_some_and(|s| s.name == service) =>
-                {
+                PayloadOut::Message { origin, data, .. } if published(&origin, &service, host) => {
                     draw(&data, self.json)
                 }
                 PayloadOut::InvalidService { service } => {
@@ -1076,6 +1072,13 @@ fn parse_target(target: &str) -> Target {
             name: target.to_owned(),
         }
     }
+}
+
+/// Whether a MESSAGE was published on `service` by host `host` itself:
+/// what is shown is attributed to the verified publisher in `origin`, never
+/// to fields inside `data`.
+fn published(origin: &Origin, service: &str, host: &str) -> bool {
+    origin.service.as_ref().is_some_and(|s| s.name == service) && origin.client.is_host(host)
 }
 
 /// A JSON value as a table cell: strings without quotes, null as `-`.

@@ -11,14 +11,24 @@
 //!
 //! Uploads are streamed to a temporary file under `<files>/.tmp` and renamed
 //! into place once complete, so a reader never sees half a file and a failed
-//! or oversized upload leaves nothing behind. A client's folder is moved to
+//! or oversized upload leaves nothing behind; a body that stops arriving for
+//! `upload_idle_timeout_ms` fails the upload (408), so a client sending a
+//! byte a second cannot hold an upload and its file open forever. The
+//! bytes a client and all clients may store are bounded ([`quota`]).
+//!
+//! Files are served as downloads (`Content-Disposition: attachment`) under
+//! a sandboxing `Content-Security-Policy` and `nosniff`: an uploaded `.html`
+//! or `.svg` must never run as a page of the console's origin. A client's folder is moved to
 //! `<files>/.trash` when it leaves (a rename: the namespace never waits on
 //! disk) and deleted from there in the background, by the [`Janitor`] the
 //! namespace tells of departures.
 
+pub mod quota;
+
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -30,8 +40,13 @@ use crate::auth::{self, Auth, Claims};
 use crate::config::Settings;
 use crate::namespace::{Change, Namespace, Observer};
 use crate::protocol::ClientInfo;
+use quota::Exceeded;
+pub use quota::Quota;
 
 const TMP: &str = ".tmp";
+/// The policy of every served file: no script, no plugin, no request of
+/// its own, a unique origin, should a browser render it anyway.
+const FILE_CSP: &str = "sandbox; default-src 'none'";
 const TRASH: &str = ".trash";
 
 /// A refused file request: an HTTP status and the reason, sent as
@@ -71,6 +86,8 @@ impl ResponseError for FsError {
 pub struct Files {
     dir: PathBuf,
     max_file_size: u64,
+    idle_timeout: Duration,
+    quota: Arc<Quota>,
     namespace: Namespace,
     auth: Arc<Auth>,
     uuid_writes: bool,
@@ -83,11 +100,14 @@ impl Files {
         settings: &Settings,
         namespace: Namespace,
         auth: Arc<Auth>,
+        quota: Arc<Quota>,
         lock: Option<std::fs::File>,
     ) -> Self {
         Files {
             dir: settings.files_dir(),
             max_file_size: settings.max_file_size,
+            idle_timeout: Duration::from_millis(settings.upload_idle_timeout_ms),
+            quota,
             namespace,
             auth,
             uuid_writes: settings.fs_uuid_write,
@@ -102,26 +122,28 @@ impl Files {
 }
 
 /// Removes the folder of a client that left, on the node that cleans up
-/// after it.
+/// after it; every node stops counting that folder's bytes.
 pub struct Janitor {
     dir: PathBuf,
+    quota: Arc<Quota>,
 }
 
 impl Janitor {
-    pub fn new(dir: PathBuf) -> Self {
-        Janitor { dir }
+    pub fn new(dir: PathBuf, quota: Arc<Quota>) -> Self {
+        Janitor { dir, quota }
     }
 }
 
 impl Observer for Janitor {
     fn observe(&self, change: &Change<'_>) {
         if let Change::Left {
-            client,
-            cleanup: true,
-            ..
+            client, cleanup, ..
         } = change
         {
-            discard_client_dir(&self.dir, &client.name, client.uuid);
+            if *cleanup {
+                discard_client_dir(&self.dir, &client.name, client.uuid);
+            }
+            self.quota.forget(&client.name);
         }
     }
 }
@@ -363,17 +385,35 @@ async fn put_file(
     if declared.is_some_and(|len| len > max) {
         return Err(too_big());
     }
+    // The file this upload replaces is freed when it is stored: it leaves
+    // room for the new one.
+    let replaced = file_size(&file).await;
+    if let Some(len) = declared {
+        files
+            .quota
+            .fits(&client, len, replaced)
+            .map_err(over_quota)?;
+    }
 
     let tmp = files.dir.join(TMP).join(Uuid::new_v4().to_string());
     let mut upload = Upload {
         path: tmp.clone(),
         kept: false,
+        quota: &files.quota,
+        client: &client,
+        reserved: 0,
     };
     let mut out = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| FsError::io("cannot create the upload file", e))?;
     let mut written: u64 = 0;
-    while let Some(chunk) = body.next().await {
+    let idle = files.idle_timeout;
+    while let Some(chunk) = tokio::time::timeout(idle, body.next()).await.map_err(|_| {
+        FsError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the upload sent nothing for {} ms", idle.as_millis()),
+        )
+    })? {
         let chunk = chunk.map_err(|e| {
             FsError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))
         })?;
@@ -381,6 +421,11 @@ async fn put_file(
         if written > max {
             return Err(too_big());
         }
+        files
+            .quota
+            .reserve(&client, chunk.len() as u64, replaced)
+            .map_err(over_quota)?;
+        upload.reserved += chunk.len() as u64;
         out.write_all(&chunk)
             .await
             .map_err(|e| FsError::io("cannot write the upload", e))?;
@@ -413,12 +458,24 @@ async fn put_file(
             "a folder exists at that path",
         ));
     }
+    // The file it replaces (as it is now) no longer counts.
+    let replaced = file_size(&file).await;
     tokio::fs::rename(&tmp, &file)
         .await
         .map_err(|e| conflict_or_io("cannot store the upload", e))?;
     upload.kept = true;
+    files.quota.release(&client, replaced);
     tracing::debug!(client = %client, path = %file.display(), bytes = written, "file stored");
     Ok(HttpResponse::Created().json(serde_json::json!({ "size": written })))
+}
+
+/// The size of the file at `path`; 0 when there is none.
+async fn file_size(path: &Path) -> u64 {
+    tokio::fs::metadata(path)
+        .await
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len())
 }
 
 /// A file under a path component that is itself a file is a conflict, not
@@ -437,16 +494,36 @@ fn conflict_or_io(context: &str, e: io::Error) -> FsError {
     }
 }
 
-/// Deletes an unfinished upload's temporary file unless it was kept.
-struct Upload {
-    path: PathBuf,
-    kept: bool,
+/// Why an upload does not fit: 413 for the client's own limit, 507 when
+/// the file server as a whole is full.
+fn over_quota(exceeded: Exceeded) -> FsError {
+    match exceeded {
+        Exceeded::Client(max) => FsError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a client's files may take at most {max} bytes (max_client_files_bytes)"),
+        ),
+        Exceeded::Total(max) => FsError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("the file server holds at most {max} bytes (max_files_bytes)"),
+        ),
+    }
 }
 
-impl Drop for Upload {
+/// An unfinished upload: unless it was kept, its temporary file is deleted
+/// and the bytes it reserved no longer count.
+struct Upload<'a> {
+    path: PathBuf,
+    kept: bool,
+    quota: &'a Quota,
+    client: &'a str,
+    reserved: u64,
+}
+
+impl Drop for Upload<'_> {
     fn drop(&mut self) {
         if !self.kept {
             let _ = std::fs::remove_file(&self.path);
+            self.quota.release(self.client, self.reserved);
         }
     }
 }
@@ -463,7 +540,23 @@ async fn get_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpRespo
             "that path is a folder, not a file",
         ));
     }
-    Ok(named.into_response(&req))
+    // A download, never a page: an uploaded .html or .svg served inline
+    // would run on the console's origin.
+    let mut disposition = named.content_disposition().clone();
+    disposition.disposition = header::DispositionType::Attachment;
+    let mut response = named
+        .set_content_disposition(disposition)
+        .into_response(&req);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(FILE_CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
 }
 
 async fn delete_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpResponse, FsError> {
@@ -473,12 +566,21 @@ async fn delete_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpRe
     let meta = tokio::fs::metadata(&file)
         .await
         .map_err(|_| FsError::new(StatusCode::NOT_FOUND, "no such file"))?;
+    let bytes = if meta.is_dir() {
+        let folder = file.clone();
+        tokio::task::spawn_blocking(move || quota::size_of(&folder))
+            .await
+            .unwrap_or(0)
+    } else {
+        meta.len()
+    };
     let removed = if meta.is_dir() {
         tokio::fs::remove_dir_all(&file).await
     } else {
         tokio::fs::remove_file(&file).await
     };
     removed.map_err(|e| FsError::io("cannot delete", e))?;
+    files.quota.release(&client, bytes);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": req.match_info().get("path") })))
 }
 

@@ -6,7 +6,8 @@
 //! `Authorization: Bearer` tells its remaining validity (seed 003's
 //! re-authentication); `POST /auth/token/refresh` with it gives a new one.
 //! Failures carry an HTTP status too: 400 for a body that is not the
-//! expected JSON, 401 for refused credentials or tokens, 429 (with
+//! expected JSON, 403 for a browser page of another origin (see
+//! [`origin`]), 415 for a login not sent as `application/json`, 401 for refused credentials or tokens, 429 (with
 //! `Retry-After`) while locked out, 503 when the store cannot be reached.
 
 use std::net::IpAddr;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::bearer_token;
+use super::origin;
 use super::AppState;
 use crate::auth::{self, Issued, LoginError, TokenRefused};
 
@@ -76,7 +78,30 @@ fn source(req: &HttpRequest) -> Option<IpAddr> {
         .ok()
 }
 
+/// Whether the body is declared as JSON (`application/json`, parameters
+/// such as a charset allowed). A browser form can only send other types
+/// without the page asking the gateway first.
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
 async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    if !origin::allowed(req.headers(), &state.settings) {
+        return HttpResponse::Forbidden().json(
+            json!({ "success": false, "reason": "origin_refused", "desc": origin::REFUSED }),
+        );
+    }
+    if !is_json(&req) {
+        return HttpResponse::UnsupportedMediaType().json(json!({
+            "success": false,
+            "reason": "unsupported_media_type",
+            "desc": "send the credentials with Content-Type: application/json",
+        }));
+    }
     let credentials: Credentials = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => {

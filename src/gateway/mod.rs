@@ -12,6 +12,7 @@ mod answers;
 mod http;
 mod login;
 mod observers;
+mod origin;
 pub mod session;
 mod start_error;
 mod tls;
@@ -137,9 +138,14 @@ impl Gateway {
         auth.ensure_key().await.map_err(|e| {
             ClusterError::Unavailable(format!("cannot create the signing key: {e}"))
         })?;
+        let quota = Arc::new(files::Quota::new(
+            settings.max_client_files_bytes,
+            settings.max_files_bytes,
+            &files_dir,
+        ));
         let observers: Vec<Arc<dyn Observer>> = vec![
             Arc::new(observers::Gauges),
-            Arc::new(files::Janitor::new(settings.files_dir())),
+            Arc::new(files::Janitor::new(settings.files_dir(), quota.clone())),
         ];
         let namespace = Namespace::start(
             settings.clone(),
@@ -158,6 +164,7 @@ impl Gateway {
             &settings,
             namespace.clone(),
             auth.clone(),
+            quota,
             files_lock,
         ));
         let app_state = state.clone();

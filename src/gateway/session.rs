@@ -511,10 +511,7 @@ impl Session {
         if !claims.allows_name(name) {
             return Err(Close::new(
                 CloseCode::NameNotAllowed,
-                format!(
-                    "the token allows the name {0:?} (or {0}_...), not {name:?}",
-                    claims.name
-                ),
+                format!("the token allows {}, not {name:?}", claims.allowed_names()),
             ));
         }
         Ok(Some(claims))

@@ -24,6 +24,7 @@ use actix_web::web;
 use bytes::Bytes;
 use futures_util::SinkExt;
 
+use super::origin;
 use super::session::Session;
 use super::AppState;
 use crate::adapters::nest::NestSession;
@@ -53,7 +54,7 @@ pub(super) fn take_over<S: Socket>(
     req: Request,
     framed: Framed<S, h1::Codec>,
 ) -> impl Future<Output = Result<(), Infallible>> {
-    let handshake = Box::pin(handshake(req, framed));
+    let handshake = Box::pin(handshake(state.settings.clone(), req, framed));
     async move {
         if let Some((io, early, peer, dialect)) = handshake.await {
             serve(&state, io, early, peer, dialect).await;
@@ -65,6 +66,7 @@ pub(super) fn take_over<S: Socket>(
 /// Answers the upgrade request. Once the 101 is sent: the socket, the
 /// bytes read past the request, and the peer's address.
 async fn handshake<S: Socket>(
+    settings: Arc<Settings>,
     req: Request,
     mut framed: Framed<S, h1::Codec>,
 ) -> Option<(S, Bytes, String, Dialect)> {
@@ -75,6 +77,9 @@ async fn handshake<S: Socket>(
             "WebSocket connections are accepted on /ws (/nest for Nest hosts, /wsi for Quix \
              backends, /socket.io/ for Socket.IO clients) only",
         )),
+        Some(_) if !origin::allowed(&req.head().headers, &settings) => {
+            Err(refusal(StatusCode::FORBIDDEN, origin::REFUSED))
+        }
         Some(Dialect::SocketIo) => match socketio::refused_query(req.uri().query()) {
             Some(why) => Err(refusal(StatusCode::BAD_REQUEST, why)),
             None => accept(req.head()),

@@ -18,25 +18,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Payload types counted by `concierge_payloads_in_total`; anything that
-/// does not decode is counted as `INVALID`.
-const PAYLOAD_TYPES: [&str; 15] = [
-    "IDENTIFY",
-    "MESSAGE",
-    "SELF_SUBSCRIBE",
-    "SELF_UNSUBSCRIBE",
-    "SELF_FETCH",
-    "SELF_SET_SEQ",
-    "SERVICE_CREATE",
-    "SERVICE_DELETE",
-    "SERVICE_FETCH",
-    "SERVICE_FETCH_ALL",
-    "CLIENT_FETCH",
-    "CLIENT_FETCH_ALL",
-    "USER_SETTINGS_FETCH",
-    "USER_SETTINGS_SET",
-    "INVALID",
-];
+/// Payload types counted by `concierge_payloads_in_total`: every type a
+/// client may send and `INVALID`, for anything that does not decode.
+fn payload_types() -> impl Iterator<Item = &'static str> {
+    crate::protocol::PayloadIn::KINDS
+        .into_iter()
+        .chain(["INVALID"])
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
@@ -170,8 +158,7 @@ impl Metrics {
             registry: Registry::default(),
         };
         let payloads = Family::<TypeLabel, Counter<u64, Striped>>::default();
-        let payloads_in = PAYLOAD_TYPES
-            .iter()
+        let payloads_in = payload_types()
             .map(|t| payloads.get_or_create(&TypeLabel { r#type: t }).clone())
             .collect();
         registry.register(
@@ -303,7 +290,7 @@ impl Metrics {
     /// undecodable one.
     pub fn payload_in(&self, kind: Option<&str>, bytes: usize) {
         let kind = kind.unwrap_or("INVALID");
-        if let Some(i) = PAYLOAD_TYPES.iter().position(|t| *t == kind) {
+        if let Some(i) = payload_types().position(|t| t == kind) {
             self.payloads_in[i].inc();
         }
         self.bytes_in.inc_by(bytes as u64);

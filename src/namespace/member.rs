@@ -24,7 +24,7 @@ use super::router::{self, Relayed};
 use super::service::{Subscribe, Unsubscribe};
 use super::view::ClientRecord;
 use super::Namespace;
-use crate::protocol::{ClientInfo, PayloadOut, Sequenced, Target};
+use crate::protocol::{ClientInfo, HostService, PayloadOut, Sequenced, Target};
 use crate::transport::outbox::{Frame, Outbox};
 
 /// What an identified client asked for, owned (to wait behind an earlier
@@ -277,6 +277,13 @@ impl Member {
         }
         if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err("a service name may not contain spaces or control characters".into());
+        }
+        if let Some(host) = HostService::host_of(name) {
+            if !self.record.info.is_host(host) {
+                return Err(format!(
+                    "{name:?} is reserved for host {host:?}: only that host's agent may create it"
+                ));
+            }
         }
         let max = settings.max_nickname_len;
         if nickname.is_some_and(|n| n.len() > max) {

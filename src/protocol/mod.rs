@@ -11,6 +11,8 @@
 //! in Rust (the tests, the benchmark tool, later the CLI and agent) share the
 //! exact types the gateway speaks.
 
+pub mod data;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -18,12 +20,47 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+pub use data::MAX_DATA_DEPTH;
+
 /// The WebSocket subprotocol the gateway selects when a client offers it.
 pub const SUBPROTOCOL: &str = "ert-concierge";
 
 /// The name no client may take: MESSAGEs to it are answered by the gateway
 /// itself (VPN configs), with this name as the sender.
 pub const GATEWAY_NAME: &str = "concierge";
+
+/// The services an agent publishes on, named after its host:
+/// `telemetry_<host>` and `audit_<host>`. They are reserved: only the host
+/// itself (the client of that name, with a host token where tokens are
+/// used) may create them, so whoever reads them knows who publishes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostService {
+    Telemetry,
+    Audit,
+}
+
+impl HostService {
+    pub const ALL: [HostService; 2] = [HostService::Telemetry, HostService::Audit];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            HostService::Telemetry => "telemetry_",
+            HostService::Audit => "audit_",
+        }
+    }
+
+    /// This service's name for `host`.
+    pub fn of(self, host: &str) -> String {
+        format!("{}{host}", self.prefix())
+    }
+
+    /// The host a service name is reserved for, if it is a host's.
+    pub fn host_of(service: &str) -> Option<&str> {
+        HostService::ALL
+            .iter()
+            .find_map(|kind| service.strip_prefix(kind.prefix()))
+    }
+}
 
 /// The protocol version this gateway speaks, sent in HELLO.
 pub const PROTOCOL_VERSION: &str = "0.2.0";
@@ -62,6 +99,16 @@ pub struct ClientInfo {
     /// `operator`, which implies `viewer`); empty without a token.
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+impl ClientInfo {
+    /// Whether this client is host `host`: it holds that name and, unless
+    /// it is anonymous (a gateway that requires no token, where the name is
+    /// all there is), a host token (role `agent`), which allows exactly one
+    /// name.
+    pub fn is_host(&self, host: &str) -> bool {
+        self.name == host && (self.roles.is_empty() || self.roles.iter().any(|r| r == "agent"))
+    }
 }
 
 /// Public information about a service.
@@ -359,12 +406,15 @@ impl<'a> PayloadIn<'a> {
                 token: r.optional_string("token", f.token)?,
                 presence: r.optional("presence", f.presence)?,
             },
-            "MESSAGE" => PayloadIn::Message {
-                target: r.required("target", f.target)?,
-                data: f.data.ok_or_else(|| {
+            "MESSAGE" => {
+                let target = r.required("target", f.target)?;
+                let data = f.data.ok_or_else(|| {
                     DecodeError::Malformed("invalid MESSAGE: missing field `data`".into())
-                })?,
-            },
+                })?;
+                // Relayed as it is: it must be what every recipient reads.
+                data::check(data.get()).map_err(|e| r.malformed("data", e))?;
+                PayloadIn::Message { target, data }
+            }
             "SELF_SUBSCRIBE" => PayloadIn::SelfSubscribe {
                 service: r.string("service", f.service)?,
             },
@@ -398,6 +448,24 @@ impl<'a> PayloadIn<'a> {
             _ => return Err(DecodeError::Unsupported(kind.into_owned())),
         })
     }
+
+    /// Every `type` a client may send, as [`PayloadIn::kind`] names them.
+    pub const KINDS: [&'static str; 14] = [
+        "IDENTIFY",
+        "MESSAGE",
+        "SELF_SUBSCRIBE",
+        "SELF_UNSUBSCRIBE",
+        "SELF_FETCH",
+        "SELF_SET_SEQ",
+        "SERVICE_CREATE",
+        "SERVICE_DELETE",
+        "SERVICE_FETCH",
+        "SERVICE_FETCH_ALL",
+        "CLIENT_FETCH",
+        "CLIENT_FETCH_ALL",
+        "USER_SETTINGS_FETCH",
+        "USER_SETTINGS_SET",
+    ];
 
     /// The payload's `type`, for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -958,6 +1026,45 @@ mod tests {
             PayloadIn::decode(r#"{"type":"MESSAGE","target":{"type":"MOON"},"data":1}"#),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn message_data_that_strict_parsers_refuse_is_malformed() {
+        for (data, named) in [
+            (r#""\ud800""#, "lone surrogate"),
+            ("1e400", "too large for a double"),
+            (
+                &format!("{}0{}", "[".repeat(65), "]".repeat(65)),
+                "deeper than 64",
+            ),
+        ] {
+            let text = format!(r#"{{"type":"MESSAGE","target":{{"type":"ALL"}},"data":{data}}}"#);
+            match PayloadIn::decode(&text) {
+                Err(DecodeError::Malformed(desc)) => {
+                    assert!(
+                        desc.starts_with("invalid MESSAGE: field `data`: "),
+                        "{desc}"
+                    );
+                    assert!(desc.contains(named), "{desc}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_are_the_types_decode_knows() {
+        for kind in PayloadIn::KINDS {
+            let text = json!({"type": kind}).to_string();
+            let decoded = PayloadIn::decode(&text);
+            assert!(
+                !matches!(decoded, Err(DecodeError::Unsupported(_))),
+                "{kind}"
+            );
+            if let Ok(payload) = decoded {
+                assert_eq!(payload.kind(), kind);
+            }
+        }
     }
 
     #[test]

@@ -74,6 +74,10 @@ mod tests {
                 iat: 0,
                 exp: 1,
                 kind: TokenKind::Issued,
+                fam: uuid::Uuid::nil(),
+                fexp: 0,
+                iat_ms: 0,
+                kid: String::new(),
             },
             fetched: 0,
         };

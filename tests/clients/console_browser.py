@@ -278,6 +278,13 @@ def operator_and_viewer(driver, summary):
 
     # ---- The fleet: the agent appears, marked, and filtering works
     wait(driver, "the agent in the fleet", lambda d: css(d, f'tr[data-name="{HOST}"] .badge.agent'))
+    # A viewer's client tagged `agent` (connected by the Rust test) is listed,
+    # but not as a host: only a verified host token makes one.
+    impostor = f'tr[data-name="{VIEWER}_agent"]'
+    wait(driver, "the viewer tagged agent in the fleet", lambda d: css(d, impostor))
+    assert not css(driver, f"{impostor} .badge.agent, {impostor} a.host-link"), "a tag made a viewer a host"
+    assert "1 agent," in one(driver, "#fleet-counts").text, one(driver, "#fleet-counts").text
+    summary["impostor_kind"] = one(driver, f"{impostor} .badge").text
     one(driver, "#fleet-search").send_keys("no-such-client")
     wait(driver, "the filter to hide everyone", lambda d: not css(d, "#fleet-clients tr[data-name]"))
     one(driver, "#fleet-search").clear()

@@ -325,8 +325,8 @@ impl SioSession {
         if let Some(claims) = self.claims() {
             if !claims.allows_name(&id) {
                 let why = format!(
-                    "the token allows the monitor_id {0:?} (or {0}_...), not {id:?}",
-                    claims.name
+                    "the token allows {} as monitor_id, not {id:?}",
+                    claims.allowed_names()
                 );
                 return self.fail("con failed", &why, ctx);
             }

@@ -2,6 +2,7 @@
 // first. Live from each agent's `audit_<host>` service; an operator also
 // sees each agent's recent history (its `audit` request needs that role).
 
+import { isHost } from "./gateway.js";
 import { clock, fill, h, sortableTable } from "./ui.js";
 
 const HISTORY = 200;
@@ -54,9 +55,12 @@ export function mount(app, root, [onlyHost]) {
   function follow(host) {
     if (subscribed.has(host)) return;
     const service = `audit_${host}`;
+    // Attributed to the verified publisher (origin), never to data.host:
+    // only host itself can own audit_<host>, and only the owner publishes.
     const onEntry = (e) => {
-      if (e.detail.data?.event === "audit") {
-        add(e.detail.data.host ?? host, e.detail.data.entry);
+      const from = e.detail.origin;
+      if (e.detail.data?.event === "audit" && from?.name === host && isHost(from)) {
+        add(from.name, e.detail.data.entry);
         draw();
       }
     };

@@ -2,6 +2,7 @@
 // CLIENT_LEFT, agents marked and linked to their host page; and every
 // service with its owner and subscriber count.
 
+import { isHost } from "./gateway.js";
 import { fill, h, sortableTable } from "./ui.js";
 
 export function title() {
@@ -17,9 +18,9 @@ export function mount(app, root) {
   const counts = h("p.muted", { id: "fleet-counts" });
 
   const clients = sortableTable([
-    { key: "name", label: "Name", cell: (c) => isAgent(c) ? h("a", { href: `#/host/${encodeURIComponent(c.name)}`, class: "host-link" }, c.name) : c.name },
-    { key: "kind", label: "Kind", value: (c) => isAgent(c) ? "agent" : (c.tags.includes("console") ? "console" : "client"),
-      cell: (c) => isAgent(c) ? h("span.badge.agent", {}, "agent") : h("span.badge", {}, c.tags.includes("console") ? "console" : "client") },
+    { key: "name", label: "Name", cell: (c) => isHost(c) ? h("a", { href: `#/host/${encodeURIComponent(c.name)}`, class: "host-link" }, c.name) : c.name },
+    { key: "kind", label: "Kind", value: (c) => isHost(c) ? "agent" : (c.tags.includes("console") ? "console" : "client"),
+      cell: (c) => isHost(c) ? h("span.badge.agent", {}, "agent") : h("span.badge", {}, c.tags.includes("console") ? "console" : "client") },
     { key: "user", label: "User", value: (c) => c.user ?? "anonymous" },
     { key: "roles", label: "Roles", value: (c) => c.roles.join(", "), className: "hide-narrow" },
     { key: "tags", label: "Tags", cell: (c) => c.tags.map((t) => h("span.badge", {}, t)), value: (c) => c.tags.join(" "), className: "hide-narrow" },
@@ -43,14 +44,14 @@ export function mount(app, root) {
     const needle = search.value.trim().toLowerCase();
     const all = [...app.clients.values()];
     const shown = all.filter((c) => {
-      if (kind.value === "agents" && !isAgent(c)) return false;
-      if (kind.value === "others" && isAgent(c)) return false;
+      if (kind.value === "agents" && !isHost(c)) return false;
+      if (kind.value === "others" && isHost(c)) return false;
       if (!needle) return true;
       return [c.name, c.nickname, c.user, c.uuid, ...c.tags].some((v) => v && v.toLowerCase().includes(needle));
     });
     clients.render(shown);
     services.render([...app.services.values()]);
-    counts.textContent = [count(all.length, "client"), count(all.filter(isAgent).length, "agent"), count(app.services.size, "service")].join(", ");
+    counts.textContent = [count(all.length, "client"), count(all.filter(isHost).length, "agent"), count(app.services.size, "service")].join(", ");
   }
   search.addEventListener("input", draw);
   kind.addEventListener("change", draw);
@@ -61,10 +62,6 @@ export function mount(app, root) {
     app.removeEventListener("fleet", draw);
     clearInterval(poll);
   };
-}
-
-function isAgent(c) {
-  return c.tags.includes("agent");
 }
 
 /** 1 → "1 agent", 2 → "2 agents". */

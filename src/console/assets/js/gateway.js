@@ -26,6 +26,15 @@ const FATAL = {
   4015: "another connection took this console's name over",
 };
 
+/**
+ * Whether a client object (or a MESSAGE origin) is a host: its roles, which
+ * the gateway takes from the verified token, hold `agent`. The tag `agent`
+ * is self-declared and proves nothing.
+ */
+export function isHost(client) {
+  return !!client?.roles?.includes("agent");
+}
+
 export class AgentError extends Error {
   constructor(reason, desc) {
     super(desc || reason);
@@ -52,6 +61,7 @@ export class Gateway extends EventTarget {
     this.up = false;
     this.stopped = false;
     this.backoff = 500;
+    this.undecodable = 0;
   }
 
   start() {
@@ -107,7 +117,10 @@ export class Gateway extends EventTarget {
 
   receive(text) {
     let payload;
-    try { payload = JSON.parse(text); } catch { return; }
+    try { payload = JSON.parse(text); } catch (e) { return this.skip(e); }
+    if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+      return this.skip(new TypeError("not a JSON object"));
+    }
     if (payload.type === "HELLO") {
       this.uuid = payload.uuid;
       this.seq = 0;
@@ -131,6 +144,18 @@ export class Gateway extends EventTarget {
       this.subscribeNow(payload.service.name);
     }
     this.emit("broadcast", payload);
+  }
+
+  /**
+   * A frame that is not a payload: skipped, never a reason to drop the
+   * connection (docs/PROTOCOL.md, MESSAGE). Counted in `undecodable`; the
+   * 1st, 2nd, 4th... are logged, so a flood of them logs a few lines.
+   */
+  skip(error) {
+    this.undecodable += 1;
+    if ((this.undecodable & (this.undecodable - 1)) === 0) {
+      console.warn(`skipped a frame from the gateway that is not a payload (${this.undecodable} so far): ${error.message}`);
+    }
   }
 
   message(payload) {

@@ -4,7 +4,7 @@
 // is shown no button it could not use; the agent checks again anyway.
 
 import { HostCharts } from "./charts.js";
-import { AgentError } from "./gateway.js";
+import { AgentError, isHost } from "./gateway.js";
 import { ago, bytes, clock, confirmAction, duration, fill, h, sortableTable, statusBadge, toast } from "./ui.js";
 
 export function title([name]) {
@@ -80,8 +80,10 @@ export function mount(app, root, [name]) {
   const charts = new HostCharts(cpuCanvas, memCanvas, diskCanvas);
   cleanups.push(() => charts.destroy());
   const telemetryService = `telemetry_${name}`;
+  // Only the host itself publishes on its service (the gateway reserves it).
   const onTelemetry = (e) => {
-    if (e.detail.data?.event === "telemetry") telemetry(e.detail.data.tele_data);
+    const from = e.detail.origin;
+    if (e.detail.data?.event === "telemetry" && from?.name === name && isHost(from)) telemetry(e.detail.data.tele_data);
   };
   gw.addEventListener(`service:${telemetryService}`, onTelemetry);
   gw.subscribe(telemetryService);

@@ -3,7 +3,7 @@
 // gateway reports it, and the router that shows one view at a time.
 
 import * as api from "./api.js";
-import { Gateway } from "./gateway.js";
+import { Gateway, isHost } from "./gateway.js";
 import { clearToasts, fill, h, toast } from "./ui.js";
 import * as fleet from "./fleet.js";
 import * as host from "./host.js";
@@ -30,8 +30,9 @@ class App extends EventTarget {
     return (IMPLIED[this.info?.role] ?? []).includes(role);
   }
 
+  /** The hosts: clients whose verified token is a host's (a tag proves nothing). */
   agents() {
-    return [...this.clients.values()].filter((c) => c.tags.includes("agent"));
+    return [...this.clients.values()].filter(isHost);
   }
 
   clientByName(name) {
