@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::flood::{self, Flood};
-use common::process::{command, serve, Process};
+use common::process::{command, rss, serve, Process};
 use common::PATIENCE;
 use serde_json::json;
 
@@ -38,17 +38,6 @@ fn pings(n: usize) -> Vec<u8> {
     (0..n)
         .flat_map(|_| flood::frame(0x9, &[b'p'; 125]))
         .collect()
-}
-
-/// The resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
 }
 
 /// Asks `/healthz`; returns how long the answer took.
