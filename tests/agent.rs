@@ -573,16 +573,11 @@ async fn process_info_of_a_live_pid_matches_proc() {
         .await;
     assert_eq!(code, 0, "{info}");
     assert_eq!(info["pid"], me);
-    let status = std::fs::read_to_string(format!("/proc/{me}/status")).expect("status");
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .expect("VmRSS");
+    let actual = common::process::rss(me);
     let rss = info["memory"]["rss"].as_u64().expect("rss");
     assert!(
-        rss > 0 && rss.abs_diff(rss_kb * 1024) < rss / 2,
-        "{rss} vs {rss_kb} kB"
+        rss > 0 && rss.abs_diff(actual) < rss / 2,
+        "{rss} vs {actual} bytes"
     );
     assert!(
         info["cpu_time"]["user"].is_number() && info["started"].as_u64() > Some(0),

@@ -100,12 +100,14 @@ impl Pki {
             .expect("HTTP client")
     }
 
-    fn args(&self, data: &Path) -> Vec<String> {
+    /// The gateway's arguments, with `workers` worker threads (each
+    /// accepts connections with its own acceptor).
+    fn args(&self, data: &Path, workers: usize) -> Vec<String> {
         [
             "--bind",
             "127.0.0.1:0",
             "--workers",
-            "1",
+            &workers.to_string(),
             "--data-dir",
             &data.display().to_string(),
             "--tls-cert",
@@ -122,6 +124,16 @@ fn replace(path: &Path, contents: &[u8]) {
     let aside = path.with_extension("new");
     std::fs::write(&aside, contents).expect("write");
     std::fs::rename(&aside, path).expect("rename");
+}
+
+/// The gateway binary serving `pki`'s files (its log is read: it says
+/// when the certificate was reloaded), and its address.
+async fn tls_process(pki: &Pki, data: &Path, workers: usize) -> (Process, SocketAddr) {
+    let args = pki.args(data, workers);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gateway = Process::spawn(command(&args));
+    let addr = gateway.listening().await;
+    (gateway, addr)
 }
 
 /// A gateway in this process serving `pki`'s files.
@@ -269,33 +281,13 @@ async fn a_plain_connection_to_the_tls_port_fails_and_the_gateway_keeps_serving(
     client.identify("survivor").await;
 }
 
-/// Waits for a new handshake to present `expected`; returns that connection.
-async fn wait_for_certificate(
-    addr: SocketAddr,
-    config: &Arc<ClientConfig>,
-    expected: &CertificateDer<'static>,
-) -> Client {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (client, presented) = connect_wss(addr, config).await;
-        if presented == *expected {
-            return client;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still the old certificate after 10 s"
-        );
-        drop(client);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn changed_files_are_served_to_new_connections_while_open_ones_keep_going() {
     let (pki, first) = Pki::new("first.test");
-    let server = tls_server(&pki);
+    let data = tempfile::tempdir().expect("temp dir");
+    let (mut gateway, addr) = tls_process(&pki, data.path(), 1).await;
     let config = pki.client();
-    let (mut old, presented) = connect_wss(server.addr, &config).await;
+    let (mut old, presented) = connect_wss(addr, &config).await;
     assert_eq!(presented, first);
     old.identify("old").await;
 
@@ -310,26 +302,51 @@ async fn changed_files_are_served_to_new_connections_while_open_ones_keep_going(
         .signed_by(&key, &pki.ca, &pki.ca_key)
         .expect("certificate");
     std::fs::write(&pki.cert, cert.pem()).expect("write");
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let (_, presented) = connect_wss(server.addr, &config).await;
+    // Files are looked at every 2 s.
+    let patience = PATIENCE + Duration::from_secs(2);
+    let warning = gateway
+        .wait_for_line(
+            &[
+                "TLS files changed: keeping the current TLS certificate",
+                "is not the key of the certificate",
+            ],
+            patience,
+        )
+        .await;
+    assert!(warning.contains("WARN"), "{warning}");
+    let (_, presented) = connect_wss(addr, &config).await;
     assert_eq!(presented, first, "a certificate without its key was served");
     std::fs::write(&pki.key, key.serialize_pem()).expect("write");
 
-    let mut new = wait_for_certificate(server.addr, &config, cert.der()).await;
+    gateway
+        .wait_for_line(
+            &[
+                "TLS files changed: TLS certificate loaded",
+                "subject=second.test",
+            ],
+            patience,
+        )
+        .await;
+    let (mut new, presented) = connect_wss(addr, &config).await;
+    assert_eq!(
+        &presented,
+        cert.der(),
+        "the old certificate after the reload"
+    );
     new.identify("new").await;
     old.expect("CLIENT_JOINED").await;
     relay(&mut old, &mut new, "from the first certificate").await;
     relay(&mut new, &mut old, "from the second").await;
 }
 
+/// Worker threads of the SIGHUP test's gateway.
+const WORKERS: usize = 2;
+
 #[tokio::test]
 async fn sighup_reloads_the_certificate_and_a_bad_one_is_refused() {
     let (pki, first) = Pki::new("first.test");
     let data = tempfile::tempdir().expect("temp dir");
-    let args = pki.args(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut gateway = Process::spawn(command(&args));
-    let addr = gateway.listening().await;
+    let (mut gateway, addr) = tls_process(&pki, data.path(), WORKERS).await;
     let log = gateway.log();
     assert!(log.contains("listening: wss://"), "{log}");
     assert!(log.contains("TLS certificate loaded"), "{log}");
@@ -368,8 +385,15 @@ async fn sighup_reloads_the_certificate_and_a_bad_one_is_refused() {
             PATIENCE,
         )
         .await;
-    let (mut new, presented) = connect_wss(addr, &config).await;
-    assert_eq!(presented, second);
+    // Once the reload is logged, every new handshake gets the new pair,
+    // whichever worker accepts it.
+    let handshakes = (0..4 * WORKERS).map(|_| connect_wss(addr, &config));
+    let mut connections = futures_util::future::join_all(handshakes).await;
+    for (_, presented) in &connections {
+        assert_eq!(presented, &second, "the old certificate after the reload");
+    }
+    let (mut new, _) = connections.swap_remove(0);
+    drop(connections);
     new.identify("new").await;
     old.expect("CLIENT_JOINED").await;
     relay(&mut old, &mut new, "still here").await;
@@ -397,7 +421,7 @@ async fn fails(args: &[String]) -> (Option<i32>, String) {
 async fn a_certificate_that_cannot_be_used_is_named_and_exits_3() {
     let (pki, _) = Pki::new("start.test");
     let data = tempfile::tempdir().expect("temp dir");
-    let mut args = pki.args(data.path());
+    let mut args = pki.args(data.path(), 1);
     let cert_arg = args.iter().position(|a| a == "--tls-cert").expect("flag") + 1;
 
     let missing = pki.dir.path().join("missing.pem");

@@ -259,14 +259,26 @@ pub enum Heard<'a> {
     Unusable(&'static str),
     /// A ping (answered) or a pong.
     Nothing,
-    /// The client closed, or the socket broke: the session stops.
+    /// The client closed, the socket broke, or the client's pongs could
+    /// not be queued (it does not read): the session stops.
     Ended,
 }
 
-/// Does what every adapter does with a frame: counts the client as heard
-/// from, answers pings, returns the close (or a protocol error's) to the
-/// client; hands the rest over.
+/// Does what every adapter does with a frame: answers pings (see
+/// [`Outgoing::pong`]; a client whose pongs cannot leave is closed with
+/// 1008), counts the client as heard from for any other frame, returns the
+/// close (or a protocol error's) to the client; hands the rest over.
 pub fn hear<'a>(frame: &'a Result<WsFrame, ProtocolError>, out: &Outgoing) -> Heard<'a> {
+    if let Ok(WsFrame::Ping(bytes)) = frame {
+        return match out.pong(bytes) {
+            Ok(()) => Heard::Nothing,
+            Err(close) => {
+                tracing::info!(code = close.code.code(), reason = %close.reason, "closing connection");
+                out.close_with(&close);
+                Heard::Ended
+            }
+        };
+    }
     out.heard_from_client();
     match frame {
         Ok(WsFrame::Text(bytes)) => match std::str::from_utf8(bytes) {
@@ -276,11 +288,7 @@ pub fn hear<'a>(frame: &'a Result<WsFrame, ProtocolError>, out: &Outgoing) -> He
         Ok(WsFrame::Binary(_) | WsFrame::Continuation(_)) => {
             Heard::Unusable("binary and fragmented frames are not supported: send text frames")
         }
-        Ok(WsFrame::Ping(bytes)) => {
-            out.pong(bytes);
-            Heard::Nothing
-        }
-        Ok(WsFrame::Pong(_)) => Heard::Nothing,
+        Ok(WsFrame::Ping(_) | WsFrame::Pong(_)) => Heard::Nothing,
         Ok(WsFrame::Close(reason)) => {
             out.close(reason.clone());
             Heard::Ended

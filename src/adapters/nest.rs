@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
@@ -67,7 +67,6 @@ pub struct NestSession {
     in_flight: Option<(Pending, SpawnHandle)>,
     /// A command timed out: the host's next answer is its, late.
     late: bool,
-    last_seen: Instant,
     span: tracing::Span,
 }
 
@@ -90,7 +89,6 @@ impl NestSession {
             queue: VecDeque::new(),
             in_flight: None,
             late: false,
-            last_seen: Instant::now(),
             span: tracing::info_span!("nest", %peer, name = tracing::field::Empty),
         }
     }
@@ -351,7 +349,7 @@ impl NestSession {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.last_seen.elapsed() > self.settings.heartbeat_timeout() {
+        if self.out.silent_for() > self.settings.heartbeat_timeout() {
             tracing::info!("Nest host silent: closing");
             self.out
                 .close_with(&Close::new(CloseCode::HeartbeatFailed, "no pong"));
@@ -468,7 +466,6 @@ impl Actor for NestSession {
 impl StreamHandler<Result<WsFrame, ProtocolError>> for NestSession {
     fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
-        self.last_seen = Instant::now();
         match super::hear(&frame, &self.out) {
             Heard::Text(text) => self.on_text(text, ctx),
             Heard::Unusable(why) => self.complain(why, ctx),

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
@@ -55,7 +55,6 @@ pub struct QuixSession {
     /// which rid of theirs.
     pending: HashMap<u64, (Uuid, Rid, SpawnHandle)>,
     next_rid: u64,
-    last_seen: Instant,
     span: tracing::Span,
 }
 
@@ -81,7 +80,6 @@ impl QuixSession {
             socket,
             pending: HashMap::new(),
             next_rid: 1,
-            last_seen: Instant::now(),
         }
     }
 
@@ -321,7 +319,7 @@ impl QuixSession {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.last_seen.elapsed() > self.settings.heartbeat_timeout() {
+        if self.out.silent_for() > self.settings.heartbeat_timeout() {
             self.out
                 .close_with(&Close::new(CloseCode::HeartbeatFailed, "no pong"));
             ctx.stop();
@@ -360,7 +358,6 @@ impl Actor for QuixSession {
 impl StreamHandler<Result<WsFrame, ProtocolError>> for QuixSession {
     fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
-        self.last_seen = Instant::now();
         match super::hear(&frame, &self.out) {
             Heard::Text(text) => self.on_text(text, ctx),
             Heard::Unusable(why) => self.close(why, ctx),

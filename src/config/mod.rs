@@ -452,7 +452,7 @@ settings! {
     max_frame_size: usize = 65_536, env "CONCIERGE_MAX_FRAME_SIZE", check positive;
     /// Milliseconds the gateway keeps reading (and dropping) what a client sends after the gateway sent it a close frame, until the client answers it or closes: closing sooner would reset the connection and destroy the close frame, code and reason, before a client that kept sending read it.
     close_linger_ms: u64 = 2_000, env "CONCIERGE_CLOSE_LINGER_MS";
-    /// Frames that may wait for a slow client before it is closed with 1008.
+    /// Frames (pongs to the client's pings included) that may wait for a slow client before it is closed with 1008.
     max_outgoing_queue: usize = 1_024, env "CONCIERGE_MAX_OUTGOING_QUEUE", check positive;
     /// Longest client or service name, in bytes.
     max_name_len: usize = 64, env "CONCIERGE_MAX_NAME_LEN", check positive;

@@ -16,7 +16,6 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use actix_http::ws::{CloseReason, Frame as WsFrame, Item, ProtocolError};
@@ -129,7 +128,6 @@ pub struct Session {
     state: State,
     held: Held,
     acks: Acks,
-    last_seen: Instant,
     fragments: Option<Fragments>,
     out: Outgoing,
     /// Where the client's outbox puts its frames (see [`Outbox`]).
@@ -158,7 +156,8 @@ impl Session {
             uuid = tracing::field::Empty,
             name = tracing::field::Empty
         );
-        let (out, sink, writer) = Outgoing::new(settings.max_outgoing_queue);
+        let (out, sink, writer) =
+            Outgoing::new(settings.max_outgoing_queue, settings.heartbeat_timeout());
         let session = Session {
             settings,
             namespace,
@@ -168,7 +167,6 @@ impl Session {
             state: State::Anonymous,
             held: Held::default(),
             acks: Acks::default(),
-            last_seen: Instant::now(),
             fragments: None,
             out,
             sink,
@@ -664,10 +662,10 @@ impl Session {
         let limit = self.settings.heartbeat_timeout();
         // Before IDENTIFY the identify timeout is the one that applies.
         let identified = matches!(self.state, State::Identified { .. });
-        if !identified || self.last_seen.elapsed() <= limit {
+        if !identified || self.out.silent_for() <= limit {
             return self.out.ping();
         }
-        if self.out.backlog_explains_silence(limit) {
+        if self.out.backlog_explains_silence() {
             return;
         }
         let _entered = self.span.clone().entered();
@@ -786,14 +784,19 @@ impl Actor for Session {
 impl StreamHandler<Result<WsFrame, ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<WsFrame, ProtocolError>, ctx: &mut Self::Context) {
         let _entered = self.span.clone().entered();
-        self.last_seen = Instant::now();
+        if let Ok(WsFrame::Ping(bytes)) = &msg {
+            // Answered, but not taken for an answer to the gateway's ping.
+            if let Err(close) = self.out.pong(bytes) {
+                self.evict(close, ctx);
+            }
+            return;
+        }
         self.out.heard_from_client();
         match msg {
             Ok(WsFrame::Text(bytes)) => self.on_utf8(bytes, ctx),
             Ok(WsFrame::Binary(_)) => self.on_binary(ctx),
             Ok(WsFrame::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(WsFrame::Ping(bytes)) => self.out.pong(&bytes),
-            Ok(WsFrame::Pong(_)) => {}
+            Ok(WsFrame::Ping(_) | WsFrame::Pong(_)) => {}
             Ok(WsFrame::Close(reason)) => {
                 tracing::debug!(?reason, "client closed");
                 self.close_code = Some(reason.as_ref().map_or(1005, |r| u16::from(r.code)));

@@ -7,7 +7,8 @@
 //! an [`ArcSwap`]: on SIGHUP, and when either file changes (their times and
 //! sizes are looked at every [`POLL`]), the pair is loaded again and swapped
 //! in, so new handshakes get the new certificate while open connections
-//! keep the one they started with. A pair that cannot be used is reported
+//! keep the one they started with. Every worker's acceptor resolves through
+//! the same swap, and the reload is logged only once it is done. A pair that cannot be used is reported
 //! and the current one kept: a half-copied renewal never takes the gateway
 //! off the air.
 
@@ -95,8 +96,13 @@ impl Current {
     fn reload(&self, why: &str) {
         match load(&self.cert, &self.key, &self.provider) {
             Ok(pair) => {
+                // Swapped in before it is announced: whoever acts on the
+                // line (an operator, a deploy script) must find every new
+                // handshake, on every worker (they all resolve through
+                // this one `Current`), already getting the new pair.
+                let pair = Arc::new(pair);
+                self.pair.store(pair.clone());
                 announce(&self.cert, &pair, Some(why));
-                self.pair.store(Arc::new(pair));
             }
             Err(e) => tracing::warn!(error = %e, "{why}: keeping the current TLS certificate"),
         }

@@ -186,7 +186,9 @@ async fn adapter<S: Socket, A>(
     A: Actor<Context = Context<A>> + StreamHandler<Result<WsFrame, ProtocolError>>,
 {
     let (input, returned) = lend(input);
-    let (out, sink, writer) = Outgoing::new(state.settings.max_outgoing_queue);
+    let settings = &state.settings;
+    let (out, sink, writer) =
+        Outgoing::new(settings.max_outgoing_queue, settings.heartbeat_timeout());
     let session = new(
         state.settings.clone(),
         state.namespace.clone(),

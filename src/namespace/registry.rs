@@ -893,11 +893,7 @@ impl Handler<Overflowed> for Registry {
     fn handle(&mut self, msg: Overflowed, _: &mut Context<Self>) -> Self::Result {
         let max = self.settings.max_outgoing_queue;
         tracing::warn!(uuid = %msg.uuid, "evicting a client that does not read its frames");
-        let close = Close::new(
-            CloseCode::Policy,
-            format!("too slow: more than {max} frames waiting to be sent"),
-        );
-        atomic(self.evict(msg.uuid, close))
+        atomic(self.evict(msg.uuid, Close::too_slow(max)))
     }
 }
 

@@ -779,6 +779,15 @@ impl Close {
             reason: reason.into(),
         }
     }
+
+    /// 1008 for a client that does not read: more than `max` frames (its
+    /// payloads, and the pongs answering its pings) wait to be sent to it.
+    pub fn too_slow(max: usize) -> Self {
+        Close::new(
+            CloseCode::Policy,
+            format!("too slow: more than {max} frames waiting to be sent"),
+        )
+    }
 }
 
 #[cfg(test)]

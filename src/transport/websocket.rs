@@ -20,6 +20,13 @@
 //! Because the queue sits in front of the socket, the session knows when
 //! its frames reach it. The heartbeat uses that: a ping queued behind a
 //! backlog the client is still reading is not counted against the client.
+//!
+//! The client's own pings are answered here too, and cost what any frame
+//! costs: each pong waits in the queue under the client's bound (a client
+//! that pings and does not read is closed with 1008, as one that does not
+//! read its data is), and a ping is a sign of life only while the frames
+//! to the client keep moving. Otherwise a client that never reads could
+//! keep itself alive, and grow the gateway's memory, by pinging.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -204,11 +211,12 @@ enum Ping {
 }
 
 enum Item {
-    /// A frame from the outbox: counts towards the client's queue bound.
-    Data(Bytes),
-    /// A frame the session itself sends (pong, close).
-    Control(Bytes),
-    /// The session's heartbeat ping.
+    /// A frame that counts towards the client's queue bound: one from the
+    /// outbox, or a pong answering the client's ping.
+    Bounded(Bytes),
+    /// The close frame: the one frame a stuck client must still get.
+    Close(Bytes),
+    /// The session's heartbeat ping (one at a time).
     Ping(Bytes),
 }
 
@@ -226,8 +234,8 @@ enum Waiting {
 /// session and the writer (both on the connection's worker thread).
 struct Queue {
     items: VecDeque<Item>,
-    /// How many of `items` are data frames, and how many may be.
-    data: usize,
+    /// How many of `items` are [`Item::Bounded`], and how many may be.
+    bounded: usize,
     capacity: usize,
     /// No frame is queued after this; the writer stops once it has written
     /// what is queued.
@@ -250,8 +258,8 @@ impl Queue {
         if self.ended {
             return None;
         }
-        if let Item::Data(_) = item {
-            self.data += 1;
+        if let Item::Bounded(_) = item {
+            self.bounded += 1;
         }
         self.items.push_back(item);
         self.wake_for_frames()
@@ -273,7 +281,7 @@ impl Queue {
     /// Drops every queued frame.
     fn discard(&mut self) {
         self.items = VecDeque::new();
-        self.data = 0;
+        self.bounded = 0;
     }
 
     /// Queues a close frame and ends the queue there (nothing if it has
@@ -292,7 +300,7 @@ impl Queue {
         }
         let mut wire = BytesMut::new();
         Parser::write_close(&mut wire, reason, false);
-        self.items.push_back(Item::Control(wire.freeze()));
+        self.items.push_back(Item::Close(wire.freeze()));
         self.ended = true;
         match std::mem::replace(&mut self.waiting, Waiting::No) {
             Waiting::ForFrames(waker) => Some(waker),
@@ -328,6 +336,11 @@ impl Queue {
         self.held = false;
         self.wake_for_frames()
     }
+
+    /// Whether the queue is at its bound.
+    fn full(&self) -> bool {
+        self.bounded >= self.capacity
+    }
 }
 
 type Shared = Arc<Mutex<Queue>>;
@@ -347,6 +360,9 @@ fn wake(waker: Option<Waker>) {
 /// What the session and the writer know of the heartbeat, on their thread.
 struct Progress {
     ping: Cell<Ping>,
+    /// When the client last showed it is alive (see
+    /// [`Outgoing::heard_from_client`] and [`Outgoing::pong`]).
+    last_heard: Cell<Instant>,
     /// When the socket last took bytes, or when the writer last had
     /// nothing to write.
     last_written: Cell<Instant>,
@@ -366,11 +382,11 @@ impl FrameSink for Sink {
         if queue.ended {
             return Err(SinkError::Closed);
         }
-        if queue.data >= queue.capacity {
+        if queue.full() {
             return Err(SinkError::Full);
         }
-        let waker = queue.push(Item::Data(frame.into_wire()));
-        let depth = queue.data;
+        let waker = queue.push(Item::Bounded(frame.into_wire()));
+        let depth = queue.bounded;
         drop(queue);
         wake(waker);
         Ok(depth)
@@ -398,15 +414,23 @@ impl FrameSink for Sink {
 pub struct Outgoing {
     queue: Shared,
     progress: Rc<Progress>,
+    /// The heartbeat timeout: how long the socket may take no byte of a
+    /// backlog before the output counts as stuck.
+    limit: Duration,
 }
 
 impl Outgoing {
-    /// A queue holding at most `capacity` data frames, the sink the
-    /// client's outbox pushes them into, and the writer that drains it.
-    pub fn new(capacity: usize) -> (Outgoing, Arc<dyn FrameSink>, Writer) {
+    /// A queue holding at most `capacity` frames (the outbox's and pongs),
+    /// the sink the client's outbox pushes into, and the writer that
+    /// drains it. `heartbeat_timeout` is how long the output may be stuck
+    /// before the client's pings stop counting as signs of life.
+    pub fn new(
+        capacity: usize,
+        heartbeat_timeout: Duration,
+    ) -> (Outgoing, Arc<dyn FrameSink>, Writer) {
         let queue = Arc::new(Mutex::new(Queue {
             items: VecDeque::new(),
-            data: 0,
+            bounded: 0,
             capacity,
             ended: false,
             abandoned: false,
@@ -415,6 +439,7 @@ impl Outgoing {
         }));
         let progress = Rc::new(Progress {
             ping: Cell::new(Ping::None),
+            last_heard: Cell::new(Instant::now()),
             last_written: Cell::new(Instant::now()),
             unwritten: Cell::new(false),
         });
@@ -423,12 +448,54 @@ impl Outgoing {
             progress: progress.clone(),
         };
         let sink = Arc::new(Sink(queue.clone()));
-        (Outgoing { queue, progress }, sink, writer)
+        let outgoing = Outgoing {
+            queue,
+            progress,
+            limit: heartbeat_timeout,
+        };
+        (outgoing, sink, writer)
     }
 
-    pub fn pong(&self, payload: &[u8]) {
-        let waker = lock(&self.queue).push(Item::Control(encode(payload, OpCode::Pong)));
+    /// Whether frames wait for the socket (queued, or taken by the writer
+    /// and not all written).
+    fn backlog(&self, queue: &Queue) -> bool {
+        self.progress.unwritten.get() || !queue.items.is_empty()
+    }
+
+    /// Whether frames wait and the socket has taken none of them for the
+    /// heartbeat timeout: the client is not reading.
+    fn stuck(&self, queue: &Queue) -> bool {
+        self.backlog(queue) && self.progress.last_written.get().elapsed() > self.limit
+    }
+
+    /// Before queuing a frame: if nothing was waiting, the socket was not
+    /// behind, and a backlog starting now is not late.
+    fn starting(&self, queue: &Queue) {
+        if !self.backlog(queue) {
+            self.progress.last_written.set(Instant::now());
+        }
+    }
+
+    /// Answers the client's ping. The pong waits in the queue like any of
+    /// the client's frames, under the same bound: a client whose pongs
+    /// cannot leave gets the 1008 close (returned; the caller closes) that
+    /// one not reading its frames gets. The ping counts as a sign of life
+    /// only while the socket is taking what the gateway sends (a client
+    /// that does not read is not kept alive by pinging), and it does not
+    /// answer the gateway's own ping.
+    pub fn pong(&self, payload: &[u8]) -> Result<(), Close> {
+        let mut queue = lock(&self.queue);
+        if queue.full() {
+            return Err(Close::too_slow(queue.capacity));
+        }
+        if !self.stuck(&queue) {
+            self.progress.last_heard.set(Instant::now());
+        }
+        self.starting(&queue);
+        let waker = queue.push(Item::Bounded(encode(payload, OpCode::Pong)));
+        drop(queue);
         wake(waker);
+        Ok(())
     }
 
     /// Sends a heartbeat ping, unless one is still outstanding.
@@ -440,31 +507,38 @@ impl Outgoing {
         if queue.ended {
             return;
         }
-        if queue.items.is_empty() && !self.progress.unwritten.get() {
-            // The socket was not behind: nothing to wait for.
-            self.progress.last_written.set(Instant::now());
-        }
+        self.starting(&queue);
         self.progress.ping.set(Ping::Queued);
         let waker = queue.push(Item::Ping(encode(b"", OpCode::Ping)));
         drop(queue);
         wake(waker);
     }
 
-    /// Forgets the outstanding ping: the client has shown it is alive.
+    /// The client sent a frame other than a ping (data, a pong, a close,
+    /// or one that cannot be decoded): it is alive, and the outstanding
+    /// ping is forgotten.
     pub fn heard_from_client(&self) {
+        self.progress.last_heard.set(Instant::now());
         self.progress.ping.set(Ping::None);
+    }
+
+    /// How long since the client last showed it is alive.
+    pub fn silent_for(&self) -> Duration {
+        self.progress.last_heard.get().elapsed()
     }
 
     /// Whether the session's own backlog explains why the client has not
     /// answered: frames are still waiting and the socket took bytes within
-    /// `limit` (so the client is reading what was sent before the ping), or
-    /// the outstanding ping reached the socket less than `limit` ago. A
-    /// client that stops reading fills its socket, the writer stops moving,
-    /// and this turns false within `limit`.
-    pub fn backlog_explains_silence(&self, limit: Duration) -> bool {
-        let backlog = self.progress.unwritten.get() || !lock(&self.queue).items.is_empty();
-        let draining = backlog && self.progress.last_written.get().elapsed() <= limit;
-        draining || matches!(self.progress.ping.get(), Ping::Written(at) if at.elapsed() <= limit)
+    /// the heartbeat timeout (so the client is reading what was sent before
+    /// the ping), or the outstanding ping reached the socket less than that
+    /// ago. A client that stops reading fills its socket, the writer stops
+    /// moving, and this turns false within the timeout.
+    pub fn backlog_explains_silence(&self) -> bool {
+        let queue = lock(&self.queue);
+        let draining = self.backlog(&queue) && !self.stuck(&queue);
+        drop(queue);
+        draining
+            || matches!(self.progress.ping.get(), Ping::Written(at) if at.elapsed() <= self.limit)
     }
 
     /// Queues a close frame echoing the client's, or for a WebSocket
@@ -548,11 +622,11 @@ impl<W: SocketOutput> Writing<W> {
                 break;
             };
             let bytes = match item {
-                Item::Data(bytes) => {
-                    queue.data -= 1;
+                Item::Bounded(bytes) => {
+                    queue.bounded -= 1;
                     bytes
                 }
-                Item::Control(bytes) => bytes,
+                Item::Close(bytes) => bytes,
                 Item::Ping(bytes) => {
                     self.ping = true;
                     bytes

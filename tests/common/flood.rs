@@ -154,6 +154,42 @@ impl Flood {
         }));
     }
 
+    /// Stops the flood; the connection stays open.
+    pub fn stop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            sender.abort();
+        }
+    }
+
+    /// Reads past everything to the close frame: its code and reason; or
+    /// `None` when the connection ends (EOF or reset) before one arrives.
+    /// Panics if neither happens within `patience`.
+    pub async fn close_or_end(&mut self, patience: Duration) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            // Megabytes of pongs can come first: drained once per read.
+            let mut at = 0;
+            while let Some((op, payload, used)) = parse(&self.buf[at..]) {
+                at += used;
+                if op == 0x8 {
+                    self.buf.drain(..at);
+                    assert!(payload.len() >= 2, "a close frame without a code");
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+                }
+            }
+            self.buf.drain(..at);
+            let mut chunk = [0u8; 64 * 1024];
+            let read = tokio::time::timeout_at(deadline, self.input.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("neither closed nor ended within {patience:?}"));
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     /// The next frame from the gateway: opcode and payload (server frames
     /// are not masked). Panics if the connection ends or fails first.
     pub async fn next_frame(&mut self) -> (u8, Vec<u8>) {

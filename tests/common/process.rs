@@ -134,6 +134,18 @@ impl Process {
     }
 }
 
+/// The resident memory of process `pid` (`VmRSS` in `/proc/PID/status`),
+/// in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
 /// A long-lived token from `concierge token issue`, on the store that
 /// `store_args` name (`--data-dir DIR` or `--redis-url URL`).
 pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String {

@@ -30,7 +30,6 @@ pub mod packet;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
@@ -105,7 +104,6 @@ pub struct SioSession {
     /// CONNECT was answered: the token's claims, if it had one.
     connected: Option<Option<Claims>>,
     role: Part,
-    last_seen: Instant,
     span: tracing::Span,
 }
 
@@ -126,7 +124,6 @@ impl SioSession {
             socket,
             connected: None,
             role: Part::Undecided,
-            last_seen: Instant::now(),
             span: tracing::info_span!("socketio", %peer, name = tracing::field::Empty),
         }
     }
@@ -530,7 +527,7 @@ impl SioSession {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.last_seen.elapsed() > self.settings.heartbeat_timeout() {
+        if self.out.silent_for() > self.settings.heartbeat_timeout() {
             let _entered = self.span.clone().entered();
             self.close(WsCloseCode::Away, "no pong", ctx);
             return;
@@ -592,7 +589,6 @@ impl Actor for SioSession {
 impl StreamHandler<Result<WsFrame, ProtocolError>> for SioSession {
     fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
-        self.last_seen = Instant::now();
         match super::hear(&frame, &self.out) {
             Heard::Text(text) => self.on_text(text, ctx),
             Heard::Unusable(why) => self.violation(why, ctx),
