@@ -297,6 +297,8 @@ async fn a_host_token_names_exactly_one_host() {
     assert!(reason.contains("only the host name \"web\""), "{reason}");
     client_with(&server, "web_db", &web_db).await;
     client_with(&server, "web", &web).await;
+    // Beside its agent, the host's own ctl (which fetches its VPN config).
+    client_with(&server, "web_ctl_0a9f3c", &web).await;
     // A person's extra clients keep their names under the person's.
     client_with(&server, "alice_ctl", &alice).await;
 }
