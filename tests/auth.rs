@@ -691,6 +691,23 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
         listed.contains("host1") && listed.contains("agent"),
         "{listed}"
     );
+    // No host is named like a ctl command, whose names host tokens allow.
+    let refused = command(&[
+        "token",
+        "issue",
+        "--name",
+        "host1_ctl_0a9f3c",
+        "--role",
+        "agent",
+    ])
+    .arg("--data-dir")
+    .arg(data.path())
+    .output()
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("shape of a ctl command's name"), "{stderr}");
 
     let url = format!("ws://{addr}/ws");
     let mut host = Client::connect(&url).await;
