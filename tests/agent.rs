@@ -1623,3 +1623,62 @@ async fn a_request_nested_to_the_limit_is_still_audited_and_readable() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#"[[[[0]]]]"#), "{out}");
 }
+
+/// The reply carrying `seq`, skipping what comes before it (broadcasts).
+async fn reply_to(client: &mut Client, payload: Value, seq: u64) -> Value {
+    client.send(payload).await;
+    loop {
+        let reply = client.recv().await;
+        if reply["seq"] == seq {
+            return reply;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_take_a_hosts_services_before_its_agent_connects() {
+    let server = TestServer::start();
+    let host = issue(server.data.path(), "host1", "agent").await;
+    let vic = issue(server.data.path(), "vic", "viewer").await;
+    let mut viewer = server.connect().await;
+    viewer
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "vic", "version": "0.2.0",
+                              "tags": ["agent"], "token": vic}),
+        )
+        .await;
+    let mut seq = 0;
+    for service in ["telemetry_host1", "audit_host1"] {
+        let create = json!({"type": "SERVICE_CREATE", "service": service});
+        let reply = reply_to(&mut viewer, create, seq).await;
+        seq += 1;
+        assert_eq!(reply["type"], "BAD", "{reply}");
+    }
+
+    // The agent connects and owns them: what a subscriber hears there
+    // comes from host1 itself, as its verified origin says.
+    let work = tempfile::tempdir().expect("work dir");
+    let agent = spawn_agent(&server.ws_url(), &host, work.path(), "").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let subscribe = json!({"type": "SELF_SUBSCRIBE", "service": "telemetry_host1"});
+        let reply = reply_to(&mut viewer, subscribe, seq).await;
+        seq += 1;
+        if reply["type"] == "SELF_SUBSCRIBE_RESULT" && reply["successful"] == true {
+            assert_eq!(reply["service"]["name"], "telemetry_host1");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never created its service: {reply}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = viewer.skip_to("MESSAGE").await;
+    let origin = &event["origin"];
+    assert_eq!(origin["name"], "host1", "{event}");
+    assert_eq!(origin["roles"], json!(["agent"]), "{event}");
+    assert_eq!(origin["service"]["owner_uuid"], origin["uuid"], "{event}");
+    assert_eq!(event["data"]["event"], "telemetry", "{event}");
+}

@@ -348,6 +348,8 @@ async fn a_host_token_names_exactly_one_host() {
     assert!(reason.contains("only the host name \"web\""), "{reason}");
     client_with(&server, "web_db", &web_db).await;
     client_with(&server, "web", &web).await;
+    // Beside its agent, the host's own ctl (which fetches its VPN config).
+    client_with(&server, "web_ctl_0a9f3c", &web).await;
     // A person's extra clients keep their names under the person's.
     client_with(&server, "alice_ctl", &alice).await;
 }
@@ -747,6 +749,23 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
         listed.contains("host1") && listed.contains("agent"),
         "{listed}"
     );
+    // No host is named like a ctl command, whose names host tokens allow.
+    let refused = command(&[
+        "token",
+        "issue",
+        "--name",
+        "host1_ctl_0a9f3c",
+        "--role",
+        "agent",
+    ])
+    .arg("--data-dir")
+    .arg(data.path())
+    .output()
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("shape of a ctl command's name"), "{stderr}");
 
     let url = format!("ws://{addr}/ws");
     let mut host = Client::connect(&url).await;

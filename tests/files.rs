@@ -710,41 +710,62 @@ async fn quotas_bound_one_clients_files_and_all_files() {
     assert!(tmp_is_empty(&server));
 }
 
-#[tokio::test]
-async fn a_stalled_upload_times_out_and_its_temporary_file_is_deleted() {
+/// A PUT of `path` whose headers promise 100 kB: one byte arrives, then,
+/// with `trickle`, one more every 20 ms, else nothing. Returns the
+/// response's text, which must come within [`common::PATIENCE`].
+async fn slow_put(server: &TestServer, key: &str, path: &str, trickle: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = TestServer::with(|s| s.upload_idle_timeout_ms = 300);
-    let alice = server.client("alice").await;
-
-    // Headers promise 100 bytes; one arrives, then nothing.
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
     let head = format!(
-        "PUT /fs/alice/slow.bin HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: 100\r\n\r\nx",
-        server.addr, alice.fs_key
+        "PUT /fs/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {key}\r\nContent-Length: 100000\r\n\r\nx",
+        server.addr
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let sender = tokio::spawn(async move {
+        while trickle && writer.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        writer // kept open, sending nothing more
+    });
     let mut response = Vec::new();
     let mut buf = [0u8; 1024];
     let answered = tokio::time::timeout(common::PATIENCE, async {
-        while !String::from_utf8_lossy(&response).contains("}") {
-            match stream.read(&mut buf).await {
+        while !String::from_utf8_lossy(&response).contains('}') {
+            match reader.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => response.extend_from_slice(&buf[..n]),
             }
         }
     })
     .await;
-    assert!(answered.is_ok(), "a stalled upload was never answered");
-    let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("sent nothing for 300 ms"), "{text}");
+    sender.abort();
+    assert!(
+        answered.is_ok(),
+        "a slow upload (trickle: {trickle}) was never answered"
+    );
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn stalled_and_trickling_uploads_time_out_and_their_temporary_files_are_deleted() {
+    let server = TestServer::with(|s| s.upload_idle_timeout_ms = 300);
+    let alice = server.client("alice").await;
+    for (path, trickle) in [("alice/stalled.bin", false), ("alice/trickle.bin", true)] {
+        let text = slow_put(&server, &alice.fs_key, path, trickle).await;
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(
+            text.contains("less than 65536 bytes in 300 ms"),
+            "{path}: {text}"
+        );
+        assert!(!server.data.path().join("fs").join(path).exists());
+    }
     eventually(
         Duration::from_secs(5),
-        "the temporary file is deleted",
+        "the temporary files are deleted",
         || tmp_is_empty(&server),
     )
     .await;
-    assert!(!server.data.path().join("fs/alice/slow.bin").exists());
 }
 
 #[tokio::test]

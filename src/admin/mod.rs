@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::auth::{accounts, tokens, user_settings, Auth, AuthError, Role, TokenKind};
 use crate::config::{Settings, SettingsLayer};
+use crate::protocol::CtlName;
 
 /// Exit status: the command failed (a name that does not exist, a store
 /// that cannot be reached).
@@ -295,6 +296,17 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
     })
 }
 
+/// A host may not be named like a ctl command (`NAME_ctl_` and six hex
+/// digits): host NAME's token allows those names for its own ctl.
+fn check_host_name(name: &str) -> Result<(), AuthError> {
+    match CtlName::owner(name) {
+        Some(owner) => Err(AuthError::Invalid(format!(
+            "{name:?} has the shape of a ctl command's name (host {owner:?}'s): a host may not be named so"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
     with_auth(args, async move |auth| {
         let store = auth.store();
@@ -306,6 +318,7 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
                 format,
             } if format == "nest" => {
                 accounts::check_username(&name)?;
+                check_host_name(&name)?;
                 if role != Role::Agent {
                     return Err(AuthError::Invalid(
                         "a Nest token is a host's: issue it with --role agent".into(),
@@ -323,6 +336,9 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
                 name, role, ttl, ..
             } => {
                 accounts::check_username(&name)?;
+                if role == Role::Agent {
+                    check_host_name(&name)?;
+                }
                 let issued = auth
                     .issue(&name, &name, role, ttl, TokenKind::Issued)
                     .await?;

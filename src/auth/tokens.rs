@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use super::{now_secs, AuthError, Role};
 use crate::cluster::store::{Store, Table};
+use crate::protocol::CtlName;
 
 /// The signing keys, by key id.
 pub const KEYS: Table = Table::new("auth-keys");
@@ -40,7 +41,9 @@ const KEY_BYTES: usize = 32;
 /// token (any role but `agent`) also allows `name_` followed by anything,
 /// for that person's extra clients (`alice_ctl`, a console); a host token
 /// (role `agent`) names exactly one host, so that host `web` cannot take
-/// the name of host `web_db`.
+/// the name of host `web_db`: besides its name it allows only its ctl
+/// commands' names (`web_ctl_` and six hex digits, [`CtlName`]), which no
+/// host may have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -118,18 +121,24 @@ impl Claims {
 
     /// Whether the token lets its bearer identify as `name`.
     pub fn allows_name(&self, name: &str) -> bool {
-        name == self.name
-            || (!self.is_host()
-                && name
-                    .strip_prefix(self.name.as_str())
-                    .is_some_and(|rest| rest.starts_with('_')))
+        if name == self.name {
+            return true;
+        }
+        if self.is_host() {
+            return CtlName::owner(name) == Some(self.name.as_str());
+        }
+        name.strip_prefix(self.name.as_str())
+            .is_some_and(|rest| rest.starts_with('_'))
     }
 
     /// The names [`allows_name`](Claims::allows_name) accepts, as a refusal
     /// tells them.
     pub fn allowed_names(&self) -> String {
         if self.is_host() {
-            format!("only the host name {:?}", self.name)
+            format!(
+                "only the host name {0:?} (or {0}_ctl_XXXXXX for ctl)",
+                self.name
+            )
         } else {
             format!("the name {0:?} (or {0}_...)", self.name)
         }
@@ -405,6 +414,9 @@ mod tests {
         };
         assert!(host.allows_name("web"));
         assert!(!host.allows_name("web_db"));
+        assert!(host.allows_name("web_ctl_0a9f3c"));
+        assert!(!host.allows_name("web_ctl_db"));
+        assert!(!host.allows_name("web_db_ctl_0a9f3c"));
         assert!(host.allowed_names().contains("only"));
     }
 }

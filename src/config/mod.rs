@@ -472,7 +472,7 @@ settings! {
     max_client_files_bytes: u64 = 1_073_741_824, env "CONCIERGE_MAX_CLIENT_FILES_BYTES", check positive;
     /// Most bytes all clients' files together may take on the file server, uploads still streaming in included; an upload beyond gets 507. In a cluster each replica counts the uploads it received.
     max_files_bytes: u64 = 10_737_418_240, env "CONCIERGE_MAX_FILES_BYTES", check positive;
-    /// Milliseconds an upload's body may send nothing before the upload is refused with 408 and its temporary file deleted.
+    /// Milliseconds within which an upload's body must deliver 64 KiB more (or end); a body that stalls or trickles is refused with 408 and its temporary file deleted.
     upload_idle_timeout_ms: u64 = 30_000, env "CONCIERGE_UPLOAD_IDLE_TIMEOUT_MS", check positive;
     /// Seconds to wait for connections to finish after SIGTERM or SIGINT.
     shutdown_timeout_secs: u64 = 5, env "CONCIERGE_SHUTDOWN_TIMEOUT_SECS";

@@ -19,7 +19,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::client::{self, ClientError, Connection, Identity};
-use crate::protocol::{HostService, Origin, PayloadIn, PayloadOut, Target};
+use crate::protocol::{CtlName, HostService, Origin, PayloadIn, PayloadOut, Target};
 use render::{table, Units};
 
 /// Exit status: the request was answered with an error, or the process
@@ -270,11 +270,10 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
     code
 }
 
-/// `NAME_ctl_XXXX` for the token's name (a token for NAME covers NAME_*),
-/// `ctl_XXXX` without one: unique, so two commands never take each other
-/// over.
+/// `NAME_ctl_XXXXXX` for the token's name (a person's token covers
+/// NAME_*, a host's these names), `ctl_XXXXXX` without one: unique, so two
+/// commands never take each other over.
 fn ctl_name(token: Option<&str>) -> String {
-    let suffix = format!("{:06x}", getrandom::u32().unwrap_or(0) & 0xff_ffff);
     let claimed = token.and_then(|t| {
         use base64::Engine;
         let payload = t.split('.').nth(1)?;
@@ -284,10 +283,7 @@ fn ctl_name(token: Option<&str>) -> String {
         let claims: Value = serde_json::from_slice(&bytes).ok()?;
         claims["name"].as_str().map(str::to_owned)
     });
-    match claimed {
-        Some(name) => format!("{name}_ctl_{suffix}"),
-        None => format!("ctl_{suffix}"),
-    }
+    CtlName::make(claimed.as_deref(), getrandom::u32().unwrap_or(0))
 }
 
 fn saved_token() -> Option<String> {

@@ -11,9 +11,9 @@
 //!
 //! Uploads are streamed to a temporary file under `<files>/.tmp` and renamed
 //! into place once complete, so a reader never sees half a file and a failed
-//! or oversized upload leaves nothing behind; a body that stops arriving for
-//! `upload_idle_timeout_ms` fails the upload (408), so a client sending a
-//! byte a second cannot hold an upload and its file open forever. The
+//! or oversized upload leaves nothing behind; a body that delivers less than
+//! 64 KiB in `upload_idle_timeout_ms` fails the upload (408), so a client
+//! sending a byte a second cannot hold an upload and its file open forever. The
 //! bytes a client and all clients may store are bounded ([`quota`]).
 //!
 //! Files are served as downloads (`Content-Disposition: attachment`) under
@@ -44,6 +44,9 @@ use quota::Exceeded;
 pub use quota::Quota;
 
 const TMP: &str = ".tmp";
+/// Bytes an upload must deliver within each `upload_idle_timeout_ms` (or
+/// end): 64 KiB in the default 30 s asks no more than 2.2 kB/s of a link.
+const UPLOAD_PROGRESS: u64 = 65_536;
 /// The policy of every served file: no script, no plugin, no request of
 /// its own, a unique origin, should a browser render it anyway.
 const FILE_CSP: &str = "sandbox; default-src 'none'";
@@ -407,13 +410,24 @@ async fn put_file(
         .await
         .map_err(|e| FsError::io("cannot create the upload file", e))?;
     let mut written: u64 = 0;
+    // The deadline moves on only with real progress: a body trickling in
+    // a byte at a time is as stalled as one sending nothing.
     let idle = files.idle_timeout;
-    while let Some(chunk) = tokio::time::timeout(idle, body.next()).await.map_err(|_| {
+    let mut deadline = tokio::time::Instant::now() + idle;
+    let mut progress = 0u64;
+    let stalled = || {
         FsError::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the upload sent nothing for {} ms", idle.as_millis()),
+            format!(
+                "the upload sent less than {UPLOAD_PROGRESS} bytes in {} ms",
+                idle.as_millis()
+            ),
         )
-    })? {
+    };
+    while let Some(chunk) = tokio::time::timeout_at(deadline, body.next())
+        .await
+        .map_err(|_| stalled())?
+    {
         let chunk = chunk.map_err(|e| {
             FsError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))
         })?;
@@ -426,6 +440,11 @@ async fn put_file(
             .reserve(&client, chunk.len() as u64, replaced)
             .map_err(over_quota)?;
         upload.reserved += chunk.len() as u64;
+        progress += chunk.len() as u64;
+        if progress >= UPLOAD_PROGRESS {
+            progress = 0;
+            deadline = tokio::time::Instant::now() + idle;
+        }
         out.write_all(&chunk)
             .await
             .map_err(|e| FsError::io("cannot write the upload", e))?;

@@ -62,6 +62,50 @@ impl HostService {
     }
 }
 
+/// The names `concierge ctl` identifies with: `<owner>_ctl_` and six hex
+/// digits, unique per command so two never take each other over. A host
+/// token allows its host's name and these (a host fetches its VPN config
+/// with ctl), and no host may be named like one, so they name no host.
+pub struct CtlName;
+
+impl CtlName {
+    const INFIX: &'static str = "_ctl_";
+    const DIGITS: usize = 6;
+
+    /// `<owner>_ctl_<suffix>` (`ctl_<suffix>` without an owner), from the
+    /// low 24 bits of `random`.
+    pub fn make(owner: Option<&str>, random: u32) -> String {
+        let suffix = format!("{:06x}", random & 0xff_ffff);
+        match owner {
+            Some(owner) => format!("{owner}{}{suffix}", Self::INFIX),
+            None => format!("{}{suffix}", &Self::INFIX[1..]),
+        }
+    }
+
+    /// The owner in `name`, if it has the shape of a ctl name.
+    pub fn owner(name: &str) -> Option<&str> {
+        let at = name.len().checked_sub(Self::INFIX.len() + Self::DIGITS)?;
+        let (owner, rest) = name.split_at_checked(at)?;
+        let digits = rest.strip_prefix(Self::INFIX)?;
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            .then_some(owner)
+    }
+}
+
+impl ClientInfo {
+    /// Whether this client is host `host`: it holds that name and, unless
+    /// it is anonymous (a gateway that requires no token, where the name is
+    /// all there is), a host token (role `agent`) issued to that host, not
+    /// one of the host's ctl commands.
+    pub fn is_host(&self, host: &str) -> bool {
+        self.name == host
+            && (self.roles.is_empty()
+                || (self.roles.iter().any(|r| r == "agent") && self.user.as_deref() == Some(host)))
+    }
+}
+
 /// The protocol version this gateway speaks, sent in HELLO.
 pub const PROTOCOL_VERSION: &str = "0.2.0";
 
@@ -99,16 +143,6 @@ pub struct ClientInfo {
     /// `operator`, which implies `viewer`); empty without a token.
     #[serde(default)]
     pub roles: Vec<String>,
-}
-
-impl ClientInfo {
-    /// Whether this client is host `host`: it holds that name and, unless
-    /// it is anonymous (a gateway that requires no token, where the name is
-    /// all there is), a host token (role `agent`), which allows exactly one
-    /// name.
-    pub fn is_host(&self, host: &str) -> bool {
-        self.name == host && (self.roles.is_empty() || self.roles.iter().any(|r| r == "agent"))
-    }
 }
 
 /// Public information about a service.

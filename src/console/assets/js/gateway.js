@@ -27,12 +27,13 @@ const FATAL = {
 };
 
 /**
- * Whether a client object (or a MESSAGE origin) is a host: its roles, which
- * the gateway takes from the verified token, hold `agent`. The tag `agent`
- * is self-declared and proves nothing.
+ * Whether a client object (or a MESSAGE origin) is a host: its roles and
+ * user, which the gateway takes from the verified token, are a host
+ * token's (role `agent`, issued to the name it holds; a host's ctl holds
+ * another name). The tag `agent` is self-declared and proves nothing.
  */
 export function isHost(client) {
-  return !!client?.roles?.includes("agent");
+  return !!client?.roles?.includes("agent") && client.user === client.name;
 }
 
 export class AgentError extends Error {
