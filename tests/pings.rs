@@ -173,3 +173,37 @@ async fn a_client_that_pings_but_never_reads_is_not_kept_alive_by_its_pings() {
     let closed = ["Socket.IO session closed", "no pong"];
     closed_while_pinging(&mut gateway, addr, sio, Vec::new(), &closed, 1001).await;
 }
+
+/// An adapter's own frames count against the same bound: a Socket.IO
+/// client that sends Engine.IO pings (text packets `2…`, each answered
+/// with a pong `3…`) and never reads is closed with 1008 once its pongs
+/// fill the queue; they were dropped in silence and the client, whose text
+/// frames count as signs of life, was kept forever.
+#[tokio::test]
+async fn an_adapters_own_replies_to_a_client_that_never_reads_are_bounded() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().display().to_string();
+    let mut gateway = Process::spawn(command(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--max-outgoing-queue",
+        "16",
+    ]));
+    let addr = gateway.listening().await;
+    let sio = "/socket.io/?EIO=4&transport=websocket";
+    let mut client = Flood::connect_with_recv_buffer(addr, sio, 4096).await;
+    let ping = flood::text(&format!("2{}", "p".repeat(100)));
+    client.flood(Vec::new(), ping.repeat(64), Duration::ZERO);
+    gateway
+        .wait_for_line(
+            &["closing connection", "code=1008", "too slow"],
+            CLOSED_WITHIN,
+        )
+        .await;
+    client.stop();
+    if let Some((code, reason)) = client.close_or_end(PATIENCE).await {
+        assert_eq!(code, 1008, "{reason}");
+    }
+}

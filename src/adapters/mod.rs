@@ -187,6 +187,19 @@ where
     namespace.join(info, outbox, fs_key, false, take_over).await
 }
 
+/// Queues one of the adapter's own frames (a reply, an event, its format's
+/// pong) for its client. A client that does not read what it is sent is
+/// closed with 1008, as the outbox closes it for the namespace's frames: a
+/// full queue never drops a frame in silence (`capacity` is the queue's
+/// bound, `max_outgoing_queue`).
+pub fn push_own(socket: &dyn FrameSink, text: &str, capacity: usize) {
+    if let Err(SinkError::Full) = socket.push(Frame::new(text)) {
+        let close = Close::too_slow(capacity);
+        tracing::info!(code = close.code.code(), reason = %close.reason, "closing connection");
+        socket.close(&close);
+    }
+}
+
 /// Sends the reply `data` (`{"rid", "msg"}`) by MESSAGE from `member` to
 /// client `to`; a reply whose target must be looked up comes back as a
 /// future to run.

@@ -31,7 +31,7 @@ use crate::auth::{nest as nest_tokens, Auth};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace};
 use crate::protocol::{Close, CloseCode};
-use crate::transport::outbox::{Frame, FrameSink};
+use crate::transport::outbox::FrameSink;
 use crate::transport::websocket::Outgoing;
 
 /// Versions of the Nest client this adapter speaks (seed 000: "0.1.0a").
@@ -98,7 +98,11 @@ impl NestSession {
         if let Some(payload) = payload {
             frame["payload"] = payload;
         }
-        let _ = self.socket.push(Frame::new(&frame.to_string()));
+        super::push_own(
+            &*self.socket,
+            &frame.to_string(),
+            self.settings.max_outgoing_queue,
+        );
     }
 
     /// Tells the host why, then closes.

@@ -29,7 +29,7 @@ use crate::auth::{now_secs, Auth, Claims, LoginError};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace};
 use crate::protocol::{Close, CloseCode};
-use crate::transport::outbox::{Control, Frame, FrameSink};
+use crate::transport::outbox::{Control, FrameSink};
 use crate::transport::websocket::Outgoing;
 use crate::vpn::{Fetch, Vpn};
 
@@ -84,7 +84,11 @@ impl QuixSession {
     }
 
     fn send(&self, frame: &Value) {
-        let _ = self.socket.push(Frame::new(&frame.to_string()));
+        super::push_own(
+            &*self.socket,
+            &frame.to_string(),
+            self.settings.max_outgoing_queue,
+        );
     }
 
     fn answer(&self, rid: &Value, msg: Value) {

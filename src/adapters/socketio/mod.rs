@@ -43,7 +43,7 @@ use crate::auth::{Auth, Claims, Role};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace, Outcome};
 use crate::protocol::{ClientInfo, CloseCode, Origin, PayloadOut, Sequenced, Target, GATEWAY_NAME};
-use crate::transport::outbox::{Control, Frame, FrameSink, Outbox};
+use crate::transport::outbox::{Control, FrameSink, Outbox};
 use crate::transport::websocket::Outgoing;
 
 /// Commands a monitor may have in flight; more are refused.
@@ -129,7 +129,7 @@ impl SioSession {
     }
 
     fn send(&self, text: &str) {
-        let _ = self.socket.push(Frame::new(text));
+        super::push_own(&*self.socket, text, self.settings.max_outgoing_queue);
     }
 
     fn emit(&self, name: &str, data: Option<Value>) {
