@@ -44,8 +44,9 @@ enum State {
         member: Member,
         /// The sequence number of the next counted payload.
         next_seq: u64,
-        /// The verified token it identified with.
-        claims: Option<Claims>,
+        /// The verified token it identified with (boxed: most sessions of
+        /// an open gateway have none).
+        claims: Option<Box<Claims>>,
     },
 }
 
@@ -308,7 +309,7 @@ impl Session {
                 let answer = answers::answer(
                     self.vpn.clone(),
                     member.info().clone(),
-                    claims.clone(),
+                    claims.as_deref().cloned(),
                     data,
                     member.reply_to(None),
                 );
@@ -480,7 +481,7 @@ impl Session {
                 act.state = State::Identified {
                     member,
                     next_seq: 0,
-                    claims: claims.clone(),
+                    claims: claims.clone().map(Box::new),
                 };
                 if let Some(claims) = claims {
                     act.watch_token(claims, ctx);
