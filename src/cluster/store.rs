@@ -181,7 +181,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Takes the lease `key` of `table` for `holder` if nobody holds it, or
     /// renews it if `holder` does, for `ttl` from now; true if `holder`
-    /// holds it now. Volatile, like counters.
+    /// holds it now. Volatile: a standalone gateway's leases are gone after
+    /// a restart.
     fn acquire(
         &self,
         table: Table,
