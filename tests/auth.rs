@@ -221,23 +221,7 @@ async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_require
 
     add_user(&server, "alice", Role::Admin).await;
     // Other processes' writes reach the gateway within a second.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let (code, reason) = loop {
-        let mut client = server.connect().await;
-        client.send(identify("late", None)).await;
-        let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_any())
-            .await
-            .expect("HELLO or a close within 5 s");
-        match answer {
-            Err(code) => break (code, String::new()),
-            Ok(hello) if Instant::now() < deadline => {
-                assert_eq!(hello["type"], "HELLO");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok(hello) => panic!("still anonymous after 5 s: {hello}"),
-        }
-    };
-    assert_eq!(code, 4010, "{reason}");
+    assert_eq!(anonymous_until(&server, false).await, Err(4010));
 
     let strict = TestServer::with(|s| s.require_auth = true);
     let (code, reason) = refused(&strict, identify("anon", None)).await;
@@ -245,23 +229,24 @@ async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_require
     assert!(reason.contains("token"), "{reason}");
 }
 
-/// Connects anonymously until the gateway answers HELLO (within 5 s).
-async fn anonymous_hello(server: &TestServer) {
+/// Identifies anonymously, again every 100 ms for up to 5 s, until the
+/// gateway answers as wanted: HELLO (`Ok`) or a close (`Err` and its code).
+async fn anonymous_until(server: &TestServer, hello: bool) -> Result<Value, u16> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut client = server.connect().await;
-        client.send(identify("anon", None)).await;
+        client.send(identify("late", None)).await;
         let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_any())
             .await
             .expect("HELLO or a close within 5 s");
-        match answer {
-            Ok(hello) => return assert_eq!(hello["type"], "HELLO", "{hello}"),
-            Err(code) if Instant::now() < deadline => {
-                assert_eq!(code, 4010);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(code) => panic!("anonymous clients still refused after 5 s ({code})"),
+        if answer.is_ok() == hello {
+            return answer;
         }
+        assert!(
+            Instant::now() < deadline,
+            "an anonymous IDENTIFY still gets {answer:?} after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -292,7 +277,8 @@ async fn removing_the_last_account_keeps_tokens_required_until_an_admin_allows_a
     assert!(stderr.contains("accounts exist"), "{stderr}");
     run(&["user", "remove", "bob"], data, "").await;
     run(&["user", "allow-anonymous"], data, "").await;
-    anonymous_hello(&server).await;
+    let hello = anonymous_until(&server, true).await.unwrap();
+    assert_eq!(hello["type"], "HELLO", "{hello}");
 }
 
 #[tokio::test]
