@@ -221,23 +221,7 @@ async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_require
 
     add_user(&server, "alice", Role::Admin).await;
     // Other processes' writes reach the gateway within a second.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let (code, reason) = loop {
-        let mut client = server.connect().await;
-        client.send(identify("late", None)).await;
-        let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_any())
-            .await
-            .expect("HELLO or a close within 5 s");
-        match answer {
-            Err(code) => break (code, String::new()),
-            Ok(hello) if Instant::now() < deadline => {
-                assert_eq!(hello["type"], "HELLO");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok(hello) => panic!("still anonymous after 5 s: {hello}"),
-        }
-    };
-    assert_eq!(code, 4010, "{reason}");
+    assert_eq!(anonymous_until(&server, false).await, Err(4010));
 
     let strict = TestServer::with(|s| s.require_auth = true);
     let (code, reason) = refused(&strict, identify("anon", None)).await;
@@ -245,23 +229,24 @@ async fn anonymous_clients_are_marked_and_the_first_account_makes_tokens_require
     assert!(reason.contains("token"), "{reason}");
 }
 
-/// Connects anonymously until the gateway answers HELLO (within 5 s).
-async fn anonymous_hello(server: &TestServer) {
+/// Identifies anonymously, again every 100 ms for up to 5 s, until the
+/// gateway answers as wanted: HELLO (`Ok`) or a close (`Err` and its code).
+async fn anonymous_until(server: &TestServer, hello: bool) -> Result<Value, u16> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut client = server.connect().await;
-        client.send(identify("anon", None)).await;
+        client.send(identify("late", None)).await;
         let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_any())
             .await
             .expect("HELLO or a close within 5 s");
-        match answer {
-            Ok(hello) => return assert_eq!(hello["type"], "HELLO", "{hello}"),
-            Err(code) if Instant::now() < deadline => {
-                assert_eq!(code, 4010);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(code) => panic!("anonymous clients still refused after 5 s ({code})"),
+        if answer.is_ok() == hello {
+            return answer;
         }
+        assert!(
+            Instant::now() < deadline,
+            "an anonymous IDENTIFY still gets {answer:?} after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -292,7 +277,8 @@ async fn removing_the_last_account_keeps_tokens_required_until_an_admin_allows_a
     assert!(stderr.contains("accounts exist"), "{stderr}");
     run(&["user", "remove", "bob"], data, "").await;
     run(&["user", "allow-anonymous"], data, "").await;
-    anonymous_hello(&server).await;
+    let hello = anonymous_until(&server, true).await.unwrap();
+    assert_eq!(hello["type"], "HELLO", "{hello}");
 }
 
 #[tokio::test]
@@ -1005,4 +991,126 @@ async fn retiring_a_key_closes_the_sockets_it_signed_on_every_replica_within_a_s
     // The newer key signs from now on.
     let fresh = token(&r1, "alice").await;
     client_with(&r2, "alice", &fresh).await;
+}
+
+/// `POST /auth/token` at `url` with a wrong password for `name`, and these
+/// extra headers: the status.
+async fn wrong_login(url: &str, name: &str, headers: &[(&str, &str)]) -> StatusCode {
+    wrong_login_with(&reqwest::Client::new(), url, name, headers).await
+}
+
+/// [`wrong_login`] on `http`'s connections.
+async fn wrong_login_with(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    headers: &[(&str, &str)],
+) -> StatusCode {
+    let mut request = http
+        .post(url)
+        .json(&json!({"username": name, "password": "not the password"}));
+    for (header, value) in headers {
+        request = request.header(*header, *value);
+    }
+    request.send().await.expect("answered").status()
+}
+
+/// Sends 100 wrong logins for alice at once, spread over `servers`: how
+/// many got their password checked (401) and how many were refused (429).
+async fn storm(servers: &[&TestServer]) -> (usize, usize) {
+    let urls: Vec<String> = servers.iter().map(|s| s.http_url("/auth/token")).collect();
+    // One client: making one takes tens of milliseconds, and the first
+    // requests would wait for the last client made.
+    let http = reqwest::Client::new();
+    let tries = (0..100).map(|i| {
+        let (http, url) = (&http, &urls[i % urls.len()]);
+        async move { wrong_login_with(http, url, "alice", &[]).await }
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    let count = |status| statuses.iter().filter(|s| **s == status).count();
+    let (checked, refused) = (
+        count(StatusCode::UNAUTHORIZED),
+        count(StatusCode::TOO_MANY_REQUESTS),
+    );
+    assert_eq!(checked + refused, 100, "{statuses:?}");
+    (checked, refused)
+}
+
+#[tokio::test]
+async fn parallel_wrong_logins_check_no_more_passwords_than_the_limit() {
+    let server = TestServer::start();
+    add_user(&server, "alice", Role::Operator).await;
+    assert_eq!(storm(&[&server]).await, (5, 95));
+
+    let (_redis, r1, r2, _auth) = replicas_with_alice().await;
+    assert_eq!(storm(&[&r1, &r2]).await, (5, 95));
+}
+
+#[tokio::test]
+async fn forwarding_headers_count_only_from_a_trusted_proxy() {
+    // Nobody's proxy: what a client says of its address changes nothing,
+    // failures from this socket's address lock it out.
+    let open = TestServer::with(|s| s.max_failed_logins = 3);
+    let url = open.http_url("/auth/token");
+    for (i, claimed) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .enumerate()
+    {
+        let user = format!("nobody{i}");
+        let status = wrong_login(&url, &user, &[("x-forwarded-for", claimed)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let status = wrong_login(&url, "nobody9", &[("forwarded", "for=198.51.100.4")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Behind a trusted proxy (this test, on 127.0.0.1), the address it
+    // appends is the client's; what the client wrote left of it is not.
+    let proxied = TestServer::with(|s| {
+        s.max_failed_logins = 3;
+        s.trusted_proxies = "127.0.0.0/8".into();
+    });
+    let url = proxied.http_url("/auth/token");
+    for i in 0..3 {
+        let user = format!("nobody{i}");
+        let spoofed = format!("192.0.2.{i}, 203.0.113.7");
+        let status = wrong_login(&url, &user, &[("x-forwarded-for", &spoofed)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let status = wrong_login(&url, "nobody9", &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let status = wrong_login(&url, "nobody9", &[("x-forwarded-for", "203.0.113.8")]).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "another client is not locked out"
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_still_count_after_a_restart_of_a_lone_gateway() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let flags = ["--max-failed-logins", "3"];
+    let mut gateway = common::process::serve_with("127.0.0.1:0", &data_dir, &flags);
+    let addr = gateway.listening().await.to_string();
+    let url = format!("http://{addr}/auth/token");
+    for _ in 0..2 {
+        assert_eq!(
+            wrong_login(&url, "alice", &[]).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    gateway.signal("TERM");
+    assert!(gateway.exit(Duration::from_secs(10)).await.success());
+
+    let mut gateway = common::process::serve_with(&addr, &data_dir, &flags);
+    gateway.listening().await;
+    assert_eq!(
+        wrong_login(&url, "alice", &[]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        wrong_login(&url, "alice", &[]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }

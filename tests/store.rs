@@ -17,7 +17,7 @@ use concierge::cluster;
 use concierge::cluster::disk::{DiskStore, POLL};
 use concierge::cluster::redis::master::{Endpoint, Master};
 use concierge::cluster::redis::store::{RedisStore, TIMEOUT};
-use concierge::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
+use concierge::cluster::store::{Changed, Store, StoreError, StoreFuture, Table, Taken};
 use concierge::config::Settings;
 use redis::aio::ConnectionManagerConfig;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -105,6 +105,7 @@ conformance!(
     address_allocation,
     counters,
     counter_window,
+    counter_limit,
     leases,
     lease_racers,
     changes_reach_every_node,
@@ -353,6 +354,47 @@ async fn counter_window(p: Pair) {
     assert_eq!(p.b.count(COUNTS, "carol", window).await.unwrap(), 2);
 }
 
+/// Of 20 racers on both nodes taking places of 5, exactly 5 count; a place
+/// given back is taken again; a full counter says how long it has left.
+async fn counter_limit(p: Pair) {
+    let window = Duration::from_secs(30);
+    let racers = (0..20).map(|i| {
+        let store = if i % 2 == 0 { p.a.clone() } else { p.b.clone() };
+        async move { store.take(COUNTS, "dave", 5, window).await.unwrap() }
+    });
+    let taken = futures_util::future::join_all(racers).await;
+    let mut counted: Vec<u64> = taken
+        .iter()
+        .filter_map(|t| match t {
+            Taken::Counted(n) => Some(*n),
+            Taken::Full(_) => None,
+        })
+        .collect();
+    counted.sort_unstable();
+    assert_eq!(counted, vec![1, 2, 3, 4, 5], "{taken:?}");
+    for t in &taken {
+        if let Taken::Full(left) = t {
+            let left = left.expect("the counter expires");
+            assert!(left <= window && left > window / 2, "{left:?}");
+        }
+    }
+    p.b.uncount(COUNTS, "dave").await.unwrap();
+    assert_eq!(
+        p.a.take(COUNTS, "dave", 5, window).await.unwrap(),
+        Taken::Counted(5)
+    );
+    assert!(matches!(
+        p.b.take(COUNTS, "dave", 5, window).await.unwrap(),
+        Taken::Full(_)
+    ));
+    // Giving back what was never taken leaves nothing behind.
+    p.a.uncount(COUNTS, "erin").await.unwrap();
+    assert_eq!(
+        p.a.take(COUNTS, "erin", 1, window).await.unwrap(),
+        Taken::Counted(1)
+    );
+}
+
 /// Taking, renewing (by the holder, from any node), refusing, releasing and
 /// expiry of a lease.
 async fn leases(p: Pair) {
@@ -547,11 +589,42 @@ async fn disk_survives_reopen() {
         store.get(TUNNELS, "10.77.0.1").await.unwrap(),
         Some(bytes("alice"))
     );
-    assert_eq!(store.count(COUNTS, "alice", SECOND * 60).await.unwrap(), 1);
+    // Counters are kept in the file (failed logins outlive a restart),
+    // leases are not.
+    assert_eq!(store.count(COUNTS, "alice", SECOND * 60).await.unwrap(), 2);
     assert!(store
         .acquire(LEASES, "l", "beta", SECOND * 60)
         .await
         .unwrap());
+}
+
+/// A file of schema 1 (records only, before counters were kept in the
+/// file) is read as it is and upgraded by its first count.
+#[tokio::test]
+async fn disk_upgrades_a_file_of_schema_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concierge.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE records (tbl TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+               PRIMARY KEY (tbl, key)) STRICT, WITHOUT ROWID;
+             INSERT INTO records VALUES ('users', 'alice', X'61');
+             PRAGMA application_id = 1131376227;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    let store = DiskStore::open(&path).unwrap();
+    assert_eq!(store.get(USERS, "alice").await.unwrap(), Some(bytes("a")));
+    assert_eq!(store.count(COUNTS, "alice", SECOND * 60).await.unwrap(), 1);
+    drop(store);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, concierge::cluster::disk::SCHEMA);
+    let store = DiskStore::open(&path).unwrap();
+    assert_eq!(store.count(COUNTS, "alice", SECOND * 60).await.unwrap(), 2);
 }
 
 /// A file that is not a store this version can use is refused, naming
@@ -658,7 +731,7 @@ async fn disk_creates_nothing_until_written() {
         .compare_and_swap(USERS, "alice", None, None)
         .await
         .unwrap());
-    assert_eq!(store.count(COUNTS, "alice", SECOND).await.unwrap(), 1);
+    assert!(store.uncount(COUNTS, "alice").await.is_ok());
     assert!(store.acquire(LEASES, "l", "alpha", SECOND).await.unwrap());
     tokio::time::sleep(POLL * 3).await;
     let found: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
@@ -666,6 +739,8 @@ async fn disk_creates_nothing_until_written() {
 
     store.put(USERS, "alice", bytes("a")).await.unwrap();
     assert!(path.is_file(), "the first write creates the file");
+    // A count is a write too: counters are kept in the file.
+    assert_eq!(store.count(COUNTS, "alice", SECOND).await.unwrap(), 1);
     drop(store);
     let store = DiskStore::open(&path).unwrap();
     assert_eq!(

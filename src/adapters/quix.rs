@@ -39,7 +39,7 @@ const SERVED: [&str; 4] = ["execute", "view_running", "proc_signal", "telemetry"
 enum State {
     Waiting,
     Joining,
-    Joined { member: Member, claims: Claims },
+    Joined { member: Member, claims: Box<Claims> },
 }
 
 pub struct QuixSession {
@@ -198,7 +198,10 @@ impl QuixSession {
                     ctx.address().recipient(),
                 );
                 ctx.spawn(watch.into_actor(act));
-                act.state = State::Joined { member, claims };
+                act.state = State::Joined {
+                    member,
+                    claims: Box::new(claims),
+                };
                 act.answer(&rid, msg);
             }
             Err(reason) => {
@@ -226,7 +229,7 @@ impl QuixSession {
         let text = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_owned);
         let fetch = Fetch {
             name: claims.name.clone(),
-            claims: Some(claims.clone()),
+            claims: Some(Claims::clone(claims)),
             conf_type: text("conf_type").unwrap_or_else(|| "wireguard".into()),
             tun_mode: text("tun_mode").unwrap_or_else(|| "udp".into()),
             public_key: text("public_key"),

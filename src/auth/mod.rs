@@ -33,7 +33,6 @@ pub use tokens::{Claims, TokenKind, TokenRefused};
 
 use crate::cluster::store::{Changed, Store, StoreError};
 use crate::config::Settings;
-use crate::metrics;
 use revocations::Revocations;
 use tokens::Keys;
 
@@ -258,19 +257,25 @@ impl Auth {
         if let Some(retry_after) = lockout::locked(&self.store, username, source).await? {
             return Err(LoginError::Locked { retry_after });
         }
+        let attempt = match lockout::attempt(&self.store, self.lockout, username, source).await? {
+            Ok(attempt) => attempt,
+            Err(retry_after) => return Err(LoginError::Locked { retry_after }),
+        };
         match accounts::check(&self.store, username, password).await? {
-            Ok(account) => Ok(self
-                .issue(
-                    &account.username,
-                    &account.username,
-                    account.role,
-                    self.validity,
-                    TokenKind::Login,
-                )
-                .await?),
+            Ok(account) => {
+                attempt.succeeded(&self.store).await?;
+                Ok(self
+                    .issue(
+                        &account.username,
+                        &account.username,
+                        account.role,
+                        self.validity,
+                        TokenKind::Login,
+                    )
+                    .await?)
+            }
             Err(refused) => {
-                metrics::get().logins_failed.inc();
-                lockout::failed(&self.store, self.lockout, username, source).await?;
+                attempt.failed(&self.store).await?;
                 Err(LoginError::Refused(refused))
             }
         }

@@ -1,5 +1,5 @@
-//! The [`Store`] of a gateway running alone: records in one SQLite file,
-//! counters and leases in memory.
+//! The [`Store`] of a gateway running alone: records and counters in one
+//! SQLite file, leases in memory.
 //!
 //! # Why SQLite
 //!
@@ -16,9 +16,12 @@
 //!   by every commit, before the write is acknowledged, so no acknowledged
 //!   write is lost on a crash or power cut. A commit cut short is rolled back
 //!   when the file is next opened.
-//! * **Schema**: one table, `records (tbl, key, value)`, keyed by store table
-//!   and key, whose keys SQLite compares as bytes (the order
-//!   [`list`](Store::list) promises). The file says what it is with
+//! * **Schema**: `records (tbl, key, value)`, keyed by store table and key,
+//!   whose keys SQLite compares as bytes (the order [`list`](Store::list)
+//!   promises), and `counters (tbl, key, count, until)`, `until` in Unix
+//!   milliseconds (`NULL`: never), so that failed logins still count after
+//!   a restart. A file of schema 1 (records only) gets its counters table in
+//!   its next write. The file says what it is with
 //!   `PRAGMA application_id` (`Conc`) and which schema it has with
 //!   `PRAGMA user_version` ([`SCHEMA`]); a file that holds anything else (an
 //!   SQLite database of another program, or of a newer Concierge) is refused
@@ -73,7 +76,15 @@
 //! reloads them. Another process's write is thus reported within `POLL`,
 //! or once the operation running at that moment is done.
 //!
-//! # Counters and leases
+//! # Counters
+//!
+//! Each count is a write transaction on the `counters` table, run on the
+//! store's thread like the records' writes (and as durable): reading,
+//! comparing with the limit and counting happen with no other process's
+//! write in between. Expired counters are deleted now and then, by the next
+//! count. They are not announced as changes.
+//!
+//! # Leases
 //!
 //! They are volatile and live in this process's memory, a few map
 //! operations under a mutex (never held across an await), done in place:
@@ -90,13 +101,14 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
+use crate::cluster::store::{Changed, Store, StoreError, StoreFuture, Table, Taken};
 
 /// How many changes a slow [`Store::changes`] receiver may fall behind
 /// before it lags.
 const CHANGES: usize = 1024;
 
-/// How often expired counters and leases are dropped from memory, at most.
+/// How often expired leases are dropped from memory, and expired counters
+/// from the file, at most.
 const SWEEP: Duration = Duration::from_secs(1);
 
 /// How often the store's thread looks for other processes' changes.
@@ -110,7 +122,7 @@ const APPLICATION_ID: i64 = 0x436f_6e63;
 
 /// The schema version (`PRAGMA user_version`) this code reads and writes.
 /// A file with a greater one was written by a newer Concierge.
-pub const SCHEMA: i64 = 1;
+pub const SCHEMA: i64 = 2;
 
 /// What a new file gets, in its first write transaction (then marked with
 /// [`APPLICATION_ID`] and [`SCHEMA`]). `STRICT` keeps every value of the
@@ -121,6 +133,20 @@ const CREATE_TABLE: &str = "CREATE TABLE records (
   value BLOB NOT NULL,
   PRIMARY KEY (tbl, key)
 ) STRICT, WITHOUT ROWID";
+
+/// What schema 2 added: the counters (see the module documentation).
+const CREATE_COUNTERS: &str = "CREATE TABLE counters (
+  tbl TEXT NOT NULL,
+  key TEXT NOT NULL,
+  count INTEGER NOT NULL,
+  until INTEGER,
+  PRIMARY KEY (tbl, key)
+) STRICT, WITHOUT ROWID";
+
+const COUNTER: &str = "SELECT count, until FROM counters WHERE tbl = ?1 AND key = ?2";
+const SET_COUNTER: &str = "INSERT INTO counters (tbl, key, count, until) VALUES (?1, ?2, ?3, ?4)
+  ON CONFLICT (tbl, key) DO UPDATE SET count = excluded.count, until = excluded.until";
+const SWEEP_COUNTERS: &str = "DELETE FROM counters WHERE until <= ?1";
 
 const GET: &str = "SELECT value FROM records WHERE tbl = ?1 AND key = ?2";
 const LIST: &str = "SELECT key, value FROM records WHERE tbl = ?1 ORDER BY key";
@@ -154,9 +180,12 @@ struct Worker {
 /// An open connection to the file.
 struct Db {
     conn: Connection,
-    /// Whether the file has its schema: false for a file another process
+    /// Whether the file has its records: false for a file another process
     /// has just created and not written yet.
     ready: bool,
+    /// Whether the file has all of [`SCHEMA`] (a file of an older one gets
+    /// the rest in its next write).
+    current: bool,
     /// The last `PRAGMA data_version` seen.
     version: i64,
 }
@@ -167,6 +196,9 @@ enum Contents {
     Empty,
     /// A Concierge store of [`SCHEMA`].
     Store,
+    /// A Concierge store of an older schema this code upgrades, in its next
+    /// write.
+    Older,
 }
 
 /// What a write does to a record, decided from its current value.
@@ -205,11 +237,12 @@ impl Write {
     }
 }
 
-/// Counters and leases, keyed by table and key.
+/// Leases, keyed by table and key, and when expired counters are next
+/// dropped from the file.
 struct Volatile {
-    counters: HashMap<(Table, String), Expiring<u64>>,
     leases: HashMap<(Table, String), Expiring<String>>,
     next_sweep: Instant,
+    next_counter_sweep: Instant,
 }
 
 /// A value and when it stops counting.
@@ -237,7 +270,6 @@ impl Volatile {
     /// never touched again (a rate limit per address) do not pile up.
     fn sweep(&mut self, now: Instant) {
         if now >= self.next_sweep {
-            self.counters.retain(|_, counter| counter.live(now));
             self.leases.retain(|_, lease| lease.live(now));
             self.next_sweep = now + SWEEP;
         }
@@ -304,6 +336,7 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Contents, StoreError> {
     let path = path.display();
     match (application, version) {
         (APPLICATION_ID, SCHEMA) => Ok(Contents::Store),
+        (APPLICATION_ID, 1) => Ok(Contents::Older),
         (APPLICATION_ID, version) if version > SCHEMA => Err(StoreError::Corrupt(format!(
             "{path} was written by a newer version of Concierge (store schema {version}, \
              this one knows schema {SCHEMA}): run that version, or a newer one"
@@ -339,7 +372,9 @@ impl Db {
         }
         conn.busy_timeout(BUSY)
             .map_err(failure(path, "open the store"))?;
-        let ready = matches!(inspect(&conn, path)?, Contents::Store);
+        let contents = inspect(&conn, path)?;
+        let ready = !matches!(contents, Contents::Empty);
+        let current = matches!(contents, Contents::Store);
         let configure = failure(path, "set up the store");
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
@@ -356,6 +391,7 @@ impl Db {
         Ok(Db {
             conn,
             ready,
+            current,
             version,
         })
     }
@@ -454,7 +490,7 @@ impl Worker {
             return Ok(None);
         };
         if !db.ready {
-            db.ready = matches!(inspect(&db.conn, &path)?, Contents::Store);
+            db.ready = !matches!(inspect(&db.conn, &path)?, Contents::Empty);
         }
         Ok(db.ready.then_some(&db.conn))
     }
@@ -496,27 +532,7 @@ impl Worker {
                 return Ok(answer);
             }
         }
-        let db = match self.db.take() {
-            Some(db) => db,
-            None => self.open(true)?,
-        };
-        let db = self.db.insert(db);
-        let path = &self.path;
-        let txn = db
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failure(path, "write to"))?;
-        if !db.ready {
-            if let Contents::Empty = inspect(&txn, path)? {
-                txn.execute_batch(&format!(
-                    "{CREATE_TABLE};
-                     PRAGMA application_id = {APPLICATION_ID};
-                     PRAGMA user_version = {SCHEMA};"
-                ))
-                .map_err(failure(path, "create the schema of"))?;
-            }
-        }
-        let run = || -> rusqlite::Result<(bool, bool)> {
+        let (answer, changed) = self.transaction(|txn| {
             let current: Option<Vec<u8>> = txn
                 .prepare_cached(GET)?
                 .query_row((table.name(), key), |row| row.get(0))
@@ -535,10 +551,7 @@ impl Worker {
                 }
             };
             Ok((answer, changed))
-        };
-        let (answer, changed) = run().map_err(failure(path, "write to"))?;
-        txn.commit().map_err(failure(path, "write to"))?;
-        db.ready = true;
+        })?;
         if changed {
             // Nobody listening is not an error.
             let _ = self.changes.send(Changed::Key {
@@ -548,6 +561,127 @@ impl Worker {
         }
         Ok(answer)
     }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it,
+    /// creating the file (and its folder) if there is none, and giving the
+    /// file the schema it lacks (all of it, or what an older one lacks) in
+    /// the same transaction.
+    fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let db = match self.db.take() {
+            Some(db) => db,
+            None => self.open(true)?,
+        };
+        let db = self.db.insert(db);
+        let path = &self.path;
+        let txn = db
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failure(path, "write to"))?;
+        if !db.current {
+            let missing = match inspect(&txn, path)? {
+                Contents::Empty => format!(
+                    "{CREATE_TABLE}; {CREATE_COUNTERS};
+                     PRAGMA application_id = {APPLICATION_ID};"
+                ),
+                Contents::Older => format!("{CREATE_COUNTERS};"),
+                Contents::Store => String::new(),
+            };
+            txn.execute_batch(&format!("{missing} PRAGMA user_version = {SCHEMA};"))
+                .map_err(failure(path, "create the schema of"))?;
+        }
+        let answer = work(&txn).map_err(failure(path, "write to"))?;
+        txn.commit().map_err(failure(path, "write to"))?;
+        db.ready = true;
+        db.current = true;
+        Ok(answer)
+    }
+
+    /// [`Store::take`]: reads the counter, and counts unless it is at
+    /// `limit`, in one transaction; drops expired counters at most once per
+    /// [`SWEEP`].
+    fn take(
+        &mut self,
+        table: Table,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        sweep: bool,
+    ) -> Result<Taken, StoreError> {
+        let now = unix_ms();
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.transaction(|txn| {
+            if sweep {
+                txn.prepare_cached(SWEEP_COUNTERS)?.execute([ms_sql(now)])?;
+            }
+            let (count, until) = match live_counter(txn, table, key, now)? {
+                Some(live) => live,
+                None => (0, now.checked_add(window).map(ms_sql)),
+            };
+            if count >= limit {
+                let left = until.map(|until| Duration::from_millis(until.abs_diff(ms_sql(now))));
+                return Ok(Taken::Full(left));
+            }
+            let count = count + 1;
+            txn.prepare_cached(SET_COUNTER)?.execute((
+                table.name(),
+                key,
+                i64::try_from(count).unwrap_or(i64::MAX),
+                until,
+            ))?;
+            Ok(Taken::Counted(count))
+        })
+    }
+
+    /// [`Store::uncount`], in one transaction.
+    fn uncount(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        if self.db.is_none() && !exists(&self.path)? {
+            return Ok(());
+        }
+        let now = unix_ms();
+        self.transaction(|txn| {
+            if let Some((count, until)) = live_counter(txn, table, key, now)? {
+                txn.prepare_cached(SET_COUNTER)?.execute((
+                    table.name(),
+                    key,
+                    i64::try_from(count.saturating_sub(1)).unwrap_or(i64::MAX),
+                    until,
+                ))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The counter `key` of `table` and its end, if it has not expired.
+fn live_counter(
+    conn: &Connection,
+    table: Table,
+    key: &str,
+    now: u64,
+) -> rusqlite::Result<Option<(u64, Option<i64>)>> {
+    let row: Option<(i64, Option<i64>)> = conn
+        .prepare_cached(COUNTER)?
+        .query_row((table.name(), key), |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(row
+        .filter(|(_, until)| until.is_none_or(|until| until > ms_sql(now)))
+        .map(|(count, until)| (u64::try_from(count).unwrap_or(0), until)))
+}
+
+/// Milliseconds since the Unix epoch: counters outlive the process, so
+/// they are dated by the wall clock.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A time in milliseconds as SQLite stores it.
+fn ms_sql(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 impl DiskStore {
@@ -585,9 +719,9 @@ impl DiskStore {
             path,
             jobs,
             volatile: Mutex::new(Volatile {
-                counters: HashMap::new(),
                 leases: HashMap::new(),
                 next_sweep: Instant::now() + SWEEP,
+                next_counter_sweep: Instant::now(),
             }),
             changes,
         })
@@ -654,22 +788,29 @@ impl Store for DiskStore {
         self.write(table, key, Write::Swap { expected, new })
     }
 
-    fn count(&self, table: Table, key: &str, window: Duration) -> StoreFuture<'_, u64> {
+    fn take(
+        &self,
+        table: Table,
+        key: &str,
+        limit: u64,
+        window: Duration,
+    ) -> StoreFuture<'_, Taken> {
         let key = key.to_owned();
-        Box::pin(async move {
+        let sweep = {
             let now = Instant::now();
             let mut volatile = self.volatile();
-            volatile.sweep(now);
-            let counter = volatile
-                .counters
-                .entry((table, key))
-                .or_insert_with(|| Expiring::new(0, now, window));
-            if !counter.live(now) {
-                *counter = Expiring::new(0, now, window);
+            let due = now >= volatile.next_counter_sweep;
+            if due {
+                volatile.next_counter_sweep = now + SWEEP;
             }
-            counter.value = counter.value.saturating_add(1);
-            Ok(counter.value)
-        })
+            due
+        };
+        self.run(move |worker| worker.take(table, &key, limit, window, sweep))
+    }
+
+    fn uncount(&self, table: Table, key: &str) -> StoreFuture<'_, ()> {
+        let key = key.to_owned();
+        self.run(move |worker| worker.uncount(table, &key))
     }
 
     fn acquire(

@@ -18,8 +18,10 @@
 //!   restart. Each write is atomic and, once acknowledged, seen by every later
 //!   read on every node. `compare_and_swap` is the one tool for anything that
 //!   must never be given out twice.
-//! * **Counters** ([`count`](Store::count)): volatile, expiring; for rate
-//!   limits.
+//! * **Counters** ([`count`](Store::count), [`take`](Store::take),
+//!   [`uncount`](Store::uncount)): expiring; for rate limits. Kept where the
+//!   records are (a gateway's restart does not reset them), but not
+//!   announced as changes.
 //! * **Leases** ([`acquire`](Store::acquire), [`release`](Store::release)):
 //!   volatile, expiring; for "one node does this at a time".
 //!
@@ -98,6 +100,16 @@ pub enum Changed {
     Missed,
 }
 
+/// What [`Store::take`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Counted: the count, this call included.
+    Counted(u64),
+    /// Not counted: the counter is at its limit for this long still
+    /// (`None`: for ever).
+    Full(Option<Duration>),
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,13 +156,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// A counter that starts at 0, counts this call, and expires `window`
     /// after its first count (later counts do not extend it); returns the
-    /// count including this call. Volatile: a standalone gateway's counters
-    /// are gone after a restart.
-    fn count(&self, table: Table, key: &str, window: Duration) -> StoreFuture<'_, u64>;
+    /// count including this call.
+    fn count(&self, table: Table, key: &str, window: Duration) -> StoreFuture<'_, u64> {
+        let taken = self.take(table, key, u64::MAX, window);
+        Box::pin(async move {
+            Ok(match taken.await? {
+                Taken::Counted(count) => count,
+                Taken::Full(_) => u64::MAX,
+            })
+        })
+    }
+
+    /// Atomic: [`count`](Store::count)s this call only if the counter is
+    /// below `limit`, so that of any number of racers, on any nodes, no
+    /// more than `limit` are counted within a window; otherwise counts
+    /// nothing and says how long the counter has left.
+    fn take(&self, table: Table, key: &str, limit: u64, window: Duration)
+        -> StoreFuture<'_, Taken>;
+
+    /// Takes one count back from a live counter (never below 0; its expiry
+    /// stays): what was counted did not happen after all. Nothing for a
+    /// counter that has expired.
+    fn uncount(&self, table: Table, key: &str) -> StoreFuture<'_, ()>;
 
     /// Takes the lease `key` of `table` for `holder` if nobody holds it, or
     /// renews it if `holder` does, for `ttl` from now; true if `holder`
-    /// holds it now. Volatile, like counters.
+    /// holds it now. Volatile: a standalone gateway's leases are gone after
+    /// a restart.
     fn acquire(
         &self,
         table: Table,

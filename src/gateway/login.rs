@@ -17,10 +17,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::forwarded;
 use super::http::bearer_token;
 use super::origin;
 use super::AppState;
 use crate::auth::{self, Issued, LoginError, TokenRefused};
+use crate::config::{self, Settings};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/token", web::post().to(login))
@@ -67,15 +69,12 @@ fn bad_request(desc: String) -> HttpResponse {
         .json(json!({ "success": false, "reason": "bad_request", "desc": desc }))
 }
 
-/// The client's address as the request says (a proxy's `Forwarded` or
-/// `X-Forwarded-For` included), for lock-outs per source address.
-fn source(req: &HttpRequest) -> Option<IpAddr> {
-    let info = req.connection_info();
-    let addr = info.realip_remote_addr()?;
-    addr.parse::<std::net::SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| addr.trim_matches(['[', ']']).parse())
-        .ok()
+/// The client's address: the peer's, or, from one of `trusted_proxies`,
+/// the one its forwarding headers name (see [`forwarded`]).
+fn source(req: &HttpRequest, settings: &Settings) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let trusted = config::trusted_proxies(&settings.trusted_proxies).unwrap_or_default();
+    Some(forwarded::source(peer, req.headers(), &trusted))
 }
 
 /// Whether the body is declared as JSON (`application/json`, parameters
@@ -112,7 +111,11 @@ async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -
     };
     match state
         .auth
-        .login(&credentials.username, &credentials.password, source(&req))
+        .login(
+            &credentials.username,
+            &credentials.password,
+            source(&req, &state.settings),
+        )
         .await
     {
         Ok(token) => {

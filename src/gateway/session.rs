@@ -43,8 +43,9 @@ enum State {
         member: Member,
         /// The sequence number of the next counted payload.
         next_seq: u64,
-        /// The verified token it identified with.
-        claims: Option<Claims>,
+        /// The verified token it identified with (boxed: most sessions of
+        /// an open gateway have none).
+        claims: Option<Box<Claims>>,
     },
 }
 
@@ -306,7 +307,7 @@ impl Session {
                 let answer = answers::answer(
                     self.vpn.clone(),
                     member.info().clone(),
-                    claims.clone(),
+                    claims.as_deref().cloned(),
                     data,
                     member.reply_to(None),
                 );
@@ -478,7 +479,7 @@ impl Session {
                 act.state = State::Identified {
                     member,
                     next_seq: 0,
-                    claims: claims.clone(),
+                    claims: claims.clone().map(Box::new),
                 };
                 if let Some(claims) = claims {
                     act.watch_token(claims, ctx);

@@ -166,7 +166,14 @@ pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String 
 /// `concierge serve` on `bind` with the data folder `data_dir`: started
 /// again on the address it reported, it is the same gateway restarted.
 pub fn serve(bind: &str, data_dir: &str) -> Process {
-    Process::spawn(command(&["serve", "--bind", bind, "--data-dir", data_dir]))
+    serve_with(bind, data_dir, &[])
+}
+
+/// [`serve`] with more flags.
+pub fn serve_with(bind: &str, data_dir: &str, flags: &[&str]) -> Process {
+    let mut cmd = command(&["serve", "--bind", bind, "--data-dir", data_dir]);
+    cmd.args(flags);
+    Process::spawn(cmd)
 }
 
 /// Creates an account with `concierge user add NAME --role ROLE

@@ -44,7 +44,7 @@ use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
 use super::master::Master;
-use crate::cluster::store::{Changed, Store, StoreError, StoreFuture, Table};
+use crate::cluster::store::{Changed, Store, StoreError, StoreFuture, Table, Taken};
 
 /// The longest a request waits for Redis.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -91,14 +91,28 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 ";
 
-/// KEYS[1] counter; ARGV: window in ms. The count. A counter found without
-/// an expiry (written by something else) gets one too.
-const COUNT: &str = r"
-local count = redis.call('INCR', KEYS[1])
-if count == 1 or redis.call('PTTL', KEYS[1]) == -1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+/// KEYS[1] counter; ARGV: limit, window in ms. `{1, count}` when counted,
+/// `{0, ms left}` (-1: no expiry) at the limit. A counter found without an
+/// expiry (written by something else) gets one too.
+const TAKE: &str = r"
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count >= tonumber(ARGV[1]) then
+  return {0, redis.call('PTTL', KEYS[1])}
 end
-return count
+count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {1, count}
+";
+
+/// KEYS[1] counter. DECR keeps its expiry; an expired counter is gone and
+/// stays so.
+const UNCOUNT: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0
 ";
 
 /// KEYS[1] lease; ARGV: holder, ttl in ms. Whether the holder holds it.
@@ -125,7 +139,8 @@ struct Scripts {
     put: Script,
     delete: Script,
     compare_and_swap: Script,
-    count: Script,
+    take: Script,
+    uncount: Script,
     acquire: Script,
     release: Script,
 }
@@ -157,7 +172,8 @@ impl RedisStore {
                 put: Script::new(PUT),
                 delete: Script::new(DELETE),
                 compare_and_swap: Script::new(COMPARE_AND_SWAP),
-                count: Script::new(COUNT),
+                take: Script::new(TAKE),
+                uncount: Script::new(UNCOUNT),
                 acquire: Script::new(ACQUIRE),
                 release: Script::new(RELEASE),
             },
@@ -358,10 +374,28 @@ impl Store for RedisStore {
         self.run(script)
     }
 
-    fn count(&self, table: Table, key: &str, window: Duration) -> StoreFuture<'_, u64> {
-        let mut script = self.scripts.count.key(self.counter(table, key));
-        script.arg(millis(window));
-        self.run(script)
+    fn take(
+        &self,
+        table: Table,
+        key: &str,
+        limit: u64,
+        window: Duration,
+    ) -> StoreFuture<'_, Taken> {
+        let mut script = self.scripts.take.key(self.counter(table, key));
+        script.arg(limit).arg(millis(window));
+        let answer: StoreFuture<'_, (i64, i64)> = self.run(script);
+        Box::pin(async move {
+            Ok(match answer.await? {
+                (1, count) => Taken::Counted(count.try_into().unwrap_or(u64::MAX)),
+                (_, left) => Taken::Full(u64::try_from(left).ok().map(Duration::from_millis)),
+            })
+        })
+    }
+
+    fn uncount(&self, table: Table, key: &str) -> StoreFuture<'_, ()> {
+        let script = self.scripts.uncount.key(self.counter(table, key));
+        let done: StoreFuture<'_, i64> = self.run(script);
+        Box::pin(async move { done.await.map(drop) })
     }
 
     fn acquire(
