@@ -550,3 +550,64 @@ async fn one_senders_frames_keep_their_order_across_targets() {
         assert_eq!(got["data"], i, "{got}");
     }
 }
+
+/// The client library (the agent's and `ctl`'s) keeps its unanswered
+/// requests within the gateway's bound: 20,000 MESSAGEs sent at once by
+/// concurrent tasks to a client that has just left (each needs a lookup,
+/// and the requests sent meanwhile wait behind it) are all answered,
+/// where a sender that did not wait for its replies was closed with 1008
+/// ("too fast") past `max_outgoing_queue` waiting requests.
+#[actix_web::test]
+async fn the_client_library_keeps_its_requests_within_the_gateways_bound() {
+    use concierge::client::{connect, Identity};
+    use concierge::protocol::{PayloadOut, Target};
+
+    const SENT: usize = 20_000;
+    let server = TestServer::start();
+    let identity = |name: &str| Identity {
+        name: name.into(),
+        tags: Vec::new(),
+        token: None,
+        presence: false,
+    };
+    let gone = connect(&server.ws_url(), &identity("gone"))
+        .await
+        .expect("connects");
+    let target = Target::Uuid {
+        uuid: gone.uuid.to_string(),
+    };
+    gone.sender.close().await;
+    drop(gone);
+    let mut sender = connect(&server.ws_url(), &identity("sender"))
+        .await
+        .expect("connects");
+    let tasks: Vec<_> = (0..SENT)
+        .map(|i| {
+            let (tx, target) = (sender.sender.clone(), target.clone());
+            actix_web::rt::spawn(async move {
+                tx.message(target, &json!({"n": i})).await.expect("sent");
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    while answered < SENT {
+        let next = tokio::time::timeout(common::PATIENCE, sender.receiver.next())
+            .await
+            .expect("a reply within the patience")
+            .expect("the connection stays open");
+        if next.seq.is_some() {
+            assert!(
+                matches!(
+                    next.payload,
+                    PayloadOut::InvalidUuid { .. } | PayloadOut::Ok
+                ),
+                "{:?}",
+                next.payload
+            );
+            answered += 1;
+        }
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+}

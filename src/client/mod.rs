@@ -14,16 +14,26 @@
 //! is skipped, logged and counted ([`undecodable_frames`]), never a reason
 //! to drop the connection: one such frame sent to `ALL` would otherwise
 //! knock every agent and `ctl` off.
+//!
+//! Senders keep at most [`WINDOW`] requests unanswered. The gateway holds
+//! the requests a client sends while an earlier one waits (a target
+//! lookup, a Redis round trip) and closes a client with more than
+//! `max_outgoing_queue` (1024) of them waiting with 1008 ("too fast"): an
+//! agent answering a burst of requests from a client that has just left
+//! (every reply then needs a lookup) was thrown off that way. Replies come
+//! in request order, so the `seq` of each reply says how many requests
+//! have been answered.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use futures_util::stream::{SplitStream, StreamExt};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
@@ -34,6 +44,11 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Frames that may wait for the writer before senders wait too.
 const SEND_QUEUE: usize = 256;
+
+/// Most requests a connection keeps unanswered: well under the gateway's
+/// default `max_outgoing_queue` (1024), the requests it holds for a client
+/// before closing it.
+pub const WINDOW: u64 = 256;
 
 /// Text frames from the gateway that this process could not decode and
 /// skipped, over all its connections.
@@ -118,7 +133,14 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
         .await
         .map_err(|e| ClientError::Broken(e.to_string()))?;
     let (sink, stream) = ws.split();
-    let mut receiver = Receiver { stream };
+    let window = Arc::new(Window {
+        sent: AtomicU64::new(0),
+        answered: watch::Sender::new(0),
+    });
+    let mut receiver = Receiver {
+        stream,
+        window: window.clone(),
+    };
     let uuid = loop {
         match receiver.next().await?.payload {
             PayloadOut::Hello { uuid, .. } => break uuid,
@@ -139,26 +161,63 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
     });
     Ok(Connection {
         uuid,
-        sender: Sender { tx },
+        sender: Sender { tx, window },
         receiver,
     })
+}
+
+/// How many requests went out and how many the gateway answered (see the
+/// module's doc).
+struct Window {
+    sent: AtomicU64,
+    /// One more than the `seq` of the last reply read.
+    answered: watch::Sender<u64>,
 }
 
 /// Sends payloads; clone it for every task that sends.
 #[derive(Clone)]
 pub struct Sender {
     tx: mpsc::Sender<Message>,
+    window: Arc<Window>,
 }
 
 impl Sender {
-    /// Queues a payload; fails once the connection is gone.
+    /// Queues a payload once fewer than [`WINDOW`] requests wait for their
+    /// reply; fails once the connection is gone.
     pub async fn send(&self, payload: &PayloadIn<'_>) -> Result<(), ClientError> {
         let text =
             serde_json::to_string(payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.take_a_place().await?;
         self.tx
             .send(Message::Text(text.into()))
             .await
             .map_err(|_| ClientError::Broken("the connection is closed".into()))
+    }
+
+    /// Counts one more request sent, waiting while [`WINDOW`] are
+    /// unanswered (or until the connection is gone).
+    async fn take_a_place(&self) -> Result<(), ClientError> {
+        let mut answered = self.window.answered.subscribe();
+        loop {
+            let done = *answered.borrow_and_update();
+            let taken = self
+                .window
+                .sent
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |sent| {
+                    (sent.saturating_sub(done) < WINDOW).then_some(sent + 1)
+                });
+            if taken.is_ok() {
+                return Ok(());
+            }
+            tokio::select! {
+                changed = answered.changed() => if changed.is_err() {
+                    return Err(ClientError::Broken("the connection is closed".into()));
+                },
+                _ = self.tx.closed() => {
+                    return Err(ClientError::Broken("the connection is closed".into()));
+                }
+            }
+        }
     }
 
     /// A MESSAGE with `data` to `target`.
@@ -180,6 +239,7 @@ impl Sender {
 /// The gateway's payloads, in order.
 pub struct Receiver {
     stream: SplitStream<Ws>,
+    window: Arc<Window>,
 }
 
 impl Receiver {
@@ -188,8 +248,17 @@ impl Receiver {
     pub async fn next(&mut self) -> Result<Sequenced, ClientError> {
         loop {
             match self.stream.next().await {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
-                    Ok(payload) => return Ok(payload),
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<Sequenced>(&text) {
+                    Ok(payload) => {
+                        if let Some(seq) = payload.seq {
+                            self.window.answered.send_if_modified(|answered| {
+                                let advanced = seq + 1 > *answered;
+                                *answered = (*answered).max(seq + 1);
+                                advanced
+                            });
+                        }
+                        return Ok(payload);
+                    }
                     Err(e) => skipped(&e, &text),
                 },
                 Some(Ok(Message::Close(frame))) => {
