@@ -752,6 +752,28 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("shape of a ctl command's name"), "{stderr}");
+    // People and hosts are named apart: alice's tokens allow alice_…, so no
+    // host may be named alice_db, and no person web while host web_db exists.
+    run(
+        &["token", "issue", "--name", "web_db", "--role", "agent"],
+        data.path(),
+        "",
+    )
+    .await;
+    for (name, role, said) in [
+        ("alice_db", "agent", "name the host apart"),
+        ("web", "operator", "name the person apart"),
+    ] {
+        let refused = command(&["token", "issue", "--name", name, "--role", role])
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains(said), "{name}: {stderr}");
+    }
 
     let url = format!("ws://{addr}/ws");
     let mut host = Client::connect(&url).await;

@@ -257,6 +257,7 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
         let store = auth.store();
         match command {
             UserCommand::Add { name, role, .. } => {
+                check_apart(store, &name, role).await?;
                 accounts::add(store, &name, role, &password).await?;
                 println!("created {name} ({role})");
             }
@@ -307,6 +308,50 @@ fn check_host_name(name: &str) -> Result<(), AuthError> {
     }
 }
 
+/// People and hosts are named apart. A person's token also allows the
+/// person's name followed by `_` and anything (`alice_ctl`), so a host named
+/// `alice_db` could be taken by alice while its agent is offline: a host
+/// name under a person's names is refused, and so is a person's name over a
+/// host's (from the accounts and the issued tokens).
+async fn check_apart(
+    store: &Arc<dyn crate::cluster::store::Store>,
+    name: &str,
+    role: Role,
+) -> Result<(), AuthError> {
+    let under = |person: &str, host: &str| {
+        host.strip_prefix(person)
+            .is_some_and(|rest| rest.starts_with('_'))
+    };
+    let mut hosts = Vec::new();
+    let mut people = Vec::new();
+    for a in accounts::list(store).await? {
+        if a.role == Role::Agent {
+            hosts.push(a.username);
+        } else {
+            people.push(a.username);
+        }
+    }
+    for c in tokens::list_issued(store).await? {
+        if c.is_host() {
+            hosts.push(c.name);
+        } else {
+            people.push(c.name);
+        }
+    }
+    if role == Role::Agent {
+        if let Some(person) = people.iter().find(|p| under(p, name)) {
+            return Err(AuthError::Invalid(format!(
+                "host {name:?} would be among the names {person:?}'s tokens allow ({person}_…): name the host apart"
+            )));
+        }
+    } else if let Some(host) = hosts.iter().find(|h| under(name, h)) {
+        return Err(AuthError::Invalid(format!(
+            "{name:?}'s tokens would allow host {host:?}'s name ({name}_…): name the person apart"
+        )));
+    }
+    Ok(())
+}
+
 pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
     with_auth(args, async move |auth| {
         let store = auth.store();
@@ -319,6 +364,7 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
             } if format == "nest" => {
                 accounts::check_username(&name)?;
                 check_host_name(&name)?;
+                check_apart(store, &name, role).await?;
                 if role != Role::Agent {
                     return Err(AuthError::Invalid(
                         "a Nest token is a host's: issue it with --role agent".into(),
@@ -339,6 +385,7 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
                 if role == Role::Agent {
                     check_host_name(&name)?;
                 }
+                check_apart(store, &name, role).await?;
                 let issued = auth
                     .issue(&name, &name, role, ttl, TokenKind::Issued)
                     .await?;
