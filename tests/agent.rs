@@ -1624,17 +1624,6 @@ async fn a_request_nested_to_the_limit_is_still_audited_and_readable() {
     assert!(out.contains(r#"[[[[0]]]]"#), "{out}");
 }
 
-/// The reply carrying `seq`, skipping what comes before it (broadcasts).
-async fn reply_to_seq(client: &mut Client, payload: Value, seq: u64) -> Value {
-    client.send(payload).await;
-    loop {
-        let reply = client.recv().await;
-        if reply["seq"] == seq {
-            return reply;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_viewer_cannot_take_a_hosts_services_before_its_agent_connects() {
     let server = TestServer::start();
@@ -1650,7 +1639,7 @@ async fn a_viewer_cannot_take_a_hosts_services_before_its_agent_connects() {
     let mut seq = 0;
     for service in ["telemetry_host1", "audit_host1"] {
         let create = json!({"type": "SERVICE_CREATE", "service": service});
-        let reply = reply_to_seq(&mut viewer, create, seq).await;
+        let reply = viewer.answer(create, seq).await;
         seq += 1;
         assert_eq!(reply["type"], "BAD", "{reply}");
     }
@@ -1662,7 +1651,7 @@ async fn a_viewer_cannot_take_a_hosts_services_before_its_agent_connects() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let subscribe = json!({"type": "SELF_SUBSCRIBE", "service": "telemetry_host1"});
-        let reply = reply_to_seq(&mut viewer, subscribe, seq).await;
+        let reply = viewer.answer(subscribe, seq).await;
         seq += 1;
         if reply["type"] == "SELF_SUBSCRIBE_RESULT" && reply["successful"] == true {
             assert_eq!(reply["service"]["name"], "telemetry_host1");

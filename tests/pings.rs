@@ -87,17 +87,7 @@ async fn ping_flood_is_bounded(gateway: &mut Process, addr: SocketAddr, path: &s
         assert!(slowest < HEALTHY, "{path}: /healthz took {slowest:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    gateway
-        .wait_for_line(
-            &["closing connection", "code=1008", "too slow"],
-            CLOSED_WITHIN,
-        )
-        .await;
-    flooder.stop();
-    if let Some((code, reason)) = flooder.close_or_end(PATIENCE).await {
-        assert_eq!(code, 1008, "{path}: {reason}");
-        assert!(reason.contains("too slow"), "{path}: {reason}");
-    }
+    closed_too_slow(gateway, &mut flooder, path).await;
     let grown = rss(pid).saturating_sub(before);
     assert!(grown < MAX_GROWTH, "{path}: {} MB kept", grown >> 20);
     eprintln!(
@@ -105,6 +95,23 @@ async fn ping_flood_is_bounded(gateway: &mut Process, addr: SocketAddr, path: &s
         peak >> 10,
         grown >> 10
     );
+}
+
+/// The gateway closes `client` (on `path`) for not reading: it logs the
+/// 1008 ("too slow"), and the client reads that close unless its
+/// connection ended first.
+async fn closed_too_slow(gateway: &mut Process, client: &mut Flood, path: &str) {
+    gateway
+        .wait_for_line(
+            &["closing connection", "code=1008", "too slow"],
+            CLOSED_WITHIN,
+        )
+        .await;
+    client.stop();
+    if let Some((code, reason)) = client.close_or_end(PATIENCE).await {
+        assert_eq!(code, 1008, "{path}: {reason}");
+        assert!(reason.contains("too slow"), "{path}: {reason}");
+    }
 }
 
 #[tokio::test]
@@ -196,14 +203,5 @@ async fn an_adapters_own_replies_to_a_client_that_never_reads_are_bounded() {
     let mut client = Flood::connect_with_recv_buffer(addr, sio, 4096).await;
     let ping = flood::text(&format!("2{}", "p".repeat(100)));
     client.flood(Vec::new(), ping.repeat(64), Duration::ZERO);
-    gateway
-        .wait_for_line(
-            &["closing connection", "code=1008", "too slow"],
-            CLOSED_WITHIN,
-        )
-        .await;
-    client.stop();
-    if let Some((code, reason)) = client.close_or_end(PATIENCE).await {
-        assert_eq!(code, 1008, "{reason}");
-    }
+    closed_too_slow(&mut gateway, &mut client, sio).await;
 }

@@ -172,6 +172,18 @@ impl Client {
             .expect("send");
     }
 
+    /// Sends a request and returns its reply, the payload carrying `seq`,
+    /// skipping what comes before it (broadcasts).
+    pub async fn answer(&mut self, payload: Value, seq: u64) -> Value {
+        self.send(payload).await;
+        loop {
+            let reply = self.recv().await;
+            if reply["seq"] == seq {
+                return reply;
+            }
+        }
+    }
+
     /// The next text payload, skipping pings. Panics after [`PATIENCE`].
     pub async fn recv(&mut self) -> Value {
         loop {
