@@ -1004,7 +1004,7 @@ async fn the_agent_reconnects_after_the_gateway_restarts() {
     let work = tempfile::tempdir().expect("work");
     let mut agent = spawn_agent(&url, &host, work.path(), "").await;
     agent
-        .wait_for_line(&["connected"], Duration::from_secs(10))
+        .wait_for_line(&["connected name=host1"], Duration::from_secs(10))
         .await;
 
     first.signal("TERM");
@@ -1014,8 +1014,10 @@ async fn the_agent_reconnects_after_the_gateway_restarts() {
         .await;
     let mut second = gateway(&addr.to_string());
     second.listening().await;
+    // Not `connected` alone: every failed attempt logs "disconnected;
+    // reconnecting ...", and one queued during the restart would match.
     agent
-        .wait_for_line(&["connected"], Duration::from_secs(10))
+        .wait_for_line(&["connected name=host1"], Duration::from_secs(10))
         .await;
     let (code, out, err) = ctl_at(
         &url,
