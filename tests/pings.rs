@@ -47,6 +47,16 @@ fn pings(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A gateway on an ephemeral port with its data in `data` and `flags`.
+async fn gateway_with(data: &tempfile::TempDir, flags: &[&str]) -> (Process, SocketAddr) {
+    let data_dir = data.path().display().to_string();
+    let mut args = vec!["--bind", "127.0.0.1:0", "--data-dir", &data_dir];
+    args.extend_from_slice(flags);
+    let mut gateway = Process::spawn(command(&args));
+    let addr = gateway.listening().await;
+    (gateway, addr)
+}
+
 /// Asks `/healthz`; returns how long the answer took.
 async fn healthz(http: &reqwest::Client, addr: SocketAddr) -> Duration {
     let start = Instant::now();
@@ -151,24 +161,22 @@ async fn closed_while_pinging(
 #[tokio::test]
 async fn a_client_that_pings_but_never_reads_is_not_kept_alive_by_its_pings() {
     let data = tempfile::tempdir().expect("temp dir");
-    let data_dir = data.path().display().to_string();
-    let mut gateway = Process::spawn(command(&[
-        "--bind",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-        "--heartbeat-interval-ms",
-        "100",
-        "--heartbeat-timeout-ms",
-        "400",
-        // The heartbeat, not the identify timeout or the queue's bound,
-        // must be what closes these clients.
-        "--identify-timeout-ms",
-        "60000",
-        "--max-outgoing-queue",
-        "1000000",
-    ]));
-    let addr = gateway.listening().await;
+    let (mut gateway, addr) = gateway_with(
+        &data,
+        &[
+            "--heartbeat-interval-ms",
+            "100",
+            "--heartbeat-timeout-ms",
+            "400",
+            // The heartbeat, not the identify timeout or the queue's bound,
+            // must be what closes these clients.
+            "--identify-timeout-ms",
+            "60000",
+            "--max-outgoing-queue",
+            "1000000",
+        ],
+    )
+    .await;
     let identify = json!({"type": "IDENTIFY", "name": "pinger", "version": "0.2.0"});
     let identify = flood::text(&identify.to_string());
     let closed = ["closing connection", "code=4009", "no frame or pong"];
@@ -189,16 +197,7 @@ async fn a_client_that_pings_but_never_reads_is_not_kept_alive_by_its_pings() {
 #[tokio::test]
 async fn an_adapters_own_replies_to_a_client_that_never_reads_are_bounded() {
     let data = tempfile::tempdir().expect("temp dir");
-    let data_dir = data.path().display().to_string();
-    let mut gateway = Process::spawn(command(&[
-        "--bind",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-        "--max-outgoing-queue",
-        "16",
-    ]));
-    let addr = gateway.listening().await;
+    let (mut gateway, addr) = gateway_with(&data, &["--max-outgoing-queue", "16"]).await;
     let sio = "/socket.io/?EIO=4&transport=websocket";
     let mut client = Flood::connect_with_recv_buffer(addr, sio, 4096).await;
     let ping = flood::text(&format!("2{}", "p".repeat(100)));
