@@ -172,8 +172,12 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
             "tags": ["agent"], "token": viewer,
         }))
         .await;
-    // Read on (answering the gateway's pings) while the browser runs.
-    let impostor = tokio::spawn(async move { while impostor.recv_any().await.is_ok() {} });
+    // Read on (answering the gateway's pings) while the browser runs, for
+    // as long as it runs: no payload is expected, so no helper's deadline.
+    let impostor = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(_)) = impostor.ws.next().await {}
+    });
     let scratch = tempfile::tempdir().expect("scratch dir");
     let shots = std::env::var("CONCIERGE_SCREENSHOTS")
         .map(|dir| Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))

@@ -192,9 +192,8 @@ async fn send(from: &mut Client, to: &str, i: u64) -> String {
     from.send(json!({"type": "MESSAGE", "target": {"type": "NAME", "name": to}, "data": i}))
         .await;
     loop {
-        let payload = tokio::time::timeout(Duration::from_secs(10), from.recv())
-            .await
-            .expect("an answer within the Redis timeouts");
+        // An answer within the Redis timeouts.
+        let payload = from.recv_within(Duration::from_secs(10)).await;
         if payload.get("seq").is_some() {
             return payload["type"].as_str().unwrap_or_default().to_owned();
         }

@@ -761,13 +761,14 @@ fn crash_value(i: u64) -> Vec<u8> {
 }
 
 /// The child of `disk_crash_keeps_every_acknowledged_write`: writes records
-/// until killed, printing each key once its write is acknowledged. Does
-/// nothing when run as a test of its own.
+/// until killed, printing each key once its write is acknowledged. Not a
+/// test of its own: ignored, so the runner lists it as skipped, and run
+/// with `--ignored` by its parent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of disk_crash_keeps_every_acknowledged_write"]
 async fn disk_crash_writer() {
-    let Some(path) = std::env::var_os(CRASH_WRITER) else {
-        return;
-    };
+    let path = std::env::var_os(CRASH_WRITER)
+        .expect("run by disk_crash_keeps_every_acknowledged_write, which names the file");
     let store = DiskStore::open(path).expect("the crash writer opens the store");
     let mut stdout = std::io::stdout();
     for i in 0.. {
@@ -787,6 +788,7 @@ fn disk_crash_keeps_every_acknowledged_write() {
     let path = dir.path().join("concierge.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
+            "--ignored",
             "--exact",
             "disk_crash_writer",
             "--nocapture",
@@ -914,12 +916,13 @@ async fn increment(store: &dyn Store, key: &str, times: u64) {
 
 /// The second process of `disk_two_processes_share_the_file`: a store on
 /// the file named by `PEER`, driven by commands on stdin, one a line,
-/// answering each on stdout. Does nothing when run as a test of its own.
+/// answering each on stdout. Not a test of its own: ignored, so the runner
+/// lists it as skipped, and run with `--ignored` by its parent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the second process of disk_two_processes_share_the_file"]
 async fn disk_peer_process() {
-    let Some(path) = std::env::var_os(PEER) else {
-        return;
-    };
+    let path = std::env::var_os(PEER)
+        .expect("run by disk_two_processes_share_the_file, which names the file");
     let store: Arc<dyn Store> = Arc::new(DiskStore::open(path).expect("the peer opens the store"));
     let mut stdout = std::io::stdout();
     let mut say = |line: String| {
@@ -968,6 +971,7 @@ impl Peer {
     fn start(path: &std::path::Path) -> Peer {
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args([
+                "--ignored",
                 "--exact",
                 "disk_peer_process",
                 "--nocapture",

@@ -176,23 +176,49 @@ impl Client {
     /// skipping what comes before it (broadcasts).
     pub async fn answer(&mut self, payload: Value, seq: u64) -> Value {
         self.send(payload).await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let reply = self.recv().await;
+            let reply = self.recv_before(deadline).await;
             if reply["seq"] == seq {
                 return reply;
             }
         }
     }
 
+    /// The next frame before `deadline`; panics when none comes in time.
+    /// Pings and pongs do not restart the wait: every helper below sets one
+    /// deadline for what it expects, so a missing reply or close fails within
+    /// [`PATIENCE`] even while the gateway keeps pinging.
+    async fn next_before(
+        &mut self,
+        deadline: tokio::time::Instant,
+        expecting: &str,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        tokio::time::timeout_at(deadline, self.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{}: no {expecting} in time", self.name))
+    }
+
     /// The next text payload, skipping pings. Panics after [`PATIENCE`].
     pub async fn recv(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        self.recv_before(deadline).await
+    }
+
+    /// The next text payload within `patience` (for what may take longer
+    /// than [`PATIENCE`], such as an answer that waits on Redis timeouts).
+    pub async fn recv_within(&mut self, patience: Duration) -> Value {
+        self.recv_before(tokio::time::Instant::now() + patience)
+            .await
+    }
+
+    /// The next text payload before `deadline`, skipping pings.
+    async fn recv_before(&mut self, deadline: tokio::time::Instant) -> Value {
         loop {
-            let next = tokio::time::timeout(PATIENCE, self.ws.next()).await;
-            let msg = match next {
-                Err(_) => panic!("{}: no frame within {PATIENCE:?}", self.name),
-                Ok(None) => panic!("{}: connection ended", self.name),
-                Ok(Some(Err(e))) => panic!("{}: read error {e}", self.name),
-                Ok(Some(Ok(msg))) => msg,
+            let msg = match self.next_before(deadline, "frame").await {
+                None => panic!("{}: connection ended", self.name),
+                Some(Err(e)) => panic!("{}: read error {e}", self.name),
+                Some(Ok(msg)) => msg,
             };
             match msg {
                 Message::Text(text) => {
@@ -211,10 +237,16 @@ impl Client {
         payload
     }
 
-    /// Skips payloads until one of `kind` arrives.
+    /// Skips payloads until one of `kind` arrives, within [`PATIENCE`].
     pub async fn skip_to(&mut self, kind: &str) -> Value {
+        self.skip_to_within(kind, PATIENCE).await
+    }
+
+    /// Skips payloads until one of `kind` arrives, within `patience`.
+    pub async fn skip_to_within(&mut self, kind: &str, patience: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
-            let payload = self.recv().await;
+            let payload = self.recv_before(deadline).await;
             if payload["type"] == kind {
                 return payload;
             }
@@ -253,9 +285,11 @@ impl Client {
     }
 
     /// The next payload, or the close code if the gateway closes instead.
+    /// Panics when neither comes within [`PATIENCE`].
     pub async fn recv_any(&mut self) -> Result<Value, u16> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            match self.ws.next().await {
+            match self.next_before(deadline, "payload or close").await {
                 Some(Ok(Message::Text(text))) => {
                     return Ok(serde_json::from_str(&text).expect("gateway sends JSON"))
                 }
@@ -270,11 +304,9 @@ impl Client {
 
     /// Waits for the gateway to close the connection; returns code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("{}: not closed within {PATIENCE:?}", self.name));
-            match msg {
+            match self.next_before(deadline, "close").await {
                 Some(Ok(Message::Close(Some(frame)))) => {
                     return (u16::from(frame.code), frame.reason.to_string())
                 }
@@ -294,7 +326,8 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         // Wait for the server's close frame: by then its session has stopped.
-        while let Ok(Some(Ok(msg))) = tokio::time::timeout(PATIENCE, self.ws.next()).await {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
             if msg.is_close() {
                 break;
             }
