@@ -143,7 +143,7 @@ async fn client_joined_and_left_reach_everyone_else() {
         assert!(left.get("seq").is_none());
     }
     // The joiner does not hear about itself.
-    c.expect_silence(100).await;
+    c.expect_nothing_queued().await;
 }
 
 #[tokio::test]
@@ -165,7 +165,7 @@ async fn service_lifecycle_and_broadcasts() {
     let seen = b.expect("SERVICE_CREATE_RESULT").await;
     assert!(seen.get("seq").is_none());
     assert_eq!(seen["service"]["name"], "chat");
-    a.expect_silence(50).await;
+    a.expect_nothing_queued().await;
 
     // Creating it again fails, and is not broadcast.
     let dup = b
@@ -173,7 +173,7 @@ async fn service_lifecycle_and_broadcasts() {
         .await;
     assert_eq!(dup["successful"], false);
     assert_eq!(dup["service"]["owner_uuid"], a.uuid.to_string());
-    a.expect_silence(50).await;
+    a.expect_nothing_queued().await;
 
     // Subscribe: the owner subscribes to see joins.
     let sub = a
@@ -371,7 +371,7 @@ async fn message_by_name_and_uuid_relays_data_and_origin() {
         .request(json!({"type": "MESSAGE", "target": {"type": "ALL"}}), 6)
         .await;
     assert_eq!(bad["type"], "ERROR_PROTOCOL");
-    b.expect_silence(50).await;
+    b.expect_nothing_queued().await;
 }
 
 use futures_util::StreamExt;
@@ -410,10 +410,11 @@ async fn chat_room(server: &TestServer) -> [Client; 4] {
         client.skip_to("SELF_SUBSCRIBE_RESULT").await;
     }
     let mut clients = [a, b, c, d];
+    // Every set-up broadcast was queued before the last subscription's
+    // result came back, so it is queued before this OK too.
     for client in clients.iter_mut() {
-        client.drain(50).await;
         client.send(json!({"type": "SELF_SET_SEQ", "seq": 0})).await;
-        client.expect("OK").await;
+        client.skip_to("OK").await;
     }
     clients
 }
@@ -435,8 +436,8 @@ async fn service_messages_follow_ownership() {
         assert_eq!(got["origin"]["service"]["owner_uuid"], a.uuid.to_string());
         assert_eq!(got["origin"]["service"]["subscribers"], json!([]));
     }
-    a.expect_silence(50).await;
-    d.expect_silence(50).await;
+    a.expect_nothing_queued().await;
+    d.expect_nothing_queued().await;
 
     // Subscriber → the owner only.
     b.send(json!({"type": "MESSAGE", "target": {"type": "SERVICE", "service": "chat"}, "data": "to owner"}))
@@ -446,7 +447,7 @@ async fn service_messages_follow_ownership() {
     assert_eq!(got["data"], "to owner");
     assert_eq!(got["origin"]["name"], "bob");
     assert_eq!(got["origin"]["service"]["name"], "chat");
-    c.expect_silence(50).await;
+    c.expect_nothing_queued().await;
 
     // Anyone else → BAD.
     let bad = d
@@ -474,14 +475,14 @@ async fn service_messages_follow_ownership() {
     let got = c.expect("MESSAGE").await;
     assert_eq!(got["data"], "just you");
     assert_eq!(got["origin"]["service"]["name"], "chat");
-    b.expect_silence(50).await;
+    b.expect_nothing_queued().await;
     // Not the owner → BAD; not a subscriber → INVALID_UUID.
     b.send(to_c).await;
     assert_eq!(b.expect("BAD").await["seq"], 2);
     let to_d = json!({"type": "MESSAGE", "target": {"type": "SERVICE_CLIENT_UUID", "service": "chat", "uuid": d.uuid.to_string()}, "data": 1});
     a.send(to_d).await;
     assert_eq!(a.expect("INVALID_UUID").await["uuid"], d.uuid.to_string());
-    d.expect_silence(50).await;
+    d.expect_nothing_queued().await;
 }
 
 #[tokio::test]
@@ -610,4 +611,19 @@ async fn the_client_library_keeps_its_requests_within_the_gateways_bound() {
     for task in tasks {
         task.await.expect("task");
     }
+}
+
+/// The harness's negative check is not vacuous: a frame queued for a client
+/// before its ping fails `expect_nothing_queued` (the pong comes behind it).
+#[tokio::test]
+#[should_panic(expected = "expected nothing queued")]
+async fn a_queued_frame_fails_the_nothing_queued_check() {
+    let server = TestServer::start();
+    let (mut a, mut b) = pair(&server).await;
+    a.request(
+        json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "bob"}, "data": 1}),
+        0,
+    )
+    .await;
+    b.expect_nothing_queued().await;
 }

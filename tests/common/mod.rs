@@ -272,6 +272,30 @@ impl Client {
         reply
     }
 
+    /// Asserts that nothing is queued for this client: not a frame the
+    /// gateway pushed for it before this call. The gateway answers a ping
+    /// with a pong queued behind every frame already queued for the client
+    /// (one queue, in order), so the pong of a fresh ping comes first only
+    /// if nothing else was waiting. A negative check with no time in it:
+    /// whatever a handler delivered before the reply the test has seen is
+    /// caught, however slow the machine.
+    pub async fn expect_nothing_queued(&mut self) {
+        let token = Uuid::new_v4();
+        self.ws
+            .send(Message::Ping(token.as_bytes().to_vec().into()))
+            .await
+            .expect("send ping");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match self.next_before(deadline, "pong").await {
+                Some(Ok(Message::Pong(payload))) if payload[..] == token.as_bytes()[..] => return,
+                // The gateway's heartbeat, or an earlier ping's pong.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("{}: expected nothing queued, got {other:?}", self.name),
+            }
+        }
+    }
+
     /// Asserts that nothing arrives for `ms` milliseconds.
     pub async fn expect_silence(&mut self, ms: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
