@@ -241,10 +241,10 @@ struct VpnActor {
     dirty: bool,
     syncing: bool,
     /// The earliest expiry (Unix seconds) of the tokens of the records as of
-    /// the last sync that had not expired then: that peer leaves the
-    /// interface at the first tick from then on. Nothing else reports an
-    /// expiry, and the resync may be far off (README: "a revoked or expired
-    /// token takes its peer off the interface within a second").
+    /// the last full sync that had not expired when it began: that peer
+    /// leaves the interface at the first tick from then on. Nothing else
+    /// reports an expiry, and the resync may be far off (README: "a revoked
+    /// or expired token takes its peer off the interface within a second").
     next_expiry: Option<u64>,
 }
 
@@ -298,6 +298,10 @@ impl VpnActor {
             .next_expiry
             .is_some_and(|exp| exp <= crate::auth::now_secs())
         {
+            // Set again by the sync this starts; should that fail, it is
+            // tried again as any failed sync is (within `resync`), not on
+            // every tick.
+            self.next_expiry = None;
             self.dirty = true;
         }
         let full = self.dirty;
@@ -307,7 +311,7 @@ impl VpnActor {
         self.dirty = false;
         self.syncing = true;
         self.stats_at = Instant::now();
-        // Before the sync checks the tokens: one that expires meanwhile is
+        // Before a full sync checks the tokens: one that expires meanwhile is
         // still waited for, and its peer removed by one more sync.
         let started = crate::auth::now_secs();
         let settings = self.settings.clone();
@@ -333,11 +337,13 @@ impl VpnActor {
             match outcome {
                 Ok((status, keypair, records)) => {
                     act.keypair = Some(keypair);
-                    act.next_expiry = records
-                        .iter()
-                        .map(|p| p.claims.exp)
-                        .filter(|exp| *exp > started)
-                        .min();
+                    if full {
+                        act.next_expiry = records
+                            .iter()
+                            .map(|p| p.claims.exp)
+                            .filter(|exp| *exp > started)
+                            .min();
+                    }
                     act.records = records;
                     let shown: Vec<metrics::VpnPeer<'_>> = status
                         .peers
