@@ -677,3 +677,202 @@ async fn replicas_hand_out_each_address_once_and_keep_a_peers_address() {
     };
     assert_eq!(key(&x), key(&y));
 }
+
+/// A gateway of this process, on a Redis of its own, managing a userspace
+/// WireGuard interface (boringtun, in a namespace of its own) with its
+/// periodic resync at 60 s: within the few seconds a test waits, only what
+/// the gateway is told (a change of a peer's record, a revocation, an
+/// expiry) brings the interface up to date. On Redis a revocation is no
+/// change of the peers' records, unlike on the disk store, whose notice of
+/// another process's write ("something changed") makes the VPN resync too.
+struct Managed {
+    server: common::TestServer,
+    device: WgDevice,
+    _ns: NetNs,
+    redis: common::redis::RedisServer,
+}
+
+impl Managed {
+    fn start() -> Managed {
+        for tool in ["ip", "wg", "boringtun-cli"] {
+            require(tool);
+        }
+        let redis = common::redis::RedisServer::start();
+        let ns = NetNs::new("vpnsync");
+        let device = WgDevice::start(&ns, &unique_ifname("vm"));
+        let (url, interface) = (redis.url(), device.name.clone());
+        let server = common::TestServer::with(move |s| {
+            s.redis_url = url;
+            s.vpn_endpoint = "vpn.test".into();
+            s.vpn_interface = interface;
+            s.vpn_backend = "userspace".into();
+            s.vpn_resync_secs = 60;
+        });
+        Managed {
+            server,
+            device,
+            _ns: ns,
+            redis,
+        }
+    }
+
+    /// A token for `name` (`extra`: more `token issue` flags, e.g. `--ttl`).
+    async fn token(&self, name: &str, extra: &[&str]) -> String {
+        let url = self.redis.url();
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend_from_slice(extra);
+        common::process::issue_token(&args, name, "agent").await
+    }
+
+    /// Another replica on the same Redis, managing no interface.
+    fn replica(&self) -> common::TestServer {
+        let url = self.redis.url();
+        common::TestServer::with(move |s| {
+            s.redis_url = url;
+            s.vpn_endpoint = "vpn.test".into();
+        })
+    }
+
+    /// Fetches `name`'s config with its `token` and a key of its own, and
+    /// returns the key's public half.
+    async fn fetch(&self, name: &str, token: &str) -> String {
+        fetch_through(&self.server, name, token).await
+    }
+
+    /// Whether the peer of `public_key` is on the interface now.
+    fn on_interface(&self, public_key: &str) -> bool {
+        self.device
+            .wg(&["show", &self.device.name, "peers"])
+            .lines()
+            .any(|l| l.trim() == public_key)
+    }
+
+    /// Waits until the peer of `public_key` is (`on`) or is not on the
+    /// interface, by `deadline`; panics with `what` if it is not by then.
+    async fn until(&self, public_key: &str, on: bool, deadline: Instant, what: &str) {
+        while self.on_interface(public_key) != on {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// [`Managed::fetch`] through `server`.
+async fn fetch_through(server: &common::TestServer, name: &str, token: &str) -> String {
+    let key = common::netns::Keypair::generate();
+    let mut host = client(server, name, Some(token)).await;
+    let msg = ask(&mut host, fetch(None, Some(&key.public))).await;
+    assert_eq!(msg["result"], "success", "{msg}");
+    key.public
+}
+
+/// README ("A revoked or expired token takes its peer off the interface
+/// within a second") and PROTOCOL §14 ("within a second of a change made on
+/// any replica"), each by its own trigger, the resync being at 60 s and the
+/// store on Redis (see [`Managed`]): revoking a host's token takes its peer
+/// off the managed interface by the revocation itself (another host's peer
+/// stays), and a config then fetched through another replica reaches the
+/// interface by the change of its record. 3 s are allowed for the 1 s
+/// promised, for a loaded machine.
+#[tokio::test]
+async fn a_revoked_token_takes_its_peer_off_the_interface_by_itself() {
+    let vpn = Managed::start();
+    let other = vpn.replica();
+    let mut tokens = Vec::new();
+    for host in ["host1", "host2", "host3"] {
+        tokens.push(vpn.token(host, &[]).await);
+    }
+    let (k1, k2) = (
+        vpn.fetch("host1", &tokens[0]).await,
+        vpn.fetch("host2", &tokens[1]).await,
+    );
+    let soon = Instant::now() + Duration::from_secs(3);
+    vpn.until(&k1, true, soon, "host1 never reached the interface")
+        .await;
+    vpn.until(&k2, true, soon, "host2 never reached the interface")
+        .await;
+
+    let out = common::process::command(&[
+        "token",
+        "revoke",
+        "--redis-url",
+        &vpn.redis.url(),
+        "--user",
+        "host1",
+    ])
+    .output()
+    .await
+    .expect("token revoke runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = Instant::now();
+    vpn.until(
+        &k1,
+        false,
+        revoked + Duration::from_secs(3),
+        "host1's peer is still on the interface 3 s after its token was revoked",
+    )
+    .await;
+    assert!(vpn.on_interface(&k2), "host2's peer stays");
+
+    // The sync that removed host1 came after every earlier trigger (the
+    // fetches, the tokens' issue): only the new record can bring host3.
+    let k3 = fetch_through(&other, "host3", &tokens[2]).await;
+    vpn.until(
+        &k3,
+        true,
+        Instant::now() + Duration::from_secs(3),
+        "host3, fetched through another replica, did not reach the interface within 3 s",
+    )
+    .await;
+}
+
+/// README ("A revoked or expired token takes its peer off the interface
+/// within a second") and PROTOCOL §14 ("a peer is on the managed interface
+/// while the token it was last fetched with is valid (not expired, ...)"):
+/// a host whose token expires loses its peer when it expires, with the
+/// resync at 60 s (see [`Managed`]): within 3 s of the expiry (1 s
+/// promised; room for a loaded machine). Another host's peer stays.
+#[tokio::test]
+async fn a_peer_leaves_the_interface_when_its_token_expires() {
+    use base64::Engine;
+    let vpn = Managed::start();
+    let lasting = vpn.token("host2", &[]).await;
+    let short = vpn.token("host3", &["--ttl", "4s"]).await;
+    let payload = short.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    let exp = std::time::UNIX_EPOCH + Duration::from_secs(claims["exp"].as_u64().expect("exp"));
+    let expiry = Instant::now()
+        + exp
+            .duration_since(std::time::SystemTime::now())
+            .expect("issued for 4 s");
+    let (kept, expiring) = (
+        vpn.fetch("host2", &lasting).await,
+        vpn.fetch("host3", &short).await,
+    );
+    vpn.until(&kept, true, expiry, "host2 never reached the interface")
+        .await;
+    vpn.until(
+        &expiring,
+        true,
+        expiry,
+        "host3 did not reach the interface before its token expired (a slow machine?)",
+    )
+    .await;
+    vpn.until(
+        &expiring,
+        false,
+        expiry + Duration::from_secs(3),
+        "host3's peer is still on the interface 3 s after its token expired",
+    )
+    .await;
+    assert!(vpn.on_interface(&kept), "host2's peer stays");
+}

@@ -496,6 +496,8 @@ settings! {
     vpn_keepalive_secs: u64 = 25, env "CONCIERGE_VPN_KEEPALIVE_SECS";
     /// Networks clients route through the tunnel (AllowedIPs), comma-separated CIDRs; empty: the pools.
     vpn_routes: String = String::new(), env "CONCIERGE_VPN_ROUTES", check cidr_list;
+    /// Seconds between the comparisons of vpn_interface with the issued configs that are made even when nothing was reported changed (the interface edited by hand, a change missed); a change, a revocation or a token's expiry is applied within a second anyway.
+    vpn_resync_secs: u64 = 5, env "CONCIERGE_VPN_RESYNC_SECS", check positive;
 }
 
 /// `vpn_endpoint`: empty, HOST or HOST:PORT (a name, an IPv4 address or

@@ -7,10 +7,11 @@
 //! reads ([`conf`]). Every replica answers fetches; a replica with
 //! `vpn_interface` set also keeps that interface's peers equal to the
 //! records of peers whose token is still valid ([`device`]), at start, when
-//! any replica changes a record or a token is revoked (within a second),
-//! and every few seconds for expiries. Without an interface, or without the
-//! right to drive it, configs are still issued and the status says why no
-//! interface is managed.
+//! any replica changes a record, a token is revoked or a peer's token
+//! expires (within a second), and every `vpn_resync_secs` whatever happened
+//! (the interface edited by hand, a change missed). Without an interface, or
+//! without the right to drive it, configs are still issued and the status
+//! says why no interface is managed.
 
 pub mod conf;
 pub mod device;
@@ -32,9 +33,6 @@ use crate::config::Settings;
 use crate::metrics;
 use peers::{Peer, Pools};
 
-/// How often the interface is compared with the records even when nothing
-/// was reported changed (expired tokens, someone editing it by hand).
-const RESYNC: Duration = Duration::from_secs(5);
 /// How soon after a reported change the interface is synced.
 const SOON: Duration = Duration::from_millis(200);
 /// How often the interface's counters are read for the metrics.
@@ -99,6 +97,9 @@ pub struct VpnSettings {
     pub dns: Vec<IpAddr>,
     pub keepalive: u64,
     pub routes: Vec<IpNet>,
+    /// How often the interface is compared with the records even when
+    /// nothing was reported changed (`vpn_resync_secs`).
+    pub resync: Duration,
 }
 
 impl VpnSettings {
@@ -141,6 +142,7 @@ impl VpnSettings {
             dns: crate::config::ip_list(&settings.vpn_dns)?,
             keepalive: settings.vpn_keepalive_secs,
             routes,
+            resync: Duration::from_secs(settings.vpn_resync_secs),
         })
     }
 }
@@ -194,6 +196,7 @@ impl Vpn {
             stats_at: Instant::now(),
             dirty: true,
             syncing: false,
+            next_expiry: None,
         };
         Vpn {
             addr: actor.start(),
@@ -237,6 +240,12 @@ struct VpnActor {
     /// Something changed since the last sync.
     dirty: bool,
     syncing: bool,
+    /// The earliest expiry (Unix seconds) of the tokens of the records as of
+    /// the last full sync that had not expired when it began: that peer
+    /// leaves the interface at the first tick from then on. Nothing else
+    /// reports an expiry, and the resync may be far off (README: "a revoked
+    /// or expired token takes its peer off the interface within a second").
+    next_expiry: Option<u64>,
 }
 
 impl Actor for VpnActor {
@@ -262,7 +271,7 @@ impl Actor for VpnActor {
         });
         ctx.add_stream(revocations);
         ctx.run_interval(SOON, |act, ctx| act.tick(ctx));
-        ctx.run_interval(RESYNC, |act, _| act.dirty = true);
+        ctx.run_interval(self.settings.resync, |act, _| act.dirty = true);
     }
 }
 
@@ -285,6 +294,16 @@ impl VpnActor {
         if self.syncing {
             return;
         }
+        if self
+            .next_expiry
+            .is_some_and(|exp| exp <= crate::auth::now_secs())
+        {
+            // Set again by the sync this starts; should that fail, it is
+            // tried again as any failed sync is (within `resync`), not on
+            // every tick.
+            self.next_expiry = None;
+            self.dirty = true;
+        }
         let full = self.dirty;
         if !full && self.stats_at.elapsed() < STATS {
             return;
@@ -292,6 +311,9 @@ impl VpnActor {
         self.dirty = false;
         self.syncing = true;
         self.stats_at = Instant::now();
+        // Before a full sync checks the tokens: one that expires meanwhile is
+        // still waited for, and its peer removed by one more sync.
+        let started = crate::auth::now_secs();
         let settings = self.settings.clone();
         let store = self.store.clone();
         let auth = self.auth.clone();
@@ -310,11 +332,18 @@ impl VpnActor {
             let (status, keypair) = sync(settings, auth, records.clone(), keypair, full).await;
             Ok::<_, VpnError>((status, keypair, records))
         };
-        ctx.spawn(work.into_actor(self).map(|outcome, act, _| {
+        ctx.spawn(work.into_actor(self).map(move |outcome, act, _| {
             act.syncing = false;
             match outcome {
                 Ok((status, keypair, records)) => {
                     act.keypair = Some(keypair);
+                    if full {
+                        act.next_expiry = records
+                            .iter()
+                            .map(|p| p.claims.exp)
+                            .filter(|exp| *exp > started)
+                            .min();
+                    }
                     act.records = records;
                     let shown: Vec<metrics::VpnPeer<'_>> = status
                         .peers
@@ -329,7 +358,7 @@ impl VpnActor {
                         .collect();
                     metrics::get().vpn(&shown);
                 }
-                // Tried again within RESYNC.
+                // Tried again within `resync`.
                 Err(e) => tracing::warn!(error = %e, "cannot sync the VPN peers"),
             }
         }));
