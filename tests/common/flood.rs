@@ -206,16 +206,12 @@ impl Flood {
     }
 
     /// Reads past text frames, pings and pongs to the close frame: its code
-    /// and reason.
+    /// and reason. Panics unless it comes within [`PATIENCE`], however
+    /// many frames come first.
     pub async fn expect_close(&mut self) -> (u16, String) {
-        loop {
-            let (op, payload) = self.next_frame().await;
-            if op == 0x8 {
-                assert!(payload.len() >= 2, "a close frame without a code");
-                let code = u16::from_be_bytes([payload[0], payload[1]]);
-                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
-            }
-        }
+        self.close_or_end(PATIENCE)
+            .await
+            .expect("the connection ended without a close frame")
     }
 
     /// Whether the flood was still going when the close frame was read:
