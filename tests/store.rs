@@ -1219,7 +1219,8 @@ fn mode_of(path: &std::path::Path) -> Option<u32> {
 fn assert_private_store(path: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
         let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
-        assert_eq!(mode_of(&file), Some(0o600), "{}", file.display());
+        let mode = mode_of(&file).map(|m| format!("{m:o}"));
+        assert_eq!(mode.as_deref(), Some("600"), "{}", file.display());
     }
 }
 
