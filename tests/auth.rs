@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::process::{command, Process};
 use common::redis::RedisServer;
 use common::{Client, TestServer};
-use concierge::auth::{accounts, Auth, Role, TokenKind};
+use concierge::auth::{accounts, tokens, Auth, Claims, Role, TokenKind};
 use concierge::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -1333,6 +1333,38 @@ async fn rotation_keeps_the_previous_keys_tokens_until_it_is_retired() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["reason"], "token_invalid");
     client_with(&server, "alice", &new).await;
+}
+
+/// `token rotate-key` (README: "a new key signs from now on"): each new
+/// key signs the tokens issued after it, also when keys are made one right
+/// after another, within the same second.
+#[tokio::test]
+async fn each_new_key_signs_from_then_on_even_within_one_second() {
+    let data = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: data.path().to_owned(),
+        ..Settings::default()
+    };
+    let store = concierge::cluster::open_store(&settings).await.unwrap();
+    for _ in 0..5 {
+        let kid = tokens::rotate(&store).await.unwrap();
+        let keys = tokens::Keys::load(&store).await.unwrap();
+        let mut claims = Claims {
+            sub: "alice".into(),
+            name: "alice".into(),
+            role: Role::Operator,
+            jti: uuid::Uuid::new_v4(),
+            iat: concierge::auth::now_secs(),
+            exp: concierge::auth::now_secs() + 60,
+            kind: TokenKind::Login,
+            fam: uuid::Uuid::nil(),
+            fexp: 0,
+            iat_ms: 0,
+            kid: String::new(),
+        };
+        tokens::sign(&keys, &mut claims).unwrap();
+        assert_eq!(claims.kid, kid, "the key made before it still signs");
+    }
 }
 
 /// `concierge user remove NAME` (README, SECURITY §3): the account can no
