@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::process::{command, Process};
 use common::redis::RedisServer;
 use common::{Client, TestServer};
-use concierge::auth::{accounts, Auth, Role, TokenKind};
+use concierge::auth::{accounts, tokens, Auth, Claims, Role, TokenKind};
 use concierge::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -1110,4 +1110,458 @@ async fn failed_logins_still_count_after_a_restart_of_a_lone_gateway() {
         wrong_login(&url, "alice", &[]).await,
         StatusCode::TOO_MANY_REQUESTS
     );
+}
+
+// Issue 21: tests that fail when a promise breaks.
+
+/// `PUT /fs/{client}/{path}` with `token`: the status and the JSON body.
+async fn put_with_token(
+    server: &TestServer,
+    token: &str,
+    client: &str,
+    path: &str,
+) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .put(server.http_url(&format!("/fs/{client}/{path}")))
+        .bearer_auth(token)
+        .body("written with a token")
+        .send()
+        .await
+        .expect("answered");
+    (resp.status(), resp.json().await.expect("JSON body"))
+}
+
+/// Files (PROTOCOL §9, SECURITY §7): a token writes into the folder of a
+/// name it allows only while a client of the token's user is connected
+/// under that name. A name nobody holds, one held by someone else (an
+/// anonymous client that took it while the gateway was open) and one its
+/// user's client has left are refused with 403 saying so, and nothing of
+/// the upload reaches the disk.
+#[tokio::test]
+async fn a_token_writes_only_into_a_folder_its_user_holds_connected() {
+    let server = TestServer::start();
+    // While the gateway is open, anyone takes any name.
+    let _impostor = server.client("alice_phone").await;
+    add_user(&server, "alice", Role::Operator).await;
+    let token = token(&server, "alice").await;
+    let files = server.data.path().join("fs");
+    let tmp_is_empty = || {
+        std::fs::read_dir(files.join(".tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    };
+
+    // Nobody is connected as alice.
+    let (status, body) = put_with_token(&server, &token, "alice", "a.txt").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let reason = body["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(r#"no client of "alice" is connected as "alice""#),
+        "{body}"
+    );
+    assert!(!files.join("alice").exists(), "a folder was made");
+    assert!(tmp_is_empty(), "an upload file was made");
+
+    // alice_phone is a name her token allows, but someone else holds it.
+    let (status, body) = put_with_token(&server, &token, "alice_phone", "a.txt").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!files.join("alice_phone/a.txt").exists());
+    assert!(tmp_is_empty());
+
+    // Connected as alice, her token writes there.
+    let mut watcher = client_with(&server, "alice_watch", &token).await;
+    let alice = client_with(&server, "alice", &token).await;
+    let (status, body) = put_with_token(&server, &token, "alice", "a.txt").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Once she has left (everyone is told after the directory changed),
+    // it writes nothing there again.
+    let uuid = alice.uuid.to_string();
+    alice.close().await;
+    let left = watcher.skip_to("CLIENT_LEFT").await;
+    assert_eq!(left["client"]["uuid"], uuid, "{left}");
+    let (status, body) = put_with_token(&server, &token, "alice", "b.txt").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!files.join("alice/b.txt").exists());
+    assert!(tmp_is_empty());
+}
+
+/// The ids `concierge token list` shows for the store in `data`.
+async fn listed_token_ids(data: &Path) -> Vec<String> {
+    run(&["token", "list"], data, "")
+        .await
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `concierge token issue --name NAME --role agent` on the store in `data`:
+/// the token, and its id as `token list` shows it.
+async fn issue_listed(data: &Path, name: &str) -> (String, String) {
+    let before = listed_token_ids(data).await;
+    let token = run(
+        &["token", "issue", "--name", name, "--role", "agent"],
+        data,
+        "",
+    )
+    .await
+    .trim()
+    .to_owned();
+    let mut new: Vec<String> = listed_token_ids(data)
+        .await
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(new.len(), 1, "one new token listed: {new:?}");
+    (token, new.remove(0))
+}
+
+/// `concierge token revoke ID` (PROTOCOL §2.4, README): the token with that
+/// id, and every refresh of it, is refused on its next IDENTIFY with 4013,
+/// and the socket identified with it is closed with 4013 within a second;
+/// another token of the same host keeps working, its open socket included.
+#[tokio::test]
+async fn token_revoke_by_id_ends_that_tokens_family_and_spares_the_other_tokens() {
+    let server = TestServer::with(|s| s.require_auth = true);
+    let data = server.data.path();
+    add_user(&server, "alice", Role::Operator).await;
+    // The gateway makes the signing key the commands then sign with.
+    token(&server, "alice").await;
+    let (revoked, id) = issue_listed(data, "host1").await;
+    let (kept, _) = issue_listed(data, "host1").await;
+    let (status, body) = refresh(&server, &revoked).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refreshed = body["token"].as_str().unwrap().to_owned();
+    let mut doomed = client_with(&server, "host1", &revoked).await;
+    let mut spared = client_with(&server, "host1_ctl_0a9f3c", &kept).await;
+
+    run(&["token", "revoke", &id], data, "").await;
+    let started = Instant::now();
+    assert_eq!(closed(&mut doomed).await, 4013);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    let (code, reason) = refused(&server, identify("host1", Some(&revoked))).await;
+    assert_eq!(code, 4013, "{reason}");
+    let (code, reason) = refused(&server, identify("host1", Some(&refreshed))).await;
+    assert_eq!(code, 4013, "{reason}");
+    let (status, body) = refresh(&server, &refreshed).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "token_revoked");
+
+    // The host's other token: it identifies and refreshes, and its socket
+    // still answers a second after the revocation reached the gateway (by
+    // then a revocation has reached every socket it closes).
+    client_with(&server, "host1", &kept).await;
+    let (status, body) = refresh(&server, &kept).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokio::time::sleep_until((started + took + Duration::from_secs(1)).into()).await;
+    spared.send(json!({"type": "SELF_FETCH"})).await;
+    let me = spared.skip_to("SELF_FETCH_RESULT").await;
+    assert_eq!(me["client"]["name"], "host1_ctl_0a9f3c", "{me}");
+}
+
+/// The id of the key that signed `token` (its header's `kid`).
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("a JWT")
+        .kid
+        .expect("a key id")
+}
+
+/// Key rotation and retirement (PROTOCOL §2.4, SECURITY §3), on a lone
+/// gateway with the commands beside it: after `token rotate-key` the new key
+/// signs and the previous key's tokens keep working (a new socket, a
+/// refresh, the open socket); after `token retire-key` of the previous key
+/// its tokens are refused with 4011 and their open sockets are closed with
+/// 4013 within a second, while the new key's tokens keep working.
+#[tokio::test]
+async fn rotation_keeps_the_previous_keys_tokens_until_it_is_retired() {
+    let server = TestServer::start();
+    let data = server.data.path();
+    add_user(&server, "alice", Role::Operator).await;
+    let old = token(&server, "alice").await;
+    let old_kid = kid(&old);
+    let mut on_old = client_with(&server, "alice", &old).await;
+
+    let out = run(&["token", "rotate-key"], data, "").await;
+    let new_kid = out
+        .trim()
+        .strip_prefix("new signing key ")
+        .unwrap_or_else(|| panic!("no key id in {out:?}"))
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+    // Within a second the gateway signs with the new key.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let new = loop {
+        let fresh = token(&server, "alice").await;
+        if kid(&fresh) == new_kid {
+            break fresh;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway still signs with {old_kid}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let loaded = Instant::now();
+    let mut also_on_old = client_with(&server, "alice_2", &old).await;
+    let (status, body) = refresh(&server, &old).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(kid(body["token"].as_str().unwrap()), new_kid, "{body}");
+    // The open socket was not closed by the rotation: it still answers a
+    // second after the gateway loaded the new key (when it tells every
+    // socket to check its token again).
+    tokio::time::sleep_until((loaded + Duration::from_secs(1)).into()).await;
+    on_old.send(json!({"type": "SELF_FETCH"})).await;
+    assert_eq!(
+        on_old.skip_to("SELF_FETCH_RESULT").await["client"]["name"],
+        "alice"
+    );
+
+    run(&["token", "retire-key", &old_kid], data, "").await;
+    let started = Instant::now();
+    assert_eq!(closed(&mut on_old).await, 4013);
+    assert_eq!(closed(&mut also_on_old).await, 4013);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    let (code, reason) = refused(&server, identify("alice", Some(&old))).await;
+    assert_eq!(code, 4011, "{reason}");
+    let (status, body) = refresh(&server, &old).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "token_invalid");
+    client_with(&server, "alice", &new).await;
+}
+
+/// `token rotate-key` (README: "a new key signs from now on"): each new
+/// key signs the tokens issued after it, also when keys are made one right
+/// after another, within the same second.
+#[tokio::test]
+async fn each_new_key_signs_from_then_on_even_within_one_second() {
+    let data = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: data.path().to_owned(),
+        ..Settings::default()
+    };
+    let store = concierge::cluster::open_store(&settings).await.unwrap();
+    for _ in 0..5 {
+        let kid = tokens::rotate(&store).await.unwrap();
+        let keys = tokens::Keys::load(&store).await.unwrap();
+        let mut claims = Claims {
+            sub: "alice".into(),
+            name: "alice".into(),
+            role: Role::Operator,
+            jti: uuid::Uuid::new_v4(),
+            iat: concierge::auth::now_secs(),
+            exp: concierge::auth::now_secs() + 60,
+            kind: TokenKind::Login,
+            fam: uuid::Uuid::nil(),
+            fexp: 0,
+            iat_ms: 0,
+            kid: String::new(),
+        };
+        tokens::sign(&keys, &mut claims).unwrap();
+        assert_eq!(claims.kid, kid, "the key made before it still signs");
+    }
+}
+
+/// `concierge user remove NAME` (README, SECURITY §3): the account can no
+/// longer log in (401 `user_invalid`), and every token issued to it, its
+/// logins' and the ones `token issue` made for its name, is refused (4013,
+/// and its refresh 401) with its sockets closed; another user's token,
+/// socket and login are not touched.
+#[tokio::test]
+async fn a_removed_user_cannot_log_in_and_its_tokens_are_refused() {
+    let server = TestServer::start();
+    let data = server.data.path();
+    add_user(&server, "alice", Role::Operator).await;
+    add_user(&server, "bob", Role::Operator).await;
+    let login_token = token(&server, "alice").await;
+    let issued = run(
+        &["token", "issue", "--name", "alice", "--role", "operator"],
+        data,
+        "",
+    )
+    .await
+    .trim()
+    .to_owned();
+    let bob_token = token(&server, "bob").await;
+    let mut alice = client_with(&server, "alice", &login_token).await;
+    let mut alice_ctl = client_with(&server, "alice_ctl", &issued).await;
+    let mut bob = client_with(&server, "bob", &bob_token).await;
+
+    run(&["user", "remove", "alice"], data, "").await;
+    assert_eq!(closed(&mut alice).await, 4013);
+    assert_eq!(closed(&mut alice_ctl).await, 4013);
+    let revoked = Instant::now();
+    let (status, body) = login(&server, "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "user_invalid");
+    for token in [&login_token, &issued] {
+        let (code, reason) = refused(&server, identify("alice", Some(token))).await;
+        assert_eq!(code, 4013, "{reason}");
+        let (status, body) = refresh(&server, token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+
+    // Bob: his token still identifies, he still logs in, and his socket
+    // still answers a second after alice's were closed.
+    client_with(&server, "bob_2", &bob_token).await;
+    let (status, body) = login(&server, "bob", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokio::time::sleep_until((revoked + Duration::from_secs(1)).into()).await;
+    bob.send(json!({"type": "SELF_FETCH"})).await;
+    assert_eq!(
+        bob.skip_to("SELF_FETCH_RESULT").await["client"]["name"],
+        "bob"
+    );
+}
+
+/// `concierge user passwd NAME` (README, SECURITY §3): from then on the
+/// old password is refused (401 `password_invalid`) and the new one logs
+/// in, with a token that works once the change has closed the earlier
+/// tokens' sockets; another user's token and socket are not touched.
+#[tokio::test]
+async fn after_a_password_change_the_old_password_is_refused_and_others_keep_their_tokens() {
+    let server = TestServer::start();
+    let data = server.data.path();
+    add_user(&server, "alice", Role::Operator).await;
+    add_user(&server, "bob", Role::Operator).await;
+    let alice_token = token(&server, "alice").await;
+    let bob_token = token(&server, "bob").await;
+    let mut alice = client_with(&server, "alice", &alice_token).await;
+    let mut bob = client_with(&server, "bob", &bob_token).await;
+
+    run(
+        &["user", "passwd", "alice", "--password-stdin"],
+        data,
+        "a brand new password\n",
+    )
+    .await;
+    let (status, body) = login(&server, "alice", PASSWORD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "password_invalid");
+    let (status, body) = login(&server, "alice", "a brand new password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_token = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(closed(&mut alice).await, 4013);
+    let revoked = Instant::now();
+    // By now the gateway holds the revocation: the new token is not caught
+    // by it.
+    client_with(&server, "alice", &new_token).await;
+
+    // Bob's token still identifies, and his socket still answers a second
+    // after alice's was closed.
+    client_with(&server, "bob_2", &bob_token).await;
+    tokio::time::sleep_until((revoked + Duration::from_secs(1)).into()).await;
+    bob.send(json!({"type": "SELF_FETCH"})).await;
+    assert_eq!(
+        bob.skip_to("SELF_FETCH_RESULT").await["client"]["name"],
+        "bob"
+    );
+}
+
+/// `POST /auth/token` for `name` with `password`, through a proxy that
+/// says the client is `address` (`X-Forwarded-For`): the status and body.
+async fn login_from(
+    server: &TestServer,
+    name: &str,
+    password: &str,
+    address: &str,
+) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/auth/token"))
+        .header("x-forwarded-for", address)
+        .json(&json!({"username": name, "password": password}))
+        .send()
+        .await
+        .expect("answered");
+    let status = resp.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        assert!(
+            resp.headers().get("retry-after").is_some(),
+            "no Retry-After"
+        );
+    }
+    (status, resp.json().await.expect("JSON body"))
+}
+
+/// The per-address lock-out (SECURITY §5, PROTOCOL §9.1): after
+/// `max_failed_logins` failures from one address, whatever usernames they
+/// named, that address is refused with 429 `locked_out` (and the seconds
+/// left), even with a right password, for `login_lockout_secs` from the
+/// failure that locked it (also once the failures' own window has passed);
+/// another address logs in, as often as it likes (a right password gives
+/// its place back); and the lock-out ends.
+#[tokio::test]
+async fn an_address_that_failed_too_often_is_locked_out_for_the_window_even_with_the_right_password(
+) {
+    const LOCKOUT: Duration = Duration::from_secs(3);
+    let server = TestServer::with(|s| {
+        s.max_failed_logins = 2;
+        s.login_lockout_secs = LOCKOUT.as_secs();
+        // This test is the proxy: 127.0.0.1 says who the client is.
+        s.trusted_proxies = "127.0.0.0/8".into();
+    });
+    add_user(&server, "alice", Role::Operator).await;
+    let (locked, other) = ("203.0.113.7", "203.0.113.8");
+
+    // Two failures from one address, for two usernames (so no username is
+    // locked out), 2 s apart: their counter's window ends LOCKOUT after
+    // the first, the lock-out LOCKOUT after the second.
+    let (status, _) = login_from(&server, "mallory", "not the password", locked).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let first = Instant::now();
+    tokio::time::sleep_until((first + Duration::from_secs(2)).into()).await;
+    let second = Instant::now();
+    let (status, _) = login_from(&server, "trudy", "not the password", locked).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, body) = login_from(&server, "alice", PASSWORD, locked).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["reason"], "locked_out", "{body}");
+    // The lock-out's end is in whole seconds: LOCKOUT after the second
+    // failure's second, less the seconds begun since.
+    let begun = second.elapsed().as_secs() + 1;
+    let left = body["retry_after"].as_u64().expect("retry_after");
+    assert!(
+        (LOCKOUT.as_secs().saturating_sub(begun)..=LOCKOUT.as_secs()).contains(&left),
+        "{body}"
+    );
+
+    // Past the failures' window (which began at the first), within the
+    // lock-out's (at least LOCKOUT - 1 s after the second: its end is in
+    // whole seconds): still locked out.
+    tokio::time::sleep_until((first + LOCKOUT + Duration::from_millis(300)).into()).await;
+    assert!(
+        second.elapsed() < LOCKOUT - Duration::from_millis(1_300),
+        "too slow to check within the lock-out"
+    );
+    let (status, body) = login_from(&server, "alice", PASSWORD, locked).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+
+    // Another address logs in, more often than max_failed_logins: a right
+    // password gives back the place its login took.
+    for _ in 0..3 {
+        let (status, body) = login_from(&server, "alice", PASSWORD, other).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    // It ends: a right password from that address logs in again.
+    let deadline = second + LOCKOUT + Duration::from_secs(2);
+    loop {
+        let (status, body) = login_from(&server, "alice", PASSWORD, locked).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "still locked out after {:?}",
+            second.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

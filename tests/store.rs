@@ -1206,6 +1206,66 @@ async fn redis_cluster_store_is_in_its_redis() {
     cluster.deregister().await;
 }
 
+/// The permission bits of `path`, if it exists.
+fn mode_of(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+/// Asserts that the store file at `path`, and the write-ahead log and
+/// shared memory beside it while it is open, are mode 0600.
+fn assert_private_store(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        let mode = mode_of(&file).map(|m| format!("{m:o}"));
+        assert_eq!(mode.as_deref(), Some("600"), "{}", file.display());
+    }
+}
+
+/// The store holds password hashes and signing keys (SECURITY §3): the
+/// file its first write creates is mode 0600, and so are its write-ahead
+/// log and shared memory, which hold the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_creates_its_file_for_its_user_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("concierge.db");
+    let store = DiskStore::open(&path).unwrap();
+    store
+        .put(USERS, "alice", bytes("an argon2id hash"))
+        .await
+        .unwrap();
+    assert_private_store(&path);
+}
+
+/// A gateway running alone creates its `concierge.db` mode 0600 (SECURITY
+/// §3) even under a umask of 0000, which would let everyone read what it
+/// creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_gateway_creates_its_store_private_whatever_its_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut cmd = common::process::command(&["serve", "--bind", "127.0.0.1:0", "--data-dir", data]);
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // calls only umask(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut gateway = common::process::Process::spawn(cmd);
+    let addr = gateway.listening().await;
+    // The first HELLO carries a file server key, signed by the gateway's
+    // first signing key: making that key is the store's first write.
+    let mut client = common::Client::connect(&format!("ws://{addr}/ws")).await;
+    client.identify("probe").await;
+    assert_private_store(&dir.path().join(cluster::STORE_FILE));
+    gateway.signal("TERM");
+    assert!(gateway.exit(Duration::from_secs(10)).await.success());
+}
+
 // Redis only.
 
 /// The documented layout: records in a hash, counters and leases as

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::{now_secs, AuthError, Role};
+use super::{now_ms, now_secs, AuthError, Role};
 use crate::cluster::store::{Store, Table};
 use crate::protocol::CtlName;
 
@@ -148,8 +148,30 @@ impl Claims {
 /// A signing key as stored.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredKey {
+    /// When it was made, in seconds since the Unix epoch (`token keys`).
     pub created: u64,
+    /// Its rank among the keys: the greatest signs. Milliseconds since the
+    /// Unix epoch, and more than every key there was when it was made
+    /// ([`rotate`]): ranked by `created` alone, a key made in the same
+    /// second as the one before it signed only if its random id happened
+    /// to sort after that one's, so `token rotate-key` right after the first
+    /// key (or after another rotation) often left the old key signing. 0
+    /// in a key from before: its `created` second.
+    #[serde(default)]
+    rank: u64,
     secret: Vec<u8>,
+}
+
+impl StoredKey {
+    /// Its rank: the field's, or in a key from before it, its `created`
+    /// second in milliseconds.
+    fn rank(&self) -> u64 {
+        if self.rank == 0 {
+            self.created.saturating_mul(1000)
+        } else {
+            self.rank
+        }
+    }
 }
 
 /// The keys a node signs and verifies with, loaded from the store.
@@ -174,7 +196,7 @@ impl Keys {
     fn newest(&self) -> Option<&(String, StoredKey)> {
         self.keys
             .iter()
-            .max_by(|a, b| (a.1.created, &a.0).cmp(&(b.1.created, &b.0)))
+            .max_by(|a, b| (a.1.rank(), &a.0).cmp(&(b.1.rank(), &b.0)))
     }
 
     /// Whether the key `kid` is still there (not retired).
@@ -188,13 +210,11 @@ impl Keys {
 
     /// Key ids and creation times, newest last.
     pub fn ids(&self) -> Vec<(String, u64)> {
-        let mut ids: Vec<_> = self
-            .keys
-            .iter()
+        let mut keys: Vec<_> = self.keys.iter().collect();
+        keys.sort_by(|a, b| (a.1.rank(), &a.0).cmp(&(b.1.rank(), &b.0)));
+        keys.into_iter()
             .map(|(k, v)| (k.clone(), v.created))
-            .collect();
-        ids.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        ids
+            .collect()
     }
 }
 
@@ -219,14 +239,22 @@ impl TokenRefused {
     }
 }
 
-/// Creates a signing key; the newest key signs from now on.
+/// Creates a signing key; the newest key signs from now on. It ranks
+/// above every key already there, whatever the clock says (see
+/// [`StoredKey`]); two made at once on two replicas both rank above
+/// those, and either may sign: both verify.
 pub async fn rotate(store: &Arc<dyn Store>) -> Result<String, AuthError> {
+    let above = Keys::load(store)
+        .await?
+        .newest()
+        .map_or(0, |(_, key)| key.rank());
     let mut secret = vec![0u8; KEY_BYTES];
     getrandom::fill(&mut secret)
         .map_err(|e| AuthError::Internal(format!("no randomness for a signing key: {e}")))?;
     let kid = Uuid::new_v4().simple().to_string()[..12].to_owned();
     let key = StoredKey {
         created: now_secs(),
+        rank: now_ms().max(above.saturating_add(1)),
         secret,
     };
     let bytes = serde_json::to_vec(&key).unwrap_or_default();
@@ -341,6 +369,7 @@ mod tests {
                 "k1".into(),
                 StoredKey {
                     created: 1,
+                    rank: 0,
                     secret: vec![7; KEY_BYTES],
                 },
             )],
