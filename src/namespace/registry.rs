@@ -587,6 +587,19 @@ impl Registry {
             .into_iter()
             .partition(|(_, node)| *node == self.node);
         let local_known: BTreeSet<Uuid> = local.into_iter().map(|(info, _)| info.uuid).collect();
+        // This node's clients that left while their departure could not be
+        // written (Redis was unreachable, too briefly for this node to be
+        // reaped) are still recorded, their names still claimed: write
+        // their departure now and tell the other replicas, which still
+        // list them.
+        let departed: Vec<Uuid> = local_known
+            .iter()
+            .filter(|uuid| !self.dir.local.contains_key(*uuid) && !self.joining.contains(*uuid))
+            .copied()
+            .collect();
+        for uuid in departed {
+            self.share(&Event::Left { uuid });
+        }
         let remote_now: HashMap<Uuid, (ClientInfo, NodeId)> = remote
             .into_iter()
             .map(|(info, node)| (info.uuid, (info, node)))
