@@ -1198,3 +1198,44 @@ async fn steady_state_does_not_re_read_the_namespace() {
     );
     assert!(!stats.contains("cmdstat_zrange"), "{stats}");
 }
+
+/// A client that joined on another replica is found in Redis, by NAME and
+/// by UUID, by a replica that has not heard of it (docs/PROTOCOL.md section
+/// 12, "a client can be messaged from its HELLO on"). Its replica here may
+/// not PUBLISH (an ACL): its clients' records and names are written, the
+/// events announcing them never reach the sender's replica, so only the
+/// lookup can find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_no_event_announced_is_looked_up_by_name_and_by_uuid() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    assert_eq!(
+        redis
+            .cli(&["ACL", "SETUSER", "mute", "on", ">pw", "~*", "&*", "+@all", "-publish"])
+            .trim(),
+        "OK"
+    );
+    // The first replica creates the shared signing key (a write that
+    // publishes); the mute one then only reads it.
+    let r2 = replica(&redis, files.path());
+    let r1 = replica_at(
+        format!("redis://mute:pw@127.0.0.1:{}", redis.port),
+        files.path(),
+    );
+    let mut sender = r2.client("sender").await;
+    let mut unheard = r1.client("unheard").await;
+    let by_name = json!({"type": "NAME", "name": "unheard"});
+    let by_uuid = json!({"type": "UUID", "uuid": unheard.uuid.to_string()});
+    for (i, target) in [by_name, by_uuid].into_iter().enumerate() {
+        sender
+            .send(json!({"type": "MESSAGE", "target": target, "data": i}))
+            .await;
+        let ok = answer(&mut sender).await;
+        assert_eq!(ok["type"], "OK", "{ok}");
+        assert_eq!(unheard.skip_to("MESSAGE").await["data"], i);
+    }
+    // Never announced: the sender's replica still does not list it.
+    sender.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+    let all = answer(&mut sender).await;
+    assert_eq!(all["clients"].as_array().map(Vec::len), Some(1), "{all}");
+}
