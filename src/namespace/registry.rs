@@ -257,10 +257,24 @@ impl Registry {
         let record = Arc::new(ClientRecord::new(info, node, outbox));
         self.dir.clients.insert(uuid, record.clone());
         // A claim that succeeded in the cluster wins over a stale entry
-        // whose departure has not reached this node yet.
-        self.dir
-            .names
-            .insert(record.info.name.clone(), record.clone());
+        // whose departure has not reached this node yet. Not over a client
+        // of this node: its claim holds until this node learns otherwise
+        // (and closes it, `Inbound::NameLost`). A remote client joining
+        // under its name is one that a replica back from being cut off
+        // re-registers before it learns it lost the name to this node's
+        // client; taking the name for it would leave the holder nameless
+        // here once it leaves (INVALID_NAME for a connected client).
+        let held_here = !local
+            && self
+                .dir
+                .names
+                .get(&record.info.name)
+                .is_some_and(|held| self.dir.local.contains_key(&held.info.uuid));
+        if !held_here {
+            self.dir
+                .names
+                .insert(record.info.name.clone(), record.clone());
+        }
         if local {
             self.dir.local.insert(uuid, record.clone());
         }
@@ -573,6 +587,19 @@ impl Registry {
             .into_iter()
             .partition(|(_, node)| *node == self.node);
         let local_known: BTreeSet<Uuid> = local.into_iter().map(|(info, _)| info.uuid).collect();
+        // This node's clients that left while their departure could not be
+        // written (Redis was unreachable, too briefly for this node to be
+        // reaped) are still recorded, their names still claimed: write
+        // their departure now and tell the other replicas, which still
+        // list them.
+        let departed: Vec<Uuid> = local_known
+            .iter()
+            .filter(|uuid| !self.dir.local.contains_key(*uuid) && !self.joining.contains(*uuid))
+            .copied()
+            .collect();
+        for uuid in departed {
+            self.share(&Event::Left { uuid });
+        }
         let remote_now: HashMap<Uuid, (ClientInfo, NodeId)> = remote
             .into_iter()
             .map(|(info, node)| (info.uuid, (info, node)))

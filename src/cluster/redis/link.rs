@@ -212,11 +212,15 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
         }
         match subscribe(&link, &watched).await {
             Ok((mut sink, mut stream)) => {
-                delay = Duration::from_millis(100);
                 if let Err(e) = resync(&link).await {
                     tracing::warn!(error = %e, "cannot read the shared namespace");
+                    // Again after the delay, like a failed subscription: at
+                    // once, a read that keeps failing would open connection
+                    // after connection.
+                    back_off(&link, &mut delay).await;
                     continue;
                 }
+                delay = Duration::from_millis(100);
                 link.subscribed.store(true, Ordering::Relaxed);
                 loop {
                     tokio::select! {
@@ -252,13 +256,18 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
                 tracing::warn!(error = %e, "cannot subscribe to Redis");
             }
         }
-        // Again after the delay, or at once when the master has moved.
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = link.master.moved() => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        back_off(&link, &mut delay).await;
     }
+}
+
+/// Waits for `delay` (cut short when the master has moved: subscribe to
+/// the new one at once), then doubles it, up to 5 s.
+async fn back_off(link: &Link, delay: &mut Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(*delay) => {}
+        _ = link.master.moved() => {}
+    }
+    *delay = (*delay * 2).min(Duration::from_secs(5));
 }
 
 /// Subscribes to the events, the node's inbox and the watched services.
