@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::flood::{self, Flood};
 use common::{raw_http, Client, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -312,6 +313,65 @@ async fn client_close_is_acknowledged() {
     c.close().await;
     let mut other = Client::connect(&server.ws_url()).await;
     other.identify("bye").await;
+}
+
+/// An IDENTIFY for `name`, as JSON text.
+fn identify_json(name: &str) -> String {
+    json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"}).to_string()
+}
+
+/// WebSocket protocol violations close the socket with 1002 and a reason
+/// saying so (PROTOCOL.md 2.3 and 3), and the close frame reaches the
+/// client: each of the examples the protocol gives, and the other frames
+/// RFC 6455 forbids, written by hand after the upgrade.
+#[tokio::test]
+async fn websocket_protocol_violations_close_1002() {
+    let server = TestServer::start();
+    let with = |frame: Vec<u8>, change: fn(&mut Vec<u8>)| {
+        let mut frame = frame;
+        change(&mut frame);
+        frame
+    };
+    let violations = [
+        // Client frames must be masked: a text frame without its mask.
+        ("an unmasked frame", vec![0x81, 0x02, b'h', b'i']),
+        ("a bad opcode", flood::frame(0x3, b"")),
+        (
+            "a continuation frame outside a fragmented message",
+            flood::frame(0x0, b"x"),
+        ),
+        (
+            "an unfragmented text frame that is not UTF-8",
+            flood::frame(0x1, &[b'{', 0xff, 0xfe, b'}']),
+        ),
+        (
+            "a fragmented control frame",
+            with(flood::frame(0x9, b"x"), |f| f[0] &= 0x7f),
+        ),
+        (
+            "a control frame over 125 bytes",
+            flood::frame(0x9, &[b'x'; 126]),
+        ),
+        (
+            "reserved bits set",
+            with(flood::text("{}"), |f| f[0] |= 0x40),
+        ),
+    ];
+    for (i, (what, frame)) in violations.into_iter().enumerate() {
+        let mut c = Flood::connect(server.addr, "/ws").await;
+        c.send(&flood::text(&identify_json(&format!("rude{i}"))))
+            .await;
+        let (op, hello) = c.next_frame().await;
+        assert_eq!(op, 0x1, "{what}");
+        assert!(String::from_utf8_lossy(&hello).contains("HELLO"), "{what}");
+        c.send(&frame).await;
+        let (code, reason) = c.expect_close().await;
+        assert_eq!(code, 1002, "{what}: {reason}");
+        assert!(
+            reason.starts_with("websocket protocol error: "),
+            "{what}: {reason}"
+        );
+    }
 }
 
 #[tokio::test]
