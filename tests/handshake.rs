@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::flood::{self, Flood};
-use common::{raw_http, Client, TestServer};
+use common::{raw_http, Client, TestServer, PATIENCE};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -306,11 +306,26 @@ async fn health_ready_and_version() {
     }
 }
 
+/// A client's close frame is answered with a close frame echoing it, its
+/// code and reason (RFC 6455 §5.5.1; PROTOCOL.md 2.3 "the gateway echoes
+/// it"), before the gateway ends the TCP connection; and the client has
+/// left: its name is free again.
 #[tokio::test]
 async fn client_close_is_acknowledged() {
     let server = TestServer::start();
-    let c = server.client("bye").await;
-    c.close().await;
+    let mut c = Flood::connect(server.addr, "/ws").await;
+    c.send(&flood::text(&identify_json("bye"))).await;
+    let (op, hello) = c.next_frame().await;
+    assert_eq!(op, 0x1);
+    assert!(String::from_utf8_lossy(&hello).contains("HELLO"));
+    let mut close = 4321u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"see you");
+    c.send(&flood::frame(0x8, &close)).await;
+    // Panics if the connection ends before a close frame.
+    let (code, reason) = c.expect_close().await;
+    assert_eq!((code, reason.as_str()), (4321, "see you"));
+    // Then the TCP connection ends, with nothing more sent.
+    assert_eq!(c.close_or_end(PATIENCE).await, None, "a second close frame");
     let mut other = Client::connect(&server.ws_url()).await;
     other.identify("bye").await;
 }
@@ -372,6 +387,40 @@ async fn websocket_protocol_violations_close_1002() {
             "{what}: {reason}"
         );
     }
+}
+
+/// A close reason is cut to 123 bytes, so that the close frame stays within
+/// the 125 bytes RFC 6455 §5.5 allows a control frame (PROTOCOL.md 3), and
+/// on a character boundary, so that it stays UTF-8. The reason here quotes
+/// a refused name of 4-byte characters, 162 bytes long, placed so that byte
+/// 123 falls in the middle of one.
+#[tokio::test]
+async fn a_long_close_reason_is_cut_to_123_bytes_on_a_character_boundary() {
+    let server = TestServer::start();
+    let name = format!("ab{}", "\u{1f600}".repeat(40));
+    let mut c = Flood::connect(server.addr, "/ws").await;
+    c.send(&flood::text(&identify_json(&name))).await;
+    let payload = loop {
+        let (op, payload) = c.next_frame().await;
+        if op == 0x8 {
+            break payload;
+        }
+    };
+    assert!(
+        payload.len() <= 125,
+        "a close frame of {} bytes",
+        payload.len()
+    );
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4008);
+    let reason = std::str::from_utf8(&payload[2..])
+        .unwrap_or_else(|e| panic!("the reason is not UTF-8 ({e}): {:?}", &payload[2..]));
+    // Cut at the last boundary before byte 123: less than a character lost.
+    assert!(
+        (120..=123).contains(&reason.len()),
+        "{} bytes: {reason}",
+        reason.len()
+    );
+    assert!(reason.starts_with("name \"ab\u{1f600}"), "{reason}");
 }
 
 #[tokio::test]
