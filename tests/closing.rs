@@ -29,8 +29,11 @@ fn self_fetch() -> Vec<u8> {
 }
 
 /// Reads to the close frame, checks its code and that the reason says
-/// `reason_has`, and that the client is still sending once it has read it.
+/// `reason_has` (words of the reason the gateway gives for that close: every
+/// close carries one, PROTOCOL.md 3), and that the client is still sending
+/// once it has read it.
 async fn closed_while_sending(client: &mut Flood, code: u16, reason_has: &str) {
+    assert!(!reason_has.is_empty(), "a test must name the words to find");
     let (got, reason) = client.expect_close().await;
     assert_eq!(got, code, "close reason: {reason}");
     assert!(
@@ -65,7 +68,7 @@ async fn an_oversized_frame_then_more_frames_get_1009_with_its_reason() {
 async fn an_undecodable_first_frame_then_more_get_4002() {
     let server = TestServer::start();
     let mut client = flooding(&server, flood::text("not json")).await;
-    closed_while_sending(&mut client, 4002, "").await;
+    closed_while_sending(&mut client, 4002, "cannot decode IDENTIFY").await;
 }
 
 #[tokio::test]
@@ -81,7 +84,7 @@ async fn pings_without_identify_get_4004_at_the_identify_timeout() {
     let mut client = Flood::connect(server.addr, "/ws").await;
     // Pings are frames, but not IDENTIFY: the timeout still runs.
     client.flood(Vec::new(), flood::frame(0x9, b"hi"), EVERY_MS);
-    closed_while_sending(&mut client, 4004, "").await;
+    closed_while_sending(&mut client, 4004, "no IDENTIFY within 300 ms").await;
 }
 
 #[tokio::test]
@@ -97,7 +100,7 @@ async fn a_wrong_secret_then_more_frames_get_4006() {
     let server = TestServer::with(|s| s.secret = "right".into());
     let first = json!({"type": "IDENTIFY", "name": "s", "version": "0.2.0", "secret": "wrong"});
     let mut client = flooding(&server, flood::text(&first.to_string())).await;
-    closed_while_sending(&mut client, 4006, "").await;
+    closed_while_sending(&mut client, 4006, "the secret does not match").await;
 }
 
 #[tokio::test]
@@ -105,14 +108,14 @@ async fn a_bad_version_then_more_frames_get_4007() {
     let server = TestServer::start();
     let first = json!({"type": "IDENTIFY", "name": "v", "version": "9.0.0"});
     let mut client = flooding(&server, flood::text(&first.to_string())).await;
-    closed_while_sending(&mut client, 4007, "").await;
+    closed_while_sending(&mut client, 4007, "9.0.0 is not supported").await;
 }
 
 #[tokio::test]
 async fn a_bad_name_then_more_frames_get_4008() {
     let server = TestServer::start();
     let mut client = flooding(&server, identify("has space")).await;
-    closed_while_sending(&mut client, 4008, "").await;
+    closed_while_sending(&mut client, 4008, "must be letters, digits and underscores").await;
 }
 
 #[tokio::test]
@@ -137,12 +140,15 @@ async fn a_client_that_floods_requests_and_does_not_read_gets_1008() {
     client.flood(Vec::new(), self_fetch(), Duration::ZERO);
     // Not reading: the replies fill the socket, then the queue.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    closed_while_sending(&mut client, 1008, "").await;
+    // "too slow: more than 8 frames waiting to be sent" (or, should the
+    // requests back up first, "too fast: more than 8 requests waiting").
+    closed_while_sending(&mut client, 1008, "more than 8").await;
 }
 
 /// A gateway process with `extra` arguments, a client flooding it, then
-/// SIGTERM: the client reads `code` while it is still sending.
-async fn stopped_while_flooded(extra: &[&str], code: u16) {
+/// SIGTERM: the client reads `code`, with a reason saying `reason_has`,
+/// while it is still sending.
+async fn stopped_while_flooded(extra: &[&str], code: u16, reason_has: &str) {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().display().to_string();
     let mut args = vec!["--bind", "127.0.0.1:0", "--data-dir", &data_dir];
@@ -160,7 +166,7 @@ async fn stopped_while_flooded(extra: &[&str], code: u16) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     gateway.signal("TERM");
-    closed_while_sending(&mut client, code, "").await;
+    closed_while_sending(&mut client, code, reason_has).await;
     drop(client);
     let status = gateway.exit(Duration::from_secs(15)).await;
     assert!(status.success(), "exit {status}:\n{}", gateway.log());
@@ -168,14 +174,15 @@ async fn stopped_while_flooded(extra: &[&str], code: u16) {
 
 #[tokio::test]
 async fn a_gateway_stopping_alone_sends_1001_to_a_client_that_keeps_sending() {
-    stopped_while_flooded(&[], 1001).await;
+    // The reason PROTOCOL.md 3 gives.
+    stopped_while_flooded(&[], 1001, "the gateway is shutting down").await;
 }
 
 #[tokio::test]
 async fn a_replica_stopping_sends_1012_to_a_client_that_keeps_sending() {
     let redis = RedisServer::start();
     let url = redis.url();
-    stopped_while_flooded(&["--redis-url", &url], 1012).await;
+    stopped_while_flooded(&["--redis-url", &url], 1012, "reconnect to another").await;
 }
 
 #[tokio::test]
@@ -189,7 +196,39 @@ async fn an_adapter_closes_a_client_that_keeps_sending_with_its_reason() {
         flood::text(r#"{"status":"info","message":"more","payload":{}}"#),
         EVERY_MS,
     );
+    // PROTOCOL.md 15: an error frame, then 1008 with the same why.
     let (code, reason) = client.expect_close().await;
-    assert_ne!(code, 1006, "{reason}");
+    assert_eq!(code, 1008, "{reason}");
+    assert_eq!(reason, "the first message must be let_me_in_pls");
     assert!(client.still_sending().await, "reset under the close frame");
+}
+
+/// A client that neither answers the gateway's close frame nor closes its
+/// end is cut off when `close_linger_ms` ends (PROTOCOL.md 3, "How a close
+/// ends"; SECURITY.md's limits): not before (it may still answer, and what
+/// it sends meanwhile is read so the close frame is not reset away), and
+/// not never (a client could otherwise hold its socket forever).
+#[tokio::test]
+async fn a_client_that_never_answers_the_close_is_cut_off_when_the_linger_ends() {
+    const LINGER: Duration = Duration::from_millis(1_000);
+    let server = TestServer::with(|s| s.close_linger_ms = LINGER.as_millis() as u64);
+    // Pings, never a close frame. Its writes are what shows the cut-off: the
+    // gateway's FIN came right behind its close frame, and once the gateway
+    // has closed its socket the kernel answers the next segment with a reset.
+    let mut client = Flood::connect(server.addr, "/ws").await;
+    let ping = flood::frame(0x9, b"still here");
+    client.flood(flood::text("not json"), ping, Duration::from_millis(10));
+    let (code, reason) = client.expect_close().await;
+    assert_eq!(code, 4002, "{reason}");
+    let closed = std::time::Instant::now();
+    let cut = client
+        .writes_fail_within(LINGER + Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|| panic!("still connected {LINGER:?} + 2 s after the close frame"));
+    let after = cut - closed;
+    // The linger started as the close frame left, a moment before it was read.
+    assert!(
+        after >= LINGER * 3 / 4,
+        "cut off {after:?} after the close frame, before the linger of {LINGER:?} ended"
+    );
 }
