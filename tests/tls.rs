@@ -475,3 +475,45 @@ async fn a_certificate_that_cannot_be_used_is_named_and_exits_3() {
         "{stderr}"
     );
 }
+
+/// A client has 3 seconds to complete its TLS handshake (README "TLS",
+/// SECURITY.md's limits): a connection to the TLS port that sends nothing,
+/// and one that sends half a ClientHello, are dropped at that limit, not
+/// before and not never (a silent connection costs the gateway a socket).
+#[tokio::test]
+async fn a_tls_handshake_not_completed_within_3_s_is_dropped() {
+    const LIMIT: Duration = Duration::from_secs(3);
+    let (pki, _) = Pki::new("slow.test");
+    let server = tls_server(&pki);
+    // A TLS record header announcing a 512-byte handshake message, a
+    // ClientHello's type and length, and then nothing more.
+    const HALF_HELLO: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let addr = server.addr;
+    let dropped_after = |hello: &'static [u8]| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(addr).await.expect("connects");
+        let started = std::time::Instant::now();
+        tcp.write_all(hello).await.expect("writes");
+        let mut buf = [0u8; 1024];
+        let patience = LIMIT + Duration::from_secs(2);
+        match tokio::time::timeout(patience, tcp.read(&mut buf)).await {
+            Err(_) => panic!("still connected {patience:?} into a handshake that never ends"),
+            // Nothing is answered to half a ClientHello.
+            Ok(Ok(n)) if n > 0 => panic!("answered with {n} bytes"),
+            // The end of the stream, or a reset.
+            Ok(_) => started.elapsed(),
+        }
+    };
+    let (silent, half) = tokio::join!(dropped_after(&[]), dropped_after(HALF_HELLO));
+    for (who, after) in [("silent", silent), ("half a ClientHello", half)] {
+        assert!(
+            after >= LIMIT - Duration::from_millis(500),
+            "{who}: dropped after {after:?}, before the {LIMIT:?} limit"
+        );
+    }
+    // The gateway still serves.
+    let (mut client, _) = connect_wss(server.addr, &pki.client()).await;
+    client.identify("patient").await;
+}
