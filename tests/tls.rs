@@ -517,3 +517,28 @@ async fn a_tls_handshake_not_completed_within_3_s_is_dropped() {
     let (mut client, _) = connect_wss(server.addr, &pki.client()).await;
     client.identify("patient").await;
 }
+
+/// The gateway sets `TCP_USER_TIMEOUT` to `heartbeat_timeout_ms` on a TLS
+/// connection too (PROTOCOL.md 2.2 "TCP", README), so the kernel drops a
+/// peer that stops acknowledging data.
+#[tokio::test]
+async fn a_tls_connection_has_the_heartbeat_timeout_as_its_tcp_user_timeout() {
+    let (pki, _) = Pki::new("timeout.test");
+    let (cert, key) = (pki.cert.clone(), pki.key.clone());
+    let server = TestServer::with(move |s| {
+        s.tls_cert = cert;
+        s.tls_key = key;
+        s.heartbeat_timeout_ms = 7_000;
+    });
+    let (mut client, _) = connect_wss(server.addr, &pki.client()).await;
+    // HELLO: the gateway has accepted the connection and taken it over.
+    client.identify("kept").await;
+    let local = match client.ws.get_ref() {
+        MaybeTlsStream::Rustls(tls) => tls.get_ref().0.local_addr().expect("address"),
+        _ => unreachable!("a TLS connection"),
+    };
+    assert_eq!(
+        common::user_timeout_of_accepted(server.addr, local),
+        Some(Duration::from_secs(7))
+    );
+}
