@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::flood::{self, Flood};
 use common::process::{command, Process};
 use common::redis::RedisServer;
-use common::TestServer;
+use common::{TestServer, PATIENCE};
 use serde_json::json;
 
 const EVERY_MS: Duration = Duration::from_millis(1);
@@ -53,6 +53,8 @@ async fn flooding(server: &TestServer, first: Vec<u8>) -> Flood {
     client
 }
 
+/// A frame over `max_frame_size`, with frames behind it: 1009, "frame exceeds
+/// 65536 bytes" (PROTOCOL.md 2.3, 3), read by the client that keeps sending.
 #[tokio::test]
 async fn an_oversized_frame_then_more_frames_get_1009_with_its_reason() {
     let server = TestServer::start();
@@ -64,6 +66,8 @@ async fn an_oversized_frame_then_more_frames_get_1009_with_its_reason() {
     closed_while_sending(&mut client, 1009, "frame exceeds 65536 bytes").await;
 }
 
+/// A first frame that is not a payload: 4002 with its reason, read by a
+/// client that keeps sending.
 #[tokio::test]
 async fn an_undecodable_first_frame_then_more_get_4002() {
     let server = TestServer::start();
@@ -71,6 +75,8 @@ async fn an_undecodable_first_frame_then_more_get_4002() {
     closed_while_sending(&mut client, 4002, "cannot decode IDENTIFY").await;
 }
 
+/// A request before IDENTIFY: 4003, saying IDENTIFY must come first, read
+/// by a client that keeps sending.
 #[tokio::test]
 async fn a_request_before_identify_then_more_get_4003() {
     let server = TestServer::start();
@@ -78,6 +84,8 @@ async fn a_request_before_identify_then_more_get_4003() {
     closed_while_sending(&mut client, 4003, "IDENTIFY").await;
 }
 
+/// A client that only pings is still closed 4004 at the identify timeout,
+/// with the timeout in the reason, and reads it while it keeps pinging.
 #[tokio::test]
 async fn pings_without_identify_get_4004_at_the_identify_timeout() {
     let server = TestServer::with(|s| s.identify_timeout_ms = 300);
@@ -87,6 +95,7 @@ async fn pings_without_identify_get_4004_at_the_identify_timeout() {
     closed_while_sending(&mut client, 4004, "no IDENTIFY within 300 ms").await;
 }
 
+/// A taken name: 4005 naming it, read by a client that keeps sending.
 #[tokio::test]
 async fn a_taken_name_then_more_frames_get_4005() {
     let server = TestServer::start();
@@ -95,6 +104,7 @@ async fn a_taken_name_then_more_frames_get_4005() {
     closed_while_sending(&mut client, 4005, "taken").await;
 }
 
+/// A wrong secret: 4006 saying so, read by a client that keeps sending.
 #[tokio::test]
 async fn a_wrong_secret_then_more_frames_get_4006() {
     let server = TestServer::with(|s| s.secret = "right".into());
@@ -103,6 +113,8 @@ async fn a_wrong_secret_then_more_frames_get_4006() {
     closed_while_sending(&mut client, 4006, "the secret does not match").await;
 }
 
+/// An unsupported version: 4007 naming it, read by a client that keeps
+/// sending.
 #[tokio::test]
 async fn a_bad_version_then_more_frames_get_4007() {
     let server = TestServer::start();
@@ -111,6 +123,8 @@ async fn a_bad_version_then_more_frames_get_4007() {
     closed_while_sending(&mut client, 4007, "9.0.0 is not supported").await;
 }
 
+/// A bad name: 4008 saying what a name may be, read by a client that keeps
+/// sending.
 #[tokio::test]
 async fn a_bad_name_then_more_frames_get_4008() {
     let server = TestServer::start();
@@ -118,6 +132,8 @@ async fn a_bad_name_then_more_frames_get_4008() {
     closed_while_sending(&mut client, 4008, "must be letters, digits and underscores").await;
 }
 
+/// Bytes that never complete a frame are no sign of life: 4009 at the
+/// heartbeat timeout, read by the client still trickling.
 #[tokio::test]
 async fn a_frame_trickling_in_slower_than_the_heartbeat_gets_4009() {
     let server = TestServer::with(|s| {
@@ -132,17 +148,49 @@ async fn a_frame_trickling_in_slower_than_the_heartbeat_gets_4009() {
     closed_while_sending(&mut client, 4009, "no frame or pong").await;
 }
 
+/// A client that sends requests and never reads their replies is evicted
+/// with 1008 once `max_outgoing_queue` frames wait for it (PROTOCOL.md 3),
+/// and still reads the close frame when it finally reads.
 #[tokio::test]
 async fn a_client_that_floods_requests_and_does_not_read_gets_1008() {
     let server = TestServer::with(|s| s.max_outgoing_queue = 8);
     let mut client = Flood::connect_with_recv_buffer(server.addr, "/ws", 4096).await;
     client.send(&identify("greedy")).await;
     client.flood(Vec::new(), self_fetch(), Duration::ZERO);
-    // Not reading: the replies fill the socket, then the queue.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Not reading: the replies fill the socket, then the queue. Once the
+    // gateway counts the 1008 close, reading can no longer undo it.
+    closes_counted(&server, 1008).await;
     // "too slow: more than 8 frames waiting to be sent" (or, should the
     // requests back up first, "too fast: more than 8 requests waiting").
     closed_while_sending(&mut client, 1008, "more than 8").await;
+}
+
+/// Waits (up to `PATIENCE`) until the gateway's `/metrics` count a session
+/// closed with `code` (this test's own gateway: nextest runs every test in
+/// a process of its own, and the metrics are the process's).
+async fn closes_counted(server: &TestServer, code: u16) {
+    let sample = format!("concierge_sessions_closed_total{{code=\"{code}\"}} ");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = reqwest::get(server.http_url("/metrics"))
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("a body");
+        let counted = metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix(&sample))
+            .any(|n| n.parse::<f64>().is_ok_and(|n| n >= 1.0));
+        if counted {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no close {code} counted within {PATIENCE:?}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A gateway process with `extra` arguments, a client flooding it, then
@@ -172,12 +220,16 @@ async fn stopped_while_flooded(extra: &[&str], code: u16, reason_has: &str) {
     assert!(status.success(), "exit {status}:\n{}", gateway.log());
 }
 
+/// SIGTERM closes a client with 1001 and the documented reason, read while
+/// the client keeps sending.
 #[tokio::test]
 async fn a_gateway_stopping_alone_sends_1001_to_a_client_that_keeps_sending() {
     // The reason PROTOCOL.md 3 gives.
     stopped_while_flooded(&[], 1001, "the gateway is shutting down").await;
 }
 
+/// SIGTERM of a replica in a cluster closes a client with 1012, telling it
+/// to reconnect to another replica, read while the client keeps sending.
 #[tokio::test]
 async fn a_replica_stopping_sends_1012_to_a_client_that_keeps_sending() {
     let redis = RedisServer::start();
@@ -185,6 +237,8 @@ async fn a_replica_stopping_sends_1012_to_a_client_that_keeps_sending() {
     stopped_while_flooded(&["--redis-url", &url], 1012, "reconnect to another").await;
 }
 
+/// An adapter's refusal goes through the same lingering close: a Nest host
+/// whose first frame is not let_me_in_pls reads 1008 and the why.
 #[tokio::test]
 async fn an_adapter_closes_a_client_that_keeps_sending_with_its_reason() {
     // A Nest host whose first frame is not let_me_in_pls: the adapter's
