@@ -286,3 +286,31 @@ async fn a_client_that_never_answers_the_close_is_cut_off_when_the_linger_ends()
         "cut off {after:?} after the close frame, before the linger of {LINGER:?} ended"
     );
 }
+
+/// A client that answers the gateway's close frame with its own is let go
+/// at once (PROTOCOL.md 3: what the client sends is read "until the
+/// client's own close frame"; RFC 6455 §7.1.1: the server closes the TCP
+/// connection after the closing handshake), not held until
+/// `close_linger_ms` ends.
+#[tokio::test]
+async fn a_client_that_answers_the_close_is_let_go_at_once() {
+    const LINGER: Duration = Duration::from_millis(3_000);
+    let server = TestServer::with(|s| s.close_linger_ms = LINGER.as_millis() as u64);
+    let mut client = Flood::connect(server.addr, "/ws").await;
+    client.send(&flood::text("not json")).await;
+    let (code, reason) = client.expect_close().await;
+    assert_eq!(code, 4002, "{reason}");
+    // The answer (the code echoed), then pings whose writes show when the
+    // gateway has closed its socket: the kernel answers them with a reset.
+    let answer = flood::frame(0x8, &code.to_be_bytes());
+    client.flood(
+        answer,
+        flood::frame(0x9, b"probe"),
+        Duration::from_millis(10),
+    );
+    assert!(
+        client.writes_fail_within(LINGER / 2).await.is_some(),
+        "the closing handshake is over, but the connection is still open {:?} later",
+        LINGER / 2
+    );
+}
