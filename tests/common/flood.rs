@@ -249,7 +249,7 @@ impl Drop for Flood {
 
 /// One complete server frame at the start of `buf`: opcode, payload, and
 /// the bytes it took.
-fn parse(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+pub fn parse(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     if buf.len() < 2 {
         return None;
     }

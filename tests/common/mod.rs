@@ -376,12 +376,13 @@ pub async fn raw_http(
     (status, body.to_owned())
 }
 
-/// The `TCP_USER_TIMEOUT` the gateway set on its end of the TCP connection
-/// from `client` to `server` (`None`: not set). The gateway of a
-/// [`TestServer`] runs in the test's own process, so its socket is one of
-/// the process's open files, told apart by its two addresses. Call it once
-/// the gateway has answered on the connection (it has accepted it then).
-pub fn user_timeout_of_accepted(server: SocketAddr, client: SocketAddr) -> Option<Duration> {
+/// The gateway's end of the TCP connection from `client` to `server` (a
+/// copy of its descriptor, closed on drop), to read or set its socket
+/// options. The gateway of a [`TestServer`] runs in the test's own process,
+/// so its socket is one of the process's open files, told apart by its two
+/// addresses. Call it once the gateway has answered on the connection (it
+/// has accepted it then).
+pub fn gateway_end(server: SocketAddr, client: SocketAddr) -> std::os::fd::OwnedFd {
     use std::os::fd::{FromRawFd, OwnedFd, RawFd};
     for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
         let Some(fd) = entry
@@ -403,10 +404,16 @@ pub fn user_timeout_of_accepted(server: SocketAddr, client: SocketAddr) -> Optio
         let socket = socket2::SockRef::from(&copy);
         let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
         if addr(socket.local_addr()) == Some(server) && addr(socket.peer_addr()) == Some(client) {
-            return socket
-                .tcp_user_timeout()
-                .expect("TCP_USER_TIMEOUT reads back");
+            return copy;
         }
     }
     panic!("no socket of this process is the gateway's end of {client} -> {server}");
+}
+
+/// The `TCP_USER_TIMEOUT` the gateway set on its end of the connection from
+/// `client` to `server` (see [`gateway_end`]); `None` when not set.
+pub fn user_timeout_of_accepted(server: SocketAddr, client: SocketAddr) -> Option<Duration> {
+    socket2::SockRef::from(&gateway_end(server, client))
+        .tcp_user_timeout()
+        .expect("TCP_USER_TIMEOUT reads back")
 }
