@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{raw_http, Client, TestServer};
+use common::flood::{self, Flood};
+use common::{raw_http, Client, TestServer, PATIENCE};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -305,13 +306,121 @@ async fn health_ready_and_version() {
     }
 }
 
+/// A client's close frame is answered with a close frame echoing it, its
+/// code and reason (RFC 6455 §5.5.1; PROTOCOL.md 2.3 "the gateway echoes
+/// it"), before the gateway ends the TCP connection; and the client has
+/// left: its name is free again.
 #[tokio::test]
 async fn client_close_is_acknowledged() {
     let server = TestServer::start();
-    let c = server.client("bye").await;
-    c.close().await;
+    let mut c = Flood::connect(server.addr, "/ws").await;
+    c.send(&flood::text(&identify_json("bye"))).await;
+    let (op, hello) = c.next_frame().await;
+    assert_eq!(op, 0x1);
+    assert!(String::from_utf8_lossy(&hello).contains("HELLO"));
+    let mut close = 4321u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"see you");
+    c.send(&flood::frame(0x8, &close)).await;
+    // Panics if the connection ends before a close frame.
+    let (code, reason) = c.expect_close().await;
+    assert_eq!((code, reason.as_str()), (4321, "see you"));
+    // Then the TCP connection ends, with nothing more sent.
+    assert_eq!(c.close_or_end(PATIENCE).await, None, "a second close frame");
     let mut other = Client::connect(&server.ws_url()).await;
     other.identify("bye").await;
+}
+
+/// An IDENTIFY for `name`, as JSON text.
+fn identify_json(name: &str) -> String {
+    json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"}).to_string()
+}
+
+/// WebSocket protocol violations close the socket with 1002 and a reason
+/// saying so (PROTOCOL.md 2.3 and 3), and the close frame reaches the
+/// client: each of the examples the protocol gives, and the other frames
+/// RFC 6455 forbids, written by hand after the upgrade.
+#[tokio::test]
+async fn websocket_protocol_violations_close_1002() {
+    let server = TestServer::start();
+    let with = |frame: Vec<u8>, change: fn(&mut Vec<u8>)| {
+        let mut frame = frame;
+        change(&mut frame);
+        frame
+    };
+    let violations = [
+        // Client frames must be masked: a text frame without its mask.
+        ("an unmasked frame", vec![0x81, 0x02, b'h', b'i']),
+        ("a bad opcode", flood::frame(0x3, b"")),
+        (
+            "a continuation frame outside a fragmented message",
+            flood::frame(0x0, b"x"),
+        ),
+        (
+            "an unfragmented text frame that is not UTF-8",
+            flood::frame(0x1, &[b'{', 0xff, 0xfe, b'}']),
+        ),
+        (
+            "a fragmented control frame",
+            with(flood::frame(0x9, b"x"), |f| f[0] &= 0x7f),
+        ),
+        (
+            "a control frame over 125 bytes",
+            flood::frame(0x9, &[b'x'; 126]),
+        ),
+        (
+            "reserved bits set",
+            with(flood::text("{}"), |f| f[0] |= 0x40),
+        ),
+    ];
+    for (i, (what, frame)) in violations.into_iter().enumerate() {
+        let mut c = Flood::connect(server.addr, "/ws").await;
+        c.send(&flood::text(&identify_json(&format!("rude{i}"))))
+            .await;
+        let (op, hello) = c.next_frame().await;
+        assert_eq!(op, 0x1, "{what}");
+        assert!(String::from_utf8_lossy(&hello).contains("HELLO"), "{what}");
+        c.send(&frame).await;
+        let (code, reason) = c.expect_close().await;
+        assert_eq!(code, 1002, "{what}: {reason}");
+        assert!(
+            reason.starts_with("websocket protocol error: "),
+            "{what}: {reason}"
+        );
+    }
+}
+
+/// A close reason is cut to 123 bytes, so that the close frame stays within
+/// the 125 bytes RFC 6455 §5.5 allows a control frame (PROTOCOL.md 3), and
+/// on a character boundary, so that it stays UTF-8. The reason here quotes
+/// a refused name of 4-byte characters, 162 bytes long, placed so that byte
+/// 123 falls in the middle of one.
+#[tokio::test]
+async fn a_long_close_reason_is_cut_to_123_bytes_on_a_character_boundary() {
+    let server = TestServer::start();
+    let name = format!("ab{}", "\u{1f600}".repeat(40));
+    let mut c = Flood::connect(server.addr, "/ws").await;
+    c.send(&flood::text(&identify_json(&name))).await;
+    let payload = loop {
+        let (op, payload) = c.next_frame().await;
+        if op == 0x8 {
+            break payload;
+        }
+    };
+    assert!(
+        payload.len() <= 125,
+        "a close frame of {} bytes",
+        payload.len()
+    );
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4008);
+    let reason = std::str::from_utf8(&payload[2..])
+        .unwrap_or_else(|e| panic!("the reason is not UTF-8 ({e}): {:?}", &payload[2..]));
+    // Cut at the last boundary before byte 123: less than a character lost.
+    assert!(
+        (120..=123).contains(&reason.len()),
+        "{} bytes: {reason}",
+        reason.len()
+    );
+    assert!(reason.starts_with("name \"ab\u{1f600}"), "{reason}");
 }
 
 #[tokio::test]

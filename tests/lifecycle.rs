@@ -701,3 +701,40 @@ async fn an_identify_after_the_close_all_gets_the_departure_close_and_claims_not
         );
     }
 }
+
+/// The gateway sets `TCP_USER_TIMEOUT` to `heartbeat_timeout_ms` on every
+/// connection it accepts (PROTOCOL.md 2.2 "TCP", README): a WebSocket's,
+/// and an HTTP client's kept alive, so the kernel drops a peer that stops
+/// acknowledging data instead of a stuck session or download holding its
+/// socket forever.
+#[tokio::test]
+async fn every_connection_has_the_heartbeat_timeout_as_its_tcp_user_timeout() {
+    let server = TestServer::with(|s| s.heartbeat_timeout_ms = 7_000);
+    let expected = Some(Duration::from_secs(7));
+    let ws = server.client("kept").await;
+    let local = match ws.ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap(),
+        _ => unreachable!("plain TCP in tests"),
+    };
+    // HELLO came: the gateway has accepted the connection.
+    assert_eq!(
+        common::user_timeout_of_accepted(server.addr, local),
+        expected
+    );
+
+    let mut http = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = [0u8; 1024];
+    let n = tokio::time::timeout(common::PATIENCE, http.read(&mut response))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert!(response[..n].starts_with(b"HTTP/1.1 200"));
+    let local = http.local_addr().unwrap();
+    assert_eq!(
+        common::user_timeout_of_accepted(server.addr, local),
+        expected
+    );
+}

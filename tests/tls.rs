@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::flood;
 use common::process::{command, Process};
 use common::{Client, TestServer, PATIENCE};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -152,13 +153,31 @@ async fn connect_wss(
     config: &Arc<ClientConfig>,
 ) -> (Client, CertificateDer<'static>) {
     let tcp = TcpStream::connect(addr).await.expect("connects");
-    let tls = tokio::time::timeout(
+    connect_wss_over(tcp, addr, config).await
+}
+
+/// Completes a TLS handshake over `tcp`, a connection to `addr`.
+async fn tls_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tokio::time::timeout(
         PATIENCE,
         TlsConnector::from(config.clone()).connect(ServerName::IpAddress(addr.ip().into()), tcp),
     )
     .await
     .expect("handshake in time")
-    .expect("TLS handshake");
+    .expect("TLS handshake")
+}
+
+/// As [`connect_wss`], over a TCP connection already made to `addr`.
+async fn connect_wss_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+) -> (Client, CertificateDer<'static>) {
+    let tls = tls_over(tcp, addr, config).await;
     let presented = tls
         .get_ref()
         .1
@@ -474,4 +493,198 @@ async fn a_certificate_that_cannot_be_used_is_named_and_exits_3() {
         )),
         "{stderr}"
     );
+}
+
+/// A client has 3 seconds to complete its TLS handshake (README "TLS",
+/// SECURITY.md's limits): a connection to the TLS port that sends nothing,
+/// and one that sends half a ClientHello, are dropped at that limit, not
+/// before and not never (a silent connection costs the gateway a socket).
+#[tokio::test]
+async fn a_tls_handshake_not_completed_within_3_s_is_dropped() {
+    const LIMIT: Duration = Duration::from_secs(3);
+    let (pki, _) = Pki::new("slow.test");
+    let server = tls_server(&pki);
+    // A TLS record header announcing a 512-byte handshake message, a
+    // ClientHello's type and length, and then nothing more.
+    const HALF_HELLO: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let addr = server.addr;
+    let dropped_after = |hello: &'static [u8]| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(addr).await.expect("connects");
+        let started = std::time::Instant::now();
+        tcp.write_all(hello).await.expect("writes");
+        let mut buf = [0u8; 1024];
+        let patience = LIMIT + Duration::from_secs(2);
+        match tokio::time::timeout(patience, tcp.read(&mut buf)).await {
+            Err(_) => panic!("still connected {patience:?} into a handshake that never ends"),
+            // Nothing is answered to half a ClientHello.
+            Ok(Ok(n)) if n > 0 => panic!("answered with {n} bytes"),
+            // The end of the stream, or a reset.
+            Ok(_) => started.elapsed(),
+        }
+    };
+    let (silent, half) = tokio::join!(dropped_after(&[]), dropped_after(HALF_HELLO));
+    for (who, after) in [("silent", silent), ("half a ClientHello", half)] {
+        assert!(
+            after >= LIMIT - Duration::from_millis(500),
+            "{who}: dropped after {after:?}, before the {LIMIT:?} limit"
+        );
+    }
+    // The gateway still serves.
+    let (mut client, _) = connect_wss(server.addr, &pki.client()).await;
+    client.identify("patient").await;
+}
+
+/// The gateway sets `TCP_USER_TIMEOUT` to `heartbeat_timeout_ms` on a TLS
+/// connection too (PROTOCOL.md 2.2 "TCP", README), so the kernel drops a
+/// peer that stops acknowledging data.
+#[tokio::test]
+async fn a_tls_connection_has_the_heartbeat_timeout_as_its_tcp_user_timeout() {
+    let (pki, _) = Pki::new("timeout.test");
+    let (cert, key) = (pki.cert.clone(), pki.key.clone());
+    let server = TestServer::with(move |s| {
+        s.tls_cert = cert;
+        s.tls_key = key;
+        s.heartbeat_timeout_ms = 7_000;
+    });
+    let (mut client, _) = connect_wss(server.addr, &pki.client()).await;
+    // HELLO: the gateway has accepted the connection and taken it over.
+    client.identify("kept").await;
+    let local = match client.ws.get_ref() {
+        MaybeTlsStream::Rustls(tls) => tls.get_ref().0.local_addr().expect("address"),
+        _ => unreachable!("a TLS connection"),
+    };
+    assert_eq!(
+        common::user_timeout_of_accepted(server.addr, local),
+        Some(Duration::from_secs(7))
+    );
+}
+
+/// The gateway's close over TLS is followed at once by close_notify and a
+/// FIN (PROTOCOL.md 3: "it sends the close frame and then a FIN"; a TLS
+/// connection ends cleanly only with close_notify): a client that does not
+/// answer the close frame still sees its connection end, cleanly, well
+/// before `close_linger_ms` is over.
+#[tokio::test]
+async fn a_close_over_tls_is_followed_by_close_notify_and_a_fin() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINGER: Duration = Duration::from_secs(5);
+    let (pki, _) = Pki::new("close.test");
+    let (cert, key) = (pki.cert.clone(), pki.key.clone());
+    let server = TestServer::with(move |s| {
+        s.tls_cert = cert;
+        s.tls_key = key;
+        s.close_linger_ms = LINGER.as_millis() as u64;
+    });
+    let tcp = TcpStream::connect(server.addr).await.expect("connects");
+    let mut tls = tls_over(tcp, server.addr, &pki.client()).await;
+    // The upgrade by hand, then a first frame that is not a payload: 4002.
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tls.write_all(upgrade.as_bytes()).await.expect("writes");
+    tls.write_all(&flood::text("not json"))
+        .await
+        .expect("writes");
+    /// Reads more of the stream into `got`, before `deadline`.
+    async fn more(
+        tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+        got: &mut Vec<u8>,
+        deadline: tokio::time::Instant,
+        what: &str,
+    ) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, tls.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {what} in time"))
+            .expect("reads");
+        assert!(n > 0, "the connection ended before the {what}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let head = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break got.drain(..end + 4).collect::<Vec<u8>>();
+        }
+        more(&mut tls, &mut got, deadline, "answer to the upgrade").await;
+    };
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    loop {
+        match flood::parse(&got) {
+            Some((0x8, payload, _)) => {
+                assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4002);
+                break;
+            }
+            Some((_, _, used)) => {
+                got.drain(..used);
+            }
+            None => more(&mut tls, &mut got, deadline, "close frame").await,
+        }
+    }
+    // Not answered: the gateway still ends the stream, cleanly (rustls
+    // reports an end without close_notify as an error), at once.
+    let end = tokio::time::timeout(Duration::from_secs(1), tls.read(&mut [0u8; 64])).await;
+    assert!(
+        matches!(end, Ok(Ok(0))),
+        "no close_notify and FIN within 1 s of the close frame: {end:?}"
+    );
+}
+
+/// Every frame reaches a TLS client that reads slowly, the last ones of a
+/// burst too: the records rustls holds back while the socket is full (up to
+/// 64 KiB) are sent as soon as the socket takes more, not only when another
+/// frame, or the next ping, comes along.
+#[tokio::test]
+async fn a_slow_tls_reader_gets_every_frame_of_a_burst() {
+    const MESSAGES: usize = 64;
+    const PAD: usize = 32 * 1024;
+    let (pki, _) = Pki::new("burst.test");
+    let (cert, key) = (pki.cert.clone(), pki.key.clone());
+    let server = TestServer::with(move |s| {
+        s.tls_cert = cert;
+        s.tls_key = key;
+        // No ping while the test runs: a ping would push the records
+        // held back out too.
+        s.heartbeat_interval_ms = 60_000;
+        s.heartbeat_timeout_ms = 120_000;
+    });
+    let config = pki.client();
+    let (mut sender, _) = connect_wss(server.addr, &config).await;
+    sender.identify("sender").await;
+    // Small kernel buffers at both ends (loopback's own let the gateway's
+    // socket take half a megabyte at a time): what waits for the reader
+    // waits in rustls, and its tail is what rustls still holds when the
+    // last frame has been handed to it.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(8 * 1024).expect("SO_RCVBUF");
+    let tcp = socket.connect(server.addr).await.expect("connects");
+    let local = tcp.local_addr().expect("address");
+    let (mut reader, _) = connect_wss_over(tcp, server.addr, &config).await;
+    reader.identify("reader").await;
+    socket2::SockRef::from(&common::gateway_end(server.addr, local))
+        .set_send_buffer_size(16 * 1024)
+        .expect("SO_SNDBUF");
+    sender.expect("CLIENT_JOINED").await;
+    // 2 MiB for the reader, all queued for it (each OK comes once its
+    // frame is) before it starts reading.
+    let pad = "x".repeat(PAD);
+    for i in 0..MESSAGES {
+        let target = json!({"type": "NAME", "name": "reader"});
+        sender
+            .send(json!({"type": "MESSAGE", "target": target, "data": {"i": i, "pad": pad}}))
+            .await;
+        sender.expect("OK").await;
+    }
+    // Slower than the gateway writes: its socket stays full.
+    for i in 0..MESSAGES {
+        let got = reader.expect("MESSAGE").await;
+        assert_eq!(got["data"]["i"], i, "in order, none lost");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

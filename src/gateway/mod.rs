@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_http::HttpService;
+use actix_http::{HttpService, TlsAcceptorConfig};
 use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::{fn_factory, fn_service, AppConfig, Server, ServerHandle};
@@ -43,6 +43,13 @@ use crate::files;
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
 use crate::vpn::{Vpn, VpnSettings};
+
+/// How long a client has to complete its TLS handshake before the
+/// connection is dropped (README "TLS", SECURITY.md's limits): a
+/// connection that never finishes it would otherwise hold a socket. Set
+/// here rather than left to actix-tls's default (the same 3 s today), so
+/// that a dependency update cannot change what the documentation says.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -210,8 +217,10 @@ impl Gateway {
                 http_service!(TcpStream, state, stopping, app).tcp()
             }),
             Some(config) => server.listen("concierge", listener, move || {
-                http_service!(TlsStream<TcpStream>, state, stopping, app)
-                    .rustls_0_23(config.clone())
+                http_service!(TlsStream<TcpStream>, state, stopping, app).rustls_0_23_with_config(
+                    config.clone(),
+                    TlsAcceptorConfig::default().handshake_timeout(TLS_HANDSHAKE_TIMEOUT),
+                )
             }),
         };
         let server = server.map_err(cannot_listen)?;

@@ -184,6 +184,17 @@ impl Session {
         ctx.stop();
     }
 
+    /// Closes with 1002 for a WebSocket protocol violation.
+    fn protocol_error(&mut self, e: impl std::fmt::Display, ctx: &mut Context<Self>) {
+        tracing::debug!(error = %e, "websocket protocol error");
+        self.close_code = Some(1002);
+        self.out.close(Some(CloseReason {
+            code: actix_http::ws::CloseCode::Protocol,
+            description: Some(format!("websocket protocol error: {e}")),
+        }));
+        ctx.stop();
+    }
+
     fn on_text(&mut self, text: ByteString, ctx: &mut Context<Self>) {
         let decoded = PayloadIn::decode(&text);
         metrics::get().payload_in(decoded.as_ref().ok().map(PayloadIn::kind), text.len());
@@ -644,7 +655,8 @@ impl Session {
         self.on_utf8(Bytes::from(bytes), ctx);
     }
 
-    /// A complete text message: it must be UTF-8.
+    /// A reassembled fragmented text message: it must be UTF-8 (4002,
+    /// PROTOCOL.md 3; a single text frame is checked as it arrives).
     fn on_utf8(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
         match ByteString::try_from(bytes) {
             Ok(text) => self.on_text(text, ctx),
@@ -794,7 +806,13 @@ impl StreamHandler<Result<WsFrame, ProtocolError>> for Session {
         }
         self.out.heard_from_client();
         match msg {
-            Ok(WsFrame::Text(bytes)) => self.on_utf8(bytes, ctx),
+            // A text frame that is not UTF-8 breaks the WebSocket protocol
+            // (RFC 6455 §5.6), and PROTOCOL.md 2.3 promises 1002 for it; only a
+            // reassembled fragmented message is the gateway's 4002.
+            Ok(WsFrame::Text(bytes)) => match ByteString::try_from(bytes) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.protocol_error("a text frame that is not UTF-8", ctx),
+            },
             Ok(WsFrame::Binary(_)) => self.on_binary(ctx),
             Ok(WsFrame::Continuation(item)) => self.on_fragment(item, ctx),
             Ok(WsFrame::Ping(_) | WsFrame::Pong(_)) => {}
@@ -811,15 +829,7 @@ impl StreamHandler<Result<WsFrame, ProtocolError>> for Session {
                     Close::new(CloseCode::TooBig, format!("frame exceeds {max} bytes")),
                 );
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket protocol error");
-                self.close_code = Some(1002);
-                self.out.close(Some(CloseReason {
-                    code: actix_http::ws::CloseCode::Protocol,
-                    description: Some(format!("websocket protocol error: {e}")),
-                }));
-                ctx.stop();
-            }
+            Err(e) => self.protocol_error(e, ctx),
         }
     }
 }

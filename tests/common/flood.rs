@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -214,6 +214,18 @@ impl Flood {
             .expect("the connection ended without a close frame")
     }
 
+    /// Waits up to `patience` for the flood to end on a failed write (the
+    /// gateway closed its socket: the kernel answered the next segment
+    /// with a reset); returns when it was seen to end, `None` if the client
+    /// is still sending.
+    pub async fn writes_fail_within(&mut self, patience: Duration) -> Option<Instant> {
+        let sender = self.sender.as_mut().expect("flooding");
+        // The task's own result says nothing more: it ends only on a failed write.
+        let _ = tokio::time::timeout(patience, sender).await.ok()?;
+        self.sender = None;
+        Some(Instant::now())
+    }
+
     /// Whether the flood was still going when the close frame was read:
     /// bytes written after that moment prove the client kept sending.
     pub async fn still_sending(&self) -> bool {
@@ -233,7 +245,7 @@ impl Drop for Flood {
 
 /// One complete server frame at the start of `buf`: opcode, payload, and
 /// the bytes it took.
-fn parse(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+pub fn parse(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     if buf.len() < 2 {
         return None;
     }

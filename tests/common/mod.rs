@@ -399,3 +399,45 @@ pub async fn raw_http(
         .unwrap_or_else(|| panic!("{method} {target}: bad status line in {head:?}"));
     (status, body.to_owned())
 }
+
+/// The gateway's end of the TCP connection from `client` to `server` (a
+/// copy of its descriptor, closed on drop), to read or set its socket
+/// options. The gateway of a [`TestServer`] runs in the test's own process,
+/// so its socket is one of the process's open files, told apart by its two
+/// addresses. Call it once the gateway has answered on the connection (it
+/// has accepted it then).
+pub fn gateway_end(server: SocketAddr, client: SocketAddr) -> std::os::fd::OwnedFd {
+    use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+        let Some(fd) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // A copy of the descriptor, ours to close: the gateway's threads may
+        // close `fd` meanwhile (the copy then fails, or is of another file,
+        // which the addresses tell apart).
+        // SAFETY: fcntl only reads the number; it returns a new descriptor or -1.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if copy < 0 {
+            continue;
+        }
+        // SAFETY: `copy` is a descriptor just made for us and owned by nobody else.
+        let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+        let socket = socket2::SockRef::from(&copy);
+        let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
+        if addr(socket.local_addr()) == Some(server) && addr(socket.peer_addr()) == Some(client) {
+            return copy;
+        }
+    }
+    panic!("no socket of this process is the gateway's end of {client} -> {server}");
+}
+
+/// The `TCP_USER_TIMEOUT` the gateway set on its end of the connection from
+/// `client` to `server` (see [`gateway_end`]); `None` when not set.
+pub fn user_timeout_of_accepted(server: SocketAddr, client: SocketAddr) -> Option<Duration> {
+    socket2::SockRef::from(&gateway_end(server, client))
+        .tcp_user_timeout()
+        .expect("TCP_USER_TIMEOUT reads back")
+}
