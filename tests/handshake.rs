@@ -561,7 +561,7 @@ async fn a_client_without_presence_hears_of_no_joins_and_leaves() {
         .await;
     let deleted = agent.expect("SERVICE_DELETE_RESULT").await;
     assert_eq!(deleted["service"]["name"], "news", "{deleted}");
-    agent.expect_silence(200).await;
+    agent.expect_nothing_queued().await;
 
     let mut bad = server.connect().await;
     bad.send(json!({"type": "IDENTIFY", "name": "agent3", "version": "0.2.0", "presence": "no"}))

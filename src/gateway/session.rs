@@ -534,7 +534,7 @@ impl Session {
             act.evict(refused(TokenRefused::Expired), ctx);
         });
         let changes = futures_util::stream::unfold(
-            (self.auth.changes(), claims),
+            (self.auth.changes(), claims.clone()),
             |(mut rx, claims)| async move {
                 use tokio::sync::broadcast::error::RecvError;
                 match rx.recv().await {
@@ -546,6 +546,13 @@ impl Session {
             },
         );
         ctx.add_stream(changes);
+        // A revocation that came between the token's check and this watch
+        // (IDENTIFY waits on the namespace in between) was announced before
+        // anyone listened: check once more, now that changes are followed,
+        // so that none falls between the two.
+        if let Err(why) = self.auth.check(&claims) {
+            self.evict(refused(why), ctx);
+        }
     }
 
     /// Validates an IDENTIFY against the gateway's secret, version and limits.
