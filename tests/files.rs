@@ -804,3 +804,82 @@ async fn files_are_served_as_sandboxed_downloads_never_as_pages() {
         assert_eq!(resp.text().await.unwrap(), body);
     }
 }
+
+/// Sends a PUT's head with `Content-Length: declared` and no body, and
+/// returns the status and body of the answer, which must come before any
+/// byte of the body is sent.
+async fn answer_before_the_body(
+    server: &TestServer,
+    path: &str,
+    key: &str,
+    declared: u64,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connects");
+    let head = format!(
+        "PUT /fs/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {key}\r\n\
+         Content-Length: {declared}\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    // The head and the JSON body, without waiting for the connection's end:
+    // the server may keep it open for the body it did not read.
+    let text = loop {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to a {declared}-byte PUT before its body"))
+            .expect("reads");
+        response.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if n == 0 || text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+            break text;
+        }
+    };
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, body.to_owned())
+}
+
+/// PROTOCOL 8: an upload's size and the client's and server's quotas are
+/// "checked against Content-Length before reading": a declared length over
+/// any of them is answered at once, before the client sends its body.
+#[tokio::test]
+async fn a_declared_length_over_a_limit_is_refused_before_the_body() {
+    let server = TestServer::with(|s| {
+        s.max_file_size = 10_000;
+        s.max_client_files_bytes = 2_500;
+        s.max_files_bytes = 4_000;
+    });
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+
+    let (status, body) = answer_before_the_body(&server, "alice/big", &alice.fs_key, 20_000).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("10000"), "{body}");
+
+    let (status, body) = answer_before_the_body(&server, "alice/a", &alice.fs_key, 3_000).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("max_client_files_bytes"), "{body}");
+
+    // Bob fills 2000 of the server's 4000; alice's 2,400 would pass hers
+    // but not the server's.
+    let http = reqwest::Client::new();
+    for name in ["b1", "b2"] {
+        let url = fs_url(&server, "bob", name);
+        let resp = put(&http, &url, &bob.fs_key, vec![1u8; 1_000]).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let (status, body) = answer_before_the_body(&server, "alice/a", &alice.fs_key, 2_400).await;
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("max_files_bytes"), "{body}");
+    assert!(files_under(&server.data.path().join("fs/alice")).is_empty());
+}
