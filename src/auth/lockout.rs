@@ -100,9 +100,7 @@ pub async fn attempt(
             Ok(Taken::Counted(count)) => attempt.counted.push((key, count)),
             Ok(Taken::Full(left)) => {
                 attempt.give_back(store).await?;
-                let left = left.unwrap_or(policy.lockout);
-                // Whole seconds, rounded up: never "try again in 0 s".
-                return Ok(Err(left.as_secs() + u64::from(left.subsec_nanos() > 0)));
+                return Ok(Err(whole_seconds_up(left.unwrap_or(policy.lockout))));
             }
             Err(e) => {
                 attempt.give_back(store).await?;
@@ -111,6 +109,12 @@ pub async fn attempt(
         }
     }
     Ok(Ok(attempt))
+}
+
+/// Whole seconds, rounded up: a refusal never says "try again in 0 s"
+/// while the counter is still full.
+fn whole_seconds_up(left: Duration) -> u64 {
+    left.as_secs() + u64::from(left.subsec_nanos() > 0)
 }
 
 impl Attempt {
@@ -146,5 +150,18 @@ impl Attempt {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_is_rounded_up_to_whole_seconds() {
+        assert_eq!(whole_seconds_up(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds_up(Duration::from_millis(2_001)), 3);
+        assert_eq!(whole_seconds_up(Duration::from_nanos(1)), 1);
+        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
     }
 }
