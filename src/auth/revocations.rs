@@ -104,3 +104,48 @@ pub async fn revoke_subject(store: &Arc<dyn Store>, sub: &str) -> Result<(), Aut
     .unwrap_or_default();
     Ok(store.put(REVOKED, &subject_key(sub), record).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::role::Role;
+    use crate::auth::tokens::TokenKind;
+    use crate::cluster::disk::DiskStore;
+
+    fn issued_at(ms: u64) -> Claims {
+        Claims {
+            sub: "alice".into(),
+            name: "alice".into(),
+            role: Role::Operator,
+            jti: Uuid::new_v4(),
+            iat: ms / 1000,
+            exp: u64::MAX,
+            kind: TokenKind::Login,
+            fam: Uuid::nil(),
+            fexp: 0,
+            iat_ms: ms,
+            kid: String::new(),
+        }
+    }
+
+    /// "Every token of its subject issued up to now, to the millisecond":
+    /// a token of this very millisecond is revoked, one of the next is not.
+    #[tokio::test]
+    async fn a_subject_revocation_ends_at_the_millisecond_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(DiskStore::open(dir.path().join("db")).unwrap());
+        let just_issued = issued_at(now_ms());
+        revoke_subject(&store, "alice").await.unwrap();
+        let revocations = Revocations::load(&store).await.unwrap();
+        assert!(revocations.revoked(&just_issued));
+        let before = revocations.subjects["alice"];
+        assert!(before > just_issued.iat_ms, "{before}");
+        assert!(revocations.revoked(&issued_at(before - 1)));
+        assert!(!revocations.revoked(&issued_at(before)));
+        let bob = Claims {
+            sub: "bob".into(),
+            ..issued_at(before - 1)
+        };
+        assert!(!revocations.revoked(&bob));
+    }
+}

@@ -413,6 +413,15 @@ mod tests {
         assert_eq!(verify(&keys, &token), Err(TokenRefused::Expired));
     }
 
+    /// jsonwebtoken accepts a token in its expiry second; Concierge does
+    /// not: `exp` is the first second it is refused.
+    #[test]
+    fn a_token_is_refused_in_its_expiry_second() {
+        let keys = keys();
+        let token = sign(&keys, &mut claims(now_secs())).unwrap();
+        assert_eq!(verify(&keys, &token), Err(TokenRefused::Expired));
+    }
+
     #[test]
     fn a_file_server_key_is_checked_against_its_uuid() {
         let keys = keys();
