@@ -533,6 +533,50 @@ async fn signal_allow_rules_widen_what_may_be_signalled() {
     assert_eq!(status.signal(), Some(libc::SIGTERM));
 }
 
+/// The agent never signals itself, its parent or init, even where a
+/// `signal_allow` rule covers them: here every process of the test's own
+/// user, which a stranger's `sleep` shows the rule does cover.
+#[tokio::test]
+async fn no_rule_lets_the_agent_signal_itself_its_parent_or_init() {
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id runs");
+    let me = String::from_utf8(me.stdout).expect("utf-8");
+    let fleet = Fleet::with_config(&format!("[[signal_allow]]\nuser = \"{}\"", me.trim())).await;
+    let agent_pid = fleet.agent.child.id().expect("agent runs");
+    let parent = std::process::id();
+    for pid in [agent_pid, parent, 1] {
+        let (code, reply) = fleet
+            .ctl_json(
+                &fleet.alice,
+                &["signal", "host1", &pid.to_string(), "SIGCONT"],
+            )
+            .await;
+        assert_refused(code, &reply, "forbidden");
+        assert!(
+            reply["desc"]
+                .as_str()
+                .is_some_and(|d| d.contains("does not signal itself, its parent or init")),
+            "{pid}: {reply}"
+        );
+    }
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &["signal", "host1", &stranger.id().to_string(), "SIGTERM"],
+        )
+        .await;
+    assert_eq!(code, 0, "the rule covers the user's processes: {reply}");
+    let status = stranger.wait().expect("reaped");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+}
+
 #[tokio::test]
 async fn exec_allow_rules_limit_what_may_be_started() {
     let fleet = Fleet::with_config("[[exec_allow]]\nexecutable = \"echo\"\nargs = [\"**\"]").await;
