@@ -533,6 +533,52 @@ async fn signal_allow_rules_widen_what_may_be_signalled() {
     assert_eq!(status.signal(), Some(libc::SIGTERM));
 }
 
+/// A `signal_allow` rule with a user and an executable covers the processes
+/// that match both, not those of the user running something else.
+#[tokio::test]
+async fn a_signal_allow_rule_needs_both_its_user_and_its_executable() {
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id runs");
+    let me = String::from_utf8(me.stdout).expect("utf-8");
+    let fleet = Fleet::with_config(&format!(
+        "[[signal_allow]]\nuser = \"{}\"\nexecutable = \"/usr/bin/sleep\"",
+        me.trim()
+    ))
+    .await;
+    let mut other = std::process::Command::new("/usr/bin/tail")
+        .args(["-f", "/dev/null"])
+        .spawn()
+        .expect("tail");
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &["signal", "host1", &other.id().to_string(), "SIGTERM"],
+        )
+        .await;
+    assert_refused(code, &reply, "forbidden");
+    assert!(other.try_wait().expect("wait").is_none(), "still running");
+    other.kill().expect("kill");
+    other.wait().expect("reaped");
+    let mut covered = std::process::Command::new("/usr/bin/sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let (code, reply) = fleet
+        .ctl_json(
+            &fleet.alice,
+            &["signal", "host1", &covered.id().to_string(), "SIGTERM"],
+        )
+        .await;
+    assert_eq!(code, 0, "{reply}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        covered.wait().expect("reaped").signal(),
+        Some(libc::SIGTERM)
+    );
+}
+
 /// The agent never signals itself, its parent or init, even where a
 /// `signal_allow` rule covers them: here every process of the test's own
 /// user, which a stranger's `sleep` shows the rule does cover.
