@@ -551,6 +551,13 @@ async fn fetch_errors_come_in_seed_003_shape() {
         .await
         .expect("answered");
     assert_eq!(resp.status(), 200);
+    // The pool's first address is the server's own.
+    let status: Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        status["server_addresses"],
+        serde_json::json!(["10.9.0.1"]),
+        "{status}"
+    );
 
     // wg-quick takes both kinds of config as they are.
     let dir = tempfile::tempdir().expect("dir");
