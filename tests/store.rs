@@ -682,6 +682,14 @@ fn disk_open_fails_naming_the_path() {
     let error = refused(&folder);
     assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
 
+    // A path that cannot even be looked at (here a symbolic link to itself;
+    // for anyone but root, a folder without permission too) is refused at
+    // once, not taken for a store yet to be written.
+    let looped = dir.path().join("looped.db");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let error = refused(&looped);
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+
     let path = dir.path().join("concierge.db");
     let first = DiskStore::open(&path).unwrap();
     runtime
