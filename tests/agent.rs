@@ -516,9 +516,9 @@ async fn processes_the_agent_did_not_start_are_not_signalled() {
     assert_refused(code, &reply, "not_found");
 }
 
-#[tokio::test]
-async fn signal_allow_rules_widen_what_may_be_signalled() {
-    let fleet = Fleet::with_config("[[signal_allow]]\nexecutable = \"/usr/bin/sleep\"").await;
+/// Signals a `/usr/bin/sleep` the test started (no child of the agent's)
+/// with SIGTERM through `ctl`, and checks the agent did.
+async fn signals_a_strangers_sleep(fleet: &Fleet) {
     let mut stranger = std::process::Command::new("/usr/bin/sleep")
         .arg("60")
         .spawn()
@@ -533,18 +533,31 @@ async fn signal_allow_rules_widen_what_may_be_signalled() {
     assert_eq!(status.signal(), Some(libc::SIGTERM));
 }
 
+/// The name of the user running the tests (and so the agent).
+fn user_name() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id runs");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn signal_allow_rules_widen_what_may_be_signalled() {
+    let fleet = Fleet::with_config("[[signal_allow]]\nexecutable = \"/usr/bin/sleep\"").await;
+    signals_a_strangers_sleep(&fleet).await;
+}
+
 /// A `signal_allow` rule with a user and an executable covers the processes
 /// that match both, not those of the user running something else.
 #[tokio::test]
 async fn a_signal_allow_rule_needs_both_its_user_and_its_executable() {
-    let me = std::process::Command::new("id")
-        .arg("-un")
-        .output()
-        .expect("id runs");
-    let me = String::from_utf8(me.stdout).expect("utf-8");
     let fleet = Fleet::with_config(&format!(
         "[[signal_allow]]\nuser = \"{}\"\nexecutable = \"/usr/bin/sleep\"",
-        me.trim()
+        user_name()
     ))
     .await;
     let mut other = std::process::Command::new("/usr/bin/tail")
@@ -561,22 +574,7 @@ async fn a_signal_allow_rule_needs_both_its_user_and_its_executable() {
     assert!(other.try_wait().expect("wait").is_none(), "still running");
     other.kill().expect("kill");
     other.wait().expect("reaped");
-    let mut covered = std::process::Command::new("/usr/bin/sleep")
-        .arg("60")
-        .spawn()
-        .expect("sleep");
-    let (code, reply) = fleet
-        .ctl_json(
-            &fleet.alice,
-            &["signal", "host1", &covered.id().to_string(), "SIGTERM"],
-        )
-        .await;
-    assert_eq!(code, 0, "{reply}");
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        covered.wait().expect("reaped").signal(),
-        Some(libc::SIGTERM)
-    );
+    signals_a_strangers_sleep(&fleet).await;
 }
 
 /// The agent never signals itself, its parent or init, even where a
@@ -584,12 +582,7 @@ async fn a_signal_allow_rule_needs_both_its_user_and_its_executable() {
 /// user, which a stranger's `sleep` shows the rule does cover.
 #[tokio::test]
 async fn no_rule_lets_the_agent_signal_itself_its_parent_or_init() {
-    let me = std::process::Command::new("id")
-        .arg("-un")
-        .output()
-        .expect("id runs");
-    let me = String::from_utf8(me.stdout).expect("utf-8");
-    let fleet = Fleet::with_config(&format!("[[signal_allow]]\nuser = \"{}\"", me.trim())).await;
+    let fleet = Fleet::with_config(&format!("[[signal_allow]]\nuser = \"{}\"", user_name())).await;
     let agent_pid = fleet.agent.child.id().expect("agent runs");
     let parent = std::process::id();
     for pid in [agent_pid, parent, 1] {
@@ -607,20 +600,7 @@ async fn no_rule_lets_the_agent_signal_itself_its_parent_or_init() {
             "{pid}: {reply}"
         );
     }
-    let mut stranger = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .expect("sleep");
-    let (code, reply) = fleet
-        .ctl_json(
-            &fleet.alice,
-            &["signal", "host1", &stranger.id().to_string(), "SIGTERM"],
-        )
-        .await;
-    assert_eq!(code, 0, "the rule covers the user's processes: {reply}");
-    let status = stranger.wait().expect("reaped");
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    signals_a_strangers_sleep(&fleet).await;
 }
 
 #[tokio::test]

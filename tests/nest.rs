@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{command, issue_token, json_lines, last_json};
+use common::process::{command, issue_token, json_lines, last_json, revoke_user};
 use common::{Client, TestServer};
 use serde_json::{json, Value};
 
@@ -211,15 +211,7 @@ async fn a_nest_host_is_commanded_like_an_agent() {
     );
 
     // Revoking the host's token closes its socket.
-    let out = command(&["token", "revoke", "--data-dir", &data, "--user", "nesthost"])
-        .output()
-        .await
-        .expect("revoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    revoke_user(&["--data-dir", &data], "nesthost").await;
     let closed = loop {
         let frame = next_frame(&mut frames).await;
         if frame.get("closed").is_some() {
@@ -338,15 +330,7 @@ async fn every_failed_handshake_is_an_error_frame_and_a_close() {
 
     // Revoked.
     let data = server.data.path().to_str().expect("utf-8");
-    let out = command(&["token", "revoke", "--data-dir", data, "--user", "nesthost"])
-        .output()
-        .await
-        .expect("revoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    revoke_user(&["--data-dir", data], "nesthost").await;
     // The gateway hears of it by polling the store's file: until then the
     // token still lets a host in; within a second it no longer does.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

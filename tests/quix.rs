@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{command, issue_token, json_lines, last_json};
+use common::process::{command, issue_token, json_lines, last_json, revoke_user};
 use common::TestServer;
 use serde_json::{json, Value};
 
@@ -190,15 +190,7 @@ async fn a_quix_backend_is_commanded_like_an_agent() {
     assert_eq!(code, 0, "the new socket serves");
 
     // Revoking the account's tokens closes its socket, as a native one's.
-    let out = command(&["token", "revoke", "--data-dir", &data, "--user", "quixhost"])
-        .output()
-        .await
-        .expect("revoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    revoke_user(&["--data-dir", &data], "quixhost").await;
     let closed = loop {
         let frame = second.next().await;
         if frame.get("closed").is_some() {

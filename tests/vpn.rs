@@ -281,22 +281,11 @@ async fn an_agent_gets_a_working_tunnel_and_the_gateway_sees_it() {
     assert!(ping(&pair.b, "10.8.0.1"), "the same key, the same tunnel");
 
     // A revoked host loses its peer.
-    let out = common::process::command(&[
-        "token",
-        "revoke",
-        "--data-dir",
-        data.path().to_str().expect("utf-8"),
-        "--user",
+    common::process::revoke_user(
+        &["--data-dir", data.path().to_str().expect("utf-8")],
         "host1",
-    ])
-    .output()
-    .await
-    .expect("token revoke runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .await;
     let until = Instant::now() + Duration::from_secs(5);
     while on_interface(public.trim()) {
         assert!(
@@ -799,22 +788,7 @@ async fn a_revoked_token_takes_its_peer_off_the_interface_by_itself() {
     vpn.until(&k2, true, soon, "host2 never reached the interface")
         .await;
 
-    let out = common::process::command(&[
-        "token",
-        "revoke",
-        "--redis-url",
-        &vpn.redis.url(),
-        "--user",
-        "host1",
-    ])
-    .output()
-    .await
-    .expect("token revoke runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::process::revoke_user(&["--redis-url", &vpn.redis.url()], "host1").await;
     let revoked = Instant::now();
     vpn.until(
         &k1,

@@ -163,6 +163,19 @@ pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String 
         .to_owned()
 }
 
+/// Revokes every token of `name` with `concierge token revoke --user`, on
+/// the store that `store_args` name, as an admin would.
+pub async fn revoke_user(store_args: &[&str], name: &str) {
+    let mut args = vec!["token", "revoke", "--user", name];
+    args.extend_from_slice(store_args);
+    let out = command(&args).output().await.expect("token revoke runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `concierge serve` on `bind` with the data folder `data_dir`: started
 /// again on the address it reported, it is the same gateway restarted.
 pub fn serve(bind: &str, data_dir: &str) -> Process {
