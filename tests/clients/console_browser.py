@@ -107,12 +107,19 @@ def one(driver, selector):
 
 
 def click(driver, what, selector):
-    """Clicks the first match, again if a re-render replaced it meanwhile."""
+    """Clicks the first match, again if a re-render replaced it meanwhile.
+
+    The buttons it is used for sit in polled tables that redraw (every 5 s,
+    or at once after a refresh). A pointer click goes to the element's
+    position, so a redraw landing between finding the button and clicking
+    it sends the click to whatever row is there then: another process's
+    details. Clicking the element itself runs that button's own handler; a
+    button a redraw already replaced raises, and is found again."""
     def attempt(d):
         found = css(d, selector)
         if not found:
             return False
-        found[0].click()
+        d.execute_script("arguments[0].scrollIntoView({block: 'nearest'}); arguments[0].click();", found[0])
         return True
     wait(driver, what, attempt)
 
