@@ -21,7 +21,9 @@ use std::cell::{Cell, RefCell};
 use concierge::adapters::socketio::packet::{self, Engine, Kind};
 use concierge::agent::request::{reply, Reason, Request};
 use concierge::protocol::data::{self, MAX_DATA_DEPTH};
-use concierge::protocol::{ClientInfo, DecodeError, MessageOut, OriginRef, PayloadIn, Sequenced};
+use concierge::protocol::{
+    ClientInfo, DecodeError, MessageOut, OriginRef, PayloadIn, PayloadKind, Sequenced,
+};
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -109,7 +111,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 /// The payload types a client may send, and two it may not.
 fn types() -> Vec<&'static str> {
-    let mut types = PayloadIn::KINDS.to_vec();
+    let mut types = PayloadKind::NAMES.to_vec();
     types.extend(["TELEPORT", "message"]);
     types
 }
@@ -234,7 +236,7 @@ proptest! {
             // Whatever decodes encodes again.
             Ok(payload) => prop_assert!(serde_json::to_string(&payload).is_ok()),
             Err(DecodeError::Malformed(desc)) => prop_assert!(desc.starts_with("invalid "), "{desc}"),
-            Err(DecodeError::Unsupported(kind)) => prop_assert!(!PayloadIn::KINDS.contains(&kind.as_str())),
+            Err(DecodeError::Unsupported(kind)) => prop_assert!(!PayloadKind::NAMES.contains(&kind.as_str())),
         }
     }
 
