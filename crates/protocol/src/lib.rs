@@ -3,14 +3,18 @@
 //!
 //! Payloads are JSON objects tagged by a `type` field in SCREAMING_SNAKE_CASE.
 //! Both directions derive `Serialize` and `Deserialize` so that clients written
-//! in Rust (the tests, the benchmark tool, the CLI and the agent) share the
-//! exact types the gateway speaks; the requests carried inside MESSAGE `data`
-//! (the agent's and the gateway's own) are typed in [`requests`].
+//! in Rust (the agent, `ctl`, the benchmark tool, the tests) share the exact
+//! types the gateway speaks; the requests carried inside MESSAGE `data` (the
+//! agent's and the gateway's own) are typed in [`requests`]. It is a crate of
+//! its own, depending on nothing else of concierge, so that the agent and
+//! `ctl` can be built from it without the gateway.
 //!
 //! One module per concern: [`objects`] (clients, services, targets, origins),
 //! [`incoming`] and [`outgoing`] payloads, [`close`] codes, [`data`] (what a
-//! MESSAGE may carry), the reserved names, and [`requests`].
+//! MESSAGE may carry), the reserved names, roles, [`requests`] and
+//! [`wireguard`].
 
+pub mod agent;
 pub mod close;
 pub mod data;
 pub mod incoming;
@@ -18,6 +22,8 @@ mod names;
 pub mod objects;
 pub mod outgoing;
 pub mod requests;
+mod role;
+pub mod wireguard;
 
 pub use close::{Close, CloseCode};
 pub use data::MAX_DATA_DEPTH;
@@ -25,6 +31,7 @@ pub use incoming::{DecodeError, PayloadIn, PayloadKind};
 pub use names::{CtlName, HostService};
 pub use objects::{ClientInfo, Origin, ServiceInfo, Target};
 pub use outgoing::{raw_json, MessageOut, OriginRef, PayloadOut, Sequenced};
+pub use role::Role;
 
 /// The WebSocket subprotocol the gateway selects when a client offers it.
 pub const SUBPROTOCOL: &str = "ert-concierge";

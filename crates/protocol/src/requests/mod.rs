@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 pub use envelope::{envelope, outcome, reply, success, Envelope, Rid};
 pub use failure::{Failure, Reason};
 
-use crate::auth::Role;
+use crate::Role;
 use args::{
     Audit, ExecCommand, Execute, GetVpnConf, KillProcess, NoArgs, Page, PidArg, ProcOutput,
     ProcSignal, Telemetry, Unit, ViewRunning, VpnRevoke,
@@ -127,7 +127,7 @@ impl Request {
 }
 
 /// A request the gateway answers itself, sent to its reserved name
-/// ([`crate::protocol::GATEWAY_NAME`], §14).
+/// ([`crate::GATEWAY_NAME`], §14).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::EnumDiscriminants)]
 #[serde(tag = "req", content = "msg", rename_all = "snake_case")]
 #[strum_discriminants(
