@@ -952,8 +952,8 @@ async fn send_request(client: &mut Client, rid: u64, req: &str, msg: &Value) {
 }
 
 /// PROTOCOL §13.2 and §13.3, SECURITY.md §4: a viewer may make every request
-/// marked read, and no other. Every request the agent serves (its one list,
-/// `commands::REQUESTS`, so a request added there is covered) is sent by a
+/// marked read, and no other. Every request the agent serves (the
+/// protocol's one list, `RequestName`, so a request added there is covered) is sent by a
 /// viewer with the access the documentation gives it (a request the
 /// documentation does not list fails here): each command is refused with
 /// the documented reply, `forbidden`, "vic (roles: viewer) may not do this:
@@ -963,9 +963,8 @@ async fn send_request(client: &mut Client, rid: u64, req: &str, msg: &Value) {
 /// viewer's did not, so the checks above could see it.
 #[tokio::test]
 async fn a_viewer_may_make_every_read_request_and_no_command() {
-    use concierge::protocol::agent::REQUESTS;
     let documented = documented_requests();
-    let served: Vec<&str> = REQUESTS.iter().map(|(name, _)| *name).collect();
+    let served: Vec<&str> = concierge::protocol::agent::RequestName::NAMES.to_vec();
     let undocumented: Vec<&&str> = served
         .iter()
         .filter(|name| !documented.iter().any(|(d, _)| d == **name))
@@ -1076,7 +1075,7 @@ async fn a_viewer_may_make_every_read_request_and_no_command() {
     }
     assert!(
         wrong.is_empty(),
-        "a viewer is not held to the reads of PROTOCOL.md §13.3 (see commands::REQUESTS):\n{}",
+        "a viewer is not held to the reads of PROTOCOL.md §13.3 (see protocol::agent::RequestName):\n{}",
         wrong.join("\n")
     );
 

@@ -16,9 +16,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use concierge_client::{self as client, ClientError, Connection, Identity};
+use concierge_protocol::agent::args::{
+    Audit, Execute, GetVpnConf, NoArgs, Page, Pid, PidArg, ProcOutput, ProcSignal, Telemetry, Unit,
+    ViewRunning, VpnRevoke,
+};
+use concierge_protocol::agent::{envelope, outcome, GatewayRequest, Request};
 use concierge_protocol::{CtlName, HostService, Origin, PayloadIn, PayloadOut, Target};
 use render::{table, Units};
 
@@ -313,7 +319,10 @@ impl Ctl {
             CtlCommand::Request { host, req, msg } => {
                 let msg: Value = serde_json::from_str(&msg)
                     .map_err(|e| CtlError::Usage(format!("the request's msg is not JSON: {e}")))?;
-                let reply = self.request(&host, &req, msg).await?;
+                // As given: the agent judges a request `ctl` does not know.
+                let reply = self
+                    .request(&host, &json!({"req": req, "msg": msg}))
+                    .await?;
                 println!("{reply}");
                 Ok(ExitCode::SUCCESS)
             }
@@ -331,7 +340,7 @@ impl Ctl {
             CtlCommand::Ps { host, all } => self.ps(&host, all).await,
             CtlCommand::Proc { host, pid } => {
                 let reply = self
-                    .request(&host, "obtain_process_info", json!({"pid": pid}))
+                    .request(&host, &Request::ObtainProcessInfo(PidArg { pid: Pid(pid) }))
                     .await?;
                 self.show(&reply, |r, units| {
                     let mut t = render::plain();
@@ -361,7 +370,13 @@ impl Ctl {
             }
             CtlCommand::Signal { host, pid, signal } => {
                 let reply = self
-                    .request(&host, "proc_signal", json!({"pid": pid, "mode": signal}))
+                    .request(
+                        &host,
+                        &Request::ProcSignal(ProcSignal {
+                            pid: Pid(pid),
+                            mode: signal,
+                        }),
+                    )
                     .await?;
                 self.show(&reply, |r, _| {
                     format!("sent {} to {pid}", r["signal"].as_str().unwrap_or(""))
@@ -370,20 +385,20 @@ impl Ctl {
             }
             CtlCommand::Pause { host, pid } => {
                 let reply = self
-                    .request(&host, "pause_process", json!({"pid": pid}))
+                    .request(&host, &Request::PauseProcess(PidArg { pid: Pid(pid) }))
                     .await?;
                 self.show(&reply, |_, _| format!("paused {pid}"));
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Resume { host, pid } => {
                 let reply = self
-                    .request(&host, "resume_process", json!({"pid": pid}))
+                    .request(&host, &Request::ResumeProcess(PidArg { pid: Pid(pid) }))
                     .await?;
                 self.show(&reply, |_, _| format!("resumed {pid}"));
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Units { host } => {
-                let units = self.pages(&host, "list_services", "services").await?;
+                let units = self.pages(&host, Request::ListServices, "services").await?;
                 self.show(&Value::from(units), |r, _| {
                     let mut t = table(["UNIT", "LOAD", "ACTIVE", "SUB", "DESCRIPTION"]);
                     for u in r.as_array().into_iter().flatten() {
@@ -403,16 +418,15 @@ impl Ctl {
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Unit { host, action, unit } => {
-                let req = match action.as_str() {
-                    "start" => "start_service",
-                    "stop" => "stop_service",
-                    "restart" => "restart_service",
-                    "reload" => "reload_service",
-                    _ => "obtain_service_info",
+                let unit = Unit { service_name: unit };
+                let request = match action.as_str() {
+                    "start" => Request::StartService(unit),
+                    "stop" => Request::StopService(unit),
+                    "restart" => Request::RestartService(unit),
+                    "reload" => Request::ReloadService(unit),
+                    _ => Request::ObtainServiceInfo(unit),
                 };
-                let reply = self
-                    .request(&host, req, json!({"service_name": unit}))
-                    .await?;
+                let reply = self.request(&host, &request).await?;
                 self.show(&reply, |r, _| {
                     format!(
                         "{} {} ({}), pid {}, up {} s\n{}\n{}",
@@ -429,7 +443,9 @@ impl Ctl {
             }
             CtlCommand::Top { host, once } => self.top(&host, once).await,
             CtlCommand::Usage { host } => {
-                let reply = self.request(&host, "obtain_user_usages", json!({})).await?;
+                let reply = self
+                    .request(&host, &Request::ObtainUserUsages(NoArgs {}))
+                    .await?;
                 self.show(&reply, |r, units| {
                     let res = &r["resources"];
                     let mut out = format!(
@@ -561,8 +577,8 @@ impl Ctl {
 
     /// Sends a request to `host`'s agent and waits for its reply: the
     /// reply's `msg` on success, [`CtlError::Refused`] on an error reply.
-    async fn request(&mut self, host: &str, req: &str, msg: Value) -> Result<Value, CtlError> {
-        let rid = self.send_request(host, req, msg).await?;
+    async fn request(&mut self, host: &str, request: &impl Serialize) -> Result<Value, CtlError> {
+        let rid = self.send_request(host, request).await?;
         let bar = spinner(&format!("waiting for {host}"));
         let reply = self.wait_reply(host, rid).await;
         if let Some(bar) = bar {
@@ -574,20 +590,21 @@ impl Ctl {
     /// A reply's `msg`, or [`CtlError::Refused`] for an error reply (printed
     /// first under `--json`).
     fn checked(&self, host: &str, reply: Value) -> Result<Value, CtlError> {
-        if reply.get("result").and_then(Value::as_str) != Some("error") {
-            return Ok(reply);
-        }
-        if self.json {
+        if self.json && reply.get("result").and_then(Value::as_str) == Some("error") {
             println!("{reply}");
         }
-        Err(CtlError::Refused {
+        outcome(reply).map_err(|failure| CtlError::Refused {
             host: host.to_owned(),
-            reason: text(&reply["reason"]),
-            desc: text(&reply["desc"]),
+            reason: failure.reason.to_string(),
+            desc: failure.desc,
         })
     }
 
-    async fn send_request(&mut self, host: &str, req: &str, msg: Value) -> Result<u64, CtlError> {
+    async fn send_request(
+        &mut self,
+        host: &str,
+        request: &impl Serialize,
+    ) -> Result<u64, CtlError> {
         let rid = self.next_rid;
         self.next_rid += 1;
         self.conn
@@ -596,7 +613,7 @@ impl Ctl {
                 Target::Name {
                     name: host.to_owned(),
                 },
-                &json!({"req": req, "rid": rid, "msg": msg}),
+                &envelope(request, rid),
             )
             .await?;
         Ok(rid)
@@ -654,11 +671,23 @@ impl Ctl {
     }
 
     /// Every page of a paged list request.
-    async fn pages(&mut self, host: &str, req: &str, key: &str) -> Result<Vec<Value>, CtlError> {
+    async fn pages(
+        &mut self,
+        host: &str,
+        request: fn(Page) -> Request,
+        key: &str,
+    ) -> Result<Vec<Value>, CtlError> {
         let mut all = Vec::new();
         let mut offset = 0;
         loop {
-            let page = self.request(host, req, json!({"offset": offset})).await?;
+            let page = self
+                .request(
+                    host,
+                    &request(Page {
+                        offset: Some(offset),
+                    }),
+                )
+                .await?;
             all.extend(page[key].as_array().cloned().unwrap_or_default());
             match page["next_offset"].as_u64() {
                 Some(next) if next > offset => offset = next,
@@ -715,11 +744,13 @@ impl Ctl {
         cwd: Option<String>,
         cmd: Vec<String>,
     ) -> Result<ExitCode, CtlError> {
-        let mut msg = json!({"cmd": cmd, "follow": follow});
-        if let Some(cwd) = cwd {
-            msg["cwd"] = Value::from(cwd);
-        }
-        let rid = self.send_request(host, "execute", msg).await?;
+        let request = Request::Execute(Execute {
+            cmd: Some(cmd),
+            cwd,
+            follow,
+            ..Execute::default()
+        });
+        let rid = self.send_request(host, &request).await?;
         let reply = self.wait_reply(host, rid).await?;
         let reply = self.checked(host, reply)?;
         if !follow {
@@ -742,8 +773,11 @@ impl Ctl {
             let rid = self
                 .send_request(
                     host,
-                    "proc_output",
-                    json!({"proc_id": proc_id, "follow": true}),
+                    &Request::ProcOutput(ProcOutput {
+                        proc_id: Pid(proc_id),
+                        offset: None,
+                        follow: true,
+                    }),
                 )
                 .await?;
             let reply = self.wait_reply(host, rid).await?;
@@ -755,8 +789,11 @@ impl Ctl {
             let page = self
                 .request(
                     host,
-                    "proc_output",
-                    json!({"proc_id": proc_id, "offset": offset}),
+                    &Request::ProcOutput(ProcOutput {
+                        proc_id: Pid(proc_id),
+                        offset: Some(offset),
+                        follow: false,
+                    }),
                 )
                 .await?;
             if self.json {
@@ -805,7 +842,7 @@ impl Ctl {
         let units = self.units.clone();
         if all {
             let procs = self
-                .pages(host, "obtain_all_process_info", "processes")
+                .pages(host, Request::ObtainAllProcessInfo, "processes")
                 .await?;
             if self.json {
                 println!("{}", Value::from(procs));
@@ -826,7 +863,12 @@ impl Ctl {
             return Ok(ExitCode::SUCCESS);
         }
         let running = self
-            .request(host, "view_running", json!({"verb": 1}))
+            .request(
+                host,
+                &Request::ViewRunning(ViewRunning {
+                    verb: Some(Value::from(1)),
+                }),
+            )
             .await?;
         if self.json {
             println!("{running}");
@@ -863,7 +905,9 @@ impl Ctl {
                 })
                 .await?;
         }
-        let reply = self.request(host, "audit", json!({"limit": limit})).await?;
+        let reply = self
+            .request(host, &Request::Audit(Audit { limit: Some(limit) }))
+            .await?;
         let entries = reply["entries"].as_array().cloned().unwrap_or_default();
         for entry in &entries {
             self.audit_line(entry);
@@ -895,14 +939,13 @@ impl Ctl {
                 public_key,
                 qr,
             } => {
-                let mut msg = json!({"conf_type": "wireguard", "tun_mode": "udp"});
-                if let Some(name) = name {
-                    msg["name"] = Value::from(name);
-                }
-                if let Some(key) = public_key {
-                    msg["public_key"] = Value::from(key);
-                }
-                let reply = self.request(gateway, "get_vpn_conf", msg).await?;
+                let request = GatewayRequest::GetVpnConf(GetVpnConf {
+                    name,
+                    public_key,
+                    conf_type: Some("wireguard".into()),
+                    tun_mode: Some("udp".into()),
+                });
+                let reply = self.request(gateway, &request).await?;
                 let conf = reply["conf_data"].as_str().unwrap_or_default();
                 if self.json {
                     println!("{reply}");
@@ -920,7 +963,9 @@ impl Ctl {
                 }
             }
             VpnCommand::Peers => {
-                let reply = self.request(gateway, "vpn_peers", json!({})).await?;
+                let reply = self
+                    .request(gateway, &GatewayRequest::VpnPeers(NoArgs {}))
+                    .await?;
                 self.show(&reply, |r, units| {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -967,7 +1012,10 @@ impl Ctl {
             }
             VpnCommand::Revoke { name } => {
                 let reply = self
-                    .request(gateway, "vpn_revoke", json!({"name": name}))
+                    .request(
+                        gateway,
+                        &GatewayRequest::VpnRevoke(VpnRevoke { name: name.clone() }),
+                    )
                     .await?;
                 self.show(&reply, |_, _| {
                     format!("revoked {name}: its peer is removed and its addresses are free")
@@ -999,7 +1047,9 @@ impl Ctl {
 
     async fn top(&mut self, host: &str, once: bool) -> Result<ExitCode, CtlError> {
         let units = self.units.clone();
-        let first = self.request(host, "telemetry", json!({})).await?;
+        let first = self
+            .request(host, &Request::Telemetry(Telemetry::default()))
+            .await?;
         let render = |data: &Value| top::frame(host, &data["tele_data"], &units);
         if once {
             if self.json {

@@ -5,13 +5,13 @@
 //! Both directions derive `Serialize` and `Deserialize` so that clients written
 //! in Rust (the agent, `ctl`, the benchmark tool, the tests) share the exact
 //! types the gateway speaks; the requests carried inside MESSAGE `data` (the
-//! agent's and the gateway's own) are typed in [`requests`]. It is a crate of
+//! agent's and the gateway's own) are typed in [`agent`]. It is a crate of
 //! its own, depending on nothing else of concierge, so that the agent and
 //! `ctl` can be built from it without the gateway.
 //!
 //! One module per concern: [`objects`] (clients, services, targets, origins),
 //! [`incoming`] and [`outgoing`] payloads, [`close`] codes, [`data`] (what a
-//! MESSAGE may carry), the reserved names, roles, [`requests`] and
+//! MESSAGE may carry), the reserved names, roles, [`agent`] and
 //! [`wireguard`].
 
 pub mod agent;
@@ -21,7 +21,6 @@ pub mod incoming;
 mod names;
 pub mod objects;
 pub mod outgoing;
-pub mod requests;
 mod role;
 pub mod wireguard;
 

@@ -117,10 +117,15 @@ pub struct Unit {
     pub service_name: String,
 }
 
-/// `exec_command`: a command line, run and waited for.
+/// `exec_command`: a command line, run (in `cwd`, with `env` added, as
+/// `execute` runs one) and waited for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecCommand {
     pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 /// `audit`: the last `limit` entries (default 50, at most 1000).

@@ -120,6 +120,8 @@ fn documented() -> Vec<(Value, Request)> {
             json!({"req": "exec_command", "msg": {"command": "echo 'a b'"}}),
             Request::ExecCommand(ExecCommand {
                 command: "echo 'a b'".into(),
+                cwd: None,
+                env: None,
             }),
         ),
         (
