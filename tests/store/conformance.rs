@@ -275,15 +275,18 @@ async fn counters(p: Pair) {
     assert_eq!(b.count(COUNTS, "max", Duration::MAX).await.unwrap(), 2);
 }
 
-/// A 300 ms counter expires 300 ms after its first count, not its last.
+/// A 1 s counter expires 1 s after its first count, not its last.
 async fn counter_window(p: Pair) {
-    let window = Duration::from_millis(300);
+    // The check comes 250 ms after the window from the first count closes
+    // and 250 ms before one from the last would: a loaded machine may delay
+    // either count by that much before the test could be wrong (it had 50 ms).
+    let window = Duration::from_millis(1000);
     let start = Instant::now();
     assert_eq!(p.a.count(COUNTS, "carol", window).await.unwrap(), 1);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(p.b.count(COUNTS, "carol", window).await.unwrap(), 2);
-    tokio::time::sleep_until((start + Duration::from_millis(400)).into()).await;
-    // 400 ms after the first count, 250 ms after the last.
+    tokio::time::sleep_until((start + Duration::from_millis(1250)).into()).await;
+    // 1.25 s after the first count, 0.75 s after the last.
     assert_eq!(p.a.count(COUNTS, "carol", window).await.unwrap(), 1);
     assert_eq!(p.b.count(COUNTS, "carol", window).await.unwrap(), 2);
 }
