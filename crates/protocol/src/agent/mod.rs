@@ -7,6 +7,10 @@
 //! its name, who may send it ([`Access`]) and the console's table all come
 //! from that enum: renaming or removing a request breaks the build of every
 //! side that matches on it, not a production conversation.
+//!
+//! Beside it: [`Reason`] and [`Failure`], the one error reply every side
+//! sends; the envelope ([`Envelope`], [`reply`], [`success`]); [`authorize`],
+//! the one role check; [`signals`], the signal names a request may use.
 
 pub mod args;
 mod envelope;
