@@ -18,5 +18,6 @@ pub mod gateway;
 pub mod metrics;
 pub mod namespace;
 pub mod protocol;
+pub mod session;
 pub mod transport;
 pub mod vpn;
