@@ -578,11 +578,14 @@ async fn only_engine_io_4_over_websocket_is_served() {
 /// that silence. Adapters once closed it ("no pong").
 #[tokio::test]
 async fn a_user_reading_a_long_backlog_is_not_closed_as_silent() {
-    const EVENTS: usize = 2_000;
+    const EVENTS: usize = 600;
     const PAD: usize = 32 * 1024;
+    // The user reads at most 3.2 MiB/s, slower than the gateway writes
+    // even in a debug build under load: the backlog stays in the gateway's
+    // queue, and what the kernel holds drains well within the timeout.
     let server = TestServer::with(|s| {
-        s.heartbeat_interval_ms = 250;
-        s.heartbeat_timeout_ms = 1_000;
+        s.heartbeat_interval_ms = 500;
+        s.heartbeat_timeout_ms = 2_000;
         s.max_outgoing_queue = 4_096;
     });
     // A small kernel receive buffer keeps the backlog in the gateway.
@@ -645,7 +648,7 @@ async fn a_user_reading_a_long_backlog_is_not_closed_as_silent() {
                     .collect();
                 assert_eq!(digits, next.to_string(), "in order, none lost");
                 next += 1;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             // The gateway's ping, answered once it is read, as an Engine.IO
             // client does: it waited behind the backlog.
@@ -655,9 +658,9 @@ async fn a_user_reading_a_long_backlog_is_not_closed_as_silent() {
             other => panic!("after {next} events: {other:?}"),
         }
     }
-    // 2,000 events at most one per millisecond.
+    // 600 events at most one per 10 ms.
     assert!(
-        started.elapsed() >= Duration::from_secs(2),
+        started.elapsed() >= Duration::from_secs(4),
         "the backlog outlasted the heartbeat timeout twice"
     );
     // Still connected: a command is answered.
