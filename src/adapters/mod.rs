@@ -21,10 +21,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::agent::commands::{Access, REQUESTS};
-use crate::agent::request::{Failure, Reason};
 use crate::auth::{Claims, Role};
 use crate::namespace::{Member, Outcome};
+use crate::protocol::agent::request::{Failure, Reason};
+use crate::protocol::agent::{Access, REQUESTS};
 use crate::protocol::{ClientInfo, Close, Origin, Target};
 use crate::session::{Ctx, Heard, Joining, Session, ToActor, Translator};
 use crate::transport::outbox::{Frame, FrameSink};

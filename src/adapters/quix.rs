@@ -23,9 +23,9 @@ use actix_http::ws::CloseCode as WsCloseCode;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::agent::request::{reply, Failure, Reason, Request, Rid};
 use crate::auth::{now_secs, Claims, LoginError};
 use crate::namespace::Member;
+use crate::protocol::agent::request::{reply, Failure, Reason, Request, Rid};
 use crate::protocol::{Close, CloseCode};
 use crate::session::{Ctx, Heard, Session, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
