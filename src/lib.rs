@@ -14,6 +14,7 @@ pub mod files;
 pub mod gateway;
 pub mod metrics;
 pub mod namespace;
+pub mod session;
 pub mod transport;
 pub mod vpn;
 

@@ -558,3 +558,108 @@ async fn only_engine_io_4_over_websocket_is_served() {
         }
     }
 }
+
+/// An adapter's client reading a backlog longer than the heartbeat timeout
+/// is alive, as a native one is (handshake.rs): a Socket.IO user whose
+/// events wait in the gateway's queue, the gateway's Engine.IO pings behind
+/// them, says nothing until it reads a ping, and must not be closed for
+/// that silence. Adapters once closed it ("no pong").
+#[tokio::test]
+async fn a_user_reading_a_long_backlog_is_not_closed_as_silent() {
+    const EVENTS: usize = 600;
+    const PAD: usize = 32 * 1024;
+    // The user reads at most 3.2 MiB/s, slower than the gateway writes
+    // even in a debug build under load: the backlog stays in the gateway's
+    // queue, and what the kernel holds drains well within the timeout.
+    let server = TestServer::with(|s| {
+        s.heartbeat_interval_ms = 500;
+        s.heartbeat_timeout_ms = 2_000;
+        s.max_outgoing_queue = 4_096;
+    });
+    // A small kernel receive buffer keeps the backlog in the gateway.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connects");
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("upgrades");
+    let mut user = Client {
+        ws,
+        uuid: uuid::Uuid::nil(),
+        name: "user".into(),
+        fs_key: String::new(),
+    };
+    assert!(text(&mut user).await.starts_with('0'), "the open packet");
+    user.send_text("40".into()).await;
+    while !text(&mut user).await.starts_with("40{") {}
+    user.send_text(r#"42["query",{"monitor_id":"mon"}]"#.into())
+        .await;
+    while text(&mut user).await != r#"42["query ok"]"# {}
+
+    // A native client named as the user's monitor reports to it.
+    let mut monitor = server.client("mon").await;
+    monitor.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+    let all = monitor.skip_to("CLIENT_FETCH_ALL_RESULT").await;
+    let clients = all["clients"].as_array().expect("clients");
+    let to = clients
+        .iter()
+        .find(|c| c["tags"][0] == "altoponix-user")
+        .expect("the user")["uuid"]
+        .clone();
+    let monitor = tokio::spawn(async move {
+        let pad = "x".repeat(PAD);
+        for i in 0..EVENTS {
+            let target = json!({"type": "UUID", "uuid": to});
+            let data = json!({"event": "command failed", "reason": format!("{i} {pad}")});
+            monitor
+                .send(json!({"type": "MESSAGE", "target": target, "data": data}))
+                .await;
+            // Let the user run: writes to loopback rarely block.
+            tokio::task::yield_now().await;
+        }
+        // Stay alive (reading answers the gateway's pings) until aborted.
+        while let Some(Ok(_)) = monitor.ws.next().await {}
+    });
+
+    let started = std::time::Instant::now();
+    let mut next = 0;
+    while next < EVENTS {
+        let frame = tokio::time::timeout(Duration::from_secs(10), user.ws.next());
+        match frame.await.expect("a frame within 10 s") {
+            Some(Ok(Message::Text(text))) if text.starts_with(r#"42["command failed""#) => {
+                let at = text.find(r#""reason":""#).expect("reason") + 10;
+                let digits: String = text[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                assert_eq!(digits, next.to_string(), "in order, none lost");
+                next += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // The gateway's ping, answered once it is read, as an Engine.IO
+            // client does: it waited behind the backlog.
+            Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                user.send_text("3".into()).await;
+            }
+            other => panic!("after {next} events: {other:?}"),
+        }
+    }
+    // 600 events at most one per 10 ms.
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "the backlog outlasted the heartbeat timeout twice"
+    );
+    // Still connected: a command is answered.
+    user.send_text(r#"42["command send",{"command":"ls"}]"#.into())
+        .await;
+    loop {
+        let said = text(&mut user).await;
+        if said.starts_with(r#"42["command"#) {
+            assert_eq!(said, r#"42["command ok"]"#);
+            break;
+        }
+    }
+    monitor.abort();
+}

@@ -21,20 +21,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
+use actix_http::ws::CloseCode as WsCloseCode;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{Delivered, Heard};
-use crate::auth::{nest as nest_tokens, Auth};
-use crate::config::Settings;
-use crate::namespace::{Member, Namespace};
+use crate::auth::nest as nest_tokens;
+use crate::namespace::Member;
 use crate::protocol::agent::{
     reply, success, Envelope, Failure, Reason, Request, RequestName, Rid,
 };
 use crate::protocol::{Close, CloseCode};
-use crate::transport::outbox::FrameSink;
-use crate::transport::websocket::Outgoing;
+use crate::session::{Ctx, Heard, Session, Translator};
+use crate::transport::outbox::{Frame, FrameSink};
 
 /// Versions of the Nest client this adapter speaks (seed 000: "0.1.0a").
 const VERSIONS: &str = "0.1";
@@ -58,68 +56,95 @@ struct Pending {
     as_view_running: bool,
 }
 
-pub struct NestSession {
-    settings: Arc<Settings>,
-    namespace: Namespace,
-    auth: Arc<Auth>,
+/// The Nest format's state of one connection.
+pub struct Nest {
     state: State,
-    out: Outgoing,
-    socket: Arc<dyn FrameSink>,
     queue: VecDeque<Pending>,
     in_flight: Option<(Pending, SpawnHandle)>,
     /// A command timed out: the host's next answer is its, late.
     late: bool,
-    span: tracing::Span,
 }
 
-impl NestSession {
-    pub fn new(
-        settings: Arc<Settings>,
-        namespace: Namespace,
-        auth: Arc<Auth>,
-        peer: String,
-        out: Outgoing,
-        socket: Arc<dyn FrameSink>,
-    ) -> NestSession {
-        NestSession {
-            settings,
-            namespace,
-            auth,
+impl Translator for Nest {
+    const PATHS: &'static [&'static str] = &["/nest"];
+
+    fn new(peer: &str) -> (Self, tracing::Span) {
+        let nest = Nest {
             state: State::Waiting,
-            out,
-            socket,
             queue: VecDeque::new(),
             in_flight: None,
             late: false,
-            span: tracing::info_span!("nest", %peer, name = tracing::field::Empty),
+        };
+        (
+            nest,
+            tracing::info_span!("nest", %peer, name = tracing::field::Empty),
+        )
+    }
+
+    fn identified(&self) -> bool {
+        !matches!(self.state, State::Waiting)
+    }
+
+    fn registered(&self) -> Option<Uuid> {
+        match &self.state {
+            State::Joined(member) => Some(member.uuid()),
+            State::Waiting | State::Joining => None,
         }
     }
 
+    fn identify_late(session: &mut Session<Self>, timeout: Duration, ctx: &mut Ctx<Self>) {
+        session.refuse(
+            &format!("no let_me_in_pls within {} ms", timeout.as_millis()),
+            ctx,
+        );
+    }
+
+    fn heard(session: &mut Session<Self>, heard: Heard, ctx: &mut Ctx<Self>) {
+        match super::text(heard) {
+            Ok(text) => session.on_text(&text, ctx),
+            Err(why) => session.complain(why, ctx),
+        }
+    }
+
+    fn silent(session: &mut Session<Self>, _limit: Duration, ctx: &mut Ctx<Self>) {
+        tracing::info!("Nest host silent: closing");
+        session.close(ctx, Close::new(CloseCode::HeartbeatFailed, "no pong"));
+    }
+
+    /// The reason, as an error frame.
+    fn closing(session: &mut Session<Self>, close: &Close) {
+        session.send("error", &close.reason, None);
+    }
+
+    fn sink(session: &Session<Self>, ctx: &mut Ctx<Self>) -> Arc<dyn FrameSink> {
+        super::to_actor(session, ctx)
+    }
+
+    fn delivered(session: &mut Session<Self>, frame: Frame, ctx: &mut Ctx<Self>) {
+        if let Some((origin, data)) = super::message(&frame) {
+            session.request(&origin, &data, ctx);
+        }
+    }
+}
+
+impl Session<Nest> {
     fn send(&self, status: &str, message: &str, payload: Option<Value>) {
         let mut frame = json!({"status": status, "message": message});
         if let Some(payload) = payload {
             frame["payload"] = payload;
         }
-        super::push_own(
-            &*self.socket,
-            &frame.to_string(),
-            self.settings.max_outgoing_queue,
-        );
+        self.push(&frame.to_string());
     }
 
     /// Tells the host why, then closes.
-    fn refuse(&mut self, why: &str, ctx: &mut Context<Self>) {
+    fn refuse(&mut self, why: &str, ctx: &mut Ctx<Nest>) {
         tracing::info!(reason = why, "Nest host refused");
         self.send("error", why, None);
         // After the error frame (a Policy close_with would drop it).
-        self.out.close(Some(CloseReason {
-            code: WsCloseCode::Policy,
-            description: Some(why.to_owned()),
-        }));
-        ctx.stop();
+        self.close_after(ctx, WsCloseCode::Policy, why.to_owned());
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Ctx<Nest>) {
         let frame: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(frame)) => frame,
             Ok(_) => {
@@ -131,7 +156,7 @@ impl NestSession {
             Err(e) => return self.complain(&format!("not JSON: {e}"), ctx),
         };
         let status = frame.get("status").and_then(Value::as_str).unwrap_or("");
-        match (&self.state, status) {
+        match (&self.format.state, status) {
             (State::Waiting, "let_me_in_pls") => self.let_in(&frame, ctx),
             (State::Waiting, _) => self.refuse("the first message must be let_me_in_pls", ctx),
             (State::Joining, _) => self.send(
@@ -172,14 +197,14 @@ impl NestSession {
 
     /// A frame that makes no sense: an error frame; before authentication,
     /// a close.
-    fn complain(&mut self, why: &str, ctx: &mut Context<Self>) {
-        match self.state {
+    fn complain(&mut self, why: &str, ctx: &mut Ctx<Nest>) {
+        match self.format.state {
             State::Joined(_) => self.send("error", why, None),
             _ => self.refuse(why, ctx),
         }
     }
 
-    fn let_in(&mut self, frame: &Map<String, Value>, ctx: &mut Context<Self>) {
+    fn let_in(&mut self, frame: &Map<String, Value>, ctx: &mut Ctx<Nest>) {
         let payload = frame.get("payload");
         let version = payload
             .and_then(|p| p.get("version"))
@@ -198,18 +223,16 @@ impl NestSession {
             return self.refuse(&nest_tokens::NestRefused::Missing.to_string(), ctx);
         };
         let token = token.to_owned();
-        self.state = State::Joining;
+        self.format.state = State::Joining;
         let auth = self.auth.clone();
-        let namespace = self.namespace.clone();
-        let actor = ctx.address();
-        let capacity = self.settings.max_outgoing_queue;
+        let joining = self.joining(ctx);
         async move {
             let claims = nest_tokens::lookup(auth.store(), &token)
                 .await
                 .map_err(|e| e.to_string())?;
             auth.check(&claims)
                 .map_err(|_| nest_tokens::NestRefused::Revoked.to_string())?;
-            let member = super::join(&auth, &namespace, &claims, "nest", actor, capacity, false)
+            let member = super::join(joining, &claims, "nest", false)
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),
@@ -222,11 +245,9 @@ impl NestSession {
             Ok((member, claims)) => {
                 act.span.record("name", member.info().name.as_str());
                 tracing::info!(name = %member.info().name, "Nest host joined");
-                let watch =
-                    super::watch_claims(act.auth.clone(), claims, ctx.address().recipient());
-                ctx.spawn(watch.into_actor(act));
-                act.state = State::Joined(member);
+                act.format.state = State::Joined(member);
                 act.send("info", "Authenticated :D", None);
+                act.watch_token(claims, ctx);
             }
             Err(why) => act.refuse(&why, ctx),
         })
@@ -234,13 +255,13 @@ impl NestSession {
     }
 
     /// The host answered the command in flight.
-    fn answered(&mut self, outcome: Result<Option<Value>, String>, ctx: &mut Context<Self>) {
-        if self.late {
-            self.late = false;
+    fn answered(&mut self, outcome: Result<Option<Value>, String>, ctx: &mut Ctx<Nest>) {
+        if self.format.late {
+            self.format.late = false;
             tracing::info!("dropped the Nest host's late answer to a command that timed out");
             return self.pump(ctx);
         }
-        let Some((pending, timer)) = self.in_flight.take() else {
+        let Some((pending, timer)) = self.format.in_flight.take() else {
             return self.send("warning", "an answer to no command", None);
         };
         ctx.cancel_future(timer);
@@ -258,18 +279,18 @@ impl NestSession {
     }
 
     /// Sends the next command if none is in flight.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight.is_some() || self.late {
+    fn pump(&mut self, ctx: &mut Ctx<Nest>) {
+        if self.format.in_flight.is_some() || self.format.late {
             return;
         }
-        let Some(next) = self.queue.pop_front() else {
+        let Some(next) = self.format.queue.pop_front() else {
             return;
         };
         self.send("command", &next.command, Some(next.payload.clone()));
         let patience = Duration::from_secs(self.settings.adapter_command_timeout_secs);
         let timer = ctx.run_later(patience, move |act, ctx| {
-            if let Some((pending, _)) = act.in_flight.take() {
-                act.late = true;
+            if let Some((pending, _)) = act.format.in_flight.take() {
+                act.format.late = true;
                 let why = format!(
                     "the Nest host did not answer {} within {} s",
                     pending.command,
@@ -284,12 +305,12 @@ impl NestSession {
                 // A host that never answers late would hold the queue:
                 // after as long again, stop waiting for it.
                 ctx.run_later(patience, |act, ctx| {
-                    act.late = false;
+                    act.format.late = false;
                     act.pump(ctx);
                 });
             }
         });
-        self.in_flight = Some((next, timer));
+        self.format.in_flight = Some((next, timer));
     }
 
     fn reply_to(
@@ -297,13 +318,13 @@ impl NestSession {
         origin: Uuid,
         rid: &Rid,
         msg: Result<Value, Failure>,
-        ctx: &mut Context<Self>,
+        ctx: &mut Ctx<Nest>,
     ) {
         self.answer(origin, &reply(Some(rid), msg), ctx);
     }
 
-    fn answer(&mut self, origin: Uuid, data: &Value, ctx: &mut Context<Self>) {
-        let State::Joined(member) = &self.state else {
+    fn answer(&mut self, origin: Uuid, data: &Value, ctx: &mut Ctx<Nest>) {
+        let State::Joined(member) = &self.format.state else {
             return;
         };
         if let Some(done) = super::send_to(member, origin, data) {
@@ -312,7 +333,7 @@ impl NestSession {
     }
 
     /// A request from an operator, by MESSAGE.
-    fn request(&mut self, origin: &crate::protocol::Origin, data: &Value, ctx: &mut Context<Self>) {
+    fn request(&mut self, origin: &crate::protocol::Origin, data: &Value, ctx: &mut Ctx<Nest>) {
         // Replies and events are not requests (as the agent does).
         if Envelope::is_answer(data) {
             return;
@@ -326,7 +347,7 @@ impl NestSession {
             }
         };
         let limit = self.settings.max_outgoing_queue;
-        let waiting = self.queue.len() + usize::from(self.in_flight.is_some());
+        let waiting = self.format.queue.len() + usize::from(self.format.in_flight.is_some());
         let accepted = super::authorized(origin, &request)
             .and_then(|typed| command_for(&typed, &request))
             .and_then(|command| {
@@ -336,7 +357,7 @@ impl NestSession {
             });
         match accepted {
             Ok((command, payload)) => {
-                self.queue.push_back(Pending {
+                self.format.queue.push_back(Pending {
                     origin: sender,
                     rid: request.rid.clone(),
                     command,
@@ -347,17 +368,6 @@ impl NestSession {
             }
             Err(failure) => self.reply_to(sender, &request.rid, Err(failure), ctx),
         }
-    }
-
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.out.silent_for() > self.settings.heartbeat_timeout() {
-            tracing::info!("Nest host silent: closing");
-            self.out
-                .close_with(&Close::new(CloseCode::HeartbeatFailed, "no pong"));
-            ctx.stop();
-            return;
-        }
-        self.out.ping();
     }
 }
 
@@ -445,61 +455,4 @@ fn command_for(request: &Request, sent: &Envelope) -> Result<(String, Value), Fa
         | Request::GetVpnConf(_)
         | Request::Ping(_) => return Err(unserved()),
     })
-}
-
-impl Actor for NestSession {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let timeout = self.settings.identify_timeout();
-        ctx.run_later(timeout, move |act, ctx| {
-            if matches!(act.state, State::Waiting) {
-                act.refuse(
-                    &format!("no let_me_in_pls within {} ms", timeout.as_millis()),
-                    ctx,
-                );
-            }
-        });
-        ctx.run_interval(self.settings.heartbeat_interval(), Self::heartbeat);
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.out.end();
-        if let State::Joined(member) = &self.state {
-            self.namespace.leave(member.uuid());
-        }
-    }
-}
-
-impl StreamHandler<Result<WsFrame, ProtocolError>> for NestSession {
-    fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
-        let _entered = self.span.clone().entered();
-        match super::hear(&frame, &self.out) {
-            Heard::Text(text) => self.on_text(text, ctx),
-            Heard::Unusable(why) => self.complain(why, ctx),
-            Heard::Nothing => {}
-            Heard::Ended => ctx.stop(),
-        }
-    }
-}
-
-impl Handler<Delivered> for NestSession {
-    type Result = ();
-
-    fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
-        if let Some((origin, data)) = delivered.message() {
-            self.request(&origin, &data, ctx);
-        }
-    }
-}
-
-impl Handler<crate::transport::outbox::Control> for NestSession {
-    type Result = ();
-
-    fn handle(&mut self, control: crate::transport::outbox::Control, ctx: &mut Context<Self>) {
-        let crate::transport::outbox::Control::Close(close) = control;
-        self.send("error", &close.reason, None);
-        self.out.close_with(&close);
-        ctx.stop();
-    }
 }

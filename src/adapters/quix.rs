@@ -19,20 +19,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
+use actix_http::ws::CloseCode as WsCloseCode;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{Delivered, Heard};
-use crate::auth::{now_secs, Auth, Claims, LoginError};
-use crate::config::Settings;
-use crate::namespace::{Member, Namespace};
+use crate::auth::{now_secs, Claims, LoginError};
+use crate::namespace::Member;
 use crate::protocol::agent::args::{GetVpnConf, VpnConf};
 use crate::protocol::agent::{reply, success, Envelope, Failure, Reason, RequestName, Rid};
 use crate::protocol::{Close, CloseCode};
-use crate::transport::outbox::{Control, FrameSink};
-use crate::transport::websocket::Outgoing;
-use crate::vpn::{Fetch, Vpn};
+use crate::session::{Ctx, Heard, Session, Translator};
+use crate::transport::outbox::{Frame, FrameSink};
+use crate::vpn::Fetch;
 
 /// The requests a Quix backend serves (seed 003).
 const SERVED: [RequestName; 4] = [
@@ -48,68 +46,84 @@ enum State {
     Joined { member: Member, claims: Box<Claims> },
 }
 
-pub struct QuixSession {
-    settings: Arc<Settings>,
-    namespace: Namespace,
-    auth: Arc<Auth>,
-    vpn: Vpn,
+/// The Quix format's state of one connection.
+pub struct Quix {
     peer: Option<std::net::IpAddr>,
     state: State,
-    out: Outgoing,
-    socket: Arc<dyn FrameSink>,
     /// The rids this adapter gave operators' requests: → who asked, under
     /// which rid of theirs.
     pending: HashMap<u64, (Uuid, Rid, SpawnHandle)>,
     next_rid: u64,
-    span: tracing::Span,
 }
 
-impl QuixSession {
-    pub fn new(
-        settings: Arc<Settings>,
-        namespace: Namespace,
-        auth: Arc<Auth>,
-        vpn: Vpn,
-        peer: String,
-        out: Outgoing,
-        socket: Arc<dyn FrameSink>,
-    ) -> QuixSession {
-        QuixSession {
+impl Translator for Quix {
+    const PATHS: &'static [&'static str] = &["/wsi"];
+
+    fn new(peer: &str) -> (Self, tracing::Span) {
+        let quix = Quix {
             peer: peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()),
-            span: tracing::info_span!("wsi", %peer, name = tracing::field::Empty),
-            settings,
-            namespace,
-            auth,
-            vpn,
             state: State::Waiting,
-            out,
-            socket,
             pending: HashMap::new(),
             next_rid: 1,
+        };
+        (
+            quix,
+            tracing::info_span!("wsi", %peer, name = tracing::field::Empty),
+        )
+    }
+
+    fn identified(&self) -> bool {
+        matches!(self.state, State::Joined { .. })
+    }
+
+    fn registered(&self) -> Option<Uuid> {
+        match &self.state {
+            State::Joined { member, .. } => Some(member.uuid()),
+            State::Waiting | State::Joining => None,
         }
     }
 
-    fn send(&self, frame: &Value) {
-        super::push_own(
-            &*self.socket,
-            &frame.to_string(),
-            self.settings.max_outgoing_queue,
+    fn identify_late(session: &mut Session<Self>, timeout: Duration, ctx: &mut Ctx<Self>) {
+        session.answer(
+            &Value::Null,
+            json!({"success": false, "reason": "not_authenticated",
+            "desc": format!("no authenticate within {} ms", timeout.as_millis())}),
         );
+        session.close_after(ctx, WsCloseCode::Policy, "no authenticate in time".into());
+    }
+
+    fn heard(session: &mut Session<Self>, heard: Heard, ctx: &mut Ctx<Self>) {
+        match super::text(heard) {
+            Ok(text) => session.on_text(&text, ctx),
+            Err(why) => session.close_after(ctx, WsCloseCode::Policy, why.into()),
+        }
+    }
+
+    fn silent(session: &mut Session<Self>, _limit: Duration, ctx: &mut Ctx<Self>) {
+        session.close(ctx, Close::new(CloseCode::HeartbeatFailed, "no pong"));
+    }
+
+    fn sink(session: &Session<Self>, ctx: &mut Ctx<Self>) -> Arc<dyn FrameSink> {
+        super::to_actor(session, ctx)
+    }
+
+    fn delivered(session: &mut Session<Self>, frame: Frame, ctx: &mut Ctx<Self>) {
+        if let Some((origin, data)) = super::message(&frame) {
+            session.request(&origin, &data, ctx);
+        }
+    }
+}
+
+impl Session<Quix> {
+    fn send(&self, frame: &Value) {
+        self.push(&frame.to_string());
     }
 
     fn answer(&self, rid: &Value, msg: Value) {
         self.send(&json!({"rid": rid, "msg": msg}));
     }
 
-    fn close(&mut self, why: &str, ctx: &mut Context<Self>) {
-        self.out.close(Some(CloseReason {
-            code: WsCloseCode::Policy,
-            description: Some(why.to_owned()),
-        }));
-        ctx.stop();
-    }
-
-    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Ctx<Quix>) {
         let frame: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(frame)) => frame,
             _ => {
@@ -134,11 +148,11 @@ impl QuixSession {
         }
     }
 
-    fn authenticate(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Context<Self>) {
-        if !matches!(self.state, State::Waiting) {
+    fn authenticate(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Ctx<Quix>) {
+        if !matches!(self.format.state, State::Waiting) {
             // seed 003: authenticating again on a live socket reports the
             // token's remaining validity.
-            if let State::Joined { claims, .. } = &self.state {
+            if let State::Joined { claims, .. } = &self.format.state {
                 let left = claims.exp.saturating_sub(now_secs());
                 return self.answer(&rid, json!({"success": true, "validity": left}));
             }
@@ -158,12 +172,10 @@ impl QuixSession {
             .get("password")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        self.state = State::Joining;
+        self.format.state = State::Joining;
         let auth = self.auth.clone();
-        let namespace = self.namespace.clone();
-        let actor = ctx.address();
-        let capacity = self.settings.max_outgoing_queue;
-        let source = self.peer;
+        let joining = self.joining(ctx);
+        let source = self.format.peer;
         async move {
             let (claims, issued) = match (token, username, password) {
                 (Some(token), _, _) => (
@@ -182,7 +194,7 @@ impl QuixSession {
                 }
                 _ => return Err("user_invalid".to_owned()),
             };
-            let member = super::join(&auth, &namespace, &claims, "quix", actor, capacity, true)
+            let member = super::join(joining, &claims, "quix", true)
                 .await
                 .map_err(|close| close.reason)?;
             Ok((member, claims, issued))
@@ -197,29 +209,24 @@ impl QuixSession {
                     Some(token) => json!({"success": true, "token": token, "validity": validity}),
                     None => json!({"success": true, "validity": validity}),
                 };
-                let watch = super::watch_claims(
-                    act.auth.clone(),
-                    claims.clone(),
-                    ctx.address().recipient(),
-                );
-                ctx.spawn(watch.into_actor(act));
-                act.state = State::Joined {
+                act.format.state = State::Joined {
                     member,
-                    claims: Box::new(claims),
+                    claims: Box::new(claims.clone()),
                 };
                 act.answer(&rid, msg);
+                act.watch_token(claims, ctx);
             }
             Err(reason) => {
                 tracing::info!(%reason, "Quix backend refused");
                 act.answer(&rid, json!({"success": false, "reason": reason}));
-                act.state = State::Waiting;
+                act.format.state = State::Waiting;
             }
         })
         .wait(ctx);
     }
 
-    fn vpn_conf(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Context<Self>) {
-        let State::Joined { claims, .. } = &self.state else {
+    fn vpn_conf(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Ctx<Quix>) {
+        let State::Joined { claims, .. } = &self.format.state else {
             let failure = Failure::new(Reason::NotAuthenticated, "authenticate first");
             return self.answer(&rid, failure.to_msg());
         };
@@ -252,8 +259,9 @@ impl QuixSession {
     }
 
     /// The backend's answer under one of the adapter's rids.
-    fn answered(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Context<Self>) {
-        let Some((origin, their_rid, timer)) = rid.as_u64().and_then(|r| self.pending.remove(&r))
+    fn answered(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Ctx<Quix>) {
+        let Some((origin, their_rid, timer)) =
+            rid.as_u64().and_then(|r| self.format.pending.remove(&r))
         else {
             tracing::debug!(%rid, "an answer to no pending request");
             return;
@@ -263,8 +271,8 @@ impl QuixSession {
         self.tell_operator(origin, &json!({"rid": their_rid, "msg": msg}), ctx);
     }
 
-    fn tell_operator(&mut self, origin: Uuid, data: &Value, ctx: &mut Context<Self>) {
-        let State::Joined { member, .. } = &self.state else {
+    fn tell_operator(&mut self, origin: Uuid, data: &Value, ctx: &mut Ctx<Quix>) {
+        let State::Joined { member, .. } = &self.format.state else {
             return;
         };
         if let Some(done) = super::send_to(member, origin, data) {
@@ -273,7 +281,7 @@ impl QuixSession {
     }
 
     /// An operator's request, by MESSAGE.
-    fn request(&mut self, origin: &crate::protocol::Origin, data: &Value, ctx: &mut Context<Self>) {
+    fn request(&mut self, origin: &crate::protocol::Origin, data: &Value, ctx: &mut Ctx<Quix>) {
         if Envelope::is_answer(data) {
             return;
         }
@@ -299,18 +307,18 @@ impl QuixSession {
         };
         let limit = self.settings.max_outgoing_queue;
         let served = served.and_then(|()| {
-            (self.pending.len() < limit)
+            (self.format.pending.len() < limit)
                 .then_some(())
                 .ok_or_else(|| super::too_many(limit))
         });
         if let Err(failure) = served {
             return self.tell_operator(sender, &reply(Some(&request.rid), Err(failure)), ctx);
         }
-        let ours = self.next_rid;
-        self.next_rid += 1;
+        let ours = self.format.next_rid;
+        self.format.next_rid += 1;
         let patience = Duration::from_secs(self.settings.adapter_command_timeout_secs);
         let timer = ctx.run_later(patience, move |act, ctx| {
-            if let Some((origin, rid, _)) = act.pending.remove(&ours) {
+            if let Some((origin, rid, _)) = act.format.pending.remove(&ours) {
                 let why = format!(
                     "the Quix backend did not answer within {} s",
                     patience.as_secs()
@@ -322,76 +330,9 @@ impl QuixSession {
                 );
             }
         });
-        self.pending
+        self.format
+            .pending
             .insert(ours, (sender, request.rid.clone(), timer));
         self.send(&json!({"req": request.req, "rid": ours, "msg": Value::Object(request.msg)}));
-    }
-
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.out.silent_for() > self.settings.heartbeat_timeout() {
-            self.out
-                .close_with(&Close::new(CloseCode::HeartbeatFailed, "no pong"));
-            ctx.stop();
-            return;
-        }
-        self.out.ping();
-    }
-}
-
-impl Actor for QuixSession {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let timeout = self.settings.identify_timeout();
-        ctx.run_later(timeout, move |act, ctx| {
-            if !matches!(act.state, State::Joined { .. }) {
-                act.answer(
-                    &Value::Null,
-                    json!({"success": false, "reason": "not_authenticated",
-                    "desc": format!("no authenticate within {} ms", timeout.as_millis())}),
-                );
-                act.close("no authenticate in time", ctx);
-            }
-        });
-        ctx.run_interval(self.settings.heartbeat_interval(), Self::heartbeat);
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.out.end();
-        if let State::Joined { member, .. } = &self.state {
-            self.namespace.leave(member.uuid());
-        }
-    }
-}
-
-impl StreamHandler<Result<WsFrame, ProtocolError>> for QuixSession {
-    fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
-        let _entered = self.span.clone().entered();
-        match super::hear(&frame, &self.out) {
-            Heard::Text(text) => self.on_text(text, ctx),
-            Heard::Unusable(why) => self.close(why, ctx),
-            Heard::Nothing => {}
-            Heard::Ended => ctx.stop(),
-        }
-    }
-}
-
-impl Handler<Delivered> for QuixSession {
-    type Result = ();
-
-    fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
-        if let Some((origin, data)) = delivered.message() {
-            self.request(&origin, &data, ctx);
-        }
-    }
-}
-
-impl Handler<Control> for QuixSession {
-    type Result = ();
-
-    fn handle(&mut self, Control::Close(close): Control, ctx: &mut Context<Self>) {
-        tracing::info!(code = close.code.code(), reason = %close.reason, "closing the Quix backend");
-        self.out.close_with(&close);
-        ctx.stop();
     }
 }

@@ -9,6 +9,7 @@
 //! `tls_key` the same server speaks TLS ([`tls`]): `wss://` and `https://`.
 
 mod answers;
+mod formats;
 mod forwarded;
 mod http;
 mod login;

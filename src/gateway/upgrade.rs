@@ -3,10 +3,11 @@
 //! A WebSocket upgrade request never reaches the actix-web application: the
 //! HTTP/1 service hands it, with its socket, to [`take_over`], which answers
 //! the handshake (RFC 6455, the subprotocol when offered, refusals as HTTP
-//! errors that say why) and gives the socket to a [`Session`] with its
-//! reader and writer (see [`crate::transport::websocket`] for why the
-//! gateway owns its sockets). The socket is plain TCP or TLS: everything
-//! here is generic over [`Socket`], compiled once for each.
+//! errors that say why) and gives the socket to a session of the format its
+//! path names (see [`super::formats`]), with its reader and writer (see
+//! [`crate::transport::websocket`] for why the gateway owns its sockets).
+//! The socket is plain TCP or TLS: everything here is generic over
+//! [`Socket`], compiled once for each.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -14,32 +15,23 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::prelude::*;
 use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
-use actix_http::ws::{Frame as WsFrame, ProtocolError};
 use actix_http::{h1, ConnectionType, Request, RequestHead, Response, StatusCode};
 use actix_web::web;
 use bytes::Bytes;
 use futures_util::SinkExt;
 
+use super::formats::{self, Format, Start};
 use super::origin;
-use super::session::Session;
 use super::AppState;
-use crate::adapters::nest::NestSession;
-use crate::adapters::quix::QuixSession;
-use crate::adapters::socketio::{self, SioSession};
-use crate::adapters::Dialect;
-use crate::auth::Auth;
 use crate::config::Settings;
-use crate::namespace::Namespace;
 use crate::protocol::SUBPROTOCOL;
 use crate::transport::frame_guard::FrameGuard;
 use crate::transport::linger::{lend, linger, Returned};
-use crate::transport::outbox::FrameSink;
 use crate::transport::socket::Socket;
-use crate::transport::websocket::{Incoming, Outgoing, SocketInput};
+use crate::transport::websocket::{Incoming, SocketInput};
 
 /// Answers a request that asked for a WebSocket upgrade and, once the
 /// client has its 101, gives the socket to a new session. Refusals are
@@ -56,22 +48,23 @@ pub(super) fn take_over<S: Socket>(
 ) -> impl Future<Output = Result<(), Infallible>> {
     let handshake = Box::pin(handshake(state.settings.clone(), req, framed));
     async move {
-        if let Some((io, early, peer, dialect)) = handshake.await {
-            serve(&state, io, early, peer, dialect).await;
+        if let Some((io, early, peer, format)) = handshake.await {
+            serve(&state, io, early, peer, format.start).await;
         }
         Ok(())
     }
 }
 
 /// Answers the upgrade request. Once the 101 is sent: the socket, the
-/// bytes read past the request, and the peer's address.
+/// bytes read past the request, the peer's address and the format its
+/// path names.
 async fn handshake<S: Socket>(
     settings: Arc<Settings>,
     req: Request,
     mut framed: Framed<S, h1::Codec>,
-) -> Option<(S, Bytes, String, Dialect)> {
-    let dialect = Dialect::of_path(req.path());
-    let response = match dialect {
+) -> Option<(S, Bytes, String, Format<S>)> {
+    let format = formats::of_path::<S>(req.path());
+    let response = match &format {
         None => Err(refusal(
             StatusCode::NOT_FOUND,
             "WebSocket connections are accepted on /ws (/nest for Nest hosts, /wsi for Quix \
@@ -80,11 +73,10 @@ async fn handshake<S: Socket>(
         Some(_) if !origin::allowed(&req.head().headers, &settings) => {
             Err(refusal(StatusCode::FORBIDDEN, origin::REFUSED))
         }
-        Some(Dialect::SocketIo) => match socketio::refused_query(req.uri().query()) {
+        Some(format) => match (format.refused)(req.uri().query()) {
             Some(why) => Err(refusal(StatusCode::BAD_REQUEST, why)),
             None => accept(req.head()),
         },
-        Some(_) => accept(req.head()),
     };
     let response = match response {
         Ok(response) => response,
@@ -102,12 +94,12 @@ async fn handshake<S: Socket>(
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
     let (io, early) = into_socket(framed);
-    Some((io, early, peer, dialect?))
+    Some((io, early, peer, format?))
 }
 
-/// Runs a WebSocket connection: a session reading from the socket, and its
-/// writer, until both are done.
-async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, dialect: Dialect) {
+/// Runs a WebSocket connection: a session of its format reading from the
+/// socket, and its writer, until both are done.
+async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, start: Start<S>) {
     // A frame is written as soon as it is queued, and frames queued
     // together already leave in one write: Nagle's algorithm would only
     // hold small frames back until the previous ones are acknowledged.
@@ -122,31 +114,8 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized.clone()),
         max,
     );
-    match dialect {
-        Dialect::Nest => return adapter(state, input, output, peer, NestSession::new).await,
-        Dialect::SocketIo => return adapter(state, input, output, peer, SioSession::new).await,
-        Dialect::Quix => {
-            let vpn = state.vpn.clone();
-            let new = move |settings, namespace, auth, peer, out, sink| {
-                QuixSession::new(settings, namespace, auth, vpn, peer, out, sink)
-            };
-            return adapter(state, input, output, peer, new).await;
-        }
-        Dialect::Concierge => {}
-    }
     let (input, returned) = lend(input);
-    let (session, writer) = Session::new(
-        state.settings.clone(),
-        state.namespace.clone(),
-        state.auth.clone(),
-        state.vpn.clone(),
-        peer,
-        oversized,
-    );
-    Session::create(move |ctx| {
-        ctx.add_stream(input);
-        session
-    });
+    let writer = start(state, input, peer, oversized);
     writer.write_to(output).await;
     close_lingering(&state.settings, returned).await;
 }
@@ -173,36 +142,6 @@ async fn close_lingering<S: Socket>(
             "the client neither answered the close frame nor closed: closing the socket"
         );
     }
-}
-
-/// Runs an adapter's session (see [`crate::adapters`]) on the socket.
-async fn adapter<S: Socket, A>(
-    state: &AppState,
-    input: Incoming<FrameGuard<SocketInput<S>>>,
-    output: S::Output,
-    peer: String,
-    new: impl FnOnce(Arc<Settings>, Namespace, Arc<Auth>, String, Outgoing, Arc<dyn FrameSink>) -> A,
-) where
-    A: Actor<Context = Context<A>> + StreamHandler<Result<WsFrame, ProtocolError>>,
-{
-    let (input, returned) = lend(input);
-    let settings = &state.settings;
-    let (out, sink, writer) =
-        Outgoing::new(settings.max_outgoing_queue, settings.heartbeat_timeout());
-    let session = new(
-        state.settings.clone(),
-        state.namespace.clone(),
-        state.auth.clone(),
-        peer,
-        out,
-        sink,
-    );
-    A::create(move |ctx| {
-        ctx.add_stream(input);
-        session
-    });
-    writer.write_to(output).await;
-    close_lingering(&state.settings, returned).await;
 }
 
 /// The socket of an answered upgrade, and the bytes the dispatcher read

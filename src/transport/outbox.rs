@@ -4,8 +4,9 @@
 //! connection: a [`FrameSink`] that takes serialized frames (from any
 //! thread, without waiting), an actix recipient for control requests such as
 //! "close with this code", and a flag. The WebSocket transport
-//! ([`crate::transport::websocket`]) is one sink; the adapters of later issues (Quix,
-//! Nest, Socket.IO) bring their own through the same type.
+//! ([`crate::transport::websocket`]) is one sink, for the native format;
+//! the adapters (Quix, Nest, Socket.IO) translate what they are sent, and
+//! their sink ([`crate::session::ToActor`]) hands it to their session.
 //!
 //! Every client's queue is bounded: a sink holds at most
 //! `max_outgoing_queue` frames not yet handed to the socket, and once it is

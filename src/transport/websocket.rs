@@ -500,6 +500,18 @@ impl Outgoing {
 
     /// Sends a heartbeat ping, unless one is still outstanding.
     pub fn ping(&self) {
+        self.queue_ping(|| encode(b"", OpCode::Ping));
+    }
+
+    /// Sends a wire format's own heartbeat ping, a text frame (Engine.IO's
+    /// `2`), unless one is still outstanding; it is followed to the socket
+    /// as a WebSocket ping is, so a client reading the frames queued before
+    /// it is not late.
+    pub fn ping_text(&self, text: &str) {
+        self.queue_ping(|| Frame::new(text).into_wire());
+    }
+
+    fn queue_ping(&self, wire: impl FnOnce() -> Bytes) {
         if self.progress.ping.get() != Ping::None {
             return;
         }
@@ -509,7 +521,7 @@ impl Outgoing {
         }
         self.starting(&queue);
         self.progress.ping.set(Ping::Queued);
-        let waker = queue.push(Item::Ping(encode(b"", OpCode::Ping)));
+        let waker = queue.push(Item::Ping(wire()));
         drop(queue);
         wake(waker);
     }

@@ -31,20 +31,22 @@ pub mod packet;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use actix::prelude::*;
-use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
+use actix_http::ws::CloseCode as WsCloseCode;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use self::packet::{Engine, Kind, Packet};
-use super::{Delivered, Heard, ToActor};
-use crate::auth::{Auth, Claims, Role};
-use crate::config::Settings;
-use crate::namespace::{Member, Namespace, Outcome};
-use crate::protocol::{ClientInfo, CloseCode, Origin, PayloadOut, Sequenced, Target, GATEWAY_NAME};
-use crate::transport::outbox::{Control, FrameSink, Outbox};
-use crate::transport::websocket::Outgoing;
+use crate::auth::{Claims, Role};
+use crate::namespace::{Member, Outcome};
+use crate::protocol::{
+    ClientInfo, Close, CloseCode, Origin, PayloadOut, Sequenced, Target, GATEWAY_NAME,
+};
+use crate::session::{Ctx, Heard, Session, Translator};
+use crate::transport::outbox::{Frame, FrameSink};
 
 /// Commands a monitor may have in flight; more are refused.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -95,41 +97,105 @@ enum Part {
     },
 }
 
-pub struct SioSession {
-    settings: Arc<Settings>,
-    namespace: Namespace,
-    auth: Arc<Auth>,
-    out: Outgoing,
-    socket: Arc<dyn FrameSink>,
+/// The Socket.IO format's state of one connection.
+pub struct SocketIo {
     /// CONNECT was answered: the token's claims, if it had one.
     connected: Option<Option<Claims>>,
     role: Part,
-    span: tracing::Span,
 }
 
-impl SioSession {
-    pub fn new(
-        settings: Arc<Settings>,
-        namespace: Namespace,
-        auth: Arc<Auth>,
-        peer: String,
-        out: Outgoing,
-        socket: Arc<dyn FrameSink>,
-    ) -> SioSession {
-        SioSession {
-            settings,
-            namespace,
-            auth,
-            out,
-            socket,
+impl Translator for SocketIo {
+    const PATHS: &'static [&'static str] = &["/socket.io/", "/socket.io"];
+
+    fn new(peer: &str) -> (Self, tracing::Span) {
+        let sio = SocketIo {
             connected: None,
             role: Part::Undecided,
-            span: tracing::info_span!("socketio", %peer, name = tracing::field::Empty),
+        };
+        (
+            sio,
+            tracing::info_span!("socketio", %peer, name = tracing::field::Empty),
+        )
+    }
+
+    fn refused(query: Option<&str>) -> Option<&'static str> {
+        refused_query(query)
+    }
+
+    /// The Engine.IO open packet.
+    fn started(session: &mut Session<Self>, _ctx: &mut Ctx<Self>) {
+        let s = &session.settings;
+        let interval = s.heartbeat_interval_ms;
+        let open = packet::open(
+            &Uuid::new_v4().simple().to_string(),
+            interval,
+            s.heartbeat_timeout_ms - interval,
+            s.max_frame_size,
+        );
+        session.send(&open);
+    }
+
+    fn identified(&self) -> bool {
+        self.connected.is_some() || !matches!(self.role, Part::Undecided)
+    }
+
+    fn registered(&self) -> Option<Uuid> {
+        match &self.role {
+            Part::User { member, .. } | Part::Monitor { member, .. } => Some(member.uuid()),
+            Part::Undecided | Part::Joining => None,
         }
     }
 
+    fn identify_late(session: &mut Session<Self>, timeout: Duration, ctx: &mut Ctx<Self>) {
+        let why = format!("no CONNECT within {} ms", timeout.as_millis());
+        session.violation(&why, ctx);
+    }
+
+    fn heard(session: &mut Session<Self>, heard: Heard, ctx: &mut Ctx<Self>) {
+        match super::text(heard) {
+            Ok(text) => session.on_text(&text, ctx),
+            Err(why) => session.violation(why, ctx),
+        }
+    }
+
+    /// Engine.IO's own ping, a text packet.
+    fn ping(session: &mut Session<Self>) {
+        session.out.ping_text(packet::PING);
+    }
+
+    fn silent(session: &mut Session<Self>, _limit: Duration, ctx: &mut Ctx<Self>) {
+        session.hang_up(WsCloseCode::Away, "no pong", ctx);
+    }
+
+    fn closing(session: &mut Session<Self>, _close: &Close) {
+        session.send(packet::DISCONNECT);
+    }
+
+    fn sink(session: &Session<Self>, ctx: &mut Ctx<Self>) -> Arc<dyn FrameSink> {
+        super::to_actor(session, ctx)
+    }
+
+    fn delivered(session: &mut Session<Self>, frame: Frame, ctx: &mut Ctx<Self>) {
+        let Ok(sequenced) = serde_json::from_slice::<Sequenced>(frame.payload()) else {
+            return;
+        };
+        match (&session.format.role, sequenced) {
+            (Part::User { .. }, sequenced) => session.user_hears(sequenced),
+            (
+                Part::Monitor { .. },
+                Sequenced {
+                    payload: PayloadOut::Message { origin, data, .. },
+                    ..
+                },
+            ) => session.monitor_hears(origin, &data, ctx),
+            _ => {}
+        }
+    }
+}
+
+impl Session<SocketIo> {
     fn send(&self, text: &str) {
-        super::push_own(&*self.socket, text, self.settings.max_outgoing_queue);
+        self.push(text);
     }
 
     fn emit(&self, name: &str, data: Option<Value>) {
@@ -138,32 +204,28 @@ impl SioSession {
 
     /// Ends the session: the Socket.IO goodbye (CONNECT_ERROR before
     /// CONNECT, DISCONNECT after), then the WebSocket close.
-    fn close(&mut self, code: WsCloseCode, why: &str, ctx: &mut Context<Self>) {
+    fn hang_up(&mut self, code: WsCloseCode, why: &str, ctx: &mut Ctx<SocketIo>) {
         tracing::info!(reason = why, "Socket.IO session closed");
-        if self.connected.is_some() {
+        if self.format.connected.is_some() {
             self.send(packet::DISCONNECT);
         } else {
             self.send(&packet::connect_error("/", why));
         }
-        self.out.close(Some(CloseReason {
-            code,
-            description: Some(why.to_owned()),
-        }));
-        ctx.stop();
+        self.close_after(ctx, code, why.to_owned());
     }
 
-    fn violation(&mut self, why: &str, ctx: &mut Context<Self>) {
-        self.close(WsCloseCode::Policy, why, ctx);
+    fn violation(&mut self, why: &str, ctx: &mut Ctx<SocketIo>) {
+        self.hang_up(WsCloseCode::Policy, why, ctx);
     }
 
     /// An event of the seed's that ends in failure: emitted with its
     /// reason, then the connection closes.
-    fn fail(&mut self, event: &str, why: &str, ctx: &mut Context<Self>) {
+    fn fail(&mut self, event: &str, why: &str, ctx: &mut Ctx<SocketIo>) {
         self.emit(event, Some(json!({ "reason": why })));
-        self.close(WsCloseCode::Normal, why, ctx);
+        self.hang_up(WsCloseCode::Normal, why, ctx);
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Ctx<SocketIo>) {
         match packet::engine(text) {
             Ok(Engine::Message(message)) => match packet::socket(message) {
                 Ok(packet) => self.on_packet(packet, ctx),
@@ -171,12 +233,12 @@ impl SioSession {
             },
             Ok(Engine::Pong | Engine::Noop | Engine::Upgrade) => {}
             Ok(Engine::Ping(data)) => self.send(&packet::pong(data)),
-            Ok(Engine::Close) => self.close(WsCloseCode::Normal, "the client closed", ctx),
+            Ok(Engine::Close) => self.hang_up(WsCloseCode::Normal, "the client closed", ctx),
             Err(why) => self.violation(&why, ctx),
         }
     }
 
-    fn on_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
+    fn on_packet(&mut self, packet: Packet, ctx: &mut Ctx<SocketIo>) {
         if packet.nsp != "/" {
             // Refused without ending the session on `/`.
             self.send(&packet::connect_error(
@@ -185,11 +247,11 @@ impl SioSession {
             ));
             return;
         }
-        match (packet.kind, self.connected.is_some()) {
+        match (packet.kind, self.format.connected.is_some()) {
             (Kind::Connect, false) => self.connect(packet.data.as_ref(), ctx),
             (Kind::Connect, true) => self.violation("CONNECT twice", ctx),
             (Kind::Disconnect, _) => {
-                self.close(WsCloseCode::Normal, "the client disconnected", ctx)
+                self.hang_up(WsCloseCode::Normal, "the client disconnected", ctx)
             }
             (_, false) => self.violation("CONNECT to the namespace / first", ctx),
             (Kind::Event, true) => {
@@ -206,11 +268,11 @@ impl SioSession {
         }
     }
 
-    fn connect(&mut self, data: Option<&Value>, ctx: &mut Context<Self>) {
+    fn connect(&mut self, data: Option<&Value>, ctx: &mut Ctx<SocketIo>) {
         let token = data.and_then(|d| d.get("token"));
         let claims = match token {
             None | Some(Value::Null) if self.auth.required() => {
-                return self.close(
+                return self.hang_up(
                     WsCloseCode::Policy,
                     "this gateway requires a token: connect with auth={\"token\": TOKEN}",
                     ctx,
@@ -221,29 +283,27 @@ impl SioSession {
                 Ok(claims) => Some(claims),
                 Err(why) => {
                     let why = format!("the token was refused: {}", why.reason());
-                    return self.close(WsCloseCode::Policy, &why, ctx);
+                    return self.hang_up(WsCloseCode::Policy, &why, ctx);
                 }
             },
             Some(_) => return self.violation("auth.token is a string", ctx),
         };
-        if let Some(claims) = &claims {
-            let watch =
-                super::watch_claims(self.auth.clone(), claims.clone(), ctx.address().recipient());
-            ctx.spawn(watch.into_actor(self));
-        }
-        self.connected = Some(claims);
+        self.format.connected = Some(claims.clone());
         self.send(&packet::connected(
             "/",
             &Uuid::new_v4().simple().to_string(),
         ));
+        if let Some(claims) = claims {
+            self.watch_token(claims, ctx);
+        }
     }
 
     fn claims(&self) -> Option<&Claims> {
-        self.connected.as_ref().and_then(Option::as_ref)
+        self.format.connected.as_ref().and_then(Option::as_ref)
     }
 
-    fn on_event(&mut self, name: &str, data: &Value, ctx: &mut Context<Self>) {
-        match (&self.role, name) {
+    fn on_event(&mut self, name: &str, data: &Value, ctx: &mut Ctx<SocketIo>) {
+        match (&self.format.role, name) {
             (Part::Undecided, "query") => self.query(data, ctx),
             (Part::Undecided, "con") => self.con(data, ctx),
             (Part::Undecided, _) => {
@@ -294,7 +354,7 @@ impl SioSession {
 
     /// A user: it may command `monitor_id` (whether that monitor is
     /// connected is found out per command: it may come and go).
-    fn query(&mut self, data: &Value, ctx: &mut Context<Self>) {
+    fn query(&mut self, data: &Value, ctx: &mut Ctx<SocketIo>) {
         let monitor = match self.monitor_id(data) {
             Ok(id) => id.to_owned(),
             Err(why) => return self.fail("query failed", &why, ctx),
@@ -314,7 +374,7 @@ impl SioSession {
     }
 
     /// A monitor: it becomes the client named `monitor_id`.
-    fn con(&mut self, data: &Value, ctx: &mut Context<Self>) {
+    fn con(&mut self, data: &Value, ctx: &mut Ctx<SocketIo>) {
         let id = match self.monitor_id(data) {
             Ok(id) => id.to_owned(),
             Err(why) => return self.fail("con failed", &why, ctx),
@@ -341,39 +401,25 @@ impl SioSession {
         name: String,
         tag: &str,
         event: &'static str,
-        ctx: &mut Context<Self>,
+        ctx: &mut Ctx<SocketIo>,
         role: impl FnOnce(Member) -> Part + 'static,
     ) {
-        self.role = Part::Joining;
+        self.format.role = Part::Joining;
         let claims = self.claims().cloned();
-        let uuid = Uuid::new_v4();
+        let joining = self.joining(ctx);
         let info = ClientInfo {
             name,
             nickname: None,
-            uuid,
+            uuid: joining.uuid(),
             tags: vec![tag.to_owned()],
             user: claims.as_ref().map(|c| c.sub.clone()),
             roles: claims.as_ref().map_or_else(Vec::new, |c| {
                 c.role.implied().iter().map(|r| r.to_string()).collect()
             }),
         };
-        let sink = Arc::new(ToActor::new(
-            ctx.address().recipient(),
-            ctx.address().recipient(),
-            self.settings.max_outgoing_queue,
-        ));
-        let outbox = Outbox::new(
-            uuid,
-            sink,
-            ctx.address().recipient(),
-            self.namespace.overflow_recipient(),
-        );
-        let namespace = self.namespace.clone();
-        let auth = self.auth.clone();
         async move {
-            let fs_key = auth.fs_key(uuid).await.map_err(|e| e.to_string())?;
-            namespace
-                .join(info, outbox, fs_key, false, false)
+            joining
+                .join(info, false, false)
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),
@@ -385,7 +431,7 @@ impl SioSession {
             Ok(member) => {
                 act.span.record("name", member.info().name.as_str());
                 tracing::info!(name = %member.info().name, tag = %member.info().tags[0], "Socket.IO client joined");
-                act.role = role(member);
+                act.format.role = role(member);
                 act.emit(&format!("{event} ok"), None);
             }
             Err(why) => act.fail(&format!("{event} failed"), &why, ctx),
@@ -393,7 +439,7 @@ impl SioSession {
         .wait(ctx);
     }
 
-    fn command_send(&mut self, data: &Value, ctx: &mut Context<Self>) {
+    fn command_send(&mut self, data: &Value, ctx: &mut Ctx<SocketIo>) {
         let command = match data.get("command") {
             Some(Value::String(c)) if !c.is_empty() => c.clone(),
             _ => {
@@ -412,7 +458,7 @@ impl SioSession {
             member,
             monitor,
             next_seq,
-        } = &mut self.role
+        } = &mut self.format.role
         else {
             return;
         };
@@ -431,15 +477,15 @@ impl SioSession {
 
     /// Holds the session's next frames until a MESSAGE is routed, so its
     /// messages keep their order.
-    fn wait_for(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+    fn wait_for(&mut self, outcome: Outcome, ctx: &mut Ctx<SocketIo>) {
         if let Outcome::Later { done, .. } = outcome {
             ctx.wait(actix::fut::wrap_future(done));
         }
     }
 
     /// The monitor's answer to its oldest command in flight, to its sender.
-    fn answer(&mut self, data: Value, ctx: &mut Context<Self>) {
-        let Part::Monitor { member, in_flight } = &mut self.role else {
+    fn answer(&mut self, data: Value, ctx: &mut Ctx<SocketIo>) {
+        let Part::Monitor { member, in_flight } = &mut self.format.role else {
             return;
         };
         let Some(sender) = in_flight.pop_front() else {
@@ -456,7 +502,7 @@ impl SioSession {
     /// What the namespace sent a user: the answers to its MESSAGEs, and
     /// its monitor's reports.
     fn user_hears(&mut self, sequenced: Sequenced) {
-        let Part::User { monitor, .. } = &self.role else {
+        let Part::User { monitor, .. } = &self.format.role else {
             return;
         };
         match (sequenced.seq, sequenced.payload) {
@@ -485,7 +531,7 @@ impl SioSession {
 
     /// A MESSAGE to a monitor: a command (`data.command`, a string) from a
     /// user or a native client.
-    fn monitor_hears(&mut self, origin: Origin, data: &Value, ctx: &mut Context<Self>) {
+    fn monitor_hears(&mut self, origin: Origin, data: &Value, ctx: &mut Ctx<SocketIo>) {
         let refusal = match data.get("command") {
             Some(Value::String(command)) if !command.is_empty() => {
                 let anonymous = origin.client.user.is_none();
@@ -495,7 +541,7 @@ impl SioSession {
                     .iter()
                     .filter_map(|r| r.parse().ok())
                     .collect();
-                let in_flight = match &self.role {
+                let in_flight = match &self.format.role {
                     Part::Monitor { in_flight, .. } => in_flight.len(),
                     _ => return,
                 };
@@ -505,7 +551,7 @@ impl SioSession {
                         format!("the monitor has {MAX_IN_FLIGHT} commands in flight")
                     }
                     Ok(()) => {
-                        if let Part::Monitor { in_flight, .. } = &mut self.role {
+                        if let Part::Monitor { in_flight, .. } = &mut self.format.role {
                             in_flight.push_back(origin.client.uuid);
                         }
                         self.emit("command do", Some(json!({ "command": command })));
@@ -515,7 +561,7 @@ impl SioSession {
             }
             _ => "a monitor takes {\"command\": a non-empty string}".to_owned(),
         };
-        let Part::Monitor { member, .. } = &self.role else {
+        let Part::Monitor { member, .. } = &self.format.role else {
             return;
         };
         let target = Target::Uuid {
@@ -524,15 +570,6 @@ impl SioSession {
         let data = json!({"event": "command failed", "reason": refusal});
         let outcome = member.message(None, &target, &raw(&data));
         self.wait_for(outcome, ctx);
-    }
-
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if self.out.silent_for() > self.settings.heartbeat_timeout() {
-            let _entered = self.span.clone().entered();
-            self.close(WsCloseCode::Away, "no pong", ctx);
-            return;
-        }
-        self.send(packet::PING);
     }
 }
 
@@ -553,80 +590,4 @@ fn may_command(required: bool, roles: Option<&[Role]>) -> Result<(), String> {
 
 fn raw(value: &Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).expect("a Value encodes as JSON")
-}
-
-impl Actor for SioSession {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let s = &self.settings;
-        let interval = s.heartbeat_interval_ms;
-        let open = packet::open(
-            &Uuid::new_v4().simple().to_string(),
-            interval,
-            s.heartbeat_timeout_ms - interval,
-            s.max_frame_size,
-        );
-        self.send(&open);
-        let timeout = s.identify_timeout();
-        ctx.run_later(timeout, move |act, ctx| {
-            if matches!(act.role, Part::Undecided) && act.connected.is_none() {
-                let why = format!("no CONNECT within {} ms", timeout.as_millis());
-                act.violation(&why, ctx);
-            }
-        });
-        ctx.run_interval(s.heartbeat_interval(), Self::heartbeat);
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.out.end();
-        if let Part::User { member, .. } | Part::Monitor { member, .. } = &self.role {
-            self.namespace.leave(member.uuid());
-        }
-    }
-}
-
-impl StreamHandler<Result<WsFrame, ProtocolError>> for SioSession {
-    fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
-        let _entered = self.span.clone().entered();
-        match super::hear(&frame, &self.out) {
-            Heard::Text(text) => self.on_text(text, ctx),
-            Heard::Unusable(why) => self.violation(why, ctx),
-            Heard::Nothing => {}
-            Heard::Ended => ctx.stop(),
-        }
-    }
-}
-
-impl Handler<Delivered> for SioSession {
-    type Result = ();
-
-    fn handle(&mut self, delivered: Delivered, ctx: &mut Context<Self>) {
-        let frame = delivered.take();
-        let Ok(sequenced) = serde_json::from_slice::<Sequenced>(frame.payload()) else {
-            return;
-        };
-        match (&self.role, sequenced) {
-            (Part::User { .. }, sequenced) => self.user_hears(sequenced),
-            (
-                Part::Monitor { .. },
-                Sequenced {
-                    payload: PayloadOut::Message { origin, data, .. },
-                    ..
-                },
-            ) => self.monitor_hears(origin, &data, ctx),
-            _ => {}
-        }
-    }
-}
-
-impl Handler<Control> for SioSession {
-    type Result = ();
-
-    fn handle(&mut self, control: Control, ctx: &mut Context<Self>) {
-        let Control::Close(close) = control;
-        self.send(packet::DISCONNECT);
-        self.out.close_with(&close);
-        ctx.stop();
-    }
 }

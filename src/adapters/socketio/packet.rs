@@ -1,5 +1,5 @@
 //! Engine.IO v4 and Socket.IO v5 packets as text, read and written without
-//! any state: the session ([`super::SioSession`]) decides what they mean.
+//! any state: the session ([`super::SocketIo`]) decides what they mean.
 //!
 //! A WebSocket text frame is one Engine.IO packet: a digit for its type
 //! (`0` open, `1` close, `2` ping, `3` pong, `4` message, `5` upgrade, `6`
