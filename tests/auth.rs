@@ -30,7 +30,7 @@ fn store_settings(server: &TestServer, redis_url: &str) -> Settings {
 
 async fn auth_of(server: &TestServer, redis_url: &str) -> std::sync::Arc<Auth> {
     let settings = store_settings(server, redis_url);
-    let store = concierge::cluster::open_store(&settings)
+    let store = concierge::cluster::open_store(&settings.cluster())
         .await
         .expect("store opens");
     Auth::open(store, &settings).await.expect("auth opens")
@@ -1361,7 +1361,9 @@ async fn each_new_key_signs_from_then_on_even_within_one_second() {
         data_dir: data.path().to_owned(),
         ..Settings::default()
     };
-    let store = concierge::cluster::open_store(&settings).await.unwrap();
+    let store = concierge::cluster::open_store(&settings.cluster())
+        .await
+        .unwrap();
     for _ in 0..5 {
         let kid = tokens::rotate(&store).await.unwrap();
         let keys = tokens::Keys::load(&store).await.unwrap();

@@ -25,6 +25,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cluster::settings::{redacted, redis_sentinels, redis_url};
+use crate::cluster::ClusterSettings;
+
 /// The variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "CONCIERGE_CONFIG";
 
@@ -276,30 +279,6 @@ fn read_var<T: SettingValue>(
         .map_err(|reason| Origin::Env(name).invalid(key, &text, &reason))
 }
 
-/// A setting's value as it may be shown in a message or a log: the
-/// `secret` not at all, a Redis URL (or each of a comma-separated list)
-/// without its password, even one that does not parse.
-pub fn redacted(value: &str) -> String {
-    value
-        .split(',')
-        .map(|part| match redis::parse_redis_url(part) {
-            Some(mut parsed) if parsed.password().is_some() => {
-                let _ = parsed.set_password(Some("REDACTED"));
-                parsed.to_string()
-            }
-            Some(_) => part.to_owned(),
-            None => match part.split_once("://") {
-                Some((scheme, rest)) if rest.contains('@') => {
-                    let host = rest.rsplit_once('@').map_or("", |(_, host)| host);
-                    format!("{scheme}://REDACTED@{host}")
-                }
-                _ => part.to_owned(),
-            },
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Where a setting's value was given.
 #[derive(Debug, Clone, Default)]
 enum Origin {
@@ -353,40 +332,6 @@ fn host_port(bind: &str) -> Result<SocketAddr, String> {
     bind.parse().map_err(|_| {
         "not HOST:PORT with HOST an IP address, e.g. 127.0.0.1:8080 or [::]:8080".to_owned()
     })
-}
-
-/// `redis_url`: empty, or a URL the Redis client can connect to.
-fn redis_url(url: &str) -> Result<(), String> {
-    if url.is_empty() {
-        return Ok(());
-    }
-    let Some(parsed) = redis::parse_redis_url(url) else {
-        return Err(
-            "not a Redis URL: write redis://HOST:PORT, e.g. redis://127.0.0.1:6379, \
-                    or leave it empty to run a single node"
-                .to_owned(),
-        );
-    };
-    match parsed.scheme() {
-        "rediss" | "valkeys" => {
-            return Err("TLS (rediss://) is not built into this gateway: use redis://".to_owned())
-        }
-        "redis" | "valkey" if parsed.host_str().is_none_or(str::is_empty) => {
-            return Err("names no host: write redis://HOST:PORT".to_owned())
-        }
-        _ => {}
-    }
-    redis::IntoConnectionInfo::into_connection_info(parsed)
-        .map(drop)
-        .map_err(|e| format!("the Redis client refuses it: {e}"))
-}
-
-/// `redis_sentinels`: empty, or HOST:PORT entries.
-fn redis_sentinels(list: &str) -> Result<(), String> {
-    if list.is_empty() {
-        return Ok(());
-    }
-    crate::cluster::redis::master::sentinel_addresses(list).map(drop)
 }
 
 /// A number setting that 0 would break.
@@ -770,10 +715,6 @@ impl Settings {
         Duration::from_millis(self.heartbeat_interval_ms)
     }
 
-    pub fn node_lease(&self) -> Duration {
-        Duration::from_millis(self.node_lease_ms)
-    }
-
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
     }
@@ -785,6 +726,17 @@ impl Settings {
     /// Where uploaded files live.
     pub fn files_dir(&self) -> PathBuf {
         self.data_dir.join("fs")
+    }
+
+    /// What the cluster is built from.
+    pub fn cluster(&self) -> ClusterSettings {
+        ClusterSettings {
+            redis_url: self.redis_url.clone(),
+            redis_sentinels: self.redis_sentinels.clone(),
+            redis_sentinel_master: self.redis_sentinel_master.clone(),
+            node_lease: Duration::from_millis(self.node_lease_ms),
+            data_dir: self.data_dir.clone(),
+        }
     }
 }
 
@@ -1055,43 +1007,10 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_password_is_never_shown() {
-        let shown = redacted("redis://:hunter2@10.0.0.1:6380/2");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("10.0.0.1:6380"), "{shown}");
-        assert_eq!(redacted("redis://redis:6379"), "redis://redis:6379");
+    fn a_redis_password_is_never_shown_in_an_error() {
         let e = Origin::Flag
             .invalid("redis_url", &"redis://:hunter2@h/zero".to_owned(), "bad")
             .to_string();
         assert!(!e.contains("hunter2"), "{e}");
-        // Lists, and URLs the client cannot parse, lose their passwords too.
-        let shown = redacted("s1:26379,redis://:hunter2@s2:26379,redis://:hunter2@:1");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(
-            shown.starts_with("s1:26379,") && shown.contains("s2:26379"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn redis_urls_are_checked_in_plain_words() {
-        for good in [
-            "",
-            "redis://127.0.0.1:6379",
-            "redis://redis",
-            "redis://:secret@10.0.0.1:6380/2",
-            "redis+unix:///run/redis.sock",
-        ] {
-            assert_eq!(redis_url(good), Ok(()), "{good}");
-        }
-        for (bad, reason) in [
-            ("foo", "not a Redis URL"),
-            ("http://127.0.0.1:6379", "not a Redis URL"),
-            ("rediss://127.0.0.1:6379", "TLS"),
-            ("redis://127.0.0.1:6379/zero", "the Redis client refuses it"),
-        ] {
-            let err = redis_url(bad).unwrap_err();
-            assert!(err.contains(reason), "{bad}: {err}");
-        }
     }
 }

@@ -124,7 +124,7 @@ impl Gateway {
         // gateway started by mistake on a running one's address must not
         // clear the files they share. It listens only once ready, below.
         let socket = bind_socket(bind).map_err(cannot_listen)?;
-        let (cluster, inbound) = cluster::join(&settings).await?;
+        let (cluster, inbound) = cluster::join(&settings.cluster()).await?;
         let auth = Auth::open(cluster.store().clone(), &settings)
             .await
             .map_err(|e| {

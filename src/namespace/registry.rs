@@ -158,7 +158,7 @@ fn done() -> Step {
 pub struct Registry {
     settings: Arc<Settings>,
     node: NodeId,
-    cluster: Arc<dyn Cluster>,
+    cluster: Arc<Cluster>,
     observers: Observers,
     /// The master copy; `view` is what was last published of it.
     dir: Directory,
@@ -187,7 +187,7 @@ impl Actor for Registry {
 impl Registry {
     pub fn new(
         settings: Arc<Settings>,
-        cluster: Arc<dyn Cluster>,
+        cluster: Arc<Cluster>,
         view: Arc<ArcSwap<Directory>>,
         observers: Observers,
         pool: Vec<ArbiterHandle>,
@@ -226,8 +226,8 @@ impl Registry {
     }
 
     fn share(&self, event: &Event) {
-        self.cluster.record(event);
-        self.cluster.announce(event);
+        self.cluster.claims().record(event);
+        self.cluster.broker().announce(event);
     }
 
     /// Adds a client, local or remote, and tells the local clients that
@@ -361,10 +361,10 @@ impl Registry {
     fn left(&self, client: &ClientRecord, departure: Departure) {
         let uuid = client.info.uuid;
         if departure.records() {
-            self.cluster.record(&Event::Left { uuid });
+            self.cluster.claims().record(&Event::Left { uuid });
         }
         if departure == Departure::Local {
-            self.cluster.announce(&Event::Left { uuid });
+            self.cluster.broker().announce(&Event::Left { uuid });
         }
         self.observers.tell(Change::Left {
             client: &client.info,
@@ -458,10 +458,10 @@ impl Registry {
             name: service.name.clone(),
         };
         if record {
-            self.cluster.record(&event);
+            self.cluster.claims().record(&event);
         }
         if announce {
-            self.cluster.announce(&event);
+            self.cluster.broker().announce(&event);
         }
         self.observers.tell(Change::ServiceDeleted { service });
         let frame = Frame::json(&Sequenced {
@@ -567,7 +567,7 @@ impl Registry {
                 });
             }
         }
-        self.cluster.reclaim_names(names);
+        self.cluster.claims().reclaim_names(names);
     }
 
     /// Removes a local client at once and closes its connection.
@@ -683,13 +683,13 @@ const TAKEOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3)
 
 /// Claims `name` again and again while the client taken over leaves.
 async fn claim_until_free(
-    cluster: Arc<dyn Cluster>,
+    cluster: Arc<Cluster>,
     name: String,
     uuid: Uuid,
 ) -> Result<bool, crate::cluster::ClusterError> {
     let deadline = std::time::Instant::now() + TAKEOVER_PATIENCE;
     loop {
-        match cluster.claim_name(&name, uuid).await {
+        match cluster.claims().claim_name(&name, uuid).await {
             Ok(false) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
@@ -713,7 +713,7 @@ impl Handler<Join> for Registry {
         let Join { info, local } = msg;
         let uuid = info.uuid;
         self.joining.insert(uuid);
-        let claim = self.cluster.claim_name(&info.name, uuid);
+        let claim = self.cluster.claims().claim_name(&info.name, uuid);
         let cluster = self.cluster.clone();
         let name = info.name.clone();
         let user = info.user.clone().filter(|_| local.take_over);
@@ -741,7 +741,7 @@ impl Handler<Join> for Registry {
                                     close: taken_over(),
                                 });
                             } else {
-                                cluster.take_over(node, old);
+                                cluster.claims().take_over(node, old);
                             }
                             Box::pin(claim_until_free(cluster, name, uuid))
                         }
@@ -771,11 +771,11 @@ impl Handler<Join> for Registry {
                         // releases the names it holds) and close it like the
                         // rest.
                         act.joining.remove(&uuid);
-                        act.cluster.record(&Event::Joined {
+                        act.cluster.claims().record(&Event::Joined {
                             client: info,
                             node: act.node,
                         });
-                        act.cluster.record(&Event::Left { uuid });
+                        act.cluster.claims().record(&Event::Left { uuid });
                         Err(act.departing.clone().unwrap_or_else(|| {
                             Close::new(CloseCode::Unknown, "the connection closed while identifying")
                         }))
@@ -843,13 +843,13 @@ impl Handler<CreateService> for Registry {
             subscribers: Vec::new(),
         };
         // The name is claimed cluster-wide; the registry goes on meanwhile.
-        let claim = self.cluster.claim_service(&receipt);
+        let claim = self.cluster.claims().claim_service(&receipt);
         Box::pin(
             fut::wrap_future::<_, Self>(claim).map(move |claimed, act, _| {
                 let answer = match claimed {
                     Ok(None) if act.dir.local.contains_key(&owner) => {
                         act.service_created(receipt.clone(), Some(owner));
-                        act.cluster.announce(&Event::ServiceCreated {
+                        act.cluster.broker().announce(&Event::ServiceCreated {
                             service: receipt.clone(),
                         });
                         PayloadOut::ServiceCreateResult {
@@ -860,6 +860,7 @@ impl Handler<CreateService> for Registry {
                     Ok(None) => {
                         // The owner left while the name was being claimed.
                         act.cluster
+                            .claims()
                             .record(&Event::ServiceDeleted { name: receipt.name });
                         PayloadOut::ErrorInternal {
                             desc: "the client left".into(),
@@ -936,7 +937,7 @@ impl Handler<Ready> for Registry {
     type Result = Result<(), &'static str>;
 
     fn handle(&mut self, _: Ready, _: &mut Context<Self>) -> Self::Result {
-        self.cluster.health()
+        self.cluster.broker().health()
     }
 }
 
@@ -978,8 +979,8 @@ impl Handler<Reap> for Registry {
         let step = self.node_down(node, Departure::Reaped);
         atomic(Box::pin(step.map(move |(), act: &mut Self, _| {
             let event = Event::NodeDown { node };
-            act.cluster.announce(&event);
-            act.cluster.record(&event);
+            act.cluster.broker().announce(&event);
+            act.cluster.claims().record(&event);
         })))
     }
 }
