@@ -42,7 +42,7 @@ use crate::console;
 use crate::files;
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
-use crate::vpn::{Vpn, VpnSettings};
+use crate::vpn::Vpn;
 
 /// How long a client has to complete its TLS handshake before the
 /// connection is dropped (README "TLS", SECURITY.md's limits): a
@@ -117,7 +117,8 @@ impl Gateway {
         let tls = tls::configure(&settings)?;
         let settings = Arc::new(settings);
         let bind = settings.bind_addr()?;
-        let vpn_settings = VpnSettings::from(&settings)
+        let vpn_settings = settings
+            .vpn()
             .map_err(|e| StartError::Settings(crate::config::ConfigError::Invalid(e)))?;
         let cannot_listen = |source| StartError::Listen { addr: bind, source };
         // The address is taken before the files folder is touched: a second
