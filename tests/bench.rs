@@ -242,7 +242,9 @@ async fn a_gateway_that_requires_tokens_is_benchmarked_with_one() {
         data_dir: server.data.path().to_owned(),
         ..Default::default()
     };
-    let store = concierge::cluster::open_store(&settings).await.unwrap();
+    let store = concierge::cluster::open_store(&settings.cluster())
+        .await
+        .unwrap();
     let auth = concierge::auth::Auth::open(store, &settings).await.unwrap();
     let token = auth
         .issue(

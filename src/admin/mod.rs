@@ -171,7 +171,7 @@ fn with_auth(
         Err(status) => return status,
     };
     runtime.block_on(async move {
-        let store = match crate::cluster::open_store(&settings).await {
+        let store = match crate::cluster::open_store(&settings.cluster()).await {
             Ok(store) => store,
             Err(e) => {
                 eprintln!("concierge: {e}");

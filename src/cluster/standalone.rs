@@ -1,57 +1,35 @@
-//! The cluster of a gateway running alone: in-process, with no other nodes.
+//! The broker and the claims of a gateway running alone: in-process, with
+//! no other nodes.
 //!
 //! Frames and events for other nodes have nowhere to go, so sending them is
 //! a no-op; claims are a map in memory, exact because this process is the
-//! only one that claims; the shared state is a file
+//! only one that claims. Its store is a file
 //! ([`DiskStore`](super::disk::DiskStore)).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
-use super::store::Store;
-use super::{Cluster, ClusterError, Event, Handoff, NodeId, Pending};
-use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
-use crate::transport::outbox::Frame;
-
-/// Names claimed in this process.
-#[derive(Default)]
-struct Claims {
-    names: HashMap<String, Uuid>,
-    services: HashMap<String, ServiceInfo>,
-}
-
-/// The [`Cluster`] of a gateway running alone (see the module
-/// documentation).
-pub struct Standalone {
-    node: NodeId,
-    claims: Mutex<Claims>,
-    store: Arc<dyn Store>,
-}
-
-impl Standalone {
-    /// A cluster of one node, whose shared state is `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Standalone {
-            node: Uuid::new_v4(),
-            claims: Mutex::default(),
-            store,
-        }
-    }
-
-    fn claims(&self) -> MutexGuard<'_, Claims> {
-        // Every update below is a single map operation: a panic elsewhere
-        // cannot leave the maps half-changed.
-        self.claims.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use super::{Broker, Claims, ClusterError, Event, Handoff, NodeId, Pending};
+use crate::protocol::{ClientInfo, ServiceInfo};
 
 fn ready<T: Send + 'static>(value: T) -> Pending<T> {
     Box::pin(std::future::ready(value))
 }
 
-impl Cluster for Standalone {
+/// The [`Broker`] of a gateway running alone: there is nobody to send to.
+pub struct LocalBroker {
+    node: NodeId,
+}
+
+impl LocalBroker {
+    pub fn new(node: NodeId) -> Self {
+        LocalBroker { node }
+    }
+}
+
+impl Broker for LocalBroker {
     fn node(&self) -> NodeId {
         self.node
     }
@@ -60,43 +38,19 @@ impl Cluster for Standalone {
         Ok(())
     }
 
-    fn departure(&self) -> Close {
-        Close::new(CloseCode::GoingAway, "the gateway is shutting down")
-    }
-
-    fn shares_files(&self) -> bool {
-        false
-    }
-
-    fn record(&self, event: &Event) {
-        let mut claims = self.claims();
-        match event {
-            Event::Left { uuid } => claims.names.retain(|_, holder| holder != uuid),
-            Event::ServiceDeleted { name } => {
-                claims.services.remove(name);
-            }
-            _ => {}
-        }
-    }
-
     fn announce(&self, _: &Event) {}
 
-    fn send_to_all(&self, _: &Frame, _: Option<Uuid>) -> Handoff {
+    fn send_to_all(&self, _: &[u8], _: Option<Uuid>) -> Handoff {
         Handoff::Sent
     }
 
-    fn send_to_node(&self, node: NodeId, _: Uuid, _: &Frame) -> Handoff {
+    fn send_to_node(&self, node: NodeId, _: Uuid, _: &[u8]) -> Handoff {
         // Every client of a standalone gateway is local.
         tracing::error!(%node, "a standalone gateway was asked to send to another node");
         Handoff::Refused
     }
 
-    fn take_over(&self, node: NodeId, _: Uuid) {
-        // Every client of a standalone gateway is local.
-        tracing::error!(%node, "a standalone gateway was asked to close a client of another node");
-    }
-
-    fn publish_service(&self, _: &str, _: Option<Uuid>, _: &Frame) -> Handoff {
+    fn publish_service(&self, _: &str, _: Option<Uuid>, _: &[u8]) -> Handoff {
         Handoff::Sent
     }
 
@@ -105,13 +59,47 @@ impl Cluster for Standalone {
     }
 
     fn unwatch(&self, _: &str) {}
+}
+
+/// Names claimed in this process.
+#[derive(Default)]
+struct Names {
+    clients: HashMap<String, Uuid>,
+    services: HashMap<String, ServiceInfo>,
+}
+
+/// The [`Claims`] of a gateway running alone: a map in memory.
+#[derive(Default)]
+pub struct LocalClaims {
+    names: Mutex<Names>,
+}
+
+impl LocalClaims {
+    fn names(&self) -> MutexGuard<'_, Names> {
+        // Every update below is a single map operation: a panic elsewhere
+        // cannot leave the maps half-changed.
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Claims for LocalClaims {
+    fn record(&self, event: &Event) {
+        let mut names = self.names();
+        match event {
+            Event::Left { uuid } => names.clients.retain(|_, holder| holder != uuid),
+            Event::ServiceDeleted { name } => {
+                names.services.remove(name);
+            }
+            _ => {}
+        }
+    }
 
     fn claim_name(&self, name: &str, uuid: Uuid) -> Pending<Result<bool, ClusterError>> {
-        let mut claims = self.claims();
-        let won = match claims.names.get(name) {
+        let mut names = self.names();
+        let won = match names.clients.get(name) {
             Some(holder) => *holder == uuid,
             None => {
-                claims.names.insert(name.to_owned(), uuid);
+                names.clients.insert(name.to_owned(), uuid);
                 true
             }
         };
@@ -122,17 +110,20 @@ impl Cluster for Standalone {
         &self,
         service: &ServiceInfo,
     ) -> Pending<Result<Option<ServiceInfo>, ClusterError>> {
-        let mut claims = self.claims();
-        let existing = match claims.services.get(&service.name) {
+        let mut names = self.names();
+        let existing = match names.services.get(&service.name) {
             Some(existing) => Some(existing.clone()),
             None => {
-                claims
-                    .services
-                    .insert(service.name.clone(), service.clone());
+                names.services.insert(service.name.clone(), service.clone());
                 None
             }
         };
         ready(Ok(existing))
+    }
+
+    fn take_over(&self, node: NodeId, _: Uuid) {
+        // Every client of a standalone gateway is local.
+        tracing::error!(%node, "a standalone gateway was asked to close a client of another node");
     }
 
     fn reclaim_names(&self, _: Vec<(String, Uuid)>) {
@@ -149,9 +140,5 @@ impl Cluster for Standalone {
 
     fn deregister(&self) -> Pending<()> {
         ready(())
-    }
-
-    fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 }

@@ -15,15 +15,29 @@
 //! a variable here, the file by its parser); a value of the right type that
 //! the gateway still cannot run with is checked once the layers are merged,
 //! so a later layer can correct an earlier one, and reported as its layer
-//! gave it.
+//! gave it ([`values`]).
+//!
+//! The settings are plain values: what a Redis URL or a VPN pool means is
+//! decided beside the code that uses it (`cluster::settings`,
+//! `vpn::settings`), whose checks the list below names; the cluster and
+//! the VPN are handed what they need ([`Settings::cluster`],
+//! [`Settings::vpn`]) and know nothing of this module.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::num::IntErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use self::values::{read_var, setting_arg, Origin, SettingValue};
+use crate::cluster::settings::{redis_sentinels, redis_url};
+use crate::cluster::ClusterSettings;
+use crate::vpn::settings::{
+    cidr_list, ip_list, udp_port, vpn_backend, vpn_endpoint, vpn_interface, VpnSettings, VpnText,
+};
+
+mod values;
 
 /// The variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "CONCIERGE_CONFIG";
@@ -153,240 +167,11 @@ macro_rules! settings {
     };
 }
 
-/// A setting's type: read from a flag's or a variable's text, written into
-/// the generated file, and shown back to the user as they would type it.
-trait SettingValue: Clone + Send + Sync + 'static {
-    /// The value `text` spells, or why it spells none, in plain words.
-    fn parse(text: &str) -> Result<Self, String>;
-    /// As written in the TOML file.
-    fn toml(&self) -> String;
-    /// As typed on a command line or in a variable.
-    fn text(&self) -> String;
-}
-
-impl SettingValue for String {
-    fn parse(text: &str) -> Result<Self, String> {
-        Ok(text.to_owned())
-    }
-
-    fn toml(&self) -> String {
-        format!("{self:?}")
-    }
-
-    fn text(&self) -> String {
-        self.clone()
-    }
-}
-
-impl SettingValue for bool {
-    fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err("must be true or false".to_owned()),
-        }
-    }
-
-    fn toml(&self) -> String {
-        self.to_string()
-    }
-
-    fn text(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl SettingValue for PathBuf {
-    fn parse(text: &str) -> Result<Self, String> {
-        Ok(PathBuf::from(text))
-    }
-
-    fn toml(&self) -> String {
-        format!("{:?}", self.display().to_string())
-    }
-
-    fn text(&self) -> String {
-        self.display().to_string()
-    }
-}
-
-/// Unsigned integers: every number setting is a count or a duration, so a
-/// negative value gets the same plain reason as a word.
-macro_rules! whole_number {
-    ($($ty:ty),+) => {$(
-        impl SettingValue for $ty {
-            fn parse(text: &str) -> Result<Self, String> {
-                text.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
-                    IntErrorKind::PosOverflow => format!("must be at most {}", <$ty>::MAX),
-                    _ => "must be a whole number, 0 or more".to_owned(),
-                })
-            }
-
-            fn toml(&self) -> String {
-                self.to_string()
-            }
-
-            fn text(&self) -> String {
-                self.to_string()
-            }
-        }
-    )+};
-}
-
-whole_number!(u64, usize);
-
-/// The flag of the setting `key`, parsed with its type's reasons and
-/// accepting a negative number as a value (to refuse it in those words
-/// rather than as an unknown flag).
-fn setting_arg<T: SettingValue>(key: &'static str, env: &str, doc: &str, default: &T) -> clap::Arg {
-    let default = match default.text() {
-        text if text.is_empty() => "empty".to_owned(),
-        text => text,
-    };
-    clap::Arg::new(key)
-        .long(flag_name(key))
-        .value_name(key.to_uppercase())
-        .value_parser(T::parse)
-        .allow_negative_numbers(true)
-        .help(format!("{} [default: {default}] [env: {env}]", doc.trim()))
-}
-
-/// `max_frame_size` as a flag: `max-frame-size`.
-fn flag_name(key: &str) -> String {
-    key.replace('_', "-")
-}
-
-/// The variable `name` for the setting `key`, if it is set.
-fn read_var<T: SettingValue>(
-    var: &impl Fn(&str) -> Option<OsString>,
-    key: &str,
-    name: &'static str,
-) -> Result<Option<T>, ConfigError> {
-    let Some(value) = var(name) else {
-        return Ok(None);
-    };
-    let text = value.into_string().map_err(|value| {
-        ConfigError::Invalid(format!(
-            "{name}={}: not valid UTF-8",
-            value.to_string_lossy()
-        ))
-    })?;
-    T::parse(&text)
-        .map(Some)
-        .map_err(|reason| Origin::Env(name).invalid(key, &text, &reason))
-}
-
-/// A setting's value as it may be shown in a message or a log: the
-/// `secret` not at all, a Redis URL (or each of a comma-separated list)
-/// without its password, even one that does not parse.
-pub fn redacted(value: &str) -> String {
-    value
-        .split(',')
-        .map(|part| match redis::parse_redis_url(part) {
-            Some(mut parsed) if parsed.password().is_some() => {
-                let _ = parsed.set_password(Some("REDACTED"));
-                parsed.to_string()
-            }
-            Some(_) => part.to_owned(),
-            None => match part.split_once("://") {
-                Some((scheme, rest)) if rest.contains('@') => {
-                    let host = rest.rsplit_once('@').map_or("", |(_, host)| host);
-                    format!("{scheme}://REDACTED@{host}")
-                }
-                _ => part.to_owned(),
-            },
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Where a setting's value was given.
-#[derive(Debug, Clone, Default)]
-enum Origin {
-    /// Built in, or set by code that made the [`Settings`] itself.
-    #[default]
-    Default,
-    File(PathBuf),
-    /// The variable of that name.
-    Env(&'static str),
-    Flag,
-}
-
-impl Origin {
-    /// `value` of `key` is wrong for `reason`, said in the words of where
-    /// it was given.
-    fn invalid<T: SettingValue>(&self, key: &str, value: &T, reason: &str) -> ConfigError {
-        let (toml, text) = match key {
-            "secret" => ("\"…\"".to_owned(), "…".to_owned()),
-            _ => {
-                let text = redacted(&value.text());
-                match value.toml() {
-                    quoted if quoted.starts_with('"') => (format!("{text:?}"), text),
-                    toml => (toml, text),
-                }
-            }
-        };
-        ConfigError::Invalid(match self {
-            Origin::Default => format!("invalid setting {key} = {toml}: {reason}"),
-            Origin::File(path) => format!(
-                "invalid config file {}: {key} = {toml}: {reason}",
-                path.display()
-            ),
-            Origin::Env(name) => format!("{name}={text}: {reason}"),
-            Origin::Flag => format!("invalid value {toml} for --{}: {reason}", flag_name(key)),
-        })
-    }
-
-    /// Who set `key`, for a message about two settings.
-    fn set_by(&self, key: &str) -> String {
-        match self {
-            Origin::Default => "the default".to_owned(),
-            Origin::File(path) => format!("set in {}", path.display()),
-            Origin::Env(name) => format!("set by {name}"),
-            Origin::Flag => format!("set by --{}", flag_name(key)),
-        }
-    }
-}
-
 /// `bind`: an IP address and a port (the gateway resolves no host name).
 fn host_port(bind: &str) -> Result<SocketAddr, String> {
     bind.parse().map_err(|_| {
         "not HOST:PORT with HOST an IP address, e.g. 127.0.0.1:8080 or [::]:8080".to_owned()
     })
-}
-
-/// `redis_url`: empty, or a URL the Redis client can connect to.
-fn redis_url(url: &str) -> Result<(), String> {
-    if url.is_empty() {
-        return Ok(());
-    }
-    let Some(parsed) = redis::parse_redis_url(url) else {
-        return Err(
-            "not a Redis URL: write redis://HOST:PORT, e.g. redis://127.0.0.1:6379, \
-                    or leave it empty to run a single node"
-                .to_owned(),
-        );
-    };
-    match parsed.scheme() {
-        "rediss" | "valkeys" => {
-            return Err("TLS (rediss://) is not built into this gateway: use redis://".to_owned())
-        }
-        "redis" | "valkey" if parsed.host_str().is_none_or(str::is_empty) => {
-            return Err("names no host: write redis://HOST:PORT".to_owned())
-        }
-        _ => {}
-    }
-    redis::IntoConnectionInfo::into_connection_info(parsed)
-        .map(drop)
-        .map_err(|e| format!("the Redis client refuses it: {e}"))
-}
-
-/// `redis_sentinels`: empty, or HOST:PORT entries.
-fn redis_sentinels(list: &str) -> Result<(), String> {
-    if list.is_empty() {
-        return Ok(());
-    }
-    crate::cluster::redis::master::sentinel_addresses(list).map(drop)
 }
 
 /// A number setting that 0 would break.
@@ -500,84 +285,6 @@ settings! {
     vpn_resync_secs: u64 = 5, env "CONCIERGE_VPN_RESYNC_SECS", check positive;
 }
 
-/// `vpn_endpoint`: empty, HOST or HOST:PORT (a name, an IPv4 address or
-/// an IPv6 address in brackets).
-fn vpn_endpoint(endpoint: &str) -> Result<(), String> {
-    if endpoint.is_empty() || vpn_endpoint_parts(endpoint).is_some() {
-        Ok(())
-    } else {
-        Err(
-            "not HOST or HOST:PORT, e.g. vpn.example.com:51820, 203.0.113.7 or [2001:db8::7]:51820"
-                .to_owned(),
-        )
-    }
-}
-
-/// `vpn_endpoint`'s host and port (if it has one).
-pub fn vpn_endpoint_parts(endpoint: &str) -> Option<(&str, Option<u16>)> {
-    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
-    if let Some(rest) = endpoint.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        host.parse::<std::net::Ipv6Addr>().ok()?;
-        return match after {
-            "" => Some((&endpoint[..host.len() + 2], None)),
-            _ => Some((
-                &endpoint[..host.len() + 2],
-                Some(port(after.strip_prefix(':')?)?),
-            )),
-        };
-    }
-    let fine = |h: &str| {
-        !h.is_empty()
-            && h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
-    };
-    match endpoint.split_once(':') {
-        None => fine(endpoint).then_some((endpoint, None)),
-        Some((host, p)) => (fine(host)).then_some((host, Some(port(p)?))),
-    }
-}
-
-/// `vpn_interface`: empty, or an interface name (1 to 15 bytes of letters,
-/// digits, `_`, `-`, `.`).
-fn vpn_interface(name: &str) -> Result<(), String> {
-    let fine = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
-    if name.is_empty() || (name.len() <= 15 && name.chars().all(fine)) {
-        Ok(())
-    } else {
-        Err("not an interface name: 1 to 15 letters, digits, '_', '-' or '.'".to_owned())
-    }
-}
-
-fn vpn_backend(backend: &str) -> Result<(), String> {
-    match backend {
-        "auto" | "kernel" | "userspace" => Ok(()),
-        _ => Err("must be auto, kernel or userspace".to_owned()),
-    }
-}
-
-fn udp_port(port: &u64) -> Result<(), String> {
-    if (1..=65_535).contains(port) {
-        Ok(())
-    } else {
-        Err("must be a port, 1 to 65535".to_owned())
-    }
-}
-
-/// Comma-separated networks in CIDR notation (`10.8.0.0/24`,
-/// `fd00:8::/64`); empty is none.
-pub fn cidr_list(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<ipnet::IpNet>()
-                .map(|net| net.trunc())
-                .map_err(|_| format!("{s:?} is not a network in CIDR notation, e.g. 10.8.0.0/24"))
-        })
-        .collect()
-}
-
 /// `trusted_proxies`: comma-separated IP addresses or networks in CIDR
 /// notation (an address alone is a network of one); empty is none.
 pub fn trusted_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
@@ -611,15 +318,6 @@ pub fn allowed_origins(text: &str) -> Result<Vec<String>, String> {
             }
             Ok(s.to_ascii_lowercase())
         })
-        .collect()
-}
-
-/// Comma-separated IP addresses; empty is none.
-pub fn ip_list(text: &str) -> Result<Vec<std::net::IpAddr>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IP address")))
         .collect()
 }
 
@@ -770,10 +468,6 @@ impl Settings {
         Duration::from_millis(self.heartbeat_interval_ms)
     }
 
-    pub fn node_lease(&self) -> Duration {
-        Duration::from_millis(self.node_lease_ms)
-    }
-
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
     }
@@ -786,312 +480,34 @@ impl Settings {
     pub fn files_dir(&self) -> PathBuf {
         self.data_dir.join("fs")
     }
+
+    /// The VPN's settings, checked.
+    pub fn vpn(&self) -> Result<VpnSettings, String> {
+        VpnSettings::parse(&VpnText {
+            endpoint: &self.vpn_endpoint,
+            interface: &self.vpn_interface,
+            backend: &self.vpn_backend,
+            listen_port: self.vpn_listen_port,
+            ipv4_pool: &self.vpn_ipv4_pool,
+            ipv6_pool: &self.vpn_ipv6_pool,
+            dns: &self.vpn_dns,
+            keepalive_secs: self.vpn_keepalive_secs,
+            routes: &self.vpn_routes,
+            resync_secs: self.vpn_resync_secs,
+        })
+    }
+
+    /// What the cluster is built from.
+    pub fn cluster(&self) -> ClusterSettings {
+        ClusterSettings {
+            redis_url: self.redis_url.clone(),
+            redis_sentinels: self.redis_sentinels.clone(),
+            redis_sentinel_master: self.redis_sentinel_master.clone(),
+            node_lease: Duration::from_millis(self.node_lease_ms),
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipped_config_file_is_the_generated_one() {
-        let shipped = include_str!("../../config/concierge.toml");
-        assert_eq!(
-            shipped,
-            Settings::default_toml(),
-            "config/concierge.toml is stale: regenerate it with `concierge config`"
-        );
-    }
-
-    #[test]
-    fn readme_documents_every_setting() {
-        let readme = include_str!("../../README.md");
-        for line in Settings::default_toml().lines() {
-            let Some((key, value)) = line.split_once(" = ") else {
-                continue;
-            };
-            let env = format!("CONCIERGE_{}", key.to_uppercase());
-            let flag = format!("--{}", key.replace('_', "-"));
-            let value = match value.trim_matches('"') {
-                "" => "empty".to_owned(),
-                v => format!("`{v}`"),
-            };
-            let row = format!("| `{key}` | `{env}` | `{flag}` | {value} |");
-            assert!(
-                readme.contains(&row),
-                "README.md lacks the row starting {row}"
-            );
-        }
-    }
-
-    #[test]
-    fn shipped_config_parses_to_the_defaults() {
-        let layer: SettingsLayer = toml::from_str(&Settings::default_toml()).expect("parses");
-        let mut settings = Settings::default();
-        settings.apply(layer);
-        assert_eq!(settings, Settings::default());
-    }
-
-    #[test]
-    fn layers_override_in_order() {
-        let dir = std::env::temp_dir().join(format!("concierge-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("c.toml");
-        std::fs::write(&path, "bind = \"0.0.0.0:9000\"\nmax_tags = 3\n").expect("write");
-        let overrides = SettingsLayer {
-            max_tags: Some(5),
-            ..Default::default()
-        };
-        let settings =
-            Settings::load(Some(&path), SettingsLayer::default(), overrides).expect("loads");
-        assert_eq!(settings.bind, "0.0.0.0:9000");
-        assert_eq!(settings.max_tags, 5);
-        assert_eq!(settings.max_frame_size, 65_536);
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn bad_files_and_values_are_reported() {
-        let dir = std::env::temp_dir().join(format!("concierge-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("c.toml");
-        std::fs::write(&path, "bnid = \"x\"\n").expect("write");
-        let err = Settings::load(
-            Some(&path),
-            SettingsLayer::default(),
-            SettingsLayer::default(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
-        let err = Settings::load(
-            None,
-            SettingsLayer::default(),
-            SettingsLayer {
-                bind: Some("nowhere".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("HOST:PORT"), "{err}");
-        assert!(Settings::load(
-            Some(&dir.join("missing.toml")),
-            SettingsLayer::default(),
-            SettingsLayer::default()
-        )
-        .is_err());
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    /// A `var` reading from `vars` instead of the environment.
-    fn vars(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let vars: Vec<(String, OsString)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    }
-
-    #[test]
-    fn variables_are_read_and_reported_under_their_own_names() {
-        let layer = SettingsLayer::from_vars(vars(&[
-            ("CONCIERGE_MAX_TAGS", "7"),
-            ("CONCIERGE_SECRET", ""),
-        ]))
-        .expect("reads");
-        assert_eq!(layer.max_tags, Some(7));
-        assert_eq!(layer.secret.as_deref(), Some(""));
-        assert_eq!(layer.bind, None);
-
-        let err = SettingsLayer::from_vars(vars(&[("CONCIERGE_WORKERS", "lots")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "CONCIERGE_WORKERS=lots: must be a whole number, 0 or more"
-        );
-        let err = SettingsLayer::from_vars(vars(&[("CONCIERGE_NODE_LEASE_MS", "-5")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "CONCIERGE_NODE_LEASE_MS=-5: must be a whole number, 0 or more"
-        );
-        let err =
-            SettingsLayer::from_vars(vars(&[("CONCIERGE_MAX_FILE_SIZE", "99999999999999999999")]))
-                .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "CONCIERGE_MAX_FILE_SIZE=99999999999999999999: must be at most 18446744073709551615"
-        );
-    }
-
-    #[test]
-    fn a_wrong_value_is_named_as_its_source_gave_it() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "node_lease_ms = 0\n").expect("write");
-        let err = Settings::load(
-            Some(&path),
-            SettingsLayer::default(),
-            SettingsLayer::default(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "invalid config file {}: node_lease_ms = 0: must be greater than 0",
-                path.display()
-            )
-        );
-        // Overridden, the file's value is not checked.
-        let env =
-            SettingsLayer::from_vars(vars(&[("CONCIERGE_NODE_LEASE_MS", "0")])).expect("reads");
-        let flags = SettingsLayer {
-            node_lease_ms: Some(1),
-            ..Default::default()
-        };
-        Settings::load(Some(&path), env.clone(), flags).expect("the flag wins");
-        let err = Settings::load(Some(&path), env, SettingsLayer::default()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "CONCIERGE_NODE_LEASE_MS=0: must be greater than 0"
-        );
-        let flags = SettingsLayer {
-            bind: Some("nowhere".into()),
-            ..Default::default()
-        };
-        let err = Settings::load(None, SettingsLayer::default(), flags).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("invalid value \"nowhere\" for --bind: not HOST:PORT"),
-            "{err}"
-        );
-        let err = Settings {
-            data_dir: PathBuf::new(),
-            ..Settings::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid setting data_dir = \"\": must name a folder"
-        );
-
-        // Two settings that contradict each other: both are named.
-        let flags = SettingsLayer {
-            heartbeat_timeout_ms: Some(5_000),
-            ..Default::default()
-        };
-        let err = Settings::load(None, SettingsLayer::default(), flags).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid settings: heartbeat_timeout_ms = 5000 (set by --heartbeat-timeout-ms) \
-             must be greater than heartbeat_interval_ms = 5000 (the default)"
-        );
-    }
-
-    #[test]
-    fn a_tls_certificate_needs_its_key() {
-        let flags = SettingsLayer {
-            tls_cert: Some(PathBuf::from("cert.pem")),
-            ..Default::default()
-        };
-        let err = Settings::load(None, SettingsLayer::default(), flags).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid settings: tls_cert = \"cert.pem\" (set by --tls-cert) needs tls_key \
-             as well: set both for TLS, or neither"
-        );
-        let env =
-            SettingsLayer::from_vars(vars(&[("CONCIERGE_TLS_KEY", "key.pem")])).expect("reads");
-        let err = Settings::load(None, env, SettingsLayer::default()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid settings: tls_key = \"key.pem\" (set by CONCIERGE_TLS_KEY) needs \
-             tls_cert as well: set both for TLS, or neither"
-        );
-        let both = Settings {
-            tls_cert: "cert.pem".into(),
-            tls_key: "key.pem".into(),
-            ..Settings::default()
-        };
-        both.validate().expect("both set");
-        assert_eq!(
-            both.tls_files(),
-            Some((Path::new("cert.pem"), Path::new("key.pem")))
-        );
-        assert_eq!(Settings::default().tls_files(), None);
-    }
-
-    #[test]
-    fn the_config_file_can_be_named_by_its_variable() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "max_tags = 3\nworkers = 2\n").expect("write");
-        let file = path.display().to_string();
-        let settings = Settings::from_command_line(
-            None,
-            SettingsLayer {
-                workers: Some(4),
-                ..Default::default()
-            },
-            vars(&[("CONCIERGE_CONFIG", &file), ("CONCIERGE_WORKERS", "3")]),
-        )
-        .expect("loads");
-        assert_eq!((settings.max_tags, settings.workers), (3, 4));
-        // --config beats the variable.
-        let err = Settings::from_command_line(
-            Some(dir.path().join("missing.toml")),
-            SettingsLayer::default(),
-            vars(&[("CONCIERGE_CONFIG", &file)]),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("missing.toml"), "{err}");
-        let err = Settings::from_command_line(
-            None,
-            SettingsLayer::default(),
-            vars(&[("CONCIERGE_CONFIG", "")]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "CONCIERGE_CONFIG=: must name a TOML file, or be unset"
-        );
-    }
-
-    #[test]
-    fn a_redis_password_is_never_shown() {
-        let shown = redacted("redis://:hunter2@10.0.0.1:6380/2");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("10.0.0.1:6380"), "{shown}");
-        assert_eq!(redacted("redis://redis:6379"), "redis://redis:6379");
-        let e = Origin::Flag
-            .invalid("redis_url", &"redis://:hunter2@h/zero".to_owned(), "bad")
-            .to_string();
-        assert!(!e.contains("hunter2"), "{e}");
-        // Lists, and URLs the client cannot parse, lose their passwords too.
-        let shown = redacted("s1:26379,redis://:hunter2@s2:26379,redis://:hunter2@:1");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(
-            shown.starts_with("s1:26379,") && shown.contains("s2:26379"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn redis_urls_are_checked_in_plain_words() {
-        for good in [
-            "",
-            "redis://127.0.0.1:6379",
-            "redis://redis",
-            "redis://:secret@10.0.0.1:6380/2",
-            "redis+unix:///run/redis.sock",
-        ] {
-            assert_eq!(redis_url(good), Ok(()), "{good}");
-        }
-        for (bad, reason) in [
-            ("foo", "not a Redis URL"),
-            ("http://127.0.0.1:6379", "not a Redis URL"),
-            ("rediss://127.0.0.1:6379", "TLS"),
-            ("redis://127.0.0.1:6379/zero", "the Redis client refuses it"),
-        ] {
-            let err = redis_url(bad).unwrap_err();
-            assert!(err.contains(reason), "{bad}: {err}");
-        }
-    }
-}
+mod tests;

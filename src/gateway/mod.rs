@@ -43,7 +43,7 @@ use crate::console;
 use crate::files;
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
-use crate::vpn::{Vpn, VpnSettings};
+use crate::vpn::Vpn;
 
 /// How long a client has to complete its TLS handshake before the
 /// connection is dropped (README "TLS", SECURITY.md's limits): a
@@ -118,14 +118,15 @@ impl Gateway {
         let tls = tls::configure(&settings)?;
         let settings = Arc::new(settings);
         let bind = settings.bind_addr()?;
-        let vpn_settings = VpnSettings::from(&settings)
+        let vpn_settings = settings
+            .vpn()
             .map_err(|e| StartError::Settings(crate::config::ConfigError::Invalid(e)))?;
         let cannot_listen = |source| StartError::Listen { addr: bind, source };
         // The address is taken before the files folder is touched: a second
         // gateway started by mistake on a running one's address must not
         // clear the files they share. It listens only once ready, below.
         let socket = bind_socket(bind).map_err(cannot_listen)?;
-        let (cluster, inbound) = cluster::join(&settings).await?;
+        let (cluster, inbound) = cluster::join(&settings.cluster()).await?;
         let auth = Auth::open(cluster.store().clone(), &settings)
             .await
             .map_err(|e| {

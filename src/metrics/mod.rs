@@ -67,8 +67,8 @@ pub struct Metrics {
     queue_high_water: AtomicU64,
     queue_depth_max: Gauge<i64, AtomicI64>,
     publish_seconds: Histogram,
-    pub redis_reconnects: Counter,
-    pub redis_errors: Counter,
+    pub cluster_reconnects: Counter,
+    pub cluster_write_errors: Counter,
     pub cluster_frames_not_sent: Counter,
     pub logins_failed: Counter,
     pub lockouts: Counter,
@@ -146,8 +146,8 @@ impl Metrics {
             queue_high_water: AtomicU64::new(0),
             queue_depth_max: Gauge::default(),
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
-            redis_reconnects: Counter::default(),
-            redis_errors: Counter::default(),
+            cluster_reconnects: Counter::default(),
+            cluster_write_errors: Counter::default(),
             cluster_frames_not_sent: Counter::default(),
             logins_failed: Counter::default(),
             lockouts: Counter::default(),
@@ -214,14 +214,14 @@ impl Metrics {
             m.publish_seconds.clone(),
         );
         registry.register(
-            "redis_reconnects",
-            "Times the Redis subscription was lost and re-established",
-            m.redis_reconnects.clone(),
+            "cluster_reconnects",
+            "Times the broker's subscription to the other nodes was lost and re-established",
+            m.cluster_reconnects.clone(),
         );
         registry.register(
-            "redis_errors",
-            "Batches of Redis writes that failed",
-            m.redis_errors.clone(),
+            "cluster_write_errors",
+            "Writes to the shared namespace that failed: batches the cluster's backend refused, and writes refused because its queue was full",
+            m.cluster_write_errors.clone(),
         );
         registry.register(
             "cluster_frames_not_sent",

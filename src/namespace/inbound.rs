@@ -9,7 +9,8 @@
 use super::registry::{self, Evict, Reap, Reconcile, Remote};
 use super::service;
 use super::Namespace;
-use crate::cluster::{Event, Inbound, InboundStream};
+use crate::cluster::{Event, Inbound, InboundStream, Payload};
+use crate::transport::outbox::Frame;
 
 pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
     while let Some(item) = inbound.recv().await {
@@ -30,12 +31,15 @@ pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
                 let close = registry::taken_over();
                 ns.registry.send(Evict { uuid, close }).await.is_ok()
             }
-            Inbound::All { except, frame } => {
-                ns.directory().publish(&frame, except);
+            Inbound::All { except, payload } => {
+                if let Some(frame) = framed(&payload) {
+                    ns.directory().publish(&frame, except);
+                }
                 true
             }
-            Inbound::Client { to, frame } => {
-                if let Some(outbox) = ns.directory().client(&to).and_then(|c| c.outbox.clone()) {
+            Inbound::Client { to, payload } => {
+                let outbox = ns.directory().client(&to).and_then(|c| c.outbox.clone());
+                if let (Some(outbox), Some(frame)) = (outbox, framed(&payload)) {
                     outbox.send(frame);
                 }
                 true
@@ -43,9 +47,10 @@ pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
             Inbound::Service {
                 name,
                 except,
-                frame,
+                payload,
             } => {
-                if let Some(service) = ns.directory().service(&name) {
+                let service = ns.directory().service(&name).cloned();
+                if let (Some(service), Some(frame)) = (service, framed(&payload)) {
                     service.view.load().publish(&frame, except);
                 }
                 true
@@ -54,6 +59,18 @@ pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
         if !delivered {
             // The registry is gone: the gateway is stopping.
             return;
+        }
+    }
+}
+
+/// The frame of a payload from another node, copied once into its
+/// transport's framing; `None` (logged) for one that is not text.
+fn framed(payload: &Payload) -> Option<Frame> {
+    match payload.json() {
+        Some(json) => Some(Frame::new(json)),
+        None => {
+            tracing::warn!("dropping a cluster message whose frame is not UTF-8");
+            None
         }
     }
 }

@@ -51,7 +51,7 @@ use crate::transport::outbox::{Frame, Outbox};
 pub struct Namespace {
     registry: Addr<Registry>,
     view: Arc<ArcSwap<Directory>>,
-    cluster: Arc<dyn Cluster>,
+    cluster: Arc<Cluster>,
     settings: Arc<Settings>,
 }
 
@@ -60,10 +60,11 @@ impl Namespace {
     /// other nodes send. Must run inside an actix system.
     pub fn start(
         settings: Arc<Settings>,
-        cluster: Arc<dyn Cluster>,
+        cluster: Cluster,
         inbound: InboundStream,
         observers: Observers,
     ) -> Namespace {
+        let cluster = Arc::new(cluster);
         let view = Arc::new(ArcSwap::from_pointee(Directory::default()));
         let threads = match settings.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -168,7 +169,7 @@ impl Namespace {
 
     /// Leaves the cluster once this node's departures are written.
     pub async fn deregister(&self) {
-        self.cluster.deregister().await;
+        self.cluster.claims().deregister().await;
     }
 
     pub(crate) fn settings(&self) -> &Settings {

@@ -91,7 +91,7 @@ pub(super) fn route(
         Target::All => {
             let frame = frame(None);
             dir.publish(&frame, None);
-            return answer(ns.cluster.send_to_all(&frame, None));
+            return answer(ns.cluster.broker().send_to_all(frame.payload(), None));
         }
         Target::Service { service } => {
             let Some(handle) = dir.service(service) else {
@@ -105,7 +105,11 @@ pub(super) fn route(
             if sender == owner {
                 let frame = frame(Some(&view.receipt_json));
                 view.publish(&frame, Some(owner));
-                return answer(ns.cluster.publish_service(service, Some(owner), &frame));
+                return answer(ns.cluster.broker().publish_service(
+                    service,
+                    Some(owner),
+                    frame.payload(),
+                ));
             } else if view.subscribers.contains(&sender) {
                 return deliver_to_uuid(ns, &dir, owner, frame(Some(&view.receipt_json)));
             } else {
@@ -146,7 +150,11 @@ fn deliver(ns: &Namespace, to: &ClientRecord, frame: Frame) -> Relayed {
             outbox.send(frame);
             Relayed::Now(PayloadOut::Ok)
         }
-        None => answer(ns.cluster.send_to_node(to.node, to.info.uuid, &frame)),
+        None => answer(
+            ns.cluster
+                .broker()
+                .send_to_node(to.node, to.info.uuid, frame.payload()),
+        ),
     }
 }
 
@@ -191,7 +199,7 @@ fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &Raw
         Target::Uuid { uuid } => (None, uuid.parse().ok()),
         _ => (None, None),
     };
-    let located = ns.cluster.locate(name, uuid);
+    let located = ns.cluster.claims().locate(name, uuid);
     let (ns, from, target, data) = (ns.clone(), from.clone(), target.clone(), data.to_owned());
     Relayed::LookingUp(Box::pin(async move {
         let found = located.await;
@@ -213,7 +221,13 @@ fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &Raw
         match found {
             Ok(Some((peer, node))) if node != ns.cluster.node() => {
                 drop(dir);
-                settled(answer(ns.cluster.send_to_node(node, peer.uuid, &frame()))).await
+                let frame = frame();
+                settled(answer(ns.cluster.broker().send_to_node(
+                    node,
+                    peer.uuid,
+                    frame.payload(),
+                )))
+                .await
             }
             Ok(_) => invalid(&target),
             Err(e) => {

@@ -98,7 +98,7 @@ pub struct Service {
     subscribers: IndexMap<Uuid, Arc<ClientRecord>>,
     view: Arc<ArcSwap<ServiceView>>,
     directory: Arc<ArcSwap<Directory>>,
-    cluster: Arc<dyn Cluster>,
+    cluster: Arc<Cluster>,
     observers: Observers,
     max_subscriptions: usize,
     /// Whether this node follows the service's cluster channel.
@@ -115,7 +115,7 @@ pub struct Setup {
     pub owned_here: bool,
     pub view: Arc<ArcSwap<ServiceView>>,
     pub directory: Arc<ArcSwap<Directory>>,
-    pub cluster: Arc<dyn Cluster>,
+    pub cluster: Arc<Cluster>,
     pub observers: Observers,
     pub max_subscriptions: usize,
 }
@@ -165,10 +165,10 @@ impl Service {
 
     fn share(&self, event: Event, share: Share) {
         if share != Share::Nobody {
-            self.cluster.record(&event);
+            self.cluster.claims().record(&event);
         }
         if share == Share::Everyone {
-            self.cluster.announce(&event);
+            self.cluster.broker().announce(&event);
         }
     }
 
@@ -179,11 +179,11 @@ impl Service {
         let needed = !self.owned_here && self.subscribers.values().any(|c| c.outbox.is_some());
         if needed && !self.watched {
             self.watched = true;
-            return Some(self.cluster.watch(&self.name));
+            return Some(self.cluster.broker().watch(&self.name));
         }
         if !needed && self.watched {
             self.watched = false;
-            self.cluster.unwatch(&self.name);
+            self.cluster.broker().unwatch(&self.name);
         }
         None
     }
@@ -352,7 +352,7 @@ impl Handler<End> for Service {
         }
         if self.watched {
             self.watched = false;
-            self.cluster.unwatch(&self.name);
+            self.cluster.broker().unwatch(&self.name);
         }
         ctx.stop();
         MessageResult(info)

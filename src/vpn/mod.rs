@@ -16,9 +16,9 @@
 pub mod conf;
 pub mod device;
 pub mod peers;
+pub mod settings;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,11 +29,11 @@ use wireguard_control::{Key, KeyPair};
 
 use crate::auth::{Auth, Claims, Role};
 use crate::cluster::store::{Changed, Store};
-use crate::config::Settings;
 use crate::metrics;
 use crate::protocol::agent::args::GetVpnConf;
 use crate::protocol::agent::{Failure, Reason};
-use peers::{Peer, Pools};
+use peers::Peer;
+pub use settings::VpnSettings;
 
 /// How soon after a reported change the interface is synced.
 const SOON: Duration = Duration::from_millis(200);
@@ -84,67 +84,6 @@ impl VpnError {
 impl From<VpnError> for Failure {
     fn from(e: VpnError) -> Failure {
         Failure::new(e.reason(), e.to_string())
-    }
-}
-
-/// The VPN settings, checked.
-#[derive(Debug, Clone)]
-pub struct VpnSettings {
-    pub endpoint: Option<String>,
-    pub interface: Option<String>,
-    pub backend: String,
-    pub listen_port: u16,
-    pub pools: Pools,
-    pub dns: Vec<IpAddr>,
-    pub keepalive: u64,
-    pub routes: Vec<IpNet>,
-    /// How often the interface is compared with the records even when
-    /// nothing was reported changed (`vpn_resync_secs`).
-    pub resync: Duration,
-}
-
-impl VpnSettings {
-    pub fn from(settings: &Settings) -> Result<VpnSettings, String> {
-        let pool = |text: &str, v4: bool| -> Result<Option<IpNet>, String> {
-            let nets = crate::config::cidr_list(text)?;
-            match nets.as_slice() {
-                [] => Ok(None),
-                [net] if net.addr().is_ipv4() == v4 && net.hosts().nth(2).is_some() => {
-                    Ok(Some(*net))
-                }
-                [net] if net.addr().is_ipv4() == v4 => {
-                    Err(format!("{net} is too small for a pool"))
-                }
-                _ => Err(format!(
-                    "{text:?}: one IPv{} network",
-                    if v4 { 4 } else { 6 }
-                )),
-            }
-        };
-        let pools = Pools {
-            ipv4: pool(&settings.vpn_ipv4_pool, true).map_err(|e| format!("vpn_ipv4_pool: {e}"))?,
-            ipv6: pool(&settings.vpn_ipv6_pool, false)
-                .map_err(|e| format!("vpn_ipv6_pool: {e}"))?,
-        };
-        let mut routes = crate::config::cidr_list(&settings.vpn_routes)?;
-        if routes.is_empty() {
-            routes = [pools.ipv4, pools.ipv6].into_iter().flatten().collect();
-        }
-        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        let listen_port = u16::try_from(settings.vpn_listen_port).unwrap_or(51_820);
-        let endpoint = crate::config::vpn_endpoint_parts(&settings.vpn_endpoint)
-            .map(|(host, port)| format!("{host}:{}", port.unwrap_or(listen_port)));
-        Ok(VpnSettings {
-            endpoint,
-            interface: non_empty(&settings.vpn_interface),
-            backend: settings.vpn_backend.clone(),
-            listen_port,
-            pools,
-            dns: crate::config::ip_list(&settings.vpn_dns)?,
-            keepalive: settings.vpn_keepalive_secs,
-            routes,
-            resync: Duration::from_secs(settings.vpn_resync_secs),
-        })
     }
 }
 

@@ -341,7 +341,9 @@ async fn each_new_key_signs_from_then_on_even_within_one_second() {
         data_dir: data.path().to_owned(),
         ..Settings::default()
     };
-    let store = concierge::cluster::open_store(&settings).await.unwrap();
+    let store = concierge::cluster::open_store(&settings.cluster())
+        .await
+        .unwrap();
     for _ in 0..5 {
         let kid = tokens::rotate(&store).await.unwrap();
         let keys = tokens::Keys::load(&store).await.unwrap();

@@ -39,7 +39,7 @@ fn store_settings(server: &TestServer, redis_url: &str) -> Settings {
 
 async fn auth_of(server: &TestServer, redis_url: &str) -> std::sync::Arc<Auth> {
     let settings = store_settings(server, redis_url);
-    let store = concierge::cluster::open_store(&settings)
+    let store = concierge::cluster::open_store(&settings.cluster())
         .await
         .expect("store opens");
     Auth::open(store, &settings).await.expect("auth opens")

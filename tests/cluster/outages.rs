@@ -321,13 +321,13 @@ async fn a_departure_during_a_cut_is_written_back_when_the_link_returns() {
     watcher.drain(100).await;
 
     relay.cut();
-    let failed = metric(&cut, "redis_errors").await;
+    let failed = metric(&cut, "cluster_write_errors").await;
     leaver.close().await;
     // Its replica has removed it, and the write of its departure failed
     // (the only write it had to make): the departure is not in Redis.
     sees(&mut carol, &["carol", "watcher"]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(&cut, "redis_errors").await == failed {
+    while metric(&cut, "cluster_write_errors").await == failed {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the departure's write never failed"

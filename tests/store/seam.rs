@@ -22,7 +22,7 @@ async fn standalone_store_is_a_file_in_the_data_folder() {
         data_dir: data.clone(),
         ..Settings::default()
     };
-    let (cluster, _inbound) = cluster::join(&settings).await.unwrap();
+    let (cluster, _inbound) = cluster::join(&settings.cluster()).await.unwrap();
     let store = cluster.store();
     assert_eq!(store.list(USERS).await.unwrap(), vec![]);
     assert!(!data.exists(), "joining creates no data folder");
@@ -49,7 +49,8 @@ async fn standalone_join_names_a_store_it_cannot_open() {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
     };
-    let Err(cluster::ClusterError::Unavailable(message)) = cluster::join(&settings).await else {
+    let Err(cluster::ClusterError::Unavailable(message)) = cluster::join(&settings.cluster()).await
+    else {
         panic!("a garbage store file is accepted");
     };
     assert!(message.contains(&*path.to_string_lossy()), "{message}");
@@ -64,7 +65,7 @@ async fn redis_cluster_store_is_in_its_redis() {
         redis_url: server.url(),
         ..Settings::default()
     };
-    let (cluster, _inbound) = cluster::join(&settings).await.unwrap();
+    let (cluster, _inbound) = cluster::join(&settings.cluster()).await.unwrap();
     cluster
         .store()
         .put(USERS, "alice", bytes("record"))
@@ -76,7 +77,7 @@ async fn redis_cluster_store_is_in_its_redis() {
             .trim(),
         "record"
     );
-    cluster.deregister().await;
+    cluster.claims().deregister().await;
 }
 
 /// A gateway running alone creates its `concierge.db` mode 0600 (SECURITY

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::master::Master;
@@ -25,6 +26,12 @@ use super::wire::{self, key, StoredClient, EVENTS};
 use crate::cluster::{Handoff, Inbound, NodeId, Snapshot};
 use crate::metrics;
 use crate::protocol::ServiceInfo;
+
+/// How many writes may wait for the writer: about a second of a busy
+/// node's traffic. Beyond, a client's frame is refused (its sender is
+/// answered with an error) and a namespace write fails as if Redis had
+/// refused it (see [`Link::write`]).
+pub const WRITES: usize = 16_384;
 
 /// What the writer task is given, in order.
 pub enum Write {
@@ -57,9 +64,9 @@ pub struct Link {
     pub node: NodeId,
     pub lease: Duration,
     pub master: Arc<Master>,
-    pub writes: mpsc::UnboundedSender<Write>,
+    pub writes: mpsc::Sender<Write>,
     pub watches: mpsc::UnboundedSender<WatchCommand>,
-    pub inbound: mpsc::UnboundedSender<Inbound>,
+    pub inbound: mpsc::Sender<Inbound>,
     /// The subscription connection is up.
     pub subscribed: AtomicBool,
     /// The last write (or lease renewal) succeeded.
@@ -77,11 +84,13 @@ impl Link {
         self.write(cmd);
     }
 
-    /// Publishes a client's frame, unless the link is down: the sender
-    /// learns whether it left. Refused at once only while the subscription
-    /// is down (Redis is gone); after a failed write the frame is still
-    /// tried, and the writer's result answers it, so one failed batch does
-    /// not refuse every frame until the next lease renewal.
+    /// Publishes a client's frame, unless the link is down or its queue is
+    /// full: the sender learns whether it left. Refused at once only while
+    /// the subscription is down (Redis is gone) or [`WRITES`] writes wait
+    /// already (Redis cannot keep up: the sender is answered with an error
+    /// rather than queued behind them); after a failed write the frame is
+    /// still tried, and the writer's result answers it, so one failed batch
+    /// does not refuse every frame until the next lease renewal.
     /// `to_one`: the channel is one replica's inbox, which must be
     /// followed for the frame to count as handed on.
     pub fn hand_off(&self, channel: String, payload: Vec<u8>, to_one: bool) -> Handoff {
@@ -92,30 +101,47 @@ impl Link {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
         let (sent, taken) = oneshot::channel();
-        if self
-            .writes
-            .send(Write::Frame { cmd, to_one, sent })
-            .is_err()
-        {
-            tracing::error!("the Redis writer has stopped");
-            metrics::get().cluster_frames_not_sent.inc();
-            return Handoff::Refused;
+        match self.writes.try_send(Write::Frame { cmd, to_one, sent }) {
+            Ok(()) => Handoff::Queued(Box::pin(async move { taken.await.unwrap_or(false) })),
+            Err(e) => {
+                if let TrySendError::Closed(_) = e {
+                    tracing::error!("the Redis writer has stopped");
+                }
+                metrics::get().cluster_frames_not_sent.inc();
+                Handoff::Refused
+            }
         }
-        Handoff::Queued(Box::pin(async move { taken.await.unwrap_or(false) }))
     }
 
+    /// Queues a write of the namespace (a record, an announcement). With
+    /// [`WRITES`] writes waiting already, it is not queued but fails as a
+    /// batch that Redis refused does: counted, logged, the link reported
+    /// down (`/readyz`, new clients refused) until a later write succeeds,
+    /// when the node reconciles the shared namespace with its own, which
+    /// writes what was lost again.
     pub fn write(&self, cmd: redis::Cmd) {
-        if self.writes.send(Write::Cmd(cmd)).is_err() {
-            tracing::error!("the Redis writer has stopped");
+        match self.writes.try_send(Write::Cmd(cmd)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                metrics::get().cluster_write_errors.inc();
+                if self.writing.swap(false, Ordering::Relaxed) {
+                    tracing::error!(
+                        "{WRITES} writes wait for Redis: cluster updates are being lost \
+                         until it catches up"
+                    );
+                }
+            }
+            Err(TrySendError::Closed(_)) => tracing::error!("the Redis writer has stopped"),
         }
     }
 
     /// Resolves once every write queued before the call has been sent (or
     /// failed): a claim or a lookup made after it sees this node's own
     /// changes, such as a departure that released the name being claimed.
+    /// Waits for room in a full queue.
     pub async fn flushed(&self) {
         let (done, flushed) = oneshot::channel();
-        if self.writes.send(Write::Flush(done)).is_ok() {
+        if self.writes.send(Write::Flush(done)).await.is_ok() {
             let _ = flushed.await;
         }
     }
@@ -127,10 +153,14 @@ impl Link {
         }
     }
 
-    /// Reports something to the namespace; it only fails once the node is
-    /// shutting down, when nobody listens any more.
-    pub fn report(&self, inbound: Inbound) {
-        let _ = self.inbound.send(inbound);
+    /// Reports something to the namespace, waiting while
+    /// [`INBOUND`](crate::cluster::INBOUND) items wait for it already (the
+    /// subscription is then not read, and Redis holds what comes meanwhile,
+    /// or drops the subscription, which the node recovers from as from any
+    /// lost subscription). It only fails once the node is shutting down,
+    /// when nobody listens any more.
+    pub async fn report(&self, inbound: Inbound) {
+        let _ = self.inbound.send(inbound).await;
     }
 
     pub fn is_up(&self) -> bool {
@@ -139,7 +169,7 @@ impl Link {
 }
 
 /// Writes commands in order, batching whatever is queued into one pipeline.
-pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
+pub async fn writer(link: Arc<Link>, mut rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::new();
     let mut flushed = Vec::new();
     let mut frames = Vec::new();
@@ -177,7 +207,7 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Write>) {
                     if link.writing.swap(false, Ordering::Relaxed) {
                         tracing::error!(error = %e, "Redis write failed: cluster updates are being lost");
                     }
-                    metrics::get().redis_errors.inc();
+                    metrics::get().cluster_write_errors.inc();
                 }
             }
         }
@@ -226,9 +256,9 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
                     tokio::select! {
                         msg = stream.next() => {
                             let Some(msg) = msg else { break };
-                            if let Some((from, inbound)) = wire::decode(msg.get_payload_bytes()) {
+                            if let Some((from, inbound)) = wire::decode(msg) {
                                 if from != link.node {
-                                    link.report(inbound);
+                                    link.report(inbound).await;
                                 }
                             }
                         }
@@ -249,7 +279,7 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
                     }
                 }
                 link.subscribed.store(false, Ordering::Relaxed);
-                metrics::get().redis_reconnects.inc();
+                metrics::get().cluster_reconnects.inc();
                 tracing::error!("lost the Redis subscription; reconnecting");
             }
             Err(e) => {
@@ -309,7 +339,7 @@ async fn follow(
 
 async fn resync(link: &Link) -> redis::RedisResult<()> {
     let snapshot = load_snapshot(link).await?;
-    link.report(Inbound::Snapshot(snapshot));
+    link.report(Inbound::Snapshot(snapshot)).await;
     Ok(())
 }
 
@@ -419,7 +449,7 @@ async fn reap_dead(link: &Link, conn: &mut ConnectionManager) -> redis::RedisRes
             .await?;
         if won.is_some() {
             tracing::warn!(node = %other, "node lease expired: cleaning up after it");
-            link.report(Inbound::Reap(other_id));
+            link.report(Inbound::Reap(other_id)).await;
         }
     }
     Ok(())

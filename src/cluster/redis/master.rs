@@ -25,8 +25,8 @@ use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
 use tokio::sync::{Mutex, Notify};
 
+use crate::cluster::settings::redacted;
 use crate::cluster::ClusterError;
-use crate::config::redacted;
 
 /// How often the Sentinels are asked where the master is.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);

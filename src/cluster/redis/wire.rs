@@ -20,14 +20,14 @@
 //! broadcasts of a service from its owner's node.
 //!
 //! A channel message is a JSON header line, then (when the route carries
-//! one) the frame's JSON, byte for byte.
+//! one) the frame's JSON, byte for byte. The receiving node hands the frame
+//! up inside the message it came in ([`Payload`]), uncopied.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::cluster::{Event, Inbound, NodeId};
+use crate::cluster::{Event, Inbound, NodeId, Payload};
 use crate::protocol::ClientInfo;
-use crate::transport::outbox::Frame;
 
 pub const PREFIX: &str = "concierge";
 pub const EVENTS: &str = "concierge:events";
@@ -77,24 +77,28 @@ pub enum Route {
     TakeOver { uuid: Uuid },
 }
 
-pub fn encode(from: NodeId, route: Route, frame: Option<&Frame>) -> Vec<u8> {
+/// A channel message: the header, then the frame's JSON `payload` if the
+/// route carries one.
+pub fn encode(from: NodeId, route: Route, payload: Option<&[u8]>) -> Vec<u8> {
     let header = Header { from, route };
+    let mut out = Vec::with_capacity(96 + payload.map_or(0, <[u8]>::len));
     // A header is plain data: serializing it cannot fail.
-    let mut out = serde_json::to_vec(&header).unwrap_or_default();
+    let _ = serde_json::to_writer(&mut out, &header);
     out.push(b'\n');
-    if let Some(frame) = frame {
-        out.extend_from_slice(frame.payload());
+    if let Some(payload) = payload {
+        out.extend_from_slice(payload);
     }
     out
 }
 
 /// Parses a channel message into its sender and what it carries; `None`
 /// (logged) for anything malformed.
-pub fn decode(payload: &[u8]) -> Option<(NodeId, Inbound)> {
-    let split = payload.iter().position(|b| *b == b'\n');
-    let (head, body) = match split {
-        Some(i) => (&payload[..i], &payload[i + 1..]),
-        None => (payload, &[][..]),
+pub fn decode(message: redis::Msg) -> Option<(NodeId, Inbound)> {
+    let bytes = message.get_payload_bytes();
+    let split = bytes.iter().position(|b| *b == b'\n');
+    let (head, body_at) = match split {
+        Some(i) => (&bytes[..i], i + 1),
+        None => (bytes, bytes.len()),
     };
     let header: Header = match serde_json::from_slice(head) {
         Ok(header) => header,
@@ -103,27 +107,21 @@ pub fn decode(payload: &[u8]) -> Option<(NodeId, Inbound)> {
             return None;
         }
     };
-    let frame = || match std::str::from_utf8(body) {
-        Ok(text) => Some(Frame::new(text)),
-        Err(_) => {
-            tracing::warn!("dropping a cluster message whose frame is not UTF-8");
-            None
-        }
-    };
+    let payload = || Payload::in_message(message, body_at);
     let inbound = match header.route {
         Route::Event { event } => Inbound::Event(event),
         Route::All { except } => Inbound::All {
             except,
-            frame: frame()?,
+            payload: payload(),
         },
         Route::Client { to } => Inbound::Client {
             to,
-            frame: frame()?,
+            payload: payload(),
         },
         Route::Service { name, except } => Inbound::Service {
             name,
             except,
-            frame: frame()?,
+            payload: payload(),
         },
         Route::TakeOver { uuid } => Inbound::TakenOver { uuid },
     };

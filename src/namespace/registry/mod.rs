@@ -15,6 +15,13 @@
 //! asked for, and a departure's announcements reach every client in the
 //! order the protocol gives (unsubscriptions, deleted services, then
 //! CLIENT_LEFT).
+//!
+//! Joining (the name claim and a takeover) is in [`join`]; keeping the copy
+//! in line with the other nodes' (their events, the snapshot after an
+//! outage, a dead node's clean-up) in [`sync`].
+
+mod join;
+mod sync;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
@@ -26,36 +33,16 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 use uuid::Uuid;
 
+pub(super) use self::join::taken_over;
+pub use self::join::{Join, Local};
 use super::member::ReplyTo;
 use super::observe::{Change, Observers};
 use super::service::{self, Service, Setup, Share};
 use super::view::{ClientRecord, Directory, ServiceHandle, ServiceView};
 use crate::cluster::{Cluster, Event, NodeId, Snapshot};
 use crate::config::Settings;
-use crate::protocol::{
-    ClientInfo, Close, CloseCode, PayloadOut, Sequenced, ServiceInfo, PROTOCOL_VERSION,
-};
+use crate::protocol::{ClientInfo, Close, PayloadOut, Sequenced, ServiceInfo, PROTOCOL_VERSION};
 use crate::transport::outbox::{Frame, Outbox, Overflowed};
-
-/// A client whose IDENTIFY its transport accepted: claim its name and
-/// register it. Answered once it has its HELLO.
-#[derive(Message)]
-#[rtype(result = "Result<Arc<ClientRecord>, Close>")]
-pub struct Join {
-    pub info: ClientInfo,
-    pub local: Local,
-}
-
-/// What only this node knows of one of its clients.
-pub struct Local {
-    pub outbox: Outbox,
-    /// The session's private file server key, for its HELLO.
-    pub fs_key: String,
-    /// Whether it is told of the clients that join and leave.
-    pub presence: bool,
-    /// Whether it takes its name over from a client of the same user.
-    pub take_over: bool,
-}
 
 /// A client's connection is gone (also sent for one still joining).
 #[derive(Message)]
@@ -158,7 +145,7 @@ fn done() -> Step {
 pub struct Registry {
     settings: Arc<Settings>,
     node: NodeId,
-    cluster: Arc<dyn Cluster>,
+    cluster: Arc<Cluster>,
     observers: Observers,
     /// The master copy; `view` is what was last published of it.
     dir: Directory,
@@ -187,7 +174,7 @@ impl Actor for Registry {
 impl Registry {
     pub fn new(
         settings: Arc<Settings>,
-        cluster: Arc<dyn Cluster>,
+        cluster: Arc<Cluster>,
         view: Arc<ArcSwap<Directory>>,
         observers: Observers,
         pool: Vec<ArbiterHandle>,
@@ -226,8 +213,8 @@ impl Registry {
     }
 
     fn share(&self, event: &Event) {
-        self.cluster.record(event);
-        self.cluster.announce(event);
+        self.cluster.claims().record(event);
+        self.cluster.broker().announce(event);
     }
 
     /// Adds a client, local or remote, and tells the local clients that
@@ -361,10 +348,10 @@ impl Registry {
     fn left(&self, client: &ClientRecord, departure: Departure) {
         let uuid = client.info.uuid;
         if departure.records() {
-            self.cluster.record(&Event::Left { uuid });
+            self.cluster.claims().record(&Event::Left { uuid });
         }
         if departure == Departure::Local {
-            self.cluster.announce(&Event::Left { uuid });
+            self.cluster.broker().announce(&Event::Left { uuid });
         }
         self.observers.tell(Change::Left {
             client: &client.info,
@@ -458,10 +445,10 @@ impl Registry {
             name: service.name.clone(),
         };
         if record {
-            self.cluster.record(&event);
+            self.cluster.claims().record(&event);
         }
         if announce {
-            self.cluster.announce(&event);
+            self.cluster.broker().announce(&event);
         }
         self.observers.tell(Change::ServiceDeleted { service });
         let frame = Frame::json(&Sequenced {
@@ -501,75 +488,6 @@ impl Registry {
         )
     }
 
-    /// Applies a change another node made.
-    fn apply(&mut self, event: Event) -> Step {
-        match event {
-            Event::Joined { client, node } => {
-                self.join(client, node, None);
-                done()
-            }
-            Event::Left { uuid } => self.leave(uuid, Departure::Remote),
-            Event::ServiceCreated { service } => {
-                self.service_created(service, None);
-                done()
-            }
-            Event::ServiceDeleted { name } => self.service_deleted_remotely(&name),
-            // The services apply their own events (see `inbound`).
-            Event::Subscribed { .. } | Event::Unsubscribed { .. } => done(),
-            Event::NodeDown { node } if node == self.node => {
-                // Another node believed this one dead (its lease lapsed
-                // while Redis was unreachable): put this node's clients back.
-                tracing::warn!("this node was declared down; re-registering its clients");
-                self.reregister_local();
-                done()
-            }
-            Event::NodeDown { node } => self.node_down(node, Departure::Remote),
-        }
-    }
-
-    /// Removes every client of a departed node.
-    fn node_down(&mut self, node: NodeId, departure: Departure) -> Step {
-        let gone: Vec<Uuid> = self
-            .dir
-            .clients
-            .values()
-            .filter(|c| c.node == node)
-            .map(|c| c.info.uuid)
-            .collect();
-        tracing::warn!(%node, clients = gone.len(), "node down: removing its clients");
-        self.leave_all(gone, departure)
-    }
-
-    /// Writes this node's clients, services and subscriptions back to the
-    /// shared namespace and announces them, after an outage erased them.
-    fn reregister_local(&self) {
-        let mut names = Vec::new();
-        for client in self.dir.local.values() {
-            self.share(&Event::Joined {
-                client: client.info.clone(),
-                node: self.node,
-            });
-            names.push((client.info.name.clone(), client.info.uuid));
-        }
-        for service in self.dir.services.values() {
-            let view = service.view.load();
-            if self.dir.local.contains_key(&view.receipt.owner_uuid) {
-                self.share(&Event::ServiceCreated {
-                    service: view.receipt.clone(),
-                });
-            }
-        }
-        for (name, service) in self.dir.services.iter() {
-            for (uuid, _) in &service.view.load().local {
-                self.share(&Event::Subscribed {
-                    service: name.clone(),
-                    uuid: *uuid,
-                });
-            }
-        }
-        self.cluster.reclaim_names(names);
-    }
-
     /// Removes a local client at once and closes its connection.
     fn evict(&mut self, uuid: Uuid, close: Close) -> Step {
         let Some(outbox) = self.dir.local.get(&uuid).and_then(|c| c.outbox.clone()) else {
@@ -579,225 +497,11 @@ impl Registry {
         outbox.close(close);
         step
     }
-
-    /// Brings the copy in line with the shared namespace.
-    fn reconcile(&mut self, snapshot: Snapshot) -> Step {
-        let (local, remote): (Vec<_>, Vec<_>) = snapshot
-            .clients
-            .into_iter()
-            .partition(|(_, node)| *node == self.node);
-        let local_known: BTreeSet<Uuid> = local.into_iter().map(|(info, _)| info.uuid).collect();
-        // This node's clients that left while their departure could not be
-        // written (Redis was unreachable, too briefly for this node to be
-        // reaped) are still recorded, their names still claimed: write
-        // their departure now and tell the other replicas, which still
-        // list them.
-        let departed: Vec<Uuid> = local_known
-            .iter()
-            .filter(|uuid| !self.dir.local.contains_key(*uuid) && !self.joining.contains(*uuid))
-            .copied()
-            .collect();
-        for uuid in departed {
-            self.share(&Event::Left { uuid });
-        }
-        let remote_now: HashMap<Uuid, (ClientInfo, NodeId)> = remote
-            .into_iter()
-            .map(|(info, node)| (info.uuid, (info, node)))
-            .collect();
-        // Remote clients that are gone.
-        let stale: Vec<Uuid> = self
-            .dir
-            .clients
-            .values()
-            .filter(|c| c.outbox.is_none() && !remote_now.contains_key(&c.info.uuid))
-            .map(|c| c.info.uuid)
-            .collect();
-        let mut step = self.leave_all(stale, Departure::Remote);
-        step = Box::pin(step.then(move |(), act: &mut Self, _| {
-            // Remote clients this node has not heard of.
-            for (info, node) in remote_now.into_values() {
-                act.join(info, node, None);
-            }
-            // Services that vanished (owned elsewhere), then new ones.
-            let names: BTreeSet<String> =
-                snapshot.services.iter().map(|s| s.name.clone()).collect();
-            let vanished: Vec<String> = act
-                .dir
-                .services
-                .iter()
-                .filter(|(name, s)| {
-                    !names.contains(*name)
-                        && !act
-                            .dir
-                            .local
-                            .contains_key(&s.view.load().receipt.owner_uuid)
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-            let mut step = done();
-            for name in vanished {
-                step = Box::pin(
-                    step.then(move |(), act: &mut Self, _| act.service_deleted_remotely(&name)),
-                );
-            }
-            Box::pin(step.map(move |(), act: &mut Self, _| {
-                for service in snapshot.services {
-                    let remote: BTreeSet<Uuid> = service
-                        .subscribers
-                        .iter()
-                        .filter(|u| act.dir.client(u).is_some_and(|c| c.outbox.is_none()))
-                        .copied()
-                        .collect();
-                    let name = service.name.clone();
-                    act.service_created(
-                        ServiceInfo {
-                            subscribers: Vec::new(),
-                            ..service
-                        },
-                        None,
-                    );
-                    if let Some(handle) = act.dir.service(&name) {
-                        handle.addr.do_send(service::Reconcile { remote });
-                    }
-                }
-                // This node's own clients missing from the shared namespace.
-                if act.dir.local.keys().any(|uuid| !local_known.contains(uuid)) {
-                    act.reregister_local();
-                }
-            }))
-        }));
-        step
-    }
-}
-
-/// How a client whose name a newer connection of its user took is closed.
-pub(super) fn taken_over() -> Close {
-    Close::new(
-        CloseCode::TakenOver,
-        "a newer connection of the same user took this name over",
-    )
-}
-
-/// How long a takeover waits for the old client's departure.
-const TAKEOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Claims `name` again and again while the client taken over leaves.
-async fn claim_until_free(
-    cluster: Arc<dyn Cluster>,
-    name: String,
-    uuid: Uuid,
-) -> Result<bool, crate::cluster::ClusterError> {
-    let deadline = std::time::Instant::now() + TAKEOVER_PATIENCE;
-    loop {
-        match cluster.claim_name(&name, uuid).await {
-            Ok(false) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            claimed => return claimed,
-        }
-    }
 }
 
 /// Runs a step to completion before the registry handles anything else.
 fn atomic(step: Step) -> AtomicResponse<Registry, ()> {
     AtomicResponse::new(step)
-}
-
-impl Handler<Join> for Registry {
-    type Result = ResponseActFuture<Self, Result<Arc<ClientRecord>, Close>>;
-
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
-        if let Some(close) = &self.departing {
-            return Box::pin(fut::ready(Err(close.clone())));
-        }
-        let Join { info, local } = msg;
-        let uuid = info.uuid;
-        self.joining.insert(uuid);
-        let claim = self.cluster.claim_name(&info.name, uuid);
-        let cluster = self.cluster.clone();
-        let name = info.name.clone();
-        let user = info.user.clone().filter(|_| local.take_over);
-        Box::pin(
-            fut::wrap_future::<_, Self>(claim)
-                .then(move |claimed, act, ctx| {
-                    // A name held by a client of the same user is taken
-                    // over (seed 003): the holder is closed, and the name
-                    // claimed again once its departure frees it.
-                    let holder = match (&claimed, &user) {
-                        (Ok(false), Some(user)) => act
-                            .dir
-                            .named(&name)
-                            .filter(|c| c.info.user.as_ref() == Some(user))
-                            .map(|c| (c.info.uuid, c.node)),
-                        _ => None,
-                    };
-                    let retry: Pin<Box<dyn std::future::Future<Output = _>>> = match holder {
-                        None => Box::pin(std::future::ready(claimed)),
-                        Some((old, node)) => {
-                            tracing::info!(%old, %name, "a newer connection of the same user takes the name over");
-                            if node == act.node {
-                                ctx.notify(Evict {
-                                    uuid: old,
-                                    close: taken_over(),
-                                });
-                            } else {
-                                cluster.take_over(node, old);
-                            }
-                            Box::pin(claim_until_free(cluster, name, uuid))
-                        }
-                    };
-                    fut::wrap_future::<_, Self>(retry)
-                })
-                .map(move |claimed, act, _| {
-                let name = info.name.clone();
-                match claimed {
-                    // Still wanted (it did not leave while its name was
-                    // being claimed) and the node is not stopping.
-                    Ok(true) if act.joining.remove(&uuid) && act.departing.is_none() => {
-                        tracing::info!(%uuid, %name, "client identified");
-                        let event = Event::Joined {
-                            client: info.clone(),
-                            node: act.node,
-                        };
-                        act.join(info, act.node, Some(local));
-                        act.share(&event);
-                        act.dir.client(&uuid).cloned().ok_or_else(|| {
-                            Close::new(CloseCode::Unknown, "internal error: the client vanished")
-                        })
-                    }
-                    Ok(true) => {
-                        // It left, or the node began to stop, while its name
-                        // was being claimed: give the name back (a departure
-                        // releases the names it holds) and close it like the
-                        // rest.
-                        act.joining.remove(&uuid);
-                        act.cluster.record(&Event::Joined {
-                            client: info,
-                            node: act.node,
-                        });
-                        act.cluster.record(&Event::Left { uuid });
-                        Err(act.departing.clone().unwrap_or_else(|| {
-                            Close::new(CloseCode::Unknown, "the connection closed while identifying")
-                        }))
-                    }
-                    Ok(false) => {
-                        act.joining.remove(&uuid);
-                        Err(Close::new(
-                            CloseCode::DuplicateAuth,
-                            format!("the name {name:?} is taken"),
-                        ))
-                    }
-                    Err(e) => {
-                        act.joining.remove(&uuid);
-                        Err(Close::new(
-                            CloseCode::TryAgainLater,
-                            format!("the cluster cannot register clients now: {e}"),
-                        ))
-                    }
-                }
-            }),
-        )
-    }
 }
 
 impl Handler<Leave> for Registry {
@@ -843,13 +547,13 @@ impl Handler<CreateService> for Registry {
             subscribers: Vec::new(),
         };
         // The name is claimed cluster-wide; the registry goes on meanwhile.
-        let claim = self.cluster.claim_service(&receipt);
+        let claim = self.cluster.claims().claim_service(&receipt);
         Box::pin(
             fut::wrap_future::<_, Self>(claim).map(move |claimed, act, _| {
                 let answer = match claimed {
                     Ok(None) if act.dir.local.contains_key(&owner) => {
                         act.service_created(receipt.clone(), Some(owner));
-                        act.cluster.announce(&Event::ServiceCreated {
+                        act.cluster.broker().announce(&Event::ServiceCreated {
                             service: receipt.clone(),
                         });
                         PayloadOut::ServiceCreateResult {
@@ -860,6 +564,7 @@ impl Handler<CreateService> for Registry {
                     Ok(None) => {
                         // The owner left while the name was being claimed.
                         act.cluster
+                            .claims()
                             .record(&Event::ServiceDeleted { name: receipt.name });
                         PayloadOut::ErrorInternal {
                             desc: "the client left".into(),
@@ -936,7 +641,7 @@ impl Handler<Ready> for Registry {
     type Result = Result<(), &'static str>;
 
     fn handle(&mut self, _: Ready, _: &mut Context<Self>) -> Self::Result {
-        self.cluster.health()
+        self.cluster.broker().health()
     }
 }
 
@@ -951,35 +656,5 @@ impl Handler<CloseAll> for Registry {
             closed += 1;
         }
         closed
-    }
-}
-
-impl Handler<Remote> for Registry {
-    type Result = AtomicResponse<Self, ()>;
-
-    fn handle(&mut self, msg: Remote, _: &mut Context<Self>) -> Self::Result {
-        atomic(self.apply(msg.0))
-    }
-}
-
-impl Handler<Reconcile> for Registry {
-    type Result = AtomicResponse<Self, ()>;
-
-    fn handle(&mut self, msg: Reconcile, _: &mut Context<Self>) -> Self::Result {
-        atomic(self.reconcile(msg.0))
-    }
-}
-
-impl Handler<Reap> for Registry {
-    type Result = AtomicResponse<Self, ()>;
-
-    fn handle(&mut self, msg: Reap, _: &mut Context<Self>) -> Self::Result {
-        let node = msg.0;
-        let step = self.node_down(node, Departure::Reaped);
-        atomic(Box::pin(step.map(move |(), act: &mut Self, _| {
-            let event = Event::NodeDown { node };
-            act.cluster.announce(&event);
-            act.cluster.record(&event);
-        })))
     }
 }

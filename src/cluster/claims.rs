@@ -1,0 +1,49 @@
+//! The claims: what must be unique or agreed on across the cluster.
+//!
+//! Client and service names are unique cluster-wide; the shared namespace's
+//! records say which client is where and who subscribes to what; a node's
+//! lease says it is alive (a node whose lease lapsed is cleaned up after by
+//! one other, [`Inbound::Reap`](super::Inbound::Reap)); a name held by an
+//! older connection of the same user is taken over. Records are written
+//! in order on the same link as the broker's messages, so a claim made
+//! after a departure was recorded sees the name it freed.
+
+use uuid::Uuid;
+
+use super::{ClusterError, Event, NodeId, Pending};
+use crate::protocol::{ClientInfo, ServiceInfo};
+
+/// Names, records and leases (see the module documentation).
+pub trait Claims: Send + Sync + 'static {
+    /// Records one atomic change in the shared namespace (the cascades of
+    /// `Left` and `NodeDown` are recorded change by change).
+    fn record(&self, event: &Event);
+    /// Claims a client name for `uuid`: false when another client holds it.
+    /// The claim ends when the client's `Left` is recorded.
+    fn claim_name(&self, name: &str, uuid: Uuid) -> Pending<Result<bool, ClusterError>>;
+    /// Claims a service name (and records the service): `Some(existing)`
+    /// when it is taken. The claim ends when `ServiceDeleted` is recorded.
+    fn claim_service(
+        &self,
+        service: &ServiceInfo,
+    ) -> Pending<Result<Option<ServiceInfo>, ClusterError>>;
+    /// Asks `node` to close its client `uuid`, whose name a newer
+    /// connection of the same user takes over; the name is free once the
+    /// client's `Left` is recorded.
+    fn take_over(&self, node: NodeId, uuid: Uuid);
+    /// Claims this node's names again after the link came back; a client
+    /// whose name was given away meanwhile comes back as
+    /// [`Inbound::NameLost`](super::Inbound::NameLost).
+    fn reclaim_names(&self, names: Vec<(String, Uuid)>);
+    /// Finds a client this node has not heard of, by name or by uuid: its
+    /// record and its node. `None` when it exists nowhere (at once when
+    /// there are no other nodes, or the link is down).
+    fn locate(
+        &self,
+        name: Option<&str>,
+        uuid: Option<Uuid>,
+    ) -> Pending<Result<Option<(ClientInfo, NodeId)>, ClusterError>>;
+    /// Gives up this node's lease at once (graceful stop), after what was
+    /// queued has been written, so nobody waits for it to lapse.
+    fn deregister(&self) -> Pending<()>;
+}

@@ -1,0 +1,296 @@
+//! The [`Claims`] of replicas sharing one Redis: keys claimed with
+//! `SET NX` / `HSETNX`, records written through the node's one writer, in
+//! order with what its broker sends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use super::link::Link;
+use super::wire::{self, key, Route, StoredClient, PREFIX};
+use crate::cluster::{Claims, ClusterError, Event, Inbound, NodeId, Pending};
+use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
+
+/// How long [`Claims::locate`] waits for the record of a client whose name
+/// is claimed (or whose uuid was given) to appear: 20 × 5 ms.
+const LOCATE_ATTEMPTS: usize = 20;
+const LOCATE_PAUSE: Duration = Duration::from_millis(5);
+
+/// How often, and how far apart, a name is claimed again after the link
+/// came back when Redis answers with an error (it may be failing over).
+const RECLAIM_ATTEMPTS: u32 = 10;
+const RECLAIM_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long a graceful stop waits for queued writes to reach Redis.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Deletes a departed client's records; the name only if it still maps to
+/// this uuid (it may have been claimed again already).
+const LEFT_SCRIPT: &str = r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if not stored then return 0 end
+local ok, c = pcall(cjson.decode, stored)
+if ok and c.client and c.client.name then
+  local name_key = ARGV[2] .. ':name:' .. c.client.name
+  if redis.call('GET', name_key) == ARGV[1] then redis.call('DEL', name_key) end
+  if c.node then redis.call('SREM', ARGV[2] .. ':node-clients:' .. c.node, ARGV[1]) end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"#;
+
+fn unavailable(e: redis::RedisError) -> ClusterError {
+    ClusterError::Unavailable(e.to_string())
+}
+
+/// One replica's claims.
+pub struct RedisClaims {
+    pub(super) link: Arc<Link>,
+}
+
+impl RedisClaims {
+    async fn holder(link: &Link, name: &str) -> redis::RedisResult<Option<Uuid>> {
+        let mut conn = link.master.conn();
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(key(&["name", name]))
+            .query_async(&mut conn)
+            .await?;
+        Ok(holder.and_then(|h| h.parse().ok()))
+    }
+
+    async fn claim(link: &Link, name: &str, uuid: Uuid) -> redis::RedisResult<bool> {
+        link.flushed().await;
+        let mut conn = link.master.conn();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key(&["name", name]))
+            .arg(uuid.to_string())
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+}
+
+impl Claims for RedisClaims {
+    fn record(&self, change: &Event) {
+        let mut cmd;
+        match change {
+            Event::Joined { client, node } => {
+                let stored = StoredClient {
+                    client: client.clone(),
+                    node: *node,
+                };
+                cmd = redis::cmd("HSET");
+                cmd.arg(key(&["clients"]))
+                    .arg(client.uuid.to_string())
+                    .arg(serde_json::to_string(&stored).unwrap_or_default());
+                self.link.write(cmd);
+                cmd = redis::cmd("SADD");
+                cmd.arg(key(&["node-clients", &node.to_string()]))
+                    .arg(client.uuid.to_string());
+            }
+            Event::Left { uuid } => {
+                cmd = redis::cmd("EVAL");
+                cmd.arg(LEFT_SCRIPT)
+                    .arg(1)
+                    .arg(key(&["clients"]))
+                    .arg(uuid.to_string())
+                    .arg(PREFIX);
+            }
+            Event::ServiceCreated { service } => {
+                cmd = redis::cmd("HSET");
+                cmd.arg(key(&["services"]))
+                    .arg(&service.name)
+                    .arg(serde_json::to_string(service).unwrap_or_default());
+            }
+            Event::ServiceDeleted { name } => {
+                cmd = redis::cmd("HDEL");
+                cmd.arg(key(&["services"])).arg(name);
+                self.link.write(cmd);
+                cmd = redis::cmd("DEL");
+                cmd.arg(key(&["subs", name]));
+            }
+            Event::Subscribed { service, uuid } => {
+                let micros = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                cmd = redis::cmd("ZADD");
+                cmd.arg(key(&["subs", service]))
+                    .arg("NX")
+                    .arg(micros)
+                    .arg(uuid.to_string());
+            }
+            Event::Unsubscribed { service, uuid } => {
+                cmd = redis::cmd("ZREM");
+                cmd.arg(key(&["subs", service])).arg(uuid.to_string());
+            }
+            Event::NodeDown { node } => {
+                cmd = redis::cmd("SREM");
+                cmd.arg(key(&["nodes"])).arg(node.to_string());
+                self.link.write(cmd);
+                cmd = redis::cmd("DEL");
+                cmd.arg(key(&["node-clients", &node.to_string()]));
+            }
+        }
+        self.link.write(cmd);
+    }
+
+    fn take_over(&self, node: NodeId, uuid: Uuid) {
+        let payload = wire::encode(self.link.node, Route::TakeOver { uuid }, None);
+        self.link.publish(wire::inbox(node), payload);
+    }
+
+    fn claim_name(&self, name: &str, uuid: Uuid) -> Pending<Result<bool, ClusterError>> {
+        let link = self.link.clone();
+        let name = name.to_owned();
+        Box::pin(async move {
+            RedisClaims::claim(&link, &name, uuid)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn claim_service(
+        &self,
+        service: &ServiceInfo,
+    ) -> Pending<Result<Option<ServiceInfo>, ClusterError>> {
+        let link = self.link.clone();
+        let service = service.clone();
+        Box::pin(async move {
+            link.flushed().await;
+            let mut conn = link.master.conn();
+            let json = serde_json::to_string(&service).unwrap_or_default();
+            let created: bool = redis::cmd("HSETNX")
+                .arg(key(&["services"]))
+                .arg(&service.name)
+                .arg(json)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if created {
+                return Ok(None);
+            }
+            let existing: Option<String> = redis::cmd("HGET")
+                .arg(key(&["services"]))
+                .arg(&service.name)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            Ok(Some(
+                existing
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or(service),
+            ))
+        })
+    }
+
+    fn reclaim_names(&self, names: Vec<(String, Uuid)>) {
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            for (name, uuid) in names {
+                // An error is not an answer: Redis may be failing over.
+                // Try again a few times; only another holder loses the name.
+                for attempt in 1..=RECLAIM_ATTEMPTS {
+                    let holder = match RedisClaims::claim(&link, &name, uuid).await {
+                        Ok(true) => break,
+                        Ok(false) => RedisClaims::holder(&link, &name).await,
+                        Err(e) => Err(e),
+                    };
+                    match holder {
+                        Ok(Some(h)) if h == uuid => break,
+                        Ok(Some(_)) => {
+                            tracing::warn!(%name, %uuid, "the name was claimed elsewhere during an outage");
+                            link.report(Inbound::NameLost {
+                                uuid,
+                                close: Close::new(
+                                    CloseCode::DuplicateAuth,
+                                    format!("the name {name:?} was claimed on another replica while this one was cut off"),
+                                ),
+                            })
+                            .await;
+                            break;
+                        }
+                        // Freed between the claim and the look: claim again.
+                        Ok(None) => {}
+                        Err(e) if attempt == RECLAIM_ATTEMPTS => {
+                            tracing::warn!(error = %e, %name, "cannot reclaim a name");
+                        }
+                        Err(_) => tokio::time::sleep(RECLAIM_PAUSE).await,
+                    }
+                }
+            }
+        });
+    }
+
+    fn locate(
+        &self,
+        name: Option<&str>,
+        uuid: Option<Uuid>,
+    ) -> Pending<Result<Option<(ClientInfo, NodeId)>, ClusterError>> {
+        // With Redis down the lookup would only fail, slowly.
+        if !self.link.is_up() {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        let link = self.link.clone();
+        let name = name.map(str::to_owned);
+        Box::pin(async move {
+            let uuid = match (uuid, name) {
+                (Some(uuid), _) => uuid,
+                (None, Some(name)) => match RedisClaims::holder(&link, &name)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Some(uuid) => uuid,
+                    None => return Ok(None),
+                },
+                (None, None) => return Ok(None),
+            };
+            let mut conn = link.master.conn();
+            // A name is claimed before its client is registered, and the
+            // record is written just after the client got HELLO: give it a
+            // moment.
+            for _ in 0..LOCATE_ATTEMPTS {
+                let stored: Option<String> = redis::cmd("HGET")
+                    .arg(key(&["clients"]))
+                    .arg(uuid.to_string())
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(stored) = stored {
+                    return Ok(serde_json::from_str::<StoredClient>(&stored)
+                        .ok()
+                        .map(|s| (s.client, s.node)));
+                }
+                tokio::time::sleep(LOCATE_PAUSE).await;
+            }
+            Ok(None)
+        })
+    }
+
+    fn deregister(&self) -> Pending<()> {
+        let link = self.link.clone();
+        Box::pin(async move {
+            // What this node queued before stopping (its clients'
+            // departures) reaches Redis before its lease goes.
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, link.flushed()).await;
+            link.leaving.store(true, Ordering::Relaxed);
+            let node = link.node.to_string();
+            let mut conn = link.master.conn();
+            let result: redis::RedisResult<()> = redis::pipe()
+                .cmd("DEL")
+                .arg(key(&["lease", &node]))
+                .ignore()
+                .cmd("SREM")
+                .arg(key(&["nodes"]))
+                .arg(&node)
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot deregister from Redis");
+            }
+        })
+    }
+}

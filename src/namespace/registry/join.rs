@@ -1,0 +1,183 @@
+//! A client joins: its name is claimed cluster-wide (taken over from an
+//! older connection of the same user when it asks to), then it is
+//! registered and told HELLO, unless it left or the node began to stop
+//! meanwhile.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use super::{Evict, Registry};
+use crate::cluster::{Cluster, ClusterError, Event};
+use crate::namespace::view::ClientRecord;
+use crate::protocol::{ClientInfo, Close, CloseCode};
+use crate::transport::outbox::Outbox;
+
+/// A client whose IDENTIFY its transport accepted: claim its name and
+/// register it. Answered once it has its HELLO.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<ClientRecord>, Close>")]
+pub struct Join {
+    pub info: ClientInfo,
+    pub local: Local,
+}
+
+/// What only this node knows of one of its clients.
+pub struct Local {
+    pub outbox: Outbox,
+    /// The session's private file server key, for its HELLO.
+    pub fs_key: String,
+    /// Whether it is told of the clients that join and leave.
+    pub presence: bool,
+    /// Whether it takes its name over from a client of the same user.
+    pub take_over: bool,
+}
+
+/// How a client whose name a newer connection of its user took is closed.
+pub(in crate::namespace) fn taken_over() -> Close {
+    Close::new(
+        CloseCode::TakenOver,
+        "a newer connection of the same user took this name over",
+    )
+}
+
+/// How long a takeover waits for the old client's departure.
+const TAKEOVER_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long a takeover waits between two claims.
+const TAKEOVER_PAUSE: Duration = Duration::from_millis(20);
+
+/// The outcome of claiming a name: won, held by another, or not known.
+type Claimed = Result<bool, ClusterError>;
+
+/// A claim still being made.
+type Claiming = Pin<Box<dyn Future<Output = Claimed>>>;
+
+/// Claims `name` again and again while the client taken over leaves.
+async fn claim_until_free(cluster: Arc<Cluster>, name: String, uuid: Uuid) -> Claimed {
+    let deadline = Instant::now() + TAKEOVER_PATIENCE;
+    loop {
+        match cluster.claims().claim_name(&name, uuid).await {
+            Ok(false) if Instant::now() < deadline => tokio::time::sleep(TAKEOVER_PAUSE).await,
+            claimed => return claimed,
+        }
+    }
+}
+
+impl Handler<Join> for Registry {
+    type Result = ResponseActFuture<Self, Result<Arc<ClientRecord>, Close>>;
+
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        if let Some(close) = &self.departing {
+            return Box::pin(fut::ready(Err(close.clone())));
+        }
+        let Join { info, local } = msg;
+        self.joining.insert(info.uuid);
+        let claim = self.cluster.claims().claim_name(&info.name, info.uuid);
+        Box::pin(
+            fut::wrap_future::<_, Self>(claim).then(|claimed, act, ctx| {
+                fut::wrap_future(act.take_over(claimed, &info, &local, ctx))
+                    .map(move |claimed, act: &mut Self, _| act.admit(claimed, info, local))
+            }),
+        )
+    }
+}
+
+impl Registry {
+    /// After a claim the name's holder won: a holder of the same user is
+    /// taken over (seed 003) when the newcomer asks to: closed, and the
+    /// name claimed again once its departure frees it. Any other outcome
+    /// stands.
+    fn take_over(
+        &mut self,
+        claimed: Claimed,
+        info: &ClientInfo,
+        local: &Local,
+        ctx: &mut Context<Self>,
+    ) -> Claiming {
+        let user = info.user.as_ref().filter(|_| local.take_over);
+        let holder = match (&claimed, user) {
+            (Ok(false), Some(user)) => self
+                .dir
+                .named(&info.name)
+                .filter(|c| c.info.user.as_ref() == Some(user))
+                .map(|c| (c.info.uuid, c.node)),
+            _ => None,
+        };
+        let Some((old, node)) = holder else {
+            return Box::pin(std::future::ready(claimed));
+        };
+        tracing::info!(%old, name = %info.name, "a newer connection of the same user takes the name over");
+        if node == self.node {
+            ctx.notify(Evict {
+                uuid: old,
+                close: taken_over(),
+            });
+        } else {
+            self.cluster.claims().take_over(node, old);
+        }
+        Box::pin(claim_until_free(
+            self.cluster.clone(),
+            info.name.clone(),
+            info.uuid,
+        ))
+    }
+
+    /// Registers a client once its claim is settled, or says why not.
+    fn admit(
+        &mut self,
+        claimed: Claimed,
+        info: ClientInfo,
+        local: Local,
+    ) -> Result<Arc<ClientRecord>, Close> {
+        let uuid = info.uuid;
+        // Whatever the outcome, the client is no longer joining; whether it
+        // still was says whether it left meanwhile.
+        let still_wanted = self.joining.remove(&uuid);
+        match claimed {
+            // It did not leave while its name was being claimed, and the
+            // node is not stopping.
+            Ok(true) if still_wanted && self.departing.is_none() => {
+                tracing::info!(%uuid, name = %info.name, "client identified");
+                let event = Event::Joined {
+                    client: info.clone(),
+                    node: self.node,
+                };
+                self.join(info, self.node, Some(local));
+                self.share(&event);
+                self.dir.client(&uuid).cloned().ok_or_else(|| {
+                    Close::new(CloseCode::Unknown, "internal error: the client vanished")
+                })
+            }
+            Ok(true) => {
+                // It left, or the node began to stop, while its name was
+                // being claimed: give the name back (a departure releases
+                // the names it holds) and close it like the rest.
+                let claims = self.cluster.claims();
+                claims.record(&Event::Joined {
+                    client: info,
+                    node: self.node,
+                });
+                claims.record(&Event::Left { uuid });
+                Err(self.departing.clone().unwrap_or_else(|| {
+                    Close::new(
+                        CloseCode::Unknown,
+                        "the connection closed while identifying",
+                    )
+                }))
+            }
+            Ok(false) => Err(Close::new(
+                CloseCode::DuplicateAuth,
+                format!("the name {:?} is taken", info.name),
+            )),
+            Err(e) => Err(Close::new(
+                CloseCode::TryAgainLater,
+                format!("the cluster cannot register clients now: {e}"),
+            )),
+        }
+    }
+}
