@@ -122,15 +122,23 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized.clone()),
         max,
     );
+    // The adapters' futures are boxed, and so is the lingering close: this
+    // future lives in the connection's task, which is sized for the largest
+    // state of it, so inline they would make every idle connection pay for
+    // the largest of them (see docs/BENCHMARKS.md, "Idle connections").
     match dialect {
-        Dialect::Nest => return adapter(state, input, output, peer, NestSession::new).await,
-        Dialect::SocketIo => return adapter(state, input, output, peer, SioSession::new).await,
+        Dialect::Nest => {
+            return Box::pin(adapter(state, input, output, peer, NestSession::new)).await
+        }
+        Dialect::SocketIo => {
+            return Box::pin(adapter(state, input, output, peer, SioSession::new)).await
+        }
         Dialect::Quix => {
             let vpn = state.vpn.clone();
             let new = move |settings, namespace, auth, peer, out, sink| {
                 QuixSession::new(settings, namespace, auth, vpn, peer, out, sink)
             };
-            return adapter(state, input, output, peer, new).await;
+            return Box::pin(adapter(state, input, output, peer, new)).await;
         }
         Dialect::Concierge => {}
     }
@@ -148,7 +156,7 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, d
         session
     });
     writer.write_to(output).await;
-    close_lingering(&state.settings, returned).await;
+    Box::pin(close_lingering(&state.settings, returned)).await;
 }
 
 /// Once the writer is done (the close frame and a FIN are sent), reads
@@ -202,7 +210,7 @@ async fn adapter<S: Socket, A>(
         session
     });
     writer.write_to(output).await;
-    close_lingering(&state.settings, returned).await;
+    Box::pin(close_lingering(&state.settings, returned)).await;
 }
 
 /// The socket of an answered upgrade, and the bytes the dispatcher read
