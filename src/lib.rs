@@ -5,18 +5,16 @@
 
 pub mod adapters;
 pub mod admin;
-pub mod agent;
 pub mod auth;
 pub mod bench;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod console;
-pub mod ctl;
 pub mod files;
 pub mod gateway;
 pub mod metrics;
 pub mod namespace;
-pub mod protocol;
 pub mod transport;
 pub mod vpn;
+
+pub use concierge_protocol as protocol;

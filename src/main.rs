@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use concierge::admin;
 use concierge::config::{Settings, SettingsLayer, CONFIG_ENV};
 use concierge::gateway::{Gateway, StartError};
-use tracing_subscriber::EnvFilter;
 
 /// Exit status: the gateway failed while it was running.
 const FAILED: u8 = 1;
@@ -91,9 +90,9 @@ enum Command {
         command: admin::SettingsCommand,
     },
     /// Run the host agent: serve operators' requests through a gateway.
-    Agent(Box<concierge::agent::settings::AgentArgs>),
+    Agent(Box<concierge_agent::settings::AgentArgs>),
     /// Command hosts' agents through a gateway.
-    Ctl(Box<concierge::ctl::CtlArgs>),
+    Ctl(Box<concierge_ctl::CtlArgs>),
     /// Log in to a gateway (http://HOST:PORT) and keep the token in the user's config folder.
     Login {
         url: String,
@@ -126,10 +125,10 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Bench(args)) => concierge::bench::main(*args),
         Some(Command::Agent(args)) => match init_logging() {
-            Ok(()) => concierge::agent::main(*args),
+            Ok(()) => concierge_agent::main(*args),
             Err(status) => status,
         },
-        Some(Command::Ctl(args)) => concierge::ctl::main(*args),
+        Some(Command::Ctl(args)) => concierge_ctl::main(*args),
         Some(Command::User { store, command }) => admin::user(*store, command),
         Some(Command::Token { store, command }) => admin::token(*store, command),
         Some(Command::Settings { store, command }) => admin::settings(*store, command),
@@ -142,39 +141,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The log filter of CONCIERGE_LOG, else RUST_LOG, else `info`; one that
-/// does not parse is reported under its variable's name.
-fn log_filter() -> Result<EnvFilter, String> {
-    for name in ["CONCIERGE_LOG", "RUST_LOG"] {
-        let Some(value) = std::env::var_os(name) else {
-            continue;
-        };
-        let value = value
-            .into_string()
-            .map_err(|value| format!("{name}={}: not valid UTF-8", value.to_string_lossy()))?;
-        return EnvFilter::try_new(&value).map_err(|e| {
-            format!("{name}={value}: not a log filter ({e}); e.g. info, debug or concierge=trace")
-        });
-    }
-    Ok(EnvFilter::new("info"))
-}
-
-/// Logs to standard error, filtered by [`log_filter`].
+/// Logs to standard error as every concierge program does; a log filter
+/// that does not parse is an invalid environment.
 fn init_logging() -> Result<(), ExitCode> {
-    let filter = log_filter().map_err(|e| {
+    concierge_client::logging::init().map_err(|e| {
         eprintln!("concierge: {e}");
         ExitCode::from(INVALID)
-    })?;
-    // Colours only for a person at a terminal, and never under NO_COLOR:
-    // escape codes in a log file or a supervisor's journal are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
-    Ok(())
+    })
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -963,7 +963,7 @@ async fn send_request(client: &mut Client, rid: u64, req: &str, msg: &Value) {
 /// viewer's did not, so the checks above could see it.
 #[tokio::test]
 async fn a_viewer_may_make_every_read_request_and_no_command() {
-    use concierge::agent::commands::REQUESTS;
+    use concierge::protocol::agent::REQUESTS;
     let documented = documented_requests();
     let served: Vec<&str> = REQUESTS.iter().map(|(name, _)| *name).collect();
     let undocumented: Vec<&&str> = served

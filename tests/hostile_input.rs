@@ -19,7 +19,7 @@ mod common;
 use std::cell::{Cell, RefCell};
 
 use concierge::adapters::socketio::packet::{self, Engine, Kind};
-use concierge::agent::request::{reply, Reason, Request};
+use concierge::protocol::agent::request::{reply, Reason, Request};
 use concierge::protocol::data::{self, MAX_DATA_DEPTH};
 use concierge::protocol::{ClientInfo, DecodeError, MessageOut, OriginRef, PayloadIn, Sequenced};
 use futures_util::{SinkExt, StreamExt};

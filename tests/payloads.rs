@@ -560,8 +560,8 @@ async fn one_senders_frames_keep_their_order_across_targets() {
 /// ("too fast") past `max_outgoing_queue` waiting requests.
 #[actix_web::test]
 async fn the_client_library_keeps_its_requests_within_the_gateways_bound() {
-    use concierge::client::{connect, Identity};
     use concierge::protocol::{PayloadOut, Target};
+    use concierge_client::{connect, Identity};
 
     const SENT: usize = 20_000;
     let server = TestServer::start();

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, ProtocolError};
 
-use crate::agent::commands::{Access, REQUESTS};
-use crate::agent::request::{Failure, Reason};
 use crate::auth::{Auth, Claims, Role};
 use crate::namespace::{Member, Namespace, Outcome};
+use crate::protocol::agent::request::{Failure, Reason};
+use crate::protocol::agent::{Access, REQUESTS};
 use crate::protocol::{ClientInfo, Close, CloseCode, Origin, Target};
 use crate::transport::outbox::{Control, Frame, FrameSink, Outbox, SinkError};
 use crate::transport::websocket::Outgoing;

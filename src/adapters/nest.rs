@@ -26,10 +26,10 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{Delivered, Heard};
-use crate::agent::request::{reply, Failure, Reason, Request, Rid};
 use crate::auth::{nest as nest_tokens, Auth};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace};
+use crate::protocol::agent::request::{reply, Failure, Reason, Request, Rid};
 use crate::protocol::{Close, CloseCode};
 use crate::transport::outbox::FrameSink;
 use crate::transport::websocket::Outgoing;

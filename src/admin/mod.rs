@@ -480,11 +480,6 @@ pub fn settings(args: StoreArgs, command: SettingsCommand) -> ExitCode {
     })
 }
 
-/// Where `concierge login` keeps the token: `<config dir>/concierge/token`.
-pub fn token_file() -> Option<PathBuf> {
-    dirs::config_dir().map(|d| d.join("concierge").join("token"))
-}
-
 /// `concierge login URL USERNAME`: asks the gateway at URL for a token and
 /// keeps it (mode 0600).
 pub fn login(url: &str, username: &str, password_stdin: bool) -> ExitCode {
@@ -525,7 +520,7 @@ pub fn login(url: &str, username: &str, password_stdin: bool) -> ExitCode {
         eprintln!("concierge: login refused: {reason}");
         return ExitCode::from(FAILED);
     };
-    let Some(path) = token_file() else {
+    let Some(path) = concierge_client::token_file() else {
         eprintln!("concierge: no config folder to keep the token in (HOME is not set)");
         return ExitCode::from(FAILED);
     };

@@ -14,7 +14,6 @@ pub mod accounts;
 mod lockout;
 pub mod nest;
 pub mod revocations;
-pub mod role;
 pub mod tokens;
 pub mod user_settings;
 
@@ -27,8 +26,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use crate::protocol::Role;
 pub use accounts::{Account, LoginRefused};
-pub use role::Role;
 pub use tokens::{Claims, TokenKind, TokenRefused};
 
 use crate::cluster::store::{Changed, Store, StoreError};

@@ -108,8 +108,8 @@ pub async fn revoke_subject(store: &Arc<dyn Store>, sub: &str) -> Result<(), Aut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::role::Role;
     use crate::auth::tokens::TokenKind;
+    use crate::auth::Role;
     use crate::cluster::disk::DiskStore;
 
     fn issued_at(ms: u64) -> Claims {

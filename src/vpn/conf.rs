@@ -56,8 +56,8 @@ pub fn render(peer: &Peer, private_key: Option<&str>, server: &Server<'_>) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::role::Role;
     use crate::auth::tokens::{Claims, TokenKind};
+    use crate::auth::Role;
 
     #[test]
     fn a_config_has_what_wg_quick_needs() {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use ipnet::IpNet;
 use wireguard_control::{
@@ -152,38 +152,13 @@ impl Interface {
             .map(|p| PeerState {
                 public_key: p.config.public_key.to_base64(),
                 endpoint: p.config.endpoint,
-                latest_handshake: p.stats.last_handshake_time.map(|t| handshake_time(t, now)),
+                latest_handshake: p
+                    .stats
+                    .last_handshake_time
+                    .map(|t| concierge_protocol::wireguard::handshake_time(t, now)),
                 rx_bytes: p.stats.rx_bytes,
                 tx_bytes: p.stats.tx_bytes,
             })
             .collect())
-    }
-}
-
-/// boringtun answers `last_handshake_time_sec` with the seconds since the
-/// handshake rather than a timestamp, which the library reads as a time
-/// in 1970: a time that early is turned into "that many seconds ago".
-pub fn handshake_time(reported: SystemTime, now: SystemTime) -> SystemTime {
-    const PLAUSIBLE: Duration = Duration::from_secs(10 * 365 * 86_400);
-    match reported.duration_since(UNIX_EPOCH) {
-        Ok(since_epoch) if since_epoch < PLAUSIBLE => now.checked_sub(since_epoch).unwrap_or(now),
-        _ => reported,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seconds_since_a_handshake_become_a_time() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let ago = handshake_time(UNIX_EPOCH + Duration::from_secs(5), now);
-        assert_eq!(
-            now.duration_since(ago).expect("earlier"),
-            Duration::from_secs(5)
-        );
-        let stamp = UNIX_EPOCH + Duration::from_secs(1_799_999_990);
-        assert_eq!(handshake_time(stamp, now), stamp);
     }
 }

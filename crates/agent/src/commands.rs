@@ -13,48 +13,14 @@ use tokio::sync::watch;
 use super::audit::Audit;
 use super::follows::{End, Follows, Ticket};
 use super::procs::{self, Procs, Spawn, CHUNK_MAX};
-use super::request::{success, Failure, Reason, Request};
 use super::settings::Resolved;
 use super::signals;
 use super::systemd::{Systemd, UnitAction};
 use super::telemetry::{self, Snapshot, Telemetry, STAT_TYPES};
-use crate::auth::Role;
-use crate::protocol::Origin;
-
-/// Who may send a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// `viewer` and above.
-    Read,
-    /// `operator` and above; audited.
-    Command,
-}
-
-/// Every request name, with who may send it.
-pub const REQUESTS: [(&str, Access); 22] = [
-    ("execute", Access::Command),
-    ("view_running", Access::Read),
-    ("list_started", Access::Read),
-    ("proc_signal", Access::Command),
-    ("proc_output", Access::Read),
-    ("telemetry", Access::Read),
-    ("obtain_user_usages", Access::Read),
-    ("obtain_all_process_info", Access::Read),
-    ("obtain_process_info", Access::Read),
-    ("kill_process", Access::Command),
-    ("pause_process", Access::Command),
-    ("resume_process", Access::Command),
-    ("list_services", Access::Read),
-    ("obtain_service_info", Access::Read),
-    ("start_service", Access::Command),
-    ("stop_service", Access::Command),
-    ("restart_service", Access::Command),
-    ("reload_service", Access::Command),
-    ("exec_command", Access::Command),
-    ("audit", Access::Command),
-    ("get_vpn_conf", Access::Read),
-    ("ping", Access::Read),
-];
+use concierge_protocol::agent::request::{success, Failure, Reason, Request};
+use concierge_protocol::agent::{Access, REQUESTS};
+use concierge_protocol::Origin;
+use concierge_protocol::Role;
 
 /// What every request handler shares.
 pub struct Host {
@@ -172,7 +138,7 @@ impl Host {
             // something sends data its gateway should have refused.
             "ping" => plain(Ok(success(json!({
                 "name": self.settings.name,
-                "undecodable_frames": crate::client::undecodable_frames(),
+                "undecodable_frames": concierge_client::undecodable_frames(),
             })))),
             other => Err(Failure::new(
                 Reason::UnknownRequest,

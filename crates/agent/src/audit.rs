@@ -7,7 +7,7 @@
 //! recorded as their JSON text: an entry is published inside an event and
 //! read back inside the `audit` reply, levels deeper than the request it
 //! records, and must stay within what the gateway relays
-//! ([`crate::protocol::MAX_DATA_DEPTH`]), or one deep request would keep
+//! ([`concierge_protocol::MAX_DATA_DEPTH`]), or one deep request would keep
 //! every later reading of the trail from arriving.
 
 use std::fs::{File, OpenOptions};
@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use serde_json::{json, Map, Value};
 
 use super::request::{Failure, Reason, Request};
-use crate::protocol::Origin;
+use concierge_protocol::Origin;
 
 /// How deeply a request's arguments may nest and still be recorded as
 /// JSON (no command of the agent takes more than a few levels).
@@ -57,7 +57,7 @@ impl Audit {
             }
         }
         let mut args = Value::Object(args);
-        if crate::protocol::data::depth(&args) > ARGS_DEPTH {
+        if concierge_protocol::data::depth(&args) > ARGS_DEPTH {
             args = Value::String(args.to_string());
         }
         let mut entry = json!({

@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 use zbus::proxy::CacheProperties;
 use zbus::{proxy, Connection, OwnedObjectPath};
 
-use crate::agent::request::{Failure, Reason};
+use crate::request::{Failure, Reason};
 
 /// How long a start, stop, restart or reload job may take before the request
 /// fails with [`Reason::Timeout`] (the job itself goes on in systemd).

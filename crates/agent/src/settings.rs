@@ -10,10 +10,10 @@ use serde::Deserialize;
 
 use super::policy::{ExecRule, ExecSettings, Policy, SignalRule};
 use super::systemd::Manager;
-use crate::auth::Role;
+use concierge_protocol::Role;
 
 /// The documented file, every key at its default.
-pub const DOCUMENTED: &str = include_str!("../../config/agent.toml");
+pub const DOCUMENTED: &str = include_str!("../../../config/agent.toml");
 
 /// The settings file's keys, every one optional.
 #[derive(Debug, Clone, Deserialize)]

@@ -18,8 +18,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{self, ClientError, Connection, Identity};
-use crate::protocol::{CtlName, HostService, Origin, PayloadIn, PayloadOut, Target};
+use concierge_client::{self as client, ClientError, Connection, Identity};
+use concierge_protocol::{CtlName, HostService, Origin, PayloadIn, PayloadOut, Target};
 use render::{table, Units};
 
 /// Exit status: the request was answered with an error, or the process
@@ -287,7 +287,7 @@ fn ctl_name(token: Option<&str>) -> String {
 }
 
 fn saved_token() -> Option<String> {
-    let path = crate::admin::token_file()?;
+    let path = concierge_client::token_file()?;
     let text = std::fs::read_to_string(path).ok()?;
     let token = text.trim();
     (!token.is_empty()).then(|| token.to_owned())
@@ -792,7 +792,8 @@ impl Ctl {
                     if !self.json {
                         eprintln!("concierge ctl: the process was killed by {signal}");
                     }
-                    let number = crate::agent::signals::parse(signal).map_or(1, |n| n as u8);
+                    let number =
+                        concierge_protocol::agent::signals::parse(signal).map_or(1, |n| n as u8);
                     return Ok(ExitCode::from(128u8.saturating_add(number)));
                 }
                 _ => {}
@@ -887,7 +888,7 @@ impl Ctl {
     }
 
     async fn vpn(&mut self, command: VpnCommand) -> Result<ExitCode, CtlError> {
-        let gateway = crate::protocol::GATEWAY_NAME;
+        let gateway = concierge_protocol::GATEWAY_NAME;
         match command {
             VpnCommand::Conf {
                 name,

@@ -1,6 +1,7 @@
-//! Signal names as requests spell them, and sending one to a process.
+//! Signal names as requests spell them (`proc_signal`'s `signal`, `ctl kill
+//! --signal`), and the numbers they stand for on this system.
 
-use super::request::{Failure, Reason};
+use super::request::Failure;
 
 /// The signals a request may name: seed 003's three and the ones an
 /// operator needs to pause, resume, interrupt or poke a process.
@@ -44,40 +45,10 @@ pub fn name_of(signal: i32) -> String {
         .map_or_else(|| format!("SIG{signal}"), |(n, _)| (*n).to_owned())
 }
 
-/// Sends `signal` to `pid`.
-pub fn send(pid: u32, signal: i32) -> Result<(), Failure> {
-    deliver(pid, signal, false)
-}
-
-/// Sends `signal` to every process of the process group `pid` leads (a
-/// started process with its children and theirs).
-pub fn send_group(pid: u32, signal: i32) -> Result<(), Failure> {
-    deliver(pid, signal, true)
-}
-
-fn deliver(pid: u32, signal: i32, group: bool) -> Result<(), Failure> {
-    let target = libc::pid_t::try_from(pid)
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| Failure::bad_argument(format!("{pid} is not a process id")))?;
-    let target = if group { -target } else { target };
-    // SAFETY: kill(2) takes plain integers and has no memory effects.
-    if unsafe { libc::kill(target, signal) } == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    Err(match err.raw_os_error() {
-        Some(libc::ESRCH) => Failure::new(Reason::NotFound, format!("no process {pid}")),
-        _ => Failure::new(
-            Reason::OsError,
-            format!("cannot send {} to {pid}: {err}", name_of(signal)),
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::request::Reason;
 
     #[test]
     fn names_parse_both_ways() {

@@ -1,5 +1,5 @@
-//! A concierge client connection, for the programs of this crate that talk
-//! to a gateway as clients do: the host agent and `concierge ctl`.
+//! A concierge client connection, for the programs that talk to a gateway
+//! as clients do: the host agent and `concierge ctl` (and the tests).
 //!
 //! It does the handshake (IDENTIFY, then HELLO or the close that refuses
 //! it), then splits the socket: a [`Sender`] that any task may clone and
@@ -10,7 +10,7 @@
 //!
 //! A text frame that is not a payload this client can decode (another
 //! client's MESSAGE `data` that a gateway without the checks of
-//! [`crate::protocol::data`] let through, or a payload of a newer protocol)
+//! [`concierge_protocol::data`] let through, or a payload of a newer protocol)
 //! is skipped, logged and counted ([`undecodable_frames`]), never a reason
 //! to drop the connection: one such frame sent to `ALL` would otherwise
 //! knock every agent and `ctl` off.
@@ -23,6 +23,8 @@
 //! (every reply then needs a lookup) was thrown off that way. Replies come
 //! in request order, so the `seq` of each reply says how many requests
 //! have been answered.
+
+pub mod logging;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +40,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use crate::protocol::{PayloadIn, PayloadOut, Sequenced, Target, PROTOCOL_VERSION};
+use concierge_protocol::{PayloadIn, PayloadOut, Sequenced, Target, PROTOCOL_VERSION};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -53,6 +55,12 @@ pub const WINDOW: u64 = 256;
 /// Text frames from the gateway that this process could not decode and
 /// skipped, over all its connections.
 static UNDECODABLE: AtomicU64 = AtomicU64::new(0);
+
+/// Where `concierge login` keeps the token, and where `concierge ctl` finds
+/// it: `<config dir>/concierge/token`.
+pub fn token_file() -> Option<std::path::PathBuf> {
+    dirs::config_dir().map(|d| d.join("concierge").join("token"))
+}
 
 /// How many frames from the gateway this process skipped because it could
 /// not decode them (the agent reports it in its `ping` reply).
@@ -222,7 +230,7 @@ impl Sender {
 
     /// A MESSAGE with `data` to `target`.
     pub async fn message(&self, target: Target, data: &Value) -> Result<(), ClientError> {
-        let data: Box<RawValue> = crate::protocol::raw_json(data);
+        let data: Box<RawValue> = concierge_protocol::raw_json(data);
         self.send(&PayloadIn::Message {
             target,
             data: &data,

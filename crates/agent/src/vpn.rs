@@ -274,7 +274,7 @@ impl VpnClient {
         let handshake = live
             .as_ref()
             .and_then(|p| p.stats.last_handshake_time)
-            .map(|t| crate::vpn::device::handshake_time(t, now))
+            .map(|t| concierge_protocol::wireguard::handshake_time(t, now))
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let host = tunnel

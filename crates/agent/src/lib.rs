@@ -14,7 +14,7 @@ pub mod commands;
 pub mod follows;
 pub mod policy;
 pub mod procs;
-pub mod request;
+pub use concierge_protocol::agent::request;
 pub mod settings;
 pub mod signals;
 pub mod systemd;
@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::{self, ClientError, Identity, Sender};
-use crate::protocol::{HostService, Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME};
-use commands::{Access, Host};
+use commands::Host;
+use concierge_client::{self as client, ClientError, Identity, Sender};
+use concierge_protocol::agent::Access;
+use concierge_protocol::{HostService, Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME};
 use request::{reply, Reason, Request};
 use settings::{AgentArgs, AgentSettings, Resolved};
 

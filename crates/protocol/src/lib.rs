@@ -8,11 +8,18 @@
 //! byte-for-byte without being parsed into a tree and printed again.
 //!
 //! Both directions derive `Serialize` and `Deserialize` so that clients written
-//! in Rust (the tests, the benchmark tool, later the CLI and agent) share the
-//! exact types the gateway speaks.
+//! in Rust (the agent, `ctl`, the benchmark tool, the tests) share the exact
+//! types the gateway speaks. It is a crate of its own, depending on nothing
+//! else of concierge, so that the agent and `ctl` can be built from it without
+//! the gateway.
 
+pub mod agent;
 pub mod data;
 mod names;
+mod role;
+pub mod wireguard;
+
+pub use role::Role;
 
 use std::borrow::Cow;
 use std::fmt;
