@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{raw_http, TestServer};
+use common::{eventually, raw_http, TestServer};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
@@ -106,18 +106,6 @@ fn checksum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Polls `condition` every 20 ms until it holds; panics after `patience`.
-async fn eventually(patience: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + patience;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {patience:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

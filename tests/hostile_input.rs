@@ -19,9 +19,11 @@ mod common;
 use std::cell::{Cell, RefCell};
 
 use concierge::adapters::socketio::packet::{self, Engine, Kind};
-use concierge::protocol::agent::request::{reply, Reason, Request};
+use concierge::protocol::agent::{reply, Envelope, Reason, Request, RequestName};
 use concierge::protocol::data::{self, MAX_DATA_DEPTH};
-use concierge::protocol::{ClientInfo, DecodeError, MessageOut, OriginRef, PayloadIn, Sequenced};
+use concierge::protocol::{
+    ClientInfo, DecodeError, MessageOut, OriginRef, PayloadIn, PayloadKind, Sequenced,
+};
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -109,7 +111,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 /// The payload types a client may send, and two it may not.
 fn types() -> Vec<&'static str> {
-    let mut types = PayloadIn::KINDS.to_vec();
+    let mut types = PayloadKind::NAMES.to_vec();
     types.extend(["TELEPORT", "message"]);
     types
 }
@@ -234,7 +236,7 @@ proptest! {
             // Whatever decodes encodes again.
             Ok(payload) => prop_assert!(serde_json::to_string(&payload).is_ok()),
             Err(DecodeError::Malformed(desc)) => prop_assert!(desc.starts_with("invalid "), "{desc}"),
-            Err(DecodeError::Unsupported(kind)) => prop_assert!(!PayloadIn::KINDS.contains(&kind.as_str())),
+            Err(DecodeError::Unsupported(kind)) => prop_assert!(!PayloadKind::NAMES.contains(&kind.as_str())),
         }
     }
 
@@ -333,16 +335,21 @@ proptest! {
             ).prop_map(|m| json!(m))],
         ).prop_map(|(req, rid, msg)| json!({"req": req, "rid": rid, "msg": msg})),
     ]) {
-        match Request::decode(&data) {
+        match Envelope::decode(&data) {
             Ok(request) => {
                 prop_assert_eq!(Some(request.req.as_str()), data["req"].as_str());
                 prop_assert_eq!(Some(&request.rid), data["rid"].as_number());
-                // Every argument reader answers, whatever the argument.
-                for key in request.msg.keys().map(String::as_str).chain(["absent"]) {
-                    let _ = (request.str(key), request.opt_str(key), request.u64(key));
-                    let _ = (request.opt_u64(key), request.flag(key), request.strings(key));
-                    if let Ok(pid) = request.pid(key) {
-                        prop_assert!(pid > 0 && pid <= i32::MAX as u32);
+                // Whatever the arguments, every request reads them into its
+                // type or names why not.
+                for name in RequestName::NAMES.iter().copied().chain([request.req.as_str()]) {
+                    let named = Envelope { req: name.to_owned(), ..request.clone() };
+                    match Request::parse(&named) {
+                        Ok(typed) => prop_assert_eq!(typed.name().as_str(), name),
+                        Err(failure) => prop_assert!(
+                            matches!(failure.reason, Reason::BadArgument | Reason::UnknownRequest)
+                                && !failure.desc.is_empty(),
+                            "{}", failure
+                        ),
                     }
                 }
                 let answer = reply(Some(&request.rid), Ok(json!({})));

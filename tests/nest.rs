@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{command, issue_token, json_lines, last_json, revoke_user};
+use common::process::{ctl_json, issue_token, json_lines, outcome, proc_state, revoke_user};
 use common::{Client, TestServer};
 use serde_json::{json, Value};
 
@@ -54,31 +54,7 @@ async fn next_frame(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Val
 }
 
 async fn ctl(server: &TestServer, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = command(&["ctl", "--url", &server.ws_url(), "--token", token])
-        .args(args)
-        .env("HOME", "/nonexistent")
-        .output()
-        .await
-        .expect("ctl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn ctl_json(server: &TestServer, token: &str, args: &[&str]) -> (i32, Value) {
-    last_json(
-        command(&["ctl", "--url", &server.ws_url(), "--token", token, "--json"])
-            .args(args)
-            .env("HOME", "/nonexistent"),
-    )
-    .await
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
+    outcome(common::process::ctl(&server.ws_url(), token).args(args)).await
 }
 
 #[tokio::test]
@@ -107,7 +83,7 @@ async fn a_nest_host_is_commanded_like_an_agent() {
         (Some("command"), Some("obtain_all_process_info")),
         "{sent}"
     );
-    let (code, all) = ctl_json(&server, &vic, &["ps", "nesthost", "--all"]).await;
+    let (code, all) = ctl_json(&server.ws_url(), &vic, &["ps", "nesthost", "--all"]).await;
     assert_eq!(code, 0, "{all}");
     assert!(
         all.as_array()
@@ -115,7 +91,7 @@ async fn a_nest_host_is_commanded_like_an_agent() {
         "{all}"
     );
     let (code, info) = ctl_json(
-        &server,
+        &server.ws_url(),
         &vic,
         &["proc", "nesthost", &std::process::id().to_string()],
     )
@@ -132,7 +108,7 @@ async fn a_nest_host_is_commanded_like_an_agent() {
         .spawn()
         .expect("sleep");
     let pid = sleeper.id().to_string();
-    let (code, reply) = ctl_json(&server, &vic, &["pause", "nesthost", &pid]).await;
+    let (code, reply) = ctl_json(&server.ws_url(), &vic, &["pause", "nesthost", &pid]).await;
     assert_eq!(
         (code, reply["reason"].as_str()),
         (1, Some("forbidden")),
@@ -141,12 +117,12 @@ async fn a_nest_host_is_commanded_like_an_agent() {
     let (code, _, err) = ctl(&server, &alice, &["pause", "nesthost", &pid]).await;
     assert_eq!(code, 0, "{err}");
     for _ in 0..50 {
-        if proc_state(sleeper.id()) == Some('T') {
+        if proc_state(u64::from(sleeper.id())) == Some('T') {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(proc_state(sleeper.id()), Some('T'));
+    assert_eq!(proc_state(u64::from(sleeper.id())), Some('T'));
     let (code, _, _) = ctl(&server, &alice, &["resume", "nesthost", &pid]).await;
     assert_eq!(code, 0);
     let (code, _, err) = ctl(&server, &alice, &["signal", "nesthost", &pid, "SIGKILL"]).await;
@@ -155,7 +131,7 @@ async fn a_nest_host_is_commanded_like_an_agent() {
     assert_eq!(sleeper.wait().expect("reaped").signal(), Some(9));
 
     // The host's error, a request it does not serve, one it never answers.
-    let (code, reply) = ctl_json(&server, &alice, &["proc", "nesthost", &pid]).await;
+    let (code, reply) = ctl_json(&server.ws_url(), &alice, &["proc", "nesthost", &pid]).await;
     assert_eq!(
         (code, reply["reason"].as_str()),
         (1, Some("failed")),
@@ -167,14 +143,19 @@ async fn a_nest_host_is_commanded_like_an_agent() {
             .is_some_and(|d| d.contains("no process")),
         "{reply}"
     );
-    let (code, reply) = ctl_json(&server, &alice, &["exec", "nesthost", "--", "true"]).await;
+    let (code, reply) = ctl_json(
+        &server.ws_url(),
+        &alice,
+        &["exec", "nesthost", "--", "true"],
+    )
+    .await;
     assert_eq!(
         (code, reply["reason"].as_str()),
         (1, Some("unknown_request")),
         "{reply}"
     );
     let (code, reply) = ctl_json(
-        &server,
+        &server.ws_url(),
         &alice,
         &[
             "request",
@@ -191,7 +172,7 @@ async fn a_nest_host_is_commanded_like_an_agent() {
     );
     // The next command gets its own answer, not the hung one's.
     let (code, info) = ctl_json(
-        &server,
+        &server.ws_url(),
         &vic,
         &["proc", "nesthost", &std::process::id().to_string()],
     )

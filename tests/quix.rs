@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{command, issue_token, json_lines, last_json, revoke_user};
+use common::process::{ctl_json, issue_token, json_lines, revoke_user};
 use common::TestServer;
 use serde_json::{json, Value};
 
@@ -68,15 +68,6 @@ impl Backend {
     }
 }
 
-async fn ctl_json(server: &TestServer, token: &str, args: &[&str]) -> (i32, Value) {
-    last_json(
-        command(&["ctl", "--url", &server.ws_url(), "--token", token, "--json"])
-            .args(args)
-            .env("HOME", "/nonexistent"),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_quix_backend_is_commanded_like_an_agent() {
     let server = server();
@@ -103,11 +94,15 @@ async fn a_quix_backend_is_commanded_like_an_agent() {
         "{vpn}"
     );
 
-    let (code, started) =
-        ctl_json(&server, &alice, &["exec", "quixhost", "--", "sleep", "30"]).await;
+    let (code, started) = ctl_json(
+        &server.ws_url(),
+        &alice,
+        &["exec", "quixhost", "--", "sleep", "30"],
+    )
+    .await;
     assert_eq!(code, 0, "{started}");
     let pid = started["proc_id"].as_u64().expect("proc_id");
-    let (code, running) = ctl_json(&server, &vic, &["ps", "quixhost"]).await;
+    let (code, running) = ctl_json(&server.ws_url(), &vic, &["ps", "quixhost"]).await;
     assert_eq!(code, 0, "{running}");
     assert!(
         running
@@ -116,7 +111,7 @@ async fn a_quix_backend_is_commanded_like_an_agent() {
         "{running}"
     );
     let (code, reply) = ctl_json(
-        &server,
+        &server.ws_url(),
         &vic,
         &["signal", "quixhost", &pid.to_string(), "SIGTERM"],
     )
@@ -127,19 +122,19 @@ async fn a_quix_backend_is_commanded_like_an_agent() {
         "{reply}"
     );
     let (code, reply) = ctl_json(
-        &server,
+        &server.ws_url(),
         &alice,
         &["signal", "quixhost", &pid.to_string(), "SIGTERM"],
     )
     .await;
     assert_eq!(code, 0, "{reply}");
-    let (code, telemetry) = ctl_json(&server, &vic, &["top", "quixhost", "--once"]).await;
+    let (code, telemetry) = ctl_json(&server.ws_url(), &vic, &["top", "quixhost", "--once"]).await;
     assert_eq!(code, 0, "{telemetry}");
     assert!(
         telemetry["tele_data"]["ttl_cpu_usage"].is_array(),
         "{telemetry}"
     );
-    let (code, reply) = ctl_json(&server, &alice, &["units", "quixhost"]).await;
+    let (code, reply) = ctl_json(&server.ws_url(), &alice, &["units", "quixhost"]).await;
     assert_eq!(
         (code, reply["reason"].as_str()),
         (1, Some("unknown_request")),
@@ -186,7 +181,7 @@ async fn a_quix_backend_is_commanded_like_an_agent() {
         }
     };
     assert_eq!(closed["closed"], 4015, "{closed}");
-    let (code, _) = ctl_json(&server, &vic, &["ps", "quixhost"]).await;
+    let (code, _) = ctl_json(&server.ws_url(), &vic, &["ps", "quixhost"]).await;
     assert_eq!(code, 0, "the new socket serves");
 
     // Revoking the account's tokens closes its socket, as a native one's.

@@ -9,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{command, issue_token};
+use common::process::{issue_token, outcome};
 use common::redis::RedisServer;
 use common::{Client, TestServer};
 use futures_util::{SinkExt, StreamExt};
@@ -311,25 +311,13 @@ async fn native_clients_and_ctl_command_a_monitor() {
 
     let data = server.data.path().to_str().expect("utf-8");
     let token = issue_token(&["--data-dir", data], "alice", "operator").await;
-    let out = command(&[
-        "ctl",
-        "--url",
-        &server.ws_url(),
-        "--token",
-        &token,
+    let (code, _, err) = outcome(common::process::ctl(&server.ws_url(), &token).args([
         "send",
         "mon_ctl",
         r#"{"command": "x"}"#,
-    ])
-    .env("HOME", "/nonexistent")
-    .output()
-    .await
-    .expect("ctl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
     assert_eq!(monitor.expect("command do").await, json!({"command": "x"}));
 
     // A native client gets the monitor's answers as MESSAGEs.

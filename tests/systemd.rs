@@ -16,6 +16,8 @@
 //! the Debian base cached, a few minutes without) when it is missing or holds
 //! another binary than this test's, which is the one the container runs.
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -265,8 +267,9 @@ impl Drop for Container {
     }
 }
 
-/// `concierge ctl --url URL --token TOKEN --json ARGS...` from this host:
-/// its exit status and the reply's `msg` it prints.
+/// `concierge ctl --url URL --token TOKEN --json ARGS...` from this host
+/// (`common::process::ctl`): its exit status and the reply's `msg` it
+/// prints.
 struct Ctl {
     url: String,
     token: String,
@@ -274,8 +277,8 @@ struct Ctl {
 
 impl Ctl {
     fn run(&self, args: &[&str]) -> (bool, Value, String) {
-        let out = run(Command::new(BINARY)
-            .args(["ctl", "--url", &self.url, "--token", &self.token, "--json"])
+        let out = run(common::process::ctl_blocking(&self.url, &self.token)
+            .arg("--json")
             .args(args));
         let stdout = text(&out.stdout);
         let msg = serde_json::from_str(&stdout).unwrap_or(Value::Null);

@@ -18,11 +18,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_concierge");
 /// `concierge ctl --json ...` inside `ns`: exit code and the last JSON line.
 async fn ctl(ns: &NetNs, url: &str, token: &str, args: &[&str]) -> (i32, Value) {
     common::process::last_json(
-        ns.command(BIN)
-            .args(["ctl", "--url", url, "--token", token, "--json"])
-            .args(args)
-            .env("HOME", "/nonexistent")
-            .env("XDG_CONFIG_HOME", "/nonexistent"),
+        common::process::ctl_in(ns, url, token)
+            .arg("--json")
+            .args(args),
     )
     .await
 }
@@ -575,23 +573,12 @@ async fn fetch_errors_come_in_seed_003_shape() {
         );
     }
     // As a QR code for a phone.
-    let out = common::process::command(&[
-        "ctl",
-        "--url",
-        &server.ws_url(),
-        "--token",
-        &host,
-        "vpn",
-        "conf",
-        "--qr",
-    ])
-    .env("HOME", "/nonexistent")
-    .output()
-    .await
-    .expect("ctl runs");
-    let qr = String::from_utf8_lossy(&out.stdout);
+    let (code, qr, _) = common::process::outcome(
+        common::process::ctl(&server.ws_url(), &host).args(["vpn", "conf", "--qr"]),
+    )
+    .await;
     assert!(
-        out.status.success() && qr.lines().count() > 20 && qr.contains('\u{2580}'),
+        code == 0 && qr.lines().count() > 20 && qr.contains('\u{2580}'),
         "{qr}"
     );
 

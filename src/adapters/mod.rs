@@ -26,8 +26,7 @@ use actix_http::ws::{CloseCode as WsCloseCode, CloseReason, Frame as WsFrame, Pr
 
 use crate::auth::{Auth, Claims, Role};
 use crate::namespace::{Member, Namespace, Outcome};
-use crate::protocol::agent::request::{Failure, Reason};
-use crate::protocol::agent::{Access, REQUESTS};
+use crate::protocol::agent::{Envelope, Failure, Reason, Request, RequestName};
 use crate::protocol::{ClientInfo, Close, CloseCode, Origin, Target};
 use crate::transport::outbox::{Control, Frame, FrameSink, Outbox, SinkError};
 use crate::transport::websocket::Outgoing;
@@ -232,26 +231,19 @@ pub fn send_to(
     }
 }
 
-/// Whether the sender of a host request has the role it needs (as the
-/// agent asks it: viewers read, operators command).
-pub fn authorize(origin: &Origin, req: &str) -> Result<(), Failure> {
-    let access = REQUESTS
+/// The request in `envelope`, if its sender has the role it needs (as the
+/// agent asks it: viewers read, operators command), with its arguments
+/// read into their type.
+pub fn authorized(origin: &Origin, envelope: &Envelope) -> Result<Request, Failure> {
+    let name = RequestName::parse(&envelope.req)?;
+    let roles: Vec<Role> = origin
+        .client
+        .roles
         .iter()
-        .find(|(name, _)| *name == req)
-        .map(|(_, access)| *access)
-        .ok_or_else(|| Failure::new(Reason::UnknownRequest, format!("no request {req:?}")))?;
-    let needed = match access {
-        Access::Read => Role::Viewer,
-        Access::Command => Role::Operator,
-    };
-    if origin.client.roles.iter().any(|r| r == needed.as_str()) {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            Reason::Forbidden,
-            format!("this needs the {needed} role"),
-        ))
-    }
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    crate::protocol::agent::authorize(origin.client.user.as_deref(), &roles, name.access().role())?;
+    Request::parse(envelope)
 }
 
 /// The refusal of a request to a host that already has `limit` waiting

@@ -29,7 +29,9 @@ use super::{Delivered, Heard};
 use crate::auth::{nest as nest_tokens, Auth};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace};
-use crate::protocol::agent::request::{reply, Failure, Reason, Request, Rid};
+use crate::protocol::agent::{
+    reply, success, Envelope, Failure, Reason, Request, RequestName, Rid,
+};
 use crate::protocol::{Close, CloseCode};
 use crate::transport::outbox::FrameSink;
 use crate::transport::websocket::Outgoing;
@@ -246,14 +248,9 @@ impl NestSession {
         let msg = outcome
             .map(|payload| match payload {
                 _ if view => view_running(payload.as_ref()),
-                Some(Value::Object(fields)) => {
-                    let mut body = Map::new();
-                    body.insert("result".into(), Value::from("success"));
-                    body.extend(fields);
-                    Value::Object(body)
-                }
-                Some(other) => json!({"result": "success", "data": other}),
-                None => json!({"result": "success"}),
+                Some(fields @ Value::Object(_)) => success(fields),
+                Some(other) => success(json!({"data": other})),
+                None => success(Value::Null),
             })
             .map_err(|why| Failure::new(Reason::Failed, why));
         self.reply_to(pending.origin, &pending.rid, msg, ctx);
@@ -317,11 +314,11 @@ impl NestSession {
     /// A request from an operator, by MESSAGE.
     fn request(&mut self, origin: &crate::protocol::Origin, data: &Value, ctx: &mut Context<Self>) {
         // Replies and events are not requests (as the agent does).
-        if data.get("req").is_none() && (data.get("msg").is_some() || data.get("event").is_some()) {
+        if Envelope::is_answer(data) {
             return;
         }
         let sender = origin.client.uuid;
-        let request = match Request::decode(data) {
+        let request = match Envelope::decode(data) {
             Ok(request) => request,
             Err((rid, failure)) => {
                 self.answer(sender, &reply(rid.as_ref(), Err(failure)), ctx);
@@ -330,8 +327,8 @@ impl NestSession {
         };
         let limit = self.settings.max_outgoing_queue;
         let waiting = self.queue.len() + usize::from(self.in_flight.is_some());
-        let accepted = super::authorize(origin, &request.req)
-            .and_then(|()| command_for(&request))
+        let accepted = super::authorized(origin, &request)
+            .and_then(|typed| command_for(&typed, &request))
             .and_then(|command| {
                 (waiting < limit)
                     .then_some(command)
@@ -344,7 +341,7 @@ impl NestSession {
                     rid: request.rid.clone(),
                     command,
                     payload,
-                    as_view_running: request.req == "view_running",
+                    as_view_running: request.req == RequestName::ViewRunning.as_str(),
                 });
                 self.pump(ctx);
             }
@@ -395,32 +392,38 @@ fn view_running(payload: Option<&Value>) -> Value {
 }
 
 /// The Nest command for an agent request: the seeds' own names pass as
-/// they are; seed 003's are mapped where Nest has the same thing.
-fn command_for(request: &Request) -> Result<(String, Value), Failure> {
-    let msg = Value::Object(request.msg.clone());
-    let name = request.req.as_str();
-    Ok(match name {
-        "obtain_all_process_info"
-        | "obtain_process_info"
-        | "kill_process"
-        | "pause_process"
-        | "resume_process"
-        | "obtain_user_usages"
-        | "list_services"
-        | "obtain_service_info"
-        | "start_service"
-        | "stop_service"
-        | "restart_service"
-        | "reload_service"
-        | "exec_command" => (name.to_owned(), msg),
+/// they are, with their arguments as sent; seed 003's are mapped where Nest
+/// has the same thing.
+fn command_for(request: &Request, sent: &Envelope) -> Result<(String, Value), Failure> {
+    let name = request.name().as_str();
+    let unserved = || {
+        Failure::new(
+            Reason::UnknownRequest,
+            format!("a Nest host does not serve {name:?}"),
+        )
+    };
+    Ok(match request {
+        Request::ObtainAllProcessInfo(_)
+        | Request::ObtainProcessInfo(_)
+        | Request::KillProcess(_)
+        | Request::PauseProcess(_)
+        | Request::ResumeProcess(_)
+        | Request::ObtainUserUsages(_)
+        | Request::ListServices(_)
+        | Request::ObtainServiceInfo(_)
+        | Request::StartService(_)
+        | Request::StopService(_)
+        | Request::RestartService(_)
+        | Request::ReloadService(_)
+        | Request::ExecCommand(_) => (name.to_owned(), Value::Object(sent.msg.clone())),
         // `ctl ps`: the host's processes, as Nest lists them.
-        "view_running" => ("obtain_all_process_info".to_owned(), json!({})),
-        "proc_signal" => {
-            let pid = request.pid("pid")?;
-            match request.str("mode")? {
+        Request::ViewRunning(_) => ("obtain_all_process_info".to_owned(), json!({})),
+        Request::ProcSignal(args) => {
+            let pid = args.pid;
+            match args.mode.as_str() {
                 "SIGTERM" | "SIGKILL" => (
                     "kill_process".to_owned(),
-                    json!({"pid": pid, "method": request.str("mode")?}),
+                    json!({"pid": pid, "method": args.mode}),
                 ),
                 "SIGSTOP" => ("pause_process".to_owned(), json!({"pid": pid})),
                 "SIGCONT" => ("resume_process".to_owned(), json!({"pid": pid})),
@@ -434,12 +437,13 @@ fn command_for(request: &Request) -> Result<(String, Value), Failure> {
                 }
             }
         }
-        other => {
-            return Err(Failure::new(
-                Reason::UnknownRequest,
-                format!("a Nest host does not serve {other:?}"),
-            ))
-        }
+        Request::Execute(_)
+        | Request::ListStarted(_)
+        | Request::ProcOutput(_)
+        | Request::Telemetry(_)
+        | Request::Audit(_)
+        | Request::GetVpnConf(_)
+        | Request::Ping(_) => return Err(unserved()),
     })
 }
 

@@ -27,14 +27,20 @@ use super::{Delivered, Heard};
 use crate::auth::{now_secs, Auth, Claims, LoginError};
 use crate::config::Settings;
 use crate::namespace::{Member, Namespace};
-use crate::protocol::agent::request::{reply, Failure, Reason, Request, Rid};
+use crate::protocol::agent::args::{GetVpnConf, VpnConf};
+use crate::protocol::agent::{reply, success, Envelope, Failure, Reason, RequestName, Rid};
 use crate::protocol::{Close, CloseCode};
 use crate::transport::outbox::{Control, FrameSink};
 use crate::transport::websocket::Outgoing;
 use crate::vpn::{Fetch, Vpn};
 
 /// The requests a Quix backend serves (seed 003).
-const SERVED: [&str; 4] = ["execute", "view_running", "proc_signal", "telemetry"];
+const SERVED: [RequestName; 4] = [
+    RequestName::Execute,
+    RequestName::ViewRunning,
+    RequestName::ProcSignal,
+    RequestName::Telemetry,
+];
 
 enum State {
     Waiting,
@@ -107,9 +113,11 @@ impl QuixSession {
         let frame: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(frame)) => frame,
             _ => {
-                let msg = json!({"result": "error", "reason": "malformed",
-                                 "desc": "a frame is a JSON object {\"auth\", \"req\", \"rid\", \"msg\"}"});
-                return self.answer(&Value::Null, msg);
+                let failure = Failure::new(
+                    Reason::Malformed,
+                    "a frame is a JSON object {\"auth\", \"req\", \"rid\", \"msg\"}",
+                );
+                return self.answer(&Value::Null, failure.to_msg());
             }
         };
         let rid = frame.get("rid").cloned().unwrap_or(Value::Null);
@@ -119,10 +127,7 @@ impl QuixSession {
             Some(other) => {
                 let desc =
                     format!("the gateway answers authenticate and get_vpn_conf, not {other:?}");
-                self.answer(
-                    &rid,
-                    json!({"result": "error", "reason": "unknown_request", "desc": desc}),
-                );
+                self.answer(&rid, Failure::new(Reason::UnknownRequest, desc).to_msg());
             }
             // No `req`: the backend's answer to an operator's request.
             None => self.answered(&frame, rid, ctx),
@@ -215,35 +220,31 @@ impl QuixSession {
 
     fn vpn_conf(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Context<Self>) {
         let State::Joined { claims, .. } = &self.state else {
-            return self.answer(
-                &rid,
-                json!({"result": "error", "reason": "not_authenticated",
-                                            "desc": "authenticate first"}),
-            );
+            let failure = Failure::new(Reason::NotAuthenticated, "authenticate first");
+            return self.answer(&rid, failure.to_msg());
         };
-        let msg = frame
-            .get("msg")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+        let msg = frame.get("msg").cloned().unwrap_or_default();
+        // seed 003's fields, each a string when present; another shape is
+        // as good as absent, as the backend expects.
         let text = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_owned);
-        let fetch = Fetch {
-            name: claims.name.clone(),
-            claims: Some(Claims::clone(claims)),
-            conf_type: text("conf_type").unwrap_or_else(|| "wireguard".into()),
-            tun_mode: text("tun_mode").unwrap_or_else(|| "udp".into()),
+        let args = GetVpnConf {
+            name: None,
+            conf_type: text("conf_type"),
+            tun_mode: text("tun_mode"),
             public_key: text("public_key"),
         };
+        let fetch = Fetch::new(claims.name.clone(), Some(Claims::clone(claims)), &args);
         let vpn = self.vpn.clone();
         let conf_type = fetch.conf_type.clone();
         async move { vpn.fetch(fetch).await }
             .into_actor(self)
             .map(move |outcome, act, _| {
                 let msg = match outcome {
-                    Ok(conf) => {
-                        json!({"result": "success", "conf_type": conf_type, "conf_data": conf})
-                    }
-                    Err(e) => e.to_msg(),
+                    Ok(conf_data) => success(json!(VpnConf {
+                        conf_type,
+                        conf_data
+                    })),
+                    Err(e) => Failure::from(e).to_msg(),
                 };
                 act.answer(&rid, msg);
             })
@@ -273,24 +274,25 @@ impl QuixSession {
 
     /// An operator's request, by MESSAGE.
     fn request(&mut self, origin: &crate::protocol::Origin, data: &Value, ctx: &mut Context<Self>) {
-        if data.get("req").is_none() && (data.get("msg").is_some() || data.get("event").is_some()) {
+        if Envelope::is_answer(data) {
             return;
         }
         let sender = origin.client.uuid;
-        let request = match Request::decode(data) {
+        let request = match Envelope::decode(data) {
             Ok(request) => request,
             Err((rid, failure)) => {
                 return self.tell_operator(sender, &reply(rid.as_ref(), Err(failure)), ctx)
             }
         };
-        let served = if SERVED.contains(&request.req.as_str()) {
-            super::authorize(origin, &request.req)
+        let served = if SERVED.iter().any(|name| name.as_str() == request.req) {
+            super::authorized(origin, &request).map(drop)
         } else {
+            let names: Vec<&str> = SERVED.iter().map(|name| name.as_str()).collect();
             Err(Failure::new(
                 Reason::UnknownRequest,
                 format!(
                     "a Quix backend serves {}, not {:?}",
-                    SERVED.join(", "),
+                    names.join(", "),
                     request.req
                 ),
             ))

@@ -9,6 +9,11 @@
 //! Debian's `libjs-chart.js` package ships (`assets/vendor/`, with its
 //! licence), copied in as it is.
 //!
+//! One file is not a copy but made from the protocol's types when the
+//! gateway starts: `js/requests.js`, the agent's requests with who may
+//! send them, and the signals a request may name ([`requests_js`]), so the
+//! console offers what the agents serve.
+//!
 //! The page is an ordinary client of the protocol: it logs in with
 //! `POST /auth/token`, connects to `/ws` with that token and asks the
 //! agents what `ctl` asks them. The server side is only this file server;
@@ -16,6 +21,7 @@
 //! always checked (the gateway, the agents).
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -23,11 +29,40 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use rust_embed::Embed;
+use sha2::{Digest, Sha256};
+
+use crate::protocol::agent::{signals, RequestName};
 
 /// The console's files, embedded at build time.
 #[derive(Embed)]
 #[folder = "src/console/assets/"]
 struct Assets;
+
+/// The generated module the console imports its request table from.
+const REQUESTS_JS: &str = "js/requests.js";
+
+/// `js/requests.js`: `ACCESS`, each request's access (`read` or
+/// `command`), and `SIGNALS`, from the protocol's types.
+fn requests_js() -> &'static (String, String) {
+    static MADE: LazyLock<(String, String)> = LazyLock::new(|| {
+        let signals: Vec<&str> = signals::names().collect();
+        let text = format!(
+            "// Made by the gateway from its protocol types (src/console/mod.rs): not a file to edit.\n\
+             /** Each request an agent serves, with who may send it (PROTOCOL §13.2, §13.3). */\n\
+             export const ACCESS = {};\n\
+             /** The signals a request may name (PROTOCOL §13.3). */\n\
+             export const SIGNALS = {};\n",
+            RequestName::table(),
+            serde_json::json!(signals),
+        );
+        let etag = format!(
+            "\"{}\"",
+            URL_SAFE_NO_PAD.encode(&Sha256::digest(text.as_bytes())[..16])
+        );
+        (text, etag)
+    });
+    &MADE
+}
 
 /// The console page may load only what it ships and talk only to its own
 /// gateway: no inline scripts, no third-party origin, no framing.
@@ -62,15 +97,30 @@ async fn asset(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     } else {
         path.as_str()
     };
-    let Some(file) = Assets::get(path) else {
-        return HttpResponse::NotFound()
-            .content_type("text/plain; charset=utf-8")
-            .body(format!("the console has no file {path:?}"));
+    let (data, etag, mime) = if path == REQUESTS_JS {
+        let (text, etag) = requests_js();
+        (
+            Bytes::from_static(text.as_bytes()),
+            etag.clone(),
+            "text/javascript".to_owned(),
+        )
+    } else {
+        let Some(file) = Assets::get(path) else {
+            return HttpResponse::NotFound()
+                .content_type("text/plain; charset=utf-8")
+                .body(format!("the console has no file {path:?}"));
+        };
+        let etag = format!(
+            "\"{}\"",
+            URL_SAFE_NO_PAD.encode(&file.metadata.sha256_hash()[..16])
+        );
+        // Embedded files are static: served without a copy.
+        let data = match file.data {
+            Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+            Cow::Owned(bytes) => Bytes::from(bytes),
+        };
+        (data, etag, file.metadata.mimetype().to_owned())
     };
-    let etag = format!(
-        "\"{}\"",
-        URL_SAFE_NO_PAD.encode(&file.metadata.sha256_hash()[..16])
-    );
     let unchanged = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -92,16 +142,29 @@ async fn asset(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     if unchanged {
         return answer.finish();
     }
-    let mime = file.metadata.mimetype();
     let text = mime.starts_with("text/") || mime.ends_with("javascript") || mime.ends_with("+xml");
     if text {
         answer.content_type(format!("{mime}; charset=utf-8"));
     } else {
         answer.content_type(mime);
     }
-    // Embedded files are static: served without a copy.
-    answer.body(match file.data {
-        Cow::Borrowed(bytes) => Bytes::from_static(bytes),
-        Cow::Owned(bytes) => Bytes::from(bytes),
-    })
+    answer.body(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_table_is_made_from_the_types() {
+        let (text, etag) = requests_js();
+        assert!(text.contains(r#"export const ACCESS = {"#), "{text}");
+        assert!(text.contains(r#""execute":"command""#), "{text}");
+        assert!(text.contains(r#""ping":"read""#), "{text}");
+        assert!(
+            text.contains(r#"export const SIGNALS = ["SIGTERM","#),
+            "{text}"
+        );
+        assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+    }
 }

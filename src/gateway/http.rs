@@ -8,6 +8,8 @@ use actix_web_actors::ws;
 use super::AppState;
 use crate::auth::{self, Role};
 use crate::metrics as gateway_metrics;
+use crate::protocol::agent::args::GetVpnConf;
+use crate::protocol::agent::Failure;
 use crate::protocol::{PROTOCOL_VERSION, SUBPROTOCOL};
 use crate::vpn::{Fetch, VpnError};
 
@@ -84,10 +86,9 @@ pub(super) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Htt
 
 #[derive(serde::Deserialize)]
 pub(super) struct ConfQuery {
-    name: Option<String>,
-    public_key: Option<String>,
-    conf_type: Option<String>,
-    tun_mode: Option<String>,
+    /// `get_vpn_conf`'s arguments.
+    #[serde(flatten)]
+    conf: GetVpnConf,
     /// `text` (the default): the config itself; `json`: the config and
     /// its QR code, for the console.
     format: Option<String>,
@@ -111,7 +112,7 @@ fn vpn_failure(e: &VpnError) -> HttpResponse {
         VpnError::PoolExhausted(_) | VpnError::Unavailable(_) => HttpResponse::ServiceUnavailable(),
         _ => HttpResponse::BadRequest(),
     };
-    answer.json(e.to_msg())
+    answer.json(Failure::from(e.clone()).to_msg())
 }
 
 /// `GET /vpn/conf`: the WireGuard config of the token's client (or of
@@ -123,7 +124,7 @@ pub(super) async fn vpn_conf(
 ) -> HttpResponse {
     let claims = match bearer_claims(&req, &state) {
         Ok(claims) => claims,
-        Err(refused) => return HttpResponse::Unauthorized().json(refused.to_msg()),
+        Err(refused) => return HttpResponse::Unauthorized().json(Failure::from(refused).to_msg()),
     };
     let query = query.into_inner();
     let json = match query.format.as_deref() {
@@ -135,13 +136,12 @@ pub(super) async fn vpn_conf(
             )))
         }
     };
-    let fetch = Fetch {
-        name: query.name.unwrap_or_else(|| claims.name.clone()),
-        claims: Some(claims),
-        conf_type: query.conf_type.unwrap_or_else(|| "wireguard".into()),
-        tun_mode: query.tun_mode.unwrap_or_else(|| "udp".into()),
-        public_key: query.public_key,
-    };
+    let name = query
+        .conf
+        .name
+        .clone()
+        .unwrap_or_else(|| claims.name.clone());
+    let fetch = Fetch::new(name, Some(claims), &query.conf);
     let name = fetch.name.clone();
     match state.vpn.fetch(fetch).await {
         Ok(conf) if json => HttpResponse::Ok().json(serde_json::json!({
@@ -175,7 +175,7 @@ fn qr_svg(conf: &str) -> Option<String> {
 pub(super) async fn vpn_peers(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let claims = match bearer_claims(&req, &state) {
         Ok(claims) => claims,
-        Err(refused) => return HttpResponse::Unauthorized().json(refused.to_msg()),
+        Err(refused) => return HttpResponse::Unauthorized().json(Failure::from(refused).to_msg()),
     };
     if !claims.role.implied().contains(&Role::Operator) {
         return vpn_failure(&VpnError::Forbidden(format!(

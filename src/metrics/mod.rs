@@ -21,8 +21,9 @@ use prometheus_client::registry::Registry;
 /// Payload types counted by `concierge_payloads_in_total`: every type a
 /// client may send and `INVALID`, for anything that does not decode.
 fn payload_types() -> impl Iterator<Item = &'static str> {
-    crate::protocol::PayloadIn::KINDS
-        .into_iter()
+    crate::protocol::PayloadKind::NAMES
+        .iter()
+        .copied()
         .chain(["INVALID"])
 }
 

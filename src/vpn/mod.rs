@@ -31,6 +31,8 @@ use crate::auth::{Auth, Claims, Role};
 use crate::cluster::store::{Changed, Store};
 use crate::config::Settings;
 use crate::metrics;
+use crate::protocol::agent::args::GetVpnConf;
+use crate::protocol::agent::{Failure, Reason};
 use peers::{Peer, Pools};
 
 /// How soon after a reported change the interface is synced.
@@ -57,32 +59,31 @@ pub enum VpnError {
     NoSuchPeer(String),
     #[error("{0}")]
     BadArgument(String),
-    #[error("the gateway answers no request {0:?}: get_vpn_conf, vpn_peers or vpn_revoke")]
-    UnknownRequest(String),
     #[error("{0}")]
     Unavailable(String),
 }
 
 impl VpnError {
     /// The stable `reason` code.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            VpnError::Disabled => "vpn_disabled",
-            VpnError::Forbidden(_) => "forbidden",
-            VpnError::BadPublicKey(_) => "bad_public_key",
-            VpnError::BadConfType(_) => "bad_conf_type",
-            VpnError::BadTunMode(_) => "bad_tun_mode",
-            VpnError::PoolExhausted(_) => "pool_exhausted",
-            VpnError::NoSuchPeer(_) => "not_found",
-            VpnError::BadArgument(_) => "bad_argument",
-            VpnError::UnknownRequest(_) => "unknown_request",
-            VpnError::Unavailable(_) => "unavailable",
+            VpnError::Disabled => Reason::VpnDisabled,
+            VpnError::Forbidden(_) => Reason::Forbidden,
+            VpnError::BadPublicKey(_) => Reason::BadPublicKey,
+            VpnError::BadConfType(_) => Reason::BadConfType,
+            VpnError::BadTunMode(_) => Reason::BadTunMode,
+            VpnError::PoolExhausted(_) => Reason::PoolExhausted,
+            VpnError::NoSuchPeer(_) => Reason::NotFound,
+            VpnError::BadArgument(_) => Reason::BadArgument,
+            VpnError::Unavailable(_) => Reason::Unavailable,
         }
     }
+}
 
-    /// seed 003's error reply `msg`.
-    pub fn to_msg(&self) -> serde_json::Value {
-        serde_json::json!({"result": "error", "reason": self.reason(), "desc": self.to_string()})
+/// seed 003's error reply.
+impl From<VpnError> for Failure {
+    fn from(e: VpnError) -> Failure {
+        Failure::new(e.reason(), e.to_string())
     }
 }
 
@@ -467,7 +468,7 @@ async fn sync(
     (status, keypair)
 }
 
-/// A config fetch (seed 003's `get_vpn_conf`).
+/// A config fetch (seed 003's `get_vpn_conf`, also `GET /vpn/conf`).
 #[derive(Message)]
 #[rtype(result = "Result<String, VpnError>")]
 pub struct Fetch {
@@ -479,6 +480,20 @@ pub struct Fetch {
     pub tun_mode: String,
     /// The client's own public key; `None`: the gateway makes a pair.
     pub public_key: Option<String>,
+}
+
+impl Fetch {
+    /// The fetch of `name`'s config, for the holder of `claims`, as `args`
+    /// ask it (its `name` is the caller's to apply).
+    pub fn new(name: String, claims: Option<Claims>, args: &GetVpnConf) -> Fetch {
+        Fetch {
+            name,
+            claims,
+            conf_type: args.conf_type().to_owned(),
+            tun_mode: args.tun_mode().to_owned(),
+            public_key: args.public_key.clone(),
+        }
+    }
 }
 
 impl Handler<Fetch> for VpnActor {

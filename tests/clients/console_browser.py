@@ -391,7 +391,9 @@ def operator_and_viewer(driver, summary):
     run.clear()
     run.send_keys("sleep 301")
     one(driver, "#run-submit").click()
+    # The output panel shows "…" for the id until the agent's reply names it.
     doomed = int(wait(driver, "the second sleep's proc id", lambda d: one(d, "#output-title").text.endswith("sleep 301")
+                      and (one(d, "#output").get_attribute("data-proc-id") or "").isdigit()
                       and one(d, "#output").get_attribute("data-proc-id")))
     one(driver, "#tab-processes").click()
     one(driver, "#proc-refresh").click()

@@ -359,6 +359,18 @@ impl Client {
     }
 }
 
+/// Polls `condition` every 20 ms until it holds; panics after `patience`.
+pub async fn eventually(patience: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {patience:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends one HTTP/1.1 request over a plain socket, with the request target
 /// exactly as given (no client library normalizing `..` or `//` away), and
 /// returns the status and body.

@@ -1,13 +1,16 @@
 //! The gateway as a child process: spawned from the real binary, its
-//! stderr collected, signalled like a supervisor would.
+//! stderr collected, signalled like a supervisor would; and the binary's
+//! commands (`ctl`, `token`, `user`) run as an admin or a user runs them.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::process::{Command as StdCommand, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use super::netns::NetNs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_concierge");
 
@@ -20,18 +23,73 @@ pub struct Process {
 
 /// The binary with no CONCIERGE_* variable inherited from the environment.
 pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::from(concierge(StdCommand::new(BIN), args));
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// `cmd`, which starts the binary (itself, or through `ip netns exec`),
+/// given `args`, its output piped, and none of the CONCIERGE_* variables
+/// nor RUST_LOG of whoever runs the tests.
+fn concierge(mut cmd: StdCommand, args: &[&str]) -> StdCommand {
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     for (key, _) in std::env::vars() {
         if key.starts_with("CONCIERGE_") || key == "RUST_LOG" {
             cmd.env_remove(key);
         }
     }
     cmd
+}
+
+/// `concierge ctl --url URL [--token TOKEN]` (no token when `token` is
+/// empty), for the arguments of its command to be added, as a user runs it
+/// on this host. Every `ctl` of the tests runs in one environment: that of
+/// [`command`], with HOME and XDG_CONFIG_HOME pointing nowhere, so that no
+/// saved login of whoever runs the tests stands in for a missing token.
+pub fn ctl(url: &str, token: &str) -> Command {
+    let mut cmd = Command::from(ctl_by(StdCommand::new(BIN), url, token));
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// [`ctl`] run inside the network namespace `ns`.
+pub fn ctl_in(ns: &NetNs, url: &str, token: &str) -> Command {
+    let mut cmd = Command::from(ctl_by(ns.std_command(BIN), url, token));
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// [`ctl`] for a test with no runtime, to be run with `output()`.
+pub fn ctl_blocking(url: &str, token: &str) -> StdCommand {
+    ctl_by(StdCommand::new(BIN), url, token)
+}
+
+/// `cmd`, which starts the binary, made the `ctl` of [`ctl`].
+fn ctl_by(cmd: StdCommand, url: &str, token: &str) -> StdCommand {
+    let mut cmd = concierge(cmd, &["ctl", "--url", url]);
+    if !token.is_empty() {
+        cmd.args(["--token", token]);
+    }
+    cmd.env("HOME", "/nonexistent")
+        .env("XDG_CONFIG_HOME", "/nonexistent");
+    cmd
+}
+
+/// Runs `cmd` (a [`ctl`]) to its end, within 30 s: its exit code, stdout
+/// and stderr.
+pub async fn outcome(cmd: &mut Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within 30 s"))
+        .expect("the command runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl Process {
@@ -134,6 +192,13 @@ impl Process {
     }
 }
 
+/// The state letter of process `pid` (`/proc/PID/stat`: `S` sleeping, `T`
+/// stopped, `Z` a zombie...); `None` once it is gone.
+pub fn proc_state(pid: u64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
 /// The resident memory of process `pid` (`VmRSS` in `/proc/PID/status`),
 /// in bytes.
 pub fn rss(pid: u32) -> u64 {
@@ -228,17 +293,18 @@ pub fn json_lines(child: &mut Child) -> tokio::sync::mpsc::UnboundedReceiver<ser
     rx
 }
 
-/// Runs `cmd` (a `concierge ctl --json ...`) to its end: its exit code and
-/// the last JSON document it printed.
+/// `concierge ctl --json ARGS` at `url` with `token` (see [`ctl`]): its
+/// exit code and the last JSON document it printed.
+pub async fn ctl_json(url: &str, token: &str, args: &[&str]) -> (i32, serde_json::Value) {
+    last_json(ctl(url, token).arg("--json").args(args)).await
+}
+
+/// Runs `cmd` (a `concierge ctl --json ...`) to its end, as [`outcome`]:
+/// its exit code and the last JSON document it printed.
 pub async fn last_json(cmd: &mut Command) -> (i32, serde_json::Value) {
-    let out = cmd.output().await.expect("the command runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (code, stdout, stderr) = outcome(cmd).await;
     let last = stdout.lines().last().unwrap_or_default();
-    let value = serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "{cmd:?} printed no JSON ({e}): {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), value)
+    let value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{cmd:?} printed no JSON ({e}): {stdout} {stderr}"));
+    (code, value)
 }

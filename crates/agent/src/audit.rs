@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 
-use super::request::{Failure, Reason, Request};
+use concierge_protocol::agent::{Envelope, Failure, Reason};
 use concierge_protocol::Origin;
 
 /// How deeply a request's arguments may nest and still be recorded as
@@ -49,7 +49,7 @@ impl Audit {
     }
 
     /// The record of a request and its outcome.
-    pub fn entry(origin: &Origin, request: &Request, outcome: &Result<Value, Failure>) -> Value {
+    pub fn entry(origin: &Origin, request: &Envelope, outcome: &Result<Value, Failure>) -> Value {
         let mut args = request.msg.clone();
         if let Some(Value::Object(env)) = args.get_mut("env") {
             for value in env.values_mut() {

@@ -1,7 +1,6 @@
-//! The requests the agent serves: each name, who may send it, and what it
-//! does. The names and argument names are the seeds' (003 for `execute`,
-//! `view_running`, `proc_signal`, `telemetry`; 000/001 for the rest) plus
-//! `proc_output` and `audit`, which this agent adds.
+//! What each request the agent serves does. The requests, their arguments
+//! and who may send them are the protocol's ([`concierge_protocol::agent`]);
+//! here each [`Request`] variant is matched, exhaustively, to its work.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -17,10 +16,9 @@ use super::settings::Resolved;
 use super::signals;
 use super::systemd::{Systemd, UnitAction};
 use super::telemetry::{self, Snapshot, Telemetry, STAT_TYPES};
-use concierge_protocol::agent::request::{success, Failure, Reason, Request};
-use concierge_protocol::agent::{Access, REQUESTS};
-use concierge_protocol::Origin;
-use concierge_protocol::Role;
+use concierge_protocol::agent::args::{Execute, ProcOutput, Unit};
+use concierge_protocol::agent::{authorize, success, Failure, Reason, Request, RequestName};
+use concierge_protocol::{Origin, Role};
 
 /// What every request handler shares.
 pub struct Host {
@@ -36,48 +34,23 @@ pub struct Host {
 }
 
 impl Host {
-    /// The access `req` needs, or `unknown_request`.
-    pub fn access(req: &str) -> Result<Access, Failure> {
-        REQUESTS
-            .iter()
-            .find(|(name, _)| *name == req)
-            .map(|(_, access)| *access)
-            .ok_or_else(|| {
-                Failure::new(
-                    Reason::UnknownRequest,
-                    format!("this agent serves no request {req:?}"),
-                )
-            })
-    }
-
-    /// Whether the sender may make a request of `access`: its verified
-    /// roles, or for a client without a token, the agent's
-    /// `anonymous_role`.
-    pub fn authorize(&self, origin: &Origin, access: Access) -> Result<(), Failure> {
-        let needed = match access {
-            Access::Read => Role::Viewer,
-            Access::Command => Role::Operator,
+    /// Whether the sender may make request `name`: its verified roles, or
+    /// for a client without a token, the agent's `anonymous_role`.
+    pub fn authorize(&self, origin: &Origin, name: RequestName) -> Result<(), Failure> {
+        let roles: Vec<Role> = match &origin.client.user {
+            None => self
+                .settings
+                .anonymous_role
+                .map(|r| r.implied().to_vec())
+                .unwrap_or_default(),
+            Some(_) => origin
+                .client
+                .roles
+                .iter()
+                .filter_map(|r| r.parse().ok())
+                .collect(),
         };
-        let has = |role: Role| {
-            if origin.client.user.is_none() {
-                self.settings
-                    .anonymous_role
-                    .is_some_and(|r| r.implied().contains(&role))
-            } else {
-                origin.client.roles.iter().any(|r| r == role.as_str())
-            }
-        };
-        if has(needed) {
-            return Ok(());
-        }
-        let who = match &origin.client.user {
-            Some(user) => format!("{user} (roles: {})", display_roles(&origin.client.roles)),
-            None => "a client without a token".into(),
-        };
-        Err(Failure::new(
-            Reason::Forbidden,
-            format!("{who} may not do this: it needs the {needed} role"),
-        ))
+        authorize(origin.client.user.as_deref(), &roles, name.access().role())
     }
 
     /// Serves one authorized request from `requester`: the reply's `msg`,
@@ -85,65 +58,67 @@ impl Host {
     pub async fn serve(
         self: &Rc<Self>,
         requester: uuid::Uuid,
-        request: &Request,
+        request: Request,
     ) -> Result<(Value, Option<Follow>), Failure> {
         let plain = |v: Result<Value, Failure>| v.map(|v| (v, None));
-        match request.req.as_str() {
-            "execute" => self.execute(requester, request),
-            "proc_output" => self.proc_output(requester, request),
-            "view_running" => plain(self.view_running().await),
-            "list_started" => plain(self.list_started(request)),
-            "proc_signal" => {
-                let signal = signals::parse(request.str("mode")?)?;
-                plain(self.signal(request.pid("pid")?, signal))
+        match request {
+            Request::Execute(args) => self.execute(requester, args),
+            Request::ProcOutput(args) => self.proc_output(requester, &args),
+            Request::ViewRunning(_) => plain(self.view_running().await),
+            Request::ListStarted(page) => plain(Ok(self.list_started(page.offset))),
+            Request::ProcSignal(args) => {
+                let signal = signals::parse(&args.mode)?;
+                plain(self.signal(args.pid.0, signal))
             }
-            "kill_process" => {
-                let method = request.opt_str("method")?.unwrap_or("SIGTERM");
+            Request::KillProcess(args) => {
+                let method = args.method.as_deref().unwrap_or("SIGTERM");
                 let signal = match signals::parse(method)? {
                     s @ (libc::SIGKILL | libc::SIGTERM) => s,
                     _ => return Err(Failure::bad_argument("`method` is SIGKILL or SIGTERM")),
                 };
-                plain(self.signal(request.pid("pid")?, signal))
+                plain(self.signal(args.pid.0, signal))
             }
-            "pause_process" => plain(self.signal(request.pid("pid")?, libc::SIGSTOP)),
-            "resume_process" => plain(self.signal(request.pid("pid")?, libc::SIGCONT)),
-            "telemetry" => plain(self.telemetry(request).await),
-            "obtain_user_usages" => plain(self.user_usages().await),
-            "obtain_process_info" => plain(self.process_info(request.pid("pid")?).await),
-            "obtain_all_process_info" => plain(self.all_process_info(request).await),
-            "list_services" => {
+            Request::PauseProcess(args) => plain(self.signal(args.pid.0, libc::SIGSTOP)),
+            Request::ResumeProcess(args) => plain(self.signal(args.pid.0, libc::SIGCONT)),
+            Request::Telemetry(args) => plain(self.telemetry(args.stat_types).await),
+            Request::ObtainUserUsages(_) => plain(self.user_usages().await),
+            Request::ObtainProcessInfo(args) => plain(self.process_info(args.pid.0).await),
+            Request::ObtainAllProcessInfo(page) => plain(self.all_process_info(page.offset).await),
+            Request::ListServices(page) => {
                 let units = self.systemd()?.list_services().await?;
                 let units = units.as_array().cloned().unwrap_or_default();
-                plain(Ok(self.page("services", units, request.opt_u64("offset")?)))
+                plain(Ok(self.page("services", units, page.offset)))
             }
-            "obtain_service_info" => {
-                let name = request.str("service_name")?;
-                plain(self.systemd()?.service_info(name).await.map(success))
+            Request::ObtainServiceInfo(unit) => plain(
+                self.systemd()?
+                    .service_info(&unit.service_name)
+                    .await
+                    .map(success),
+            ),
+            Request::StartService(unit) => plain(self.unit(&unit, UnitAction::Start).await),
+            Request::StopService(unit) => plain(self.unit(&unit, UnitAction::Stop).await),
+            Request::RestartService(unit) => plain(self.unit(&unit, UnitAction::Restart).await),
+            Request::ReloadService(unit) => plain(self.unit(&unit, UnitAction::Reload).await),
+            Request::ExecCommand(args) => {
+                let argv = command_words(&args.command)?;
+                let spec = self.spawn_spec(argv, args.cwd.as_deref(), args.env.as_ref())?;
+                plain(self.exec_command(spec).await)
             }
-            "start_service" => plain(self.unit(request, UnitAction::Start).await),
-            "stop_service" => plain(self.unit(request, UnitAction::Stop).await),
-            "restart_service" => plain(self.unit(request, UnitAction::Restart).await),
-            "reload_service" => plain(self.unit(request, UnitAction::Reload).await),
-            "exec_command" => plain(self.exec_command(request).await),
-            "audit" => {
-                let limit = request.opt_u64("limit")?.unwrap_or(50).min(1000) as usize;
+            Request::Audit(args) => {
+                let limit = args.limit.unwrap_or(50).min(1000) as usize;
                 let entries = self.audit.tail(limit)?;
                 plain(Ok(self.page("entries", entries, None)))
             }
-            "get_vpn_conf" => Err(Failure::new(
+            Request::GetVpnConf(_) => Err(Failure::new(
                 Reason::NotFound,
                 "this host has no VPN configuration: VPN configs come from the gateway",
             )),
             // With the count of frames it could not read: a sign that
             // something sends data its gateway should have refused.
-            "ping" => plain(Ok(success(json!({
+            Request::Ping(_) => plain(Ok(success(json!({
                 "name": self.settings.name,
                 "undecodable_frames": concierge_client::undecodable_frames(),
             })))),
-            other => Err(Failure::new(
-                Reason::UnknownRequest,
-                format!("this agent serves no request {other:?}"),
-            )),
         }
     }
 
@@ -156,34 +131,33 @@ impl Host {
         })
     }
 
-    async fn unit(&self, request: &Request, action: UnitAction) -> Result<Value, Failure> {
-        let name = request.str("service_name")?;
-        self.systemd()?.control(name, action).await.map(success)
+    async fn unit(&self, unit: &Unit, action: UnitAction) -> Result<Value, Failure> {
+        self.systemd()?
+            .control(&unit.service_name, action)
+            .await
+            .map(success)
     }
 
-    fn spawn_spec(&self, request: &Request, argv: Vec<String>) -> Result<Spawn, Failure> {
+    fn spawn_spec(
+        &self,
+        argv: Vec<String>,
+        cwd: Option<&str>,
+        env: Option<&BTreeMap<String, String>>,
+    ) -> Result<Spawn, Failure> {
         if argv.first().is_none_or(|p| p.is_empty()) {
             return Err(Failure::bad_argument("`cmd` must name a program"));
         }
-        let env: Vec<(String, String)> = match request.msg.get("env") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(vars)) => vars
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) if !k.is_empty() && !k.contains(['=', '\0']) => {
-                        Ok((k.clone(), s.clone()))
-                    }
-                    _ => Err(Failure::bad_argument(
-                        "`env` maps variable names to string values",
-                    )),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(Failure::bad_argument("`env` must be an object")),
-        };
-        let launch = self
-            .settings
-            .policy
-            .check_exec(argv, request.opt_str("cwd")?, &env)?;
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| match k.is_empty() || k.contains(['=', '\0']) {
+                true => Err(Failure::bad_argument(
+                    "`env` maps variable names to string values",
+                )),
+                false => Ok((k.clone(), v.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        let launch = self.settings.policy.check_exec(argv, cwd, &env)?;
         Ok(Spawn {
             argv: launch.argv,
             cwd: Some(launch.cwd.display().to_string()),
@@ -194,22 +168,23 @@ impl Host {
     fn execute(
         &self,
         requester: uuid::Uuid,
-        request: &Request,
+        args: Execute,
     ) -> Result<(Value, Option<Follow>), Failure> {
         // seed 003's argv array, or (for a person typing into the console)
         // a command line split as exec_command splits it.
-        let argv = match (request.msg.get("cmd"), request.msg.get("command")) {
+        let argv = match (args.cmd, &args.command) {
             (Some(_), Some(_)) => {
                 return Err(Failure::bad_argument(
                     "give either `cmd` (an argv array) or `command` (a line), not both",
                 ))
             }
-            (None, Some(_)) => command_words(request)?,
-            _ => request.strings("cmd")?,
+            (None, Some(line)) => command_words(line)?,
+            (Some(cmd), None) => cmd,
+            (None, None) => return Err(Failure::bad_argument("`cmd` is required")),
         };
-        let spec = self.spawn_spec(request, argv)?;
+        let spec = self.spawn_spec(argv, args.cwd.as_deref(), args.env.as_ref())?;
         // Admitted before the process starts: a refused follow starts nothing.
-        let ticket = match request.flag("follow")? {
+        let ticket = match args.follow {
             true => Some(self.follows.admit(requester, None)?),
             false => None,
         };
@@ -230,11 +205,11 @@ impl Host {
     fn proc_output(
         &self,
         requester: uuid::Uuid,
-        request: &Request,
+        args: &ProcOutput,
     ) -> Result<(Value, Option<Follow>), Failure> {
-        let pid = request.pid("proc_id")?;
-        let offset = request.opt_u64("offset")?.unwrap_or(0);
-        if request.flag("follow")? {
+        let pid = args.proc_id.0;
+        let offset = args.offset.unwrap_or(0);
+        if args.follow {
             // Checks the pid now, so a wrong one is the reply, not an event.
             self.procs.watch(pid)?;
             let follow = Follow {
@@ -283,7 +258,7 @@ impl Host {
 
     /// Every process the agent started that it still holds, running or
     /// exited, newest first: what a console lists with exit codes.
-    fn list_started(&self, request: &Request) -> Result<Value, Failure> {
+    fn list_started(&self, offset: Option<u64>) -> Value {
         let mut entries = self.procs.entries();
         entries.sort_by_key(|e| std::cmp::Reverse(e.started));
         let listed = entries
@@ -304,7 +279,7 @@ impl Host {
                 })
             })
             .collect();
-        Ok(self.page("processes", listed, request.opt_u64("offset")?))
+        self.page("processes", listed, offset)
     }
 
     fn signal(&self, pid: u32, signal: i32) -> Result<Value, Failure> {
@@ -322,11 +297,9 @@ impl Host {
         ))
     }
 
-    async fn telemetry(&self, request: &Request) -> Result<Value, Failure> {
-        let wanted = match request.msg.get("stat_types") {
-            None | Some(Value::Null) => STAT_TYPES.iter().map(|s| (*s).to_owned()).collect(),
-            Some(_) => request.strings("stat_types")?,
-        };
+    async fn telemetry(&self, stat_types: Option<Vec<String>>) -> Result<Value, Failure> {
+        let wanted =
+            stat_types.unwrap_or_else(|| STAT_TYPES.iter().map(|s| (*s).to_owned()).collect());
         if let Some(unknown) = wanted.iter().find(|s| !STAT_TYPES.contains(&s.as_str())) {
             return Err(Failure::bad_argument(format!(
                 "unknown stat type {unknown:?}: one of {}",
@@ -358,14 +331,14 @@ impl Host {
         Ok(success(self.with_safe_kill(info)))
     }
 
-    async fn all_process_info(&self, request: &Request) -> Result<Value, Failure> {
+    async fn all_process_info(&self, offset: Option<u64>) -> Result<Value, Failure> {
         let all = self
             .telemetry
             .send(telemetry::AllProcesses)
             .await
             .map_err(|_| stopped())?;
         let all = all.into_iter().map(|p| self.with_safe_kill(p)).collect();
-        Ok(self.page("processes", all, request.opt_u64("offset")?))
+        Ok(self.page("processes", all, offset))
     }
 
     fn with_safe_kill(&self, mut info: Value) -> Value {
@@ -432,9 +405,7 @@ impl Host {
         Ok(body)
     }
 
-    async fn exec_command(&self, request: &Request) -> Result<Value, Failure> {
-        let argv = command_words(request)?;
-        let spec = self.spawn_spec(request, argv)?;
+    async fn exec_command(&self, spec: Spawn) -> Result<Value, Failure> {
         let pid = self.procs.spawn(spec)?;
         let mut changes = self.procs.watch(pid)?;
         let deadline = tokio::time::Instant::now() + self.settings.exec_timeout;
@@ -585,14 +556,6 @@ fn stopped() -> Failure {
     Failure::new(Reason::Failed, "the agent's telemetry actor stopped")
 }
 
-fn display_roles(roles: &[String]) -> String {
-    if roles.is_empty() {
-        "none".into()
-    } else {
-        roles.join(", ")
-    }
-}
-
 /// Bytes under each entry of `folder` (directories walked, symbolic links
 /// not followed, other file systems not entered).
 fn folder_usage(
@@ -632,7 +595,7 @@ fn folder_usage(
 
 /// `command`: a line split into words as a POSIX shell would (quotes,
 /// escapes), but never run by one.
-fn command_words(request: &Request) -> Result<Vec<String>, Failure> {
-    shell_words::split(request.str("command")?)
+fn command_words(line: &str) -> Result<Vec<String>, Failure> {
+    shell_words::split(line)
         .map_err(|e| Failure::bad_argument(format!("`command` does not split into words: {e}")))
 }

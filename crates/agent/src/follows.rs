@@ -22,7 +22,7 @@ use std::rc::Rc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::request::{Failure, Reason};
+use concierge_protocol::agent::{Failure, Reason};
 
 /// The caps.
 #[derive(Debug, Clone, Copy)]

@@ -3,8 +3,9 @@
 //!
 //! It identifies with tag `agent` (and `presence: false`: a fleet's hosts
 //! need no news of each other), creates the services `telemetry_<host>` and
-//! `audit_<host>`, and serves the requests that arrive by MESSAGE (see
-//! [`request`] for the envelope and [`commands`] for the list), each in a
+//! `audit_<host>`, and serves the requests that arrive by MESSAGE (the
+//! protocol's [`concierge_protocol::agent`] vocabulary, served by
+//! [`commands`]), each in a
 //! task of its own so a slow one never holds up the others. When the
 //! connection ends it reconnects, forever, after a jittered, doubling wait,
 //! and sets its services up again.
@@ -14,7 +15,6 @@ pub mod commands;
 pub mod follows;
 pub mod policy;
 pub mod procs;
-pub use concierge_protocol::agent::request;
 pub mod settings;
 pub mod signals;
 pub mod systemd;
@@ -30,9 +30,11 @@ use serde_json::{json, Value};
 
 use commands::Host;
 use concierge_client::{self as client, ClientError, Identity, Sender};
-use concierge_protocol::agent::Access;
+use concierge_protocol::agent::args::{GetVpnConf, VpnConf};
+use concierge_protocol::agent::{
+    envelope, outcome, reply, Access, Envelope, GatewayRequest, Reason, Request, RequestName,
+};
 use concierge_protocol::{HostService, Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME};
-use request::{reply, Reason, Request};
 use settings::{AgentArgs, AgentSettings, Resolved};
 
 /// A connection that lasted this long was a working one: the next
@@ -180,8 +182,15 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
         })
         .await?;
     if let Some(vpn) = &host.vpn {
-        let fetch = json!({"req": "get_vpn_conf", "rid": 0, "msg": {
-            "conf_type": "wireguard", "tun_mode": "udp", "public_key": vpn.public_key()}});
+        let fetch = envelope(
+            &GatewayRequest::GetVpnConf(GetVpnConf {
+                conf_type: Some("wireguard".into()),
+                tun_mode: Some("udp".into()),
+                public_key: Some(vpn.public_key()),
+                name: None,
+            }),
+            0,
+        );
         sender
             .message(
                 Target::Name {
@@ -274,16 +283,23 @@ async fn check_followers(host: Rc<Host>, sender: Sender) {
 
 /// Applies the gateway's answer to `get_vpn_conf`.
 async fn bring_up(vpn: std::sync::Arc<vpn::VpnClient>, answer: Value) {
-    let msg = &answer["msg"];
-    let Some(conf) = msg["conf_data"].as_str().map(str::to_owned) else {
-        let why = format!(
-            "the gateway refused the VPN config: {}: {}",
-            msg["reason"].as_str().unwrap_or("?"),
-            msg["desc"].as_str().unwrap_or("")
-        );
-        tracing::error!("{why}");
-        vpn.refused(why);
-        return;
+    let msg = answer.get("msg").cloned().unwrap_or_default();
+    let conf = outcome(msg).and_then(|body| {
+        serde_json::from_value::<VpnConf>(body).map_err(|e| {
+            concierge_protocol::agent::Failure::new(
+                Reason::Failed,
+                format!("an answer of no known shape: {e}"),
+            )
+        })
+    });
+    let conf = match conf {
+        Ok(conf) => conf.conf_data,
+        Err(failure) => {
+            let why = format!("the gateway refused the VPN config: {failure}");
+            tracing::error!("{why}");
+            vpn.refused(why);
+            return;
+        }
     };
     // `ip` and the interface's socket block: not on the agent's thread.
     let applied = tokio::task::spawn_blocking(move || vpn.apply(&conf)).await;
@@ -336,14 +352,14 @@ async fn handle(
     // Replies and events (of another agent, or answers to a requester that
     // wrote to us by mistake) are not requests: answering them could start
     // two agents answering each other forever.
-    if data.get("req").is_none() && (data.get("msg").is_some() || data.get("event").is_some()) {
+    if Envelope::is_answer(&data) {
         tracing::debug!(from = %origin.client.name, "ignored a reply or event sent to the agent");
         return;
     }
     let reply_to = Target::Uuid {
         uuid: origin.client.uuid.to_string(),
     };
-    let request = match Request::decode(&data) {
+    let request = match Envelope::decode(&data) {
         Ok(request) => request,
         Err((rid, failure)) => {
             let _ = sender
@@ -352,15 +368,19 @@ async fn handle(
             return;
         }
     };
-    let access = Host::access(&request.req);
-    let outcome = match access.clone() {
-        Ok(access) => match host.authorize(&origin, access) {
-            Ok(()) => host.serve(origin.client.uuid, &request).await,
+    let name = RequestName::parse(&request.req);
+    let access = name.as_ref().ok().map(|n| n.access());
+    let outcome = match name {
+        Ok(name) => match host.authorize(&origin, name) {
+            Ok(()) => match Request::parse(&request) {
+                Ok(typed) => host.serve(origin.client.uuid, typed).await,
+                Err(bad) => Err(bad),
+            },
             Err(refused) => Err(refused),
         },
         Err(unknown) => Err(unknown),
     };
-    let audited = access == Ok(Access::Command)
+    let audited = access == Some(Access::Command)
         || matches!(&outcome, Err(f) if f.reason == Reason::Forbidden);
     let (body, follow) = match outcome {
         Ok((body, follow)) => (Ok(body), follow),

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::procs::Procs;
-use super::request::{Failure, Reason};
+use concierge_protocol::agent::{Failure, Reason};
 
 /// Processes the agent did not start that may still be signalled. Every
 /// field given must match.

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::request::{Failure, Reason};
+use concierge_protocol::agent::{Failure, Reason};
 
 /// The most bytes one output event carries: even escaped six-fold as JSON
 /// (control characters) it stays inside the gateway's default 64 KiB frame.

@@ -1,8 +1,8 @@
 //! Sending a signal to a process or its group, as `proc_signal`,
 //! `kill_process`, `pause_process` and `resume_process` ask.
 
-use super::request::{Failure, Reason};
 pub use concierge_protocol::agent::signals::{name_of, parse};
+use concierge_protocol::agent::{Failure, Reason};
 
 /// Sends `signal` to `pid`.
 pub fn send(pid: u32, signal: i32) -> Result<(), Failure> {

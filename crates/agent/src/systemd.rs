@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 use zbus::proxy::CacheProperties;
 use zbus::{proxy, Connection, OwnedObjectPath};
 
-use crate::request::{Failure, Reason};
+use concierge_protocol::agent::{Failure, Reason};
 
 /// How long a start, stop, restart or reload job may take before the request
 /// fails with [`Reason::Timeout`] (the job itself goes on in systemd).

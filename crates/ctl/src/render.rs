@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use comfy_table::{presets, Table};
+use serde_json::Value;
 
 /// A user's display choices, from USER_SETTINGS_FETCH.
 #[derive(Debug, Clone)]
@@ -86,6 +87,15 @@ pub fn plain() -> Table {
 pub fn bar(share: f64, width: usize) -> String {
     let filled = ((share.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
     format!("{}{}", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+/// A JSON value as a table cell: strings without quotes, null as `-`.
+pub(crate) fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

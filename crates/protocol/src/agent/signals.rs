@@ -1,7 +1,7 @@
 //! Signal names as requests spell them (`proc_signal`'s `signal`, `ctl kill
 //! --signal`), and the numbers they stand for on this system.
 
-use super::request::Failure;
+use super::Failure;
 
 /// The signals a request may name: seed 003's three and the ones an
 /// operator needs to pause, resume, interrupt or poke a process.
@@ -29,12 +29,17 @@ pub fn parse(name: &str) -> Result<i32, Failure> {
         .find(|(n, _)| *n == full)
         .map(|(_, s)| *s)
         .ok_or_else(|| {
-            let names: Vec<_> = SIGNALS.iter().map(|(n, _)| *n).collect();
+            let names: Vec<_> = names().collect();
             Failure::bad_argument(format!(
                 "unknown signal {name:?}: one of {}",
                 names.join(", ")
             ))
         })
+}
+
+/// Every signal a request may name, as it is spelled in full.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    SIGNALS.iter().map(|(name, _)| *name)
 }
 
 /// The name of signal number `signal` (`SIG<n>` for one not in the list).
@@ -48,7 +53,7 @@ pub fn name_of(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::request::Reason;
+    use crate::agent::Reason;
 
     #[test]
     fn names_parse_both_ways() {

@@ -5,6 +5,7 @@
 
 import { HostCharts } from "./charts.js";
 import { AgentError, isHost } from "./gateway.js";
+import { ACCESS, SIGNALS as ALL_SIGNALS } from "./requests.js";
 import { ago, bytes, clock, confirmAction, duration, fill, h, sortableTable, statusBadge, toast } from "./ui.js";
 
 export function title([name]) {
@@ -23,14 +24,9 @@ const TABS = [
 /** How much of a followed process's output the page keeps, in characters. */
 const OUTPUT_KEEP = 512 * 1024;
 
-/** proc_signal's signals (PROTOCOL §13.3). */
-const ALL_SIGNALS = ["SIGTERM", "SIGKILL", "SIGHUP", "SIGINT", "SIGSTOP", "SIGCONT", "SIGUSR1", "SIGUSR2"];
-
-/** The requests an agent serves that only read, and those that need an operator (PROTOCOL §13.3). */
-const READS = ["ping", "telemetry", "view_running", "list_started", "proc_output", "obtain_process_info",
-  "obtain_all_process_info", "obtain_user_usages", "list_services", "obtain_service_info"];
-const COMMANDS = ["execute", "exec_command", "proc_signal", "kill_process", "pause_process", "resume_process",
-  "start_service", "stop_service", "restart_service", "reload_service", "audit"];
+/** The requests an agent serves that only read, and those that need an operator: the gateway's table. */
+const READS = Object.keys(ACCESS).filter((r) => ACCESS[r] === "read");
+const COMMANDS = Object.keys(ACCESS).filter((r) => ACCESS[r] === "command");
 
 export function mount(app, root, [name]) {
   const gw = app.gw;

@@ -1,0 +1,202 @@
+//! The connection plumbing every `ctl` command shares: a request to a host
+//! and its reply by `rid`, the gateway's directory requests, paged lists,
+//! and the user's display settings.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::CtlError;
+use super::render::Units;
+use super::{spinner, Ctl};
+use concierge_protocol::agent::args::Page;
+use concierge_protocol::agent::{envelope, outcome, Request};
+use concierge_protocol::{PayloadIn, PayloadOut, Target};
+
+impl Ctl {
+    /// Sends a directory request (CLIENT_FETCH_ALL or SERVICE_FETCH_ALL)
+    /// and waits for its result.
+    pub(crate) async fn gateway(&mut self, payload: PayloadIn<'_>) -> Result<PayloadOut, CtlError> {
+        self.conn.sender.send(&payload).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.conn.receiver.next())
+                .await
+                .map_err(|_| {
+                    CtlError::Unreachable("the gateway did not answer in time".into())
+                })??;
+            match next.payload {
+                PayloadOut::ClientFetchAllResult { .. }
+                | PayloadOut::ServiceFetchAllResult { .. } => return Ok(next.payload),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends a request to `host`'s agent and waits for its reply: the
+    /// reply's `msg` on success, [`CtlError::Refused`] on an error reply.
+    pub(crate) async fn request(
+        &mut self,
+        host: &str,
+        request: &impl Serialize,
+    ) -> Result<Value, CtlError> {
+        let rid = self.send_request(host, request).await?;
+        let bar = spinner(&format!("waiting for {host}"));
+        let reply = self.wait_reply(host, rid).await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        self.checked(host, reply?)
+    }
+
+    /// A reply's `msg`, or [`CtlError::Refused`] for an error reply (printed
+    /// first under `--json`).
+    pub(crate) fn checked(&self, host: &str, reply: Value) -> Result<Value, CtlError> {
+        if self.json && reply.get("result").and_then(Value::as_str) == Some("error") {
+            println!("{reply}");
+        }
+        outcome(reply).map_err(|failure| CtlError::Refused {
+            host: host.to_owned(),
+            reason: failure.reason.to_string(),
+            desc: failure.desc,
+        })
+    }
+
+    pub(crate) async fn send_request(
+        &mut self,
+        host: &str,
+        request: &impl Serialize,
+    ) -> Result<u64, CtlError> {
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        self.conn
+            .sender
+            .message(
+                Target::Name {
+                    name: host.to_owned(),
+                },
+                &envelope(request, rid),
+            )
+            .await?;
+        Ok(rid)
+    }
+
+    /// The next MESSAGE from `host` about `rid` (a reply or an event).
+    pub(crate) async fn next_from(
+        &mut self,
+        host: &str,
+        rid: u64,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Value, CtlError> {
+        loop {
+            let next = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, self.conn.receiver.next())
+                    .await
+                    .map_err(|_| {
+                        CtlError::Unreachable(format!(
+                            "{host} did not answer within {:?}",
+                            self.timeout
+                        ))
+                    })??,
+                None => self.conn.receiver.next().await?,
+            };
+            match next.payload {
+                PayloadOut::Message { origin, data, .. }
+                    if origin.client.name == host && data["rid"].as_u64() == Some(rid) =>
+                {
+                    return Ok(data)
+                }
+                PayloadOut::InvalidName { name } => {
+                    return Err(CtlError::Unreachable(format!(
+                        "{name} is not connected to the gateway"
+                    )))
+                }
+                PayloadOut::ClientLeft { client } if client.name == host => {
+                    return Err(CtlError::Unreachable(format!(
+                        "{host} left the gateway before it answered"
+                    )))
+                }
+                PayloadOut::ErrorProtocol { desc } => return Err(CtlError::Failed(desc)),
+                _ => continue,
+            }
+        }
+    }
+
+    pub(crate) async fn wait_reply(&mut self, host: &str, rid: u64) -> Result<Value, CtlError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let data = self.next_from(host, rid, Some(deadline)).await?;
+            if let Some(msg) = data.get("msg") {
+                return Ok(msg.clone());
+            }
+        }
+    }
+
+    /// Every page of a paged list request.
+    pub(crate) async fn pages(
+        &mut self,
+        host: &str,
+        request: fn(Page) -> Request,
+        key: &str,
+    ) -> Result<Vec<Value>, CtlError> {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .request(
+                    host,
+                    &request(Page {
+                        offset: Some(offset),
+                    }),
+                )
+                .await?;
+            all.extend(page[key].as_array().cloned().unwrap_or_default());
+            match page["next_offset"].as_u64() {
+                Some(next) if next > offset => offset = next,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Prints a reply: JSON, or what `human` makes of it.
+    pub(crate) fn show(&self, reply: &Value, human: impl FnOnce(&Value, &Units) -> String) {
+        if self.json {
+            println!("{reply}");
+        } else {
+            println!("{}", human(reply, &self.units));
+        }
+    }
+
+    /// The identified user's display settings (the defaults without a
+    /// user).
+    pub(crate) async fn load_units(&mut self) -> Units {
+        match self.gateway_settings().await {
+            Some(settings) => Units::from_settings(&settings),
+            None => Units::default(),
+        }
+    }
+
+    pub(crate) async fn gateway_settings(&mut self) -> Option<BTreeMap<String, String>> {
+        self.conn
+            .sender
+            .send(&PayloadIn::UserSettingsFetch)
+            .await
+            .ok()?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.conn.receiver.next())
+                .await
+                .ok()?
+                .ok()?;
+            match next.payload {
+                PayloadOut::UserSettingsFetchResult { settings } => return Some(settings),
+                // No user (no token): the defaults.
+                PayloadOut::Bad { .. }
+                | PayloadOut::ErrorProtocol { .. }
+                | PayloadOut::ErrorUnsupported => return None,
+                _ => continue,
+            }
+        }
+    }
+}
