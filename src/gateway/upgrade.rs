@@ -117,7 +117,10 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, s
     let (input, returned) = lend(input);
     let writer = start(state, input, peer, oversized);
     writer.write_to(output).await;
-    close_lingering(&state.settings, returned).await;
+    // Boxed: this future lives in the connection's task, which is sized for
+    // its largest state, so the close's timeout inline would make every idle
+    // connection pay for it (see docs/BENCHMARKS.md, "Idle connections").
+    Box::pin(close_lingering(&state.settings, returned)).await;
 }
 
 /// Once the writer is done (the close frame and a FIN are sent), reads
