@@ -136,7 +136,7 @@ async fn close_lingering<S: Socket>(
     // after its close, and then the client has what is left to answer.
     let lingering = async {
         if let Ok(input) = returned.await {
-            linger(input).await;
+            linger(*input).await;
         }
     };
     if tokio::time::timeout(limit, lingering).await.is_err() {

@@ -29,12 +29,15 @@ use crate::transport::websocket::Incoming;
 /// the stream goes back to whoever holds the [`Returned`] end.
 pub struct Lent<St> {
     stream: Option<St>,
-    home: Option<oneshot::Sender<St>>,
+    home: Option<oneshot::Sender<Box<St>>>,
 }
 
 /// Resolves to the lent stream once the session has dropped it (an error
 /// if it was dropped without being handed back, which does not happen).
-pub type Returned<St> = oneshot::Receiver<St>;
+/// Boxed on the way back: the channel holds a slot for what it carries for
+/// the connection's whole life, and a pointer costs an idle connection 8
+/// bytes where the stream would cost its full size.
+pub type Returned<St> = oneshot::Receiver<Box<St>>;
 
 /// Lends `stream`: the first half goes to the session, the second waits
 /// for it to come back.
@@ -64,7 +67,7 @@ impl<St> Drop for Lent<St> {
     fn drop(&mut self) {
         if let (Some(stream), Some(home)) = (self.stream.take(), self.home.take()) {
             // Nobody waiting (the connection is gone): the stream is dropped.
-            let _ = home.send(stream);
+            let _ = home.send(Box::new(stream));
         }
     }
 }
