@@ -307,4 +307,9 @@ fn authorize_names_who_and_what() {
         authorize(None, &[], Role::Viewer).map_err(|f| f.desc),
         Err("a client without a token may not do this: it needs the viewer role".into())
     );
+    // A named sender holding no role says so.
+    assert_eq!(
+        authorize(Some("anon"), &[], Role::Viewer).map_err(|f| f.desc),
+        Err("anon (roles: none) may not do this: it needs the viewer role".into())
+    );
 }
