@@ -67,6 +67,7 @@ pub struct Nest {
 
 impl Translator for Nest {
     const PATHS: &'static [&'static str] = &["/nest"];
+    const CLIENTS: &'static str = "Nest hosts";
 
     fn new(peer: &str) -> (Self, tracing::Span) {
         let nest = Nest {

@@ -58,6 +58,7 @@ pub struct Quix {
 
 impl Translator for Quix {
     const PATHS: &'static [&'static str] = &["/wsi"];
+    const CLIENTS: &'static str = "Quix backends";
 
     fn new(peer: &str) -> (Self, tracing::Span) {
         let quix = Quix {

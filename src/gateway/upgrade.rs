@@ -67,8 +67,7 @@ async fn handshake<S: Socket>(
     let response = match &format {
         None => Err(refusal(
             StatusCode::NOT_FOUND,
-            "WebSocket connections are accepted on /ws (/nest for Nest hosts, /wsi for Quix \
-             backends, /socket.io/ for Socket.IO clients) only",
+            formats::paths_refusal::<S>(),
         )),
         Some(_) if !origin::allowed(&req.head().headers, &settings) => {
             Err(refusal(StatusCode::FORBIDDEN, origin::REFUSED))

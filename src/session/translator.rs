@@ -36,6 +36,11 @@ pub trait Translator: Sized + Unpin + 'static {
     /// The WebSocket paths the format is served on.
     const PATHS: &'static [&'static str];
 
+    /// Who connects on the first of [`Self::PATHS`], for the 404 that
+    /// lists the paths ("Nest hosts"); empty for the native format, which
+    /// is named first.
+    const CLIENTS: &'static str;
+
     /// The state of a new connection from `peer`, and the span its logs
     /// go under.
     fn new(peer: &str) -> (Self, tracing::Span);

@@ -106,6 +106,7 @@ pub struct SocketIo {
 
 impl Translator for SocketIo {
     const PATHS: &'static [&'static str] = &["/socket.io/", "/socket.io"];
+    const CLIENTS: &'static str = "Socket.IO clients";
 
     fn new(peer: &str) -> (Self, tracing::Span) {
         let sio = SocketIo {

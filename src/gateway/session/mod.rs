@@ -54,6 +54,7 @@ pub struct Native {
 
 impl Translator for Native {
     const PATHS: &'static [&'static str] = &["/ws"];
+    const CLIENTS: &'static str = "";
 
     fn new(peer: &str) -> (Self, tracing::Span) {
         let span = tracing::info_span!(
