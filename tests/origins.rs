@@ -61,6 +61,53 @@ async fn only_the_gateways_own_and_allowed_origins_open_websockets_on_every_path
     }
 }
 
+#[tokio::test]
+async fn an_asterisk_in_allowed_origins_lets_every_origin_open_websockets() {
+    let server = TestServer::with(|s| s.allowed_origins = "*".into());
+    for path in PATHS {
+        for origin in [Some("http://evil.example"), Some("null"), None] {
+            let (status, body) = upgrade(&server, path, origin).await;
+            assert_eq!(status, 101, "{path} from {origin:?}: {body}");
+        }
+    }
+}
+
+/// A CORS preflight for an upload to the file server from `origin`: the
+/// status and the `Access-Control-Allow-Origin` it carries.
+async fn preflight(server: &TestServer, origin: &str) -> (StatusCode, Option<String>) {
+    let response = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            server.http_url("/fs/alice/notes.txt"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "x-fs-key")
+        .send()
+        .await
+        .expect("answered");
+    let allowed = response
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().expect("text").to_owned());
+    (response.status(), allowed)
+}
+
+#[tokio::test]
+async fn the_file_server_answers_cors_preflights_of_allowed_origins_only() {
+    let server = TestServer::with(|s| s.allowed_origins = "https://app.example".into());
+    let (status, allowed) = preflight(&server, "https://app.example").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(allowed.as_deref(), Some("https://app.example"));
+    let (status, allowed) = preflight(&server, "http://evil.example").await;
+    assert!(status.is_client_error(), "{status}");
+    assert_eq!(allowed, None);
+    let every = TestServer::with(|s| s.allowed_origins = "*".into());
+    let (status, allowed) = preflight(&every, "http://evil.example").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(allowed.as_deref(), Some("*"));
+}
+
 async fn post_login(
     server: &TestServer,
     origin: Option<&str>,

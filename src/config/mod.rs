@@ -221,7 +221,7 @@ settings! {
     token_lifetime_secs: u64 = 604_800, env "CONCIERGE_TOKEN_LIFETIME_SECS", check positive;
     /// Reverse proxies (comma-separated IP addresses or CIDR networks) whose X-Forwarded-For or Forwarded header names a login's source address for lock-outs; from any other peer those headers are ignored and the peer's own address counts. Empty: trust none.
     trusted_proxies: String = String::new(), env "CONCIERGE_TRUSTED_PROXIES", check trusted_proxies;
-    /// Browser origins (comma-separated, e.g. https://app.example.com) allowed besides the gateway's own to open a WebSocket (every path) and to log in (POST /auth/token); a request with any other Origin header is refused with 403. Programs send no Origin and are not affected.
+    /// Browser origins (comma-separated, e.g. https://app.example.com) allowed besides the gateway's own to open a WebSocket (every path), to log in (POST /auth/token) and to call the file server and Engine.IO polling across origins (CORS); a request with any other Origin header is refused with 403. "*" allows every origin, as the seeds' servers did (not for an exposed gateway). Programs send no Origin and are not affected.
     allowed_origins: String = String::new(), env "CONCIERGE_ALLOWED_ORIGINS", check allowed_origins;
     /// Accept a client's public uuid as its file server key, as seed 004 clients use it: anyone who saw the uuid can then write and delete that client's files. Off whenever tokens are required.
     fs_uuid_write: bool = false, env "CONCIERGE_FS_UUID_WRITE";
@@ -303,13 +303,20 @@ pub fn trusted_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
+/// The entry of `allowed_origins` that allows every origin.
+pub const ANY_ORIGIN: &str = "*";
+
 /// `allowed_origins`: comma-separated origins as a browser sends them
-/// (`scheme://host[:port]`, no path), lowercased; empty is none.
+/// (`scheme://host[:port]`, no path), lowercased; empty is none, and `*`
+/// is every origin (what the seeds' servers allowed: never the default).
 pub fn allowed_origins(text: &str) -> Result<Vec<String>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
+            if s == ANY_ORIGIN {
+                return Ok(s.to_owned());
+            }
             let bad = || format!("{s:?} is not an origin: write scheme://host[:port], e.g. https://app.example.com");
             let (scheme, authority) = s.split_once("://").ok_or_else(bad)?;
             let fine = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);

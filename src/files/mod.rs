@@ -151,10 +151,10 @@ impl Observer for Janitor {
     }
 }
 
-/// Registers the file routes.
+/// Registers the file routes, under `/fs`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/fs/{client}/{path:.*}")
+        web::resource("/{client}/{path:.*}")
             .route(web::put().to(put_file))
             .route(web::get().to(get_file))
             .route(web::head().to(get_file))

@@ -198,7 +198,11 @@ impl Gateway {
                 .route("/vpn/conf", web::get().to(http::vpn_conf))
                 .route("/vpn/peers", web::get().to(http::vpn_peers))
                 .configure(login::routes)
-                .configure(files::routes)
+                .service(
+                    web::scope("/fs")
+                        .wrap(origin::cors(&app_state.settings))
+                        .configure(files::routes),
+                )
                 .configure(console::routes)
         };
         let mut server = Server::build()

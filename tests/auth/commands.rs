@@ -55,6 +55,11 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
         listed.contains("alice") && listed.contains("operator"),
         "{listed}"
     );
+    // The README's other place for the store's options: between the
+    // command and its subcommand.
+    let dir = data.path().to_str().unwrap();
+    let before = crate::run_with(&["user", "--data-dir", dir, "list"], "").await;
+    assert_eq!(before, listed);
     let body = login_at(addr, "alice").await;
     assert_eq!(body["success"], true, "{body}");
     let user_token = body["token"].as_str().unwrap().to_owned();
