@@ -23,7 +23,7 @@ use bytestring::ByteString;
 
 use crate::auth::{Claims, Role};
 use crate::namespace::{Member, Outcome};
-use crate::protocol::agent::{Envelope, Failure, Reason, Request, RequestName};
+use crate::protocol::agent::{reply, Envelope, Failure, Reason, Request, RequestName, Rid};
 use crate::protocol::{ClientInfo, Close, Origin, Target};
 use crate::session::{Ctx, Heard, Joining, Session, ToActor, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
@@ -133,6 +133,27 @@ pub fn authorized(origin: &Origin, envelope: &Envelope) -> Result<Request, Failu
         .collect();
     crate::protocol::agent::authorize(origin.client.user.as_deref(), &roles, name.access().role())?;
     Request::parse(envelope)
+}
+
+/// Answers every request `owed` (who asked, under which rid) that a host
+/// will never answer now that it is gone: each operator hears `gone`, so
+/// that every command sent to a host behind an adapter ends with a reply
+/// (the host's, a `timeout` or this). `host` names the kind of host.
+///
+/// Called as the session stops (see
+/// [`Translator::stopped`](crate::session::Translator::stopped)): the
+/// replies that wait for a lookup run on their own, not on the stopped
+/// actor.
+pub fn gone(member: &Member, host: &str, owed: impl IntoIterator<Item = (uuid::Uuid, Rid)>) {
+    for (origin, rid) in owed {
+        let failure = Failure::new(
+            Reason::Gone,
+            format!("the {host} disconnected before it answered"),
+        );
+        if let Some(done) = send_to(member, origin, &reply(Some(&rid), Err(failure))) {
+            actix::spawn(done);
+        }
+    }
 }
 
 /// The refusal of a request to a host that already has `limit` waiting

@@ -2,19 +2,27 @@
 //! becomes a client of the namespace that operators command like an agent.
 //!
 //! Every frame is `{"status", "message", "payload"}`. The host's first frame
-//! must be `let_me_in_pls` with `payload.version` and `payload.client_token`
-//! (a token from `concierge token issue --format nest`), within
-//! `identify_timeout_ms`; success is `{"status": "info", "message":
+//! must be `let_me_in_pls` with `payload.version` (one `nest_versions`
+//! admits: by default those the Nest client shipped) and
+//! `payload.client_token` (a token from `concierge token issue --format
+//! nest`), within `identify_timeout_ms`; success is `{"status": "info", "message":
 //! "Authenticated :D"}`, any failure `{"status": "error", "message": WHY}`
 //! and a close. Once in, the host is the client named by its token (tag
 //! `nest`). A request an operator sends it (the agent's envelope, section 13
 //! of docs/PROTOCOL.md) goes to the host as `{"status": "command", "message":
 //! NAME, "payload": ...}`, and the host's next `command_response` or
-//! `command_response_error` is the reply. The protocol has no request id,
+//! `command_response_error` is the reply. Only the commands the Nest
+//! client's handler implements are sent (it exits on any other); the rest
+//! are refused here. The protocol has no request id,
 //! so one command is in flight per host and the others wait their turn; a
 //! command unanswered in `adapter_command_timeout_secs` is answered with a
 //! timeout, and the host's late answer to it is dropped rather than given to
-//! the next command.
+//! the next command; when the host goes, every command it still owes an
+//! answer is answered `gone`.
+//!
+//! After `Authenticated :D` the Nest client takes any frame but `command`
+//! and `error` for an illegal message and exits: nothing else is sent to a
+//! host that is in.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,8 +42,49 @@ use crate::protocol::{Close, CloseCode};
 use crate::session::{Ctx, Heard, Session, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
 
-/// Versions of the Nest client this adapter speaks (seed 000: "0.1.0a").
-const VERSIONS: &str = "0.1";
+/// The commands the Nest client's handler implements, the same in every
+/// version it shipped (0.1.0a as it last was, and 1.0.0): only these are
+/// sent to a host, which exits on any other. Seed 001's `exec_command`
+/// is not among them: the client dropped it before it shipped.
+const COMMANDS: [RequestName; 13] = [
+    RequestName::ObtainUserUsages,
+    RequestName::ObtainAllProcessInfo,
+    RequestName::ObtainProcessInfo,
+    RequestName::KillProcess,
+    RequestName::PauseProcess,
+    RequestName::ResumeProcess,
+    RequestName::ListServices,
+    RequestName::ObtainServiceInfo,
+    RequestName::StartService,
+    RequestName::StopService,
+    RequestName::RestartService,
+    RequestName::ReloadService,
+    RequestName::GetPort,
+];
+
+/// `nest_versions`: comma-separated semver requirements (one comparator
+/// each), any of which admits a version.
+pub fn versions(text: &str) -> Result<Vec<semver::VersionReq>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            semver::VersionReq::parse(s)
+                .map_err(|e| format!("{s:?} is not a semver requirement (e.g. ^1.0.0): {e}"))
+        })
+        .collect()
+}
+
+/// A version as the Nest client writes it: semver, or with a pre-release
+/// written without its hyphen (`0.1.0a` is 0.1.0-a).
+fn version(text: &str) -> Option<semver::Version> {
+    semver::Version::parse(text).ok().or_else(|| {
+        let numbers = text
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .filter(|&at| text[at..].starts_with(|c: char| c.is_ascii_alphabetic()))?;
+        semver::Version::parse(&format!("{}-{}", &text[..numbers], &text[numbers..])).ok()
+    })
+}
 
 enum State {
     /// Waiting for `let_me_in_pls`.
@@ -121,6 +170,22 @@ impl Translator for Nest {
         super::to_actor(session, ctx)
     }
 
+    /// The command in flight and those waiting are answered `gone`.
+    fn stopped(session: &mut Session<Self>) {
+        let Nest {
+            state,
+            queue,
+            in_flight,
+            ..
+        } = &mut session.format;
+        let State::Joined(member) = state else {
+            return;
+        };
+        let owed = in_flight.take().map(|(pending, _)| pending);
+        let owed = owed.into_iter().chain(queue.drain(..));
+        super::gone(member, "Nest host", owed.map(|p| (p.origin, p.rid)));
+    }
+
     fn delivered(session: &mut Session<Self>, frame: Frame, ctx: &mut Ctx<Self>) {
         if let Some((origin, data)) = super::message(&frame) {
             session.request(&origin, &data, ctx);
@@ -160,11 +225,11 @@ impl Session<Nest> {
         match (&self.format.state, status) {
             (State::Waiting, "let_me_in_pls") => self.let_in(&frame, ctx),
             (State::Waiting, _) => self.refuse("the first message must be let_me_in_pls", ctx),
-            (State::Joining, _) => self.send(
-                "warning",
-                "still authenticating: wait for Authenticated",
-                None,
-            ),
+            // The Nest client would take a warning for its welcome: what
+            // it sends before it is in is dropped.
+            (State::Joining, _) => {
+                tracing::info!(status, "dropped a Nest host's frame sent before it was in")
+            }
             (State::Joined(_), "command_response") => {
                 self.answered(Ok(frame.get("payload").cloned()), ctx)
             }
@@ -210,10 +275,12 @@ impl Session<Nest> {
         let version = payload
             .and_then(|p| p.get("version"))
             .and_then(Value::as_str);
+        let accepted = versions(&self.settings.nest_versions).unwrap_or_default();
         match version {
-            Some(v) if v.starts_with(VERSIONS) => {}
+            Some(v) if version_ok(v, &accepted) => {}
             Some(v) => {
-                return self.refuse(&format!("version {v:?} is not accepted: {VERSIONS}.x"), ctx)
+                let wanted = self.settings.nest_versions.clone();
+                return self.refuse(&format!("version {v:?} is not accepted: {wanted}"), ctx);
             }
             None => return self.refuse("payload.version is missing", ctx),
         }
@@ -247,6 +314,8 @@ impl Session<Nest> {
                 act.span.record("name", member.info().name.as_str());
                 tracing::info!(name = %member.info().name, "Nest host joined");
                 act.format.state = State::Joined(member);
+                // Its process list comes in one frame.
+                act.frame_limit.set(act.settings.adapter_max_frame_size);
                 act.send("info", "Authenticated :D", None);
                 act.watch_token(claims, ctx);
             }
@@ -263,7 +332,7 @@ impl Session<Nest> {
             return self.pump(ctx);
         }
         let Some((pending, timer)) = self.format.in_flight.take() else {
-            return self.send("warning", "an answer to no command", None);
+            return tracing::info!("dropped a Nest host's answer to no command");
         };
         ctx.cancel_future(timer);
         let view = pending.as_view_running;
@@ -372,6 +441,11 @@ impl Session<Nest> {
     }
 }
 
+/// Whether the Nest client's `version` is one `accepted` admits.
+fn version_ok(text: &str, accepted: &[semver::VersionReq]) -> bool {
+    version(text).is_some_and(|v| accepted.iter().any(|req| req.matches(&v)))
+}
+
 /// seed 003's `view_running` list from a Nest process list (the payload
 /// itself or its `processes`): `title`, `pid`, `cpu_util`, `mem_util` (MB),
 /// `reqc`, `port_util` from what each entry has.
@@ -408,25 +482,31 @@ fn view_running(payload: Option<&Value>) -> Value {
 fn command_for(request: &Request, sent: &Envelope) -> Result<(String, Value), Failure> {
     let name = request.name().as_str();
     let unserved = || {
+        let served: Vec<&str> = COMMANDS.iter().map(|c| c.as_str()).collect();
         Failure::new(
             Reason::UnknownRequest,
-            format!("a Nest host does not serve {name:?}"),
+            format!(
+                "a Nest host does not serve {name:?}: it serves {}, and view_running and \
+                 proc_signal in their terms",
+                served.join(", ")
+            ),
         )
     };
     Ok(match request {
-        Request::ObtainAllProcessInfo(_)
-        | Request::ObtainProcessInfo(_)
-        | Request::KillProcess(_)
-        | Request::PauseProcess(_)
-        | Request::ResumeProcess(_)
-        | Request::ObtainUserUsages(_)
-        | Request::ListServices(_)
-        | Request::ObtainServiceInfo(_)
-        | Request::StartService(_)
-        | Request::StopService(_)
-        | Request::RestartService(_)
-        | Request::ReloadService(_)
-        | Request::ExecCommand(_) => (name.to_owned(), Value::Object(sent.msg.clone())),
+        // The Nest client ignores a method other than these two, and says
+        // it killed the process.
+        Request::KillProcess(args) => {
+            let method = args.method.as_deref().unwrap_or("SIGTERM");
+            if !matches!(method, "SIGTERM" | "SIGKILL") {
+                return Err(Failure::bad_argument(
+                    "`method`: a Nest host takes SIGTERM or SIGKILL",
+                ));
+            }
+            (name.to_owned(), json!({"pid": args.pid, "method": method}))
+        }
+        _ if COMMANDS.contains(&request.name()) => {
+            (name.to_owned(), Value::Object(sent.msg.clone()))
+        }
         // `ctl ps`: the host's processes, as Nest lists them.
         Request::ViewRunning(_) => ("obtain_all_process_info".to_owned(), json!({})),
         Request::ProcSignal(args) => {
@@ -448,12 +528,6 @@ fn command_for(request: &Request, sent: &Envelope) -> Result<(String, Value), Fa
                 }
             }
         }
-        Request::Execute(_)
-        | Request::ListStarted(_)
-        | Request::ProcOutput(_)
-        | Request::Telemetry(_)
-        | Request::Audit(_)
-        | Request::GetVpnConf(_)
-        | Request::Ping(_) => return Err(unserved()),
+        _ => return Err(unserved()),
     })
 }

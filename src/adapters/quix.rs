@@ -5,14 +5,17 @@
 //! "msg"}`. The backend first authenticates, with its account's username
 //! and password (answered with a token and its validity) or later with
 //! `"auth": TOKEN` and an empty `msg` (answered with the remaining
-//! validity); it then is the client named after its account, and a second
+//! validity), or with `token_authentication` and `msg.token_id` (Quix's
+//! own test client's spelling, answered the same); it then is the client
+//! named after its account, and a second
 //! socket of the same account takes the name over (the older is closed,
 //! 4015, on whichever replica it is). An operator's request (`execute`,
 //! `view_running`, `proc_signal`, `telemetry`) is sent to the backend in
 //! its own envelope under a rid the adapter picks, so two operators'
 //! rids never collide; the backend's answer goes back to the operator under
 //! the operator's rid. The backend's own `get_vpn_conf` is answered by the
-//! VPN actor.
+//! VPN actor. When the backend goes, every request it still owes an answer
+//! is answered `gone`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,6 +111,16 @@ impl Translator for Quix {
         super::to_actor(session, ctx)
     }
 
+    /// The requests still waiting for the backend are answered `gone`.
+    fn stopped(session: &mut Session<Self>) {
+        let Quix { state, pending, .. } = &mut session.format;
+        let State::Joined { member, .. } = state else {
+            return;
+        };
+        let owed = pending.drain().map(|(_, (origin, rid, _))| (origin, rid));
+        super::gone(member, "Quix backend", owed);
+    }
+
     fn delivered(session: &mut Session<Self>, frame: Frame, ctx: &mut Ctx<Self>) {
         if let Some((origin, data)) = super::message(&frame) {
             session.request(&origin, &data, ctx);
@@ -137,11 +150,24 @@ impl Session<Quix> {
         };
         let rid = frame.get("rid").cloned().unwrap_or(Value::Null);
         match frame.get("req").and_then(Value::as_str) {
-            Some("authenticate") => self.authenticate(&frame, rid, ctx),
+            Some("authenticate") => {
+                let token = frame.get("auth").and_then(Value::as_str);
+                self.authenticate(token, frame.get("msg"), rid, ctx)
+            }
+            // Quix's test client: `{"req": "token_authentication", "msg":
+            // {"token_id": T}}`, as `authenticate` with a token.
+            Some("token_authentication") => {
+                let msg = frame.get("msg");
+                let token = msg.and_then(|m| m.get("token_id")).and_then(Value::as_str);
+                let token = token.or_else(|| frame.get("auth").and_then(Value::as_str));
+                self.authenticate(Some(token.unwrap_or_default()), None, rid, ctx)
+            }
             Some("get_vpn_conf") => self.vpn_conf(&frame, rid, ctx),
             Some(other) => {
-                let desc =
-                    format!("the gateway answers authenticate and get_vpn_conf, not {other:?}");
+                let desc = format!(
+                    "the gateway answers authenticate, token_authentication and get_vpn_conf, \
+                     not {other:?}"
+                );
                 self.answer(&rid, Failure::new(Reason::UnknownRequest, desc).to_msg());
             }
             // No `req`: the backend's answer to an operator's request.
@@ -149,7 +175,14 @@ impl Session<Quix> {
         }
     }
 
-    fn authenticate(&mut self, frame: &Map<String, Value>, rid: Value, ctx: &mut Ctx<Quix>) {
+    /// `authenticate` with `token`, or else with the account in `msg`.
+    fn authenticate(
+        &mut self,
+        token: Option<&str>,
+        msg: Option<&Value>,
+        rid: Value,
+        ctx: &mut Ctx<Quix>,
+    ) {
         if !matches!(self.format.state, State::Waiting) {
             // seed 003: authenticating again on a live socket reports the
             // token's remaining validity.
@@ -159,20 +192,13 @@ impl Session<Quix> {
             }
             return;
         }
-        let msg = frame
-            .get("msg")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let token = frame.get("auth").and_then(Value::as_str).map(str::to_owned);
-        let username = msg
-            .get("username")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let password = msg
-            .get("password")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let token = token.map(str::to_owned);
+        let field = |name: &str| {
+            msg.and_then(|m| m.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (username, password) = (field("username"), field("password"));
         self.format.state = State::Joining;
         let auth = self.auth.clone();
         let joining = self.joining(ctx);
@@ -214,6 +240,8 @@ impl Session<Quix> {
                     member,
                     claims: Box::new(claims.clone()),
                 };
+                // Its answers (a process list) may outgrow max_frame_size.
+                act.frame_limit.set(act.settings.adapter_max_frame_size);
                 act.answer(&rid, msg);
                 act.watch_token(claims, ctx);
             }

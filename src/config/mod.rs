@@ -167,6 +167,17 @@ macro_rules! settings {
     };
 }
 
+/// `adapter_max_frame_size`: positive, and at most 64 MiB (one host's
+/// frame is buffered whole before it is read).
+fn adapter_frame_size(max: &usize) -> Result<(), String> {
+    const CEILING: usize = 64 << 20;
+    match *max {
+        0 => Err("must be positive".into()),
+        max if max > CEILING => Err(format!("must be at most {CEILING} (64 MiB)")),
+        _ => Ok(()),
+    }
+}
+
 /// `bind`: an IP address and a port (the gateway resolves no host name).
 fn host_port(bind: &str) -> Result<SocketAddr, String> {
     bind.parse().map_err(|_| {
@@ -263,6 +274,10 @@ settings! {
     shutdown_timeout_secs: u64 = 5, env "CONCIERGE_SHUTDOWN_TIMEOUT_SECS";
     /// Seconds a host behind an adapter (a Nest host on /nest, a Quix backend on /wsi) has to answer a command before the operator is told it timed out.
     adapter_command_timeout_secs: u64 = 30, env "CONCIERGE_ADAPTER_COMMAND_TIMEOUT_SECS", check positive;
+    /// Largest WebSocket frame, in bytes (at most 64 MiB), a Nest host (/nest) or a Quix backend (/wsi) may send once it is in; before, max_frame_size holds. Larger ones close the socket with 1009. A Nest host sends its whole process list in one frame, about 40 bytes a process.
+    adapter_max_frame_size: usize = 4_194_304, env "CONCIERGE_ADAPTER_MAX_FRAME_SIZE", check adapter_frame_size;
+    /// Nest client versions a host may announce on /nest: comma-separated semver requirements, any of which admits it (the Nest client writes a pre-release without its hyphen: 0.1.0a is read as 0.1.0-a). The default admits the versions the Nest client shipped, 0.1.0a and 1.0.0, and their later 0.1 and 1.x releases.
+    nest_versions: String = "~0.1.0-a, ^1.0.0".into(), env "CONCIERGE_NEST_VERSIONS", check crate::adapters::nest::versions;
     /// HOST[:PORT] that VPN clients dial (the WireGuard server's public address; the port defaults to vpn_listen_port); empty: this gateway issues no VPN configs.
     vpn_endpoint: String = String::new(), env "CONCIERGE_VPN_ENDPOINT", check vpn_endpoint;
     /// WireGuard interface this gateway manages (it keeps the interface's peers equal to the issued configs, changing only what differs); empty: configs are issued, no interface is managed.

@@ -4,7 +4,6 @@
 //! ([`crate::session`]); this table is the only place that names them all.
 //! Adding a format is its translator's file and one line in [`of_path`].
 
-use std::cell::Cell;
 use std::rc::Rc;
 
 use actix::prelude::*;
@@ -13,7 +12,7 @@ use super::session::Native;
 use super::AppState;
 use crate::adapters::{nest::Nest, quix::Quix, socketio::SocketIo};
 use crate::session::{Session, Translator};
-use crate::transport::frame_guard::FrameGuard;
+use crate::transport::frame_guard::{FrameGuard, FrameLimit};
 use crate::transport::linger::Lent;
 use crate::transport::socket::Socket;
 use crate::transport::websocket::{Incoming, SocketInput, Writer};
@@ -22,9 +21,8 @@ use crate::transport::websocket::{Incoming, SocketInput, Writer};
 pub(super) type Input<S> = Lent<Incoming<FrameGuard<SocketInput<S>>>>;
 
 /// Starts a format's session on the socket's input (the peer's address,
-/// the flag the frame guard sets on an oversized frame); its writer carries
-/// what the session sends.
-pub(super) type Start<S> = fn(&AppState, Input<S>, String, Rc<Cell<bool>>) -> Writer;
+/// the frame guard's limit); its writer carries what the session sends.
+pub(super) type Start<S> = fn(&AppState, Input<S>, String, Rc<FrameLimit>) -> Writer;
 
 /// One wire format, for sockets of type `S`.
 pub(super) struct Format<S: Socket> {
@@ -85,7 +83,7 @@ fn start<S: Socket, T: Translator>(
     state: &AppState,
     input: Input<S>,
     peer: String,
-    oversized: Rc<Cell<bool>>,
+    limit: Rc<FrameLimit>,
 ) -> Writer {
     let (session, writer) = Session::<T>::new(
         state.settings.clone(),
@@ -93,7 +91,7 @@ fn start<S: Socket, T: Translator>(
         state.auth.clone(),
         state.vpn.clone(),
         &peer,
-        oversized,
+        limit,
     );
     Session::create(move |ctx| {
         ctx.add_stream(input);

@@ -9,10 +9,8 @@
 //! The socket is plain TCP or TLS: everything here is generic over
 //! [`Socket`], compiled once for each.
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_codec::Framed;
@@ -28,7 +26,7 @@ use super::origin;
 use super::AppState;
 use crate::config::Settings;
 use crate::protocol::SUBPROTOCOL;
-use crate::transport::frame_guard::FrameGuard;
+use crate::transport::frame_guard::{FrameGuard, FrameLimit};
 use crate::transport::linger::{lend, linger, Returned};
 use crate::transport::socket::Socket;
 use crate::transport::websocket::{Incoming, SocketInput};
@@ -107,14 +105,18 @@ async fn serve<S: Socket>(state: &AppState, io: S, early: Bytes, peer: String, s
     }
     let (input, output) = io.split();
 
-    let oversized = Rc::new(Cell::new(false));
-    let max = state.settings.max_frame_size;
+    // Every client starts at max_frame_size; an adapter's session raises
+    // its host's limit once it is in. The decoder's own bound is the
+    // highest either can be: the guard holds each frame to the limit of
+    // the moment.
+    let settings = &state.settings;
+    let limit = FrameLimit::new(settings.max_frame_size);
     let input = Incoming::new(
-        FrameGuard::new(SocketInput::<S>::new(input, early), max, oversized.clone()),
-        max,
+        FrameGuard::new(SocketInput::<S>::new(input, early), limit.clone()),
+        settings.max_frame_size.max(settings.adapter_max_frame_size),
     );
     let (input, returned) = lend(input);
-    let writer = start(state, input, peer, oversized);
+    let writer = start(state, input, peer, limit);
     writer.write_to(output).await;
     // Boxed: this future lives in the connection's task, which is sized for
     // its largest state, so the close's timeout inline would make every idle

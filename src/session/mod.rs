@@ -27,7 +27,6 @@ pub use to_actor::{Delivered, ToActor};
 pub(crate) use token::refused;
 pub use translator::{Heard, Translator};
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -41,6 +40,7 @@ use crate::config::Settings;
 use crate::metrics;
 use crate::namespace::{Member, Namespace};
 use crate::protocol::{ClientInfo, Close, CloseCode};
+use crate::transport::frame_guard::FrameLimit;
 use crate::transport::outbox::{Control, Frame, FrameSink, Outbox};
 use crate::transport::websocket::{Outgoing, Writer};
 use crate::vpn::Vpn;
@@ -64,9 +64,9 @@ pub struct Session<T: Translator> {
     /// The close code sent or received, for metrics; none means the
     /// connection was lost.
     close_code: Option<u16>,
-    /// Set by the [`FrameGuard`](crate::transport::frame_guard::FrameGuard) in front of
-    /// this session's input when it refuses an oversized frame.
-    oversized: Rc<Cell<bool>>,
+    /// The limit the [`FrameGuard`](crate::transport::frame_guard::FrameGuard) in front
+    /// of this session's input holds frames to, and whether it refused one.
+    pub(crate) frame_limit: Rc<FrameLimit>,
     pub(crate) format: T,
 }
 
@@ -79,7 +79,7 @@ impl<T: Translator> Session<T> {
         auth: Arc<Auth>,
         vpn: Vpn,
         peer: &str,
-        oversized: Rc<Cell<bool>>,
+        frame_limit: Rc<FrameLimit>,
     ) -> (Self, Writer) {
         let (format, span) = T::new(peer);
         let (out, sink, writer) =
@@ -93,7 +93,7 @@ impl<T: Translator> Session<T> {
             out,
             sink,
             close_code: None,
-            oversized,
+            frame_limit,
             format,
         };
         (session, writer)
@@ -239,6 +239,7 @@ impl<T: Translator> Actor for Session<T> {
     fn stopped(&mut self, _: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         self.out.end();
+        T::stopped(self);
         if let Some(uuid) = self.format.registered() {
             self.namespace.leave(uuid);
         }
@@ -276,8 +277,8 @@ impl<T: Translator> StreamHandler<Result<WsFrame, ProtocolError>> for Session<T>
                 self.out.close(reason);
                 ctx.stop();
             }
-            Err(e) if self.oversized.get() || matches!(e, ProtocolError::Overflow) => {
-                let max = self.settings.max_frame_size;
+            Err(e) if self.frame_limit.oversized() || matches!(e, ProtocolError::Overflow) => {
+                let max = self.frame_limit.max();
                 self.close(
                     ctx,
                     Close::new(CloseCode::TooBig, format!("frame exceeds {max} bytes")),

@@ -87,6 +87,10 @@ pub trait Translator: Sized + Unpin + 'static {
     /// before the close frame, if it has one.
     fn closing(_session: &mut Session<Self>, _close: &Close) {}
 
+    /// The session has stopped, the client is gone: the format settles
+    /// what it still owes others (it can no longer send to its client).
+    fn stopped(_session: &mut Session<Self>) {}
+
     /// Where the namespace's frames for this client go: the socket itself
     /// for a format that speaks native payloads, else a
     /// [`ToActor`](super::ToActor) that brings them to

@@ -6,6 +6,12 @@
 //! between the socket and the codec, reads each frame header as the
 //! bytes stream past (without copying the payload), and ends the stream with
 //! an error when a declared length exceeds the limit.
+//!
+//! The limit is the session's to move ([`FrameLimit`]): a host behind an
+//! adapter sends larger frames than anyone may send before identifying (a
+//! Nest host's whole process list), so its session raises the limit once
+//! the host is in, and a stranger can never make the gateway buffer more
+//! than `max_frame_size`.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -32,25 +38,55 @@ enum State {
     Refused,
 }
 
+/// The largest frame a connection's client may send now, shared by its
+/// guard and its session, and whether a frame was refused for it.
+#[derive(Debug)]
+pub struct FrameLimit {
+    max: Cell<usize>,
+    oversized: Cell<bool>,
+}
+
+impl FrameLimit {
+    pub fn new(max: usize) -> Rc<FrameLimit> {
+        Rc::new(FrameLimit {
+            max: Cell::new(max),
+            oversized: Cell::new(false),
+        })
+    }
+
+    /// The limit, in bytes.
+    pub fn max(&self) -> usize {
+        self.max.get()
+    }
+
+    /// Holds the frames that follow to `max` bytes.
+    pub fn set(&self, max: usize) {
+        self.max.set(max);
+    }
+
+    /// Whether a frame was refused (the session closes with 1009 rather
+    /// than a generic error).
+    pub fn oversized(&self) -> bool {
+        self.oversized.get()
+    }
+}
+
 pub struct FrameGuard<S> {
     inner: S,
-    max: u64,
+    limit: Rc<FrameLimit>,
     state: State,
-    oversized: Rc<Cell<bool>>,
 }
 
 impl<S> FrameGuard<S> {
-    /// Guards `inner`; `oversized` is set when a frame is refused, so the
-    /// session can close with 1009 rather than a generic error.
-    pub fn new(inner: S, max: usize, oversized: Rc<Cell<bool>>) -> Self {
+    /// Guards `inner` with `limit`.
+    pub fn new(inner: S, limit: Rc<FrameLimit>) -> Self {
         FrameGuard {
             inner,
-            max: max as u64,
+            limit,
             state: State::Header {
                 buf: [0; MAX_HEADER],
                 have: 0,
             },
-            oversized,
         }
     }
 
@@ -80,7 +116,7 @@ impl<S> FrameGuard<S> {
                     let Some(len) = declared_length(&buf[..*have]) else {
                         continue;
                     };
-                    if len > self.max {
+                    if len > self.limit.max() as u64 {
                         self.state = State::Refused;
                         return false;
                     }
@@ -143,7 +179,7 @@ where
                 if this.inspect(&chunk) {
                     Poll::Ready(Some(Ok(chunk)))
                 } else {
-                    this.oversized.set(true);
+                    this.limit.oversized.set(true);
                     Poll::Ready(Some(Err(PayloadError::Overflow)))
                 }
             }
@@ -157,11 +193,7 @@ mod tests {
     use super::*;
 
     fn guard(max: usize) -> FrameGuard<futures_util::stream::Empty<Result<Bytes, PayloadError>>> {
-        FrameGuard::new(
-            futures_util::stream::empty(),
-            max,
-            Rc::new(Cell::new(false)),
-        )
+        FrameGuard::new(futures_util::stream::empty(), FrameLimit::new(max))
     }
 
     fn masked_frame(len: usize) -> Vec<u8> {
@@ -206,5 +238,14 @@ mod tests {
         let mut g = guard(65_536);
         assert!(g.inspect(&masked_frame(10)));
         assert!(!g.inspect(&[0x81, 0x80 | 127, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn a_raised_limit_holds_from_the_next_frame() {
+        let mut g = guard(65_536);
+        assert!(g.inspect(&masked_frame(1000)));
+        g.limit.set(100_000);
+        assert!(g.inspect(&masked_frame(70_000)));
+        assert!(!g.inspect(&masked_frame(100_001)[..14]));
     }
 }

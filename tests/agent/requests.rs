@@ -294,3 +294,15 @@ async fn a_request_nested_to_the_limit_is_still_audited_and_readable() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#"[[[[0]]]]"#), "{out}");
 }
+
+/// `get_port` (the Nest client's): a viewer may ask, and the port is free
+/// to listen on.
+#[tokio::test]
+async fn get_port_hands_out_a_port_free_to_listen_on() {
+    let fleet = Fleet::start().await;
+    let (code, reply) = fleet.request(&fleet.vic, "get_port", json!({})).await;
+    assert_eq!(code, 0, "{reply}");
+    let port = reply["port"].as_u64().expect("a port") as u16;
+    assert_ne!(port, 0, "{reply}");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+}

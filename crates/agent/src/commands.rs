@@ -104,6 +104,7 @@ impl Host {
                 let spec = self.spawn_spec(argv, args.cwd.as_deref(), args.env.as_ref())?;
                 plain(self.exec_command(spec).await)
             }
+            Request::GetPort(_) => plain(free_port()),
             Request::Audit(args) => {
                 let limit = args.limit.unwrap_or(50).min(1000) as usize;
                 let entries = self.audit.tail(limit)?;
@@ -598,4 +599,19 @@ fn folder_usage(
 fn command_words(line: &str) -> Result<Vec<String>, Failure> {
     shell_words::split(line)
         .map_err(|e| Failure::bad_argument(format!("`command` does not split into words: {e}")))
+}
+
+/// `get_port`: a TCP port free on every address of this host, as the Nest
+/// client's `nest get_port` hands one out: the system picks it for a
+/// listener that is closed at once, so it stays free until something else
+/// binds it.
+fn free_port() -> Result<Value, Failure> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        .or_else(|_| std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)))
+        .map_err(|e| Failure::new(Reason::OsError, format!("cannot find a free port: {e}")))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Failure::new(Reason::OsError, format!("cannot find a free port: {e}")))?
+        .port();
+    Ok(success(json!({"port": port})))
 }

@@ -37,6 +37,9 @@ pub enum Reason {
     Failed,
     /// The operation did not finish in time.
     Timeout,
+    /// The host the request was sent to disconnected before it answered
+    /// (a host behind an adapter: the command may or may not have run).
+    Gone,
     /// A limit of the receiver is reached (`max_running`, the follow caps,
     /// an adapter's queue): it may succeed later.
     Limit,
@@ -163,5 +166,6 @@ mod tests {
         }
         assert_eq!(Reason::UnknownRequest.as_str(), "unknown_request");
         assert_eq!(Reason::OsError.as_str(), "os_error");
+        assert_eq!(Reason::Gone.as_str(), "gone");
     }
 }

@@ -65,6 +65,9 @@ pub enum Request {
     RestartService(Unit),
     ReloadService(Unit),
     ExecCommand(ExecCommand),
+    /// A free TCP port for the sender to use (the Nest client's `nest
+    /// get_port`).
+    GetPort(NoArgs),
     Audit(Audit),
     GetVpnConf(GetVpnConf),
     Ping(NoArgs),
@@ -109,7 +112,7 @@ impl RequestName {
         match self {
             ViewRunning | ListStarted | ProcOutput | Telemetry | ObtainUserUsages
             | ObtainAllProcessInfo | ObtainProcessInfo | ListServices | ObtainServiceInfo
-            | GetVpnConf | Ping => Access::Read,
+            | GetPort | GetVpnConf | Ping => Access::Read,
             Execute | ProcSignal | KillProcess | PauseProcess | ResumeProcess | StartService
             | StopService | RestartService | ReloadService | ExecCommand | Audit => Access::Command,
         }

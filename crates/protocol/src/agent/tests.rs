@@ -125,6 +125,10 @@ fn documented() -> Vec<(Value, Request)> {
             }),
         ),
         (
+            json!({"req": "get_port", "msg": {}}),
+            Request::GetPort(NoArgs {}),
+        ),
+        (
             json!({"req": "audit", "msg": {"limit": 50}}),
             Request::Audit(super::args::Audit { limit: Some(50) }),
         ),
@@ -162,12 +166,13 @@ fn every_request_round_trips_as_documented() {
 #[test]
 fn access_is_as_documented() {
     let table = RequestName::table();
-    assert_eq!(table.as_object().map(|t| t.len()), Some(22));
+    assert_eq!(table.as_object().map(|t| t.len()), Some(23));
     for (name, access) in [
         ("execute", "command"),
         ("view_running", "read"),
         ("audit", "command"),
         ("get_vpn_conf", "read"),
+        ("get_port", "read"),
         ("ping", "read"),
         ("reload_service", "command"),
     ] {
