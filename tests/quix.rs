@@ -1,6 +1,8 @@
 //! Quix backends (seed 003) on `/wsi`: a backend written from the seed
-//! alone (tests/clients/quix_backend.py) authenticating with an account or
-//! a token, commanded with `ctl`, its token taking over an older socket.
+//! and Quix's test client (tests/clients/quix_backend.py) authenticating
+//! with an account or a token (`authenticate` or Quix's
+//! `token_authentication`), commanded with `ctl`, its token taking over an
+//! older socket, its large answers, and its operators told when it goes.
 
 mod common;
 
@@ -276,4 +278,116 @@ async fn an_answer_no_client_could_read_is_refused_under_the_operators_rid() {
             assert_eq!(msg, &json!({"result": "success"}));
         }
     }
+}
+
+/// Quix's test client authenticates with `token_authentication` and
+/// `msg.token_id`: answered as `authenticate` with a token, and the
+/// backend is in (not closed at the identify deadline).
+#[tokio::test]
+async fn token_authentication_is_authenticate_with_a_token() {
+    let server = TestServer::with(|s| s.identify_timeout_ms = 300);
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let host = issue_token(&["--data-dir", &data], "quixhost", "agent").await;
+    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let mut backend = Backend::start(&server, &["--token-authentication", &host]);
+    let auth = backend.answer_to(1).await;
+    assert_eq!(auth["success"], true, "{auth}");
+    assert!(
+        auth.get("token").is_none() && auth["validity"].as_u64() > Some(0),
+        "{auth}"
+    );
+    // Past the identify deadline, commanded.
+    let (code, telemetry) = ctl_json(&server.ws_url(), &vic, &["top", "quixhost", "--once"]).await;
+    assert_eq!(code, 0, "{telemetry}");
+    assert!(
+        telemetry["tele_data"]["ttl_cpu_usage"].is_array(),
+        "{telemetry}"
+    );
+
+    let mut refused = Backend::start(&server, &["--token-authentication", "no token found"]);
+    let answer = refused.answer_to(1).await;
+    assert_eq!(
+        answer,
+        json!({"success": false, "reason": "token_invalid"}),
+        "as seed 003 refuses a token"
+    );
+}
+
+/// A backend that goes while requests wait for it: each operator hears
+/// `gone` at once, not a timeout.
+#[tokio::test]
+async fn a_backend_that_goes_mid_request_leaves_no_operator_waiting() {
+    let server = TestServer::with(|s| s.adapter_command_timeout_secs = 8);
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let host = issue_token(&["--data-dir", &data], "quixhost", "agent").await;
+    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let mut backend = common::Client::connect(&format!("ws://{}/wsi", server.addr)).await;
+    backend
+        .send(json!({"req": "authenticate", "rid": 1, "auth": host, "msg": {}}))
+        .await;
+    assert_eq!(backend.recv().await["msg"]["success"], true);
+    let mut viewer = server.connect().await;
+    viewer
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "vic_raw", "version": "0.2.0", "token": vic}),
+        )
+        .await;
+    let started = tokio::time::Instant::now();
+    for rid in [5, 6] {
+        viewer
+            .send(
+                json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "quixhost"},
+                "data": {"req": "view_running", "rid": rid}}),
+            )
+            .await;
+        assert_eq!(backend.recv().await["req"], "view_running");
+    }
+    backend.close().await;
+    let mut gone = Vec::new();
+    for _ in 0..2 {
+        let reply = viewer.skip_to("MESSAGE").await;
+        let msg = &reply["data"]["msg"];
+        assert_eq!(msg["reason"], "gone", "{reply}");
+        assert!(
+            msg["desc"]
+                .as_str()
+                .is_some_and(|d| d.contains("Quix backend disconnected")),
+            "{reply}"
+        );
+        gone.push(reply["data"]["rid"].as_u64());
+    }
+    gone.sort();
+    assert_eq!(gone, [Some(5), Some(6)]);
+    assert!(started.elapsed() < Duration::from_secs(8), "not a timeout");
+}
+
+/// An answer over 64 KiB (a long process list) reaches the operator.
+#[tokio::test]
+async fn an_answer_larger_than_max_frame_size_reaches_the_operator() {
+    let server = server();
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let host = issue_token(&["--data-dir", &data], "quixhost", "agent").await;
+    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    let mut backend = common::Client::connect(&format!("ws://{}/wsi", server.addr)).await;
+    backend
+        .send(json!({"req": "authenticate", "rid": 1, "auth": host, "msg": {}}))
+        .await;
+    assert_eq!(backend.recv().await["msg"]["success"], true);
+    let asked = tokio::spawn({
+        let url = server.ws_url();
+        async move { ctl_json(&url, &vic, &["request", "quixhost", "view_running", "{}"]).await }
+    });
+    let request = backend.recv().await;
+    let listed: Vec<Value> = (0..1_000)
+        .map(|pid| {
+            json!({"title": format!("Test Server {pid}"), "pid": pid + 1, "cpu_util": 0,
+                "mem_util": 111, "reqc": "python3 testserver/testserver.py", "port_util": []})
+        })
+        .collect();
+    let answer = json!({"rid": request["rid"], "msg": listed}).to_string();
+    assert!(answer.len() > 70_000, "{} bytes", answer.len());
+    backend.send_text(answer).await;
+    let (code, reply) = asked.await.expect("ctl ran");
+    assert_eq!(code, 0, "{reply}");
+    assert_eq!(reply.as_array().map(Vec::len), Some(1_000));
 }

@@ -1,8 +1,12 @@
-"""A Quix backend, written from seed 003 (Quix WSI) only.
+"""A Quix backend, written from seed 003 (Quix WSI) and the wire behaviour
+of Quix's test client (beanfacts/quix test/client).
 
-Usage: quix_backend.py URL (--password USER PASS | --token TOKEN) [--vpn]
-It authenticates, prints every frame it receives as a JSON line, and serves
-execute, view_running, proc_signal and telemetry. With --vpn it asks for its
+Usage: quix_backend.py URL (--password USER PASS | --token TOKEN |
+                            --token-authentication TOKEN) [--vpn]
+It authenticates (--token-authentication as Quix's test client does:
+{"auth": null, "req": "token_authentication", "msg": {"token_id": TOKEN}}),
+prints every frame it receives as a JSON line, and serves execute,
+view_running, proc_signal and telemetry. With --vpn it asks for its
 WireGuard config once authenticated.
 """
 
@@ -48,6 +52,9 @@ async def main():
     if sys.argv[2] == "--password":
         first = {"auth": None, "req": "authenticate", "rid": 1,
                  "msg": {"username": sys.argv[3], "password": sys.argv[4]}}
+    elif sys.argv[2] == "--token-authentication":
+        first = {"auth": None, "req": "token_authentication", "rid": 1,
+                 "msg": {"token_id": sys.argv[3]}}
     else:
         first = {"auth": sys.argv[3], "req": "authenticate", "rid": 1, "msg": {}}
     vpn = "--vpn" in sys.argv
