@@ -325,13 +325,22 @@ async fn a_post_that_is_not_a_form_is_415_and_a_broken_form_400() {
         assert!(body.contains("PUT"), "{body}");
     }
     // A form cut short, a boundary that is not in the body, a part's head
-    // that never ends.
+    // that never ends, and one longer than the parser keeps (64 KiB).
     let mut cut = form(&[(Some("a.txt"), &[7u8; 5_000])]);
     cut.truncate(3_000);
     let headless = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"");
     let mut other_boundary = form(&[(Some("a.txt"), b"a")]);
     other_boundary.splice(0..2, b"++".iter().copied());
-    for body in [cut, headless.into_bytes(), other_boundary] {
+    let endless_head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\r\nx",
+        "n".repeat(100_000)
+    );
+    for body in [
+        cut,
+        headless.into_bytes(),
+        other_boundary,
+        endless_head.into_bytes(),
+    ] {
         let (status, text) = raw_http(
             server.addr,
             "POST",
