@@ -556,6 +556,15 @@ async fn post_several(
         return Err(no_part());
     }
     still_there(who, client, files)?;
+    // A folder in the way of one file refuses them all, before any is stored.
+    for (name, path, _) in &uploads {
+        if tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
+            return Err(FsError::new(
+                StatusCode::CONFLICT,
+                format!("a folder exists at {name:?}"),
+            ));
+        }
+    }
     let mut stored = Vec::with_capacity(uploads.len());
     for (name, path, upload) in uploads {
         let size = upload.store(&path).await?;

@@ -176,6 +176,24 @@ async fn several_files_posted_to_the_folder_are_stored_under_their_sanitized_nam
         assert!(reason.contains(says), "{reason}");
     }
     assert!(!server.data.path().join("fs/alice/ok.txt").exists());
+
+    // A folder where one of the files would go: none of them is stored.
+    let resp = put(
+        &reqwest::Client::new(),
+        &fs_url(&server, "alice", "taken/inside.txt"),
+        &alice.fs_key,
+        "x",
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let body = form(&[(Some("ok.txt"), b"1"), (Some("taken"), b"2")]);
+    let reason = assert_error(
+        post_form(&fs_url(&server, "alice", ""), &alice.fs_key, body).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(reason.contains("taken"), "{reason}");
+    assert!(!server.data.path().join("fs/alice/ok.txt").exists());
     assert!(tmp_is_empty(&server));
 }
 
