@@ -15,9 +15,10 @@
 //! same `Origin` check as its WebSockets, 403 otherwise; CORS is answered
 //! around these routes, see `gateway::origin::cors`).
 //!
-//! Uploads, raw or multipart, are streamed to a temporary file under `<files>/.tmp` and renamed
-//! into place once complete, so a reader never sees half a file and a failed
-//! or oversized upload leaves nothing behind; a body that delivers less than
+//! Uploads, raw (`PUT`) or multipart (`POST`), are streamed to a temporary
+//! file under `<files>/.tmp` and renamed into place once complete, so a
+//! reader never sees half a file and a failed or oversized upload leaves
+//! nothing behind; a body that delivers less than
 //! 64 KiB in `upload_idle_timeout_ms` fails the upload (408), so a client
 //! sending a byte a second cannot hold an upload and its file open forever. The
 //! bytes a client and all clients may store are bounded ([`quota`]).
