@@ -1,9 +1,12 @@
 //! The multipart `POST` uploads of seed 004's clients (ERT's browser client
 //! posts a `FormData` to `/fs/<name>/system.json` with `x-fs-key`): one
 //! file at `/fs/<name>/<path>`, several at `/fs/<name>/` named by their
-//! parts' filenames, sanitized; the limits, keys and CORS of every upload.
+//! parts' filenames, sanitized; the limits, keys and CORS of every upload;
+//! and hostile forms (proptest, bounded) against a real gateway.
 
 use concierge::protocol::files::{Stored, StoredFile, StoredFiles, MAX_FILES_PER_POST};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 use reqwest::multipart::{Form, Part};
 
 use super::*;
@@ -485,4 +488,117 @@ async fn pages_of_allowed_origins_upload_and_read_across_origins_and_others_are_
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(allowed, None);
     assert!(!server.data.path().join("fs/alice/evil.json").exists());
+}
+
+/// A part's filename as a hostile sender writes it: escapes, separators,
+/// dots, quotes, control characters, non-ASCII, or very long.
+fn hostile_filename() -> impl Strategy<Value = Option<String>> {
+    let piece = prop_oneof![
+        Just("../".to_owned()),
+        Just("..".to_owned()),
+        Just("/".to_owned()),
+        Just("\\".to_owned()),
+        Just(".".to_owned()),
+        Just("\"".to_owned()),
+        Just("\u{0}".to_owned()),
+        Just("%2e%2e%2f".to_owned()),
+        Just("é中".to_owned()),
+        Just("x".repeat(300)),
+        "[a-z0-9._-]{1,8}",
+        any::<String>(),
+    ];
+    proptest::option::weighted(
+        0.9,
+        proptest::collection::vec(piece, 1..5).prop_map(|p| p.concat()),
+    )
+}
+
+/// A form of hostile parts, maybe cut short or with bytes changed.
+fn hostile_form() -> impl Strategy<Value = Vec<u8>> {
+    let part = (
+        hostile_filename(),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    );
+    (
+        proptest::collection::vec(part, 0..6),
+        any::<prop::sample::Index>(),
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(parts, cut, flips, truncate)| {
+            let parts: Vec<(Option<&str>, &[u8])> = parts
+                .iter()
+                .map(|(name, bytes)| (name.as_deref(), bytes.as_slice()))
+                .collect();
+            let mut body = form(&parts);
+            for (at, byte) in flips {
+                let at = at.index(body.len());
+                body[at] = byte;
+            }
+            if truncate {
+                body.truncate(cut.index(body.len() + 1));
+            }
+            body
+        })
+}
+
+/// Every multipart body, however hostile, gets a JSON answer of the file
+/// server's statuses (never a 5xx), stores files only in the folder the
+/// URL names and directly in it, and leaves no temporary file.
+#[test]
+fn hostile_forms_get_a_clear_answer_and_never_leave_the_folder() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = TestServer::start();
+    let alice = rt.block_on(server.client("alice"));
+    let http = reqwest::Client::new();
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let outcome = runner.run(&(hostile_form(), any::<bool>()), |(body, folder)| {
+        let path = if folder { "" } else { "one.bin" };
+        let (status, text) = rt.block_on(async {
+            let resp = http
+                .post(fs_url(&server, "alice", path))
+                .header("x-fs-key", &alice.fs_key)
+                .header("content-type", FORM_TYPE)
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            (resp.status().as_u16(), resp.text().await.expect("a body"))
+        });
+        prop_assert!(
+            [201, 400, 412, 413, 428].contains(&status),
+            "{status}: {text}"
+        );
+        let answer: Value = serde_json::from_str(&text).expect("a JSON answer");
+        prop_assert!(answer.get("error").is_some() == (status != 201), "{text}");
+        for file in files_under(&server.data.path().join("fs")) {
+            if file.starts_with(".trash") {
+                continue;
+            }
+            prop_assert!(
+                file.starts_with("alice") && file.components().count() == 2,
+                "stored at {}",
+                file.display()
+            );
+        }
+        prop_assert!(tmp_is_empty(&server), "a temporary file is left");
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+    // Still serving, alice's folder included.
+    rt.block_on(async {
+        let resp = post_form(
+            &fs_url(&server, "alice", "after.txt"),
+            &alice.fs_key,
+            form(&[(Some("after.txt"), b"after")]),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    });
 }
