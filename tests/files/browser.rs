@@ -16,28 +16,9 @@ const SCRIPT: &str = concat!(
     "/tests/clients/ert_upload_browser.py"
 );
 
-/// The browser, its driver and Selenium are installed by `scripts/test`;
-/// without them this test fails and says what is missing.
-fn require_browser() {
-    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            Path::new(program).exists(),
-            "{program} is missing: scripts/test installs Debian's chromium and chromium-driver"
-        );
-    }
-    let selenium = std::process::Command::new("python3")
-        .args(["-c", "import selenium"])
-        .status()
-        .expect("python3 runs");
-    assert!(
-        selenium.success(),
-        "Selenium is missing: scripts/test installs it (pip install selenium)"
-    );
-}
-
 #[tokio::test]
 async fn a_page_of_an_allowed_origin_uploads_as_erts_client_and_another_origin_cannot() {
-    require_browser();
+    common::require_browser();
     let shots = tempfile::tempdir().expect("a folder for screenshots");
     let mut browser = tokio::process::Command::new("python3")
         .arg(SCRIPT)
