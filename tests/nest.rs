@@ -381,9 +381,15 @@ async fn every_failed_handshake_is_an_error_frame_and_a_close() {
     let (error, _) = refused(&server, &[let_me_in("0.1.0a", Some(&other))]).await;
     assert_eq!(error["message"], "already connected", "{error}");
 
-    // Revoked.
+    // Revoked: a host that is in hears why, then is closed (4013).
+    let mut host = Client::connect(&format!("ws://{}/nest", server.addr)).await;
+    host.send(let_me_in("1.0.0", Some(&token))).await;
+    assert_eq!(host.recv().await["message"], "Authenticated :D");
     let data = server.data.path().to_str().expect("utf-8");
     revoke_user(&["--data-dir", data], "nesthost").await;
+    let said = host.recv().await;
+    assert_eq!(said["status"], "error", "{said}");
+    assert_eq!(host.expect_close().await.0, 4013);
     // The gateway hears of it by polling the store's file: until then the
     // token still lets a host in; within a second it no longer does.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
