@@ -432,15 +432,17 @@ impl Ctl {
             let _ = out.flush();
         };
         draw(&first, self.json);
-        while !publishes {
-            tokio::select! {
-                _ = tokio::time::sleep(ASK_EVERY) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        if !publishes {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(ASK_EVERY) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+                let next = self
+                    .request(host, &Request::Telemetry(Telemetry::default()))
+                    .await?;
+                draw(&next, self.json);
             }
-            let next = self
-                .request(host, &Request::Telemetry(Telemetry::default()))
-                .await?;
-            draw(&next, self.json);
         }
         loop {
             let next = tokio::select! {
