@@ -338,6 +338,7 @@ fn nest_usage(reply: &Value, units: &Units) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn units() -> Units {
@@ -480,6 +481,97 @@ mod tests {
             shown.contains("2023-11-14T22:13:20Z") && shown.contains("2.5%"),
             "{shown}"
         );
+    }
+
+    /// The fields the dialects have, so that arbitrary replies reach
+    /// every branch that reads one.
+    const FIELDS: &[&str] = &[
+        "pid",
+        "name",
+        "memory",
+        "rss",
+        "swap",
+        "cpu_time",
+        "user",
+        "system",
+        "cpu_usage",
+        "started",
+        "cmd",
+        "status",
+        "safe_kill",
+        "signal",
+        "group",
+        "message",
+        "active_state",
+        "sub_state",
+        "uptime",
+        "description",
+        "file_location",
+        "storage",
+        "resources",
+        "folder",
+        "total_bytes",
+        "total",
+        "entries",
+        "bytes",
+        "type",
+        "mem_util",
+        "cpu_util",
+        "processes",
+        "title",
+        "reqc",
+        "port_util",
+        "ttl_cpu_usage",
+        "ttl_mem_usage",
+        "disk_util",
+        "vpn_status",
+        "ifname",
+        "conn_type",
+        "conn_host",
+    ];
+
+    fn reply() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[0-9]{0,25}".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            Just(Value::from("total")),
+        ];
+        let key = prop_oneof![
+            prop::sample::select(FIELDS).prop_map(str::to_owned),
+            any::<String>(),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A host's reply is its own: whatever it is, each command shows
+        /// something and nothing panics.
+        #[test]
+        fn any_reply_is_shown_without_a_panic(reply in reply()) {
+            let list = reply.as_array().cloned().unwrap_or_default();
+            for kind in HostKind::ALL {
+                let _ = process(&reply, &units());
+                let _ = processes(&list, &units());
+                let _ = running(&reply, kind, "h", &units());
+                let _ = signal(&reply, 1, "SIGTERM");
+                let _ = services(&list, "h");
+                let _ = unit(&reply, "h", "restart", "u");
+                let _ = usage(&reply, kind, &units());
+                let _ = crate::top::frame("h", &reply, &units(), kind);
+                let _ = crate::top::frame("h", &reply["tele_data"], &units(), kind);
+            }
+        }
     }
 
     #[test]
