@@ -10,9 +10,10 @@
 //! with no fields at all; a Quix backend's `mem_util` is in MB and its
 //! memory totals have no unit. `ctl` knows which kind answered from the tag
 //! the gateway relays with every reply (the client's `tags`: the adapters
-//! give theirs, so a Nest host cannot pass for an agent), not by guessing
-//! from the reply's shape: the shapes overlap (an agent's and a Quix
-//! backend's memory totals are both three numbers, in bytes and in no unit).
+//! give theirs; a native client's are its own, and choose only how its own
+//! replies read), not by guessing from the reply's shape: the shapes
+//! overlap (an agent's and a Quix backend's memory totals are both three
+//! numbers, in bytes and in no unit).
 //!
 //! Each field is shown as the host gave it, in its unit; a field the
 //! host's dialect does not have is left out of the table, and what a reply
