@@ -29,9 +29,8 @@ use serde_json::{json, Value};
 pub use args::{CtlArgs, CtlCommand, VpnCommand};
 use concierge_client::{self as client, Connection, Identity};
 use concierge_protocol::agent::args::{NoArgs, Pid, PidArg, ProcSignal, Unit};
-use concierge_protocol::agent::Request;
-use concierge_protocol::CtlName;
-use concierge_protocol::HostKind;
+use concierge_protocol::agent::{signals, Request};
+use concierge_protocol::{CtlName, HostKind};
 use error::{CtlError, FAILED};
 use render::Units;
 
@@ -185,8 +184,14 @@ impl Ctl {
             CtlCommand::Signal { host, pid, signal } => self.signal(&host, pid, signal).await,
             // As proc_signal, which every kind of host serves (a Quix
             // backend has no pause_process).
-            CtlCommand::Pause { host, pid } => self.signal(&host, pid, "SIGSTOP".into()).await,
-            CtlCommand::Resume { host, pid } => self.signal(&host, pid, "SIGCONT".into()).await,
+            CtlCommand::Pause { host, pid } => {
+                self.signal(&host, pid, signals::name_of(libc::SIGSTOP))
+                    .await
+            }
+            CtlCommand::Resume { host, pid } => {
+                self.signal(&host, pid, signals::name_of(libc::SIGCONT))
+                    .await
+            }
             CtlCommand::Units { host } => {
                 let units = self.pages(&host, Request::ListServices, "services").await?;
                 self.show(&Value::from(units), |r, _| {
