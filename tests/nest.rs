@@ -148,8 +148,13 @@ async fn a_nest_host_is_commanded_like_an_agent() {
     assert_eq!(proc_state(u64::from(sleeper.id())), Some('T'));
     let (code, _, _) = ctl(&server, &alice, &["resume", "nesthost", &pid]).await;
     assert_eq!(code, 0);
-    let (code, _, err) = ctl(&server, &alice, &["signal", "nesthost", &pid, "SIGKILL"]).await;
+    let (code, out, err) = ctl(&server, &alice, &["signal", "nesthost", &pid, "SIGKILL"]).await;
     assert_eq!(code, 0, "{err}");
+    // A bare success's message is its answer.
+    assert!(
+        out.contains(&format!("sent SIGKILL to {pid}")) && out.contains("the host says: done :D"),
+        "{out}"
+    );
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(sleeper.wait().expect("reaped").signal(), Some(9));
 

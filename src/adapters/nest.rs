@@ -38,7 +38,7 @@ use crate::namespace::Member;
 use crate::protocol::agent::{
     reply, success, Envelope, Failure, Reason, Request, RequestName, Rid,
 };
-use crate::protocol::{Close, CloseCode};
+use crate::protocol::{Close, CloseCode, HostKind};
 use crate::session::{Ctx, Heard, Session, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
 
@@ -231,7 +231,13 @@ impl Session<Nest> {
                 tracing::info!(status, "dropped a Nest host's frame sent before it was in")
             }
             (State::Joined(_), "command_response") => {
-                self.answered(Ok(frame.get("payload").cloned()), ctx)
+                // A bare success still says what it did in its message
+                // ("Started service ..."): that is its answer.
+                let answer = frame.get("payload").cloned().or_else(|| {
+                    let message = frame.get("message").filter(|m| m.is_string())?;
+                    Some(json!({ "message": message }))
+                });
+                self.answered(Ok(answer), ctx)
             }
             (State::Joined(_), "command_response_error") => {
                 let payload = frame.get("payload");
@@ -300,7 +306,7 @@ impl Session<Nest> {
                 .map_err(|e| e.to_string())?;
             auth.check(&claims)
                 .map_err(|_| nest_tokens::NestRefused::Revoked.to_string())?;
-            let member = super::join(joining, &claims, "nest", false)
+            let member = super::join(joining, &claims, HostKind::Nest.tag(), false)
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),
@@ -464,7 +470,7 @@ fn view_running(payload: Option<&Value>) -> Value {
                 "cpu_util": p.get("cpu_usage").or_else(|| p.get("cpu_util")).cloned().unwrap_or(Value::from(0)),
                 "mem_util": rss.map_or(Value::from(0), |b| {
                     if p["memory"]["rss"].is_number() {
-                        Value::from((b / 1_048_576.0 * 10.0).round() / 10.0)
+                        Value::from((b / 100_000.0).round() / 10.0)
                     } else {
                         Value::from(b)
                     }
@@ -530,4 +536,21 @@ fn command_for(request: &Request, sent: &Envelope) -> Result<(String, Value), Fa
         }
         _ => return Err(unserved()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_running_gives_memory_in_mb_as_seed_003_says() {
+        let list = json!([
+            {"name": "python3", "pid": 7, "cpu_usage": 1.5, "memory": {"rss": 104_857_600}, "cmd": ["python3"]},
+            {"title": "old", "pid": 8, "mem_util": 12.5},
+        ]);
+        let view = view_running(Some(&list));
+        assert_eq!(view[0]["mem_util"], json!(104.9));
+        assert_eq!(view[0]["title"], "python3");
+        assert_eq!(view[1]["mem_util"], json!(12.5));
+    }
 }

@@ -30,7 +30,7 @@ use crate::auth::{now_secs, Claims, LoginError};
 use crate::namespace::Member;
 use crate::protocol::agent::args::{GetVpnConf, VpnConf};
 use crate::protocol::agent::{reply, success, Envelope, Failure, Reason, RequestName, Rid};
-use crate::protocol::{Close, CloseCode};
+use crate::protocol::{Close, CloseCode, HostKind};
 use crate::session::{Ctx, Heard, Session, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
 use crate::vpn::Fetch;
@@ -221,7 +221,7 @@ impl Session<Quix> {
                 }
                 _ => return Err("user_invalid".to_owned()),
             };
-            let member = super::join(joining, &claims, "quix", true)
+            let member = super::join(joining, &claims, HostKind::Quix.tag(), true)
                 .await
                 .map_err(|close| close.reason)?;
             Ok((member, claims, issued))
