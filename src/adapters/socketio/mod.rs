@@ -3,8 +3,10 @@
 //! server connect to the gateway unmodified, and become clients of the
 //! namespace.
 //!
-//! Only the WebSocket transport is served (`?EIO=4&transport=websocket`;
-//! a long-polling request is refused with a 400 that says so). The session
+//! Both of Engine.IO's transports are served: a WebSocket
+//! (`?EIO=4&transport=websocket`), and long-polling
+//! (`?EIO=4&transport=polling`, socket.io.js's default) with its upgrade to
+//! a WebSocket ([`engine`]); either is the same session. The session
 //! sends the open packet, pings every `heartbeat_interval_ms`, answers
 //! CONNECT on the default namespace at once, and reads EVENTs:
 //!
@@ -26,6 +28,7 @@
 //! token. Any packet that makes no sense is a CONNECT_ERROR (before
 //! CONNECT) or a DISCONNECT, then a close; nothing a client sends panics.
 
+pub mod engine;
 pub mod packet;
 
 use std::collections::VecDeque;
@@ -54,29 +57,21 @@ pub const MAX_IN_FLIGHT: usize = 64;
 pub const USER_TAG: &str = "altoponix-user";
 pub const MONITOR_TAG: &str = "altoponix-monitor";
 
-/// Why a handshake request on `/socket.io/` is refused, from its query
+/// Why a WebSocket upgrade on `/socket.io/` is refused, from its query
 /// string; `None` when it is Engine.IO v4 over WebSocket.
 pub fn refused_query(query: Option<&str>) -> Option<&'static str> {
-    let mut eio = None;
-    let mut transport = None;
-    for pair in query.unwrap_or("").split('&') {
-        match pair.split_once('=') {
-            Some(("EIO", v)) => eio = Some(v),
-            Some(("transport", v)) => transport = Some(v),
-            _ => {}
-        }
+    let query = engine::Query::parse(query);
+    if query.eio != Some("4") {
+        return Some(OLD_ENGINE);
     }
-    if eio != Some("4") {
-        return Some("only Engine.IO v4 is supported (EIO=4: Socket.IO v5 clients)");
-    }
-    if transport != Some("websocket") {
-        return Some(POLLING_REFUSED);
+    if query.transport != Some("websocket") {
+        return Some("a WebSocket upgrade on /socket.io/ takes transport=websocket");
     }
     None
 }
 
-pub const POLLING_REFUSED: &str =
-    "only the websocket transport is supported: connect with transports=[\"websocket\"]";
+/// Why a request of another Engine.IO version is refused.
+pub const OLD_ENGINE: &str = "only Engine.IO v4 is supported (EIO=4: Socket.IO v5 clients)";
 
 /// What the client is, once it said.
 enum Part {
@@ -99,6 +94,10 @@ enum Part {
 
 /// The Socket.IO format's state of one connection.
 pub struct SocketIo {
+    /// Engine.IO's session id.
+    sid: String,
+    /// Whether the client polls (and may upgrade to a WebSocket).
+    polling: bool,
     /// CONNECT was answered: the token's claims, if it had one.
     connected: Option<Option<Claims>>,
     role: Part,
@@ -110,6 +109,8 @@ impl Translator for SocketIo {
 
     fn new(peer: &str) -> (Self, tracing::Span) {
         let sio = SocketIo {
+            sid: Uuid::new_v4().simple().to_string(),
+            polling: false,
             connected: None,
             role: Part::Undecided,
         };
@@ -127,8 +128,14 @@ impl Translator for SocketIo {
     fn started(session: &mut Session<Self>, _ctx: &mut Ctx<Self>) {
         let s = &session.settings;
         let interval = s.heartbeat_interval_ms;
+        let upgrades: &[&str] = if session.format.polling {
+            &["websocket"]
+        } else {
+            &[]
+        };
         let open = packet::open(
-            &Uuid::new_v4().simple().to_string(),
+            &session.format.sid,
+            upgrades,
             interval,
             s.heartbeat_timeout_ms - interval,
             s.max_frame_size,
@@ -191,6 +198,14 @@ impl Translator for SocketIo {
             ) => session.monitor_hears(origin, &data, ctx),
             _ => {}
         }
+    }
+}
+
+impl SocketIo {
+    /// The client polls, as session `sid` (see [`engine`]).
+    fn polled(&mut self, sid: String) {
+        self.sid = sid;
+        self.polling = true;
     }
 }
 
