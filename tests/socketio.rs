@@ -851,6 +851,33 @@ async fn a_client_that_stops_polling_is_closed_and_leaves() {
 }
 
 #[tokio::test]
+async fn every_command_to_a_monitor_ends_with_an_answer_a_timeout_or_gone() {
+    let server = TestServer::with(|s| s.adapter_command_timeout_secs = 1);
+    let poller = Poller::monitor(&server, "slow").await;
+    let mut user = user(&server, "slow").await;
+    // Unanswered: a timeout; the monitor's late answer is dropped, and the
+    // next command gets its own answer.
+    user.send(json!({"command": "one"})).await;
+    user.expect("command ok").await;
+    assert_eq!(poller.packets().await, ["42[\"command do\",{\"command\":\"one\"}]"]);
+    let why = user.expect("command failed").await["reason"].clone();
+    assert!(why.as_str().unwrap().starts_with("timeout"), "{why}");
+    poller.post("42[\"command done\"]").await;
+    user.send(json!({"command": "two"})).await;
+    user.expect("command ok").await;
+    assert_eq!(poller.packets().await, ["42[\"command do\",{\"command\":\"two\"}]"]);
+    poller.post("42[\"command error\",{\"reason\":\"nope\"}]").await;
+    assert_eq!(user.expect("command failed").await["reason"], "nope");
+    // The monitor leaves with a command in flight: its sender is told.
+    user.send(json!({"command": "three"})).await;
+    user.expect("command ok").await;
+    assert_eq!(poller.packets().await, ["42[\"command do\",{\"command\":\"three\"}]"]);
+    poller.post("41").await;
+    let why = user.expect("command failed").await["reason"].clone();
+    assert_eq!(why, "gone: the monitor slow disconnected");
+}
+
+#[tokio::test]
 async fn polling_has_cors_for_allowed_origins_only() {
     let server = TestServer::with(|s| s.allowed_origins = "http://pages.example".into());
     let poller = Poller::open_from(&server, Some("http://pages.example"))

@@ -239,6 +239,7 @@ impl<T: Translator> Actor for Session<T> {
     fn stopped(&mut self, _: &mut Self::Context) {
         let _entered = self.span.clone().entered();
         self.out.end();
+        T::leaving(self);
         if let Some(uuid) = self.format.registered() {
             self.namespace.leave(uuid);
         }

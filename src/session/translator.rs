@@ -87,6 +87,10 @@ pub trait Translator: Sized + Unpin + 'static {
     /// before the close frame, if it has one.
     fn closing(_session: &mut Session<Self>, _close: &Close) {}
 
+    /// The session has stopped and is about to leave the namespace: what
+    /// the format still owes others (answers to commands in flight).
+    fn leaving(_session: &mut Session<Self>) {}
+
     /// Where the namespace's frames for this client go: the socket itself
     /// for a format that speaks native payloads, else a
     /// [`ToActor`](super::ToActor) that brings them to

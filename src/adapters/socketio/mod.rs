@@ -87,9 +87,22 @@ enum Part {
     },
     Monitor {
         member: Member,
-        /// Who sent each command in flight, oldest first.
-        in_flight: VecDeque<Uuid>,
+        /// The commands in flight, oldest first (the monitor answers them
+        /// in order).
+        in_flight: VecDeque<InFlight>,
+        /// Numbers the commands, for their timers.
+        next_id: u64,
     },
+}
+
+/// A command a monitor was sent and has not answered.
+struct InFlight {
+    id: u64,
+    /// Who sent it.
+    sender: Uuid,
+    /// Its timer, until the sender was told it timed out (the monitor's
+    /// late answer is then dropped when it comes).
+    timer: Option<SpawnHandle>,
 }
 
 /// The Socket.IO format's state of one connection.
@@ -177,6 +190,27 @@ impl Translator for SocketIo {
 
     fn closing(session: &mut Session<Self>, _close: &Close) {
         session.send(packet::DISCONNECT);
+    }
+
+    /// A monitor that goes away answers its commands in flight: each
+    /// sender is told it is gone.
+    fn leaving(session: &mut Session<Self>) {
+        let Part::Monitor {
+            member, in_flight, ..
+        } = &mut session.format.role
+        else {
+            return;
+        };
+        let why = format!("gone: the monitor {} disconnected", member.info().name);
+        let data = raw(&json!({"event": "command failed", "reason": why}));
+        for command in in_flight.drain(..).filter(|c| c.timer.is_some()) {
+            let target = Target::Uuid {
+                uuid: command.sender.to_string(),
+            };
+            if let Outcome::Later { done, .. } = member.message(None, &target, &data) {
+                actix::spawn(done);
+            }
+        }
     }
 
     fn sink(session: &Session<Self>, ctx: &mut Ctx<Self>) -> Arc<dyn FrameSink> {
@@ -407,6 +441,7 @@ impl Session<SocketIo> {
         self.join(id, MONITOR_TAG, "con", ctx, |member| Part::Monitor {
             member,
             in_flight: VecDeque::new(),
+            next_id: 0,
         });
     }
 
@@ -499,20 +534,52 @@ impl Session<SocketIo> {
         }
     }
 
-    /// The monitor's answer to its oldest command in flight, to its sender.
+    /// The monitor's answer to its oldest command in flight, to its sender
+    /// (unless that command timed out already).
     fn answer(&mut self, data: Value, ctx: &mut Ctx<SocketIo>) {
-        let Part::Monitor { member, in_flight } = &mut self.format.role else {
+        let Part::Monitor { in_flight, .. } = &mut self.format.role else {
             return;
         };
-        let Some(sender) = in_flight.pop_front() else {
+        let Some(command) = in_flight.pop_front() else {
             tracing::info!("a monitor answered no command: dropped");
+            return;
+        };
+        let Some(timer) = command.timer else {
+            tracing::info!("a monitor answered a command that had timed out: dropped");
+            return;
+        };
+        ctx.cancel_future(timer);
+        self.tell(command.sender, &data, ctx);
+    }
+
+    /// A MESSAGE from the monitor to `sender` (a command's answer).
+    fn tell(&mut self, sender: Uuid, data: &Value, ctx: &mut Ctx<SocketIo>) {
+        let Part::Monitor { member, .. } = &self.format.role else {
             return;
         };
         let target = Target::Uuid {
             uuid: sender.to_string(),
         };
-        let outcome = member.message(None, &target, &raw(&data));
+        let outcome = member.message(None, &target, &raw(data));
         self.wait_for(outcome, ctx);
+    }
+
+    /// A command `adapter_command_timeout_secs` old: its sender is told.
+    fn timed_out(&mut self, id: u64, ctx: &mut Ctx<SocketIo>) {
+        let Part::Monitor { in_flight, .. } = &mut self.format.role else {
+            return;
+        };
+        let Some(command) = in_flight.iter_mut().find(|c| c.id == id) else {
+            return;
+        };
+        command.timer = None;
+        let sender = command.sender;
+        let why = format!(
+            "timeout: the monitor did not answer within {} s",
+            self.settings.adapter_command_timeout_secs
+        );
+        let data = json!({"event": "command failed", "reason": why});
+        self.tell(sender, &data, ctx);
     }
 
     /// What the namespace sent a user: the answers to its MESSAGEs, and
@@ -567,8 +634,21 @@ impl Session<SocketIo> {
                         format!("the monitor has {MAX_IN_FLIGHT} commands in flight")
                     }
                     Ok(()) => {
-                        if let Part::Monitor { in_flight, .. } = &mut self.format.role {
-                            in_flight.push_back(origin.client.uuid);
+                        let patience =
+                            Duration::from_secs(self.settings.adapter_command_timeout_secs);
+                        if let Part::Monitor {
+                            in_flight, next_id, ..
+                        } = &mut self.format.role
+                        {
+                            let id = *next_id;
+                            *next_id += 1;
+                            let timer =
+                                ctx.run_later(patience, move |act, ctx| act.timed_out(id, ctx));
+                            in_flight.push_back(InFlight {
+                                id,
+                                sender: origin.client.uuid,
+                                timer: Some(timer),
+                            });
                         }
                         self.emit("command do", Some(json!({ "command": command })));
                         return;
