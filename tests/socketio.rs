@@ -553,12 +553,21 @@ async fn only_engine_io_4_is_served() {
         ("EIO=4", 0, "Transport unknown"),
         ("EIO=4&transport=websocket", 3, "upgrade headers"),
     ] {
-        let (status, body) =
-            common::raw_http(server.addr, "GET", &format!("/socket.io/?{query}"), &[], b"").await;
+        let (status, body) = common::raw_http(
+            server.addr,
+            "GET",
+            &format!("/socket.io/?{query}"),
+            &[],
+            b"",
+        )
+        .await;
         assert_eq!(status, 400, "{query}");
         let body: Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(body["code"], code, "{query}: {body}");
-        assert!(body["message"].as_str().unwrap().contains(why), "{query}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(why),
+            "{query}: {body}"
+        );
     }
     // Upgrades: Engine.IO v3, polling asked for on one, a sid no session has.
     for (query, why) in [
@@ -623,11 +632,15 @@ impl Poller {
     }
 
     async fn get(&self) -> (u16, String) {
-        let response = tokio::time::timeout(Duration::from_secs(10), self.http.get(self.url()).send())
-            .await
-            .expect("a GET answered within 10 s")
-            .expect("answers");
-        (response.status().as_u16(), response.text().await.expect("a body"))
+        let response =
+            tokio::time::timeout(Duration::from_secs(10), self.http.get(self.url()).send())
+                .await
+                .expect("a GET answered within 10 s")
+                .expect("answers");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("a body"),
+        )
     }
 
     /// The packets of the next GET that has any other than pings (which
@@ -656,7 +669,10 @@ impl Poller {
             .send()
             .await
             .expect("answers");
-        (response.status().as_u16(), response.text().await.expect("a body"))
+        (
+            response.status().as_u16(),
+            response.text().await.expect("a body"),
+        )
     }
 
     /// CONNECTs and emits `con` as monitor `id`.
@@ -685,7 +701,10 @@ async fn a_polling_monitor_is_commanded_then_upgrades_to_a_websocket() {
     let mut user = user(&server, "pm").await;
     user.send(json!({"command": "ls"})).await;
     user.expect("command ok").await;
-    assert_eq!(poller.packets().await, ["42[\"command do\",{\"command\":\"ls\"}]"]);
+    assert_eq!(
+        poller.packets().await,
+        ["42[\"command do\",{\"command\":\"ls\"}]"]
+    );
     assert_eq!(poller.post("42[\"command done\"]").await.0, 200);
     user.expect("command finish").await;
 
@@ -695,8 +714,13 @@ async fn a_polling_monitor_is_commanded_then_upgrades_to_a_websocket() {
         let (http, url) = (poller.http.clone(), poller.url());
         tokio::spawn(async move { http.get(url).send().await.unwrap().text().await.unwrap() })
     };
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket&sid={}", server.addr, poller.sid);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrades");
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
+        server.addr, poller.sid
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrades");
     ws.send(Message::Text("2probe".into())).await.unwrap();
     let mut client = Client {
         ws,
@@ -724,14 +748,22 @@ async fn a_polling_monitor_is_commanded_then_upgrades_to_a_websocket() {
         assert_eq!(packet, "42[\"command do\",{\"command\":\"uptime\"}]");
         break;
     }
-    client.send_text("42[\"command error\",{\"reason\":\"no\"}]".into()).await;
+    client
+        .send_text("42[\"command error\",{\"reason\":\"no\"}]".into())
+        .await;
     assert_eq!(user.expect("command failed").await["reason"], "no");
     // Still the monitor `pm` (a second one would be refused), and polling
     // with its sid is over.
     let (status, body) = poller.get().await;
-    assert_eq!((status, body.as_str()), (400, "{\"code\":1,\"message\":\"Session ID unknown\"}"));
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "{\"code\":1,\"message\":\"Session ID unknown\"}")
+    );
     let mut again = Py::monitor(&server, "pm");
-    assert_eq!(again.expect("con failed").await["reason"], "already connected");
+    assert_eq!(
+        again.expect("con failed").await["reason"],
+        "already connected"
+    );
     user.send(json!({"command": "w"})).await;
     user.expect("command ok").await;
     loop {
@@ -746,16 +778,31 @@ async fn a_polling_monitor_is_commanded_then_upgrades_to_a_websocket() {
 #[tokio::test]
 async fn python_socketio_polls_first_and_upgrades() {
     let server = TestServer::start();
-    let mut monitor = Py::spawn_over("altoponix_monitor.py", &server, "pym", None, "polling,websocket");
+    let mut monitor = Py::spawn_over(
+        "altoponix_monitor.py",
+        &server,
+        "pym",
+        None,
+        "polling,websocket",
+    );
     monitor.expect("con ok").await;
-    let mut user = Py::spawn_over("altoponix_user.py", &server, "pym", None, "polling,websocket");
+    let mut user = Py::spawn_over(
+        "altoponix_user.py",
+        &server,
+        "pym",
+        None,
+        "polling,websocket",
+    );
     user.expect("query ok").await;
     for command in ["one", "fail two", "three"] {
         user.send(json!({ "command": command })).await;
         user.expect("command ok").await;
         assert_eq!(monitor.expect("command do").await["command"], command);
         if command.starts_with("fail") {
-            assert_eq!(user.expect("command failed").await["reason"], "cannot fail two");
+            assert_eq!(
+                user.expect("command failed").await["reason"],
+                "cannot fail two"
+            );
         } else {
             user.expect("command finish").await;
         }
@@ -772,7 +819,13 @@ async fn polling_refusals_and_bounds() {
         sid: "nope".into(),
         handshake: Value::Null,
     };
-    assert_eq!(bad.get().await, (400, "{\"code\":1,\"message\":\"Session ID unknown\"}".into()));
+    assert_eq!(
+        bad.get().await,
+        (
+            400,
+            "{\"code\":1,\"message\":\"Session ID unknown\"}".into()
+        )
+    );
     assert_eq!(bad.post("40").await.0, 400);
     let (status, body) = common::raw_http(
         server.addr,
@@ -782,7 +835,10 @@ async fn polling_refusals_and_bounds() {
         b"40",
     )
     .await;
-    assert_eq!((status, body.as_str()), (400, "{\"code\":2,\"message\":\"Bad handshake method\"}"));
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "{\"code\":2,\"message\":\"Bad handshake method\"}")
+    );
 
     // A second GET while one waits ends the session.
     let poller = Poller::monitor(&server, "twice").await;
@@ -801,6 +857,25 @@ async fn polling_refusals_and_bounds() {
     polling_ends(&poller).await;
     // Its name is free again.
     Poller::monitor(&server, "big").await;
+
+    // At most 64 polling sessions from one address.
+    let mut open = Vec::new();
+    let refused = loop {
+        match Poller::open_from(&server, None).await {
+            Ok(poller) => open.push(poller),
+            Err(refused) => break refused,
+        }
+        assert!(
+            open.len() <= 64,
+            "more than 64 polling sessions from one address"
+        );
+    };
+    assert!(open.len() >= 62, "{}", open.len());
+    assert_eq!(refused.0, 503, "{refused:?}");
+    assert!(
+        refused.1.contains("too many polling sessions"),
+        "{refused:?}"
+    );
 }
 
 /// Polls until the session is gone: its close packet, then an unknown sid.
@@ -835,7 +910,10 @@ async fn a_client_that_stops_polling_is_closed_and_leaves() {
         }
     }
     let mut again = Py::monitor(&server, "quiet");
-    assert_eq!(again.expect("con failed").await["reason"], "already connected");
+    assert_eq!(
+        again.expect("con failed").await["reason"],
+        "already connected"
+    );
     // It stops: within pingInterval + pingTimeout (and a beat), it has left
     // the namespace and its sid is forgotten.
     let mut freed = false;
@@ -843,7 +921,11 @@ async fn a_client_that_stops_polling_is_closed_and_leaves() {
     while !freed && tokio::time::Instant::now() < deadline {
         let mut again = Py::monitor(&server, "quiet");
         let (event, _) = again.next().await;
-        let event = if event == "connect" { again.next().await.0 } else { event };
+        let event = if event == "connect" {
+            again.next().await.0
+        } else {
+            event
+        };
         freed = event == "con ok";
     }
     assert!(freed, "the silent poller left the namespace");
@@ -859,19 +941,30 @@ async fn every_command_to_a_monitor_ends_with_an_answer_a_timeout_or_gone() {
     // next command gets its own answer.
     user.send(json!({"command": "one"})).await;
     user.expect("command ok").await;
-    assert_eq!(poller.packets().await, ["42[\"command do\",{\"command\":\"one\"}]"]);
+    assert_eq!(
+        poller.packets().await,
+        ["42[\"command do\",{\"command\":\"one\"}]"]
+    );
     let why = user.expect("command failed").await["reason"].clone();
     assert!(why.as_str().unwrap().starts_with("timeout"), "{why}");
     poller.post("42[\"command done\"]").await;
     user.send(json!({"command": "two"})).await;
     user.expect("command ok").await;
-    assert_eq!(poller.packets().await, ["42[\"command do\",{\"command\":\"two\"}]"]);
-    poller.post("42[\"command error\",{\"reason\":\"nope\"}]").await;
+    assert_eq!(
+        poller.packets().await,
+        ["42[\"command do\",{\"command\":\"two\"}]"]
+    );
+    poller
+        .post("42[\"command error\",{\"reason\":\"nope\"}]")
+        .await;
     assert_eq!(user.expect("command failed").await["reason"], "nope");
     // The monitor leaves with a command in flight: its sender is told.
     user.send(json!({"command": "three"})).await;
     user.expect("command ok").await;
-    assert_eq!(poller.packets().await, ["42[\"command do\",{\"command\":\"three\"}]"]);
+    assert_eq!(
+        poller.packets().await,
+        ["42[\"command do\",{\"command\":\"three\"}]"]
+    );
     poller.post("41").await;
     let why = user.expect("command failed").await["reason"].clone();
     assert_eq!(why, "gone: the monitor slow disconnected");
@@ -919,17 +1012,26 @@ async fn polling_has_cors_for_allowed_origins_only() {
         .await
         .unwrap();
     assert!(response.status().is_client_error(), "{}", response.status());
-    assert!(response.headers().get("access-control-allow-origin").is_none());
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
     // `*`: every origin.
     let open = TestServer::with(|s| s.allowed_origins = "*".into());
     let response = reqwest::Client::new()
-        .get(format!("http://{}/socket.io/?EIO=4&transport=polling", open.addr))
+        .get(format!(
+            "http://{}/socket.io/?EIO=4&transport=polling",
+            open.addr
+        ))
         .header("Origin", "http://anywhere.example")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers().get("access-control-allow-origin").is_some());
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_some());
 }
 
 /// An adapter's client reading a backlog longer than the heartbeat timeout

@@ -190,7 +190,11 @@ impl Pipe {
 pub struct PipeOutput(Pipe);
 
 impl AsyncWrite for PipeOutput {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut state = lock(&(self.0).0);
         if state.ended {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));

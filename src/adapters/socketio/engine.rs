@@ -134,15 +134,6 @@ impl Polling {
         guard(&self.0).by_sid.get(sid).cloned()
     }
 
-    /// How many polling sessions there are.
-    pub fn len(&self) -> usize {
-        guard(&self.0).by_sid.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn remove(&self, sid: &str) {
         let mut sessions = guard(&self.0);
         if let Some(entry) = sessions.by_sid.remove(sid) {
@@ -172,7 +163,7 @@ impl Polling {
             }
             return match self.open(state, peer) {
                 Ok(entry) => entry.poll(settings, self).await,
-                Err(refusal) => refusal,
+                Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, 3, &why),
             };
         };
         let Some(entry) = self.get(sid) else {
@@ -185,12 +176,12 @@ impl Polling {
         }
     }
 
-    /// Starts a session for a handshake.
+    /// Starts a session for a handshake; or why not (too many).
     fn open(
         self: &Arc<Self>,
         state: &crate::gateway::AppState,
         peer: IpAddr,
-    ) -> Result<Arc<Entry>, HttpResponse> {
+    ) -> Result<Arc<Entry>, String> {
         let settings = &state.settings;
         let sid = Uuid::new_v4().simple().to_string();
         let (input, received) = mpsc::channel(INPUT_QUEUE);
@@ -208,11 +199,10 @@ impl Polling {
             let mut sessions = guard(&self.0);
             let from_peer = sessions.per_peer.get(&peer).copied().unwrap_or(0);
             if sessions.by_sid.len() >= MAX_SESSIONS || from_peer >= MAX_PER_PEER {
-                let why = format!(
+                return Err(format!(
                     "too many polling sessions ({MAX_SESSIONS} in all, {MAX_PER_PEER} from one \
                      address): try again later, or connect with the websocket transport"
-                );
-                return Err(error(StatusCode::SERVICE_UNAVAILABLE, 3, &why));
+                ));
             }
             sessions.by_sid.insert(sid.clone(), entry.clone());
             *sessions.per_peer.entry(peer).or_insert(0) += 1;
@@ -424,4 +414,3 @@ pub async fn upgrade<S: Socket>(
         Either::Right(((), copying)) => copying.await,
     }
 }
-
