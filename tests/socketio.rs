@@ -613,12 +613,18 @@ impl Poller {
         }
         let response = request.send().await.expect("answers");
         let status = response.status().as_u16();
+        // The sid, for a load balancer's stickiness.
+        let header = response.headers().get("x-concierge-sid").cloned();
         let body = response.text().await.expect("a body");
         if status != 200 {
             return Err((status, body));
         }
         let handshake: Value =
             serde_json::from_str(body.strip_prefix('0').expect("the open packet")).expect("JSON");
+        assert_eq!(
+            header.as_ref().and_then(|h| h.to_str().ok()),
+            handshake["sid"].as_str()
+        );
         Ok(Poller {
             sid: handshake["sid"].as_str().expect("sid").to_owned(),
             http,

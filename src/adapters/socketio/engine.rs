@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
 use actix_http::ws::{Frame as WsFrame, OpCode, ProtocolError};
+use actix_web::http::header::HeaderName;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -65,6 +66,13 @@ pub const MAX_PER_PEER: usize = 64;
 /// Packets the client sent that the session has not read yet.
 pub const INPUT_QUEUE: usize = 64;
 
+/// A header on the handshake's answer naming the new session's sid, for a
+/// load balancer in front of several replicas: it learns which replica
+/// holds the sid from it and sends every later request naming that sid
+/// (`?sid=`, polling or the upgrade) there (deploy/haproxy.cfg). Engine.IO
+/// clients ignore it.
+pub const SID_HEADER: &str = "x-concierge-sid";
+
 /// What a session reads: the client's packets as WebSocket frames.
 type Input = Result<WsFrame, ProtocolError>;
 
@@ -88,6 +96,8 @@ pub struct Entry {
     getting: AtomicBool,
     /// A `POST` is being read.
     posting: AtomicBool,
+    /// A WebSocket is probing to take over (one at a time).
+    upgrading: AtomicBool,
 }
 
 /// A request's Engine.IO query.
@@ -162,7 +172,15 @@ impl Polling {
                 return error(StatusCode::BAD_REQUEST, 2, "Bad handshake method");
             }
             return match self.open(state, peer) {
-                Ok(entry) => entry.poll(settings, self).await,
+                Ok(entry) => {
+                    let mut answer = entry.poll(settings, self).await;
+                    if let Ok(sid) = entry.sid.parse() {
+                        answer
+                            .headers_mut()
+                            .insert(HeaderName::from_static(SID_HEADER), sid);
+                    }
+                    answer
+                }
                 Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, 3, &why),
             };
         };
@@ -194,6 +212,7 @@ impl Polling {
             pipe: pipe.clone(),
             getting: AtomicBool::new(false),
             posting: AtomicBool::new(false),
+            upgrading: AtomicBool::new(false),
         });
         {
             let mut sessions = guard(&self.0);
@@ -338,6 +357,11 @@ pub async fn upgrade<S: Socket>(
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     let (input, mut output) = io.split();
+    if entry.upgrading.swap(true, Ordering::AcqRel) {
+        tracing::debug!(sid = %entry.sid, "a second upgrade of one session: closed");
+        let _ = output.shutdown().await;
+        return;
+    }
     let max = settings.max_frame_size;
     let oversized = std::rc::Rc::new(std::cell::Cell::new(false));
     let mut incoming = Incoming::new(
@@ -371,6 +395,7 @@ pub async fn upgrade<S: Socket>(
     );
     if !upgraded {
         tracing::debug!(sid = %entry.sid, "an upgrade was not completed: polling goes on");
+        entry.upgrading.store(false, Ordering::Release);
         let _ = output.shutdown().await;
         return;
     }
