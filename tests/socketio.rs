@@ -782,6 +782,46 @@ async fn a_polling_monitor_is_commanded_then_upgrades_to_a_websocket() {
 }
 
 #[tokio::test]
+async fn an_upgrade_given_up_leaves_the_client_polling() {
+    let server = TestServer::start();
+    let poller = Poller::monitor(&server, "stay").await;
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
+        server.addr, poller.sid
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrades");
+    let mut client = Client {
+        ws,
+        uuid: uuid::Uuid::nil(),
+        name: "probe".into(),
+        fs_key: String::new(),
+    };
+    client.send_text("2probe".into()).await;
+    assert_eq!(text(&mut client).await, "3probe");
+    // Meanwhile a GET is let go at once.
+    assert_eq!(poller.get().await, (200, "6".to_owned()));
+    client.close().await;
+    // Given up: GETs wait for packets again, and the session goes on.
+    let mut user = user(&server, "stay").await;
+    let waiting = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let packets = poller.packets().await;
+            if packets != ["6"] {
+                return packets;
+            }
+        }
+    });
+    user.send(json!({"command": "still"})).await;
+    user.expect("command ok").await;
+    assert_eq!(
+        waiting.await.expect("polling goes on"),
+        ["42[\"command do\",{\"command\":\"still\"}]"]
+    );
+}
+
+#[tokio::test]
 async fn python_socketio_polls_first_and_upgrades() {
     let server = TestServer::start();
     let mut monitor = Py::spawn_over(

@@ -89,6 +89,11 @@ impl Pipe {
         }
     }
 
+    /// Undoes [`Pipe::interrupt`]: readers wait for frames again.
+    pub fn resume(&self) {
+        lock(&self.0).interrupted = false;
+    }
+
     /// Waits for frames and takes the payloads of the complete ones there,
     /// whose payloads add up to about `budget` bytes (at least one frame).
     /// Control frames are skipped; the close frame ends the pipe.
@@ -245,15 +250,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_pipe_holds_the_writer_and_an_interrupt_releases_a_reader() {
+    async fn a_full_pipe_holds_the_writer_and_an_interrupt_releases_readers_until_resumed() {
         let pipe = Pipe::new(4);
         let mut out = pipe.output();
         pipe.interrupt();
         assert_eq!(pipe.frames(100).await, Read::Interrupted);
-        let frame = text("4hello");
-        assert_eq!(out.write(&frame).await.unwrap(), frame.len());
+        pipe.resume();
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
+        assert!(pipe.poll_frames(&mut cx, 100).is_pending());
+        let frame = text("4hello");
+        assert_eq!(out.write(&frame).await.unwrap(), frame.len());
         assert!(Pin::new(&mut out).poll_write(&mut cx, &frame).is_pending());
         assert_eq!(pipe.bytes().await, Some(frame.freeze()));
         out.shutdown().await.unwrap();

@@ -395,6 +395,7 @@ pub async fn upgrade<S: Socket>(
     );
     if !upgraded {
         tracing::debug!(sid = %entry.sid, "an upgrade was not completed: polling goes on");
+        entry.pipe.resume();
         entry.upgrading.store(false, Ordering::Release);
         let _ = output.shutdown().await;
         return;
