@@ -42,25 +42,6 @@ const SHOTS: [&str; 12] = [
     "host-viewer",
 ];
 
-/// The browser, its driver and Selenium are installed by `scripts/test`;
-/// without them this test fails and says what is missing.
-fn require_browser() {
-    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            Path::new(program).exists(),
-            "{program} is missing: scripts/test installs Debian's chromium and chromium-driver"
-        );
-    }
-    let selenium = std::process::Command::new("python3")
-        .args(["-c", "import selenium"])
-        .status()
-        .expect("python3 runs");
-    assert!(
-        selenium.success(),
-        "Selenium is missing: scripts/test installs it (pip install selenium)"
-    );
-}
-
 /// A gateway with a VPN endpoint, an admin and a viewer account, and an
 /// agent `host1` sampling telemetry every half second.
 async fn fleet(work: &Path) -> (TestServer, Process) {
@@ -158,7 +139,7 @@ async fn ask(server: &TestServer, token: &str, req: &str, msg: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
-    require_browser();
+    common::require_browser();
     let work = tempfile::tempdir().expect("work dir");
     let (server, agent) = fleet(work.path()).await;
     // A viewer's client that declares the tag `agent`: the console must
@@ -313,7 +294,7 @@ async fn step(lines: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, wanted: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_comes_back_by_itself_after_the_gateway_restarts() {
-    require_browser();
+    common::require_browser();
     let data = tempfile::tempdir().expect("data");
     let data_dir = data.path().to_str().expect("utf-8").to_owned();
     let gateway = |bind: &str| common::process::serve(bind, &data_dir);
@@ -360,7 +341,7 @@ async fn the_console_comes_back_by_itself_after_the_gateway_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_renews_its_token_before_each_expiry() {
-    require_browser();
+    common::require_browser();
     // Tokens that last 8 s: the page renews at four fifths, and the
     // gateway closes the old connection (4012) at its token's expiry.
     let server = TestServer::with(|s| s.token_validity_secs = 8);

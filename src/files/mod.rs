@@ -1,4 +1,7 @@
-//! The file server: `PUT`, `GET` and `DELETE` on `/fs/{client_name}/{path}`.
+//! The file server: `PUT`, `GET` and `DELETE` on `/fs/{client_name}/{path}`,
+//! and the multipart `POST` uploads of seed 004's clients: one file at
+//! `/fs/{client_name}/{path}`, several at `/fs/{client_name}/` (each named by
+//! its part's filename, sanitized: a part's name never leaves the folder).
 //!
 //! Every request carries a key, in `Authorization` (`Bearer KEY` or the key
 //! alone) or `x-fs-key`: the `fs_key` of a connected session's HELLO, or a
@@ -7,11 +10,15 @@
 //! that name while a client of its user holds it, may write or delete
 //! there. The HELLO uuid, which every client sees, is a read key while the
 //! gateway requires no token, and a write key only with `fs_uuid_write`
-//! (seed 004's clients), never while tokens are required.
+//! (seed 004's clients), never while tokens are required. A browser page
+//! calls it across origins only from the origins the gateway allows (the
+//! same `Origin` check as its WebSockets, 403 otherwise; CORS is answered
+//! around these routes, see `gateway::origin::cors`).
 //!
-//! Uploads are streamed to a temporary file under `<files>/.tmp` and renamed
-//! into place once complete, so a reader never sees half a file and a failed
-//! or oversized upload leaves nothing behind; a body that delivers less than
+//! Uploads, raw (`PUT`) or multipart (`POST`), are streamed to a temporary
+//! file under `<files>/.tmp` and renamed into place once complete, so a
+//! reader never sees half a file and a failed or oversized upload leaves
+//! nothing behind; a body that delivers less than
 //! 64 KiB in `upload_idle_timeout_ms` fails the upload (408), so a client
 //! sending a byte a second cannot hold an upload and its file open forever. The
 //! bytes a client and all clients may store are bounded ([`quota`]).
@@ -30,15 +37,20 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use futures_util::StreamExt;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::auth::{self, Auth, Claims};
 use crate::config::Settings;
+use crate::gateway::origin;
 use crate::namespace::{Change, Namespace, Observer};
+use crate::protocol::files::{
+    Deleted, FileError, Stored, StoredFile, StoredFiles, FS_KEY_HEADER, MAX_FILES_PER_POST,
+};
 use crate::protocol::ClientInfo;
 use quota::Exceeded;
 pub use quota::Quota;
@@ -81,26 +93,28 @@ impl ResponseError for FsError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(serde_json::json!({ "error": self.reason }))
+        HttpResponse::build(self.status).json(FileError {
+            error: self.reason.clone(),
+        })
     }
 }
 
 /// What the file handlers need.
 pub struct Files {
     dir: PathBuf,
-    max_file_size: u64,
     idle_timeout: Duration,
+    /// `max_file_size`, `fs_uuid_write` and the allowed origins.
+    settings: Arc<Settings>,
     quota: Arc<Quota>,
     namespace: Namespace,
     auth: Arc<Auth>,
-    uuid_writes: bool,
     /// The lock [`prepare`] took, held as long as the server runs.
     _lock: Option<std::fs::File>,
 }
 
 impl Files {
     pub fn new(
-        settings: &Settings,
+        settings: &Arc<Settings>,
         namespace: Namespace,
         auth: Arc<Auth>,
         quota: Arc<Quota>,
@@ -108,12 +122,11 @@ impl Files {
     ) -> Self {
         Files {
             dir: settings.files_dir(),
-            max_file_size: settings.max_file_size,
             idle_timeout: Duration::from_millis(settings.upload_idle_timeout_ms),
+            settings: Arc::clone(settings),
             quota,
             namespace,
             auth,
-            uuid_writes: settings.fs_uuid_write,
             _lock: lock,
         }
     }
@@ -156,6 +169,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/{client}/{path:.*}")
             .route(web::put().to(put_file))
+            .route(web::post().to(post_files))
             .route(web::get().to(get_file))
             .route(web::head().to(get_file))
             .route(web::delete().to(delete_file)),
@@ -232,11 +246,15 @@ enum Caller {
     Token(Claims),
 }
 
-/// Who the request's key belongs to; `write` for PUT and DELETE.
+/// Who the request's key belongs to; `write` for PUT, POST and DELETE. A
+/// browser page of an origin the gateway does not allow is refused first.
 fn authenticate(req: &HttpRequest, files: &Files, write: bool) -> Result<Caller, FsError> {
+    if !origin::allowed(req.headers(), &files.settings) {
+        return Err(FsError::new(StatusCode::FORBIDDEN, origin::REFUSED));
+    }
     let refused = |reason: &str| FsError::new(StatusCode::UNAUTHORIZED, reason);
     // Either header may carry the key (a proxy may set its own Authorization).
-    let mut keys = [header::AUTHORIZATION.as_str(), "x-fs-key"]
+    let mut keys = [header::AUTHORIZATION.as_str(), FS_KEY_HEADER]
         .into_iter()
         .filter_map(|name| req.headers().get(name))
         .filter_map(|value| value.to_str().ok())
@@ -257,7 +275,7 @@ fn authenticate(req: &HttpRequest, files: &Files, write: bool) -> Result<Caller,
                 .ok_or_else(|| refused("the fs_key belongs to no connected client"));
         }
         if let Ok(uuid) = key.parse::<Uuid>() {
-            let accepted = !required && (!write || files.uuid_writes);
+            let accepted = !required && (!write || files.settings.fs_uuid_write);
             if !accepted {
                 why = if required {
                     "a client uuid is no key while this gateway requires tokens: use the fs_key from HELLO"
@@ -283,15 +301,7 @@ fn authenticate(req: &HttpRequest, files: &Files, write: bool) -> Result<Caller,
 /// could leave the client's folder.
 fn resolve(files_dir: &Path, client: &str, path: &str) -> Result<PathBuf, FsError> {
     let bad = |reason: &str| FsError::new(StatusCode::BAD_REQUEST, reason);
-    if client.is_empty()
-        || !client
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(bad(
-            "the client name must be letters, digits and underscores",
-        ));
-    }
+    check_client(client)?;
     if path.is_empty() {
         return Err(bad("a file path is required after the client name"));
     }
@@ -315,6 +325,22 @@ fn resolve(files_dir: &Path, client: &str, path: &str) -> Result<PathBuf, FsErro
     Ok(files_dir.join(client).join(relative))
 }
 
+/// Refuses a client name that is not one (a client's folder is named after
+/// it).
+fn check_client(client: &str) -> Result<(), FsError> {
+    if client.is_empty()
+        || !client
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(FsError::new(
+            StatusCode::BAD_REQUEST,
+            "the client name must be letters, digits and underscores",
+        ));
+    }
+    Ok(())
+}
+
 /// The `{client}` and `{path}` of a file URL, fully percent-decoded.
 #[derive(serde::Deserialize)]
 struct FileUrl {
@@ -322,14 +348,19 @@ struct FileUrl {
     path: String,
 }
 
+impl FileUrl {
+    fn of(req: &HttpRequest) -> Result<FileUrl, FsError> {
+        // `match_info().get` keeps `%2F` (and `%25`) encoded, so a name like
+        // `..%2F..%2Fx` would be stored literally and `a%2Fb` would not be
+        // `a/b`. Decode everything first, then check the decoded path.
+        req.match_info()
+            .load()
+            .map_err(|e| FsError::new(StatusCode::BAD_REQUEST, format!("bad file URL: {e}")))
+    }
+}
+
 fn target(req: &HttpRequest, files: &Files) -> Result<(String, PathBuf), FsError> {
-    // `match_info().get` keeps `%2F` (and `%25`) encoded, so a name like
-    // `..%2F..%2Fx` would be stored literally and `a%2Fb` would not be
-    // `a/b`. Decode everything first, then check the decoded path.
-    let FileUrl { client, path } = req
-        .match_info()
-        .load()
-        .map_err(|e| FsError::new(StatusCode::BAD_REQUEST, format!("bad file URL: {e}")))?;
+    let FileUrl { client, path } = FileUrl::of(req)?;
     let file = resolve(&files.dir, &client, &path)?;
     Ok((client, file))
 }
@@ -373,20 +404,13 @@ async fn put_file(
     let (client, file) = target(&req, &files)?;
     let who = authenticate(&req, &files, true)?;
     require_owner(&who, &client, &files)?;
-    let max = files.max_file_size;
-    let too_big = || {
-        FsError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("files are limited to {max} bytes"),
-        )
-    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max) {
-        return Err(too_big());
+    if declared.is_some_and(|len| len > files.settings.max_file_size) {
+        return Err(too_big(&files));
     }
     // The file this upload replaces is freed when it is stored: it leaves
     // room for the new one.
@@ -397,95 +421,260 @@ async fn put_file(
             .fits(&client, len, replaced)
             .map_err(over_quota)?;
     }
-
-    let tmp = files.dir.join(TMP).join(Uuid::new_v4().to_string());
-    let mut upload = Upload {
-        path: tmp.clone(),
-        kept: false,
-        quota: &files.quota,
-        client: &client,
-        reserved: 0,
-    };
-    let mut out = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| FsError::io("cannot create the upload file", e))?;
-    let mut written: u64 = 0;
-    // The deadline moves on only with real progress: a body trickling in
-    // a byte at a time is as stalled as one sending nothing.
-    let idle = files.idle_timeout;
-    let mut deadline = tokio::time::Instant::now() + idle;
-    let mut progress = 0u64;
-    let stalled = || {
-        FsError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the upload sent less than {UPLOAD_PROGRESS} bytes in {} ms",
-                idle.as_millis()
-            ),
-        )
-    };
-    while let Some(chunk) = tokio::time::timeout_at(deadline, body.next())
-        .await
-        .map_err(|_| stalled())?
-    {
+    let mut upload = Upload::start(&files, &client, replaced).await?;
+    let mut pace = Pace::new(files.idle_timeout);
+    while let Some(chunk) = pace.next(&mut body).await? {
         let chunk = chunk.map_err(|e| {
             FsError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))
         })?;
-        written += chunk.len() as u64;
-        if written > max {
-            return Err(too_big());
-        }
-        files
-            .quota
-            .reserve(&client, chunk.len() as u64, replaced)
-            .map_err(over_quota)?;
-        upload.reserved += chunk.len() as u64;
-        progress += chunk.len() as u64;
-        if progress >= UPLOAD_PROGRESS {
-            progress = 0;
-            deadline = tokio::time::Instant::now() + idle;
-        }
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| FsError::io("cannot write the upload", e))?;
+        upload.write(&chunk).await?;
+        pace.advanced(chunk.len());
     }
-    out.flush()
-        .await
-        .map_err(|e| FsError::io("cannot write the upload", e))?;
-    drop(out);
+    still_there(&who, &client, &files)?;
+    let size = upload.store(&file).await?;
+    Ok(HttpResponse::Created().json(Stored { size }))
+}
 
-    // The client may have left while its upload was streaming in; its
-    // folder is gone and must not come back.
-    let still_there = match &who {
-        Caller::Session(info) => files.holder(&info.uuid).is_some(),
-        Caller::Token(_) => require_owner(&who, &client, &files).is_ok(),
+/// The multipart uploads of seed 004's clients (a browser's `FormData`):
+/// at `/fs/{client}/{path}` one file, the content of the form's part (or of
+/// its parts, as long as they all carry the first one's filename: the
+/// pieces of one file); at `/fs/{client}/` one file per part, named by the
+/// part's filename, sanitized.
+async fn post_files(
+    req: HttpRequest,
+    form: Multipart,
+    files: web::Data<Files>,
+) -> Result<HttpResponse, FsError> {
+    let FileUrl { client, path } = FileUrl::of(&req)?;
+    let file = if path.is_empty() {
+        check_client(&client)?;
+        None
+    } else {
+        Some(resolve(&files.dir, &client, &path)?)
     };
-    if !still_there {
+    let who = authenticate(&req, &files, true)?;
+    require_owner(&who, &client, &files)?;
+    let is_form = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.essence_str() == actix_web::mime::MULTIPART_FORM_DATA.essence_str());
+    if !is_form {
         return Err(FsError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a POST uploads a multipart/form-data body (a browser's FormData); \
+             send a file's bytes as they are with PUT",
+        ));
+    }
+    match file {
+        Some(file) => post_one(form, &files, &who, &client, &file).await,
+        None => post_several(form, &files, &who, &client).await,
+    }
+}
+
+/// `POST /fs/{client}/{path}`: the form's file stored at `path`.
+async fn post_one(
+    mut form: Multipart,
+    files: &Files,
+    who: &Caller,
+    client: &str,
+    file: &Path,
+) -> Result<HttpResponse, FsError> {
+    let mut upload = Upload::start(files, client, file_size(file).await).await?;
+    let mut pace = Pace::new(files.idle_timeout);
+    // The first part's filename (or none), which every part must carry.
+    let mut named: Option<Option<String>> = None;
+    while let Some(field) = pace.next(&mut form).await? {
+        let mut field = field.map_err(bad_form)?;
+        let name = filename(&field).map(str::to_owned);
+        match &named {
+            None => named = Some(name),
+            Some(first) if *first != name => {
+                return Err(FsError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "this form holds several files: a POST to /fs/<name>/<path> stores one \
+                     (post several to /fs/<name>/, each named by its filename)",
+                ))
+            }
+            Some(_) => {}
+        }
+        receive(&mut field, &mut upload, &mut pace).await?;
+    }
+    if named.is_none() {
+        return Err(no_part());
+    }
+    still_there(who, client, files)?;
+    let size = upload.store(file).await?;
+    Ok(HttpResponse::Created().json(Stored { size }))
+}
+
+/// `POST /fs/{client}/`: each file of the form stored under its filename,
+/// sanitized; parts that carry the same filename are pieces of one file.
+async fn post_several(
+    mut form: Multipart,
+    files: &Files,
+    who: &Caller,
+    client: &str,
+) -> Result<HttpResponse, FsError> {
+    // The files in the order of their first part: name, path, upload.
+    let mut uploads: Vec<(String, PathBuf, Upload<'_>)> = Vec::new();
+    let mut pace = Pace::new(files.idle_timeout);
+    while let Some(field) = pace.next(&mut form).await? {
+        let mut field = field.map_err(bad_form)?;
+        let given = filename(&field).ok_or_else(|| {
+            FsError::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "every part of a POST to /fs/<name>/ is a file: its Content-Disposition needs a filename",
+            )
+        })?;
+        // The name a part gives is the sender's word: only a plain name in
+        // the client's own folder is kept of it.
+        let name = sanitize_filename::sanitize(given);
+        let index = match uploads.iter().position(|(known, ..)| *known == name) {
+            Some(index) => index,
+            None => {
+                if name.is_empty() {
+                    return Err(FsError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the filename {given:?} names no file once sanitized"),
+                    ));
+                }
+                if uploads.len() == MAX_FILES_PER_POST {
+                    return Err(FsError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("a POST stores at most {MAX_FILES_PER_POST} files"),
+                    ));
+                }
+                let path = resolve(&files.dir, client, &name)?;
+                let upload = Upload::start(files, client, file_size(&path).await).await?;
+                uploads.push((name, path, upload));
+                uploads.len() - 1
+            }
+        };
+        receive(&mut field, &mut uploads[index].2, &mut pace).await?;
+    }
+    if uploads.is_empty() {
+        return Err(no_part());
+    }
+    still_there(who, client, files)?;
+    // A folder in the way of one file refuses them all, before any is stored.
+    for (name, path, _) in &uploads {
+        if tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
+            return Err(FsError::new(
+                StatusCode::CONFLICT,
+                format!("a folder exists at {name:?}"),
+            ));
+        }
+    }
+    let mut stored = Vec::with_capacity(uploads.len());
+    for (name, path, upload) in uploads {
+        let size = upload.store(&path).await?;
+        stored.push(StoredFile { name, size });
+    }
+    Ok(HttpResponse::Created().json(StoredFiles { files: stored }))
+}
+
+/// Streams a form's part into an upload.
+async fn receive(
+    field: &mut Field,
+    upload: &mut Upload<'_>,
+    pace: &mut Pace,
+) -> Result<(), FsError> {
+    while let Some(chunk) = pace.next(field).await? {
+        let chunk = chunk.map_err(bad_form)?;
+        upload.write(&chunk).await?;
+        pace.advanced(chunk.len());
+    }
+    Ok(())
+}
+
+/// The filename a form's part gives, if any.
+fn filename(field: &Field) -> Option<&str> {
+    field.content_disposition()?.get_filename()
+}
+
+fn bad_form(e: MultipartError) -> FsError {
+    FsError::new(
+        StatusCode::BAD_REQUEST,
+        format!("the multipart body cannot be read: {e}"),
+    )
+}
+
+fn no_part() -> FsError {
+    FsError::new(
+        StatusCode::BAD_REQUEST,
+        "the form holds no file: send it as a part of the multipart body",
+    )
+}
+
+fn too_big(files: &Files) -> FsError {
+    FsError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "files are limited to {} bytes",
+            files.settings.max_file_size
+        ),
+    )
+}
+
+/// Refuses to store an upload whose client left while it was streaming
+/// in: its folder is gone and must not come back.
+fn still_there(who: &Caller, client: &str, files: &Files) -> Result<(), FsError> {
+    let there = match who {
+        Caller::Session(info) => files.holder(&info.uuid).is_some(),
+        Caller::Token(_) => require_owner(who, client, files).is_ok(),
+    };
+    if there {
+        Ok(())
+    } else {
+        Err(FsError::new(
             StatusCode::GONE,
             "the client disconnected during the upload",
-        ));
+        ))
     }
-    if let Some(parent) = file.parent() {
-        tokio::fs::create_dir_all(parent)
+}
+
+/// The deadline an upload's body must keep ahead of. It moves on only with
+/// real progress: a body trickling in a byte at a time is as stalled as
+/// one sending nothing.
+struct Pace {
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    progress: u64,
+}
+
+impl Pace {
+    fn new(idle: Duration) -> Pace {
+        Pace {
+            idle,
+            deadline: tokio::time::Instant::now() + idle,
+            progress: 0,
+        }
+    }
+
+    /// The next item of a body's stream; 408 once it has stalled.
+    async fn next<S: Stream + Unpin>(&self, stream: &mut S) -> Result<Option<S::Item>, FsError> {
+        tokio::time::timeout_at(self.deadline, stream.next())
             .await
-            .map_err(|e| conflict_or_io("cannot create the folder", e))?;
+            .map_err(|_| {
+                FsError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the upload sent less than {UPLOAD_PROGRESS} bytes in {} ms",
+                        self.idle.as_millis()
+                    ),
+                )
+            })
     }
-    if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_dir()) {
-        return Err(FsError::new(
-            StatusCode::CONFLICT,
-            "a folder exists at that path",
-        ));
+
+    /// Counts `bytes` received.
+    fn advanced(&mut self, bytes: usize) {
+        self.progress += bytes as u64;
+        if self.progress >= UPLOAD_PROGRESS {
+            self.progress = 0;
+            self.deadline = tokio::time::Instant::now() + self.idle;
+        }
     }
-    // The file it replaces (as it is now) no longer counts.
-    let replaced = file_size(&file).await;
-    tokio::fs::rename(&tmp, &file)
-        .await
-        .map_err(|e| conflict_or_io("cannot store the upload", e))?;
-    upload.kept = true;
-    files.quota.release(&client, replaced);
-    tracing::debug!(client = %client, path = %file.display(), bytes = written, "file stored");
-    Ok(HttpResponse::Created().json(serde_json::json!({ "size": written })))
 }
 
 /// The size of the file at `path`; 0 when there is none.
@@ -528,21 +717,93 @@ fn over_quota(exceeded: Exceeded) -> FsError {
     }
 }
 
-/// An unfinished upload: unless it was kept, its temporary file is deleted
-/// and the bytes it reserved no longer count.
+/// A file being received into `<files>/.tmp`. Its bytes count against the
+/// quotas as they arrive; unless it was stored, its temporary file is
+/// deleted and the bytes it reserved no longer count.
 struct Upload<'a> {
     path: PathBuf,
+    out: tokio::fs::File,
     kept: bool,
-    quota: &'a Quota,
+    files: &'a Files,
     client: &'a str,
+    /// The bytes of the file it replaces: freed when it is stored, they
+    /// leave room for it.
+    replaced: u64,
     reserved: u64,
+}
+
+impl<'a> Upload<'a> {
+    async fn start(
+        files: &'a Files,
+        client: &'a str,
+        replaced: u64,
+    ) -> Result<Upload<'a>, FsError> {
+        let path = files.dir.join(TMP).join(Uuid::new_v4().to_string());
+        let out = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| FsError::io("cannot create the upload file", e))?;
+        Ok(Upload {
+            path,
+            out,
+            kept: false,
+            files,
+            client,
+            replaced,
+            reserved: 0,
+        })
+    }
+
+    /// Appends `chunk`, within `max_file_size` and the quotas.
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), FsError> {
+        let len = chunk.len() as u64;
+        if self.reserved + len > self.files.settings.max_file_size {
+            return Err(too_big(self.files));
+        }
+        self.files
+            .quota
+            .reserve(self.client, len, self.replaced)
+            .map_err(over_quota)?;
+        self.reserved += len;
+        self.out
+            .write_all(chunk)
+            .await
+            .map_err(|e| FsError::io("cannot write the upload", e))
+    }
+
+    /// Moves the complete file to `file`, replacing what was there; its size.
+    async fn store(mut self, file: &Path) -> Result<u64, FsError> {
+        self.out
+            .flush()
+            .await
+            .map_err(|e| FsError::io("cannot write the upload", e))?;
+        if let Some(parent) = file.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| conflict_or_io("cannot create the folder", e))?;
+        }
+        if tokio::fs::metadata(file).await.is_ok_and(|m| m.is_dir()) {
+            return Err(FsError::new(
+                StatusCode::CONFLICT,
+                "a folder exists at that path",
+            ));
+        }
+        // The file it replaces (as it is now) no longer counts.
+        let replaced = file_size(file).await;
+        tokio::fs::rename(&self.path, file)
+            .await
+            .map_err(|e| conflict_or_io("cannot store the upload", e))?;
+        self.kept = true;
+        self.files.quota.release(self.client, replaced);
+        tracing::debug!(client = %self.client, path = %file.display(), bytes = self.reserved, "file stored");
+        Ok(self.reserved)
+    }
 }
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
         if !self.kept {
             let _ = std::fs::remove_file(&self.path);
-            self.quota.release(self.client, self.reserved);
+            self.files.quota.release(self.client, self.reserved);
         }
     }
 }
@@ -600,7 +861,9 @@ async fn delete_file(req: HttpRequest, files: web::Data<Files>) -> Result<HttpRe
     };
     removed.map_err(|e| FsError::io("cannot delete", e))?;
     files.quota.release(&client, bytes);
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": req.match_info().get("path") })))
+    Ok(HttpResponse::Ok().json(Deleted {
+        deleted: req.match_info().get("path").unwrap_or_default().to_owned(),
+    }))
 }
 
 #[cfg(test)]

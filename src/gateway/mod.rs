@@ -14,7 +14,7 @@ mod forwarded;
 mod http;
 mod login;
 mod observers;
-mod origin;
+pub(crate) mod origin;
 pub mod session;
 mod start_error;
 mod tls;

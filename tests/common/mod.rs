@@ -453,3 +453,23 @@ pub fn user_timeout_of_accepted(server: SocketAddr, client: SocketAddr) -> Optio
         .tcp_user_timeout()
         .expect("TCP_USER_TIMEOUT reads back")
 }
+
+/// For the tests that drive a real browser: Debian's Chromium and its
+/// driver, and Selenium, are installed by `scripts/test`; without them the
+/// test fails and says what is missing.
+pub fn require_browser() {
+    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(program).exists(),
+            "{program} is missing: scripts/test installs Debian's chromium and chromium-driver"
+        );
+    }
+    let selenium = std::process::Command::new("python3")
+        .args(["-c", "import selenium"])
+        .status()
+        .expect("python3 runs");
+    assert!(
+        selenium.success(),
+        "Selenium is missing: scripts/test installs it (pip install selenium)"
+    );
+}

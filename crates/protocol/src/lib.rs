@@ -11,12 +11,13 @@
 //!
 //! One module per concern: [`objects`] (clients, services, targets, origins),
 //! [`incoming`] and [`outgoing`] payloads, [`close`] codes, [`data`] (what a
-//! MESSAGE may carry), the reserved names, roles, [`agent`] and
-//! [`wireguard`].
+//! MESSAGE may carry), the reserved names, roles, [`agent`], [`files`]
+//! (the file server's HTTP answers) and [`wireguard`].
 
 pub mod agent;
 pub mod close;
 pub mod data;
+pub mod files;
 pub mod incoming;
 mod names;
 pub mod objects;

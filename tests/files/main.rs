@@ -1,7 +1,14 @@
 //! The file server: `PUT`, `GET`, `HEAD` and `DELETE` on
-//! `/fs/{client_name}/{path}`, keyed by the uuid from HELLO.
+//! `/fs/{client_name}/{path}`, keyed by the uuid from HELLO; here, and the
+//! helpers the modules share. `multipart`: the `POST` uploads of seed
+//! 004's clients; `browser`: one of them from a page of another origin in
+//! a real Chromium.
 
+#[path = "../common/mod.rs"]
 mod common;
+
+mod browser;
+mod multipart;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -698,17 +705,14 @@ async fn quotas_bound_one_clients_files_and_all_files() {
     assert!(tmp_is_empty(&server));
 }
 
-/// A PUT of `path` whose headers promise 100 kB: one byte arrives, then,
-/// with `trickle`, one more every 20 ms, else nothing. Returns the
-/// response's text, which must come within [`common::PATIENCE`].
-async fn slow_put(server: &TestServer, key: &str, path: &str, trickle: bool) -> String {
+/// An upload of `path` whose headers promise 100 kB: its `head` (a PUT's,
+/// or a POST's with its form's first bytes) ends with one byte of the
+/// file; then, with `trickle`, one more arrives every 20 ms, else nothing.
+/// Returns the response's text, which must come within [`common::PATIENCE`].
+async fn slow_upload(server: &TestServer, head: &str, trickle: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
-    let head = format!(
-        "PUT /fs/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {key}\r\nContent-Length: 100000\r\n\r\nx",
-        server.addr
-    );
     writer.write_all(head.as_bytes()).await.unwrap();
     let sender = tokio::spawn(async move {
         while trickle && writer.write_all(b"x").await.is_ok() {
@@ -735,12 +739,20 @@ async fn slow_put(server: &TestServer, key: &str, path: &str, trickle: bool) -> 
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// The head of a PUT of `path` for [`slow_upload`].
+fn slow_put(server: &TestServer, key: &str, path: &str) -> String {
+    format!(
+        "PUT /fs/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {key}\r\nContent-Length: 100000\r\n\r\nx",
+        server.addr
+    )
+}
+
 #[tokio::test]
 async fn stalled_and_trickling_uploads_time_out_and_their_temporary_files_are_deleted() {
     let server = TestServer::with(|s| s.upload_idle_timeout_ms = 300);
     let alice = server.client("alice").await;
     for (path, trickle) in [("alice/stalled.bin", false), ("alice/trickle.bin", true)] {
-        let text = slow_put(&server, &alice.fs_key, path, trickle).await;
+        let text = slow_upload(&server, &slow_put(&server, &alice.fs_key, path), trickle).await;
         assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
         assert!(
             text.contains("less than 65536 bytes in 300 ms"),
