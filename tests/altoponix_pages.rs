@@ -22,7 +22,8 @@ const SCRIPT: &str = concat!(
 );
 
 /// The socket.io.js client `scripts/test` takes out of a PyPI wheel (or
-/// the one `SOCKET_IO_JS` names); this test fails saying so without it.
+/// the one `SOCKET_IO_JS` names), and the browser; this test fails saying
+/// what is missing.
 fn socket_io_js() -> PathBuf {
     let path = std::env::var_os("SOCKET_IO_JS").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/socket.io/socket.io.min.js"),
@@ -33,12 +34,7 @@ fn socket_io_js() -> PathBuf {
         "{} is missing: scripts/test takes socket.io.js 4.x out of a PyPI wheel",
         path.display()
     );
-    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            Path::new(program).exists(),
-            "{program} is missing: scripts/test installs Debian's chromium and chromium-driver"
-        );
-    }
+    common::require_browser();
     path
 }
 
