@@ -1018,7 +1018,12 @@ async fn every_command_to_a_monitor_ends_with_an_answer_a_timeout_or_gone() {
 
 #[tokio::test]
 async fn polling_has_cors_for_allowed_origins_only() {
-    let server = TestServer::with(|s| s.allowed_origins = "http://pages.example".into());
+    let server = TestServer::with(|s| {
+        s.allowed_origins = "http://pages.example".into();
+        // A GET with nothing queued waits for the next ping.
+        s.heartbeat_interval_ms = 300;
+        s.heartbeat_timeout_ms = 1_000;
+    });
     let poller = Poller::open_from(&server, Some("http://pages.example"))
         .await
         .expect("an allowed origin polls");
@@ -1057,11 +1062,13 @@ async fn polling_has_cors_for_allowed_origins_only() {
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_client_error(), "{}", response.status());
+    assert_eq!(response.status(), 403);
     assert!(response
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 4, "{body}");
     // `*`: every origin.
     let open = TestServer::with(|s| s.allowed_origins = "*".into());
     let response = reqwest::Client::new()
