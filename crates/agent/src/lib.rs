@@ -155,7 +155,7 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
     let settings = &host.settings;
     let identity = Identity {
         name: settings.name.clone(),
-        tags: vec!["agent".into()],
+        tags: vec![concierge_protocol::HostKind::Agent.tag().into()],
         token: settings.token.clone(),
         presence: false,
     };

@@ -272,7 +272,8 @@ impl Handler<Running> for Telemetry {
                 "title": title,
                 "pid": pid,
                 "cpu_util": (cpu * 10.0).round() / 10.0,
-                "mem_util": ((rss as f64 / (1024.0 * 1024.0)) * 10.0).round() / 10.0,
+                // MB (10^6 bytes, seed 003's unit), to a tenth.
+                "mem_util": (rss as f64 / 100_000.0).round() / 10.0,
                 "reqc": reqc,
                 "port_util": port_util,
             }));

@@ -10,12 +10,16 @@ use serde_json::Value;
 
 use super::error::CtlError;
 use super::render::{table, text};
-use super::{top, Ctl, VpnCommand};
+use super::{replies, top, Ctl, VpnCommand};
 use concierge_protocol::agent::args::{
     Audit, Execute, GetVpnConf, NoArgs, Pid, ProcOutput, Telemetry, ViewRunning, VpnRevoke,
 };
 use concierge_protocol::agent::{GatewayRequest, Request};
-use concierge_protocol::{HostService, Origin, PayloadIn, PayloadOut, Target};
+use concierge_protocol::{HostKind, HostService, Origin, PayloadIn, PayloadOut, Target};
+
+/// How often `top` asks a host that does not publish its telemetry (as
+/// often as an agent publishes by default).
+const ASK_EVERY: Duration = Duration::from_secs(2);
 
 impl Ctl {
     pub(crate) async fn clients(&mut self) -> Result<ExitCode, CtlError> {
@@ -112,6 +116,18 @@ impl Ctl {
             self.show(&reply, |r, _| text(&r["proc_id"]));
             return Ok(ExitCode::SUCCESS);
         }
+        if self.kind != HostKind::Agent {
+            // Only an agent streams a process's output: another host's
+            // reply is all there is.
+            self.show(&reply, |r, _| text(&r["proc_id"]));
+            if !self.json {
+                eprintln!(
+                    "concierge ctl: {host} is a {} host, which does not stream a process's output",
+                    self.kind.tag()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         if self.json {
             println!("{reply}");
         }
@@ -203,18 +219,7 @@ impl Ctl {
                 println!("{}", Value::from(procs));
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut t = table(["PID", "STATUS", "CPU%", "RSS", "SAFE_KILL", "NAME"]);
-            for p in &procs {
-                t.add_row([
-                    text(&p["pid"]),
-                    text(&p["status"]),
-                    text(&p["cpu_usage"]),
-                    units.size(p["memory"]["rss"].as_u64().unwrap_or(0)),
-                    text(&p["safe_kill"]),
-                    text(&p["name"]),
-                ]);
-            }
-            println!("{t}");
+            println!("{}", replies::processes(&procs, &units));
             return Ok(ExitCode::SUCCESS);
         }
         let running = self
@@ -229,24 +234,7 @@ impl Ctl {
             println!("{running}");
             return Ok(ExitCode::SUCCESS);
         }
-        let mut t = table(["PID", "CPU%", units.mem_label, "PORTS", "TITLE", "COMMAND"]);
-        for p in running.as_array().into_iter().flatten() {
-            let ports: Vec<String> = p["port_util"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
-            t.add_row([
-                text(&p["pid"]),
-                text(&p["cpu_util"]),
-                units.size((p["mem_util"].as_f64().unwrap_or(0.0) * 1024.0 * 1024.0) as u64),
-                ports.join(","),
-                text(&p["title"]),
-                text(&p["reqc"]),
-            ]);
-        }
-        println!("{t}");
+        println!("{}", replies::running(&running, self.kind, host, &units));
         Ok(ExitCode::SUCCESS)
     }
 
@@ -410,7 +398,8 @@ impl Ctl {
         let first = self
             .request(host, &Request::Telemetry(Telemetry::default()))
             .await?;
-        let render = |data: &Value| top::frame(host, &data["tele_data"], &units);
+        let kind = self.kind;
+        let render = |data: &Value| top::frame(host, &data["tele_data"], &units, kind);
         if once {
             if self.json {
                 println!("{first}");
@@ -420,12 +409,16 @@ impl Ctl {
             return Ok(ExitCode::SUCCESS);
         }
         let service = HostService::Telemetry.of(host);
-        self.conn
-            .sender
-            .send(&PayloadIn::SelfSubscribe {
-                service: service.as_str().into(),
-            })
-            .await?;
+        // Only an agent publishes its telemetry: another host is asked.
+        let publishes = kind == HostKind::Agent;
+        if publishes {
+            self.conn
+                .sender
+                .send(&PayloadIn::SelfSubscribe {
+                    service: service.as_str().into(),
+                })
+                .await?;
+        }
         let interactive = std::io::stdout().is_terminal() && !self.json;
         let draw = |data: &Value, json: bool| {
             let mut out = std::io::stdout().lock();
@@ -439,6 +432,18 @@ impl Ctl {
             let _ = out.flush();
         };
         draw(&first, self.json);
+        if !publishes {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(ASK_EVERY) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+                let next = self
+                    .request(host, &Request::Telemetry(Telemetry::default()))
+                    .await?;
+                draw(&next, self.json);
+            }
+        }
         loop {
             let next = tokio::select! {
                 next = self.conn.receiver.next() => next?,

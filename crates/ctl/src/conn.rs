@@ -12,7 +12,7 @@ use super::render::Units;
 use super::{spinner, Ctl};
 use concierge_protocol::agent::args::Page;
 use concierge_protocol::agent::{envelope, outcome, Request};
-use concierge_protocol::{PayloadIn, PayloadOut, Target};
+use concierge_protocol::{HostKind, PayloadIn, PayloadOut, Target};
 
 impl Ctl {
     /// Sends a directory request (CLIENT_FETCH_ALL or SERVICE_FETCH_ALL)
@@ -105,7 +105,8 @@ impl Ctl {
                 PayloadOut::Message { origin, data, .. }
                     if origin.client.name == host && data["rid"].as_u64() == Some(rid) =>
                 {
-                    return Ok(data)
+                    self.kind = HostKind::of(&origin.client.tags).unwrap_or(HostKind::Agent);
+                    return Ok(data);
                 }
                 PayloadOut::InvalidName { name } => {
                     return Err(CtlError::Unreachable(format!(
@@ -133,7 +134,8 @@ impl Ctl {
         }
     }
 
-    /// Every page of a paged list request.
+    /// Every page of a paged list request: the entries under `key`, or
+    /// the list a Nest host answers with (the adapter's `data`).
     pub(crate) async fn pages(
         &mut self,
         host: &str,
@@ -151,7 +153,8 @@ impl Ctl {
                     }),
                 )
                 .await?;
-            all.extend(page[key].as_array().cloned().unwrap_or_default());
+            let entries = page.get(key).unwrap_or(&page["data"]);
+            all.extend(entries.as_array().cloned().unwrap_or_default());
             match page["next_offset"].as_u64() {
                 Some(next) if next > offset => offset = next,
                 _ => return Ok(all),

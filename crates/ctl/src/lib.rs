@@ -9,14 +9,15 @@
 //!
 //! Here are the entry point and the dispatch of each command; `args` is the
 //! command line, `error` the failures and exit statuses, `conn` the
-//! connection plumbing, `commands` the longer commands, `render` and `top`
-//! the output.
+//! connection plumbing, `commands` the longer commands, `render`,
+//! `replies` (each kind of host's replies) and `top` the output.
 
 mod args;
 mod commands;
 mod conn;
 mod error;
 mod render;
+mod replies;
 mod top;
 
 use std::io::IsTerminal;
@@ -28,10 +29,10 @@ use serde_json::{json, Value};
 pub use args::{CtlArgs, CtlCommand, VpnCommand};
 use concierge_client::{self as client, Connection, Identity};
 use concierge_protocol::agent::args::{NoArgs, Pid, PidArg, ProcSignal, Unit};
-use concierge_protocol::agent::Request;
-use concierge_protocol::CtlName;
+use concierge_protocol::agent::{signals, Request};
+use concierge_protocol::{CtlName, HostKind};
 use error::{CtlError, FAILED};
-use render::{table, text, Units};
+use render::Units;
 
 pub fn main(args: CtlArgs) -> ExitCode {
     // `ctl ps --all | head` ends quietly when head has read enough, as
@@ -67,6 +68,10 @@ struct Ctl {
     next_rid: u64,
     /// How sizes are shown: the user's settings.
     units: Units,
+    /// The kind of host that sent the last reply, from the tag the gateway
+    /// relays with it (an agent when it carries none): how its replies
+    /// read (`replies`).
+    kind: HostKind,
 }
 
 async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
@@ -97,6 +102,7 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
         timeout,
         next_rid: 1,
         units: Units::default(),
+        kind: HostKind::Agent,
     };
     if !ctl.json {
         ctl.units = ctl.load_units().await;
@@ -172,103 +178,40 @@ impl Ctl {
                 let reply = self
                     .request(&host, &Request::ObtainProcessInfo(PidArg { pid: Pid(pid) }))
                     .await?;
-                self.show(&reply, |r, units| {
-                    let mut t = render::plain();
-                    for (k, v) in r.as_object().into_iter().flatten() {
-                        if k == "result" {
-                            continue;
-                        }
-                        let shown = match (k.as_str(), v) {
-                            ("memory", Value::Object(m)) => format!(
-                                "rss {}, swap {}",
-                                units.size(m["rss"].as_u64().unwrap_or(0)),
-                                units.size(m["swap"].as_u64().unwrap_or(0))
-                            ),
-                            ("cmd", Value::Array(a)) => a
-                                .iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(" "),
-                            (_, Value::String(s)) => s.clone(),
-                            (_, other) => other.to_string(),
-                        };
-                        t.add_row([k.clone(), shown]);
-                    }
-                    t.to_string()
-                });
+                self.show(&reply, replies::process);
                 Ok(ExitCode::SUCCESS)
             }
-            CtlCommand::Signal { host, pid, signal } => {
-                let reply = self
-                    .request(
-                        &host,
-                        &Request::ProcSignal(ProcSignal {
-                            pid: Pid(pid),
-                            mode: signal,
-                        }),
-                    )
-                    .await?;
-                self.show(&reply, |r, _| {
-                    format!("sent {} to {pid}", r["signal"].as_str().unwrap_or(""))
-                });
-                Ok(ExitCode::SUCCESS)
-            }
+            CtlCommand::Signal { host, pid, signal } => self.signal(&host, pid, signal).await,
+            // As proc_signal, which every kind of host serves (a Quix
+            // backend has no pause_process).
             CtlCommand::Pause { host, pid } => {
-                let reply = self
-                    .request(&host, &Request::PauseProcess(PidArg { pid: Pid(pid) }))
-                    .await?;
-                self.show(&reply, |_, _| format!("paused {pid}"));
-                Ok(ExitCode::SUCCESS)
+                self.signal(&host, pid, signals::name_of(libc::SIGSTOP))
+                    .await
             }
             CtlCommand::Resume { host, pid } => {
-                let reply = self
-                    .request(&host, &Request::ResumeProcess(PidArg { pid: Pid(pid) }))
-                    .await?;
-                self.show(&reply, |_, _| format!("resumed {pid}"));
-                Ok(ExitCode::SUCCESS)
+                self.signal(&host, pid, signals::name_of(libc::SIGCONT))
+                    .await
             }
             CtlCommand::Units { host } => {
                 let units = self.pages(&host, Request::ListServices, "services").await?;
                 self.show(&Value::from(units), |r, _| {
-                    let mut t = table(["UNIT", "LOAD", "ACTIVE", "SUB", "DESCRIPTION"]);
-                    for u in r.as_array().into_iter().flatten() {
-                        t.add_row(
-                            [
-                                &u["name"],
-                                &u["load_state"],
-                                &u["active_state"],
-                                &u["sub_state"],
-                                &u["description"],
-                            ]
-                            .map(text),
-                        );
-                    }
-                    t.to_string()
+                    replies::services(r.as_array().map_or(&[], Vec::as_slice), &host)
                 });
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Unit { host, action, unit } => {
-                let unit = Unit { service_name: unit };
+                let args = Unit {
+                    service_name: unit.clone(),
+                };
                 let request = match action.as_str() {
-                    "start" => Request::StartService(unit),
-                    "stop" => Request::StopService(unit),
-                    "restart" => Request::RestartService(unit),
-                    "reload" => Request::ReloadService(unit),
-                    _ => Request::ObtainServiceInfo(unit),
+                    "start" => Request::StartService(args),
+                    "stop" => Request::StopService(args),
+                    "restart" => Request::RestartService(args),
+                    "reload" => Request::ReloadService(args),
+                    _ => Request::ObtainServiceInfo(args),
                 };
                 let reply = self.request(&host, &request).await?;
-                self.show(&reply, |r, _| {
-                    format!(
-                        "{} {} ({}), pid {}, up {} s\n{}\n{}",
-                        text(&r["name"]),
-                        text(&r["active_state"]),
-                        text(&r["sub_state"]),
-                        text(&r["pid"]),
-                        text(&r["uptime"]),
-                        text(&r["description"]),
-                        text(&r["file_location"]),
-                    )
-                });
+                self.show(&reply, |r, _| replies::unit(r, &host, &action, &unit));
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Top { host, once } => self.top(&host, once).await,
@@ -276,31 +219,8 @@ impl Ctl {
                 let reply = self
                     .request(&host, &Request::ObtainUserUsages(NoArgs {}))
                     .await?;
-                self.show(&reply, |r, units| {
-                    let res = &r["resources"];
-                    let mut out = format!(
-                        "{}: {} in {} entries; {} running processes, {}% CPU, {} {}\n",
-                        text(&r["folder"]),
-                        units.size(r["total_bytes"].as_u64().unwrap_or(0)),
-                        text(&r["total"]),
-                        text(&res["processes"]),
-                        text(&res["cpu_util"]),
-                        units.size(
-                            (res["mem_util"].as_f64().unwrap_or(0.0) * 1024.0 * 1024.0) as u64
-                        ),
-                        units.mem_label,
-                    );
-                    let mut t = table(["SIZE", "TYPE", "NAME"]);
-                    for e in r["entries"].as_array().into_iter().flatten() {
-                        t.add_row([
-                            units.size(e["bytes"].as_u64().unwrap_or(0)),
-                            text(&e["type"]),
-                            text(&e["name"]),
-                        ]);
-                    }
-                    out.push_str(&t.to_string());
-                    out
-                });
+                let kind = self.kind;
+                self.show(&reply, |r, units| replies::usage(r, kind, units));
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Vpn(command) => self.vpn(command).await,
@@ -310,5 +230,15 @@ impl Ctl {
                 follow,
             } => self.audit(&host, limit, follow).await,
         }
+    }
+
+    async fn signal(&mut self, host: &str, pid: u32, signal: String) -> Result<ExitCode, CtlError> {
+        let request = Request::ProcSignal(ProcSignal {
+            pid: Pid(pid),
+            mode: signal.clone(),
+        });
+        let reply = self.request(host, &request).await?;
+        self.show(&reply, |r, _| replies::signal(r, pid, &signal));
+        Ok(ExitCode::SUCCESS)
     }
 }

@@ -1,6 +1,8 @@
 //! How `concierge ctl` shows things to a person: tables, sizes in the unit
 //! the user chose (`storage_unit_of_measurement`), and the memory label
-//! they prefer (`mem_or_ram`).
+//! they prefer (`mem_or_ram`). A size a host gives in bytes or in MB (10^6
+//! bytes, seed 003's unit) is shown in the user's unit; a number a host
+//! gives without a unit is shown as it is (see `replies`).
 
 use std::collections::BTreeMap;
 
@@ -69,6 +71,25 @@ impl Units {
     }
 }
 
+impl Units {
+    /// A JSON number of bytes in the user's unit; anything else as it is.
+    pub fn bytes(&self, value: &Value) -> String {
+        match value.as_f64() {
+            Some(bytes) if bytes >= 0.0 => self.size(bytes.round() as u64),
+            _ => text(value),
+        }
+    }
+
+    /// A JSON number of MB (10^6 bytes) in the user's unit; anything else
+    /// as it is.
+    pub fn megabytes(&self, value: &Value) -> String {
+        match value.as_f64() {
+            Some(mb) if mb >= 0.0 => self.size((mb * 1e6).round() as u64),
+            _ => text(value),
+        }
+    }
+}
+
 /// A table with a header row and no borders, like `ps`.
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = plain();
@@ -119,5 +140,21 @@ mod tests {
             ("42 B".to_owned(), "RAM")
         );
         assert_eq!(bar(0.5, 4), "##..");
+    }
+
+    #[test]
+    fn megabytes_are_millions_of_bytes_in_any_unit() {
+        let mut settings = BTreeMap::new();
+        let decimal = Units::from_settings(&settings);
+        assert_eq!(decimal.megabytes(&Value::from(111)), "111.0 MB");
+        assert_eq!(decimal.megabytes(&Value::from(0.5)), "500.0 kB");
+        settings.insert("storage_unit_of_measurement".into(), "gib".into());
+        let binary = Units::from_settings(&settings);
+        assert_eq!(binary.megabytes(&Value::from(111)), "105.9 MiB");
+        assert_eq!(binary.bytes(&Value::from(2048)), "2.0 KiB");
+        // Not a size: shown as it is, never as 0 B.
+        assert_eq!(decimal.megabytes(&Value::from("lots")), "lots");
+        assert_eq!(decimal.bytes(&Value::from(-3)), "-3");
+        assert_eq!(decimal.bytes(&Value::Null), "-");
     }
 }

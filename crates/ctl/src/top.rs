@@ -1,11 +1,14 @@
 //! `ctl top`: one screen of a host's telemetry (seed 003's `tele_data`).
+//! An agent counts memory in bytes; seed 003 gives its memory totals no
+//! unit, so a Quix backend's are shown as the numbers it sent.
 
 use serde_json::Value;
 
-use super::render::{bar, Units};
+use super::render::{bar, text, Units};
+use concierge_protocol::HostKind;
 
-/// The screen for one snapshot.
-pub fn frame(host: &str, data: &Value, units: &Units) -> String {
+/// The screen for one snapshot from a host of `kind`.
+pub fn frame(host: &str, data: &Value, units: &Units, kind: HostKind) -> String {
     let mut out = format!(
         "{host}  {}\n\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -37,34 +40,46 @@ pub fn frame(host: &str, data: &Value, units: &Units) -> String {
         .as_array()
         .and_then(|m| <[Value; 3]>::try_from(m.clone()).ok())
     {
-        let (used, cache, free) = (
-            used.as_u64().unwrap_or(0),
-            cache.as_u64().unwrap_or(0),
-            free.as_u64().unwrap_or(0),
-        );
-        let total = (used + cache + free).max(1);
+        let amount = |v: &Value| match kind {
+            HostKind::Quix => text(v),
+            HostKind::Agent | HostKind::Nest => units.bytes(v),
+        };
+        let sum: f64 = [&used, &cache, &free]
+            .iter()
+            .filter_map(|v| v.as_f64())
+            .sum();
+        let share = used.as_f64().unwrap_or(0.0) / sum.max(1.0);
+        let total = match (used.as_u64(), cache.as_u64(), free.as_u64()) {
+            (Some(u), Some(c), Some(f)) => Value::from(u.saturating_add(c).saturating_add(f)),
+            _ => Value::from(sum),
+        };
         out.push_str(&format!(
-            "\n{:<5} {} used {}, buff/cache {}, free {} of {}\n",
+            "\n{:<5} {} used {}, buff/cache {}, free {} of {}{}\n",
             units.mem_label,
-            bar(used as f64 / total as f64, 30),
-            units.size(used),
-            units.size(cache),
-            units.size(free),
-            units.size(total),
+            bar(share, 30),
+            amount(&used),
+            amount(&cache),
+            amount(&free),
+            amount(&total),
+            if kind == HostKind::Quix {
+                " (no unit given)"
+            } else {
+                ""
+            },
         ));
     }
     if let Some(disks) = data["disk_util"].as_object() {
         out.push_str("\nDisks\n");
         for (device, usage) in disks {
-            let used = usage[0].as_u64().unwrap_or(0);
-            let free = usage[1].as_u64().unwrap_or(0);
-            let total = (used + free).max(1);
+            let used = usage[0].as_f64().unwrap_or(0.0);
+            let free = usage[1].as_f64().unwrap_or(0.0);
+            let share = used / (used + free).max(1.0);
             out.push_str(&format!(
                 "  {} {:5.1}%  {} used, {} free  {device}\n",
-                bar(used as f64 / total as f64, 20),
-                used as f64 * 100.0 / total as f64,
-                units.size(used),
-                units.size(free),
+                bar(share, 20),
+                share * 100.0,
+                units.bytes(&usage[0]),
+                units.bytes(&usage[1]),
             ));
         }
     }
@@ -98,7 +113,7 @@ mod tests {
             "disk_util": {"/dev/vda": [10, 30]},
             "vpn_status": {"ifname": null, "desc": "no VPN interface on this host"},
         });
-        let frame = frame("host1", &data, &Units::default());
+        let frame = frame("host1", &data, &Units::default(), HostKind::Agent);
         assert!(
             frame.contains("cpu0  ###############...............  50.0%"),
             "{frame}"
@@ -107,5 +122,27 @@ mod tests {
         assert!(frame.contains("used 1.0 kB"), "{frame}");
         assert!(frame.contains("/dev/vda"), "{frame}");
         assert!(frame.contains("no VPN interface"), "{frame}");
+    }
+
+    #[test]
+    fn a_quix_backends_memory_totals_have_no_unit() {
+        // backup.py's telemetry, as seed 003 gives it.
+        let data = json!({
+            "ttl_cpu_usage": [0.10, 0.11, 0.02, 0.01],
+            "ttl_mem_usage": [128, 1000, 412],
+            "disk_util": {"/dev/sda": [195739194, 8185749375u64]},
+        });
+        let seed = frame("quixhost", &data, &Units::default(), HostKind::Quix);
+        assert!(
+            seed.contains("used 128, buff/cache 1000, free 412 of 1540 (no unit given)"),
+            "{seed}"
+        );
+        assert!(seed.contains("195.7 MB used, 8.2 GB free"), "{seed}");
+        let odd = json!({"ttl_mem_usage": [1.5, "x", null], "disk_util": {"d": "x"}});
+        let screen = frame("quixhost", &odd, &Units::default(), HostKind::Quix);
+        assert!(
+            screen.contains("used 1.5, buff/cache x, free -"),
+            "{screen}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The names the protocol reserves: a host's own services
-//! (`telemetry_<host>`, `audit_<host>`) and the names `concierge ctl` takes.
-//! Who may hold them is what keeps a host from being impersonated, so the
-//! gateway, the agent, `ctl`, the admin commands and the bench all read
-//! them from here.
+//! (`telemetry_<host>`, `audit_<host>`), the names `concierge ctl` takes,
+//! and the tags that say which kind of host a client is. Who may hold them
+//! is what keeps a host from being impersonated, so the gateway, the
+//! agent, `ctl`, the admin commands and the bench all read them from here.
 
 use super::ClientInfo;
 
@@ -68,6 +68,38 @@ impl CtlName {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             .then_some(owner)
+    }
+}
+
+/// The kinds of host operators command, by the tag each joins with: the
+/// native agent (`agent`), a Nest bot host on `/nest` (`nest`) and a Quix
+/// backend on `/wsi` (`quix`). They answer the same requests in their own
+/// dialects (docs/PROTOCOL.md, sections 13 and 15), so whoever shows a
+/// reply reads it by the kind of host that sent it. The adapters' tags are
+/// the gateway's to give; a native client's are its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Agent,
+    Nest,
+    Quix,
+}
+
+impl HostKind {
+    pub const ALL: [HostKind; 3] = [HostKind::Agent, HostKind::Nest, HostKind::Quix];
+
+    /// The tag a host of this kind carries.
+    pub fn tag(self) -> &'static str {
+        match self {
+            HostKind::Agent => "agent",
+            HostKind::Nest => "nest",
+            HostKind::Quix => "quix",
+        }
+    }
+
+    /// The kind the first of `tags` that names one says.
+    pub fn of(tags: &[String]) -> Option<HostKind> {
+        tags.iter()
+            .find_map(|tag| HostKind::ALL.into_iter().find(|kind| kind.tag() == tag))
     }
 }
 

@@ -291,3 +291,15 @@ fn versions() {
     assert!(version_compatible("1.2.0").is_err());
     assert!(version_compatible("banana").is_err());
 }
+
+#[test]
+fn a_host_kind_is_read_from_the_first_tag_that_names_one() {
+    let tags = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(HostKind::of(&tags(&["web", "quix"])), Some(HostKind::Quix));
+    assert_eq!(
+        HostKind::of(&tags(&["nest", "agent"])),
+        Some(HostKind::Nest)
+    );
+    assert_eq!(HostKind::of(&tags(&["agent"])), Some(HostKind::Agent));
+    assert_eq!(HostKind::of(&tags(&["Nest", "ctl"])), None);
+}
