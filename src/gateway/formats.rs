@@ -26,7 +26,7 @@ pub(super) type Start<S> = fn(&AppState, Input<S>, String, Rc<FrameLimit>) -> Wr
 
 /// One wire format, for sockets of type `S`.
 pub(super) struct Format<S: Socket> {
-    paths: &'static [&'static str],
+    pub paths: &'static [&'static str],
     clients: &'static str,
     /// Why an upgrade with this query string is refused, if it is.
     pub refused: fn(Option<&str>) -> Option<&'static str>,

@@ -23,13 +23,42 @@ pub(super) async fn websocket_without_upgrade(
     Ok(HttpResponse::BadRequest().body("send the WebSocket upgrade headers"))
 }
 
-/// `/socket.io/` without an upgrade: Engine.IO's long-polling transport,
-/// which the gateway does not serve (Engine.IO's own error shape, with a
-/// message that says what to do instead).
-pub(super) async fn socketio_without_upgrade(req: HttpRequest) -> HttpResponse {
-    let message = crate::adapters::socketio::refused_query(req.uri().query())
-        .unwrap_or(crate::adapters::socketio::POLLING_REFUSED);
-    HttpResponse::BadRequest().json(serde_json::json!({ "code": 3, "message": message }))
+/// `/socket.io/` without an upgrade: Engine.IO's long-polling transport
+/// (see [`crate::adapters::socketio::engine`]), for the origins the
+/// gateway allows; refusals in Engine.IO's own shape, as its reference
+/// server answers them.
+pub(super) async fn socketio_without_upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    use crate::adapters::socketio::{engine, OLD_ENGINE};
+    use actix_web::http::StatusCode;
+    if !super::origin::allowed(req.headers(), &state.settings) {
+        return engine::error(StatusCode::FORBIDDEN, 4, super::origin::REFUSED);
+    }
+    let query = engine::Query::parse(req.uri().query());
+    if query.eio != Some("4") {
+        return engine::error(StatusCode::BAD_REQUEST, 5, OLD_ENGINE);
+    }
+    match query.transport {
+        Some("polling") => {}
+        Some("websocket") => {
+            return engine::error(
+                StatusCode::BAD_REQUEST,
+                3,
+                "transport=websocket takes the WebSocket upgrade headers",
+            )
+        }
+        _ => return engine::error(StatusCode::BAD_REQUEST, 0, "Transport unknown"),
+    }
+    let Some(peer) = super::login::source(&req, &state.settings) else {
+        return engine::error(StatusCode::BAD_REQUEST, 3, "Bad request");
+    };
+    state
+        .polling
+        .request(&state, req.method(), query.sid, peer, body)
+        .await
 }
 
 pub(super) async fn healthz() -> HttpResponse {

@@ -71,7 +71,7 @@ fn bad_request(desc: String) -> HttpResponse {
 
 /// The client's address: the peer's, or, from one of `trusted_proxies`,
 /// the one its forwarding headers name (see [`forwarded`]).
-fn source(req: &HttpRequest, settings: &Settings) -> Option<IpAddr> {
+pub(super) fn source(req: &HttpRequest, settings: &Settings) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     let trusted = config::trusted_proxies(&settings.trusted_proxies).unwrap_or_default();
     Some(forwarded::source(peer, req.headers(), &trusted))

@@ -36,6 +36,7 @@ use actix_web::dev::{fn_factory, fn_service, AppConfig, Server, ServerHandle};
 use actix_web::rt::net::TcpStream;
 use actix_web::web;
 
+use crate::adapters::socketio::engine::Polling;
 use crate::auth::Auth;
 use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub namespace: Namespace,
     pub auth: Arc<Auth>,
     pub vpn: Vpn,
+    /// Engine.IO's long-polling sessions, by sid.
+    pub polling: Arc<Polling>,
 }
 
 /// A started gateway: await `server` to run it.
@@ -169,6 +172,7 @@ impl Gateway {
             namespace: namespace.clone(),
             auth: auth.clone(),
             vpn,
+            polling: Arc::default(),
         });
         let files = web::Data::new(files::Files::new(
             &settings,
@@ -183,13 +187,10 @@ impl Gateway {
                 .app_data(app_state.clone())
                 .app_data(files.clone())
                 .route("/ws", web::route().to(http::websocket_without_upgrade))
-                .route(
-                    "/socket.io/",
-                    web::route().to(http::socketio_without_upgrade),
-                )
-                .route(
-                    "/socket.io",
-                    web::route().to(http::socketio_without_upgrade),
+                .service(
+                    web::resource(["/socket.io/", "/socket.io"])
+                        .wrap(origin::cors(&app_state.settings))
+                        .to(http::socketio_without_upgrade),
                 )
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))

@@ -24,8 +24,10 @@ use futures_util::SinkExt;
 use super::formats::{self, Format, Start};
 use super::origin;
 use super::AppState;
+use crate::adapters::socketio::{engine, SocketIo};
 use crate::config::Settings;
 use crate::protocol::SUBPROTOCOL;
+use crate::session::Translator;
 use crate::transport::frame_guard::{FrameGuard, FrameLimit};
 use crate::transport::linger::{lend, linger, Returned};
 use crate::transport::socket::Socket;
@@ -44,34 +46,59 @@ pub(super) fn take_over<S: Socket>(
     req: Request,
     framed: Framed<S, h1::Codec>,
 ) -> impl Future<Output = Result<(), Infallible>> {
-    let handshake = Box::pin(handshake(state.settings.clone(), req, framed));
+    let handshake = Box::pin(handshake(state.clone(), req, framed));
     async move {
-        if let Some((io, early, peer, format)) = handshake.await {
-            serve(&state, io, early, peer, format.start).await;
+        match handshake.await {
+            Some((io, early, peer, Then::Start(format))) => {
+                serve(&state, io, early, peer, format.start).await
+            }
+            Some((io, early, _, Then::Upgrade(entry))) => {
+                let polling = state.polling.clone();
+                engine::upgrade(polling, entry, state.settings.clone(), io, early).await
+            }
+            None => {}
         }
         Ok(())
     }
+}
+
+/// What an answered upgrade goes on with.
+enum Then<S: Socket> {
+    /// A new session of this format.
+    Start(Format<S>),
+    /// The Engine.IO polling session the query's `sid` names, moving to
+    /// this WebSocket.
+    Upgrade(Arc<engine::Entry>),
 }
 
 /// Answers the upgrade request. Once the 101 is sent: the socket, the
 /// bytes read past the request, the peer's address and the format its
 /// path names.
 async fn handshake<S: Socket>(
-    settings: Arc<Settings>,
+    state: web::Data<AppState>,
     req: Request,
     mut framed: Framed<S, h1::Codec>,
-) -> Option<(S, Bytes, String, Format<S>)> {
+) -> Option<(S, Bytes, String, Then<S>)> {
     let format = formats::of_path::<S>(req.path());
+    // An Engine.IO upgrade names the polling session it moves.
+    let sid = format
+        .as_ref()
+        .filter(|f| f.paths == SocketIo::PATHS)
+        .and_then(|_| engine::Query::parse(req.uri().query()).sid);
+    let upgrading = sid.map(|sid| state.polling.get(sid));
     let response = match &format {
         None => Err(refusal(
             StatusCode::NOT_FOUND,
             formats::paths_refusal::<S>(),
         )),
-        Some(_) if !origin::allowed(&req.head().headers, &settings) => {
+        Some(_) if !origin::allowed(&req.head().headers, &state.settings) => {
             Err(refusal(StatusCode::FORBIDDEN, origin::REFUSED))
         }
         Some(format) => match (format.refused)(req.uri().query()) {
             Some(why) => Err(refusal(StatusCode::BAD_REQUEST, why)),
+            None if matches!(upgrading, Some(None)) => {
+                Err(refusal(StatusCode::BAD_REQUEST, engine::UNKNOWN_SID))
+            }
             None => accept(req.head()),
         },
     };
@@ -91,7 +118,11 @@ async fn handshake<S: Socket>(
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into());
     let (io, early) = into_socket(framed);
-    Some((io, early, peer, format?))
+    let then = match upgrading {
+        Some(entry) => Then::Upgrade(entry?),
+        None => Then::Start(format?),
+    };
+    Some((io, early, peer, then))
 }
 
 /// Runs a WebSocket connection: a session of its format reading from the

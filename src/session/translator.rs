@@ -87,8 +87,9 @@ pub trait Translator: Sized + Unpin + 'static {
     /// before the close frame, if it has one.
     fn closing(_session: &mut Session<Self>, _close: &Close) {}
 
-    /// The session has stopped, the client is gone: the format settles
-    /// what it still owes others (it can no longer send to its client).
+    /// The session has stopped, the client is gone, and it is about to
+    /// leave the namespace: the format settles what it still owes others
+    /// (answers to commands in flight; it can no longer send to its client).
     fn stopped(_session: &mut Session<Self>) {}
 
     /// Where the namespace's frames for this client go: the socket itself

@@ -18,5 +18,6 @@
 pub mod frame_guard;
 pub mod linger;
 pub mod outbox;
+pub mod polling;
 pub mod socket;
 pub mod websocket;

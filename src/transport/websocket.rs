@@ -573,7 +573,8 @@ impl Outgoing {
     }
 }
 
-fn encode(payload: &[u8], op: OpCode) -> Bytes {
+/// One final, unmasked frame (a server's).
+pub(crate) fn encode(payload: &[u8], op: OpCode) -> Bytes {
     let mut wire = BytesMut::with_capacity(payload.len() + 2);
     Parser::write_message(&mut wire, payload, op, true, false);
     wire.freeze()

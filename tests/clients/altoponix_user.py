@@ -7,6 +7,7 @@ usage: altoponix_user.py URL MONITOR_ID [TOKEN]
 """
 
 import json
+import os
 import sys
 import threading
 
@@ -15,6 +16,10 @@ import socketio
 url, monitor_id = sys.argv[1], sys.argv[2]
 token = sys.argv[3] if len(sys.argv) > 3 else None
 sio = socketio.Client(reconnection=False)
+# ALTOPONIX_TRANSPORTS=polling,websocket: python-socketio's default, long
+# polling first and then the upgrade (as socket.io.js connects); a
+# WebSocket from the start otherwise.
+transports = os.environ.get("ALTOPONIX_TRANSPORTS", "websocket").split(",")
 
 
 # Handlers run on threads of their own: one lock and one write per line, or
@@ -68,7 +73,7 @@ for name in ["command ok", "command finish", "command failed"]:
 try:
     # wait_timeout: the seconds python-socketio waits for the CONNECT answer
     # (1 by default), generous for a loaded test machine.
-    sio.connect(url, transports=["websocket"], auth={"token": token} if token else None,
+    sio.connect(url, transports=transports, auth={"token": token} if token else None,
                 wait_timeout=10)
 except socketio.exceptions.ConnectionError as e:
     show("connection refused", str(e))

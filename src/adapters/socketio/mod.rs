@@ -3,8 +3,10 @@
 //! server connect to the gateway unmodified, and become clients of the
 //! namespace.
 //!
-//! Only the WebSocket transport is served (`?EIO=4&transport=websocket`;
-//! a long-polling request is refused with a 400 that says so). The session
+//! Both of Engine.IO's transports are served: a WebSocket
+//! (`?EIO=4&transport=websocket`), and long-polling
+//! (`?EIO=4&transport=polling`, socket.io.js's default) with its upgrade to
+//! a WebSocket ([`engine`]); either is the same session. The session
 //! sends the open packet, pings every `heartbeat_interval_ms`, answers
 //! CONNECT on the default namespace at once, and reads EVENTs:
 //!
@@ -26,6 +28,7 @@
 //! token. Any packet that makes no sense is a CONNECT_ERROR (before
 //! CONNECT) or a DISCONNECT, then a close; nothing a client sends panics.
 
+pub mod engine;
 pub mod packet;
 
 use std::collections::VecDeque;
@@ -54,29 +57,21 @@ pub const MAX_IN_FLIGHT: usize = 64;
 pub const USER_TAG: &str = "altoponix-user";
 pub const MONITOR_TAG: &str = "altoponix-monitor";
 
-/// Why a handshake request on `/socket.io/` is refused, from its query
+/// Why a WebSocket upgrade on `/socket.io/` is refused, from its query
 /// string; `None` when it is Engine.IO v4 over WebSocket.
 pub fn refused_query(query: Option<&str>) -> Option<&'static str> {
-    let mut eio = None;
-    let mut transport = None;
-    for pair in query.unwrap_or("").split('&') {
-        match pair.split_once('=') {
-            Some(("EIO", v)) => eio = Some(v),
-            Some(("transport", v)) => transport = Some(v),
-            _ => {}
-        }
+    let query = engine::Query::parse(query);
+    if query.eio != Some("4") {
+        return Some(OLD_ENGINE);
     }
-    if eio != Some("4") {
-        return Some("only Engine.IO v4 is supported (EIO=4: Socket.IO v5 clients)");
-    }
-    if transport != Some("websocket") {
-        return Some(POLLING_REFUSED);
+    if query.transport != Some("websocket") {
+        return Some("a WebSocket upgrade on /socket.io/ takes transport=websocket");
     }
     None
 }
 
-pub const POLLING_REFUSED: &str =
-    "only the websocket transport is supported: connect with transports=[\"websocket\"]";
+/// Why a request of another Engine.IO version is refused.
+pub const OLD_ENGINE: &str = "only Engine.IO v4 is supported (EIO=4: Socket.IO v5 clients)";
 
 /// What the client is, once it said.
 enum Part {
@@ -92,13 +87,30 @@ enum Part {
     },
     Monitor {
         member: Member,
-        /// Who sent each command in flight, oldest first.
-        in_flight: VecDeque<Uuid>,
+        /// The commands in flight, oldest first (the monitor answers them
+        /// in order).
+        in_flight: VecDeque<InFlight>,
+        /// Numbers the commands, for their timers.
+        next_id: u64,
     },
+}
+
+/// A command a monitor was sent and has not answered.
+struct InFlight {
+    id: u64,
+    /// Who sent it.
+    sender: Uuid,
+    /// Its timer, until the sender was told it timed out (the monitor's
+    /// late answer is then dropped when it comes).
+    timer: Option<SpawnHandle>,
 }
 
 /// The Socket.IO format's state of one connection.
 pub struct SocketIo {
+    /// Engine.IO's session id.
+    sid: String,
+    /// Whether the client polls (and may upgrade to a WebSocket).
+    polling: bool,
     /// CONNECT was answered: the token's claims, if it had one.
     connected: Option<Option<Claims>>,
     role: Part,
@@ -110,6 +122,8 @@ impl Translator for SocketIo {
 
     fn new(peer: &str) -> (Self, tracing::Span) {
         let sio = SocketIo {
+            sid: Uuid::new_v4().simple().to_string(),
+            polling: false,
             connected: None,
             role: Part::Undecided,
         };
@@ -127,8 +141,14 @@ impl Translator for SocketIo {
     fn started(session: &mut Session<Self>, _ctx: &mut Ctx<Self>) {
         let s = &session.settings;
         let interval = s.heartbeat_interval_ms;
+        let upgrades: &[&str] = if session.format.polling {
+            &["websocket"]
+        } else {
+            &[]
+        };
         let open = packet::open(
-            &Uuid::new_v4().simple().to_string(),
+            &session.format.sid,
+            upgrades,
             interval,
             s.heartbeat_timeout_ms - interval,
             s.max_frame_size,
@@ -172,6 +192,27 @@ impl Translator for SocketIo {
         session.send(packet::DISCONNECT);
     }
 
+    /// A monitor that goes away answers its commands in flight: each
+    /// sender is told it is gone.
+    fn stopped(session: &mut Session<Self>) {
+        let Part::Monitor {
+            member, in_flight, ..
+        } = &mut session.format.role
+        else {
+            return;
+        };
+        let why = format!("gone: the monitor {} disconnected", member.info().name);
+        let data = raw(&json!({"event": "command failed", "reason": why}));
+        for command in in_flight.drain(..).filter(|c| c.timer.is_some()) {
+            let target = Target::Uuid {
+                uuid: command.sender.to_string(),
+            };
+            if let Outcome::Later { done, .. } = member.message(None, &target, &data) {
+                actix::spawn(done);
+            }
+        }
+    }
+
     fn sink(session: &Session<Self>, ctx: &mut Ctx<Self>) -> Arc<dyn FrameSink> {
         super::to_actor(session, ctx)
     }
@@ -191,6 +232,14 @@ impl Translator for SocketIo {
             ) => session.monitor_hears(origin, &data, ctx),
             _ => {}
         }
+    }
+}
+
+impl SocketIo {
+    /// The client polls, as session `sid` (see [`engine`]).
+    fn polled(&mut self, sid: String) {
+        self.sid = sid;
+        self.polling = true;
     }
 }
 
@@ -392,6 +441,7 @@ impl Session<SocketIo> {
         self.join(id, MONITOR_TAG, "con", ctx, |member| Part::Monitor {
             member,
             in_flight: VecDeque::new(),
+            next_id: 0,
         });
     }
 
@@ -484,20 +534,52 @@ impl Session<SocketIo> {
         }
     }
 
-    /// The monitor's answer to its oldest command in flight, to its sender.
+    /// The monitor's answer to its oldest command in flight, to its sender
+    /// (unless that command timed out already).
     fn answer(&mut self, data: Value, ctx: &mut Ctx<SocketIo>) {
-        let Part::Monitor { member, in_flight } = &mut self.format.role else {
+        let Part::Monitor { in_flight, .. } = &mut self.format.role else {
             return;
         };
-        let Some(sender) = in_flight.pop_front() else {
+        let Some(command) = in_flight.pop_front() else {
             tracing::info!("a monitor answered no command: dropped");
+            return;
+        };
+        let Some(timer) = command.timer else {
+            tracing::info!("a monitor answered a command that had timed out: dropped");
+            return;
+        };
+        ctx.cancel_future(timer);
+        self.tell(command.sender, &data, ctx);
+    }
+
+    /// A MESSAGE from the monitor to `sender` (a command's answer).
+    fn tell(&mut self, sender: Uuid, data: &Value, ctx: &mut Ctx<SocketIo>) {
+        let Part::Monitor { member, .. } = &self.format.role else {
             return;
         };
         let target = Target::Uuid {
             uuid: sender.to_string(),
         };
-        let outcome = member.message(None, &target, &raw(&data));
+        let outcome = member.message(None, &target, &raw(data));
         self.wait_for(outcome, ctx);
+    }
+
+    /// A command `adapter_command_timeout_secs` old: its sender is told.
+    fn timed_out(&mut self, id: u64, ctx: &mut Ctx<SocketIo>) {
+        let Part::Monitor { in_flight, .. } = &mut self.format.role else {
+            return;
+        };
+        let Some(command) = in_flight.iter_mut().find(|c| c.id == id) else {
+            return;
+        };
+        command.timer = None;
+        let sender = command.sender;
+        let why = format!(
+            "timeout: the monitor did not answer within {} s",
+            self.settings.adapter_command_timeout_secs
+        );
+        let data = json!({"event": "command failed", "reason": why});
+        self.tell(sender, &data, ctx);
     }
 
     /// What the namespace sent a user: the answers to its MESSAGEs, and
@@ -552,8 +634,21 @@ impl Session<SocketIo> {
                         format!("the monitor has {MAX_IN_FLIGHT} commands in flight")
                     }
                     Ok(()) => {
-                        if let Part::Monitor { in_flight, .. } = &mut self.format.role {
-                            in_flight.push_back(origin.client.uuid);
+                        let patience =
+                            Duration::from_secs(self.settings.adapter_command_timeout_secs);
+                        if let Part::Monitor {
+                            in_flight, next_id, ..
+                        } = &mut self.format.role
+                        {
+                            let id = *next_id;
+                            *next_id += 1;
+                            let timer =
+                                ctx.run_later(patience, move |act, ctx| act.timed_out(id, ctx));
+                            in_flight.push_back(InFlight {
+                                id,
+                                sender: origin.client.uuid,
+                                timer: Some(timer),
+                            });
                         }
                         self.emit("command do", Some(json!({ "command": command })));
                         return;

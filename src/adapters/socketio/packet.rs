@@ -130,11 +130,18 @@ pub fn socket(text: &str) -> Result<Packet, String> {
     Ok(packet)
 }
 
-/// The Engine.IO open packet.
-pub fn open(sid: &str, ping_interval_ms: u64, ping_timeout_ms: u64, max_payload: usize) -> String {
+/// The Engine.IO open packet; `upgrades` the transports the client may
+/// move to (`websocket` from polling, none from a WebSocket).
+pub fn open(
+    sid: &str,
+    upgrades: &[&str],
+    ping_interval_ms: u64,
+    ping_timeout_ms: u64,
+    max_payload: usize,
+) -> String {
     let handshake = json!({
         "sid": sid,
-        "upgrades": [],
+        "upgrades": upgrades,
         "pingInterval": ping_interval_ms,
         "pingTimeout": ping_timeout_ms,
         "maxPayload": max_payload,
@@ -232,6 +239,7 @@ mod tests {
             "42[\"command do\",{\"command\":\"ls\"}]"
         );
         assert_eq!(ack(3), "433[]");
-        assert!(open("s", 1, 2, 3).starts_with("0{"));
+        assert!(open("s", &[], 1, 2, 3).starts_with("0{"));
+        assert!(open("s", &["websocket"], 1, 2, 3).contains("\"upgrades\":[\"websocket\"]"));
     }
 }
