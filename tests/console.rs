@@ -89,30 +89,10 @@ async fn accounts_and_agent(base: &str, data: &str, work: &Path) -> Process {
 /// Runs tests/clients/console_browser.py with `args` to its end, within
 /// `patience`, and returns its closing summary once it has succeeded.
 async fn browse(args: &[&str], patience: Duration, agent: &Process) -> Value {
-    let run = tokio::process::Command::new("python3")
-        .arg(SCRIPT)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(patience, run)
-        .await
-        .unwrap_or_else(|_| panic!("the browser run {args:?} took over {patience:?}"))
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{stdout}\n{}\nagent:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        agent.log()
-    );
-    let summary: Value = stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no summary from the browser run:\n{stdout}"));
-    assert_eq!(summary["ok"], true, "{summary}");
-    summary
+    common::browse(SCRIPT, args, patience, || {
+        format!("agent:\n{}", agent.log())
+    })
+    .await
 }
 
 /// Asks `host1` for `req` as `token`'s holder, over the protocol.

@@ -235,9 +235,9 @@ async fn bad_credentials_get_the_seeds_reasons() {
     assert_eq!(answer["msg"]["reason"], "not_authenticated", "{answer}");
 }
 
-#[tokio::test]
-async fn an_answer_no_client_could_read_is_refused_under_the_operators_rid() {
-    let server = server();
+/// A backend `quixhost` on a raw socket, logged in with a host token, and
+/// a viewer's token.
+async fn backend_in(server: &TestServer) -> (common::Client, String) {
     let data = server.data.path().to_str().expect("utf-8").to_owned();
     let host = issue_token(&["--data-dir", &data], "quixhost", "agent").await;
     let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
@@ -246,12 +246,26 @@ async fn an_answer_no_client_could_read_is_refused_under_the_operators_rid() {
         .send(json!({"req": "authenticate", "rid": 1, "auth": host, "msg": {}}))
         .await;
     assert_eq!(backend.recv().await["msg"]["success"], true);
+    (backend, vic)
+}
+
+/// [`backend_in`], and a raw client `vic_raw` identified with the viewer's
+/// token.
+async fn backend_and_viewer(server: &TestServer) -> (common::Client, common::Client) {
+    let (backend, vic) = backend_in(server).await;
     let mut viewer = server.connect().await;
     viewer
         .identify_with(
             json!({"type": "IDENTIFY", "name": "vic_raw", "version": "0.2.0", "token": vic}),
         )
         .await;
+    (backend, viewer)
+}
+
+#[tokio::test]
+async fn an_answer_no_client_could_read_is_refused_under_the_operators_rid() {
+    let server = server();
+    let (mut backend, mut viewer) = backend_and_viewer(&server).await;
     // As deep as a Quix frame may be: in a reply and a MESSAGE it would be
     // deeper than serde_json reads.
     let deep = format!("{}0{}", "[".repeat(126), "]".repeat(126));
@@ -318,20 +332,7 @@ async fn token_authentication_is_authenticate_with_a_token() {
 #[tokio::test]
 async fn a_backend_that_goes_mid_request_leaves_no_operator_waiting() {
     let server = TestServer::with(|s| s.adapter_command_timeout_secs = 8);
-    let data = server.data.path().to_str().expect("utf-8").to_owned();
-    let host = issue_token(&["--data-dir", &data], "quixhost", "agent").await;
-    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
-    let mut backend = common::Client::connect(&format!("ws://{}/wsi", server.addr)).await;
-    backend
-        .send(json!({"req": "authenticate", "rid": 1, "auth": host, "msg": {}}))
-        .await;
-    assert_eq!(backend.recv().await["msg"]["success"], true);
-    let mut viewer = server.connect().await;
-    viewer
-        .identify_with(
-            json!({"type": "IDENTIFY", "name": "vic_raw", "version": "0.2.0", "token": vic}),
-        )
-        .await;
+    let (mut backend, mut viewer) = backend_and_viewer(&server).await;
     let started = tokio::time::Instant::now();
     for rid in [5, 6] {
         viewer
@@ -365,14 +366,7 @@ async fn a_backend_that_goes_mid_request_leaves_no_operator_waiting() {
 #[tokio::test]
 async fn an_answer_larger_than_max_frame_size_reaches_the_operator() {
     let server = server();
-    let data = server.data.path().to_str().expect("utf-8").to_owned();
-    let host = issue_token(&["--data-dir", &data], "quixhost", "agent").await;
-    let vic = issue_token(&["--data-dir", &data], "vic", "viewer").await;
-    let mut backend = common::Client::connect(&format!("ws://{}/wsi", server.addr)).await;
-    backend
-        .send(json!({"req": "authenticate", "rid": 1, "auth": host, "msg": {}}))
-        .await;
-    assert_eq!(backend.recv().await["msg"]["success"], true);
+    let (mut backend, vic) = backend_in(&server).await;
     let asked = tokio::spawn({
         let url = server.ws_url();
         async move { ctl_json(&url, &vic, &["request", "quixhost", "view_running", "{}"]).await }

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,13 +14,6 @@ use std::time::{Duration, Instant};
 use common::process::{command, Process};
 use common::Client;
 use serde_json::json;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A redis-server or redis-sentinel child, killed on drop.
 struct Server {
@@ -95,13 +87,13 @@ impl Topology {
             .unwrap();
             conf
         };
-        let master_port = free_port();
+        let master_port = common::free_port();
         let master = Server::start(
             "redis-server",
             &redis_conf("master", master_port, ""),
             master_port,
         );
-        let replica_port = free_port();
+        let replica_port = common::free_port();
         let replica = Server::start(
             "redis-server",
             &redis_conf(
@@ -122,7 +114,7 @@ impl Topology {
         }
         let sentinels = (0..3)
             .map(|i| {
-                let port = free_port();
+                let port = common::free_port();
                 let conf = redis_conf(
                     &format!("sentinel{i}"),
                     port,

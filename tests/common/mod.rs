@@ -473,3 +473,48 @@ pub fn require_browser() {
         "Selenium is missing: scripts/test installs it (pip install selenium)"
     );
 }
+
+/// Runs a browser-driving script, `python3 script args...`, to its end
+/// within `patience` and returns its closing summary (the JSON of its last
+/// line) once the run and the summary say it succeeded; `context` (a
+/// process's log) is added to a failure's message.
+pub async fn browse(
+    script: &str,
+    args: &[&str],
+    patience: Duration,
+    context: impl Fn() -> String,
+) -> Value {
+    let run = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(patience, run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser run {args:?} took over {patience:?}"))
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        context()
+    );
+    let summary: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no summary from the browser run:\n{stdout}"));
+    assert_eq!(summary["ok"], true, "{summary}");
+    summary
+}
+
+/// A TCP port on 127.0.0.1 free at the moment (for a child server whose
+/// address must be known before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
