@@ -74,8 +74,12 @@ pub enum Event {
     ServiceCreated {
         service: ServiceInfo,
     },
+    /// `owner` is the client that owned it: the shared namespace deletes
+    /// the service only if it still belongs to that client (a newer owner
+    /// may have claimed the name since).
     ServiceDeleted {
         name: String,
+        owner: Uuid,
     },
     Subscribed {
         service: String,

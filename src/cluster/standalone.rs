@@ -87,7 +87,7 @@ impl Claims for LocalClaims {
         let mut names = self.names();
         match event {
             Event::Left { uuid } => names.clients.retain(|_, holder| holder != uuid),
-            Event::ServiceDeleted { name } => {
+            Event::ServiceDeleted { name, .. } => {
                 names.services.remove(name);
             }
             _ => {}

@@ -9,6 +9,7 @@ mod departures;
 mod messaging;
 mod namespace;
 mod outages;
+mod recovery;
 
 use std::path::Path;
 use std::time::Duration;

@@ -41,6 +41,32 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 "#;
 
+/// Deletes a service's record and its subscribers, only if the record
+/// still names `ARGV[1]` as the owner: a late delete from an old owner
+/// (its departure written after another replica reaped it and a new owner
+/// claimed the name) leaves the newer claim alone.
+const SERVICE_DELETED_SCRIPT: &str = r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if not stored then return 0 end
+local ok, s = pcall(cjson.decode, stored)
+if ok and s.owner_uuid ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+"#;
+
+/// Writes a service's record back (after an outage) unless another owner
+/// claimed the name meanwhile: the claim stays with whoever holds it.
+const SERVICE_WRITTEN_BACK_SCRIPT: &str = r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local ok, s = pcall(cjson.decode, stored)
+  if ok and s.owner_uuid ~= ARGV[2] then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#;
+
 fn unavailable(e: redis::RedisError) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
@@ -99,18 +125,25 @@ impl Claims for RedisClaims {
                     .arg(uuid.to_string())
                     .arg(PREFIX);
             }
+            // Recorded only when written back: a service is created by
+            // [`Claims::claim_service`].
             Event::ServiceCreated { service } => {
-                cmd = redis::cmd("HSET");
-                cmd.arg(key(&["services"]))
+                cmd = redis::cmd("EVAL");
+                cmd.arg(SERVICE_WRITTEN_BACK_SCRIPT)
+                    .arg(1)
+                    .arg(key(&["services"]))
                     .arg(&service.name)
+                    .arg(service.owner_uuid.to_string())
                     .arg(serde_json::to_string(service).unwrap_or_default());
             }
-            Event::ServiceDeleted { name } => {
-                cmd = redis::cmd("HDEL");
-                cmd.arg(key(&["services"])).arg(name);
-                self.link.write(cmd);
-                cmd = redis::cmd("DEL");
-                cmd.arg(key(&["subs", name]));
+            Event::ServiceDeleted { name, owner } => {
+                cmd = redis::cmd("EVAL");
+                cmd.arg(SERVICE_DELETED_SCRIPT)
+                    .arg(2)
+                    .arg(key(&["services"]))
+                    .arg(key(&["subs", name]))
+                    .arg(name)
+                    .arg(owner.to_string());
             }
             Event::Subscribed { service, uuid } => {
                 let micros = SystemTime::now()

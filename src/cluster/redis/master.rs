@@ -15,6 +15,15 @@
 //! [`Master::client`] and are woken by [`Master::moved`]. What the node
 //! wrote to the old master and the new one lacks is written again by the
 //! usual recovery (the link notices the failed writes, then reconciles).
+//!
+//! The `ConnectionManager` also gives up for good on one failure of its
+//! own: it reconnects after an I/O error only, so once a reconnection is
+//! refused (`AuthenticationFailed`: the password changed, or a promoted
+//! replica's is not set yet) it answers that error to every request for
+//! as long as it lives. So every failed request ([`Master::failed`]) makes
+//! the node check its connection (a PING) and, when that fails too, build
+//! a new one, again and again with a bounded backoff until one works;
+//! each one built is counted in `cluster_reconnects`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +36,15 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::cluster::settings::redacted;
 use crate::cluster::ClusterError;
+use crate::metrics;
 
 /// How often the Sentinels are asked where the master is.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+/// The first and the longest pause between two attempts to build a new
+/// connection once the current one stopped working.
+const REPAIR_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const REPAIR_LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
 /// How a node finds its Redis master.
 pub enum Endpoint {
@@ -183,40 +198,72 @@ impl Master {
         self.moved.notified().await
     }
 
-    /// A request failed on the connection: with Sentinels, ask them now
-    /// whether the master moved (a failover) rather than at the next tick.
+    /// A request failed on the connection: check it (and, with
+    /// Sentinels, ask them whether the master moved) now rather than at
+    /// the next tick, and replace it until one works if it is broken.
     pub fn failed(self: &Arc<Self>) {
-        if matches!(*self.endpoint, Endpoint::Sentinels { .. }) {
-            let master = self.clone();
-            tokio::spawn(async move { master.resolve().await });
+        let master = self.clone();
+        tokio::spawn(async move { master.repair().await });
+    }
+
+    /// Until the connection works: asks where the master is, switches to it
+    /// if it moved, and replaces a connection that fails a PING; between
+    /// two failed attempts, a pause that doubles up to
+    /// [`REPAIR_LONGEST_PAUSE`]. One repair at a time.
+    async fn repair(&self) {
+        let Ok(_one) = self.resolving.try_lock() else {
+            return; // being repaired already
+        };
+        let mut pause = REPAIR_FIRST_PAUSE;
+        while !self.check().await {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(REPAIR_LONGEST_PAUSE);
         }
     }
 
-    /// Asks where the master is and switches to it if it moved.
-    async fn resolve(&self) {
-        let Ok(_one) = self.resolving.try_lock() else {
-            return; // being resolved already
-        };
-        let client = match self.endpoint.resolve().await {
-            Ok(client) => client,
+    /// One attempt of [`Master::repair`]: whether the connection works
+    /// now.
+    async fn check(&self) -> bool {
+        let resolved = match self.endpoint.resolve().await {
+            Ok(client) => Some(client),
             Err(e) => {
                 tracing::debug!(error = %e, "the Sentinels do not name a master");
-                return;
+                None
             }
         };
-        let addr = client.get_connection_info().addr().to_string();
-        if addr == self.current.load().addr {
-            return;
+        let current = self.current.load_full();
+        let moved = resolved
+            .as_ref()
+            .is_some_and(|c| c.get_connection_info().addr().to_string() != current.addr);
+        if !moved {
+            let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut self.conn()).await;
+            if pong.is_ok() {
+                return true;
+            }
         }
+        let Some(client) = resolved else {
+            return false;
+        };
+        let addr = client.get_connection_info().addr().to_string();
         match ConnectionManager::new_with_config(client.clone(), self.config.clone()).await {
             Ok(conn) => {
-                let from = self.current.load().addr.clone();
-                tracing::warn!(%from, to = %addr, "the Redis master moved: following it");
-                self.current.store(Arc::new(Current { client, conn, addr }));
-                self.moved.notify_waiters();
+                metrics::get().cluster_reconnects.inc();
+                self.current.store(Arc::new(Current {
+                    client,
+                    conn,
+                    addr: addr.clone(),
+                }));
+                if moved {
+                    tracing::warn!(from = %current.addr, to = %addr, "the Redis master moved: following it");
+                    self.moved.notify_waiters();
+                } else {
+                    tracing::warn!(%addr, "replaced a broken connection to Redis");
+                }
+                true
             }
             Err(e) => {
-                tracing::warn!(error = %e, %addr, "cannot connect to the new Redis master")
+                tracing::warn!(error = %e, %addr, "cannot connect to the Redis master");
+                false
             }
         }
     }
@@ -239,7 +286,7 @@ async fn follow(master: std::sync::Weak<Master>) {
         let Some(master) = master.upgrade() else {
             return;
         };
-        master.resolve().await;
+        master.repair().await;
     }
 }
 

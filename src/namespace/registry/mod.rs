@@ -443,6 +443,7 @@ impl Registry {
     ) {
         let event = Event::ServiceDeleted {
             name: service.name.clone(),
+            owner: service.owner_uuid,
         };
         if record {
             self.cluster.claims().record(&event);
@@ -563,9 +564,10 @@ impl Handler<CreateService> for Registry {
                     }
                     Ok(None) => {
                         // The owner left while the name was being claimed.
-                        act.cluster
-                            .claims()
-                            .record(&Event::ServiceDeleted { name: receipt.name });
+                        act.cluster.claims().record(&Event::ServiceDeleted {
+                            name: receipt.name,
+                            owner: receipt.owner_uuid,
+                        });
                         PayloadOut::ErrorInternal {
                             desc: "the client left".into(),
                         }

@@ -25,7 +25,7 @@ impl Registry {
                 self.service_created(service, None);
                 done()
             }
-            Event::ServiceDeleted { name } => self.service_deleted_remotely(&name),
+            Event::ServiceDeleted { name, .. } => self.service_deleted_remotely(&name),
             // The services apply their own events (see `inbound`).
             Event::Subscribed { .. } | Event::Unsubscribed { .. } => done(),
             Event::NodeDown { node } if node == self.node => {
@@ -53,7 +53,10 @@ impl Registry {
     }
 
     /// Writes this node's clients, services and subscriptions back to the
-    /// shared namespace and announces them, after an outage erased them.
+    /// shared namespace and announces them, after an outage (which may
+    /// have erased them, or lost what the node wrote meanwhile). Every
+    /// write and every announcement is idempotent: what is there already
+    /// stays as it is.
     pub(super) fn reregister_local(&self) {
         let mut names = Vec::new();
         for client in self.dir.local.values() {
@@ -94,11 +97,21 @@ impl Registry {
         // reaped) are still recorded, their names still claimed: write
         // their departure now and tell the other replicas, which still
         // list them.
-        let departed: Vec<Uuid> = local_known
+        let departed: BTreeSet<Uuid> = local_known
             .iter()
             .filter(|uuid| !self.dir.local.contains_key(*uuid) && !self.joining.contains(*uuid))
             .copied()
             .collect();
+        // Their services first, as a departure is recorded (each deleted
+        // only if the record still names its owner).
+        for service in &snapshot.services {
+            if departed.contains(&service.owner_uuid) {
+                self.cluster.claims().record(&Event::ServiceDeleted {
+                    name: service.name.clone(),
+                    owner: service.owner_uuid,
+                });
+            }
+        }
         for uuid in departed {
             self.share(&Event::Left { uuid });
         }
@@ -162,10 +175,11 @@ impl Registry {
                         handle.addr.do_send(service::Reconcile { remote });
                     }
                 }
-                // This node's own clients missing from the shared namespace.
-                if act.dir.local.keys().any(|uuid| !local_known.contains(uuid)) {
-                    act.reregister_local();
-                }
+                // What this node did while the link was down (a client,
+                // a subscription) may be missing from the shared namespace
+                // and unknown to the other nodes: write its whole state
+                // back, which is idempotent.
+                act.reregister_local();
             }))
         }));
         step
