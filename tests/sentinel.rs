@@ -230,7 +230,7 @@ async fn killing_the_master_leaves_both_gateways_serving_on_the_promoted_replica
                 acknowledged.insert(i);
             }
             "ERROR_UNAVAILABLE" => refused += 1,
-            other => panic!("message {i}: {other}"),
+            other => panic!("message {i}: {other}\ng1: {}\ng2: {}", g1.log(), g2.log()),
         }
         i += 1;
         if topology.named_master() == Some(topology.replica.port)

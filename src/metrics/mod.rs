@@ -215,7 +215,7 @@ impl Metrics {
         );
         registry.register(
             "cluster_reconnects",
-            "Times the broker's subscription to the other nodes was lost and re-established",
+            "Times a connection to Redis (the subscription to the other nodes, or the one requests use) was lost or refused and built again",
             m.cluster_reconnects.clone(),
         );
         registry.register(

@@ -25,14 +25,15 @@
 //! a new one, again and again with a bounded backoff until one works;
 //! each one built is counted in `cluster_reconnects`.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 
 use crate::cluster::settings::redacted;
 use crate::cluster::ClusterError;
@@ -42,7 +43,8 @@ use crate::metrics;
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
 /// The first and the longest pause between two attempts to build a new
-/// connection once the current one stopped working.
+/// connection once the current one stopped working (with Sentinels, at
+/// most [`RESOLVE_EVERY`]: they are asked that often whatever happens).
 const REPAIR_FIRST_PAUSE: Duration = Duration::from_millis(100);
 const REPAIR_LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
@@ -156,8 +158,8 @@ pub struct Master {
     endpoint: Arc<Endpoint>,
     config: ConnectionManagerConfig,
     current: ArcSwap<Current>,
-    /// One resolution at a time.
-    resolving: Mutex<()>,
+    /// A [`repair`] runs: one at a time.
+    repairing: AtomicBool,
     moved: Notify,
 }
 
@@ -173,7 +175,7 @@ impl Master {
             endpoint,
             config,
             current: ArcSwap::from_pointee(current),
-            resolving: Mutex::new(()),
+            repairing: AtomicBool::new(false),
             moved: Notify::new(),
         });
         if matches!(*master.endpoint, Endpoint::Sentinels { .. }) {
@@ -200,29 +202,15 @@ impl Master {
 
     /// A request failed on the connection: check it (and, with
     /// Sentinels, ask them whether the master moved) now rather than at
-    /// the next tick, and replace it until one works if it is broken.
+    /// the next tick, and replace it until one works if it is broken (see
+    /// [`repair`]). One repair at a time.
     pub fn failed(self: &Arc<Self>) {
-        let master = self.clone();
-        tokio::spawn(async move { master.repair().await });
-    }
-
-    /// Until the connection works: asks where the master is, switches to it
-    /// if it moved, and replaces a connection that fails a PING; between
-    /// two failed attempts, a pause that doubles up to
-    /// [`REPAIR_LONGEST_PAUSE`]. One repair at a time.
-    async fn repair(&self) {
-        let Ok(_one) = self.resolving.try_lock() else {
-            return; // being repaired already
-        };
-        let mut pause = REPAIR_FIRST_PAUSE;
-        while !self.check().await {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(REPAIR_LONGEST_PAUSE);
+        if !self.repairing.swap(true, Ordering::AcqRel) {
+            tokio::spawn(repair(Arc::downgrade(self)));
         }
     }
 
-    /// One attempt of [`Master::repair`]: whether the connection works
-    /// now.
+    /// One attempt of [`repair`]: whether the connection works now.
     async fn check(&self) -> bool {
         let resolved = match self.endpoint.resolve().await {
             Ok(client) => Some(client),
@@ -269,6 +257,30 @@ impl Master {
     }
 }
 
+/// Until the connection works (or the node dropped its [`Master`]): asks
+/// where the master is, switches to it if it moved, and replaces a
+/// connection that fails a PING; between two failed attempts, a pause that
+/// doubles up to [`REPAIR_LONGEST_PAUSE`].
+async fn repair(master: Weak<Master>) {
+    let mut pause = REPAIR_FIRST_PAUSE;
+    loop {
+        let Some(this) = master.upgrade() else {
+            return;
+        };
+        if this.check().await {
+            this.repairing.store(false, Ordering::Release);
+            return;
+        }
+        let longest = match *this.endpoint {
+            Endpoint::Url(_) => REPAIR_LONGEST_PAUSE,
+            Endpoint::Sentinels { .. } => RESOLVE_EVERY,
+        };
+        drop(this);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(longest);
+    }
+}
+
 async fn open(endpoint: &Endpoint, config: &ConnectionManagerConfig) -> RedisResult<Current> {
     let client = endpoint.resolve().await?;
     let addr = client.get_connection_info().addr().to_string();
@@ -278,7 +290,7 @@ async fn open(endpoint: &Endpoint, config: &ConnectionManagerConfig) -> RedisRes
 
 /// Asks the Sentinels where the master is, every [`RESOLVE_EVERY`], for as
 /// long as the node holds its [`Master`].
-async fn follow(master: std::sync::Weak<Master>) {
+async fn follow(master: Weak<Master>) {
     let mut tick = tokio::time::interval(RESOLVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -286,7 +298,8 @@ async fn follow(master: std::sync::Weak<Master>) {
         let Some(master) = master.upgrade() else {
             return;
         };
-        master.repair().await;
+        // As after a failed request (nothing more while a repair runs).
+        master.failed();
     }
 }
 
