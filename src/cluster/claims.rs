@@ -22,7 +22,8 @@ pub trait Claims: Send + Sync + 'static {
     /// The claim ends when the client's `Left` is recorded.
     fn claim_name(&self, name: &str, uuid: Uuid) -> Pending<Result<bool, ClusterError>>;
     /// Claims a service name (and records the service): `Some(existing)`
-    /// when it is taken. The claim ends when `ServiceDeleted` is recorded.
+    /// when it is taken. The claim ends when `ServiceDeleted` or its
+    /// owner's `Left` is recorded, not for another owner's.
     fn claim_service(
         &self,
         service: &ServiceInfo,

@@ -296,3 +296,44 @@ async fn a_service_claim_is_deleted_only_by_its_owner() {
         bob.uuid.to_string()
     );
 }
+
+/// An owner that leaves while its replica is cut off (too briefly to be
+/// reaped) takes its service's claim with it once the link is back: the
+/// departure's delete failed during the cut, and is written back with the
+/// departure, so a client of another replica can create the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_owner_left_during_a_cut_is_released_when_the_link_returns() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let relay = Relay::start(redis.port).await;
+    let cut = long_lease_replica(relay.url(), files.path());
+    let kept = long_lease_replica(redis.url(), files.path());
+    let mut owner = cut.client("owner").await;
+    let mut carol = cut.client("carol").await;
+    let mut watcher = kept.client("watcher").await;
+    sees(&mut watcher, &["carol", "owner", "watcher"]).await;
+    create(&mut owner, "news").await;
+    watcher.skip_to("SERVICE_CREATE_RESULT").await;
+
+    relay.cut();
+    readiness_becomes(&cut, 503, Duration::from_secs(10)).await;
+    owner.close().await;
+    sees(&mut carol, &["carol", "watcher"]).await;
+    // Redis still holds the departed owner's claim.
+    assert!(service_record(&redis, "news").is_some());
+    relay.mend();
+    readiness_becomes(&cut, 200, Duration::from_secs(15)).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while service_record(&redis, "news").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the departed owner's service stayed claimed: {} {}",
+            redis.cli(&["HGETALL", "concierge:clients"]),
+            redis.cli(&["HGETALL", "concierge:services"])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sees(&mut watcher, &["carol", "watcher"]).await;
+    create(&mut watcher, "news").await;
+}

@@ -27,8 +27,24 @@ const RECLAIM_PAUSE: Duration = Duration::from_millis(500);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Deletes a departed client's records; the name only if it still maps to
-/// this uuid (it may have been claimed again already).
+/// this uuid (it may have been claimed again already). The services it
+/// claimed (`owned:{uuid}`) go too, each only if it still names it as the
+/// owner: a departure is written back after an outage even when the
+/// delete of its services was lost.
 const LEFT_SCRIPT: &str = r#"
+local owned_key = ARGV[2] .. ':owned:' .. ARGV[1]
+local services_key = ARGV[2] .. ':services'
+for _, name in ipairs(redis.call('SMEMBERS', owned_key)) do
+  local s = redis.call('HGET', services_key, name)
+  if s then
+    local ok, svc = pcall(cjson.decode, s)
+    if ok and svc.owner_uuid == ARGV[1] then
+      redis.call('HDEL', services_key, name)
+      redis.call('DEL', ARGV[2] .. ':subs:' .. name)
+    end
+  end
+end
+redis.call('DEL', owned_key)
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if not stored then return 0 end
 local ok, c = pcall(cjson.decode, stored)
@@ -46,6 +62,7 @@ return 1
 /// (its departure written after another replica reaped it and a new owner
 /// claimed the name) leaves the newer claim alone.
 const SERVICE_DELETED_SCRIPT: &str = r#"
+redis.call('SREM', KEYS[3], ARGV[1])
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if not stored then return 0 end
 local ok, s = pcall(cjson.decode, stored)
@@ -53,6 +70,17 @@ if ok and s.owner_uuid ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 return 1
+"#;
+
+/// Claims a service name: records the service (`ARGV[2]`) unless the name
+/// is taken, and adds it to its owner's `owned:{uuid}` (`KEYS[2]`). Returns
+/// nil when claimed, the record holding the name otherwise.
+const CLAIM_SERVICE_SCRIPT: &str = r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  return nil
+end
+return redis.call('HGET', KEYS[1], ARGV[1])
 "#;
 
 /// Writes a service's record back (after an outage) unless another owner
@@ -64,6 +92,7 @@ if stored then
   if ok and s.owner_uuid ~= ARGV[2] then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 "#;
 
@@ -130,8 +159,9 @@ impl Claims for RedisClaims {
             Event::ServiceCreated { service } => {
                 cmd = redis::cmd("EVAL");
                 cmd.arg(SERVICE_WRITTEN_BACK_SCRIPT)
-                    .arg(1)
+                    .arg(2)
                     .arg(key(&["services"]))
+                    .arg(key(&["owned", &service.owner_uuid.to_string()]))
                     .arg(&service.name)
                     .arg(service.owner_uuid.to_string())
                     .arg(serde_json::to_string(service).unwrap_or_default());
@@ -139,9 +169,10 @@ impl Claims for RedisClaims {
             Event::ServiceDeleted { name, owner } => {
                 cmd = redis::cmd("EVAL");
                 cmd.arg(SERVICE_DELETED_SCRIPT)
-                    .arg(2)
+                    .arg(3)
                     .arg(key(&["services"]))
                     .arg(key(&["subs", name]))
+                    .arg(key(&["owned", &owner.to_string()]))
                     .arg(name)
                     .arg(owner.to_string());
             }
@@ -195,27 +226,19 @@ impl Claims for RedisClaims {
             link.flushed().await;
             let mut conn = link.master.conn();
             let json = serde_json::to_string(&service).unwrap_or_default();
-            let created: bool = redis::cmd("HSETNX")
+            let existing: Option<String> = redis::cmd("EVAL")
+                .arg(CLAIM_SERVICE_SCRIPT)
+                .arg(2)
                 .arg(key(&["services"]))
+                .arg(key(&["owned", &service.owner_uuid.to_string()]))
                 .arg(&service.name)
                 .arg(json)
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            if created {
-                return Ok(None);
-            }
-            let existing: Option<String> = redis::cmd("HGET")
-                .arg(key(&["services"]))
-                .arg(&service.name)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            Ok(Some(
-                existing
-                    .and_then(|json| serde_json::from_str(&json).ok())
-                    .unwrap_or(service),
-            ))
+            // Taken: by the service recorded, or (a record this node cannot
+            // read) by someone.
+            Ok(existing.map(|json| serde_json::from_str(&json).unwrap_or(service)))
         })
     }
 

@@ -10,6 +10,7 @@
 //! | `node-clients:{node}` | set | the uuids of a node's clients |
 //! | `services` | hash | name → service (claimed with `HSETNX`) |
 //! | `subs:{name}` | sorted set | subscriber uuids, scored by subscription time |
+//! | `owned:{uuid}` | set | the names of the services a client claimed, released with its departure |
 //! | `nodes` | set | every node that registered |
 //! | `lease:{node}` | string with TTL | present while the node is alive |
 //! | `reap:{node}` | string with TTL | who is cleaning up after a dead node |

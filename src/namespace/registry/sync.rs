@@ -97,21 +97,12 @@ impl Registry {
         // reaped) are still recorded, their names still claimed: write
         // their departure now and tell the other replicas, which still
         // list them.
-        let departed: BTreeSet<Uuid> = local_known
+        // (Recording a departure releases the services it owned.)
+        let departed: Vec<Uuid> = local_known
             .iter()
             .filter(|uuid| !self.dir.local.contains_key(*uuid) && !self.joining.contains(*uuid))
             .copied()
             .collect();
-        // Their services first, as a departure is recorded (each deleted
-        // only if the record still names its owner).
-        for service in &snapshot.services {
-            if departed.contains(&service.owner_uuid) {
-                self.cluster.claims().record(&Event::ServiceDeleted {
-                    name: service.name.clone(),
-                    owner: service.owner_uuid,
-                });
-            }
-        }
         for uuid in departed {
             self.share(&Event::Left { uuid });
         }
