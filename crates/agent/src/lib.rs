@@ -172,6 +172,7 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
             .send(&PayloadIn::ServiceCreate {
                 service: service.into(),
                 nickname: None,
+                history: None,
             })
             .await?;
     }
@@ -179,6 +180,7 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
     sender
         .send(&PayloadIn::SelfSubscribe {
             service: telemetry_service.as_str().into(),
+            position: None,
         })
         .await?;
     if let Some(vpn) = &host.vpn {
