@@ -152,7 +152,8 @@ impl Histories for MemoryHistory {
         let message = write(&position);
         log.last = position.offset;
         log.bytes += message.len();
-        log.entries.push_back((position.offset, Instant::now(), message));
+        log.entries
+            .push_back((position.offset, Instant::now(), message));
         log.trim(Instant::now());
         Some(position)
     }
@@ -172,7 +173,10 @@ impl Histories for MemoryHistory {
         }
         // The first message kept (or, when none is, the next to come) must
         // be the one right after the position.
-        let first = log.entries.front().map_or(log.last + 1, |(offset, _, _)| *offset);
+        let first = log
+            .entries
+            .front()
+            .map_or(log.last + 1, |(offset, _, _)| *offset);
         if first > after.offset + 1 {
             return Recovery::Lost;
         }

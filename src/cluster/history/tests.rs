@@ -60,13 +60,7 @@ fn a_subscriber_gets_what_follows_its_position_and_nothing_else() {
 #[test]
 fn a_position_out_of_the_history_cannot_be_recovered() {
     let history = MemoryHistory::default();
-    let start = history.start(
-        "s",
-        Limits {
-            size: 3,
-            ..ROOMY
-        },
-    );
+    let start = history.start("s", Limits { size: 3, ..ROOMY });
     let positions = append(&history, "s", 5);
     // 1 and 2 fell out: after 1, 2 is missing.
     assert_eq!(history.since("s", &positions[0]), Recovery::Lost);
@@ -93,11 +87,17 @@ fn a_history_started_again_has_another_epoch() {
     let positions = append(&history, "s", 2);
     history.end("s");
     assert_eq!(history.last("s"), None);
-    assert_eq!(history.append("s", &first.epoch, &mut |_| Bytes::new()), None);
+    assert_eq!(
+        history.append("s", &first.epoch, &mut |_| Bytes::new()),
+        None
+    );
     let second = history.start("s", ROOMY);
     assert_ne!(first.epoch, second.epoch);
     // A broadcast of the service that was deleted is not kept by the new one.
-    assert_eq!(history.append("s", &first.epoch, &mut |_| Bytes::new()), None);
+    assert_eq!(
+        history.append("s", &first.epoch, &mut |_| Bytes::new()),
+        None
+    );
     assert_eq!(history.since("s", &positions[1]), Recovery::Lost);
 }
 
@@ -125,9 +125,6 @@ fn the_byte_bound_drops_the_oldest() {
     // "1", "2", "3": one byte each, two fit.
     append(&history, "s", 3);
     assert_eq!(history.since("s", &start), Recovery::Lost);
-    let after_one = Position {
-        offset: 1,
-        ..start
-    };
+    let after_one = Position { offset: 1, ..start };
     assert_eq!(texts(history.since("s", &after_one)), ["2", "3"]);
 }

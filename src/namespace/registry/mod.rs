@@ -419,16 +419,14 @@ impl Registry {
             .entry(receipt.owner_uuid)
             .or_default()
             .insert(receipt.name.clone());
-        self.dir
-            .services
-            .insert(
-                receipt.name.clone(),
-                Arc::new(ServiceHandle {
-                    addr,
-                    view,
-                    history,
-                }),
-            );
+        self.dir.services.insert(
+            receipt.name.clone(),
+            Arc::new(ServiceHandle {
+                addr,
+                view,
+                history,
+            }),
+        );
         self.publish();
         // Directory news, like presence: not for the clients that declined
         // it (a fleet of agents each creating services would otherwise
