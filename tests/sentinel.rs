@@ -206,6 +206,22 @@ async fn killing_the_master_leaves_both_gateways_serving_on_the_promoted_replica
     alice.identify("alice").await;
     let mut bob = Client::connect(&format!("ws://{addr2}/ws")).await;
     bob.identify("bob").await;
+    // Alice's replica has applied bob's arrival (else, once the link is
+    // down, bob would be unknown there: INVALID_NAME, not a failover's
+    // ERROR_UNAVAILABLE).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        alice.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+        let all = alice.skip_to("CLIENT_FETCH_ALL_RESULT").await;
+        if all.to_string().contains(&bob.uuid.to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice's replica never saw bob: {all}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(send(&mut alice, "bob", 0).await, "OK");
     assert_eq!(bob.skip_to("MESSAGE").await["data"], 0);
 

@@ -57,8 +57,9 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// Deletes a service's record and its subscribers, only if the record
-/// still names `ARGV[1]` as the owner: a late delete from an old owner
+/// Deletes a service (`ARGV[1]`): its record and its subscribers, only if
+/// the record still names `ARGV[2]` as the owner (and the name from that
+/// owner's `owned:{uuid}` in any case): a late delete from an old owner
 /// (its departure written after another replica reaped it and a new owner
 /// claimed the name) leaves the newer claim alone.
 const SERVICE_DELETED_SCRIPT: &str = r#"
