@@ -106,6 +106,27 @@ impl Claims for LocalClaims {
         ready(Ok(won))
     }
 
+    fn claim_name_from(
+        &self,
+        name: &str,
+        uuid: Uuid,
+        holder: Uuid,
+    ) -> Pending<Result<bool, ClusterError>> {
+        let mut names = self.names();
+        let won = match names.clients.get_mut(name) {
+            Some(held) if *held == holder || *held == uuid => {
+                *held = uuid;
+                true
+            }
+            Some(_) => false,
+            None => {
+                names.clients.insert(name.to_owned(), uuid);
+                true
+            }
+        };
+        ready(Ok(won))
+    }
+
     fn claim_service(
         &self,
         service: &ServiceInfo,

@@ -1,5 +1,6 @@
 //! The [`Claims`] of replicas sharing one Redis: keys claimed with
-//! `SET NX` / `HSETNX`, records written through the node's one writer, in
+//! `SET NX` / `HSETNX` (a name taken over with a script that compares its
+//! holder), records written through the node's one writer, in
 //! order with what its broker sends.
 
 use std::sync::atomic::Ordering;
@@ -38,6 +39,15 @@ if ok and c.client and c.client.name then
   if c.node then redis.call('SREM', ARGV[2] .. ':node-clients:' .. c.node, ARGV[1]) end
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// Moves a client name to ARGV[1] if ARGV[2] (or nobody, or ARGV[1]
+/// already) holds it: 1 when it did, 0 when another client holds it.
+const CLAIM_FROM_SCRIPT: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] and held ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
 return 1
 "#;
 
@@ -149,6 +159,30 @@ impl Claims for RedisClaims {
             RedisClaims::claim(&link, &name, uuid)
                 .await
                 .map_err(unavailable)
+        })
+    }
+
+    fn claim_name_from(
+        &self,
+        name: &str,
+        uuid: Uuid,
+        holder: Uuid,
+    ) -> Pending<Result<bool, ClusterError>> {
+        let link = self.link.clone();
+        let name = name.to_owned();
+        Box::pin(async move {
+            link.flushed().await;
+            let mut conn = link.master.conn();
+            let moved: i64 = redis::cmd("EVAL")
+                .arg(CLAIM_FROM_SCRIPT)
+                .arg(1)
+                .arg(key(&["name", &name]))
+                .arg(uuid.to_string())
+                .arg(holder.to_string())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            Ok(moved == 1)
         })
     }
 

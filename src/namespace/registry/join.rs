@@ -1,5 +1,6 @@
 //! A client joins: its name is claimed cluster-wide (taken over from an
-//! older connection of the same user when it asks to), then it is
+//! older connection of the same user when it asks to, at once when that
+//! connection is on another node, even a dead one), then it is
 //! registered and told HELLO, unless it left or the node began to stop
 //! meanwhile.
 
@@ -89,9 +90,13 @@ impl Handler<Join> for Registry {
 
 impl Registry {
     /// After a claim the name's holder won: a holder of the same user is
-    /// taken over (seed 003) when the newcomer asks to: closed, and the
-    /// name claimed again once its departure frees it. Any other outcome
-    /// stands.
+    /// taken over (seed 003) when the newcomer asks to, the token that
+    /// named its user being its proof of owning the name. A holder on this
+    /// node is closed, and the name claimed again once its departure frees
+    /// it. A holder on another node, alive or not, loses the claim at once
+    /// (moved in the shared store, comparing the holder), then its node is
+    /// told to close it: a dead node's client costs the newcomer no wait
+    /// for the lease. Any other outcome stands.
     fn take_over(
         &mut self,
         claimed: Claimed,
@@ -111,20 +116,23 @@ impl Registry {
         let Some((old, node)) = holder else {
             return Box::pin(std::future::ready(claimed));
         };
-        tracing::info!(%old, name = %info.name, "a newer connection of the same user takes the name over");
+        tracing::info!(%old, name = %info.name, %node, "a newer connection of the same user takes the name over");
+        let cluster = self.cluster.clone();
+        let (name, uuid) = (info.name.clone(), info.uuid);
         if node == self.node {
             ctx.notify(Evict {
                 uuid: old,
                 close: taken_over(),
             });
-        } else {
-            self.cluster.claims().take_over(node, old);
+            return Box::pin(claim_until_free(cluster, name, uuid));
         }
-        Box::pin(claim_until_free(
-            self.cluster.clone(),
-            info.name.clone(),
-            info.uuid,
-        ))
+        Box::pin(async move {
+            let moved = cluster.claims().claim_name_from(&name, uuid, old).await;
+            if let Ok(true) = moved {
+                cluster.claims().take_over(node, old);
+            }
+            moved
+        })
     }
 
     /// Registers a client once its claim is settled, or says why not.
