@@ -25,13 +25,20 @@ pub trait Claims: Send + Sync + 'static {
     /// comparing in the store itself (a replica that died or is cut off
     /// cannot release it): true when `holder` (or nobody) held it, false
     /// when another client does. Only for a newcomer that proved it owns
-    /// the name (its token's user is the holder's).
+    /// the name: its token's user is the holder's (`proof` is `None`), or
+    /// `proof` is the hash the holder's claim keeps of its resume secret
+    /// ([`vouch`](Claims::vouch)), else false.
     fn claim_name_from(
         &self,
         name: &str,
         uuid: Uuid,
         holder: Uuid,
+        proof: Option<&str>,
     ) -> Pending<Result<bool, ClusterError>>;
+    /// Keeps `hash`, the hash of the resume secret of `uuid`, with its
+    /// claim on `name` (only while it holds it); it goes when the client's
+    /// `Left` is recorded.
+    fn vouch(&self, name: &str, uuid: Uuid, hash: &str);
     /// Claims a service name (and records the service): `Some(existing)`
     /// when it is taken. The claim ends when `ServiceDeleted` is recorded.
     fn claim_service(

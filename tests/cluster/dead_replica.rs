@@ -241,3 +241,45 @@ async fn a_replica_back_from_a_stop_closes_the_socket_whose_name_moved() {
         .await;
     assert_eq!(new.skip_to("MESSAGE").await["data"], "hi");
 }
+
+/// On an open gateway, the `resume` secret of HELLO is the proof: a client
+/// of a killed replica that gives it gets its name back on another replica
+/// at once; a wrong one waits for the lease like no proof at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_secret_brings_a_name_back_from_a_killed_replica_at_once() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let (doomed, doomed_url) = started(&redis, files.path(), LEASE_MS).await;
+    let (_survivor, url) = started(&redis, files.path(), LEASE_MS).await;
+    let mut old = Client::connect(&doomed_url).await;
+    old.send(identify("open", None)).await;
+    let hello = old.expect("HELLO").await;
+    let secret = hello["resume"]
+        .as_str()
+        .expect("a resume secret")
+        .to_owned();
+    let mut watcher = Client::connect(&url).await;
+    watcher.identify("watcher").await;
+    sees(&mut watcher, &["open", "watcher"]).await;
+
+    doomed.signal("KILL");
+    assert_eq!(dropped(&mut old).await, 1006);
+    let mut wrong = identify("open", None);
+    wrong["resume"] = json!("a guess");
+    assert_eq!(try_identify(&url, wrong).await.1, Err(4005));
+    let retried = Instant::now();
+    let mut proven = identify("open", None);
+    proven["resume"] = json!(secret);
+    let (mut client, hello) = try_identify(&url, proven).await;
+    let took = retried.elapsed();
+    let hello = hello.expect("HELLO");
+    assert_eq!(hello["type"], "HELLO", "{hello}");
+    println!("a name back by its resume secret after a SIGKILL: {took:?} (lease {LEASE_MS} ms)");
+    assert!(took < Duration::from_millis(LEASE_MS / 2), "{took:?}");
+    watcher
+        .send(
+            json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "open"}, "data": "back"}),
+        )
+        .await;
+    assert_eq!(client.skip_to("MESSAGE").await["data"], "back");
+}

@@ -27,8 +27,9 @@ const RECLAIM_PAUSE: Duration = Duration::from_millis(500);
 /// How long a graceful stop waits for queued writes to reach Redis.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Deletes a departed client's records; the name only if it still maps to
-/// this uuid (it may have been claimed again already).
+/// Deletes a departed client's records; the name, and the proof kept with
+/// it, only if they are still this uuid's (it may have been claimed again
+/// already).
 const LEFT_SCRIPT: &str = r#"
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if not stored then return 0 end
@@ -36,19 +37,35 @@ local ok, c = pcall(cjson.decode, stored)
 if ok and c.client and c.client.name then
   local name_key = ARGV[2] .. ':name:' .. c.client.name
   if redis.call('GET', name_key) == ARGV[1] then redis.call('DEL', name_key) end
+  local proof_key = ARGV[2] .. ':resume:' .. c.client.name
+  local proof = redis.call('GET', proof_key)
+  if proof and string.sub(proof, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then redis.call('DEL', proof_key) end
   if c.node then redis.call('SREM', ARGV[2] .. ':node-clients:' .. c.node, ARGV[1]) end
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// Moves a client name to ARGV[1] if ARGV[2] (or nobody, or ARGV[1]
-/// already) holds it: 1 when it did, 0 when another client holds it.
+/// Moves the client name KEYS[1] to ARGV[1] if ARGV[2] (or nobody, or
+/// ARGV[1] already) holds it and, when ARGV[3] is not empty, the proof
+/// KEYS[2] kept for the holder is ARGV[3]: 1 when it did, else 0.
 const CLAIM_FROM_SCRIPT: &str = r#"
 local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] and held ~= ARGV[2] then return 0 end
+if held and held ~= ARGV[1] then
+  if held ~= ARGV[2] then return 0 end
+  if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= held .. ':' .. ARGV[3] then return 0 end
+end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
+"#;
+
+/// Keeps the proof ARGV[1]:ARGV[2] in KEYS[2] while ARGV[1] holds the name
+/// KEYS[1].
+const VOUCH_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
+end
+return 0
 "#;
 
 fn unavailable(e: redis::RedisError) -> ClusterError {
@@ -167,23 +184,38 @@ impl Claims for RedisClaims {
         name: &str,
         uuid: Uuid,
         holder: Uuid,
+        proof: Option<&str>,
     ) -> Pending<Result<bool, ClusterError>> {
         let link = self.link.clone();
         let name = name.to_owned();
+        let proof = proof.unwrap_or_default().to_owned();
         Box::pin(async move {
             link.flushed().await;
             let mut conn = link.master.conn();
             let moved: i64 = redis::cmd("EVAL")
                 .arg(CLAIM_FROM_SCRIPT)
-                .arg(1)
+                .arg(2)
                 .arg(key(&["name", &name]))
+                .arg(key(&["resume", &name]))
                 .arg(uuid.to_string())
                 .arg(holder.to_string())
+                .arg(proof)
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
             Ok(moved == 1)
         })
+    }
+
+    fn vouch(&self, name: &str, uuid: Uuid, hash: &str) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(VOUCH_SCRIPT)
+            .arg(2)
+            .arg(key(&["name", name]))
+            .arg(key(&["resume", name]))
+            .arg(uuid.to_string())
+            .arg(hash);
+        self.link.write(cmd);
     }
 
     fn claim_service(
