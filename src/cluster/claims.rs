@@ -50,8 +50,9 @@ pub trait Claims: Send + Sync + 'static {
     /// ([`claim_name_from`](Claims::claim_name_from)); nobody answers when
     /// that node is dead, and its reaper records the client's `Left`.
     fn take_over(&self, node: NodeId, uuid: Uuid);
-    /// Claims this node's names again after the link came back; a client
-    /// whose name was given away meanwhile comes back as
+    /// Claims this node's names again after the link came back (or checks
+    /// it still holds them); a client whose name was given away or taken
+    /// over meanwhile comes back as
     /// [`Inbound::NameLost`](super::Inbound::NameLost).
     fn reclaim_names(&self, names: Vec<(String, Uuid)>);
     /// Finds a client this node has not heard of, by name or by uuid: its

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::process::{issue_token, Process};
-use crate::common::redis::RedisServer;
-use crate::common::{Client, PATIENCE};
+use crate::common::redis::{RedisServer, Relay};
+use crate::common::{Client, TestServer, PATIENCE};
 use crate::{replica_process, sees};
 
 /// How many token holders the killed replica serves.
@@ -282,4 +282,51 @@ async fn the_resume_secret_brings_a_name_back_from_a_killed_replica_at_once() {
         )
         .await;
     assert_eq!(client.skip_to("MESSAGE").await["data"], "back");
+}
+
+/// A replica cut off from Redis briefly (well within its lease: nobody
+/// reaps it) misses the word to close a client whose name a token holder
+/// took over meanwhile on another replica; once its link is back it finds
+/// the name held by another and closes the stale socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_back_from_a_brief_cut_closes_the_socket_whose_name_moved() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let relay = Relay::start(redis.port).await;
+    let (url, data) = (relay.url(), files.path().to_owned());
+    let cut = TestServer::with(move |s| {
+        s.redis_url = url;
+        s.node_lease_ms = LEASE_MS;
+        s.data_dir = data;
+    });
+    let (_kept, url) = started(&redis, files.path(), LEASE_MS).await;
+    let tokens = tokens(&redis, &["drifter".to_owned()]).await;
+    let mut stale = cut.connect().await;
+    stale
+        .identify_with(identify("drifter", Some(&tokens[0])))
+        .await;
+    let mut watcher = Client::connect(&url).await;
+    watcher.identify("watcher").await;
+    sees(&mut watcher, &["drifter", "watcher"]).await;
+
+    relay.cut();
+    let cut_at = Instant::now();
+    let mut new = Client::connect(&url).await;
+    new.identify_with(identify("drifter", Some(&tokens[0])))
+        .await;
+    relay.mend();
+    let code = dropped(&mut stale).await;
+    assert!(
+        cut_at.elapsed() < Duration::from_millis(LEASE_MS * 2 / 3),
+        "closed by its reaping, not by its own check: {:?}",
+        cut_at.elapsed()
+    );
+    assert_eq!(code, 4005);
+    sees(&mut watcher, &["drifter", "watcher"]).await;
+    watcher
+        .send(
+            json!({"type": "MESSAGE", "target": {"type": "NAME", "name": "drifter"}, "data": "hi"}),
+        )
+        .await;
+    assert_eq!(new.skip_to("MESSAGE").await["data"], "hi");
 }

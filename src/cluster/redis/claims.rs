@@ -24,6 +24,9 @@ const LOCATE_PAUSE: Duration = Duration::from_millis(5);
 const RECLAIM_ATTEMPTS: u32 = 10;
 const RECLAIM_PAUSE: Duration = Duration::from_millis(500);
 
+/// How many names one look at their holders asks Redis for at once.
+const HOLDERS_BATCH: usize = 1_000;
+
 /// How long a graceful stop waits for queued writes to reach Redis.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -85,6 +88,24 @@ impl RedisClaims {
             .query_async(&mut conn)
             .await?;
         Ok(holder.and_then(|h| h.parse().ok()))
+    }
+
+    /// The holders of `names`, in order, in batches of [`HOLDERS_BATCH`].
+    async fn holders(
+        link: &Link,
+        names: &[(String, Uuid)],
+    ) -> redis::RedisResult<Vec<Option<Uuid>>> {
+        let mut conn = link.master.conn();
+        let mut holders = Vec::with_capacity(names.len());
+        for batch in names.chunks(HOLDERS_BATCH) {
+            let mut mget = redis::cmd("MGET");
+            for (name, _) in batch {
+                mget.arg(key(&["name", name]));
+            }
+            let held: Vec<Option<String>> = mget.query_async(&mut conn).await?;
+            holders.extend(held.into_iter().map(|h| h.and_then(|h| h.parse().ok())));
+        }
+        Ok(holders)
     }
 
     async fn claim(link: &Link, name: &str, uuid: Uuid) -> redis::RedisResult<bool> {
@@ -255,7 +276,14 @@ impl Claims for RedisClaims {
     fn reclaim_names(&self, names: Vec<(String, Uuid)>) {
         let link = self.link.clone();
         tokio::spawn(async move {
-            for (name, uuid) in names {
+            // Most are still this node's: one look at them all first.
+            let held = RedisClaims::holders(&link, &names)
+                .await
+                .unwrap_or_default();
+            for (i, (name, uuid)) in names.into_iter().enumerate() {
+                if held.get(i).copied().flatten() == Some(uuid) {
+                    continue;
+                }
                 // An error is not an answer: Redis may be failing over.
                 // Try again a few times; only another holder loses the name.
                 for attempt in 1..=RECLAIM_ATTEMPTS {

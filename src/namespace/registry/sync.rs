@@ -165,6 +165,18 @@ impl Registry {
                 // This node's own clients missing from the shared namespace.
                 if act.dir.local.keys().any(|uuid| !local_known.contains(uuid)) {
                     act.reregister_local();
+                } else if !act.dir.local.is_empty() {
+                    // Recorded still, but a name may have been taken over
+                    // meanwhile by a connection that proved it owns it,
+                    // and the word to close the old one lost with the
+                    // link: check that each is still held here.
+                    let names = act
+                        .dir
+                        .local
+                        .values()
+                        .map(|c| (c.info.name.clone(), c.info.uuid))
+                        .collect();
+                    act.cluster.claims().reclaim_names(names);
                 }
             }))
         }));
