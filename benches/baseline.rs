@@ -120,12 +120,15 @@ impl Hub {
         }
         let seq = Some(next(seq));
         match payload {
-            PayloadIn::ServiceCreate { service, nickname } => {
+            PayloadIn::ServiceCreate {
+                service, nickname, ..
+            } => {
                 let receipt = ServiceInfo {
                     name: service.clone().into_owned(),
                     nickname: nickname.map(|n| n.into_owned()),
                     owner_uuid: self.uuid(id),
                     subscribers: Vec::new(),
+                    history: None,
                 };
                 self.services.insert(
                     service.into_owned(),
@@ -141,7 +144,7 @@ impl Hub {
                 };
                 self.reply(id, seq, payload);
             }
-            PayloadIn::SelfSubscribe { service } => {
+            PayloadIn::SelfSubscribe { service, .. } => {
                 let uuids: Vec<Uuid> = self
                     .services
                     .get(service.as_ref())
@@ -156,6 +159,8 @@ impl Hub {
                         PayloadOut::SelfSubscribeResult {
                             successful: true,
                             service: info,
+                            position: None,
+                            recovered: None,
                         }
                     }
                     None => PayloadOut::InvalidService {
@@ -231,6 +236,7 @@ impl Hub {
                     origin: &sender.origin,
                     service: Some(&s.receipt_json),
                     data,
+                    position: None,
                 }
                 .encode()
                 .into();
@@ -248,6 +254,7 @@ impl Hub {
                         origin: &sender.origin,
                         service: None,
                         data,
+                        position: None,
                     }
                     .encode();
                     self.send(to, frame.into());

@@ -270,7 +270,7 @@ proptest! {
                     json!({"name": "a", "uuid": uuid::Uuid::nil(), "tags": []}),
                 ).expect("client");
                 let origin = OriginRef { client: &client, service: None }.encode();
-                let frame = MessageOut { target: &target, origin: &origin, service: None, data: raw }
+                let frame = MessageOut { target: &target, origin: &origin, service: None, data: raw, position: None }
                     .encode();
                 let read = serde_json::from_str::<Sequenced>(&frame);
                 prop_assert!(read.is_ok(), "{frame}: {:?}", read.err());

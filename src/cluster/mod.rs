@@ -16,7 +16,10 @@
 //!   lease (dead nodes are detected and cleaned up after:
 //!   [`Inbound::Reap`]), and the takeover of a name by a newer connection;
 //! * the [`Store`] holds the small state features share (accounts,
-//!   revocations, counters, leases, allocations).
+//!   revocations, counters, leases, allocations);
+//! * the [`Histories`] keep what services that ask for it broadcast, for
+//!   subscribers that come back: in memory alone; not yet on Redis, where
+//!   a service gets none.
 //!
 //! [`join`] builds the three from the settings, in this one place, and
 //! hands them to the gateway as one [`Cluster`]: nothing outside this
@@ -31,6 +34,7 @@
 mod broker;
 mod claims;
 pub mod disk;
+pub mod history;
 mod payload;
 pub mod redis;
 pub mod settings;
@@ -47,6 +51,7 @@ use uuid::Uuid;
 
 pub use self::broker::Broker;
 pub use self::claims::Claims;
+pub use self::history::Histories;
 pub use self::payload::Payload;
 pub use self::settings::ClusterSettings;
 use self::store::Store;
@@ -175,6 +180,7 @@ pub struct Cluster {
     broker: Box<dyn Broker>,
     claims: Box<dyn Claims>,
     store: Arc<dyn Store>,
+    history: Option<Arc<dyn Histories>>,
     /// Whether other nodes may serve this node's clients once it stops.
     replicated: bool,
 }
@@ -198,6 +204,11 @@ impl Cluster {
     /// The state every node shares.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Services' histories, where this node keeps them.
+    pub fn history(&self) -> Option<&Arc<dyn Histories>> {
+        self.history.as_ref()
     }
 
     /// How this node's clients are closed when it stops: alone, the
@@ -256,6 +267,7 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
             broker: Box::new(standalone::LocalBroker::new(node)),
             claims: Box::new(standalone::LocalClaims::default()),
             store,
+            history: Some(Arc::new(history::MemoryHistory::default())),
             replicated: false,
         };
         return Ok((cluster, rx));
@@ -265,6 +277,7 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
         broker: Box::new(parts.broker),
         claims: Box::new(parts.claims),
         store: parts.store,
+        history: None,
         replicated: true,
     };
     Ok((cluster, rx))

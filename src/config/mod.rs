@@ -262,6 +262,14 @@ settings! {
     max_services_per_client: usize = 64, env "CONCIERGE_MAX_SERVICES_PER_CLIENT";
     /// Most services one client may be subscribed to at once.
     max_subscriptions_per_client: usize = 256, env "CONCIERGE_MAX_SUBSCRIPTIONS_PER_CLIENT";
+    /// Messages a service keeps of its broadcasts for subscribers that come back (docs/PROTOCOL.md section 17) when its SERVICE_CREATE asks for no history; 0 keeps none. Only a gateway running alone keeps histories yet.
+    history_size: u64 = 0, env "CONCIERGE_HISTORY_SIZE";
+    /// Seconds a service's history keeps a message when its SERVICE_CREATE asks for no history.
+    history_ttl_secs: u64 = 300, env "CONCIERGE_HISTORY_TTL_SECS", check positive;
+    /// Most messages a SERVICE_CREATE may ask its history to keep.
+    max_history_size: u64 = 10_000, env "CONCIERGE_MAX_HISTORY_SIZE";
+    /// Most bytes one service's history keeps: beyond, its oldest messages go.
+    max_history_bytes: usize = 16_777_216, env "CONCIERGE_MAX_HISTORY_BYTES", check positive;
     /// Largest file accepted by PUT /fs, in bytes; larger uploads get 413.
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
     /// Most bytes one client's files may take on the file server, uploads still streaming in included; an upload beyond gets 413. In a cluster each replica counts the uploads it received.

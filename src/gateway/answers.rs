@@ -41,6 +41,7 @@ pub async fn answer(
             service: None,
         },
         data,
+        position: None,
     });
 }
 

@@ -24,8 +24,11 @@ use super::router::{self, Relayed};
 use super::service::{Subscribe, Unsubscribe};
 use super::view::ClientRecord;
 use super::Namespace;
-use crate::protocol::{ClientInfo, HostService, PayloadOut, Sequenced, Target};
+use crate::protocol::{ClientInfo, History, HostService, PayloadOut, Position, Sequenced, Target};
 use crate::transport::outbox::{Frame, Outbox};
+
+/// The longest a service's history may keep a message: a day.
+pub const MAX_HISTORY_TTL_SECS: u64 = 86_400;
 
 /// What an identified client asked for, owned (to wait behind an earlier
 /// request).
@@ -35,12 +38,17 @@ pub enum Op {
         target: Target,
         data: Box<RawValue>,
     },
-    SelfSubscribe(String),
+    SelfSubscribe {
+        service: String,
+        /// Where to resume the service's history from.
+        position: Option<Position>,
+    },
     SelfUnsubscribe(String),
     SelfFetch,
     ServiceCreate {
         service: String,
         nickname: Option<String>,
+        history: Option<History>,
     },
     ServiceDelete(String),
     ServiceFetch(String),
@@ -195,7 +203,10 @@ impl Member {
             Op::ServiceFetchAll => now(PayloadOut::ServiceFetchAllResult {
                 services: dir.services().map(|s| s.info()).collect(),
             }),
-            Op::SelfSubscribe(name) => {
+            Op::SelfSubscribe {
+                service: name,
+                position,
+            } => {
                 let Some(service) = dir.service(&name) else {
                     return now(PayloadOut::InvalidService { service: name });
                 };
@@ -206,10 +217,13 @@ impl Member {
                     return now(PayloadOut::SelfSubscribeResult {
                         successful: false,
                         service: view.info(),
+                        position: None,
+                        recovered: None,
                     });
                 }
                 let request = service.addr.send(Subscribe {
                     client: self.record.clone(),
+                    position,
                     reply: reply.clone(),
                 });
                 // A service that ended meanwhile no longer exists.
@@ -234,7 +248,11 @@ impl Member {
                 let gone = PayloadOut::InvalidService { service: name };
                 Outcome::later("an unsubscription", answered_by(request, reply, gone))
             }
-            Op::ServiceCreate { service, nickname } => {
+            Op::ServiceCreate {
+                service,
+                nickname,
+                history,
+            } => {
                 if let Some(existing) = dir.service(&service) {
                     return now(PayloadOut::ServiceCreateResult {
                         successful: false,
@@ -244,10 +262,15 @@ impl Member {
                 if let Err(desc) = self.check_service_fields(&service, nickname.as_deref()) {
                     return now(PayloadOut::Bad { desc: Some(desc) });
                 }
+                let history = match self.history_to_keep(history) {
+                    Ok(history) => history,
+                    Err(desc) => return now(PayloadOut::Bad { desc: Some(desc) }),
+                };
                 let request = ns.registry.send(CreateService {
                     owner: self.uuid(),
                     name: service,
                     nickname,
+                    history,
                     reply: reply.clone(),
                 });
                 Outcome::later(
@@ -267,6 +290,33 @@ impl Member {
                 )
             }
         }
+    }
+
+    /// The history a new service keeps: what it asked for, checked, or the
+    /// default; none where this node keeps no histories (a cluster, for
+    /// now) or when it asked for 0 messages.
+    fn history_to_keep(&self, asked: Option<History>) -> Result<Option<History>, String> {
+        let settings = self.namespace.settings();
+        let history = match asked {
+            Some(history) => {
+                let max = settings.max_history_size;
+                if history.size > max {
+                    return Err(format!("a service history keeps at most {max} messages"));
+                }
+                if !(1..=MAX_HISTORY_TTL_SECS).contains(&history.ttl) {
+                    return Err(format!(
+                        "a service history keeps a message 1 to {MAX_HISTORY_TTL_SECS} seconds"
+                    ));
+                }
+                history
+            }
+            None => History {
+                size: settings.history_size,
+                ttl: settings.history_ttl_secs,
+            },
+        };
+        let kept = history.size > 0 && self.namespace.cluster.history().is_some();
+        Ok(kept.then_some(history))
     }
 
     fn check_service_fields(&self, name: &str, nickname: Option<&str>) -> Result<(), String> {

@@ -13,10 +13,10 @@ use uuid::Uuid;
 use std::future::Future;
 use std::pin::Pin;
 
-use super::view::{ClientRecord, Directory};
+use super::view::{ClientRecord, Directory, HistoryGate};
 use super::Namespace;
 use crate::cluster::Handoff;
-use crate::protocol::{MessageOut, PayloadOut, Target};
+use crate::protocol::{MessageOut, PayloadOut, Position, Target};
 use crate::transport::outbox::Frame;
 
 /// An answer that comes later.
@@ -74,6 +74,7 @@ pub(super) fn route(
             origin: &from.origin,
             service,
             data,
+            position: None,
         })
     };
     let payload = match target {
@@ -103,6 +104,9 @@ pub(super) fn route(
             let owner = view.receipt.owner_uuid;
             let sender = from.info.uuid;
             if sender == owner {
+                if let Some(gate) = &handle.history {
+                    return broadcast_kept(ns, gate, service, target, from, data);
+                }
                 let frame = frame(Some(&view.receipt_json));
                 view.publish(&frame, Some(owner));
                 return answer(ns.cluster.broker().publish_service(
@@ -141,6 +145,61 @@ pub(super) fn route(
         }
     };
     Relayed::Now(payload)
+}
+
+/// A broadcast of a service that keeps a history: appended, stamped with
+/// its position, and delivered under the service's gate, so that a
+/// subscriber joining meanwhile either reads it from the history or is
+/// sent it live, never both (see [`HistoryGate`]).
+fn broadcast_kept(
+    ns: &Namespace,
+    gate: &HistoryGate,
+    service: &str,
+    target: &Target,
+    from: &ClientRecord,
+    data: &RawValue,
+) -> Relayed {
+    let _order = gate.hold();
+    // Loaded under the gate: the subscribers as they are now.
+    let view = ns
+        .directory()
+        .service(service)
+        .map(|handle| handle.view.load_full());
+    let Some(view) = view else {
+        return Relayed::Now(PayloadOut::InvalidService {
+            service: service.to_owned(),
+        });
+    };
+    let write = |position: Option<&Position>| {
+        Frame::message(&MessageOut {
+            target,
+            origin: &from.origin,
+            service: Some(&view.receipt_json),
+            data,
+            position,
+        })
+    };
+    let mut kept = None;
+    let appended = ns.cluster.history().and_then(|histories| {
+        histories.append(service, &gate.epoch, &mut |position| {
+            let frame = write(Some(position));
+            let bytes = frame.payload_bytes();
+            kept = Some(frame);
+            bytes
+        })
+    });
+    // Not appended: the service is being replaced by one of the same name.
+    let frame = match (appended, kept) {
+        (Some(_), Some(frame)) => frame,
+        _ => write(None),
+    };
+    let owner = view.receipt.owner_uuid;
+    view.publish(&frame, Some(owner));
+    answer(
+        ns.cluster
+            .broker()
+            .publish_service(service, Some(owner), frame.payload()),
+    )
 }
 
 /// Sends a frame to one client, here or on its node.
@@ -210,6 +269,7 @@ fn look_up(ns: &Namespace, from: &Arc<ClientRecord>, target: &Target, data: &Raw
                 origin: &from.origin,
                 service: None,
                 data: &data,
+                position: None,
             })
         };
         // Known by now: its arrival reached this node during the lookup.

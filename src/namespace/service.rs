@@ -20,14 +20,16 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use indexmap::IndexMap;
 use uuid::Uuid;
 
 use super::member::ReplyTo;
 use super::observe::{Change, Observers};
-use super::view::{ClientRecord, Directory, LedgerRefusal, ServiceView};
+use super::view::{ClientRecord, Directory, HistoryGate, LedgerRefusal, ServiceView};
+use crate::cluster::history::Recovery;
 use crate::cluster::{Cluster, Event};
-use crate::protocol::{PayloadOut, Sequenced, ServiceInfo};
+use crate::protocol::{PayloadOut, Position, Sequenced, ServiceInfo};
 use crate::transport::outbox::Frame;
 
 /// Who hears of a change made here.
@@ -48,6 +50,8 @@ pub enum Share {
 #[rtype(result = "()")]
 pub struct Subscribe {
     pub client: Arc<ClientRecord>,
+    /// Where to resume the service's history from.
+    pub position: Option<Position>,
     pub reply: ReplyTo,
 }
 
@@ -103,6 +107,10 @@ pub struct Service {
     max_subscriptions: usize,
     /// Whether this node follows the service's cluster channel.
     watched: bool,
+    /// Its history's gate, when it keeps one.
+    history: Option<Arc<HistoryGate>>,
+    /// The most messages one subscriber is replayed.
+    max_replay: usize,
 }
 
 impl Actor for Service {
@@ -118,6 +126,8 @@ pub struct Setup {
     pub cluster: Arc<Cluster>,
     pub observers: Observers,
     pub max_subscriptions: usize,
+    pub history: Option<Arc<HistoryGate>>,
+    pub max_replay: usize,
 }
 
 impl Service {
@@ -133,6 +143,8 @@ impl Service {
             observers: setup.observers,
             max_subscriptions: setup.max_subscriptions,
             watched: false,
+            history: setup.history,
+            max_replay: setup.max_replay,
         }
     }
 
@@ -234,6 +246,22 @@ impl Service {
         Some(after)
     }
 
+    /// The history's last position and, when the subscriber gave one that
+    /// is still in it, the messages after it (`None` when it cannot be
+    /// recovered, or more than can be queued for one client at once).
+    /// Called under the gate.
+    fn recover(&self, after: Option<&Position>) -> (Option<Position>, Option<Vec<Bytes>>) {
+        let Some(histories) = self.history.as_ref().and(self.cluster.history()) else {
+            return (None, None);
+        };
+        let last = histories.last(&self.name);
+        let replay = after.and_then(|after| match histories.since(&self.name, after) {
+            Recovery::Recovered(replay) if replay.len() <= self.max_replay => Some(replay),
+            _ => None,
+        });
+        (last, replay)
+    }
+
     /// A subscription another node made: its client is in the directory.
     fn add_remote(&mut self, uuid: Uuid) {
         if self.subscribers.contains_key(&uuid) {
@@ -254,7 +282,11 @@ impl Handler<Subscribe> for Service {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
-        let Subscribe { client, reply } = msg;
+        let Subscribe {
+            client,
+            position,
+            reply,
+        } = msg;
         let uuid = client.info.uuid;
         let answer = |payload: PayloadOut| {
             reply.send(payload);
@@ -264,8 +296,16 @@ impl Handler<Subscribe> for Service {
             return answer(PayloadOut::SelfSubscribeResult {
                 successful: false,
                 service: self.info(),
+                position: None,
+                recovered: None,
             });
         }
+        // Held until the reply and the replay are in the client's outbox:
+        // the broadcasts wait, so none reaches it before them, and each is
+        // either in the replay or sent to it live (see `HistoryGate`).
+        let gate = self.history.clone();
+        let _order = gate.as_ref().map(|gate| gate.hold());
+        let outbox = client.outbox.clone();
         let max = self.max_subscriptions;
         let after = match self.add(client, max) {
             Ok(after) => after,
@@ -285,10 +325,22 @@ impl Handler<Subscribe> for Service {
             uuid,
         };
         self.share(event, Share::Everyone);
+        let (last, recovery) = self.recover(position.as_ref());
         let result = PayloadOut::SelfSubscribeResult {
             successful: true,
             service: after,
+            position: last,
+            recovered: position.map(|_| recovery.is_some()),
         };
+        if let Some(replay) = recovery {
+            reply.send(result);
+            for message in replay {
+                if let (Ok(json), Some(outbox)) = (std::str::from_utf8(&message), &outbox) {
+                    outbox.send(Frame::new(json));
+                }
+            }
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
         // The first subscriber here of a service owned elsewhere is
         // answered only once this node receives its broadcasts, so a
         // broadcast the owner sends after the client learnt it is

@@ -101,6 +101,11 @@ impl Frame {
         &self.wire[self.payload_at..]
     }
 
+    /// The JSON payload, sharing the frame's bytes (to keep it).
+    pub fn payload_bytes(&self) -> Bytes {
+        self.wire.slice(self.payload_at..)
+    }
+
     /// The whole WebSocket frame, header included.
     pub fn wire(&self) -> Bytes {
         self.wire.clone()

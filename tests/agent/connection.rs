@@ -37,6 +37,20 @@ async fn ctl_reports_a_host_that_is_not_there_and_bad_usage() {
         names.contains(&"telemetry_host1") && names.contains(&"audit_host1"),
         "{names:?}"
     );
+    // The audit trail is kept for watchers that come back; telemetry is not.
+    let history = |name: &str| {
+        let service = services
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|s| s["name"] == name);
+        service.expect("listed")["history"].clone()
+    };
+    assert_eq!(
+        history("audit_host1"),
+        serde_json::json!({"size": 1000, "ttl": 3600})
+    );
+    assert!(history("telemetry_host1").is_null(), "{services}");
 }
 
 #[tokio::test]

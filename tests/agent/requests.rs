@@ -306,3 +306,45 @@ async fn get_port_hands_out_a_port_free_to_listen_on() {
     assert_ne!(port, 0, "{reply}");
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
 }
+
+#[tokio::test]
+async fn an_audit_watcher_that_comes_back_gets_the_commands_it_missed() {
+    let fleet = Fleet::start().await;
+    let mut watcher = fleet.audit_watcher().await;
+    let (code, _) = fleet
+        .request(&fleet.alice, "execute", json!({"cmd": ["true"]}))
+        .await;
+    assert_eq!(code, 0);
+    let seen = watcher.skip_to("MESSAGE").await;
+    let position = seen["position"].clone();
+    assert_eq!(position["offset"], 1, "{seen}");
+    watcher.close().await;
+
+    // Two commands while nobody watches.
+    for cmd in ["false", "true"] {
+        fleet
+            .request(&fleet.alice, "execute", json!({"cmd": [cmd]}))
+            .await;
+    }
+    let mut back = fleet.client("alice_watch", &fleet.alice).await;
+    let subscribe =
+        json!({"type": "SELF_SUBSCRIBE", "service": "audit_host1", "position": position});
+    back.send(subscribe).await;
+    let reply = back.skip_to("SELF_SUBSCRIBE_RESULT").await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    let mut replayed = Vec::new();
+    for _ in 0..2 {
+        let message = back.recv().await;
+        assert_eq!(message["type"], "MESSAGE", "{message}");
+        let args = &message["data"]["entry"]["args"];
+        replayed.push((
+            message["position"]["offset"].clone(),
+            args["cmd"][0].clone(),
+        ));
+    }
+    assert_eq!(
+        replayed,
+        [(json!(2), json!("false")), (json!(3), json!("true"))],
+        "the missed commands, in order"
+    );
+}

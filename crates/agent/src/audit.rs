@@ -19,11 +19,19 @@ use std::time::SystemTime;
 use serde_json::{json, Map, Value};
 
 use concierge_protocol::agent::{Envelope, Failure, Reason};
-use concierge_protocol::Origin;
+use concierge_protocol::{History, Origin};
 
 /// How deeply a request's arguments may nest and still be recorded as
 /// JSON (no command of the agent takes more than a few levels).
 pub const ARGS_DEPTH: usize = 16;
+
+/// The history `audit_<host>` asks the gateway to keep, so that a watcher
+/// that comes back resumes where it was (`docs/PROTOCOL.md` §17): the last
+/// thousand commands of the last hour.
+pub const HISTORY: History = History {
+    size: 1_000,
+    ttl: 3_600,
+};
 
 pub struct Audit {
     path: PathBuf,

@@ -167,11 +167,16 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
     tracing::info!(name = %settings.name, %uuid, url = %settings.url, "connected");
     let telemetry_service = HostService::Telemetry.of(&settings.name);
     let audit_service = HostService::Audit.of(&settings.name);
-    for service in [&telemetry_service, &audit_service] {
+    // Telemetry is resent every tick: only the audit trail is kept.
+    for (service, history) in [
+        (&telemetry_service, None),
+        (&audit_service, Some(audit::HISTORY)),
+    ] {
         sender
             .send(&PayloadIn::ServiceCreate {
                 service: service.into(),
                 nickname: None,
+                history,
             })
             .await?;
     }
@@ -179,6 +184,7 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
     sender
         .send(&PayloadIn::SelfSubscribe {
             service: telemetry_service.as_str().into(),
+            position: None,
         })
         .await?;
     if let Some(vpn) = &host.vpn {

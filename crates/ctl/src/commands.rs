@@ -250,6 +250,7 @@ impl Ctl {
                 .sender
                 .send(&PayloadIn::SelfSubscribe {
                     service: service.as_str().into(),
+                    position: None,
                 })
                 .await?;
         }
@@ -416,6 +417,7 @@ impl Ctl {
                 .sender
                 .send(&PayloadIn::SelfSubscribe {
                     service: service.as_str().into(),
+                    position: None,
                 })
                 .await?;
         }

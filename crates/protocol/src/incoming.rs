@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{data, Target};
+use super::{data, History, Position, Target};
 
 /// A payload sent by a client to the gateway.
 ///
@@ -53,6 +53,10 @@ pub enum PayloadIn<'a> {
     },
     SelfSubscribe {
         service: Cow<'a, str>,
+        /// The last position of the service's history the client saw: the
+        /// messages after it are replayed before the live ones.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<Position>,
     },
     SelfUnsubscribe {
         service: Cow<'a, str>,
@@ -65,6 +69,9 @@ pub enum PayloadIn<'a> {
         service: Cow<'a, str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         nickname: Option<Cow<'a, str>>,
+        /// The history to keep; absent: the gateway's default.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        history: Option<History>,
     },
     ServiceDelete {
         service: Cow<'a, str>,
@@ -142,6 +149,10 @@ struct Fields<'a> {
     seq: Option<&'a RawValue>,
     #[serde(borrow)]
     target: Option<&'a RawValue>,
+    #[serde(borrow)]
+    position: Option<&'a RawValue>,
+    #[serde(borrow)]
+    history: Option<&'a RawValue>,
     /// Kept even when it is `null`, which is a valid MESSAGE `data`.
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
@@ -239,6 +250,7 @@ impl<'a> PayloadIn<'a> {
             }
             PayloadKind::SelfSubscribe => PayloadIn::SelfSubscribe {
                 service: r.string("service", f.service)?,
+                position: r.optional("position", f.position)?,
             },
             PayloadKind::SelfUnsubscribe => PayloadIn::SelfUnsubscribe {
                 service: r.string("service", f.service)?,
@@ -250,6 +262,7 @@ impl<'a> PayloadIn<'a> {
             PayloadKind::ServiceCreate => PayloadIn::ServiceCreate {
                 service: r.string("service", f.service)?,
                 nickname: r.optional_string("nickname", f.nickname)?,
+                history: r.optional("history", f.history)?,
             },
             PayloadKind::ServiceDelete => PayloadIn::ServiceDelete {
                 service: r.string("service", f.service)?,

@@ -29,7 +29,7 @@ pub use close::{Close, CloseCode};
 pub use data::MAX_DATA_DEPTH;
 pub use incoming::{DecodeError, PayloadIn, PayloadKind};
 pub use names::{CtlName, HostKind, HostService};
-pub use objects::{ClientInfo, Origin, ServiceInfo, Target};
+pub use objects::{ClientInfo, History, Origin, Position, ServiceInfo, Target};
 pub use outgoing::{raw_json, MessageOut, OriginRef, PayloadOut, Sequenced};
 pub use role::Role;
 

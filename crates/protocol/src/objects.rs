@@ -35,6 +35,29 @@ pub struct ServiceInfo {
     /// [`Origin`]); complete everywhere else.
     #[serde(default)]
     pub subscribers: Vec<Uuid>,
+    /// The history the service keeps of its broadcasts; absent when it
+    /// keeps none (`docs/PROTOCOL.md` §17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+}
+
+/// How much of its broadcasts a service keeps, for subscribers that come
+/// back (`docs/PROTOCOL.md` §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The most messages kept: the oldest goes when one more comes.
+    pub size: u64,
+    /// Seconds a message is kept.
+    pub ttl: u64,
+}
+
+/// Where a broadcast stands in its service's history: the history's
+/// `epoch`, which changes when the history is lost, and the message's
+/// `offset` in it (the first is 1; 0 is the position before it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
 }
 
 /// Where a MESSAGE goes.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::{ClientInfo, Origin, ServiceInfo, Target};
+use super::{ClientInfo, Origin, Position, ServiceInfo, Target};
 
 /// A payload sent by the gateway. The `seq` of the request it answers travels
 /// beside it in [`Sequenced`].
@@ -38,10 +38,22 @@ pub enum PayloadOut {
         target: Target,
         origin: Origin,
         data: serde_json::Value,
+        /// Where a broadcast of a service that keeps a history stands in it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<Position>,
     },
     SelfSubscribeResult {
         successful: bool,
         service: ServiceInfo,
+        /// The history's last position (of a service that keeps one): the
+        /// live broadcasts that follow come after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<Position>,
+        /// Whether the messages after the position the client gave are
+        /// replayed (after this reply, before the live ones); absent when
+        /// it gave none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     SelfUnsubscribeResult {
         successful: bool,
@@ -145,6 +157,8 @@ pub struct MessageOut<'a> {
     /// The service the message went through, a JSON object.
     pub service: Option<&'a RawValue>,
     pub data: &'a RawValue,
+    /// Its place in the service's history, when the service keeps one.
+    pub position: Option<&'a Position>,
 }
 
 /// The borrowed form of [`Origin`], to encode once.
@@ -175,6 +189,7 @@ impl MessageOut<'_> {
         64 + self.origin.get().len()
             + self.service.map_or(0, |s| s.get().len())
             + self.data.get().len()
+            + self.position.map_or(0, |p| 48 + p.epoch.len())
     }
 
     /// Writes the message's JSON: `{"type":"MESSAGE","target":…,"origin":…,"data":…}`,
@@ -197,6 +212,11 @@ impl MessageOut<'_> {
         }
         out.extend_from_slice(br#","data":"#);
         out.extend_from_slice(self.data.get().as_bytes());
+        if let Some(position) = self.position {
+            out.extend_from_slice(br#","position":"#);
+            // Strings and a number: encoding it cannot fail.
+            serde_json::to_writer(&mut *out, position).expect("a position always serializes");
+        }
         out.push(b'}');
     }
 

@@ -172,6 +172,7 @@ fn message_out_relays_raw_data_and_matches_the_client_type() {
         origin: &encoded,
         service: None,
         data: &data,
+        position: None,
     }
     .encode();
     assert!(text.contains(r#""data":{"k": [1,2]}"#), "{text}");
@@ -182,7 +183,8 @@ fn message_out_relays_raw_data_and_matches_the_client_type() {
         PayloadOut::Message {
             target,
             origin: origin.clone(),
-            data: json!({"k": [1, 2]})
+            data: json!({"k": [1, 2]}),
+            position: None,
         }
     );
     // Through a service, the service is the receipt's last member.
@@ -191,17 +193,27 @@ fn message_out_relays_raw_data_and_matches_the_client_type() {
         nickname: None,
         owner_uuid: origin.client.uuid,
         subscribers: Vec::new(),
+        history: Some(History { size: 10, ttl: 60 }),
     };
     let target = Target::Service {
         service: "chat".into(),
+    };
+    let position = Position {
+        epoch: "e1".into(),
+        offset: 7,
     };
     let text = MessageOut {
         target: &target,
         origin: &encoded,
         service: Some(&raw_json(&service)),
         data: &data,
+        position: Some(&position),
     }
     .encode();
+    assert!(
+        text.ends_with(r#","position":{"epoch":"e1","offset":7}}"#),
+        "{text}"
+    );
     let back: Sequenced = serde_json::from_str(&text).expect("decodes");
     assert_eq!(
         back.payload,
@@ -211,7 +223,8 @@ fn message_out_relays_raw_data_and_matches_the_client_type() {
                 client: origin.client,
                 service: Some(service),
             },
-            data: json!({"k": [1, 2]})
+            data: json!({"k": [1, 2]}),
+            position: Some(position),
         }
     );
 }

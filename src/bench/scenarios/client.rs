@@ -113,12 +113,14 @@ async fn set_up(shared: &Shared, plan: &Plan) -> Result<Client, BenchError> {
         let create = PayloadIn::ServiceCreate {
             service: service.into(),
             nickname: None,
+            history: None,
         };
         succeed(&mut client, &create).await?;
     }
     if let Some(service) = &plan.subscribe {
         let subscribe = PayloadIn::SelfSubscribe {
             service: service.into(),
+            position: None,
         };
         succeed(&mut client, &subscribe).await?;
     }

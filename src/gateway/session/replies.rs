@@ -259,12 +259,20 @@ pub(super) fn request_for(payload: PayloadIn<'_>) -> Request {
             target,
             data: data.to_owned(),
         },
-        PayloadIn::SelfSubscribe { service } => Op::SelfSubscribe(service.into_owned()),
+        PayloadIn::SelfSubscribe { service, position } => Op::SelfSubscribe {
+            service: service.into_owned(),
+            position,
+        },
         PayloadIn::SelfUnsubscribe { service } => Op::SelfUnsubscribe(service.into_owned()),
         PayloadIn::SelfFetch => Op::SelfFetch,
-        PayloadIn::ServiceCreate { service, nickname } => Op::ServiceCreate {
+        PayloadIn::ServiceCreate {
+            service,
+            nickname,
+            history,
+        } => Op::ServiceCreate {
             service: service.into_owned(),
             nickname: nickname.map(|n| n.into_owned()),
+            history,
         },
         PayloadIn::ServiceDelete { service } => Op::ServiceDelete(service.into_owned()),
         PayloadIn::ServiceFetch { service } => Op::ServiceFetch(service.into_owned()),

@@ -38,10 +38,13 @@ pub use self::join::{Join, Local, Resume};
 use super::member::ReplyTo;
 use super::observe::{Change, Observers};
 use super::service::{self, Service, Setup, Share};
-use super::view::{ClientRecord, Directory, ServiceHandle, ServiceView};
+use super::view::{ClientRecord, Directory, HistoryGate, ServiceHandle, ServiceView};
+use crate::cluster::history::Limits;
 use crate::cluster::{Cluster, Event, NodeId, Snapshot};
 use crate::config::Settings;
-use crate::protocol::{ClientInfo, Close, PayloadOut, Sequenced, ServiceInfo, PROTOCOL_VERSION};
+use crate::protocol::{
+    ClientInfo, Close, History, PayloadOut, Sequenced, ServiceInfo, PROTOCOL_VERSION,
+};
 use crate::transport::outbox::{Frame, Outbox, Overflowed};
 
 /// A client's connection is gone (also sent for one still joining).
@@ -59,6 +62,8 @@ pub struct CreateService {
     pub owner: Uuid,
     pub name: String,
     pub nickname: Option<String>,
+    /// The history it keeps, already checked.
+    pub history: Option<History>,
     pub reply: ReplyTo,
 }
 
@@ -390,6 +395,15 @@ impl Registry {
             .client(&receipt.owner_uuid)
             .is_some_and(|owner| owner.node == self.node);
         let view = Arc::new(ArcSwap::from_pointee(ServiceView::new(receipt.clone())));
+        // Started before the service is listed: its first broadcast is kept.
+        let history = receipt
+            .history
+            .zip(self.cluster.history())
+            .map(|(history, histories)| {
+                let limits = Limits::new(history, self.settings.max_history_bytes);
+                let start = histories.start(&receipt.name, limits);
+                Arc::new(HistoryGate::new(start.epoch))
+            });
         let setup = Setup {
             receipt: receipt.clone(),
             owned_here,
@@ -398,6 +412,8 @@ impl Registry {
             cluster: self.cluster.clone(),
             observers: self.observers.clone(),
             max_subscriptions: self.settings.max_subscriptions_per_client,
+            history: history.clone(),
+            max_replay: self.settings.max_outgoing_queue / 2,
         };
         let arbiter = &self.pool[self.next_arbiter % self.pool.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
@@ -406,9 +422,14 @@ impl Registry {
             .entry(receipt.owner_uuid)
             .or_default()
             .insert(receipt.name.clone());
-        self.dir
-            .services
-            .insert(receipt.name.clone(), Arc::new(ServiceHandle { addr, view }));
+        self.dir.services.insert(
+            receipt.name.clone(),
+            Arc::new(ServiceHandle {
+                addr,
+                view,
+                history,
+            }),
+        );
         self.publish();
         // Directory news, like presence: not for the clients that declined
         // it (a fleet of agents each creating services would otherwise
@@ -427,6 +448,9 @@ impl Registry {
     /// Takes a service out of the directory; its actor must be ended.
     fn unlist(&mut self, name: &str) -> Option<Arc<ServiceHandle>> {
         let handle = self.dir.services.remove(name)?;
+        if let Some(histories) = handle.history.as_ref().and(self.cluster.history()) {
+            histories.end(name);
+        }
         let owner = handle.view.load().receipt.owner_uuid;
         if let Some(owned) = self.owned.get_mut(&owner) {
             owned.remove(name);
@@ -526,6 +550,7 @@ impl Handler<CreateService> for Registry {
             owner,
             name,
             nickname,
+            history,
             reply,
         } = msg;
         let answer = |payload| -> Self::Result {
@@ -548,6 +573,7 @@ impl Handler<CreateService> for Registry {
             nickname,
             owner_uuid: owner,
             subscribers: Vec::new(),
+            history,
         };
         // The name is claimed cluster-wide; the registry goes on meanwhile.
         let claim = self.cluster.claims().claim_service(&receipt);
