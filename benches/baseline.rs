@@ -199,8 +199,9 @@ impl Hub {
         let hello = PayloadOut::Hello {
             uuid,
             version: PROTOCOL_VERSION.into(),
-            // No file server: no key.
+            // No file server: no key; no resume secret.
             fs_key: String::new(),
+            resume: None,
         };
         self.reply(id, None, hello);
     }

@@ -107,6 +107,38 @@ async fn taken_name_closes_4005_and_frees_on_leave() {
     again.identify("dup").await;
 }
 
+/// On an open gateway, HELLO's `resume` secret proves a client owns its
+/// name: given in a later IDENTIFY, it takes the name over at once (4015 to
+/// the old connection, a new secret in the new HELLO); without it, or with
+/// a wrong or spent one, the name is taken (4005).
+#[tokio::test]
+async fn the_resume_secret_of_hello_takes_the_name_over() {
+    let server = TestServer::start();
+    let identify = |resume: Option<&str>| json!({"type": "IDENTIFY", "name": "roamer", "version": "0.2.0", "presence": false, "resume": resume});
+    let mut old = server.connect().await;
+    old.send(identify(None)).await;
+    let hello = old.expect("HELLO").await;
+    let secret = hello["resume"]
+        .as_str()
+        .expect("a resume secret")
+        .to_owned();
+    assert!(secret.len() >= 43, "256 bits: {secret}");
+    for wrong in [None, Some("not the secret")] {
+        let mut refused = server.connect().await;
+        refused.send(identify(wrong)).await;
+        assert_eq!(refused.recv_any().await, Err(4005), "{wrong:?}");
+    }
+    let mut new = server.connect().await;
+    new.send(identify(Some(&secret))).await;
+    let hello = new.expect("HELLO").await;
+    let renewed = hello["resume"].as_str().expect("a new secret");
+    assert_ne!(renewed, secret);
+    assert_eq!(old.expect_close().await.0, 4015);
+    let mut spent = server.connect().await;
+    spent.send(identify(Some(&secret))).await;
+    assert_eq!(spent.recv_any().await, Err(4005));
+}
+
 #[tokio::test]
 async fn wrong_secret_closes_4006() {
     let server = TestServer::with(|s| s.secret = "hunter2".into());

@@ -85,7 +85,7 @@ pub async fn join(
             .map(|r| r.to_string())
             .collect(),
     };
-    joining.join(info, false, take_over).await
+    joining.join(info, false, take_over, None).await
 }
 
 /// Sends the reply `data` (`{"rid", "msg"}`) by MESSAGE from `member` to

@@ -207,6 +207,7 @@ impl Client {
             secret: (!secret.is_empty()).then_some(Cow::Borrowed(secret)),
             token: (!token.is_empty()).then_some(Cow::Borrowed(token)),
             presence: (!presence).then_some(false),
+            resume: None,
         };
         ws.send(Message::Text(encode(&identify)?)).await?;
         let mut client = Client {

@@ -65,6 +65,8 @@ impl Broker for LocalBroker {
 #[derive(Default)]
 struct Names {
     clients: HashMap<String, Uuid>,
+    /// The hash of a client name's holder's resume secret, by name.
+    proofs: HashMap<String, (Uuid, String)>,
     services: HashMap<String, ServiceInfo>,
 }
 
@@ -86,7 +88,10 @@ impl Claims for LocalClaims {
     fn record(&self, event: &Event) {
         let mut names = self.names();
         match event {
-            Event::Left { uuid } => names.clients.retain(|_, holder| holder != uuid),
+            Event::Left { uuid } => {
+                names.clients.retain(|_, holder| holder != uuid);
+                names.proofs.retain(|_, (holder, _)| holder != uuid);
+            }
             Event::ServiceDeleted { name, .. } => {
                 names.services.remove(name);
             }
@@ -104,6 +109,40 @@ impl Claims for LocalClaims {
             }
         };
         ready(Ok(won))
+    }
+
+    fn claim_name_from(
+        &self,
+        name: &str,
+        uuid: Uuid,
+        holder: Uuid,
+        proof: Option<&str>,
+    ) -> Pending<Result<bool, ClusterError>> {
+        let mut names = self.names();
+        let proven = proof.is_none_or(|proof| {
+            names
+                .proofs
+                .get(name)
+                .is_some_and(|(vouched, hash)| *vouched == holder && hash == proof)
+        });
+        let won = match names.clients.get(name) {
+            Some(held) if *held == uuid => true,
+            Some(held) if *held != holder || !proven => false,
+            _ => {
+                names.clients.insert(name.to_owned(), uuid);
+                true
+            }
+        };
+        ready(Ok(won))
+    }
+
+    fn vouch(&self, name: &str, uuid: Uuid, hash: &str) {
+        let mut names = self.names();
+        if names.clients.get(name) == Some(&uuid) {
+            names
+                .proofs
+                .insert(name.to_owned(), (uuid, hash.to_owned()));
+        }
     }
 
     fn claim_service(

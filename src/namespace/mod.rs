@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 pub use self::member::{Member, Op, Outcome, ReplyTo};
 pub use self::observe::{Change, Observer, Observers};
+pub use self::registry::Resume;
 use self::registry::{CloseAll, Join, Leave, Local, Ready, Registry};
 pub use self::router::Relayed;
 use self::view::Directory;
@@ -102,8 +103,9 @@ impl Namespace {
     /// name, sends it HELLO (with its file server key) through `outbox` and
     /// announces it. With `presence`, it is told of every client that
     /// joins or leaves from then on. With `take_over`, a name held by a
-    /// client of the same user is taken from it (seed 003); without, the
-    /// join is refused as for anyone else's name (4005).
+    /// client of the same user, or by the session whose `resume` secret
+    /// the client gave, is taken from it (seed 003); without, the join is
+    /// refused as for anyone else's name (4005).
     pub async fn join(
         &self,
         info: ClientInfo,
@@ -111,6 +113,7 @@ impl Namespace {
         fs_key: String,
         presence: bool,
         take_over: bool,
+        resume: Option<Resume>,
     ) -> Result<Member, Close> {
         let joining = Join {
             info,
@@ -119,6 +122,7 @@ impl Namespace {
                 fs_key,
                 presence,
                 take_over,
+                resume,
             },
         };
         let record = self

@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::metrics;
-use crate::namespace::{Member, Namespace};
+use crate::namespace::{Member, Namespace, Resume};
 use crate::protocol::{ClientInfo, Close, CloseCode};
 use crate::transport::frame_guard::FrameLimit;
 use crate::transport::outbox::{Control, Frame, FrameSink, Outbox};
@@ -197,13 +197,14 @@ impl Joining {
         self.outbox.uuid()
     }
 
-    /// Joins as `info` (whose uuid is [`Joining::uuid`]); `presence` and
-    /// `take_over` as [`Namespace::join`] takes them.
+    /// Joins as `info` (whose uuid is [`Joining::uuid`]); `presence`,
+    /// `take_over` and `resume` as [`Namespace::join`] takes them.
     pub async fn join(
         self,
         info: ClientInfo,
         presence: bool,
         take_over: bool,
+        resume: Option<Resume>,
     ) -> Result<Member, Close> {
         let uuid = self.uuid();
         let fs_key = self.auth.fs_key(uuid).await.map_err(|e| {
@@ -213,7 +214,7 @@ impl Joining {
             )
         })?;
         self.namespace
-            .join(info, self.outbox, fs_key, presence, take_over)
+            .join(info, self.outbox, fs_key, presence, take_over, resume)
             .await
     }
 }

@@ -134,6 +134,7 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
         secret: None,
         token: identity.token.as_deref().map(Cow::Borrowed),
         presence: (!identity.presence).then_some(false),
+        resume: None,
     };
     let text =
         serde_json::to_string(&identify).map_err(|e| ClientError::Protocol(e.to_string()))?;

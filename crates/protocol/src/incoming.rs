@@ -42,6 +42,10 @@ pub enum PayloadIn<'a> {
         /// agent of a large fleet needs no presence of the others).
         #[serde(skip_serializing_if = "Option::is_none")]
         presence: Option<bool>,
+        /// The `resume` secret of an earlier session's HELLO: proof of
+        /// owning the name, to take it over from that session at once.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<Cow<'a, str>>,
     },
     Message {
         target: Target,
@@ -131,6 +135,8 @@ struct Fields<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow)]
     presence: Option<&'a RawValue>,
+    #[serde(borrow)]
+    resume: Option<&'a RawValue>,
     #[serde(borrow)]
     setting: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -231,6 +237,7 @@ impl<'a> PayloadIn<'a> {
                 secret: r.optional_string("secret", f.secret)?,
                 token: r.optional_string("token", f.token)?,
                 presence: r.optional("presence", f.presence)?,
+                resume: r.optional_string("resume", f.resume)?,
             },
             PayloadKind::Message => {
                 let target = r.required("target", f.target)?;

@@ -20,6 +20,11 @@ pub enum PayloadOut {
         /// anyone else).
         #[serde(default, skip_serializing_if = "String::is_empty")]
         fs_key: String,
+        /// A secret proving this session owns its name (never sent to
+        /// anyone else): given back in a later IDENTIFY's `resume`, it takes
+        /// the name over at once. Only for a client without a token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     Ok,
     /// The request was understood but refused; `desc` says why.

@@ -470,7 +470,7 @@ impl Session<SocketIo> {
         };
         async move {
             joining
-                .join(info, false, false)
+                .join(info, false, false, None)
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),

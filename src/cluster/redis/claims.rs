@@ -1,5 +1,6 @@
 //! The [`Claims`] of replicas sharing one Redis: keys claimed with
-//! `SET NX` / `HSETNX`, records written through the node's one writer, in
+//! `SET NX` / `HSETNX` (a name taken over with a script that compares its
+//! holder), records written through the node's one writer, in
 //! order with what its broker sends.
 
 use std::sync::atomic::Ordering;
@@ -23,14 +24,17 @@ const LOCATE_PAUSE: Duration = Duration::from_millis(5);
 const RECLAIM_ATTEMPTS: u32 = 10;
 const RECLAIM_PAUSE: Duration = Duration::from_millis(500);
 
+/// How many names one look at their holders asks Redis for at once.
+const HOLDERS_BATCH: usize = 1_000;
+
 /// How long a graceful stop waits for queued writes to reach Redis.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Deletes a departed client's records; the name only if it still maps to
-/// this uuid (it may have been claimed again already). The services it
-/// claimed (`owned:{uuid}`) go too, each only if it still names it as the
-/// owner: a departure is written back after an outage even when the
-/// delete of its services was lost.
+/// Deletes a departed client's records; the name, and the proof kept with
+/// it, only if they are still this uuid's (it may have been claimed again
+/// already). The services it claimed (`owned:{uuid}`) go too, each only if
+/// it still names it as the owner: a departure is written back after an
+/// outage even when the delete of its services was lost.
 const LEFT_SCRIPT: &str = r#"
 local owned_key = ARGV[2] .. ':owned:' .. ARGV[1]
 local services_key = ARGV[2] .. ':services'
@@ -51,6 +55,9 @@ local ok, c = pcall(cjson.decode, stored)
 if ok and c.client and c.client.name then
   local name_key = ARGV[2] .. ':name:' .. c.client.name
   if redis.call('GET', name_key) == ARGV[1] then redis.call('DEL', name_key) end
+  local proof_key = ARGV[2] .. ':resume:' .. c.client.name
+  local proof = redis.call('GET', proof_key)
+  if proof and string.sub(proof, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then redis.call('DEL', proof_key) end
   if c.node then redis.call('SREM', ARGV[2] .. ':node-clients:' .. c.node, ARGV[1]) end
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -97,6 +104,28 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 "#;
 
+/// Moves the client name KEYS[1] to ARGV[1] if ARGV[2] (or nobody, or
+/// ARGV[1] already) holds it and, when ARGV[3] is not empty, the proof
+/// KEYS[2] kept for the holder is ARGV[3]: 1 when it did, else 0.
+const CLAIM_FROM_SCRIPT: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then
+  if held ~= ARGV[2] then return 0 end
+  if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= held .. ':' .. ARGV[3] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// Keeps the proof ARGV[1]:ARGV[2] in KEYS[2] while ARGV[1] holds the name
+/// KEYS[1].
+const VOUCH_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
+end
+return 0
+"#;
+
 fn unavailable(e: redis::RedisError) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
@@ -114,6 +143,24 @@ impl RedisClaims {
             .query_async(&mut conn)
             .await?;
         Ok(holder.and_then(|h| h.parse().ok()))
+    }
+
+    /// The holders of `names`, in order, in batches of [`HOLDERS_BATCH`].
+    async fn holders(
+        link: &Link,
+        names: &[(String, Uuid)],
+    ) -> redis::RedisResult<Vec<Option<Uuid>>> {
+        let mut conn = link.master.conn();
+        let mut holders = Vec::with_capacity(names.len());
+        for batch in names.chunks(HOLDERS_BATCH) {
+            let mut mget = redis::cmd("MGET");
+            for (name, _) in batch {
+                mget.arg(key(&["name", name]));
+            }
+            let held: Vec<Option<String>> = mget.query_async(&mut conn).await?;
+            holders.extend(held.into_iter().map(|h| h.and_then(|h| h.parse().ok())));
+        }
+        Ok(holders)
     }
 
     async fn claim(link: &Link, name: &str, uuid: Uuid) -> redis::RedisResult<bool> {
@@ -217,6 +264,45 @@ impl Claims for RedisClaims {
         })
     }
 
+    fn claim_name_from(
+        &self,
+        name: &str,
+        uuid: Uuid,
+        holder: Uuid,
+        proof: Option<&str>,
+    ) -> Pending<Result<bool, ClusterError>> {
+        let link = self.link.clone();
+        let name = name.to_owned();
+        let proof = proof.unwrap_or_default().to_owned();
+        Box::pin(async move {
+            link.flushed().await;
+            let mut conn = link.master.conn();
+            let moved: i64 = redis::cmd("EVAL")
+                .arg(CLAIM_FROM_SCRIPT)
+                .arg(2)
+                .arg(key(&["name", &name]))
+                .arg(key(&["resume", &name]))
+                .arg(uuid.to_string())
+                .arg(holder.to_string())
+                .arg(proof)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            Ok(moved == 1)
+        })
+    }
+
+    fn vouch(&self, name: &str, uuid: Uuid, hash: &str) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(VOUCH_SCRIPT)
+            .arg(2)
+            .arg(key(&["name", name]))
+            .arg(key(&["resume", name]))
+            .arg(uuid.to_string())
+            .arg(hash);
+        self.link.write(cmd);
+    }
+
     fn claim_service(
         &self,
         service: &ServiceInfo,
@@ -246,7 +332,14 @@ impl Claims for RedisClaims {
     fn reclaim_names(&self, names: Vec<(String, Uuid)>) {
         let link = self.link.clone();
         tokio::spawn(async move {
-            for (name, uuid) in names {
+            // Most are still this node's: one look at them all first.
+            let held = RedisClaims::holders(&link, &names)
+                .await
+                .unwrap_or_default();
+            for (i, (name, uuid)) in names.into_iter().enumerate() {
+                if held.get(i).copied().flatten() == Some(uuid) {
+                    continue;
+                }
                 // An error is not an answer: Redis may be failing over.
                 // Try again a few times; only another holder loses the name.
                 for attempt in 1..=RECLAIM_ATTEMPTS {

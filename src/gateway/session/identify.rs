@@ -9,6 +9,7 @@ use actix::prelude::*;
 
 use super::{Native, State};
 use crate::auth::Claims;
+use crate::namespace::Resume;
 use crate::protocol::{self, ClientInfo, Close, CloseCode, DecodeError, PayloadIn};
 use crate::session::{refused, Ctx, Session};
 
@@ -38,6 +39,7 @@ impl Session<Native> {
             secret,
             token,
             presence,
+            resume,
         } = payload
         else {
             let kind = payload.kind();
@@ -62,6 +64,14 @@ impl Session<Native> {
             Ok(claims) => claims,
             Err(close) => return self.close(ctx, close),
         };
+        // A client without a token proves it owns its name with a secret.
+        let resume = match claims {
+            Some(_) => None,
+            None => match Resume::new(resume.as_deref()) {
+                Ok(resume) => Some(resume),
+                Err(close) => return self.close(ctx, close),
+            },
+        };
         let joining = self.joining(ctx);
         let info = ClientInfo {
             name: name.into_owned(),
@@ -78,7 +88,7 @@ impl Session<Native> {
         self.span.record("name", info.name.as_str());
         self.format.state = State::Identifying { uuid };
         joining
-            .join(info, presence.unwrap_or(true), true)
+            .join(info, presence.unwrap_or(true), true, resume)
             .into_actor(self)
             .map(move |result, act, ctx| match result {
                 Ok(member) => {

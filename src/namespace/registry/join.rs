@@ -1,5 +1,6 @@
 //! A client joins: its name is claimed cluster-wide (taken over from an
-//! older connection of the same user when it asks to), then it is
+//! older connection of the same user when it asks to, at once when that
+//! connection is on another node, even a dead one), then it is
 //! registered and told HELLO, unless it left or the node began to stop
 //! meanwhile.
 
@@ -9,6 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{Evict, Registry};
@@ -33,8 +37,50 @@ pub struct Local {
     pub fs_key: String,
     /// Whether it is told of the clients that join and leave.
     pub presence: bool,
-    /// Whether it takes its name over from a client of the same user.
+    /// Whether it takes its name over from a client of the same user, or
+    /// from the session whose `resume` secret it gave.
     pub take_over: bool,
+    /// The proof of owning its name of a client without a token.
+    pub resume: Option<Resume>,
+}
+
+/// A session's `resume` secret (for its HELLO, shown to nobody else and
+/// never logged) with what the name's claim keeps of it, and the proof
+/// the client gave of owning its name: an earlier session's secret.
+pub struct Resume {
+    secret: String,
+    hash: String,
+    presented: Option<String>,
+}
+
+impl Resume {
+    /// A new secret for a session whose IDENTIFY gave `presented`.
+    pub fn new(presented: Option<&str>) -> Result<Resume, Close> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Close::new(
+                CloseCode::TryAgainLater,
+                format!("cannot make a resume secret now: {e}"),
+            )
+        })?;
+        let secret = URL_SAFE_NO_PAD.encode(bytes);
+        Ok(Resume {
+            hash: digest(&secret),
+            secret,
+            presented: presented.map(digest),
+        })
+    }
+
+    /// The secret, for HELLO.
+    pub(super) fn into_secret(self) -> String {
+        self.secret
+    }
+}
+
+/// What is kept of a secret: its SHA-256 (a secret of 256 random bits
+/// needs no slow hash).
+fn digest(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// How a client whose name a newer connection of its user took is closed.
@@ -88,10 +134,15 @@ impl Handler<Join> for Registry {
 }
 
 impl Registry {
-    /// After a claim the name's holder won: a holder of the same user is
-    /// taken over (seed 003) when the newcomer asks to: closed, and the
-    /// name claimed again once its departure frees it. Any other outcome
-    /// stands.
+    /// After a claim the name's holder won: the holder is taken over
+    /// (seed 003) when the newcomer asks to and proves it owns the name:
+    /// its token is of the holder's user, or it gave the holder's `resume`
+    /// secret. A holder of the same user on this node is closed, and the
+    /// name claimed again once its departure frees it. Otherwise the claim
+    /// is moved at once in the shared store, comparing the holder (and the
+    /// secret), then the holder's node, alive or not, is told to close it:
+    /// a dead node's client costs the newcomer no wait for the lease. Any
+    /// other outcome stands.
     fn take_over(
         &mut self,
         claimed: Claimed,
@@ -99,32 +150,47 @@ impl Registry {
         local: &Local,
         ctx: &mut Context<Self>,
     ) -> Claiming {
-        let user = info.user.as_ref().filter(|_| local.take_over);
-        let holder = match (&claimed, user) {
-            (Ok(false), Some(user)) => self
-                .dir
-                .named(&info.name)
-                .filter(|c| c.info.user.as_ref() == Some(user))
-                .map(|c| (c.info.uuid, c.node)),
+        let holder = match &claimed {
+            Ok(false) if local.take_over => self.dir.named(&info.name),
             _ => None,
         };
-        let Some((old, node)) = holder else {
+        let Some(holder) = holder else {
             return Box::pin(std::future::ready(claimed));
         };
-        tracing::info!(%old, name = %info.name, "a newer connection of the same user takes the name over");
-        if node == self.node {
+        let (old, node) = (holder.info.uuid, holder.node);
+        let by_user = info.user.is_some() && holder.info.user == info.user;
+        let proof = match local.resume.as_ref().and_then(|r| r.presented.clone()) {
+            _ if by_user => None,
+            Some(proof) => Some(proof),
+            None => return Box::pin(std::future::ready(claimed)),
+        };
+        tracing::info!(%old, name = %info.name, %node, "a connection that owns the name takes it over");
+        let cluster = self.cluster.clone();
+        let (name, uuid) = (info.name.clone(), info.uuid);
+        let here = node == self.node;
+        if here && by_user {
             ctx.notify(Evict {
                 uuid: old,
                 close: taken_over(),
             });
-        } else {
-            self.cluster.claims().take_over(node, old);
+            return Box::pin(claim_until_free(cluster, name, uuid));
         }
-        Box::pin(claim_until_free(
-            self.cluster.clone(),
-            info.name.clone(),
-            info.uuid,
-        ))
+        let registry = ctx.address();
+        Box::pin(async move {
+            let moved = cluster
+                .claims()
+                .claim_name_from(&name, uuid, old, proof.as_deref())
+                .await;
+            match moved {
+                Ok(true) if here => registry.do_send(Evict {
+                    uuid: old,
+                    close: taken_over(),
+                }),
+                Ok(true) => cluster.claims().take_over(node, old),
+                _ => {}
+            }
+            moved
+        })
     }
 
     /// Registers a client once its claim is settled, or says why not.
@@ -143,6 +209,9 @@ impl Registry {
             // node is not stopping.
             Ok(true) if still_wanted && self.departing.is_none() => {
                 tracing::info!(%uuid, name = %info.name, "client identified");
+                if let Some(resume) = &local.resume {
+                    self.cluster.claims().vouch(&info.name, uuid, &resume.hash);
+                }
                 let event = Event::Joined {
                     client: info.clone(),
                     node: self.node,

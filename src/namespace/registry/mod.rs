@@ -34,7 +34,7 @@ use arc_swap::ArcSwap;
 use uuid::Uuid;
 
 pub(super) use self::join::taken_over;
-pub use self::join::{Join, Local};
+pub use self::join::{Join, Local, Resume};
 use super::member::ReplyTo;
 use super::observe::{Change, Observers};
 use super::service::{self, Service, Setup, Share};
@@ -230,9 +230,11 @@ impl Registry {
             return;
         }
         let presence = local.as_ref().is_some_and(|l| l.presence);
-        let (outbox, fs_key) = local.map(|l| (l.outbox, l.fs_key)).unzip();
+        let (outbox, hello) = local
+            .map(|l| (l.outbox, (l.fs_key, l.resume.map(Resume::into_secret))))
+            .unzip();
         let local = outbox.is_some();
-        if let (Some(outbox), Some(fs_key)) = (&outbox, fs_key) {
+        if let (Some(outbox), Some((fs_key, resume))) = (&outbox, hello) {
             // HELLO is its first frame: queued before anyone can find the
             // client, and sent once everyone can (the file server included,
             // for the uuid it carries).
@@ -243,6 +245,7 @@ impl Registry {
                     uuid,
                     version: PROTOCOL_VERSION.to_owned(),
                     fs_key,
+                    resume,
                 },
             }));
         }

@@ -169,7 +169,10 @@ impl Registry {
                 // What this node did while the link was down (a client,
                 // a subscription) may be missing from the shared namespace
                 // and unknown to the other nodes: write its whole state
-                // back, which is idempotent.
+                // back, which is idempotent. That checks its names too: one
+                // may have been taken over meanwhile by a connection that
+                // proved it owns it, and the word to close the old one
+                // lost with the link.
                 act.reregister_local();
             }))
         }));
