@@ -68,7 +68,10 @@ async fn replicas_survive_a_redis_outage_and_re_register() {
     }
     // The copy for a client of this replica went out all the same.
     assert_eq!(amy.skip_to("MESSAGE").await["data"], "lost?");
-    assert_eq!(metric(&r1, "cluster_frames_not_sent").await, 3);
+    assert_eq!(
+        crate::common::counter(&r1, "cluster_frames_not_sent").await,
+        3
+    );
     // Not ready, but local clients still talk.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -160,7 +163,10 @@ async fn a_frame_redis_refused_while_the_link_is_up_is_not_answered_ok() {
     }
     // Counted as not sent (the counter is the process's: the other replica
     // in this process sent no frame).
-    assert_eq!(metric(&r1, "cluster_frames_not_sent").await, 3);
+    assert_eq!(
+        crate::common::counter(&r1, "cluster_frames_not_sent").await,
+        3
+    );
     // The subscription stayed up all along: the refusals were the writes'.
     assert_eq!(
         subscribers(&redis, "concierge:events"),
@@ -286,22 +292,6 @@ async fn a_name_given_away_while_its_replica_was_cut_off_closes_the_old_client_w
     assert_eq!(carol.skip_to("MESSAGE").await["data"], "again");
 }
 
-/// The value of counter `name` in `server`'s /metrics.
-async fn metric(server: &TestServer, name: &str) -> u64 {
-    let metrics = reqwest::get(server.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("concierge_{name}_total ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} counter in\n{metrics}"))
-}
-
 /// A client that leaves while its replica is cut off from Redis (too
 /// briefly to be reaped) has left everywhere once the link is back: the
 /// other replicas see CLIENT_LEFT, and its name is free (docs/PROTOCOL.md
@@ -321,13 +311,13 @@ async fn a_departure_during_a_cut_is_written_back_when_the_link_returns() {
     watcher.drain(100).await;
 
     relay.cut();
-    let failed = metric(&cut, "cluster_write_errors").await;
+    let failed = crate::common::counter(&cut, "cluster_write_errors").await;
     leaver.close().await;
     // Its replica has removed it, and the write of its departure failed
     // (the only write it had to make): the departure is not in Redis.
     sees(&mut carol, &["carol", "watcher"]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(&cut, "cluster_write_errors").await == failed {
+    while crate::common::counter(&cut, "cluster_write_errors").await == failed {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the departure's write never failed"

@@ -42,21 +42,6 @@ async fn readiness_becomes(server: &TestServer, status: u16, patience: Duration)
     }
 }
 
-/// The value of counter `name` in `server`'s /metrics.
-async fn counter(server: &TestServer, name: &str) -> u64 {
-    let text = reqwest::get(server.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("concierge_{name}_total ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} counter in\n{text}"))
-}
-
 /// How many authentications Redis refused (the counts of its ACL log).
 fn refused_logins(redis: &RedisServer, password: &str) -> u64 {
     let out = redis.cli(&["-a", password, "--no-auth-warning", "ACL", "LOG"]);
@@ -92,7 +77,7 @@ async fn a_link_refused_for_its_password_recovers_once_the_password_is_back() {
     let mut bob = r2.client("bob").await;
     sees(&mut alice, &["alice", "bob"]).await;
     sees(&mut bob, &["alice", "bob"]).await;
-    let reconnects = counter(&r1, "cluster_reconnects").await;
+    let reconnects = crate::common::counter(&r1, "cluster_reconnects").await;
 
     let cli = |password: &str, args: &[&str]| {
         let mut all = vec!["-a", password, "--no-auth-warning"];
@@ -141,7 +126,7 @@ async fn a_link_refused_for_its_password_recovers_once_the_password_is_back() {
     assert_eq!(ok["type"], "OK", "{ok}");
     assert_eq!(bob.skip_to("MESSAGE").await["data"], "back");
     assert!(
-        counter(&r1, "cluster_reconnects").await > reconnects,
+        crate::common::counter(&r1, "cluster_reconnects").await > reconnects,
         "the reconnections were not counted"
     );
 }

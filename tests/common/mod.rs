@@ -518,3 +518,19 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// The value of counter `name` (`concierge_{name}_total`) in `server`'s
+/// /metrics.
+pub async fn counter(server: &TestServer, name: &str) -> u64 {
+    let text = reqwest::get(server.http_url("/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("a text body");
+    let prefix = format!("concierge_{name}_total ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} counter in\n{text}"))
+}
