@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::redis::{RedisServer, Relay};
-use crate::common::{Client, TestServer};
+use crate::common::Client;
 use crate::{
     answer, assert_not_sent, cluster_answer, replica, replica_at, sees, subscribers, two_replicas,
 };
