@@ -414,15 +414,7 @@ async fn tokens_and_roles_decide_who_commands() {
 /// A raw WebSocket on /socket.io/, after the open packet.
 async fn raw(server: &TestServer) -> Client {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrades");
-    let mut client = Client {
-        ws,
-        uuid: uuid::Uuid::nil(),
-        name: "raw".into(),
-        fs_key: String::new(),
-    };
+    let mut client = Client::connect(&url).await;
     let open = text(&mut client).await;
     let handshake: Value =
         serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("JSON");

@@ -206,15 +206,7 @@ async fn an_upgrade_given_up_leaves_the_client_polling() {
         "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
         server.addr, poller.sid
     );
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrades");
-    let mut client = Client {
-        ws,
-        uuid: uuid::Uuid::nil(),
-        name: "probe".into(),
-        fs_key: String::new(),
-    };
+    let mut client = Client::connect(&url).await;
     client.send_text("2probe".into()).await;
     assert_eq!(text(&mut client).await, "3probe");
     // Meanwhile a GET is let go at once.
