@@ -90,6 +90,7 @@ enum Command {
         command: admin::SettingsCommand,
     },
     /// Run the host agent: serve operators' requests through a gateway.
+    #[command(after_long_help = concierge_agent::refusal::exit_statuses())]
     Agent(Box<concierge_agent::settings::AgentArgs>),
     /// Command hosts' agents through a gateway.
     Ctl(Box<concierge_ctl::CtlArgs>),
@@ -176,14 +177,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 });
             }
         };
-        let addrs = gateway.addrs.clone();
-        let scheme = if gateway.tls { "wss" } else { "ws" };
-        // Handle signals before announcing the address: a supervisor may
-        // send SIGTERM as soon as it sees it.
+        // Announces the addresses once signals are handled: a supervisor
+        // may send SIGTERM as soon as it sees them.
         let server = gateway.run_until_signalled();
-        for addr in &addrs {
-            tracing::info!(%addr, "listening: {scheme}://{addr}/ws");
-        }
         match server.await {
             Ok(()) => {
                 tracing::info!("stopped");

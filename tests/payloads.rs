@@ -570,6 +570,7 @@ async fn the_client_library_keeps_its_requests_within_the_gateways_bound() {
         tags: Vec::new(),
         token: None,
         presence: false,
+        take_over: true,
     };
     let gone = connect(&server.ws_url(), &identity("gone"))
         .await

@@ -208,6 +208,7 @@ impl Client {
             token: (!token.is_empty()).then_some(Cow::Borrowed(token)),
             presence: (!presence).then_some(false),
             resume: None,
+            take_over: None,
         };
         ws.send(Message::Text(encode(&identify)?)).await?;
         let mut client = Client {

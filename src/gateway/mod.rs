@@ -72,6 +72,8 @@ pub struct Gateway {
     pub settings: Arc<Settings>,
     /// Whether it speaks TLS (`wss://`, `https://`).
     pub tls: bool,
+    /// Whether it requires tokens, for the start-up log.
+    auth: Arc<Auth>,
 }
 
 /// One worker's HTTP service over connections of type `$io` (plain TCP or
@@ -237,6 +239,7 @@ impl Gateway {
             namespace,
             settings,
             tls: secure,
+            auth,
         })
     }
 
@@ -246,6 +249,7 @@ impl Gateway {
     /// signal sent as soon as it is reported kills the process outright.
     pub fn run_until_signalled(self) -> Server {
         let signal = wait_for_signal();
+        self.announce();
         let handle = self.server.handle();
         let namespace = self.namespace.clone();
         actix_web::rt::spawn(async move {
@@ -253,6 +257,30 @@ impl Gateway {
             shutdown(handle, namespace).await;
         });
         self.server
+    }
+}
+
+impl Gateway {
+    /// The start-up log: where clients, people and Prometheus reach the
+    /// gateway, and one warning when anybody may connect. A supervisor (and
+    /// the tests) take the first line as the sign that it is ready.
+    fn announce(&self) {
+        let (ws, http) = match self.tls {
+            true => ("wss", "https"),
+            false => ("ws", "http"),
+        };
+        for addr in &self.addrs {
+            tracing::info!(%addr, "listening: {ws}://{addr}/ws");
+            tracing::info!("console: {http}://{addr}/console/");
+            tracing::info!("metrics: {http}://{addr}/metrics");
+        }
+        if !self.auth.required() {
+            tracing::warn!(
+                "open gateway: no token is required, so anyone who reaches it may connect, \
+                 command agents that allow anonymous clients and read /metrics; create an \
+                 account (concierge user add NAME --role admin) or set require_auth = true"
+            );
+        }
     }
 }
 

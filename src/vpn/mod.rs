@@ -137,6 +137,7 @@ impl Vpn {
             dirty: true,
             syncing: false,
             next_expiry: None,
+            logged_problem: None,
         };
         Vpn {
             addr: actor.start(),
@@ -186,6 +187,10 @@ struct VpnActor {
     /// reports an expiry, and the resync may be far off (README: "a revoked
     /// or expired token takes its peer off the interface within a second").
     next_expiry: Option<u64>,
+    /// The managed interface's problem last logged: a problem that lasts
+    /// (no such interface, no right to drive it) is logged once, then
+    /// again when it changes or ends, not at every sync.
+    logged_problem: Option<String>,
 }
 
 impl Actor for VpnActor {
@@ -277,6 +282,9 @@ impl VpnActor {
             match outcome {
                 Ok((status, keypair, records)) => {
                     act.keypair = Some(keypair);
+                    if act.settings.interface.is_some() {
+                        act.log_problem(status.problem.as_deref());
+                    }
                     if full {
                         act.next_expiry = records
                             .iter()
@@ -302,6 +310,24 @@ impl VpnActor {
                 Err(e) => tracing::warn!(error = %e, "cannot sync the VPN peers"),
             }
         }));
+    }
+}
+
+impl VpnActor {
+    /// Logs the managed interface's problem when it is not the one logged
+    /// last, and its end.
+    fn log_problem(&mut self, problem: Option<&str>) {
+        if self.logged_problem.as_deref() == problem {
+            return;
+        }
+        match problem {
+            Some(e) => tracing::warn!(
+                error = %e,
+                "VPN interface not managed (said once; again when this changes)"
+            ),
+            None => tracing::info!("VPN interface managed"),
+        }
+        self.logged_problem = problem.map(str::to_owned);
     }
 }
 
@@ -363,10 +389,8 @@ async fn sync(
                     .map(|p| (p.public_key.clone(), p))
                     .collect();
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "VPN interface not managed");
-                problem = Some(e);
-            }
+            // Logged by the actor when it changes, not at every sync.
+            Err(e) => problem = Some(e),
         }
     } else {
         problem = Some("no interface is managed: vpn_interface is not set".into());

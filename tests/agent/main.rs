@@ -8,9 +8,11 @@ mod common;
 
 mod access;
 mod connection;
+mod escapes;
 mod follows;
 mod policy;
 mod processes;
+mod refusals;
 mod requests;
 mod telemetry;
 

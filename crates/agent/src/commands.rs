@@ -210,6 +210,20 @@ impl Host {
     ) -> Result<(Value, Option<Follow>), Failure> {
         let pid = args.proc_id.0;
         let offset = args.offset.unwrap_or(0);
+        let adopted = self
+            .procs
+            .entries()
+            .into_iter()
+            .any(|e| e.pid == pid && e.adopted);
+        if args.follow && adopted {
+            return Err(Failure::new(
+                Reason::NotFound,
+                format!(
+                    "process {pid} was started by an earlier run of this agent: its output \
+                     went to that run and cannot be followed (it can still be signalled)"
+                ),
+            ));
+        }
         if args.follow {
             // Checks the pid now, so a wrong one is the reply, not an event.
             self.procs.watch(pid)?;
@@ -236,6 +250,7 @@ impl Host {
                 "next_offset": read.next,
                 "running": entry.as_ref().is_some_and(|e| e.exit.is_none()),
                 "exit": entry.and_then(|e| e.exit).map(|e| e.fields()),
+                "adopted": adopted,
             })),
             None,
         ))
@@ -277,6 +292,7 @@ impl Host {
                     "exit": e.exit.map(|x| x.fields()),
                     "output_bytes": e.output_bytes,
                     "dropped": e.dropped,
+                    "adopted": e.adopted,
                 })
             })
             .collect();

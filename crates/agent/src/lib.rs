@@ -7,16 +7,20 @@
 //! protocol's [`concierge_protocol::agent`] vocabulary, served by
 //! [`commands`]), each in a
 //! task of its own so a slow one never holds up the others. When the
-//! connection ends it reconnects, forever, after a jittered, doubling wait,
-//! and sets its services up again.
+//! connection ends it reconnects after a jittered, doubling wait, and sets
+//! its services up again; a refusal that retrying does not cure (its
+//! token, its name: [`refusal`]) stops it instead. It never takes its name
+//! from another agent connected with it unless told to (`take_over`).
 
 pub mod audit;
 pub mod commands;
 pub mod follows;
 pub mod policy;
 pub mod procs;
+pub mod refusal;
 pub mod settings;
 pub mod signals;
+pub mod state;
 pub mod systemd;
 pub mod telemetry;
 pub mod vpn;
@@ -34,7 +38,9 @@ use concierge_protocol::agent::args::{GetVpnConf, VpnConf};
 use concierge_protocol::agent::{
     envelope, outcome, reply, Access, Envelope, GatewayRequest, Reason, Request, RequestName,
 };
-use concierge_protocol::{HostService, Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME};
+use concierge_protocol::{
+    CloseCode, HostService, Origin, PayloadIn, PayloadOut, Target, GATEWAY_NAME,
+};
 use settings::{AgentArgs, AgentSettings, Resolved};
 
 /// A connection that lasted this long was a working one: the next
@@ -82,13 +88,18 @@ impl Agent {
             telemetry::Telemetry::start(settings.telemetry_interval, vpn.clone())?;
         let audit = audit::Audit::open(&settings.audit_log)?;
         let systemd = settings.systemd.map(systemd::Systemd::new);
+        let procs = procs::Procs::new(
+            procs::Limits {
+                output: settings.output_limit,
+                exited: settings.keep_exited,
+                running: settings.max_running,
+            },
+            Some(state::StateFile::in_folder(&settings.work_dir)),
+        );
+        procs.adopt();
         Ok(Agent {
             host: Rc::new(Host {
-                procs: procs::Procs::new(procs::Limits {
-                    output: settings.output_limit,
-                    exited: settings.keep_exited,
-                    running: settings.max_running,
-                }),
+                procs,
                 follows: follows::Follows::new(follows::Caps {
                     total: settings.max_follows,
                     per_requester: settings.max_follows_per_requester,
@@ -114,31 +125,88 @@ impl Agent {
                 }
             };
         let settings = &self.host.settings;
+        let agent = refusal::Agent {
+            name: &settings.name,
+            has_token: settings.token.is_some(),
+        };
         let mut wait = settings.reconnect_min;
+        let mut refused_wait = refusal::RETRY_FIRST;
+        // The last refusal said, so that retrying says it once.
+        let mut said: Option<u16> = None;
+        // Once it held its name, a reconnection takes it back from its own
+        // earlier connection, which the gateway may not have noticed is gone.
+        let mut held = false;
         loop {
             let began = Instant::now();
+            let take_over = settings.take_over || held;
             let ended = tokio::select! {
-                ended = session(&self.host) => ended,
+                ended = session(&self.host, take_over, &mut held) => ended,
                 _ = sigterm.recv() => return ExitCode::SUCCESS,
                 _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
             };
             if began.elapsed() >= STABLE {
                 wait = settings.reconnect_min;
             }
-            let pause = jittered(wait);
-            match &ended {
-                Err(ClientError::Closed { code, reason }) if (4010..=4014).contains(code) => {
-                    tracing::error!(code, %reason, "the gateway refused this agent's token; retrying in {pause:?}")
+            let refused = match &ended {
+                // Its own earlier connection, which the gateway has not yet
+                // seen go (without a token, nothing proves it is its own).
+                Err(ClientError::Closed { code, .. })
+                    if held && *code == CloseCode::DuplicateAuth.code() =>
+                {
+                    None
                 }
-                Err(e) => tracing::warn!(error = %e, "disconnected; reconnecting in {pause:?}"),
-                Ok(()) => tracing::warn!("disconnected; reconnecting in {pause:?}"),
-            }
+                Err(ClientError::Closed { code, reason }) => {
+                    refusal::Refusal::of(*code, reason, &agent)
+                }
+                _ => None,
+            };
+            let pause = match refused {
+                Some(refused) => {
+                    // Taken over: the name is another's now, not to be taken back.
+                    held = false;
+                    if !settings.retry_refused {
+                        eprintln!("concierge agent: {}", refused.message);
+                        return ExitCode::from(refused.status);
+                    }
+                    let pause = jittered(refused_wait);
+                    if said != Some(refused.code) {
+                        tracing::error!(
+                            code = refused.code,
+                            "{}; retrying in {pause:?}, then less often, up to every {:?} \
+                             (retry_refused), without saying so again",
+                            refused.message,
+                            refusal::RETRY_MAX
+                        );
+                        said = Some(refused.code);
+                    } else {
+                        tracing::debug!(
+                            code = refused.code,
+                            "refused again; retrying in {pause:?}"
+                        );
+                    }
+                    refused_wait = (refused_wait * 2).min(refusal::RETRY_MAX);
+                    pause
+                }
+                None => {
+                    if held {
+                        (said, refused_wait) = (None, refusal::RETRY_FIRST);
+                    }
+                    let pause = jittered(wait);
+                    match &ended {
+                        Err(e) => {
+                            tracing::warn!(error = %e, "disconnected; reconnecting in {pause:?}")
+                        }
+                        Ok(()) => tracing::warn!("disconnected; reconnecting in {pause:?}"),
+                    }
+                    wait = (wait * 2).min(settings.reconnect_max);
+                    pause
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = sigterm.recv() => return ExitCode::SUCCESS,
                 _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
             }
-            wait = (wait * 2).min(settings.reconnect_max);
         }
     }
 }
@@ -150,20 +218,25 @@ fn jittered(wait: Duration) -> Duration {
     wait.mul_f64(0.5 + unit / 2.0)
 }
 
-/// One connection: identify, set up the services, serve until it ends.
-async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
+/// One connection: identify (taking the name over from another
+/// connection of the same user only with `take_over`), set up the
+/// services, serve until it ends. `held` is set once the name is this
+/// agent's.
+async fn session(host: &Rc<Host>, take_over: bool, held: &mut bool) -> Result<(), ClientError> {
     let settings = &host.settings;
     let identity = Identity {
         name: settings.name.clone(),
         tags: vec![concierge_protocol::HostKind::Agent.tag().into()],
         token: settings.token.clone(),
         presence: false,
+        take_over,
     };
     let client::Connection {
         uuid,
         sender,
         mut receiver,
     } = client::connect(&settings.url, &identity).await?;
+    *held = true;
     tracing::info!(name = %settings.name, %uuid, url = %settings.url, "connected");
     let telemetry_service = HostService::Telemetry.of(&settings.name);
     let audit_service = HostService::Audit.of(&settings.name);

@@ -15,7 +15,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Run the host agent: serve operators' requests through a gateway.
 #[derive(Parser)]
-#[command(name = "concierge-agent", version)]
+#[command(
+    name = "concierge-agent",
+    version,
+    after_long_help = concierge_agent::refusal::exit_statuses()
+)]
 struct Cli {
     #[command(flatten)]
     agent: AgentArgs,

@@ -8,6 +8,10 @@
 //! started, which is what lets a reader resume where it stopped and a slow
 //! follower catch up from the log instead of holding a queue of its own.
 //! Every change bumps a [`watch`] counter that followers wait on.
+//!
+//! The running ones are also kept in [`state`](super::state)'s file, and
+//! those an earlier run of the agent started are adopted at start: listed,
+//! signalled, their exit noticed, their output gone.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::process::Stdio;
@@ -20,6 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use super::state::{self, Record, StateFile};
 use concierge_protocol::agent::{Failure, Reason};
 
 /// The most bytes one output event carries: even escaped six-fold as JSON
@@ -166,6 +171,11 @@ impl Log {
 struct Proc {
     argv: Vec<String>,
     started: SystemTime,
+    /// Its start time in clock ticks since boot, to tell it from a later
+    /// process with its pid (see `state`).
+    ticks: Option<u64>,
+    /// Started by an earlier run of the agent: its output is not here.
+    adopted: bool,
     log: Log,
     exit: Option<Exit>,
     changed: watch::Sender<u64>,
@@ -192,6 +202,7 @@ pub struct Entry {
     pub exit: Option<Exit>,
     pub output_bytes: u64,
     pub dropped: u64,
+    pub adopted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -206,6 +217,8 @@ struct Inner {
 pub struct Procs {
     inner: Arc<Mutex<Inner>>,
     limits: Limits,
+    /// Where the running ones are kept across the agent's restarts.
+    state: Option<StateFile>,
 }
 
 /// How much the table keeps.
@@ -228,11 +241,89 @@ pub struct Spawn {
 }
 
 impl Procs {
-    pub fn new(limits: Limits) -> Procs {
+    pub fn new(limits: Limits, state: Option<StateFile>) -> Procs {
         Procs {
             inner: Arc::default(),
             limits,
+            state,
         }
+    }
+
+    /// Takes in the processes an earlier run of the agent started that
+    /// still run (from the state file), and watches for their exit. Must
+    /// run inside a Tokio runtime.
+    pub fn adopt(&self) {
+        let Some(file) = &self.state else {
+            return;
+        };
+        let records = file.load();
+        for record in &records {
+            let (changed, _) = watch::channel(0);
+            self.lock().procs.insert(
+                record.pid,
+                Proc {
+                    argv: record.argv.clone(),
+                    started: record.started_at(),
+                    ticks: Some(record.ticks),
+                    log: Log::default(),
+                    exit: None,
+                    adopted: true,
+                    changed,
+                },
+            );
+            tokio::spawn(self.clone().watch_adopted(record.clone()));
+        }
+        if !records.is_empty() {
+            let pids: Vec<u32> = records.iter().map(|r| r.pid).collect();
+            tracing::info!(
+                ?pids,
+                "adopted the processes an earlier run started (their output is not kept)"
+            );
+        }
+        // Those that no longer run leave the file.
+        self.save(&self.lock());
+    }
+
+    /// Waits for an adopted process to end: it is not the agent's child,
+    /// so no exit status comes, only its absence.
+    async fn watch_adopted(self, record: Record) {
+        let mut ticks = tokio::time::interval(state::CHECK);
+        while record.alive() {
+            ticks.tick().await;
+        }
+        let duration = SystemTime::now()
+            .duration_since(record.started_at())
+            .unwrap_or_default();
+        self.exited(
+            record.pid,
+            Exit {
+                code: None,
+                signal: None,
+                duration,
+            },
+        );
+    }
+
+    /// Writes the running processes to the state file (under the table's
+    /// lock, so that writes follow the changes in order).
+    fn save(&self, inner: &Inner) {
+        let Some(file) = &self.state else {
+            return;
+        };
+        let records: Vec<Record> = inner
+            .procs
+            .iter()
+            .filter(|(_, p)| p.exit.is_none())
+            .filter_map(|(pid, p)| {
+                Some(Record {
+                    pid: *pid,
+                    ticks: p.ticks?,
+                    argv: p.argv.clone(),
+                    started: unix_secs(p.started),
+                })
+            })
+            .collect();
+        file.save(&records);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -291,6 +382,7 @@ impl Procs {
             .ok_or_else(|| Failure::new(Reason::Failed, "the process exited before it started"))?;
         let began = Instant::now();
         let (changed, _) = watch::channel(0);
+        let ticks = state::start_ticks(pid);
         {
             let mut inner = self.lock();
             // A pid the kernel handed out again: the old entry is of an
@@ -303,11 +395,14 @@ impl Procs {
                 Proc {
                     argv: spec.argv.clone(),
                     started: SystemTime::now(),
+                    ticks,
                     log: Log::default(),
                     exit: None,
+                    adopted: false,
                     changed,
                 },
             );
+            self.save(&inner);
         }
         let readers: Vec<_> = [
             child.stdout.take().map(|r| {
@@ -402,6 +497,7 @@ impl Procs {
         proc.exit = Some(exit);
         proc.changed.send_modify(|v| *v += 1);
         inner.exited.push_back(pid);
+        self.save(&inner);
         // The oldest go first, but not one whose children still run (it is
         // how they are counted and signalled; they count against
         // max_running, which bounds how many are kept past the limit), nor
@@ -444,6 +540,7 @@ impl Procs {
                 exit: p.exit,
                 output_bytes: p.log.end,
                 dropped: p.log.dropped,
+                adopted: p.adopted,
             })
             .collect()
     }

@@ -38,6 +38,8 @@ pub struct AgentSettings {
     pub max_reply_bytes: usize,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    pub take_over: bool,
+    pub retry_refused: bool,
     pub vpn: bool,
     pub vpn_interface: String,
     pub vpn_key_file: PathBuf,
@@ -70,6 +72,8 @@ impl Default for AgentSettings {
             max_reply_bytes: 60_000,
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
+            take_over: false,
+            retry_refused: false,
             vpn: false,
             vpn_interface: "wg0".into(),
             vpn_key_file: PathBuf::from("vpn.key"),
@@ -118,6 +122,15 @@ pub struct AgentArgs {
     /// Milliseconds between telemetry samples [default: 2000].
     #[arg(long, env = "CONCIERGE_AGENT_TELEMETRY_INTERVAL_MS")]
     pub telemetry_interval_ms: Option<u64>,
+    /// Take the name over from another agent connected with it (of the same
+    /// token's user) instead of being refused.
+    #[arg(long, env = "CONCIERGE_AGENT_TAKE_OVER", num_args = 0..=1, default_missing_value = "true")]
+    pub take_over: Option<bool>,
+    /// When the gateway refuses the token or the name, retry every few
+    /// minutes instead of exiting (for a service manager that would restart
+    /// it at once).
+    #[arg(long, env = "CONCIERGE_AGENT_RETRY_REFUSED", num_args = 0..=1, default_missing_value = "true")]
+    pub retry_refused: Option<bool>,
     /// Fetch this host's WireGuard config from the gateway and keep the tunnel up.
     #[arg(long, env = "CONCIERGE_AGENT_VPN", num_args = 0..=1, default_missing_value = "true")]
     pub vpn: Option<bool>,
@@ -147,6 +160,8 @@ pub struct Resolved {
     pub max_reply_bytes: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    pub take_over: bool,
+    pub retry_refused: bool,
     pub policy: Policy,
     /// `--vpn`: the interface, the key file, the userspace implementation.
     pub vpn: Option<(String, PathBuf, Option<String>)>,
@@ -172,6 +187,8 @@ impl AgentSettings {
             systemd,
             anonymous_role,
             telemetry_interval_ms,
+            take_over,
+            retry_refused,
             vpn,
             vpn_interface
         );
@@ -270,6 +287,8 @@ impl AgentSettings {
             max_reply_bytes: self.max_reply_bytes,
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms)),
+            take_over: self.take_over,
+            retry_refused: self.retry_refused,
             policy,
             vpn,
         })

@@ -104,6 +104,9 @@ pub struct Identity {
     pub token: Option<String>,
     /// `false`: no CLIENT_JOINED / CLIENT_LEFT for this client.
     pub presence: bool,
+    /// `false`: a name another connection holds is refused (`4005`), even
+    /// one of the same user, instead of taken over.
+    pub take_over: bool,
 }
 
 /// An identified connection, split for concurrent use.
@@ -135,6 +138,7 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
         token: identity.token.as_deref().map(Cow::Borrowed),
         presence: (!identity.presence).then_some(false),
         resume: None,
+        take_over: (!identity.take_over).then_some(false),
     };
     let text =
         serde_json::to_string(&identify).map_err(|e| ClientError::Protocol(e.to_string()))?;

@@ -44,9 +44,13 @@ pub enum CtlCommand {
     /// Start a process on a host; prints its proc id.
     Exec {
         host: String,
-        /// Stream its output and exit with its exit code.
+        /// Stream its output and exit with its exit code; Ctrl-C asks the agent to
+        /// stop the process.
         #[arg(long)]
         follow: bool,
+        /// With --follow: Ctrl-C leaves the process running.
+        #[arg(long, requires = "follow")]
+        detach: bool,
         /// The folder to start it in, a relative one under the agent's work folder
         /// [default: the work folder].
         #[arg(long)]

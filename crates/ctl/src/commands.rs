@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::error::CtlError;
+use super::interrupt::Interrupts;
 use super::render::{table, text};
 use super::{replies, top, Ctl, VpnCommand};
 use concierge_protocol::agent::args::{
@@ -16,6 +17,15 @@ use concierge_protocol::agent::args::{
 };
 use concierge_protocol::agent::{GatewayRequest, Request};
 use concierge_protocol::{HostKind, HostService, Origin, PayloadIn, PayloadOut, Target};
+
+/// `exec --follow`: what Ctrl-C does to the process (see `interrupt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// Asks the agent to stop it.
+    Stop,
+    /// Leaves it running.
+    Detach,
+}
 
 /// How often `top` asks a host that does not publish its telemetry (as
 /// often as an agent publishes by default).
@@ -99,23 +109,28 @@ impl Ctl {
     pub(crate) async fn exec(
         &mut self,
         host: &str,
-        follow: bool,
+        follow: Option<Follow>,
         cwd: Option<String>,
         cmd: Vec<String>,
     ) -> Result<ExitCode, CtlError> {
         let request = Request::Execute(Execute {
             cmd: Some(cmd),
             cwd,
-            follow,
+            follow: follow.is_some(),
             ..Execute::default()
         });
+        // Caught before the process starts: Ctrl-C stops it from then on.
+        let interrupts = match follow {
+            Some(_) => Some(Interrupts::catch()?),
+            None => None,
+        };
         let rid = self.send_request(host, &request).await?;
         let reply = self.wait_reply(host, rid).await?;
         let reply = self.checked(host, reply)?;
-        if !follow {
+        let (Some(follow), Some(interrupts)) = (follow, interrupts) else {
             self.show(&reply, |r, _| text(&r["proc_id"]));
             return Ok(ExitCode::SUCCESS);
-        }
+        };
         if self.kind != HostKind::Agent {
             // Only an agent streams a process's output: another host's
             // reply is all there is.
@@ -131,7 +146,12 @@ impl Ctl {
         if self.json {
             println!("{reply}");
         }
-        self.stream(host, rid).await
+        let pid = reply["proc_id"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| CtlError::Failed(format!("{host} answered without a proc_id")))?;
+        self.follow_started(host, rid, pid, follow == Follow::Detach, interrupts)
+            .await
     }
 
     pub(crate) async fn output(

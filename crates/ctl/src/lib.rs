@@ -9,13 +9,15 @@
 //!
 //! Here are the entry point and the dispatch of each command; `args` is the
 //! command line, `error` the failures and exit statuses, `conn` the
-//! connection plumbing, `commands` the longer commands, `render`,
+//! connection plumbing, `commands` the longer commands, `interrupt` what
+//! Ctrl-C on `exec --follow` does, `render`,
 //! `replies` (each kind of host's replies) and `top` the output.
 
 mod args;
 mod commands;
 mod conn;
 mod error;
+mod interrupt;
 mod render;
 mod replies;
 mod top;
@@ -89,6 +91,7 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
         tags: vec!["ctl".into()],
         token,
         presence: follows,
+        take_over: true,
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
     let conn = tokio::time::timeout(timeout, client::connect(&args.url, &identity))
@@ -165,9 +168,17 @@ impl Ctl {
             CtlCommand::Exec {
                 host,
                 follow,
+                detach,
                 cwd,
                 cmd,
-            } => self.exec(&host, follow, cwd, cmd).await,
+            } => {
+                let follow = match (follow, detach) {
+                    (false, _) => None,
+                    (true, false) => Some(commands::Follow::Stop),
+                    (true, true) => Some(commands::Follow::Detach),
+                };
+                self.exec(&host, follow, cwd, cmd).await
+            }
             CtlCommand::Output {
                 host,
                 proc_id,

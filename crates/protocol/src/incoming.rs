@@ -46,6 +46,12 @@ pub enum PayloadIn<'a> {
         /// owning the name, to take it over from that session at once.
         #[serde(skip_serializing_if = "Option::is_none")]
         resume: Option<Cow<'a, str>>,
+        /// `false`: a name held by another connection is refused (`4005`),
+        /// even one of the same user or whose `resume` secret this one
+        /// gives, instead of taken over (an agent started twice with one
+        /// name). Absent or `null` means `true`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        take_over: Option<bool>,
     },
     Message {
         target: Target,
@@ -137,6 +143,8 @@ struct Fields<'a> {
     presence: Option<&'a RawValue>,
     #[serde(borrow)]
     resume: Option<&'a RawValue>,
+    #[serde(borrow)]
+    take_over: Option<&'a RawValue>,
     #[serde(borrow)]
     setting: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -238,6 +246,7 @@ impl<'a> PayloadIn<'a> {
                 token: r.optional_string("token", f.token)?,
                 presence: r.optional("presence", f.presence)?,
                 resume: r.optional_string("resume", f.resume)?,
+                take_over: r.optional("take_over", f.take_over)?,
             },
             PayloadKind::Message => {
                 let target = r.required("target", f.target)?;

@@ -40,6 +40,7 @@ impl Session<Native> {
             token,
             presence,
             resume,
+            take_over,
         } = payload
         else {
             let kind = payload.kind();
@@ -88,7 +89,12 @@ impl Session<Native> {
         self.span.record("name", info.name.as_str());
         self.format.state = State::Identifying { uuid };
         joining
-            .join(info, presence.unwrap_or(true), true, resume)
+            .join(
+                info,
+                presence.unwrap_or(true),
+                take_over.unwrap_or(true),
+                resume,
+            )
             .into_actor(self)
             .map(move |result, act, ctx| match result {
                 Ok(member) => {
