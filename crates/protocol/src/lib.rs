@@ -12,7 +12,8 @@
 //! One module per concern: [`objects`] (clients, services, targets, origins),
 //! [`incoming`] and [`outgoing`] payloads, [`close`] codes, [`data`] (what a
 //! MESSAGE may carry), the reserved names, roles, [`agent`], [`files`]
-//! (the file server's HTTP answers) and [`wireguard`].
+//! (the file server's HTTP answers), [`selector`] (target expressions:
+//! which hosts a fleet command is for) and [`wireguard`].
 
 pub mod agent;
 pub mod close;
@@ -23,6 +24,7 @@ mod names;
 pub mod objects;
 pub mod outgoing;
 mod role;
+pub mod selector;
 pub mod wireguard;
 
 pub use close::{Close, CloseCode};
