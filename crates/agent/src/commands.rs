@@ -210,11 +210,7 @@ impl Host {
     ) -> Result<(Value, Option<Follow>), Failure> {
         let pid = args.proc_id.0;
         let offset = args.offset.unwrap_or(0);
-        let adopted = self
-            .procs
-            .entries()
-            .into_iter()
-            .any(|e| e.pid == pid && e.adopted);
+        let adopted = self.procs.adopted(pid);
         if args.follow && adopted {
             return Err(Failure::new(
                 Reason::NotFound,

@@ -528,6 +528,12 @@ impl Procs {
         running || group_alive(pid)
     }
 
+    /// Whether `pid` was started by an earlier run of the agent (its
+    /// output is not here).
+    pub fn adopted(&self, pid: u32) -> bool {
+        self.lock().procs.get(&pid).is_some_and(|p| p.adopted)
+    }
+
     /// Every started process the table still holds.
     pub fn entries(&self) -> Vec<Entry> {
         self.lock()
