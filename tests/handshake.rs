@@ -139,6 +139,34 @@ async fn the_resume_secret_of_hello_takes_the_name_over() {
     assert_eq!(spent.recv_any().await, Err(4005));
 }
 
+/// `take_over: false`: a taken name is refused (4005) even with the proof
+/// that would take it over, and the holder stays; anything but a boolean
+/// is a decoding error (4002).
+#[tokio::test]
+async fn an_identify_that_does_not_take_over_is_refused_a_taken_name() {
+    let server = TestServer::start();
+    let mut holder = server.connect().await;
+    holder
+        .send(json!({"type": "IDENTIFY", "name": "host7", "version": "0.2.0"}))
+        .await;
+    let hello = holder.expect("HELLO").await;
+    let secret = hello["resume"].as_str().expect("a resume secret");
+    let mut second = server.connect().await;
+    second
+        .send(json!({"type": "IDENTIFY", "name": "host7", "version": "0.2.0", "resume": secret, "take_over": false}))
+        .await;
+    assert_eq!(second.recv_any().await, Err(4005));
+    holder.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+    holder.expect("CLIENT_FETCH_ALL_RESULT").await;
+
+    let mut bad = server.connect().await;
+    bad.send(json!({"type": "IDENTIFY", "name": "host8", "version": "0.2.0", "take_over": "no"}))
+        .await;
+    let (code, reason) = bad.expect_close().await;
+    assert_eq!(code, 4002);
+    assert!(reason.contains("take_over"), "{reason}");
+}
+
 #[tokio::test]
 async fn wrong_secret_closes_4006() {
     let server = TestServer::with(|s| s.secret = "hunter2".into());
