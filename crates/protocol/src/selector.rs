@@ -28,6 +28,7 @@
 //! total and bounded ([`MAX_EXPRESSION_BYTES`], [`MAX_TERMS`]): the
 //! expression comes from clients.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use glob::Pattern;
@@ -103,7 +104,7 @@ pub trait Attributes {
     /// The host's name.
     fn name(&self) -> &str;
     /// The value of the label or fact `key`, if the host has it.
-    fn get(&self, key: &str) -> Option<&str>;
+    fn get(&self, key: &str) -> Option<Cow<'_, str>>;
 }
 
 impl Selector {
@@ -144,7 +145,7 @@ impl Requirement {
     fn holds(&self, host: &dyn Attributes) -> bool {
         match self {
             Requirement::Compare { key, value, equal } => {
-                host.get(key).is_some_and(|v| value.matches(v)) == *equal
+                host.get(key).is_some_and(|v| value.matches(&v)) == *equal
             }
             Requirement::Set {
                 key,
@@ -152,7 +153,7 @@ impl Requirement {
                 inside,
             } => {
                 host.get(key)
-                    .is_some_and(|v| values.iter().any(|g| g.matches(v)))
+                    .is_some_and(|v| values.iter().any(|g| g.matches(&v)))
                     == *inside
             }
             Requirement::Absent { key } => host.get(key).is_none(),
@@ -397,8 +398,8 @@ mod tests {
         fn name(&self) -> &str {
             self.name
         }
-        fn get(&self, key: &str) -> Option<&str> {
-            self.attributes.get(key).copied()
+        fn get(&self, key: &str) -> Option<Cow<'_, str>> {
+            self.attributes.get(key).map(|v| Cow::Borrowed(*v))
         }
     }
 
