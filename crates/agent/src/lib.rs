@@ -146,11 +146,16 @@ impl Agent {
         loop {
             let began = Instant::now();
             let take_over = settings.take_over || held;
+            let mut joined = false;
             let ended = tokio::select! {
-                ended = session(&self.host, take_over, &mut held) => ended,
+                ended = session(&self.host, take_over, &mut joined) => ended,
                 _ = sigterm.recv() => return ExitCode::SUCCESS,
                 _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
             };
+            if joined {
+                // Accepted: a later refusal is news, said and waited for afresh.
+                (held, said, refused_wait) = (true, None, refusal::RETRY_FIRST);
+            }
             if began.elapsed() >= STABLE {
                 wait = settings.reconnect_min;
             }
@@ -195,9 +200,6 @@ impl Agent {
                     pause
                 }
                 None => {
-                    if held {
-                        (said, refused_wait) = (None, refusal::RETRY_FIRST);
-                    }
                     let pause = jittered(wait);
                     match &ended {
                         Err(e) => {
@@ -227,9 +229,9 @@ fn jittered(wait: Duration) -> Duration {
 
 /// One connection: identify (taking the name over from another
 /// connection of the same user only with `take_over`), set up the
-/// services, serve until it ends. `held` is set once the name is this
-/// agent's.
-async fn session(host: &Rc<Host>, take_over: bool, held: &mut bool) -> Result<(), ClientError> {
+/// services, serve until it ends. `joined` is set once the gateway
+/// accepted it (the name is this agent's).
+async fn session(host: &Rc<Host>, take_over: bool, joined: &mut bool) -> Result<(), ClientError> {
     let settings = &host.settings;
     let identity = Identity {
         name: settings.name.clone(),
@@ -243,7 +245,7 @@ async fn session(host: &Rc<Host>, take_over: bool, held: &mut bool) -> Result<()
         sender,
         mut receiver,
     } = client::connect(&settings.url, &identity).await?;
-    *held = true;
+    *joined = true;
     tracing::info!(name = %settings.name, %uuid, url = %settings.url, "connected");
     let telemetry_service = HostService::Telemetry.of(&settings.name);
     let audit_service = HostService::Audit.of(&settings.name);
