@@ -105,9 +105,11 @@ impl Ctl {
                     self.kind = HostKind::of(&origin.client.tags).unwrap_or(HostKind::Agent);
                     return Ok(data);
                 }
-                PayloadOut::InvalidName { name } => return Err(CtlError::NoHost(format!(
+                PayloadOut::InvalidName { name } => {
+                    return Err(CtlError::NoHost(format!(
                     "{name} is not connected to the gateway (`concierge ctl clients` lists who is)"
-                ))),
+                )))
+                }
                 PayloadOut::ClientLeft { client } if client.name == host => {
                     return Err(CtlError::NoHost(format!(
                         "{host} left the gateway before it answered"
