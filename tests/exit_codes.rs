@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{command, ctl, issue_token, outcome, revoke_user, serve_with, Process};
+use common::process::{
+    command, ctl, ctl_json, issue_token, outcome, revoke_user, serve_with, Process,
+};
 use common::PATIENCE;
 
 /// A gateway process that requires tokens, on an ephemeral port: its
@@ -56,6 +58,14 @@ async fn each_kind_of_failure_has_its_own_exit_status_and_says_what_to_do() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(listed, "host1 never connected:\n{}", agent.log());
+    let (code, clients) = ctl_json(&url, &alice, &["clients"]).await;
+    assert_eq!(code, 0, "{clients}");
+    assert!(
+        clients
+            .as_array()
+            .is_some_and(|all| all.iter().any(|c| c["name"] == "host1")),
+        "{clients}"
+    );
 
     // 1: the host answered with an error (it signals only what it started).
     let (code, _, err) = outcome(ctl(&url, &alice).args(["signal", "host1", "1", "SIGTERM"])).await;
