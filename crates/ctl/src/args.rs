@@ -36,6 +36,30 @@ pub struct CtlArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
+    /// Every host of the inventory, connected or not (TARGET: a target
+    /// expression, e.g. 'web*', 'a,b', 'role=web,dc in (fra,ams),!canary').
+    #[command(after_help = "\
+Examples:
+  concierge ctl hosts
+  # The web hosts in Frankfurt or Amsterdam that are connected now
+  concierge ctl hosts 'role=web,dc in (fra,ams)' --online
+  concierge ctl hosts 'web*' --json")]
+    Hosts {
+        /// Which hosts: names, globs, labels and facts (docs/PROTOCOL.md,
+        /// "Target expressions") [default: all].
+        target: Option<String>,
+        /// Only the hosts connected now.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Remove a host from the inventory (admin); it is listed again if it connects.
+    #[command(after_help = "\
+Examples:
+  concierge ctl forget oldhost")]
+    Forget {
+        /// The host's name, as `ctl hosts` lists it.
+        host: String,
+    },
     /// The connected clients: name, user, roles, tags, uuid.
     #[command(after_help = "\
 Examples:
