@@ -322,6 +322,65 @@ mod tests {
         }
     }
 
+    /// The `concierge` command lines of a help's "Examples:" section (up to
+    /// its first blank line): each line but the comments, from the word
+    /// `concierge` (after the variables it sets or the command piped into
+    /// it) to its end, a pipe or an output redirection.
+    fn examples(help: &str) -> Vec<String> {
+        help.lines()
+            .skip_while(|line| *line != "Examples:")
+            .skip(1)
+            .map(str::trim)
+            .take_while(|line| !line.is_empty())
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (from, _) = line
+                    .match_indices("concierge")
+                    .find(|(at, word)| {
+                        let (before, after) = (&line[..*at], &line[at + word.len()..]);
+                        (before.is_empty() || before.ends_with(' '))
+                            && (after.is_empty() || after.starts_with(' '))
+                    })
+                    .unwrap_or_else(|| panic!("`{line}` does not run concierge"));
+                let line = &line[from..];
+                let end = [" | ", " > "]
+                    .iter()
+                    .filter_map(|cut| line.find(cut))
+                    .min()
+                    .unwrap_or(line.len());
+                line[..end].to_owned()
+            })
+            .collect()
+    }
+
+    /// Every example is a command line `concierge` accepts: a command
+    /// substitution (`"$(...)"`) stands for a value, here a number.
+    #[test]
+    fn every_example_is_a_command_line_concierge_accepts() {
+        let mut commands = Vec::new();
+        let mut root = cli();
+        root.build();
+        walk(&root, "", &mut commands);
+        let mut count = 0;
+        for (path, command) in &commands {
+            let helps = [command.get_after_help(), command.get_after_long_help()];
+            for help in helps.into_iter().flatten() {
+                for example in examples(&help.to_string()) {
+                    let words: Vec<String> = shlex::split(&example)
+                        .unwrap_or_else(|| panic!("{path}: {example}: unbalanced quotes"))
+                        .into_iter()
+                        .map(|w| if w.starts_with("$(") { "1".into() } else { w })
+                        .collect();
+                    if let Err(e) = cli().try_get_matches_from(&words) {
+                        panic!("{path}: `{example}` is refused: {e}");
+                    }
+                    count += 1;
+                }
+            }
+        }
+        assert!(count > 50, "only {count} examples");
+    }
+
     #[test]
     fn every_command_has_examples_and_every_argument_a_description() {
         let mut commands = Vec::new();
