@@ -88,9 +88,7 @@ fn refused_token(code: u16, reason: &str) -> Option<String> {
     .find(|c| c.code() == code)?;
     let what = match close {
         CloseCode::AuthRequired => "the gateway requires a token and none was given",
-        CloseCode::NameNotAllowed => {
-            "the gateway refused the token: ctl needs a person's token, not a host's"
-        }
+        CloseCode::NameNotAllowed => "the gateway refused the token for the name ctl takes",
         _ => "the gateway refused the token",
     };
     Some(format!(
