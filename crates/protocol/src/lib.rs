@@ -14,6 +14,7 @@
 //! MESSAGE may carry), the reserved names, roles, [`agent`], [`files`]
 //! (the file server's HTTP answers) and [`wireguard`].
 
+pub mod admin;
 pub mod agent;
 pub mod close;
 pub mod data;
