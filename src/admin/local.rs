@@ -31,7 +31,8 @@ pub(super) async fn open(args: &GatewayArgs, creates: bool) -> Result<Arc<Auth>,
     if cluster.redis_url.is_empty() && cluster.redis_sentinels.is_empty() {
         let path = cluster.data_dir.join(STORE_FILE);
         let named = args.data_dir.is_some() || std::env::var_os("CONCIERGE_DATA_DIR").is_some();
-        if !path.exists() && !(creates && named) {
+        let may_create = creates && named;
+        if !(path.exists() || may_create) {
             let shown = std::path::absolute(&path).unwrap_or(path);
             return Err(AdminError::Invalid(format!(
                 "no store at {}: name the gateway's data folder with --data-dir DIR (or its \
