@@ -1,5 +1,5 @@
 //! The bodies of the gateway's admin API (`/admin/…`, PROTOCOL.md section
-//! 9.3): what `concierge user`, `token` and `settings` send and read, and
+//! 9.2): what `concierge user`, `token` and `settings` send and read, and
 //! what the gateway answers, in one place for both sides.
 
 use serde::{Deserialize, Serialize};
