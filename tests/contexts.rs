@@ -227,3 +227,67 @@ async fn the_token_file_of_an_earlier_login_still_works() {
         "{clients}"
     );
 }
+
+/// An agent started with `--context` finds the gateway there; its own
+/// token (`--token-file`) wins over the context's.
+#[tokio::test]
+async fn an_agent_takes_the_gateway_from_a_context() {
+    let data = tempfile::tempdir().unwrap();
+    let (_gateway, addr) = gateway(data.path(), "ada").await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    assert_eq!(
+        login(home, &addr, "ada", PASSWORD, &["--context", "lab"])
+            .await
+            .0,
+        0
+    );
+    let (code, token, err) = outcome(&mut as_person(
+        home,
+        &[
+            "token", "issue", "--name", "host3", "--role", "agent", "--ttl", "1h",
+        ],
+    ))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("host3.token");
+    std::fs::write(&token_file, token).unwrap();
+    let mut agent = as_person(
+        home,
+        &[
+            "agent",
+            "--context",
+            "lab",
+            "--name",
+            "host3",
+            "--systemd",
+            "off",
+        ],
+    );
+    agent
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--work-dir")
+        .arg(work.path());
+    let agent = Process::spawn(agent);
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    loop {
+        let (code, clients, err) = json(home, &["ctl", "clients"]).await;
+        assert_eq!(code, 0, "{err}");
+        if clients
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "host3" && c["user"] == "host3")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not connect: {clients}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
