@@ -57,6 +57,7 @@ pub const EXIT_STATUSES: &str = "Exit status:\n  \
 /// Which gateway to ask, or which store to open with `--local`; accepted
 /// before or after the subcommand.
 #[derive(clap::Args)]
+#[command(next_help_heading = "Which gateway (or, with --local, which store)")]
 pub struct GatewayArgs {
     /// The gateway: http://HOST:PORT, https://…, ws://HOST:PORT/ws or
     /// HOST:PORT [default: the context's].
