@@ -101,6 +101,11 @@ async fn every_address_mistake_says_the_fix() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("http://HOST:PORT"), "{err}");
 
+    let https = format!("https://{addr}");
+    let (code, _, err) = login(home.path(), &https, "ada", PASSWORD, &[]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("TLS and plain HTTP mixed up"), "{err}");
+
     let (code, _, err) = login(home.path(), &addr, "ada", "wrong password", &[]).await;
     assert_eq!(code, 4, "{err}");
     assert!(
