@@ -8,6 +8,7 @@
 //! of `/ws`, is routed by the actix-web application. With `tls_cert` and
 //! `tls_key` the same server speaks TLS ([`tls`]): `wss://` and `https://`.
 
+mod admin_api;
 mod answers;
 mod formats;
 mod forwarded;
@@ -204,6 +205,7 @@ impl Gateway {
                 .route("/vpn/conf", web::get().to(http::vpn_conf))
                 .route("/vpn/peers", web::get().to(http::vpn_peers))
                 .configure(login::routes)
+                .configure(admin_api::routes)
                 .service(
                     web::scope("/fs")
                         .wrap(origin::cors(&app_state.settings))
