@@ -280,7 +280,7 @@ else
     # The last step: once an account exists, every client needs a token.
     first=$(containers gateway | head -1)
     printf 'smoke password 1\n' |
-        docker exec -i "$first" concierge user add smoke_op --role operator --password-stdin ||
+        docker exec -i "$first" concierge user add smoke_op --role operator --password-stdin --local ||
         fail "concierge user add inside a gateway replica"
     compose restart redis
     wait_healthy 60 "${infra[@]}" gateway

@@ -136,24 +136,27 @@ enum Command {
     /// Load-test a running gateway (see docs/BENCHMARKS.md).
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(Box<concierge::bench::BenchArgs>),
-    /// Manage accounts (in the gateway's store; works beside a running gateway).
+    /// Manage accounts, through the gateway of the current context (or --local).
+    #[command(after_long_help = admin::EXIT_STATUSES)]
     User {
         #[command(flatten)]
-        store: Box<admin::StoreArgs>,
+        gateway: Box<admin::GatewayArgs>,
         #[command(subcommand)]
         command: admin::UserCommand,
     },
     /// Issue, list and revoke tokens; rotate the signing key.
+    #[command(after_long_help = admin::EXIT_STATUSES)]
     Token {
         #[command(flatten)]
-        store: Box<admin::StoreArgs>,
+        gateway: Box<admin::GatewayArgs>,
         #[command(subcommand)]
         command: admin::TokenCommand,
     },
     /// Read and write a user's settings.
+    #[command(after_long_help = admin::EXIT_STATUSES)]
     Settings {
         #[command(flatten)]
-        store: Box<admin::StoreArgs>,
+        gateway: Box<admin::GatewayArgs>,
         #[command(subcommand)]
         command: admin::SettingsCommand,
     },
@@ -165,16 +168,20 @@ enum Command {
     Agent(Box<concierge_agent::settings::AgentArgs>),
     /// Command hosts' agents through a gateway.
     Ctl(Box<concierge_ctl::CtlArgs>),
-    /// Log in to a gateway (http://HOST:PORT) and keep the token in the user's config folder.
-    #[command(after_help = "\
-Examples:
-  concierge login http://127.0.0.1:8080 alice
-  concierge ctl clients")]
+    /// Log in to a gateway and keep its address and the token as a context
+    /// (the current one), which ctl and the admin commands then use.
+    #[command(after_help = "Examples:\n  \
+        concierge login http://127.0.0.1:8080 alice\n  \
+        concierge login https://gw.example.org ada --context prod")]
     Login {
-        /// The gateway's HTTP address.
+        /// The gateway: http://HOST:PORT, https://HOST, ws://HOST:PORT/ws,
+        /// HOST:PORT or HOST (port 8080).
         url: String,
         /// The account to log in as.
         username: String,
+        /// The name to keep the context under [default: the gateway's HOST:PORT].
+        #[arg(long)]
+        context: Option<String>,
         /// Read the password from standard input (its first line).
         #[arg(long)]
         password_stdin: bool,
@@ -185,6 +192,9 @@ Examples:
         /// The shell to complete in.
         shell: clap_complete::Shell,
     },
+    /// List, switch, show and delete the contexts `login` keeps.
+    #[command(subcommand)]
+    Context(admin::ContextCommand),
 }
 
 #[derive(clap::Args)]
@@ -223,15 +233,17 @@ fn main() -> ExitCode {
             Err(status) => status,
         },
         Some(Command::Ctl(args)) => concierge_ctl::main(*args),
-        Some(Command::User { store, command }) => admin::user(*store, command),
-        Some(Command::Token { store, command }) => admin::token(*store, command),
-        Some(Command::Settings { store, command }) => admin::settings(*store, command),
+        Some(Command::User { gateway, command }) => admin::user(*gateway, command),
+        Some(Command::Token { gateway, command }) => admin::token(*gateway, command),
+        Some(Command::Settings { gateway, command }) => admin::settings(*gateway, command),
         Some(Command::Login {
             url,
             username,
+            context,
             password_stdin,
-        }) => admin::login(&url, &username, password_stdin),
+        }) => admin::login(&url, &username, context, password_stdin),
         Some(Command::Completion { shell }) => completion(shell),
+        Some(Command::Context(command)) => admin::context(command),
         None => serve(cli.serve),
     }
 }

@@ -1,73 +1,97 @@
-//! The commands that manage who may connect: `concierge user`, `token`,
-//! `settings` and `login`.
+//! The commands that manage who may connect: `concierge user`, `token` and
+//! `settings`, and the person's side: `login` and `context` ([`login`]).
 //!
-//! `user`, `token` and `settings` work on the store directly (the file in
-//! the data folder alone, Redis in a cluster), beside a running gateway:
-//! what they change reaches every replica within a second. They take the
-//! gateway's own settings (`--config`, `--data-dir`, `--redis-url`) to
-//! find it. `login` asks a gateway over HTTP, for a person, and keeps the
-//! token in the user's config folder.
+//! By default the commands ask a running gateway over its admin API
+//! (`/admin/…`, [`remote`]) with an admin's token, the gateway and token
+//! found as `ctl` finds them: `--url` and `--token` (or `CONCIERGE_URL`,
+//! `CONCIERGE_TOKEN`), else the context (`--context`, else the current
+//! one). `--local` works on the store directly instead ([`local`]), for
+//! the first admin of a new gateway: it is named by `--data-dir`,
+//! `--config` or `--redis-url`, and is never created unless asked to.
+//! Either way the operations are [`ops`], and their results print the same.
 //!
 //! Passwords are read from the terminal without echo, or from standard
 //! input with `--password-stdin`: never from a flag, which would put them
 //! in the process list and the shell's history.
 
-use std::io::{BufRead, IsTerminal, Write};
+mod backend;
+mod local;
+mod login;
+pub mod ops;
+mod remote;
+
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
 use uuid::Uuid;
 
-use crate::auth::{accounts, tokens, user_settings, Auth, AuthError, Role, TokenKind};
-use crate::config::{Settings, SettingsLayer};
-use crate::protocol::CtlName;
+pub use login::{context, login, ContextCommand};
 
-/// Exit status: the command failed (a name that does not exist, a store
-/// that cannot be reached).
+use self::backend::Backend;
+use self::ops::AdminError;
+use crate::auth::Role;
+use crate::protocol::admin::{NewUser, TokenFormat, TokenRequest};
+
+/// Exit status: the command failed (a name or id that does not exist, an
+/// account that exists, a store that cannot be reached).
 const FAILED: u8 = 1;
-/// Exit status: the command line or the settings are wrong.
+/// Exit status: the command line or the input is wrong.
 const INVALID: u8 = 2;
+/// Exit status: the gateway could not be reached.
+const UNREACHABLE: u8 = 3;
+/// Exit status: the gateway refused the token (none, expired, not an
+/// admin's).
+const REFUSED: u8 = 4;
 
-/// Where the store is: the gateway's settings, accepted before or after
-/// the subcommand (`concierge user add alice --data-dir D`).
-pub struct StoreArgs {
+/// The exit statuses, for the end of these commands' `--help`.
+pub const EXIT_STATUSES: &str = "Exit status:\n  \
+    0  done\n  \
+    1  failed: no such user, token or key; the account exists; the store failed\n  \
+    2  invalid command line or input\n  \
+    3  the gateway could not be reached\n  \
+    4  the gateway refused the token (none, expired, not an admin's)";
+
+/// Which gateway to ask, or which store to open with `--local`; accepted
+/// before or after the subcommand.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Which gateway (or, with --local, which store)")]
+pub struct GatewayArgs {
+    /// The gateway: http://HOST:PORT, https://…, ws://HOST:PORT/ws or
+    /// HOST:PORT [default: the context's].
+    #[arg(long, env = "CONCIERGE_URL", global = true, conflicts_with = "local")]
+    url: Option<String>,
+    /// An admin's token [default: the context's].
+    #[arg(long, env = "CONCIERGE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// The context (from `concierge login`) to use [default: the current one].
+    #[arg(
+        long,
+        env = "CONCIERGE_CONTEXT",
+        global = true,
+        conflicts_with = "local"
+    )]
+    context: Option<String>,
+    /// Work on the store directly, not through a gateway: to create the
+    /// first admin. Name the store with --data-dir, --config or --redis-url.
+    #[arg(long, global = true)]
+    local: bool,
+    /// With --local: the gateway's data folder, whose concierge.db is the
+    /// store [default: ./data, or the config's].
+    #[arg(long, value_name = "DIR", global = true, requires = "local")]
+    data_dir: Option<PathBuf>,
+    /// With --local: the gateway's TOML config file, for its data_dir or
+    /// Redis.
+    #[arg(long, value_name = "FILE", global = true, requires = "local")]
     config: Option<PathBuf>,
-    settings: SettingsLayer,
-}
-
-impl clap::Args for StoreArgs {
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        let config = clap::Arg::new("config")
-            .long("config")
-            .value_name("FILE")
-            .value_parser(clap::value_parser!(PathBuf))
-            .help(format!(
-                "TOML config file of the gateway (see `concierge config`) [env: {}]",
-                crate::config::CONFIG_ENV
-            ));
-        SettingsLayer::augment_args(cmd.arg(config)).mut_args(|a| a.global(true))
-    }
-
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        Self::augment_args(cmd)
-    }
-}
-
-impl clap::FromArgMatches for StoreArgs {
-    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        Ok(StoreArgs {
-            config: matches.get_one::<PathBuf>("config").cloned(),
-            settings: SettingsLayer::from_arg_matches(matches)?,
-        })
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(matches)?;
-        Ok(())
-    }
+    /// With --local: the cluster's Redis (redis://HOST:PORT).
+    #[arg(long, value_name = "URL", global = true, requires = "local")]
+    redis_url: Option<String>,
+    /// Print results as JSON, one document per line.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -77,7 +101,9 @@ pub enum UserCommand {
 Examples:
   concierge user add alice --role operator
   # The password from a secret store instead of the terminal
-  pass show concierge/bob | concierge user add bob --role viewer --password-stdin")]
+  pass show concierge/bob | concierge user add bob --role viewer --password-stdin
+  # The first admin, on the store of a gateway that is not running yet
+  echo \"$PASSWORD\" | concierge user add ada --role admin --password-stdin --local --data-dir /var/lib/concierge")]
     Add {
         /// The account's name, which its clients identify as (also NAME_anything).
         name: String,
@@ -94,7 +120,7 @@ Examples:
 Examples:
   concierge user list")]
     List,
-    /// Change an account's password.
+    /// Change an account's password; its earlier tokens are revoked.
     #[command(after_help = "\
 Examples:
   concierge user passwd alice")]
@@ -143,19 +169,19 @@ Examples:
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// How long it is valid: 365d, 12h, 30m...
-        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "365d", value_parser = parse_ttl)]
         ttl: Duration,
         /// `jwt` for concierge clients; `nest` for a Nest bot host (seed 000's
         /// client_token: 64 hex, a dot, 8 hex of checksum; role agent).
-        #[arg(long, default_value = "jwt", value_parser = ["jwt", "nest"])]
-        format: String,
+        #[arg(long, default_value = "jwt", value_parser = parse_format)]
+        format: TokenFormat,
     },
     /// List the long-lived tokens that have not expired.
     #[command(after_help = "\
 Examples:
   concierge token list")]
     List,
-    /// Revoke a token by its id (and every token refreshed from it), or
+    /// Revoke a listed token by its id (and every token refreshed from it), or
     /// every token of a user.
     #[command(after_help = "\
 Examples:
@@ -200,7 +226,7 @@ pub enum SettingsCommand {
 Examples:
   concierge settings get alice")]
     Get {
-        /// The user's name.
+        /// The user (an account, or a host with an issued token).
         user: String,
     },
     /// Set one of a user's settings.
@@ -209,7 +235,7 @@ Examples:
   concierge settings set alice storage_unit_of_measurement gib
   concierge settings set alice mem_or_ram ram")]
     Set {
-        /// The user's name.
+        /// The user (an account, or a host with an issued token).
         user: String,
         /// storage_unit_of_measurement (bytes, gb, gib), mem_or_ram (mem, ram)
         /// or tutorial (stage_1, stage_2, stage_3).
@@ -223,65 +249,60 @@ fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
 
-/// Runs `f` with the store and an [`Auth`] on it, and turns its outcome
-/// into an exit status.
-fn with_auth(
-    args: StoreArgs,
-    f: impl AsyncFnOnce(&Arc<Auth>) -> Result<(), AuthError>,
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|_| "expected a duration like 30d or 12h".to_owned())
+}
+
+fn parse_format(s: &str) -> Result<TokenFormat, String> {
+    match s {
+        "jwt" => Ok(TokenFormat::Jwt),
+        "nest" => Ok(TokenFormat::Nest),
+        _ => Err("expected jwt or nest".to_owned()),
+    }
+}
+
+/// Prints an error and gives its exit status.
+fn failed(e: &AdminError) -> ExitCode {
+    eprintln!("concierge: {e}");
+    ExitCode::from(match e {
+        AdminError::Invalid(_) => INVALID,
+        AdminError::Unreachable(_) => UNREACHABLE,
+        AdminError::Unauthorized(_) | AdminError::Forbidden(_) => REFUSED,
+        AdminError::NotFound(_) | AdminError::Exists(_) | AdminError::Failed(_) => FAILED,
+    })
+}
+
+/// Runs `f` on the backend `args` name, on a runtime of its own.
+fn run(
+    args: GatewayArgs,
+    creates: bool,
+    f: impl AsyncFnOnce(&Backend, bool) -> Result<(), AdminError>,
 ) -> ExitCode {
-    let settings = match Settings::from_process(args.config, args.settings) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("concierge: {e}");
-            return ExitCode::from(INVALID);
-        }
-    };
-    let runtime = match runtime() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(status) => return status,
+        Err(e) => return failed(&AdminError::Failed(format!("cannot start: {e}"))),
     };
+    let json = args.json;
     runtime.block_on(async move {
-        let store = match crate::cluster::open_store(&settings.cluster()).await {
-            Ok(store) => store,
-            Err(e) => {
-                eprintln!("concierge: {e}");
-                return ExitCode::from(FAILED);
-            }
+        let backend = match Backend::open(args, creates).await {
+            Ok(backend) => backend,
+            Err(e) => return failed(&e),
         };
-        let result = match Auth::open(store, &settings).await {
-            Ok(auth) => f(&auth).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match f(&backend, json).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e @ AuthError::Invalid(_)) => {
-                eprintln!("concierge: {e}");
-                ExitCode::from(INVALID)
-            }
-            Err(e) => {
-                eprintln!("concierge: {e}");
-                ExitCode::from(FAILED)
-            }
+            Err(e) => failed(&e),
         }
     })
 }
 
-/// The runtime a command runs its requests on.
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("concierge: cannot start: {e}");
-            ExitCode::from(FAILED)
-        })
-}
-
 /// A password: from standard input's first line, or asked twice on the
 /// terminal without echo.
-fn read_password(from_stdin: bool) -> Result<String, AuthError> {
+fn read_password(from_stdin: bool) -> Result<String, AdminError> {
     let unreadable =
-        |e: std::io::Error| AuthError::Invalid(format!("cannot read the password: {e}"));
+        |e: std::io::Error| AdminError::Invalid(format!("cannot read the password: {e}"));
     if from_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -291,14 +312,14 @@ fn read_password(from_stdin: bool) -> Result<String, AuthError> {
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(AuthError::Invalid(
+        return Err(AdminError::Invalid(
             "no terminal to ask for the password: pass --password-stdin and write it to standard input".into(),
         ));
     }
     let first = rpassword::prompt_password("Password: ").map_err(unreadable)?;
     let again = rpassword::prompt_password("Again: ").map_err(unreadable)?;
     if first != again {
-        return Err(AuthError::Invalid("the two passwords differ".into()));
+        return Err(AdminError::Invalid("the two passwords differ".into()));
     }
     Ok(first)
 }
@@ -308,32 +329,46 @@ fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
-    // Asked before the store is opened, so a prompt is not held behind it.
+/// Prints `value` as one JSON document.
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
+}
+
+pub fn user(args: GatewayArgs, command: UserCommand) -> ExitCode {
+    // Asked before anything is opened, so a prompt is not held behind it.
     let password = match &command {
         UserCommand::Add { password_stdin, .. } | UserCommand::Passwd { password_stdin, .. } => {
             match read_password(*password_stdin) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    eprintln!("concierge: {e}");
-                    return ExitCode::from(INVALID);
-                }
+                Ok(p) => p,
+                Err(e) => return failed(&e),
             }
         }
-        _ => None,
+        _ => String::new(),
     };
-    let password = password.unwrap_or_default();
-    with_auth(args, async move |auth| {
-        let store = auth.store();
+    let creates = matches!(command, UserCommand::Add { .. });
+    run(args, creates, async move |backend, json| {
         match command {
             UserCommand::Add { name, role, .. } => {
-                check_apart(store, &name, role).await?;
-                accounts::add(store, &name, role, &password).await?;
-                println!("created {name} ({role})");
+                let new = NewUser {
+                    username: name,
+                    role,
+                    password,
+                };
+                let added = backend.add_user(&new).await?;
+                if json {
+                    print_json(&added);
+                } else {
+                    println!("created {} ({})", added.username, added.role);
+                }
             }
             UserCommand::List => {
+                let users = backend.list_users().await?;
+                if json {
+                    print_json(&users);
+                    return Ok(());
+                }
                 println!("{:<24} {:<9} created", "user", "role");
-                for a in accounts::list(store).await? {
+                for a in users {
                     println!(
                         "{:<24} {:<9} {}",
                         a.username,
@@ -343,15 +378,17 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
                 }
             }
             UserCommand::Passwd { name, .. } => {
-                auth.set_password(&name, &password).await?;
+                backend.set_password(&name, &password).await?;
                 println!("changed the password of {name}; its earlier tokens are revoked");
             }
             UserCommand::Remove { name } => {
-                if !auth.remove_user(&name).await? {
-                    return Err(AuthError::NotFound(format!("no account named {name:?}")));
+                let removed = backend.remove_user(&name).await?;
+                if json {
+                    print_json(&removed);
+                    return Ok(());
                 }
                 println!("removed {name}; its tokens are revoked");
-                if !accounts::any(store).await? {
+                if !removed.accounts_left {
                     println!(
                         "no account is left; tokens stay required (`concierge user \
                          allow-anonymous` lets clients without one in again)"
@@ -359,7 +396,7 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
                 }
             }
             UserCommand::AllowAnonymous => {
-                accounts::allow_anonymous(store).await?;
+                backend.allow_anonymous().await?;
                 println!("clients without a token may connect again (unless require_auth is set)");
             }
         }
@@ -367,152 +404,96 @@ pub fn user(args: StoreArgs, command: UserCommand) -> ExitCode {
     })
 }
 
-/// A host may not be named like a ctl command (`NAME_ctl_` and six hex
-/// digits): host NAME's token allows those names for its own ctl.
-fn check_host_name(name: &str) -> Result<(), AuthError> {
-    match CtlName::owner(name) {
-        Some(owner) => Err(AuthError::Invalid(format!(
-            "{name:?} has the shape of a ctl command's name (host {owner:?}'s): a host may not be named so"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// People and hosts are named apart. A person's token also allows the
-/// person's name followed by `_` and anything (`alice_ctl`), so a host named
-/// `alice_db` could be taken by alice while its agent is offline: a host
-/// name under a person's names is refused, and so is a person's name over a
-/// host's (from the accounts and the issued tokens).
-async fn check_apart(
-    store: &Arc<dyn crate::cluster::store::Store>,
-    name: &str,
-    role: Role,
-) -> Result<(), AuthError> {
-    let under = |person: &str, host: &str| {
-        host.strip_prefix(person)
-            .is_some_and(|rest| rest.starts_with('_'))
-    };
-    let mut hosts = Vec::new();
-    let mut people = Vec::new();
-    for a in accounts::list(store).await? {
-        if a.role == Role::Agent {
-            hosts.push(a.username);
-        } else {
-            people.push(a.username);
-        }
-    }
-    for c in tokens::list_issued(store).await? {
-        if c.is_host() {
-            hosts.push(c.name);
-        } else {
-            people.push(c.name);
-        }
-    }
-    if role == Role::Agent {
-        if let Some(person) = people.iter().find(|p| under(p, name)) {
-            return Err(AuthError::Invalid(format!(
-                "host {name:?} would be among the names {person:?}'s tokens allow ({person}_…): name the host apart"
-            )));
-        }
-    } else if let Some(host) = hosts.iter().find(|h| under(name, h)) {
-        return Err(AuthError::Invalid(format!(
-            "{name:?}'s tokens would allow host {host:?}'s name ({name}_…): name the person apart"
-        )));
-    }
-    Ok(())
-}
-
-pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
-    with_auth(args, async move |auth| {
-        let store = auth.store();
+pub fn token(args: GatewayArgs, command: TokenCommand) -> ExitCode {
+    let creates = matches!(command, TokenCommand::Issue { .. });
+    run(args, creates, async move |backend, json| {
         match command {
             TokenCommand::Issue {
                 name,
                 role,
                 ttl,
                 format,
-            } if format == "nest" => {
-                accounts::check_username(&name)?;
-                check_host_name(&name)?;
-                check_apart(store, &name, role).await?;
-                if role != Role::Agent {
-                    return Err(AuthError::Invalid(
-                        "a Nest token is a host's: issue it with --role agent".into(),
-                    ));
-                }
-                let (token, claims) = crate::auth::nest::issue(store, &name, ttl).await?;
-                eprintln!(
-                    "Nest token {} for {name} (agent), valid until {}",
-                    claims.jti,
-                    when(claims.exp)
-                );
-                println!("{token}");
-            }
-            TokenCommand::Issue {
-                name, role, ttl, ..
             } => {
-                accounts::check_username(&name)?;
-                if role == Role::Agent {
-                    check_host_name(&name)?;
-                }
-                check_apart(store, &name, role).await?;
-                let issued = auth
-                    .issue(&name, &name, role, ttl, TokenKind::Issued)
+                let issued = backend
+                    .issue_token(&TokenRequest {
+                        name,
+                        role,
+                        ttl_secs: ttl.as_secs(),
+                        format,
+                    })
                     .await?;
+                if json {
+                    print_json(&issued);
+                    return Ok(());
+                }
+                let kind = match issued.format {
+                    TokenFormat::Jwt => "token",
+                    TokenFormat::Nest => "Nest token",
+                };
                 eprintln!(
-                    "token {} for {name} ({role}), valid until {}",
-                    issued.claims.jti,
-                    when(issued.claims.exp)
+                    "{kind} {} for {} ({}), valid until {}",
+                    issued.id,
+                    issued.name,
+                    issued.role,
+                    when(issued.expires)
                 );
                 println!("{}", issued.token);
             }
             TokenCommand::List => {
+                let tokens = backend.list_tokens().await?;
+                if json {
+                    print_json(&tokens);
+                    return Ok(());
+                }
                 println!(
                     "{:<36} {:<24} {:<9} {:<20} expires",
                     "id", "name", "role", "issued"
                 );
-                for c in tokens::list_issued(store).await? {
-                    let revoked = if auth.check(&c).is_err() {
-                        " (revoked)"
-                    } else {
-                        ""
-                    };
+                for t in tokens {
+                    let revoked = if t.revoked { " (revoked)" } else { "" };
                     println!(
                         "{:<36} {:<24} {:<9} {:<20} {}{revoked}",
-                        c.jti,
-                        c.name,
-                        c.role.as_str(),
-                        when(c.iat),
-                        when(c.exp)
+                        t.id,
+                        t.name,
+                        t.role.as_str(),
+                        when(t.issued),
+                        when(t.expires)
                     );
                 }
             }
             TokenCommand::Revoke { id: Some(id), .. } => {
-                auth.revoke_token(id).await?;
+                backend.revoke_token(id).await?;
                 println!("revoked {id}");
             }
             TokenCommand::Revoke {
                 user: Some(user), ..
             } => {
-                auth.revoke_subject(&user).await?;
+                backend.revoke_user_tokens(&user).await?;
                 println!("revoked every token of {user} issued so far");
             }
             TokenCommand::Revoke { .. } => {
-                return Err(AuthError::Invalid("name a token id or --user".into()))
+                return Err(AdminError::Invalid("name a token id or --user".into()))
             }
             TokenCommand::RotateKey => {
-                let kid = tokens::rotate(store).await?;
-                println!("new signing key {kid}");
+                let key = backend.rotate_key().await?;
+                if json {
+                    print_json(&key);
+                } else {
+                    println!("new signing key {}", key.id);
+                }
             }
             TokenCommand::Keys => {
-                for (kid, created) in tokens::Keys::load(store).await?.ids() {
-                    println!("{kid} {}", when(created));
+                let keys = backend.keys().await?;
+                if json {
+                    print_json(&keys);
+                    return Ok(());
+                }
+                for key in keys {
+                    println!("{} {}", key.id, when(key.created));
                 }
             }
             TokenCommand::RetireKey { id } => {
-                if !tokens::retire(store, &id).await? {
-                    return Err(AuthError::NotFound(format!("no signing key {id:?}")));
-                }
+                backend.retire_key(&id).await?;
                 println!(
                     "retired {id}: the tokens it signed no longer verify, and their sockets \
                      are closed"
@@ -523,113 +504,23 @@ pub fn token(args: StoreArgs, command: TokenCommand) -> ExitCode {
     })
 }
 
-pub fn settings(args: StoreArgs, command: SettingsCommand) -> ExitCode {
-    with_auth(args, async move |auth| {
-        let store = auth.store();
-        let (user, all) = match command {
-            SettingsCommand::Get { user } => {
-                let all = user_settings::get(store, &user).await?;
-                (user, all)
-            }
+pub fn settings(args: GatewayArgs, command: SettingsCommand) -> ExitCode {
+    run(args, false, async move |backend, json| {
+        let all = match command {
+            SettingsCommand::Get { user } => backend.get_settings(&user).await?,
             SettingsCommand::Set {
                 user,
                 setting,
                 value,
-            } => {
-                let all = user_settings::set(store, &user, &setting, &value).await?;
-                (user, all)
-            }
+            } => backend.set_setting(&user, &setting, &value).await?,
         };
-        if accounts::get(store, &user).await?.is_none() {
-            eprintln!("concierge: note: no account is named {user:?}");
+        if json {
+            print_json(&all);
+            return Ok(());
         }
         for (name, value) in all {
             println!("{name} = {value}");
         }
         Ok(())
     })
-}
-
-/// `concierge login URL USERNAME`: asks the gateway at URL for a token and
-/// keeps it (mode 0600).
-pub fn login(url: &str, username: &str, password_stdin: bool) -> ExitCode {
-    let password = match read_password_once(password_stdin) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("concierge: {e}");
-            return ExitCode::from(INVALID);
-        }
-    };
-    let endpoint = format!("{}/auth/token", url.trim_end_matches('/'));
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(status) => return status,
-    };
-    let body = serde_json::json!({ "username": username, "password": password });
-    let answer = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(&endpoint)
-            .timeout(Duration::from_secs(30))
-            .json(&body)
-            .send()
-            .await?;
-        response.json::<serde_json::Value>().await
-    });
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("concierge: cannot reach {endpoint}: {e}");
-            return ExitCode::from(FAILED);
-        }
-    };
-    let Some(token) = answer.get("token").and_then(|t| t.as_str()) else {
-        let reason = answer
-            .get("reason")
-            .and_then(|r| r.as_str())
-            .unwrap_or("no token in the answer");
-        eprintln!("concierge: login refused: {reason}");
-        return ExitCode::from(FAILED);
-    };
-    let Some(path) = concierge_client::token_file() else {
-        eprintln!("concierge: no config folder to keep the token in (HOME is not set)");
-        return ExitCode::from(FAILED);
-    };
-    match save_private(&path, token) {
-        Ok(()) => {
-            let validity = answer.get("validity").and_then(|v| v.as_u64()).unwrap_or(0);
-            println!(
-                "logged in as {username}; token kept in {} for {validity} s",
-                path.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("concierge: cannot write {}: {e}", path.display());
-            ExitCode::from(FAILED)
-        }
-    }
-}
-
-fn read_password_once(from_stdin: bool) -> Result<String, AuthError> {
-    if from_stdin || !std::io::stdin().is_terminal() {
-        return read_password(true);
-    }
-    rpassword::prompt_password("Password: ")
-        .map_err(|e| AuthError::Invalid(format!("cannot read the password: {e}")))
-}
-
-/// Writes a file only its owner can read, created so from the start.
-fn save_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")
 }

@@ -8,6 +8,7 @@
 //! of `/ws`, is routed by the actix-web application. With `tls_cert` and
 //! `tls_key` the same server speaks TLS ([`tls`]): `wss://` and `https://`.
 
+mod admin_api;
 mod answers;
 mod formats;
 mod forwarded;
@@ -206,6 +207,7 @@ impl Gateway {
                 .route("/vpn/conf", web::get().to(http::vpn_conf))
                 .route("/vpn/peers", web::get().to(http::vpn_peers))
                 .configure(login::routes)
+                .configure(admin_api::routes)
                 .service(
                     web::scope("/fs")
                         .wrap(origin::cors(&app_state.settings))
@@ -283,7 +285,7 @@ impl Gateway {
             tracing::warn!(
                 "open gateway: no token is required, so anyone who reaches it may connect, \
                  command agents that allow anonymous clients and read /metrics; create an \
-                 account (concierge user add NAME --role admin) or set require_auth = true"
+                 account (concierge user add NAME --role admin --local) or set require_auth = true"
             );
         }
     }

@@ -58,13 +58,14 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
     // The README's other place for the store's options: between the
     // command and its subcommand.
     let dir = data.path().to_str().unwrap();
-    let before = crate::run_with(&["user", "--data-dir", dir, "list"], "").await;
+    let before = crate::run_with(&["user", "--local", "--data-dir", dir, "list"], "").await;
     assert_eq!(before, listed);
     let body = login_at(addr, "alice").await;
     assert_eq!(body["success"], true, "{body}");
     let user_token = body["token"].as_str().unwrap().to_owned();
 
-    // `concierge login` keeps a token only its owner can read.
+    // `concierge login` keeps a context (the gateway and a token) only its
+    // owner can read.
     let home = tempfile::tempdir().unwrap();
     let mut cmd = command(&[
         "login",
@@ -87,14 +88,15 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let kept = home.path().join("concierge/token");
+    let kept = home.path().join("concierge/contexts.json");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kept).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let kept = std::fs::read_to_string(&kept).unwrap();
+    let kept: Value = serde_json::from_slice(&std::fs::read(&kept).unwrap()).unwrap();
+    let current = kept["current"].as_str().unwrap();
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/auth/token"))
-        .bearer_auth(kept.trim())
+        .bearer_auth(kept["contexts"][current]["token"].as_str().unwrap())
         .send()
         .await
         .unwrap();
@@ -130,7 +132,7 @@ async fn the_commands_manage_accounts_and_host_tokens_beside_a_running_gateway()
         ("alice_db", "agent", "name the host apart"),
         ("web", "operator", "name the person apart"),
     ] {
-        let refused = command(&["token", "issue", "--name", name, "--role", role])
+        let refused = command(&["token", "issue", "--name", name, "--role", role, "--local"])
             .arg("--data-dir")
             .arg(data.path())
             .output()

@@ -184,7 +184,7 @@ async fn removing_the_last_account_keeps_tokens_required_until_an_admin_allows_a
 
     // Only an admin's word opens it again, and not while accounts exist.
     add_user(&server, "bob", Role::Viewer).await;
-    let out = command(&["user", "allow-anonymous", "--data-dir"])
+    let out = command(&["user", "allow-anonymous", "--local", "--data-dir"])
         .arg(data)
         .output()
         .await

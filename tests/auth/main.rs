@@ -133,7 +133,7 @@ async fn replicas_with_alice() -> (RedisServer, TestServer, TestServer, std::syn
 /// returning its stdout.
 async fn run(args: &[&str], data: &Path, stdin: &str) -> String {
     let data = data.to_str().expect("a UTF-8 path");
-    run_with(&[args, &["--data-dir", data]].concat(), stdin).await
+    run_with(&[args, &["--local", "--data-dir", data]].concat(), stdin).await
 }
 
 /// Runs the binary with `args` and `stdin`, returning its stdout.

@@ -134,10 +134,14 @@ async fn retiring_a_key_closes_the_sockets_it_signed_on_every_replica_within_a_s
         .unwrap();
     let (old, _) = keys.ids().pop().expect("the key that signed it");
     let url = redis.url();
-    run_with(&["token", "rotate-key", "--redis-url", &url], "").await;
+    run_with(&["token", "rotate-key", "--local", "--redis-url", &url], "").await;
 
     let started = Instant::now();
-    run_with(&["token", "retire-key", &old, "--redis-url", &url], "").await;
+    run_with(
+        &["token", "retire-key", &old, "--local", "--redis-url", &url],
+        "",
+    )
+    .await;
     assert_eq!(closed(&mut on_r1).await, 4013);
     assert_eq!(closed(&mut on_r2).await, 4013);
     let took = started.elapsed();

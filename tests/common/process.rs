@@ -1,6 +1,7 @@
 //! The gateway as a child process: spawned from the real binary, its
 //! stderr collected, signalled like a supervisor would; and the binary's
-//! commands (`ctl`, `token`, `user`) run as an admin or a user runs them.
+//! commands (`ctl`, `token`, `user`, `login`) run as an admin or a user runs
+//! them, each person with a config folder of their own.
 
 use std::net::SocketAddr;
 use std::process::{Command as StdCommand, Stdio};
@@ -214,7 +215,7 @@ pub fn rss(pid: u32) -> u64 {
 /// A long-lived token from `concierge token issue`, on the store that
 /// `store_args` name (`--data-dir DIR` or `--redis-url URL`).
 pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String {
-    let mut args = vec!["token", "issue", "--name", name, "--role", role];
+    let mut args = vec!["token", "issue", "--local", "--name", name, "--role", role];
     args.extend_from_slice(store_args);
     let out = command(&args).output().await.expect("token issue runs");
     assert!(
@@ -231,7 +232,7 @@ pub async fn issue_token(store_args: &[&str], name: &str, role: &str) -> String 
 /// Revokes every token of `name` with `concierge token revoke --user`, on
 /// the store that `store_args` name, as an admin would.
 pub async fn revoke_user(store_args: &[&str], name: &str) {
-    let mut args = vec!["token", "revoke", "--user", name];
+    let mut args = vec!["token", "revoke", "--local", "--user", name];
     args.extend_from_slice(store_args);
     let out = command(&args).output().await.expect("token revoke runs");
     assert!(
@@ -255,26 +256,68 @@ pub fn serve_with(bind: &str, data_dir: &str, flags: &[&str]) -> Process {
 }
 
 /// Creates an account with `concierge user add NAME --role ROLE
-/// --password-stdin` on the store `store_args` name, as an admin would.
+/// --password-stdin --local` on the store `store_args` name, as an admin
+/// bootstrapping a gateway would.
 pub async fn add_user(store_args: &[&str], name: &str, role: &str, password: &str) {
-    use tokio::io::AsyncWriteExt;
-    let mut args = vec!["user", "add", name, "--role", role, "--password-stdin"];
+    let mut args = vec![
+        "user",
+        "add",
+        name,
+        "--role",
+        role,
+        "--password-stdin",
+        "--local",
+    ];
     args.extend_from_slice(store_args);
-    let mut add = command(&args);
-    add.stdin(Stdio::piped());
-    let mut child = add.spawn().expect("user add runs");
+    let (code, _, stderr) = fed(&mut command(&args), &format!("{password}\n")).await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// The binary with `args`, as a person runs it whose config folder is
+/// `home` (HOME and XDG_CONFIG_HOME): its contexts are `home`'s alone, so
+/// tests never touch the real config folder nor each other's.
+pub fn as_person(home: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = command(args);
+    cmd.env("HOME", home).env("XDG_CONFIG_HOME", home);
+    cmd
+}
+
+/// `concierge login URL USER --password-stdin [FLAGS]` as the person of
+/// [`as_person`]: its exit code, stdout and stderr.
+pub async fn login(
+    home: &std::path::Path,
+    url: &str,
+    user: &str,
+    password: &str,
+    flags: &[&str],
+) -> (i32, String, String) {
+    let mut cmd = as_person(home, &["login", url, user, "--password-stdin"]);
+    cmd.args(flags);
+    fed(&mut cmd, &format!("{password}\n")).await
+}
+
+/// Runs `cmd` as [`outcome`] does, with `input` on its standard input.
+pub async fn fed(cmd: &mut Command, input: &str) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the binary starts");
     let mut stdin = child.stdin.take().expect("stdin is piped");
     stdin
-        .write_all(format!("{password}\n").as_bytes())
+        .write_all(input.as_bytes())
         .await
-        .expect("password written");
+        .expect("input written");
     drop(stdin);
-    let out = child.wait_with_output().await.expect("user add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within 30 s"))
+        .expect("the command runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The JSON lines `child` prints on its (piped) stdout, as they come; the

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::policy::{ExecRule, ExecSettings, Policy, SignalRule};
 use super::systemd::Manager;
+use concierge_client::context::{Contexts, GatewayUrl};
 use concierge_protocol::Role;
 
 /// The documented file, every key at its default.
@@ -97,9 +98,14 @@ pub struct AgentArgs {
     /// TOML settings file (see config/agent.toml).
     #[arg(long, env = "CONCIERGE_AGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The gateway's WebSocket URL (ws:// or wss://) [default: ws://127.0.0.1:8080/ws].
+    /// The gateway: ws://HOST:PORT/ws, wss://…, http://HOST:PORT or HOST:PORT
+    /// [default: ws://127.0.0.1:8080/ws].
     #[arg(long, env = "CONCIERGE_AGENT_URL")]
     pub url: Option<String>,
+    /// Take the gateway and the token from this context of `concierge
+    /// login` (flags and variables still win over it).
+    #[arg(long, env = "CONCIERGE_AGENT_CONTEXT")]
+    pub context: Option<String>,
     /// The token to identify with (`concierge token issue --role agent`);
     /// prefer the variable or --token-file: a flag shows in `ps`.
     #[arg(long, env = "CONCIERGE_AGENT_TOKEN", hide_env_values = true)]
@@ -188,6 +194,14 @@ impl AgentSettings {
             Some(path) => AgentSettings::from_file(path)?,
             None => AgentSettings::default(),
         };
+        if let Some(name) = &args.context {
+            let contexts = Contexts::load().map_err(|e| e.to_string())?;
+            let context = contexts.get(name).map_err(|e| e.to_string())?;
+            s.url = context.url.clone();
+            if args.token.is_none() && args.token_file.is_none() {
+                s.token = context.token.clone();
+            }
+        }
         macro_rules! over {
             ($($field:ident),+) => { $( if let Some(v) = args.$field { s.$field = v; } )+ };
         }
@@ -219,9 +233,9 @@ impl AgentSettings {
     }
 
     fn resolve(self) -> Result<Resolved, String> {
-        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
-            return Err(format!("url {:?}: must be a ws:// or wss:// URL", self.url));
-        }
+        let url = GatewayUrl::parse(&self.url)
+            .map_err(|e| format!("url: {e}"))?
+            .ws();
         let token = if !self.token.is_empty() {
             Some(self.token.trim().to_owned())
         } else if !self.token_file.as_os_str().is_empty() {
@@ -296,7 +310,7 @@ impl AgentSettings {
             },
         )?;
         Ok(Resolved {
-            url: self.url,
+            url,
             name,
             token,
             work_dir: self.work_dir,
@@ -353,10 +367,10 @@ mod tests {
     #[test]
     fn wrong_values_are_named() {
         let s = AgentSettings {
-            url: "http://x".into(),
+            url: "ftp://x".into(),
             ..AgentSettings::default()
         };
-        assert!(s.resolve().expect_err("url").contains("ws://"));
+        assert!(s.resolve().expect_err("url").contains("ws://HOST:PORT/ws"));
         let s = AgentSettings {
             name: "h".into(),
             anonymous_role: "admin".into(),

@@ -24,6 +24,7 @@
 //! in request order, so the `seq` of each reply says how many requests
 //! have been answered.
 
+pub mod context;
 pub mod logging;
 
 use std::borrow::Cow;
@@ -55,12 +56,6 @@ pub const WINDOW: u64 = 256;
 /// Text frames from the gateway that this process could not decode and
 /// skipped, over all its connections.
 static UNDECODABLE: AtomicU64 = AtomicU64::new(0);
-
-/// Where `concierge login` keeps the token, and where `concierge ctl` finds
-/// it: `<config dir>/concierge/token`.
-pub fn token_file() -> Option<std::path::PathBuf> {
-    dirs::config_dir().map(|d| d.join("concierge").join("token"))
-}
 
 /// How many frames from the gateway this process skipped because it could
 /// not decode them (the agent reports it in its `ping` reply).
@@ -123,7 +118,7 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
             .await
             .map_err(|e| ClientError::Connect {
                 url: url.to_owned(),
-                reason: e.to_string(),
+                reason: context::why_unreachable(&e),
             })?;
     let identify = PayloadIn::Identify {
         name: Cow::Borrowed(&identity.name),

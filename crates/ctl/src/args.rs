@@ -17,12 +17,16 @@ Examples:
   # Another gateway, with a token kept in a file
   CONCIERGE_TOKEN=$(cat alice.token) concierge ctl --url wss://gw.example.com/ws ps host1")]
 pub struct CtlArgs {
-    /// The gateway's WebSocket URL.
-    #[arg(long, env = "CONCIERGE_URL", default_value = "ws://127.0.0.1:8080/ws")]
-    pub(crate) url: String,
-    /// The token to identify with [default: the one `concierge login` kept].
+    /// The gateway: http://HOST:PORT, ws://HOST:PORT/ws or HOST:PORT
+    /// [default: the context's, else http://127.0.0.1:8080].
+    #[arg(long, env = "CONCIERGE_URL")]
+    pub(crate) url: Option<String>,
+    /// The token to identify with [default: the context's].
     #[arg(long, env = "CONCIERGE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// The context (from `concierge login`) to use [default: the current one].
+    #[arg(long, env = "CONCIERGE_CONTEXT")]
+    pub(crate) context: Option<String>,
     /// Print replies as JSON (the reply's `msg`; paged lists merged into one
     /// array), one document per line.
     #[arg(long, global = true)]

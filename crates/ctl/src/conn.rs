@@ -1,4 +1,5 @@
-//! The connection plumbing every `ctl` command shares: a request to a host
+//! The connection plumbing every `ctl` command shares: which gateway and
+//! token (the context's, or `--url` and `--token`), a request to a host
 //! and its reply by `rid`, the gateway's directory requests, paged lists,
 //! and the user's display settings.
 
@@ -7,9 +8,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::args::CtlArgs;
 use super::error::CtlError;
 use super::render::Units;
 use super::{spinner, Ctl};
+use concierge_client::context;
 use concierge_protocol::agent::args::Page;
 use concierge_protocol::agent::{envelope, outcome, Request};
 use concierge_protocol::{HostKind, PayloadIn, PayloadOut, Target};
@@ -199,4 +202,17 @@ impl Ctl {
             }
         }
     }
+}
+
+/// The gateway's WebSocket URL and the token to identify with: `--url`,
+/// `--token` (or their variables), else the context's (see
+/// [`concierge_client::context`]).
+pub(crate) fn gateway(args: &CtlArgs) -> Result<(String, Option<String>), CtlError> {
+    let resolved = context::resolve(
+        args.context.as_deref(),
+        args.url.as_deref(),
+        args.token.clone(),
+    )
+    .map_err(|e| CtlError::Usage(e.to_string()))?;
+    Ok((resolved.gateway.ws(), resolved.token))
 }

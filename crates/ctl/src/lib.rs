@@ -1,7 +1,8 @@
 //! `concierge ctl`: the operator's side of the agent.
 //!
 //! Every command is one connection to the gateway: identify (with the
-//! token from `--token`, `CONCIERGE_TOKEN` or `concierge login`), send one
+//! token from `--token`, `CONCIERGE_TOKEN` or the context `concierge login`
+//! stored, see `conn`), send one
 //! request to a host's agent (seed 003's envelope inside a MESSAGE), wait
 //! for the reply with the same `rid`, print it as a table (or the reply's
 //! `msg` as JSON with `--json`), and exit non-zero when it failed. `exec
@@ -78,7 +79,7 @@ struct Ctl {
 }
 
 async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
-    let token = args.token.clone().or_else(saved_token);
+    let (url, token) = conn::gateway(&args)?;
     let name = ctl_name(token.as_deref());
     // A command that streams until the host says it is done must also
     // hear that the host left, or it would wait forever: it follows
@@ -95,11 +96,9 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
         take_over: true,
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let conn = tokio::time::timeout(timeout, client::connect(&args.url, &identity))
+    let conn = tokio::time::timeout(timeout, client::connect(&url, &identity))
         .await
-        .map_err(|_| {
-            CtlError::Unreachable(format!("{}: no answer within {timeout:?}", args.url))
-        })??;
+        .map_err(|_| CtlError::Unreachable(format!("{url}: no answer within {timeout:?}")))??;
     let mut ctl = Ctl {
         conn,
         json: args.json,
@@ -130,13 +129,6 @@ fn ctl_name(token: Option<&str>) -> String {
         claims["name"].as_str().map(str::to_owned)
     });
     CtlName::make(claimed.as_deref(), getrandom::u32().unwrap_or(0))
-}
-
-fn saved_token() -> Option<String> {
-    let path = concierge_client::token_file()?;
-    let text = std::fs::read_to_string(path).ok()?;
-    let token = text.trim();
-    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// A spinner on standard error while a person waits.

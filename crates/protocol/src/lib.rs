@@ -16,6 +16,7 @@
 //! report of themselves and what the gateway keeps), [`selector`] (target expressions:
 //! which hosts a fleet command is for) and [`wireguard`].
 
+pub mod admin;
 pub mod agent;
 pub mod close;
 pub mod data;
