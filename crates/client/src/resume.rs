@@ -52,8 +52,7 @@ impl Resume {
         url: &str,
         identity: &Identity,
     ) -> Result<Connection, ClientError> {
-        let (connection, secret) =
-            super::identify(url, identity, self.secret.as_deref()).await?;
+        let (connection, secret) = super::identify(url, identity, self.secret.as_deref()).await?;
         self.secret = secret;
         Ok(connection)
     }
@@ -128,6 +127,11 @@ impl Resume {
             sender.send(&payload).await?;
         }
         Ok(())
+    }
+
+    /// Whether `service` is one of the subscriptions.
+    pub fn subscribed(&self, service: &str) -> bool {
+        self.services.contains_key(service)
     }
 
     /// The last position seen of `service`'s history.
@@ -331,7 +335,9 @@ mod tests {
         assert_eq!(resume.observe(&result("x", at("e", 1), Some(false))), None);
         assert!(resume.subscriptions().is_empty());
         resume.subscribe("x");
+        assert!(resume.subscribed("x"));
         resume.unsubscribe("x");
+        assert!(!resume.subscribed("x"));
         assert!(resume.subscriptions().is_empty());
     }
 

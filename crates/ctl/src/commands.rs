@@ -246,13 +246,7 @@ impl Ctl {
     ) -> Result<ExitCode, CtlError> {
         let service = HostService::Audit.of(host);
         if follow {
-            self.conn
-                .sender
-                .send(&PayloadIn::SelfSubscribe {
-                    service: service.as_str().into(),
-                    position: None,
-                })
-                .await?;
+            self.follow(&service).await?;
         }
         let reply = self
             .request(host, &Request::Audit(Audit { limit: Some(limit) }))
@@ -265,8 +259,7 @@ impl Ctl {
             return Ok(ExitCode::SUCCESS);
         }
         loop {
-            let next = self.conn.receiver.next().await?;
-            match next.payload {
+            match self.next_followed().await? {
                 PayloadOut::Message { origin, data, .. } if published(&origin, &service, host) => {
                     self.audit_line(&data["entry"]);
                 }
@@ -413,13 +406,7 @@ impl Ctl {
         // Only an agent publishes its telemetry: another host is asked.
         let publishes = kind == HostKind::Agent;
         if publishes {
-            self.conn
-                .sender
-                .send(&PayloadIn::SelfSubscribe {
-                    service: service.as_str().into(),
-                    position: None,
-                })
-                .await?;
+            self.follow(&service).await?;
         }
         let interactive = std::io::stdout().is_terminal() && !self.json;
         let draw = |data: &Value, json: bool| {
@@ -448,10 +435,10 @@ impl Ctl {
         }
         loop {
             let next = tokio::select! {
-                next = self.conn.receiver.next() => next?,
+                next = self.next_followed() => next?,
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             };
-            match next.payload {
+            match next {
                 PayloadOut::Message { origin, data, .. } if published(&origin, &service, host) => {
                     draw(&data, self.json)
                 }

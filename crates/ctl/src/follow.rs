@@ -1,0 +1,120 @@
+//! The commands that follow a host's service (`audit --follow`, `top`)
+//! outlive their connection: when it drops (a replica restarting, 1012 or
+//! 1001, a network fault) `ctl` connects again with backoff, takes its name
+//! back (its token, or the HELLO's `resume` secret), and subscribes again
+//! from the last position it saw, so that what was published meanwhile is
+//! replayed once (`docs/PROTOCOL.md` §17). When the history could not be
+//! recovered it says so on standard error, once, and carries on.
+
+use std::time::Duration;
+
+use concierge_client::resume::{retryable, Resume};
+use concierge_client::{ClientError, Connection, Identity};
+use concierge_protocol::PayloadOut;
+use tokio::time::Instant;
+
+use super::error::CtlError;
+use super::Ctl;
+
+/// How long `ctl` keeps trying to reconnect after its connection dropped.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// How long after a subscription is refused (INVALID_SERVICE: the host has
+/// not yet created it again after the same outage) it is asked again.
+const ASK_AGAIN: Duration = Duration::from_millis(250);
+
+/// Where `ctl` connects, as whom, and what it needs to resume.
+pub(crate) struct Link {
+    url: String,
+    identity: Identity,
+    resume: Resume,
+    /// Until when a refused subscription is asked again: set by a
+    /// reconnection, for `--timeout`.
+    settling: Option<Instant>,
+}
+
+impl Link {
+    pub(crate) fn new(url: String, identity: Identity) -> Link {
+        Link {
+            url,
+            identity,
+            resume: Resume::default(),
+            settling: None,
+        }
+    }
+
+    /// The first connection.
+    pub(crate) async fn connect(&mut self) -> Result<Connection, ClientError> {
+        self.resume.connect(&self.url, &self.identity).await
+    }
+}
+
+impl Ctl {
+    /// Subscribes to `service` and waits for the result, kept to resume
+    /// from: the live messages come after it.
+    pub(crate) async fn follow(&mut self, service: &str) -> Result<(), CtlError> {
+        let subscribe = self.link.resume.subscribe(service);
+        self.conn.sender.send(&subscribe).await?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.conn.receiver.next())
+                .await
+                .map_err(|_| {
+                    CtlError::Unreachable("the gateway did not answer in time".into())
+                })??;
+            self.link.resume.observe(&next.payload);
+            match next.payload {
+                PayloadOut::SelfSubscribeResult { service: s, .. } if s.name == service => {
+                    return Ok(())
+                }
+                PayloadOut::InvalidService { service } => {
+                    return Err(CtlError::Unreachable(format!(
+                        "no service {service}: is the agent connected?"
+                    )))
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next payload while following: after a dropped connection,
+    /// reconnects and resubscribes first. A history that could not be
+    /// recovered is said on standard error; a subscription refused just
+    /// after a reconnection (the host not back yet) is asked again for
+    /// `--timeout` before the refusal is returned.
+    pub(crate) async fn next_followed(&mut self) -> Result<PayloadOut, CtlError> {
+        loop {
+            let payload = match self.conn.receiver.next().await {
+                Ok(next) => next.payload,
+                Err(e) if retryable(&e) => {
+                    let link = &mut self.link;
+                    self.conn = link
+                        .resume
+                        .reconnect(&link.url, &link.identity, RECONNECT_FOR)
+                        .await?;
+                    link.settling = Some(Instant::now() + self.timeout);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(found) = self.link.resume.observe(&payload) {
+                if !found.recovered {
+                    eprintln!(
+                        "concierge ctl: {}: entries may be missing; showing from now",
+                        found.service
+                    );
+                }
+            }
+            if let PayloadOut::InvalidService { service } = &payload {
+                let settling = self.link.settling.is_some_and(|s| Instant::now() < s);
+                if settling && self.link.resume.subscribed(service) {
+                    tokio::time::sleep(ASK_AGAIN).await;
+                    let again = self.link.resume.subscribe(service);
+                    self.conn.sender.send(&again).await?;
+                    continue;
+                }
+            }
+            return Ok(payload);
+        }
+    }
+}
