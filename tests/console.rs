@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::process::{add_user, command, issue_token, json_lines, Process};
+use common::relay::Relay;
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -317,6 +318,97 @@ async fn the_console_comes_back_by_itself_after_the_gateway_restarts() {
             .is_some_and(|s| s.starts_with("reconnecting")),
         "{summary}"
     );
+}
+
+/// The console's connection is cut while it shows the audit (a relay the
+/// test cuts: the gateway lives on) and commands run meanwhile: it comes
+/// back, subscribes again from the last position it saw (its
+/// SELF_SUBSCRIBE carries it, the gateway recovers it) and shows each
+/// missed entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_resumes_the_audit_after_its_connection_is_cut() {
+    common::require_browser();
+    let work = tempfile::tempdir().expect("work dir");
+    let (server, agent) = fleet(work.path()).await;
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let admin = issue_token(&["--data-dir", &data], "alice", "admin").await;
+    let relay = Relay::to(server.addr).await;
+    let mut watch = server.connect().await;
+    watch
+        .identify_with(
+            json!({"type": "IDENTIFY", "name": "alice_wait", "version": "0.2.0", "token": admin}),
+        )
+        .await;
+    // The agent, listed or joining.
+    watch.send(json!({"type": "CLIENT_FETCH_ALL"})).await;
+    loop {
+        let next = watch.recv_within(Duration::from_secs(20)).await;
+        let mut listed = next["clients"].as_array().into_iter().flatten();
+        if next["client"]["name"] == "host1" || listed.any(|c| c["name"] == "host1") {
+            break;
+        }
+    }
+    watch.close().await;
+    let mark = |n: u32| {
+        let (server, admin) = (&server, &admin);
+        async move {
+            let cmd = json!({"cmd": ["echo", format!("mark-{n}")]});
+            let reply = ask(server, admin, "execute", cmd).await;
+            assert!(reply["proc_id"].is_u64(), "{reply}");
+        }
+    };
+    mark(1).await;
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let base = relay.http_url("");
+    let mut browser = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args(["resume", &base, "alice", OPERATOR_PASSWORD, "host1"])
+        .arg(scratch.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = json_lines(&mut browser);
+    step(&mut lines, "ready").await;
+    mark(2).await;
+    step(&mut lines, "live").await;
+    relay.set(false);
+    step(&mut lines, "down").await;
+    mark(3).await;
+    mark(4).await;
+    relay.set(true);
+    step(&mut lines, "back").await;
+    let summary = step(&mut lines, "done").await;
+    let status = browser.wait().await.expect("the browser run ends");
+    assert!(
+        status.success() && summary["ok"] == true,
+        "{summary}\nagent:\n{}",
+        agent.log()
+    );
+    let marks = summary["marks"].as_array().expect("marks");
+    for n in 1..=4 {
+        let mark = json!(format!("mark-{n}"));
+        assert_eq!(
+            marks.iter().filter(|m| **m == mark).count(),
+            1,
+            "{mark} shown once: {summary}"
+        );
+    }
+    // The first subscription has no position; the one after the cut gives
+    // the last seen (mark-2's) and is recovered.
+    let subscribes = summary["subscribes"].as_array().expect("subscribes");
+    let results = summary["results"].as_array().expect("results");
+    let again = subscribes.last().expect("a subscription");
+    assert!(subscribes.len() >= 2, "{summary}");
+    assert!(subscribes[0].get("position").is_none(), "{summary}");
+    assert!(again["position"]["offset"].as_u64() >= Some(1), "{summary}");
+    assert_eq!(
+        results.last().expect("a result")["recovered"],
+        true,
+        "{summary}"
+    );
+    assert!(relay.carried.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,68 +3,18 @@
 //! gateway, and `ctl audit --follow` across a connection cut under it (a
 //! TCP relay the test cuts and restores) and across a gateway restart.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use super::common::process::{ctl, ctl_json, json_lines, outcome, serve, Process};
+use super::common::relay::Relay;
 use super::common::{Client, TestServer, PATIENCE};
 use super::{issue, spawn_agent, Fleet};
 use concierge_client::resume::{Resubscribed, Resume};
 use concierge_client::{ClientError, Identity};
 use concierge_protocol::{PayloadOut, Target};
-
-/// A TCP relay to the gateway that the test can cut: while it is down, the
-/// connections it carried are closed and those it accepts are closed at
-/// once, as a network fault would do.
-struct Relay {
-    addr: SocketAddr,
-    up: watch::Sender<bool>,
-    /// Connections carried to the gateway.
-    carried: Arc<AtomicUsize>,
-}
-
-impl Relay {
-    async fn to(gateway: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let up = watch::Sender::new(true);
-        let carried = Arc::new(AtomicUsize::new(0));
-        let (state, count) = (up.subscribe(), carried.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut state = state.clone();
-                if !*state.borrow() {
-                    continue;
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let Ok(mut upstream) = TcpStream::connect(gateway).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                        _ = state.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Relay { addr, up, carried }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    fn set(&self, up: bool) {
-        self.up.send_replace(up);
-    }
-}
 
 /// The client library takes its name back with its HELLO's secret and
 /// resubscribes from the last position it saw: what was broadcast while it
