@@ -23,7 +23,8 @@ it before each expiry and carry on, never showing the login.
 With `resume` it watches the audit while the test cuts its connection
 (the gateway lives on) and runs commands meanwhile: the page must come
 back, subscribe again from the last position it saw, and show each missed
-entry once.
+entry once; cut again while the agent restarts (its history lost), it must
+fetch the audit again and show what ran meanwhile.
 
 With `units` it drives a host's systemd units instead (tests/systemd.rs,
 an agent on a real systemd in a container): stop, start and restart a
@@ -273,13 +274,17 @@ def resume(driver, summary):
     log("down")
     wait(driver, "the page to come back", lambda d: "up" in one(d, "#link-state").get_attribute("class"), timeout=60)
     wait(driver, "the missed marks", lambda d: {"mark-3", "mark-4"} <= set(audit_marks(d)), timeout=30)
+    log("back")  # the test cuts it again and restarts the agent (a new history), runs mark-5
+    wait(driver, "the page to see the link go again", lambda d: "down" in one(d, "#link-state").get_attribute("class"), timeout=30)
+    log("down again")
+    wait(driver, "the page to come back again", lambda d: "up" in one(d, "#link-state").get_attribute("class"), timeout=60)
+    wait(driver, "the mark run while the history was lost", lambda d: "mark-5" in audit_marks(d), timeout=30)
     marks = audit_marks(driver)
     frames = driver.execute_script("return window.__frames;")
     subscribes = [f["sent"] for f in frames if f.get("sent", {}).get("type") == "SELF_SUBSCRIBE"
                   and f["sent"].get("service") == f"audit_{HOST}"]
     results = [f["received"] for f in frames if "received" in f and f["received"]["service"]["name"] == f"audit_{HOST}"]
     summary.update(marks=marks, subscribes=subscribes, results=results)
-    log("back", marks=marks)
 
 
 def refresh(driver, summary, seconds=20):
