@@ -245,18 +245,25 @@ impl Ctl {
         follow: bool,
     ) -> Result<ExitCode, CtlError> {
         let service = HostService::Audit.of(host);
-        if follow {
-            self.follow(&service).await?;
+        let request = Request::Audit(Audit { limit: Some(limit) });
+        if !follow {
+            let reply = self.request(host, &request).await?;
+            for entry in reply["entries"].as_array().into_iter().flatten() {
+                self.audit_line(entry);
+            }
+            return Ok(ExitCode::SUCCESS);
         }
-        let reply = self
-            .request(host, &Request::Audit(Audit { limit: Some(limit) }))
-            .await?;
+        self.follow(&service).await?;
+        let (reply, early) = self.request_following(host, &request, &service).await?;
         let entries = reply["entries"].as_array().cloned().unwrap_or_default();
         for entry in &entries {
             self.audit_line(entry);
         }
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
+        // Published while the log was read: shown unless the log had it.
+        for data in early {
+            if !entries.contains(&data["entry"]) {
+                self.audit_line(&data["entry"]);
+            }
         }
         loop {
             match self.next_followed().await? {

@@ -8,11 +8,15 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::Value;
+
 use concierge_client::resume::{retryable, Resume};
 use concierge_client::{ClientError, Connection, Identity};
 use concierge_protocol::PayloadOut;
 use tokio::time::Instant;
 
+use super::commands::published;
 use super::error::CtlError;
 use super::Ctl;
 
@@ -72,6 +76,53 @@ impl Ctl {
                         "no service {service}: is the agent connected?"
                     )))
                 }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Asks `host` for `request` while following its `service`: the
+    /// reply's `msg`, and the data of the service's messages that came
+    /// before it (which the reply may or may not include: the caller
+    /// shows those it does not). They are not dropped, as a plain request
+    /// would, so that the position moves past them and nothing published
+    /// meanwhile is lost or, after a reconnection, shown twice.
+    pub(crate) async fn request_following(
+        &mut self,
+        host: &str,
+        request: &impl Serialize,
+        service: &str,
+    ) -> Result<(Value, Vec<Value>), CtlError> {
+        let rid = self.send_request(host, request).await?;
+        let deadline = Instant::now() + self.timeout;
+        let mut early = Vec::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.conn.receiver.next())
+                .await
+                .map_err(|_| {
+                    CtlError::Unreachable(format!(
+                        "{host} did not answer within {:?}",
+                        self.timeout
+                    ))
+                })??;
+            self.link.resume.observe(&next.payload);
+            match next.payload {
+                PayloadOut::Message { origin, data, .. } if published(&origin, service, host) => {
+                    early.push(data)
+                }
+                PayloadOut::Message { origin, data, .. }
+                    if origin.client.name == host
+                        && data["rid"].as_u64() == Some(rid)
+                        && data.get("msg").is_some() =>
+                {
+                    return Ok((self.checked(host, data["msg"].clone())?, early));
+                }
+                PayloadOut::InvalidName { name } => {
+                    return Err(CtlError::Unreachable(format!(
+                        "{name} is not connected to the gateway"
+                    )))
+                }
+                PayloadOut::ErrorProtocol { desc } => return Err(CtlError::Failed(desc)),
                 _ => continue,
             }
         }
