@@ -25,8 +25,9 @@ const FIRST_WAIT: Duration = Duration::from_millis(100);
 const LONGEST_WAIT: Duration = Duration::from_secs(5);
 
 /// A client's resume state: its name's secret and its subscriptions with
-/// the last position seen of each.
-#[derive(Debug, Default, Clone)]
+/// the last position seen of each. Not `Debug`: the secret is never
+/// printed or logged.
+#[derive(Default, Clone)]
 pub struct Resume {
     /// The `resume` secret of the last HELLO (none with a token).
     secret: Option<String>,
