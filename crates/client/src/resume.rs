@@ -12,7 +12,7 @@
 //! [`Resume::reconnect`] connects again with backoff after the errors that
 //! a restart or a network fault gives ([`retryable`]), and resubscribes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use concierge_protocol::{PayloadIn, PayloadOut, Position, Target};
@@ -34,10 +34,15 @@ pub struct Resume {
     /// Each subscribed service and the last position seen of its history
     /// (`None` before one is known or for a service without history).
     services: BTreeMap<String, Option<Position>>,
+    /// The services resubscribed after a reconnection whose result has not
+    /// come yet.
+    resubscribing: BTreeSet<String>,
 }
 
 /// What a resubscription found: whether the messages the client missed
-/// are replayed (`recovered`) or may be lost (it must resync).
+/// are replayed (`recovered`) or may be lost (it must resync): also when
+/// there was no position to resume from (a service without history), after
+/// a reconnection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resubscribed {
     pub service: String,
@@ -122,8 +127,10 @@ impl Resume {
             .collect()
     }
 
-    /// Sends [`Resume::subscriptions`].
-    pub async fn resubscribe(&self, sender: &Sender) -> Result<(), ClientError> {
+    /// Sends [`Resume::subscriptions`]; each result is reported by
+    /// [`Resume::observe`].
+    pub async fn resubscribe(&mut self, sender: &Sender) -> Result<(), ClientError> {
+        self.resubscribing = self.services.keys().cloned().collect();
         for payload in self.subscriptions() {
             sender.send(&payload).await?;
         }
@@ -142,7 +149,7 @@ impl Resume {
 
     /// Takes note of a payload received: a subscribed service's broadcast
     /// moves its position, a SELF_SUBSCRIBE_RESULT sets it. Returns what a
-    /// resubscription with a position found (absent for one without).
+    /// subscription with a position, or any after a reconnection, found.
     pub fn observe(&mut self, payload: &PayloadOut) -> Option<Resubscribed> {
         match payload {
             PayloadOut::Message {
@@ -168,7 +175,9 @@ impl Resume {
                 if !replayed && (*successful || last.is_none()) {
                     *last = position.clone();
                 }
-                recovered.map(|recovered| Resubscribed {
+                let again = self.resubscribing.remove(&service.name);
+                let recovered = recovered.or(again.then_some(false))?;
+                Some(Resubscribed {
                     service: service.name.clone(),
                     recovered,
                 })
@@ -313,6 +322,48 @@ mod tests {
             })
         );
         assert_eq!(resume.position("audit_h"), Some(&at("new", 2)));
+    }
+
+    #[tokio::test]
+    async fn a_resubscription_without_a_position_recovers_nothing() {
+        let mut resume = Resume::default();
+        resume.subscribe("telemetry_h");
+        // A service without history: no position, ever.
+        resume.observe(&PayloadOut::SelfSubscribeResult {
+            successful: true,
+            service: service("telemetry_h"),
+            position: None,
+            recovered: None,
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let sender = Sender {
+            tx,
+            window: std::sync::Arc::new(crate::Window {
+                sent: 0.into(),
+                answered: tokio::sync::watch::Sender::new(0),
+            }),
+        };
+        resume.resubscribe(&sender).await.expect("sent");
+        let sent = rx.recv().await.expect("a frame");
+        assert_eq!(
+            sent.into_text().expect("text").as_str(),
+            r#"{"type":"SELF_SUBSCRIBE","service":"telemetry_h"}"#
+        );
+        let result = PayloadOut::SelfSubscribeResult {
+            successful: true,
+            service: service("telemetry_h"),
+            position: None,
+            recovered: None,
+        };
+        assert_eq!(
+            resume.observe(&result),
+            Some(Resubscribed {
+                service: "telemetry_h".into(),
+                recovered: false
+            })
+        );
+        // Said once: a later result is not a resubscription's.
+        assert_eq!(resume.observe(&result), None);
     }
 
     #[test]

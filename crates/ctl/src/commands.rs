@@ -253,7 +253,7 @@ impl Ctl {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        self.follow(&service).await?;
+        self.follow(&service, true).await?;
         let (reply, early) = self.request_following(host, &request, &service).await?;
         let entries = reply["entries"].as_array().cloned().unwrap_or_default();
         for entry in &entries {
@@ -413,7 +413,8 @@ impl Ctl {
         // Only an agent publishes its telemetry: another host is asked.
         let publishes = kind == HostKind::Agent;
         if publishes {
-            self.follow(&service).await?;
+            // A snapshot replaces the last: none missed is worth a word.
+            self.follow(&service, false).await?;
         }
         let interactive = std::io::stdout().is_terminal() && !self.json;
         let draw = |data: &Value, json: bool| {

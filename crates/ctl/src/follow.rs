@@ -3,9 +3,12 @@
 //! 1001, a network fault) `ctl` connects again with backoff, takes its name
 //! back (its token, or the HELLO's `resume` secret), and subscribes again
 //! from the last position it saw, so that what was published meanwhile is
-//! replayed once (`docs/PROTOCOL.md` §17). When the history could not be
-//! recovered it says so on standard error, once, and carries on.
+//! replayed once (`docs/PROTOCOL.md` §17). When the history of a service
+//! whose every message counts (the audit, not telemetry snapshots) could
+//! not be recovered, or it keeps none (a cluster's), it says so on standard
+//! error, once, and carries on.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -32,6 +35,8 @@ pub(crate) struct Link {
     url: String,
     identity: Identity,
     resume: Resume,
+    /// The followed services whose missed messages are worth a word.
+    counted: BTreeSet<String>,
     /// Until when a refused subscription is asked again: set by a
     /// reconnection, for `--timeout`.
     settling: Option<Instant>,
@@ -43,6 +48,7 @@ impl Link {
             url,
             identity,
             resume: Resume::default(),
+            counted: BTreeSet::new(),
             settling: None,
         }
     }
@@ -55,8 +61,12 @@ impl Link {
 
 impl Ctl {
     /// Subscribes to `service` and waits for the result, kept to resume
-    /// from: the live messages come after it.
-    pub(crate) async fn follow(&mut self, service: &str) -> Result<(), CtlError> {
+    /// from: the live messages come after it. `counted`: a message missed
+    /// after a reconnection is worth a word on standard error.
+    pub(crate) async fn follow(&mut self, service: &str, counted: bool) -> Result<(), CtlError> {
+        if counted {
+            self.link.counted.insert(service.to_owned());
+        }
         let subscribe = self.link.resume.subscribe(service);
         self.conn.sender.send(&subscribe).await?;
         let deadline = Instant::now() + self.timeout;
@@ -149,7 +159,7 @@ impl Ctl {
                 Err(e) => return Err(e.into()),
             };
             if let Some(found) = self.link.resume.observe(&payload) {
-                if !found.recovered {
+                if !found.recovered && self.link.counted.contains(&found.service) {
                     eprintln!(
                         "concierge ctl: {}: entries may be missing; showing from now",
                         found.service

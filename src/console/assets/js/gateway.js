@@ -11,8 +11,9 @@
 //   whenever they are created anew (an agent that reconnected) and after
 //   the console itself reconnects, from the last position seen of their
 //   history (§17): what was published meanwhile is replayed. When it could
-//   not be (`recovered: false`), a `lost:NAME` event tells the page to
-//   fetch again what it shows. The HELLO's `resume` secret (a console
+//   not be (`recovered: false`, or no history to resume from, as a
+//   cluster's), a `lost:NAME` event tells the page to fetch again what it
+//   shows. The HELLO's `resume` secret (a console
 //   without a token) is given back to take the name over at once.
 // - Broadcasts (CLIENT_JOINED, CLIENT_LEFT, SERVICE_*) are dispatched as
 //   `broadcast` events on the Gateway object, and a service's messages as
@@ -65,6 +66,8 @@ export class Gateway extends EventTarget {
     this.wanted = new Set();
     /** The last position seen of each wanted service's history. */
     this.positions = new Map();
+    /** The wanted services subscribed on an earlier connection or before. */
+    this.subscribedBefore = new Set();
     this.resume = null;
     this.up = false;
     this.stopped = false;
@@ -257,6 +260,7 @@ export class Gateway extends EventTarget {
   unsubscribe(service) {
     this.wanted.delete(service);
     this.positions.delete(service);
+    this.subscribedBefore.delete(service);
     if (this.up) this.request({ type: "SELF_UNSUBSCRIBE", service }).catch(() => {});
   }
 
@@ -264,15 +268,20 @@ export class Gateway extends EventTarget {
    * SELF_SUBSCRIBE from the last position seen. The result is handled
    * before the next frame (a replay or a live message) is read: recovered,
    * the replay moves the position; otherwise the result's position is
-   * where the live messages start, and the page is told (`lost:NAME`).
+   * where the live messages start, and the page is told (`lost:NAME`)
+   * when it had subscribed before.
    */
   subscribeNow(service) {
     const position = this.positions.get(service) ?? undefined;
     // INVALID_SERVICE: not created yet; its SERVICE_CREATE_RESULT retries.
     this.request({ type: "SELF_SUBSCRIBE", service, position }).then((reply) => {
-      if (reply.type !== "SELF_SUBSCRIBE_RESULT" || !this.positions.has(service)) return;
-      if (reply.successful && reply.recovered !== true && reply.position) this.positions.set(service, reply.position);
-      if (reply.recovered === false) this.emit(`lost:${service}`, { position: reply.position ?? null });
+      if (reply.type !== "SELF_SUBSCRIBE_RESULT" || !this.positions.has(service) || !reply.successful) return;
+      if (reply.recovered !== true && reply.position) this.positions.set(service, reply.position);
+      const again = this.subscribedBefore.has(service);
+      this.subscribedBefore.add(service);
+      if (reply.recovered === false || (again && reply.recovered !== true)) {
+        this.emit(`lost:${service}`, { position: reply.position ?? null });
+      }
     }).catch(() => {});
   }
 }
