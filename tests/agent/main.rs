@@ -12,6 +12,7 @@ mod follows;
 mod policy;
 mod processes;
 mod requests;
+mod resume;
 mod telemetry;
 
 use std::path::Path;

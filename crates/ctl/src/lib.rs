@@ -10,7 +10,7 @@
 //!
 //! Here are the entry point and the dispatch of each command; `args` is the
 //! command line, `error` the failures and exit statuses, `conn` the
-//! connection plumbing, `commands` the longer commands, `render`,
+//! connection plumbing, `follow` the reconnection of a follow, `commands` the longer commands, `render`,
 //! `replies` (each kind of host's replies) and `top` the output.
 
 mod args;
@@ -18,6 +18,7 @@ mod commands;
 mod conn;
 mod error;
 mod fleet;
+mod follow;
 mod render;
 mod replies;
 mod top;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub use args::{documented, CtlArgs, CtlCommand, VpnCommand};
-use concierge_client::{self as client, Connection, Identity};
+use concierge_client::{Connection, Identity};
 use concierge_protocol::agent::args::{NoArgs, Pid, PidArg, ProcSignal, Unit};
 use concierge_protocol::agent::{signals, Request};
 use concierge_protocol::{CtlName, HostKind};
@@ -65,6 +66,8 @@ pub fn main(args: CtlArgs) -> ExitCode {
 /// One connection to the gateway, as `ctl` uses it.
 struct Ctl {
     conn: Connection,
+    /// How to connect again and resume (`follow`).
+    link: follow::Link,
     json: bool,
     timeout: Duration,
     next_rid: u64,
@@ -93,11 +96,13 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
         presence: follows,
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let conn = tokio::time::timeout(timeout, client::connect(&url, &identity))
+    let mut link = follow::Link::new(url.clone(), identity);
+    let conn = tokio::time::timeout(timeout, link.connect())
         .await
         .map_err(|_| CtlError::Unreachable(format!("{url}: no answer within {timeout:?}")))??;
     let mut ctl = Ctl {
         conn,
+        link,
         json: args.json,
         timeout,
         next_rid: 1,
