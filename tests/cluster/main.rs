@@ -7,6 +7,7 @@ mod common;
 
 mod dead_replica;
 mod departures;
+mod history;
 mod messaging;
 mod namespace;
 mod outages;
