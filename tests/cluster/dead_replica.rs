@@ -20,7 +20,7 @@ const CLIENTS: usize = 20;
 /// out was not freed by the reaper.
 const LEASE_MS: u64 = 10_000;
 
-fn identify(name: &str, token: Option<&str>) -> Value {
+pub fn identify(name: &str, token: Option<&str>) -> Value {
     let mut identify = json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"});
     if let Some(token) = token {
         identify["token"] = json!(token);
@@ -29,7 +29,11 @@ fn identify(name: &str, token: Option<&str>) -> Value {
 }
 
 /// A replica process and its WebSocket URL.
-async fn started(redis: &RedisServer, files: &std::path::Path, lease_ms: u64) -> (Process, String) {
+pub async fn started(
+    redis: &RedisServer,
+    files: &std::path::Path,
+    lease_ms: u64,
+) -> (Process, String) {
     let mut process = replica_process(redis, files, lease_ms);
     let addr = process.listening().await;
     (process, format!("ws://{addr}/ws"))
@@ -46,7 +50,7 @@ async fn try_identify(url: &str, identify: Value) -> (Client, Result<Value, u16>
 
 /// How `client`'s connection ends (its close code, 1006 when it just
 /// drops), past the frames still queued for it.
-async fn dropped(client: &mut Client) -> u16 {
+pub async fn dropped(client: &mut Client) -> u16 {
     loop {
         if let Err(code) = client.recv_any().await {
             return code;
@@ -55,7 +59,7 @@ async fn dropped(client: &mut Client) -> u16 {
 }
 
 /// Tokens for `names`, issued on the replicas' store.
-async fn tokens(redis: &RedisServer, names: &[String]) -> Vec<String> {
+pub async fn tokens(redis: &RedisServer, names: &[String]) -> Vec<String> {
     let store = ["--redis-url", &redis.url()];
     let mut tokens = Vec::with_capacity(names.len());
     for name in names {

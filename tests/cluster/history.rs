@@ -14,14 +14,20 @@ use crate::two_replicas;
 
 /// The owner `radio` on `server`, having created `news` keeping `size`
 /// messages for a minute.
-pub async fn owner_of_news(server: &TestServer, size: u64) -> Client {
+async fn owner_of_news(server: &TestServer, size: u64) -> Client {
     let mut owner = server.client("radio").await;
+    create_news(&mut owner, size).await;
+    owner
+}
+
+/// Creates `news` keeping `size` messages for a minute (the owner's request
+/// 0).
+pub async fn create_news(owner: &mut Client, size: u64) {
     let history = json!({"size": size, "ttl": 60});
     let create = json!({"type": "SERVICE_CREATE", "service": "news", "history": history});
     let reply = owner.answer(create, 0).await;
     assert_eq!(reply["successful"], true, "{reply}");
     assert_eq!(reply["service"]["history"], history, "{reply}");
-    owner
 }
 
 /// Broadcasts `m{n}` to `news`, as the owner's request `n`.
@@ -151,7 +157,11 @@ async fn none_is_repeated_or_skipped_resuming_elsewhere_while_the_owner_publishe
     while seen.last() != Some(&TOTAL) {
         seen.push(next_offset(&mut client).await.0);
     }
-    assert_eq!(seen, (1..=TOTAL).collect::<Vec<_>>(), "every offset once, in order");
+    assert_eq!(
+        seen,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "every offset once, in order"
+    );
     let _owner = publishing.await.expect("the owner published everything");
     client.expect_nothing_queued().await;
 }
@@ -210,7 +220,10 @@ async fn a_history_redis_lost_is_written_back_by_the_owners_replica() {
     redis.restart();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while redis.cli(&["XLEN", "concierge:history:news"]).trim() != "5" {
-        assert!(tokio::time::Instant::now() < deadline, "the history is not back in Redis");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history is not back in Redis"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut back = r2.client("listener").await;

@@ -252,9 +252,15 @@ fn check(
     max: usize,
     now: u64,
 ) -> Read {
+    // The head's `last` moves in a write of its own after the entry's: a
+    // read between the two sees one entry more than the head says.
+    let newest = entries
+        .last()
+        .and_then(|(id, _)| id.strip_prefix("0-"))
+        .and_then(|offset| offset.parse::<u64>().ok());
     let Some(last) = epoch.map(|epoch| Position {
         epoch,
-        offset: last.unwrap_or(0),
+        offset: last.unwrap_or(0).max(newest.unwrap_or(0)),
     }) else {
         return Read {
             last: None,
@@ -366,6 +372,26 @@ mod tests {
         assert_eq!(read.recovery, Some(Recovery::Recovered(expected)));
         let caught_up = check(head(3), vec![], Some(&at(3)), LIMITS, 10, NOW);
         assert_eq!(caught_up.recovery, Some(Recovery::Recovered(vec![])));
+    }
+
+    #[test]
+    fn an_entry_read_before_the_head_moved_counts() {
+        let read = check(
+            head(2),
+            vec![entry(2, NOW), entry(3, NOW)],
+            Some(&at(1)),
+            LIMITS,
+            10,
+            NOW,
+        );
+        assert_eq!(read.last, Some(at(3)));
+        assert_eq!(
+            read.recovery,
+            Some(Recovery::Recovered(vec![
+                Bytes::from("2"),
+                Bytes::from("3")
+            ]))
+        );
     }
 
     #[test]
