@@ -29,11 +29,7 @@ pub fn identify(name: &str, token: Option<&str>) -> Value {
 }
 
 /// A replica process and its WebSocket URL.
-pub async fn started(
-    redis: &RedisServer,
-    files: &std::path::Path,
-    lease_ms: u64,
-) -> (Process, String) {
+async fn started(redis: &RedisServer, files: &std::path::Path, lease_ms: u64) -> (Process, String) {
     let mut process = replica_process(redis, files, lease_ms);
     let addr = process.listening().await;
     (process, format!("ws://{addr}/ws"))

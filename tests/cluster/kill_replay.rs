@@ -9,7 +9,9 @@
 //! timed assertions). `benches/failover.sh` runs it with other figures:
 //! `CONCIERGE_FAILOVER_CLIENTS` (20), `CONCIERGE_FAILOVER_RATE` (messages a
 //! second, 500), `CONCIERGE_FAILOVER_SECONDS` (of publishing, 3; the kill
-//! comes after a third of them).
+//! comes after a third of them), `CONCIERGE_FAILOVER_QUEUE` (the replicas'
+//! `max_outgoing_queue`, 1024: a subscriber that missed more than half of
+//! it is not replayed, `docs/PROTOCOL.md` §17.3).
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +19,9 @@ use serde_json::{json, Value};
 
 use crate::common::redis::RedisServer;
 use crate::common::Client;
-use crate::dead_replica::{dropped, identify, started, tokens};
+use crate::dead_replica::{dropped, identify, tokens};
 use crate::history::{create_news, next_offset, subscribe};
+use crate::replica_process_with;
 
 /// The replicas' lease: a name back before it ran out was taken over, not
 /// freed by the reaper.
@@ -37,7 +40,8 @@ struct Life {
     named: Duration,
     /// From its first retry to its SELF_SUBSCRIBE_RESULT.
     resumed: Duration,
-    recovered: Value,
+    /// Its SELF_SUBSCRIBE_RESULT on the survivor.
+    result: Value,
     /// Messages replayed: those it missed while away.
     missed: u64,
     /// Every offset it received, in order, across both connections.
@@ -78,7 +82,7 @@ async fn live(name: String, token: String, mut old: Client, url: String, total: 
     Life {
         named,
         resumed: resumed_at,
-        recovered: resumed["recovered"].clone(),
+        result: resumed.clone(),
         missed: end.saturating_sub(seen_there),
         seen,
     }
@@ -103,12 +107,31 @@ async fn subscribers_of_a_killed_replica_lose_nothing_and_get_nothing_twice() {
     let total = rate * seconds;
     let redis = RedisServer::start();
     let files = tempfile::tempdir().unwrap();
-    let (doomed, doomed_url) = started(&redis, files.path(), LEASE_MS).await;
-    let (_survivor, url) = started(&redis, files.path(), LEASE_MS).await;
+    // A subscriber that missed more than half of it is not replayed.
+    let queue = figure("CONCIERGE_FAILOVER_QUEUE", 1024).to_string();
+    let flags = ["--max-outgoing-queue", &queue];
+    let mut doomed = replica_process_with(&redis, files.path(), LEASE_MS, &flags);
+    let doomed_url = format!("ws://{}/ws", doomed.listening().await);
+    let mut survivor = replica_process_with(&redis, files.path(), LEASE_MS, &flags);
+    let url = format!("ws://{}/ws", survivor.listening().await);
     let mut owner = Client::connect(&url).await;
     owner.identify("radio").await;
     // Room for everything: the window is not what is measured here.
     create_news(&mut owner, total).await;
+
+    // The doomed replica has heard of the service.
+    let mut probe = Client::connect(&doomed_url).await;
+    probe.identify("probe").await;
+    let deadline = Instant::now() + crate::common::PATIENCE;
+    for seq in 0.. {
+        let fetch = json!({"type": "SERVICE_FETCH", "service": "news"});
+        let fetched = probe.answer(fetch, seq).await;
+        if fetched["type"] == "SERVICE_FETCH_RESULT" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{fetched}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let names: Vec<String> = (0..clients).map(|i| format!("sub{i}")).collect();
     let tokens = tokens(&redis, &names).await;
@@ -170,8 +193,12 @@ async fn subscribers_of_a_killed_replica_lose_nothing_and_get_nothing_twice() {
     for life in lives {
         let life = life.await.expect("a subscriber's life");
         assert_eq!(
-            life.recovered, true,
-            "within the window, every one recovers"
+            life.result["recovered"],
+            true,
+            "within the window, every one recovers (more than max_outgoing_queue / 2 \
+             messages missed are not replayed): {} after offset {:?}",
+            life.result,
+            life.seen.last()
         );
         let mut unique = life.seen.clone();
         unique.sort_unstable();
