@@ -46,7 +46,7 @@ async fn try_identify(url: &str, identify: Value) -> (Client, Result<Value, u16>
 
 /// How `client`'s connection ends (its close code, 1006 when it just
 /// drops), past the frames still queued for it.
-pub async fn dropped(client: &mut Client) -> u16 {
+async fn dropped(client: &mut Client) -> u16 {
     loop {
         if let Err(code) = client.recv_any().await {
             return code;

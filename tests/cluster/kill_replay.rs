@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::common::redis::RedisServer;
 use crate::common::Client;
-use crate::dead_replica::{dropped, identify, tokens};
+use crate::dead_replica::{identify, tokens};
 use crate::history::{create_news, next_offset, subscribe};
 use crate::replica_process_with;
 
