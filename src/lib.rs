@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod files;
+pub mod fleet;
 pub mod gateway;
 pub mod metrics;
 pub mod namespace;

@@ -119,6 +119,45 @@ async fn several_services_fan_out_at_once() {
     assert_eq!(report.receivers_per_message, Some(10));
 }
 
+/// `--history`: the services keep one, so every relayed frame carries its
+/// position (and is bigger than the same frame without), and every message
+/// still reaches every subscriber once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_history_keeps_every_message_in_one() {
+    let server = TestServer::start();
+    let url = server.ws_url();
+    let run = |history: &'static str| {
+        let url = url.clone();
+        async move {
+            bench(&[
+                "fanout",
+                "--url",
+                &url,
+                "--subscribers",
+                "10",
+                "--messages",
+                "60",
+                "--window",
+                "8",
+                "--history",
+                history,
+            ])
+            .await
+        }
+    };
+    let kept = run("50").await;
+    assert_exact(&kept, 10 * 60);
+    assert_eq!(kept.scenario, "fanout (history 50 messages, 300 s)");
+    let plain = run("0").await;
+    assert_exact(&plain, 10 * 60);
+    assert_eq!(plain.scenario, "fanout");
+    let (with, without) = (kept.frame_bytes.unwrap(), plain.frame_bytes.unwrap());
+    assert!(
+        with > without + r#","position":{"epoch":"","offset":1}"#.len() as u64,
+        "{with} bytes with history, {without} without"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_at_a_target_rate() {
     let server = TestServer::start();

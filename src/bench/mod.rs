@@ -203,6 +203,13 @@ pub struct FanoutArgs {
     /// subscriber i subscribes to service i mod K.
     #[arg(long, default_value_t = 1)]
     pub services: usize,
+    /// Each service keeps a history of this many messages (SERVICE_CREATE's
+    /// `history`): what keeping one costs. 0 (the default) keeps none.
+    #[arg(long, default_value_t = 0, value_name = "MESSAGES")]
+    pub history: u64,
+    /// How long the history keeps each message, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub history_ttl: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]

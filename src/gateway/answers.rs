@@ -2,22 +2,40 @@
 //! [`GATEWAY_NAME`] carrying seed 003's envelope `{"req", "rid", "msg"}`,
 //! answered on the sender's own replica by a MESSAGE from that name with
 //! `{"rid", "msg"}`. It is how a host fetches its VPN config over the
-//! connection it already has (`get_vpn_conf`), and how operators list and
-//! revoke peers (`vpn_peers`, `vpn_revoke`).
+//! connection it already has (`get_vpn_conf`), how operators list and
+//! revoke peers (`vpn_peers`, `vpn_revoke`), and how hosts file their facts
+//! in the inventory and operators read it (`facts`, `hosts`,
+//! `forget_host`).
+
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::auth::Claims;
-use crate::namespace::ReplyTo;
+use crate::auth::{Auth, Claims};
+use crate::fleet::inventory::may_be_host;
+use crate::fleet::Inventory;
+use crate::namespace::{Namespace, ReplyTo};
 use crate::protocol::agent::args::VpnConf;
-use crate::protocol::agent::{authorize, reply, success, Envelope, Failure, GatewayRequest};
-use crate::protocol::{ClientInfo, Origin, PayloadOut, Target, GATEWAY_NAME};
+use crate::protocol::agent::{
+    authorize, reply, success, Envelope, Failure, GatewayRequest, Reason,
+};
+use crate::protocol::selector::Selector;
+use crate::protocol::{ClientInfo, HostKind, Origin, PayloadOut, Target, GATEWAY_NAME};
 use crate::vpn::{Fetch, Vpn};
+
+/// What the gateway's own answers reach.
+#[derive(Clone)]
+pub struct Desk {
+    pub vpn: Vpn,
+    pub inventory: Arc<Inventory>,
+    pub namespace: Namespace,
+    pub auth: Arc<Auth>,
+}
 
 /// Answers one request from `client` (identified with `claims`).
 pub async fn answer(
-    vpn: Vpn,
+    desk: Desk,
     client: ClientInfo,
     claims: Option<Claims>,
     data: Box<RawValue>,
@@ -27,7 +45,7 @@ pub async fn answer(
     let data = serde_json::from_str::<Value>(data.get()).unwrap_or_default();
     let data = match Envelope::decode(&data) {
         Ok(envelope) => {
-            let outcome = serve(&vpn, &client, claims, &envelope).await;
+            let outcome = serve(&desk, &client, claims, &envelope).await;
             reply(Some(&envelope.rid), outcome)
         }
         Err((rid, failure)) => reply(rid.as_ref(), Err(failure)),
@@ -58,19 +76,28 @@ fn gateway() -> ClientInfo {
 }
 
 async fn serve(
-    vpn: &Vpn,
+    desk: &Desk,
     client: &ClientInfo,
     claims: Option<Claims>,
     envelope: &Envelope,
 ) -> Result<Value, Failure> {
     let request = GatewayRequest::parse(envelope)?;
-    if let Some(needed) = request.role() {
-        let (user, roles) = match &claims {
-            Some(c) => (Some(c.sub.as_str()), c.role.implied()),
-            None => (None, &[][..]),
-        };
-        authorize(user, roles, needed)?;
+    match (request.role(), &claims) {
+        // A gateway that requires no token lets anyone read the inventory,
+        // as anyone may list its clients.
+        (Some(_), None) if matches!(request, GatewayRequest::Hosts(_)) && !desk.auth.required() => {
+        }
+        (Some(needed), claims) => {
+            let (user, roles) = match claims {
+                Some(c) => (Some(c.sub.as_str()), c.role.implied()),
+                None => (None, &[][..]),
+            };
+            authorize(user, roles, needed)?;
+        }
+        (None, _) => {}
     }
+    let unavailable =
+        |e: crate::cluster::store::StoreError| Failure::new(Reason::Unavailable, e.to_string());
     match request {
         GatewayRequest::GetVpnConf(args) => {
             // By default the config of the name the token is for (a
@@ -78,15 +105,61 @@ async fn serve(
             let own = claims.as_ref().map_or(&client.name, |c| &c.name).clone();
             let name = args.name.clone().unwrap_or(own);
             let conf_type = args.conf_type().to_owned();
-            let conf_data = vpn.fetch(Fetch::new(name, claims, &args)).await?;
+            let conf_data = desk.vpn.fetch(Fetch::new(name, claims, &args)).await?;
             Ok(success(json!(VpnConf {
                 conf_type,
                 conf_data
             })))
         }
-        GatewayRequest::VpnPeers(_) => Ok(success(json!(vpn.peers().await?))),
+        GatewayRequest::VpnPeers(_) => Ok(success(json!(desk.vpn.peers().await?))),
         GatewayRequest::VpnRevoke(args) => {
-            vpn.revoke(args.name.clone()).await?;
+            desk.vpn.revoke(args.name.clone()).await?;
+            Ok(success(json!({"name": args.name})))
+        }
+        GatewayRequest::Facts(facts) => {
+            if !may_be_host(client) {
+                return Err(Failure::new(
+                    Reason::Forbidden,
+                    "only a host reports facts: a client with a host token for its own name",
+                ));
+            }
+            facts.check().map_err(Failure::bad_argument)?;
+            desk.inventory
+                .report(&client.name, HostKind::Agent, facts)
+                .await
+                .map_err(unavailable)?;
+            Ok(success(json!({"name": client.name})))
+        }
+        GatewayRequest::Hosts(query) => {
+            let selector = match query.target.as_deref() {
+                Some(target) => Some(
+                    Selector::parse(target).map_err(|e| Failure::bad_argument(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let directory = Arc::clone(&desk.namespace.directory());
+            let page = desk
+                .inventory
+                .hosts(&query, selector.as_ref(), &|name| {
+                    directory.named(name).is_some()
+                })
+                .await
+                .map_err(unavailable)?;
+            Ok(success(json!(page)))
+        }
+        GatewayRequest::ForgetHost(args) => {
+            if !desk
+                .inventory
+                .forget(&args.name)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(Failure::new(
+                    Reason::NotFound,
+                    format!("the inventory has no host {:?}", args.name),
+                ));
+            }
+            tracing::info!(host = %args.name, by = ?claims.as_ref().map(|c| &c.sub), "host forgotten");
             Ok(success(json!({"name": args.name})))
         }
     }

@@ -42,6 +42,7 @@ use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
 use crate::console;
 use crate::files;
+use crate::fleet::Inventory;
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
 use crate::vpn::Vpn;
@@ -59,6 +60,7 @@ pub struct AppState {
     pub namespace: Namespace,
     pub auth: Arc<Auth>,
     pub vpn: Vpn,
+    pub inventory: Arc<Inventory>,
     /// Engine.IO's long-polling sessions, by sid.
     pub polling: Arc<Polling>,
 }
@@ -156,8 +158,10 @@ impl Gateway {
             settings.max_files_bytes,
             &files_dir,
         ));
+        let inventory = Inventory::start(cluster.store().clone());
         let observers: Vec<Arc<dyn Observer>> = vec![
             Arc::new(observers::Gauges),
+            inventory.clone(),
             Arc::new(files::Janitor::new(settings.files_dir(), quota.clone())),
         ];
         let namespace = Namespace::start(
@@ -172,6 +176,7 @@ impl Gateway {
             namespace: namespace.clone(),
             auth: auth.clone(),
             vpn,
+            inventory,
             polling: Arc::default(),
         });
         let files = web::Data::new(files::Files::new(

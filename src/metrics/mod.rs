@@ -68,6 +68,7 @@ pub struct Metrics {
     queue_depth_max: Gauge<i64, AtomicI64>,
     publish_seconds: Histogram,
     pub cluster_reconnects: Counter,
+    pub inventory_touches_dropped: Counter,
     pub cluster_write_errors: Counter,
     pub cluster_frames_not_sent: Counter,
     pub logins_failed: Counter,
@@ -147,6 +148,7 @@ impl Metrics {
             queue_depth_max: Gauge::default(),
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
             cluster_reconnects: Counter::default(),
+            inventory_touches_dropped: Counter::default(),
             cluster_write_errors: Counter::default(),
             cluster_frames_not_sent: Counter::default(),
             logins_failed: Counter::default(),
@@ -212,6 +214,11 @@ impl Metrics {
             "broker_publish_seconds",
             "Time to fan one publication out to this node's subscribers",
             m.publish_seconds.clone(),
+        );
+        registry.register(
+            "inventory_touches_dropped",
+            "Arrivals and departures of hosts not written to the inventory (its queue was full): their last_seen is older than it should be",
+            m.inventory_touches_dropped.clone(),
         );
         registry.register(
             "cluster_reconnects",

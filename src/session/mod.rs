@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::config::Settings;
+use crate::fleet::Inventory;
 use crate::metrics;
 use crate::namespace::{Member, Namespace, Resume};
 use crate::protocol::{ClientInfo, Close, CloseCode};
@@ -55,6 +56,7 @@ pub struct Session<T: Translator> {
     pub(crate) namespace: Namespace,
     pub(crate) auth: Arc<Auth>,
     pub(crate) vpn: Vpn,
+    pub(crate) inventory: Arc<Inventory>,
     pub(crate) span: tracing::Span,
     /// The session's end of its socket: every frame it sends goes through
     /// this bounded queue.
@@ -78,6 +80,7 @@ impl<T: Translator> Session<T> {
         namespace: Namespace,
         auth: Arc<Auth>,
         vpn: Vpn,
+        inventory: Arc<Inventory>,
         peer: &str,
         frame_limit: Rc<FrameLimit>,
     ) -> (Self, Writer) {
@@ -89,6 +92,7 @@ impl<T: Translator> Session<T> {
             namespace,
             auth,
             vpn,
+            inventory,
             span,
             out,
             sink,

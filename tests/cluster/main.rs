@@ -8,6 +8,7 @@ mod common;
 mod dead_replica;
 mod departures;
 mod history;
+mod inventory;
 mod kill_replay;
 mod messaging;
 mod namespace;

@@ -3,7 +3,8 @@
 //!
 //! It identifies with tag `agent` (and `presence: false`: a fleet's hosts
 //! need no news of each other), creates the services `telemetry_<host>` and
-//! `audit_<host>`, and serves the requests that arrive by MESSAGE (the
+//! `audit_<host>`, reports its host's facts to the gateway's inventory
+//! ([`facts`]), and serves the requests that arrive by MESSAGE (the
 //! protocol's [`concierge_protocol::agent`] vocabulary, served by
 //! [`commands`]), each in a
 //! task of its own so a slow one never holds up the others. When the
@@ -12,6 +13,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod facts;
 pub mod follows;
 pub mod policy;
 pub mod procs;
@@ -45,6 +47,11 @@ const STABLE: Duration = Duration::from_secs(10);
 /// still connected: a follow of a quiet process sends nothing that would
 /// tell it.
 const FOLLOWER_CHECK: Duration = Duration::from_secs(5);
+
+/// The `rid`s of the agent's requests to the gateway, which tell their
+/// answers apart.
+const VPN_RID: u64 = 0;
+const FACTS_RID: u64 = 1;
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn main(args: AgentArgs) -> ExitCode {
@@ -195,7 +202,7 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
                 public_key: Some(vpn.public_key()),
                 name: None,
             }),
-            0,
+            VPN_RID,
         );
         sender
             .message(
@@ -214,6 +221,7 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
         subscribers.clone(),
     ));
     let checker = actix::spawn(check_followers(host.clone(), sender.clone()));
+    let reporter = actix::spawn(report_facts(host.clone(), sender.clone()));
     let ended = loop {
         let payload = match receiver.next().await {
             Ok(sequenced) => sequenced.payload,
@@ -221,7 +229,12 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
         };
         match payload {
             PayloadOut::Message { origin, data, .. } if origin.client.name == GATEWAY_NAME => {
-                if let Some(vpn) = host.vpn.clone() {
+                if data.get("rid").and_then(Value::as_u64) == Some(FACTS_RID) {
+                    if let Err(failure) = outcome(data.get("msg").cloned().unwrap_or_default()) {
+                        tracing::warn!(reason = failure.reason.as_str(), desc = %failure.desc,
+                            "the gateway did not file this host's facts");
+                    }
+                } else if let Some(vpn) = host.vpn.clone() {
                     actix::spawn(bring_up(vpn, data));
                 }
             }
@@ -265,7 +278,37 @@ async fn session(host: &Rc<Host>) -> Result<(), ClientError> {
     };
     publisher.abort();
     checker.abort();
+    reporter.abort();
     ended
+}
+
+/// Reports the host's facts now, then again whenever they change (see
+/// [`facts`]).
+async fn report_facts(host: Rc<Host>, sender: Sender) {
+    let mut sent = None;
+    let mut looks = tokio::time::interval(facts::LOOK_EVERY);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        looks.tick().await;
+        let labels = host.settings.labels.clone();
+        let vpn_address = host.vpn.as_ref().and_then(|vpn| vpn.address());
+        let Ok(now) =
+            tokio::task::spawn_blocking(move || facts::collect(&labels, vpn_address)).await
+        else {
+            continue;
+        };
+        if sent.as_ref() == Some(&now) {
+            continue;
+        }
+        let report = envelope(&GatewayRequest::Facts(now.clone()), FACTS_RID);
+        let to = Target::Name {
+            name: GATEWAY_NAME.into(),
+        };
+        if sender.message(to, &report).await.is_err() {
+            return;
+        }
+        sent = Some(now);
+    }
 }
 
 /// Asks the gateway for each requester of a follow, every

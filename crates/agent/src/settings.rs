@@ -3,6 +3,7 @@
 //! host's unit file or a person at a terminal sets; the rules are in the
 //! file). `config/agent.toml` documents every key; a test keeps it in step.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub struct AgentSettings {
     pub exec_allow: Vec<ExecRule>,
     pub exec_env_allow: Vec<String>,
     pub exec_cwd_allow: Vec<PathBuf>,
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for AgentSettings {
@@ -80,6 +82,7 @@ impl Default for AgentSettings {
                 .map(String::from)
                 .to_vec(),
             exec_cwd_allow: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -124,6 +127,15 @@ pub struct AgentArgs {
     /// The tunnel's interface [default: wg0].
     #[arg(long, env = "CONCIERGE_AGENT_VPN_INTERFACE")]
     pub vpn_interface: Option<String>,
+    /// A label for the inventory and target expressions, KEY=VALUE (repeat
+    /// it, or separate with commas); over the file's `labels`.
+    #[arg(
+        long = "label",
+        env = "CONCIERGE_AGENT_LABELS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub labels: Vec<String>,
 }
 
 /// The settings, resolved and checked.
@@ -150,6 +162,8 @@ pub struct Resolved {
     pub policy: Policy,
     /// `--vpn`: the interface, the key file, the userspace implementation.
     pub vpn: Option<(String, PathBuf, Option<String>)>,
+    /// The labels it reports with its facts.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl AgentSettings {
@@ -175,6 +189,9 @@ impl AgentSettings {
             vpn,
             vpn_interface
         );
+        let flags = concierge_protocol::fleet::parse_labels(&args.labels.join(","))
+            .map_err(|e| format!("--label: {e}"))?;
+        s.labels.extend(flags);
         s.resolve()
     }
 
@@ -230,6 +247,16 @@ impl AgentSettings {
                 return Err(format!("{key}: must be positive"));
             }
         }
+        for (key, value) in &self.labels {
+            concierge_protocol::fleet::check_label(key, value)
+                .map_err(|e| format!("labels: {e}"))?;
+        }
+        if self.labels.len() > concierge_protocol::fleet::MAX_LABELS {
+            return Err(format!(
+                "labels: at most {} labels",
+                concierge_protocol::fleet::MAX_LABELS
+            ));
+        }
         if self.max_reply_bytes < 4096 {
             return Err("max_reply_bytes: must be at least 4096".into());
         }
@@ -272,6 +299,7 @@ impl AgentSettings {
             reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms)),
             policy,
             vpn,
+            labels: self.labels,
         })
     }
 }

@@ -248,6 +248,13 @@ impl VpnClient {
     }
 
     /// seed 003's `vpn_status`, with the tunnel's live state.
+    /// The tunnel's first address, once it is configured.
+    pub fn address(&self) -> Option<String> {
+        let state = self.tunnel.load_full()?;
+        let address = state.0.addresses.first()?.addr().to_string();
+        Some(address)
+    }
+
     pub fn status(&self) -> Value {
         let Some(state) = self.tunnel.load_full() else {
             let why = self.problem.load_full().map(|p| (*p).clone());

@@ -23,6 +23,18 @@ pub struct CtlArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
+    /// Every host of the inventory, connected or not (TARGET: a target
+    /// expression, e.g. 'web*', 'a,b', 'role=web,dc in (fra,ams),!canary').
+    Hosts {
+        /// Which hosts: names, globs, labels and facts (docs/PROTOCOL.md,
+        /// "Target expressions") [default: all].
+        target: Option<String>,
+        /// Only the hosts connected now.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Remove a host from the inventory (admin); it is listed again if it connects.
+    Forget { host: String },
     /// The connected clients.
     Clients,
     /// The services.

@@ -16,6 +16,7 @@ mod args;
 mod commands;
 mod conn;
 mod error;
+mod fleet;
 mod render;
 mod replies;
 mod top;
@@ -149,6 +150,8 @@ fn spinner(what: &str) -> Option<indicatif::ProgressBar> {
 impl Ctl {
     async fn command(&mut self, command: CtlCommand) -> Result<ExitCode, CtlError> {
         match command {
+            CtlCommand::Hosts { target, online } => self.hosts(target, online).await,
+            CtlCommand::Forget { host } => self.forget(&host).await,
             CtlCommand::Clients => self.clients().await,
             CtlCommand::Services => self.services().await,
             CtlCommand::Send { target, data } => self.send(&target, &data).await,

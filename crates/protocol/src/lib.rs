@@ -12,17 +12,21 @@
 //! One module per concern: [`objects`] (clients, services, targets, origins),
 //! [`incoming`] and [`outgoing`] payloads, [`close`] codes, [`data`] (what a
 //! MESSAGE may carry), the reserved names, roles, [`agent`], [`files`]
-//! (the file server's HTTP answers) and [`wireguard`].
+//! (the file server's HTTP answers), [`fleet`] (the inventory: what hosts
+//! report of themselves and what the gateway keeps), [`selector`] (target expressions:
+//! which hosts a fleet command is for) and [`wireguard`].
 
 pub mod agent;
 pub mod close;
 pub mod data;
 pub mod files;
+pub mod fleet;
 pub mod incoming;
 mod names;
 pub mod objects;
 pub mod outgoing;
 mod role;
+pub mod selector;
 pub mod wireguard;
 
 pub use close::{Close, CloseCode};

@@ -77,7 +77,8 @@ impl CtlName {
 /// dialects (docs/PROTOCOL.md, sections 13 and 15), so whoever shows a
 /// reply reads it by the kind of host that sent it. The adapters' tags are
 /// the gateway's to give; a native client's are its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HostKind {
     Agent,
     Nest,

@@ -231,6 +231,7 @@ impl Polling {
             state.namespace.clone(),
             state.auth.clone(),
             state.vpn.clone(),
+            state.inventory.clone(),
             &peer.to_string(),
             FrameLimit::new(settings.max_frame_size),
         );

@@ -16,7 +16,7 @@ use super::{GO, STOP};
 use crate::bench::clients::{classify, Client, Incoming, MessageFrames};
 use crate::bench::stats::{Receipts, Tracker};
 use crate::bench::{BenchError, MessageArgs};
-use crate::protocol::{PayloadIn, PayloadOut, Sequenced, Target};
+use crate::protocol::{History, PayloadIn, PayloadOut, Sequenced, Target};
 
 /// What a relayed benchmark MESSAGE must look like.
 #[derive(Clone)]
@@ -69,6 +69,8 @@ pub(super) struct Plan {
     pub(super) presence: bool,
     /// Services it creates, in order.
     pub(super) create: Vec<String>,
+    /// The history each service it creates keeps.
+    pub(super) history: Option<History>,
     pub(super) subscribe: Option<String>,
     pub(super) receive: Option<Receive>,
     pub(super) send: Option<Send>,
@@ -113,7 +115,7 @@ async fn set_up(shared: &Shared, plan: &Plan) -> Result<Client, BenchError> {
         let create = PayloadIn::ServiceCreate {
             service: service.into(),
             nickname: None,
-            history: None,
+            history: plan.history,
         };
         succeed(&mut client, &create).await?;
     }

@@ -40,6 +40,7 @@ pub async fn connect(args: &ConnectArgs, scenario: &str) -> Result<Report, Bench
             } else {
                 Vec::new()
             },
+            history: None,
             subscribe: agent.then(|| HostService::Telemetry.of(&name)),
             receive: None,
             send: None,

@@ -12,7 +12,7 @@ use super::{GO, STOP};
 use crate::bench::report::Report;
 use crate::bench::stats::Tracker;
 use crate::bench::{BenchError, DirectArgs, FanoutArgs, MessageArgs};
-use crate::protocol::Target;
+use crate::protocol::{History, Target};
 
 /// Runs the message phase: go, wait for every sender and every delivery,
 /// drain, stop. Returns the senders' accounts and both sides' CPU.
@@ -76,6 +76,15 @@ fn message_report(report: &mut Report, args: &MessageArgs, senders: usize, recei
 /// spread over the services (subscriber i on service i mod K); every owner
 /// sends M messages to its service at the same time.
 pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchError> {
+    // Named apart, so that runs with and without history never share a line.
+    let scenario = match args.history {
+        0 => scenario.to_owned(),
+        size => format!(
+            "{scenario} (history {size} messages, {} s)",
+            args.history_ttl
+        ),
+    };
+    let scenario = scenario.as_str();
     let (n, k) = (args.subscribers, args.services.max(1));
     let mut ctx = Ctx::new(&args.common, n + k).await?;
     let mut report = ctx.report(scenario);
@@ -98,6 +107,10 @@ pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchEr
                 name: owners[s].clone(),
                 presence: true,
                 create: vec![services[s].clone()],
+                history: (args.history > 0).then_some(History {
+                    size: args.history,
+                    ttl: args.history_ttl,
+                }),
                 subscribe: None,
                 receive: None,
                 send: Some(Send {
@@ -136,6 +149,7 @@ pub async fn fanout(args: &FanoutArgs, scenario: &str) -> Result<Report, BenchEr
                 name: ctx.name("sub", i),
                 presence: true,
                 create: Vec::new(),
+                history: None,
                 subscribe: Some(services[s].clone()),
                 receive: Some(Receive {
                     tracker: trackers[s].clone(),
@@ -202,6 +216,7 @@ pub async fn direct(args: &DirectArgs, scenario: &str) -> Result<Report, BenchEr
                 name: names[j].clone(),
                 presence: true,
                 create: Vec::new(),
+                history: None,
                 subscribe: None,
                 receive: Some(Receive {
                     tracker: trackers[peer].clone(),

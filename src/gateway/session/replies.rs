@@ -165,8 +165,14 @@ impl Session<Native> {
             Request::Gateway(data) => {
                 // Accepted like any MESSAGE; the answer comes as a MESSAGE.
                 member.reply(seq, PayloadOut::Ok);
+                let desk = answers::Desk {
+                    vpn: self.vpn.clone(),
+                    inventory: self.inventory.clone(),
+                    namespace: self.namespace.clone(),
+                    auth: self.auth.clone(),
+                };
                 let answer = answers::answer(
-                    self.vpn.clone(),
+                    desk,
                     member.info().clone(),
                     claims.as_deref().cloned(),
                     data,

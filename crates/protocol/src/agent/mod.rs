@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 pub use envelope::{envelope, outcome, reply, success, Envelope, Rid};
 pub use failure::{Failure, Reason};
 
+use crate::fleet::{Facts, ForgetHost, HostsQuery};
 use crate::Role;
 use args::{
     Audit, ExecCommand, Execute, GetVpnConf, KillProcess, NoArgs, Page, PidArg, ProcOutput,
@@ -159,6 +160,12 @@ pub enum GatewayRequest {
     VpnPeers(NoArgs),
     /// Admins.
     VpnRevoke(VpnRevoke),
+    /// A host, of itself: its facts and labels for the inventory.
+    Facts(Facts),
+    /// Viewers: the inventory (§18).
+    Hosts(HostsQuery),
+    /// Admins: the inventory forgets a host.
+    ForgetHost(ForgetHost),
 }
 
 impl GatewayRequest {
@@ -168,7 +175,7 @@ impl GatewayRequest {
             Failure::new(
                 Reason::UnknownRequest,
                 format!(
-                    "the gateway answers no request {:?}: get_vpn_conf, vpn_peers or vpn_revoke",
+                    "the gateway answers no request {:?}: get_vpn_conf, vpn_peers, vpn_revoke, facts, hosts or forget_host",
                     envelope.req
                 ),
             )
@@ -177,12 +184,14 @@ impl GatewayRequest {
     }
 
     /// The role a sender needs, beyond a token (`get_vpn_conf`'s rule is
-    /// the VPN's: one's own name).
+    /// the VPN's: one's own name; `facts` is about the sender itself, and
+    /// the gateway's rule is that it be a host).
     pub fn role(&self) -> Option<Role> {
         match self {
-            GatewayRequest::GetVpnConf(_) => None,
+            GatewayRequest::GetVpnConf(_) | GatewayRequest::Facts(_) => None,
+            GatewayRequest::Hosts(_) => Some(Role::Viewer),
             GatewayRequest::VpnPeers(_) => Some(Role::Operator),
-            GatewayRequest::VpnRevoke(_) => Some(Role::Admin),
+            GatewayRequest::VpnRevoke(_) | GatewayRequest::ForgetHost(_) => Some(Role::Admin),
         }
     }
 }

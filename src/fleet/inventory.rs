@@ -1,0 +1,226 @@
+//! Every host the fleet has: one record per host name in the store's
+//! [`HOSTS`] table, with when it was first and last seen and the facts it
+//! last reported, until an admin forgets it.
+//!
+//! Written on three occasions: a host's `facts` report (on connecting and
+//! whenever they change: [`Inventory::report`]), and its arrival and
+//! departure ([`Inventory::touch`], from the namespace's changes), which
+//! move `last_seen`. Whether a host is online is not stored: it is whether
+//! a client holds its name now, which the caller reads from the namespace
+//! (every replica's directory lists every replica's clients), so a replica
+//! that dies leaves no host marked online behind it.
+//!
+//! Departures come from the namespace's actors, which must not wait: they
+//! go through a bounded queue to one writer task, which folds repeated
+//! names together. A touch that finds the queue full is dropped and
+//! counted (`last_seen` is then as old as the host's previous report or
+//! arrival), never waited for.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::auth::now_secs;
+use crate::cluster::store::{Store, StoreError, Table};
+use crate::namespace::{Change, Observer};
+use crate::protocol::fleet::{Facts, HostRecord, HostsPage, HostsQuery, MAX_HOSTS_PAGE};
+use crate::protocol::selector::Selector;
+use crate::protocol::{ClientInfo, CtlName, HostKind};
+
+/// The inventory's table: a record per host name.
+pub const HOSTS: Table = Table::new("inventory");
+
+/// Arrivals and departures that may wait for the writer.
+const TOUCHES: usize = 4096;
+
+/// How often a report is retried when another write to the same host got
+/// in between (its arrival's touch, a report through another replica).
+const RACES: usize = 8;
+
+/// A host's record as stored: [`HostRecord`] without what is computed when
+/// it is read (its name is the key, `online` is the namespace's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    kind: HostKind,
+    first_seen: u64,
+    last_seen: u64,
+    facts: Facts,
+}
+
+/// The inventory (see the module documentation).
+pub struct Inventory {
+    store: Arc<dyn Store>,
+    touches: mpsc::Sender<String>,
+}
+
+impl Inventory {
+    /// The inventory kept in `store`, and its writer task.
+    pub fn start(store: Arc<dyn Store>) -> Arc<Inventory> {
+        let (touches, queue) = mpsc::channel(TOUCHES);
+        let inventory = Arc::new(Inventory { store, touches });
+        tokio::spawn(write_touches(Arc::downgrade(&inventory), queue));
+        inventory
+    }
+
+    /// Files what host `name` (served by a `kind`) reports of itself: its
+    /// record is created the first time, and its facts replaced after.
+    pub async fn report(&self, name: &str, kind: HostKind, facts: Facts) -> Result<(), StoreError> {
+        for _ in 0..RACES {
+            let old = self.store.get(HOSTS, name).await?;
+            let now = now_secs();
+            let first_seen = old
+                .as_deref()
+                .and_then(|bytes| serde_json::from_slice::<Stored>(bytes).ok())
+                .map_or(now, |stored| stored.first_seen);
+            let new = Stored {
+                kind,
+                first_seen,
+                last_seen: now,
+                facts: facts.clone(),
+            };
+            if self
+                .store
+                .compare_and_swap(HOSTS, name, old, Some(encode(&new)))
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the record of {name} kept changing while it was written"
+        )))
+    }
+
+    /// Moves the `last_seen` of `name` to now, if the inventory has it,
+    /// without waiting (see the module documentation).
+    pub fn touch(&self, name: &str) {
+        if self.touches.try_send(name.to_owned()).is_err() {
+            crate::metrics::get().inventory_touches_dropped.inc();
+        }
+    }
+
+    /// The hosts `query` asks for, sorted by name; `online` says whether a
+    /// client holds a name now.
+    pub async fn hosts(
+        &self,
+        query: &HostsQuery,
+        selector: Option<&Selector>,
+        online: &dyn Fn(&str) -> bool,
+    ) -> Result<HostsPage, StoreError> {
+        let limit = query
+            .limit
+            .map_or(MAX_HOSTS_PAGE, |l| usize::try_from(l).unwrap_or(usize::MAX))
+            .clamp(1, MAX_HOSTS_PAGE);
+        let now = now_secs();
+        let mut hosts = Vec::new();
+        let mut more = false;
+        for (name, bytes) in self.store.list(HOSTS).await? {
+            if query.after.as_ref().is_some_and(|after| &name <= after) {
+                continue;
+            }
+            let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else {
+                tracing::warn!(host = %name, "an inventory record that cannot be read is left out");
+                continue;
+            };
+            let online = online(&name);
+            if query.online && !online {
+                continue;
+            }
+            let record = HostRecord {
+                last_seen: if online { now } else { stored.last_seen },
+                name,
+                kind: stored.kind,
+                first_seen: stored.first_seen,
+                online,
+                facts: stored.facts,
+            };
+            if selector.is_some_and(|s| !s.matches(&record)) {
+                continue;
+            }
+            if hosts.len() == limit {
+                more = true;
+                break;
+            }
+            hosts.push(record);
+        }
+        Ok(HostsPage { hosts, more })
+    }
+
+    /// Forgets host `name`; whether the inventory had it.
+    pub async fn forget(&self, name: &str) -> Result<bool, StoreError> {
+        self.store.delete(HOSTS, name).await
+    }
+
+    /// Moves the `last_seen` of every host of `names` that the inventory has.
+    async fn write_touches(&self, names: BTreeSet<String>) {
+        for name in names {
+            for _ in 0..RACES {
+                let Ok(Some(old)) = self.store.get(HOSTS, &name).await else {
+                    break;
+                };
+                let Ok(mut stored) = serde_json::from_slice::<Stored>(&old) else {
+                    break;
+                };
+                stored.last_seen = now_secs();
+                match self
+                    .store
+                    .compare_and_swap(HOSTS, &name, Some(old), Some(encode(&stored)))
+                    .await
+                {
+                    Ok(false) => continue,
+                    Ok(true) => break,
+                    Err(e) => {
+                        tracing::warn!(host = %name, error = %e, "could not record when the host was last seen");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn encode(stored: &Stored) -> Vec<u8> {
+    // Strings, numbers and maps of strings: serializing cannot fail.
+    serde_json::to_vec(stored).unwrap_or_default()
+}
+
+/// The writer of arrivals and departures: takes what has queued up, once
+/// per name, until the inventory is dropped.
+async fn write_touches(inventory: std::sync::Weak<Inventory>, mut queue: mpsc::Receiver<String>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, TOUCHES).await > 0 {
+        let names: BTreeSet<String> = batch.drain(..).collect();
+        let Some(inventory) = inventory.upgrade() else {
+            return;
+        };
+        inventory.write_touches(names).await;
+    }
+}
+
+/// Whether `client` may be a host of the inventory: not one of `ctl`'s
+/// names, and a host by its token where it has one.
+pub fn may_be_host(client: &ClientInfo) -> bool {
+    CtlName::owner(&client.name).is_none() && client.is_host(&client.name)
+}
+
+impl Observer for Inventory {
+    fn observe(&self, change: &Change<'_>) {
+        match change {
+            // The node that cleans up after a client writes its departure
+            // (its own, or the one that reaped a dead node's clients);
+            // arrivals are written by the client's own node.
+            Change::Joined {
+                client,
+                local: true,
+            }
+            | Change::Left {
+                client,
+                cleanup: true,
+                ..
+            } if may_be_host(client) => self.touch(&client.name),
+            _ => {}
+        }
+    }
+}
