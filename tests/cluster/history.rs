@@ -205,6 +205,27 @@ async fn a_recreated_or_outgrown_history_is_answered_not_recovered() {
     assert_eq!(other["position"]["offset"], 0, "{other}");
 }
 
+/// Waits until every server's `/readyz` says it is ready (or not).
+async fn ready(servers: &[&TestServer], ready: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for server in servers {
+        loop {
+            let status = reqwest::get(server.http_url("/readyz"))
+                .await
+                .unwrap()
+                .status();
+            if (status == 200) == ready {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ready: {status}, not {ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_redis_lost_is_written_back_by_the_owners_replica() {
     let (mut redis, _files, r1, r2) = two_replicas();
@@ -215,9 +236,12 @@ async fn a_history_redis_lost_is_written_back_by_the_owners_replica() {
     for n in 4..=5 {
         broadcast(&mut owner, n).await;
     }
-    // An empty Redis: every replica writes its state back.
+    // An empty Redis: every replica writes its state back once it is
+    // reconnected, and is ready again only then.
     redis.kill();
+    ready(&[&r1, &r2], false).await;
     redis.restart();
+    ready(&[&r1, &r2], true).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while redis.cli(&["XLEN", "concierge:history:news"]).trim() != "5" {
         assert!(
