@@ -236,6 +236,52 @@ mod tests {
         resume(Ok(read), held)
     }
 
+    /// Every interleaving of a resumption with broadcasts `1..=N` on a node
+    /// that does not keep the history: the tap opens before broadcast
+    /// `tap`, the store is read after broadcast `read` (it has every
+    /// broadcast sent before: each is written there before it is
+    /// published), the subscriber joins the view after broadcast `joined`;
+    /// it resumes from `after`, a position it saw, so one in the store.
+    /// Whatever the order, it gets `after + 1..=N` once each, in order.
+    #[test]
+    fn every_interleaving_gives_each_broadcast_once_in_order() {
+        const N: u64 = 6;
+        for tap in 1..=N + 1 {
+            // The read comes after the tap opened.
+            for read in tap - 1..=N {
+                for joined in read..=N {
+                    for after in 0..=read {
+                        let gate = HistoryGate::kept_elsewhere(LIMITS);
+                        let uuid = Uuid::new_v4();
+                        gate.hold().open(uuid, 512);
+                        for offset in tap..=joined {
+                            gate.hold().feed(&broadcast(offset), None);
+                        }
+                        let stored = Read {
+                            last: Some(at(read)),
+                            recovery: Some(Recovery::Recovered(messages(after + 1..=read))),
+                        };
+                        let case =
+                            format!("after {after}, tap {tap}, read {read}, joined {joined}");
+                        let resumed = resume(Ok(stored), gate.hold().close(uuid));
+                        assert_eq!(resumed.position, Some(at(read)), "{case}");
+                        let mut got: Vec<u64> = resumed
+                            .replay
+                            .unwrap_or_else(|| panic!("not recovered: {case}"))
+                            .iter()
+                            .map(|m| std::str::from_utf8(m).unwrap().parse().unwrap())
+                            .collect();
+                        got.extend(offsets(&resumed.live));
+                        // Then directly from the view.
+                        got.extend(joined + 1..=N);
+                        let expected: Vec<u64> = (after + 1..=N).collect();
+                        assert_eq!(got, expected, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn held_broadcasts_that_were_read_are_not_sent_again() {
         // Held from 4, read up to 6: 4 to 6 came both ways.
