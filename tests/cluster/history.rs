@@ -38,16 +38,31 @@ pub async fn broadcast(owner: &mut Client, n: u64) {
     assert_eq!(ok["type"], "OK", "{ok}");
 }
 
-/// SELF_SUBSCRIBE to `news` from `position` (none when `null`): the result.
+/// SELF_SUBSCRIBE to `news` from `position` (none when `null`): the result,
+/// once the client's replica has heard of the service (it learns of one
+/// created on another replica from its event).
 pub async fn subscribe(client: &mut Client, position: &Value) -> Value {
     let mut subscribe = json!({"type": "SELF_SUBSCRIBE", "service": "news"});
     if !position.is_null() {
         subscribe["position"] = position.clone();
     }
-    let reply = client.answer(subscribe, 0).await;
-    assert_eq!(reply["type"], "SELF_SUBSCRIBE_RESULT", "{reply}");
-    assert_eq!(reply["successful"], true, "{reply}");
-    reply
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        client.send(subscribe.clone()).await;
+        let reply = loop {
+            let payload = client.recv().await;
+            if payload.get("seq").is_some() {
+                break payload;
+            }
+        };
+        if reply["type"] == "INVALID_SERVICE" && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        assert_eq!(reply["type"], "SELF_SUBSCRIBE_RESULT", "{reply}");
+        assert_eq!(reply["successful"], true, "{reply}");
+        return reply;
+    }
 }
 
 /// The next MESSAGE's offset, after checking its data names it.
@@ -168,7 +183,7 @@ async fn none_is_repeated_or_skipped_resuming_elsewhere_while_the_owner_publishe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_or_outgrown_history_is_answered_not_recovered() {
-    let (_redis, _files, r1, r2) = two_replicas();
+    let (redis, _files, r1, r2) = two_replicas();
     let mut owner = owner_of_news(&r1, 2).await;
     let mut listener = r2.client("listener").await;
     let last = saw_three(&mut owner, &mut listener).await;
@@ -193,6 +208,20 @@ async fn a_recreated_or_outgrown_history_is_answered_not_recovered() {
         .answer(json!({"type": "SERVICE_DELETE", "service": "news"}), 8)
         .await;
     assert_eq!(delete["type"], "SERVICE_DELETE_RESULT", "{delete}");
+    // Its history went with it.
+    let kept = [
+        "EXISTS",
+        "concierge:history:news",
+        "concierge:history-head:news",
+    ];
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while redis.cli(&kept).trim() != "0" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history outlived its service"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let create = json!({"type": "SERVICE_CREATE", "service": "news",
                         "history": {"size": 2, "ttl": 60}});
     let created = owner.answer(create, 9).await;

@@ -119,20 +119,6 @@ async fn subscribers_of_a_killed_replica_lose_nothing_and_get_nothing_twice() {
     // Room for everything: the window is not what is measured here.
     create_news(&mut owner, total).await;
 
-    // The doomed replica has heard of the service.
-    let mut probe = Client::connect(&doomed_url).await;
-    probe.identify("probe").await;
-    let deadline = Instant::now() + crate::common::PATIENCE;
-    for seq in 0.. {
-        let fetch = json!({"type": "SERVICE_FETCH", "service": "news"});
-        let fetched = probe.answer(fetch, seq).await;
-        if fetched["type"] == "SERVICE_FETCH_RESULT" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{fetched}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
     let names: Vec<String> = (0..clients).map(|i| format!("sub{i}")).collect();
     let tokens = tokens(&redis, &names).await;
     let mut lives = Vec::new();

@@ -10,7 +10,10 @@
 //! (id `0-{offset}`, fields `m` the MESSAGE's JSON and `t` when it was kept,
 //! in Unix milliseconds), trimmed exactly to the oldest entry the mirror
 //! still keeps (`MINID`: the same size, time and byte bounds), and moves the
-//! head's `last`.
+//! head's `last`. Both keys are deleted with the service's record, by
+//! whichever node records the deletion or its owner's departure (see
+//! `claims`), so a history outlives neither its service nor a dead owner's
+//! replica.
 //!
 //! Ordering: the namespace appends a broadcast before it hands it to the
 //! broker, and both queue their commands on the same link, which one task
@@ -28,7 +31,8 @@
 //! its time to live, and answers `Lost` otherwise. After the link comes
 //! back (a failover, an outage), the owner's replica writes its mirror back
 //! whole ([`RedisHistory::restore`]): the holes close, and a history that
-//! Redis lost entirely is there again under the same epoch.
+//! Redis lost entirely is there again under the same epoch (unless the
+//! head names another epoch: the name went to another owner meanwhile).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -138,7 +142,11 @@ impl RedisHistory {
 
 /// Replaces a history: KEYS the stream and the head; ARGV the epoch, the
 /// last offset, then offset, message, time for each entry, oldest first.
+/// Nothing when the head names another epoch: the service's name went to
+/// another owner while this node was cut off, whose history it is.
 const RESTORE: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if epoch and epoch ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'last', ARGV[2])
 for i = 3, #ARGV, 3 do
@@ -185,11 +193,10 @@ impl Histories for RedisHistory {
     }
 
     fn end(&self, service: &str) {
-        let _order = self.queueing();
-        if self.mirror.last(service).is_some() {
-            self.mirror.end(service);
-            self.link.write(delete(service));
-        }
+        // Its keys go with the service's record, when the deletion (or the
+        // owner's departure) is recorded, only if the record still names
+        // that owner: a late delete leaves a newer owner's history alone.
+        self.mirror.end(service);
     }
 
     fn read(
