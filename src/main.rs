@@ -1,9 +1,10 @@
 //! The `concierge` command.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use concierge::admin;
 use concierge::config::{Settings, SettingsLayer, CONFIG_ENV};
 use concierge::gateway::{Gateway, StartError};
@@ -38,20 +39,75 @@ fn exit_statuses() -> String {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Examples at the end of `concierge --help`.
+const EXAMPLES: &str = "\
+Examples:
+  # Run the gateway on 127.0.0.1:8080, files under ./data (as `concierge serve` does)
+  concierge
+  # An operator's account, then a token for a host
+  concierge user add alice --role operator
+  concierge token issue --name host1 --role agent --ttl 365d > host1.token
+  # Who is connected
+  concierge ctl clients
+  # Completion for bash, from the next shell on
+  concierge completion bash > ~/.local/share/bash-completion/completions/concierge
+
+Each command's --help tells more, with examples and its exit statuses.";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # On 127.0.0.1:8080, files under ./data
+  concierge serve
+  # Open to the network over TLS, tokens required
+  concierge serve --bind 0.0.0.0:8443 --tls-cert fullchain.pem --tls-key privkey.pem --require-auth true
+  # From a config file, one setting changed by its variable
+  concierge config > concierge.toml
+  CONCIERGE_WORKERS=2 concierge serve --config concierge.toml
+  # One replica of a cluster
+  concierge serve --redis-url redis://127.0.0.1:6379 --bind 127.0.0.1:8081";
+
+const CONFIG_EXAMPLES: &str = "\
+Examples:
+  concierge config > concierge.toml
+  concierge serve --config concierge.toml";
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  # 1000 clients connect to the local gateway, whose CPU and memory are measured
+  concierge bench connect --clients 1000 --server-pid \"$(pgrep -f 'concierge serve')\"
+  # One owner sends 2000 messages to a service with 1000 subscribers
+  concierge bench fanout --subscribers 1000 --messages 2000
+  # 100 pairs of clients, the report as JSON
+  concierge bench direct --pairs 100 --json
+  # Clients spread over two replicas of a cluster
+  concierge bench cluster direct --url ws://127.0.0.1:8080/ws --url ws://127.0.0.1:8081/ws
+
+Exit status: 0 clean, 1 a message was lost or duplicated or a client failed, 2 the run
+could not be carried out.";
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  # With a token for this host, systemd left alone
+  concierge token issue --name host1 --role agent > host1.token
+  concierge agent --name host1 --token-file host1.token --systemd off
+  # Another gateway, the rest from a settings file
+  concierge agent --url wss://gw.example.com/ws --config /etc/concierge/agent.toml";
+
+const COMPLETION_EXAMPLES: &str = "\
+Examples:
+  # bash (with the bash-completion package), from the next shell on
+  concierge completion bash > ~/.local/share/bash-completion/completions/concierge
+  # zsh: a folder of your fpath, before compinit runs
+  concierge completion zsh > ~/.zfunc/_concierge
+  # fish
+  concierge completion fish > ~/.config/fish/completions/concierge.fish";
+
 /// Concierge: a WebSocket gateway for running a fleet of machines.
 ///
-/// With no subcommand it runs the gateway. Settings come from built-in
-/// defaults, then the config file (--config), then CONCIERGE_* environment
-/// variables, then flags. A wrong value is reported under the name it was
-/// given by: the flag, the variable, or the file and its key. Logging follows
-/// CONCIERGE_LOG (or RUST_LOG), for example CONCIERGE_LOG=debug or
-/// CONCIERGE_LOG=concierge=trace; default info.
+/// With no command it runs the gateway and takes the settings `serve` does
+/// (`concierge serve --help` lists them).
 #[derive(Parser)]
-#[command(
-    version,
-    args_conflicts_with_subcommands = true,
-    after_long_help = exit_statuses()
-)]
+#[command(version, args_conflicts_with_subcommands = true, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -62,11 +118,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default).
-    #[command(after_long_help = exit_statuses())]
+    ///
+    /// Settings come from built-in defaults, then the config file (--config),
+    /// then CONCIERGE_* environment variables, then flags. A wrong value is
+    /// reported under the name it was given by: the flag, the variable, or
+    /// the file and its key. Logging follows CONCIERGE_LOG (or RUST_LOG), for
+    /// example CONCIERGE_LOG=debug or CONCIERGE_LOG=concierge=trace; default
+    /// info.
+    #[command(
+        after_help = SERVE_EXAMPLES,
+        after_long_help = format!("{SERVE_EXAMPLES}\n\n{}", exit_statuses())
+    )]
     Serve(Box<ServeArgs>),
     /// Print the documented config file with every default.
+    #[command(after_help = CONFIG_EXAMPLES)]
     Config,
     /// Load-test a running gateway (see docs/BENCHMARKS.md).
+    #[command(after_help = BENCH_EXAMPLES)]
     Bench(Box<concierge::bench::BenchArgs>),
     /// Manage accounts (in the gateway's store; works beside a running gateway).
     User {
@@ -90,16 +158,29 @@ enum Command {
         command: admin::SettingsCommand,
     },
     /// Run the host agent: serve operators' requests through a gateway.
+    #[command(after_help = AGENT_EXAMPLES)]
     Agent(Box<concierge_agent::settings::AgentArgs>),
     /// Command hosts' agents through a gateway.
     Ctl(Box<concierge_ctl::CtlArgs>),
     /// Log in to a gateway (http://HOST:PORT) and keep the token in the user's config folder.
+    #[command(after_help = "\
+Examples:
+  concierge login http://127.0.0.1:8080 alice
+  concierge ctl clients")]
     Login {
+        /// The gateway's HTTP address.
         url: String,
+        /// The account to log in as.
         username: String,
         /// Read the password from standard input (its first line).
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Print a shell's completion script for concierge.
+    #[command(after_help = COMPLETION_EXAMPLES)]
+    Completion {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -115,8 +196,18 @@ struct ServeArgs {
     settings: SettingsLayer,
 }
 
+/// The command line as clap reads it: the gateway's settings, which a bare
+/// `concierge` takes as `serve` does, listed under `serve --help` only, and
+/// `ctl`'s exit statuses at the end of each of its commands' help.
+fn cli() -> clap::Command {
+    Cli::command()
+        .mut_args(|arg| arg.hide(true))
+        .mut_subcommand("ctl", concierge_ctl::documented)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = cli().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Some(Command::Config) => {
             print!("{}", Settings::default_toml());
@@ -137,7 +228,23 @@ fn main() -> ExitCode {
             username,
             password_stdin,
         }) => admin::login(&url, &username, password_stdin),
+        Some(Command::Completion { shell }) => completion(shell),
         None => serve(cli.serve),
+    }
+}
+
+/// Writes `shell`'s completion script to standard output.
+fn completion(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cli(), "concierge", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `concierge completion bash | head` ends quietly, as `ctl` does.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("concierge: cannot write the completion script: {e}");
+            ExitCode::from(FAILED)
+        }
     }
 }
 
@@ -200,11 +307,108 @@ fn serve(args: ServeArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_well_formed() {
-        Cli::command().debug_assert();
+        cli().debug_assert();
+    }
+
+    /// Every command, every argument of it (but `--help`), with its path.
+    fn walk(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        let path = format!("{path} {}", command.get_name()).trim().to_owned();
+        out.push((path.clone(), command.clone()));
+        for sub in command.get_subcommands() {
+            walk(sub, &path, out);
+        }
+    }
+
+    /// The `concierge` command lines of a help's "Examples:" section (up to
+    /// its first blank line): each line but the comments, from the word
+    /// `concierge` (after the variables it sets or the command piped into
+    /// it) to its end, a pipe or an output redirection.
+    fn examples(help: &str) -> Vec<String> {
+        help.lines()
+            .skip_while(|line| *line != "Examples:")
+            .skip(1)
+            .map(str::trim)
+            .take_while(|line| !line.is_empty())
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (from, _) = line
+                    .match_indices("concierge")
+                    .find(|(at, word)| {
+                        let (before, after) = (&line[..*at], &line[at + word.len()..]);
+                        (before.is_empty() || before.ends_with(' '))
+                            && (after.is_empty() || after.starts_with(' '))
+                    })
+                    .unwrap_or_else(|| panic!("`{line}` does not run concierge"));
+                let line = &line[from..];
+                let end = [" | ", " > "]
+                    .iter()
+                    .filter_map(|cut| line.find(cut))
+                    .min()
+                    .unwrap_or(line.len());
+                line[..end].to_owned()
+            })
+            .collect()
+    }
+
+    /// Every example is a command line `concierge` accepts: a command
+    /// substitution (`"$(...)"`) stands for a value, here a number.
+    #[test]
+    fn every_example_is_a_command_line_concierge_accepts() {
+        let mut commands = Vec::new();
+        let mut root = cli();
+        root.build();
+        walk(&root, "", &mut commands);
+        let mut count = 0;
+        for (path, command) in &commands {
+            let helps = [command.get_after_help(), command.get_after_long_help()];
+            for help in helps.into_iter().flatten() {
+                for example in examples(&help.to_string()) {
+                    let words: Vec<String> = shlex::split(&example)
+                        .unwrap_or_else(|| panic!("{path}: {example}: unbalanced quotes"))
+                        .into_iter()
+                        .map(|w| if w.starts_with("$(") { "1".into() } else { w })
+                        .collect();
+                    if let Err(e) = cli().try_get_matches_from(&words) {
+                        panic!("{path}: `{example}` is refused: {e}");
+                    }
+                    count += 1;
+                }
+            }
+        }
+        assert!(count > 50, "only {count} examples");
+    }
+
+    #[test]
+    fn every_command_has_examples_and_every_argument_a_description() {
+        let mut commands = Vec::new();
+        let mut root = cli();
+        root.build();
+        walk(&root, "", &mut commands);
+        let mut missing = Vec::new();
+        for (path, command) in &commands {
+            if path.split(' ').any(|word| word == "help") {
+                continue;
+            }
+            if command.get_subcommands().next().is_none()
+                && !command
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().contains("Examples:"))
+                && !command
+                    .get_after_long_help()
+                    .is_some_and(|h| h.to_string().contains("Examples:"))
+            {
+                missing.push(format!("{path}: no examples"));
+            }
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && !arg.is_hide_set() {
+                    missing.push(format!("{path}: {} has no description", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 
     /// The documented status for a wrong command line is the one clap

@@ -227,6 +227,20 @@ async fn a_nest_hosts_replies_read_as_it_gives_them() {
     let alice = token(&server, "alice", "operator").await;
     let mut host = nest_host(&server, &host_token).await;
 
+    // The inventory lists it, with what its dialect told: its version.
+    let (code, hosts) = ctl_json(&server.ws_url(), &alice, &["hosts", "kind=nest"]).await;
+    assert_eq!(code, 0, "{hosts}");
+    let listed = &hosts["hosts"][0];
+    assert_eq!(
+        (
+            &listed["name"],
+            &listed["online"],
+            &listed["facts"]["agent_version"]
+        ),
+        (&json!("nesthost"), &json!(true), &json!("0.1.0a")),
+        "{hosts}"
+    );
+
     // Services: the names it lists, and a line saying that is all.
     let units = shown(&server, &alice, &["units", "nesthost"]).await;
     assert!(units.contains("demo_app.service"), "{units}");
@@ -369,6 +383,8 @@ async fn a_quix_backends_replies_read_as_it_gives_them() {
     .await;
     let alice = token(&server, "alice", "operator").await;
     let mut backend = quix_backend(&server, "quixhost").await;
+    let (_, hosts) = ctl_json(&server.ws_url(), &alice, &["hosts", "quix*"]).await;
+    assert_eq!(hosts["hosts"][0]["kind"], "quix", "{hosts}");
 
     // mem_util is MB: 111 MB, in the user's unit.
     let ps = shown(&server, &alice, &["ps", "quixhost"]).await;

@@ -133,7 +133,8 @@ impl Container {
             .map(|d| d.subsec_nanos())
             .unwrap_or_default();
         let name = format!("concierge-systemd-test-{}-{nanos}", std::process::id());
-        // As /work/shared/systemd-in-a-container.md: no --privileged.
+        // No --privileged: refused on the project's machines, and not
+        // needed (deploy/README.md).
         let out = run(Command::new("docker").args([
             "run",
             "-d",

@@ -22,9 +22,11 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::auth::{Claims, Role};
+use crate::fleet::Inventory;
 use crate::namespace::{Member, Outcome};
 use crate::protocol::agent::{reply, Envelope, Failure, Reason, Request, RequestName, Rid};
-use crate::protocol::{ClientInfo, Close, Origin, Target};
+use crate::protocol::fleet::Facts;
+use crate::protocol::{ClientInfo, Close, HostKind, Origin, Target};
 use crate::session::{Ctx, Heard, Joining, Session, ToActor, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
 
@@ -63,20 +65,22 @@ pub fn text(heard: Heard) -> Result<ByteString, &'static str> {
     }
 }
 
-/// Joins the namespace as the host `claims` are for (tag `tag`, no
-/// presence); `take_over` as
-/// [`Namespace::join`](crate::namespace::Namespace::join) takes it.
+/// Joins the namespace as the host `claims` are for (tagged with its
+/// `kind`, no presence; `take_over` as
+/// [`Namespace::join`](crate::namespace::Namespace::join) takes it), and
+/// once in, files it in the inventory with what its dialect told of it.
 pub async fn join(
     joining: Joining,
     claims: &Claims,
-    tag: &str,
+    kind: HostKind,
     take_over: bool,
+    (inventory, facts): (&Arc<Inventory>, Facts),
 ) -> Result<Member, Close> {
     let info = ClientInfo {
         name: claims.name.clone(),
         nickname: None,
         uuid: joining.uuid(),
-        tags: vec![tag.to_owned()],
+        tags: vec![kind.tag().to_owned()],
         user: Some(claims.sub.clone()),
         roles: claims
             .role
@@ -85,7 +89,9 @@ pub async fn join(
             .map(|r| r.to_string())
             .collect(),
     };
-    joining.join(info, false, take_over, None).await
+    let member = joining.join(info, false, take_over, None).await?;
+    inventory.file(&claims.name, kind, facts).await;
+    Ok(member)
 }
 
 /// Sends the reply `data` (`{"rid", "msg"}`) by MESSAGE from `member` to

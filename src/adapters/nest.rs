@@ -38,6 +38,7 @@ use crate::namespace::Member;
 use crate::protocol::agent::{
     reply, success, Envelope, Failure, Reason, Request, RequestName, Rid,
 };
+use crate::protocol::fleet::Facts;
 use crate::protocol::{Close, CloseCode, HostKind};
 use crate::session::{Ctx, Heard, Session, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
@@ -300,13 +301,19 @@ impl Session<Nest> {
         self.format.state = State::Joining;
         let auth = self.auth.clone();
         let joining = self.joining(ctx);
+        let inventory = self.inventory.clone();
+        // All a Nest client tells of its host is its version.
+        let facts = Facts {
+            agent_version: version.map(str::to_owned),
+            ..Facts::default()
+        };
         async move {
             let claims = nest_tokens::lookup(auth.store(), &token)
                 .await
                 .map_err(|e| e.to_string())?;
             auth.check(&claims)
                 .map_err(|_| nest_tokens::NestRefused::Revoked.to_string())?;
-            let member = super::join(joining, &claims, HostKind::Nest.tag(), false)
+            let member = super::join(joining, &claims, HostKind::Nest, false, (&inventory, facts))
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),

@@ -30,6 +30,7 @@ use crate::auth::{now_secs, Claims, LoginError};
 use crate::namespace::Member;
 use crate::protocol::agent::args::{GetVpnConf, VpnConf};
 use crate::protocol::agent::{reply, success, Envelope, Failure, Reason, RequestName, Rid};
+use crate::protocol::fleet::Facts;
 use crate::protocol::{Close, CloseCode, HostKind};
 use crate::session::{Ctx, Heard, Session, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
@@ -202,6 +203,7 @@ impl Session<Quix> {
         self.format.state = State::Joining;
         let auth = self.auth.clone();
         let joining = self.joining(ctx);
+        let inventory = self.inventory.clone();
         let source = self.format.peer;
         async move {
             let (claims, issued) = match (token, username, password) {
@@ -221,9 +223,16 @@ impl Session<Quix> {
                 }
                 _ => return Err("user_invalid".to_owned()),
             };
-            let member = super::join(joining, &claims, HostKind::Quix.tag(), true)
-                .await
-                .map_err(|close| close.reason)?;
+            // A Quix backend tells nothing of its host.
+            let member = super::join(
+                joining,
+                &claims,
+                HostKind::Quix,
+                true,
+                (&inventory, Facts::default()),
+            )
+            .await
+            .map_err(|close| close.reason)?;
             Ok((member, claims, issued))
         }
         .into_actor(self)

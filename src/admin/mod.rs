@@ -73,8 +73,16 @@ impl clap::FromArgMatches for StoreArgs {
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Create an account (asks for its password).
+    #[command(after_help = "\
+Examples:
+  concierge user add alice --role operator
+  # The password from a secret store instead of the terminal
+  pass show concierge/bob | concierge user add bob --role viewer --password-stdin")]
     Add {
+        /// The account's name, which its clients identify as (also NAME_anything).
         name: String,
+        /// What it may do: viewer (read), operator (command hosts), admin (also
+        /// any VPN config and `vpn revoke`), or agent (a host).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Read the password from standard input (its first line).
@@ -82,18 +90,35 @@ pub enum UserCommand {
         password_stdin: bool,
     },
     /// List the accounts.
+    #[command(after_help = "\
+Examples:
+  concierge user list")]
     List,
     /// Change an account's password.
+    #[command(after_help = "\
+Examples:
+  concierge user passwd alice")]
     Passwd {
+        /// The account's name, as `user list` shows it.
         name: String,
+        /// Read the password from standard input (its first line).
         #[arg(long)]
         password_stdin: bool,
     },
     /// Remove an account; its tokens are revoked at once. Tokens stay
     /// required when the last one is removed (see allow-anonymous).
-    Remove { name: String },
+    #[command(after_help = "\
+Examples:
+  concierge user remove bob")]
+    Remove {
+        /// The account's name, as `user list` shows it.
+        name: String,
+    },
     /// Let clients without a token connect again, as before the first
     /// account: only once no account is left.
+    #[command(after_help = "\
+Examples:
+  concierge user allow-anonymous")]
     AllowAnonymous,
 }
 
@@ -101,11 +126,20 @@ pub enum UserCommand {
 pub enum TokenCommand {
     /// Issue a long-lived token, for a host (`--role agent`) or a program;
     /// prints the token on standard output.
+    #[command(after_help = "\
+Examples:
+  # For the agent of host1, valid a year
+  concierge token issue --name host1 --role agent > host1.token
+  # For a dashboard that only reads, valid 30 days
+  concierge token issue --name dashboard --role viewer --ttl 30d
+  # For a Nest bot host (seed 000's client_token)
+  concierge token issue --name nesthost --role agent --format nest")]
     Issue {
         /// The client name it may identify as (also NAME_anything); the
         /// token's user is that name too.
         #[arg(long)]
         name: String,
+        /// What it may do: viewer, operator, admin, or agent (a host).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// How long it is valid: 365d, 12h, 30m...
@@ -117,9 +151,17 @@ pub enum TokenCommand {
         format: String,
     },
     /// List the long-lived tokens that have not expired.
+    #[command(after_help = "\
+Examples:
+  concierge token list")]
     List,
     /// Revoke a token by its id (and every token refreshed from it), or
     /// every token of a user.
+    #[command(after_help = "\
+Examples:
+  # An id from `token list`
+  concierge token revoke 0b6f1c9e-5f2a-4a8e-9d2b-3c1f7e0a4b5d
+  concierge token revoke --user host1")]
     Revoke {
         /// The token's id (from `token list`).
         #[arg(required_unless_present = "user", conflicts_with = "user")]
@@ -130,21 +172,49 @@ pub enum TokenCommand {
     },
     /// Make a new signing key; tokens signed with the older keys stay valid
     /// until their keys are retired.
+    #[command(after_help = "\
+Examples:
+  concierge token rotate-key")]
     RotateKey,
     /// List the signing keys.
+    #[command(after_help = "\
+Examples:
+  concierge token keys")]
     Keys,
     /// Remove a signing key: every token it signed stops working.
-    RetireKey { id: String },
+    #[command(after_help = "\
+Examples:
+  # KEY_ID: the first column of a `token keys` line
+  concierge token keys
+  concierge token retire-key KEY_ID")]
+    RetireKey {
+        /// The key's id, as `token keys` lists it.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum SettingsCommand {
     /// Print a user's settings.
-    Get { user: String },
-    /// Set one of a user's settings.
-    Set {
+    #[command(after_help = "\
+Examples:
+  concierge settings get alice")]
+    Get {
+        /// The user's name.
         user: String,
+    },
+    /// Set one of a user's settings.
+    #[command(after_help = "\
+Examples:
+  concierge settings set alice storage_unit_of_measurement gib
+  concierge settings set alice mem_or_ram ram")]
+    Set {
+        /// The user's name.
+        user: String,
+        /// storage_unit_of_measurement (bytes, gb, gib), mem_or_ram (mem, ram)
+        /// or tutorial (stage_1, stage_2, stage_3).
         setting: String,
+        /// The setting's new value.
         value: String,
     },
 }

@@ -63,10 +63,25 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Scenario {
     /// N clients connect and IDENTIFY as fast as possible, then stay idle.
+    #[command(after_help = "\
+Examples:
+  concierge bench connect --clients 1000
+  # Measure the gateway's CPU and memory too, and hold the connections a minute
+  concierge bench connect --clients 10000 --hold 60 --server-pid \"$(pgrep -f 'concierge serve')\"")]
     Connect(ConnectArgs),
     /// One owner sends M messages to a service with N subscribers.
+    #[command(after_help = "\
+Examples:
+  concierge bench fanout --subscribers 1000 --messages 2000
+  # Four services at once, 200 messages a second each, the report as JSON
+  concierge bench fanout --services 4 --subscribers 400 --rate 200 --json")]
     Fanout(FanoutArgs),
     /// P pairs of clients send each other M messages by NAME.
+    #[command(after_help = "\
+Examples:
+  concierge bench direct --pairs 100
+  # 1 KB messages, the window counted until they are delivered
+  concierge bench direct --pairs 100 --size 1000 --window-mode delivered")]
     Direct(DirectArgs),
     /// A scenario with its clients spread over two gateway URLs or more.
     Cluster {
@@ -77,8 +92,20 @@ pub enum Scenario {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ClusterScenario {
+    /// `connect`, its clients spread over the URLs.
+    #[command(after_help = "\
+Examples:
+  concierge bench cluster connect --clients 2000 --url ws://127.0.0.1:8080/ws --url ws://127.0.0.1:8081/ws")]
     Connect(ConnectArgs),
+    /// `fanout`, its subscribers spread over the URLs.
+    #[command(after_help = "\
+Examples:
+  concierge bench cluster fanout --subscribers 1000 --url ws://127.0.0.1:8080/ws --url ws://127.0.0.1:8081/ws")]
     Fanout(FanoutArgs),
+    /// `direct`, the two clients of each pair on different gateways.
+    #[command(after_help = "\
+Examples:
+  concierge bench cluster direct --pairs 100 --url ws://127.0.0.1:8080/ws --url ws://127.0.0.1:8081/ws")]
     Direct(DirectArgs),
 }
 

@@ -93,6 +93,15 @@ impl Inventory {
         )))
     }
 
+    /// [`report`](Inventory::report)s for a host that an adapter let in: a
+    /// failure is logged, and the host is in all the same (the inventory
+    /// lists it at its next connection).
+    pub async fn file(&self, name: &str, kind: HostKind, facts: Facts) {
+        if let Err(e) = self.report(name, kind, facts).await {
+            tracing::warn!(host = %name, error = %e, "could not file the host in the inventory");
+        }
+    }
+
     /// Moves the `last_seen` of `name` to now, if the inventory has it,
     /// without waiting (see the module documentation).
     pub fn touch(&self, name: &str) {
@@ -205,6 +214,13 @@ pub fn may_be_host(client: &ClientInfo) -> bool {
     CtlName::owner(&client.name).is_none() && client.is_host(&client.name)
 }
 
+/// Whether `client` joined as a kind of host: the adapters' tags are the
+/// gateway's; a native client's `agent` tag is its own, but a touch only
+/// moves the `last_seen` of a record under the very name it holds.
+fn is_host_kind(client: &ClientInfo) -> bool {
+    HostKind::of(&client.tags).is_some() && CtlName::owner(&client.name).is_none()
+}
+
 impl Observer for Inventory {
     fn observe(&self, change: &Change<'_>) {
         match change {
@@ -219,7 +235,7 @@ impl Observer for Inventory {
                 client,
                 cleanup: true,
                 ..
-            } if may_be_host(client) => self.touch(&client.name),
+            } if is_host_kind(client) => self.touch(&client.name),
             _ => {}
         }
     }

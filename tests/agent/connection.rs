@@ -10,7 +10,7 @@ use crate::{common, issue, spawn_agent, Fleet};
 async fn ctl_reports_a_host_that_is_not_there_and_bad_usage() {
     let fleet = Fleet::start().await;
     let (code, _, err) = fleet.ctl(&fleet.alice, &["ps", "host9"]).await;
-    assert_eq!(code, 3, "{err}");
+    assert_eq!(code, 5, "{err}");
     assert!(err.contains("host9 is not connected"), "{err}");
     let (code, _, err) = outcome(ctl("ws://127.0.0.1:9/ws", "").arg("clients")).await;
     assert_eq!(code, 3, "{err}");

@@ -335,6 +335,14 @@ async fn native_clients_and_ctl_command_a_monitor() {
     .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(monitor.expect("command do").await, json!({"command": "x"}));
+    // A monitor is a host of the fleet's inventory.
+    let (code, hosts) = common::process::ctl_json(&server.ws_url(), &token, &["hosts"]).await;
+    assert_eq!(code, 0, "{hosts}");
+    assert_eq!(
+        (&hosts["hosts"][0]["name"], &hosts["hosts"][0]["kind"]),
+        (&json!("mon_ctl"), &json!("altoponix-monitor")),
+        "{hosts}"
+    );
 
     // A native client gets the monitor's answers as MESSAGEs.
     let mut native = server.client("dashboard").await;

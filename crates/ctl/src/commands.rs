@@ -271,7 +271,7 @@ impl Ctl {
                     self.audit_line(&data["entry"]);
                 }
                 PayloadOut::InvalidService { service } => {
-                    return Err(CtlError::Unreachable(format!(
+                    return Err(CtlError::NoHost(format!(
                         "no service {service}: is the agent connected?"
                     )))
                 }
@@ -456,12 +456,12 @@ impl Ctl {
                     draw(&data, self.json)
                 }
                 PayloadOut::InvalidService { service } => {
-                    return Err(CtlError::Unreachable(format!(
+                    return Err(CtlError::NoHost(format!(
                         "no service {service}: is the agent connected?"
                     )))
                 }
                 PayloadOut::ServiceDeleteResult { service: s } if s.name == service => {
-                    return Err(CtlError::Unreachable(format!("{host} disconnected")))
+                    return Err(CtlError::NoHost(format!("{host} disconnected")))
                 }
                 _ => {}
             }

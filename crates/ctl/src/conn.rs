@@ -94,10 +94,7 @@ impl Ctl {
                 Some(deadline) => tokio::time::timeout_at(deadline, self.conn.receiver.next())
                     .await
                     .map_err(|_| {
-                        CtlError::Unreachable(format!(
-                            "{host} did not answer within {:?}",
-                            self.timeout
-                        ))
+                        CtlError::NoHost(format!("{host} did not answer within {:?}", self.timeout))
                     })??,
                 None => self.conn.receiver.next().await?,
             };
@@ -109,12 +106,12 @@ impl Ctl {
                     return Ok(data);
                 }
                 PayloadOut::InvalidName { name } => {
-                    return Err(CtlError::Unreachable(format!(
-                        "{name} is not connected to the gateway"
-                    )))
+                    return Err(CtlError::NoHost(format!(
+                    "{name} is not connected to the gateway (`concierge ctl clients` lists who is)"
+                )))
                 }
                 PayloadOut::ClientLeft { client } if client.name == host => {
-                    return Err(CtlError::Unreachable(format!(
+                    return Err(CtlError::NoHost(format!(
                         "{host} left the gateway before it answered"
                     )))
                 }

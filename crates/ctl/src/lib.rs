@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-pub use args::{CtlArgs, CtlCommand, VpnCommand};
+pub use args::{documented, CtlArgs, CtlCommand, VpnCommand};
 use concierge_client::{self as client, Connection, Identity};
 use concierge_protocol::agent::args::{NoArgs, Pid, PidArg, ProcSignal, Unit};
 use concierge_protocol::agent::{signals, Request};

@@ -268,7 +268,7 @@ pub fn unit(reply: &Value, host: &str, action: &str, unit: &str) -> String {
 pub fn usage(reply: &Value, kind: HostKind, units: &Units) -> String {
     match kind {
         HostKind::Nest => nest_usage(reply, units),
-        HostKind::Agent | HostKind::Quix => agent_usage(reply, units),
+        HostKind::Agent | HostKind::Quix | HostKind::Monitor => agent_usage(reply, units),
     }
 }
 

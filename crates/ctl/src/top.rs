@@ -42,7 +42,7 @@ pub fn frame(host: &str, data: &Value, units: &Units, kind: HostKind) -> String 
     {
         let amount = |v: &Value| match kind {
             HostKind::Quix => text(v),
-            HostKind::Agent | HostKind::Nest => units.bytes(v),
+            HostKind::Agent | HostKind::Nest | HostKind::Monitor => units.bytes(v),
         };
         let sum: f64 = [&used, &cache, &free]
             .iter()

@@ -71,29 +71,39 @@ impl CtlName {
     }
 }
 
-/// The kinds of host operators command, by the tag each joins with: the
-/// native agent (`agent`), a Nest bot host on `/nest` (`nest`) and a Quix
-/// backend on `/wsi` (`quix`). They answer the same requests in their own
-/// dialects (docs/PROTOCOL.md, sections 13 and 15), so whoever shows a
-/// reply reads it by the kind of host that sent it. The adapters' tags are
-/// the gateway's to give; a native client's are its own.
+/// The kinds of host the fleet has, by the tag each joins with: the
+/// native agent (`agent`), a Nest bot host on `/nest` (`nest`), a Quix
+/// backend on `/wsi` (`quix`) and an Altoponix monitor on `/socket.io/`
+/// (`altoponix-monitor`, commanded by seed 002's users, not by `ctl`).
+/// The first three answer the same requests in their own dialects
+/// (docs/PROTOCOL.md, sections 13 and 15), so whoever shows a reply reads
+/// it by the kind of host that sent it. The adapters' tags are the
+/// gateway's to give; a native client's are its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostKind {
     Agent,
     Nest,
     Quix,
+    #[serde(rename = "altoponix-monitor")]
+    Monitor,
 }
 
 impl HostKind {
-    pub const ALL: [HostKind; 3] = [HostKind::Agent, HostKind::Nest, HostKind::Quix];
+    pub const ALL: [HostKind; 4] = [
+        HostKind::Agent,
+        HostKind::Nest,
+        HostKind::Quix,
+        HostKind::Monitor,
+    ];
 
     /// The tag a host of this kind carries.
-    pub fn tag(self) -> &'static str {
+    pub const fn tag(self) -> &'static str {
         match self {
             HostKind::Agent => "agent",
             HostKind::Nest => "nest",
             HostKind::Quix => "quix",
+            HostKind::Monitor => "altoponix-monitor",
         }
     }
 

@@ -45,8 +45,9 @@ use uuid::Uuid;
 use self::packet::{Engine, Kind, Packet};
 use crate::auth::{Claims, Role};
 use crate::namespace::{Member, Outcome};
+use crate::protocol::fleet::Facts;
 use crate::protocol::{
-    ClientInfo, Close, CloseCode, Origin, PayloadOut, Sequenced, Target, GATEWAY_NAME,
+    ClientInfo, Close, CloseCode, HostKind, Origin, PayloadOut, Sequenced, Target, GATEWAY_NAME,
 };
 use crate::session::{Ctx, Heard, Session, Translator};
 use crate::transport::outbox::{Frame, FrameSink};
@@ -55,7 +56,7 @@ use crate::transport::outbox::{Frame, FrameSink};
 pub const MAX_IN_FLIGHT: usize = 64;
 
 pub const USER_TAG: &str = "altoponix-user";
-pub const MONITOR_TAG: &str = "altoponix-monitor";
+pub const MONITOR_TAG: &str = HostKind::Monitor.tag();
 
 /// Why a WebSocket upgrade on `/socket.io/` is refused, from its query
 /// string; `None` when it is Engine.IO v4 over WebSocket.
@@ -468,14 +469,22 @@ impl Session<SocketIo> {
                 c.role.implied().iter().map(|r| r.to_string()).collect()
             }),
         };
+        // A monitor is a host of the fleet: the inventory lists it (its
+        // dialect tells nothing of its machine).
+        let inventory = (tag == MONITOR_TAG).then(|| self.inventory.clone());
         async move {
-            joining
+            let name = info.name.clone();
+            let member = joining
                 .join(info, false, false, None)
                 .await
                 .map_err(|close| match close.code {
                     CloseCode::DuplicateAuth => "already connected".to_owned(),
                     _ => close.reason,
-                })
+                })?;
+            if let Some(inventory) = inventory {
+                inventory.file(&name, HostKind::Monitor, Facts::default()).await;
+            }
+            Ok::<_, String>(member)
         }
         .into_actor(self)
         .map(move |joined, act, ctx| match joined {
