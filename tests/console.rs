@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::process::{add_user, command, issue_token, json_lines, Process};
+use common::relay::Relay;
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -317,6 +318,106 @@ async fn the_console_comes_back_by_itself_after_the_gateway_restarts() {
             .is_some_and(|s| s.starts_with("reconnecting")),
         "{summary}"
     );
+}
+
+/// The console's connection is cut while it shows the audit (a relay the
+/// test cuts: the gateway lives on) and commands run meanwhile: it comes
+/// back, subscribes again from the last position it saw (its
+/// SELF_SUBSCRIBE carries it, the gateway recovers it) and shows each
+/// missed entry once. Cut again while the agent restarts (its audit
+/// service's history starts anew): the history is not recovered, and the
+/// page fetches the audit again, showing what ran meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_resumes_the_audit_after_its_connection_is_cut() {
+    common::require_browser();
+    let work = tempfile::tempdir().expect("work dir");
+    let (server, mut agent) = fleet(work.path()).await;
+    let data = server.data.path().to_str().expect("utf-8").to_owned();
+    let admin = issue_token(&["--data-dir", &data], "alice", "admin").await;
+    let relay = Relay::start(server.addr.port()).await;
+    agent
+        .wait_for_line(&["connected"], Duration::from_secs(20))
+        .await;
+    let mark = |n: u32| {
+        let (server, admin) = (&server, &admin);
+        async move {
+            let cmd = json!({"cmd": ["echo", format!("mark-{n}")]});
+            let reply = ask(server, admin, "execute", cmd).await;
+            assert!(reply["proc_id"].is_u64(), "{reply}");
+        }
+    };
+    mark(1).await;
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let base = relay.http_url("");
+    let mut browser = tokio::process::Command::new("python3")
+        .arg(SCRIPT)
+        .args(["resume", &base, "alice", OPERATOR_PASSWORD, "host1"])
+        .arg(scratch.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = json_lines(&mut browser);
+    step(&mut lines, "ready").await;
+    mark(2).await;
+    step(&mut lines, "live").await;
+    relay.cut();
+    step(&mut lines, "down").await;
+    mark(3).await;
+    mark(4).await;
+    relay.mend();
+    step(&mut lines, "back").await;
+
+    relay.cut();
+    step(&mut lines, "down again").await;
+    agent.signal("KILL");
+    agent.exit(Duration::from_secs(10)).await;
+    let config = work.path().join("agent.toml");
+    let mut agent = Process::spawn(command(&[
+        "agent",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]));
+    agent
+        .wait_for_line(&["connected"], Duration::from_secs(20))
+        .await;
+    mark(5).await;
+    relay.mend();
+    let summary = step(&mut lines, "done").await;
+    let status = browser.wait().await.expect("the browser run ends");
+    assert!(
+        status.success() && summary["ok"] == true,
+        "{summary}\nagent:\n{}",
+        agent.log()
+    );
+    let marks = summary["marks"].as_array().expect("marks");
+    for n in 1..=5 {
+        let mark = json!(format!("mark-{n}"));
+        assert_eq!(
+            marks.iter().filter(|m| **m == mark).count(),
+            1,
+            "{mark} shown once: {summary}"
+        );
+    }
+    // The first subscription has no position; the one after the first cut
+    // gives the last seen (mark-2's) and is recovered; after the second,
+    // the agent's new history cannot be.
+    let subscribes = summary["subscribes"].as_array().expect("subscribes");
+    assert!(subscribes[0].get("position").is_none(), "{summary}");
+    assert!(
+        subscribes[1..]
+            .iter()
+            .all(|s| s["position"]["offset"].as_u64() >= Some(1)),
+        "{summary}"
+    );
+    let recovered: Vec<_> = summary["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r.get("recovered").cloned())
+        .collect();
+    assert_eq!(recovered, [json!(true), json!(false)], "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,7 +347,7 @@ async fn a_bad_config_value_names_the_file_and_the_key_and_exits_2() {
 
 #[tokio::test]
 async fn help_shows_every_default_and_variable() {
-    let output = command(&["--help"]).output().await.unwrap();
+    let output = command(&["serve", "--help"]).output().await.unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     for (key, value) in documented_settings().await {
@@ -363,11 +363,12 @@ async fn help_shows_every_default_and_variable() {
     assert!(help.contains("[env: CONCIERGE_CONFIG]"), "{help}");
 }
 
-/// `--help` and the README's table give the same exit statuses, and each
-/// kind of failure exits with its documented status.
+/// `serve --help` and the README's table of the gateway's statuses give
+/// the same exit statuses, and each kind of failure exits with its
+/// documented status.
 #[tokio::test]
 async fn exit_statuses_match_the_documentation() {
-    let output = command(&["--help"]).output().await.unwrap();
+    let output = command(&["serve", "--help"]).output().await.unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
     let section = help
         .split_once("Exit status of the gateway:\n")
@@ -390,8 +391,13 @@ async fn exit_statuses_match_the_documentation() {
     }
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let in_readme: Vec<(String, String)> = readme
+    // The gateway's table, in "Errors and exit status" (ctl has its own).
+    let (_, gateway_section) = readme
+        .split_once("### Errors and exit status")
+        .expect("the README's section on exit statuses");
+    let in_readme: Vec<(String, String)> = gateway_section
         .lines()
+        .take_while(|line| !line.starts_with("## "))
         .filter_map(|line| {
             let row = line.strip_prefix("| `")?;
             let (code, rest) = row.split_once("` | ")?;

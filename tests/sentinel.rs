@@ -2,7 +2,9 @@
 //! real `redis-sentinel`s; two gateway processes that follow them. The
 //! master is SIGKILLed: the Sentinels promote the replica, both gateways
 //! follow it, re-register and serve again, and nothing was acknowledged to
-//! a sender that did not reach its recipient.
+//! a sender that did not reach its recipient; a service's history survives
+//! it (its owner's gateway writes it back to the new master), so a
+//! subscriber on the other gateway recovers the broadcasts it missed live.
 
 mod common;
 
@@ -344,4 +346,142 @@ async fn sentinels_and_a_redis_url_together_are_refused_by_name() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--redis-sentinels"), "{stderr}");
     assert!(!stderr.contains("pw"), "a password in a message: {stderr}");
+}
+
+/// The MESSAGEs' offsets `client` receives until `stop` says how many were
+/// published and the last has come (or nothing more comes for 3 s).
+async fn offsets_until(
+    mut client: Client,
+    mut stop: tokio::sync::watch::Receiver<u64>,
+) -> (Client, Vec<u64>, serde_json::Value) {
+    let mut seen = Vec::new();
+    let mut epoch = serde_json::Value::Null;
+    loop {
+        let published = *stop.borrow();
+        if published > 0 && seen.last() == Some(&published) {
+            return (client, seen, epoch);
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            payload = tokio::time::timeout(Duration::from_secs(3), client.recv_any()) => {
+                match payload {
+                    Ok(Ok(message)) if message["type"] == "MESSAGE" => {
+                        seen.push(message["position"]["offset"].as_u64().expect("a position"));
+                        epoch = message["position"]["epoch"].clone();
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(code)) => panic!("the listener was closed: {code}"),
+                    Err(_) if published > 0 => return (client, seen, epoch),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_survives_a_failover_and_a_subscriber_elsewhere_recovers_what_it_missed() {
+    let mut topology = Topology::start();
+    let (data1, data2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (g1, addr1) = gateway(&topology, data1.path()).await;
+    let (g2, addr2) = gateway(&topology, data2.path()).await;
+    let mut owner = Client::connect(&format!("ws://{addr1}/ws")).await;
+    owner.identify("radio").await;
+    let history = json!({"size": 10_000, "ttl": 600});
+    let create = json!({"type": "SERVICE_CREATE", "service": "news", "history": history});
+    assert_eq!(owner.answer(create, 0).await["successful"], true);
+    let mut listener = Client::connect(&format!("ws://{addr2}/ws")).await;
+    listener.identify("listener").await;
+    // Once the listener's gateway has heard of the service.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        listener
+            .send(json!({"type": "SELF_SUBSCRIBE", "service": "news"}))
+            .await;
+        let reply = listener.recv().await;
+        if reply["type"] == "SELF_SUBSCRIBE_RESULT" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(0);
+    let listening = tokio::spawn(offsets_until(listener, stopped));
+
+    // The owner publishes one message every 5 ms, each after the previous
+    // one's answer, through the failover.
+    let target = json!({"type": "SERVICE", "service": "news"});
+    let (mut published, mut refused) = (0u64, 0u64);
+    let mut killed = None;
+    let started = Instant::now();
+    loop {
+        published += 1;
+        owner
+            .send(json!({"type": "MESSAGE", "target": target, "data": published}))
+            .await;
+        let answer = loop {
+            let payload = owner.recv_within(Duration::from_secs(10)).await;
+            if payload.get("seq").is_some() {
+                break payload;
+            }
+        };
+        match answer["type"].as_str() {
+            Some("OK") => {}
+            Some("ERROR_UNAVAILABLE") => refused += 1,
+            _ => panic!("{answer}\ng1: {}\ng2: {}", g1.log(), g2.log()),
+        }
+        if killed.is_none() && started.elapsed() > Duration::from_secs(1) {
+            topology.master.kill();
+            killed = Some(Instant::now());
+        }
+        if let Some(killed) = killed {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "not serving 30 s after the kill:\ng1: {}\ng2: {}",
+                g1.log(),
+                g2.log()
+            );
+            // A second of publishing once both serve on the new master.
+            if topology.named_master() == Some(topology.replica.port)
+                && ready(&addr1).await
+                && ready(&addr2).await
+                && killed.elapsed() > Duration::from_secs(1)
+                && started.elapsed() > killed.duration_since(started) + Duration::from_secs(5)
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(published).expect("the listener listens");
+    let (mut listener, seen, epoch) = listening.await.expect("the listener's offsets");
+    let missed_live: Vec<u64> = (1..=published).filter(|o| !seen.contains(o)).collect();
+    // The last offset before the first one it missed.
+    let contiguous = missed_live.first().map_or(published, |first| first - 1);
+
+    // Back from there: the history the owner's gateway wrote back to the
+    // new master has everything.
+    let unsubscribe = json!({"type": "SELF_UNSUBSCRIBE", "service": "news"});
+    listener.send(unsubscribe).await;
+    listener.skip_to("SELF_UNSUBSCRIBE_RESULT").await;
+    let position = json!({"epoch": epoch, "offset": contiguous});
+    listener
+        .send(json!({"type": "SELF_SUBSCRIBE", "service": "news", "position": position}))
+        .await;
+    let resumed = listener.skip_to("SELF_SUBSCRIBE_RESULT").await;
+    assert_eq!(resumed["recovered"], true, "{resumed}\ng2: {}", g2.log());
+    assert_eq!(resumed["position"]["offset"], published, "{resumed}");
+    for offset in contiguous + 1..=published {
+        let message = listener.recv().await;
+        assert_eq!(message["position"]["offset"], offset, "{message}");
+    }
+    eprintln!(
+        "failover: {published} broadcasts, {refused} answered ERROR_UNAVAILABLE; \
+         the subscriber on the other gateway missed {} live (offsets {:?} to {:?}), \
+         then recovered all {} after offset {contiguous} from the history: 0 lost",
+        missed_live.len(),
+        missed_live.first(),
+        missed_live.last(),
+        published - contiguous,
+    );
 }

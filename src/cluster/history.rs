@@ -8,7 +8,14 @@
 //! and started again gets another, so a position of the old one can never
 //! be mistaken for one of the new). It sits behind the cluster seam like
 //! the [`Broker`](super::Broker): [`MemoryHistory`] is the one of a gateway
-//! running alone. Appending and reading are not ordered against the
+//! running alone, and the copy that the owner's replica keeps in a cluster,
+//! where Redis streams hold it for the other replicas
+//! (`redis::history`).
+//!
+//! Only the node of a service's owner starts, appends to and ends its
+//! history, and reads it synchronously ([`Histories::last`],
+//! [`Histories::since`]); any node reads it as the store has it with
+//! [`Histories::read`]. Appending and reading are not ordered against the
 //! broadcasts here: the namespace holds its service's gate around both (see
 //! `namespace::service`).
 
@@ -19,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::{ClusterError, Pending};
 use crate::protocol::{History, Position};
 
 /// What a history keeps at most.
@@ -54,10 +62,22 @@ pub enum Recovery {
     Lost,
 }
 
+/// A history as the store has it, read by a node that does not keep it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Read {
+    /// Its last position; `None` when the store has no history of that
+    /// service (none was started, or the store lost it).
+    pub last: Option<Position>,
+    /// What follows the position asked about, when one was (`Lost` as well
+    /// when more than the most asked for follow).
+    pub recovery: Option<Recovery>,
+}
+
 /// The histories of services (see the module documentation).
 pub trait Histories: Send + Sync + 'static {
-    /// Starts the history of a service, replacing any it had; returns its
-    /// position before the first message.
+    /// Starts the history of a service owned by a client of this node,
+    /// replacing any it had; returns its position before the first
+    /// message.
     fn start(&self, service: &str, limits: Limits) -> Position;
     /// Appends the message that `write` encodes at the position it is
     /// given; `None` when the service keeps no history of that `epoch`.
@@ -71,8 +91,19 @@ pub trait Histories: Send + Sync + 'static {
     fn last(&self, service: &str) -> Option<Position>;
     /// The messages after `after`.
     fn since(&self, service: &str, after: &Position) -> Recovery;
-    /// Forgets a service's history (it was deleted).
+    /// Forgets a service's history (it was deleted); nothing for a
+    /// history this node did not start.
     fn end(&self, service: &str);
+    /// Reads a service's history as the store has it, from any node: its
+    /// last position and, given `after`, the messages after it if they are
+    /// all still within `limits` and at most `max`.
+    fn read(
+        &self,
+        service: &str,
+        after: Option<&Position>,
+        limits: Limits,
+        max: usize,
+    ) -> Pending<Result<Read, ClusterError>>;
 }
 
 /// One service's log in memory.
@@ -123,6 +154,67 @@ impl MemoryHistory {
     }
 }
 
+impl MemoryHistory {
+    /// [`Histories::append`], also returning the limits of the history and
+    /// the offset of the oldest message it still keeps (the next one's when
+    /// it keeps none).
+    pub fn append_trimmed(
+        &self,
+        service: &str,
+        epoch: &str,
+        write: &mut dyn FnMut(&Position) -> Bytes,
+    ) -> Option<(Position, Limits, u64)> {
+        let mut logs = self.logs();
+        let log = logs.get_mut(service).filter(|log| log.epoch == epoch)?;
+        let position = Position {
+            epoch: log.epoch.clone(),
+            offset: log.last + 1,
+        };
+        let message = write(&position);
+        log.last = position.offset;
+        log.bytes += message.len();
+        log.entries
+            .push_back((position.offset, Instant::now(), message));
+        log.trim(Instant::now());
+        let oldest = log
+            .entries
+            .front()
+            .map_or(log.last + 1, |(offset, _, _)| *offset);
+        Some((position, log.limits, oldest))
+    }
+
+    /// Every history this node keeps: its name, last position and the
+    /// messages it still has, with their offsets and ages.
+    pub fn logs_kept(&self) -> Vec<Kept> {
+        let mut logs = self.logs();
+        let now = Instant::now();
+        logs.iter_mut()
+            .map(|(name, log)| {
+                log.trim(now);
+                Kept {
+                    service: name.clone(),
+                    last: log.position(),
+                    entries: log
+                        .entries
+                        .iter()
+                        .map(|(offset, at, message)| {
+                            (*offset, now.saturating_duration_since(*at), message.clone())
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One history as [`MemoryHistory::logs_kept`] lists it.
+pub struct Kept {
+    pub service: String,
+    pub last: Position,
+    /// (offset, age, message), oldest first.
+    pub entries: Vec<(u64, Duration, Bytes)>,
+}
+
 impl Histories for MemoryHistory {
     fn start(&self, service: &str, limits: Limits) -> Position {
         let log = Log {
@@ -143,19 +235,8 @@ impl Histories for MemoryHistory {
         epoch: &str,
         write: &mut dyn FnMut(&Position) -> Bytes,
     ) -> Option<Position> {
-        let mut logs = self.logs();
-        let log = logs.get_mut(service).filter(|log| log.epoch == epoch)?;
-        let position = Position {
-            epoch: log.epoch.clone(),
-            offset: log.last + 1,
-        };
-        let message = write(&position);
-        log.last = position.offset;
-        log.bytes += message.len();
-        log.entries
-            .push_back((position.offset, Instant::now(), message));
-        log.trim(Instant::now());
-        Some(position)
+        self.append_trimmed(service, epoch, write)
+            .map(|(position, _, _)| position)
     }
 
     fn last(&self, service: &str) -> Option<Position> {
@@ -191,6 +272,24 @@ impl Histories for MemoryHistory {
 
     fn end(&self, service: &str) {
         self.logs().remove(service);
+    }
+
+    fn read(
+        &self,
+        service: &str,
+        after: Option<&Position>,
+        _: Limits,
+        max: usize,
+    ) -> Pending<Result<Read, ClusterError>> {
+        // The limits the history was started with apply.
+        let read = Read {
+            last: self.last(service),
+            recovery: after.map(|after| match self.since(service, after) {
+                Recovery::Recovered(replay) if replay.len() <= max => Recovery::Recovered(replay),
+                _ => Recovery::Lost,
+            }),
+        };
+        Box::pin(std::future::ready(Ok(read)))
     }
 }
 

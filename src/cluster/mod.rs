@@ -1,8 +1,8 @@
 //! What a node shares with the other nodes of its cluster: the seam, in
-//! three parts.
+//! four parts.
 //!
 //! A gateway runs alone or as one replica among several sharing a Redis.
-//! Everything that differs between the two lives behind three traits, after
+//! Everything that differs between the two lives behind four traits, after
 //! centrifuge's Broker / PresenceManager split, each with an implementation
 //! for a node alone ([`standalone`], [`disk`]) and one for Redis
 //! ([`redis`]):
@@ -18,10 +18,10 @@
 //! * the [`Store`] holds the small state features share (accounts,
 //!   revocations, counters, leases, allocations);
 //! * the [`Histories`] keep what services that ask for it broadcast, for
-//!   subscribers that come back: in memory alone; not yet on Redis, where
-//!   a service gets none.
+//!   subscribers that come back: in memory alone; in Redis streams among
+//!   replicas, with a copy in the memory of the owner's replica.
 //!
-//! [`join`] builds the three from the settings, in this one place, and
+//! [`join`] builds the four from the settings, in this one place, and
 //! hands them to the gateway as one [`Cluster`]: nothing outside this
 //! folder knows which backend it runs on.
 //!
@@ -178,13 +178,13 @@ pub const INBOUND: usize = 65_536;
 /// one that commands run beside the gateway open too.
 pub const STORE_FILE: &str = "concierge.db";
 
-/// A node's place in its cluster: the [`Broker`], the [`Claims`] and the
-/// [`Store`], built together by [`join`].
+/// A node's place in its cluster: the [`Broker`], the [`Claims`], the
+/// [`Store`] and the [`Histories`], built together by [`join`].
 pub struct Cluster {
     broker: Box<dyn Broker>,
     claims: Box<dyn Claims>,
     store: Arc<dyn Store>,
-    history: Option<Arc<dyn Histories>>,
+    history: Arc<dyn Histories>,
     /// Whether other nodes may serve this node's clients once it stops.
     replicated: bool,
 }
@@ -210,9 +210,9 @@ impl Cluster {
         &self.store
     }
 
-    /// Services' histories, where this node keeps them.
-    pub fn history(&self) -> Option<&Arc<dyn Histories>> {
-        self.history.as_ref()
+    /// Services' histories.
+    pub fn history(&self) -> &Arc<dyn Histories> {
+        &self.history
     }
 
     /// How this node's clients are closed when it stops: alone, the
@@ -271,7 +271,7 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
             broker: Box::new(standalone::LocalBroker::new(node)),
             claims: Box::new(standalone::LocalClaims::default()),
             store,
-            history: Some(Arc::new(history::MemoryHistory::default())),
+            history: Arc::new(history::MemoryHistory::default()),
             replicated: false,
         };
         return Ok((cluster, rx));
@@ -281,7 +281,7 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
         broker: Box::new(parts.broker),
         claims: Box::new(parts.claims),
         store: parts.store,
-        history: None,
+        history: parts.history,
         replicated: true,
     };
     Ok((cluster, rx))

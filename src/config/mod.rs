@@ -262,7 +262,7 @@ settings! {
     max_services_per_client: usize = 64, env "CONCIERGE_MAX_SERVICES_PER_CLIENT";
     /// Most services one client may be subscribed to at once.
     max_subscriptions_per_client: usize = 256, env "CONCIERGE_MAX_SUBSCRIPTIONS_PER_CLIENT";
-    /// Messages a service keeps of its broadcasts for subscribers that come back (docs/PROTOCOL.md section 17) when its SERVICE_CREATE asks for no history; 0 keeps none. Only a gateway running alone keeps histories yet.
+    /// Messages a service keeps of its broadcasts for subscribers that come back (docs/PROTOCOL.md section 17) when its SERVICE_CREATE asks for no history; 0 keeps none.
     history_size: u64 = 0, env "CONCIERGE_HISTORY_SIZE";
     /// Seconds a service's history keeps a message when its SERVICE_CREATE asks for no history.
     history_ttl_secs: u64 = 300, env "CONCIERGE_HISTORY_TTL_SECS", check positive;

@@ -51,7 +51,16 @@ pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
             } => {
                 let service = ns.directory().service(&name).cloned();
                 if let (Some(service), Some(frame)) = (service, framed(&payload)) {
-                    service.view.load().publish(&frame, except);
+                    match &service.history {
+                        // Under the gate: to the view's subscribers, or
+                        // held for those whose history is being read.
+                        Some(gate) => {
+                            let mut taps = gate.hold();
+                            service.view.load().publish(&frame, except);
+                            taps.feed(&frame, except);
+                        }
+                        None => service.view.load().publish(&frame, except),
+                    }
                 }
                 true
             }

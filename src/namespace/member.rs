@@ -293,8 +293,7 @@ impl Member {
     }
 
     /// The history a new service keeps: what it asked for, checked, or the
-    /// default; none where this node keeps no histories (a cluster, for
-    /// now) or when it asked for 0 messages.
+    /// default; none when it asked for 0 messages.
     fn history_to_keep(&self, asked: Option<History>) -> Result<Option<History>, String> {
         let settings = self.namespace.settings();
         let history = match asked {
@@ -315,8 +314,7 @@ impl Member {
                 ttl: settings.history_ttl_secs,
             },
         };
-        let kept = history.size > 0 && self.namespace.cluster.history().is_some();
-        Ok(kept.then_some(history))
+        Ok((history.size > 0).then_some(history))
     }
 
     fn check_service_fields(&self, name: &str, nickname: Option<&str>) -> Result<(), String> {

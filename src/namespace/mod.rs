@@ -20,6 +20,7 @@
 //! [`Cluster`] → the recipients' outboxes. Whatever reacts to a change
 //! (files, metrics) is an [`Observer`] given at start-up.
 
+mod gate;
 mod inbound;
 mod member;
 pub mod observe;

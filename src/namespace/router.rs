@@ -13,7 +13,8 @@ use uuid::Uuid;
 use std::future::Future;
 use std::pin::Pin;
 
-use super::view::{ClientRecord, Directory, HistoryGate};
+use super::gate::HistoryGate;
+use super::view::{ClientRecord, Directory};
 use super::Namespace;
 use crate::cluster::Handoff;
 use crate::protocol::{MessageOut, PayloadOut, Position, Target};
@@ -180,13 +181,15 @@ fn broadcast_kept(
         })
     };
     let mut kept = None;
-    let appended = ns.cluster.history().and_then(|histories| {
-        histories.append(service, &gate.epoch, &mut |position| {
-            let frame = write(Some(position));
-            let bytes = frame.payload_bytes();
-            kept = Some(frame);
-            bytes
-        })
+    let appended = gate.epoch.as_ref().and_then(|epoch| {
+        ns.cluster
+            .history()
+            .append(service, epoch, &mut |position| {
+                let frame = write(Some(position));
+                let bytes = frame.payload_bytes();
+                kept = Some(frame);
+                bytes
+            })
     });
     // Not appended: the service is being replaced by one of the same name.
     let frame = match (appended, kept) {

@@ -15,7 +15,7 @@
 //! that answer before anything else it sent is handled, so its frames keep
 //! their order whichever actor or thread carries them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -24,11 +24,12 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use uuid::Uuid;
 
+use super::gate::{self, HistoryGate};
 use super::member::ReplyTo;
 use super::observe::{Change, Observers};
-use super::view::{ClientRecord, Directory, HistoryGate, LedgerRefusal, ServiceView};
-use crate::cluster::history::Recovery;
-use crate::cluster::{Cluster, Event};
+use super::view::{ClientRecord, Directory, LedgerRefusal, ServiceView};
+use crate::cluster::history::{Read, Recovery};
+use crate::cluster::{Cluster, ClusterError, Event};
 use crate::protocol::{PayloadOut, Position, Sequenced, ServiceInfo};
 use crate::transport::outbox::Frame;
 
@@ -111,6 +112,10 @@ pub struct Service {
     history: Option<Arc<HistoryGate>>,
     /// The most messages one subscriber is replayed.
     max_replay: usize,
+    /// Subscribers whose history is being read from the store: their
+    /// broadcasts are held, so the view does not list them yet (see
+    /// `gate`).
+    tapped: HashSet<Uuid>,
 }
 
 impl Actor for Service {
@@ -145,6 +150,7 @@ impl Service {
             watched: false,
             history: setup.history,
             max_replay: setup.max_replay,
+            tapped: HashSet::new(),
         }
     }
 
@@ -164,6 +170,7 @@ impl Service {
             local: self
                 .subscribers
                 .iter()
+                .filter(|(uuid, _)| !self.tapped.contains(*uuid))
                 .filter_map(|(uuid, c)| c.outbox.clone().map(|o| (*uuid, o)))
                 .collect(),
         }));
@@ -251,15 +258,94 @@ impl Service {
     /// recovered, or more than can be queued for one client at once).
     /// Called under the gate.
     fn recover(&self, after: Option<&Position>) -> (Option<Position>, Option<Vec<Bytes>>) {
-        let Some(histories) = self.history.as_ref().and(self.cluster.history()) else {
+        if self.history.is_none() {
             return (None, None);
-        };
+        }
+        let histories = self.cluster.history();
         let last = histories.last(&self.name);
         let replay = after.and_then(|after| match histories.since(&self.name, after) {
             Recovery::Recovered(replay) if replay.len() <= self.max_replay => Some(replay),
             _ => None,
         });
         (last, replay)
+    }
+
+    /// Subscribes a client of this node to a service whose history another
+    /// node keeps: tapped before this node follows the service's channel,
+    /// answered once the history is read (see `gate`). The actor handles
+    /// nothing else meanwhile (one Redis round trip, two for the first
+    /// subscriber here).
+    fn resume_elsewhere(
+        &mut self,
+        gate: Arc<HistoryGate>,
+        client: Arc<ClientRecord>,
+        position: Option<Position>,
+        reply: ReplyTo,
+    ) -> AtomicResponse<Self, ()> {
+        let uuid = client.info.uuid;
+        let outbox = client.outbox.clone();
+        let max = self.max_subscriptions;
+        self.tapped.insert(uuid);
+        gate.hold().open(uuid, self.max_replay);
+        let after = match self.add(client, max) {
+            Ok(after) => after,
+            Err(refusal) => {
+                self.tapped.remove(&uuid);
+                gate.hold().close(uuid);
+                let desc = match refusal {
+                    LedgerRefusal::Full => {
+                        format!("a client may subscribe to at most {max} services")
+                    }
+                    LedgerRefusal::Closed => "the client has left".into(),
+                };
+                reply.send(PayloadOut::Bad { desc: Some(desc) });
+                return AtomicResponse::new(Box::pin(fut::ready(())));
+            }
+        };
+        self.share(
+            Event::Subscribed {
+                service: self.name.clone(),
+                uuid,
+            },
+            Share::Everyone,
+        );
+        let watching = self.sync_watch();
+        let histories = self.cluster.history().clone();
+        let (name, limits, most) = (self.name.clone(), gate.limits, self.max_replay);
+        let asked = position.is_some();
+        let read = async move {
+            if let Some(watching) = watching {
+                watching.await;
+            }
+            histories.read(&name, position.as_ref(), limits, most).await
+        };
+        AtomicResponse::new(Box::pin(fut::wrap_future::<_, Self>(read).map(
+            move |read: Result<Read, ClusterError>, act, _| {
+                let mut taps = gate.hold();
+                let resumed = gate::resume(read, taps.close(uuid));
+                act.tapped.remove(&uuid);
+                reply.send(PayloadOut::SelfSubscribeResult {
+                    successful: true,
+                    service: after,
+                    position: resumed.position,
+                    recovered: asked.then_some(resumed.replay.is_some()),
+                });
+                if let Some(outbox) = outbox {
+                    for message in resumed.replay.into_iter().flatten() {
+                        if let Ok(json) = std::str::from_utf8(&message) {
+                            outbox.send(Frame::new(json));
+                        }
+                    }
+                    for frame in resumed.live {
+                        outbox.send(frame);
+                    }
+                }
+                // Listed from now on: the next broadcast, delivered under
+                // the gate, reaches it directly.
+                act.publish();
+                drop(taps);
+            },
+        )))
     }
 
     /// A subscription another node made: its client is in the directory.
@@ -299,6 +385,9 @@ impl Handler<Subscribe> for Service {
                 position: None,
                 recovered: None,
             });
+        }
+        if let Some(gate) = self.history.clone().filter(|_| !self.owned_here) {
+            return self.resume_elsewhere(gate, client, position, reply);
         }
         // Held until the reply and the replay are in the client's outbox:
         // the broadcasts wait, so none reaches it before them, and each is

@@ -21,6 +21,7 @@ use indexmap::IndexSet;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::gate::HistoryGate;
 use super::service::Service;
 use crate::cluster::NodeId;
 use crate::protocol::{raw_json, ClientInfo, OriginRef, ServiceInfo};
@@ -123,35 +124,6 @@ pub struct ServiceHandle {
     pub view: Arc<ArcSwap<ServiceView>>,
     /// Its history's gate, when it keeps one.
     pub history: Option<Arc<HistoryGate>>,
-}
-
-/// What orders a service's broadcasts against its subscriptions, when it
-/// keeps a history: a broadcast is appended and delivered under the gate,
-/// and a subscriber reads the history and joins the published view under
-/// it, so every message is either in what it reads or delivered to it
-/// live, never both, never neither (`docs/PROTOCOL.md` §17).
-pub struct HistoryGate {
-    /// The epoch of the history this service started: appends to a history
-    /// of the same name started since (the service was deleted and created
-    /// again) are refused.
-    pub epoch: String,
-    gate: Mutex<()>,
-}
-
-impl HistoryGate {
-    pub fn new(epoch: String) -> Self {
-        HistoryGate {
-            epoch,
-            gate: Mutex::new(()),
-        }
-    }
-
-    /// Holds the gate until the guard is dropped.
-    pub fn hold(&self) -> MutexGuard<'_, ()> {
-        // It guards no data: a panic while it was held leaves nothing
-        // half-changed.
-        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl ServiceHandle {

@@ -14,6 +14,7 @@ mod policy;
 mod processes;
 mod refusals;
 mod requests;
+mod resume;
 mod telemetry;
 
 use std::path::Path;

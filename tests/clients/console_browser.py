@@ -20,6 +20,12 @@ With `refresh`, against a gateway whose tokens last seconds, it stays on
 a host page while its token expires again and again: the page must renew
 it before each expiry and carry on, never showing the login.
 
+With `resume` it watches the audit while the test cuts its connection
+(the gateway lives on) and runs commands meanwhile: the page must come
+back, subscribe again from the last position it saw, and show each missed
+entry once; cut again while the agent restarts (its history lost), it must
+fetch the audit again and show what ran meanwhile.
+
 With `units` it drives a host's systemd units instead (tests/systemd.rs,
 an agent on a real systemd in a container): stop, start and restart a
 unit from its row, each confirmed, and its details.
@@ -28,11 +34,12 @@ Every check that fails raises; the last line printed is a JSON summary
 for the Rust test. Usage:
   console_browser.py tour URL OPERATOR PASSWORD VIEWER PASSWORD HOST SHOTS DOWNLOADS
   console_browser.py units URL OPERATOR PASSWORD HOST UNIT SHOTS
-  console_browser.py reconnect|refresh URL OPERATOR PASSWORD HOST SHOTS
+  console_browser.py reconnect|refresh|resume URL OPERATOR PASSWORD HOST SHOTS
 """
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -230,6 +237,56 @@ def reconnect(driver, summary):
     log("back", points=summary["points"])
 
 
+# Records the frames the page sends and the SELF_SUBSCRIBE_RESULTs it
+# receives, in window.__frames, before any script of the page runs.
+RECORD_FRAMES = """
+window.__frames = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  window.__frames.push({ sent: JSON.parse(data) });
+  if (!this.__recorded) {
+    this.__recorded = true;
+    this.addEventListener("message", (e) => {
+      const payload = JSON.parse(e.data);
+      if (payload.type === "SELF_SUBSCRIBE_RESULT") window.__frames.push({ received: payload });
+    });
+  }
+  return send.call(this, data);
+};
+"""
+
+
+def audit_marks(driver):
+    """The marks (`echo mark-N`) of the audit rows shown, in row order."""
+    return [m for r in css(driver, "tr[data-req]") for m in re.findall(r"mark-\d+", r.text)]
+
+
+def resume(driver, summary):
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_FRAMES})
+    driver.get(f"{URL}/console/")
+    log_in(driver, OPERATOR, OPERATOR_PW)
+    driver.get(f"{URL}/console/#/audit")
+    wait(driver, "the first mark", lambda d: "mark-1" in audit_marks(d))
+    log("ready")  # the test runs mark-2 while the page watches
+    wait(driver, "the live mark", lambda d: "mark-2" in audit_marks(d), timeout=30)
+    log("live")  # the test cuts the page's connection, runs mark-3 and mark-4, restores it
+    wait(driver, "the page to see the link go", lambda d: "down" in one(d, "#link-state").get_attribute("class"), timeout=30)
+    log("down")
+    wait(driver, "the page to come back", lambda d: "up" in one(d, "#link-state").get_attribute("class"), timeout=60)
+    wait(driver, "the missed marks", lambda d: {"mark-3", "mark-4"} <= set(audit_marks(d)), timeout=30)
+    log("back")  # the test cuts it again and restarts the agent (a new history), runs mark-5
+    wait(driver, "the page to see the link go again", lambda d: "down" in one(d, "#link-state").get_attribute("class"), timeout=30)
+    log("down again")
+    wait(driver, "the page to come back again", lambda d: "up" in one(d, "#link-state").get_attribute("class"), timeout=60)
+    wait(driver, "the mark run while the history was lost", lambda d: "mark-5" in audit_marks(d), timeout=30)
+    marks = audit_marks(driver)
+    frames = driver.execute_script("return window.__frames;")
+    subscribes = [f["sent"] for f in frames if f.get("sent", {}).get("type") == "SELF_SUBSCRIBE"
+                  and f["sent"].get("service") == f"audit_{HOST}"]
+    results = [f["received"] for f in frames if "received" in f and f["received"]["service"]["name"] == f"audit_{HOST}"]
+    summary.update(marks=marks, subscribes=subscribes, results=results)
+
+
 def refresh(driver, summary, seconds=20):
     driver.get(f"{URL}/console/")
     log_in(driver, OPERATOR, OPERATOR_PW)
@@ -254,13 +311,16 @@ def main():
     driver = browser()
     summary = {}
     try:
-        {"tour": operator_and_viewer, "units": units, "reconnect": reconnect, "refresh": refresh}[MODE](driver, summary)
+        {"tour": operator_and_viewer, "units": units, "reconnect": reconnect, "refresh": refresh, "resume": resume}[MODE](driver, summary)
         # No console errors (the wrong password's 401 is the one expected).
         def expected(message):
             # The wrong password's 401; while the gateway restarts, the
             # browser's own report of each refused WebSocket connect.
+            # While the page's connection is cut: the same, and whatever it
+            # fetched meanwhile.
             return ("/auth/token" in message and "401" in message) or (
-                MODE == "reconnect" and "WebSocket connection to" in message)
+                MODE == "reconnect" and "WebSocket connection to" in message) or (
+                MODE == "resume" and ("WebSocket connection to" in message or "net::ERR" in message))
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and not expected(e["message"])]
         assert not errors, f"console errors: {errors}"
         summary["ok"] = True

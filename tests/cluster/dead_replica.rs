@@ -20,7 +20,7 @@ const CLIENTS: usize = 20;
 /// out was not freed by the reaper.
 const LEASE_MS: u64 = 10_000;
 
-fn identify(name: &str, token: Option<&str>) -> Value {
+pub fn identify(name: &str, token: Option<&str>) -> Value {
     let mut identify = json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"});
     if let Some(token) = token {
         identify["token"] = json!(token);
@@ -55,7 +55,7 @@ async fn dropped(client: &mut Client) -> u16 {
 }
 
 /// Tokens for `names`, issued on the replicas' store.
-async fn tokens(redis: &RedisServer, names: &[String]) -> Vec<String> {
+pub async fn tokens(redis: &RedisServer, names: &[String]) -> Vec<String> {
     let store = ["--redis-url", &redis.url()];
     let mut tokens = Vec::with_capacity(names.len());
     for name in names {

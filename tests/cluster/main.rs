@@ -7,7 +7,9 @@ mod common;
 
 mod dead_replica;
 mod departures;
+mod history;
 mod inventory;
+mod kill_replay;
 mod messaging;
 mod namespace;
 mod outages;
@@ -94,6 +96,16 @@ async fn answer(client: &mut Client) -> serde_json::Value {
 
 /// A replica process whose lease is `lease_ms`.
 fn replica_process(redis: &RedisServer, files: &Path, lease_ms: u64) -> Process {
+    replica_process_with(redis, files, lease_ms, &[])
+}
+
+/// A replica process whose lease is `lease_ms`, with more `flags`.
+fn replica_process_with(
+    redis: &RedisServer,
+    files: &Path,
+    lease_ms: u64,
+    flags: &[&str],
+) -> Process {
     let mut cmd = command(&[
         "--bind",
         "127.0.0.1:0",
@@ -104,7 +116,7 @@ fn replica_process(redis: &RedisServer, files: &Path, lease_ms: u64) -> Process 
         "--redis-url",
         &redis.url(),
     ]);
-    cmd.arg("--data-dir").arg(files);
+    cmd.arg("--data-dir").arg(files).args(flags);
     Process::spawn(cmd)
 }
 

@@ -5,6 +5,7 @@ pub mod flood;
 pub mod netns;
 pub mod process;
 pub mod redis;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -82,71 +82,13 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A TCP relay in front of a Redis server, to cut one replica off from it
-/// (and only that one): [`Relay::cut`] closes every relayed connection and
-/// refuses new ones (accepted and closed at once) until [`Relay::mend`].
-/// It runs on the test's runtime.
-pub struct Relay {
-    pub port: u16,
-    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
-    accepting: tokio::task::JoinHandle<()>,
-}
+/// A [`Relay`] in front of a Redis server cuts one replica off from it
+/// (and only that one).
+pub use super::relay::Relay;
 
 impl Relay {
-    pub async fn start(redis_port: u16) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a free port");
-        let port = listener.local_addr().expect("bound").port();
-        let cut = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
-        let state = cut.clone();
-        let accepting = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if *state.borrow() {
-                    continue; // dropped: closed at once
-                }
-                let mut cut = state.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
-                    else {
-                        return;
-                    };
-                    // Both ends are dropped, so closed, when the relay is cut.
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        Relay {
-            port,
-            cut,
-            accepting,
-        }
-    }
-
     /// The URL that reaches Redis through the relay.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Cuts the way to Redis: every relayed connection is closed, and new
-    /// ones are closed as soon as they are made.
-    pub fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-
-    /// Lets connections through again.
-    pub fn mend(&self) {
-        self.cut.send_replace(false);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.cut();
-        self.accepting.abort();
     }
 }

@@ -23,9 +23,14 @@
 //! (every reply then needs a lookup) was thrown off that way. Replies come
 //! in request order, so the `seq` of each reply says how many requests
 //! have been answered.
+//!
+//! A long-lived client resumes after a dropped connection with
+//! [`resume::Resume`]: its name back at once, its subscriptions with the
+//! history it missed.
 
 pub mod context;
 pub mod logging;
+pub mod resume;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,8 +116,19 @@ pub struct Connection {
     pub receiver: Receiver,
 }
 
-/// Connects to `url` (`ws://` or `wss://`) and identifies.
+/// Connects to `url` (`ws://` or `wss://`) and identifies. A client that
+/// reconnects keeps its name and subscriptions with [`resume::Resume`].
 pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, ClientError> {
+    Ok(identify(url, identity, None).await?.0)
+}
+
+/// Connects and identifies, presenting `resume` (an earlier HELLO's
+/// secret): the connection and its HELLO's secret.
+async fn identify(
+    url: &str,
+    identity: &Identity,
+    resume: Option<&str>,
+) -> Result<(Connection, Option<String>), ClientError> {
     let (mut ws, _) =
         tokio_tungstenite::connect_async(url)
             .await
@@ -132,7 +148,7 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
         secret: None,
         token: identity.token.as_deref().map(Cow::Borrowed),
         presence: (!identity.presence).then_some(false),
-        resume: None,
+        resume: resume.map(Cow::Borrowed),
         take_over: (!identity.take_over).then_some(false),
     };
     let text =
@@ -149,9 +165,9 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
         stream,
         window: window.clone(),
     };
-    let uuid = loop {
+    let (uuid, secret) = loop {
         match receiver.next().await?.payload {
-            PayloadOut::Hello { uuid, .. } => break uuid,
+            PayloadOut::Hello { uuid, resume, .. } => break (uuid, resume),
             // Nothing else comes before HELLO; tolerate it rather than fail.
             _ => continue,
         }
@@ -167,11 +183,12 @@ pub async fn connect(url: &str, identity: &Identity) -> Result<Connection, Clien
         }
         let _ = sink.close().await;
     });
-    Ok(Connection {
+    let connection = Connection {
         uuid,
         sender: Sender { tx, window },
         receiver,
-    })
+    };
+    Ok((connection, secret))
 }
 
 /// How many requests went out and how many the gateway answered (see the

@@ -265,28 +265,28 @@ impl Ctl {
         follow: bool,
     ) -> Result<ExitCode, CtlError> {
         let service = HostService::Audit.of(host);
-        if follow {
-            self.conn
-                .sender
-                .send(&PayloadIn::SelfSubscribe {
-                    service: service.as_str().into(),
-                    position: None,
-                })
-                .await?;
+        let request = Request::Audit(Audit { limit: Some(limit) });
+        if !follow {
+            let reply = self.request(host, &request).await?;
+            for entry in reply["entries"].as_array().into_iter().flatten() {
+                self.audit_line(entry);
+            }
+            return Ok(ExitCode::SUCCESS);
         }
-        let reply = self
-            .request(host, &Request::Audit(Audit { limit: Some(limit) }))
-            .await?;
+        self.follow(&service, true).await?;
+        let (reply, early) = self.request_following(host, &request, &service).await?;
         let entries = reply["entries"].as_array().cloned().unwrap_or_default();
         for entry in &entries {
             self.audit_line(entry);
         }
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
+        // Published while the log was read: shown unless the log had it.
+        for data in early {
+            if !entries.contains(&data["entry"]) {
+                self.audit_line(&data["entry"]);
+            }
         }
         loop {
-            let next = self.conn.receiver.next().await?;
-            match next.payload {
+            match self.next_followed().await? {
                 PayloadOut::Message { origin, data, .. } if published(&origin, &service, host) => {
                     self.audit_line(&data["entry"]);
                 }
@@ -433,13 +433,8 @@ impl Ctl {
         // Only an agent publishes its telemetry: another host is asked.
         let publishes = kind == HostKind::Agent;
         if publishes {
-            self.conn
-                .sender
-                .send(&PayloadIn::SelfSubscribe {
-                    service: service.as_str().into(),
-                    position: None,
-                })
-                .await?;
+            // A snapshot replaces the last: none missed is worth a word.
+            self.follow(&service, false).await?;
         }
         let interactive = std::io::stdout().is_terminal() && !self.json;
         let draw = |data: &Value, json: bool| {
@@ -468,10 +463,10 @@ impl Ctl {
         }
         loop {
             let next = tokio::select! {
-                next = self.conn.receiver.next() => next?,
+                next = self.next_followed() => next?,
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             };
-            match next.payload {
+            match next {
                 PayloadOut::Message { origin, data, .. } if published(&origin, &service, host) => {
                     draw(&data, self.json)
                 }

@@ -10,8 +10,8 @@
 //!
 //! Here are the entry point and the dispatch of each command; `args` is the
 //! command line, `error` the failures and exit statuses, `conn` the
-//! connection plumbing, `commands` the longer commands, `interrupt` what
-//! Ctrl-C on `exec --follow` does, `render`,
+//! connection plumbing, `follow` the reconnection of a follow, `commands` the
+//! longer commands, `interrupt` what Ctrl-C on `exec --follow` does, `render`,
 //! `replies` (each kind of host's replies) and `top` the output.
 
 mod args;
@@ -19,6 +19,7 @@ mod commands;
 mod conn;
 mod error;
 mod fleet;
+mod follow;
 mod interrupt;
 mod render;
 mod replies;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub use args::{documented, CtlArgs, CtlCommand, VpnCommand};
-use concierge_client::{self as client, Connection, Identity};
+use concierge_client::{Connection, Identity};
 use concierge_protocol::agent::args::{NoArgs, Pid, PidArg, ProcSignal, Unit};
 use concierge_protocol::agent::{signals, Request};
 use concierge_protocol::{CtlName, HostKind};
@@ -67,6 +68,8 @@ pub fn main(args: CtlArgs) -> ExitCode {
 /// One connection to the gateway, as `ctl` uses it.
 struct Ctl {
     conn: Connection,
+    /// How to connect again and resume (`follow`).
+    link: follow::Link,
     json: bool,
     timeout: Duration,
     next_rid: u64,
@@ -96,11 +99,13 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
         take_over: true,
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let conn = tokio::time::timeout(timeout, client::connect(&url, &identity))
+    let mut link = follow::Link::new(url.clone(), identity);
+    let conn = tokio::time::timeout(timeout, link.connect())
         .await
         .map_err(|_| CtlError::Unreachable(format!("{url}: no answer within {timeout:?}")))??;
     let mut ctl = Ctl {
         conn,
+        link,
         json: args.json,
         timeout,
         next_rid: 1,

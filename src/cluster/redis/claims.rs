@@ -32,9 +32,10 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Deletes a departed client's records; the name, and the proof kept with
 /// it, only if they are still this uuid's (it may have been claimed again
-/// already). The services it claimed (`owned:{uuid}`) go too, each only if
-/// it still names it as the owner: a departure is written back after an
-/// outage even when the delete of its services was lost.
+/// already). The services it claimed (`owned:{uuid}`) go too, with their
+/// histories, each only if it still names it as the owner: a departure is
+/// written back after an outage even when the delete of its services was
+/// lost.
 const LEFT_SCRIPT: &str = r#"
 local owned_key = ARGV[2] .. ':owned:' .. ARGV[1]
 local services_key = ARGV[2] .. ':services'
@@ -45,6 +46,7 @@ for _, name in ipairs(redis.call('SMEMBERS', owned_key)) do
     if ok and svc.owner_uuid == ARGV[1] then
       redis.call('HDEL', services_key, name)
       redis.call('DEL', ARGV[2] .. ':subs:' .. name)
+      redis.call('DEL', ARGV[2] .. ':history:' .. name, ARGV[2] .. ':history-head:' .. name)
     end
   end
 end
@@ -64,7 +66,8 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// Deletes a service (`ARGV[1]`): its record and its subscribers, only if
+/// Deletes a service (`ARGV[1]`): its record, its subscribers and its
+/// history (`KEYS[4]`, `KEYS[5]`), only if
 /// the record still names `ARGV[2]` as the owner (and the name from that
 /// owner's `owned:{uuid}` in any case): a late delete from an old owner
 /// (its departure written after another replica reaped it and a new owner
@@ -76,7 +79,7 @@ if not stored then return 0 end
 local ok, s = pcall(cjson.decode, stored)
 if ok and s.owner_uuid ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
 return 1
 "#;
 
@@ -217,10 +220,12 @@ impl Claims for RedisClaims {
             Event::ServiceDeleted { name, owner } => {
                 cmd = redis::cmd("EVAL");
                 cmd.arg(SERVICE_DELETED_SCRIPT)
-                    .arg(3)
+                    .arg(5)
                     .arg(key(&["services"]))
                     .arg(key(&["subs", name]))
                     .arg(key(&["owned", &owner.to_string()]))
+                    .arg(key(&["history", name]))
+                    .arg(key(&["history-head", name]))
                     .arg(name)
                     .arg(owner.to_string());
             }

@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::history::RedisHistory;
 use super::master::Master;
 use super::wire::{self, key, StoredClient, EVENTS};
 use crate::cluster::{Handoff, Inbound, NodeId, Snapshot};
@@ -229,7 +230,15 @@ pub async fn writer(link: Arc<Link>, mut rx: mpsc::Receiver<Write>) {
 /// snapshot cannot be applied in the wrong order. It also owns the set of
 /// watched service channels, so subscribing and unsubscribing happen in the
 /// order they were asked for.
-pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<WatchCommand>) {
+///
+/// Each time, before the namespace is read, the histories this node keeps
+/// are written back (Redis may have lost them): queued on the link ahead of
+/// the writes that follow.
+pub async fn subscriber(
+    link: Arc<Link>,
+    mut commands: mpsc::UnboundedReceiver<WatchCommand>,
+    history: Arc<RedisHistory>,
+) {
     let mut watched = BTreeSet::new();
     let mut delay = Duration::from_millis(100);
     loop {
@@ -242,7 +251,7 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
         }
         match subscribe(&link, &watched).await {
             Ok((mut sink, mut stream)) => {
-                if let Err(e) = resync(&link).await {
+                if let Err(e) = resync(&link, &history).await {
                     tracing::warn!(error = %e, "cannot read the shared namespace");
                     // Again after the delay, like a failed subscription: at
                     // once, a read that keeps failing would open connection
@@ -269,7 +278,7 @@ pub async fn subscriber(link: Arc<Link>, mut commands: mpsc::UnboundedReceiver<W
                             }
                         }
                         _ = link.resync.notified() => {
-                            if let Err(e) = resync(&link).await {
+                            if let Err(e) = resync(&link, &history).await {
                                 tracing::warn!(error = %e, "cannot read the shared namespace");
                                 break;
                             }
@@ -337,7 +346,8 @@ async fn follow(
     }
 }
 
-async fn resync(link: &Link) -> redis::RedisResult<()> {
+async fn resync(link: &Link, history: &RedisHistory) -> redis::RedisResult<()> {
+    history.restore();
     let snapshot = load_snapshot(link).await?;
     link.report(Inbound::Snapshot(snapshot)).await;
     Ok(())

@@ -6,11 +6,14 @@
 //! subscription, one lease keeper), so that what a node records and what it
 //! sends reach the others in the order it did them:
 //! [`RedisBroker`](broker::RedisBroker) (pub/sub),
-//! [`RedisClaims`](claims::RedisClaims) (names, records, the node's lease)
-//! and [`RedisStore`] (the features' state).
+//! [`RedisClaims`](claims::RedisClaims) (names, records, the node's lease),
+//! [`RedisStore`] (the features' state) and
+//! [`RedisHistory`](history::RedisHistory) (services' histories, in
+//! streams).
 
 mod broker;
 mod claims;
+mod history;
 mod link;
 pub mod master;
 pub mod store;
@@ -26,6 +29,7 @@ use uuid::Uuid;
 
 use self::broker::RedisBroker;
 use self::claims::RedisClaims;
+use self::history::RedisHistory;
 use self::link::Link;
 use self::master::{Endpoint, Master};
 use self::store::RedisStore;
@@ -38,6 +42,7 @@ pub struct Parts {
     pub broker: RedisBroker,
     pub claims: RedisClaims,
     pub store: Arc<dyn Store>,
+    pub history: Arc<RedisHistory>,
 }
 
 /// The store in Redis, for a command: no retry, an error at once when Redis
@@ -96,13 +101,15 @@ pub async fn connect(
         resync: Notify::new(),
         leaving: AtomicBool::new(false),
     });
+    let history = Arc::new(RedisHistory::new(link.clone()));
     tokio::spawn(link::writer(link.clone(), write_rx));
-    tokio::spawn(link::subscriber(link.clone(), watch_rx));
+    tokio::spawn(link::subscriber(link.clone(), watch_rx, history.clone()));
     tokio::spawn(link::lease_keeper(link.clone()));
     tracing::info!(node = %link.node, "connected to Redis at {shown}");
     Ok(Parts {
         broker: RedisBroker { link: link.clone() },
         claims: RedisClaims { link },
         store,
+        history,
     })
 }

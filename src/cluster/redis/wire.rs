@@ -11,6 +11,8 @@
 //! | `services` | hash | name → service (claimed with `HSETNX`) |
 //! | `subs:{name}` | sorted set | subscriber uuids, scored by subscription time |
 //! | `owned:{uuid}` | set | the names of the services a client claimed, released with its departure |
+//! | `history:{name}` | stream | a service's history: id `0-{offset}`, fields `m` (the MESSAGE) and `t` (when kept, Unix ms) |
+//! | `history-head:{name}` | hash | the history's `epoch` and `last` offset |
 //! | `nodes` | set | every node that registered |
 //! | `lease:{node}` | string with TTL | present while the node is alive |
 //! | `reap:{node}` | string with TTL | who is cleaning up after a dead node |

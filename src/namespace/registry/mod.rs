@@ -35,10 +35,11 @@ use uuid::Uuid;
 
 pub(super) use self::join::taken_over;
 pub use self::join::{Join, Local, Resume};
+use super::gate::HistoryGate;
 use super::member::ReplyTo;
 use super::observe::{Change, Observers};
 use super::service::{self, Service, Setup, Share};
-use super::view::{ClientRecord, Directory, HistoryGate, ServiceHandle, ServiceView};
+use super::view::{ClientRecord, Directory, ServiceHandle, ServiceView};
 use crate::cluster::history::Limits;
 use crate::cluster::{Cluster, Event, NodeId, Snapshot};
 use crate::config::Settings;
@@ -395,15 +396,17 @@ impl Registry {
             .client(&receipt.owner_uuid)
             .is_some_and(|owner| owner.node == self.node);
         let view = Arc::new(ArcSwap::from_pointee(ServiceView::new(receipt.clone())));
-        // Started before the service is listed: its first broadcast is kept.
-        let history = receipt
-            .history
-            .zip(self.cluster.history())
-            .map(|(history, histories)| {
-                let limits = Limits::new(history, self.settings.max_history_bytes);
-                let start = histories.start(&receipt.name, limits);
-                Arc::new(HistoryGate::new(start.epoch))
-            });
+        // Started before the service is listed: its first broadcast is
+        // kept. The owner's node keeps it; the others read it.
+        let history = receipt.history.map(|history| {
+            let limits = Limits::new(history, self.settings.max_history_bytes);
+            Arc::new(if owned_here {
+                let start = self.cluster.history().start(&receipt.name, limits);
+                HistoryGate::owned(start.epoch, limits)
+            } else {
+                HistoryGate::kept_elsewhere(limits)
+            })
+        });
         let setup = Setup {
             receipt: receipt.clone(),
             owned_here,
@@ -448,8 +451,8 @@ impl Registry {
     /// Takes a service out of the directory; its actor must be ended.
     fn unlist(&mut self, name: &str) -> Option<Arc<ServiceHandle>> {
         let handle = self.dir.services.remove(name)?;
-        if let Some(histories) = handle.history.as_ref().and(self.cluster.history()) {
-            histories.end(name);
+        if handle.history.is_some() {
+            self.cluster.history().end(name);
         }
         let owner = handle.view.load().receipt.owner_uuid;
         if let Some(owned) = self.owned.get_mut(&owner) {

@@ -1,6 +1,8 @@
 // The agents' audit: what was asked of every host and by whom, newest
-// first. Live from each agent's `audit_<host>` service; an operator also
-// sees each agent's recent history (its `audit` request needs that role).
+// first. Live from each agent's `audit_<host>` service, resumed after a
+// reconnection with what was recorded meanwhile; an operator also sees each
+// agent's recent history (its `audit` request needs that role), fetched
+// again when a resumption could not recover what was missed.
 
 import { isHost } from "./gateway.js";
 import { clock, fill, h, sortableTable } from "./ui.js";
@@ -64,17 +66,21 @@ export function mount(app, root, [onlyHost]) {
         draw();
       }
     };
-    gw.addEventListener(`service:${service}`, onEntry);
-    gw.subscribe(service);
-    subscribed.set(host, () => {
-      gw.removeEventListener(`service:${service}`, onEntry);
-      gw.unsubscribe(service);
-    });
-    if (app.can("operator")) {
+    const history = () => {
+      if (!app.can("operator")) return;
       gw.ask(host, "audit", { limit: HISTORY })
         .then(({ msg }) => { msg.entries.forEach((entry) => add(host, entry)); draw(); })
         .catch(() => {});
-    }
+    };
+    gw.addEventListener(`service:${service}`, onEntry);
+    gw.addEventListener(`lost:${service}`, history);
+    gw.subscribe(service);
+    subscribed.set(host, () => {
+      gw.removeEventListener(`service:${service}`, onEntry);
+      gw.removeEventListener(`lost:${service}`, history);
+      gw.unsubscribe(service);
+    });
+    history();
   }
   function agents() {
     app.agents().forEach((a) => follow(a.name));

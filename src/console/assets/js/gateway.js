@@ -9,7 +9,12 @@
 //   `onEvent` until its `exit`.
 // - Services the console wants (telemetry, audit) are subscribed again
 //   whenever they are created anew (an agent that reconnected) and after
-//   the console itself reconnects.
+//   the console itself reconnects, from the last position seen of their
+//   history (§17): what was published meanwhile is replayed. When it could
+//   not be (`recovered: false`, or no history to resume from, as a
+//   cluster's), a `lost:NAME` event tells the page to fetch again what it
+//   shows. The HELLO's `resume` secret (a console
+//   without a token) is given back to take the name over at once.
 // - Broadcasts (CLIENT_JOINED, CLIENT_LEFT, SERVICE_*) are dispatched as
 //   `broadcast` events on the Gateway object, and a service's messages as
 //   `service:NAME` events.
@@ -59,6 +64,11 @@ export class Gateway extends EventTarget {
     this.rid = 1;
     this.asks = new Map();
     this.wanted = new Set();
+    /** The last position seen of each wanted service's history. */
+    this.positions = new Map();
+    /** The wanted services subscribed on an earlier connection or before. */
+    this.subscribedBefore = new Set();
+    this.resume = null;
     this.up = false;
     this.stopped = false;
     this.backoff = 500;
@@ -82,7 +92,7 @@ export class Gateway extends EventTarget {
     ws.onopen = () => {
       ws.send(JSON.stringify({
         type: "IDENTIFY", name: this.name, version: PROTOCOL_VERSION,
-        tags: ["console"], token: this.token(),
+        tags: ["console"], token: this.token(), resume: this.resume,
       }));
     };
     ws.onmessage = (event) => this.receive(event.data);
@@ -124,6 +134,7 @@ export class Gateway extends EventTarget {
     }
     if (payload.type === "HELLO") {
       this.uuid = payload.uuid;
+      this.resume = payload.resume ?? null;
       this.seq = 0;
       this.up = true;
       this.backoff = 500;
@@ -161,6 +172,8 @@ export class Gateway extends EventTarget {
 
   message(payload) {
     const data = payload.data;
+    const service = payload.target?.type === "SERVICE" ? payload.target.service : null;
+    if (payload.position && this.positions.has(service)) this.positions.set(service, payload.position);
     if (payload.origin?.service) {
       this.emit(`service:${payload.origin.service.name}`, { data, origin: payload.origin });
       return;
@@ -240,16 +253,35 @@ export class Gateway extends EventTarget {
   /** Keeps the console subscribed to `service` until `unsubscribe`. */
   subscribe(service) {
     this.wanted.add(service);
+    if (!this.positions.has(service)) this.positions.set(service, null);
     if (this.up) this.subscribeNow(service);
   }
 
   unsubscribe(service) {
     this.wanted.delete(service);
+    this.positions.delete(service);
+    this.subscribedBefore.delete(service);
     if (this.up) this.request({ type: "SELF_UNSUBSCRIBE", service }).catch(() => {});
   }
 
+  /**
+   * SELF_SUBSCRIBE from the last position seen. The result is handled
+   * before the next frame (a replay or a live message) is read: recovered,
+   * the replay moves the position; otherwise the result's position is
+   * where the live messages start, and the page is told (`lost:NAME`)
+   * when it had subscribed before.
+   */
   subscribeNow(service) {
+    const position = this.positions.get(service) ?? undefined;
     // INVALID_SERVICE: not created yet; its SERVICE_CREATE_RESULT retries.
-    this.request({ type: "SELF_SUBSCRIBE", service }).catch(() => {});
+    this.request({ type: "SELF_SUBSCRIBE", service, position }).then((reply) => {
+      if (reply.type !== "SELF_SUBSCRIBE_RESULT" || !this.positions.has(service) || !reply.successful) return;
+      if (reply.recovered !== true && reply.position) this.positions.set(service, reply.position);
+      const again = this.subscribedBefore.has(service);
+      this.subscribedBefore.add(service);
+      if (reply.recovered === false || (again && reply.recovered !== true)) {
+        this.emit(`lost:${service}`, { position: reply.position ?? null });
+      }
+    }).catch(() => {});
   }
 }

@@ -1,0 +1,414 @@
+//! What a long-lived client keeps across its connections so that a dropped
+//! connection costs it nothing (`docs/PROTOCOL.md` §2.1 and §17): the
+//! `resume` secret of its last HELLO, which takes its name back at once
+//! from a session the gateway has not yet seen go, and the last position it
+//! saw of each service it subscribes to, which a SELF_SUBSCRIBE after the
+//! reconnection gives back so that the gateway replays what it missed.
+//!
+//! [`Resume`] is fed every payload the client receives
+//! ([`Resume::observe`]); it says when a resubscription could not recover
+//! the history ([`Resubscribed::recovered`] `false`): the caller must then
+//! resync from the owner, since messages may be missing.
+//! [`Resume::reconnect`] connects again with backoff after the errors that
+//! a restart or a network fault gives ([`retryable`]), and resubscribes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use concierge_protocol::{PayloadIn, PayloadOut, Position, Target};
+
+use super::{ClientError, Connection, Identity, Sender};
+
+/// The first wait before connecting again; each failure doubles it.
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts.
+const LONGEST_WAIT: Duration = Duration::from_secs(5);
+
+/// A client's resume state: its name's secret and its subscriptions with
+/// the last position seen of each. Not `Debug`: the secret is never
+/// printed or logged.
+#[derive(Default, Clone)]
+pub struct Resume {
+    /// The `resume` secret of the last HELLO (none with a token).
+    secret: Option<String>,
+    /// Each subscribed service and the last position seen of its history
+    /// (`None` before one is known or for a service without history).
+    services: BTreeMap<String, Option<Position>>,
+    /// The services resubscribed after a reconnection whose result has not
+    /// come yet.
+    resubscribing: BTreeSet<String>,
+}
+
+/// What a resubscription found: whether the messages the client missed
+/// are replayed (`recovered`) or may be lost (it must resync): also when
+/// there was no position to resume from (a service without history), after
+/// a reconnection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resubscribed {
+    pub service: String,
+    pub recovered: bool,
+}
+
+impl Resume {
+    /// Connects and identifies as [`crate::connect`] does, presenting the
+    /// last HELLO's secret (to take the name back at once) and keeping the
+    /// new one. Subscribes to nothing: see [`Resume::reconnect`].
+    pub async fn connect(
+        &mut self,
+        url: &str,
+        identity: &Identity,
+    ) -> Result<Connection, ClientError> {
+        let (connection, secret) = super::identify(url, identity, self.secret.as_deref()).await?;
+        self.secret = secret;
+        Ok(connection)
+    }
+
+    /// Connects again, waiting longer after each failure (100 ms doubling
+    /// to 5 s, jittered) for at most `patience`, as long as the failure is
+    /// [`retryable`]; then sends the SELF_SUBSCRIBE of every subscription,
+    /// with its last position.
+    pub async fn reconnect(
+        &mut self,
+        url: &str,
+        identity: &Identity,
+        patience: Duration,
+    ) -> Result<Connection, ClientError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut wait = FIRST_WAIT;
+        let connection = loop {
+            let attempt = tokio::time::timeout_at(deadline, self.connect(url, identity)).await;
+            match attempt {
+                Ok(Ok(connection)) => break connection,
+                Ok(Err(e)) if retryable(&e) => {
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, ?wait, "reconnecting");
+                    tokio::time::sleep(jittered(wait)).await;
+                    wait = (wait * 2).min(LONGEST_WAIT);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(ClientError::Connect {
+                        url: url.to_owned(),
+                        reason: format!("no connection within {patience:?}"),
+                    })
+                }
+            }
+        };
+        self.resubscribe(&connection.sender).await?;
+        Ok(connection)
+    }
+
+    /// Records a subscription to `service` and returns its SELF_SUBSCRIBE,
+    /// with the last position seen when there is one.
+    pub fn subscribe(&mut self, service: &str) -> PayloadIn<'static> {
+        let position = self.services.entry(service.to_owned()).or_default();
+        PayloadIn::SelfSubscribe {
+            service: service.to_owned().into(),
+            position: position.clone(),
+        }
+    }
+
+    /// Forgets a subscription (the client unsubscribed).
+    pub fn unsubscribe(&mut self, service: &str) {
+        self.services.remove(service);
+    }
+
+    /// The SELF_SUBSCRIBE of every subscription, with its last position:
+    /// what to send after reconnecting.
+    pub fn subscriptions(&self) -> Vec<PayloadIn<'_>> {
+        self.services
+            .iter()
+            .map(|(service, position)| PayloadIn::SelfSubscribe {
+                service: service.as_str().into(),
+                position: position.clone(),
+            })
+            .collect()
+    }
+
+    /// Sends [`Resume::subscriptions`]; each result is reported by
+    /// [`Resume::observe`].
+    pub async fn resubscribe(&mut self, sender: &Sender) -> Result<(), ClientError> {
+        self.resubscribing = self.services.keys().cloned().collect();
+        for payload in self.subscriptions() {
+            sender.send(&payload).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `service` is one of the subscriptions.
+    pub fn subscribed(&self, service: &str) -> bool {
+        self.services.contains_key(service)
+    }
+
+    /// The last position seen of `service`'s history.
+    pub fn position(&self, service: &str) -> Option<&Position> {
+        self.services.get(service)?.as_ref()
+    }
+
+    /// Takes note of a payload received: a subscribed service's broadcast
+    /// moves its position, a SELF_SUBSCRIBE_RESULT sets it. Returns what a
+    /// subscription with a position, or any after a reconnection, found.
+    pub fn observe(&mut self, payload: &PayloadOut) -> Option<Resubscribed> {
+        match payload {
+            PayloadOut::Message {
+                target: Target::Service { service },
+                position: Some(position),
+                ..
+            } => {
+                if let Some(last) = self.services.get_mut(service) {
+                    *last = Some(position.clone());
+                }
+                None
+            }
+            PayloadOut::SelfSubscribeResult {
+                successful,
+                service,
+                position,
+                recovered,
+            } => {
+                let last = self.services.get_mut(&service.name)?;
+                // Replayed: the replay moves the position, one message at a
+                // time. Otherwise the live messages follow the result's.
+                let replayed = *successful && *recovered == Some(true);
+                if !replayed && (*successful || last.is_none()) {
+                    *last = position.clone();
+                }
+                let again = self.resubscribing.remove(&service.name);
+                let recovered = recovered.or(again.then_some(false))?;
+                Some(Resubscribed {
+                    service: service.name.clone(),
+                    recovered,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether a client should connect again after `error`: the gateway is
+/// restarting or going away (1001, 1012, 1013), the connection broke or
+/// was refused (a network fault, a gateway not yet back), or the gateway
+/// found it silent (4009) or failed (1011). Not after a refusal of the
+/// client itself (a 4xxx of identification, 4015 taken over, 1008).
+pub fn retryable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect { .. } | ClientError::Broken(_) => true,
+        ClientError::Closed { code, .. } => {
+            matches!(code, 1001 | 1005 | 1006 | 1011 | 1012 | 1013 | 4009)
+        }
+        ClientError::Protocol(_) => false,
+    }
+}
+
+/// A wait between half of `wait` and all of it, so that clients that lost
+/// their gateway at once do not all come back at once.
+fn jittered(wait: Duration) -> Duration {
+    let unit = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
+    wait.mul_f64(0.5 + unit / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concierge_protocol::{Origin, ServiceInfo};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn at(epoch: &str, offset: u64) -> Position {
+        Position {
+            epoch: epoch.into(),
+            offset,
+        }
+    }
+
+    fn service(name: &str) -> ServiceInfo {
+        ServiceInfo {
+            name: name.into(),
+            nickname: None,
+            owner_uuid: Uuid::nil(),
+            subscribers: Vec::new(),
+            history: None,
+        }
+    }
+
+    fn broadcast(name: &str, position: Option<Position>) -> PayloadOut {
+        let origin: Origin = serde_json::from_value(json!({
+            "name": "host1", "uuid": Uuid::nil(), "tags": [], "service": service(name),
+        }))
+        .expect("an origin");
+        PayloadOut::Message {
+            target: Target::Service {
+                service: name.into(),
+            },
+            origin,
+            data: json!({}),
+            position,
+        }
+    }
+
+    fn result(name: &str, position: Position, recovered: Option<bool>) -> PayloadOut {
+        PayloadOut::SelfSubscribeResult {
+            successful: true,
+            service: service(name),
+            position: Some(position),
+            recovered,
+        }
+    }
+
+    fn subscribe_position(payload: &PayloadIn<'_>) -> Option<Position> {
+        match payload {
+            PayloadIn::SelfSubscribe { position, .. } => position.clone(),
+            other => panic!("not a SELF_SUBSCRIBE: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_subscription_has_no_position_and_takes_the_results() {
+        let mut resume = Resume::default();
+        assert_eq!(subscribe_position(&resume.subscribe("audit_h")), None);
+        assert_eq!(resume.observe(&result("audit_h", at("e", 4), None)), None);
+        assert_eq!(resume.position("audit_h"), Some(&at("e", 4)));
+        let again = resume.subscriptions();
+        assert_eq!(again.len(), 1);
+        assert_eq!(subscribe_position(&again[0]), Some(at("e", 4)));
+    }
+
+    #[test]
+    fn broadcasts_move_the_position_of_their_service_only() {
+        let mut resume = Resume::default();
+        resume.subscribe("audit_h");
+        resume.observe(&result("audit_h", at("e", 0), None));
+        resume.observe(&broadcast("audit_h", Some(at("e", 1))));
+        resume.observe(&broadcast("audit_h", Some(at("e", 2))));
+        // Another service's, and a broadcast without history, move nothing.
+        resume.observe(&broadcast("other", Some(at("x", 9))));
+        resume.observe(&broadcast("audit_h", None));
+        assert_eq!(resume.position("audit_h"), Some(&at("e", 2)));
+        assert_eq!(resume.position("other"), None);
+    }
+
+    #[test]
+    fn a_recovered_resubscription_keeps_the_position_for_the_replay() {
+        let mut resume = Resume::default();
+        resume.subscribe("audit_h");
+        resume.observe(&broadcast("audit_h", Some(at("e", 2))));
+        // The result gives the history's end; the replay of 3..=5 follows.
+        let found = resume.observe(&result("audit_h", at("e", 5), Some(true)));
+        assert_eq!(
+            found,
+            Some(Resubscribed {
+                service: "audit_h".into(),
+                recovered: true
+            })
+        );
+        assert_eq!(resume.position("audit_h"), Some(&at("e", 2)));
+        resume.observe(&broadcast("audit_h", Some(at("e", 3))));
+        assert_eq!(resume.position("audit_h"), Some(&at("e", 3)));
+    }
+
+    #[test]
+    fn a_lost_history_moves_to_the_results_position() {
+        let mut resume = Resume::default();
+        resume.subscribe("audit_h");
+        resume.observe(&broadcast("audit_h", Some(at("old", 7))));
+        let found = resume.observe(&result("audit_h", at("new", 2), Some(false)));
+        assert_eq!(
+            found,
+            Some(Resubscribed {
+                service: "audit_h".into(),
+                recovered: false
+            })
+        );
+        assert_eq!(resume.position("audit_h"), Some(&at("new", 2)));
+    }
+
+    #[tokio::test]
+    async fn a_resubscription_without_a_position_recovers_nothing() {
+        let mut resume = Resume::default();
+        resume.subscribe("telemetry_h");
+        // A service without history: no position, ever.
+        resume.observe(&PayloadOut::SelfSubscribeResult {
+            successful: true,
+            service: service("telemetry_h"),
+            position: None,
+            recovered: None,
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let sender = Sender {
+            tx,
+            window: std::sync::Arc::new(crate::Window {
+                sent: 0.into(),
+                answered: tokio::sync::watch::Sender::new(0),
+            }),
+        };
+        resume.resubscribe(&sender).await.expect("sent");
+        let sent = rx.recv().await.expect("a frame");
+        assert_eq!(
+            sent.into_text().expect("text").as_str(),
+            r#"{"type":"SELF_SUBSCRIBE","service":"telemetry_h"}"#
+        );
+        let result = PayloadOut::SelfSubscribeResult {
+            successful: true,
+            service: service("telemetry_h"),
+            position: None,
+            recovered: None,
+        };
+        assert_eq!(
+            resume.observe(&result),
+            Some(Resubscribed {
+                service: "telemetry_h".into(),
+                recovered: false
+            })
+        );
+        // Said once: a later result is not a resubscription's.
+        assert_eq!(resume.observe(&result), None);
+    }
+
+    #[test]
+    fn still_subscribed_keeps_what_was_seen() {
+        let mut resume = Resume::default();
+        resume.subscribe("audit_h");
+        resume.observe(&broadcast("audit_h", Some(at("e", 3))));
+        let still = PayloadOut::SelfSubscribeResult {
+            successful: false,
+            service: service("audit_h"),
+            position: Some(at("e", 9)),
+            recovered: None,
+        };
+        assert_eq!(resume.observe(&still), None);
+        assert_eq!(resume.position("audit_h"), Some(&at("e", 3)));
+    }
+
+    #[test]
+    fn results_of_services_not_subscribed_here_are_ignored() {
+        let mut resume = Resume::default();
+        assert_eq!(resume.observe(&result("x", at("e", 1), Some(false))), None);
+        assert!(resume.subscriptions().is_empty());
+        resume.subscribe("x");
+        assert!(resume.subscribed("x"));
+        resume.unsubscribe("x");
+        assert!(!resume.subscribed("x"));
+        assert!(resume.subscriptions().is_empty());
+    }
+
+    #[test]
+    fn restarts_and_network_faults_are_retried_refusals_are_not() {
+        let closed = |code| ClientError::Closed {
+            code,
+            reason: String::new(),
+        };
+        for code in [1001, 1006, 1011, 1012, 4009] {
+            assert!(retryable(&closed(code)), "{code}");
+        }
+        for code in [1008, 4005, 4010, 4013, 4015] {
+            assert!(!retryable(&closed(code)), "{code}");
+        }
+        assert!(retryable(&ClientError::Broken("reset".into())));
+        assert!(retryable(&ClientError::Connect {
+            url: "ws://x".into(),
+            reason: "refused".into()
+        }));
+    }
+}
