@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{publish_back_to_back, Client, TestServer};
 use serde_json::{json, Value};
 
 /// The owner `radio`, having created `news` with `history` (none when
@@ -110,30 +110,12 @@ async fn broadcasts_carry_their_position_and_a_returning_subscriber_gets_what_it
 async fn none_is_repeated_or_skipped_while_the_owner_keeps_publishing() {
     const TOTAL: u64 = 500;
     let server = TestServer::start();
-    let (mut owner, _) = owner_of_news(&server, json!({"size": 1000, "ttl": 60})).await;
+    let (owner, _) = owner_of_news(&server, json!({"size": 1000, "ttl": 60})).await;
     let mut listener = server.client("listener").await;
     subscribe(&mut listener, Value::Null, 0).await;
     // Sent back to back, without waiting for each OK: the gateway routes
     // them while the listener comes and goes.
-    let publishing = tokio::spawn(async move {
-        let target = json!({"type": "SERVICE", "service": "news"});
-        for n in 1..=TOTAL {
-            let data = format!("m{n}");
-            owner
-                .send(json!({"type": "MESSAGE", "target": target, "data": data}))
-                .await;
-        }
-        let mut n = 1;
-        while n <= TOTAL {
-            let reply = owner.recv().await;
-            // The listener's comings and goings are broadcasts, without seq.
-            if reply.get("seq").is_some() {
-                assert_eq!((&reply["type"], &reply["seq"]), (&json!("OK"), &json!(n)));
-                n += 1;
-            }
-        }
-        owner
-    });
+    let publishing = tokio::spawn(publish_back_to_back(owner, "news", TOTAL));
     // Leaves after a few, comes back (several times) while the owner goes on.
     let mut seen: Vec<u64> = Vec::new();
     let mut client = listener;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{Client, TestServer, PATIENCE};
+use crate::common::{publish_back_to_back, Client, TestServer, PATIENCE};
 use crate::two_replicas;
 
 /// The owner `radio` on `server`, having created `news` keeping `size`
@@ -133,29 +133,12 @@ async fn a_subscriber_resumes_on_either_replica_with_what_it_missed() {
 async fn none_is_repeated_or_skipped_resuming_elsewhere_while_the_owner_publishes() {
     const TOTAL: u64 = 500;
     let (_redis, _files, r1, r2) = two_replicas();
-    let mut owner = owner_of_news(&r1, 1000).await;
+    let owner = owner_of_news(&r1, 1000).await;
     let mut client = r2.client("listener").await;
     subscribe(&mut client, &Value::Null).await;
     // Back to back, without waiting for each OK, while the listener comes
     // and goes on the other replica.
-    let publishing = tokio::spawn(async move {
-        let target = json!({"type": "SERVICE", "service": "news"});
-        for n in 1..=TOTAL {
-            let data = format!("m{n}");
-            owner
-                .send(json!({"type": "MESSAGE", "target": target, "data": data}))
-                .await;
-        }
-        let mut n = 1;
-        while n <= TOTAL {
-            let reply = owner.recv().await;
-            if reply.get("seq").is_some() {
-                assert_eq!((&reply["type"], &reply["seq"]), (&json!("OK"), &json!(n)));
-                n += 1;
-            }
-        }
-        owner
-    });
+    let publishing = tokio::spawn(publish_back_to_back(owner, "news", TOTAL));
     let mut seen = Vec::new();
     let mut last = Value::Null;
     for round in 0..8 {

@@ -535,3 +535,24 @@ pub async fn counter(server: &TestServer, name: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} counter in\n{text}"))
 }
+
+/// Has `owner` broadcast `m1` to `mN` (`total`) to `service` back to back,
+/// without waiting for each OK, then reads until every OK has come, in
+/// order (other frames, without `seq`, are skipped); returns the owner.
+pub async fn publish_back_to_back(mut owner: Client, service: &str, total: u64) -> Client {
+    let target = json!({"type": "SERVICE", "service": service});
+    for n in 1..=total {
+        owner
+            .send(json!({"type": "MESSAGE", "target": target, "data": format!("m{n}")}))
+            .await;
+    }
+    let mut n = 1;
+    while n <= total {
+        let reply = owner.recv().await;
+        if reply.get("seq").is_some() {
+            assert_eq!((&reply["type"], &reply["seq"]), (&json!("OK"), &json!(n)));
+            n += 1;
+        }
+    }
+    owner
+}

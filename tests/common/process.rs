@@ -82,8 +82,16 @@ fn ctl_by(cmd: StdCommand, url: &str, token: &str) -> StdCommand {
 /// Runs `cmd` (a [`ctl`]) to its end, within 30 s: its exit code, stdout
 /// and stderr.
 pub async fn outcome(cmd: &mut Command) -> (i32, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await;
+    ended(cmd, out)
+}
+
+/// What [`outcome`] and [`fed`] make of a command's end, within 30 s.
+fn ended(
+    cmd: &Command,
+    out: Result<std::io::Result<std::process::Output>, tokio::time::error::Elapsed>,
+) -> (i32, String, String) {
+    let out = out
         .unwrap_or_else(|_| panic!("{cmd:?} did not finish within 30 s"))
         .expect("the command runs");
     (
@@ -309,15 +317,8 @@ pub async fn fed(cmd: &mut Command, input: &str) -> (i32, String, String) {
         .await
         .expect("input written");
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within 30 s"))
-        .expect("the command runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await;
+    ended(cmd, out)
 }
 
 /// The JSON lines `child` prints on its (piped) stdout, as they come; the
