@@ -359,9 +359,14 @@ struct Probe<'a> {
 /// through serde, so a gateway that orders fields differently still counts.
 pub fn classify(text: &str) -> Incoming {
     if text.starts_with(r#"{"type":"MESSAGE","#) {
-        let data = text
-            .rfind(r#""data":"#)
-            .and_then(|at| text[at + 7..].strip_suffix('}'));
+        // A kept broadcast's position comes after its data (§17.2).
+        let body = text.strip_suffix('}').map(|body| {
+            match body.rfind(r#","position":{"#) {
+                Some(at) if body.ends_with('}') => &body[..at],
+                _ => body,
+            }
+        });
+        let data = body.and_then(|body| body.rfind(r#""data":"#).map(|at| &body[at + 7..]));
         if let Some(found) = data.and_then(parse_bench_data) {
             return found;
         }
@@ -445,7 +450,12 @@ mod tests {
             data.get()
         );
         let reordered = format!(r#"{{"data":{},"type":"MESSAGE"}}"#, data.get());
-        for text in [relayed, reordered] {
+        // A kept broadcast: its position after the data.
+        let kept = format!(
+            r#"{{"type":"MESSAGE","target":{{"type":"ALL"}},"origin":{{"name":"a"}},"data":{},"position":{{"epoch":"e1","offset":7}}}}"#,
+            data.get()
+        );
+        for text in [relayed, reordered, kept] {
             assert_eq!(
                 classify(&text),
                 Incoming::Bench {
