@@ -360,12 +360,12 @@ struct Probe<'a> {
 pub fn classify(text: &str) -> Incoming {
     if text.starts_with(r#"{"type":"MESSAGE","#) {
         // A kept broadcast's position comes after its data (§17.2).
-        let body = text.strip_suffix('}').map(|body| {
-            match body.rfind(r#","position":{"#) {
+        let body = text
+            .strip_suffix('}')
+            .map(|body| match body.rfind(r#","position":{"#) {
                 Some(at) if body.ends_with('}') => &body[..at],
                 _ => body,
-            }
-        });
+            });
         let data = body.and_then(|body| body.rfind(r#""data":"#).map(|at| &body[at + 7..]));
         if let Some(found) = data.and_then(parse_bench_data) {
             return found;

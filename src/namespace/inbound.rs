@@ -56,8 +56,10 @@ pub(super) async fn dispatch(mut inbound: InboundStream, ns: Namespace) {
                         // held for those whose history is being read.
                         Some(gate) => {
                             let mut taps = gate.hold();
-                            service.view.load().publish(&frame, except);
-                            taps.feed(&frame, except);
+                            if !taps.repeated(&frame) {
+                                service.view.load().publish(&frame, except);
+                                taps.feed(&frame, except);
+                            }
                         }
                         None => service.view.load().publish(&frame, except),
                     }

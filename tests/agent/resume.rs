@@ -11,7 +11,7 @@ use super::common::process::{ctl, ctl_json, json_lines, outcome, serve, Process}
 use super::common::relay::Relay;
 use super::common::{Client, TestServer, PATIENCE};
 use super::{issue, spawn_agent, Fleet};
-use concierge_client::resume::{Resubscribed, Resume};
+use concierge_client::resume::{Observed, Resubscribed, Resume};
 use concierge_client::{ClientError, Identity};
 use concierge_protocol::{PayloadOut, Target};
 
@@ -78,7 +78,7 @@ async fn the_client_library_resumes_its_name_and_its_subscriptions() {
             .await
             .expect("in time")
             .expect("open");
-        if let Some(resubscribed) = resume.observe(&next.payload) {
+        if let Observed::Resubscribed(resubscribed) = resume.observe(&next.payload) {
             found = Some(resubscribed);
             broadcast(&mut owner, 4).await;
         }

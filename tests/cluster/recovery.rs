@@ -2,7 +2,8 @@
 //! groundwork): a reconnection refused for its password ends in a working
 //! link once the password is right again; what a replica did while it was
 //! cut off (a subscription) is written back; a service's claim is deleted
-//! only by its owner.
+//! only by its owner; the client library fills the hole a cut leaves in a
+//! history's live broadcasts.
 
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use serde_json::json;
 use crate::common::redis::{RedisServer, Relay};
 use crate::common::{Client, TestServer};
 use crate::{answer, cluster_answer, replica, replica_at, sees};
+use concierge_client::resume::{Observed, Resume};
+use concierge_client::{Connection, Identity};
+use concierge_protocol::PayloadOut;
 
 /// A replica reaching Redis at `url` whose lease outlasts the cuts these
 /// tests make: its clients are never reaped meanwhile.
@@ -321,4 +325,141 @@ async fn a_service_whose_owner_left_during_a_cut_is_released_when_the_link_retur
     }
     sees(&mut watcher, &["carol", "watcher"]).await;
     create(&mut watcher, "news").await;
+}
+
+/// A subscriber on another replica than the owner's misses live the
+/// broadcasts made while the owner's replica is cut off from Redis; the
+/// client library sees the hole in the offsets at the next one and asks
+/// for the history again: every broadcast comes once, in order
+/// (`docs/PROTOCOL.md` §17.5, §17.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_fills_the_hole_a_cut_leaves() {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let relay = Relay::start(redis.port).await;
+    let cut = long_lease_replica(relay.url(), files.path());
+    let kept = long_lease_replica(redis.url(), files.path());
+    let mut owner = cut.client("owner").await;
+    owner
+        .send(json!({"type": "SERVICE_CREATE", "service": "news",
+            "history": {"size": 100, "ttl": 60}}))
+        .await;
+    let created = owner.skip_to("SERVICE_CREATE_RESULT").await;
+    assert_eq!(created["successful"], true, "{created}");
+
+    let identity = Identity {
+        name: "reader".into(),
+        tags: Vec::new(),
+        token: None,
+        presence: false,
+        take_over: true,
+    };
+    let mut resume = Resume::default();
+    let mut reader = resume
+        .connect(&kept.ws_url(), &identity)
+        .await
+        .expect("connects");
+    reader
+        .sender
+        .send(&resume.subscribe("news"))
+        .await
+        .expect("sent");
+    // Subscribed: its result comes before any broadcast.
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), reader.receiver.next())
+            .await
+            .expect("the result in time")
+            .expect("open");
+        resume.observe(&next.payload);
+        if matches!(next.payload, PayloadOut::SelfSubscribeResult { .. }) {
+            break;
+        }
+    }
+    let (mut seen, mut holes) = (Vec::new(), 0);
+    sees_subscribed(&redis).await;
+    for n in 1..=2 {
+        owner.send(broadcast(n)).await;
+        assert_eq!(answer(&mut owner).await["type"], "OK");
+    }
+    read_until(&mut reader, &mut resume, &mut seen, &mut holes, 2).await;
+
+    // Cut off: kept in the owner's replica's copy, not sent on.
+    relay.cut();
+    readiness_becomes(&cut, 503, Duration::from_secs(10)).await;
+    for n in 3..=4 {
+        owner.send(broadcast(n)).await;
+        let refused = answer(&mut owner).await;
+        assert_eq!(refused["type"], "ERROR_UNAVAILABLE", "{refused}");
+    }
+    relay.mend();
+    readiness_becomes(&cut, 200, Duration::from_secs(15)).await;
+    // Written back, under the same epoch.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while redis.cli(&["XLEN", "concierge:history:news"]).trim() != "4" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history was not written back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    owner.send(broadcast(5)).await;
+    assert_eq!(answer(&mut owner).await["type"], "OK");
+    read_until(&mut reader, &mut resume, &mut seen, &mut holes, 5).await;
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+    assert_eq!(holes, 1);
+}
+
+/// Reads `reader` until `count` broadcasts were shown, doing what the
+/// library says (a hole: ask for the history again).
+async fn read_until(
+    reader: &mut Connection,
+    resume: &mut Resume,
+    seen: &mut Vec<u64>,
+    holes: &mut u32,
+    count: usize,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while seen.len() < count {
+        let next = tokio::time::timeout_at(deadline, reader.receiver.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {seen:?} within 15 s"))
+            .expect("open");
+        match resume.observe(&next.payload) {
+            Observed::Hole(refill) => {
+                *holes += 1;
+                for payload in &refill.payloads() {
+                    reader.sender.send(payload).await.expect("sent");
+                }
+            }
+            Observed::Drop => {}
+            Observed::Resubscribed(found) => assert!(found.recovered, "{found:?}"),
+            Observed::Pass => {
+                if let PayloadOut::Message { data, .. } = next.payload {
+                    seen.push(data["n"].as_u64().expect("n"));
+                }
+            }
+        }
+    }
+}
+
+/// `{"n": n}` to `news`.
+fn broadcast(n: u64) -> serde_json::Value {
+    json!({"type": "MESSAGE", "target": {"type": "SERVICE", "service": "news"}, "data": {"n": n}})
+}
+
+/// Waits until Redis lists a subscriber of `news`: the owner's replica
+/// routes its broadcasts to the other one.
+async fn sees_subscribed(redis: &RedisServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while redis
+        .cli(&["ZRANGE", "concierge:subs:news", "0", "-1"])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscription never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -8,7 +8,12 @@
 //! [`Resume`] is fed every payload the client receives
 //! ([`Resume::observe`]); it says when a resubscription could not recover
 //! the history ([`Resubscribed::recovered`] `false`): the caller must then
-//! resync from the owner, since messages may be missing.
+//! resync from the owner, since messages may be missing. It also watches
+//! the offsets of the live broadcasts: one after a hole (broadcasts the
+//! client's replica did not get while the owner's replica was cut off from
+//! Redis, §17.5) is set aside and the history asked again from the last
+//! position seen ([`Observed::Hole`]), so that the missed ones come, in
+//! order, without a reconnection.
 //! [`Resume::reconnect`] connects again with backoff after the errors that
 //! a restart or a network fault gives ([`retryable`]), and resubscribes.
 
@@ -37,6 +42,49 @@ pub struct Resume {
     /// The services resubscribed after a reconnection whose result has not
     /// come yet.
     resubscribing: BTreeSet<String>,
+    /// The services asked again after a hole in their offsets, whose
+    /// result has not come yet: their live broadcasts meanwhile come again
+    /// in the replay.
+    refilling: BTreeSet<String>,
+}
+
+/// How to ask a service's history again from the last position seen:
+/// SELF_UNSUBSCRIBE, then SELF_SUBSCRIBE from `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refill {
+    pub service: String,
+    pub from: Position,
+}
+
+impl Refill {
+    /// The two payloads to send, in order.
+    pub fn payloads(&self) -> [PayloadIn<'_>; 2] {
+        [
+            PayloadIn::SelfUnsubscribe {
+                service: self.service.as_str().into(),
+            },
+            PayloadIn::SelfSubscribe {
+                service: self.service.as_str().into(),
+                position: Some(self.from.clone()),
+            },
+        ]
+    }
+}
+
+/// What the caller does with a payload [`Resume::observe`] looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// Handle it as usual.
+    Pass,
+    /// A broadcast not to show: the client had it already, or it comes
+    /// again, in order, in the replay asked for after a hole.
+    Drop,
+    /// A broadcast after a hole in its service's offsets: drop it and send
+    /// the [`Refill`]'s payloads, whose replay brings the missing ones and
+    /// this one.
+    Hole(Refill),
+    /// What a resubscription found.
+    Resubscribed(Resubscribed),
 }
 
 /// What a resubscription found: whether the messages the client missed
@@ -131,6 +179,7 @@ impl Resume {
     /// [`Resume::observe`].
     pub async fn resubscribe(&mut self, sender: &Sender) -> Result<(), ClientError> {
         self.resubscribing = self.services.keys().cloned().collect();
+        self.refilling.clear();
         for payload in self.subscriptions() {
             sender.send(&payload).await?;
         }
@@ -148,41 +197,71 @@ impl Resume {
     }
 
     /// Takes note of a payload received: a subscribed service's broadcast
-    /// moves its position, a SELF_SUBSCRIBE_RESULT sets it. Returns what a
-    /// subscription with a position, or any after a reconnection, found.
-    pub fn observe(&mut self, payload: &PayloadOut) -> Option<Resubscribed> {
+    /// moves its position (or, after a hole, asks for the history again),
+    /// a SELF_SUBSCRIBE_RESULT sets it. Says what the caller does with it,
+    /// and what a subscription with a position, or any after a
+    /// reconnection or a hole, found.
+    pub fn observe(&mut self, payload: &PayloadOut) -> Observed {
         match payload {
             PayloadOut::Message {
                 target: Target::Service { service },
                 position: Some(position),
                 ..
-            } => {
-                if let Some(last) = self.services.get_mut(service) {
-                    *last = Some(position.clone());
-                }
-                None
-            }
+            } => self.broadcast(service, position),
             PayloadOut::SelfSubscribeResult {
                 successful,
                 service,
                 position,
                 recovered,
             } => {
-                let last = self.services.get_mut(&service.name)?;
+                let Some(last) = self.services.get_mut(&service.name) else {
+                    return Observed::Pass;
+                };
                 // Replayed: the replay moves the position, one message at a
                 // time. Otherwise the live messages follow the result's.
                 let replayed = *successful && *recovered == Some(true);
                 if !replayed && (*successful || last.is_none()) {
                     *last = position.clone();
                 }
-                let again = self.resubscribing.remove(&service.name);
-                let recovered = recovered.or(again.then_some(false))?;
-                Some(Resubscribed {
-                    service: service.name.clone(),
-                    recovered,
+                let again =
+                    self.resubscribing.remove(&service.name) | self.refilling.remove(&service.name);
+                match recovered.or(again.then_some(false)) {
+                    Some(recovered) => Observed::Resubscribed(Resubscribed {
+                        service: service.name.clone(),
+                        recovered,
+                    }),
+                    None => Observed::Pass,
+                }
+            }
+            _ => Observed::Pass,
+        }
+    }
+
+    /// A broadcast of `service` at `position`: the next one, one already
+    /// seen, or one after a hole.
+    fn broadcast(&mut self, service: &str, position: &Position) -> Observed {
+        let Some(last) = self.services.get_mut(service) else {
+            return Observed::Pass;
+        };
+        if self.refilling.contains(service) {
+            return Observed::Drop;
+        }
+        match last {
+            Some(seen) if seen.epoch == position.epoch && position.offset <= seen.offset => {
+                Observed::Drop
+            }
+            Some(seen) if seen.epoch == position.epoch && position.offset > seen.offset + 1 => {
+                let from = seen.clone();
+                self.refilling.insert(service.to_owned());
+                Observed::Hole(Refill {
+                    service: service.to_owned(),
+                    from,
                 })
             }
-            _ => None,
+            _ => {
+                *last = Some(position.clone());
+                Observed::Pass
+            }
         }
     }
 }
@@ -268,7 +347,10 @@ mod tests {
     fn the_first_subscription_has_no_position_and_takes_the_results() {
         let mut resume = Resume::default();
         assert_eq!(subscribe_position(&resume.subscribe("audit_h")), None);
-        assert_eq!(resume.observe(&result("audit_h", at("e", 4), None)), None);
+        assert_eq!(
+            resume.observe(&result("audit_h", at("e", 4), None)),
+            Observed::Pass
+        );
         assert_eq!(resume.position("audit_h"), Some(&at("e", 4)));
         let again = resume.subscriptions();
         assert_eq!(again.len(), 1);
@@ -298,7 +380,7 @@ mod tests {
         let found = resume.observe(&result("audit_h", at("e", 5), Some(true)));
         assert_eq!(
             found,
-            Some(Resubscribed {
+            Observed::Resubscribed(Resubscribed {
                 service: "audit_h".into(),
                 recovered: true
             })
@@ -316,7 +398,7 @@ mod tests {
         let found = resume.observe(&result("audit_h", at("new", 2), Some(false)));
         assert_eq!(
             found,
-            Some(Resubscribed {
+            Observed::Resubscribed(Resubscribed {
                 service: "audit_h".into(),
                 recovered: false
             })
@@ -357,13 +439,13 @@ mod tests {
         };
         assert_eq!(
             resume.observe(&result),
-            Some(Resubscribed {
+            Observed::Resubscribed(Resubscribed {
                 service: "telemetry_h".into(),
                 recovered: false
             })
         );
         // Said once: a later result is not a resubscription's.
-        assert_eq!(resume.observe(&result), None);
+        assert_eq!(resume.observe(&result), Observed::Pass);
     }
 
     #[test]
@@ -377,14 +459,17 @@ mod tests {
             position: Some(at("e", 9)),
             recovered: None,
         };
-        assert_eq!(resume.observe(&still), None);
+        assert_eq!(resume.observe(&still), Observed::Pass);
         assert_eq!(resume.position("audit_h"), Some(&at("e", 3)));
     }
 
     #[test]
     fn results_of_services_not_subscribed_here_are_ignored() {
         let mut resume = Resume::default();
-        assert_eq!(resume.observe(&result("x", at("e", 1), Some(false))), None);
+        assert_eq!(
+            resume.observe(&result("x", at("e", 1), Some(false))),
+            Observed::Pass
+        );
         assert!(resume.subscriptions().is_empty());
         resume.subscribe("x");
         assert!(resume.subscribed("x"));
@@ -410,5 +495,58 @@ mod tests {
             url: "ws://x".into(),
             reason: "refused".into()
         }));
+    }
+
+    /// A live broadcast after a hole (the owner's replica was cut off from
+    /// the others): set aside, the history asked again from the last
+    /// position seen, the live ones meanwhile dropped, and the replay
+    /// taken in order; one already seen is dropped.
+    #[test]
+    fn a_hole_in_the_offsets_asks_for_the_history_again() {
+        let mut resume = Resume::default();
+        resume.subscribe("audit_h");
+        resume.observe(&result("audit_h", at("e", 0), None));
+        assert_eq!(
+            resume.observe(&broadcast("audit_h", Some(at("e", 1)))),
+            Observed::Pass
+        );
+        assert_eq!(
+            resume.observe(&broadcast("audit_h", Some(at("e", 1)))),
+            Observed::Drop
+        );
+        let Observed::Hole(refill) = resume.observe(&broadcast("audit_h", Some(at("e", 4)))) else {
+            panic!("a hole after 1");
+        };
+        let [unsubscribe, subscribe] = refill.payloads();
+        assert!(
+            matches!(&unsubscribe, PayloadIn::SelfUnsubscribe { service } if service == "audit_h")
+        );
+        assert_eq!(subscribe_position(&subscribe), Some(at("e", 1)));
+        // Live ones before the result come again in the replay.
+        assert_eq!(
+            resume.observe(&broadcast("audit_h", Some(at("e", 5)))),
+            Observed::Drop
+        );
+        assert_eq!(resume.position("audit_h"), Some(&at("e", 1)));
+        assert_eq!(
+            resume.observe(&result("audit_h", at("e", 5), Some(true))),
+            Observed::Resubscribed(Resubscribed {
+                service: "audit_h".into(),
+                recovered: true
+            })
+        );
+        for offset in 2..=6 {
+            assert_eq!(
+                resume.observe(&broadcast("audit_h", Some(at("e", offset)))),
+                Observed::Pass,
+                "offset {offset}"
+            );
+        }
+        assert_eq!(resume.position("audit_h"), Some(&at("e", 6)));
+        // Another epoch (the service made again) is not a hole.
+        assert_eq!(
+            resume.observe(&broadcast("audit_h", Some(at("f", 9)))),
+            Observed::Pass
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use concierge_client::resume::{retryable, Resume};
+use concierge_client::resume::{retryable, Observed, Resume};
 use concierge_client::{ClientError, Connection, Identity};
 use concierge_protocol::PayloadOut;
 use tokio::time::Instant;
@@ -76,7 +76,9 @@ impl Ctl {
                 .map_err(|_| {
                     CtlError::Unreachable("the gateway did not answer in time".into())
                 })??;
-            self.link.resume.observe(&next.payload);
+            if !self.screen(&next.payload).await? {
+                continue;
+            }
             match next.payload {
                 PayloadOut::SelfSubscribeResult { service: s, .. } if s.name == service => {
                     return Ok(())
@@ -115,7 +117,9 @@ impl Ctl {
                         self.timeout
                     ))
                 })??;
-            self.link.resume.observe(&next.payload);
+            if !self.screen(&next.payload).await? {
+                continue;
+            }
             match next.payload {
                 PayloadOut::Message { origin, data, .. } if published(&origin, service, host) => {
                     early.push(data)
@@ -158,13 +162,8 @@ impl Ctl {
                 }
                 Err(e) => return Err(e.into()),
             };
-            if let Some(found) = self.link.resume.observe(&payload) {
-                if !found.recovered && self.link.counted.contains(&found.service) {
-                    eprintln!(
-                        "concierge ctl: {}: entries may be missing; showing from now",
-                        found.service
-                    );
-                }
+            if !self.screen(&payload).await? {
+                continue;
             }
             if let PayloadOut::InvalidService { service } = &payload {
                 let settling = self.link.settling.is_some_and(|s| Instant::now() < s);
@@ -176,6 +175,32 @@ impl Ctl {
                 }
             }
             return Ok(payload);
+        }
+    }
+
+    /// Whether to handle `payload`: not a broadcast already shown, nor one
+    /// after a hole in its service's offsets, for which the history is
+    /// asked again (its replay brings the missing ones, then this one). A
+    /// history that could not be recovered is said on standard error.
+    async fn screen(&mut self, payload: &PayloadOut) -> Result<bool, CtlError> {
+        match self.link.resume.observe(payload) {
+            Observed::Pass => Ok(true),
+            Observed::Drop => Ok(false),
+            Observed::Hole(refill) => {
+                for again in &refill.payloads() {
+                    self.conn.sender.send(again).await?;
+                }
+                Ok(false)
+            }
+            Observed::Resubscribed(found) => {
+                if !found.recovered && self.link.counted.contains(&found.service) {
+                    eprintln!(
+                        "concierge ctl: {}: entries may be missing; showing from now",
+                        found.service
+                    );
+                }
+                Ok(true)
+            }
         }
     }
 }

@@ -68,6 +68,8 @@ export class Gateway extends EventTarget {
     this.positions = new Map();
     /** The wanted services subscribed on an earlier connection or before. */
     this.subscribedBefore = new Set();
+    /** The services asked again after a hole in their offsets. */
+    this.refilling = new Set();
     this.resume = null;
     this.up = false;
     this.stopped = false;
@@ -139,6 +141,7 @@ export class Gateway extends EventTarget {
       this.up = true;
       this.backoff = 500;
       this.emit("up", payload);
+      this.refilling.clear();
       for (const service of this.wanted) this.subscribeNow(service);
       return;
     }
@@ -173,7 +176,7 @@ export class Gateway extends EventTarget {
   message(payload) {
     const data = payload.data;
     const service = payload.target?.type === "SERVICE" ? payload.target.service : null;
-    if (payload.position && this.positions.has(service)) this.positions.set(service, payload.position);
+    if (payload.position && this.positions.has(service) && !this.inOrder(service, payload.position)) return;
     if (payload.origin?.service) {
       this.emit(`service:${payload.origin.service.name}`, { data, origin: payload.origin });
       return;
@@ -250,6 +253,30 @@ export class Gateway extends EventTarget {
     this.asks.delete(rid);
   }
 
+  /**
+   * Whether a broadcast of `service` at `position` is to be shown, taking
+   * its position: not one already seen (a replay that overlaps), nor one
+   * after a hole in the offsets (broadcasts this replica did not get while
+   * the owner's was cut off from Redis, docs/PROTOCOL.md §17.5), for which
+   * the history is asked again from the last position seen: the replay
+   * brings the missing ones, then this one, in order.
+   */
+  inOrder(service, position) {
+    if (this.refilling.has(service)) return false;
+    const seen = this.positions.get(service);
+    if (seen && seen.epoch === position.epoch) {
+      if (position.offset <= seen.offset) return false;
+      if (position.offset > seen.offset + 1) {
+        this.refilling.add(service);
+        this.request({ type: "SELF_UNSUBSCRIBE", service }).catch(() => {});
+        this.subscribeNow(service);
+        return false;
+      }
+    }
+    this.positions.set(service, position);
+    return true;
+  }
+
   /** Keeps the console subscribed to `service` until `unsubscribe`. */
   subscribe(service) {
     this.wanted.add(service);
@@ -275,9 +302,10 @@ export class Gateway extends EventTarget {
     const position = this.positions.get(service) ?? undefined;
     // INVALID_SERVICE: not created yet; its SERVICE_CREATE_RESULT retries.
     this.request({ type: "SELF_SUBSCRIBE", service, position }).then((reply) => {
+      const refilled = this.refilling.delete(service);
       if (reply.type !== "SELF_SUBSCRIBE_RESULT" || !this.positions.has(service) || !reply.successful) return;
       if (reply.recovered !== true && reply.position) this.positions.set(service, reply.position);
-      const again = this.subscribedBefore.has(service);
+      const again = this.subscribedBefore.has(service) || refilled;
       this.subscribedBefore.add(service);
       if (reply.recovered === false || (again && reply.recovered !== true)) {
         this.emit(`lost:${service}`, { position: reply.position ?? null });
