@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 
 use super::common::process::{ctl, ctl_json, json_lines, outcome, serve, Process};
 use super::common::relay::Relay;
-use super::common::{Client, TestServer, PATIENCE};
+use super::common::{library_reader, Client, TestServer, PATIENCE};
 use super::{issue, spawn_agent, Fleet};
-use concierge_client::resume::{Observed, Resubscribed, Resume};
-use concierge_client::{ClientError, Identity};
+use concierge_client::resume::{Observed, Resubscribed};
+use concierge_client::ClientError;
 use concierge_protocol::{PayloadOut, Target};
 
 /// The client library takes its name back with its HELLO's secret and
@@ -26,23 +26,8 @@ async fn the_client_library_resumes_its_name_and_its_subscriptions() {
         "history": {"size": 100, "ttl": 60}});
     let created = owner.answer(create, 0).await;
     assert_eq!(created["successful"], true, "{created}");
-    let identity = Identity {
-        name: "reader".into(),
-        tags: Vec::new(),
-        token: None,
-        presence: false,
-        take_over: true,
-    };
-    let mut resume = Resume::default();
-    let mut first = resume
-        .connect(&server.ws_url(), &identity)
-        .await
-        .expect("connects");
-    first
-        .sender
-        .send(&resume.subscribe("news"))
-        .await
-        .expect("sent");
+    let (identity, mut resume, mut first) =
+        library_reader(&server.ws_url(), "reader", "news").await;
     let mut seen = Vec::new();
     while seen.is_empty() {
         let next = tokio::time::timeout(PATIENCE, first.receiver.next())

@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::redis::{RedisServer, Relay};
-use crate::common::{Client, TestServer};
+use crate::common::{library_reader, Client, TestServer};
 use crate::{answer, cluster_answer, replica, replica_at, sees};
 use concierge_client::resume::{Observed, Resume};
-use concierge_client::{Connection, Identity};
+use concierge_client::Connection;
 use concierge_protocol::PayloadOut;
 
 /// A replica reaching Redis at `url` whose lease outlasts the cuts these
@@ -347,23 +347,7 @@ async fn the_client_library_fills_the_hole_a_cut_leaves() {
     let created = owner.skip_to("SERVICE_CREATE_RESULT").await;
     assert_eq!(created["successful"], true, "{created}");
 
-    let identity = Identity {
-        name: "reader".into(),
-        tags: Vec::new(),
-        token: None,
-        presence: false,
-        take_over: true,
-    };
-    let mut resume = Resume::default();
-    let mut reader = resume
-        .connect(&kept.ws_url(), &identity)
-        .await
-        .expect("connects");
-    reader
-        .sender
-        .send(&resume.subscribe("news"))
-        .await
-        .expect("sent");
+    let (_, mut resume, mut reader) = library_reader(&kept.ws_url(), "reader", "news").await;
     // Subscribed: its result comes before any broadcast.
     loop {
         let next = tokio::time::timeout(Duration::from_secs(10), reader.receiver.next())

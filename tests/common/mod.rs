@@ -556,3 +556,32 @@ pub async fn publish_back_to_back(mut owner: Client, service: &str, total: u64) 
     }
     owner
 }
+
+/// The client library as a long-lived reader: `name` (no token) connected
+/// to `url` with a fresh [`concierge_client::resume::Resume`], its
+/// SELF_SUBSCRIBE to `service` sent (the result not yet read).
+pub async fn library_reader(
+    url: &str,
+    name: &str,
+    service: &str,
+) -> (
+    concierge_client::Identity,
+    concierge_client::resume::Resume,
+    concierge_client::Connection,
+) {
+    let identity = concierge_client::Identity {
+        name: name.into(),
+        tags: Vec::new(),
+        token: None,
+        presence: false,
+        take_over: true,
+    };
+    let mut resume = concierge_client::resume::Resume::default();
+    let connection = resume.connect(url, &identity).await.expect("connects");
+    connection
+        .sender
+        .send(&resume.subscribe(service))
+        .await
+        .expect("sent");
+    (identity, resume, connection)
+}
