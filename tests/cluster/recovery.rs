@@ -27,6 +27,23 @@ fn long_lease_replica(url: String, files: &std::path::Path) -> TestServer {
     })
 }
 
+/// A Redis, a replica that reaches it through a relay the test cuts, and
+/// one that reaches it directly (their files folder, kept alive, second).
+async fn cut_and_kept() -> (
+    RedisServer,
+    tempfile::TempDir,
+    Relay,
+    TestServer,
+    TestServer,
+) {
+    let redis = RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let relay = Relay::start(redis.port).await;
+    let cut = long_lease_replica(relay.url(), files.path());
+    let kept = long_lease_replica(redis.url(), files.path());
+    (redis, files, relay, cut, kept)
+}
+
 /// Waits until `server`'s /readyz answers `status`.
 async fn readiness_becomes(server: &TestServer, status: u16, patience: Duration) {
     let deadline = tokio::time::Instant::now() + patience;
@@ -140,11 +157,7 @@ async fn a_link_refused_for_its_password_recovers_once_the_password_is_back() {
 /// owner's replica routes the service's broadcasts to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_made_during_a_cut_is_written_back() {
-    let redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let relay = Relay::start(redis.port).await;
-    let cut = long_lease_replica(relay.url(), files.path());
-    let kept = long_lease_replica(redis.url(), files.path());
+    let (redis, _files, relay, cut, kept) = cut_and_kept().await;
     let mut carol = cut.client("carol").await;
     let mut owner = kept.client("owner").await;
     sees(&mut carol, &["carol", "owner"]).await;
@@ -292,11 +305,7 @@ async fn a_service_claim_is_deleted_only_by_its_owner() {
 /// departure, so a client of another replica can create the service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_whose_owner_left_during_a_cut_is_released_when_the_link_returns() {
-    let redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let relay = Relay::start(redis.port).await;
-    let cut = long_lease_replica(relay.url(), files.path());
-    let kept = long_lease_replica(redis.url(), files.path());
+    let (redis, _files, relay, cut, kept) = cut_and_kept().await;
     let mut owner = cut.client("owner").await;
     let mut carol = cut.client("carol").await;
     let mut watcher = kept.client("watcher").await;
@@ -334,11 +343,7 @@ async fn a_service_whose_owner_left_during_a_cut_is_released_when_the_link_retur
 /// (`docs/PROTOCOL.md` §17.5, §17.6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_library_fills_the_hole_a_cut_leaves() {
-    let redis = RedisServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let relay = Relay::start(redis.port).await;
-    let cut = long_lease_replica(relay.url(), files.path());
-    let kept = long_lease_replica(redis.url(), files.path());
+    let (redis, _files, relay, cut, kept) = cut_and_kept().await;
     let mut owner = cut.client("owner").await;
     owner
         .send(json!({"type": "SERVICE_CREATE", "service": "news",
