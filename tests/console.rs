@@ -168,6 +168,12 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
 
     impostor.abort();
     assert_eq!(summary["impostor_kind"], "client", "{summary}");
+    // The inventory's target filter shows the gateway's caret under a mistake.
+    let target_error = summary["target_error"].as_str().unwrap_or_default();
+    assert!(
+        target_error.contains("bad target expression") && target_error.contains('^'),
+        "{summary}"
+    );
     // The CPU chart moved, with a line per core.
     let points = &summary["cpu_points"];
     assert!(points[1].as_u64() > points[0].as_u64(), "{summary}");

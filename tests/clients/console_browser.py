@@ -363,6 +363,26 @@ def operator_and_viewer(driver, summary):
     shot(driver, "fleet")
     log("fleet", rows=len(css(driver, "#fleet-clients tr[data-name]")))
 
+    # ---- The inventory: the host, online; a target selects it, a mistake
+    # in the expression is shown with the caret under it
+    host_row = f'#fleet-hosts tr[data-host="{HOST}"]'
+    wait(driver, "the host in the inventory, online", lambda d: css(d, f'{host_row}[data-online="true"]'))
+    target = one(driver, "#hosts-target")
+    target.send_keys("kind=agent,nothing*")
+    wait(driver, "the target to select no host", lambda d: not css(d, "#fleet-hosts tr[data-host]"))
+    target.clear()
+    target.send_keys("role=web,dc in (fra")
+    error = wait(driver, "the target's error", lambda d: one(d, "#hosts-target-error").is_displayed() and one(d, "#hosts-target-error").text)
+    assert "expected" in error and "^" in error, error
+    summary["target_error"] = error
+    target.clear()
+    target.send_keys(f"{HOST},kind=agent")
+    wait(driver, "the target to select the host", lambda d: [r.get_attribute("data-host") for r in css(d, "#fleet-hosts tr[data-host]")] == [HOST])
+    assert not one(driver, "#hosts-target-error").is_displayed(), "the error stayed"
+    assert "1 online" in one(driver, "#hosts-counts").text, one(driver, "#hosts-counts").text
+    shot(driver, "fleet-hosts")
+    log("inventory", error=error.splitlines()[0])
+
     # ---- The host: the CPU chart moves
     open_host(driver)
     first = wait(driver, "CPU samples", lambda d: chart_points(d) >= 2 and chart_points(d))
