@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use commands::Host;
+use concierge_client::resume::Resume;
 use concierge_client::{self as client, ClientError, Identity, Sender};
 use concierge_protocol::agent::args::{GetVpnConf, VpnConf};
 use concierge_protocol::agent::{
@@ -143,12 +144,16 @@ impl Agent {
         // Once it held its name, a reconnection takes it back from its own
         // earlier connection, which the gateway may not have noticed is gone.
         let mut held = false;
+        // Its last HELLO's secret: on a gateway without tokens, what proves
+        // the name is its own, so that a reconnection takes it back at once
+        // rather than after the old connection's heartbeat runs out.
+        let mut resume = Resume::default();
         loop {
             let began = Instant::now();
             let take_over = settings.take_over || held;
             let mut joined = false;
             let ended = tokio::select! {
-                ended = session(&self.host, take_over, &mut joined) => ended,
+                ended = session(&self.host, take_over, &mut joined, &mut resume) => ended,
                 _ = sigterm.recv() => return ExitCode::SUCCESS,
                 _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
             };
@@ -228,10 +233,15 @@ fn jittered(wait: Duration) -> Duration {
 }
 
 /// One connection: identify (taking the name over from another
-/// connection of the same user only with `take_over`), set up the
-/// services, serve until it ends. `joined` is set once the gateway
-/// accepted it (the name is this agent's).
-async fn session(host: &Rc<Host>, take_over: bool, joined: &mut bool) -> Result<(), ClientError> {
+/// connection of the same user, or of the last HELLO's `resume` secret,
+/// only with `take_over`), set up the services, serve until it ends.
+/// `joined` is set once the gateway accepted it (the name is this agent's).
+async fn session(
+    host: &Rc<Host>,
+    take_over: bool,
+    joined: &mut bool,
+    resume: &mut Resume,
+) -> Result<(), ClientError> {
     let settings = &host.settings;
     let identity = Identity {
         name: settings.name.clone(),
@@ -244,7 +254,7 @@ async fn session(host: &Rc<Host>, take_over: bool, joined: &mut bool) -> Result<
         uuid,
         sender,
         mut receiver,
-    } = client::connect(&settings.url, &identity).await?;
+    } = resume.connect(&settings.url, &identity).await?;
     *joined = true;
     tracing::info!(name = %settings.name, %uuid, url = %settings.url, "connected");
     let telemetry_service = HostService::Telemetry.of(&settings.name);
