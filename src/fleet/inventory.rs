@@ -2,10 +2,10 @@
 //! [`HOSTS`] table, with when it was first and last seen and the facts it
 //! last reported, until an admin forgets it.
 //!
-//! Written on three occasions: a host's `facts` report (on connecting and
-//! whenever they change: [`Inventory::report`]), and its arrival and
-//! departure ([`Inventory::touch`], from the namespace's changes), which
-//! move `last_seen`. Whether a host is online is not stored: it is whether
+//! Written on two occasions, each of which moves `last_seen`: a host's
+//! `facts` report (on connecting and whenever they change:
+//! [`Inventory::report`]), and its departure ([`Inventory::touch`], from
+//! the namespace's changes). Whether a host is online is not stored: it is whether
 //! a client holds its name now, which the caller reads from the namespace
 //! (every replica's directory lists every replica's clients), so a replica
 //! that dies leaves no host marked online behind it.
@@ -13,8 +13,8 @@
 //! Departures come from the namespace's actors, which must not wait: they
 //! go through a bounded queue to one writer task, which folds repeated
 //! names together. A touch that finds the queue full is dropped and
-//! counted (`last_seen` is then as old as the host's previous report or
-//! arrival), never waited for.
+//! counted (`last_seen` is then that of the host's last report), never
+//! waited for.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,11 +32,11 @@ use crate::protocol::{ClientInfo, CtlName, HostKind};
 /// The inventory's table: a record per host name.
 pub const HOSTS: Table = Table::new("inventory");
 
-/// Arrivals and departures that may wait for the writer.
+/// Departures that may wait for the writer.
 const TOUCHES: usize = 4096;
 
 /// How often a report is retried when another write to the same host got
-/// in between (its arrival's touch, a report through another replica).
+/// in between (its departure's touch, a report through another replica).
 const RACES: usize = 8;
 
 /// A host's record as stored: [`HostRecord`] without what is computed when
@@ -195,7 +195,7 @@ fn encode(stored: &Stored) -> Vec<u8> {
     serde_json::to_vec(stored).unwrap_or_default()
 }
 
-/// The writer of arrivals and departures: takes what has queued up, once
+/// The writer of departures: takes what has queued up, once
 /// per name, until the inventory is dropped.
 async fn write_touches(inventory: std::sync::Weak<Inventory>, mut queue: mpsc::Receiver<String>) {
     let mut batch = Vec::new();
@@ -223,20 +223,19 @@ fn is_host_kind(client: &ClientInfo) -> bool {
 
 impl Observer for Inventory {
     fn observe(&self, change: &Change<'_>) {
-        match change {
-            // The node that cleans up after a client writes its departure
-            // (its own, or the one that reaped a dead node's clients);
-            // arrivals are written by the client's own node.
-            Change::Joined {
-                client,
-                local: true,
+        // Arrivals need no write: every host files its facts as it joins
+        // (the agent's `facts`, an adapter's join), which moves
+        // `last_seen`. The node that cleans up after a client writes its
+        // departure (its own, or the one that reaped a dead node's).
+        if let Change::Left {
+            client,
+            cleanup: true,
+            ..
+        } = change
+        {
+            if is_host_kind(client) {
+                self.touch(&client.name);
             }
-            | Change::Left {
-                client,
-                cleanup: true,
-                ..
-            } if is_host_kind(client) => self.touch(&client.name),
-            _ => {}
         }
     }
 }

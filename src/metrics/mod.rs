@@ -217,7 +217,7 @@ impl Metrics {
         );
         registry.register(
             "inventory_touches_dropped",
-            "Arrivals and departures of hosts not written to the inventory (its queue was full): their last_seen is older than it should be",
+            "Departures of hosts not written to the inventory (its queue was full): their last_seen is older than it should be",
             m.inventory_touches_dropped.clone(),
         );
         registry.register(

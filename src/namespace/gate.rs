@@ -24,7 +24,6 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::cluster::history::{Limits, Read, Recovery};
@@ -150,17 +149,20 @@ pub struct Resumption {
     pub live: Vec<Frame>,
 }
 
-/// A broadcast's position, from its JSON.
-#[derive(Deserialize)]
-struct Stamp {
-    position: Option<Position>,
-}
-
 /// The position a broadcast carries.
+///
+/// It is the frame's last member (§17.2), read from the end rather than by
+/// parsing the whole frame, whose `data` may be large: this runs once per
+/// broadcast on every node but the owner's. A `"position"` key inside
+/// `data` is not taken for it: the member must close the frame.
 fn stamp(frame: &Frame) -> Option<Position> {
-    serde_json::from_slice::<Stamp>(frame.payload())
-        .ok()
-        .and_then(|stamp| stamp.position)
+    const MEMBER: &[u8] = br#","position":"#;
+    let json = frame.payload();
+    let at = json.windows(MEMBER.len()).rposition(|w| w == MEMBER)?;
+    let tail = &json[at + MEMBER.len()..];
+    let mut values = serde_json::Deserializer::from_slice(tail).into_iter::<Position>();
+    let position = values.next()?.ok()?;
+    (tail[values.byte_offset()..].trim_ascii() == b"}").then_some(position)
 }
 
 /// Puts a subscriber's `read` of the history and its `held` broadcasts
@@ -231,16 +233,7 @@ mod tests {
     }
 
     fn offsets(frames: &[Frame]) -> Vec<u64> {
-        frames
-            .iter()
-            .map(|f| {
-                serde_json::from_slice::<Stamp>(f.payload())
-                    .unwrap()
-                    .position
-                    .unwrap()
-                    .offset
-            })
-            .collect()
+        frames.iter().map(|f| stamp(f).unwrap().offset).collect()
     }
 
     fn messages(offsets: std::ops::RangeInclusive<u64>) -> Vec<Bytes> {
@@ -285,6 +278,10 @@ mod tests {
         assert!(!taps.repeated(&broadcast(30)));
         let other = Frame::new(r#"{"type":"MESSAGE","position":{"epoch":"f","offset":1}}"#);
         assert!(!taps.repeated(&other));
+        // A "position" key inside data is not the broadcast's.
+        let nested =
+            Frame::new(r#"{"type":"MESSAGE","data":{"position":{"epoch":"e","offset":1}}}"#);
+        assert_eq!(stamp(&nested), None);
         // A frame without a position is never a repeat.
         assert!(!taps.repeated(&Frame::new(r#"{"type":"MESSAGE"}"#)));
     }

@@ -46,8 +46,6 @@ pub struct Selector {
     names: Vec<Glob>,
     /// Every one must hold.
     requirements: Vec<Requirement>,
-    /// The expression as given.
-    source: String,
 }
 
 /// A name or value pattern: a glob, or a literal when it has no
@@ -117,27 +115,6 @@ impl Selector {
     pub fn matches(&self, host: &dyn Attributes) -> bool {
         (self.names.is_empty() || self.names.iter().any(|g| g.matches(host.name())))
             && self.requirements.iter().all(|r| r.holds(host))
-    }
-
-    /// The expression as given.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
-    /// The one host this expression names, when it is a single name that
-    /// is not a glob and selects nothing else: such a target is one host,
-    /// which exists or not, rather than a search.
-    pub fn single_name(&self) -> Option<&str> {
-        match (self.names.as_slice(), self.requirements.is_empty()) {
-            ([only], true) if only.pattern.is_none() => Some(&only.text),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
     }
 }
 
@@ -296,7 +273,6 @@ impl<'a> Parser<'a> {
         let mut selector = Selector {
             names: Vec::new(),
             requirements: Vec::new(),
-            source: self.text.trim().to_owned(),
         };
         self.skip_spaces();
         if self.rest().is_empty() {
@@ -462,19 +438,6 @@ mod tests {
         assert_eq!(select("web*,dc in (fra,ams),!canary"), ["web-1", "web-2"]);
         assert_eq!(select("web-1,db-1,dc=fra"), ["web-1", "db-1"]);
         assert!(select("db*,role=web").is_empty());
-    }
-
-    #[test]
-    fn a_single_name_is_told_apart_from_a_search() {
-        let one = |e: &str| Selector::parse(e).unwrap().single_name().map(str::to_owned);
-        assert_eq!(one(" web-1 ").as_deref(), Some("web-1"));
-        assert_eq!(one("web*"), None);
-        assert_eq!(one("web-1,web-2"), None);
-        assert_eq!(one("web-1,role=web"), None);
-        assert_eq!(
-            Selector::parse(" role=web ").unwrap().to_string(),
-            "role=web"
-        );
     }
 
     /// Each mistake is reported at its byte, with what was expected there.
