@@ -35,6 +35,7 @@ mod broker;
 mod claims;
 pub mod disk;
 pub mod history;
+pub mod ledger;
 mod payload;
 pub mod redis;
 pub mod settings;

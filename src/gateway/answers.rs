@@ -147,6 +147,14 @@ async fn serve(
                 .map_err(unavailable)?;
             Ok(success(json!(page)))
         }
+        GatewayRequest::JobCreate(_)
+        | GatewayRequest::JobGet(_)
+        | GatewayRequest::Jobs(_)
+        | GatewayRequest::JobCancel(_)
+        | GatewayRequest::JobOutput(_) => Err(Failure::new(
+            Reason::Unavailable,
+            "this gateway does not run jobs yet",
+        )),
         GatewayRequest::ForgetHost(args) => {
             if !desk
                 .inventory

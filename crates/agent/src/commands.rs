@@ -116,6 +116,10 @@ impl Host {
             )),
             // With the count of frames it could not read: a sign that
             // something sends data its gateway should have refused.
+            Request::RunJob(_) | Request::CancelJob(_) => Err(Failure::new(
+                Reason::UnknownRequest,
+                "this agent does not run jobs yet",
+            )),
             Request::Ping(_) => plain(Ok(success(json!({
                 "name": self.settings.name,
                 "undecodable_frames": concierge_client::undecodable_frames(),

@@ -14,7 +14,8 @@
 //! MESSAGE may carry), the reserved names, roles, [`agent`], [`files`]
 //! (the file server's HTTP answers), [`fleet`] (the inventory: what hosts
 //! report of themselves and what the gateway keeps), [`selector`] (target expressions:
-//! which hosts a fleet command is for) and [`wireguard`].
+//! which hosts a fleet command is for), [`jobs`] (one request run once on
+//! every host a target names) and [`wireguard`].
 
 pub mod admin;
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod data;
 pub mod files;
 pub mod fleet;
 pub mod incoming;
+pub mod jobs;
 mod names;
 pub mod objects;
 pub mod outgoing;

@@ -25,6 +25,7 @@ pub use envelope::{envelope, outcome, reply, success, Envelope, Rid};
 pub use failure::{Failure, Reason};
 
 use crate::fleet::{Facts, ForgetHost, HostsQuery};
+use crate::jobs::{CancelJob, HostRef, JobQuery, JobRef, JobSpec, JobsQuery, RunJob};
 use crate::Role;
 use args::{
     Audit, ExecCommand, Execute, GetVpnConf, KillProcess, NoArgs, Page, PidArg, ProcOutput,
@@ -72,6 +73,10 @@ pub enum Request {
     Audit(Audit),
     GetVpnConf(GetVpnConf),
     Ping(NoArgs),
+    /// Run a request once for a job (§19.4): sent by the gateway's job
+    /// coordinator.
+    RunJob(RunJob),
+    CancelJob(CancelJob),
 }
 
 /// Who may send a request (§13.2).
@@ -115,7 +120,8 @@ impl RequestName {
             | ObtainAllProcessInfo | ObtainProcessInfo | ListServices | ObtainServiceInfo
             | GetPort | GetVpnConf | Ping => Access::Read,
             Execute | ProcSignal | KillProcess | PauseProcess | ResumeProcess | StartService
-            | StopService | RestartService | ReloadService | ExecCommand | Audit => Access::Command,
+            | StopService | RestartService | ReloadService | ExecCommand | Audit | RunJob
+            | CancelJob => Access::Command,
         }
     }
 
@@ -166,6 +172,17 @@ pub enum GatewayRequest {
     Hosts(HostsQuery),
     /// Admins: the inventory forgets a host.
     ForgetHost(ForgetHost),
+    /// Operators: a job (§19), or with `dry_run` what its target resolves
+    /// to.
+    JobCreate(JobSpec),
+    /// Viewers: a job and its hosts.
+    JobGet(JobQuery),
+    /// Viewers: the latest jobs.
+    Jobs(JobsQuery),
+    /// Operators: stop a job.
+    JobCancel(JobRef),
+    /// Viewers: one host's result and output.
+    JobOutput(HostRef),
 }
 
 impl GatewayRequest {
@@ -175,7 +192,7 @@ impl GatewayRequest {
             Failure::new(
                 Reason::UnknownRequest,
                 format!(
-                    "the gateway answers no request {:?}: get_vpn_conf, vpn_peers, vpn_revoke, facts, hosts or forget_host",
+                    "the gateway answers no request {:?}: get_vpn_conf, vpn_peers, vpn_revoke, facts, hosts, forget_host, job_create, job_get, jobs, job_cancel or job_output",
                     envelope.req
                 ),
             )
@@ -189,8 +206,13 @@ impl GatewayRequest {
     pub fn role(&self) -> Option<Role> {
         match self {
             GatewayRequest::GetVpnConf(_) | GatewayRequest::Facts(_) => None,
-            GatewayRequest::Hosts(_) => Some(Role::Viewer),
-            GatewayRequest::VpnPeers(_) => Some(Role::Operator),
+            GatewayRequest::Hosts(_)
+            | GatewayRequest::JobGet(_)
+            | GatewayRequest::Jobs(_)
+            | GatewayRequest::JobOutput(_) => Some(Role::Viewer),
+            GatewayRequest::VpnPeers(_)
+            | GatewayRequest::JobCreate(_)
+            | GatewayRequest::JobCancel(_) => Some(Role::Operator),
             GatewayRequest::VpnRevoke(_) | GatewayRequest::ForgetHost(_) => Some(Role::Admin),
         }
     }

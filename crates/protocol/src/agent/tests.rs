@@ -142,6 +142,24 @@ fn documented() -> Vec<(Value, Request)> {
             }),
         ),
         (json!({"req": "ping", "msg": {}}), Request::Ping(NoArgs {})),
+        (
+            json!({"req": "run_job", "msg": {"job": "0123456789ab", "request": {"req": "execute", "msg": {"cmd": ["uptime"]}}, "timeout_secs": 30}}),
+            Request::RunJob(crate::jobs::RunJob {
+                job: "0123456789ab".parse().expect("an id"),
+                request: Box::new(Request::Execute(Execute {
+                    cmd: Some(vec!["uptime".into()]),
+                    ..Execute::default()
+                })),
+                timeout_secs: Some(30),
+                stream: false,
+            }),
+        ),
+        (
+            json!({"req": "cancel_job", "msg": {"job": "0123456789ab"}}),
+            Request::CancelJob(crate::jobs::CancelJob {
+                job: "0123456789ab".parse().expect("an id"),
+            }),
+        ),
     ]
 }
 
@@ -166,7 +184,7 @@ fn every_request_round_trips_as_documented() {
 #[test]
 fn access_is_as_documented() {
     let table = RequestName::table();
-    assert_eq!(table.as_object().map(|t| t.len()), Some(23));
+    assert_eq!(table.as_object().map(|t| t.len()), Some(25));
     for (name, access) in [
         ("execute", "command"),
         ("view_running", "read"),
@@ -175,6 +193,8 @@ fn access_is_as_documented() {
         ("get_port", "read"),
         ("ping", "read"),
         ("reload_service", "command"),
+        ("run_job", "command"),
+        ("cancel_job", "command"),
     ] {
         assert_eq!(table[name], access, "{name}");
     }
