@@ -29,6 +29,9 @@ pub struct HostRow {
     pub is_final: bool,
 }
 
+/// One host's stored row and its output, if it has one.
+pub type StoredHost = (Vec<u8>, Option<Vec<u8>>);
+
 /// Jobs and their hosts, shared by every node (see the module
 /// documentation).
 ///
@@ -70,7 +73,7 @@ pub trait Ledger: Send + Sync + 'static {
     fn hosts(&self, job: &str) -> StoreFuture<'_, Vec<(String, Vec<u8>)>>;
 
     /// One host's row and its output.
-    fn host(&self, job: &str, host: &str) -> StoreFuture<'_, Option<(Vec<u8>, Option<Vec<u8>>)>>;
+    fn host(&self, job: &str, host: &str) -> StoreFuture<'_, Option<StoredHost>>;
 
     /// Deletes the jobs that are over and were created before
     /// `before_ms`, with their rows; how many went.
