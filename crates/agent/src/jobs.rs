@@ -69,7 +69,7 @@ struct Live {
     to: RefCell<Option<Requester>>,
     /// Recorded (`job_started` sent).
     started: Cell<bool>,
-    /// A process runs for it (cancel stops it, it counts against
+    /// It runs a process (cancel stops it, it counts against
     /// `max_running`); a request served in the agent cannot be stopped.
     process: Cell<bool>,
 }
@@ -280,6 +280,20 @@ async fn start(host: Rc<Host>, origin: Origin, run: RunJob, live: Rc<Live>, audi
         .unwrap_or(host.settings.exec_timeout.as_secs())
         .clamp(1, MAX_JOB_SECS);
     if matches!(plan, Plan::Process(_)) {
+        let running = jobs.processes();
+        if running >= host.settings.max_running {
+            let failure = Failure::new(
+                Reason::Limit,
+                format!(
+                    "{running} jobs' processes run, the most the agent runs at once (max_running)"
+                ),
+            );
+            audited(Err(failure.clone())).await;
+            let outcome = failed(&record, failure);
+            jobs.finish(record, outcome).await;
+            return;
+        }
+        live.process.set(true);
         record.deadline_ms = Some(record.recorded_ms + secs * 1000);
     }
     if let Err(e) = jobs.save(&record).await {
@@ -314,7 +328,8 @@ async fn start(host: Rc<Host>, origin: Origin, run: RunJob, live: Rc<Live>, audi
             },
             Err(failure) => failed(&record, failure),
         },
-        Plan::Process(spec) => match launch(&host, &live, &mut record, &spec).await {
+        Plan::Process(_) if *live.cancel.borrow() => ended_as(&record, HostState::Cancelled),
+        Plan::Process(spec) => match launch(&host, &mut record, &spec).await {
             Ok(child) => supervise(&host, &live, &mut record, run.stream, wait_child(child)).await,
             Err(failure) => failed(&record, failure),
         },
@@ -358,18 +373,10 @@ async fn audit_entry(
 /// process.
 async fn launch(
     host: &Host,
-    live: &Live,
     record: &mut Record,
     spec: &Spawn,
 ) -> Result<tokio::process::Child, Failure> {
     let jobs = &host.jobs;
-    let running = jobs.processes();
-    if running >= host.settings.max_running {
-        return Err(Failure::new(
-            Reason::Limit,
-            format!("{running} jobs' processes run, the most the agent runs at once (max_running)"),
-        ));
-    }
     let dir = jobs.store.dir(&record.job);
     let cannot = |e: std::io::Error| {
         Failure::new(
@@ -402,7 +409,6 @@ async fn launch(
             format!("cannot record the job's process, so it did not start: {e}"),
         )
     })?;
-    live.process.set(true);
     let go = async {
         use tokio::io::AsyncWriteExt;
         let mut stdin = child.stdin.take()?;
@@ -512,6 +518,11 @@ fn ended_process(store: &Store, record: &Record, budget: usize) -> HostOutcome {
             signal: Some(signals::name_of(libc::SIGKILL).to_owned()),
             ..ended_as(record, stop)
         },
+        // The wrapper creates the output files once told to start.
+        (None, None) if !dir.join(STDOUT_FILE).exists() => lost(
+            record,
+            "the agent stopped before it let the process start: nothing ran",
+        ),
         (None, None) => lost(
             record,
             "its wrapper ended without recording the process's exit (killed with its group?)",
