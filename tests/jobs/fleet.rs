@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::process::{command, issue_token, serve, Process};
+use crate::common::process::{add_user, command, issue_token, serve, Process};
 use crate::common::Client;
 
 /// How long a job of these tests may take.
@@ -44,6 +44,8 @@ impl Fleet {
             for i in 0..n {
                 host_tokens.push(issue_token(&store, &format!("host_{i}"), "agent").await);
             }
+            // An account makes the gateway require tokens.
+            add_user(&store, "olga", "operator", "olga's long password").await;
             operator = issue_token(&store, "olga", "operator").await;
             viewer = issue_token(&store, "vic", "viewer").await;
         }
@@ -206,11 +208,12 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Connects as `olga` (with `token`, unless it is empty).
+    /// Connects as `olga_…` (with `token`, unless it is empty).
     pub async fn connect(url: &str, token: &str) -> Operator {
         let mut client = Client::connect(url).await;
-        let mut identify =
-            json!({"type": "IDENTIFY", "name": "olga", "version": "0.2.0", "take_over": true});
+        // Each connection a name of its own, as ctl's are.
+        let name = format!("olga_{:06x}", rand_suffix());
+        let mut identify = json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"});
         if !token.is_empty() {
             identify["token"] = json!(token);
         }
@@ -316,4 +319,11 @@ impl Operator {
             })
             .collect()
     }
+}
+
+/// A number that differs between connections of one test.
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -24,7 +24,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::agent::{Reason, Request, RequestName};
+use crate::agent::{Envelope, Reason, Request, RequestName};
 
 /// Job member and event service names start with this; no client may take
 /// a name with it.
@@ -174,7 +174,9 @@ impl<'de> Deserialize<'de> for Amount {
 pub struct JobSpec {
     /// The target expression (§18.3) naming the hosts.
     pub target: String,
-    /// The agent request each host runs: `{"req": NAME, "msg": ARGS}`.
+    /// The agent request each host runs: `{"req": NAME, "msg": ARGS}`
+    /// (`msg` may be left out, as in any request).
+    #[serde(deserialize_with = "host_request")]
     pub request: Request,
     /// Only the hosts connected now.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -207,6 +209,17 @@ pub struct JobSpec {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A request read as the agent reads one (an absent `msg` is no
+/// arguments), its faults named as the agent names them.
+fn host_request<'de, D: Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
+    let mut value = Value::deserialize(d)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("rid".into(), Value::from(0));
+    }
+    let envelope = Envelope::decode(&value).map_err(|(_, f)| serde::de::Error::custom(f.desc))?;
+    Request::parse(&envelope).map_err(|f| serde::de::Error::custom(f.desc))
 }
 
 impl JobSpec {
@@ -748,6 +761,13 @@ mod tests {
         assert!(nested.check().unwrap_err().contains("cancel_job"));
         let unknown = json!({"target": "a", "request": {"req": "ping"}, "bogus": 1});
         assert!(serde_json::from_value::<JobSpec>(unknown).is_err());
+        let bare = json!({"target": "a", "request": {"req": "ping"}});
+        assert!(serde_json::from_value::<JobSpec>(bare).is_ok());
+        let typo = json!({"target": "a", "request": {"req": "pnig"}});
+        let err = serde_json::from_value::<JobSpec>(typo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pnig"), "{err}");
     }
 
     #[test]
