@@ -61,44 +61,7 @@ impl Followed {
 impl Ctl {
     /// `ctl run`.
     pub(crate) async fn run_job(&mut self, args: RunArgs) -> Result<ExitCode, CtlError> {
-        let request = match (&args.unit, &args.request) {
-            (Some(unit), _) => match unit.as_slice() {
-                [action, name]
-                    if ["start", "stop", "restart", "reload"].contains(&action.as_str()) =>
-                {
-                    unit_request(action, name)
-                }
-                _ => {
-                    return Err(CtlError::Usage(
-                        "--unit takes an action (start, stop, restart or reload) and a unit".into(),
-                    ))
-                }
-            },
-            (None, Some(request)) => serde_json::from_str::<Request>(request).map_err(|e| {
-                CtlError::Usage(format!(
-                    "--request is not an agent request ({{\"req\": NAME, \"msg\": {{...}}}}): {e}"
-                ))
-            })?,
-            (None, None) => Request::Execute(Execute {
-                cmd: Some(args.cmd),
-                ..Execute::default()
-            }),
-        };
-        // Checked here first: a mistake is shown with its caret before
-        // anything is sent.
-        Selector::parse(&args.target).map_err(|e| CtlError::Usage(e.to_string()))?;
-        let spec = JobSpec {
-            online: args.online,
-            wait_secs: args.wait,
-            batch: args.batch,
-            max_failures: args.max_failures,
-            canary: args.canary,
-            timeout_secs: args.host_timeout,
-            stream: args.stream,
-            dry_run: args.dry_run,
-            ..JobSpec::new(args.target, request)
-        };
-        spec.check().map_err(CtlError::Usage)?;
+        let spec = spec(&args)?;
         if spec.dry_run {
             return self.preview(spec).await;
         }
@@ -515,6 +478,48 @@ impl Ctl {
     }
 }
 
+/// The job `ctl run` asks for, or the usage error that makes none: an
+/// action `--unit` does not take, a `--request` that is no agent request,
+/// a target with a mistake (with the caret under it), what
+/// [`JobSpec::check`] refuses. Checked before connecting.
+pub(crate) fn spec(args: &RunArgs) -> Result<JobSpec, CtlError> {
+    let request = match (&args.unit, &args.request) {
+        (Some(unit), _) => match unit.as_slice() {
+            [action, name] if ["start", "stop", "restart", "reload"].contains(&action.as_str()) => {
+                unit_request(action, name)
+            }
+            _ => {
+                return Err(CtlError::Usage(
+                    "--unit takes an action (start, stop, restart or reload) and a unit".into(),
+                ))
+            }
+        },
+        (None, Some(request)) => serde_json::from_str::<Request>(request).map_err(|e| {
+            CtlError::Usage(format!(
+                "--request is not an agent request ({{\"req\": NAME, \"msg\": {{...}}}}): {e}"
+            ))
+        })?,
+        (None, None) => Request::Execute(Execute {
+            cmd: Some(args.cmd.clone()),
+            ..Execute::default()
+        }),
+    };
+    Selector::parse(&args.target).map_err(|e| CtlError::Usage(e.to_string()))?;
+    let spec = JobSpec {
+        online: args.online,
+        wait_secs: args.wait,
+        batch: args.batch,
+        max_failures: args.max_failures,
+        canary: args.canary,
+        timeout_secs: args.host_timeout,
+        stream: args.stream,
+        dry_run: args.dry_run,
+        ..JobSpec::new(args.target.clone(), request)
+    };
+    spec.check().map_err(CtlError::Usage)?;
+    Ok(spec)
+}
+
 /// `job_get` for every host of job `id` from `offset`, without output.
 fn query(id: &JobId, offset: u64) -> JobQuery {
     JobQuery {
@@ -531,6 +536,63 @@ mod tests {
     use super::*;
     use concierge_protocol::jobs::HostState;
     use serde_json::Value;
+
+    fn run(words: &[&str]) -> Result<JobSpec, CtlError> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: crate::CtlCommand,
+        }
+        let cli = Cli::try_parse_from([&["ctl", "run"], words].concat()).expect("parses");
+        match cli.command {
+            crate::CtlCommand::Run(args) => spec(&args),
+            _ => unreachable!("a run"),
+        }
+    }
+
+    #[test]
+    fn a_run_is_a_job_spec_or_a_usage_error() {
+        let spec = run(&[
+            "role=web", "--batch", "10%", "--wait", "5m", "--", "sh", "-c", "x",
+        ])
+        .expect("a spec");
+        assert_eq!(spec.wait_secs, Some(300));
+        assert_eq!(
+            spec.batch,
+            Some(concierge_protocol::jobs::Amount::Percent(10))
+        );
+        assert_eq!(
+            json!(spec.request),
+            json!({"req": "execute", "msg": {"cmd": ["sh", "-c", "x"]}})
+        );
+        let unit = run(&["a", "--unit", "restart", "nginx.service"]).expect("a unit");
+        assert_eq!(unit.request.name().as_str(), "restart_service");
+        let any = run(&["a", "--request", r#"{"req": "ping", "msg": {}}"#]).expect("a request");
+        assert_eq!(any.request, Request::Ping(Default::default()));
+        for (words, says) in [
+            (&["a", "--unit", "status", "x"][..], "--unit takes"),
+            (
+                &["a", "--request", r#"{"req": "pnig"}"#],
+                "--request is not",
+            ),
+            (&["a", "--batch", "0", "--", "true"], "batch"),
+            (&["role=web,dc in (fra", "--", "true"], "^"),
+            (
+                &[
+                    "a",
+                    "--request",
+                    r#"{"req": "execute", "msg": {"cmd": ["x"], "follow": true}}"#,
+                ],
+                "follow",
+            ),
+        ] {
+            match run(words) {
+                Err(e @ CtlError::Usage(_)) => assert!(e.to_string().contains(says), "{e}"),
+                other => panic!("{words:?}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_final_state_is_never_replaced_by_an_older_one() {

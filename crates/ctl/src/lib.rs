@@ -85,6 +85,10 @@ struct Ctl {
 }
 
 async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
+    // A job's mistakes are shown before anything connects.
+    if let CtlCommand::Run(run) = &args.command {
+        jobs::spec(run)?;
+    }
     let (url, token) = conn::gateway(&args)?;
     let name = ctl_name(token.as_deref());
     // A command that streams until the host says it is done must also
