@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use common::process::{agent, command, ctl, ctl_json, issue_token, outcome, serve, Process};
+use common::process::{agent, ctl, ctl_json, issue_token, outcome, serve, Process};
 use common::{Client, PATIENCE};
 
 /// `ctl --json hosts ARGS`: the names listed, and whether each is online.
