@@ -6,34 +6,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use common::process::{command, ctl, ctl_json, issue_token, outcome, serve, Process};
+use common::process::{agent, ctl, ctl_json, issue_token, outcome, serve, Process};
 use common::{Client, PATIENCE};
-
-/// An agent of `name` with `labels`, its work folder under `work`.
-fn agent(url: &str, token: &str, name: &str, labels: &str, work: &Path) -> Process {
-    let dir = work.join(name);
-    std::fs::create_dir_all(&dir).expect("work dir");
-    let mut cmd = command(&[
-        "agent",
-        "--url",
-        url,
-        "--name",
-        name,
-        "--label",
-        labels,
-        "--work-dir",
-        dir.to_str().expect("utf-8"),
-        "--systemd",
-        "off",
-    ]);
-    cmd.env("CONCIERGE_AGENT_TOKEN", token);
-    Process::spawn(cmd)
-}
 
 /// `ctl --json hosts ARGS`: the names listed, and whether each is online.
 async fn hosts(url: &str, token: &str, args: &[&str]) -> Vec<(String, bool)> {

@@ -250,6 +250,28 @@ pub async fn revoke_user(store_args: &[&str], name: &str) {
     );
 }
 
+/// `concierge agent` named `name` with `labels` (`role=web,dc=fra`) and the
+/// token `token`, its work folder under `work`, no systemd.
+pub fn agent(url: &str, token: &str, name: &str, labels: &str, work: &std::path::Path) -> Process {
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let mut cmd = command(&[
+        "agent",
+        "--url",
+        url,
+        "--name",
+        name,
+        "--label",
+        labels,
+        "--work-dir",
+        dir.to_str().expect("utf-8"),
+        "--systemd",
+        "off",
+    ]);
+    cmd.env("CONCIERGE_AGENT_TOKEN", token);
+    Process::spawn(cmd)
+}
+
 /// `concierge serve` on `bind` with the data folder `data_dir`: started
 /// again on the address it reported, it is the same gateway restarted.
 pub fn serve(bind: &str, data_dir: &str) -> Process {

@@ -1,9 +1,10 @@
 //! The command line of `concierge ctl`: its flags and subcommands, as clap
 //! reads them, each with a description and examples in its help.
 
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 
 use super::error::exit_statuses;
+use concierge_protocol::jobs::{Amount, JobId};
 
 /// The flags every `ctl` command shares, and the command.
 #[derive(Debug, Args)]
@@ -246,6 +247,54 @@ Examples:
         /// The host's name, as `ctl clients` lists it.
         host: String,
     },
+    /// Run a command on every host a target expression names, as a job the gateway keeps
+    /// (or a unit action, or any agent request); shows its progress, then a summary.
+    #[command(after_help = "\
+Examples:
+  # Every web host, its output grouped: hosts that printed the same are shown once
+  concierge ctl run 'role=web' -- uptime
+  # Ten at a time; stop sending it once 2 hosts failed
+  concierge ctl run 'web*' --batch 10 --max-failures 2 -- sh -c 'apt-get -y upgrade'
+  # One host first; the rest only if it went well; hosts offline waited for 5 minutes
+  concierge ctl run 'db_1,db_2,db_3' --canary 1 --wait 5m -- systemctl is-active postgresql
+  concierge ctl run 'role=web' --unit restart nginx.service
+  concierge ctl run 'web*' --request '{\"req\": \"obtain_user_usages\", \"msg\": {}}'
+  # Which hosts it would run on; nothing runs
+  concierge ctl run 'dc in (fra,ams)' --dry-run -- true
+  # Print the job's id and leave it running (ctl job ID shows it)
+  concierge ctl run 'web*' --detach -- sleep 60
+  concierge ctl run 'web*' --stream --json -- ls
+
+Ctrl-C while it runs asks whether to cancel the job: `y` cancels it (the hosts not sent
+it yet are cancelled, the running ones asked to stop) and shows the end; anything else
+leaves it running and exits with 130 (`ctl job ID` shows it later). Without a terminal,
+Ctrl-C or SIGTERM leaves it running and exits with 130 or 143.")]
+    #[command(group(ArgGroup::new("what").required(true).args(["cmd", "unit", "request"])))]
+    Run(RunArgs),
+    /// The latest jobs, newest first: who ran what where, and how it went.
+    #[command(after_help = "\
+Examples:
+  concierge ctl jobs
+  concierge ctl jobs --limit 100 --json")]
+    Jobs {
+        /// How many of the latest jobs to list (at most 500).
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// One job: its hosts (`job ID`), one host's output (`job ID --output HOST`),
+    /// cancelling it (`job cancel ID`), running it again (`job rerun ID [--failed]`).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "\
+Examples:
+  concierge ctl job 3f2a9c01b7e4
+  concierge ctl job 3f2a9c01b7e4 --output web_1
+  concierge ctl job cancel 3f2a9c01b7e4
+  # Again, on the hosts where it did not succeed
+  concierge ctl job rerun 3f2a9c01b7e4 --failed"
+    )]
+    Job(JobArgs),
     /// WireGuard: your config, the peers, revoking one.
     #[command(subcommand)]
     Vpn(VpnCommand),
@@ -265,6 +314,109 @@ Examples:
         #[arg(long)]
         follow: bool,
     },
+}
+
+/// `ctl run`: where, what, and how.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Which hosts: names, globs, labels and facts (docs/PROTOCOL.md, "Target
+    /// expressions"), e.g. 'web*', 'a,b', 'role=web,!canary'.
+    pub(crate) target: String,
+    /// Only the hosts connected now (the others are left out, not counted offline).
+    #[arg(long)]
+    pub(crate) online: bool,
+    /// How long to wait for a host that is offline (30s, 5m) [default: not at all:
+    /// it is counted offline].
+    #[arg(long, value_name = "DUR", value_parser = seconds)]
+    pub(crate) wait: Option<u64>,
+    /// At most this many hosts at once, or this share of them (10, 25%).
+    #[arg(long, value_name = "N|P%")]
+    pub(crate) batch: Option<Amount>,
+    /// Once more hosts than this failed (or this share), the rest are skipped.
+    #[arg(long, value_name = "N|P%")]
+    pub(crate) max_failures: Option<Amount>,
+    /// These many hosts first; if any of them fails, the rest are skipped.
+    #[arg(long, value_name = "K")]
+    pub(crate) canary: Option<u32>,
+    /// How long each host may take (30s, 5m) before it is stopped [default: the
+    /// agent's limit]. (`--timeout` is how long ctl waits for the gateway's answers.)
+    #[arg(long, value_name = "DUR", value_parser = seconds)]
+    pub(crate) host_timeout: Option<u64>,
+    /// Print the output as it comes, each line prefixed with its host (then the
+    /// summary, without the grouped outputs).
+    #[arg(long)]
+    pub(crate) stream: bool,
+    /// Print the hosts the target names, connected or not, and run nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Print the job's id and exit: it runs on without ctl.
+    #[arg(long)]
+    pub(crate) detach: bool,
+    /// A systemd unit action instead of a command: start, stop, restart or reload.
+    #[arg(long, num_args = 2, value_names = ["ACTION", "UNIT"])]
+    pub(crate) unit: Option<Vec<String>>,
+    /// Any agent request instead of a command: '{"req": NAME, "msg": {...}}'
+    /// (docs/PROTOCOL.md, section 13).
+    #[arg(long, value_name = "JSON")]
+    pub(crate) request: Option<String>,
+    /// The program and its arguments (after --).
+    #[arg(last = true)]
+    pub(crate) cmd: Vec<String>,
+}
+
+/// `ctl job`: a job by its id, or what to do with one.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<JobCommand>,
+    /// The job's id, as `ctl run` and `ctl jobs` print it.
+    #[arg(required = true)]
+    pub(crate) id: Option<JobId>,
+    /// Print this host's output and result instead of the table of hosts.
+    #[arg(long, value_name = "HOST")]
+    pub(crate) output: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Stop a job: hosts not sent it yet are cancelled, running ones asked to stop.
+    #[command(after_help = "\
+Examples:
+  concierge ctl job cancel 3f2a9c01b7e4")]
+    Cancel {
+        /// The job's id, as `ctl run` and `ctl jobs` print it.
+        id: JobId,
+    },
+    /// Run a job again, as `ctl run` would (same request, options and target).
+    #[command(after_help = "\
+Examples:
+  concierge ctl job rerun 3f2a9c01b7e4
+  # Only on the hosts where it did not succeed (their names become the target)
+  concierge ctl job rerun 3f2a9c01b7e4 --failed --detach")]
+    Rerun {
+        /// The job's id, as `ctl run` and `ctl jobs` print it.
+        id: JobId,
+        /// Only the hosts where it did not succeed: `a,b,c` becomes the target.
+        #[arg(long)]
+        failed: bool,
+        /// Print the new job's id and exit: it runs on without ctl.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+/// A duration as a person writes it (`30s`, `5m`, `1h 30m`, or seconds),
+/// in whole seconds, at least one.
+fn seconds(s: &str) -> Result<u64, String> {
+    let duration = match s.trim().parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 1h"))?,
+    };
+    match duration.as_secs() + u64::from(duration.subsec_nanos() > 0) {
+        0 => Err("a duration of at least one second".into()),
+        secs => Ok(secs),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,4 +464,19 @@ pub fn documented(ctl: clap::Command) -> clap::Command {
         None => exit_statuses(),
     };
     ctl.after_long_help(after).mut_subcommands(documented)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(seconds("30s"), Ok(30));
+        assert_eq!(seconds("5m"), Ok(300));
+        assert_eq!(seconds("1h 30m"), Ok(5400));
+        assert_eq!(seconds("45"), Ok(45));
+        assert_eq!(seconds("1500ms"), Ok(2));
+        assert!(seconds("0s").is_err() && seconds("soon").is_err());
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -215,4 +216,11 @@ pub(crate) fn gateway(args: &CtlArgs) -> Result<(String, Option<String>), CtlErr
     )
     .map_err(|e| CtlError::Usage(e.to_string()))?;
     Ok((resolved.gateway.ws(), resolved.token))
+}
+
+/// A gateway's reply body read into its protocol type: a reply of another
+/// shape is a failure naming `what`, never a panic.
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, reply: Value) -> Result<T, CtlError> {
+    serde_json::from_value(reply)
+        .map_err(|e| CtlError::Failed(format!("the gateway's {what} is of no known shape: {e}")))
 }

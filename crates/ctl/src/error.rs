@@ -20,6 +20,10 @@ pub(crate) const AUTH: u8 = 4;
 /// Exit status: the host is not connected to the gateway, left, or did not
 /// answer in time.
 pub(crate) const NO_HOST: u8 = 5;
+/// Exit status: a job ran, and did not succeed on every host (`ctl run`,
+/// `ctl job rerun`): an exit code other than 0, a failure, a timeout, a
+/// host offline, skipped or cancelled; the summary says which.
+pub(crate) const SOME_HOSTS_FAILED: u8 = 6;
 
 /// The exit statuses of `ctl`, for the end of each command's `--help`.
 pub fn exit_statuses() -> String {
@@ -31,6 +35,7 @@ pub fn exit_statuses() -> String {
          {UNREACHABLE}  the gateway cannot be reached, broke the connection or did not answer in time\n  \
          {AUTH}  the gateway refused the token: missing, invalid, expired, revoked, or not for this name\n  \
          {NO_HOST}  the host is not connected to the gateway, left, or did not answer in time\n  \
+         {SOME_HOSTS_FAILED}  a job (`run`, `job rerun`) did not succeed on every host (the summary says which)\n  \
          `exec --follow` and `output --follow` exit as the process did (128 + the signal's\n  \
          number when a signal ended it)"
     )

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use super::conn::decode;
 use super::error::CtlError;
 use super::render::table;
 use super::Ctl;
@@ -38,9 +39,7 @@ impl Ctl {
             let reply = self
                 .request(GATEWAY_NAME, &GatewayRequest::Hosts(query))
                 .await?;
-            let page: HostsPage = serde_json::from_value(reply).map_err(|e| {
-                CtlError::Failed(format!("the gateway's hosts are of no known shape: {e}"))
-            })?;
+            let page: HostsPage = decode("hosts", reply)?;
             after = page.hosts.last().map(|h| h.name.clone());
             hosts.extend(page.hosts);
             if !page.more || after.is_none() {

@@ -67,8 +67,7 @@ impl Ctl {
         if counted {
             self.link.counted.insert(service.to_owned());
         }
-        let subscribe = self.link.resume.subscribe(service);
-        self.conn.sender.send(&subscribe).await?;
+        self.subscribe(service).await?;
         let deadline = Instant::now() + self.timeout;
         loop {
             let next = tokio::time::timeout_at(deadline, self.conn.receiver.next())
@@ -91,6 +90,14 @@ impl Ctl {
                 _ => continue,
             }
         }
+    }
+
+    /// Sends a SELF_SUBSCRIBE to `service`, from the last position seen
+    /// of it: its result comes through [`Ctl::next_followed`].
+    pub(crate) async fn subscribe(&mut self, service: &str) -> Result<(), CtlError> {
+        let subscribe = self.link.resume.subscribe(service);
+        self.conn.sender.send(&subscribe).await?;
+        Ok(())
     }
 
     /// Asks `host` for `request` while following its `service`: the

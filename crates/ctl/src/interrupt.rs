@@ -2,7 +2,8 @@
 //! the command stops what it started (the agent is asked to end the
 //! process's group with SIGTERM), unless `--detach` says to leave it
 //! running. Without this a person's Ctrl-C left the process running on the
-//! host with nobody watching.
+//! host with nobody watching. (`ctl run` catches them the same way, and
+//! asks whether to cancel its job: see `jobs`.)
 
 use std::process::ExitCode;
 
@@ -32,7 +33,7 @@ impl Interrupts {
     }
 
     /// The signal that came (its number).
-    async fn next(&mut self) -> i32 {
+    pub(crate) async fn next(&mut self) -> i32 {
         tokio::select! {
             _ = self.int.recv() => libc::SIGINT,
             _ = self.term.recv() => libc::SIGTERM,

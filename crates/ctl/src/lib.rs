@@ -11,8 +11,9 @@
 //! Here are the entry point and the dispatch of each command; `args` is the
 //! command line, `error` the failures and exit statuses, `conn` the
 //! connection plumbing, `follow` the reconnection of a follow, `commands` the
-//! longer commands, `interrupt` what Ctrl-C on `exec --follow` does, `render`,
-//! `replies` (each kind of host's replies) and `top` the output.
+//! longer commands, `interrupt` what Ctrl-C on `exec --follow` does, `jobs`
+//! the jobs (`run`, `jobs`, `job`), `render`, `replies` (each kind of host's
+//! replies), `summary` (a job's) and `top` the output.
 
 mod args;
 mod commands;
@@ -21,8 +22,10 @@ mod error;
 mod fleet;
 mod follow;
 mod interrupt;
+mod jobs;
 mod render;
 mod replies;
+mod summary;
 mod top;
 
 use std::io::IsTerminal;
@@ -31,7 +34,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-pub use args::{documented, CtlArgs, CtlCommand, VpnCommand};
+pub use args::{documented, CtlArgs, CtlCommand, JobArgs, JobCommand, RunArgs, VpnCommand};
 use concierge_client::{Connection, Identity};
 use concierge_protocol::agent::args::{NoArgs, Pid, PidArg, ProcSignal, Unit};
 use concierge_protocol::agent::{signals, Request};
@@ -82,6 +85,10 @@ struct Ctl {
 }
 
 async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
+    // A job's mistakes are shown before anything connects.
+    if let CtlCommand::Run(run) = &args.command {
+        jobs::spec(run)?;
+    }
     let (url, token) = conn::gateway(&args)?;
     let name = ctl_name(token.as_deref());
     // A command that streams until the host says it is done must also
@@ -211,17 +218,7 @@ impl Ctl {
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Unit { host, action, unit } => {
-                let args = Unit {
-                    service_name: unit.clone(),
-                };
-                let request = match action.as_str() {
-                    "start" => Request::StartService(args),
-                    "stop" => Request::StopService(args),
-                    "restart" => Request::RestartService(args),
-                    "reload" => Request::ReloadService(args),
-                    _ => Request::ObtainServiceInfo(args),
-                };
-                let reply = self.request(&host, &request).await?;
+                let reply = self.request(&host, &unit_request(&action, &unit)).await?;
                 self.show(&reply, |r, _| replies::unit(r, &host, &action, &unit));
                 Ok(ExitCode::SUCCESS)
             }
@@ -235,6 +232,9 @@ impl Ctl {
                 Ok(ExitCode::SUCCESS)
             }
             CtlCommand::Vpn(command) => self.vpn(command).await,
+            CtlCommand::Run(args) => self.run_job(args).await,
+            CtlCommand::Jobs { limit } => self.jobs(limit).await,
+            CtlCommand::Job(args) => self.job(args).await,
             CtlCommand::Audit {
                 host,
                 limit,
@@ -251,5 +251,20 @@ impl Ctl {
         let reply = self.request(host, &request).await?;
         self.show(&reply, |r, _| replies::signal(r, pid, &signal));
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The request for a systemd unit `action` (`start`, `stop`, `restart`,
+/// `reload`; anything else shows the unit): `ctl unit` and `ctl run --unit`.
+fn unit_request(action: &str, unit: &str) -> Request {
+    let args = Unit {
+        service_name: unit.to_owned(),
+    };
+    match action {
+        "start" => Request::StartService(args),
+        "stop" => Request::StopService(args),
+        "restart" => Request::RestartService(args),
+        "reload" => Request::ReloadService(args),
+        _ => Request::ObtainServiceInfo(args),
     }
 }
