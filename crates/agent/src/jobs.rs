@@ -46,6 +46,13 @@ pub const KILL_AFTER: Duration = Duration::from_secs(5);
 const OUTPUT_EVERY: Duration = Duration::from_millis(250);
 const EVENTS_PER_READ: usize = 4;
 
+/// Once the process has ended, the rest of its output is sent before the
+/// reply, up to this many events per stream (the reply has it all).
+const EVENTS_AT_END: usize = 64;
+
+/// How long the reply waits for the last output events.
+const LAST_OUTPUT_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How long an output event may wait for the socket: longer, and the
 /// stream skips to what is written now (all of it stays in the files).
 const SEND_PATIENCE: Duration = Duration::from_secs(1);
@@ -449,7 +456,14 @@ async fn supervise(
     };
     let streamer = stream.then(|| {
         let dir = host.jobs.store.dir(&record.job);
-        actix::spawn(stream_output(live.clone(), dir, record.job.clone()))
+        let (finish, finished) = tokio::sync::oneshot::channel();
+        let streaming = actix::spawn(stream_output(
+            live.clone(),
+            dir,
+            record.job.clone(),
+            finished,
+        ));
+        (finish, streaming)
     });
     let at = |ms: u64| {
         let from_now = Duration::from_millis(ms.saturating_sub(now_ms()).min(MAX_JOB_SECS * 2000));
@@ -489,8 +503,15 @@ async fn supervise(
         }
         let _ = signals::send_group(wrapper.pid, libc::SIGTERM);
     }
-    if let Some(streamer) = streamer {
-        streamer.abort();
+    // What the process wrote last goes out before the reply.
+    if let Some((finish, mut streaming)) = streamer {
+        let _ = finish.send(());
+        if tokio::time::timeout(LAST_OUTPUT_PATIENCE, &mut streaming)
+            .await
+            .is_err()
+        {
+            streaming.abort();
+        }
     }
     ended_process(&host.jobs.store, record, host.settings.job_output_bytes)
 }
@@ -534,8 +555,13 @@ fn ended_process(store: &Store, record: &Record, budget: usize) -> HostOutcome {
 }
 
 /// Sends what the job's process writes to the newest requester, as
-/// `job_output` events, until aborted.
-async fn stream_output(live: Rc<Live>, dir: std::path::PathBuf, job: JobId) {
+/// `job_output` events, until `finished`: then what is left, and ends.
+async fn stream_output(
+    live: Rc<Live>,
+    dir: std::path::PathBuf,
+    job: JobId,
+    mut finished: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut read = [0u64; 2];
     let files = [
         (STDOUT_FILE, OutputStream::Stdout),
@@ -544,10 +570,14 @@ async fn stream_output(live: Rc<Live>, dir: std::path::PathBuf, job: JobId) {
     let mut ticks = tokio::time::interval(OUTPUT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        let last = tokio::select! {
+            _ = ticks.tick() => false,
+            _ = &mut finished => true,
+        };
+        let events = if last { EVENTS_AT_END } else { EVENTS_PER_READ };
         for ((file, stream), offset) in files.iter().zip(read.iter_mut()) {
             let path = dir.join(file);
-            for _ in 0..EVENTS_PER_READ {
+            for _ in 0..events {
                 let bytes = read_at(&path, *offset, CHUNK_MAX);
                 let cut = utf8_boundary(&bytes);
                 if cut == 0 {
@@ -572,6 +602,9 @@ async fn stream_output(live: Rc<Live>, dir: std::path::PathBuf, job: JobId) {
                     break;
                 }
             }
+        }
+        if last {
+            return;
         }
     }
 }

@@ -561,7 +561,7 @@ pub struct JobHost {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desc: Option<String>,
     /// A digest of its output and reply: hosts with the same printed the
-    /// same.
+    /// same. None for a host that printed nothing and replied nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// Its output and reply: in `job_output` always, in `job_get` with

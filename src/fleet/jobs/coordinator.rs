@@ -94,6 +94,9 @@ pub struct Coordinator {
     window: usize,
     canary: usize,
     dirty: BTreeSet<usize>,
+    /// Hosts whose change is published once it is written: a follower
+    /// that subscribes and then reads the ledger misses nothing.
+    announce: BTreeSet<usize>,
     counts_changed: bool,
     last_progress: Instant,
     last_record: Instant,
@@ -119,6 +122,7 @@ impl Coordinator {
             window,
             canary,
             dirty: BTreeSet::new(),
+            announce: BTreeSet::new(),
             counts_changed: true,
             last_progress: Instant::now(),
             last_record: Instant::now(),
@@ -319,7 +323,7 @@ impl Coordinator {
                         row.state = HostState::Running;
                         row.started_ms = Some(now);
                     });
-                    self.publish_host(member, rid);
+                    self.publish_host(rid);
                 }
                 RunJobEvent::JobOutput { job, stream, data } if &job == self.id() => {
                     let event = JobEvent::Output {
@@ -340,9 +344,9 @@ impl Coordinator {
         match outcome(msg.clone()) {
             Ok(body) => match serde_json::from_value::<HostOutcome>(body) {
                 Ok(done) if &done.job == self.id() && done.state.is_final() => {
-                    self.settle(member, rid, |row, now| record::settle(row, done, now));
+                    self.settle(rid, |row, now| record::settle(row, done, now));
                 }
-                _ => self.settle(member, rid, |row, now| {
+                _ => self.settle(rid, |row, now| {
                     fail(
                         row,
                         now,
@@ -351,7 +355,7 @@ impl Coordinator {
                     )
                 }),
             },
-            Err(failure) => self.settle(member, rid, |row, now| {
+            Err(failure) => self.settle(rid, |row, now| {
                 let desc = match failure.reason {
                     Reason::UnknownRequest => {
                         format!("{} (an agent older than jobs?)", failure.desc)
@@ -374,7 +378,7 @@ impl Coordinator {
     }
 
     /// Host `i` reached a final state.
-    fn settle(&mut self, member: &Member, i: usize, apply: impl FnOnce(&mut JobHost, u64)) {
+    fn settle(&mut self, i: usize, apply: impl FnOnce(&mut JobHost, u64)) {
         let was = self.slots[i].row.state;
         if was.is_final() {
             return;
@@ -387,7 +391,7 @@ impl Coordinator {
         let slot = &mut self.slots[i];
         slot.absent_since = None;
         let failed = slot.row.state.failed_run(slot.row.exit_code);
-        self.publish_host(member, i);
+        self.publish_host(i);
         if failed {
             self.after_failure(i);
         }
@@ -470,7 +474,7 @@ impl Coordinator {
                 None => {
                     let waited = self.record.wait_until_ms.is_some();
                     self.pending.retain(|p| *p != i);
-                    self.settle(member, i, |row, _| {
+                    self.settle(i, |row, _| {
                         row.state = if waited {
                             HostState::Expired
                         } else {
@@ -510,7 +514,7 @@ impl Coordinator {
             }
         });
         if first {
-            self.publish_host(member, i);
+            self.publish_host(i);
         }
     }
 
@@ -530,7 +534,7 @@ impl Coordinator {
             let since = slot.sent_at.map_or(Duration::MAX, |t| now - t);
             if let Some(cancelled) = cancel_sent {
                 if now - cancelled > CANCEL_GRACE {
-                    self.settle(member, i, |row, now| {
+                    self.settle(i, |row, now| {
                         fail(
                             row,
                             now,
@@ -544,7 +548,7 @@ impl Coordinator {
             }
             if let (Some(t), Some(to)) = (timeout, sent_to) {
                 if since > t + TIMEOUT_GRACE {
-                    self.settle(member, i, |row, now| {
+                    self.settle(i, |row, now| {
                         fail(
                             row,
                             now,
@@ -564,7 +568,7 @@ impl Coordinator {
                 None => {
                     let absent = *self.slots[i].absent_since.get_or_insert(now);
                     if now - absent > gone_after {
-                        self.settle(member, i, |row, now| {
+                        self.settle(i, |row, now| {
                             let desc = format!(
                                 "the host left during the job and did not come back within {} s",
                                 gone_after.as_secs()
@@ -643,6 +647,9 @@ impl Coordinator {
                         if !written.contains(&self.slots[i].row.host) {
                             self.adopt_stored(i).await;
                         }
+                    }
+                    for i in std::mem::take(&mut self.announce) {
+                        self.publish_row(member, i);
                     }
                 }
                 Err(e) => {
@@ -739,7 +746,12 @@ impl Coordinator {
             )
     }
 
-    fn publish_host(&self, member: &Member, i: usize) {
+    /// Publishes host `i`'s change once the ledger has it.
+    fn publish_host(&mut self, i: usize) {
+        self.announce.insert(i);
+    }
+
+    fn publish_row(&self, member: &Member, i: usize) {
         let mut row = self.slots[i].row.clone();
         (row.stdout, row.stderr, row.reply) = (None, None, None);
         let event = JobEvent::Host {

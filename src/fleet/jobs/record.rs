@@ -88,11 +88,15 @@ pub fn settle(host: &mut JobHost, outcome: HostOutcome, now_ms: u64) {
     host.signal = outcome.signal;
     host.reason = outcome.reason;
     host.desc = outcome.desc;
-    host.digest = Some(digest(
-        outcome.stdout.as_ref(),
-        outcome.stderr.as_ref(),
-        outcome.reply.as_ref(),
-    ));
+    let printed = |c: &Option<Captured>| c.as_ref().is_some_and(|c| !c.is_empty());
+    host.digest = (printed(&outcome.stdout) || printed(&outcome.stderr) || outcome.reply.is_some())
+        .then(|| {
+            digest(
+                outcome.stdout.as_ref(),
+                outcome.stderr.as_ref(),
+                outcome.reply.as_ref(),
+            )
+        });
     host.stdout = outcome.stdout;
     host.stderr = outcome.stderr;
     host.reply = outcome.reply;
@@ -166,5 +170,8 @@ mod tests {
         assert!(!queued.is_final && queued.output.is_none());
         let tally = counts([&a, &b].into_iter());
         assert_eq!(tally.get(&HostState::Exited), Some(&2));
+        let mut silent = JobHost::queued("s", 0);
+        settle(&mut silent, outcome(""), 3);
+        assert_eq!(silent.digest, None, "nothing printed, nothing to group");
     }
 }
