@@ -7,10 +7,12 @@
 // gateway's coordinator), then reads `job_get` for a baseline and applies
 // the `JobEvent`s on top (those that came before the baseline, after it).
 // A `host` event carries the host's whole row, and a final state is never
-// replaced by one that is not. When the subscription's history could not
-// be recovered (a reconnection, or another replica that took the job over
-// and made the service anew) or the service goes, the baseline is read
-// again. Everything that came from hosts is set as text.
+// replaced by one that is not, nor a row by an older one. When the
+// subscription's history could not be recovered (a reconnection, or
+// another replica that took the job over and made the service anew) or the
+// service goes, the baseline is read again, and every few seconds while
+// the job runs (see `load`). Everything that came from hosts is set as
+// text.
 
 import { failure } from "./gateway.js";
 import { GATEWAY, JOBS } from "./requests.js";
@@ -18,6 +20,10 @@ import { clock, confirmAction, duration, fill, h, sortableTable, toast } from ".
 import { countParts, countsBar, describeRequest, hostBadge, hostCount, isFinal, jobBadge, outcome, preview, runCount, runConfirmed } from "./jobs.js";
 
 const JOB_ID = /^[0-9a-f]{12}$/;
+/** How often a running job's baseline is read again. */
+const AGAIN_MS = 3000;
+/** The most events kept while a baseline is read. */
+const EARLY_MAX = 10000;
 
 export function title([id]) {
   return id ? `Job ${id}` : "Job";
@@ -100,7 +106,8 @@ export function mount(app, root, [id = ""]) {
       ["options", options.join(", ") || "none"],
       job.stopped_by ? ["stopped by", job.stopped_by] : null,
     ].filter(Boolean).map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", { dataset: { field: k } }, v))))));
-    // With every host at hand, exit codes tell `exited` apart; else the job's counts.
+    // With every host at hand, the bar is theirs (exit codes tell `exited`
+    // apart); else the job's counts, as its `progress` events bring them.
     const parts = rows.size === total ? rowParts() : countParts(job.counts);
     fill(progress, countsBar(parts, job.hosts));
     const all = [...rows.values()];
@@ -128,18 +135,24 @@ export function mount(app, root, [id = ""]) {
         ? h("button.quiet", { type: "button", id: "job-rerun", onclick: rerun }, "Rerun failed") : null);
   }
 
-  // ---- The baseline, then the events on top
+  // ---- The baseline, then the events on top. The gateway writes a row
+  // to its ledger (what job_get reads) a moment after it publishes the
+  // row's event, so an event published just before the subscription can
+  // be missing from the baseline too: while the job runs, the baseline is
+  // read again now and then, and merged as an event would be.
   let loads = 0;
+  let again = null;
   async function load() {
     const mine = ++loads;
+    clearTimeout(again);
     baseline = false;
     try {
       const { msg } = await gw.ask(GATEWAY, JOBS.get, { job: id });
       if (mine !== loads) return;
-      job = msg.job;
+      // A job the events said was over stays over.
+      if (!job || job.state === "running" || msg.job.state !== "running") job = msg.job;
       total = msg.total;
-      rows.clear();
-      for (const x of msg.hosts) rows.set(x.host, x);
+      msg.hosts.forEach(host);
       problem.hidden = true;
       baseline = true;
       const pending = early;
@@ -151,11 +164,13 @@ export function mount(app, root, [id = ""]) {
       problem.hidden = false;
       problem.textContent = e.reason === "not_found" ? `There is no job ${id}.` : `The job could not be read: ${failure(e)}`;
     }
+    if (mine === loads && job?.state === "running") again = setTimeout(load, AGAIN_MS);
   }
   function apply(event) {
     if (event?.job !== id && event?.job?.id !== id) return;
     if (!baseline) {
-      early.push(event);
+      // The next baseline stands for what does not fit.
+      if (early.length < EARLY_MAX) early.push(event);
       return;
     }
     switch (event.event) {
@@ -178,8 +193,6 @@ export function mount(app, root, [id = ""]) {
     if (was && isFinal(was.state) && !isFinal(row.state)) return;
     if (was && row.updated_ms < was.updated_ms) return;
     if (!was && rows.size >= total) return;
-    if (was) job.counts[was.state] = Math.max(0, (job.counts[was.state] ?? 1) - 1);
-    job.counts[row.state] = (job.counts[row.state] ?? 0) + 1;
     rows.set(row.host, row);
     // The output shown is the host's last word once it is done.
     if (row.host === showing && isFinal(row.state) && !(was && isFinal(was.state))) openOutput(row.host);
@@ -212,6 +225,8 @@ export function mount(app, root, [id = ""]) {
     gw.removeEventListener("up", onUp);
     gw.unsubscribe(service);
     clearTimeout(drawing);
+    clearTimeout(again);
+    loads += 1;
   });
   if (gw.up) load();
 
