@@ -2,9 +2,9 @@
 //! Selenium (tests/clients/console_browser.py) against a real gateway with
 //! real accounts and a real `concierge agent`; then what the browser did is
 //! checked where it landed: the agent's audit, the VPN peer, the
-//! downloaded config. Two more runs keep a page open while the gateway
-//! restarts and while its token expires every few seconds: it must come
-//! back, and stay logged in, by itself.
+//! downloaded config, the jobs' records. Two more runs keep a page open
+//! while the gateway restarts and while its token expires every few
+//! seconds: it must come back, and stay logged in, by itself.
 //!
 //! Screenshots of every page go to `$CONCIERGE_SCREENSHOTS` when set
 //! (`CONCIERGE_SCREENSHOTS=docs/screenshots scripts/test --test console`
@@ -28,7 +28,7 @@ const SCRIPT: &str = concat!(
 );
 const OPERATOR_PASSWORD: &str = "correct horse battery";
 const VIEWER_PASSWORD: &str = "viewer's own password";
-const SHOTS: [&str; 12] = [
+const SHOTS: [&str; 14] = [
     "login",
     "fleet",
     "host",
@@ -37,6 +37,8 @@ const SHOTS: [&str; 12] = [
     "processes",
     "vpn",
     "audit",
+    "jobs",
+    "job",
     "phone-fleet",
     "phone-host",
     "phone-started",
@@ -161,7 +163,7 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
             shots_arg,
             downloads_arg,
         ],
-        Duration::from_secs(240),
+        Duration::from_secs(300),
         &agent,
     )
     .await;
@@ -258,6 +260,56 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_real_browser() {
             && e["result"] == "success"),
         "the SIGKILL from the details is not audited: {audit}"
     );
+
+    // The job the browser ran is alice's, as the gateway recorded it, and
+    // the host printed what the page showed; the one it cancelled and the
+    // rerun of its host are too.
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let (http, server, admin) = (&http, &server, &admin);
+        async move {
+            let resp = http
+                .get(server.http_url(&path))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            resp.json::<Value>().await.expect("JSON")
+        }
+    };
+    let job = summary["job"].as_str().expect("the job's id");
+    let detail = get(format!("/jobs/{job}")).await;
+    assert_eq!(detail["job"]["user"], "alice", "{detail}");
+    assert_eq!(detail["job"]["state"], "finished", "{detail}");
+    assert_eq!(detail["hosts"][0]["host"], "host1", "{detail}");
+    assert_eq!(detail["hosts"][0]["exit_code"], 0, "{detail}");
+    let host = get(format!("/jobs/{job}/hosts/host1")).await;
+    assert!(
+        host["stdout"]["head"]
+            .as_str()
+            .is_some_and(|out| out.contains("hello")),
+        "{host}"
+    );
+    assert!(
+        summary["job_output"]
+            .as_str()
+            .is_some_and(|out| out.contains("hello")),
+        "{summary}"
+    );
+    assert!(
+        summary["job_target_error"]
+            .as_str()
+            .is_some_and(|e| e.contains('^')),
+        "{summary}"
+    );
+    for (key, state) in [("cancelled", "cancelled"), ("rerun", "cancelled")] {
+        let id = summary[key].as_str().expect("a job id");
+        let detail = get(format!("/jobs/{id}")).await;
+        assert_eq!(detail["job"]["state"], state, "{key}: {detail}");
+        assert_eq!(detail["hosts"][0]["state"], "cancelled", "{key}: {detail}");
+    }
+    assert_eq!(summary["viewer_jobs_form"], false, "{summary}");
 
     for shot in SHOTS {
         let png = std::fs::read(shots.join(format!("{shot}.png")))

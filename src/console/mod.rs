@@ -11,8 +11,10 @@
 //!
 //! One file is not a copy but made from the protocol's types when the
 //! gateway starts: `js/requests.js`, the agent's requests with who may
-//! send them, and the signals a request may name ([`requests_js`]), so the
-//! console offers what the agents serve.
+//! send them, the signals a request may name, and the words of jobs (the
+//! gateway's job requests, the host states and what each means)
+//! ([`requests_js`]), so the console offers what the agents and the
+//! gateway serve.
 //!
 //! The page is an ordinary client of the protocol: it logs in with
 //! `POST /auth/token`, connects to `/ws` with that token and asks the
@@ -29,9 +31,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use rust_embed::Embed;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use strum::IntoEnumIterator;
 
-use crate::protocol::agent::{signals, RequestName};
+use crate::protocol::agent::{signals, GatewayRequestName, RequestName};
+use crate::protocol::jobs::{HostState, JOB_PREFIX, MAX_JOBS_PAGE, MAX_JOB_SECS};
+use crate::protocol::GATEWAY_NAME;
 
 /// The console's files, embedded at build time.
 #[derive(Embed)]
@@ -42,18 +48,41 @@ struct Assets;
 const REQUESTS_JS: &str = "js/requests.js";
 
 /// `js/requests.js`: `ACCESS`, each request's access (`read` or
-/// `command`), and `SIGNALS`, from the protocol's types.
+/// `command`), `SIGNALS`, and for the Jobs page `GATEWAY` (the gateway's
+/// reserved name), `JOBS` (its job requests, the event services' prefix,
+/// the limits) and `HOST_STATES` ([`host_states`]), from the protocol's
+/// types.
 fn requests_js() -> &'static (String, String) {
     static MADE: LazyLock<(String, String)> = LazyLock::new(|| {
         let signals: Vec<&str> = signals::names().collect();
+        let request = |name: GatewayRequestName| -> &'static str { name.into() };
+        let jobs = json!({
+            "create": request(GatewayRequestName::JobCreate),
+            "get": request(GatewayRequestName::JobGet),
+            "list": request(GatewayRequestName::Jobs),
+            "cancel": request(GatewayRequestName::JobCancel),
+            "output": request(GatewayRequestName::JobOutput),
+            "prefix": JOB_PREFIX,
+            "max_secs": MAX_JOB_SECS,
+            "max_page": MAX_JOBS_PAGE,
+        });
         let text = format!(
             "// Made by the gateway from its protocol types (src/console/mod.rs): not a file to edit.\n\
              /** Each request an agent serves, with who may send it (PROTOCOL §13.2, §13.3). */\n\
              export const ACCESS = {};\n\
              /** The signals a request may name (PROTOCOL §13.3). */\n\
-             export const SIGNALS = {};\n",
+             export const SIGNALS = {};\n\
+             /** The name the gateway answers its own requests under (PROTOCOL §14). */\n\
+             export const GATEWAY = {};\n\
+             /** The gateway's job requests, the prefix of a job's event service, the longest wait and timeout, the longest page of jobs (PROTOCOL §19). */\n\
+             export const JOBS = {};\n\
+             /** Each host state of a job, in order: whether it is final, and how the host went with exit code 0 and with any other (PROTOCOL §19). */\n\
+             export const HOST_STATES = {};\n",
             RequestName::table(),
-            serde_json::json!(signals),
+            json!(signals),
+            json!(GATEWAY_NAME),
+            jobs,
+            host_states(),
         );
         let etag = format!(
             "\"{}\"",
@@ -62,6 +91,37 @@ fn requests_js() -> &'static (String, String) {
         (text, etag)
     });
     &MADE
+}
+
+/// Every host state with what the protocol says of it, for the page's
+/// badges and counts: `final` ([`HostState::is_final`]) and, for a host
+/// whose exit code is 0 (`exit_0`) and for any other (`exit_other`), how
+/// it went: `pending` (not final), `bad` (it ran and went wrong:
+/// [`HostState::failed_run`]), `none` (it did not succeed without a run
+/// going wrong: offline, expired, skipped, cancelled:
+/// [`HostState::unsuccessful`]) or `ok`.
+fn host_states() -> Value {
+    let outcome = |state: HostState, exit_code: Option<i32>| {
+        if !state.is_final() {
+            "pending"
+        } else if state.failed_run(exit_code) {
+            "bad"
+        } else if state.unsuccessful(exit_code) {
+            "none"
+        } else {
+            "ok"
+        }
+    };
+    HostState::iter()
+        .map(|state| {
+            json!({
+                "state": state.as_str(),
+                "final": state.is_final(),
+                "exit_0": outcome(state, Some(0)),
+                "exit_other": outcome(state, None),
+            })
+        })
+        .collect()
 }
 
 /// The console page may load only what it ships and talk only to its own
@@ -166,5 +226,40 @@ mod tests {
             "{text}"
         );
         assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+        assert!(
+            text.contains(r#"export const GATEWAY = "concierge";"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""create":"job_create""#), "{text}");
+        assert!(text.contains(r#""list":"jobs""#), "{text}");
+        assert!(text.contains(r#""prefix":"job_""#), "{text}");
+    }
+
+    #[test]
+    fn host_states_say_how_a_host_went() {
+        let states = host_states();
+        let states = states.as_array().expect("a list");
+        assert_eq!(states.len(), HostState::iter().count());
+        assert_eq!(states[0]["state"], "queued", "in the protocol's order");
+        let of = |name: &str| {
+            states
+                .iter()
+                .find(|s| s["state"] == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+                .clone()
+        };
+        assert_eq!(
+            of("exited"),
+            json!({"state": "exited", "final": true, "exit_0": "ok", "exit_other": "bad"})
+        );
+        assert_eq!(of("running")["exit_0"], "pending");
+        assert_eq!(of("running")["final"], false);
+        assert_eq!(of("done")["exit_other"], "ok");
+        for bad in ["failed", "timed_out"] {
+            assert_eq!(of(bad)["exit_0"], "bad", "{bad}");
+        }
+        for none in ["offline", "expired", "skipped", "cancelled"] {
+            assert_eq!(of(none)["exit_other"], "none", "{none}");
+        }
     }
 }

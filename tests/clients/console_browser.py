@@ -7,10 +7,13 @@ It does what an operator does: logs in (after a wrong password), sees the
 agent in the fleet, opens its page and watches the CPU chart move, starts
 a process and reads its output as it streams, pauses and resumes it (with
 the confirmation), terminates it, makes and downloads a VPN config with
-its QR code, reads the audit; then, on a phone-sized screen, checks that
+its QR code, reads the audit, runs a job on the host (a mistaken target
+shown with its caret, the hosts previewed, their count confirmed) and
+follows it live to its output, cancels another and reruns it on the host
+that did not succeed; then, on a phone-sized screen, checks that
 the pages do not scroll sideways; then logs in as a viewer with the
-keyboard alone and finds no command offered, and the agent refusing the
-viewer's signal sent anyway. It saves a screenshot of every page.
+keyboard alone and finds no command offered, the agent refusing the
+viewer's signal sent anyway, and the jobs shown with no form. It saves a screenshot of every page.
 
 With `reconnect` it waits on a host page while the test restarts the
 gateway: the page must say it lost the link, come back by itself with
@@ -256,6 +259,108 @@ WebSocket.prototype.send = function (data) {
 """
 
 
+# Records the job events (MESSAGEs of a `job_` service) the page receives,
+# in window.__jobEvents, before any script of the page runs.
+RECORD_JOB_EVENTS = """
+window.__jobEvents = [];
+const jobSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  if (!this.__jobsRecorded) {
+    this.__jobsRecorded = true;
+    this.addEventListener("message", (e) => {
+      const payload = JSON.parse(e.data);
+      const service = payload.origin?.service?.name ?? "";
+      if (payload.type === "MESSAGE" && service.startsWith("job_")) window.__jobEvents.push(payload.data);
+    });
+  }
+  return jobSend.call(this, data);
+};
+"""
+
+
+def job_row(driver, host=None):
+    rows = css(driver, f'#job-hosts tr[data-host="{host or HOST}"]')
+    return rows[0] if rows else None
+
+
+def job_id(driver):
+    match = re.search(r"#/job/([0-9a-f]{12})$", driver.current_url)
+    return match and match.group(1)
+
+
+def new_job(driver, target, command):
+    """Fills the job form, previews it and returns the run button once armed."""
+    driver.get(f"{URL}/console/#/jobs")
+    wait(driver, "the job form", lambda d: css(d, "#job-form"))
+    one(driver, "#job-target").clear()
+    one(driver, "#job-target").send_keys(target)
+    one(driver, "#job-command").clear()
+    one(driver, "#job-command").send_keys(command)
+    one(driver, "#job-preview").click()
+    return wait(driver, "the run button", lambda d: one(d, "#job-run").is_enabled() and one(d, "#job-run"))
+
+
+def jobs(driver, summary):
+    # A mistake in the target: the gateway's caret under it, nothing to run.
+    driver.get(f"{URL}/console/#/jobs")
+    wait(driver, "the job form", lambda d: css(d, "#job-form"))
+    one(driver, "#job-target").send_keys("role=web,dc in (fra")
+    one(driver, "#job-command").send_keys("echo hello")
+    one(driver, "#job-preview").click()
+    error = wait(driver, "the target's error", lambda d: one(d, "#job-error").is_displayed() and one(d, "#job-error").text)
+    assert "^" in error, error
+    assert not one(driver, "#job-run").is_enabled(), "a bad target can be run"
+    summary["job_target_error"] = error
+    # The host previewed, online; the count confirmed; the run followed live.
+    # (A second's sleep first, so that the page sees it run, then exit.)
+    run = new_job(driver, HOST, "sh -c 'sleep 1; echo hello'")
+    wait(driver, "the previewed host", lambda d: css(d, f'#job-preview-result li[data-host="{HOST}"][data-online="true"]'))
+    assert run.text == "Run on 1 host", run.text
+    run.click()
+    confirm(driver, "1 host")
+    job = wait(driver, "the job's page", lambda d: job_id(d))
+    wait(driver, "the host running", lambda d: job_row(d) and job_row(d).get_attribute("data-state") in ("sent", "running"), timeout=10)
+    wait(driver, "the host to exit 0", lambda d: job_row(d) and job_row(d).find_element(By.CSS_SELECTOR, ".badge").text == "exited 0")
+    assert job_row(driver).get_attribute("data-outcome") == "ok"
+    wait(driver, "the job to finish", lambda d: one(d, "#job-state").text == "finished")
+    events = driver.execute_script("return window.__jobEvents;")
+    live = [e for e in events if e.get("event") == "host" and e.get("job") == job and e["host"]["state"] == "exited"]
+    assert live and live[-1]["host"]["exit_code"] == 0, f"no live exit event: {events}"
+    assert one(driver, '#job-record td[data-field="by"]').text.startswith(f"{OPERATOR} (client {OPERATOR}_console_"), \
+        one(driver, '#job-record td[data-field="by"]').text
+    click(driver, "the host's output", f'#job-hosts button[data-output="{HOST}"]')
+    text = wait(driver, "the output", lambda d: "hello" in one(d, "#job-output").text and one(d, "#job-output").text)
+    summary.update(job=job, job_output=text, job_events=len(events))
+    shot(driver, "job")
+    log("job", job=job, events=len(events))
+
+    # Another, cancelled while it runs (confirmed): the host is cancelled,
+    # and rerun (confirmed, counted again) as a new job on that host.
+    new_job(driver, HOST, "sleep 300").click()
+    confirm(driver, "1 host")
+    doomed = wait(driver, "the second job's page", lambda d: job_id(d) != job and job_id(d))
+    wait(driver, "the sleep running", lambda d: job_row(d) and job_row(d).get_attribute("data-state") == "running")
+    click(driver, "the cancel button", "#job-cancel")
+    confirm(driver, doomed)
+    wait(driver, "the job cancelled", lambda d: one(d, "#job-state").text == "cancelled")
+    wait(driver, "the host cancelled", lambda d: job_row(d).get_attribute("data-outcome") == "none")
+    click(driver, "the rerun button", "#job-rerun")
+    confirm(driver, "1 host")
+    rerun = wait(driver, "the rerun's page", lambda d: job_id(d) not in (None, job, doomed) and job_id(d))
+    wait(driver, "the rerun's record", lambda d: one(d, '#job-record td[data-field="target"]').text == HOST)
+    wait(driver, "the rerun to run", lambda d: job_row(d) and job_row(d).get_attribute("data-state") == "running")
+    click(driver, "the rerun's cancel button", "#job-cancel")
+    confirm(driver, rerun)
+    wait(driver, "the rerun cancelled", lambda d: one(d, "#job-state").text == "cancelled")
+    summary.update(cancelled=doomed, rerun=rerun)
+    log("cancelled and rerun", job=doomed, rerun=rerun)
+
+    # The list: newest first, with a preview ready for the picture.
+    new_job(driver, "kind=agent", "uptime")
+    wait(driver, "the jobs listed", lambda d: [r.get_attribute("data-job") for r in css(d, "#jobs-list tr[data-job]")][:3] == [rerun, doomed, job])
+    shot(driver, "jobs")
+
+
 def audit_marks(driver):
     """The marks (`echo mark-N`) of the audit rows shown, in row order."""
     return [m for r in css(driver, "tr[data-req]") for m in re.findall(r"mark-\d+", r.text)]
@@ -330,6 +435,7 @@ def main():
 
 
 def operator_and_viewer(driver, summary):
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_JOB_EVENTS})
     # ---- Log in: a wrong password first, then the right one
     driver.get(f"{URL}/console/")
     wait(driver, "the login form", lambda d: one(d, "#login").is_displayed())
@@ -546,6 +652,9 @@ def operator_and_viewer(driver, summary):
     shot(driver, "audit")
     log("audit", entries=len(reqs))
 
+    # ---- Jobs: run one on the host and follow it; cancel one, rerun it
+    jobs(driver, summary)
+
     # ---- A phone-sized screen
     driver.set_window_size(390, 844)
     driver.get(f"{URL}/console/#/fleet")
@@ -563,6 +672,12 @@ def operator_and_viewer(driver, summary):
     driver.get(f"{URL}/console/#/vpn")
     wait(driver, "the VPN page on a phone", lambda d: css(d, "#conf-form"))
     no_sideways_scroll(driver, "the VPN page")
+    driver.get(f"{URL}/console/#/jobs")
+    wait(driver, "the jobs on a phone", lambda d: css(d, f'#jobs-list tr[data-job="{summary["job"]}"]'))
+    no_sideways_scroll(driver, "the jobs")
+    driver.get(f"{URL}/console/#/job/{summary['job']}")
+    wait(driver, "a job on a phone", lambda d: job_row(d))
+    no_sideways_scroll(driver, "a job")
     driver.set_window_size(1366, 900)
 
     # ---- A viewer, logged in with the keyboard: nothing to command, and a refusal
@@ -592,6 +707,18 @@ def operator_and_viewer(driver, summary):
     assert refusal["reason"] == "forbidden", refusal
     summary["viewer_refusal"] = refusal
     log("viewer refused", **refusal)
+
+    # ---- The viewer sees the jobs, and their output, but no form and no button
+    driver.get(f"{URL}/console/#/jobs")
+    wait(driver, "the viewer's jobs", lambda d: css(d, f'#jobs-list tr[data-job="{summary["job"]}"]'))
+    assert css(driver, "#jobs-viewer-note") and not css(driver, "#job-form"), "a viewer is offered the job form"
+    click(driver, "the job", f'#jobs-list tr[data-job="{summary["job"]}"] a.job-link')
+    wait(driver, "the viewer's job", lambda d: job_row(d) and job_row(d).find_element(By.CSS_SELECTOR, ".badge").text == "exited 0")
+    click(driver, "the host's output", f'#job-hosts button[data-output="{HOST}"]')
+    wait(driver, "the viewer's output", lambda d: "hello" in one(d, "#job-output").text)
+    assert not css(driver, "#job-cancel, #job-rerun"), "a viewer is offered to cancel or rerun"
+    summary["viewer_jobs_form"] = bool(css(driver, "#job-form"))
+    log("viewer follows jobs", job=summary["job"])
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ export class AgentError extends Error {
   }
 }
 
+/** A failure as a line for a person: an agent's or the gateway's reason and sentence. */
+export function failure(e) {
+  return e instanceof AgentError ? `${e.reason}: ${e.message}` : e.message;
+}
+
 export class Gateway extends EventTarget {
   /**
    * @param {() => string} token the current token (it is refreshed while the console runs)

@@ -4,7 +4,7 @@
 // is shown no button it could not use; the agent checks again anyway.
 
 import { HostCharts } from "./charts.js";
-import { AgentError, isHost } from "./gateway.js";
+import { AgentError, failure, isHost } from "./gateway.js";
 import { ACCESS, SIGNALS as ALL_SIGNALS } from "./requests.js";
 import { ago, bytes, clock, confirmAction, duration, fill, h, sortableTable, statusBadge, toast } from "./ui.js";
 
@@ -20,6 +20,9 @@ const TABS = [
   ["usage", "Work folder"],
   ["request", "Request"],
 ];
+
+/** The requests that act on a systemd unit (`service_name`), with their verbs; the Jobs form offers them too. */
+export const UNIT_ACTIONS = [["start_service", "Start"], ["stop_service", "Stop"], ["restart_service", "Restart"], ["reload_service", "Reload"]];
 
 /** How much of a followed process's output the page keeps, in characters. */
 const OUTPUT_KEEP = 512 * 1024;
@@ -258,7 +261,6 @@ export function mount(app, root, [name]) {
   const unitNote = h("p.note", { hidden: true, id: "units-note" });
   const unitFilter = h("input", { type: "search", id: "unit-search", placeholder: "Filter units…", "aria-label": "Filter units" });
   let allUnits = [];
-  const UNIT_ACTIONS = [["start_service", "Start"], ["stop_service", "Stop"], ["restart_service", "Restart"], ["reload_service", "Reload"]];
   const units = sortableTable([
     { key: "name", label: "Unit", cell: (u) => h("button.small.quiet", { type: "button", dataset: { unitDetails: u.name }, onclick: () => unitDetail(u.name) }, u.name) },
     { key: "description", label: "Description", className: "hide-narrow" },
@@ -453,10 +455,6 @@ function exitText(exit) {
   const ms = exit.duration_ms;
   const took = typeof ms !== "number" ? "" : ms < 1000 ? ` after ${ms} ms` : ` after ${duration(ms / 1000)}`;
   return exit.signal ? `killed by ${exit.signal}${took}` : `exited with ${exit.code}${took}`;
-}
-
-function failure(e) {
-  return e instanceof AgentError ? `${e.reason}: ${e.message}` : e.message;
 }
 
 function decode(b64) {

@@ -9,6 +9,8 @@ import * as fleet from "./fleet.js";
 import * as host from "./host.js";
 import * as vpn from "./vpn.js";
 import * as audit from "./audit.js";
+import * as jobs from "./jobs.js";
+import * as job from "./job.js";
 
 const TOKEN_KEY = "concierge.token";
 const IMPLIED = { admin: ["admin", "operator", "viewer"], operator: ["operator", "viewer"], viewer: ["viewer"], agent: ["agent"] };
@@ -177,7 +179,9 @@ function showSession(app) {
   route(app);
 }
 
-const VIEWS = { fleet, host, vpn, audit };
+const VIEWS = { fleet, host, jobs, job, vpn, audit };
+/** The section a page belongs to in the navigation: a host is the fleet's, a job the jobs'. */
+const SECTION = { host: "fleet", job: "jobs" };
 let unmount = null;
 
 function route(app) {
@@ -185,7 +189,8 @@ function route(app) {
   const [section = "fleet", ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   const view = VIEWS[section] ?? fleet;
   for (const link of document.querySelectorAll("#nav a")) {
-    if (link.dataset.section === (VIEWS[section] ? section : "fleet") || (section === "host" && link.dataset.section === "fleet")) link.setAttribute("aria-current", "page");
+    const current = VIEWS[section] ? (SECTION[section] ?? section) : "fleet";
+    if (link.dataset.section === current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   unmount?.();
