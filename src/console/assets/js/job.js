@@ -10,9 +10,10 @@
 // replaced by one that is not, nor a row by an older one. When the
 // subscription's history could not be recovered (a reconnection, or
 // another replica that took the job over and made the service anew) or the
-// service goes, the baseline is read again, and every few seconds while
-// the job runs (see `load`). Everything that came from hosts is set as
-// text.
+// service goes, the baseline is read again. The gateway publishes a
+// host's event only once its ledger (what job_get reads) has the row, so
+// an event the subscription did not bring is in the baseline. Everything
+// that came from hosts is set as text.
 
 import { failure } from "./gateway.js";
 import { GATEWAY, JOBS } from "./requests.js";
@@ -20,8 +21,6 @@ import { clock, confirmAction, duration, fill, h, sortableTable, toast } from ".
 import { countParts, countsBar, describeRequest, hostBadge, hostCount, isFinal, jobBadge, outcome, preview, runCount, runConfirmed } from "./jobs.js";
 
 const JOB_ID = /^[0-9a-f]{12}$/;
-/** How often a running job's baseline is read again. */
-const AGAIN_MS = 3000;
 /** The most events kept while a baseline is read. */
 const EARLY_MAX = 10000;
 
@@ -135,16 +134,11 @@ export function mount(app, root, [id = ""]) {
         ? h("button.quiet", { type: "button", id: "job-rerun", onclick: rerun }, "Rerun failed") : null);
   }
 
-  // ---- The baseline, then the events on top. The gateway writes a row
-  // to its ledger (what job_get reads) a moment after it publishes the
-  // row's event, so an event published just before the subscription can
-  // be missing from the baseline too: while the job runs, the baseline is
-  // read again now and then, and merged as an event would be.
+  // ---- The baseline, then the events on top; a baseline read again is
+  // merged as an event would be.
   let loads = 0;
-  let again = null;
   async function load() {
     const mine = ++loads;
-    clearTimeout(again);
     baseline = false;
     try {
       const { msg } = await gw.ask(GATEWAY, JOBS.get, { job: id });
@@ -164,7 +158,6 @@ export function mount(app, root, [id = ""]) {
       problem.hidden = false;
       problem.textContent = e.reason === "not_found" ? `There is no job ${id}.` : `The job could not be read: ${failure(e)}`;
     }
-    if (mine === loads && job?.state === "running") again = setTimeout(load, AGAIN_MS);
   }
   function apply(event) {
     if (event?.job !== id && event?.job?.id !== id) return;
@@ -225,7 +218,6 @@ export function mount(app, root, [id = ""]) {
     gw.removeEventListener("up", onUp);
     gw.unsubscribe(service);
     clearTimeout(drawing);
-    clearTimeout(again);
     loads += 1;
   });
   if (gw.up) load();
