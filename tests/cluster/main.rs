@@ -9,6 +9,7 @@ mod dead_replica;
 mod departures;
 mod history;
 mod inventory;
+mod jobs;
 mod kill_replay;
 mod messaging;
 mod namespace;

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
 pub mod flood;
+pub mod jobs;
 pub mod netns;
 pub mod process;
 pub mod redis;
