@@ -118,6 +118,14 @@ async fn a_job_runs_once_on_exactly_the_hosts_its_target_names() {
         .await;
     assert_eq!(bad["reason"], "bad_argument", "{bad}");
     assert!(bad["desc"].as_str().unwrap().contains('^'), "{bad}");
+    // No client takes a coordinator's name.
+    let mut impostor = common::Client::connect(&fleet.url()).await;
+    impostor
+        .send(json!({"type": "IDENTIFY", "name": "job_0123456789ab", "version": "0.2.0"}))
+        .await;
+    let (code, reason) = impostor.expect_close().await;
+    assert_eq!(code, 4008, "{reason}");
+    assert!(reason.contains("reserved"), "{reason}");
 }
 
 /// `batch` bounds how many run at once; `max_failures` stops the job and
