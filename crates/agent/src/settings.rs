@@ -94,8 +94,10 @@ impl Default for AgentSettings {
     }
 }
 
-/// The flags (each with its variable) of `concierge agent`.
+/// The flags (each with its variable) of `concierge agent`. Its one
+/// subcommand is hidden: no `help` subcommand for it.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(disable_help_subcommand = true)]
 pub struct AgentArgs {
     /// TOML settings file (see config/agent.toml).
     #[arg(long, env = "CONCIERGE_AGENT_CONFIG", value_name = "FILE")]

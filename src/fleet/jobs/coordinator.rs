@@ -57,6 +57,15 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(15);
 /// After `cancel_job`, how long a host is given to answer `cancelled`.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a finished job's coordinator stays, its service with it.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// After a coordinator takes a job over, how long the hosts it finds
+/// offline are given to come back (their agents reconnect after the
+/// gateway or a replica went) before a job without a wait calls them
+/// `offline`.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(30);
+
 /// The rids of `cancel_job` requests start here (those of `run_job` are
 /// host indexes).
 const CANCEL_RID: usize = 1 << 40;
@@ -100,10 +109,19 @@ pub struct Coordinator {
     counts_changed: bool,
     last_progress: Instant,
     last_record: Instant,
+    /// Until when offline hosts are waited for after a takeover.
+    grace_until: Option<Instant>,
 }
 
 impl Coordinator {
-    pub fn new(shared: Arc<Shared>, record: Record, hosts: Vec<JobHost>) -> Coordinator {
+    /// A coordinator of `record` with `hosts`' rows; `taken_over` when the
+    /// job was coordinated before (by another replica or process).
+    pub fn new(
+        shared: Arc<Shared>,
+        record: Record,
+        hosts: Vec<JobHost>,
+        taken_over: bool,
+    ) -> Coordinator {
         let total = hosts.len();
         let spec = &record.info.spec;
         let window = spec
@@ -126,7 +144,11 @@ impl Coordinator {
             counts_changed: true,
             last_progress: Instant::now(),
             last_record: Instant::now(),
+            grace_until: None,
         };
+        if taken_over {
+            coordinator.grace_until = Some(Instant::now() + TAKEOVER_GRACE);
+        }
         for (i, row) in hosts.into_iter().enumerate() {
             coordinator.index.insert(row.host.clone(), i);
             match row.state {
@@ -175,7 +197,7 @@ impl Coordinator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lease = tokio::time::interval(self.shared.settings.lease_ttl / 3);
         lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let end = loop {
             tokio::select! {
                 delivery = inbox.recv() => match delivery {
                     Some(Delivery::Frame(frame)) => self.receive(&member, frame.payload()),
@@ -191,13 +213,13 @@ impl Coordinator {
                                 inbox = rx;
                                 self.forget_connections();
                             }
-                            Err(_) => return End::Abandoned,
+                            Err(_) => break End::Abandoned,
                         }
                     }
                 },
                 command = commands.recv() => match command {
                     Some(Command::Cancel { by }) => self.cancel(&member, by),
-                    None => return End::Abandoned,
+                    None => break End::Abandoned,
                 },
                 _ = tick.tick() => {
                     self.dispatch(&member);
@@ -205,20 +227,26 @@ impl Coordinator {
                     self.flush(&member, false).await;
                     if self.in_flight == 0 && self.pending.is_empty() && self.waiting.is_empty() {
                         self.finish(&member).await;
-                        return End::Finished;
+                        break End::Finished;
                     }
                 }
                 _ = lease.tick() => {
                     if !self.renew().await {
                         tracing::warn!(job = %self.id(), "another replica coordinates this job now");
-                        return End::Abandoned;
+                        break End::Abandoned;
                     }
                     if self.cancel_requested().await {
                         self.cancel(&member, None);
                     }
                 }
             }
+        };
+        // Its followers get the end before the service goes with it.
+        if let End::Finished = end {
+            tokio::time::sleep(LINGER).await;
         }
+        self.shared.namespace.leave(member.uuid());
+        end
     }
 
     /// Joins the namespace as `job_<id>` and creates the job's service.
@@ -442,10 +470,12 @@ impl Coordinator {
         }
         let now = Instant::now();
         let directory = self.shared.namespace.directory();
-        let wait_over = self
-            .record
-            .wait_until_ms
-            .is_none_or(|until| now_ms() >= until);
+        let in_grace = self.grace_until.is_some_and(|until| now < until);
+        let wait_over = !in_grace
+            && self
+                .record
+                .wait_until_ms
+                .is_none_or(|until| now_ms() >= until);
         // The canary's hosts alone, until every one of them is final.
         let canary_running = (0..self.canary).any(|i| !self.slots[i].row.state.is_final());
         let room = |c: &Coordinator| c.in_flight < c.window;
@@ -462,18 +492,18 @@ impl Coordinator {
             match directory.named(&host) {
                 Some(agent) => {
                     let uuid = agent.info.uuid;
-                    self.pending.retain(|p| *p != i);
+                    self.unqueue(i);
                     self.waiting.remove(&i);
                     self.in_flight += 1;
                     self.send(member, i, uuid, now);
                 }
                 None if !wait_over => {
-                    self.pending.retain(|p| *p != i);
+                    self.unqueue(i);
                     self.waiting.insert(i);
                 }
                 None => {
                     let waited = self.record.wait_until_ms.is_some();
-                    self.pending.retain(|p| *p != i);
+                    self.unqueue(i);
                     self.settle(i, |row, _| {
                         row.state = if waited {
                             HostState::Expired
@@ -483,6 +513,16 @@ impl Coordinator {
                     });
                 }
             }
+        }
+    }
+
+    /// Takes host `i` out of the queue (dispatch takes them from its
+    /// front, in order).
+    fn unqueue(&mut self, i: usize) {
+        if self.pending.front() == Some(&i) {
+            self.pending.pop_front();
+        } else {
+            self.pending.retain(|p| *p != i);
         }
     }
 

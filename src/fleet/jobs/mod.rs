@@ -257,7 +257,7 @@ impl Jobs {
             hosts = rows.len(), "job created");
         let info = record.info.clone();
         let (ready, started) = oneshot::channel();
-        self.coordinate(record, rows, Some(ready));
+        self.coordinate(record, rows, Some(ready), false);
         match started.await {
             Ok(Ok(())) => Ok(Created::Job(Box::new(info))),
             Ok(Err(failure)) => Err(failure),
@@ -274,6 +274,7 @@ impl Jobs {
         record: Record,
         rows: Vec<JobHost>,
         ready: Option<oneshot::Sender<Result<(), Failure>>>,
+        taken_over: bool,
     ) {
         let (tx, rx) = mpsc::channel(16);
         let id = record.info.id.clone();
@@ -281,7 +282,7 @@ impl Jobs {
         let shared = self.shared.clone();
         self.arbiter.spawn_fn(move || {
             actix::spawn(async move {
-                let coordinator = Coordinator::new(shared.clone(), record, rows);
+                let coordinator = Coordinator::new(shared.clone(), record, rows, taken_over);
                 let end = coordinator.run(rx, ready).await;
                 shared.running().remove(&id);
                 if let End::Finished = end {
@@ -462,7 +463,7 @@ impl Jobs {
             .collect();
         let unfinished = rows.iter().filter(|r| !r.state.is_final()).count();
         tracing::info!(job = %id, unfinished, "taking the job over");
-        self.coordinate(record, rows, None);
+        self.coordinate(record, rows, None, true);
         Ok(())
     }
 }
