@@ -326,7 +326,10 @@ async fn a_process_working_in_another_thread_is_running_and_its_user_is_named() 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     spinner.join().expect("the spinner");
     assert_eq!(code, 0, "{info}");
-    assert_eq!(info["status"], "running", "{info} (main thread: {main_state})");
+    assert_eq!(
+        info["status"], "running",
+        "{info} (main thread: {main_state})"
+    );
     let name = std::process::Command::new("id")
         .arg("-un")
         .output()

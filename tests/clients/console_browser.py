@@ -587,7 +587,6 @@ def operator_and_viewer(driver, summary):
     assert me in cells, f"no user name {me} in {cells}"
     assert "sleep 300" in cells, f"no command line in {cells}"
     assert row.find_element(By.CSS_SELECTOR, '.badge[data-state="sleeping"]').text == "sleeping (S)", cells
-    summary["proc_user"] = me
     shot(driver, "processes")
     # One process in detail, and any signal from there (SIGKILL here)
     run_in_started = f"{URL}/console/#/host/{HOST}"
