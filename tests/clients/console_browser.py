@@ -239,6 +239,11 @@ def reconnect(driver, summary):
     wait(driver, "the CPU chart to move again", lambda d: chart_points(d) > back + 1, timeout=30)
     summary["points"] = [back, chart_points(driver)]
     log("back", points=summary["points"])
+    # This gateway has no VPN: its page offers no config, and says why.
+    driver.get(f"{URL}/console/#/vpn")
+    said = wait(driver, "the VPN page to say there is none", lambda d: one(d, "#vpn-off").is_displayed() and one(d, "#vpn-off").text)
+    assert not one(driver, "#conf-form").is_displayed(), "a config is offered without a VPN"
+    summary["vpn_off"] = said
 
 
 # Records the frames the page sends and the SELF_SUBSCRIBE_RESULTs it
@@ -421,11 +426,14 @@ def main():
         # No console errors (the wrong password's 401 is the one expected).
         def expected(message):
             # The wrong password's 401; while the gateway restarts, the
-            # browser's own report of each refused WebSocket connect.
+            # browser's own report of each refused WebSocket connect, and
+            # on the VPN page of that gateway without a VPN, the 404
+            # (vpn_disabled) of /vpn/peers that tells the page so.
             # While the page's connection is cut: the same, and whatever it
             # fetched meanwhile.
             return ("/auth/token" in message and "401" in message) or (
                 MODE == "reconnect" and "WebSocket connection to" in message) or (
+                MODE == "reconnect" and "/vpn/peers" in message and "404" in message) or (
                 MODE == "resume" and ("WebSocket connection to" in message or "net::ERR" in message))
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and not expected(e["message"])]
         assert not errors, f"console errors: {errors}"

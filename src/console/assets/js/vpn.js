@@ -118,7 +118,7 @@ export function mount(app, root, [wanted]) {
     } catch (e) {
       if (e.reason === "vpn_disabled") vpnOff(e.message);
       if (!operator) return;
-      problem.hidden = disabled;
+      problem.hidden = false;
       problem.textContent = `Peers: ${e.message}`;
       server.textContent = "";
       peers.render([]);
