@@ -376,6 +376,13 @@ async fn the_console_comes_back_by_itself_after_the_gateway_restarts() {
             .is_some_and(|s| s.starts_with("reconnecting")),
         "{summary}"
     );
+    // The gateway has no vpn_endpoint: the VPN page said so, offering nothing.
+    assert!(
+        summary["vpn_off"]
+            .as_str()
+            .is_some_and(|s| s.contains("vpn_endpoint")),
+        "{summary}"
+    );
 }
 
 /// The console's connection is cut while it shows the audit (a relay the

@@ -599,6 +599,20 @@ async fn a_gateway_without_an_endpoint_issues_no_configs() {
     let mut h = client(&server, "host1", Some(&host)).await;
     let msg = ask(&mut h, fetch(None, None)).await;
     assert_eq!(msg["reason"], "vpn_disabled", "{msg}");
+    // Any role learns it from /vpn/peers, as the console does before it
+    // offers a config; an operator's role changes nothing.
+    let viewer = common::process::issue_token(&["--data-dir", &data], "vic", "viewer").await;
+    for token in [&viewer, &host] {
+        let resp = reqwest::Client::new()
+            .get(server.http_url("/vpn/peers"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 404);
+        let body: Value = resp.json().await.expect("JSON");
+        assert_eq!(body["reason"], "vpn_disabled", "{body}");
+    }
 }
 
 #[tokio::test]

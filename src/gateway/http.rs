@@ -200,12 +200,17 @@ fn qr_svg(conf: &str) -> Option<String> {
 }
 
 /// `GET /vpn/peers`: every peer and the managed interface's view of it,
-/// for an operator.
+/// for an operator. A gateway without a VPN says so (`vpn_disabled`) to
+/// any role, before the role check: the console asks it to know whether
+/// to offer a config at all, rather than fail after the confirmation.
 pub(super) async fn vpn_peers(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let claims = match bearer_claims(&req, &state) {
         Ok(claims) => claims,
         Err(refused) => return HttpResponse::Unauthorized().json(Failure::from(refused).to_msg()),
     };
+    if !state.vpn.enabled() {
+        return vpn_failure(&VpnError::Disabled);
+    }
     if !claims.role.implied().contains(&Role::Operator) {
         return vpn_failure(&VpnError::Forbidden(format!(
             "the role {} may not list VPN peers",

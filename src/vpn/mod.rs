@@ -123,10 +123,13 @@ pub struct Status {
 #[derive(Clone)]
 pub struct Vpn {
     addr: Addr<VpnActor>,
+    /// It issues configs (its `vpn_endpoint` is set).
+    enabled: bool,
 }
 
 impl Vpn {
     pub fn start(settings: VpnSettings, store: Arc<dyn Store>, auth: Arc<Auth>) -> Vpn {
+        let enabled = settings.endpoint.is_some();
         let actor = VpnActor {
             settings: Arc::new(settings),
             store,
@@ -141,7 +144,13 @@ impl Vpn {
         };
         Vpn {
             addr: actor.start(),
+            enabled,
         }
+    }
+
+    /// Whether this gateway issues VPN configs at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// The config for `name`, asked by the holder of `claims`.

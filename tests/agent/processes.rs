@@ -307,6 +307,62 @@ async fn process_info_of_a_live_pid_matches_proc() {
 }
 
 #[tokio::test]
+async fn a_process_working_in_another_thread_is_running_and_its_user_is_named() {
+    let fleet = Fleet::start().await;
+    // This test's threads wait for ctl, but one spins: the process runs
+    // (its main thread alone, as `ps` reads it, sleeps).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinning = stop.clone();
+    let spinner = std::thread::spawn(move || {
+        while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+            std::hint::spin_loop();
+        }
+    });
+    let me = std::process::id();
+    let main_state = std::fs::read_to_string(format!("/proc/{me}/stat")).expect("stat");
+    let (code, info) = fleet
+        .ctl_json(&fleet.vic, &["proc", "host1", &me.to_string()])
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    spinner.join().expect("the spinner");
+    assert_eq!(code, 0, "{info}");
+    assert_eq!(
+        info["status"], "running",
+        "{info} (main thread: {main_state})"
+    );
+    let name = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id -un");
+    let name = String::from_utf8_lossy(&name.stdout).trim().to_owned();
+    assert_eq!(info["user_name"], name.as_str(), "{info}");
+    assert_eq!(
+        info["user"],
+        std::fs::metadata(format!("/proc/{me}"))
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .expect("owner"),
+        "{info}"
+    );
+    // A sleeping process sleeps.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    let pid = sleeper.id().to_string();
+    let mut status = Value::Null;
+    for _ in 0..50 {
+        let (_, info) = fleet.ctl_json(&fleet.vic, &["proc", "host1", &pid]).await;
+        status = info["status"].clone();
+        if status == "sleeping" {
+            break;
+        }
+    }
+    sleeper.kill().expect("kill");
+    sleeper.wait().expect("reaped");
+    assert_eq!(status, "sleeping");
+}
+
+#[tokio::test]
 async fn all_processes_lists_processes_not_their_threads() {
     let fleet = Fleet::start().await;
     // This test runs on several threads: none of them is a process.

@@ -42,6 +42,7 @@ for the Rust test. Usage:
 
 import json
 import os
+import pwd
 import re
 import sys
 import time
@@ -238,6 +239,11 @@ def reconnect(driver, summary):
     wait(driver, "the CPU chart to move again", lambda d: chart_points(d) > back + 1, timeout=30)
     summary["points"] = [back, chart_points(driver)]
     log("back", points=summary["points"])
+    # This gateway has no VPN: its page offers no config, and says why.
+    driver.get(f"{URL}/console/#/vpn")
+    said = wait(driver, "the VPN page to say there is none", lambda d: one(d, "#vpn-off").is_displayed() and one(d, "#vpn-off").text)
+    assert not one(driver, "#conf-form").is_displayed(), "a config is offered without a VPN"
+    summary["vpn_off"] = said
 
 
 # Records the frames the page sends and the SELF_SUBSCRIBE_RESULTs it
@@ -420,11 +426,14 @@ def main():
         # No console errors (the wrong password's 401 is the one expected).
         def expected(message):
             # The wrong password's 401; while the gateway restarts, the
-            # browser's own report of each refused WebSocket connect.
+            # browser's own report of each refused WebSocket connect, and
+            # on the VPN page of that gateway without a VPN, the 404
+            # (vpn_disabled) of /vpn/peers that tells the page so.
             # While the page's connection is cut: the same, and whatever it
             # fetched meanwhile.
             return ("/auth/token" in message and "401" in message) or (
                 MODE == "reconnect" and "WebSocket connection to" in message) or (
+                MODE == "reconnect" and "/vpn/peers" in message and "404" in message) or (
                 MODE == "resume" and ("WebSocket connection to" in message or "net::ERR" in message))
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and not expected(e["message"])]
         assert not errors, f"console errors: {errors}"
@@ -538,11 +547,17 @@ def operator_and_viewer(driver, summary):
     assert "to stdout" in output(driver) and "to stderr" in output(driver), output(driver)
     assert css(driver, "#output .stderr"), "stderr is not told apart"
     summary["exit_text"] = one(driver, "#output-state").text
+    # Its exit coloured as the Jobs page colours one: non-zero is bad.
+    assert css(driver, '#output-state .badge.bad[data-exit="bad"]'), "exit 3 is not a red badge"
+    failed = int(one(driver, "#output").get_attribute("data-proc-id"))
+    wait(driver, "exit 3 as a red badge in the list", lambda d: started_row(d, failed)
+         and started_row(d, failed).find_elements(By.CSS_SELECTOR, '.badge.bad[data-exit="bad"]'))
 
     # ---- Terminate the first (confirmed): killed by SIGTERM
     click(driver, "the terminate button", f'#panel-started button[data-signal="kill_process"][data-pid="{pid}"]')
     confirm(driver, f"process {pid}")
     wait(driver, "the SIGTERM exit in the list", lambda d: "SIGTERM" in started_row(d, pid).text)
+    assert started_row(driver, pid).find_elements(By.CSS_SELECTOR, '.badge.bad[data-exit="bad"]'), "a signal's exit is not a red badge"
     # A third that keeps running, for the viewer to try to signal.
     run = one(driver, "#run-command")
     run.clear()
@@ -552,6 +567,10 @@ def operator_and_viewer(driver, summary):
                       and one(d, "#output-title").text.endswith("sleep 300") and one(d, "#output").get_attribute("data-proc-id")))
     wait(driver, "the sleep in the list", lambda d: started_row(d, victim))
     summary["victim"] = victim
+    # Still running: a neutral badge; started at a local time, "ago", not an epoch.
+    row = started_row(driver, victim)
+    assert row.find_elements(By.CSS_SELECTOR, '.badge.none[data-exit="none"]'), "a running process's exit is not neutral"
+    assert "ago)" in row.text and not re.search(r"\b1[0-9]{9}\b", row.text), row.text
     shot(driver, "started")
     log("exit codes", exit=summary["exit_text"])
 
@@ -569,6 +588,13 @@ def operator_and_viewer(driver, summary):
     pid_header(driver).click()
     assert pid_order(driver) == sorted(pid_order(driver)), "the PID column does not sort back"
     wait(driver, "the sleep among all processes", lambda d: css(d, f'#panel-processes tr[data-pid="{victim}"] button[data-signal]'))
+    # Its user by name, its command line, its state with ps's letter.
+    row = one(driver, f'#panel-processes tr[data-pid="{victim}"]')
+    me = pwd.getpwuid(os.getuid()).pw_name
+    cells = [c.text for c in row.find_elements(By.CSS_SELECTOR, "td")]
+    assert me in cells, f"no user name {me} in {cells}"
+    assert "sleep 300" in cells, f"no command line in {cells}"
+    assert row.find_element(By.CSS_SELECTOR, '.badge[data-state="sleeping"]').text == "sleeping (S)", cells
     shot(driver, "processes")
     # One process in detail, and any signal from there (SIGKILL here)
     run_in_started = f"{URL}/console/#/host/{HOST}"

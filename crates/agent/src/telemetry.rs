@@ -16,7 +16,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use procfs::Current;
 use serde_json::{json, Map, Value};
-use sysinfo::{Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System, ThreadKind, UpdateKind};
+use sysinfo::{
+    Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System, ThreadKind, UpdateKind, Users,
+};
 use tokio::sync::watch;
 
 /// The stat types of seed 003, in its order.
@@ -28,6 +30,9 @@ pub type Snapshot = Arc<Map<String, Value>>;
 pub struct Telemetry {
     system: System,
     disks: Disks,
+    /// The host's users, to name a process's uid; read again when a
+    /// process has a uid it does not know.
+    users: Users,
     interval: Duration,
     snapshots: watch::Sender<Snapshot>,
     vpn: Option<Arc<super::vpn::VpnClient>>,
@@ -43,10 +48,13 @@ impl Telemetry {
             System::new().map_err(|e| format!("cannot read this host's statistics: {e}"))?;
         let disks = Disks::new_with_refreshed_list()
             .map_err(|e| format!("cannot list this host's disks: {e}"))?;
+        let users = Users::new_with_refreshed_list()
+            .map_err(|e| format!("cannot read the user list: {e}"))?;
         let (snapshots, receiver) = watch::channel(Snapshot::default());
         let actor = Telemetry {
             system,
             disks,
+            users,
             interval,
             snapshots,
             vpn,
@@ -64,6 +72,20 @@ impl Telemetry {
                 .with_user(UpdateKind::OnlyIfNotSet)
                 .with_cmd(UpdateKind::OnlyIfNotSet),
         );
+    }
+
+    /// Reads the user list again when a process runs as a uid it lacks
+    /// (a user added since).
+    fn refresh_users(&mut self) {
+        let unknown = self
+            .system
+            .processes()
+            .values()
+            .filter_map(|p| p.user_id())
+            .any(|uid| self.users.get_user_by_id(uid).is_none());
+        if unknown {
+            self.users.refresh();
+        }
     }
 
     fn sample(&mut self) {
@@ -127,12 +149,16 @@ impl Telemetry {
             "name": stat.as_ref().map_or_else(|| process.name().to_string_lossy().into_owned(), |s| s.comm.clone()),
             "cmd": process.cmd().iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
             "user": process.user_id().map(|uid| **uid),
+            "user_name": process.user_id().and_then(|uid| self.users.get_user_by_id(uid)).map(|u| u.name()),
             "cpu_usage": (f64::from(process.cpu_usage()) * 10.0).round() / 10.0,
             "cpu_time": {
                 "user": stat.as_ref().map(|s| s.utime as f64 / ticks),
                 "system": stat.as_ref().map(|s| s.stime as f64 / ticks),
             },
-            "status": stat.as_ref().map_or("unknown", |s| state_name(s.state)),
+            "status": match (&proc_fs, &stat) {
+                (Some(p), Some(s)) => state_of(p, s),
+                _ => "unknown",
+            },
             "memory": {
                 "rss": kib(status.as_ref().and_then(|s| s.vmrss)).unwrap_or(process.memory()),
                 "swap": kib(status.as_ref().and_then(|s| s.vmswap)).unwrap_or(0),
@@ -195,6 +221,7 @@ impl Handler<ProcessInfo> for Telemetry {
         // A process younger than the last tick is not in the list yet.
         self.system
             .refresh_processes(ProcessesToUpdate::Some(&[Pid::from_u32(pid)]), true);
+        self.refresh_users();
         self.process(pid)
     }
 }
@@ -211,6 +238,7 @@ impl Handler<AllProcesses> for Telemetry {
         // Every process now, not as of the last tick (CPU usage still
         // spans the time since then).
         self.refresh_processes();
+        self.refresh_users();
         // Processes, not the threads sysinfo also lists as tasks of them.
         let mut pids: Vec<u32> = self
             .system
@@ -354,9 +382,28 @@ fn no_vpn() -> Value {
 
 /// A process's state now, in words (`unknown` when it cannot be read).
 pub fn status_of(pid: u32) -> &'static str {
-    procfs::process::Process::new(pid as i32)
-        .and_then(|p| p.stat())
-        .map_or("unknown", |s| state_name(s.state))
+    let Ok(process) = procfs::process::Process::new(pid as i32) else {
+        return "unknown";
+    };
+    process
+        .stat()
+        .map_or("unknown", |stat| state_of(&process, &stat))
+}
+
+/// A process's state in words: its main thread's, except that a process
+/// with any thread on a CPU or waiting for one is `running` (`ps` shows
+/// the main thread alone, which a program that works in other threads
+/// keeps asleep: it looked idle while it used a core).
+fn state_of(process: &procfs::process::Process, stat: &procfs::process::Stat) -> &'static str {
+    if stat.state != 'R' && stat.num_threads > 1 && matches!(stat.state, 'S' | 'D' | 'I') {
+        let any_running = process.tasks().is_ok_and(|mut tasks| {
+            tasks.any(|task| task.and_then(|t| t.stat()).is_ok_and(|s| s.state == 'R'))
+        });
+        if any_running {
+            return "running";
+        }
+    }
+    state_name(stat.state)
 }
 
 /// The `/proc/PID/stat` state letter in words.

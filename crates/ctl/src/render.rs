@@ -1,6 +1,7 @@
 //! How `concierge ctl` shows things to a person: tables, sizes in the unit
 //! the user chose (`storage_unit_of_measurement`), and the memory label
-//! they prefer (`mem_or_ram`). A size a host gives in bytes or in MB (10^6
+//! they prefer (`mem_or_ram`). The console writes sizes the same way
+//! (`bytes` in src/console/assets/js/ui.js): a size reads alike in both. A size a host gives in bytes or in MB (10^6
 //! bytes, seed 003's unit) is shown in the user's unit; a number a host
 //! gives without a unit is shown as it is (see `replies`).
 
@@ -140,6 +141,27 @@ mod tests {
             ("42 B".to_owned(), "RAM")
         );
         assert_eq!(bar(0.5, 4), "##..");
+    }
+
+    /// The console formats sizes alike (`bytes` in
+    /// src/console/assets/js/ui.js): these are its cases too.
+    #[test]
+    fn sizes_are_written_as_the_console_writes_them() {
+        let unit = |name: &str| {
+            let settings =
+                BTreeMap::from([("storage_unit_of_measurement".to_owned(), name.to_owned())]);
+            Units::from_settings(&settings)
+        };
+        let (gb, gib, raw) = (unit("gb"), unit("gib"), unit("bytes"));
+        assert_eq!(gib.size(1536), "1.5 KiB");
+        assert_eq!(gib.size(1023), "1023 B");
+        assert_eq!(gib.size(5 * 1024 * 1024 + 512 * 1024), "5.5 MiB");
+        assert_eq!(gb.size(1536), "1.5 kB");
+        assert_eq!(gb.size(999), "999 B");
+        assert_eq!(gb.size(250_000_000), "250.0 MB");
+        assert_eq!(raw.size(1536), "1536 B");
+        // An unknown value is the gateway's default, `gb`.
+        assert_eq!(unit("furlongs").size(1536), "1.5 kB");
     }
 
     #[test]

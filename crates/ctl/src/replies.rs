@@ -112,11 +112,15 @@ fn table_of(rows: &[Value], columns: &[Column], units: &Units) -> String {
     t.to_string()
 }
 
-/// `obtain_all_process_info` (`ctl ps --all`): every field an agent gives;
-/// a Nest host gives pid and name.
+/// `obtain_all_process_info` (`ctl ps --all`): every field an agent gives
+/// (its user by name, by uid where the host has no name for it); a Nest
+/// host gives pid and name.
 pub fn processes(list: &[Value], units: &Units) -> String {
-    let columns: [Column; 6] = [
+    let columns: [Column; 7] = [
         ("PID", |p, _| present(&p["pid"])),
+        ("USER", |p, _| {
+            present(&p["user_name"]).or_else(|| present(&p["user"]))
+        }),
         ("STATUS", |p, _| present(&p["status"])),
         ("CPU%", |p, _| present(&p["cpu_usage"])),
         ("RSS", |p, u| {
@@ -462,12 +466,30 @@ mod tests {
     }
 
     #[test]
+    fn an_agents_processes_show_their_user_by_name_or_else_by_uid() {
+        let shown = processes(
+            &[
+                json!({"pid": 1, "name": "init", "user": 0, "user_name": "root", "status": "sleeping"}),
+                json!({"pid": 7, "name": "orphan", "user": 4242, "user_name": null, "status": "running"}),
+            ],
+            &units(),
+        );
+        let rows: Vec<Vec<&str>> = shown
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..3], ["PID", "USER", "STATUS"], "{shown}");
+        assert_eq!(rows[1][..3], ["1", "root", "sleeping"], "{shown}");
+        assert_eq!(rows[2][..3], ["7", "4242", "running"], "{shown}");
+    }
+
+    #[test]
     fn columns_a_dialect_lacks_are_left_out() {
         let shown = processes(&[json!({"pid": 1, "name": "init"})], &units());
         let header = shown.lines().next().unwrap_or_default();
         assert!(header.contains("PID") && header.contains("NAME"), "{shown}");
         assert!(
-            !header.contains("RSS") && !header.contains("STATUS"),
+            !header.contains("RSS") && !header.contains("STATUS") && !header.contains("USER"),
             "{shown}"
         );
         let shown = process(

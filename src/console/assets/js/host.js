@@ -6,7 +6,7 @@
 import { HostCharts } from "./charts.js";
 import { AgentError, failure, isHost } from "./gateway.js";
 import { ACCESS, SIGNALS as ALL_SIGNALS } from "./requests.js";
-import { ago, bytes, clock, confirmAction, duration, fill, h, sortableTable, statusBadge, toast } from "./ui.js";
+import { ago, bytes, confirmAction, duration, exitBadge, fill, h, memLabel, processBadge, sortableTable, statusBadge, toast, when } from "./ui.js";
 
 export function title([name]) {
   return name ?? "Host";
@@ -23,6 +23,9 @@ const TABS = [
 
 /** The requests that act on a systemd unit (`service_name`), with their verbs; the Jobs form offers them too. */
 export const UNIT_ACTIONS = [["start_service", "Start"], ["stop_service", "Stop"], ["restart_service", "Restart"], ["reload_service", "Reload"]];
+
+/** How many characters of a command line the process list shows before "…". */
+const CMD_SHOWN = 60;
 
 /** How much of a followed process's output the page keeps, in characters. */
 const OUTPUT_KEEP = 512 * 1024;
@@ -74,7 +77,7 @@ export function mount(app, root, [name]) {
   const diskCanvas = h("canvas", { id: "disk-chart", role: "img", "aria-label": `Disks of ${name}` });
   fill(panels.telemetry, h("div.grid", {},
     h("div.card", {}, h("h2", {}, "CPU per core"), h("div.chart", {}, cpuCanvas)),
-    h("div.card", {}, h("h2", {}, "Memory"), h("div.chart", {}, memCanvas)),
+    h("div.card", {}, h("h2", {}, memLabel() === "RAM" ? "RAM" : "Memory"), h("div.chart", {}, memCanvas)),
     h("div.card", {}, h("h2", {}, "Disks"), h("div.chart", {}, diskCanvas))));
   const charts = new HostCharts(cpuCanvas, memCanvas, diskCanvas);
   cleanups.push(() => charts.destroy());
@@ -131,7 +134,7 @@ export function mount(app, root, [name]) {
     const onEvent = (ev) => {
       if (mine !== generation) return;
       if (ev.event === "exit") {
-        outputState.textContent = exitText(ev);
+        fill(outputState, exitBadge(ev, exitText(ev)));
         loadStarted();
         return;
       }
@@ -178,9 +181,9 @@ export function mount(app, root, [name]) {
   const started = sortableTable([
     { key: "proc_id", label: "Proc", num: true, cell: (p) => p.running ? h("button.small.quiet", { type: "button", dataset: { details: p.proc_id }, onclick: () => processDetail(p.proc_id) }, String(p.proc_id)) : String(p.proc_id) },
     { key: "cmd", label: "Command", value: (p) => p.cmd.join(" "), cell: (p) => h("span.mono", {}, p.cmd.join(" ")) },
-    { key: "status", label: "Status", cell: (p) => statusBadge(p.status) },
-    { key: "started", label: "Started", num: true, cell: (p) => clock(p.started), className: "hide-narrow nowrap" },
-    { key: "exit", label: "Exit", value: (p) => p.exit ? (p.exit.signal ?? p.exit.code) : "", cell: (p) => p.exit ? exitText(p.exit) : "" },
+    { key: "status", label: "Status", cell: (p) => processBadge(p.status) },
+    { key: "started", label: "Started", num: true, cell: (p) => when(p.started), className: "hide-narrow nowrap" },
+    { key: "exit", label: "Exit", value: (p) => p.exit ? (p.exit.signal ?? p.exit.code) : "", cell: (p) => p.exit ? exitBadge(p.exit, exitText(p.exit)) : exitBadge(null, "running") },
     { key: "output_bytes", label: "Output", num: true, cell: (p) => bytes(p.output_bytes), className: "hide-narrow" },
     { key: "actions", label: "", sortable: false, cell: (p) => h("div.actions", {},
       h("button.small.quiet", { type: "button", onclick: () => follow(p.proc_id, p.cmd.join(" "), (onEvent) => gw.ask(name, "proc_output", { proc_id: p.proc_id, follow: true }, { onEvent })).catch((e) => toast(failure(e), true)) }, "Output"),
@@ -229,12 +232,13 @@ export function mount(app, root, [name]) {
   let allProcs = [];
   const procs = sortableTable([
     { key: "pid", label: "PID", num: true, cell: (p) => h("button.small.quiet", { type: "button", dataset: { details: p.pid }, onclick: () => processDetail(p.pid) }, String(p.pid)) },
-    { key: "name", label: "Name", cell: (p) => h("span", { title: p.cmd.join(" ") }, p.name) },
-    { key: "user", label: "UID", num: true, className: "hide-narrow" },
+    { key: "name", label: "Name" },
+    { key: "user", label: "User", className: "hide-narrow", value: (p) => p.user_name ?? (p.user ?? "–"), cell: (p) => h("span", { title: `uid ${p.user ?? "–"}` }, p.user_name ?? String(p.user ?? "–")) },
+    { key: "cmd", label: "Command", className: "hide-narrow", value: (p) => p.cmd.join(" "), cell: (p) => commandLine(p) },
     { key: "cpu_usage", label: "CPU %", num: true },
     { key: "rss", label: "Memory", num: true, value: (p) => p.memory.rss, cell: (p) => bytes(p.memory.rss) },
-    { key: "status", label: "Status", cell: (p) => statusBadge(p.status) },
-    { key: "started", label: "Up", num: true, className: "hide-narrow", value: (p) => -p.started, cell: (p) => duration(Date.now() / 1000 - p.started) },
+    { key: "status", label: "Status", cell: (p) => processBadge(p.status) },
+    { key: "started", label: "Up", num: true, className: "hide-narrow", value: (p) => -p.started, cell: (p) => h("span", { title: new Date(p.started * 1000).toLocaleString() }, duration(Date.now() / 1000 - p.started)) },
     { key: "actions", label: "", sortable: false, cell: (p) => operator && p.safe_kill ? h("div.actions", {}, signalButtons(p.pid, p.name, p.status)) : null },
   ], { sortKey: "cpu_usage", descending: true, rowAttrs: (p) => ({ dataset: { pid: p.pid } }) });
   procFilter.addEventListener("input", drawProcs);
@@ -244,7 +248,7 @@ export function mount(app, root, [name]) {
     procs.el));
   function drawProcs() {
     const needle = procFilter.value.trim().toLowerCase();
-    const shown = needle ? allProcs.filter((p) => [String(p.pid), p.name, p.status, p.cmd.join(" ")].some((v) => v.toLowerCase().includes(needle))) : allProcs;
+    const shown = needle ? allProcs.filter((p) => [String(p.pid), p.name, p.status, p.user_name ?? "", p.cmd.join(" ")].some((v) => v.toLowerCase().includes(needle))) : allProcs;
     procCount.textContent = `${shown.length} of ${allProcs.length}`;
     procs.render(shown);
   }
@@ -336,11 +340,11 @@ export function mount(app, root, [name]) {
       })() : h("p.muted", {}, operator ? "The agent's policy does not let it signal this process." : "");
       showDetail(`Process ${pid}: ${p.name}`, [
         ["command", h("span.mono", {}, p.cmd.join(" "))],
-        ["status", statusBadge(p.status)],
-        ["user (uid)", p.user ?? "–"],
+        ["status", processBadge(p.status)],
+        ["user", p.user_name ? `${p.user_name} (uid ${p.user})` : `uid ${p.user ?? "–"}`],
         ["CPU", `${p.cpu_usage} % (user ${p.cpu_time.user ?? "–"} s, system ${p.cpu_time.system ?? "–"} s)`],
-        ["memory", `${bytes(p.memory.rss)} resident, ${bytes(p.memory.swap)} swapped`],
-        ["started", `${clock(p.started)} (${duration(Date.now() / 1000 - p.started)} ago)`],
+        [memLabel() === "RAM" ? "RAM" : "memory", `${bytes(p.memory.rss)} resident, ${bytes(p.memory.swap)} swapped`],
+        ["started", when(p.started)],
         ["may be signalled", p.safe_kill ? "yes" : "no"],
       ], send);
     } catch (e) {
@@ -376,7 +380,8 @@ export function mount(app, root, [name]) {
     try {
       const { msg } = await gw.ask(name, "obtain_user_usages");
       const r = msg.resources ?? {};
-      usageHead.textContent = `${msg.folder}: ${bytes(msg.total_bytes)}. The agent's ${r.processes ?? 0} running processes use ${r.cpu_util ?? 0} % CPU and ${r.mem_util ?? 0} MB.`;
+      // `mem_util` is in MB (10^6 bytes), seed 003's unit.
+      usageHead.textContent = `${msg.folder}: ${bytes(msg.total_bytes)}. The agent's ${r.processes ?? 0} running processes use ${r.cpu_util ?? 0} % CPU and ${bytes((r.mem_util ?? 0) * 1e6)}.`;
       usage.render(msg.entries);
     } catch (e) {
       usageHead.textContent = failure(e);
@@ -449,6 +454,20 @@ async function pages(gw, host, req, key) {
     if (!(msg.next_offset > offset)) throw new AgentError("malformed", `${host}'s ${req} pages do not advance`);
     offset = msg.next_offset;
   }
+}
+
+/**
+ * A process's command line as text: the first CMD_SHOWN characters, the
+ * whole of it on hover and when opened; a kernel thread's name in
+ * brackets, as `ps` shows one (it has no command line).
+ */
+function commandLine(p) {
+  const line = p.cmd.join(" ");
+  if (!line) return h("span.muted.mono", {}, `[${p.name}]`);
+  if (line.length <= CMD_SHOWN) return h("span.mono.cmdline", {}, line);
+  return h("details.cmdline", {},
+    h("summary.mono", { title: line }, `${line.slice(0, CMD_SHOWN)}…`),
+    h("div.mono", {}, line));
 }
 
 function exitText(exit) {

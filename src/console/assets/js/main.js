@@ -4,7 +4,7 @@
 
 import * as api from "./api.js";
 import { Gateway, isHost } from "./gateway.js";
-import { clearToasts, fill, h, toast } from "./ui.js";
+import { clearToasts, fill, h, toast, useSettings } from "./ui.js";
 import * as fleet from "./fleet.js";
 import * as host from "./host.js";
 import * as vpn from "./vpn.js";
@@ -93,6 +93,14 @@ class App extends EventTarget {
 
   async reload() {
     linkState(true);
+    // The user's units (USER_SETTINGS_FETCH) before the pages draw sizes;
+    // without them, the gateway's defaults.
+    try {
+      const reply = await this.gw.request({ type: "USER_SETTINGS_FETCH" });
+      useSettings(reply.settings);
+    } catch {
+      useSettings(null);
+    }
     try {
       const [clients, services] = await Promise.all([
         this.gw.request({ type: "CLIENT_FETCH_ALL" }),

@@ -142,14 +142,40 @@ export function toast(text, bad = false) {
   setTimeout(() => el.remove(), bad ? 8000 : 4000);
 }
 
-const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+// Sizes are shown in the unit the user chose (USER_SETTINGS_FETCH,
+// `storage_unit_of_measurement`: `bytes`, `gb` for kB, MB, GB (10^3) or
+// `gib` for KiB, MiB, GiB (2^10)), formatted as `concierge ctl` formats
+// them (crates/ctl/src/render.rs): the two show the same size alike.
+// Until the settings come, the gateway's defaults (`gb`, `mem`).
+const STORAGE = {
+  gb: [1000, ["B", "kB", "MB", "GB", "TB"]],
+  gib: [1024, ["B", "KiB", "MiB", "GiB", "TiB"]],
+};
+let storage = "gb";
+let memLabelNow = "Mem";
 
-/** 1536 → "1.5 KiB". */
+/** Takes the user's settings (`{name: value}`) for the sizes shown from now on. */
+export function useSettings(settings) {
+  const unit = settings?.storage_unit_of_measurement;
+  storage = unit === "bytes" || unit in STORAGE ? unit : "gb";
+  memLabelNow = settings?.mem_or_ram === "ram" ? "RAM" : "Mem";
+}
+
+/** What the user calls memory: "Mem" or "RAM" (`mem_or_ram`). */
+export function memLabel() {
+  return memLabelNow;
+}
+
+/** A number of bytes in the user's unit: "1234567 B", "1.2 MB" or "1.2 MiB". */
 export function bytes(n) {
-  if (typeof n !== "number" || !isFinite(n)) return "–";
+  if (typeof n !== "number" || !isFinite(n) || n < 0) return "–";
+  n = Math.round(n);
+  if (storage === "bytes") return `${n} B`;
+  const [base, names] = STORAGE[storage];
+  let value = n;
   let i = 0;
-  while (Math.abs(n) >= 1024 && i < UNITS.length - 1) { n /= 1024; i += 1; }
-  return `${n.toFixed(i === 0 || n >= 100 ? 0 : 1)} ${UNITS[i]}`;
+  while (value >= base && i < names.length - 1) { value /= base; i += 1; }
+  return i === 0 ? `${n} B` : `${value.toFixed(1)} ${names[i]}`;
 }
 
 /** Seconds → "3 s", "4 min", "2 h", "5 d". */
@@ -169,6 +195,12 @@ export function clock(unixSecs) {
   return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString()} ${time}`;
 }
 
+/** A Unix time in seconds as "local time (N min ago)", the full date and time on hover. */
+export function when(unixSecs) {
+  if (!unixSecs) return "–";
+  return h("span.nowrap", { title: new Date(unixSecs * 1000).toLocaleString() }, `${clock(unixSecs)} (${ago(unixSecs)})`);
+}
+
 /** Takes every notice off the screen (a new page starts clean). */
 export function clearToasts() {
   document.getElementById("toasts").replaceChildren();
@@ -182,6 +214,31 @@ export function ago(unixSecs) {
 
 /** A status word as a coloured badge. */
 export function statusBadge(status) {
-  const tone = { running: "ok", sleeping: "ok", active: "ok", idle: "ok", stopped: "warn", exited: "", failed: "bad", zombie: "bad", dead: "bad" }[status] ?? "";
+  const tone = { running: "ok", active: "ok", stopped: "warn", exited: "", failed: "bad", zombie: "bad", dead: "bad" }[status] ?? "";
   return h(`span.badge${tone ? "." + tone : ""}`, {}, status ?? "unknown");
+}
+
+/** The letters of a process's state in `ps` (the agent's words, docs/PROTOCOL.md §13). */
+const STATE_LETTERS = {
+  running: "R", sleeping: "S", disk_sleep: "D", stopped: "T", tracing_stop: "t",
+  zombie: "Z", dead: "X", idle: "I", parked: "P", waking: "W", wakekill: "K",
+};
+
+/** A process's state as a badge: "running (R)", "sleeping (S)"… */
+export function processBadge(status) {
+  const badge = statusBadge(status);
+  const letter = STATE_LETTERS[status];
+  if (letter) badge.textContent = `${status} (${letter})`;
+  badge.dataset.state = status ?? "unknown";
+  return badge;
+}
+
+/**
+ * How a process ended, as the Jobs page colours a host's exit (jobs.js,
+ * `outcome`): exit 0 `ok`, another code or a signal `bad`, still running
+ * `none`. `text` is what the badge says.
+ */
+export function exitBadge(exit, text) {
+  const tone = !exit ? "none" : exit.signal ? "bad" : exit.code === 0 ? "ok" : "bad";
+  return h(`span.badge.${tone}`, { dataset: { exit: tone } }, text);
 }

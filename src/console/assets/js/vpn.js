@@ -1,7 +1,10 @@
 // The VPN: every WireGuard peer with its handshake age and bytes (for
 // operators), and a config for a host (admins; everyone may make their
 // own) to download or scan as a QR code. A config made here gives the
-// name a new key pair, so the page says so before making one.
+// name a new key pair, so the page says so before making one. A gateway
+// without a VPN says so to any role (`vpn_disabled` from /vpn/peers): the
+// page then offers no config, and says why, rather than fail after the
+// confirmation.
 
 import * as api from "./api.js";
 import { ago, bytes, confirmAction, fill, h, sortableTable, toast } from "./ui.js";
@@ -17,6 +20,7 @@ export function mount(app, root, [wanted]) {
   let peersNow = [];
 
   const problem = h("p.note", { id: "vpn-problem", hidden: true });
+  const off = h("p.note", { id: "vpn-off", hidden: true });
   const server = h("p.muted", { id: "vpn-server" });
   const peers = sortableTable([
     { key: "name", label: "Peer" },
@@ -50,9 +54,20 @@ export function mount(app, root, [wanted]) {
       showConf(conf);
       if (operator) loadPeers();
     } catch (e) {
+      if (e.reason === "vpn_disabled") return vpnOff(e.message);
       fill(result, h("p.error", { role: "alert" }, `${name}: ${e.message}`));
     }
   });
+
+  /** No VPN on this gateway: no config is offered, and the page says why. */
+  let disabled = false;
+  function vpnOff(why) {
+    disabled = true;
+    form.hidden = true;
+    result.replaceChildren();
+    off.hidden = false;
+    off.textContent = `No config is offered: ${why}.`;
+  }
 
   // The object URLs of the config shown (a private key): dropped with it.
   let confUrls = [];
@@ -88,9 +103,12 @@ export function mount(app, root, [wanted]) {
     loadPeers();
   }
 
+  // Asked of every role: an operator is shown the peers, anyone whether
+  // there is a VPN at all (a 403 to a lesser role means there is one).
   async function loadPeers() {
     try {
       const status = await api.vpnPeers(app.token);
+      if (!operator) return;
       peersNow = status.peers;
       problem.hidden = !status.problem;
       problem.textContent = status.problem ? `Interface: ${status.problem}` : "";
@@ -98,8 +116,11 @@ export function mount(app, root, [wanted]) {
       peers.render(status.peers);
       fill(names, [...new Set([...status.peers.map((p) => p.name), ...app.agents().map((a) => a.name)])].map((n) => h("option", { value: n })));
     } catch (e) {
+      if (e.reason === "vpn_disabled") vpnOff(e.message);
+      if (!operator) return;
       problem.hidden = false;
-      problem.textContent = e.status === 404 ? "This gateway has no VPN (no vpn_endpoint)." : `Peers: ${e.message}`;
+      problem.textContent = `Peers: ${e.message}`;
+      server.textContent = "";
       peers.render([]);
     }
   }
@@ -109,10 +130,10 @@ export function mount(app, root, [wanted]) {
     h("div.card", {},
       h("h2", {}, admin ? "A config for a host" : "Your config"),
       admin ? null : h("p.muted", {}, "Only an admin may make configs for other names."),
-      form, result));
+      off, form, result));
+  loadPeers();
   if (operator) {
-    loadPeers();
-    const t = setInterval(loadPeers, 5000);
+    const t = setInterval(() => { if (!disabled) loadPeers(); }, 5000);
     cleanups.push(() => clearInterval(t));
   }
   return () => cleanups.forEach((c) => c());
