@@ -330,8 +330,8 @@ def jobs(driver, summary):
     assert job_row(driver).get_attribute("data-outcome") == "ok"
     wait(driver, "the job to finish", lambda d: one(d, "#job-state").text == "finished")
     events = driver.execute_script("return window.__jobEvents;")
-    live = [e for e in events if e.get("event") == "host" and e.get("job") == job and e["host"]["state"] == "exited"]
-    assert live and live[-1]["host"]["exit_code"] == 0, f"no live exit event: {events}"
+    live = [h for e in events if e.get("event") == "hosts" and e.get("job") == job for h in e["hosts"] if h["state"] == "exited"]
+    assert live and live[-1]["exit_code"] == 0, f"no live exit event: {events}"
     assert one(driver, '#job-record td[data-field="by"]').text.startswith(f"{OPERATOR} (client {OPERATOR}_console_"), \
         one(driver, '#job-record td[data-field="by"]').text
     click(driver, "the host's output", f'#job-hosts button[data-output="{HOST}"]')

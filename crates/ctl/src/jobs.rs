@@ -196,11 +196,13 @@ impl Ctl {
                         println!("{data}");
                     }
                     match event {
-                        JobEvent::Host { host, .. } => {
-                            if stream && !self.json && host.state.is_final() {
-                                say(&bar, lines.finish(&host.host));
+                        JobEvent::Hosts { hosts, .. } => {
+                            for host in hosts {
+                                if stream && !self.json && host.state.is_final() {
+                                    say(&bar, lines.finish(&host.host));
+                                }
+                                job.update(host);
                             }
-                            job.update(host);
                         }
                         JobEvent::Output {
                             host,
@@ -209,7 +211,7 @@ impl Ctl {
                             ..
                         } if stream && !self.json => say(&bar, lines.push(&host, which, &data)),
                         JobEvent::End { job: info } => {
-                            job.info = info;
+                            job.info = *info;
                             break;
                         }
                         JobEvent::Output { .. } | JobEvent::Progress { .. } => {}

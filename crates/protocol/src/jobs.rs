@@ -36,6 +36,9 @@ pub const MAX_JOB_HOSTS_PAGE: usize = 5_000;
 /// The most jobs one `jobs` reply lists.
 pub const MAX_JOBS_PAGE: usize = 500;
 
+/// The most host rows one [`JobEvent::Hosts`] carries.
+pub const MAX_HOSTS_EVENT: usize = 500;
+
 /// The longest per-host timeout and offline wait a job may ask for: a day.
 pub const MAX_JOB_SECS: u64 = 86_400;
 
@@ -684,8 +687,12 @@ pub struct PreviewHost {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum JobEvent {
-    /// A host's state changed (output and reply left out: `job_output`).
-    Host { job: JobId, host: JobHost },
+    /// Hosts whose state changed, as the ledger has them now (output and
+    /// reply left out: `job_output`): one event for the changes written
+    /// together, at most [`MAX_HOSTS_EVENT`] rows, so that a follower of a
+    /// job of thousands of hosts gets a few frames a second, not one per
+    /// change.
+    Hosts { job: JobId, hosts: Vec<JobHost> },
     /// Output as it came, with the job's `stream`.
     Output {
         job: JobId,
@@ -699,7 +706,7 @@ pub enum JobEvent {
         counts: BTreeMap<HostState, u32>,
     },
     /// Every host is in a final state.
-    End { job: JobInfo },
+    End { job: Box<JobInfo> },
 }
 
 #[cfg(test)]

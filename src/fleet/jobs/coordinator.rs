@@ -32,6 +32,7 @@ use crate::namespace::{Member, Op, Outcome, Relayed};
 use crate::protocol::agent::{envelope, outcome, Failure, Reason, Request};
 use crate::protocol::jobs::{
     CancelJob, HostOutcome, HostState, JobEvent, JobHost, JobState, RunJob, RunJobEvent,
+    MAX_HOSTS_EVENT,
 };
 use crate::protocol::{ClientInfo, History, PayloadOut, Target};
 use crate::transport::outbox::Outbox;
@@ -688,9 +689,7 @@ impl Coordinator {
                             self.adopt_stored(i).await;
                         }
                     }
-                    for i in std::mem::take(&mut self.announce) {
-                        self.publish_row(member, i);
-                    }
+                    self.publish_rows(member);
                 }
                 Err(e) => {
                     tracing::warn!(job = %self.id(), error = %e, "cannot write the job's hosts; trying again");
@@ -752,7 +751,7 @@ impl Coordinator {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let end = JobEvent::End {
-            job: self.record.info.clone(),
+            job: Box::new(self.record.info.clone()),
         };
         self.publish(member, &end);
         tracing::info!(job = %self.id(), state = ?self.record.info.state, counts = ?self.record.info.counts, "job over");
@@ -791,14 +790,25 @@ impl Coordinator {
         self.announce.insert(i);
     }
 
-    fn publish_row(&self, member: &Member, i: usize) {
-        let mut row = self.slots[i].row.clone();
-        (row.stdout, row.stderr, row.reply) = (None, None, None);
-        let event = JobEvent::Host {
-            job: self.id().clone(),
-            host: row,
-        };
-        self.publish(member, &event);
+    /// Publishes the rows of the hosts that changed, written now, in
+    /// events of at most [`MAX_HOSTS_EVENT`] rows.
+    fn publish_rows(&mut self, member: &Member) {
+        let changed: Vec<usize> = std::mem::take(&mut self.announce).into_iter().collect();
+        for chunk in changed.chunks(MAX_HOSTS_EVENT) {
+            let hosts = chunk
+                .iter()
+                .map(|&i| {
+                    let mut row = self.slots[i].row.clone();
+                    (row.stdout, row.stderr, row.reply) = (None, None, None);
+                    row
+                })
+                .collect();
+            let event = JobEvent::Hosts {
+                job: self.id().clone(),
+                hosts,
+            };
+            self.publish(member, &event);
+        }
     }
 
     fn publish(&self, member: &Member, event: &JobEvent) {

@@ -6,7 +6,7 @@
 // Live: the page subscribes to the job's service (`job_ID`, owned by the
 // gateway's coordinator), then reads `job_get` for a baseline and applies
 // the `JobEvent`s on top (those that came before the baseline, after it).
-// A `host` event carries the host's whole row, and a final state is never
+// A `hosts` event carries each changed host's whole row, and a final state is never
 // replaced by one that is not, nor a row by an older one. When the
 // subscription's history could not be recovered (a reconnection, or
 // another replica that took the job over and made the service anew) or the
@@ -167,8 +167,9 @@ export function mount(app, root, [id = ""]) {
       return;
     }
     switch (event.event) {
-      case "host":
-        return host(event.host);
+      case "hosts":
+        if (Array.isArray(event.hosts)) event.hosts.forEach(host);
+        return;
       case "output":
         if (event.host === showing && typeof event.data === "string") appendOutput(event.stream, event.data);
         return;
