@@ -166,6 +166,11 @@ impl Coordinator {
                 cancel_sent: None,
             });
         }
+        // Taken over after it stopped sending: what was not sent never
+        // will be (a cancel's own hosts are settled by the cancel again).
+        if coordinator.record.info.stopped_by.is_some() && !coordinator.record.cancelled {
+            coordinator.skip_unsent(HostState::Skipped);
+        }
         coordinator
     }
 
@@ -192,6 +197,10 @@ impl Coordinator {
         };
         if let Some(ready) = ready {
             let _ = ready.send(Ok(()));
+        }
+        // Taken over after a cancel: finish what it began.
+        if self.record.cancelled {
+            self.stop_all(&member);
         }
         let mut member = member;
         let mut tick = tokio::time::interval(FLUSH);
@@ -648,20 +657,30 @@ impl Coordinator {
 
     /// Cancels the job: what waits is cancelled, what runs is told to stop.
     fn cancel(&mut self, member: &Member, by: Option<String>) {
-        if self.record.info.state == JobState::Cancelled {
+        if self.record.cancelled {
             return;
         }
         let by = by.unwrap_or_else(|| "an operator".into());
         tracing::info!(job = %self.id(), %by, "job cancelled");
-        self.record.info.state = JobState::Cancelled;
+        // The job is `cancelled` once every host is final (`finish`).
+        self.record.cancelled = true;
         self.record.info.stopped_by = Some(format!("cancelled by {by}"));
+        self.stop_all(member);
+    }
+
+    /// A cancelled job's hosts: what waits is cancelled, what runs is
+    /// told to stop (on the connection it was sent on, or the host's
+    /// current one after a takeover).
+    fn stop_all(&mut self, member: &Member) {
         self.skip_unsent(HostState::Cancelled);
+        let directory = self.shared.namespace.directory();
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
             if matches!(slot.row.state, HostState::Sent | HostState::Running)
                 && slot.cancel_sent.is_none()
             {
-                match slot.sent_to {
+                let current = directory.named(&slot.row.host).map(|a| a.info.uuid);
+                match slot.sent_to.or(current) {
                     Some(to) => self.send_cancel(member, i, to),
                     None => self.slots[i].cancel_sent = Some(Instant::now()),
                 }
@@ -734,12 +753,11 @@ impl Coordinator {
     /// Every host is final: the record says how the job ended.
     async fn finish(&mut self, member: &Member) {
         let info = &mut self.record.info;
-        if info.state == JobState::Running {
-            info.state = match info.stopped_by {
-                Some(_) => JobState::Stopped,
-                None => JobState::Finished,
-            };
-        }
+        info.state = match (self.record.cancelled, &info.stopped_by) {
+            (true, _) => JobState::Cancelled,
+            (false, Some(_)) => JobState::Stopped,
+            (false, None) => JobState::Finished,
+        };
         info.finished_ms = Some(now_ms());
         self.counts_changed = true;
         // Until the ledger has it all: a finished job is read from there.
@@ -775,7 +793,7 @@ impl Coordinator {
 
     /// Whether a cancellation was asked through another replica.
     async fn cancel_requested(&self) -> bool {
-        self.record.info.state != JobState::Cancelled
+        !self.record.cancelled
             && matches!(
                 self.shared
                     .store

@@ -230,6 +230,7 @@ impl Jobs {
             wait_until_ms: info.spec.wait_secs.map(|s| now + s * 1000),
             info,
             roles: creator.roles,
+            cancelled: false,
         };
         let shared = &self.shared;
         shared

@@ -22,6 +22,10 @@ pub struct Record {
     /// Until when offline hosts are waited for (Unix milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_until_ms: Option<u64>,
+    /// Cancelled: nothing more is sent, what runs is stopped; the job is
+    /// `cancelled` once every host is final.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 impl Record {
