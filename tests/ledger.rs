@@ -550,6 +550,7 @@ async fn disk_refuses_a_foreign_file() {
         .put(Table::new("users"), "alice", bytes("a"))
         .await
         .unwrap();
+    closed(&store).await;
     refused(&store, "not a Concierge jobs ledger");
 
     let newer = dir.path().join("newer.db");
@@ -558,6 +559,7 @@ async fn disk_refuses_a_foreign_file() {
         .create("0123456789ab", 1, bytes("r"), vec![])
         .await
         .unwrap();
+    closed(&newer).await;
     rusqlite::Connection::open(&newer)
         .unwrap()
         .pragma_update(
@@ -567,6 +569,20 @@ async fn disk_refuses_a_foreign_file() {
         )
         .unwrap();
     refused(&newer, "newer version");
+}
+
+/// Waits until the last connection to the SQLite file at `path` is
+/// closed: a dropped store's or ledger's thread closes its connection a
+/// moment later, and that close moves the write-ahead log into the file
+/// (and deletes the log), which would change the file under a comparison.
+async fn closed(path: &std::path::Path) {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&wal).exists() {
+        assert!(tokio::time::Instant::now() < deadline, "{wal:?} stays");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// On Redis: the documented keys, and data the ledger never writes read
