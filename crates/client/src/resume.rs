@@ -111,6 +111,20 @@ impl Resume {
         Ok(connection)
     }
 
+    /// The IDENTIFY of `identity` with the last HELLO's secret, for a
+    /// client that does its own handshake (the load generator's simulated
+    /// agents, on their own sockets); [`Resume::hello`] keeps the answer's.
+    pub fn identify<'a>(&'a self, identity: &'a Identity) -> PayloadIn<'a> {
+        identity.payload(self.secret.as_deref())
+    }
+
+    /// Keeps the secret of a HELLO that such a client received.
+    pub fn hello(&mut self, hello: &PayloadOut) {
+        if let PayloadOut::Hello { resume, .. } = hello {
+            self.secret = resume.clone();
+        }
+    }
+
     /// Connects again, waiting longer after each failure (100 ms doubling
     /// to 5 s, jittered) for at most `patience`, as long as the failure is
     /// [`retryable`]; then sends the SELF_SUBSCRIBE of every subscription,

@@ -3,7 +3,7 @@
 //! traffic to settle, both sides' CPU clocks, and the sum of what its
 //! clients counted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -118,6 +118,17 @@ impl Ctx {
         })
     }
 
+    /// This run's id, in every client name it uses.
+    pub(super) fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// What bounds the connections set up at once (`--concurrency`), for
+    /// client tasks of a scenario's own kind.
+    pub(super) fn connecting(&self) -> Arc<Semaphore> {
+        self.semaphore.clone()
+    }
+
     /// A client name unique to this run.
     pub(super) fn name(&self, role: &str, i: usize) -> String {
         format!("bench_{}_{role}{i}", self.run_id)
@@ -213,6 +224,18 @@ impl Ctx {
         let url = self.common.metrics_url.clone()?;
         match system::metrics_rss(&url).await {
             Ok(rss) => Some(rss),
+            Err(e) => {
+                self.notes.push(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The gateway's metrics (`--metrics-url`), by series.
+    pub(super) async fn server_metrics(&mut self) -> Option<BTreeMap<String, f64>> {
+        let url = self.common.metrics_url.clone()?;
+        match system::metrics(&url).await {
+            Ok(metrics) => Some(metrics),
             Err(e) => {
                 self.notes.push(e.to_string());
                 None

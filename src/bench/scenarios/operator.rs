@@ -1,0 +1,328 @@
+//! The operator of `bench jobs`: one client that creates the job
+//! (`job_create`), follows it as a follower does (§19: subscribe to the
+//! job's service, read `job_get` for a baseline, apply the `host` events
+//! on top, a final state never replaced) and times it on the run's clock,
+//! then reads every host's row back for the checks. `job_get` with
+//! `limit: 0` is read every [`POLL`] as well, so that a follower that
+//! missed events (its subscription came late, the service was made again
+//! after a takeover) still sees the job end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::run::Shared;
+use crate::bench::clients::{classify, encode, Client, Incoming, Ws};
+use crate::bench::BenchError;
+use crate::protocol::agent::{envelope, outcome, Failure, GatewayRequest};
+use crate::protocol::jobs::{
+    HostState, JobDetail, JobEvent, JobHost, JobId, JobInfo, JobQuery, JobSpec, MAX_JOB_HOSTS_PAGE,
+};
+use crate::protocol::{raw_json, PayloadIn, PayloadOut, Sequenced, Target, GATEWAY_NAME};
+
+/// How often the follower reads the job's counts besides its events.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A job as the follower saw it, on the run's clock.
+#[derive(Debug, Default)]
+pub(super) struct Followed {
+    /// When `job_create` was sent and answered.
+    pub(super) sent_ns: u64,
+    pub(super) created_ns: u64,
+    pub(super) job: Option<JobInfo>,
+    /// When an agent sent the first outcome.
+    pub(super) first_outcome_ns: Option<u64>,
+    /// When the first host and the last were seen in a final state.
+    pub(super) first_final_ns: Option<u64>,
+    pub(super) all_final_ns: Option<u64>,
+    /// `host` events received, and the other events.
+    pub(super) host_events: u64,
+    pub(super) other_events: u64,
+    /// A `host` event that would have taken a final host back to a
+    /// non-final state (a follower ignores it; counted, as it should not
+    /// happen).
+    pub(super) regressions: u64,
+    /// Every host's row at the end (`job_get`, all pages).
+    pub(super) hosts: Vec<JobHost>,
+    /// Why following stopped early.
+    pub(super) gave_up: Option<String>,
+    pub(super) notes: Vec<String>,
+}
+
+/// The operator's connection.
+pub(super) struct Operator {
+    shared: Arc<Shared>,
+    ws: Ws,
+    next_rid: u64,
+    /// The job's service, once subscribed.
+    service: Option<String>,
+    /// Each host's state as the events and baselines said.
+    states: HashMap<String, HostState>,
+    finals: u64,
+    pub(super) followed: Followed,
+}
+
+impl Operator {
+    /// Connects to gateway `endpoint` as `name` (without presence: the
+    /// fleet's arrivals are not its business).
+    pub(super) async fn join(
+        shared: Arc<Shared>,
+        endpoint: usize,
+        name: &str,
+    ) -> Result<Operator, BenchError> {
+        let ws = shared.spread.connect(0, endpoint).await?;
+        let client = Client::identify(ws, name, &shared.secret, &shared.token, false).await?;
+        Ok(Operator {
+            shared,
+            ws: client.ws,
+            next_rid: 1,
+            service: None,
+            states: HashMap::new(),
+            finals: 0,
+            followed: Followed::default(),
+        })
+    }
+
+    /// `job_create`: the job, timed.
+    pub(super) async fn create(&mut self, spec: JobSpec) -> Result<JobInfo, BenchError> {
+        self.followed.sent_ns = self.shared.now_ns();
+        let body: Created = self.ask(&GatewayRequest::JobCreate(spec)).await?;
+        self.followed.created_ns = self.shared.now_ns();
+        self.followed.job = Some(body.job.clone());
+        Ok(body.job)
+    }
+
+    /// Follows the job until every host is final, or nothing moved for
+    /// `patience`; then reads every host's row.
+    pub(super) async fn follow(
+        &mut self,
+        job: &JobInfo,
+        patience: Duration,
+    ) -> Result<(), BenchError> {
+        let service = job.service();
+        self.send(&PayloadIn::SelfSubscribe {
+            service: service.as_str().into(),
+            position: None,
+        })
+        .await?;
+        self.service = Some(service);
+        self.baseline(&job.id).await?;
+        let total = u64::from(job.hosts);
+        let mut progress = (self.finals, Instant::now());
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while self.finals < total {
+            if self.finals != progress.0 {
+                progress = (self.finals, Instant::now());
+            } else if progress.1.elapsed() > patience {
+                self.followed.gave_up = Some(format!(
+                    "{} of {total} hosts final, none more for {patience:?}",
+                    self.finals
+                ));
+                break;
+            }
+            tokio::select! {
+                frame = self.ws.next() => {
+                    self.on_frame(frame)?;
+                }
+                _ = poll.tick() => {
+                    let counts: JobDetail = self
+                        .ask(&GatewayRequest::JobGet(query(&job.id, 0, 0)))
+                        .await?;
+                    if counts.job.state != crate::protocol::jobs::JobState::Running {
+                        // Over: the rows say the rest.
+                        self.baseline(&job.id).await?;
+                    }
+                    self.followed.job = Some(counts.job);
+                }
+            }
+        }
+        self.followed.hosts = self.rows(&job.id).await?;
+        Ok(())
+    }
+
+    /// Reads every host's row and applies it as a baseline.
+    async fn baseline(&mut self, job: &JobId) -> Result<(), BenchError> {
+        for row in self.rows(job).await? {
+            self.apply(row.host, row.state);
+        }
+        Ok(())
+    }
+
+    /// Every host's row, page by page.
+    async fn rows(&mut self, job: &JobId) -> Result<Vec<JobHost>, BenchError> {
+        let mut rows = Vec::new();
+        loop {
+            let page: JobDetail = self
+                .ask(&GatewayRequest::JobGet(query(
+                    job,
+                    rows.len() as u64,
+                    MAX_JOB_HOSTS_PAGE as u64,
+                )))
+                .await?;
+            let done =
+                page.hosts.is_empty() || rows.len() + page.hosts.len() >= page.total as usize;
+            rows.extend(page.hosts);
+            self.followed.job = Some(page.job);
+            if done {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// A host's state as an event or a baseline says: a final one is
+    /// never replaced.
+    fn apply(&mut self, host: String, state: HostState) {
+        let now = self.shared.now_ns();
+        let before = self.states.insert(host.clone(), state);
+        match before {
+            Some(old) if old.is_final() => {
+                if !state.is_final() {
+                    self.followed.regressions += 1;
+                }
+                self.states.insert(host, old);
+            }
+            _ if state.is_final() => {
+                self.finals += 1;
+                self.followed.first_final_ns.get_or_insert(now);
+                let total = self.followed.job.as_ref().map_or(0, |j| u64::from(j.hosts));
+                if self.finals == total {
+                    self.followed.all_final_ns = Some(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a gateway request and waits for its answer, applying the
+    /// events that come meanwhile.
+    async fn ask<T: DeserializeOwned>(
+        &mut self,
+        request: &GatewayRequest,
+    ) -> Result<T, BenchError> {
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        let data = raw_json(&envelope(request, rid));
+        self.send(&PayloadIn::Message {
+            target: Target::Name {
+                name: GATEWAY_NAME.into(),
+            },
+            data: &data,
+        })
+        .await?;
+        let deadline = Instant::now() + self.shared.patience.max(Duration::from_secs(30));
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| BenchError::Protocol(format!("no answer to {rid} in time")))?;
+            if let Some(answer) = self.on_frame(frame)? {
+                if answer.get("rid").and_then(Value::as_u64) == Some(rid) {
+                    let msg = answer.get("msg").cloned().unwrap_or_default();
+                    let body = outcome(msg).map_err(refused)?;
+                    return Ok(serde_json::from_value(body)?);
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, payload: &PayloadIn<'_>) -> Result<(), BenchError> {
+        Ok(self.ws.send(Message::Text(encode(payload)?)).await?)
+    }
+
+    /// Takes a frame in: applies a job event, hands back an answer from
+    /// the gateway.
+    fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<Option<Value>, BenchError> {
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                return Err(BenchError::Protocol(format!(
+                    "the gateway closed the operator's connection: {}",
+                    frame
+                        .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_default()
+                )))
+            }
+            Some(Ok(_)) => return Ok(None),
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                return Err(BenchError::Protocol(
+                    "the operator's connection ended".into(),
+                ))
+            }
+        };
+        if let Incoming::Reply { ok: true, .. } = classify(&text) {
+            return Ok(None);
+        }
+        let payload = serde_json::from_str::<Sequenced>(&text)?.payload;
+        match payload {
+            PayloadOut::Message { origin, data, .. } if origin.client.name == GATEWAY_NAME => {
+                Ok(Some(data))
+            }
+            PayloadOut::Message {
+                target: Target::Service { service },
+                data,
+                ..
+            } if Some(&service) == self.service.as_ref() => {
+                match serde_json::from_value::<JobEvent>(data) {
+                    Ok(JobEvent::Host { host, .. }) => {
+                        self.followed.host_events += 1;
+                        self.apply(host.host, host.state);
+                    }
+                    Ok(JobEvent::End { job }) => {
+                        self.followed.other_events += 1;
+                        self.followed.job = Some(job);
+                    }
+                    Ok(_) => self.followed.other_events += 1,
+                    Err(e) => {
+                        return Err(BenchError::Protocol(format!(
+                            "an event of {service} that is no JobEvent: {e}"
+                        )))
+                    }
+                }
+                Ok(None)
+            }
+            PayloadOut::SelfSubscribeResult {
+                successful: false,
+                service,
+                ..
+            } => {
+                // Gone already (a small job over at once): the polls say the rest.
+                self.followed.notes.push(format!(
+                    "could not subscribe to {}: followed by polling only",
+                    service.name
+                ));
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `job_create`'s success body.
+#[derive(serde::Deserialize)]
+struct Created {
+    job: JobInfo,
+}
+
+fn query(job: &JobId, offset: u64, limit: u64) -> JobQuery {
+    JobQuery {
+        job: job.clone(),
+        offset: Some(offset),
+        limit: Some(limit),
+        state: None,
+        output: false,
+    }
+}
+
+fn refused(failure: Failure) -> BenchError {
+    BenchError::Protocol(format!("the gateway refused: {failure}"))
+}
