@@ -380,7 +380,11 @@ async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
     .await;
     let table = report.table();
     assert!(report.clean(), "{table}");
-    assert_eq!((report.connected, report.connect_failures), (50, 0), "{table}");
+    assert_eq!(
+        (report.connected, report.connect_failures),
+        (50, 0),
+        "{table}"
+    );
     let jobs = report.jobs.as_ref().expect("job figures");
     assert_eq!(jobs.hosts, 50, "{table}");
     assert_eq!(

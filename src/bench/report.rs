@@ -496,6 +496,46 @@ mod tests {
     }
 
     #[test]
+    fn a_job_with_a_lost_or_twice_run_host_is_not_clean() {
+        let figures = JobFigures {
+            job: "0123456789ab".into(),
+            hosts: 2,
+            executed_once: 2,
+            states: BTreeMap::from([("exited".into(), 2)]),
+            first_result_ms: Some(1.5),
+            ..JobFigures::default()
+        };
+        let mut r = Report {
+            jobs: Some(figures.clone()),
+            ..Report::default()
+        };
+        assert!(r.clean(), "{}", r.table());
+        assert!(r.table().contains("every host final"));
+        assert!(r.table().contains("exited 2"));
+        for broken in [
+            JobFigures {
+                lost: 1,
+                executed_once: 1,
+                ..figures.clone()
+            },
+            JobFigures {
+                duplicated: 1,
+                executed_once: 1,
+                ..figures.clone()
+            },
+            JobFigures {
+                gave_up: Some("stuck".into()),
+                ..figures.clone()
+            },
+        ] {
+            r.jobs = Some(broken);
+            assert!(!r.clean());
+            assert!(r.table().contains("FAILED"));
+        }
+        assert!(r.json().contains("\"gave_up\": \"stuck\""));
+    }
+
+    #[test]
     fn a_report_with_losses_is_not_clean() {
         let mut r = Report {
             counts: Some(Counts {

@@ -463,6 +463,32 @@ mod tests {
     }
 
     #[test]
+    fn an_identify_of_its_own_gives_the_last_hellos_secret() {
+        let identity = Identity {
+            name: "host1".into(),
+            tags: vec!["agent".into()],
+            token: None,
+            presence: false,
+            take_over: true,
+        };
+        let resume_of = |payload: PayloadIn<'_>| match payload {
+            PayloadIn::Identify { resume, .. } => resume.map(|r| r.into_owned()),
+            other => panic!("not an IDENTIFY: {other:?}"),
+        };
+        let mut resume = Resume::default();
+        assert_eq!(resume_of(resume.identify(&identity)), None);
+        for secret in ["s1", "s2"] {
+            resume.hello(&PayloadOut::Hello {
+                uuid: Uuid::nil(),
+                version: "0.2.0".into(),
+                fs_key: String::new(),
+                resume: Some(secret.into()),
+            });
+            assert_eq!(resume_of(resume.identify(&identity)), Some(secret.into()));
+        }
+    }
+
+    #[test]
     fn still_subscribed_keeps_what_was_seen() {
         let mut resume = Resume::default();
         resume.subscribe("audit_h");
