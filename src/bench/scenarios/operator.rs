@@ -65,6 +65,8 @@ pub(super) struct Operator {
     /// Each host's state as the events and baselines said.
     states: HashMap<String, HostState>,
     finals: u64,
+    /// The job's `end` event came.
+    ended: bool,
     pub(super) followed: Followed,
 }
 
@@ -85,6 +87,7 @@ impl Operator {
             service: None,
             states: HashMap::new(),
             finals: 0,
+            ended: false,
             followed: Followed::default(),
         })
     }
@@ -130,6 +133,10 @@ impl Operator {
             tokio::select! {
                 frame = self.ws.next() => {
                     self.on_frame(frame)?;
+                    if self.ended && self.finals < total {
+                        // Over, and some host events missed: the rows say.
+                        self.baseline(&job.id).await?;
+                    }
                 }
                 _ = poll.tick() => {
                     let counts: JobDetail = self
@@ -280,6 +287,7 @@ impl Operator {
                     Ok(JobEvent::End { job }) => {
                         self.followed.other_events += 1;
                         self.followed.job = Some(job);
+                        self.ended = true;
                     }
                     Ok(_) => self.followed.other_events += 1,
                     Err(e) => {
