@@ -92,16 +92,20 @@
 //! mistake) has its own.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::{broadcast, oneshot};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::broadcast;
 
+use super::sqlite::{
+    configure, connect, create_folder, exists, failure, marks, ms_sql, FileThread, Marks,
+};
 use crate::cluster::store::{Changed, Store, StoreError, StoreFuture, Table, Taken};
+
+/// What names the file in errors.
+const WHAT: &str = "the store";
 
 /// How many changes a slow [`Store::changes`] receiver may fall behind
 /// before it lags.
@@ -113,9 +117,6 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 /// How often the store's thread looks for other processes' changes.
 pub const POLL: Duration = Duration::from_millis(250);
-
-/// How long a write waits for another process's transaction to end.
-const BUSY: Duration = Duration::from_secs(5);
 
 /// `PRAGMA application_id` of a Concierge store: "Conc" in ASCII.
 const APPLICATION_ID: i64 = 0x436f_6e63;
@@ -156,16 +157,11 @@ const DELETE: &str = "DELETE FROM records WHERE tbl = ?1 AND key = ?2";
 
 /// The standalone [`Store`]: see the module documentation.
 pub struct DiskStore {
-    path: PathBuf,
-    /// To the store's thread; dropping it ends the thread.
-    jobs: mpsc::Sender<Job>,
+    /// The store's thread; dropping it ends the thread.
+    thread: FileThread<Worker>,
     volatile: Mutex<Volatile>,
     changes: broadcast::Sender<Changed>,
 }
-
-/// An operation for the store's thread, which answers through a channel
-/// of its own.
-type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 /// The store's thread: the file's connection, once there is a file.
 struct Worker {
@@ -276,63 +272,14 @@ impl Volatile {
     }
 }
 
-/// Turns an SQLite error into a [`StoreError`] naming the file: damaged or
-/// foreign data is corrupt, anything else (locked, no permission, disk
-/// full) unavailable.
-fn failure<'a>(path: &'a Path, doing: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
-    move |error| {
-        let message = format!("cannot {doing} {}: {error}", path.display());
-        match &error {
-            rusqlite::Error::SqliteFailure(e, _)
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
-                ) =>
-            {
-                StoreError::Corrupt(message)
-            }
-            // A value of another type than the schema's, or text that is
-            // not UTF-8: not written by this code.
-            rusqlite::Error::InvalidColumnType(..)
-            | rusqlite::Error::FromSqlConversionFailure(..)
-            | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(message),
-            _ => StoreError::Unavailable(message),
-        }
-    }
-}
-
-/// Whether there is a file at `path`. A folder on the way that is missing,
-/// or is a file, means there is none (and creating it will say why not).
-fn exists(path: &Path) -> Result<bool, StoreError> {
-    match std::fs::metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(false),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot look for the store {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
 /// What the file at `path`, open on `conn`, holds; an error if it is not
 /// a Concierge store this code can read.
 fn inspect(conn: &Connection, path: &Path) -> Result<Contents, StoreError> {
-    let read = failure(path, "read");
-    let (application, version, objects) = conn
-        .query_row(
-            "SELECT (SELECT application_id FROM pragma_application_id),
-                    (SELECT user_version FROM pragma_user_version),
-                    (SELECT count(*) FROM sqlite_schema)",
-            [],
-            |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            },
-        )
-        .map_err(read)?;
+    let Marks {
+        application,
+        version,
+        objects,
+    } = marks(conn, path)?;
     let path = path.display();
     match (application, version) {
         (APPLICATION_ID, SCHEMA) => Ok(Contents::Store),
@@ -356,37 +303,11 @@ impl Db {
     /// Opens the file at `path`, creating it if `create`, and checks what
     /// it holds before changing anything in it.
     fn open(path: &Path, create: bool) -> Result<Db, StoreError> {
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if create {
-            flags |= OpenFlags::SQLITE_OPEN_CREATE;
-        }
-        let opening = failure(path, "open the store");
-        let conn = Connection::open_with_flags(path, flags).map_err(opening)?;
-        // Password hashes and signing keys: for this user only. SQLite gives
-        // its WAL and shared-memory files the database file's mode.
-        if create {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-                |e| StoreError::Unavailable(format!("cannot make {} private: {e}", path.display())),
-            )?;
-        }
-        conn.busy_timeout(BUSY)
-            .map_err(failure(path, "open the store"))?;
+        let conn = connect(path, create, WHAT)?;
         let contents = inspect(&conn, path)?;
         let ready = !matches!(contents, Contents::Empty);
         let current = matches!(contents, Contents::Store);
-        let configure = failure(path, "set up the store");
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-            .map_err(configure)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Unavailable(format!(
-                "cannot set up the store {}: its journal stays in mode {mode}, not WAL",
-                path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(failure(path, "set up the store"))?;
+        configure(&conn, path, WHAT)?;
         let version = data_version(&conn).map_err(failure(path, "read"))?;
         Ok(Db {
             conn,
@@ -404,23 +325,6 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 impl Worker {
-    /// Runs the jobs sent until the store is dropped, and between them
-    /// looks for other processes' changes every [`POLL`].
-    fn run(mut self, jobs: mpsc::Receiver<Job>) {
-        let mut next_poll = Instant::now() + POLL;
-        loop {
-            match jobs.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
-                Ok(job) => job(&mut self),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            if Instant::now() >= next_poll {
-                self.poll();
-                next_poll = Instant::now() + POLL;
-            }
-        }
-    }
-
     /// Sends [`Changed::Missed`] if another process has committed to the
     /// file since the last look (opening a file that has appeared sends it
     /// too, see [`Worker::open`]).
@@ -457,14 +361,7 @@ impl Worker {
     /// commits are caught by [`Worker::poll`]).
     fn open(&self, create: bool) -> Result<Db, StoreError> {
         if create {
-            if let Some(folder) = self.path.parent() {
-                std::fs::create_dir_all(folder).map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "cannot create the folder of the store {}: {e}",
-                        self.path.display()
-                    ))
-                })?;
-            }
+            create_folder(&self.path, WHAT)?;
         }
         let db = Db::open(&self.path, create)?;
         if db.ready {
@@ -476,7 +373,7 @@ impl Worker {
     /// The connection, opening the file if there is one now; `None` if
     /// there is none.
     fn existing(&mut self) -> Result<Option<&mut Db>, StoreError> {
-        if self.db.is_none() && exists(&self.path)? {
+        if self.db.is_none() && exists(&self.path, WHAT)? {
             self.db = Some(self.open(false)?);
         }
         Ok(self.db.as_mut())
@@ -527,7 +424,7 @@ impl Worker {
     /// change nothing answers at once; any other creates the file, and the
     /// schema in the same transaction as the record.
     fn write(&mut self, table: Table, key: &str, write: Write) -> Result<bool, StoreError> {
-        if self.db.is_none() && !exists(&self.path)? {
+        if self.db.is_none() && !exists(&self.path, WHAT)? {
             if let (answer, Change::Keep) = write.decide(None) {
                 return Ok(answer);
             }
@@ -637,7 +534,7 @@ impl Worker {
 
     /// [`Store::uncount`], in one transaction.
     fn uncount(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
-        if self.db.is_none() && !exists(&self.path)? {
+        if self.db.is_none() && !exists(&self.path, WHAT)? {
             return Ok(());
         }
         let now = unix_ms();
@@ -679,11 +576,6 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A time in milliseconds as SQLite stores it.
-fn ms_sql(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 impl DiskStore {
     /// A store on the file at `path`, which need not exist, nor its
     /// folder: nothing is created until the first write (see the module
@@ -697,7 +589,7 @@ impl DiskStore {
         let changes = broadcast::channel(CHANGES).0;
         let worker = Worker {
             path: path.clone(),
-            db: if exists(&path)? {
+            db: if exists(&path, WHAT)? {
                 Some(Db::open(&path, false)?)
             } else {
                 None
@@ -705,19 +597,15 @@ impl DiskStore {
             changes: changes.clone(),
             poll_failing: false,
         };
-        let (jobs, receiver) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("concierge-store".to_owned())
-            .spawn(move || worker.run(receiver))
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot start the thread of the store {}: {e}",
-                    path.display()
-                ))
-            })?;
+        let thread = FileThread::spawn(
+            "concierge-store",
+            &path,
+            WHAT,
+            worker,
+            Some((POLL, Worker::poll)),
+        )?;
         Ok(DiskStore {
-            path,
-            jobs,
+            thread,
             volatile: Mutex::new(Volatile {
                 leases: HashMap::new(),
                 next_sweep: Instant::now() + SWEEP,
@@ -732,21 +620,7 @@ impl DiskStore {
         &self,
         job: impl FnOnce(&mut Worker) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<'_, T> {
-        Box::pin(async move {
-            let (answer, answered) = oneshot::channel();
-            let job: Job = Box::new(move |worker| {
-                // The caller may have given up waiting.
-                let _ = answer.send(job(worker));
-            });
-            let stopped = || {
-                StoreError::Unavailable(format!(
-                    "the thread of the store {} has stopped",
-                    self.path.display()
-                ))
-            };
-            self.jobs.send(job).map_err(|_| stopped())?;
-            answered.await.map_err(|_| stopped())?
-        })
+        self.thread.run(job)
     }
 
     fn write(&self, table: Table, key: &str, write: Write) -> StoreFuture<'_, bool> {

@@ -21,7 +21,11 @@
 //!   subscribers that come back: in memory alone; in Redis streams among
 //!   replicas, with a copy in the memory of the owner's replica.
 //!
-//! [`join`] builds the four from the settings, in this one place, and
+//! Beside them, the jobs' [`Ledger`] keeps every job's record and host
+//! rows: in a file of its own alone ([`disk_ledger`]), in Redis among
+//! replicas ([`redis::ledger`]).
+//!
+//! [`join`] builds them from the settings, in this one place, and
 //! hands them to the gateway as one [`Cluster`]: nothing outside this
 //! folder knows which backend it runs on.
 //!
@@ -34,11 +38,13 @@
 mod broker;
 mod claims;
 pub mod disk;
+pub mod disk_ledger;
 pub mod history;
 pub mod ledger;
 mod payload;
 pub mod redis;
 pub mod settings;
+mod sqlite;
 mod standalone;
 pub mod store;
 
@@ -53,9 +59,10 @@ use uuid::Uuid;
 pub use self::broker::Broker;
 pub use self::claims::Claims;
 pub use self::history::Histories;
+use self::ledger::Ledger;
 pub use self::payload::Payload;
 pub use self::settings::ClusterSettings;
-use self::store::Store;
+use self::store::{Store, StoreError};
 use crate::protocol::{ClientInfo, Close, CloseCode, ServiceInfo};
 
 /// Identifies one gateway process in a cluster.
@@ -179,13 +186,18 @@ pub const INBOUND: usize = 65_536;
 /// one that commands run beside the gateway open too.
 pub const STORE_FILE: &str = "concierge.db";
 
+/// The file of a standalone gateway's [`Ledger`], beside [`STORE_FILE`].
+pub const JOBS_FILE: &str = "jobs.db";
+
 /// A node's place in its cluster: the [`Broker`], the [`Claims`], the
-/// [`Store`] and the [`Histories`], built together by [`join`].
+/// [`Store`], the [`Histories`] and the [`Ledger`], built together by
+/// [`join`].
 pub struct Cluster {
     broker: Box<dyn Broker>,
     claims: Box<dyn Claims>,
     store: Arc<dyn Store>,
     history: Arc<dyn Histories>,
+    ledger: Arc<dyn Ledger>,
     /// Whether other nodes may serve this node's clients once it stops.
     replicated: bool,
 }
@@ -214,6 +226,11 @@ impl Cluster {
     /// Services' histories.
     pub fn history(&self) -> &Arc<dyn Histories> {
         &self.history
+    }
+
+    /// Jobs and their hosts.
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.ledger
     }
 
     /// How this node's clients are closed when it stops: alone, the
@@ -245,18 +262,27 @@ pub async fn open_store(settings: &ClusterSettings) -> Result<Arc<dyn Store>, Cl
         Some(endpoint) => redis::open_store(endpoint).await,
         None => {
             let path = settings.data_dir.join(STORE_FILE);
-            let shown = path.display().to_string();
-            let store = tokio::task::spawn_blocking(move || disk::DiskStore::open(path))
-                .await
-                .map_err(|e| {
-                    ClusterError::Unavailable(format!(
-                        "opening the store {shown} did not finish: {e}"
-                    ))
-                })?
-                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-            Ok(Arc::new(store))
+            Ok(Arc::new(
+                open_file(path, "the store", disk::DiskStore::open).await?,
+            ))
         }
     }
+}
+
+/// Opens the file at `path` with `open` (which blocks) on a thread that may
+/// block; `what` names it in an error.
+async fn open_file<T: Send + 'static>(
+    path: std::path::PathBuf,
+    what: &str,
+    open: fn(std::path::PathBuf) -> Result<T, StoreError>,
+) -> Result<T, ClusterError> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || open(path))
+        .await
+        .map_err(|e| {
+            ClusterError::Unavailable(format!("opening {what} {shown} did not finish: {e}"))
+        })?
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))
 }
 
 /// Joins the cluster the settings describe: Redis replicas when a Redis is
@@ -267,12 +293,15 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
         // Created on its first write, with the folder: nothing is left in
         // the data folder before something is stored.
         let store = open_store(settings).await?;
+        let path = settings.data_dir.join(JOBS_FILE);
+        let ledger = open_file(path, "the jobs ledger", disk_ledger::DiskLedger::open).await?;
         let node = Uuid::new_v4();
         let cluster = Cluster {
             broker: Box::new(standalone::LocalBroker::new(node)),
             claims: Box::new(standalone::LocalClaims::default()),
             store,
             history: Arc::new(history::MemoryHistory::default()),
+            ledger: Arc::new(ledger),
             replicated: false,
         };
         return Ok((cluster, rx));
@@ -283,6 +312,7 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
         claims: Box::new(parts.claims),
         store: parts.store,
         history: parts.history,
+        ledger: parts.ledger,
         replicated: true,
     };
     Ok((cluster, rx))

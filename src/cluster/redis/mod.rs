@@ -9,11 +9,13 @@
 //! [`RedisClaims`](claims::RedisClaims) (names, records, the node's lease),
 //! [`RedisStore`] (the features' state) and
 //! [`RedisHistory`](history::RedisHistory) (services' histories, in
-//! streams).
+//! streams). The jobs' [`RedisLedger`] uses the same master's connection,
+//! under the same prefix (its keys are in [`ledger`]).
 
 mod broker;
 mod claims;
 mod history;
+pub mod ledger;
 mod link;
 pub mod master;
 pub mod store;
@@ -30,19 +32,23 @@ use uuid::Uuid;
 use self::broker::RedisBroker;
 use self::claims::RedisClaims;
 use self::history::RedisHistory;
+use self::ledger::RedisLedger;
 use self::link::Link;
 use self::master::{Endpoint, Master};
 use self::store::RedisStore;
 use self::wire::PREFIX;
+use super::ledger::Ledger;
 use super::store::Store;
 use super::{ClusterError, Inbound};
 
-/// The three parts of a replica's seam, on one link.
+/// The parts of a replica's seam, on one link, and the ledger on the same
+/// master.
 pub struct Parts {
     pub broker: RedisBroker,
     pub claims: RedisClaims,
     pub store: Arc<dyn Store>,
     pub history: Arc<RedisHistory>,
+    pub ledger: Arc<dyn Ledger>,
 }
 
 /// The store in Redis, for a command: no retry, an error at once when Redis
@@ -87,6 +93,7 @@ pub async fn connect(
         }
     };
     let store: Arc<dyn Store> = Arc::new(RedisStore::new(master.clone(), PREFIX));
+    let ledger: Arc<dyn Ledger> = Arc::new(RedisLedger::new(master.clone(), PREFIX));
     let (writes, write_rx) = mpsc::channel(link::WRITES);
     let (watches, watch_rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
@@ -111,5 +118,6 @@ pub async fn connect(
         claims: RedisClaims { link },
         store,
         history,
+        ledger,
     })
 }

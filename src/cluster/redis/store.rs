@@ -205,7 +205,9 @@ impl RedisStore {
 }
 
 /// `future`, failing as [`StoreError::Unavailable`] after [`TIMEOUT`].
-async fn bounded<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+pub(super) async fn bounded<T>(
+    future: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
     match tokio::time::timeout(TIMEOUT, future).await {
         Ok(result) => result.map_err(failure),
         Err(_) => Err(StoreError::Unavailable(format!(
@@ -215,7 +217,7 @@ async fn bounded<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Resu
 }
 
 /// A Redis error as a [`StoreError`].
-fn failure(error: RedisError) -> StoreError {
+pub(super) fn failure(error: RedisError) -> StoreError {
     let kind = error.kind();
     if matches!(
         kind,
@@ -238,7 +240,7 @@ fn millis(duration: Duration) -> u64 {
 
 /// An optional value as a script argument: empty for none, `=` and the
 /// value otherwise (so an empty value is not taken for none).
-fn optional(value: Option<Vec<u8>>) -> Vec<u8> {
+pub(super) fn optional(value: Option<Vec<u8>>) -> Vec<u8> {
     match value {
         None => Vec::new(),
         Some(value) => {
