@@ -270,6 +270,16 @@ settings! {
     max_history_size: u64 = 10_000, env "CONCIERGE_MAX_HISTORY_SIZE";
     /// Most bytes one service's history keeps: beyond, its oldest messages go.
     max_history_bytes: usize = 16_777_216, env "CONCIERGE_MAX_HISTORY_BYTES", check positive;
+    /// Most jobs (docs/PROTOCOL.md section 19) one gateway process coordinates at once; a job_create beyond gets `limit`.
+    max_jobs: usize = 32, env "CONCIERGE_MAX_JOBS", check positive;
+    /// Most hosts one job may resolve to.
+    max_job_hosts: usize = 20_000, env "CONCIERGE_MAX_JOB_HOSTS", check positive;
+    /// Most hosts of one job sent their request and not yet answered at once (a job's batch may ask for fewer).
+    job_window: usize = 1_000, env "CONCIERGE_JOB_WINDOW", check positive;
+    /// Seconds a host may stay disconnected in the middle of a job before it is failed (`gone`).
+    job_host_gone_secs: u64 = 300, env "CONCIERGE_JOB_HOST_GONE_SECS", check positive;
+    /// Days a finished job's record, hosts and outputs are kept.
+    job_retention_days: u64 = 30, env "CONCIERGE_JOB_RETENTION_DAYS", check positive;
     /// Largest file accepted by PUT /fs, in bytes; larger uploads get 413.
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
     /// Most bytes one client's files may take on the file server, uploads still streaming in included; an upload beyond gets 413. In a cluster each replica counts the uploads it received.

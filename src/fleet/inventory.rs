@@ -122,11 +122,34 @@ impl Inventory {
             .limit
             .map_or(MAX_HOSTS_PAGE, |l| usize::try_from(l).unwrap_or(usize::MAX))
             .clamp(1, MAX_HOSTS_PAGE);
+        let mut hosts = self
+            .matching(
+                query.after.as_deref(),
+                query.online,
+                selector,
+                online,
+                limit + 1,
+            )
+            .await?;
+        let more = hosts.len() > limit;
+        hosts.truncate(limit);
+        Ok(HostsPage { hosts, more })
+    }
+
+    /// At most `limit` hosts after `after` that `selector` matches (only
+    /// those online with `online_only`), sorted by name.
+    pub async fn matching(
+        &self,
+        after: Option<&str>,
+        online_only: bool,
+        selector: Option<&Selector>,
+        online: &dyn Fn(&str) -> bool,
+        limit: usize,
+    ) -> Result<Vec<HostRecord>, StoreError> {
         let now = now_secs();
         let mut hosts = Vec::new();
-        let mut more = false;
         for (name, bytes) in self.store.list(HOSTS).await? {
-            if query.after.as_ref().is_some_and(|after| &name <= after) {
+            if after.is_some_and(|after| name.as_str() <= after) {
                 continue;
             }
             let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else {
@@ -134,7 +157,7 @@ impl Inventory {
                 continue;
             };
             let online = online(&name);
-            if query.online && !online {
+            if online_only && !online {
                 continue;
             }
             let record = HostRecord {
@@ -149,12 +172,11 @@ impl Inventory {
                 continue;
             }
             if hosts.len() == limit {
-                more = true;
                 break;
             }
             hosts.push(record);
         }
-        Ok(HostsPage { hosts, more })
+        Ok(hosts)
     }
 
     /// Forgets host `name`; whether the inventory had it.

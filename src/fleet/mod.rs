@@ -12,5 +12,7 @@
 //! [`Observer`](crate::namespace::Observer).
 
 pub mod inventory;
+pub mod jobs;
 
 pub use inventory::Inventory;
+pub use jobs::Jobs;

@@ -5,16 +5,18 @@
 //! connection it already has (`get_vpn_conf`), how operators list and
 //! revoke peers (`vpn_peers`, `vpn_revoke`), and how hosts file their facts
 //! in the inventory and operators read it (`facts`, `hosts`,
-//! `forget_host`).
+//! `forget_host`), and how jobs are created, read and cancelled
+//! (`job_create`, `job_get`, `jobs`, `job_cancel`, `job_output`).
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::auth::{Auth, Claims};
+use crate::auth::{Auth, Claims, Role};
 use crate::fleet::inventory::may_be_host;
-use crate::fleet::Inventory;
+use crate::fleet::jobs::{Created, Creator};
+use crate::fleet::{Inventory, Jobs};
 use crate::namespace::{Namespace, ReplyTo};
 use crate::protocol::agent::args::VpnConf;
 use crate::protocol::agent::{
@@ -29,6 +31,7 @@ use crate::vpn::{Fetch, Vpn};
 pub struct Desk {
     pub vpn: Vpn,
     pub inventory: Arc<Inventory>,
+    pub jobs: Arc<Jobs>,
     pub namespace: Namespace,
     pub auth: Arc<Auth>,
 }
@@ -83,10 +86,17 @@ async fn serve(
 ) -> Result<Value, Failure> {
     let request = GatewayRequest::parse(envelope)?;
     match (request.role(), &claims) {
-        // A gateway that requires no token lets anyone read the inventory,
-        // as anyone may list its clients.
-        (Some(_), None) if matches!(request, GatewayRequest::Hosts(_)) && !desk.auth.required() => {
-        }
+        // A gateway that requires no token lets anyone read the inventory
+        // and jobs, as anyone may list its clients, and create and cancel
+        // jobs: each agent decides whether an anonymous sender may run
+        // what a job asks (its `anonymous_role`).
+        (Some(Role::Viewer), None) if !desk.auth.required() => {}
+        (Some(_), None)
+            if !desk.auth.required()
+                && matches!(
+                    request,
+                    GatewayRequest::JobCreate(_) | GatewayRequest::JobCancel(_)
+                ) => {}
         (Some(needed), claims) => {
             let (user, roles) = match claims {
                 Some(c) => (Some(c.sub.as_str()), c.role.implied()),
@@ -147,14 +157,27 @@ async fn serve(
                 .map_err(unavailable)?;
             Ok(success(json!(page)))
         }
-        GatewayRequest::JobCreate(_)
-        | GatewayRequest::JobGet(_)
-        | GatewayRequest::Jobs(_)
-        | GatewayRequest::JobCancel(_)
-        | GatewayRequest::JobOutput(_) => Err(Failure::new(
-            Reason::Unavailable,
-            "this gateway does not run jobs yet",
-        )),
+        GatewayRequest::JobCreate(spec) => {
+            let creator = Creator {
+                user: claims.as_ref().map(|c| c.sub.clone()),
+                roles: client.roles.clone(),
+                client: client.name.clone(),
+            };
+            Ok(success(match desk.jobs.create(spec, creator).await? {
+                Created::Job(job) => json!({ "job": job }),
+                Created::Preview(preview) => json!(preview),
+            }))
+        }
+        GatewayRequest::JobGet(query) => Ok(success(json!(desk.jobs.get(&query).await?))),
+        GatewayRequest::Jobs(query) => Ok(success(json!(desk.jobs.list(&query).await?))),
+        GatewayRequest::JobCancel(job) => {
+            let by = claims.as_ref().map_or(&client.name, |c| &c.sub);
+            let job = desk.jobs.cancel(&job.job, by).await?;
+            Ok(success(json!({ "job": job })))
+        }
+        GatewayRequest::JobOutput(host) => {
+            Ok(success(json!({ "host": desk.jobs.output(&host).await? })))
+        }
         GatewayRequest::ForgetHost(args) => {
             if !desk
                 .inventory

@@ -90,7 +90,7 @@ fn start<S: Socket, T: Translator>(
         state.namespace.clone(),
         state.auth.clone(),
         state.vpn.clone(),
-        state.inventory.clone(),
+        (state.inventory.clone(), state.jobs.clone()),
         &peer,
         limit,
     );

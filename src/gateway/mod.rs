@@ -13,6 +13,7 @@ mod answers;
 mod formats;
 mod forwarded;
 mod http;
+mod jobs_api;
 mod login;
 mod observers;
 pub(crate) mod origin;
@@ -43,7 +44,7 @@ use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
 use crate::console;
 use crate::files;
-use crate::fleet::Inventory;
+use crate::fleet::{Inventory, Jobs};
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
 use crate::vpn::Vpn;
@@ -62,6 +63,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub vpn: Vpn,
     pub inventory: Arc<Inventory>,
+    pub jobs: Arc<Jobs>,
     /// Engine.IO's long-polling sessions, by sid.
     pub polling: Arc<Polling>,
 }
@@ -162,6 +164,7 @@ impl Gateway {
             &files_dir,
         ));
         let inventory = Inventory::start(cluster.store().clone());
+        let (ledger, store) = (cluster.ledger().clone(), cluster.store().clone());
         let observers: Vec<Arc<dyn Observer>> = vec![
             Arc::new(observers::Gauges),
             inventory.clone(),
@@ -174,12 +177,20 @@ impl Gateway {
             Observers::new(observers),
         );
         let vpn = Vpn::start(vpn_settings, auth.store().clone(), auth.clone());
+        let jobs = Jobs::start(
+            &settings,
+            namespace.clone(),
+            inventory.clone(),
+            ledger,
+            store,
+        );
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             namespace: namespace.clone(),
             auth: auth.clone(),
             vpn,
             inventory,
+            jobs,
             polling: Arc::default(),
         });
         let files = web::Data::new(files::Files::new(
@@ -208,6 +219,7 @@ impl Gateway {
                 .route("/vpn/peers", web::get().to(http::vpn_peers))
                 .configure(login::routes)
                 .configure(admin_api::routes)
+                .configure(jobs_api::routes)
                 .service(
                     web::scope("/fs")
                         .wrap(origin::cors(&app_state.settings))

@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::config::Settings;
-use crate::fleet::Inventory;
+use crate::fleet::{Inventory, Jobs};
 use crate::metrics;
 use crate::namespace::{Member, Namespace, Resume};
 use crate::protocol::{ClientInfo, Close, CloseCode};
@@ -57,6 +57,7 @@ pub struct Session<T: Translator> {
     pub(crate) auth: Arc<Auth>,
     pub(crate) vpn: Vpn,
     pub(crate) inventory: Arc<Inventory>,
+    pub(crate) jobs: Arc<Jobs>,
     pub(crate) span: tracing::Span,
     /// The session's end of its socket: every frame it sends goes through
     /// this bounded queue.
@@ -80,7 +81,7 @@ impl<T: Translator> Session<T> {
         namespace: Namespace,
         auth: Arc<Auth>,
         vpn: Vpn,
-        inventory: Arc<Inventory>,
+        (inventory, jobs): (Arc<Inventory>, Arc<Jobs>),
         peer: &str,
         frame_limit: Rc<FrameLimit>,
     ) -> (Self, Writer) {
@@ -93,6 +94,7 @@ impl<T: Translator> Session<T> {
             auth,
             vpn,
             inventory,
+            jobs,
             span,
             out,
             sink,

@@ -10,6 +10,7 @@ mod access;
 mod connection;
 mod escapes;
 mod follows;
+mod jobs;
 mod policy;
 mod processes;
 mod refusals;

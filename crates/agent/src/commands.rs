@@ -11,12 +11,13 @@ use tokio::sync::watch;
 
 use super::audit::Audit;
 use super::follows::{End, Follows, Ticket};
+use super::jobs::{self, Jobs};
 use super::procs::{self, Procs, Spawn, CHUNK_MAX};
 use super::settings::Resolved;
 use super::signals;
 use super::systemd::{Systemd, UnitAction};
 use super::telemetry::{self, Snapshot, Telemetry, STAT_TYPES};
-use concierge_protocol::agent::args::{Execute, ProcOutput, Unit};
+use concierge_protocol::agent::args::{ExecCommand, Execute, ProcOutput, Unit};
 use concierge_protocol::agent::{authorize, success, Failure, Reason, Request, RequestName};
 use concierge_protocol::{Origin, Role};
 
@@ -29,6 +30,7 @@ pub struct Host {
     pub snapshots: watch::Receiver<Snapshot>,
     pub systemd: Option<Systemd>,
     pub audit: Audit,
+    pub jobs: Jobs,
     /// `--vpn`: the tunnel.
     pub vpn: Option<std::sync::Arc<super::vpn::VpnClient>>,
 }
@@ -100,8 +102,7 @@ impl Host {
             Request::RestartService(unit) => plain(self.unit(&unit, UnitAction::Restart).await),
             Request::ReloadService(unit) => plain(self.unit(&unit, UnitAction::Reload).await),
             Request::ExecCommand(args) => {
-                let argv = command_words(&args.command)?;
-                let spec = self.spawn_spec(argv, args.cwd.as_deref(), args.env.as_ref())?;
+                let spec = self.exec_command_spec(&args)?;
                 plain(self.exec_command(spec).await)
             }
             Request::GetPort(_) => plain(free_port()),
@@ -114,12 +115,13 @@ impl Host {
                 Reason::NotFound,
                 "this host has no VPN configuration: VPN configs come from the gateway",
             )),
+            // Served by `handle`, which sends its events before the reply.
+            Request::RunJob(_) => Err(Failure::bad_argument(
+                "a job runs a host request, not run_job",
+            )),
+            Request::CancelJob(args) => plain(jobs::cancel(self, &args.job).await),
             // With the count of frames it could not read: a sign that
             // something sends data its gateway should have refused.
-            Request::RunJob(_) | Request::CancelJob(_) => Err(Failure::new(
-                Reason::UnknownRequest,
-                "this agent does not run jobs yet",
-            )),
             Request::Ping(_) => plain(Ok(success(json!({
                 "name": self.settings.name,
                 "undecodable_frames": concierge_client::undecodable_frames(),
@@ -170,24 +172,35 @@ impl Host {
         })
     }
 
-    fn execute(
-        &self,
-        requester: uuid::Uuid,
-        args: Execute,
-    ) -> Result<(Value, Option<Follow>), Failure> {
+    /// What `execute` starts, checked against the policy.
+    pub fn execute_spec(&self, args: &Execute) -> Result<Spawn, Failure> {
         // seed 003's argv array, or (for a person typing into the console)
         // a command line split as exec_command splits it.
-        let argv = match (args.cmd, &args.command) {
+        let argv = match (&args.cmd, &args.command) {
             (Some(_), Some(_)) => {
                 return Err(Failure::bad_argument(
                     "give either `cmd` (an argv array) or `command` (a line), not both",
                 ))
             }
             (None, Some(line)) => command_words(line)?,
-            (Some(cmd), None) => cmd,
+            (Some(cmd), None) => cmd.clone(),
             (None, None) => return Err(Failure::bad_argument("`cmd` is required")),
         };
-        let spec = self.spawn_spec(argv, args.cwd.as_deref(), args.env.as_ref())?;
+        self.spawn_spec(argv, args.cwd.as_deref(), args.env.as_ref())
+    }
+
+    /// What `exec_command` starts, checked against the policy.
+    pub fn exec_command_spec(&self, args: &ExecCommand) -> Result<Spawn, Failure> {
+        let argv = command_words(&args.command)?;
+        self.spawn_spec(argv, args.cwd.as_deref(), args.env.as_ref())
+    }
+
+    fn execute(
+        &self,
+        requester: uuid::Uuid,
+        args: Execute,
+    ) -> Result<(Value, Option<Follow>), Failure> {
+        let spec = self.execute_spec(&args)?;
         // Admitted before the process starts: a refused follow starts nothing.
         let ticket = match args.follow {
             true => Some(self.follows.admit(requester, None)?),

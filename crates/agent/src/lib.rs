@@ -17,6 +17,9 @@ pub mod audit;
 pub mod commands;
 pub mod facts;
 pub mod follows;
+pub mod job_store;
+pub mod job_wrap;
+pub mod jobs;
 pub mod policy;
 pub mod procs;
 pub mod refusal;
@@ -61,7 +64,10 @@ const VPN_RID: u64 = 0;
 const FACTS_RID: u64 = 1;
 
 /// Runs the agent until SIGTERM or SIGINT.
-pub fn main(args: AgentArgs) -> ExitCode {
+pub fn main(mut args: AgentArgs) -> ExitCode {
+    if let Some(job_wrap::Hidden::JobWrap { dir, argv }) = args.hidden.take() {
+        return job_wrap::main(&dir, &argv);
+    }
     let settings = match AgentSettings::load(args) {
         Ok(settings) => settings,
         Err(e) => {
@@ -105,22 +111,24 @@ impl Agent {
             Some(state::StateFile::in_folder(&settings.work_dir)),
         );
         procs.adopt();
-        Ok(Agent {
-            host: Rc::new(Host {
-                procs,
-                follows: follows::Follows::new(follows::Caps {
-                    total: settings.max_follows,
-                    per_requester: settings.max_follows_per_requester,
-                    per_process: settings.max_follows_per_process,
-                }),
-                settings,
-                telemetry,
-                snapshots,
-                systemd,
-                audit,
-                vpn,
+        let (jobs, unfinished) = jobs::Jobs::open(&settings.work_dir)?;
+        let host = Rc::new(Host {
+            procs,
+            follows: follows::Follows::new(follows::Caps {
+                total: settings.max_follows,
+                per_requester: settings.max_follows_per_requester,
+                per_process: settings.max_follows_per_process,
             }),
-        })
+            settings,
+            telemetry,
+            snapshots,
+            systemd,
+            audit,
+            jobs,
+            vpn,
+        });
+        jobs::recover(&host, unfinished);
+        Ok(Agent { host })
     }
 
     async fn run(self) -> ExitCode {
@@ -507,6 +515,14 @@ async fn handle(
     let outcome = match name {
         Ok(name) => match host.authorize(&origin, name) {
             Ok(()) => match Request::parse(&request) {
+                Ok(Request::RunJob(run)) => {
+                    let to = jobs::Requester {
+                        sender: sender.clone(),
+                        target: reply_to,
+                        rid: request.rid.clone(),
+                    };
+                    return jobs::run_job(host, to, origin, run, audit_service).await;
+                }
                 Ok(typed) => host.serve(origin.client.uuid, typed).await,
                 Err(bad) => Err(bad),
             },
@@ -522,15 +538,7 @@ async fn handle(
     };
     if audited {
         let entry = audit::Audit::entry(&origin, &request, &body);
-        host.audit.write(&entry);
-        let _ = sender
-            .message(
-                Target::Service {
-                    service: audit_service.to_owned(),
-                },
-                &json!({"event": "audit", "host": host.settings.name, "entry": entry}),
-            )
-            .await;
+        publish_audit(host, sender, audit_service, entry).await;
     }
     let rid = request.rid.clone();
     if sender
@@ -552,4 +560,18 @@ async fn handle(
             })
             .await;
     }
+}
+
+/// Writes an audit entry to the log and publishes it on the host's audit
+/// service.
+async fn publish_audit(host: &Host, sender: &Sender, audit_service: &str, entry: Value) {
+    host.audit.write(&entry);
+    let _ = sender
+        .message(
+            Target::Service {
+                service: audit_service.to_owned(),
+            },
+            &json!({"event": "audit", "host": host.settings.name, "entry": entry}),
+        )
+        .await;
 }

@@ -582,7 +582,7 @@ impl Procs {
 
 /// The variable the agent's token may come in, removed from what started
 /// processes inherit.
-const TOKEN_VARIABLE: &str = "CONCIERGE_AGENT_TOKEN";
+pub const TOKEN_VARIABLE: &str = "CONCIERGE_AGENT_TOKEN";
 
 /// Whether process group `pgid` has a process in it.
 fn group_alive(pgid: u32) -> bool {
@@ -626,10 +626,17 @@ pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The length of the longest prefix of `bytes` that does not end inside a
 /// UTF-8 character (invalid bytes count as complete: they are not waited
 /// for).
-fn utf8_boundary(bytes: &[u8]) -> usize {
+pub fn utf8_boundary(bytes: &[u8]) -> usize {
     match std::str::from_utf8(bytes) {
         Ok(_) => bytes.len(),
         Err(e) if e.error_len().is_none() => e.valid_up_to(),

@@ -37,6 +37,7 @@ pub struct AgentSettings {
     pub max_follows_per_requester: usize,
     pub max_follows_per_process: usize,
     pub exec_timeout_secs: u64,
+    pub job_output_bytes: usize,
     pub max_reply_bytes: usize,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
@@ -72,6 +73,7 @@ impl Default for AgentSettings {
             max_follows_per_requester: 8,
             max_follows_per_process: 16,
             exec_timeout_secs: 60,
+            job_output_bytes: 8192,
             max_reply_bytes: 60_000,
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
@@ -155,6 +157,9 @@ pub struct AgentArgs {
         value_delimiter = ','
     )]
     pub labels: Vec<String>,
+    /// `__job-wrap`, which the agent runs its jobs' processes under.
+    #[command(subcommand)]
+    pub hidden: Option<super::job_wrap::Hidden>,
 }
 
 /// The settings, resolved and checked.
@@ -175,6 +180,7 @@ pub struct Resolved {
     pub max_follows_per_requester: usize,
     pub max_follows_per_process: usize,
     pub exec_timeout: Duration,
+    pub job_output_bytes: usize,
     pub max_reply_bytes: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -291,6 +297,13 @@ impl AgentSettings {
         if self.max_reply_bytes < 4096 {
             return Err("max_reply_bytes: must be at least 4096".into());
         }
+        if self.job_output_bytes > self.max_reply_bytes / 4 {
+            return Err(format!(
+                "job_output_bytes: at most a quarter of max_reply_bytes ({}): a job's reply \
+                 carries its stdout and its stderr",
+                self.max_reply_bytes / 4
+            ));
+        }
         let audit_log = self.work_dir.join(&self.audit_log);
         let vpn = self.vpn.then(|| {
             let userspace = (!self.vpn_userspace.is_empty()).then(|| self.vpn_userspace.clone());
@@ -325,6 +338,7 @@ impl AgentSettings {
             max_follows_per_requester: self.max_follows_per_requester.max(1),
             max_follows_per_process: self.max_follows_per_process.max(1),
             exec_timeout: Duration::from_secs(self.exec_timeout_secs),
+            job_output_bytes: self.job_output_bytes,
             max_reply_bytes: self.max_reply_bytes,
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms)),

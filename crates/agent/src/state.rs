@@ -89,23 +89,33 @@ impl StateFile {
     pub fn save(&self, records: &[Record]) {
         let written = serde_json::to_vec(records)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let tmp = self.path.with_extension("json.tmp");
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?
-                    .write_all(&bytes)?;
-                std::fs::rename(&tmp, &self.path)
-            });
+            .and_then(|bytes| write_atomically(&self.path, &bytes));
         if let Err(e) = written {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write the started processes");
         }
     }
+}
+
+/// Replaces `path` with `bytes` (mode 0600) so that a crash, even of the
+/// machine, leaves the old content or the new: a temporary file written and
+/// synced, renamed over it, and the folder synced so the rename lasts.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    std::fs::File::open(folder.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 impl Record {

@@ -231,7 +231,7 @@ impl Polling {
             state.namespace.clone(),
             state.auth.clone(),
             state.vpn.clone(),
-            state.inventory.clone(),
+            (state.inventory.clone(), state.jobs.clone()),
             &peer.to_string(),
             FrameLimit::new(settings.max_frame_size),
         );

@@ -161,6 +161,12 @@ impl Session<Native> {
         if name == protocol::GATEWAY_NAME {
             return bad(format!("the name {name:?} is the gateway's own"));
         }
+        if name.starts_with(protocol::jobs::JOB_PREFIX) {
+            return bad(format!(
+                "the name {name:?} is reserved: names that start with {:?} are the gateway's job coordinators'",
+                protocol::jobs::JOB_PREFIX
+            ));
+        }
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return bad(format!(
                 "name {name:?} must be letters, digits and underscores"

@@ -168,6 +168,7 @@ impl Session<Native> {
                 let desk = answers::Desk {
                     vpn: self.vpn.clone(),
                     inventory: self.inventory.clone(),
+                    jobs: self.jobs.clone(),
                     namespace: self.namespace.clone(),
                     auth: self.auth.clone(),
                 };

@@ -43,7 +43,8 @@ pub enum Reason {
     /// A limit of the receiver is reached (`max_running`, the follow caps,
     /// an adapter's queue): it may succeed later.
     Limit,
-    /// A Quix backend asked before it authenticated (seed 003).
+    /// A Quix backend asked before it authenticated (seed 003); an HTTP
+    /// request without a token the gateway accepts (401).
     NotAuthenticated,
     /// The gateway issues no VPN configs (§14).
     VpnDisabled,
