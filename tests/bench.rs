@@ -5,8 +5,7 @@
 mod common;
 
 use clap::Parser;
-use common::process::issue_token;
-use common::{Client, TestServer, PATIENCE};
+use common::TestServer;
 use concierge::bench::{self, BenchArgs, Report};
 
 #[derive(Parser)]
@@ -352,33 +351,6 @@ async fn clients_without_presence_leave_only_the_watchers_to_hear_joins() {
     );
 }
 
-/// An operator's token for the name `bench` (which covers every client
-/// name the tool uses), issued as an admin does, once the gateway takes it
-/// (its signing key reaches the gateway within a second).
-async fn operator_token(server: &TestServer) -> String {
-    let data = server.data.path().to_str().expect("utf-8");
-    let token = issue_token(&["--data-dir", data], "bench", "operator").await;
-    let deadline = std::time::Instant::now() + 2 * PATIENCE;
-    loop {
-        let mut client = Client::connect(&server.ws_url()).await;
-        client
-            .send(
-                serde_json::json!({"type": "IDENTIFY", "name": "bench_check",
-                "version": "0.2.0", "token": token}),
-            )
-            .await;
-        let answer = client.recv_any().await;
-        if matches!(&answer, Ok(hello) if hello["type"] == "HELLO") {
-            return token;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway does not take the token: {answer:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 /// `jobs`: 50 simulated agents, 30% of them dropping their sockets (no
 /// close frame) as the job starts and coming back with their `resume`
 /// secret, 10% of them failing: every host ends final, run once by its
@@ -387,7 +359,6 @@ async fn operator_token(server: &TestServer) -> String {
 async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
     let server = TestServer::start();
     let url = server.ws_url();
-    let token = operator_token(&server).await;
     let pid = std::process::id().to_string();
     let report = bench(&[
         "jobs",
@@ -405,8 +376,6 @@ async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
         "300",
         "--server-pid",
         &pid,
-        "--token",
-        &token,
     ])
     .await;
     let table = report.table();

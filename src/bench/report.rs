@@ -88,9 +88,6 @@ pub struct JobFigures {
     pub job_rss_per_1000_hosts_bytes: Option<f64>,
     /// The ledger's cost per host: `job_create`'s time per 1,000 hosts.
     pub create_ms_per_1000_hosts: f64,
-    /// The gateway's job and store counters (`--metrics-url`) that moved
-    /// over the job, per host.
-    pub metrics_per_host: BTreeMap<String, f64>,
     /// Why following stopped before every host was final.
     pub gave_up: Option<String>,
 }
@@ -185,9 +182,6 @@ impl JobFigures {
                 ),
             ),
         );
-        for (metric, v) in &self.metrics_per_host {
-            row("per host", format!("{metric} {v:.2}"));
-        }
         if let Some(why) = &self.gave_up {
             row("GAVE UP", why.clone());
         }

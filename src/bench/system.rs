@@ -2,7 +2,6 @@
 //! (the benchmark's own through getrusage, a gateway's from
 //! `/proc/<pid>/stat`), resident memory, and open-file limits.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
 
@@ -127,27 +126,16 @@ pub fn open_files_limit(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Every series of a Prometheus text endpoint: `name{labels}` → value.
-pub async fn metrics(url: &str) -> Result<BTreeMap<String, f64>, BenchError> {
-    Ok(parse_metrics(&http_get(url).await?))
-}
-
-fn parse_metrics(body: &str) -> BTreeMap<String, f64> {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.trim().to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// Reads `process_resident_memory_bytes` from a Prometheus text endpoint.
 pub async fn metrics_rss(url: &str) -> Result<u64, BenchError> {
-    metrics(url)
-        .await?
-        .get("process_resident_memory_bytes")
-        .map(|v| *v as u64)
+    let body = http_get(url).await?;
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let value = l.strip_prefix("process_resident_memory_bytes")?;
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .map(|v| v as u64)
         .ok_or_else(|| {
             BenchError::Usage(format!(
                 "{url} has no process_resident_memory_bytes: pass --server-pid instead"
@@ -215,16 +203,6 @@ mod tests {
         assert!(machine_busy().is_some());
         assert!(open_files_limit(pid).is_some());
         assert!(raise_open_files() >= 1);
-    }
-
-    #[test]
-    fn metrics_are_read_by_series() {
-        let m = parse_metrics(
-            "# HELP x y\nprocess_resident_memory_bytes 1.5e6\nconcierge_jobs_total{state=\"done\"} 3\nbroken\n",
-        );
-        assert_eq!(m.get("process_resident_memory_bytes"), Some(&1.5e6));
-        assert_eq!(m.get("concierge_jobs_total{state=\"done\"}"), Some(&3.0));
-        assert_eq!(m.len(), 2);
     }
 
     #[test]

@@ -25,10 +25,6 @@ use crate::protocol::jobs::{HostState, JobSpec};
 /// job's target selects.
 const LABEL: &str = "bench";
 
-/// The gateway's counters whose movement over the job is reported per
-/// host: the jobs' and the store's.
-const COUNTED: [&str; 3] = ["concierge_job", "concierge_ledger", "concierge_store"];
-
 /// `jobs`: see the module's doc.
 pub async fn jobs(args: &JobsArgs, scenario: &str) -> Result<Report, BenchError> {
     let n = args.agents;
@@ -72,7 +68,6 @@ pub async fn jobs(args: &JobsArgs, scenario: &str) -> Result<Report, BenchError>
     ctx.progress.finish();
     report.setup_seconds = setup_clock.elapsed().as_secs_f64();
     let rss_joined = ctx.server_rss().await;
-    let metrics_before = ctx.server_metrics().await;
     let followed = if up == 0 {
         ctx.notes.push("no agent joined: no job was created".into());
         None
@@ -80,7 +75,6 @@ pub async fn jobs(args: &JobsArgs, scenario: &str) -> Result<Report, BenchError>
         Some(run_job(&mut ctx, args, &run, &live).await)
     };
     let rss_after = ctx.server_rss().await;
-    let metrics_after = ctx.server_metrics().await;
     ctx.set_phase(STOP);
     let mut agents = Vec::with_capacity(n);
     for h in handles {
@@ -107,7 +101,6 @@ pub async fn jobs(args: &JobsArgs, scenario: &str) -> Result<Report, BenchError>
     let (begun, ended) = clocks;
     let chosen = killed.iter().filter(|k| **k).count() as u64;
     let mut figures = check(&followed, &agents, args, chosen);
-    let hosts = figures.hosts.max(1) as f64;
     let cpu = begun.until(&ended, figures.hosts);
     figures.server_cpu_ms_per_1000_hosts = cpu.server_us_per_delivery;
     let per_1000 = |a: Option<u64>, b: Option<u64>, count: usize| match (a, b) {
@@ -116,14 +109,6 @@ pub async fn jobs(args: &JobsArgs, scenario: &str) -> Result<Report, BenchError>
     };
     figures.server_rss_per_1000_hosts_bytes = per_1000(rss_before, rss_joined, up);
     figures.job_rss_per_1000_hosts_bytes = per_1000(rss_joined, rss_after, figures.hosts as usize);
-    if let (Some(before), Some(after)) = (metrics_before, metrics_after) {
-        for (series, value) in after {
-            let moved = value - before.get(&series).copied().unwrap_or(0.0);
-            if moved != 0.0 && COUNTED.iter().any(|p| series.starts_with(p)) {
-                figures.metrics_per_host.insert(series, moved / hosts);
-            }
-        }
-    }
     report.cpu = Some(cpu);
     report.errors = errors.into_iter().take(5).collect();
     ctx.notes.extend(followed.notes);

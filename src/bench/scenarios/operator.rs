@@ -22,7 +22,8 @@ use crate::bench::clients::{classify, encode, Client, Incoming, Ws};
 use crate::bench::BenchError;
 use crate::protocol::agent::{envelope, outcome, Failure, GatewayRequest};
 use crate::protocol::jobs::{
-    HostState, JobDetail, JobEvent, JobHost, JobId, JobInfo, JobQuery, JobSpec, MAX_JOB_HOSTS_PAGE,
+    HostState, JobDetail, JobEvent, JobHost, JobId, JobInfo, JobQuery, JobSpec, JobState,
+    MAX_JOB_HOSTS_PAGE,
 };
 use crate::protocol::{raw_json, PayloadIn, PayloadOut, Sequenced, Target, GATEWAY_NAME};
 
@@ -120,34 +121,35 @@ impl Operator {
         let mut progress = (self.finals, Instant::now());
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while self.finals < total {
-            if self.finals != progress.0 {
-                progress = (self.finals, Instant::now());
+        // Every host final by the events, and the job over (its `end`, or a
+        // poll): then the rows are all written.
+        while self.finals < total || !self.ended {
+            let moved = self.finals + u64::from(self.ended);
+            if moved != progress.0 {
+                progress = (moved, Instant::now());
             } else if progress.1.elapsed() > patience {
                 self.followed.gave_up = Some(format!(
-                    "{} of {total} hosts final, none more for {patience:?}",
-                    self.finals
+                    "{} of {total} hosts final{}, nothing more for {patience:?}",
+                    self.finals,
+                    if self.ended { "" } else { ", the job not over" }
                 ));
                 break;
             }
             tokio::select! {
                 frame = self.ws.next() => {
                     self.on_frame(frame)?;
-                    if self.ended && self.finals < total {
-                        // Over, and some host events missed: the rows say.
-                        self.baseline(&job.id).await?;
-                    }
                 }
                 _ = poll.tick() => {
                     let counts: JobDetail = self
                         .ask(&GatewayRequest::JobGet(query(&job.id, 0, 0)))
                         .await?;
-                    if counts.job.state != crate::protocol::jobs::JobState::Running {
-                        // Over: the rows say the rest.
-                        self.baseline(&job.id).await?;
-                    }
+                    self.ended |= counts.job.state != JobState::Running;
                     self.followed.job = Some(counts.job);
                 }
+            }
+            if self.ended && self.finals < total {
+                // Over, and some host events missed: the rows say.
+                self.baseline(&job.id).await?;
             }
         }
         self.followed.hosts = self.rows(&job.id).await?;

@@ -3,7 +3,7 @@
 //! traffic to settle, both sides' CPU clocks, and the sum of what its
 //! clients counted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -224,18 +224,6 @@ impl Ctx {
         let url = self.common.metrics_url.clone()?;
         match system::metrics_rss(&url).await {
             Ok(rss) => Some(rss),
-            Err(e) => {
-                self.notes.push(e.to_string());
-                None
-            }
-        }
-    }
-
-    /// The gateway's metrics (`--metrics-url`), by series.
-    pub(super) async fn server_metrics(&mut self) -> Option<BTreeMap<String, f64>> {
-        let url = self.common.metrics_url.clone()?;
-        match system::metrics(&url).await {
-            Ok(metrics) => Some(metrics),
             Err(e) => {
                 self.notes.push(e.to_string());
                 None

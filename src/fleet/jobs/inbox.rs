@@ -70,7 +70,11 @@ impl FrameSink for Inbox {
         match self.tx.try_send(Delivery::Frame(frame)) {
             Ok(()) => Ok(self.tx.max_capacity() - self.tx.capacity()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                if self
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(1000)
+                {
                     tracing::warn!(
                         dropped = self.dropped.load(Ordering::Relaxed),
                         "a job's coordinator fell behind its replies; the hosts will be asked again"
