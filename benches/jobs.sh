@@ -4,7 +4,7 @@
 # connections), or with --replicas against two replicas sharing a fresh
 # redis-server on port 6399 (the agents spread over both, the operator on
 # the first). Server CPU and memory in the report are the gateways' (and
-# Redis's); the job and store counters come from the first one's /metrics.
+# Redis's).
 #
 #   benches/jobs.sh --agents 10000
 #   benches/jobs.sh --agents 10000 --kill-ratio 0.3
@@ -42,5 +42,4 @@ for port in "${ports[@]}"; do
   until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
 done
 [ "${#redis[@]}" -eq 0 ] || server_pids+=(--server-pid "${pids[0]}")
-"$bin" bench jobs "$@" --replicas "$(IFS=,; echo "${urls[*]}")" \
-  --metrics-url "http://127.0.0.1:${ports[0]}/metrics" "${server_pids[@]}"
+"$bin" bench jobs "$@" --replicas "$(IFS=,; echo "${urls[*]}")" "${server_pids[@]}"

@@ -57,10 +57,13 @@ pub struct JobFigures {
     pub create_ms: f64,
     /// `job_create` sent → the first outcome an agent sent.
     pub first_outcome_ms: Option<f64>,
-    /// `job_create` sent → the first host the follower saw final.
+    /// `job_create` sent → the first and the last outcome recorded (the
+    /// rows' `updated_ms`: to the millisecond).
     pub first_result_ms: Option<f64>,
-    /// `job_create` sent → every host final, as the follower saw it.
     pub all_results_ms: Option<f64>,
+    /// `job_create` sent → every host final, as the follower saw it
+    /// (events, and the rows once the job was over).
+    pub followed_all_ms: Option<f64>,
     /// Hosts by final state, from the rows read back at the end.
     pub states: BTreeMap<String, u64>,
     /// Hosts whose agent ran the job once, and more than once.
@@ -132,7 +135,14 @@ impl JobFigures {
                 ms(self.first_outcome_ms)
             ),
         );
-        row("all results", ms(self.all_results_ms));
+        row(
+            "all results",
+            format!(
+                "{} (seen by the follower: {})",
+                ms(self.all_results_ms),
+                ms(self.followed_all_ms)
+            ),
+        );
         let states: Vec<String> = self
             .states
             .iter()
@@ -162,7 +172,7 @@ impl JobFigures {
         row(
             "events",
             format!(
-                "{} host events, {} going back from final",
+                "{} host events, {} taking a host back from final",
                 self.host_events, self.regressions
             ),
         );

@@ -157,12 +157,6 @@ async fn run_job(
     followed?;
     let ended = Clocks::read(ctx);
     let mut followed = operator.followed;
-    if followed.first_final_ns.is_none() && followed.all_final_ns.is_none() {
-        followed
-            .gave_up
-            .get_or_insert("no host was seen final".into());
-    }
-    followed.notes.retain(|n| !n.is_empty());
     let first_outcome = live
         .first_outcome_ns
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -191,8 +185,7 @@ fn check(followed: &Followed, agents: &[AgentOutcome], args: &JobsArgs, killed: 
         create_ms,
         create_ms_per_1000_hosts: create_ms / hosts.max(1) as f64 * 1000.0,
         first_outcome_ms: ms(followed.first_outcome_ns),
-        first_result_ms: ms(followed.first_final_ns),
-        all_results_ms: ms(followed.all_final_ns),
+        followed_all_ms: ms(followed.all_final_ns),
         host_events: followed.host_events,
         regressions: followed.regressions,
         gave_up: followed.gave_up.clone(),
@@ -225,6 +218,14 @@ fn check(followed: &Followed, agents: &[AgentOutcome], args: &JobsArgs, killed: 
             figures.lost += 1;
         }
     }
+    // When the gateway recorded the first and the last outcome.
+    let settled = followed
+        .hosts
+        .iter()
+        .filter(|row| row.state.is_final())
+        .map(|row| row.updated_ms.saturating_sub(followed.sent_unix_ms) as f64);
+    figures.first_result_ms = settled.clone().reduce(f64::min);
+    figures.all_results_ms = settled.reduce(f64::max);
     // A host the rows do not list at all is lost too.
     figures.lost += hosts.saturating_sub(followed.hosts.len() as u64);
     figures

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::run::Shared;
+use crate::auth::now_ms;
 use crate::bench::clients::{classify, encode, Client, Incoming, Ws};
 use crate::bench::BenchError;
 use crate::protocol::agent::{envelope, outcome, Failure, GatewayRequest};
@@ -39,15 +40,17 @@ pub(super) struct Followed {
     pub(super) job: Option<JobInfo>,
     /// When an agent sent the first outcome.
     pub(super) first_outcome_ns: Option<u64>,
-    /// When the first host and the last were seen in a final state.
-    pub(super) first_final_ns: Option<u64>,
+    /// `job_create` sent, in Unix milliseconds (the rows' clock).
+    pub(super) sent_unix_ms: u64,
+    /// When the follower saw every host final.
     pub(super) all_final_ns: Option<u64>,
     /// `host` events received, and the other events.
     pub(super) host_events: u64,
     pub(super) other_events: u64,
-    /// A `host` event that would have taken a final host back to a
-    /// non-final state (a follower ignores it; counted, as it should not
-    /// happen).
+    /// A `host` event that would have taken a host that an earlier event
+    /// said final back to a non-final state (a follower ignores it;
+    /// counted, as it should not happen). One older than a baseline's row
+    /// is not counted: the reply to `job_get` and the events travel apart.
     pub(super) regressions: u64,
     /// Every host's row at the end (`job_get`, all pages).
     pub(super) hosts: Vec<JobHost>,
@@ -63,8 +66,9 @@ pub(super) struct Operator {
     next_rid: u64,
     /// The job's service, once subscribed.
     service: Option<String>,
-    /// Each host's state as the events and baselines said.
-    states: HashMap<String, HostState>,
+    /// Each host's state as the events and baselines said, and whether an
+    /// event said it.
+    states: HashMap<String, (HostState, bool)>,
     finals: u64,
     /// The job's `end` event came.
     ended: bool,
@@ -96,6 +100,7 @@ impl Operator {
     /// `job_create`: the job, timed.
     pub(super) async fn create(&mut self, spec: JobSpec) -> Result<JobInfo, BenchError> {
         self.followed.sent_ns = self.shared.now_ns();
+        self.followed.sent_unix_ms = now_ms();
         let body: Created = self.ask(&GatewayRequest::JobCreate(spec)).await?;
         self.followed.created_ns = self.shared.now_ns();
         self.followed.job = Some(body.job.clone());
@@ -159,7 +164,7 @@ impl Operator {
     /// Reads every host's row and applies it as a baseline.
     async fn baseline(&mut self, job: &JobId) -> Result<(), BenchError> {
         for row in self.rows(job).await? {
-            self.apply(row.host, row.state);
+            self.apply(row.host, row.state, false);
         }
         Ok(())
     }
@@ -187,25 +192,23 @@ impl Operator {
 
     /// A host's state as an event or a baseline says: a final one is
     /// never replaced.
-    fn apply(&mut self, host: String, state: HostState) {
-        let now = self.shared.now_ns();
-        let before = self.states.insert(host.clone(), state);
-        match before {
-            Some(old) if old.is_final() => {
-                if !state.is_final() {
+    fn apply(&mut self, host: String, state: HostState, by_event: bool) {
+        match self.states.get(&host) {
+            Some((old, old_by_event)) if old.is_final() => {
+                if by_event && *old_by_event && !state.is_final() {
                     self.followed.regressions += 1;
                 }
-                self.states.insert(host, old);
             }
-            _ if state.is_final() => {
-                self.finals += 1;
-                self.followed.first_final_ns.get_or_insert(now);
-                let total = self.followed.job.as_ref().map_or(0, |j| u64::from(j.hosts));
-                if self.finals == total {
-                    self.followed.all_final_ns = Some(now);
+            _ => {
+                self.states.insert(host, (state, by_event));
+                if state.is_final() {
+                    self.finals += 1;
+                    let total = self.followed.job.as_ref().map_or(0, |j| u64::from(j.hosts));
+                    if self.finals == total {
+                        self.followed.all_final_ns = Some(self.shared.now_ns());
+                    }
                 }
             }
-            _ => {}
         }
     }
 
@@ -284,7 +287,7 @@ impl Operator {
                 match serde_json::from_value::<JobEvent>(data) {
                     Ok(JobEvent::Host { host, .. }) => {
                         self.followed.host_events += 1;
-                        self.apply(host.host, host.state);
+                        self.apply(host.host, host.state, true);
                     }
                     Ok(JobEvent::End { job }) => {
                         self.followed.other_events += 1;
