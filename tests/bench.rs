@@ -353,8 +353,8 @@ async fn clients_without_presence_leave_only_the_watchers_to_hear_joins() {
 
 /// `jobs`: 50 simulated agents, 30% of them dropping their sockets (no
 /// close frame) as the job starts and coming back with their `resume`
-/// secret, 10% of them failing: every host ends final, run once by its
-/// agent, as its agent answered.
+/// secret, 10% of them failing, followed through its events: every host
+/// ends final, run once by its agent, as its agent answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
     let server = TestServer::start();
@@ -374,6 +374,7 @@ async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
         "100",
         "--reconnect-ms",
         "300",
+        "--events",
         "--server-pid",
         &pid,
     ])
@@ -403,6 +404,8 @@ async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
     // No host ends before its run's delay.
     assert!(99.0 <= first && first <= all, "{table}");
     assert!(jobs.server_cpu_ms_per_1000_hosts.is_some(), "{table}");
+    // Followed through its events: each host's at least once.
+    assert!(jobs.host_events >= 50 && jobs.regressions == 0, "{table}");
     assert!(table.contains("every host final"), "{table}");
     let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
     assert_eq!(json["jobs"]["lost"], 0);

@@ -301,6 +301,11 @@ pub struct JobsArgs {
     /// turn comes is waited for.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub wait_secs: u64,
+    /// Follow the job through its service's events as well as by polling
+    /// `job_get` (a large job's events may come faster than the gateway
+    /// lets one client fall behind: it closes it, 1008).
+    #[arg(long)]
+    pub events: bool,
 }
 
 /// A share, 0 to 1.

@@ -151,7 +151,9 @@ async fn run_job(
             }
         })
     };
-    let followed = operator.follow(&job, ctx.shared.patience).await;
+    let followed = operator
+        .follow(&job, ctx.shared.patience, args.events)
+        .await;
     ticker.abort();
     ctx.progress.finish();
     followed?;

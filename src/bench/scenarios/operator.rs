@@ -3,9 +3,11 @@
 //! job's service, read `job_get` for a baseline, apply the `host` events
 //! on top, a final state never replaced) and times it on the run's clock,
 //! then reads every host's row back for the checks. `job_get` with
-//! `limit: 0` is read every [`POLL`] as well, so that a follower that
-//! missed events (its subscription came late, the service was made again
-//! after a takeover) still sees the job end.
+//! `limit: 0` is read every [`POLL_WITH_EVENTS`] as well, so that a
+//! follower that missed events (its subscription came late, the service
+//! was made again after a takeover) still sees the job end. Without
+//! `--events` it only polls, every [`POLL`]: a large job's `host` events
+//! come faster than the gateway lets a client fall behind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,8 +30,10 @@ use crate::protocol::jobs::{
 };
 use crate::protocol::{raw_json, PayloadIn, PayloadOut, Sequenced, Target, GATEWAY_NAME};
 
-/// How often the follower reads the job's counts besides its events.
-const POLL: Duration = Duration::from_secs(1);
+/// How often the follower reads the job's counts besides its events, and
+/// without them.
+const POLL_WITH_EVENTS: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(100);
 
 /// A job as the follower saw it, on the run's clock.
 #[derive(Debug, Default)]
@@ -108,23 +112,27 @@ impl Operator {
     }
 
     /// Follows the job until every host is final, or nothing moved for
-    /// `patience`; then reads every host's row.
+    /// `patience`, with its `events` or by polling alone; then reads every
+    /// host's row.
     pub(super) async fn follow(
         &mut self,
         job: &JobInfo,
         patience: Duration,
+        events: bool,
     ) -> Result<(), BenchError> {
-        let service = job.service();
-        self.send(&PayloadIn::SelfSubscribe {
-            service: service.as_str().into(),
-            position: None,
-        })
-        .await?;
-        self.service = Some(service);
-        self.baseline(&job.id).await?;
+        if events {
+            let service = job.service();
+            self.send(&PayloadIn::SelfSubscribe {
+                service: service.as_str().into(),
+                position: None,
+            })
+            .await?;
+            self.service = Some(service);
+            self.baseline(&job.id).await?;
+        }
         let total = u64::from(job.hosts);
         let mut progress = (self.finals, Instant::now());
-        let mut poll = tokio::time::interval(POLL);
+        let mut poll = tokio::time::interval(if events { POLL_WITH_EVENTS } else { POLL });
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Every host final by the events, and the job over (its `end`, or a
         // poll): then the rows are all written.
