@@ -74,8 +74,10 @@ pub(super) struct Operator {
     /// event said it.
     states: HashMap<String, (HostState, bool)>,
     finals: u64,
-    /// The job's `end` event came.
+    /// The job is over (its `end` event came, or a poll said so).
     ended: bool,
+    /// The final hosts the last poll counted.
+    polled_finals: u64,
     pub(super) followed: Followed,
 }
 
@@ -97,6 +99,7 @@ impl Operator {
             states: HashMap::new(),
             finals: 0,
             ended: false,
+            polled_finals: 0,
             followed: Followed::default(),
         })
     }
@@ -137,13 +140,13 @@ impl Operator {
         // Every host final by the events, and the job over (its `end`, or a
         // poll): then the rows are all written.
         while self.finals < total || !self.ended {
-            let moved = self.finals + u64::from(self.ended);
+            let moved = self.finals.max(self.polled_finals) + u64::from(self.ended);
             if moved != progress.0 {
                 progress = (moved, Instant::now());
             } else if progress.1.elapsed() > patience {
                 self.followed.gave_up = Some(format!(
                     "{} of {total} hosts final{}, nothing more for {patience:?}",
-                    self.finals,
+                    self.finals.max(self.polled_finals),
                     if self.ended { "" } else { ", the job not over" }
                 ));
                 break;
@@ -157,6 +160,13 @@ impl Operator {
                         .ask(&GatewayRequest::JobGet(query(&job.id, 0, 0)))
                         .await?;
                     self.ended |= counts.job.state != JobState::Running;
+                    self.polled_finals = counts
+                        .job
+                        .counts
+                        .iter()
+                        .filter(|(state, _)| state.is_final())
+                        .map(|(_, n)| u64::from(*n))
+                        .sum();
                     self.followed.job = Some(counts.job);
                 }
             }
