@@ -52,6 +52,10 @@ pub struct JobFigures {
     /// them those that came back.
     pub killed: u64,
     pub reconnected: u64,
+    /// Reconnections the gateway refused (and the agents tried again, as
+    /// the agent does), and the first refusal.
+    pub refused_rejoins: u64,
+    pub first_refusal: Option<String>,
     /// `job_create` sent → answered: resolving the target and writing the
     /// job and every host's first row to the ledger.
     pub create_ms: f64,
@@ -166,7 +170,15 @@ impl JobFigures {
         if self.killed > 0 {
             row(
                 "killed",
-                format!("{} dropped, {} came back", self.killed, self.reconnected),
+                format!(
+                    "{} dropped, {} came back; {} reconnections refused and tried again{}",
+                    self.killed,
+                    self.reconnected,
+                    self.refused_rejoins,
+                    self.first_refusal
+                        .as_ref()
+                        .map_or(String::new(), |r| format!(" (first: {r})"))
+                ),
             );
         }
         row(

@@ -40,6 +40,9 @@ use crate::protocol::{raw_json, HostKind, PayloadIn, PayloadOut, Sequenced, Targ
 /// The `rid` of the agent's `facts` report (the agent's own).
 const FACTS_RID: u64 = 1;
 
+/// The first wait before a refused reconnection is tried again.
+const REJOIN_FIRST_WAIT: Duration = Duration::from_millis(100);
+
 /// The phase in which the agents told to drop their sockets do: the run's
 /// "go", right after the job is created.
 const KILL: u8 = GO;
@@ -92,6 +95,9 @@ pub(super) struct AgentOutcome {
     pub(super) jobs: BTreeMap<JobId, Record>,
     /// Connections after the first.
     pub(super) reconnects: u32,
+    /// Reconnections refused and tried again, and the first refusal.
+    pub(super) refused_rejoins: u32,
+    pub(super) first_refusal: Option<String>,
     /// Requests other than `run_job`, and frames it could not read.
     pub(super) unexpected: u64,
     /// The first error after setup (a failed reconnection, a refusal).
@@ -182,6 +188,26 @@ impl Agent<'_> {
         Ok(ws)
     }
 
+    /// Joins again after a drop, as the agent does: a refusal (its own
+    /// earlier connection's name, which the gateway has not yet let go) is
+    /// tried again, waiting 100 ms doubling, for at most `--timeout`.
+    async fn rejoin(&mut self) -> Result<Ws, BenchError> {
+        let deadline = Instant::now() + self.shared.patience;
+        let mut wait = REJOIN_FIRST_WAIT;
+        loop {
+            match self.join().await {
+                Ok(ws) => return Ok(ws),
+                Err(e) if Instant::now() + wait < deadline => {
+                    self.out.refused_rejoins += 1;
+                    self.out.first_refusal.get_or_insert(e.to_string());
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Serves requests until the run stops; reports ready once its facts
     /// are filed.
     async fn serve(
@@ -246,7 +272,7 @@ impl Agent<'_> {
                             // host's network goes.
                             drop(ws);
                             tokio::time::sleep(within.mul_f64(unit())).await;
-                            match self.join().await {
+                            match self.rejoin().await {
                                 Ok(back) => ws = back,
                                 Err(e) => {
                                     self.out.error.get_or_insert(format!("reconnecting: {e}"));

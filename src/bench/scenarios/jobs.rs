@@ -184,6 +184,8 @@ fn check(followed: &Followed, agents: &[AgentOutcome], args: &JobsArgs, killed: 
         batch: args.batch.map(|b| b.to_string()),
         killed,
         reconnected: agents.iter().filter(|a| a.reconnects > 0).count() as u64,
+        refused_rejoins: agents.iter().map(|a| u64::from(a.refused_rejoins)).sum(),
+        first_refusal: agents.iter().find_map(|a| a.first_refusal.clone()),
         create_ms,
         create_ms_per_1000_hosts: create_ms / hosts.max(1) as f64 * 1000.0,
         first_outcome_ms: ms(followed.first_outcome_ns),
