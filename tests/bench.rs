@@ -350,3 +350,63 @@ async fn clients_without_presence_leave_only_the_watchers_to_hear_joins() {
         report.notes
     );
 }
+
+/// `jobs`: 50 simulated agents, 30% of them dropping their sockets (no
+/// close frame) as the job starts and coming back with their `resume`
+/// secret, 10% of them failing, followed through its events: every host
+/// ends final, run once by its agent, as its agent answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
+    let server = TestServer::start();
+    let url = server.ws_url();
+    let pid = std::process::id().to_string();
+    let report = bench(&[
+        "jobs",
+        "--url",
+        &url,
+        "--agents",
+        "50",
+        "--kill-ratio",
+        "0.3",
+        "--fail-ratio",
+        "0.1",
+        "--delay",
+        "100",
+        "--reconnect-ms",
+        "300",
+        "--events",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    let table = report.table();
+    assert!(report.clean(), "{table}");
+    assert_eq!(
+        (report.connected, report.connect_failures),
+        (50, 0),
+        "{table}"
+    );
+    let jobs = report.jobs.as_ref().expect("job figures");
+    assert_eq!(jobs.hosts, 50, "{table}");
+    assert_eq!(
+        (jobs.executed_once, jobs.duplicated, jobs.lost),
+        (50, 0, 0),
+        "{table}"
+    );
+    assert_eq!((jobs.killed, jobs.reconnected), (15, 15), "{table}");
+    // Every host exited, 5 of them with 1: the rows say what the agents
+    // answered.
+    assert_eq!(jobs.states.get("exited"), Some(&50), "{table}");
+    let (first, all) = (
+        jobs.first_result_ms.expect("first result"),
+        jobs.all_results_ms.expect("all results"),
+    );
+    // No host ends before its run's delay.
+    assert!(99.0 <= first && first <= all, "{table}");
+    assert!(jobs.server_cpu_ms_per_1000_hosts.is_some(), "{table}");
+    // Followed through its events: each host's at least once.
+    assert!(jobs.host_events >= 50 && jobs.regressions == 0, "{table}");
+    assert!(table.contains("every host final"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
+    assert_eq!(json["jobs"]["lost"], 0);
+}

@@ -191,9 +191,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Sends IDENTIFY on `ws` and waits for HELLO.
+    /// Sends the benchmark's IDENTIFY on `ws` and waits for HELLO.
     pub async fn identify(
-        mut ws: Ws,
+        ws: Ws,
         name: &str,
         secret: &str,
         token: &str,
@@ -210,7 +210,17 @@ impl Client {
             resume: None,
             take_over: None,
         };
-        ws.send(Message::Text(encode(&identify)?)).await?;
+        Ok(Client::handshake(ws, name, &identify).await?.0)
+    }
+
+    /// Sends `identify` on `ws` and waits for HELLO: the client, and the
+    /// HELLO (its `resume` secret).
+    pub async fn handshake(
+        mut ws: Ws,
+        name: &str,
+        identify: &PayloadIn<'_>,
+    ) -> Result<(Client, PayloadOut), BenchError> {
+        ws.send(Message::Text(encode(identify)?)).await?;
         let mut client = Client {
             ws,
             name: name.to_owned(),
@@ -220,11 +230,13 @@ impl Client {
         };
         match client.next_payload().await? {
             Sequenced {
-                payload: PayloadOut::Hello { uuid, .. },
+                payload: hello @ PayloadOut::Hello { .. },
                 ..
             } => {
-                client.uuid = uuid;
-                Ok(client)
+                if let PayloadOut::Hello { uuid, .. } = &hello {
+                    client.uuid = *uuid;
+                }
+                Ok((client, hello))
             }
             other => Err(BenchError::Protocol(format!(
                 "{name}: expected HELLO, got {other:?}"

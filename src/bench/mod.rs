@@ -10,6 +10,11 @@
 //! - `direct`: P pairs exchanging M messages each way by NAME.
 //! - `cluster <scenario>`: the same, requiring two gateway URLs or more;
 //!   senders and receivers are placed on different gateways.
+//! - `jobs`: N simulated agents, one job run on all of them (`job_create`),
+//!   followed to the end; how long to the first and the last result, what
+//!   the gateway spends per 1,000 hosts, and whether every host ended
+//!   final, run once, when a share of the agents drop their sockets
+//!   meanwhile.
 //!
 //! Every benchmark message carries `[seq, sent_ns, "padding"]` in `data`:
 //! its sequence number and the time it was sent, in nanoseconds since the
@@ -30,7 +35,7 @@ mod system;
 use std::process::ExitCode;
 
 pub use clients::{ws_config, Incoming};
-pub use report::{Cpu, Memory, Report};
+pub use report::{Cpu, JobFigures, Memory, Report};
 pub use stats::{Counts, Latency, WindowMode};
 
 /// Why a run could not be carried out.
@@ -83,6 +88,17 @@ Examples:
   # 1 KB messages, the window counted until they are delivered
   concierge bench direct --pairs 100 --size 1000 --window-mode delivered")]
     Direct(DirectArgs),
+    /// N simulated agents run one job (`job_create`), some dropping their
+    /// sockets meanwhile: time to the first and the last result, the
+    /// gateway's cost per 1,000 hosts, every host final and run once.
+    #[command(after_help = "\
+Examples:
+  concierge bench jobs --agents 1000
+  # 10,000 hosts, 30% of them dropping their socket as the job starts, the gateway measured
+  concierge bench jobs --agents 10000 --kill-ratio 0.3 --server-pid \"$(pgrep -f 'concierge serve')\"
+  # two replicas sharing a Redis: the agents spread over both
+  concierge bench jobs --agents 10000 --replicas ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws")]
+    Jobs(JobsArgs),
     /// A scenario with its clients spread over two gateway URLs or more.
     Cluster {
         #[command(subcommand)]
@@ -112,9 +128,15 @@ Examples:
 /// Options every scenario has.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// Gateway WebSocket URL (ws:// only); repeat it to spread clients over
-    /// several gateways: client i goes to URL i mod n.
-    #[arg(long = "url", default_value = "ws://127.0.0.1:8080/ws")]
+    /// Gateway WebSocket URL (ws:// only); repeat it (or give several,
+    /// comma-separated, as --replicas) to spread clients over several
+    /// gateways: client i goes to URL i mod n.
+    #[arg(
+        long = "url",
+        visible_alias = "replicas",
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
     pub urls: Vec<String>,
     /// PID of a gateway process, for its CPU time and resident memory
     /// (from /proc); repeat it for several.
@@ -250,6 +272,50 @@ pub struct DirectArgs {
     pub pairs: usize,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Simulated agents, each its own WebSocket client: the job's hosts.
+    #[arg(long, default_value_t = 1_000)]
+    pub agents: usize,
+    /// How long each host's run takes, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub delay: u64,
+    /// The share of the hosts whose run exits 1 (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    pub fail_ratio: f64,
+    /// The share of the agents that drop their socket (no close frame)
+    /// right after the job is created, and reconnect (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    pub kill_ratio: f64,
+    /// The longest a dropped agent waits before it reconnects (each waits
+    /// a random time up to it), in milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub reconnect_ms: u64,
+    /// The job's `batch`: at most this many hosts run at once (`100`, or a
+    /// share: `10%`). Default: the gateway's window.
+    #[arg(long)]
+    pub batch: Option<crate::protocol::jobs::Amount>,
+    /// The job's `wait_secs`: how long a host that is offline when its
+    /// turn comes is waited for.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub wait_secs: u64,
+    /// Follow the job through its service's events as well as by polling
+    /// `job_get` (a large job's events may come faster than the gateway
+    /// lets one client fall behind: it closes it, 1008).
+    #[arg(long)]
+    pub events: bool,
+}
+
+/// A share, 0 to 1.
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
+}
+
 impl Scenario {
     fn common(&self) -> &CommonArgs {
         match self {
@@ -265,6 +331,7 @@ impl Scenario {
             | Scenario::Cluster {
                 scenario: ClusterScenario::Direct(a),
             } => &a.common,
+            Scenario::Jobs(a) => &a.common,
         }
     }
 }
@@ -275,6 +342,7 @@ pub async fn run(scenario: &Scenario) -> Result<Report, BenchError> {
         Scenario::Connect(a) => scenarios::connect(a, "connect").await,
         Scenario::Fanout(a) => scenarios::fanout(a, "fanout").await,
         Scenario::Direct(a) => scenarios::direct(a, "direct").await,
+        Scenario::Jobs(a) => scenarios::jobs(a, "jobs").await,
         Scenario::Cluster { scenario } => {
             let urls = match scenario {
                 ClusterScenario::Connect(a) => &a.common.urls,

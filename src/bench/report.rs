@@ -1,6 +1,7 @@
 //! What a run tells its user: a progress bar while it runs, then a summary
 //! table, or one JSON object with every figure (`--json`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,6 +36,178 @@ pub struct Memory {
     pub server_rss_after_bytes: Option<u64>,
     pub server_rss_per_connection_bytes: Option<f64>,
     pub bench_rss_per_connection_bytes: Option<f64>,
+}
+
+/// What `bench jobs` measured and checked: one job over simulated agents.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobFigures {
+    pub job: String,
+    /// The hosts the job's target resolved to (every agent that joined).
+    pub hosts: u64,
+    pub delay_ms: u64,
+    pub fail_ratio: f64,
+    pub kill_ratio: f64,
+    pub batch: Option<String>,
+    /// Agents that dropped their socket after the job was created, and of
+    /// them those that came back.
+    pub killed: u64,
+    pub reconnected: u64,
+    /// Reconnections the gateway refused (and the agents tried again, as
+    /// the agent does), and the first refusal.
+    pub refused_rejoins: u64,
+    pub first_refusal: Option<String>,
+    /// `job_create` sent → answered: resolving the target and writing the
+    /// job and every host's first row to the ledger.
+    pub create_ms: f64,
+    /// `job_create` sent → the first outcome an agent sent.
+    pub first_outcome_ms: Option<f64>,
+    /// `job_create` sent → the first and the last outcome recorded (the
+    /// rows' `updated_ms`: to the millisecond).
+    pub first_result_ms: Option<f64>,
+    pub all_results_ms: Option<f64>,
+    /// `job_create` sent → every host final, as the follower saw it
+    /// (events, and the rows once the job was over).
+    pub followed_all_ms: Option<f64>,
+    /// Hosts by final state, from the rows read back at the end.
+    pub states: BTreeMap<String, u64>,
+    /// Hosts whose agent ran the job once, and more than once.
+    pub executed_once: u64,
+    pub duplicated: u64,
+    /// Hosts not final at the end, final without having run it (offline,
+    /// expired, failed), or whose row says otherwise than their agent
+    /// answered.
+    pub lost: u64,
+    /// `run_job`s an agent answered from its record (redeliveries).
+    pub redeliveries: u64,
+    /// The most times one host was sent the job (the rows' `attempts`).
+    pub max_attempts: u32,
+    /// `host` events the follower received, and those that would have
+    /// taken a final host back (none should).
+    pub host_events: u64,
+    pub regressions: u64,
+    /// The gateway's CPU over the job (create → every host final) per
+    /// 1,000 hosts.
+    pub server_cpu_ms_per_1000_hosts: Option<f64>,
+    /// The gateway's resident memory per 1,000 hosts: for the agents'
+    /// connections (before → all joined), and for the job on top (→ every
+    /// host final).
+    pub server_rss_per_1000_hosts_bytes: Option<f64>,
+    pub job_rss_per_1000_hosts_bytes: Option<f64>,
+    /// The ledger's cost per host: `job_create`'s time per 1,000 hosts.
+    pub create_ms_per_1000_hosts: f64,
+    /// Why following stopped before every host was final.
+    pub gave_up: Option<String>,
+}
+
+impl JobFigures {
+    /// Every host final, run once, and none lost.
+    pub fn clean(&self) -> bool {
+        self.hosts > 0
+            && self.lost == 0
+            && self.duplicated == 0
+            && self.regressions == 0
+            && self.gave_up.is_none()
+            && self.executed_once == self.hosts
+    }
+
+    fn rows(&self, row: &mut impl FnMut(&str, String)) {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} ms"));
+        row(
+            "job",
+            format!(
+                "{} on {} hosts: delay {} ms, fail ratio {}, kill ratio {}, batch {}",
+                self.job,
+                self.hosts,
+                self.delay_ms,
+                self.fail_ratio,
+                self.kill_ratio,
+                self.batch.as_deref().unwrap_or("all")
+            ),
+        );
+        row(
+            "created",
+            format!(
+                "{:.1} ms ({:.1} ms per 1,000 hosts)",
+                self.create_ms, self.create_ms_per_1000_hosts
+            ),
+        );
+        row(
+            "first result",
+            format!(
+                "{} (first outcome sent by an agent: {})",
+                ms(self.first_result_ms),
+                ms(self.first_outcome_ms)
+            ),
+        );
+        row(
+            "all results",
+            format!(
+                "{} (seen by the follower: {})",
+                ms(self.all_results_ms),
+                ms(self.followed_all_ms)
+            ),
+        );
+        let states: Vec<String> = self
+            .states
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        row("final states", states.join(", "));
+        row(
+            "hosts",
+            format!(
+                "run once {} duplicated {} lost {}",
+                self.executed_once, self.duplicated, self.lost
+            ),
+        );
+        row(
+            "redeliveries",
+            format!(
+                "{} answered from the record, most attempts on one host {}",
+                self.redeliveries, self.max_attempts
+            ),
+        );
+        if self.killed > 0 {
+            row(
+                "killed",
+                format!(
+                    "{} dropped, {} came back; {} reconnections refused and tried again{}",
+                    self.killed,
+                    self.reconnected,
+                    self.refused_rejoins,
+                    self.first_refusal
+                        .as_ref()
+                        .map_or(String::new(), |r| format!(" (first: {r})"))
+                ),
+            );
+        }
+        row(
+            "events",
+            format!(
+                "{} host events, {} taking a host back from final",
+                self.host_events, self.regressions
+            ),
+        );
+        let per = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.1} {unit}"));
+        row(
+            "per 1,000 hosts",
+            format!(
+                "server CPU {}, RSS {} for connections + {} for the job",
+                per(self.server_cpu_ms_per_1000_hosts, "ms"),
+                per(
+                    self.server_rss_per_1000_hosts_bytes.map(|b| b / 1048576.0),
+                    "MiB"
+                ),
+                per(
+                    self.job_rss_per_1000_hosts_bytes.map(|b| b / 1048576.0),
+                    "MiB"
+                ),
+            ),
+        );
+        if let Some(why) = &self.gave_up {
+            row("GAVE UP", why.clone());
+        }
+    }
 }
 
 /// Every figure of one run.
@@ -73,6 +246,8 @@ pub struct Report {
     pub latency: Option<Latency>,
     pub cpu: Option<Cpu>,
     pub memory: Option<Memory>,
+    /// `bench jobs`' figures.
+    pub jobs: Option<JobFigures>,
     /// Frames that were neither benchmark messages nor replies (broadcasts
     /// such as CLIENT_JOINED), over all clients.
     pub broadcast_frames: u64,
@@ -95,7 +270,8 @@ impl Report {
                 && c.malformed == 0
                 && c.rejected == 0
         });
-        counts_ok && !self.stalled && self.connect_failures == 0
+        let jobs_ok = self.jobs.as_ref().is_none_or(JobFigures::clean);
+        counts_ok && jobs_ok && !self.stalled && self.connect_failures == 0
     }
 
     pub fn json(&self) -> String {
@@ -211,6 +387,9 @@ impl Report {
                 ),
             );
         }
+        if let Some(jobs) = &self.jobs {
+            jobs.rows(&mut row);
+        }
         row("broadcast frames", self.broadcast_frames.to_string());
         if self.stalled {
             row(
@@ -226,7 +405,9 @@ impl Report {
         }
         row(
             "verdict",
-            if self.clean() {
+            if self.clean() && self.jobs.is_some() {
+                "every host final, the job run once on each".into()
+            } else if self.clean() {
                 "every message delivered exactly once".into()
             } else {
                 "FAILED: see missing/duplicated/errors above".into()
@@ -328,6 +509,46 @@ mod tests {
         assert_eq!(thousands(1_234_567.8), "1,234,568");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(thousands(0.0), "0");
+    }
+
+    #[test]
+    fn a_job_with_a_lost_or_twice_run_host_is_not_clean() {
+        let figures = JobFigures {
+            job: "0123456789ab".into(),
+            hosts: 2,
+            executed_once: 2,
+            states: BTreeMap::from([("exited".into(), 2)]),
+            first_result_ms: Some(1.5),
+            ..JobFigures::default()
+        };
+        let mut r = Report {
+            jobs: Some(figures.clone()),
+            ..Report::default()
+        };
+        assert!(r.clean(), "{}", r.table());
+        assert!(r.table().contains("every host final"));
+        assert!(r.table().contains("exited 2"));
+        for broken in [
+            JobFigures {
+                lost: 1,
+                executed_once: 1,
+                ..figures.clone()
+            },
+            JobFigures {
+                duplicated: 1,
+                executed_once: 1,
+                ..figures.clone()
+            },
+            JobFigures {
+                gave_up: Some("stuck".into()),
+                ..figures.clone()
+            },
+        ] {
+            r.jobs = Some(broken);
+            assert!(!r.clean());
+            assert!(r.table().contains("FAILED"));
+        }
+        assert!(r.json().contains("\"gave_up\": \"stuck\""));
     }
 
     #[test]

@@ -109,6 +109,28 @@ pub struct Identity {
     pub take_over: bool,
 }
 
+impl Identity {
+    /// The IDENTIFY that says it, presenting `resume` (an earlier HELLO's
+    /// secret).
+    pub fn payload<'a>(&'a self, resume: Option<&'a str>) -> PayloadIn<'a> {
+        PayloadIn::Identify {
+            name: Cow::Borrowed(&self.name),
+            nickname: None,
+            version: Cow::Borrowed(PROTOCOL_VERSION),
+            tags: self
+                .tags
+                .iter()
+                .map(|t| Cow::Borrowed(t.as_str()))
+                .collect(),
+            secret: None,
+            token: self.token.as_deref().map(Cow::Borrowed),
+            presence: (!self.presence).then_some(false),
+            resume: resume.map(Cow::Borrowed),
+            take_over: (!self.take_over).then_some(false),
+        }
+    }
+}
+
 /// An identified connection, split for concurrent use.
 pub struct Connection {
     pub uuid: Uuid,
@@ -136,23 +158,8 @@ async fn identify(
                 url: url.to_owned(),
                 reason: context::why_unreachable(&e),
             })?;
-    let identify = PayloadIn::Identify {
-        name: Cow::Borrowed(&identity.name),
-        nickname: None,
-        version: Cow::Borrowed(PROTOCOL_VERSION),
-        tags: identity
-            .tags
-            .iter()
-            .map(|t| Cow::Borrowed(t.as_str()))
-            .collect(),
-        secret: None,
-        token: identity.token.as_deref().map(Cow::Borrowed),
-        presence: (!identity.presence).then_some(false),
-        resume: resume.map(Cow::Borrowed),
-        take_over: (!identity.take_over).then_some(false),
-    };
-    let text =
-        serde_json::to_string(&identify).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let text = serde_json::to_string(&identity.payload(resume))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
     ws.send(Message::Text(text.into()))
         .await
         .map_err(|e| ClientError::Broken(e.to_string()))?;

@@ -111,6 +111,20 @@ impl Resume {
         Ok(connection)
     }
 
+    /// The IDENTIFY of `identity` with the last HELLO's secret, for a
+    /// client that does its own handshake (the load generator's simulated
+    /// agents, on their own sockets); [`Resume::hello`] keeps the answer's.
+    pub fn identify<'a>(&'a self, identity: &'a Identity) -> PayloadIn<'a> {
+        identity.payload(self.secret.as_deref())
+    }
+
+    /// Keeps the secret of a HELLO that such a client received.
+    pub fn hello(&mut self, hello: &PayloadOut) {
+        if let PayloadOut::Hello { resume, .. } = hello {
+            self.secret = resume.clone();
+        }
+    }
+
     /// Connects again, waiting longer after each failure (100 ms doubling
     /// to 5 s, jittered) for at most `patience`, as long as the failure is
     /// [`retryable`]; then sends the SELF_SUBSCRIBE of every subscription,
@@ -446,6 +460,32 @@ mod tests {
         );
         // Said once: a later result is not a resubscription's.
         assert_eq!(resume.observe(&result), Observed::Pass);
+    }
+
+    #[test]
+    fn an_identify_of_its_own_gives_the_last_hellos_secret() {
+        let identity = Identity {
+            name: "host1".into(),
+            tags: vec!["agent".into()],
+            token: None,
+            presence: false,
+            take_over: true,
+        };
+        let resume_of = |payload: PayloadIn<'_>| match payload {
+            PayloadIn::Identify { resume, .. } => resume.map(|r| r.into_owned()),
+            other => panic!("not an IDENTIFY: {other:?}"),
+        };
+        let mut resume = Resume::default();
+        assert_eq!(resume_of(resume.identify(&identity)), None);
+        for secret in ["s1", "s2"] {
+            resume.hello(&PayloadOut::Hello {
+                uuid: Uuid::nil(),
+                version: "0.2.0".into(),
+                fs_key: String::new(),
+                resume: Some(secret.into()),
+            });
+            assert_eq!(resume_of(resume.identify(&identity)), Some(secret.into()));
+        }
     }
 
     #[test]

@@ -12,13 +12,20 @@
 //!
 //! Here, the phases; [`run`] holds what a run shares, [`client`] what each
 //! client task does, and each family of scenarios has a module of its own.
+//! `jobs` has clients of its own kinds: simulated agents ([`agent`]), for
+//! which "go" is when the chosen ones drop their sockets, and the operator
+//! who creates and follows the job ([`operator`]).
 
+mod agent;
 mod client;
 mod connect;
+mod jobs;
 mod messages;
+mod operator;
 mod run;
 
 pub use connect::connect;
+pub use jobs::jobs;
 pub use messages::{direct, fanout};
 
 /// The phases of a run, in order.

@@ -118,6 +118,17 @@ impl Ctx {
         })
     }
 
+    /// This run's id, in every client name it uses.
+    pub(super) fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// What bounds the connections set up at once (`--concurrency`), for
+    /// client tasks of a scenario's own kind.
+    pub(super) fn connecting(&self) -> Arc<Semaphore> {
+        self.semaphore.clone()
+    }
+
     /// A client name unique to this run.
     pub(super) fn name(&self, role: &str, i: usize) -> String {
         format!("bench_{}_{role}{i}", self.run_id)
