@@ -303,13 +303,15 @@ impl Operator {
                 ..
             } if Some(&service) == self.service.as_ref() => {
                 match serde_json::from_value::<JobEvent>(data) {
-                    Ok(JobEvent::Host { host, .. }) => {
-                        self.followed.host_events += 1;
-                        self.apply(host.host, host.state, true);
+                    Ok(JobEvent::Hosts { hosts, .. }) => {
+                        for host in hosts {
+                            self.followed.host_events += 1;
+                            self.apply(host.host, host.state, true);
+                        }
                     }
                     Ok(JobEvent::End { job }) => {
                         self.followed.other_events += 1;
-                        self.followed.job = Some(job);
+                        self.followed.job = Some(*job);
                         self.ended = true;
                     }
                     Ok(_) => self.followed.other_events += 1,
