@@ -693,20 +693,7 @@ pub async fn cancel(host: &Host, job: &JobId) -> Result<Value, Failure> {
 
 /// An outcome in `state`, started when it was recorded, finished now.
 fn ended_as(record: &Record, state: HostState) -> HostOutcome {
-    HostOutcome {
-        job: record.job.clone(),
-        state,
-        exit_code: None,
-        signal: None,
-        reason: None,
-        desc: None,
-        stdout: None,
-        stderr: None,
-        reply: None,
-        started_ms: record.recorded_ms,
-        finished_ms: now_ms(),
-        replayed: false,
-    }
+    HostOutcome::new(record.job.clone(), state, record.recorded_ms, now_ms())
 }
 
 fn failed(record: &Record, failure: Failure) -> HostOutcome {

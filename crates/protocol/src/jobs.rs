@@ -482,6 +482,27 @@ pub struct HostOutcome {
     pub replayed: bool,
 }
 
+impl HostOutcome {
+    /// An outcome in `state`, between `started_ms` and `finished_ms`, with
+    /// nothing more to say yet.
+    pub fn new(job: JobId, state: HostState, started_ms: u64, finished_ms: u64) -> HostOutcome {
+        HostOutcome {
+            job,
+            state,
+            exit_code: None,
+            signal: None,
+            reason: None,
+            desc: None,
+            stdout: None,
+            stderr: None,
+            reply: None,
+            started_ms,
+            finished_ms,
+            replayed: false,
+        }
+    }
+}
+
 /// What an agent sends under a `run_job`'s rid before its reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

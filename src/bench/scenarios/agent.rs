@@ -424,19 +424,10 @@ impl Agent<'_> {
             }
             record.due = None;
             let finished_ms = now_ms();
+            let started_ms = finished_ms.saturating_sub(self.plan.delay.as_millis() as u64);
             let done = HostOutcome {
-                job: job.clone(),
-                state: HostState::Exited,
                 exit_code: Some(exit_code),
-                signal: None,
-                reason: None,
-                desc: None,
-                stdout: None,
-                stderr: None,
-                reply: None,
-                started_ms: finished_ms.saturating_sub(self.plan.delay.as_millis() as u64),
-                finished_ms,
-                replayed: false,
+                ..HostOutcome::new(job.clone(), HostState::Exited, started_ms, finished_ms)
             };
             for (rid, to, connection, replayed) in record.waiting.drain(..) {
                 if connection == self.connection {

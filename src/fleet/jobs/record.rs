@@ -136,18 +136,9 @@ mod tests {
 
     fn outcome(stdout: &str) -> HostOutcome {
         HostOutcome {
-            job: "0123456789ab".parse().unwrap(),
-            state: HostState::Exited,
             exit_code: Some(0),
-            signal: None,
-            reason: None,
-            desc: None,
             stdout: Some(Captured::keep(stdout.as_bytes(), 100)),
-            stderr: None,
-            reply: None,
-            started_ms: 1,
-            finished_ms: 2,
-            replayed: false,
+            ..HostOutcome::new("0123456789ab".parse().unwrap(), HostState::Exited, 1, 2)
         }
     }
 
