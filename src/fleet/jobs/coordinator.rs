@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -101,6 +102,8 @@ pub struct Coordinator {
     /// Queued hosts that were offline, waited for.
     waiting: BTreeSet<usize>,
     in_flight: usize,
+    /// Hosts whose run failed (what `max_failures` counts).
+    failures: usize,
     window: usize,
     canary: usize,
     dirty: BTreeSet<usize>,
@@ -138,6 +141,7 @@ impl Coordinator {
             pending: VecDeque::new(),
             waiting: BTreeSet::new(),
             in_flight: 0,
+            failures: 0,
             window,
             canary,
             dirty: BTreeSet::new(),
@@ -156,6 +160,7 @@ impl Coordinator {
                 HostState::Queued => coordinator.pending.push_back(i),
                 // Taken over: ask again (the agent answers from its record).
                 HostState::Sent | HostState::Running => coordinator.in_flight += 1,
+                state if state.failed_run(row.exit_code) => coordinator.failures += 1,
                 _ => {}
             }
             coordinator.slots.push(Slot {
@@ -335,7 +340,10 @@ impl Coordinator {
 
     /// A frame the namespace sent the coordinator.
     fn receive(&mut self, member: &Member, payload: &[u8]) {
-        let Ok(PayloadOut::Message { origin, data, .. }) = serde_json::from_slice(payload) else {
+        let Ok(PayloadOut::Message {
+            origin, mut data, ..
+        }) = serde_json::from_slice(payload)
+        else {
             return;
         };
         let Some(rid) = data.get("rid").and_then(Value::as_u64) else {
@@ -352,7 +360,7 @@ impl Coordinator {
         if origin.client.name != slot.row.host || slot.row.state.is_final() {
             return;
         }
-        if let Ok(event) = serde_json::from_value::<RunJobEvent>(data.clone()) {
+        if let Ok(event) = RunJobEvent::deserialize(&data) {
             match event {
                 RunJobEvent::JobStarted { job }
                     if &job == self.id() && self.slots[rid].row.state == HostState::Sent =>
@@ -376,11 +384,11 @@ impl Coordinator {
             }
             return;
         }
-        let Some(msg) = data.get("msg") else {
+        let Some(msg) = data.get_mut("msg").map(Value::take) else {
             return;
         };
-        match outcome(msg.clone()) {
-            Ok(body) => match serde_json::from_value::<HostOutcome>(body) {
+        match outcome(msg) {
+            Ok(body) => match HostOutcome::deserialize(&body) {
                 Ok(done) if &done.job == self.id() && done.state.is_final() => {
                     self.settle(rid, |row, now| record::settle(row, done, now));
                 }
@@ -439,11 +447,8 @@ impl Coordinator {
     /// canary failed.
     fn after_failure(&mut self, i: usize) {
         let total = self.slots.len();
-        let failures = self
-            .slots
-            .iter()
-            .filter(|s| s.row.state.failed_run(s.row.exit_code))
-            .count();
+        self.failures += 1;
+        let failures = self.failures;
         let spec = &self.record.info.spec;
         let stopped_by = if i < self.canary {
             Some(format!("canary {} failed", self.slots[i].row.host))
@@ -475,7 +480,8 @@ impl Coordinator {
 
     /// Sends hosts their `run_job` while the window has room.
     fn dispatch(&mut self, member: &Member) {
-        if self.record.info.stopped_by.is_some() {
+        // A full window (the usual case in a large job) costs nothing.
+        if self.record.info.stopped_by.is_some() || self.in_flight >= self.window {
             return;
         }
         let now = Instant::now();
