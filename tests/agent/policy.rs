@@ -212,7 +212,11 @@ async fn exec_allow_rules_cannot_be_walked_around() {
         "{reply}"
     );
     let (code, reply) = fleet
-        .request(&fleet.alice, "exec_command", json!({"command": "ls -l"}))
+        .request(
+            &fleet.alice,
+            "exec_command",
+            json!({"command": "ls -l -d evil"}),
+        )
         .await;
     assert_eq!((code, reply["exit_code"].as_i64()), (0, Some(0)), "{reply}");
 
@@ -256,12 +260,14 @@ async fn exec_allow_rules_cannot_be_walked_around() {
         );
     }
     // The request's PATH may be set here, but the program is found on the
-    // agent's: the real ls runs, not the attacker's.
+    // agent's: the real ls runs, not the attacker's. (Listings name `evil`
+    // alone: a listing of the whole work folder would race the agent's
+    // atomic writes there, whose temporary files vanish under `ls -l`.)
     let (code, reply) = fleet
         .request(
             &fleet.alice,
             "exec_command",
-            json!({"command": "ls -l", "env": {"PATH": format!("{}:/usr/bin:/bin", evil.display())}}),
+            json!({"command": "ls -l -d evil", "env": {"PATH": format!("{}:/usr/bin:/bin", evil.display())}}),
         )
         .await;
     assert_eq!((code, reply["exit_code"].as_i64()), (0, Some(0)), "{reply}");
