@@ -156,6 +156,12 @@ pub async fn issue_token(auth: &Auth, request: &TokenRequest) -> Outcome<IssuedT
             (issued.token, issued.claims)
         }
     };
+    if *role == Role::Agent {
+        // The fleet lists the host from now on, as never connected.
+        crate::fleet::inventory::expect(store.as_ref(), name)
+            .await
+            .map_err(|e| AdminError::Failed(e.to_string()))?;
+    }
     Ok(IssuedToken {
         token,
         id: claims.jti,

@@ -26,6 +26,7 @@ use crate::auth::now_secs;
 use crate::cluster::store::{Store, StoreError, Table};
 use crate::namespace::{Change, Observer};
 use crate::protocol::fleet::{Facts, HostRecord, HostsPage, HostsQuery, MAX_HOSTS_PAGE};
+use crate::protocol::health::Presence;
 use crate::protocol::selector::Selector;
 use crate::protocol::{ClientInfo, CtlName, HostKind};
 
@@ -40,12 +41,16 @@ const TOUCHES: usize = 4096;
 const RACES: usize = 8;
 
 /// A host's record as stored: [`HostRecord`] without what is computed when
-/// it is read (its name is the key, `online` is the namespace's).
+/// it is read (its name is the key, `online` is the namespace's, `health`
+/// the health store's). A host that is expected and never connected has
+/// neither `first_seen` nor `last_seen`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
     kind: HostKind,
-    first_seen: u64,
-    last_seen: u64,
+    #[serde(default)]
+    first_seen: Option<u64>,
+    #[serde(default)]
+    last_seen: Option<u64>,
     facts: Facts,
 }
 
@@ -73,11 +78,12 @@ impl Inventory {
             let first_seen = old
                 .as_deref()
                 .and_then(|bytes| serde_json::from_slice::<Stored>(bytes).ok())
-                .map_or(now, |stored| stored.first_seen);
+                .and_then(|stored| stored.first_seen)
+                .unwrap_or(now);
             let new = Stored {
                 kind,
-                first_seen,
-                last_seen: now,
+                first_seen: Some(first_seen),
+                last_seen: Some(now),
                 facts: facts.clone(),
             };
             if self
@@ -160,13 +166,20 @@ impl Inventory {
             if online_only && !online {
                 continue;
             }
+            let presence = match (online, stored.last_seen) {
+                (true, _) => Presence::Online,
+                (false, Some(_)) => Presence::Offline,
+                (false, None) => Presence::Never,
+            };
             let record = HostRecord {
-                last_seen: if online { now } else { stored.last_seen },
+                last_seen: if online { Some(now) } else { stored.last_seen },
                 name,
                 kind: stored.kind,
                 first_seen: stored.first_seen,
                 online,
+                presence,
                 facts: stored.facts,
+                health: None,
             };
             if selector.is_some_and(|s| !s.matches(&record)) {
                 continue;
@@ -194,7 +207,12 @@ impl Inventory {
                 let Ok(mut stored) = serde_json::from_slice::<Stored>(&old) else {
                     break;
                 };
-                stored.last_seen = now_secs();
+                if stored.last_seen.is_none() {
+                    // Expected, never connected: a departure of a client
+                    // under its name that never reported is no visit.
+                    break;
+                }
+                stored.last_seen = Some(now_secs());
                 match self
                     .store
                     .compare_and_swap(HOSTS, &name, Some(old), Some(encode(&stored)))
@@ -228,6 +246,22 @@ async fn write_touches(inventory: std::sync::Weak<Inventory>, mut queue: mpsc::R
         };
         inventory.write_touches(names).await;
     }
+}
+
+/// Files `name` in the inventory kept in `store` as a host that is
+/// expected (a host token was issued for it), listed as never connected
+/// until it reports; nothing if the inventory has it already.
+pub async fn expect(store: &dyn Store, name: &str) -> Result<(), StoreError> {
+    let new = Stored {
+        kind: HostKind::Agent,
+        first_seen: None,
+        last_seen: None,
+        facts: Facts::default(),
+    };
+    store
+        .compare_and_swap(HOSTS, name, None, Some(encode(&new)))
+        .await
+        .map(drop)
 }
 
 /// Whether `client` may be a host of the inventory: not one of `ctl`'s

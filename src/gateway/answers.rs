@@ -178,6 +178,16 @@ async fn serve(
         GatewayRequest::JobOutput(host) => {
             Ok(success(json!({ "host": desk.jobs.output(&host).await? })))
         }
+        // Served from issue 26's health and alerts (in progress).
+        GatewayRequest::Summary(_)
+        | GatewayRequest::History(_)
+        | GatewayRequest::Alerts(_)
+        | GatewayRequest::AlertRules(_)
+        | GatewayRequest::AlertRuleSet(_)
+        | GatewayRequest::AlertRuleDelete(_) => Err(Failure::new(
+            Reason::UnknownRequest,
+            "this gateway does not serve health or alerts yet",
+        )),
         GatewayRequest::ForgetHost(args) => {
             if !desk
                 .inventory

@@ -13,6 +13,7 @@ use super::render::table;
 use super::Ctl;
 use concierge_protocol::agent::GatewayRequest;
 use concierge_protocol::fleet::{ForgetHost, HostRecord, HostsPage, HostsQuery};
+use concierge_protocol::health::Presence;
 use concierge_protocol::selector::Selector;
 use concierge_protocol::GATEWAY_NAME;
 
@@ -72,10 +73,13 @@ impl Ctl {
         let dash = || "-".to_owned();
         for h in hosts {
             let f = &h.facts;
-            let state = if h.online {
-                "online".to_owned()
-            } else {
-                format!("offline {}", ago(now.saturating_sub(h.last_seen)))
+            let state = match (h.presence, h.last_seen) {
+                (Presence::Online, _) => "online".to_owned(),
+                (Presence::Offline, Some(seen)) => {
+                    format!("offline {}", ago(now.saturating_sub(seen)))
+                }
+                (Presence::Offline, None) => "offline".to_owned(),
+                (Presence::Never, _) => "never connected".to_owned(),
             };
             let os = match (&f.os, &f.os_version) {
                 (Some(os), Some(version)) => format!("{os} {version}"),

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::{HostHealth, Presence};
 use crate::selector::Attributes;
 use crate::HostKind;
 
@@ -33,9 +34,10 @@ pub const MAX_ADDRESSES: usize = 64;
 pub const MAX_HOSTS_PAGE: usize = 5_000;
 
 /// The keys of facts in target expressions. Labels may not use them.
-pub const FACT_KEYS: [&str; 10] = [
+pub const FACT_KEYS: [&str; 11] = [
     "name",
     "kind",
+    "presence",
     "hostname",
     "os",
     "os_version",
@@ -170,19 +172,28 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 /// What the gateway keeps of a host, and lists (`hosts`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostRecord {
     /// The name it connects with.
     pub name: String,
     /// What serves it.
     pub kind: HostKind,
-    /// When it first reported, in seconds since the Unix epoch.
-    pub first_seen: u64,
-    /// When it was last seen connected (now, while it is).
-    pub last_seen: u64,
+    /// When it first reported, in seconds since the Unix epoch; `None` for
+    /// a host that is expected and has never connected.
+    pub first_seen: Option<u64>,
+    /// When it was last seen connected (now, while it is); `None` when it
+    /// never connected.
+    pub last_seen: Option<u64>,
     /// Whether a client holding its name is connected now.
     pub online: bool,
+    /// Online, offline (since `last_seen`) or never connected.
+    pub presence: Presence,
+    /// Its last facts (kept while it is offline).
     pub facts: Facts,
+    /// Its latest summary and trend, if it ever sent one (kept while it is
+    /// offline: its `at` says how old it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HostHealth>,
 }
 
 impl Attributes for HostRecord {
@@ -198,6 +209,7 @@ impl Attributes for HostRecord {
         match key {
             "name" => Some(Cow::Borrowed(&self.name)),
             "kind" => Some(Cow::Borrowed(self.kind.tag())),
+            "presence" => Some(Cow::Borrowed(self.presence.as_str())),
             "hostname" => text(&f.hostname),
             "os" => text(&f.os),
             "os_version" => text(&f.os_version),
@@ -230,7 +242,7 @@ pub struct HostsQuery {
 }
 
 /// The answer to `hosts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostsPage {
     pub hosts: Vec<HostRecord>,
     /// Whether more hosts follow (ask again with `after` the last name).
@@ -253,9 +265,11 @@ mod tests {
         HostRecord {
             name: name.into(),
             kind: HostKind::Agent,
-            first_seen: 1,
-            last_seen: 2,
+            first_seen: Some(1),
+            last_seen: Some(2),
             online: true,
+            presence: Presence::Online,
+            health: None,
             facts: Facts {
                 os: Some("debian".into()),
                 cpus: Some(4),

@@ -15,14 +15,17 @@
 //! (the file server's HTTP answers), [`fleet`] (the inventory: what hosts
 //! report of themselves and what the gateway keeps), [`selector`] (target expressions:
 //! which hosts a fleet command is for), [`jobs`] (one request run once on
-//! every host a target names) and [`wireguard`].
+//! every host a target names), [`health`] (the summaries hosts send and
+//! their history), [`alerts`] (rules and their events) and [`wireguard`].
 
 pub mod admin;
 pub mod agent;
+pub mod alerts;
 pub mod close;
 pub mod data;
 pub mod files;
 pub mod fleet;
+pub mod health;
 pub mod incoming;
 pub mod jobs;
 mod names;

@@ -24,7 +24,9 @@ use serde_json::{json, Map, Value};
 pub use envelope::{envelope, outcome, reply, success, Envelope, Rid};
 pub use failure::{Failure, Reason};
 
+use crate::alerts::{AlertRule, AlertsQuery, RuleName};
 use crate::fleet::{Facts, ForgetHost, HostsQuery};
+use crate::health::{HistoryQuery, Summary};
 use crate::jobs::{CancelJob, HostRef, JobQuery, JobRef, JobSpec, JobsQuery, RunJob};
 use crate::Role;
 use args::{
@@ -156,7 +158,7 @@ impl Request {
 #[serde(tag = "req", content = "msg", rename_all = "snake_case")]
 #[strum_discriminants(
     name(GatewayRequestName),
-    derive(strum::EnumString, strum::IntoStaticStr),
+    derive(strum::EnumString, strum::IntoStaticStr, strum::EnumIter),
     strum(serialize_all = "snake_case")
 )]
 pub enum GatewayRequest {
@@ -183,17 +185,32 @@ pub enum GatewayRequest {
     JobCancel(JobRef),
     /// Viewers: one host's result and output.
     JobOutput(HostRef),
+    /// A host, of itself: its health now (§20), every `summary_interval`.
+    Summary(Summary),
+    /// Viewers: a host's stored summaries (§20).
+    History(HistoryQuery),
+    /// Viewers: the alerts firing now and the latest events (§21).
+    Alerts(AlertsQuery),
+    /// Viewers: every alert rule.
+    AlertRules(NoArgs),
+    /// Admins: add or replace an alert rule (not one of the configuration's).
+    AlertRuleSet(AlertRule),
+    /// Admins: remove an alert rule added over the API.
+    AlertRuleDelete(RuleName),
 }
 
 impl GatewayRequest {
     /// The request an envelope to the gateway carries.
     pub fn parse(envelope: &Envelope) -> Result<GatewayRequest, Failure> {
         envelope.req.parse::<GatewayRequestName>().map_err(|_| {
+            use strum::IntoEnumIterator;
+            let known: Vec<&str> = GatewayRequestName::iter().map(<&str>::from).collect();
             Failure::new(
                 Reason::UnknownRequest,
                 format!(
-                    "the gateway answers no request {:?}: get_vpn_conf, vpn_peers, vpn_revoke, facts, hosts, forget_host, job_create, job_get, jobs, job_cancel or job_output",
-                    envelope.req
+                    "the gateway answers no request {:?}: {}",
+                    envelope.req,
+                    known.join(", ")
                 ),
             )
         })?;
@@ -201,19 +218,27 @@ impl GatewayRequest {
     }
 
     /// The role a sender needs, beyond a token (`get_vpn_conf`'s rule is
-    /// the VPN's: one's own name; `facts` is about the sender itself, and
-    /// the gateway's rule is that it be a host).
+    /// the VPN's: one's own name; `facts` and `summary` are about the
+    /// sender itself, and the gateway's rule is that it be a host).
     pub fn role(&self) -> Option<Role> {
         match self {
-            GatewayRequest::GetVpnConf(_) | GatewayRequest::Facts(_) => None,
+            GatewayRequest::GetVpnConf(_)
+            | GatewayRequest::Facts(_)
+            | GatewayRequest::Summary(_) => None,
             GatewayRequest::Hosts(_)
             | GatewayRequest::JobGet(_)
             | GatewayRequest::Jobs(_)
-            | GatewayRequest::JobOutput(_) => Some(Role::Viewer),
+            | GatewayRequest::JobOutput(_)
+            | GatewayRequest::History(_)
+            | GatewayRequest::Alerts(_)
+            | GatewayRequest::AlertRules(_) => Some(Role::Viewer),
             GatewayRequest::VpnPeers(_)
             | GatewayRequest::JobCreate(_)
             | GatewayRequest::JobCancel(_) => Some(Role::Operator),
-            GatewayRequest::VpnRevoke(_) | GatewayRequest::ForgetHost(_) => Some(Role::Admin),
+            GatewayRequest::VpnRevoke(_)
+            | GatewayRequest::ForgetHost(_)
+            | GatewayRequest::AlertRuleSet(_)
+            | GatewayRequest::AlertRuleDelete(_) => Some(Role::Admin),
         }
     }
 }
