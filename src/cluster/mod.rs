@@ -39,6 +39,7 @@ mod broker;
 mod claims;
 pub mod disk;
 pub mod disk_ledger;
+pub mod health;
 pub mod history;
 pub mod ledger;
 mod payload;
