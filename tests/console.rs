@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{add_user, command, issue_token, json_lines, Process};
+use common::process::{command, issue_token, json_lines, Process};
 use common::relay::Relay;
 use common::TestServer;
 use reqwest::StatusCode;
@@ -57,19 +57,15 @@ async fn fleet(work: &Path) -> (TestServer, Process) {
 /// alice (admin), vic (viewer) and a `host1` agent for the gateway at
 /// `base` whose data folder is `data`.
 async fn accounts_and_agent(base: &str, data: &str, work: &Path) -> Process {
-    add_user(&["--data-dir", data], "alice", "admin", OPERATOR_PASSWORD).await;
-    add_user(&["--data-dir", data], "vic", "viewer", VIEWER_PASSWORD).await;
-    // Once the gateway has seen the accounts it requires tokens.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("answered")
-        .status()
-        != StatusCode::UNAUTHORIZED
-    {
-        assert!(tokio::time::Instant::now() < deadline, "accounts not seen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::console::accounts(
+        base,
+        data,
+        &[
+            ("alice", "admin", OPERATOR_PASSWORD),
+            ("vic", "viewer", VIEWER_PASSWORD),
+        ],
+    )
+    .await;
     let host = issue_token(&["--data-dir", data], "host1", "agent").await;
     let config = work.join("agent.toml");
     let url = format!("{}/ws", base.replacen("http://", "ws://", 1));

@@ -36,6 +36,11 @@ use sha2::{Digest, Sha256};
 use strum::IntoEnumIterator;
 
 use crate::protocol::agent::{signals, GatewayRequestName, RequestName};
+use crate::protocol::alerts::{ALERTS_SERVICE, MAX_ALERTS_PAGE, MAX_RULES};
+use crate::protocol::fleet::MAX_HOSTS_PAGE;
+use crate::protocol::health::{
+    DEFAULT_HISTORY_SECS, DEFAULT_SUMMARY_INTERVAL_SECS, MAX_HISTORY_POINTS, TREND_POINTS,
+};
 use crate::protocol::jobs::{HostState, JOB_PREFIX, MAX_JOBS_PAGE, MAX_JOB_SECS};
 use crate::protocol::GATEWAY_NAME;
 
@@ -50,8 +55,10 @@ const REQUESTS_JS: &str = "js/requests.js";
 /// `js/requests.js`: `ACCESS`, each request's access (`read` or
 /// `command`), `SIGNALS`, and for the Jobs page `GATEWAY` (the gateway's
 /// reserved name), `JOBS` (its job requests, the event services' prefix,
-/// the limits) and `HOST_STATES` ([`host_states`]), from the protocol's
-/// types.
+/// the limits) and `HOST_STATES` ([`host_states`]); for the Fleet and Host
+/// pages `FLEET` (the inventory's and history's requests and limits), for
+/// the Alerts page `ALERTS` (its requests, its service, its limits), from
+/// the protocol's types.
 fn requests_js() -> &'static (String, String) {
     static MADE: LazyLock<(String, String)> = LazyLock::new(|| {
         let signals: Vec<&str> = signals::names().collect();
@@ -66,6 +73,24 @@ fn requests_js() -> &'static (String, String) {
             "max_secs": MAX_JOB_SECS,
             "max_page": MAX_JOBS_PAGE,
         });
+        let fleet = json!({
+            "hosts": request(GatewayRequestName::Hosts),
+            "history": request(GatewayRequestName::History),
+            "max_page": MAX_HOSTS_PAGE,
+            "summary_interval": DEFAULT_SUMMARY_INTERVAL_SECS,
+            "trend_points": TREND_POINTS,
+            "max_history_points": MAX_HISTORY_POINTS,
+            "history_secs": DEFAULT_HISTORY_SECS,
+        });
+        let alerts = json!({
+            "list": request(GatewayRequestName::Alerts),
+            "rules": request(GatewayRequestName::AlertRules),
+            "set": request(GatewayRequestName::AlertRuleSet),
+            "delete": request(GatewayRequestName::AlertRuleDelete),
+            "service": ALERTS_SERVICE,
+            "max_rules": MAX_RULES,
+            "max_page": MAX_ALERTS_PAGE,
+        });
         let text = format!(
             "// Made by the gateway from its protocol types (src/console/mod.rs): not a file to edit.\n\
              /** Each request an agent serves, with who may send it (PROTOCOL §13.2, §13.3). */\n\
@@ -77,12 +102,18 @@ fn requests_js() -> &'static (String, String) {
              /** The gateway's job requests, the prefix of a job's event service, the longest wait and timeout, the longest page of jobs (PROTOCOL §19). */\n\
              export const JOBS = {};\n\
              /** Each host state of a job, in order: whether it is final, and how the host went with exit code 0 and with any other (PROTOCOL §19). */\n\
-             export const HOST_STATES = {};\n",
+             export const HOST_STATES = {};\n\
+             /** The inventory's and the history's requests and limits; `summary_interval` is the protocol's default (PROTOCOL §18, §20). */\n\
+             export const FLEET = {};\n\
+             /** The alerts' requests, their service, the most rules and the longest page of events (PROTOCOL §21). */\n\
+             export const ALERTS = {};\n",
             RequestName::table(),
             json!(signals),
             json!(GATEWAY_NAME),
             jobs,
             host_states(),
+            fleet,
+            alerts,
         );
         let etag = format!(
             "\"{}\"",
@@ -233,6 +264,9 @@ mod tests {
         assert!(text.contains(r#""create":"job_create""#), "{text}");
         assert!(text.contains(r#""list":"jobs""#), "{text}");
         assert!(text.contains(r#""prefix":"job_""#), "{text}");
+        assert!(text.contains(r#""history":"history""#), "{text}");
+        assert!(text.contains(r#""service":"alerts""#), "{text}");
+        assert!(text.contains(r#""set":"alert_rule_set""#), "{text}");
     }
 
     #[test]

@@ -47,13 +47,12 @@ import re
 import sys
 import time
 
-from selenium import webdriver
-from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+
+import console_common
+from console_common import PATIENCE, browser, click, confirm, css, log, log_in, no_sideways_scroll, one, shot, wait
 
 MODE = sys.argv[1]
 if MODE == "tour":
@@ -64,106 +63,12 @@ elif MODE == "units":
 else:
     URL, OPERATOR, OPERATOR_PW, HOST, SHOTS = sys.argv[2:7]
     DOWNLOADS = SHOTS
-PATIENCE = 20
-
-
-def log(step, **fields):
-    print(json.dumps({"step": step, **fields}), flush=True)
-
-
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1366,900", "--force-device-scale-factor=1", "--lang=en-US"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    options.add_experimental_option("prefs", {
-        "download.default_directory": DOWNLOADS,
-        "download.prompt_for_download": False,
-    })
-    # The driver is Debian's: Selenium never fetches one.
-    service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
-    return driver
-
-
-def wait(driver, what, check, timeout=PATIENCE):
-    """Waits until check(driver) is truthy and returns its value."""
-    def attempt(d):
-        try:
-            return check(d)
-        except (StaleElementReferenceException, JavascriptException):
-            return False
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(attempt)
-    except Exception as e:
-        shot(driver, f"failed-{what.replace(' ', '-')[:40]}")
-        raise AssertionError(f"timed out waiting for {what}: {e!r}") from None
-
-
-def shot(driver, name):
-    path = os.path.join(SHOTS, f"{name}.png")
-    driver.save_screenshot(path)
-    return path
-
-
-def css(driver, selector):
-    return driver.find_elements(By.CSS_SELECTOR, selector)
-
-
-def one(driver, selector):
-    return driver.find_element(By.CSS_SELECTOR, selector)
-
-
-def click(driver, what, selector):
-    """Clicks the first match, again if a re-render replaced it meanwhile.
-
-    The buttons it is used for sit in polled tables that redraw (every 5 s,
-    or at once after a refresh). A pointer click goes to the element's
-    position, so a redraw landing between finding the button and clicking
-    it sends the click to whatever row is there then: another process's
-    details. Clicking the element itself runs that button's own handler; a
-    button a redraw already replaced raises, and is found again."""
-    def attempt(d):
-        found = css(d, selector)
-        if not found:
-            return False
-        d.execute_script("arguments[0].scrollIntoView({block: 'nearest'}); arguments[0].click();", found[0])
-        return True
-    wait(driver, what, attempt)
-
-
-def confirm(driver, expect_in_text):
-    dialog = wait(driver, "the confirmation", lambda d: one(d, "#confirm").get_attribute("open") is not None and one(d, "#confirm"))
-    text = one(driver, "#confirm-text").text
-    assert expect_in_text in text, f"the confirmation says {text!r}"
-    one(driver, "#confirm-ok").click()
-    wait(driver, "the confirmation to close", lambda d: dialog.get_attribute("open") is None)
-
-
-def log_in(driver, user, password, keyboard=False):
-    wait(driver, "the login form", lambda d: one(d, "#login").is_displayed())
-    if keyboard:
-        # Only keys: the user field has the focus when the form shows.
-        focused = driver.switch_to.active_element
-        assert focused.get_attribute("id") == "login-user", f"focus is on {focused.get_attribute('id')!r}"
-        focused.send_keys(user)
-        focused.send_keys(Keys.TAB)
-        driver.switch_to.active_element.send_keys(password + Keys.ENTER)
-    else:
-        one(driver, "#login-user").clear()
-        one(driver, "#login-user").send_keys(user)
-        one(driver, "#login-password").clear()
-        one(driver, "#login-password").send_keys(password)
-        one(driver, "#login-submit").click()
-    wait(driver, "the connection", lambda d: "up" in one(d, "#link-state").get_attribute("class"))
+console_common.configure(SHOTS, DOWNLOADS)
 
 
 def open_host(driver):
     driver.get(f"{URL}/console/#/fleet")
-    click(driver, "the agent in the fleet", f'tr[data-name="{HOST}"] a.host-link')
+    click(driver, "the agent in the fleet", f'#fleet-hosts [data-host="{HOST}"] a.host-link')
     wait(driver, "the host page", lambda d: one(d, "#host-online").text == "online")
 
 
@@ -178,11 +83,6 @@ def output(driver):
 def started_row(driver, pid):
     rows = css(driver, f'#panel-started tr[data-proc-id="{pid}"]')
     return rows[0] if rows else None
-
-
-def no_sideways_scroll(driver, page):
-    width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
-    assert width[0] <= width[1], f"{page} scrolls sideways on a phone: {width[0]} px of {width[1]}"
 
 
 def unit_row(driver):
@@ -417,8 +317,6 @@ def refresh(driver, summary, seconds=20):
 
 
 def main():
-    os.makedirs(SHOTS, exist_ok=True)
-    os.makedirs(DOWNLOADS, exist_ok=True)
     driver = browser()
     summary = {}
     try:
@@ -458,33 +356,13 @@ def operator_and_viewer(driver, summary):
     log_in(driver, OPERATOR, OPERATOR_PW)
     log("logged in", user=OPERATOR)
 
-    # ---- The fleet: the agent appears, marked, and filtering works
-    wait(driver, "the agent in the fleet", lambda d: css(d, f'tr[data-name="{HOST}"] .badge.agent'))
-    # A viewer's client tagged `agent` (connected by the Rust test) is listed,
-    # but not as a host: only a verified host token makes one.
-    impostor = f'tr[data-name="{VIEWER}_agent"]'
-    wait(driver, "the viewer tagged agent in the fleet", lambda d: css(d, impostor))
-    assert not css(driver, f"{impostor} .badge.agent, {impostor} a.host-link"), "a tag made a viewer a host"
-    assert "1 agent," in one(driver, "#fleet-counts").text, one(driver, "#fleet-counts").text
-    summary["impostor_kind"] = one(driver, f"{impostor} .badge").text
-    one(driver, "#fleet-search").send_keys("no-such-client")
-    wait(driver, "the filter to hide everyone", lambda d: not css(d, "#fleet-clients tr[data-name]"))
-    one(driver, "#fleet-search").clear()
-    one(driver, "#fleet-search").send_keys(HOST)
-    wait(driver, "the filter to show the host", lambda d: [r.get_attribute("data-name") for r in css(d, "#fleet-clients tr[data-name]")] == [HOST])
-    one(driver, "#fleet-search").clear()
-    wait(driver, "the services", lambda d: css(d, f'#fleet-services tr[data-service="telemetry_{HOST}"]'))
-    wait(driver, "the console itself in the fleet", lambda d: len(css(d, "#fleet-clients tr[data-name]")) >= 2)
-    shot(driver, "fleet")
-    log("fleet", rows=len(css(driver, "#fleet-clients tr[data-name]")))
-
     # ---- The inventory: the host, online; a target selects it, a mistake
     # in the expression is shown with the caret under it
-    host_row = f'#fleet-hosts tr[data-host="{HOST}"]'
+    host_row = f'#fleet-hosts [data-host="{HOST}"]'
     wait(driver, "the host in the inventory, online", lambda d: css(d, f'{host_row}[data-online="true"]'))
     target = one(driver, "#hosts-target")
     target.send_keys("kind=agent,nothing*")
-    wait(driver, "the target to select no host", lambda d: not css(d, "#fleet-hosts tr[data-host]"))
+    wait(driver, "the target to select no host", lambda d: not css(d, "#fleet-hosts [data-host]"))
     target.clear()
     target.send_keys("role=web,dc in (fra")
     error = wait(driver, "the target's error", lambda d: one(d, "#hosts-target-error").is_displayed() and one(d, "#hosts-target-error").text)
@@ -492,11 +370,32 @@ def operator_and_viewer(driver, summary):
     summary["target_error"] = error
     target.clear()
     target.send_keys(f"{HOST},kind=agent")
-    wait(driver, "the target to select the host", lambda d: [r.get_attribute("data-host") for r in css(d, "#fleet-hosts tr[data-host]")] == [HOST])
+    wait(driver, "the target to select the host", lambda d: [r.get_attribute("data-host") for r in css(d, "#fleet-hosts [data-host]")] == [HOST])
     assert not one(driver, "#hosts-target-error").is_displayed(), "the error stayed"
     assert "1 online" in one(driver, "#hosts-counts").text, one(driver, "#hosts-counts").text
     shot(driver, "fleet-hosts")
     log("inventory", error=error.splitlines()[0])
+
+    # ---- The clients that are not hosts: the console itself, and a
+    # viewer's client tagged `agent` (connected by the Rust test), listed
+    # but not as a host: only a verified host token makes one.
+    one(driver, "#fleet-tab-clients").click()
+    impostor = f'#fleet-clients tr[data-name="{VIEWER}_agent"]'
+    wait(driver, "the viewer tagged agent among the clients", lambda d: css(d, impostor))
+    assert not css(driver, f'#fleet-clients tr[data-name="{HOST}"]'), "a host is listed among the clients"
+    wait(driver, "the counts", lambda d: "1 host," in one(d, "#fleet-counts").text)
+    summary["impostor_kind"] = one(driver, f"{impostor} .badge").text
+    one(driver, "#fleet-search").send_keys("no-such-client")
+    wait(driver, "the filter to hide everyone", lambda d: not css(d, "#fleet-clients tr[data-name]"))
+    one(driver, "#fleet-search").clear()
+    one(driver, "#fleet-search").send_keys(f"{VIEWER}_agent")
+    wait(driver, "the filter to show the impostor", lambda d: [r.get_attribute("data-name") for r in css(d, "#fleet-clients tr[data-name]")] == [f"{VIEWER}_agent"])
+    one(driver, "#fleet-search").clear()
+    wait(driver, "the services", lambda d: css(d, f'#fleet-services tr[data-service="telemetry_{HOST}"]'))
+    wait(driver, "the console itself among the clients", lambda d: len(css(d, "#fleet-clients tr[data-name]")) >= 2)
+    assert driver.current_url.endswith("#/fleet/clients"), driver.current_url
+    shot(driver, "fleet")
+    log("fleet", rows=len(css(driver, "#fleet-clients tr[data-name]")))
 
     # ---- The host: the CPU chart moves
     open_host(driver)
@@ -684,7 +583,7 @@ def operator_and_viewer(driver, summary):
     # ---- A phone-sized screen
     driver.set_window_size(390, 844)
     driver.get(f"{URL}/console/#/fleet")
-    wait(driver, "the fleet on a phone", lambda d: css(d, f'tr[data-name="{HOST}"]'))
+    wait(driver, "the fleet on a phone", lambda d: css(d, f'#fleet-hosts [data-host="{HOST}"]'))
     no_sideways_scroll(driver, "the fleet")
     shot(driver, "phone-fleet")
     open_host(driver)

@@ -4,6 +4,7 @@
 // is shown no button it could not use; the agent checks again anyway.
 
 import { HostCharts } from "./charts.js";
+import { historyCard, presenceBanner } from "./hoststatus.js";
 import { AgentError, failure, isHost } from "./gateway.js";
 import { ACCESS, SIGNALS as ALL_SIGNALS } from "./requests.js";
 import { ago, bytes, confirmAction, duration, exitBadge, fill, h, memLabel, processBadge, sortableTable, statusBadge, toast, when } from "./ui.js";
@@ -41,6 +42,8 @@ export function mount(app, root, [name]) {
   const every = (ms, fn) => { const t = setInterval(fn, ms); cleanups.push(() => clearInterval(t)); };
 
   const state = h("p", { id: "host-state" });
+  const banner = h("div.banner", { id: "host-banner", role: "status", hidden: true });
+  const showBanner = presenceBanner(app, name, banner);
   const detail = h("section.card", { id: "detail", hidden: true, "aria-live": "polite" });
   const vpnLine = h("p.muted", { id: "host-vpn" });
   const tabs = h("div.tabs", { role: "tablist", "aria-label": "Host sections" });
@@ -65,7 +68,7 @@ export function mount(app, root, [name]) {
       h("div.row.spread", {},
         h("h1", {}, name, " ", h("span.badge.agent", {}, "agent")),
         app.can("admin") ? h("a.button.quiet", { href: `#/vpn/${encodeURIComponent(name)}`, id: "host-vpn-conf" }, "VPN config") : null),
-      state, vpnLine,
+      state, banner, vpnLine,
       operator ? null : h("p.note", { id: "viewer-note" }, `Your role (${app.info.role}) may look but not act: commands are not offered.`)),
     tabs,
     detail,
@@ -75,7 +78,9 @@ export function mount(app, root, [name]) {
   const cpuCanvas = h("canvas", { id: "cpu-chart", role: "img", "aria-label": `CPU use of each core of ${name}` });
   const memCanvas = h("canvas", { id: "mem-chart", role: "img", "aria-label": `Memory of ${name}` });
   const diskCanvas = h("canvas", { id: "disk-chart", role: "img", "aria-label": `Disks of ${name}` });
-  fill(panels.telemetry, h("div.grid", {},
+  const history = historyCard(app, name);
+  cleanups.push(() => history.destroy());
+  fill(panels.telemetry, history.el, h("div.grid", {},
     h("div.card", {}, h("h2", {}, "CPU per core"), h("div.chart", {}, cpuCanvas)),
     h("div.card", {}, h("h2", {}, memLabel() === "RAM" ? "RAM" : "Memory"), h("div.chart", {}, memCanvas)),
     h("div.card", {}, h("h2", {}, "Disks"), h("div.chart", {}, diskCanvas))));
@@ -422,11 +427,18 @@ export function mount(app, root, [name]) {
   // ---- Presence: the page follows the host leaving and coming back
   const loaders = { started: loadStarted, processes: loadProcesses, units: loadUnits, usage: loadUsage };
   let online = null;
+  let bannerFor = null;
   function presence() {
     const agent = app.clientByName(name);
     const now = !!agent && gw.up;
     if (agent) state.replaceChildren(h("span.badge.ok", { id: "host-online" }, "online"), ` user ${agent.user ?? "anonymous"}, uuid `, h("span.mono", {}, agent.uuid));
     else state.replaceChildren(h("span.badge.bad", { id: "host-online" }, "offline"), ` ${name} is not connected.`);
+    // Whether it is offline, never connected or unknown is the inventory's
+    // to say, once this page knows every client.
+    if (app.loaded && now !== bannerFor) {
+      bannerFor = now;
+      showBanner(now);
+    }
     if (now && online !== true) {
       gw.ask(name, "telemetry").then(({ msg }) => telemetry(msg.tele_data)).catch(() => {});
       loaders[current]?.();

@@ -11,6 +11,7 @@ import * as vpn from "./vpn.js";
 import * as audit from "./audit.js";
 import * as jobs from "./jobs.js";
 import * as job from "./job.js";
+import * as alerts from "./alerts.js";
 
 const TOKEN_KEY = "concierge.token";
 const IMPLIED = { admin: ["admin", "operator", "viewer"], operator: ["operator", "viewer"], viewer: ["viewer"], agent: ["agent"] };
@@ -24,6 +25,8 @@ class App extends EventTarget {
     this.info = null;
     this.clients = new Map();
     this.services = new Map();
+    /** Whether the clients and services were read on this connection. */
+    this.loaded = false;
     this.refreshTimer = null;
   }
 
@@ -42,8 +45,13 @@ class App extends EventTarget {
     return null;
   }
 
-  changed() {
-    this.dispatchEvent(new Event("fleet"));
+  /**
+   * Tells the pages the fleet changed: `detail` is the broadcast that
+   * changed it (CLIENT_JOINED…), `{type: "reload"}` after every client and
+   * service was read again, `{type: "services"}` after the services were.
+   */
+  changed(detail) {
+    this.dispatchEvent(new CustomEvent("fleet", { detail }));
   }
 
   async begin(token) {
@@ -108,13 +116,15 @@ class App extends EventTarget {
       ]);
       this.clients = new Map(clients.clients.map((c) => [c.uuid, c]));
       this.services = new Map(services.services.map((s) => [s.name, s]));
-      this.changed();
+      this.loaded = true;
+      this.changed({ type: "reload" });
     } catch (e) {
       toast(`The fleet could not be read: ${e.message}`, true);
     }
   }
 
   down({ code, reason, fatal }) {
+    this.loaded = false;
     linkState(false, reason || `closed (${code})`);
     if (fatal) this.end(`${fatal} (${code}${reason ? `: ${reason}` : ""})`);
   }
@@ -140,7 +150,7 @@ class App extends EventTarget {
       default:
         return;
     }
-    this.changed();
+    this.changed(p);
   }
 
   /** Re-reads the services (subscriber counts change without a broadcast to us). */
@@ -149,7 +159,7 @@ class App extends EventTarget {
     try {
       const reply = await this.gw.request({ type: "SERVICE_FETCH_ALL" });
       this.services = new Map(reply.services.map((s) => [s.name, s]));
-      this.changed();
+      this.changed({ type: "services" });
     } catch { /* reconnecting: reload() reads them again */ }
   }
 }
@@ -187,7 +197,7 @@ function showSession(app) {
   route(app);
 }
 
-const VIEWS = { fleet, host, jobs, job, vpn, audit };
+const VIEWS = { fleet, host, jobs, job, alerts, vpn, audit };
 /** The section a page belongs to in the navigation: a host is the fleet's, a job the jobs'. */
 const SECTION = { host: "fleet", job: "jobs" };
 let unmount = null;
