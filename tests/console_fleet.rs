@@ -4,6 +4,9 @@
 //! tokens of their own that reported facts and a health summary, some of
 //! which then left (offline), and a host token issued for a name that never
 //! connects.
+//!
+//! Screenshots go to `$CONCIERGE_SCREENSHOTS` when set (as in
+//! tests/console.rs), otherwise to a temporary folder.
 
 mod common;
 
@@ -90,7 +93,10 @@ async fn connect_fleet(
 
 /// Runs the browser script in `mode` with `config`; its summary.
 async fn browse(server: &TestServer, mode: &str, config: Value) -> Value {
-    let shots = tempfile::tempdir().expect("shots");
+    let scratch = tempfile::tempdir().expect("shots");
+    let shots = std::env::var("CONCIERGE_SCREENSHOTS")
+        .map(|dir| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .unwrap_or_else(|_| scratch.path().to_owned());
     let base = server.http_url("");
     let config = config.to_string();
     common::browse(
@@ -102,7 +108,7 @@ async fn browse(server: &TestServer, mode: &str, config: Value) -> Value {
             ADMIN_PASSWORD,
             "vic",
             VIEWER_PASSWORD,
-            shots.path().to_str().expect("utf-8"),
+            shots.to_str().expect("utf-8"),
             &config,
         ],
         Duration::from_secs(300),
