@@ -62,8 +62,8 @@ use uuid::Uuid;
 
 pub use self::broker::Broker;
 pub use self::claims::Claims;
-pub use self::history::Histories;
 use self::health::HealthStore;
+pub use self::history::Histories;
 use self::ledger::Ledger;
 pub use self::payload::Payload;
 pub use self::settings::ClusterSettings;
