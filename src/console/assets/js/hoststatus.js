@@ -174,7 +174,7 @@ export function historyCard(app, name) {
     canvas.dataset.points = String(history.points.length);
     note.className = "muted";
     note.textContent = history.points.length
-      ? `${history.points.length} points from ${clock(history.since)} to ${clock(history.until)}, one every ${history.step} s.`
+      ? `${history.points.length} point${history.points.length === 1 ? "" : "s"} from ${clock(history.since)} to ${clock(history.until)}, one every ${history.step} s.`
       : "No health reported in this range.";
   }
   const onUp = () => load();

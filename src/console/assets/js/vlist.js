@@ -86,6 +86,8 @@ export function virtualList(columns, { rowHeight = 34, sortKey = null, descendin
     frame = 0;
     const n = order.length;
     spacer.style.height = `${n * rowHeight}px`;
+    // The header stays over its columns beside the rows' scroll bar.
+    head.style.paddingRight = `${body.offsetWidth - body.clientWidth}px`;
     grid.setAttribute("aria-rowcount", String(n + 1));
     box.dataset.rows = String(n);
     none.hidden = n > 0;
