@@ -201,6 +201,7 @@ export function mountHosts(app, root) {
   cleanups.push(() => {
     app.removeEventListener("fleet", onFleet);
     app.gw.removeEventListener("up", onUp);
+    list.destroy();
     clearInterval(poll);
     clearTimeout(typing);
     clearTimeout(pending);

@@ -19,7 +19,7 @@ const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "bas
 /**
  * `columns`: [{key, label, width, num?, value?(row), cell?(row), sort?(row), className?}].
  * `value`/`sort` give what the column sorts by: a number or a string;
- * null or undefined sort last whichever way. Returns {el, render(rows), sorted()}.
+ * null or undefined sort last whichever way. Returns {el, render(rows), destroy()}.
  */
 export function virtualList(columns, { rowHeight = 34, sortKey = null, descending = false, rowAttrs, empty = "Nothing here.", label = "List" } = {}) {
   let rows = [];
@@ -117,7 +117,8 @@ export function virtualList(columns, { rowHeight = 34, sortKey = null, descendin
     if (!frame) frame = requestAnimationFrame(draw);
   });
   // A list shown after it was drawn hidden (another tab) has its height only now.
-  new ResizeObserver(() => { if (!frame) frame = requestAnimationFrame(draw); }).observe(body);
+  const resized = new ResizeObserver(() => { if (!frame) frame = requestAnimationFrame(draw); });
+  resized.observe(body);
   header();
   return {
     el: box,
@@ -127,9 +128,10 @@ export function virtualList(columns, { rowHeight = 34, sortKey = null, descendin
       sort();
       draw();
     },
-    /** The rows as shown, in order. */
-    sorted() {
-      return order;
+    /** Stops following the list's size and scrolling (the page is left). */
+    destroy() {
+      resized.disconnect();
+      cancelAnimationFrame(frame);
     },
   };
 }
