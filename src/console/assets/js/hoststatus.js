@@ -13,7 +13,7 @@ import { ago, bytes, clock, fill, h, memLabel, when } from "./ui.js";
 const RANGES = [[3600, "1 h"], [6 * 3600, "6 h"], [24 * 3600, "24 h"], [7 * 86400, "7 d"]];
 
 /** The inventory's record of `name`, or null when it has none. */
-export async function record(app, name) {
+async function record(app, name) {
   const { msg } = await app.gw.ask(GATEWAY, FLEET.hosts, { target: name, limit: FLEET.max_page });
   return msg.hosts.find((x) => x.name === name) ?? null;
 }
