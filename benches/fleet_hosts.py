@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Simulated hosts for benches/fleet-page.sh: N WebSocket clients on the
-loopback that identify as hosts (`bench_NNNNN`, tag `agent`), file their
+loopback that identify as hosts (`bench_NNNNN`, tag `agent`, without
+presence as the agent does: no news of each other), file their
 facts and one health summary with the gateway (`facts`, `summary`), and
 stay connected (the library answers the gateway's pings) until SIGTERM
 or SIGINT. The gateway must not require tokens yet (no account): the
@@ -23,7 +24,7 @@ import websockets
 
 URL = sys.argv[1]
 N = int(sys.argv[2])
-AT_ONCE = 200
+AT_ONCE = 100
 ROLES = ["web", "db", "cache", "queue"]
 DCS = ["fra", "ams", "par"]
 
@@ -62,7 +63,7 @@ async def host(i, gate, progress, stop):
     try:
         async with gate:
             ws = await websockets.connect(URL, ping_interval=None, max_size=None, open_timeout=60)
-            await ws.send(json.dumps({"type": "IDENTIFY", "name": name, "version": "0.2.0", "tags": ["agent"]}))
+            await ws.send(json.dumps({"type": "IDENTIFY", "name": name, "version": "0.2.0", "tags": ["agent"], "presence": False}))
             hello = json.loads(await ws.recv())
             assert hello.get("type") == "HELLO", hello
             for rid, req, msg in ((1, "facts", facts(i)), (2, "summary", summary(i))):

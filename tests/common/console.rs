@@ -141,14 +141,15 @@ impl Drop for Hosts {
     }
 }
 
-/// One host's arrival: IDENTIFY with its token, then `facts` and `summary`
+/// One host's arrival: IDENTIFY with its token (without presence, as the
+/// agent: no news of the other hosts), then `facts` and `summary`
 /// to the gateway, each answered with success.
 async fn join(url: &str, plan: &HostPlan) -> Client {
     let mut client = Client::connect(url).await;
     client
         .identify_with(json!({
             "type": "IDENTIFY", "name": plan.name, "version": "0.2.0",
-            "tags": ["agent"], "token": plan.token,
+            "tags": ["agent"], "token": plan.token, "presence": false,
         }))
         .await;
     let facts = json!({

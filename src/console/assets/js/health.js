@@ -63,7 +63,7 @@ export function healthCell(record, text) {
 }
 
 /** The CPU trend (whole percents, oldest first) as a small SVG line. */
-export function sparkline(trend, { width = 80, height = 18, stale = false } = {}) {
+export function sparkline(trend, { width = 64, height = 18, stale = false } = {}) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("width", String(width));
   svg.setAttribute("height", String(height));
