@@ -118,9 +118,9 @@ async fn browse(server: &TestServer, mode: &str, config: Value) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fleet_page_lists_two_thousand_hosts_and_their_health() {
+async fn the_fleet_page_lists_three_thousand_hosts_and_their_health() {
     common::require_browser();
-    const HOSTS: usize = 2_000;
+    const HOSTS: usize = 3_000;
     const HOT: usize = 1_234;
     let (server, admin) = gateway().await;
     let never = "ghost".to_owned();

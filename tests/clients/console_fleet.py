@@ -139,7 +139,7 @@ def fleet(driver, summary):
     shot(driver, "host-offline")
     # The range picker asks again, and still draws.
     click(driver, "the 24 h range", '#history-range button[data-range="86400"]')
-    wait(driver, "the 24 h history", lambda d: "points" in one(d, "#history-note").text)
+    wait(driver, "the 24 h history", lambda d: one(d, "#history-chart").get_attribute("data-range") == "86400")
     # ---- Never connected, and no such host
     driver.get(f"{URL}/console/#/host/{never}")
     wait(driver, "the never banner", lambda d: one(d, "#host-banner").get_attribute("data-presence") == "never")

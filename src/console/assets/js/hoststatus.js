@@ -132,26 +132,28 @@ export function historyCard(app, name) {
     },
   });
 
-  let asked = 0;
+  let loads = 0;
   let timer = null;
   async function load() {
     clearTimeout(timer);
-    const mine = ++asked;
-    const since = Math.floor(Date.now() / 1000) - range;
+    const mine = ++loads;
+    const asked = range;
+    const since = Math.floor(Date.now() / 1000) - asked;
     let next = FLEET.summary_interval;
     try {
       const { msg } = await app.gw.ask(GATEWAY, FLEET.history, { host: name, since });
-      if (mine !== asked) return;
-      draw(msg);
+      if (mine !== loads) return;
+      draw(msg, asked);
       next = Math.max(FLEET.summary_interval, msg.step);
     } catch (e) {
-      if (mine !== asked) return;
+      if (mine !== loads) return;
       note.className = "error";
       note.textContent = e.reason === "not_found" ? `No history: the inventory has no host ${name}.` : `The history could not be read: ${failure(e)}`;
     }
     timer = setTimeout(load, next * 1000);
   }
-  function draw(history) {
+  /** Draws `history`, read for the last `secs` seconds. */
+  function draw(history, secs) {
     const labels = [];
     const series = [[], [], [], []];
     let previous = null;
@@ -172,6 +174,7 @@ export function historyCard(app, name) {
     chart.data.datasets.forEach((set, i) => { set.data = series[i]; set.pointRadius = history.points.length < 3 ? 3 : 0; });
     chart.update("none");
     canvas.dataset.points = String(history.points.length);
+    canvas.dataset.range = String(secs);
     note.className = "muted";
     note.textContent = history.points.length
       ? `${history.points.length} point${history.points.length === 1 ? "" : "s"} from ${clock(history.since)} to ${clock(history.until)}, one every ${history.step} s.`
@@ -183,7 +186,7 @@ export function historyCard(app, name) {
   return {
     el,
     destroy() {
-      asked += 1;
+      loads += 1;
       clearTimeout(timer);
       app.gw.removeEventListener("up", onUp);
       chart.destroy();
