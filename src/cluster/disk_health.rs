@@ -67,8 +67,10 @@ CREATE TABLE latest (
 ) STRICT, WITHOUT ROWID;";
 
 const LAST_AT: &str = "SELECT last_at FROM latest WHERE host = ?1";
+/// `||` makes TEXT of two BLOBs (byte for byte), which a STRICT BLOB
+/// column refuses: cast back.
 const APPEND: &str = "INSERT INTO chunks (host, hour, thin, points) VALUES (?1, ?2, 0, ?3)
-  ON CONFLICT (host, hour) DO UPDATE SET points = chunks.points || excluded.points";
+  ON CONFLICT (host, hour) DO UPDATE SET points = CAST(chunks.points || excluded.points AS BLOB)";
 const SET_LATEST: &str = "INSERT INTO latest (host, last_at, health) VALUES (?1, ?2, ?3)
   ON CONFLICT (host) DO UPDATE SET last_at = excluded.last_at, health = excluded.health";
 const LATEST: &str = "SELECT host, health FROM latest ORDER BY host";
@@ -132,13 +134,21 @@ fn read_latest(host: &str, bytes: &[u8]) -> Option<HostHealth> {
     }
 }
 
+/// Whether compacting removes `point`: it is older than `drop_before`, or
+/// it would be averaged into a step that starts before `drop_before` (an
+/// average older than the retention, which the next run would drop:
+/// compacting twice would not be idempotent).
+fn gone(point: &HealthPoint, cut: u64, step: u64, drop_before: u64) -> bool {
+    point.at < drop_before || (point.at < cut && point.at - point.at % step < drop_before)
+}
+
 /// Thins one chunk's points: those before `cut` averaged into `step`s,
-/// those before `drop_before` removed. `None` when nothing changes.
+/// the [`gone`] ones removed. `None` when nothing changes.
 fn thin(points: &[HealthPoint], cut: u64, step: u64, drop_before: u64) -> Option<Vec<HealthPoint>> {
     let kept: Vec<HealthPoint> = points
         .iter()
         .copied()
-        .filter(|p| p.at >= drop_before)
+        .filter(|p| !gone(p, cut, step, drop_before))
         .collect();
     let split = kept.partition_point(|p| p.at < cut);
     let mut thinned = downsample(&kept[..split], step);
@@ -181,7 +191,10 @@ fn compact_chunks(
             }
             continue;
         };
-        let dropped = points.iter().filter(|p| p.at < drop_before).count();
+        let dropped = points
+            .iter()
+            .filter(|p| gone(p, cut, step, drop_before))
+            .count();
         done.dropped += dropped as u64;
         done.downsampled += (points.len() - dropped - thinned.len()) as u64;
         if thinned.is_empty() {
@@ -224,8 +237,11 @@ impl HealthStore for DiskHealth {
                     ))?;
                     // Numbers and a short list: serializing cannot fail.
                     let latest = serde_json::to_vec(&sample.latest).unwrap_or_default();
-                    txn.prepare_cached(SET_LATEST)?
-                        .execute((&sample.host, secs_sql(at), &latest))?;
+                    txn.prepare_cached(SET_LATEST)?.execute((
+                        &sample.host,
+                        secs_sql(at),
+                        &latest,
+                    ))?;
                 }
                 Ok(())
             })
