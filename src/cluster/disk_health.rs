@@ -20,10 +20,10 @@
 //! * `chunks (host, hour, points)`: a host's points of one hour (`hour` is
 //!   the hour's first second), [`encode`]d back to back, keyed by host and
 //!   hour (`WITHOUT ROWID`: a host's hours lie together, in order, so a
-//!   range is one index walk). An append is `points || new`: a chunk holds
-//!   at most 360 points at a 10-second interval (6.3 KiB), so a point
-//!   costs one row rewrite, not one row (a row per point would cost three
-//!   times the bytes in keys alone);
+//!   range is one index walk). An append rewrites the chunk: it holds at
+//!   most 360 points at a 10-second interval (6.3 KiB), so a point costs
+//!   one row rewrite, not one row (a row per point would cost three times
+//!   the bytes in keys alone);
 //! * `latest (host, last_at, health)`: each host's latest [`HostHealth`]
 //!   as JSON, and the time of its last appended point, which keeps a
 //!   resent point out.
@@ -67,10 +67,10 @@ CREATE TABLE latest (
 ) STRICT, WITHOUT ROWID;";
 
 const LAST_AT: &str = "SELECT last_at FROM latest WHERE host = ?1";
-/// `||` makes TEXT of two BLOBs (byte for byte), which a STRICT BLOB
-/// column refuses: cast back.
-const APPEND: &str = "INSERT INTO chunks (host, hour, thin, points) VALUES (?1, ?2, 0, ?3)
-  ON CONFLICT (host, hour) DO UPDATE SET points = CAST(chunks.points || excluded.points AS BLOB)";
+const CHUNK: &str = "SELECT points FROM chunks WHERE host = ?1 AND hour = ?2";
+/// SQLite's `||` makes text of blobs: an append is read, then written.
+const WRITE_CHUNK: &str = "INSERT INTO chunks (host, hour, thin, points) VALUES (?1, ?2, 0, ?3)
+  ON CONFLICT (host, hour) DO UPDATE SET points = excluded.points";
 const SET_LATEST: &str = "INSERT INTO latest (host, last_at, health) VALUES (?1, ?2, ?3)
   ON CONFLICT (host) DO UPDATE SET last_at = excluded.last_at, health = excluded.health";
 const LATEST: &str = "SELECT host, health FROM latest ORDER BY host";
@@ -218,7 +218,6 @@ impl HealthStore for DiskHealth {
                 return Ok(());
             }
             worker.write(None, |txn| {
-                let mut bytes = Vec::new();
                 for sample in &samples {
                     let at = sample.point.at;
                     let last: Option<i64> = txn
@@ -228,13 +227,15 @@ impl HealthStore for DiskHealth {
                     if last.is_some_and(|last| last >= secs_sql(at)) {
                         continue;
                     }
-                    bytes.clear();
+                    let hour = secs_sql(at - at % HOUR);
+                    let mut bytes: Vec<u8> = txn
+                        .prepare_cached(CHUNK)?
+                        .query_row((&sample.host, hour), |row| row.get(0))
+                        .optional()?
+                        .unwrap_or_default();
                     encode(&sample.point, &mut bytes);
-                    txn.prepare_cached(APPEND)?.execute((
-                        &sample.host,
-                        secs_sql(at - at % HOUR),
-                        &bytes,
-                    ))?;
+                    txn.prepare_cached(WRITE_CHUNK)?
+                        .execute((&sample.host, hour, &bytes))?;
                     // Numbers and a short list: serializing cannot fail.
                     let latest = serde_json::to_vec(&sample.latest).unwrap_or_default();
                     txn.prepare_cached(SET_LATEST)?.execute((
