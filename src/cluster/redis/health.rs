@@ -21,10 +21,11 @@
 //! store starts with `{prefix}:health:series:`, so names with `:`, `*` or
 //! anything else meet no other key; no key is ever looked for by pattern.
 //!
-//! [`record`](HealthStore::record) is one Lua script for the whole batch:
-//! for each sample it sets the latest, and appends the point to its hour
-//! blob only if it is newer than the host's score in `hosts` (then raised
-//! to it), all atomically on the server, whichever replica writes.
+//! [`record`](HealthStore::record) is one round trip: a Lua script per
+//! [`RECORD_CHUNK`] samples, pipelined. For each sample the script appends
+//! the point to its hour blob and sets the host's latest only if the point
+//! is newer than the host's score in `hosts` (then raised to it), checked
+//! and written atomically on the server, whichever replica writes.
 //!
 //! [`compact`](HealthStore::compact) walks `hosts` with `ZSCAN`, a page of
 //! [`PAGE`] hosts at a time, in two round trips per page: a script reads,
@@ -73,6 +74,11 @@ pub const RAW_SPAN: u64 = 3_600;
 
 /// The seconds one blob of averages spans.
 pub const DAY: u64 = 86_400;
+
+/// How many samples one run of [`RECORD`] writes: a batch of more is
+/// several runs in one round trip, so that a large batch (the backlog
+/// after an outage) does not hold Redis for seconds at once.
+const RECORD_CHUNK: usize = 1_000;
 
 /// How many hosts [`HealthStore::compact`] asks `ZSCAN` for at a time.
 const PAGE: usize = 100;
@@ -538,35 +544,39 @@ impl HealthStore for RedisHealth {
         if samples.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
-        let mut script = self.scripts.record.prepare_invoke();
-        script
-            .key(self.key("latest"))
-            .key(self.key("hosts"))
-            .key(self.key("bytes"))
-            .arg(self.series_prefix());
+        // One round trip: the script (in case Redis lost it), then a run of
+        // it per chunk of samples.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.scripts.record).ignore();
         let mut point = Vec::with_capacity(POINT_BYTES);
-        for sample in &samples {
-            // As encoded: a time past 2106 is stored as its last second.
-            let at = sample.point.at.min(u64::from(u32::MAX));
-            point.clear();
-            encode(&sample.point, &mut point);
-            let latest = match serde_json::to_vec(&sample.latest) {
-                Ok(json) => json,
-                Err(e) => {
-                    let e = StoreError::Corrupt(format!("a host's health as JSON: {e}"));
-                    return Box::pin(std::future::ready(Err(e)));
-                }
-            };
+        for chunk in samples.chunks(RECORD_CHUNK) {
+            let mut script = self.scripts.record.prepare_invoke();
             script
-                .arg(&sample.host)
-                .arg(at)
-                .arg(Blob::raw(at).field())
-                .arg(&point)
-                .arg(latest);
+                .key(self.key("latest"))
+                .key(self.key("hosts"))
+                .key(self.key("bytes"))
+                .arg(self.series_prefix());
+            for sample in chunk {
+                // As encoded: a time past 2106 is stored as its last second.
+                let at = sample.point.at.min(u64::from(u32::MAX));
+                point.clear();
+                encode(&sample.point, &mut point);
+                // Numbers and a short list: serializing cannot fail.
+                let latest = serde_json::to_vec(&sample.latest).unwrap_or_default();
+                script
+                    .arg(&sample.host)
+                    .arg(at)
+                    .arg(Blob::raw(at).field())
+                    .arg(&point)
+                    .arg(latest);
+            }
+            pipe.invoke_script(&script);
         }
-        let skipped: StoreFuture<'_, Vec<Vec<u8>>> = self.run(script);
+        let mut conn = self.master.conn();
         Box::pin(async move {
-            warn_damaged(&skipped.await?, "recording");
+            let skipped: Vec<Vec<Vec<u8>>> =
+                bounded(async move { pipe.query_async(&mut conn).await }).await?;
+            warn_damaged(&skipped.concat(), "recording");
             Ok(())
         })
     }
