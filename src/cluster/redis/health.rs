@@ -28,7 +28,7 @@
 //! and written atomically on the server, whichever replica writes.
 //!
 //! [`compact`](HealthStore::compact) walks `hosts` with `ZSCAN`, a page of
-//! [`PAGE`] hosts at a time, in two round trips per page: a script reads,
+//! [`PAGE`] hosts at a time, with two scripts per page: the first reads,
 //! of each host's blobs, only the points to thin or drop (an hour blob's
 //! points before the cutoff, a day blob's points before `drop_before`) and
 //! the last time of each day blob they may join; the points are averaged
@@ -44,8 +44,8 @@
 //! than the retention, and dropped by the next run). A host left with no
 //! blob leaves `hosts`.
 //!
-//! A blob that is not a hash where a series should be (damaged by hand)
-//! does not stop the others: `record` and `compact` skip that host with a
+//! A key that is not a hash where a host's series should be (damaged by
+//! hand) does not stop the other hosts: `record` and `compact` skip that host with a
 //! warning, `series` answers [`StoreError::Corrupt`], `forget` deletes it.
 //! A latest that is not JSON of [`HostHealth`] is left out, with a
 //! warning.
