@@ -11,8 +11,11 @@
 //! report to it and ask it, and it learns of departures as an
 //! [`Observer`](crate::namespace::Observer).
 
+pub mod alerts;
+mod inbox;
 pub mod inventory;
 pub mod jobs;
 
+pub use alerts::Alerts;
 pub use inventory::Inventory;
 pub use jobs::Jobs;

@@ -44,7 +44,7 @@ use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
 use crate::console;
 use crate::files;
-use crate::fleet::{Inventory, Jobs};
+use crate::fleet::{Alerts, Inventory, Jobs};
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
 use crate::vpn::Vpn;
@@ -64,6 +64,7 @@ pub struct AppState {
     pub vpn: Vpn,
     pub inventory: Arc<Inventory>,
     pub jobs: Arc<Jobs>,
+    pub alerts: Arc<Alerts>,
     /// Engine.IO's long-polling sessions, by sid.
     pub polling: Arc<Polling>,
 }
@@ -177,6 +178,12 @@ impl Gateway {
             Observers::new(observers),
         );
         let vpn = Vpn::start(vpn_settings, auth.store().clone(), auth.clone());
+        let alerts = Alerts::start(
+            &settings,
+            namespace.clone(),
+            inventory.clone(),
+            store.clone(),
+        );
         let jobs = Jobs::start(
             &settings,
             namespace.clone(),
@@ -191,6 +198,7 @@ impl Gateway {
             vpn,
             inventory,
             jobs,
+            alerts,
             polling: Arc::default(),
         });
         let files = web::Data::new(files::Files::new(

@@ -69,6 +69,10 @@ pub struct Metrics {
     publish_seconds: Histogram,
     pub cluster_reconnects: Counter,
     pub inventory_touches_dropped: Counter,
+    pub alert_events: Counter,
+    pub alert_webhook_sent: Counter,
+    pub alert_webhook_failures: Counter,
+    pub alert_webhook_dropped: Counter,
     pub cluster_write_errors: Counter,
     pub cluster_frames_not_sent: Counter,
     pub logins_failed: Counter,
@@ -149,6 +153,10 @@ impl Metrics {
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
             cluster_reconnects: Counter::default(),
             inventory_touches_dropped: Counter::default(),
+            alert_events: Counter::default(),
+            alert_webhook_sent: Counter::default(),
+            alert_webhook_failures: Counter::default(),
+            alert_webhook_dropped: Counter::default(),
             cluster_write_errors: Counter::default(),
             cluster_frames_not_sent: Counter::default(),
             logins_failed: Counter::default(),
@@ -219,6 +227,26 @@ impl Metrics {
             "inventory_touches_dropped",
             "Departures of hosts not written to the inventory (its queue was full): their last_seen is older than it should be",
             m.inventory_touches_dropped.clone(),
+        );
+        registry.register(
+            "alert_events",
+            "Alert events (firing and resolved) this node's evaluations wrote",
+            m.alert_events.clone(),
+        );
+        registry.register(
+            "alert_webhook_sent",
+            "Alert events the webhook acknowledged (2xx), POSTed by this node",
+            m.alert_webhook_sent.clone(),
+        );
+        registry.register(
+            "alert_webhook_failures",
+            "POSTs of alert events to the webhook that were not acknowledged (tried again)",
+            m.alert_webhook_failures.clone(),
+        );
+        registry.register(
+            "alert_webhook_dropped",
+            "Alert events dropped unsent from a full webhook outbox",
+            m.alert_webhook_dropped.clone(),
         );
         registry.register(
             "cluster_reconnects",
