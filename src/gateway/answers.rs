@@ -5,10 +5,11 @@
 //! connection it already has (`get_vpn_conf`), how operators list and
 //! revoke peers (`vpn_peers`, `vpn_revoke`), and how hosts file their facts
 //! in the inventory and operators read it (`facts`, `hosts`,
-//! `forget_host`), how jobs are created, read and cancelled
-//! (`job_create`, `job_get`, `jobs`, `job_cancel`, `job_output`), and how
-//! alert rules and events are read and edited (`alert_rules`,
-//! `alert_rule_set`, `alert_rule_delete`, `alerts`).
+//! `forget_host`), how hosts report their health and operators read its
+//! history (`summary`, `history`), how jobs are created, read and
+//! cancelled (`job_create`, `job_get`, `jobs`, `job_cancel`,
+//! `job_output`), and how alert rules and events are read and edited
+//! (`alert_rules`, `alert_rule_set`, `alert_rule_delete`, `alerts`).
 
 use std::sync::Arc;
 
@@ -141,7 +142,35 @@ async fn serve(
                 .report(&client.name, HostKind::Agent, facts)
                 .await
                 .map_err(unavailable)?;
-            Ok(success(json!({"name": client.name})))
+            Ok(success(json!({
+                "name": client.name,
+                "summary_interval": desk.inventory.health().interval(),
+            })))
+        }
+        GatewayRequest::Summary(summary) => {
+            if !may_be_host(client) {
+                return Err(Failure::new(
+                    Reason::Forbidden,
+                    "only a host reports its health: a client with a host token for its own name",
+                ));
+            }
+            let at = desk
+                .inventory
+                .health()
+                .accept(&client.name, summary)
+                .await?;
+            Ok(success(json!({ "at": at })))
+        }
+        GatewayRequest::History(query) => {
+            if !desk.inventory.has(&query.host).await.map_err(unavailable)? {
+                return Err(Failure::new(
+                    Reason::NotFound,
+                    format!("the inventory has no host {:?}", query.host),
+                ));
+            }
+            Ok(success(json!(
+                desk.inventory.health().history(&query).await?
+            )))
         }
         GatewayRequest::Hosts(query) => {
             let selector = match query.target.as_deref() {
@@ -181,11 +210,6 @@ async fn serve(
         GatewayRequest::JobOutput(host) => {
             Ok(success(json!({ "host": desk.jobs.output(&host).await? })))
         }
-        // Served from issue 26's health (in progress).
-        GatewayRequest::Summary(_) | GatewayRequest::History(_) => Err(Failure::new(
-            Reason::UnknownRequest,
-            "this gateway does not serve health yet",
-        )),
         GatewayRequest::Alerts(query) => Ok(success(json!(desk.alerts.page(&query).await?))),
         GatewayRequest::AlertRules(_) => {
             Ok(success(json!({ "rules": desk.alerts.rules().await? })))

@@ -69,6 +69,11 @@ pub struct Metrics {
     publish_seconds: Histogram,
     pub cluster_reconnects: Counter,
     pub inventory_touches_dropped: Counter,
+    pub summaries_accepted: Counter,
+    pub summaries_refused: Counter,
+    pub health_points_written: Counter,
+    pub health_write_errors: Counter,
+    pub health_points_dropped: Counter,
     pub alert_events: Counter,
     pub alert_webhook_sent: Counter,
     pub alert_webhook_failures: Counter,
@@ -153,6 +158,11 @@ impl Metrics {
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
             cluster_reconnects: Counter::default(),
             inventory_touches_dropped: Counter::default(),
+            summaries_accepted: Counter::default(),
+            summaries_refused: Counter::default(),
+            health_points_written: Counter::default(),
+            health_write_errors: Counter::default(),
+            health_points_dropped: Counter::default(),
             alert_events: Counter::default(),
             alert_webhook_sent: Counter::default(),
             alert_webhook_failures: Counter::default(),
@@ -227,6 +237,31 @@ impl Metrics {
             "inventory_touches_dropped",
             "Departures of hosts not written to the inventory (its queue was full): their last_seen is older than it should be",
             m.inventory_touches_dropped.clone(),
+        );
+        registry.register(
+            "summaries_accepted",
+            "Health summaries from hosts this process took (docs/PROTOCOL.md section 20)",
+            m.summaries_accepted.clone(),
+        );
+        registry.register(
+            "summaries_refused",
+            "Health summaries refused for coming sooner than half of summary_interval after the host's last",
+            m.summaries_refused.clone(),
+        );
+        registry.register(
+            "health_points_written",
+            "Summaries this process wrote to the health store (a batch a second)",
+            m.health_points_written.clone(),
+        );
+        registry.register(
+            "health_write_errors",
+            "Batches of summaries the health store refused (kept and written again at the next flush)",
+            m.health_write_errors.clone(),
+        );
+        registry.register(
+            "health_points_dropped",
+            "Summaries not kept because the health store did not keep up (more than 120,000 waiting)",
+            m.health_points_dropped.clone(),
         );
         registry.register(
             "alert_events",

@@ -38,7 +38,6 @@ use crate::fleet::Inventory;
 use crate::namespace::Namespace;
 use crate::protocol::agent::{Failure, Reason};
 use crate::protocol::alerts::{AlertRule, AlertsPage, AlertsQuery, RuleInfo, MAX_ALERTS_PAGE};
-use crate::protocol::health::DEFAULT_SUMMARY_INTERVAL_SECS;
 use crate::protocol::selector::Selector;
 
 /// The leases: `rule-NAME` per rule, `publisher`, `webhook`.
@@ -93,7 +92,7 @@ impl Alerts {
             inventory,
             settings: AlertSettings {
                 interval,
-                summary_interval: DEFAULT_SUMMARY_INTERVAL_SECS,
+                summary_interval: settings.summary_interval_secs,
                 webhook: reqwest::Url::parse(&settings.alert_webhook).ok(),
                 lease_ttl: (3 * interval).max(Duration::from_secs(3)),
                 max_history_size: settings.max_history_size,
