@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod health;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
