@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use common::alerts::{Answer, Follower, Receiver};
 use common::fleet::Fleet;
 use common::jobs::Operator;
+use common::process::{ctl, outcome};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How long an alert of the tests may take to fire or resolve.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -106,6 +108,27 @@ async fn an_offline_host_fires_then_resolves_everywhere_in_order() {
     assert_eq!(page["active"], json!([firing]), "{page}");
     assert_eq!(page["recent"], json!([firing]), "{page}");
     assert_eq!(page["more"], false);
+    // ctl shows it, and follows what comes next.
+    let (code, out, err) = outcome(ctl(&fleet.url(), "").arg("alerts")).await;
+    assert_eq!(code, 0, "{err}");
+    let firing_row = out
+        .lines()
+        .skip_while(|l| *l != "firing:")
+        .nth(2)
+        .unwrap_or_default();
+    assert!(
+        firing_row.contains("host_0")
+            && firing_row.contains("down")
+            && firing_row.contains("offline for 2s"),
+        "{out}"
+    );
+    let mut following = ctl(&fleet.url(), "");
+    following.args(["alerts", "--follow", "--json"]);
+    let mut following = following.spawn().unwrap();
+    let mut followed = BufReader::new(following.stdout.take().unwrap()).lines();
+    let listed: Value =
+        serde_json::from_str(&followed.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(listed["active"], json!([firing]), "{listed}");
 
     // The receiver comes up: it refuses once, answers too late once, then
     // acknowledges.
@@ -127,6 +150,13 @@ async fn an_offline_host_fires_then_resolves_everywhere_in_order() {
         "{resolved}"
     );
     assert_eq!(resolved["since"], firing["since"]);
+    let line = tokio::time::timeout(PATIENCE, followed.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let followed_event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+    assert_eq!(followed_event, resolved, "ctl alerts --follow");
+    following.kill().await.unwrap();
     let page = until_page(&mut op, "resolved", |p| p["active"] == json!([])).await;
     assert_eq!(page["recent"], json!([resolved, firing]), "{page}");
     // Paged: one at a time, newest first.
@@ -272,6 +302,55 @@ async fn admins_edit_the_api_rules_and_viewers_read_them() {
     assert_eq!(gone["reason"], "not_found", "{gone}");
     let listed = viewer.ask("alert_rules", json!({})).await;
     assert_eq!(listed["rules"].as_array().unwrap().len(), 1, "{listed}");
+
+    // The same with ctl.
+    let url = fleet.url();
+    let (code, out, err) = outcome(ctl(&url, &fleet.admin).args([
+        "alerts",
+        "set",
+        "disk-full",
+        "disk >= 95",
+        "--target",
+        "role=db",
+    ]))
+    .await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "rule disk-full: disk >= 95 on role=db"),
+        "{err}"
+    );
+    let (code, out, err) = outcome(ctl(&url, &fleet.viewer).args(["alerts", "rules"])).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "WHEN", "TARGET", "SOURCE"], "{out}");
+    assert_eq!(
+        rows[1],
+        ["cfg-down", "offline", "for", "2m", "*", "config"],
+        "{out}"
+    );
+    assert_eq!(
+        rows[2],
+        ["disk-full", "disk", ">=", "95", "role=db", "api"],
+        "{out}"
+    );
+    let (code, _, err) =
+        outcome(ctl(&url, &fleet.viewer).args(["alerts", "delete", "disk-full"])).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("admin"), "{err}");
+    let (code, _, err) =
+        outcome(ctl(&url, &fleet.admin).args(["alerts", "set", "x", "cpu ~ 3"])).await;
+    assert_eq!(code, 2, "a usage error: {err}");
+    assert!(err.contains("no comparison"), "{err}");
+    let (code, out, err) =
+        outcome(ctl(&url, &fleet.admin).args(["alerts", "delete", "disk-full"])).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "rule disk-full deleted: its firing alerts resolve"),
+        "{err}"
+    );
 
     // Nobody takes the name or the service.
     let mut client = common::Client::connect(&fleet.url()).await;
