@@ -9,6 +9,7 @@
 //! `tls_key` the same server speaks TLS ([`tls`]): `wss://` and `https://`.
 
 mod admin_api;
+mod alerts_api;
 mod answers;
 mod formats;
 mod forwarded;
@@ -234,6 +235,7 @@ impl Gateway {
                 .configure(login::routes)
                 .configure(admin_api::routes)
                 .configure(jobs_api::routes)
+                .configure(alerts_api::routes)
                 .service(
                     web::scope("/fs")
                         .wrap(origin::cors(&app_state.settings))

@@ -252,6 +252,19 @@ async fn admins_edit_the_api_rules_and_viewers_read_them() {
         page,
         json!({"result": "success", "active": [], "recent": [], "more": false})
     );
+    // Over HTTP too, for a viewer's token.
+    let http = reqwest::Client::new();
+    let got = http
+        .get(fleet.http_url("/alerts?limit=5"))
+        .bearer_auth(&fleet.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let body: Value = got.json().await.unwrap();
+    assert_eq!(body, json!({"active": [], "recent": [], "more": false}));
+    let anonymous = http.get(fleet.http_url("/alerts")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
 
     for (req, msg) in [
         ("alert_rule_set", hot.clone()),
