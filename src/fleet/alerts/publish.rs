@@ -3,7 +3,9 @@
 //! may take), creates the service with a history, and broadcasts the
 //! stored events in `seq` order, each once: where it is is the store's
 //! `published` mark, so a replica that takes over goes on from there. It
-//! also prunes the recent events.
+//! also prunes the recent events. A gateway joins and creates the service
+//! once it has a rule (the configuration's or the API's), so that one
+//! without alerts lists no member of its own.
 //!
 //! Events come from whichever replica evaluated their rule; the publisher
 //! reads them from the store, woken by the store's changes (and every
@@ -47,7 +49,9 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         match lease(&shared, "publisher").await {
             Ok(true) => {
-                if publishing.is_none() {
+                // A gateway without rules has nothing to say: no member,
+                // no service, until it has one.
+                if publishing.is_none() && has_rules(&shared).await {
                     publishing = start(&shared).await;
                 }
                 if let Some(p) = &mut publishing {
@@ -98,6 +102,14 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+async fn has_rules(shared: &Shared) -> bool {
+    shared
+        .rules
+        .all()
+        .await
+        .is_ok_and(|rules| !rules.is_empty())
 }
 
 /// What the publisher's member is sent (nothing it reads), pending for
