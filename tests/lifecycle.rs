@@ -149,6 +149,8 @@ async fn documented_settings() -> Vec<(String, String)> {
     String::from_utf8(output.stdout)
         .unwrap()
         .lines()
+        // The commented example of [[alert]] tables is no setting.
+        .filter(|line| !line.starts_with('#'))
         .filter_map(|line| line.split_once(" = "))
         .map(|(key, value)| (key.to_owned(), value.trim_matches('"').to_owned()))
         .collect()

@@ -33,6 +33,7 @@ use serde::Deserialize;
 use self::values::{read_var, setting_arg, Origin, SettingValue};
 use crate::cluster::settings::{redis_sentinels, redis_url};
 use crate::cluster::ClusterSettings;
+use crate::protocol::alerts::AlertRule;
 use crate::vpn::settings::{
     cidr_list, ip_list, udp_port, vpn_backend, vpn_endpoint, vpn_interface, VpnSettings, VpnText,
 };
@@ -52,11 +53,15 @@ macro_rules! settings {
         #[derive(Debug, Clone, PartialEq)]
         pub struct Settings {
             $( $(#[doc = $doc])+ pub $field: $ty, )+
+            /// The alert rules of the file's `[[alert]]` tables (docs/PROTOCOL.md
+            /// section 21): a file's alone, as they are tables, with no
+            /// variable or flag.
+            pub alerts: Vec<AlertRule>,
         }
 
         impl Default for Settings {
             fn default() -> Self {
-                Settings { $( $field: $default, )+ }
+                Settings { $( $field: $default, )+ alerts: Vec::new() }
             }
         }
 
@@ -66,6 +71,9 @@ macro_rules! settings {
         #[serde(deny_unknown_fields)]
         pub struct SettingsLayer {
             $( $(#[doc = $doc])+ pub $field: Option<$ty>, )+
+            /// The `[[alert]]` tables (a file's alone).
+            #[serde(rename = "alert")]
+            pub alerts: Option<Vec<AlertRule>>,
         }
 
         /// Where each of the resolved settings came from, to name it when
@@ -90,6 +98,7 @@ macro_rules! settings {
             pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
                 Ok(SettingsLayer {
                     $( $field: read_var(&var, stringify!($field), $env)?, )+
+                    alerts: None,
                 })
             }
         }
@@ -134,6 +143,9 @@ macro_rules! settings {
             /// Applies a layer on top of these settings.
             pub fn apply(&mut self, layer: SettingsLayer) {
                 $( if let Some(value) = layer.$field { self.$field = value; } )+
+                if let Some(alerts) = layer.alerts {
+                    self.alerts = alerts;
+                }
             }
 
             /// Checks every setting that has a rule of its own, naming a
@@ -161,10 +173,39 @@ macro_rules! settings {
                     out.push_str(&format!("# env: {}\n", $env));
                     out.push_str(&format!("{} = {}\n", stringify!($field), defaults.$field.toml()));
                 )+
+                out.push_str(ALERT_EXAMPLE);
                 out
             }
         }
     };
+}
+
+/// What the generated file says of `[[alert]]` tables, which have no
+/// default: an example, commented out.
+const ALERT_EXAMPLE: &str = "
+# Alert rules (docs/PROTOCOL.md section 21): any number of [[alert]] tables, each a
+# name (a-z, 0-9, '-', '_'), a condition (FIELD OP NUMBER [for DURATION] with FIELD
+# cpu, load, mem, disk or vpn_age; or offline [for DURATION]) and an optional target
+# expression (every host without one). Checked at start; not editable over the API.
+#[[alert]]
+#name = \"host-down\"
+#when = \"offline for 2m\"
+#
+#[[alert]]
+#name = \"web-cpu\"
+#when = \"cpu > 90 for 5m\"
+#target = \"role=web\"
+";
+
+/// `alert_webhook`: empty, or an http(s) URL.
+fn webhook_url(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        _ => Err("must be an http:// or https:// URL, or empty".to_owned()),
+    }
 }
 
 /// `adapter_max_frame_size`: positive, and at most 64 MiB (one host's
@@ -288,6 +329,10 @@ settings! {
     history_days: u64 = 30, env "CONCIERGE_HISTORY_DAYS", check positive;
     /// Seconds each averaged point stands for, once a summary is older than history_hours.
     history_step_secs: u64 = 300, env "CONCIERGE_HISTORY_STEP_SECS", check positive;
+    /// Seconds between two evaluations of each alert rule (docs/PROTOCOL.md section 21); a rule's `for` is measured to about this.
+    alert_interval_secs: u64 = 10, env "CONCIERGE_ALERT_INTERVAL_SECS", check positive;
+    /// URL every alert event is POSTed to as JSON, in order, retried (1 s to 60 s apart) until it answers 2xx; empty: no webhook.
+    alert_webhook: String = String::new(), env "CONCIERGE_ALERT_WEBHOOK", check webhook_url;
     /// Largest file accepted by PUT /fs, in bytes; larger uploads get 413.
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
     /// Most bytes one client's files may take on the file server, uploads still streaming in included; an upload beyond gets 413. In a cluster each replica counts the uploads it received.
@@ -479,6 +524,9 @@ impl Settings {
                 origins.redis_sentinels.set_by("redis_sentinels"),
             )));
         }
+        crate::fleet::alerts::rules::check_config(&self.alerts).map_err(|e| {
+            ConfigError::Invalid(format!("invalid settings: [[alert]] tables: {e}"))
+        })?;
         let (cert, key) = (&self.tls_cert, &self.tls_key);
         if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
             let ((set, value, origin), missing) = if key.as_os_str().is_empty() {

@@ -12,10 +12,13 @@
 //! [`Observer`](crate::namespace::Observer). [`Health`] keeps what hosts
 //! say of their health every few seconds, and the inventory lists it.
 
+pub mod alerts;
 pub mod health;
+mod inbox;
 pub mod inventory;
 pub mod jobs;
 
+pub use alerts::Alerts;
 pub use health::Health;
 pub use inventory::Inventory;
 pub use jobs::Jobs;

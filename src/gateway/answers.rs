@@ -6,8 +6,10 @@
 //! revoke peers (`vpn_peers`, `vpn_revoke`), and how hosts file their facts
 //! in the inventory and operators read it (`facts`, `hosts`,
 //! `forget_host`), how hosts report their health and operators read its
-//! history (`summary`, `history`), and how jobs are created, read and cancelled
-//! (`job_create`, `job_get`, `jobs`, `job_cancel`, `job_output`).
+//! history (`summary`, `history`), how jobs are created, read and
+//! cancelled (`job_create`, `job_get`, `jobs`, `job_cancel`,
+//! `job_output`), and how alert rules and events are read and edited
+//! (`alert_rules`, `alert_rule_set`, `alert_rule_delete`, `alerts`).
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use serde_json::{json, Value};
 use crate::auth::{Auth, Claims, Role};
 use crate::fleet::inventory::may_be_host;
 use crate::fleet::jobs::{Created, Creator};
-use crate::fleet::{Inventory, Jobs};
+use crate::fleet::{Alerts, Inventory, Jobs};
 use crate::namespace::{Namespace, ReplyTo};
 use crate::protocol::agent::args::VpnConf;
 use crate::protocol::agent::{
@@ -33,6 +35,7 @@ pub struct Desk {
     pub vpn: Vpn,
     pub inventory: Arc<Inventory>,
     pub jobs: Arc<Jobs>,
+    pub alerts: Arc<Alerts>,
     pub namespace: Namespace,
     pub auth: Arc<Auth>,
 }
@@ -207,14 +210,19 @@ async fn serve(
         GatewayRequest::JobOutput(host) => {
             Ok(success(json!({ "host": desk.jobs.output(&host).await? })))
         }
-        // Served from issue 26's health and alerts (in progress).
-        GatewayRequest::Alerts(_)
-        | GatewayRequest::AlertRules(_)
-        | GatewayRequest::AlertRuleSet(_)
-        | GatewayRequest::AlertRuleDelete(_) => Err(Failure::new(
-            Reason::UnknownRequest,
-            "this gateway does not serve health or alerts yet",
-        )),
+        GatewayRequest::Alerts(query) => Ok(success(json!(desk.alerts.page(&query).await?))),
+        GatewayRequest::AlertRules(_) => {
+            Ok(success(json!({ "rules": desk.alerts.rules().await? })))
+        }
+        GatewayRequest::AlertRuleSet(rule) => {
+            let by = claims.as_ref().map_or(&client.name, |c| &c.sub);
+            Ok(success(json!({ "rule": desk.alerts.set(rule, by).await? })))
+        }
+        GatewayRequest::AlertRuleDelete(rule) => {
+            let by = claims.as_ref().map_or(&client.name, |c| &c.sub);
+            desk.alerts.delete(&rule.name, by).await?;
+            Ok(success(json!({ "name": rule.name })))
+        }
         GatewayRequest::ForgetHost(args) => {
             if !desk
                 .inventory

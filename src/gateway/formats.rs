@@ -90,7 +90,11 @@ fn start<S: Socket, T: Translator>(
         state.namespace.clone(),
         state.auth.clone(),
         state.vpn.clone(),
-        (state.inventory.clone(), state.jobs.clone()),
+        (
+            state.inventory.clone(),
+            state.jobs.clone(),
+            state.alerts.clone(),
+        ),
         &peer,
         limit,
     );

@@ -55,7 +55,11 @@ fn failure(f: &Failure) -> HttpResponse {
 }
 
 /// Who asks, if they may do what needs `needed`.
-fn caller(req: &HttpRequest, state: &AppState, needed: Role) -> Result<Creator, Failure> {
+pub(super) fn caller(
+    req: &HttpRequest,
+    state: &AppState,
+    needed: Role,
+) -> Result<Creator, Failure> {
     if !origin::allowed(req.headers(), &state.settings) {
         return Err(Failure::new(Reason::Forbidden, origin::REFUSED));
     }
@@ -87,7 +91,10 @@ fn caller(req: &HttpRequest, state: &AppState, needed: Role) -> Result<Creator, 
     })
 }
 
-fn answer<T: serde::Serialize>(status: StatusCode, outcome: Result<T, Failure>) -> HttpResponse {
+pub(super) fn answer<T: serde::Serialize>(
+    status: StatusCode,
+    outcome: Result<T, Failure>,
+) -> HttpResponse {
     match outcome {
         Ok(body) => HttpResponse::build(status).json(body),
         Err(f) => failure(&f),

@@ -9,6 +9,7 @@
 //! `tls_key` the same server speaks TLS ([`tls`]): `wss://` and `https://`.
 
 mod admin_api;
+mod alerts_api;
 mod answers;
 mod formats;
 mod forwarded;
@@ -45,7 +46,7 @@ use crate::config::Settings;
 use crate::console;
 use crate::files;
 use crate::fleet::health::HealthSettings;
-use crate::fleet::{Health, Inventory, Jobs};
+use crate::fleet::{Alerts, Health, Inventory, Jobs};
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
 use crate::vpn::Vpn;
@@ -65,6 +66,7 @@ pub struct AppState {
     pub vpn: Vpn,
     pub inventory: Arc<Inventory>,
     pub jobs: Arc<Jobs>,
+    pub alerts: Arc<Alerts>,
     /// Engine.IO's long-polling sessions, by sid.
     pub polling: Arc<Polling>,
 }
@@ -183,6 +185,12 @@ impl Gateway {
             Observers::new(observers),
         );
         let vpn = Vpn::start(vpn_settings, auth.store().clone(), auth.clone());
+        let alerts = Alerts::start(
+            &settings,
+            namespace.clone(),
+            inventory.clone(),
+            store.clone(),
+        );
         let jobs = Jobs::start(
             &settings,
             namespace.clone(),
@@ -197,6 +205,7 @@ impl Gateway {
             vpn,
             inventory,
             jobs,
+            alerts,
             polling: Arc::default(),
         });
         let files = web::Data::new(files::Files::new(
@@ -226,6 +235,7 @@ impl Gateway {
                 .configure(login::routes)
                 .configure(admin_api::routes)
                 .configure(jobs_api::routes)
+                .configure(alerts_api::routes)
                 .service(
                     web::scope("/fs")
                         .wrap(origin::cors(&app_state.settings))

@@ -74,6 +74,10 @@ pub struct Metrics {
     pub health_points_written: Counter,
     pub health_write_errors: Counter,
     pub health_points_dropped: Counter,
+    pub alert_events: Counter,
+    pub alert_webhook_sent: Counter,
+    pub alert_webhook_failures: Counter,
+    pub alert_webhook_dropped: Counter,
     pub cluster_write_errors: Counter,
     pub cluster_frames_not_sent: Counter,
     pub logins_failed: Counter,
@@ -159,6 +163,10 @@ impl Metrics {
             health_points_written: Counter::default(),
             health_write_errors: Counter::default(),
             health_points_dropped: Counter::default(),
+            alert_events: Counter::default(),
+            alert_webhook_sent: Counter::default(),
+            alert_webhook_failures: Counter::default(),
+            alert_webhook_dropped: Counter::default(),
             cluster_write_errors: Counter::default(),
             cluster_frames_not_sent: Counter::default(),
             logins_failed: Counter::default(),
@@ -254,6 +262,26 @@ impl Metrics {
             "health_points_dropped",
             "Summaries not kept because the health store did not keep up (more than 120,000 waiting)",
             m.health_points_dropped.clone(),
+        );
+        registry.register(
+            "alert_events",
+            "Alert events (firing and resolved) this node's evaluations wrote",
+            m.alert_events.clone(),
+        );
+        registry.register(
+            "alert_webhook_sent",
+            "Alert events the webhook acknowledged (2xx), POSTed by this node",
+            m.alert_webhook_sent.clone(),
+        );
+        registry.register(
+            "alert_webhook_failures",
+            "POSTs of alert events to the webhook that were not acknowledged (tried again)",
+            m.alert_webhook_failures.clone(),
+        );
+        registry.register(
+            "alert_webhook_dropped",
+            "Alert events dropped unsent from a full webhook outbox",
+            m.alert_webhook_dropped.clone(),
         );
         registry.register(
             "cluster_reconnects",

@@ -24,6 +24,7 @@ use super::router::{self, Relayed};
 use super::service::{Subscribe, Unsubscribe};
 use super::view::ClientRecord;
 use super::Namespace;
+use crate::protocol::alerts::ALERTS_SERVICE;
 use crate::protocol::{ClientInfo, History, HostService, PayloadOut, Position, Sequenced, Target};
 use crate::transport::outbox::{Frame, Outbox};
 
@@ -325,6 +326,11 @@ impl Member {
         }
         if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err("a service name may not contain spaces or control characters".into());
+        }
+        if name == ALERTS_SERVICE && self.record.info.name != ALERTS_SERVICE {
+            return Err(format!(
+                "{name:?} is reserved: the gateway broadcasts alert events there"
+            ));
         }
         if let Some(host) = HostService::host_of(name) {
             if !self.record.info.is_host(host) {

@@ -36,7 +36,7 @@ use actix::prelude::*;
 use arc_swap::{ArcSwap, Guard};
 use uuid::Uuid;
 
-pub use self::member::{Member, Op, Outcome, ReplyTo};
+pub use self::member::{Member, Op, Outcome, ReplyTo, MAX_HISTORY_TTL_SECS};
 pub use self::observe::{Change, Observer, Observers};
 pub use self::registry::Resume;
 use self::registry::{CloseAll, Join, Leave, Local, Ready, Registry};

@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::config::Settings;
-use crate::fleet::{Inventory, Jobs};
+use crate::fleet::{Alerts, Inventory, Jobs};
 use crate::metrics;
 use crate::namespace::{Member, Namespace, Resume};
 use crate::protocol::{ClientInfo, Close, CloseCode};
@@ -58,6 +58,7 @@ pub struct Session<T: Translator> {
     pub(crate) vpn: Vpn,
     pub(crate) inventory: Arc<Inventory>,
     pub(crate) jobs: Arc<Jobs>,
+    pub(crate) alerts: Arc<Alerts>,
     pub(crate) span: tracing::Span,
     /// The session's end of its socket: every frame it sends goes through
     /// this bounded queue.
@@ -81,7 +82,7 @@ impl<T: Translator> Session<T> {
         namespace: Namespace,
         auth: Arc<Auth>,
         vpn: Vpn,
-        (inventory, jobs): (Arc<Inventory>, Arc<Jobs>),
+        (inventory, jobs, alerts): (Arc<Inventory>, Arc<Jobs>, Arc<Alerts>),
         peer: &str,
         frame_limit: Rc<FrameLimit>,
     ) -> (Self, Writer) {
@@ -95,6 +96,7 @@ impl<T: Translator> Session<T> {
             vpn,
             inventory,
             jobs,
+            alerts,
             span,
             out,
             sink,

@@ -21,8 +21,13 @@ pub struct Operator {
 impl Operator {
     /// Connects as `olga_…` (with `token`, unless it is empty).
     pub async fn connect(url: &str, token: &str) -> Operator {
+        Operator::connect_as(url, "olga", token).await
+    }
+
+    /// Connects as `<user>_…` (with `token`, unless it is empty).
+    pub async fn connect_as(url: &str, user: &str, token: &str) -> Operator {
         // Each connection a name of its own, as ctl's are.
-        let name = format!("olga_{:06x}", rand_suffix());
+        let name = format!("{user}_{:06x}", rand_suffix());
         let mut identify = json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"});
         if !token.is_empty() {
             identify["token"] = json!(token);

@@ -1,7 +1,9 @@
 //! Test harness: a real gateway on an ephemeral port, real WebSocket clients.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+pub mod alerts;
 pub mod console;
+pub mod fleet;
 pub mod flood;
 pub mod jobs;
 pub mod netns;

@@ -7,13 +7,12 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod fleet;
 mod restarts;
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use fleet::Fleet;
+use common::fleet::Fleet;
 
 /// Twenty agents; targets by label, glob and list; every host it names
 /// runs the command once and only those; outputs are kept and digested.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::common::fleet::Fleet;
 use crate::common::process::serve;
 use crate::counted;
-use crate::fleet::Fleet;
 
 /// The agent is SIGKILLed while its process runs and started again: the
 /// coordinator asks again, the agent answers from its record with the

@@ -295,6 +295,22 @@ Examples:
   concierge ctl job rerun 3f2a9c01b7e4 --failed"
     )]
     Job(JobArgs),
+    /// The alerts firing now and the latest events (--follow: then every event as it
+    /// happens); `alerts rules`, `alerts set`, `alerts delete` read and edit the rules.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "\
+Examples:
+  concierge ctl alerts
+  # Every event as it happens, until Ctrl-C
+  concierge ctl alerts --follow
+  concierge ctl alerts rules
+  # Admins: add or replace a rule, delete one
+  concierge ctl alerts set web-cpu 'cpu > 90 for 5m' --target 'role=web'
+  concierge ctl alerts set host-down 'offline for 2m'
+  concierge ctl alerts delete web-cpu"
+    )]
+    Alerts(AlertsArgs),
     /// WireGuard: your config, the peers, revoking one.
     #[command(subcommand)]
     Vpn(VpnCommand),
@@ -362,6 +378,53 @@ pub struct RunArgs {
     /// The program and its arguments (after --).
     #[arg(last = true)]
     pub(crate) cmd: Vec<String>,
+}
+
+/// `ctl alerts`: the alerts, or what to do with their rules.
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<AlertsCommand>,
+    /// How many of the latest events to list (at most 500).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: u64,
+    /// Then print every event as it happens, until Ctrl-C.
+    #[arg(long)]
+    pub(crate) follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Every rule: the gateway's configuration's and those added with `alerts set`.
+    #[command(after_help = "\
+Examples:
+  concierge ctl alerts rules
+  concierge ctl alerts rules --json")]
+    Rules,
+    /// Add or replace a rule (admin; not one of the configuration's).
+    #[command(after_help = "\
+Examples:
+  concierge ctl alerts set web-cpu 'cpu > 90 for 5m' --target 'role=web'
+  concierge ctl alerts set disk-full 'disk >= 95'
+  concierge ctl alerts set host-down 'offline for 2m'")]
+    Set {
+        /// The rule's name: a-z, 0-9, '-' and '_'.
+        name: String,
+        /// The condition: FIELD OP NUMBER [for DURATION] (FIELD: cpu, load, mem,
+        /// disk, vpn_age; OP: >, >=, <, <=), or offline [for DURATION].
+        when: String,
+        /// Which hosts (a target expression, docs/PROTOCOL.md) [default: every host].
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Delete a rule (admin; not one of the configuration's): its firing alerts resolve.
+    #[command(after_help = "\
+Examples:
+  concierge ctl alerts delete web-cpu")]
+    Delete {
+        /// The rule's name, as `ctl alerts rules` lists it.
+        name: String,
+    },
 }
 
 /// `ctl job`: a job by its id, or what to do with one.

@@ -12,9 +12,10 @@
 //! command line, `error` the failures and exit statuses, `conn` the
 //! connection plumbing, `follow` the reconnection of a follow, `commands` the
 //! longer commands, `interrupt` what Ctrl-C on `exec --follow` does, `jobs`
-//! the jobs (`run`, `jobs`, `job`), `render`, `replies` (each kind of host's
+//! the jobs (`run`, `jobs`, `job`), `alerts` the alerts and their rules, `render`, `replies` (each kind of host's
 //! replies), `summary` (a job's) and `top` the output.
 
+mod alerts;
 mod args;
 mod commands;
 mod conn;
@@ -34,7 +35,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-pub use args::{documented, CtlArgs, CtlCommand, JobArgs, JobCommand, RunArgs, VpnCommand};
+pub use args::{
+    documented, AlertsArgs, AlertsCommand, CtlArgs, CtlCommand, JobArgs, JobCommand, RunArgs,
+    VpnCommand,
+};
 use concierge_client::{Connection, Identity};
 use concierge_protocol::agent::args::{NoArgs, Pid, PidArg, ProcSignal, Unit};
 use concierge_protocol::agent::{signals, Request};
@@ -235,6 +239,7 @@ impl Ctl {
             CtlCommand::Run(args) => self.run_job(args).await,
             CtlCommand::Jobs { limit } => self.jobs(limit).await,
             CtlCommand::Job(args) => self.job(args).await,
+            CtlCommand::Alerts(args) => self.alerts(args).await,
             CtlCommand::Audit {
                 host,
                 limit,

@@ -280,7 +280,7 @@ pub(crate) fn request_summary(request: &Request) -> String {
 }
 
 /// Unix milliseconds as an RFC 3339 time, to the second.
-fn when(ms: u64) -> String {
+pub(crate) fn when(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

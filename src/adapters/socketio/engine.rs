@@ -231,7 +231,11 @@ impl Polling {
             state.namespace.clone(),
             state.auth.clone(),
             state.vpn.clone(),
-            (state.inventory.clone(), state.jobs.clone()),
+            (
+                state.inventory.clone(),
+                state.jobs.clone(),
+                state.alerts.clone(),
+            ),
             &peer.to_string(),
             FrameLimit::new(settings.max_frame_size),
         );

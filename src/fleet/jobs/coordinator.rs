@@ -21,15 +21,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::inbox::{Delivery, Inbox};
 use super::record::{self, Record};
 use super::{now_ms, Command, Shared};
-use crate::namespace::{Member, Op, Outcome, Relayed};
+use crate::fleet::inbox::{relay, Delivery, Inbox};
+use crate::namespace::{Member, Op, Outcome};
 use crate::protocol::agent::{envelope, outcome, Failure, Reason, Request};
 use crate::protocol::jobs::{
     CancelJob, HostOutcome, HostState, JobEvent, JobHost, JobState, RunJob, RunJobEvent,
@@ -852,20 +851,4 @@ fn fail(row: &mut JobHost, now: u64, reason: Reason, desc: &str) {
     row.reason = Some(reason);
     row.desc = Some(desc.to_owned());
     row.finished_ms = Some(now);
-}
-
-/// Sends a MESSAGE from the coordinator. Whether it left does not matter
-/// here: a host that does not answer is asked again.
-fn relay(member: &Member, target: Target, data: &Value) {
-    let Ok(raw) = RawValue::from_string(data.to_string()) else {
-        return;
-    };
-    match member.relay(&target, &raw) {
-        Relayed::Now(_) => {}
-        Relayed::HandedOff(answer) | Relayed::LookingUp(answer) => {
-            actix::spawn(async move {
-                answer.await;
-            });
-        }
-    }
 }

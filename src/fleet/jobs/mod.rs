@@ -17,7 +17,6 @@
 //! records, so no host runs a job twice.
 
 mod coordinator;
-mod inbox;
 mod record;
 
 use std::collections::HashMap;

@@ -161,6 +161,11 @@ impl Session<Native> {
         if name == protocol::GATEWAY_NAME {
             return bad(format!("the name {name:?} is the gateway's own"));
         }
+        if name == protocol::alerts::ALERTS_SERVICE {
+            return bad(format!(
+                "the name {name:?} is reserved: it is the gateway's publisher of alert events"
+            ));
+        }
         if name.starts_with(protocol::jobs::JOB_PREFIX) {
             return bad(format!(
                 "the name {name:?} is reserved: names that start with {:?} are the gateway's job coordinators'",

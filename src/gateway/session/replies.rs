@@ -169,6 +169,7 @@ impl Session<Native> {
                     vpn: self.vpn.clone(),
                     inventory: self.inventory.clone(),
                     jobs: self.jobs.clone(),
+                    alerts: self.alerts.clone(),
                     namespace: self.namespace.clone(),
                     auth: self.auth.clone(),
                 };

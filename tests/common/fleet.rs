@@ -1,5 +1,5 @@
-//! The fleet the job tests run on: a `concierge serve` process with its
-//! data folder, `host_0`… agents labelled `role=web|db` (even|odd) and
+//! The fleet the job and alert tests run on: a `concierge serve` process
+//! with its data folder, `host_0`… agents labelled `role=web|db` (even|odd) and
 //! `dc=fra|ams` (every fourth in fra), and an operator client that speaks
 //! the job requests to the gateway's reserved name.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::jobs::Operator;
-use crate::common::process::{add_user, command, issue_token, serve, Process};
+use crate::common::process::{add_user, command, issue_token, serve_with, Process};
 
 pub struct Fleet {
     pub data: tempfile::TempDir,
@@ -23,6 +23,7 @@ pub struct Fleet {
     host_tokens: Vec<String>,
     pub operator: String,
     pub viewer: String,
+    pub admin: String,
 }
 
 impl Fleet {
@@ -31,12 +32,18 @@ impl Fleet {
     /// vic views); without, it is open and the agents let anonymous
     /// clients operate.
     pub async fn start(n: usize, flags: &[&str]) -> Fleet {
+        Fleet::start_with(n, flags, &[]).await
+    }
+
+    /// [`start`](Fleet::start) with more flags for `concierge serve`; with
+    /// tokens, ada administers.
+    pub async fn start_with(n: usize, flags: &[&str], serve_flags: &[&str]) -> Fleet {
         let data = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
         let store = ["--data-dir", data.path().to_str().unwrap()];
         let tokens = flags.contains(&"tokens");
         let mut host_tokens = Vec::new();
-        let (mut operator, mut viewer) = (String::new(), String::new());
+        let (mut operator, mut viewer, mut admin) = (String::new(), String::new(), String::new());
         if tokens {
             for i in 0..n {
                 host_tokens.push(issue_token(&store, &format!("host_{i}"), "agent").await);
@@ -45,8 +52,9 @@ impl Fleet {
             add_user(&store, "olga", "operator", "olga's long password").await;
             operator = issue_token(&store, "olga", "operator").await;
             viewer = issue_token(&store, "vic", "viewer").await;
+            admin = issue_token(&store, "ada", "admin").await;
         }
-        let mut gateway = serve("127.0.0.1:0", data.path().to_str().unwrap());
+        let mut gateway = serve_with("127.0.0.1:0", data.path().to_str().unwrap(), serve_flags);
         let addr = gateway.listening().await;
         let mut fleet = Fleet {
             data,
@@ -57,6 +65,7 @@ impl Fleet {
             host_tokens,
             operator,
             viewer,
+            admin,
         };
         for i in 0..n {
             let agent = fleet.agent(i);

@@ -1,27 +1,32 @@
-//! The job coordinator's own connection to the namespace: an in-process
-//! [`FrameSink`] that hands what the namespace sends it (the agents'
-//! replies and events, the answers to its own requests) to the
-//! coordinator's task, and the recipient of its [`Control`]s.
+//! The gateway's own connections to the namespace (a job's coordinator,
+//! the alerts' publisher): an in-process [`FrameSink`] that hands what the
+//! namespace sends such a member (the agents' replies and events, the
+//! answers to its own requests) to its task, the recipient of its
+//! [`Control`]s, and [`relay`], how it sends.
 //!
-//! A coordinator is a namespace member like any client, so that agents
+//! Such a member is a namespace member like any client, so that agents
 //! anywhere in the cluster reach it by its uuid, authorize its creator's
 //! roles and audit them, and so that its events go out on a service with a
 //! history. It is not a socket: nothing to frame or write.
 //!
 //! Its queue is bounded like every client's, but a full queue drops the
-//! frame and counts it instead of having the client evicted: what it
-//! carries are replies the coordinator asks for again (a host that has not
-//! answered is sent its `run_job` again, and the agent answers from its
-//! record), so losing one costs time, not a result; an evicted coordinator
-//! would cost every reply in flight.
+//! frame and counts it instead of having the client evicted: what a
+//! coordinator receives are replies it asks for again (a host that has
+//! not answered is sent its `run_job` again, and the agent answers from
+//! its record), so losing one costs time, not a result; an evicted
+//! coordinator would cost every reply in flight. The alerts' publisher
+//! reads nothing it is sent.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use serde_json::value::RawValue;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::protocol::Close;
+use crate::namespace::{Member, Relayed};
+use crate::protocol::{Close, Target};
 use crate::transport::outbox::{Control, Frame, FrameSink, SinkError};
 
 /// What reaches the coordinator through its member.
@@ -77,7 +82,7 @@ impl FrameSink for Inbox {
                 {
                     tracing::warn!(
                         dropped = self.dropped.load(Ordering::Relaxed),
-                        "a job's coordinator fell behind its replies; the hosts will be asked again"
+                        "a gateway member (a job's coordinator) fell behind what it is sent; its hosts will be asked again"
                     );
                 }
                 Ok(self.tx.max_capacity())
@@ -121,5 +126,22 @@ impl Handler<Control> for Doorbell {
         let Control::Close(close) = msg;
         self.inbox.close(&close);
         ctx.stop();
+    }
+}
+
+/// Sends a MESSAGE from `member`, without waiting for it to leave: a job's
+/// host that does not answer is asked again, and an alert event is in the
+/// store for whoever missed it.
+pub fn relay(member: &Member, target: Target, data: &Value) {
+    let Ok(raw) = RawValue::from_string(data.to_string()) else {
+        return;
+    };
+    match member.relay(&target, &raw) {
+        Relayed::Now(_) => {}
+        Relayed::HandedOff(answer) | Relayed::LookingUp(answer) => {
+            actix::spawn(async move {
+                answer.await;
+            });
+        }
     }
 }
