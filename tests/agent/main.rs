@@ -16,6 +16,7 @@ mod processes;
 mod refusals;
 mod requests;
 mod resume;
+mod summaries;
 mod telemetry;
 
 use std::path::Path;
