@@ -42,14 +42,12 @@
 //! job's rows. [`create`](Ledger::create) of a job the ledger has already
 //! changes nothing: a retry after an error is harmless.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::ledger::{HostRow, Ledger, StoredHost};
-use super::sqlite::{
-    configure, connect, create_folder, exists, failure, marks, ms_sql, FileThread, Marks,
-};
+use super::sqlite::{ms_sql, FileThread, Schema, Worker};
 use super::store::{StoreError, StoreFuture};
 
 /// What names the file in errors.
@@ -106,56 +104,14 @@ pub struct DiskLedger {
     thread: FileThread<Worker>,
 }
 
-/// The ledger's thread: the file's connection, once there is a file.
-struct Worker {
-    path: PathBuf,
-    db: Option<Db>,
-}
-
-/// An open connection to the file.
-struct Db {
-    conn: Connection,
-    /// Whether the file has its schema: false for a file another process
-    /// has just created and not written yet.
-    ready: bool,
-}
-
-/// Whether the file at `path`, open on `conn`, has the ledger's schema
-/// (false: it is empty); an error if it holds anything else.
-fn inspect(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
-    let Marks {
-        application,
-        version,
-        objects,
-    } = marks(conn, path)?;
-    let path = path.display();
-    match (application, version) {
-        (APPLICATION_ID, SCHEMA) => Ok(true),
-        (APPLICATION_ID, version) if version > SCHEMA => Err(StoreError::Corrupt(format!(
-            "{path} was written by a newer version of Concierge (jobs ledger schema {version}, \
-             this one knows schema {SCHEMA}): run that version, or a newer one"
-        ))),
-        (APPLICATION_ID, version) => Err(StoreError::Corrupt(format!(
-            "{path} has jobs ledger schema {version}, which this version of Concierge does not know"
-        ))),
-        (0, 0) if objects == 0 => Ok(false),
-        _ => Err(StoreError::Corrupt(format!(
-            "{path} is an SQLite database but not a Concierge jobs ledger \
-             (application id {application:#x}, user version {version})"
-        ))),
-    }
-}
-
-impl Db {
-    /// Opens the file at `path`, creating it if `create`, and checks what
-    /// it holds before changing anything in it.
-    fn open(path: &Path, create: bool) -> Result<Db, StoreError> {
-        let conn = connect(path, create, WHAT)?;
-        let ready = inspect(&conn, path)?;
-        configure(&conn, path, WHAT)?;
-        Ok(Db { conn, ready })
-    }
-}
+/// What the file is.
+static FILE: Schema = Schema {
+    what: WHAT,
+    noun: "jobs ledger",
+    application_id: APPLICATION_ID,
+    version: SCHEMA,
+    create: CREATE,
+};
 
 /// A count or a bound as SQLite takes it.
 fn count_sql(n: usize) -> i64 {
@@ -182,76 +138,6 @@ fn has_job(conn: &Connection, job: &str) -> rusqlite::Result<bool> {
         .is_some())
 }
 
-impl Worker {
-    /// The connection, opening the file if there is one now; `None` if
-    /// there is none.
-    fn existing(&mut self) -> Result<Option<&mut Db>, StoreError> {
-        if self.db.is_none() && exists(&self.path, WHAT)? {
-            self.db = Some(Db::open(&self.path, false)?);
-        }
-        Ok(self.db.as_mut())
-    }
-
-    /// Runs `read` on the connection; `empty` while the ledger has no file,
-    /// or one that nobody has written yet.
-    fn read<T>(
-        &mut self,
-        empty: T,
-        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        let path = self.path.clone();
-        let Some(db) = self.existing()? else {
-            return Ok(empty);
-        };
-        if !db.ready {
-            db.ready = inspect(&db.conn, &path)?;
-        }
-        if !db.ready {
-            return Ok(empty);
-        }
-        read(&db.conn).map_err(failure(&path, "read"))
-    }
-
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it.
-    /// Without a file, answers `unchanged` if it has one (a write that
-    /// changes nothing in an empty ledger); otherwise creates the file
-    /// (and its folder) and gives it its schema in the same transaction.
-    fn write<T>(
-        &mut self,
-        unchanged: Option<T>,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        if self.existing()?.is_none() {
-            if let Some(answer) = unchanged {
-                return Ok(answer);
-            }
-            create_folder(&self.path, WHAT)?;
-        }
-        let db = match self.db.take() {
-            Some(db) => db,
-            None => Db::open(&self.path, true)?,
-        };
-        let db = self.db.insert(db);
-        let path = &self.path;
-        let txn = db
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failure(path, "write to"))?;
-        if !db.ready && !inspect(&txn, path)? {
-            txn.execute_batch(&format!(
-                "{CREATE}
-                 PRAGMA application_id = {APPLICATION_ID};
-                 PRAGMA user_version = {SCHEMA};"
-            ))
-            .map_err(failure(path, "create the schema of"))?;
-        }
-        let answer = work(&txn).map_err(failure(path, "write to"))?;
-        txn.commit().map_err(failure(path, "write to"))?;
-        db.ready = true;
-        Ok(answer)
-    }
-}
-
 impl DiskLedger {
     /// A ledger on the file at `path`, which need not exist, nor its
     /// folder: nothing is created until the first write. Blocks while an
@@ -260,14 +146,7 @@ impl DiskLedger {
     /// version can use, or cannot be opened.
     pub fn open(path: impl AsRef<Path>) -> Result<DiskLedger, StoreError> {
         let path = path.as_ref().to_owned();
-        let worker = Worker {
-            db: if exists(&path, WHAT)? {
-                Some(Db::open(&path, false)?)
-            } else {
-                None
-            },
-            path: path.clone(),
-        };
+        let worker = Worker::open(&FILE, &path)?;
         let thread = FileThread::spawn("concierge-ledger", &path, WHAT, worker, None)?;
         Ok(DiskLedger { thread })
     }

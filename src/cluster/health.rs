@@ -138,23 +138,24 @@ pub fn downsample(points: &[HealthPoint], step: u64) -> Vec<HealthPoint> {
     let mut out: Vec<HealthPoint> = Vec::new();
     let mut sums = [0f64; 4];
     let mut count = 0f64;
-    let flush = |out: &mut Vec<HealthPoint>, start: u64, sums: &mut [f64; 4], count: &mut f64, vpn_age| {
-        if *count > 0.0 {
-            let avg = |i: usize| (sums[i] / *count) as f32;
-            out.push(HealthPoint {
-                at: start,
-                summary: Summary {
-                    cpu: avg(0),
-                    load: avg(1),
-                    mem: avg(2),
-                    disk: avg(3),
-                    vpn_age,
-                },
-            });
-        }
-        *sums = [0.0; 4];
-        *count = 0.0;
-    };
+    let flush =
+        |out: &mut Vec<HealthPoint>, start: u64, sums: &mut [f64; 4], count: &mut f64, vpn_age| {
+            if *count > 0.0 {
+                let avg = |i: usize| (sums[i] / *count) as f32;
+                out.push(HealthPoint {
+                    at: start,
+                    summary: Summary {
+                        cpu: avg(0),
+                        load: avg(1),
+                        mem: avg(2),
+                        disk: avg(3),
+                        vpn_age,
+                    },
+                });
+            }
+            *sums = [0.0; 4];
+            *count = 0.0;
+        };
     let mut current: Option<(u64, Option<u64>)> = None;
     for p in points {
         let start = p.at - p.at % step;
@@ -195,7 +196,10 @@ mod tests {
 
     #[test]
     fn points_are_encoded_back_to_back() {
-        let points = [point(1_796_578_315, 12.34, Some(7)), point(1_796_578_325, 100.0, None)];
+        let points = [
+            point(1_796_578_315, 12.34, Some(7)),
+            point(1_796_578_325, 100.0, None),
+        ];
         let mut bytes = Vec::new();
         for p in &points {
             encode(p, &mut bytes);
@@ -214,7 +218,10 @@ mod tests {
         ];
         let thin = downsample(&points, 300);
         assert_eq!(thin.len(), 2);
-        assert_eq!((thin[0].at, thin[0].summary.cpu, thin[0].summary.vpn_age), (600, 20.0, Some(2)));
+        assert_eq!(
+            (thin[0].at, thin[0].summary.cpu, thin[0].summary.vpn_age),
+            (600, 20.0, Some(2))
+        );
         assert_eq!((thin[1].at, thin[1].summary.cpu), (900, 50.0));
         assert!(downsample(&[], 300).is_empty());
     }

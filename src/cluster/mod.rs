@@ -23,7 +23,9 @@
 //!
 //! Beside them, the jobs' [`Ledger`] keeps every job's record and host
 //! rows: in a file of its own alone ([`disk_ledger`]), in Redis among
-//! replicas ([`redis::ledger`]).
+//! replicas ([`redis::ledger`]); and the [`HealthStore`] keeps hosts'
+//! summaries, latest and over time: in `health.db` alone
+//! ([`disk_health`]).
 //!
 //! [`join`] builds them from the settings, in this one place, and
 //! hands them to the gateway as one [`Cluster`]: nothing outside this
@@ -38,6 +40,7 @@
 mod broker;
 mod claims;
 pub mod disk;
+pub mod disk_health;
 pub mod disk_ledger;
 pub mod health;
 pub mod history;
@@ -59,6 +62,7 @@ use uuid::Uuid;
 
 pub use self::broker::Broker;
 pub use self::claims::Claims;
+use self::health::HealthStore;
 pub use self::history::Histories;
 use self::ledger::Ledger;
 pub use self::payload::Payload;
@@ -190,15 +194,20 @@ pub const STORE_FILE: &str = "concierge.db";
 /// The file of a standalone gateway's [`Ledger`], beside [`STORE_FILE`].
 pub const JOBS_FILE: &str = "jobs.db";
 
+/// The file of a standalone gateway's [`HealthStore`], beside
+/// [`STORE_FILE`].
+pub const HEALTH_FILE: &str = "health.db";
+
 /// A node's place in its cluster: the [`Broker`], the [`Claims`], the
-/// [`Store`], the [`Histories`] and the [`Ledger`], built together by
-/// [`join`].
+/// [`Store`], the [`Histories`], the [`Ledger`] and the [`HealthStore`],
+/// built together by [`join`].
 pub struct Cluster {
     broker: Box<dyn Broker>,
     claims: Box<dyn Claims>,
     store: Arc<dyn Store>,
     history: Arc<dyn Histories>,
     ledger: Arc<dyn Ledger>,
+    health: Arc<dyn HealthStore>,
     /// Whether other nodes may serve this node's clients once it stops.
     replicated: bool,
 }
@@ -232,6 +241,11 @@ impl Cluster {
     /// Jobs and their hosts.
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.ledger
+    }
+
+    /// Hosts' summaries: their latest and their series.
+    pub fn health(&self) -> &Arc<dyn HealthStore> {
+        &self.health
     }
 
     /// How this node's clients are closed when it stops: alone, the
@@ -296,6 +310,8 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
         let store = open_store(settings).await?;
         let path = settings.data_dir.join(JOBS_FILE);
         let ledger = open_file(path, "the jobs ledger", disk_ledger::DiskLedger::open).await?;
+        let path = settings.data_dir.join(HEALTH_FILE);
+        let health = open_file(path, "the health store", disk_health::DiskHealth::open).await?;
         let node = Uuid::new_v4();
         let cluster = Cluster {
             broker: Box::new(standalone::LocalBroker::new(node)),
@@ -303,17 +319,23 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
             store,
             history: Arc::new(history::MemoryHistory::default()),
             ledger: Arc::new(ledger),
+            health: Arc::new(health),
             replicated: false,
         };
         return Ok((cluster, rx));
     };
     let parts = redis::connect(endpoint, settings.node_lease, tx).await?;
+    // Until the Redis health store: each replica keeps the summaries of
+    // its own hosts in its data folder.
+    let path = settings.data_dir.join(HEALTH_FILE);
+    let health = open_file(path, "the health store", disk_health::DiskHealth::open).await?;
     let cluster = Cluster {
         broker: Box::new(parts.broker),
         claims: Box::new(parts.claims),
         store: parts.store,
         history: parts.history,
         ledger: parts.ledger,
+        health: Arc::new(health),
         replicated: true,
     };
     Ok((cluster, rx))

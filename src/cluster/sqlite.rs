@@ -1,6 +1,7 @@
 //! What the SQLite files of a gateway running alone have in common: the
-//! store's `concierge.db` ([`disk`](super::disk)) and the jobs' `jobs.db`
-//! ([`disk_ledger`](super::disk_ledger)).
+//! store's `concierge.db` ([`disk`](super::disk)), the jobs' `jobs.db`
+//! ([`disk_ledger`](super::disk_ledger)) and hosts' health's `health.db`
+//! ([`disk_health`](super::disk_health)).
 //!
 //! Both are opened alike (private to the user, write-ahead logged, synced
 //! by every commit, waiting [`BUSY`] for another process's lock), say what
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::store::{StoreError, StoreFuture};
@@ -239,5 +240,160 @@ fn serve<W>(mut worker: W, jobs: mpsc::Receiver<Job<W>>, poll: Option<Poll<W>>) 
             poll(&mut worker);
             next_poll = Instant::now() + every;
         }
+    }
+}
+
+/// What a file of one kind is: how it names itself in errors, its marks,
+/// and the schema its first write gives it.
+pub(super) struct Schema {
+    /// "the jobs ledger"
+    pub what: &'static str,
+    /// "jobs ledger"
+    pub noun: &'static str,
+    /// `PRAGMA application_id`.
+    pub application_id: i64,
+    /// `PRAGMA user_version` this code reads and writes.
+    pub version: i64,
+    /// The tables a new file gets in its first write transaction.
+    pub create: &'static str,
+}
+
+/// A file's thread's state ([`FileThread`]'s worker): the file's
+/// connection, once there is a file.
+pub(super) struct Worker {
+    schema: &'static Schema,
+    path: PathBuf,
+    db: Option<Db>,
+}
+
+/// An open connection to the file.
+struct Db {
+    conn: Connection,
+    /// Whether the file has its schema: false for a file another process
+    /// has just created and not written yet.
+    ready: bool,
+}
+
+/// Whether the file at `path`, open on `conn`, has `schema` (false: it is
+/// empty); an error if it holds anything else.
+fn inspect(schema: &Schema, conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+    let Marks {
+        application,
+        version,
+        objects,
+    } = marks(conn, path)?;
+    let path = path.display();
+    let (ours, known, noun) = (schema.application_id, schema.version, schema.noun);
+    match (application, version) {
+        (a, v) if a == ours && v == known => Ok(true),
+        (a, version) if a == ours && version > known => Err(StoreError::Corrupt(format!(
+            "{path} was written by a newer version of Concierge ({noun} schema {version}, \
+             this one knows schema {known}): run that version, or a newer one"
+        ))),
+        (a, version) if a == ours => Err(StoreError::Corrupt(format!(
+            "{path} has {noun} schema {version}, which this version of Concierge does not know"
+        ))),
+        (0, 0) if objects == 0 => Ok(false),
+        _ => Err(StoreError::Corrupt(format!(
+            "{path} is an SQLite database but not a Concierge {noun} \
+             (application id {application:#x}, user version {version})"
+        ))),
+    }
+}
+
+impl Db {
+    /// Opens the file at `path`, creating it if `create`, and checks what
+    /// it holds before changing anything in it.
+    fn open(schema: &Schema, path: &Path, create: bool) -> Result<Db, StoreError> {
+        let conn = connect(path, create, schema.what)?;
+        let ready = inspect(schema, &conn, path)?;
+        configure(&conn, path, schema.what)?;
+        Ok(Db { conn, ready })
+    }
+}
+
+impl Worker {
+    /// The worker of the `schema` file at `path`, which need not exist:
+    /// opened and checked now if it does. Blocks.
+    pub fn open(schema: &'static Schema, path: &Path) -> Result<Worker, StoreError> {
+        Ok(Worker {
+            db: if exists(path, schema.what)? {
+                Some(Db::open(schema, path, false)?)
+            } else {
+                None
+            },
+            path: path.to_owned(),
+            schema,
+        })
+    }
+
+    /// The connection, opening the file if there is one now; `None` if
+    /// there is none.
+    fn existing(&mut self) -> Result<Option<&mut Db>, StoreError> {
+        if self.db.is_none() && exists(&self.path, self.schema.what)? {
+            self.db = Some(Db::open(self.schema, &self.path, false)?);
+        }
+        Ok(self.db.as_mut())
+    }
+
+    /// Runs `read` on the connection; `empty` while there is no file, or
+    /// one that nobody has written yet.
+    pub fn read<T>(
+        &mut self,
+        empty: T,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let (path, schema) = (self.path.clone(), self.schema);
+        let Some(db) = self.existing()? else {
+            return Ok(empty);
+        };
+        if !db.ready {
+            db.ready = inspect(schema, &db.conn, &path)?;
+        }
+        if !db.ready {
+            return Ok(empty);
+        }
+        read(&db.conn).map_err(failure(&path, "read"))
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it.
+    /// Without a file, answers `unchanged` if it has one (a write that
+    /// changes nothing in an empty file); otherwise creates the file
+    /// (and its folder) and gives it its schema in the same transaction.
+    pub fn write<T>(
+        &mut self,
+        unchanged: Option<T>,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        if self.existing()?.is_none() {
+            if let Some(answer) = unchanged {
+                return Ok(answer);
+            }
+            create_folder(&self.path, self.schema.what)?;
+        }
+        let schema = self.schema;
+        let db = match self.db.take() {
+            Some(db) => db,
+            None => Db::open(schema, &self.path, true)?,
+        };
+        let db = self.db.insert(db);
+        let path = &self.path;
+        let txn = db
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failure(path, "write to"))?;
+        if !db.ready && !inspect(schema, &txn, path)? {
+            txn.execute_batch(&format!(
+                "{}
+                 PRAGMA application_id = {};
+                 PRAGMA user_version = {};",
+                schema.create, schema.application_id, schema.version
+            ))
+            .map_err(failure(path, "create the schema of"))?;
+        }
+        let answer = work(&txn).map_err(failure(path, "write to"))?;
+        txn.commit().map_err(failure(path, "write to"))?;
+        db.ready = true;
+        Ok(answer)
     }
 }

@@ -280,6 +280,14 @@ settings! {
     job_host_gone_secs: u64 = 300, env "CONCIERGE_JOB_HOST_GONE_SECS", check positive;
     /// Days a finished job's record, hosts and outputs are kept.
     job_retention_days: u64 = 30, env "CONCIERGE_JOB_RETENTION_DAYS", check positive;
+    /// Seconds between the health summaries every host sends (docs/PROTOCOL.md section 20); the gateway tells its agents in its answer to their facts, and refuses a host's summary that comes sooner than half of it after the last.
+    summary_interval_secs: u64 = 10, env "CONCIERGE_SUMMARY_INTERVAL_SECS", check positive;
+    /// Hours a host's summaries are kept as they came (one point per summary_interval).
+    history_hours: u64 = 24, env "CONCIERGE_HISTORY_HOURS", check positive;
+    /// Days a host's summaries are kept at all: older than history_hours, as averages of history_step_secs.
+    history_days: u64 = 30, env "CONCIERGE_HISTORY_DAYS", check positive;
+    /// Seconds each averaged point stands for, once a summary is older than history_hours.
+    history_step_secs: u64 = 300, env "CONCIERGE_HISTORY_STEP_SECS", check positive;
     /// Largest file accepted by PUT /fs, in bytes; larger uploads get 413.
     max_file_size: u64 = 104_857_600, env "CONCIERGE_MAX_FILE_SIZE";
     /// Most bytes one client's files may take on the file server, uploads still streaming in included; an upload beyond gets 413. In a cluster each replica counts the uploads it received.

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::health::Health;
 use crate::auth::now_secs;
 use crate::cluster::store::{Store, StoreError, Table};
 use crate::namespace::{Change, Observer};
@@ -57,16 +58,32 @@ struct Stored {
 /// The inventory (see the module documentation).
 pub struct Inventory {
     store: Arc<dyn Store>,
+    health: Arc<Health>,
     touches: mpsc::Sender<String>,
 }
 
 impl Inventory {
-    /// The inventory kept in `store`, and its writer task.
-    pub fn start(store: Arc<dyn Store>) -> Arc<Inventory> {
+    /// The inventory kept in `store`, with hosts' `health`, and its writer
+    /// task.
+    pub fn start(store: Arc<dyn Store>, health: Arc<Health>) -> Arc<Inventory> {
         let (touches, queue) = mpsc::channel(TOUCHES);
-        let inventory = Arc::new(Inventory { store, touches });
+        let inventory = Arc::new(Inventory {
+            store,
+            health,
+            touches,
+        });
         tokio::spawn(write_touches(Arc::downgrade(&inventory), queue));
         inventory
+    }
+
+    /// Hosts' health: their summaries, latest and over time.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Whether the inventory has host `name`.
+    pub async fn has(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.store.get(HOSTS, name).await?.is_some())
     }
 
     /// Files what host `name` (served by a `kind`) reports of itself: its
@@ -153,6 +170,7 @@ impl Inventory {
         limit: usize,
     ) -> Result<Vec<HostRecord>, StoreError> {
         let now = now_secs();
+        let mut latest = self.health.latest().await?;
         let mut hosts = Vec::new();
         for (name, bytes) in self.store.list(HOSTS).await? {
             if after.is_some_and(|after| name.as_str() <= after) {
@@ -171,6 +189,7 @@ impl Inventory {
                 (false, Some(_)) => Presence::Offline,
                 (false, None) => Presence::Never,
             };
+            let health = latest.remove(&name);
             let record = HostRecord {
                 last_seen: if online { Some(now) } else { stored.last_seen },
                 name,
@@ -179,7 +198,7 @@ impl Inventory {
                 online,
                 presence,
                 facts: stored.facts,
-                health: None,
+                health,
             };
             if selector.is_some_and(|s| !s.matches(&record)) {
                 continue;
@@ -192,9 +211,11 @@ impl Inventory {
         Ok(hosts)
     }
 
-    /// Forgets host `name`; whether the inventory had it.
+    /// Forgets host `name` and its health; whether the inventory had it.
     pub async fn forget(&self, name: &str) -> Result<bool, StoreError> {
-        self.store.delete(HOSTS, name).await
+        let had = self.store.delete(HOSTS, name).await?;
+        self.health.forget(name).await?;
+        Ok(had)
     }
 
     /// Moves the `last_seen` of every host of `names` that the inventory has.

@@ -9,10 +9,13 @@
 //! every replica answers for every host and the inventory outlives
 //! restarts. It sits beside the namespace, not above it: the sessions
 //! report to it and ask it, and it learns of departures as an
-//! [`Observer`](crate::namespace::Observer).
+//! [`Observer`](crate::namespace::Observer). [`Health`] keeps what hosts
+//! say of their health every few seconds, and the inventory lists it.
 
+pub mod health;
 pub mod inventory;
 pub mod jobs;
 
+pub use health::Health;
 pub use inventory::Inventory;
 pub use jobs::Jobs;

@@ -5,7 +5,8 @@
 //! connection it already has (`get_vpn_conf`), how operators list and
 //! revoke peers (`vpn_peers`, `vpn_revoke`), and how hosts file their facts
 //! in the inventory and operators read it (`facts`, `hosts`,
-//! `forget_host`), and how jobs are created, read and cancelled
+//! `forget_host`), how hosts report their health and operators read its
+//! history (`summary`, `history`), and how jobs are created, read and cancelled
 //! (`job_create`, `job_get`, `jobs`, `job_cancel`, `job_output`).
 
 use std::sync::Arc;
@@ -138,7 +139,35 @@ async fn serve(
                 .report(&client.name, HostKind::Agent, facts)
                 .await
                 .map_err(unavailable)?;
-            Ok(success(json!({"name": client.name})))
+            Ok(success(json!({
+                "name": client.name,
+                "summary_interval": desk.inventory.health().interval(),
+            })))
+        }
+        GatewayRequest::Summary(summary) => {
+            if !may_be_host(client) {
+                return Err(Failure::new(
+                    Reason::Forbidden,
+                    "only a host reports its health: a client with a host token for its own name",
+                ));
+            }
+            let at = desk
+                .inventory
+                .health()
+                .accept(&client.name, summary)
+                .await?;
+            Ok(success(json!({ "at": at })))
+        }
+        GatewayRequest::History(query) => {
+            if !desk.inventory.has(&query.host).await.map_err(unavailable)? {
+                return Err(Failure::new(
+                    Reason::NotFound,
+                    format!("the inventory has no host {:?}", query.host),
+                ));
+            }
+            Ok(success(json!(
+                desk.inventory.health().history(&query).await?
+            )))
         }
         GatewayRequest::Hosts(query) => {
             let selector = match query.target.as_deref() {
@@ -179,9 +208,7 @@ async fn serve(
             Ok(success(json!({ "host": desk.jobs.output(&host).await? })))
         }
         // Served from issue 26's health and alerts (in progress).
-        GatewayRequest::Summary(_)
-        | GatewayRequest::History(_)
-        | GatewayRequest::Alerts(_)
+        GatewayRequest::Alerts(_)
         | GatewayRequest::AlertRules(_)
         | GatewayRequest::AlertRuleSet(_)
         | GatewayRequest::AlertRuleDelete(_) => Err(Failure::new(

@@ -44,7 +44,8 @@ use crate::cluster::{self, ClusterError};
 use crate::config::Settings;
 use crate::console;
 use crate::files;
-use crate::fleet::{Inventory, Jobs};
+use crate::fleet::health::HealthSettings;
+use crate::fleet::{Health, Inventory, Jobs};
 use crate::namespace::{Namespace, Observer, Observers};
 use crate::transport::socket::Socket;
 use crate::vpn::Vpn;
@@ -163,7 +164,12 @@ impl Gateway {
             settings.max_files_bytes,
             &files_dir,
         ));
-        let inventory = Inventory::start(cluster.store().clone());
+        let health = Health::start(
+            cluster.health().clone(),
+            cluster.store().clone(),
+            HealthSettings::new(&settings),
+        );
+        let inventory = Inventory::start(cluster.store().clone(), health);
         let (ledger, store) = (cluster.ledger().clone(), cluster.store().clone());
         let observers: Vec<Arc<dyn Observer>> = vec![
             Arc::new(observers::Gauges),

@@ -69,6 +69,11 @@ pub struct Metrics {
     publish_seconds: Histogram,
     pub cluster_reconnects: Counter,
     pub inventory_touches_dropped: Counter,
+    pub summaries_accepted: Counter,
+    pub summaries_refused: Counter,
+    pub health_points_written: Counter,
+    pub health_write_errors: Counter,
+    pub health_points_dropped: Counter,
     pub cluster_write_errors: Counter,
     pub cluster_frames_not_sent: Counter,
     pub logins_failed: Counter,
@@ -149,6 +154,11 @@ impl Metrics {
             publish_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
             cluster_reconnects: Counter::default(),
             inventory_touches_dropped: Counter::default(),
+            summaries_accepted: Counter::default(),
+            summaries_refused: Counter::default(),
+            health_points_written: Counter::default(),
+            health_write_errors: Counter::default(),
+            health_points_dropped: Counter::default(),
             cluster_write_errors: Counter::default(),
             cluster_frames_not_sent: Counter::default(),
             logins_failed: Counter::default(),
@@ -219,6 +229,31 @@ impl Metrics {
             "inventory_touches_dropped",
             "Departures of hosts not written to the inventory (its queue was full): their last_seen is older than it should be",
             m.inventory_touches_dropped.clone(),
+        );
+        registry.register(
+            "summaries_accepted",
+            "Health summaries from hosts this process took (docs/PROTOCOL.md section 20)",
+            m.summaries_accepted.clone(),
+        );
+        registry.register(
+            "summaries_refused",
+            "Health summaries refused for coming sooner than half of summary_interval after the host's last",
+            m.summaries_refused.clone(),
+        );
+        registry.register(
+            "health_points_written",
+            "Summaries this process wrote to the health store (a batch a second)",
+            m.health_points_written.clone(),
+        );
+        registry.register(
+            "health_write_errors",
+            "Batches of summaries the health store refused (kept and written again at the next flush)",
+            m.health_write_errors.clone(),
+        );
+        registry.register(
+            "health_points_dropped",
+            "Summaries not kept because the health store did not keep up (more than 120,000 waiting)",
+            m.health_points_dropped.clone(),
         );
         registry.register(
             "cluster_reconnects",

@@ -21,19 +21,29 @@ pub struct Operator {
 impl Operator {
     /// Connects as `olga_…` (with `token`, unless it is empty).
     pub async fn connect(url: &str, token: &str) -> Operator {
-        let mut client = Client::connect(url).await;
         // Each connection a name of its own, as ctl's are.
         let name = format!("olga_{:06x}", rand_suffix());
         let mut identify = json!({"type": "IDENTIFY", "name": name, "version": "0.2.0"});
         if !token.is_empty() {
             identify["token"] = json!(token);
         }
+        Operator::identified(url, identify).await
+    }
+
+    /// Connects and identifies with `identify` (a host's, say).
+    pub async fn identified(url: &str, identify: Value) -> Operator {
+        let mut client = Client::connect(url).await;
         client.identify_with(identify).await;
         Operator { client, rid: 0 }
     }
 
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.client.close().await;
+    }
+
     /// The reply's `msg` to request `req`.
-    async fn reply(&mut self, req: &str, msg: Value) -> Value {
+    pub async fn reply(&mut self, req: &str, msg: Value) -> Value {
         self.rid += 1;
         let rid = self.rid;
         self.client
