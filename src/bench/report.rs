@@ -312,7 +312,7 @@ impl SummaryFigures {
             "bytes/host/day",
             match (self.bytes_per_host_per_day, &self.bytes_source) {
                 (Some(b), Some(source)) => format!("{b:.0} ({source}, extrapolated to 24 h)"),
-                _ => "unknown (no gauge on /metrics: pass --health-db or --redis-url)".into(),
+                _ => "unknown (pass --health-db or --redis-url)".into(),
             },
         );
     }

@@ -9,10 +9,9 @@
 //! Store writes come from the gateway's `/metrics` (a counter named
 //! [`WRITES_METRIC`]) when it has one, else they are the summaries
 //! accepted (each is one point written). The bytes per host per day come
-//! from the growth over the run of, in this order of preference: the
-//! gateway's [`POINT_BYTES_METRIC`] gauge, Redis's `used_memory`
-//! (`--redis-url`), or the size of the health store's file (`--health-db`,
-//! with its `-wal`), extrapolated to 24 hours; the report says which.
+//! from the growth over the run of Redis's `used_memory` (`--redis-url`),
+//! or of the size of the health store's file (`--health-db`, with its
+//! `-wal`), extrapolated to 24 hours; the report says which.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -29,9 +28,6 @@ use crate::bench::{system, BenchError, SummariesArgs};
 
 /// The gateway's counter of points written to the health store.
 pub const WRITES_METRIC: &str = "concierge_health_points_written_total";
-
-/// The gateway's gauge of the bytes its stored points take.
-pub const POINT_BYTES_METRIC: &str = "concierge_health_point_bytes";
 
 /// `summaries`: see the module's doc.
 pub async fn summaries(args: &SummariesArgs, scenario: &str) -> Result<Report, BenchError> {
@@ -81,8 +77,8 @@ pub async fn summaries(args: &SummariesArgs, scenario: &str) -> Result<Report, B
     };
     // Every gateway's /metrics, beside its WebSocket endpoint.
     let metrics: Vec<String> = args.common.urls.iter().map(|u| metrics_url(u)).collect();
-    let writes_before = read_metric(&metrics, WRITES_METRIC, Combine::Sum).await;
-    let bytes_before = stored_bytes(args, &metrics).await;
+    let writes_before = read_metric(&metrics, WRITES_METRIC).await;
+    let bytes_before = stored_bytes(args).await;
     figures.server_rss_before_bytes = ctx.server_rss().await;
     let begun = Clocks::read(&ctx);
     if up > 0 {
@@ -104,8 +100,8 @@ pub async fn summaries(args: &SummariesArgs, scenario: &str) -> Result<Report, B
     // The answers to the last summaries sent.
     settle_answers(&live, ctx.shared.patience).await;
     figures.server_rss_after_bytes = ctx.server_rss().await;
-    let writes_after = read_metric(&metrics, WRITES_METRIC, Combine::Sum).await;
-    let bytes_after = stored_bytes(args, &metrics).await;
+    let writes_after = read_metric(&metrics, WRITES_METRIC).await;
+    let bytes_after = stored_bytes(args).await;
     ctx.set_phase(STOP);
     let mut agents = Vec::with_capacity(n);
     for h in handles {
@@ -183,15 +179,6 @@ async fn settle_answers(live: &Live, patience: Duration) {
     }
 }
 
-/// How the gateways' values of one metric make one: a counter of each
-/// gateway's own work is summed; a gauge of what they share (the store)
-/// is the same on every one.
-#[derive(Clone, Copy)]
-enum Combine {
-    Sum,
-    Max,
-}
-
 /// The gateways' `/metrics` for a WebSocket URL (`ws://H:P/ws` →
 /// `http://H:P/metrics`).
 fn metrics_url(ws: &str) -> String {
@@ -203,18 +190,15 @@ fn metrics_url(ws: &str) -> String {
     format!("http://{authority}/metrics")
 }
 
-/// A metric's value over every gateway's Prometheus endpoint; none when a
-/// gateway does not have it.
-async fn read_metric(urls: &[String], name: &str, combine: Combine) -> Option<f64> {
-    let mut values = Vec::with_capacity(urls.len());
+/// A counter summed over every gateway's Prometheus endpoint; none when
+/// a gateway does not have it.
+async fn read_metric(urls: &[String], name: &str) -> Option<f64> {
+    let mut total = 0.0;
     for url in urls {
         let text = system::http_get(url).await.ok()?;
-        values.push(metric_in(&text, name)?);
+        total += metric_in(&text, name)?;
     }
-    match combine {
-        Combine::Sum => Some(values.iter().sum()),
-        Combine::Max => values.into_iter().reduce(f64::max),
-    }
+    Some(total)
 }
 
 /// `name`'s value in a Prometheus text exposition (its first series).
@@ -230,12 +214,9 @@ fn metric_in(text: &str, name: &str) -> Option<f64> {
         })
 }
 
-/// What the stored points take now, and how it was measured: the
-/// gateway's gauge, Redis's memory, or the health store's files.
-async fn stored_bytes(args: &SummariesArgs, metrics: &[String]) -> Option<(f64, String)> {
-    if let Some(bytes) = read_metric(metrics, POINT_BYTES_METRIC, Combine::Max).await {
-        return Some((bytes, format!("{POINT_BYTES_METRIC} growth")));
-    }
+/// What the stored points take now, and how it was measured: Redis's
+/// memory, or the health store's files.
+async fn stored_bytes(args: &SummariesArgs) -> Option<(f64, String)> {
     if let Some(url) = &args.redis_url {
         let memory = redis_used_memory(url).await?;
         return Some((memory as f64, "Redis INFO memory used_memory growth".into()));
@@ -277,9 +258,9 @@ mod tests {
             metrics_url("ws://127.0.0.1:8191/ws"),
             "http://127.0.0.1:8191/metrics"
         );
-        let text = "# HELP x\nconcierge_health_point_bytes 1800\n\
-                    concierge_health_point_bytes_max 9\nother{a=\"b\"} 3\n";
-        assert_eq!(metric_in(text, POINT_BYTES_METRIC), Some(1800.0));
+        let text = "# HELP x\nconcierge_health_points_written_total 1800\n\
+                    concierge_health_points_written_total_max 9\nother{a=\"b\"} 3\n";
+        assert_eq!(metric_in(text, WRITES_METRIC), Some(1800.0));
         assert_eq!(metric_in(text, "other"), Some(3.0));
         assert_eq!(metric_in(text, "absent"), None);
     }
