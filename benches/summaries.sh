@@ -9,7 +9,10 @@
 #
 #   benches/summaries.sh --agents 10000 --duration 60
 #   benches/summaries.sh --replicas --agents 10000 --duration 60 --json
-#   benches/summaries.sh --agents 200 --duration 10 --interval 1   # the gateway's interval follows
+#   benches/summaries.sh --agents 200 --duration 10 --interval 2   # the gateway's interval follows
+#
+# The gateway takes one summary a second from a host at most: an --interval
+# of about a second has some refused (limit) as they arrive a little early.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 replicas=false
