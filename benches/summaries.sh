@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 26's benchmark: `concierge bench summaries` against a gateway this
 # script starts (open files raised for 20,000 connections), or with
-# --replicas against two replicas sharing a fresh redis-server on port 6399
+# --replicas against two replicas sharing a fresh redis-server on port 6393
 # (the agents spread over both). Server CPU and memory in the report are the
 # gateways' (and Redis's); the bytes per host per day are the health store's
 # growth: the gateway's /metrics gauge if it has one, else health.db's size
@@ -33,17 +33,17 @@ gateway_interval=$(printf '%.0f' "$interval")
 # shellcheck source=benches/processes.sh
 source benches/processes.sh
 
-ports=(8193)
+ports=(8293)
 redis=()
 store=()
 if $replicas; then
-  ports=(8193 8194)
-  redis-server --port 6398 --save "" --appendonly no >"$logs/redis.log" 2>&1 & pids+=($!)
-  redis=(--redis-url redis://127.0.0.1:6398)
-  store=(--redis-url redis://127.0.0.1:6398)
-  until redis-cli -p 6398 ping >/dev/null 2>&1; do sleep 0.1; done
+  ports=(8293 8294)
+  redis-server --port 6393 --save "" --appendonly no >"$logs/redis.log" 2>&1 & pids+=($!)
+  redis=(--redis-url redis://127.0.0.1:6393)
+  store=(--redis-url redis://127.0.0.1:6393)
+  until redis-cli -p 6393 ping >/dev/null 2>&1; do sleep 0.1; done
 else
-  store=(--health-db "$logs/files-8193/health.db")
+  store=(--health-db "$logs/files-8293/health.db")
 fi
 urls=()
 server_pids=()
@@ -58,6 +58,10 @@ for port in "${ports[@]}"; do
 done
 for port in "${ports[@]}"; do
   until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
+done
+# Ours answered, not another program on the same port.
+for pid in "${pids[@]}"; do
+  kill -0 "$pid" 2>/dev/null || { cat "$logs"/*.log >&2; echo "a process it started has exited" >&2; exit 2; }
 done
 [ "${#redis[@]}" -eq 0 ] || server_pids+=(--server-pid "${pids[0]}")
 "$bin" bench summaries "$@" --replicas "$(IFS=,; echo "${urls[*]}")" "${server_pids[@]}" "${store[@]}"

@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,8 @@ pub(super) struct Live {
     pub(super) summaries_sent: AtomicU64,
     pub(super) summaries_accepted: AtomicU64,
     pub(super) summaries_refused: AtomicU64,
+    /// The run's time is up: no more summaries (their answers still count).
+    pub(super) summaries_closed: AtomicBool,
 }
 
 /// One job as an agent recorded it.
@@ -281,6 +283,10 @@ impl Agent<'_> {
                     }
                 }
                 _ = summary => {
+                    if self.live.summaries_closed.load(Ordering::Relaxed) {
+                        summary_due = None;
+                        continue;
+                    }
                     let every = self.plan.summaries.unwrap_or(Duration::MAX);
                     summary_due = summary_due.map(|at| at + every);
                     let sends = self.summary().into_iter().collect();

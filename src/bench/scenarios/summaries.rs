@@ -93,6 +93,7 @@ pub async fn summaries(args: &SummariesArgs, scenario: &str) -> Result<Report, B
             ctx.progress
                 .set((started.elapsed().as_secs_f64() * 10.0).round() as u64);
         }
+        live.summaries_closed.store(true, Ordering::Relaxed);
         ctx.progress.finish();
     } else {
         ctx.notes.push("no agent joined: nothing was sent".into());
