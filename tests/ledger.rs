@@ -15,10 +15,8 @@ use concierge::cluster::disk::DiskStore;
 use concierge::cluster::disk_ledger::DiskLedger;
 use concierge::cluster::ledger::{HostRow, Ledger};
 use concierge::cluster::redis::ledger::RedisLedger;
-use concierge::cluster::redis::master::{Endpoint, Master};
 use concierge::cluster::store::{Store, StoreError, Table};
 use concierge::config::Settings;
-use redis::aio::ConnectionManagerConfig;
 use tokio::sync::Barrier;
 
 use common::redis::RedisServer;
@@ -54,11 +52,7 @@ async fn redis_pair() -> Pair {
 /// A ledger as a replica makes it, on a connection to the master of its
 /// own.
 async fn redis_ledger(url: &str) -> RedisLedger {
-    let endpoint = Endpoint::new(url, "", "").expect("a Redis url");
-    let master = Master::connect(Arc::new(endpoint), ConnectionManagerConfig::new())
-        .await
-        .expect("Redis answers");
-    RedisLedger::new(master, "concierge")
+    RedisLedger::new(common::redis::master(url).await, "concierge")
 }
 
 fn bytes(s: &str) -> Vec<u8> {

@@ -134,13 +134,21 @@ fn read_latest(host: &str, bytes: &[u8]) -> Option<HostHealth> {
     }
 }
 
+/// Whether compacting removes `point`: it is older than `drop_before`, or
+/// it would be averaged into a step that starts before `drop_before` (an
+/// average older than the retention, which the next run would drop:
+/// compacting twice would not be idempotent).
+fn gone(point: &HealthPoint, cut: u64, step: u64, drop_before: u64) -> bool {
+    point.at < drop_before || (point.at < cut && point.at - point.at % step < drop_before)
+}
+
 /// Thins one chunk's points: those before `cut` averaged into `step`s,
-/// those before `drop_before` removed. `None` when nothing changes.
+/// the [`gone`] ones removed. `None` when nothing changes.
 fn thin(points: &[HealthPoint], cut: u64, step: u64, drop_before: u64) -> Option<Vec<HealthPoint>> {
     let kept: Vec<HealthPoint> = points
         .iter()
         .copied()
-        .filter(|p| p.at >= drop_before)
+        .filter(|p| !gone(p, cut, step, drop_before))
         .collect();
     let split = kept.partition_point(|p| p.at < cut);
     let mut thinned = downsample(&kept[..split], step);
@@ -183,7 +191,10 @@ fn compact_chunks(
             }
             continue;
         };
-        let dropped = points.iter().filter(|p| p.at < drop_before).count();
+        let dropped = points
+            .iter()
+            .filter(|p| gone(p, cut, step, drop_before))
+            .count();
         done.dropped += dropped as u64;
         done.downsampled += (points.len() - dropped - thinned.len()) as u64;
         if thinned.is_empty() {

@@ -33,7 +33,8 @@ pub struct Sample {
 /// What [`HealthStore::compact`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Compacted {
-    /// Points replaced by their steps' averages.
+    /// Points replaced by their steps' averages: the points averaged less
+    /// the averages.
     pub downsampled: u64,
     /// Points removed for being older than the retention.
     pub dropped: u64,
@@ -63,10 +64,11 @@ pub trait HealthStore: Send + Sync + 'static {
     fn series(&self, host: &str, since: u64, until: u64) -> StoreFuture<'_, Vec<HealthPoint>>;
 
     /// Replaces every host's points older than `raw_before` by the averages
-    /// of `step`-second steps (aligned on multiples of `step`; a step
-    /// already averaged is left as it is), and removes the points older
-    /// than `drop_before`. Idempotent: running it twice changes nothing
-    /// more.
+    /// of `step`-second steps (aligned on multiples of `step`, whole steps
+    /// only: `raw_before` is rounded down to one; a step already averaged
+    /// is left as it is), and removes the points older than `drop_before`
+    /// (with those of the step that starts before it, whose average would
+    /// be older). Idempotent: running it twice changes nothing more.
     fn compact(&self, raw_before: u64, step: u64, drop_before: u64) -> StoreFuture<'_, Compacted>;
 
     /// Forgets `host`'s series and latest.

@@ -25,7 +25,7 @@
 //! rows: in a file of its own alone ([`disk_ledger`]), in Redis among
 //! replicas ([`redis::ledger`]); and the [`HealthStore`] keeps hosts'
 //! summaries, latest and over time: in `health.db` alone
-//! ([`disk_health`]).
+//! ([`disk_health`]), in Redis among replicas ([`redis::health`]).
 //!
 //! [`join`] builds them from the settings, in this one place, and
 //! hands them to the gateway as one [`Cluster`]: nothing outside this
@@ -325,17 +325,13 @@ pub async fn join(settings: &ClusterSettings) -> Result<(Cluster, InboundStream)
         return Ok((cluster, rx));
     };
     let parts = redis::connect(endpoint, settings.node_lease, tx).await?;
-    // Until the Redis health store: each replica keeps the summaries of
-    // its own hosts in its data folder.
-    let path = settings.data_dir.join(HEALTH_FILE);
-    let health = open_file(path, "the health store", disk_health::DiskHealth::open).await?;
     let cluster = Cluster {
         broker: Box::new(parts.broker),
         claims: Box::new(parts.claims),
         store: parts.store,
         history: parts.history,
         ledger: parts.ledger,
-        health: Arc::new(health),
+        health: parts.health,
         replicated: true,
     };
     Ok((cluster, rx))

@@ -7,6 +7,7 @@ mod common;
 
 mod dead_replica;
 mod departures;
+mod health;
 mod history;
 mod inventory;
 mod jobs;
@@ -24,6 +25,7 @@ use serde_json::json;
 use common::process::{command, Process};
 use common::redis::RedisServer;
 use common::{Client, TestServer};
+use concierge::config::Settings;
 
 /// A replica in this process, sharing `files` with the others.
 fn replica(redis: &RedisServer, files: &Path) -> TestServer {
@@ -32,11 +34,18 @@ fn replica(redis: &RedisServer, files: &Path) -> TestServer {
 
 /// A replica in this process reaching Redis at `url`.
 fn replica_at(url: String, files: &Path) -> TestServer {
+    replica_with(url, files, |_| {})
+}
+
+/// A replica in this process reaching Redis at `url`, its settings then
+/// changed by `tweak`.
+fn replica_with(url: String, files: &Path, tweak: impl FnOnce(&mut Settings)) -> TestServer {
     let files = files.to_owned();
     TestServer::with(move |s| {
         s.redis_url = url;
         s.node_lease_ms = 1_500;
         s.data_dir = files;
+        tweak(s);
     })
 }
 

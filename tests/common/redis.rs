@@ -2,7 +2,11 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use concierge::cluster::redis::master::{Endpoint, Master};
+use redis::aio::ConnectionManagerConfig;
 
 pub struct RedisServer {
     pub port: u16,
@@ -80,6 +84,15 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A connection to the master at `url` of its own, as a replica makes
+/// one (default configuration).
+pub async fn master(url: &str) -> Arc<Master> {
+    let endpoint = Endpoint::new(url, "", "").expect("a Redis url");
+    Master::connect(Arc::new(endpoint), ConnectionManagerConfig::new())
+        .await
+        .expect("Redis answers")
 }
 
 /// A [`Relay`] in front of a Redis server cuts one replica off from it

@@ -9,11 +9,13 @@
 //! [`RedisClaims`](claims::RedisClaims) (names, records, the node's lease),
 //! [`RedisStore`] (the features' state) and
 //! [`RedisHistory`](history::RedisHistory) (services' histories, in
-//! streams). The jobs' [`RedisLedger`] uses the same master's connection,
-//! under the same prefix (its keys are in [`ledger`]).
+//! streams). The jobs' [`RedisLedger`] and hosts' [`RedisHealth`] use the
+//! same master's connection, under the same prefix (their keys are in
+//! [`ledger`] and [`health`]).
 
 mod broker;
 mod claims;
+pub mod health;
 mod history;
 pub mod ledger;
 mod link;
@@ -31,24 +33,27 @@ use uuid::Uuid;
 
 use self::broker::RedisBroker;
 use self::claims::RedisClaims;
+use self::health::RedisHealth;
 use self::history::RedisHistory;
 use self::ledger::RedisLedger;
 use self::link::Link;
 use self::master::{Endpoint, Master};
 use self::store::RedisStore;
 use self::wire::PREFIX;
+use super::health::HealthStore;
 use super::ledger::Ledger;
 use super::store::Store;
 use super::{ClusterError, Inbound};
 
-/// The parts of a replica's seam, on one link, and the ledger on the same
-/// master.
+/// The parts of a replica's seam, on one link, and the ledger and the
+/// health store on the same master.
 pub struct Parts {
     pub broker: RedisBroker,
     pub claims: RedisClaims,
     pub store: Arc<dyn Store>,
     pub history: Arc<RedisHistory>,
     pub ledger: Arc<dyn Ledger>,
+    pub health: Arc<dyn HealthStore>,
 }
 
 /// The store in Redis, for a command: no retry, an error at once when Redis
@@ -94,6 +99,7 @@ pub async fn connect(
     };
     let store: Arc<dyn Store> = Arc::new(RedisStore::new(master.clone(), PREFIX));
     let ledger: Arc<dyn Ledger> = Arc::new(RedisLedger::new(master.clone(), PREFIX));
+    let health: Arc<dyn HealthStore> = Arc::new(RedisHealth::new(master.clone(), PREFIX));
     let (writes, write_rx) = mpsc::channel(link::WRITES);
     let (watches, watch_rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
@@ -119,5 +125,6 @@ pub async fn connect(
         store,
         history,
         ledger,
+        health,
     })
 }

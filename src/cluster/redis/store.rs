@@ -216,13 +216,19 @@ pub(super) async fn bounded<T>(
     }
 }
 
-/// A Redis error as a [`StoreError`].
+/// A Redis error as a [`StoreError`]: `Corrupt` for a reply this code
+/// cannot read, or a key of another type met by any command (a pipeline's
+/// too).
 pub(super) fn failure(error: RedisError) -> StoreError {
     let kind = error.kind();
+    let wrong_type = error
+        .clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "WRONGTYPE"));
     if matches!(
         kind,
         redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
-    ) || error.code() == Some("WRONGTYPE")
+    ) || wrong_type
     {
         StoreError::Corrupt(format!("Redis: {error}"))
     } else {
