@@ -410,3 +410,59 @@ async fn jobs_end_final_and_run_once_on_every_host_when_agents_drop() {
     let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
     assert_eq!(json["jobs"]["lost"], 0);
 }
+
+/// `bench summaries` at a small size: 50 simulated agents, one summary
+/// every 1.5 s each for four seconds, against a gateway whose interval is a
+/// second (it takes one a second at most): every summary is accepted and
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_are_accepted_from_every_agent() {
+    let server = TestServer::with(|s| s.summary_interval_secs = 1);
+    let url = server.ws_url();
+    let pid = std::process::id().to_string();
+    let db = server.data.path().join("health.db");
+    let report = bench(&[
+        "summaries",
+        "--url",
+        &url,
+        "--agents",
+        "50",
+        "--interval",
+        "1.5",
+        "--duration",
+        "4",
+        "--server-pid",
+        &pid,
+        "--health-db",
+        db.to_str().expect("utf-8"),
+    ])
+    .await;
+    let table = report.table();
+    assert!(report.clean(), "{table}");
+    assert_eq!(
+        (report.connected, report.connect_failures),
+        (50, 0),
+        "{table}"
+    );
+    let s = report.summaries.as_ref().expect("summary figures");
+    assert_eq!(s.gateway_interval_secs, Some(1), "{table}");
+    // Each agent's first within its first interval, then one an interval.
+    assert!((100..=150).contains(&s.sent), "{table}");
+    assert_eq!(
+        (s.accepted, s.refused, s.unanswered),
+        (s.sent, 0, 0),
+        "{table}"
+    );
+    assert!(s.accepted_per_sec > 0.0, "{table}");
+    assert!(s.server_cpu_percent.is_some(), "{table}");
+    // From the gateway's counter of points written.
+    assert!(s.writes_source.contains("points_written"), "{table}");
+    assert!(s.store_writes_per_sec.is_some_and(|w| w > 0.0), "{table}");
+    assert!(
+        s.bytes_source
+            .as_deref()
+            .is_some_and(|b| b.contains("health.db")),
+        "{table}"
+    );
+    assert!(table.contains("every summary accepted"), "{table}");
+}

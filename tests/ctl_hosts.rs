@@ -546,3 +546,107 @@ fn agent(url: &str, token: &str, work: &Path) -> Process {
         config.to_str().expect("utf-8"),
     ]))
 }
+
+/// `ctl hosts` with its health columns and `ctl history`, against a real
+/// agent sending its summaries every second, and a host expected (its
+/// token issued) that never connected.
+#[tokio::test]
+async fn hosts_show_health_and_history_reads_it_back() {
+    let server = TestServer::with(|s| s.summary_interval_secs = 1);
+    let host = token(&server, "host1", "agent").await;
+    token(&server, "host0", "agent").await;
+    let alice = token(&server, "alice", "operator").await;
+    let work = tempfile::tempdir().expect("work dir");
+    let agent = agent(&server.ws_url(), &host, work.path());
+    // Until its trend has three readings.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (code, listed) = ctl_json(&server.ws_url(), &alice, &["hosts", "--sort", "cpu"]).await;
+        assert_eq!(code, 0, "{listed}");
+        let trend = listed["hosts"][0]["health"]["trend"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if trend >= 3 {
+            break listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no health listed: {listed}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Sorted by CPU: the host with a summary first, the one never seen after.
+    let names: Vec<&str> = listed["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| h["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["host1", "host0"], "{listed}");
+    let health = &listed["hosts"][0]["health"];
+    for field in ["cpu", "load", "mem", "disk"] {
+        assert!(health[field].is_number(), "{field}: {health}");
+    }
+    assert!(
+        (0.0..=100.0).contains(&health["mem"].as_f64().expect("mem"))
+            && health["mem"].as_f64() > Some(0.0),
+        "{health}"
+    );
+    assert!(
+        health.get("vpn_age").is_none(),
+        "no VPN on this host: {health}"
+    );
+
+    let table = shown(&server, &alice, &["hosts", "--sort", "cpu"]).await;
+    let lines: Vec<&str> = table.lines().map(str::trim_start).collect();
+    for column in ["PRESENCE", "CPU", "LOAD", "MEM", "DISK", "VPN", "TREND"] {
+        assert!(lines[0].contains(column), "{table}");
+    }
+    assert!(
+        lines[1].starts_with("host1") && lines[1].contains("online"),
+        "{table}"
+    );
+    assert!(lines[1].contains('%'), "{table}");
+    assert!(
+        lines[1].chars().filter(|c| ('▁'..='█').contains(c)).count() >= 3,
+        "a sparkline of the trend: {table}"
+    );
+    assert!(
+        lines[2].starts_with("host0") && lines[2].contains("never connected"),
+        "{table}"
+    );
+
+    // The history: a sparkline per figure, then the points.
+    let (code, history) = ctl_json(
+        &server.ws_url(),
+        &alice,
+        &["history", "host1", "--since", "5m"],
+    )
+    .await;
+    assert_eq!(code, 0, "{history}");
+    let points = history["points"].as_array().expect("points").len();
+    assert!(points >= 3, "{history}");
+    let screen = shown(&server, &alice, &["history", "host1", "--since", "5m"]).await;
+    for figure in ["cpu ", "load", "mem ", "disk"] {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.starts_with(figure) && l.contains(" min ")),
+            "{figure}: {screen}"
+        );
+    }
+    assert!(screen.contains("TIME"), "{screen}");
+    assert!(screen.lines().count() >= points + 6, "{screen}");
+    // A host the inventory does not have, and a --since of no meaning.
+    let (code, _, err) =
+        outcome(common::process::ctl(&server.ws_url(), &alice).args(["history", "nohost"])).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not_found"), "{err}");
+    let (code, _, err) = outcome(
+        common::process::ctl(&server.ws_url(), &alice)
+            .args(["history", "host1", "--since", "soon"]),
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+}

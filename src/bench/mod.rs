@@ -15,6 +15,9 @@
 //!   the gateway spends per 1,000 hosts, and whether every host ended
 //!   final, run once, when a share of the agents drop their sockets
 //!   meanwhile.
+//! - `summaries`: N simulated agents each sending a health summary every
+//!   interval; summaries accepted per second, refusals, the gateway's CPU
+//!   and memory, the health store's writes and bytes per host per day.
 //!
 //! Every benchmark message carries `[seq, sent_ns, "padding"]` in `data`:
 //! its sequence number and the time it was sent, in nanoseconds since the
@@ -35,7 +38,7 @@ mod system;
 use std::process::ExitCode;
 
 pub use clients::{ws_config, Incoming};
-pub use report::{Cpu, JobFigures, Memory, Report};
+pub use report::{Cpu, JobFigures, Memory, Report, SummaryFigures};
 pub use stats::{Counts, Latency, WindowMode};
 
 /// Why a run could not be carried out.
@@ -99,6 +102,19 @@ Examples:
   # two replicas sharing a Redis: the agents spread over both
   concierge bench jobs --agents 10000 --replicas ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws")]
     Jobs(JobsArgs),
+    /// N simulated agents each send a health summary every --interval for
+    /// --duration: summaries accepted per second, refusals, the gateway's
+    /// CPU and memory, store writes per second, bytes per host per day.
+    #[command(after_help = "\
+Examples:
+  concierge bench summaries --agents 1000 --duration 30
+  # 10,000 hosts every 10 s for two minutes, the gateway and its health store measured
+  concierge bench summaries --agents 10000 --duration 120 --server-pid \"$(pgrep -f 'concierge serve')\" \\
+    --health-db /var/lib/concierge/health.db
+  # two replicas sharing a Redis (its memory growth is the store's)
+  concierge bench summaries --agents 10000 --replicas ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws \\
+    --redis-url redis://127.0.0.1:6379")]
+    Summaries(SummariesArgs),
     /// A scenario with its clients spread over two gateway URLs or more.
     Cluster {
         #[command(subcommand)]
@@ -308,6 +324,31 @@ pub struct JobsArgs {
     pub events: bool,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct SummariesArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Simulated agents, each its own WebSocket client.
+    #[arg(long, default_value_t = 10_000)]
+    pub agents: usize,
+    /// Seconds between one agent's summaries (the gateway refuses one
+    /// sooner than half its `summary_interval_secs` after the last).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub interval: f64,
+    /// Seconds the agents send summaries for.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub duration: f64,
+    /// The gateway's health store file (`health.db` in its data folder),
+    /// whose growth gives the bytes per host per day when its `/metrics`
+    /// does not.
+    #[arg(long, value_name = "PATH")]
+    pub health_db: Option<std::path::PathBuf>,
+    /// The replicas' Redis, whose `used_memory` growth gives the bytes per
+    /// host per day when their `/metrics` does not.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+}
+
 /// A share, 0 to 1.
 fn ratio(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -332,6 +373,7 @@ impl Scenario {
                 scenario: ClusterScenario::Direct(a),
             } => &a.common,
             Scenario::Jobs(a) => &a.common,
+            Scenario::Summaries(a) => &a.common,
         }
     }
 }
@@ -343,6 +385,7 @@ pub async fn run(scenario: &Scenario) -> Result<Report, BenchError> {
         Scenario::Fanout(a) => scenarios::fanout(a, "fanout").await,
         Scenario::Direct(a) => scenarios::direct(a, "direct").await,
         Scenario::Jobs(a) => scenarios::jobs(a, "jobs").await,
+        Scenario::Summaries(a) => scenarios::summaries(a, "summaries").await,
         Scenario::Cluster { scenario } => {
             let urls = match scenario {
                 ClusterScenario::Connect(a) => &a.common.urls,

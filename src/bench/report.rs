@@ -210,6 +210,114 @@ impl JobFigures {
     }
 }
 
+/// What `bench summaries` measured: hosts' health summaries at a rate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SummaryFigures {
+    /// Agents that joined and sent summaries.
+    pub agents: u64,
+    pub interval_secs: f64,
+    /// The gateway's `summary_interval`, from its answer to `facts`.
+    pub gateway_interval_secs: Option<u64>,
+    /// The measured phase's length.
+    pub seconds: f64,
+    pub sent: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    /// Sent and not answered by the end (after waiting up to --timeout).
+    pub unanswered: u64,
+    /// Refusals by reason, and the first one.
+    pub refusals: BTreeMap<String, u64>,
+    pub first_refusal: Option<String>,
+    pub accepted_per_sec: f64,
+    /// The gateways' (and Redis's) CPU over the measured phase, in percent
+    /// of one core; absent without --server-pid.
+    pub server_cpu_percent: Option<f64>,
+    pub server_rss_before_bytes: Option<u64>,
+    pub server_rss_after_bytes: Option<u64>,
+    /// Points written to the health store per second, and where the figure
+    /// comes from.
+    pub store_writes_per_sec: Option<f64>,
+    pub writes_source: String,
+    /// A host's history's growth extrapolated to a day, and how it was
+    /// measured.
+    pub bytes_per_host_per_day: Option<f64>,
+    pub bytes_source: Option<String>,
+}
+
+impl SummaryFigures {
+    /// Summaries were sent, and every one was accepted.
+    pub fn clean(&self) -> bool {
+        self.sent > 0 && self.refused == 0 && self.unanswered == 0
+    }
+
+    fn rows(&self, row: &mut impl FnMut(&str, String)) {
+        row(
+            "summaries",
+            format!(
+                "{} agents, one every {} s (the gateway's interval: {}) for {:.1} s",
+                self.agents,
+                self.interval_secs,
+                self.gateway_interval_secs
+                    .map_or("unknown".into(), |s| format!("{s} s")),
+                self.seconds
+            ),
+        );
+        row(
+            "answers",
+            format!(
+                "sent {} accepted {} refused {} unanswered {}",
+                self.sent, self.accepted, self.refused, self.unanswered
+            ),
+        );
+        if !self.refusals.is_empty() {
+            let reasons: Vec<String> = self
+                .refusals
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            row(
+                "refusals",
+                format!(
+                    "{} (first: {})",
+                    reasons.join(", "),
+                    self.first_refusal.as_deref().unwrap_or("-")
+                ),
+            );
+        }
+        row("accepted/s", format!("{:.1}", self.accepted_per_sec));
+        let mib =
+            |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} MiB", v as f64 / 1048576.0));
+        row(
+            "server",
+            format!(
+                "CPU {}, RSS {} before, {} after",
+                self.server_cpu_percent
+                    .map_or("unknown (pass --server-pid)".into(), |c| format!(
+                        "{c:.1} %"
+                    )),
+                mib(self.server_rss_before_bytes),
+                mib(self.server_rss_after_bytes)
+            ),
+        );
+        row(
+            "store writes/s",
+            format!(
+                "{} ({})",
+                self.store_writes_per_sec
+                    .map_or("-".into(), |w| format!("{w:.1}")),
+                self.writes_source
+            ),
+        );
+        row(
+            "bytes/host/day",
+            match (self.bytes_per_host_per_day, &self.bytes_source) {
+                (Some(b), Some(source)) => format!("{b:.0} ({source}, extrapolated to 24 h)"),
+                _ => "unknown (pass --health-db or --redis-url)".into(),
+            },
+        );
+    }
+}
+
 /// Every figure of one run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -248,6 +356,8 @@ pub struct Report {
     pub memory: Option<Memory>,
     /// `bench jobs`' figures.
     pub jobs: Option<JobFigures>,
+    /// `bench summaries`' figures.
+    pub summaries: Option<SummaryFigures>,
     /// Frames that were neither benchmark messages nor replies (broadcasts
     /// such as CLIENT_JOINED), over all clients.
     pub broadcast_frames: u64,
@@ -271,7 +381,8 @@ impl Report {
                 && c.rejected == 0
         });
         let jobs_ok = self.jobs.as_ref().is_none_or(JobFigures::clean);
-        counts_ok && jobs_ok && !self.stalled && self.connect_failures == 0
+        let summaries_ok = self.summaries.as_ref().is_none_or(SummaryFigures::clean);
+        counts_ok && jobs_ok && summaries_ok && !self.stalled && self.connect_failures == 0
     }
 
     pub fn json(&self) -> String {
@@ -390,6 +501,9 @@ impl Report {
         if let Some(jobs) = &self.jobs {
             jobs.rows(&mut row);
         }
+        if let Some(summaries) = &self.summaries {
+            summaries.rows(&mut row);
+        }
         row("broadcast frames", self.broadcast_frames.to_string());
         if self.stalled {
             row(
@@ -407,6 +521,8 @@ impl Report {
             "verdict",
             if self.clean() && self.jobs.is_some() {
                 "every host final, the job run once on each".into()
+            } else if self.clean() && self.summaries.is_some() {
+                "every summary accepted".into()
             } else if self.clean() {
                 "every message delivered exactly once".into()
             } else {

@@ -144,7 +144,7 @@ pub async fn metrics_rss(url: &str) -> Result<u64, BenchError> {
 }
 
 /// A minimal HTTP/1.1 GET (no TLS, no redirects): the body of a 200.
-async fn http_get(url: &str) -> Result<String, BenchError> {
+pub async fn http_get(url: &str) -> Result<String, BenchError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (authority, path) = split_url(url)?;
     let mut stream = tokio::net::TcpStream::connect(authority.as_str()).await?;

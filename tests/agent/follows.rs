@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::Client;
-use crate::{payloads_in, start, Fleet};
+use crate::{messages_but_summaries, start, Fleet};
 
 /// A `proc_output` follow request for `pid`, as a MESSAGE to host1.
 fn follow_request(rid: u64, pid: u64) -> Value {
@@ -159,7 +159,7 @@ async fn a_viewer_asking_for_1500_follows_and_leaving_does_not_get_the_agent_thr
             .text()
             .await
             .expect("text");
-        payloads_in(&text, "MESSAGE")
+        messages_but_summaries(&text)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -16,6 +16,7 @@ mod processes;
 mod refusals;
 mod requests;
 mod resume;
+mod summaries;
 mod telemetry;
 
 use std::path::Path;
@@ -188,9 +189,23 @@ async fn start(fleet: &Fleet, cmd: &[&str]) -> u64 {
 }
 
 fn payloads_in(text: &str, kind: &str) -> u64 {
-    let key = format!("concierge_payloads_in_total{{type=\"{kind}\"}}");
+    metric(
+        text,
+        &format!("concierge_payloads_in_total{{type=\"{kind}\"}}"),
+    )
+}
+
+/// The MESSAGEs the gateway received other than the agent's health
+/// summaries, which it sends every interval whatever else it does.
+fn messages_but_summaries(text: &str) -> u64 {
+    let summaries = metric(text, "concierge_summaries_accepted_total")
+        + metric(text, "concierge_summaries_refused_total");
+    payloads_in(text, "MESSAGE").saturating_sub(summaries)
+}
+
+fn metric(text: &str, key: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(&key))
+        .find_map(|l| l.strip_prefix(key).filter(|v| v.starts_with(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }

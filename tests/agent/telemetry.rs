@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::{assert_refused, payloads_in, Fleet};
+use crate::{assert_refused, messages_but_summaries, Fleet};
 
 #[tokio::test]
 async fn telemetry_matches_proc() {
@@ -85,10 +85,10 @@ async fn telemetry_is_published_only_while_someone_subscribes() {
             .await
             .expect("text")
     };
-    let before = payloads_in(&metrics().await, "MESSAGE");
+    let before = messages_but_summaries(&metrics().await);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
-        payloads_in(&metrics().await, "MESSAGE"),
+        messages_but_summaries(&metrics().await),
         before,
         "nobody subscribed, nothing published"
     );
@@ -109,10 +109,10 @@ async fn telemetry_is_published_only_while_someone_subscribes() {
         .await;
     viewer.skip_to("SELF_UNSUBSCRIBE_RESULT").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = payloads_in(&metrics().await, "MESSAGE");
+    let after = messages_but_summaries(&metrics().await);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
-        payloads_in(&metrics().await, "MESSAGE"),
+        messages_but_summaries(&metrics().await),
         after,
         "unsubscribed, nothing published"
     );

@@ -33,6 +33,8 @@ pub struct Host {
     pub jobs: Jobs,
     /// `--vpn`: the tunnel.
     pub vpn: Option<std::sync::Arc<super::vpn::VpnClient>>,
+    /// The health summaries' interval and state, across connections.
+    pub summaries: super::summary::Reporter,
 }
 
 impl Host {

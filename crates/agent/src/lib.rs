@@ -4,10 +4,10 @@
 //! It identifies with tag `agent` (and `presence: false`: a fleet's hosts
 //! need no news of each other), creates the services `telemetry_<host>` and
 //! `audit_<host>`, reports its host's facts to the gateway's inventory
-//! ([`facts`]), and serves the requests that arrive by MESSAGE (the
-//! protocol's [`concierge_protocol::agent`] vocabulary, served by
-//! [`commands`]), each in a
-//! task of its own so a slow one never holds up the others. When the
+//! ([`facts`]) and its health every `summary_interval` ([`summary`]), and
+//! serves the requests that arrive by MESSAGE (the protocol's
+//! [`concierge_protocol::agent`] vocabulary, served by [`commands`]), each
+//! in a task of its own so a slow one never holds up the others. When the
 //! connection ends it reconnects after a jittered, doubling wait, and sets
 //! its services up again; a refusal that retrying does not cure (its
 //! token, its name: [`refusal`]) stops it instead. It never takes its name
@@ -26,6 +26,7 @@ pub mod refusal;
 pub mod settings;
 pub mod signals;
 pub mod state;
+pub mod summary;
 pub mod systemd;
 pub mod telemetry;
 pub mod vpn;
@@ -59,7 +60,7 @@ const STABLE: Duration = Duration::from_secs(10);
 const FOLLOWER_CHECK: Duration = Duration::from_secs(5);
 
 /// The `rid`s of the agent's requests to the gateway, which tell their
-/// answers apart.
+/// answers apart (a summary's is [`summary::SUMMARY_RID`]).
 const VPN_RID: u64 = 0;
 const FACTS_RID: u64 = 1;
 
@@ -126,6 +127,7 @@ impl Agent {
             audit,
             jobs,
             vpn,
+            summaries: summary::Reporter::default(),
         });
         jobs::recover(&host, unfinished);
         Ok(Agent { host })
@@ -315,6 +317,7 @@ async fn session(
     ));
     let checker = actix::spawn(check_followers(host.clone(), sender.clone()));
     let reporter = actix::spawn(report_facts(host.clone(), sender.clone()));
+    let summaries = actix::spawn(summary::report(host.clone(), sender.clone()));
     let ended = loop {
         let payload = match receiver.next().await {
             Ok(sequenced) => sequenced.payload,
@@ -322,11 +325,16 @@ async fn session(
         };
         match payload {
             PayloadOut::Message { origin, data, .. } if origin.client.name == GATEWAY_NAME => {
-                if data.get("rid").and_then(Value::as_u64) == Some(FACTS_RID) {
-                    if let Err(failure) = outcome(data.get("msg").cloned().unwrap_or_default()) {
-                        tracing::warn!(reason = failure.reason.as_str(), desc = %failure.desc,
-                            "the gateway did not file this host's facts");
+                let rid = data.get("rid").and_then(Value::as_u64);
+                let msg = || data.get("msg").cloned().unwrap_or_default();
+                if rid == Some(FACTS_RID) {
+                    match outcome(msg()) {
+                        Ok(filed) => host.summaries.learn(&filed),
+                        Err(failure) => tracing::warn!(reason = failure.reason.as_str(),
+                            desc = %failure.desc, "the gateway did not file this host's facts"),
                     }
+                } else if rid == Some(summary::SUMMARY_RID) {
+                    host.summaries.answered(msg());
                 } else if let Some(vpn) = host.vpn.clone() {
                     actix::spawn(bring_up(vpn, data));
                 }
@@ -372,6 +380,7 @@ async fn session(
     publisher.abort();
     checker.abort();
     reporter.abort();
+    summaries.abort();
     ended
 }
 

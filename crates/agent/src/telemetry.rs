@@ -24,6 +24,18 @@ use tokio::sync::watch;
 /// The stat types of seed 003, in its order.
 pub const STAT_TYPES: [&str; 4] = ["ttl_cpu_usage", "ttl_mem_usage", "disk_util", "vpn_status"];
 
+/// File systems that are not storage and that `sysinfo` lists: views of
+/// the kernel's state (lxcfs), images mounted read-only and always full
+/// (snaps, erofs), and desktop sessions' virtual folders.
+const PSEUDO: [&str; 6] = [
+    "fuse.lxcfs",
+    "fuse.snapfuse",
+    "fuse.gvfsd-fuse",
+    "fuse.portal",
+    "erofs",
+    "ramfs",
+];
+
 /// A snapshot: every stat type by name.
 pub type Snapshot = Arc<Map<String, Value>>;
 
@@ -117,10 +129,17 @@ impl Telemetry {
     }
 
     /// `{device: [bytes used, bytes free]}`, one entry per device (its first
-    /// mount).
+    /// mount), real file systems only: `sysinfo` leaves out the kernel's
+    /// pseudo ones (proc, sysfs, cgroup, tmpfs, squashfs…); here also those
+    /// of no size and the userspace ones that are not storage
+    /// ([`PSEUDO`]), which would read as empty or as full.
     fn disk_util(&self) -> Value {
         let mut out = Map::new();
-        for disk in self.disks.iter() {
+        let real = self.disks.iter().filter(|disk| {
+            let fs = disk.file_system().to_string_lossy();
+            disk.total_space() > 0 && !PSEUDO.contains(&fs.as_ref())
+        });
+        for disk in real {
             let name = disk.name().to_string_lossy().into_owned();
             let name = if name.is_empty() {
                 disk.mount_point().display().to_string()

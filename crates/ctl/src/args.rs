@@ -4,6 +4,7 @@
 use clap::{ArgGroup, Args, Subcommand};
 
 use super::error::exit_statuses;
+use super::health::SortBy;
 use concierge_protocol::jobs::{Amount, JobId};
 
 /// The flags every `ctl` command shares, and the command.
@@ -48,6 +49,9 @@ Examples:
   concierge ctl hosts
   # The web hosts in Frankfurt or Amsterdam that are connected now
   concierge ctl hosts 'role=web,dc in (fra,ams)' --online
+  # The busiest first; the hosts that went away, and those never seen
+  concierge ctl hosts --sort cpu
+  concierge ctl hosts 'presence=offline' --sort last-seen
   concierge ctl hosts 'web*' --json")]
     Hosts {
         /// Which hosts: names, globs, labels and facts (docs/PROTOCOL.md,
@@ -56,6 +60,36 @@ Examples:
         /// Only the hosts connected now.
         #[arg(long)]
         online: bool,
+        /// The order: by name, or the highest CPU, load, memory or disk use
+        /// first, or the most recently seen first (hosts without the figure
+        /// last).
+        #[arg(long, value_enum, default_value_t = SortBy::Name)]
+        sort: SortBy,
+    },
+    /// A host's health over time (its summaries: CPU, load, memory, disk, VPN
+    /// handshake age): a sparkline per figure, then the points in local time.
+    #[command(after_help = "\
+Examples:
+  # The last hour
+  concierge ctl history web1
+  # The last day, in 15-minute averages
+  concierge ctl history web1 --since 1d --step 15m
+  # From 6 hours ago to 5 hours ago, as JSON
+  concierge ctl history web1 --since 6h --until 5h --json")]
+    History {
+        /// The host's name, as `ctl hosts` lists it.
+        host: String,
+        /// From when: a duration back from now (30m, 6h, 7d) or a UTC time
+        /// (2026-12-07T09:00:00Z) [default: 1h].
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Until when, as --since [default: now].
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// Average the points into steps this long (5m, 1h) [default: as
+        /// stored, wider when the range holds more than 2,000 points].
+        #[arg(long, value_name = "DUR")]
+        step: Option<String>,
     },
     /// Remove a host from the inventory (admin); it is listed again if it connects.
     #[command(after_help = "\

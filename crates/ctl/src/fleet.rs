@@ -1,6 +1,7 @@
 //! The `ctl` commands on the gateway's inventory: `hosts [TARGET]` lists
-//! every host the fleet has, connected or not, selected by a target
-//! expression; `forget HOST` removes one.
+//! every host the fleet has, connected, offline or never connected,
+//! selected by a target expression, with its health (see [`super::health`]);
+//! `forget HOST` removes one.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,6 +10,7 @@ use serde_json::json;
 
 use super::conn::decode;
 use super::error::CtlError;
+use super::health::{self, SortBy};
 use super::render::table;
 use super::Ctl;
 use concierge_protocol::agent::GatewayRequest;
@@ -22,6 +24,7 @@ impl Ctl {
         &mut self,
         target: Option<String>,
         online: bool,
+        sort: SortBy,
     ) -> Result<ExitCode, CtlError> {
         // Checked here first: a mistake is shown before anything connects
         // to anything, with the caret under it.
@@ -47,6 +50,7 @@ impl Ctl {
                 break;
             }
         }
+        health::sort(&mut hosts, sort);
         if self.json {
             println!("{}", json!({ "hosts": hosts }));
         } else if hosts.is_empty() {
@@ -67,13 +71,15 @@ impl Ctl {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let mem = self.units.mem_label.to_uppercase();
         let mut t = table([
-            "NAME", "KIND", "STATE", "OS", "ARCH", "CPUS", "MEMORY", "LABELS", "AGENT",
+            "NAME", "KIND", "PRESENCE", "CPU", "LOAD", &mem, "DISK", "VPN", "TREND", "OS", "ARCH",
+            "CPUS", "MEMORY", "LABELS", "AGENT",
         ]);
         let dash = || "-".to_owned();
         for h in hosts {
             let f = &h.facts;
-            let state = match (h.presence, h.last_seen) {
+            let presence = match (h.presence, h.last_seen) {
                 (Presence::Online, _) => "online".to_owned(),
                 (Presence::Offline, Some(seen)) => {
                     format!("offline {}", ago(now.saturating_sub(seen)))
@@ -87,10 +93,17 @@ impl Ctl {
                 _ => dash(),
             };
             let labels: Vec<String> = f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let [cpu, load, mem, disk, vpn, trend] = health::cells(h.health.as_ref(), now);
             t.add_row([
                 h.name.clone(),
                 h.kind.tag().to_owned(),
-                state,
+                presence,
+                cpu,
+                load,
+                mem,
+                disk,
+                vpn,
+                trend,
                 os,
                 f.arch.clone().unwrap_or_else(dash),
                 f.cpus.map_or_else(dash, |c| c.to_string()),

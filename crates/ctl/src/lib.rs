@@ -12,7 +12,9 @@
 //! command line, `error` the failures and exit statuses, `conn` the
 //! connection plumbing, `follow` the reconnection of a follow, `commands` the
 //! longer commands, `interrupt` what Ctrl-C on `exec --follow` does, `jobs`
-//! the jobs (`run`, `jobs`, `job`), `alerts` the alerts and their rules, `render`, `replies` (each kind of host's
+//! the jobs (`run`, `jobs`, `job`), `alerts` the alerts and their rules,
+//! `fleet` the inventory (`hosts`, `forget`), `health` the hosts' health
+//! (`hosts`' columns, `history`), `render`, `replies` (each kind of host's
 //! replies), `summary` (a job's) and `top` the output.
 
 mod alerts;
@@ -22,6 +24,7 @@ mod conn;
 mod error;
 mod fleet;
 mod follow;
+mod health;
 mod interrupt;
 mod jobs;
 mod render;
@@ -161,7 +164,17 @@ fn spinner(what: &str) -> Option<indicatif::ProgressBar> {
 impl Ctl {
     async fn command(&mut self, command: CtlCommand) -> Result<ExitCode, CtlError> {
         match command {
-            CtlCommand::Hosts { target, online } => self.hosts(target, online).await,
+            CtlCommand::Hosts {
+                target,
+                online,
+                sort,
+            } => self.hosts(target, online, sort).await,
+            CtlCommand::History {
+                host,
+                since,
+                until,
+                step,
+            } => self.history(host, since, until, step).await,
             CtlCommand::Forget { host } => self.forget(&host).await,
             CtlCommand::Clients => self.clients().await,
             CtlCommand::Services => self.services().await,

@@ -91,6 +91,35 @@ impl Units {
     }
 }
 
+/// `secs` since the Unix epoch as this machine's local time,
+/// `2026-12-07 09:30:00` (UTC, with a `Z`, where the local zone cannot be
+/// read).
+pub fn local_time(secs: u64) -> String {
+    let Ok(t) = libc::time_t::try_from(secs) else {
+        return secs.to_string();
+    };
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r reads one time_t and writes one tm, both ours.
+    let local = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
+    if local.is_null() {
+        let utc = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        return humantime::format_rfc3339_seconds(utc)
+            .to_string()
+            .replace('T', " ");
+    }
+    // SAFETY: localtime_r succeeded, so it filled the tm in.
+    let tm = unsafe { tm.assume_init() };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
 /// A table with a header row and no borders, like `ps`.
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = plain();
@@ -123,6 +152,13 @@ pub(crate) fn text(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_times_have_every_field() {
+        let shown = local_time(1_796_600_000);
+        assert_eq!(shown.len(), "2026-12-07 09:30:00".len(), "{shown}");
+        assert!(shown.starts_with("2026-"), "{shown}");
+    }
 
     #[test]
     fn sizes_follow_the_users_unit() {

@@ -9,10 +9,16 @@
 //! without a close frame and comes back after a short random wait with its
 //! last HELLO's `resume` secret (the client library's [`Resume`]), so its
 //! name is back at once, as a real agent's after a network fault.
+//!
+//! For `bench summaries` it also sends a health summary every interval
+//! once the run says go, as the agent does (PROTOCOL §20), with plausible
+//! values from a few arithmetic steps of its own pseudo-random walk
+//! ([`Vitals`]): what ten thousand hosts' summaries cost the gateway, not
+//! the load generator.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +40,13 @@ use crate::protocol::agent::{
     envelope, outcome, reply, success, Envelope, Failure, GatewayRequest, Reason, Request, Rid,
 };
 use crate::protocol::fleet::Facts;
+use crate::protocol::health::Summary;
 use crate::protocol::jobs::{HostOutcome, HostState, JobId, RunJob, RunJobEvent};
 use crate::protocol::{raw_json, HostKind, PayloadIn, PayloadOut, Sequenced, Target, GATEWAY_NAME};
 
-/// The `rid` of the agent's `facts` report (the agent's own).
+/// The `rid`s of the agent's `facts` report and summaries (the agent's own).
 const FACTS_RID: u64 = 1;
+const SUMMARY_RID: u64 = 2;
 
 /// The first wait before a refused reconnection is tried again.
 const REJOIN_FIRST_WAIT: Duration = Duration::from_millis(100);
@@ -60,6 +68,9 @@ pub(super) struct AgentPlan {
     /// It drops its socket when the run enters [`KILL`], and comes back
     /// within this long (a uniform random wait).
     pub(super) kill: Option<Duration>,
+    /// It sends a summary this often from the run's go (the first at a
+    /// random moment of the first interval, so the fleet's are spread).
+    pub(super) summaries: Option<Duration>,
 }
 
 /// What every agent adds to as it goes, read while the run is on.
@@ -69,6 +80,12 @@ pub(super) struct Live {
     pub(super) redeliveries: AtomicU64,
     /// The first outcome an agent sent, on the run's clock (0: none yet).
     pub(super) first_outcome_ns: AtomicU64,
+    /// Summaries sent, and answered with success or a failure.
+    pub(super) summaries_sent: AtomicU64,
+    pub(super) summaries_accepted: AtomicU64,
+    pub(super) summaries_refused: AtomicU64,
+    /// The run's time is up: no more summaries (their answers still count).
+    pub(super) summaries_closed: AtomicBool,
 }
 
 /// One job as an agent recorded it.
@@ -102,6 +119,11 @@ pub(super) struct AgentOutcome {
     pub(super) unexpected: u64,
     /// The first error after setup (a failed reconnection, a refusal).
     pub(super) error: Option<String>,
+    /// Summaries the gateway refused, by reason, and the first refusal.
+    pub(super) refusals: BTreeMap<String, u64>,
+    pub(super) first_summary_refusal: Option<String>,
+    /// The gateway's `summary_interval`, from its answer to `facts`.
+    pub(super) gateway_interval: Option<u64>,
 }
 
 /// One simulated agent.
@@ -115,6 +137,7 @@ struct Agent<'a> {
     connection: u32,
     live: &'a Live,
     out: AgentOutcome,
+    vitals: Vitals,
 }
 
 pub(super) async fn agent_task(
@@ -143,6 +166,7 @@ pub(super) async fn agent_task(
         resume: Resume::default(),
         connection: 0,
         live: &live,
+        vitals: Vitals::new(index as u64),
     };
     let joined = {
         let _permit = semaphore.acquire().await;
@@ -218,14 +242,12 @@ impl Agent<'_> {
     ) {
         let mut ready = Some(ready);
         let mut killed = false;
+        // The next summary, once the run says go.
+        let mut summary_due: Option<Instant> = None;
         loop {
             let due = self.next_due();
-            let tick = async {
-                match due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let tick = until(due);
+            let summary = until(summary_due);
             tokio::select! {
                 next = ws.next() => match next {
                     Some(Ok(Message::Text(text))) => {
@@ -260,10 +282,29 @@ impl Agent<'_> {
                         break;
                     }
                 }
+                _ = summary => {
+                    if self.live.summaries_closed.load(Ordering::Relaxed) {
+                        summary_due = None;
+                        continue;
+                    }
+                    let every = self.plan.summaries.unwrap_or(Duration::MAX);
+                    summary_due = summary_due.map(|at| at + every);
+                    let sends = self.summary().into_iter().collect();
+                    if let Err(e) = self.send_all(&mut ws, sends).await {
+                        self.broke(e.to_string());
+                        break;
+                    }
+                }
                 changed = phase.changed() => {
                     let now = if changed.is_ok() { *phase.borrow_and_update() } else { STOP };
                     if now >= STOP {
                         break;
+                    }
+                    if now == GO && summary_due.is_none() {
+                        summary_due = self
+                            .plan
+                            .summaries
+                            .map(|every| Instant::now() + every.mul_f64(unit()));
                     }
                     if now == KILL && !killed {
                         if let Some(within) = self.plan.kill {
@@ -321,8 +362,13 @@ impl Agent<'_> {
             return Vec::new();
         };
         if origin.client.name == GATEWAY_NAME {
-            if data.get("rid").and_then(Value::as_u64) == Some(FACTS_RID) {
-                let filed = outcome(data.get("msg").cloned().unwrap_or_default());
+            let rid = data.get("rid").and_then(Value::as_u64);
+            if rid == Some(SUMMARY_RID) {
+                self.summary_answered(data.get("msg").cloned().unwrap_or_default());
+            } else if rid == Some(FACTS_RID) {
+                let msg = data.get("msg").cloned().unwrap_or_default();
+                self.out.gateway_interval = msg.get("summary_interval").and_then(Value::as_u64);
+                let filed = outcome(msg);
                 if let Some(ready) = ready.take() {
                     let ok = filed.is_ok();
                     if let Err(f) = filed {
@@ -408,6 +454,37 @@ impl Agent<'_> {
         sends
     }
 
+    /// This interval's summary.
+    fn summary(&mut self) -> Option<Message> {
+        self.live.summaries_sent.fetch_add(1, Ordering::Relaxed);
+        let summary = self.vitals.next();
+        message(
+            to_gateway(),
+            &envelope(&GatewayRequest::Summary(summary), SUMMARY_RID),
+        )
+        .ok()
+    }
+
+    /// The gateway's answer to a summary: counted, a refusal by reason.
+    fn summary_answered(&mut self, msg: Value) {
+        match outcome(msg) {
+            Ok(_) => {
+                self.live.summaries_accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(failure) => {
+                self.live.summaries_refused.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .out
+                    .refusals
+                    .entry(failure.reason.as_str().to_owned())
+                    .or_default() += 1;
+                self.out
+                    .first_summary_refusal
+                    .get_or_insert_with(|| failure.to_string());
+            }
+        }
+    }
+
     fn next_due(&self) -> Option<Instant> {
         self.out.jobs.values().filter_map(|r| r.due).min()
     }
@@ -476,6 +553,66 @@ fn message(target: Target, data: &Value) -> Result<Message, BenchError> {
     })?))
 }
 
+/// Sleeps until `at`; for ever without one.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A simulated host's vitals: a few steps of arithmetic per summary (a
+/// xorshift generator), drifting as a real host's do, always in range.
+pub(super) struct Vitals {
+    state: u64,
+    summary: Summary,
+}
+
+impl Vitals {
+    pub(super) fn new(seed: u64) -> Vitals {
+        let mut vitals = Vitals {
+            // Never zero, which xorshift would keep.
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            summary: Summary::default(),
+        };
+        vitals.summary = Summary {
+            cpu: vitals.uniform(2.0, 40.0),
+            load: vitals.uniform(0.0, 2.0),
+            mem: vitals.uniform(20.0, 80.0),
+            disk: vitals.uniform(10.0, 90.0),
+            // A quarter of the hosts on the VPN.
+            vpn_age: (vitals.uniform(0.0, 4.0) < 1.0).then_some(5),
+        };
+        vitals
+    }
+
+    /// Uniform in `[low, high)`.
+    fn uniform(&mut self, low: f32, high: f32) -> f32 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let unit = (self.state >> 40) as f32 / (1u64 << 24) as f32;
+        low + (high - low) * unit
+    }
+
+    /// The next summary: each figure a small step from the last.
+    pub(super) fn next(&mut self) -> Summary {
+        let step = |v: &mut Vitals, value: f32, by: f32, max: f32| {
+            (value + v.uniform(-by, by)).clamp(0.0, max)
+        };
+        let s = self.summary;
+        self.summary = Summary {
+            cpu: step(self, s.cpu, 8.0, 100.0),
+            load: step(self, s.load, 0.3, 64.0),
+            mem: step(self, s.mem, 2.0, 100.0),
+            disk: step(self, s.disk, 0.05, 100.0),
+            // A handshake every two minutes, as WireGuard's rekeying does.
+            vpn_age: s.vpn_age.map(|age| (age + 10) % 120),
+        };
+        self.summary
+    }
+}
+
 /// The gateway's own requests' address.
 fn to_gateway() -> Target {
     Target::Name {
@@ -486,4 +623,26 @@ fn to_gateway() -> Target {
 /// A uniform random number in [0, 1).
 pub(super) fn unit() -> f64 {
     f64::from(getrandom::u32().unwrap_or(0)) / (f64::from(u32::MAX) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Vitals;
+
+    #[test]
+    fn simulated_vitals_drift_and_stay_in_range() {
+        let mut vitals = Vitals::new(7);
+        let first = vitals.next();
+        let mut moved = false;
+        for _ in 0..10_000 {
+            let s = vitals.next();
+            assert_eq!(s.check(), Ok(()), "{s:?}");
+            moved |= s.cpu != first.cpu;
+        }
+        assert!(moved);
+        let on_vpn = (0..1_000)
+            .filter(|i| Vitals::new(*i).next().vpn_age.is_some())
+            .count();
+        assert!((150..350).contains(&on_vpn), "{on_vpn} of 1000 on the VPN");
+    }
 }

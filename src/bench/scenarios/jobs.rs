@@ -53,6 +53,7 @@ pub async fn jobs(args: &JobsArgs, scenario: &str) -> Result<Report, BenchError>
                 delay: Duration::from_millis(args.delay),
                 fails: failing[i],
                 kill: killed[i].then_some(reconnect),
+                summaries: None,
             };
             tokio::spawn(agent_task(
                 ctx.shared.clone(),

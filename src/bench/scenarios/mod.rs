@@ -14,7 +14,8 @@
 //! client task does, and each family of scenarios has a module of its own.
 //! `jobs` has clients of its own kinds: simulated agents ([`agent`]), for
 //! which "go" is when the chosen ones drop their sockets, and the operator
-//! who creates and follows the job ([`operator`]).
+//! who creates and follows the job ([`operator`]). `summaries` has the same
+//! simulated agents, for which "go" is when they start sending summaries.
 
 mod agent;
 mod client;
@@ -23,10 +24,12 @@ mod jobs;
 mod messages;
 mod operator;
 mod run;
+mod summaries;
 
 pub use connect::connect;
 pub use jobs::jobs;
 pub use messages::{direct, fanout};
+pub use summaries::summaries;
 
 /// The phases of a run, in order.
 const SETUP: u8 = 0;
