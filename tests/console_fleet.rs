@@ -249,7 +249,7 @@ async fn the_alerts_page_adds_a_rule_sees_it_fire_and_deletes_it() {
     assert_eq!(summary["active"], json!([host_name(HOT)]), "{summary}");
     assert_eq!(summary["viewer_controls"], 0, "{summary}");
     // What the page did is the gateway's: the rule is gone, its alert fired.
-    let mut operator = Operator::connect(&server.ws_url(), &admin).await;
+    let mut operator = Operator::connect_as(&server.ws_url(), "alice", &admin).await;
     let rules = operator.ask("alert_rules", json!({})).await;
     assert!(
         !rules["rules"]

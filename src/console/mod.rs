@@ -39,7 +39,8 @@ use crate::protocol::agent::{signals, GatewayRequestName, RequestName};
 use crate::protocol::alerts::{ALERTS_SERVICE, MAX_ALERTS_PAGE, MAX_RULES};
 use crate::protocol::fleet::MAX_HOSTS_PAGE;
 use crate::protocol::health::{
-    DEFAULT_HISTORY_SECS, DEFAULT_SUMMARY_INTERVAL_SECS, MAX_HISTORY_POINTS, TREND_POINTS,
+    DEFAULT_HISTORY_SECS, DEFAULT_SUMMARY_INTERVAL_SECS, MAX_HISTORY_POINTS, STALE_INTERVALS,
+    TREND_POINTS,
 };
 use crate::protocol::jobs::{HostState, JOB_PREFIX, MAX_JOBS_PAGE, MAX_JOB_SECS};
 use crate::protocol::GATEWAY_NAME;
@@ -78,6 +79,7 @@ fn requests_js() -> &'static (String, String) {
             "history": request(GatewayRequestName::History),
             "max_page": MAX_HOSTS_PAGE,
             "summary_interval": DEFAULT_SUMMARY_INTERVAL_SECS,
+            "stale_intervals": STALE_INTERVALS,
             "trend_points": TREND_POINTS,
             "max_history_points": MAX_HISTORY_POINTS,
             "history_secs": DEFAULT_HISTORY_SECS,

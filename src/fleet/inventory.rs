@@ -156,7 +156,11 @@ impl Inventory {
             .await?;
         let more = hosts.len() > limit;
         hosts.truncate(limit);
-        Ok(HostsPage { hosts, more })
+        Ok(HostsPage {
+            hosts,
+            more,
+            summary_interval: self.health.interval(),
+        })
     }
 
     /// At most `limit` hosts after `after` that `selector` matches (only

@@ -33,7 +33,7 @@ impl Ctl {
         }
         let mut hosts: Vec<HostRecord> = Vec::new();
         let mut after = None;
-        loop {
+        let interval = loop {
             let query = HostsQuery {
                 target: target.clone(),
                 online,
@@ -47,9 +47,9 @@ impl Ctl {
             after = page.hosts.last().map(|h| h.name.clone());
             hosts.extend(page.hosts);
             if !page.more || after.is_none() {
-                break;
+                break page.summary_interval;
             }
-        }
+        };
         health::sort(&mut hosts, sort);
         if self.json {
             println!("{}", json!({ "hosts": hosts }));
@@ -62,12 +62,12 @@ impl Ctl {
                 }
             );
         } else {
-            println!("{}", self.hosts_table(&hosts));
+            println!("{}", self.hosts_table(&hosts, interval));
         }
         Ok(ExitCode::SUCCESS)
     }
 
-    fn hosts_table(&self, hosts: &[HostRecord]) -> String {
+    fn hosts_table(&self, hosts: &[HostRecord], interval: u64) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -93,7 +93,8 @@ impl Ctl {
                 _ => dash(),
             };
             let labels: Vec<String> = f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let [cpu, load, mem, disk, vpn, trend] = health::cells(h.health.as_ref(), now);
+            let [cpu, load, mem, disk, vpn, trend] =
+                health::cells(h.health.as_ref(), now, interval);
             t.add_row([
                 h.name.clone(),
                 h.kind.tag().to_owned(),

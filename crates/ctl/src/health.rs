@@ -16,13 +16,9 @@ use super::Ctl;
 use concierge_protocol::agent::GatewayRequest;
 use concierge_protocol::fleet::HostRecord;
 use concierge_protocol::health::{
-    parse_secs, Field, HealthPoint, History, HistoryQuery, HostHealth,
-    DEFAULT_SUMMARY_INTERVAL_SECS,
+    parse_secs, Field, HealthPoint, History, HistoryQuery, HostHealth, STALE_INTERVALS,
 };
 use concierge_protocol::GATEWAY_NAME;
-
-/// A summary older than this many intervals is shown `stale`.
-const STALE_INTERVALS: u64 = 3;
 
 /// The cells of a sparkline, lowest first.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -72,13 +68,14 @@ pub fn sort(hosts: &mut [HostRecord], by: SortBy) {
 
 /// The health cells of a host for `ctl hosts`: CPU, LOAD, MEM, DISK, VPN
 /// and TREND (`-` each without a summary).
-pub fn cells(health: Option<&HostHealth>, now: u64) -> [String; 6] {
+/// `interval` is the gateway's `summary_interval`.
+pub fn cells(health: Option<&HostHealth>, now: u64, interval: u64) -> [String; 6] {
     let Some(h) = health else {
         return std::array::from_fn(|_| "-".to_owned());
     };
     let s = &h.summary;
     let age = now.saturating_sub(h.at);
-    let trend = if age > STALE_INTERVALS * DEFAULT_SUMMARY_INTERVAL_SECS {
+    let trend = if age > STALE_INTERVALS * interval {
         format!("stale ({} ago)", short_age(age))
     } else {
         sparkline(h.trend.iter().map(|v| f64::from(*v)), Some(100.0))
@@ -306,14 +303,16 @@ mod tests {
             disk: 91.0,
             vpn_age: Some(125),
         };
-        let fresh = cells(Some(&health(1_000, s, vec![0, 100])), 1_010);
+        let fresh = cells(Some(&health(1_000, s, vec![0, 100])), 1_010, 10);
         assert_eq!(
             fresh,
             ["12%", "0.40", "40%", "91%", "2m", "▁█"].map(String::from)
         );
-        let old = cells(Some(&health(1_000, s, vec![0])), 1_000 + 31);
+        let old = cells(Some(&health(1_000, s, vec![0])), 1_000 + 31, 10);
+        // At a longer interval, the same age is fresh.
+        assert!(!cells(Some(&health(1_000, s, vec![0])), 1_031, 60)[5].starts_with("stale"));
         assert_eq!(old[5], "stale (31s ago)");
-        assert!(cells(None, 5).iter().all(|c| c == "-"));
+        assert!(cells(None, 5, 10).iter().all(|c| c == "-"));
     }
 
     #[test]

@@ -247,6 +247,16 @@ pub struct HostsPage {
     pub hosts: Vec<HostRecord>,
     /// Whether more hosts follow (ask again with `after` the last name).
     pub more: bool,
+    /// The gateway's `summary_interval`, in seconds: how old a host's
+    /// health may be before it is stale ([`STALE_INTERVALS`] of them).
+    ///
+    /// [`STALE_INTERVALS`]: crate::health::STALE_INTERVALS
+    #[serde(default = "default_interval")]
+    pub summary_interval: u64,
+}
+
+fn default_interval() -> u64 {
+    crate::health::DEFAULT_SUMMARY_INTERVAL_SECS
 }
 
 /// `forget_host`: the inventory forgets `name` (it comes back if the host

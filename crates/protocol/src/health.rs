@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 /// The gateway's default `summary_interval`, in seconds.
 pub const DEFAULT_SUMMARY_INTERVAL_SECS: u64 = 10;
 
+/// A summary older than this many of the gateway's intervals is stale: the
+/// console and `ctl` show it so, and alert rules on its fields no longer
+/// hold.
+pub const STALE_INTERVALS: u64 = 3;
+
 /// How many of a host's latest CPU readings [`HostHealth::trend`] holds.
 pub const TREND_POINTS: usize = 30;
 

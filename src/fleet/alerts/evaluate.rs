@@ -30,7 +30,7 @@ use super::Shared;
 use crate::cluster::store::{StoreError, Table};
 use crate::protocol::alerts::{AlertEvent, AlertState, Condition};
 use crate::protocol::fleet::HostRecord;
-use crate::protocol::health::Presence;
+use crate::protocol::health::{Presence, STALE_INTERVALS};
 
 /// A record per (rule, host) whose condition holds, by [`state_key`].
 pub const STATE: Table = Table::new("alert_state");
@@ -167,7 +167,7 @@ pub async fn rule(
     states: BTreeMap<String, Stored>,
     now: u64,
 ) -> Result<(), StoreError> {
-    let stale = 3 * shared.settings.summary_interval;
+    let stale = STALE_INTERVALS * shared.settings.summary_interval;
     // Hosts with a state first (an alert to resolve), then the others.
     let fresh: Vec<_> = hosts
         .keys()

@@ -7,14 +7,19 @@
 import { FLEET } from "./requests.js";
 import { ago, clock, duration, h } from "./ui.js";
 
-/** Health older than this many summary intervals is shown as stale. */
-const STALE_INTERVALS = 3;
+/** The gateway's summary interval, as its last `hosts` answer said. */
+let interval = FLEET.summary_interval;
+
+/** Takes the `summary_interval` of a `hosts` answer. */
+export function learnInterval(page) {
+  if (page.summary_interval > 0) interval = page.summary_interval;
+}
 
 const SVG = "http://www.w3.org/2000/svg";
 
 /** Whether a host's latest summary is older than three summary intervals. */
 export function isStale(health, nowSecs = Date.now() / 1000) {
-  return !!health && nowSecs - health.at > STALE_INTERVALS * FLEET.summary_interval;
+  return !!health && nowSecs - health.at > FLEET.stale_intervals * interval;
 }
 
 /** A presence badge: online, "offline 5 min ago" (the time on hover), "never connected". */

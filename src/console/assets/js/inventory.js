@@ -14,7 +14,7 @@
 //   position.
 
 import { failure } from "./gateway.js";
-import { healthCell, isStale, load, percent, presenceBadge, presenceRank, sparkline, vpnAge } from "./health.js";
+import { healthCell, isStale, learnInterval, load, percent, presenceBadge, presenceRank, sparkline, vpnAge } from "./health.js";
 import { FLEET, GATEWAY } from "./requests.js";
 import { fill, h } from "./ui.js";
 import { virtualList } from "./vlist.js";
@@ -62,6 +62,7 @@ async function readAll(app, target, onPage = () => {}) {
   let after;
   for (;;) {
     const { msg } = await app.gw.ask(GATEWAY, FLEET.hosts, { ...(target && { target }), ...(after && { after }), limit: FLEET.max_page });
+    learnInterval(msg);
     found.push(...msg.hosts);
     onPage(found);
     if (!msg.more || !msg.hosts.length) return found;
