@@ -109,30 +109,7 @@ fn times(points: &[HealthPoint]) -> Vec<u64> {
     points.iter().map(|p| p.at).collect()
 }
 
-/// Runs each check against both implementations, as `on_disk::check` and
-/// `on_redis::check`.
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod on_disk {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::disk_pair()).await;
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::redis_pair().await).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+crate::conformance!(
     an_empty_store_reads_empty,
     recorded_points_read_back_on_the_other_node,
     a_point_no_newer_than_the_last_is_not_appended,

@@ -77,30 +77,7 @@ fn records(list: &[&str]) -> Vec<Vec<u8>> {
     list.iter().map(|r| bytes(r)).collect()
 }
 
-/// Runs each check against both implementations, as `on_disk::check` and
-/// `on_redis::check`.
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod on_disk {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::disk_pair()).await;
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::redis_pair().await).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+crate::conformance!(
     an_empty_ledger_reads_empty,
     jobs_are_listed_newest_first_in_pages,
     a_job_stays_active_until_updated_over,

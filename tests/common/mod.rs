@@ -1,6 +1,31 @@
 //! Test harness: a real gateway on an ephemeral port, real WebSocket clients.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+/// Runs each check of a conformance suite against both implementations of
+/// a cluster part, as `on_disk::check` (on the test crate's `disk_pair()`) and
+/// `on_redis::check` (on its `redis_pair().await`).
+#[macro_export]
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod on_disk {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check($crate::disk_pair()).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check($crate::redis_pair().await).await;
+                }
+            )*
+        }
+    };
+}
+
 pub mod alerts;
 pub mod console;
 pub mod fleet;

@@ -12,30 +12,7 @@ use crate::{
     bytes, changed, following, next_change, Pair, COUNTS, LEASES, SECOND, TOKENS, TUNNELS, USERS,
 };
 
-/// Runs each check against both implementations, as `on_disk::check` and
-/// `on_redis::check`.
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod on_disk {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::disk_pair()).await;
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    super::$check(crate::redis_pair().await).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+crate::conformance!(
     records,
     compare_and_swap_semantics,
     compare_and_swap_racers,

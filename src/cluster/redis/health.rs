@@ -59,7 +59,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::{Script, ScriptInvocation};
+use redis::Script;
 
 use super::master::Master;
 use super::store::bounded;
@@ -470,24 +470,6 @@ impl RedisHealth {
         format!("{}{host}", self.series_prefix())
     }
 
-    /// Runs one script, bounded by the store's timeout.
-    fn run<'a, T: redis::FromRedisValue + Send + 'a>(
-        &self,
-        script: ScriptInvocation<'a>,
-    ) -> StoreFuture<'a, T> {
-        let mut conn = self.master.conn();
-        Box::pin(bounded(async move { script.invoke_async(&mut conn).await }))
-    }
-
-    /// Runs one command, bounded by the store's timeout.
-    fn query<'a, T: redis::FromRedisValue + Send + 'a>(
-        &self,
-        cmd: redis::Cmd,
-    ) -> StoreFuture<'a, T> {
-        let mut conn = self.master.conn();
-        Box::pin(bounded(async move { cmd.query_async(&mut conn).await }))
-    }
-
     /// Compacts one page of hosts: see the module documentation.
     async fn compact_page(
         &self,
@@ -503,7 +485,7 @@ impl RedisHealth {
             .arg(step)
             .arg(DAY)
             .arg(hosts);
-        let (found, damaged): ReadReply = self.run(read).await?;
+        let (found, damaged): ReadReply = self.master.script(read).await?;
         warn_damaged(&damaged, "compacting");
         let mut write = self.scripts.write.prepare_invoke();
         write.key(self.key("hosts")).key(self.key("bytes"));
@@ -527,7 +509,7 @@ impl RedisHealth {
         if planned.is_empty() {
             return Ok(Compacted::default());
         }
-        let written: Vec<Vec<u8>> = self.run(write).await?;
+        let written: Vec<Vec<u8>> = self.master.script(write).await?;
         let mut done = Compacted::default();
         for host in written {
             if let Some(host_done) = planned.get(&host) {
@@ -589,7 +571,7 @@ impl HealthStore for RedisHealth {
             loop {
                 let mut cmd = redis::cmd("HSCAN");
                 cmd.arg(&key).arg(cursor).arg("COUNT").arg(LATEST_PAGE);
-                let (next, page): ScanPage = self.query(cmd).await?;
+                let (next, page): ScanPage = self.master.query(cmd).await?;
                 for (host, json) in page {
                     let Some(host) = host_name(host) else {
                         continue;
@@ -607,8 +589,9 @@ impl HealthStore for RedisHealth {
     }
 
     fn latest_of(&self, host: &str) -> StoreFuture<'_, Option<HostHealth>> {
-        let json: StoreFuture<'_, Option<Vec<u8>>> =
-            self.query(redis::cmd("HGET").arg(self.key("latest")).arg(host).clone());
+        let json: StoreFuture<'_, Option<Vec<u8>>> = self
+            .master
+            .query(redis::cmd("HGET").arg(self.key("latest")).arg(host).clone());
         let host = host.to_owned();
         Box::pin(async move { Ok(json.await?.and_then(|json| readable(&host, &json))) })
     }
@@ -624,7 +607,7 @@ impl HealthStore for RedisHealth {
             .arg(until)
             .arg(RAW_SPAN)
             .arg(DAY);
-        let blobs: StoreFuture<'_, Vec<Vec<u8>>> = self.run(script);
+        let blobs: StoreFuture<'_, Vec<Vec<u8>>> = self.master.script(script);
         Box::pin(async move {
             let mut points: Vec<HealthPoint> = blobs
                 .await?
@@ -648,7 +631,7 @@ impl HealthStore for RedisHealth {
             loop {
                 let mut cmd = redis::cmd("ZSCAN");
                 cmd.arg(&hosts).arg(cursor).arg("COUNT").arg(PAGE);
-                let (next, page): ScanPage = self.query(cmd).await?;
+                let (next, page): ScanPage = self.master.query(cmd).await?;
                 let names: Vec<Vec<u8>> = page.into_iter().map(|(host, _)| host).collect();
                 if !names.is_empty() {
                     let page_done = self.compact_page(names, cutoff, step, drop_before).await?;
@@ -671,13 +654,14 @@ impl HealthStore for RedisHealth {
             .key(self.key("hosts"))
             .key(self.key("bytes"))
             .arg(host);
-        let forgotten: StoreFuture<'_, i64> = self.run(script);
+        let forgotten: StoreFuture<'_, i64> = self.master.script(script);
         Box::pin(async move { forgotten.await.map(drop) })
     }
 
     fn point_bytes(&self) -> StoreFuture<'_, u64> {
-        let bytes: StoreFuture<'_, Option<i64>> =
-            self.query(redis::cmd("GET").arg(self.key("bytes")).clone());
+        let bytes: StoreFuture<'_, Option<i64>> = self
+            .master
+            .query(redis::cmd("GET").arg(self.key("bytes")).clone());
         Box::pin(async move { Ok(bytes.await?.map_or(0, |b| u64::try_from(b).unwrap_or(0))) })
     }
 }

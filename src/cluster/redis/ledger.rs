@@ -234,24 +234,6 @@ impl RedisLedger {
     fn active_key(&self) -> String {
         format!("{}:jobs:active", self.prefix)
     }
-
-    /// Runs one script, bounded by the store's timeout.
-    fn run<'a, T: redis::FromRedisValue + Send + 'a>(
-        &self,
-        script: ScriptInvocation<'a>,
-    ) -> StoreFuture<'a, T> {
-        let mut conn = self.master.conn();
-        Box::pin(bounded(async move { script.invoke_async(&mut conn).await }))
-    }
-
-    /// Runs one command, bounded by the store's timeout.
-    fn query<'a, T: redis::FromRedisValue + Send + 'a>(
-        &self,
-        cmd: redis::Cmd,
-    ) -> StoreFuture<'a, T> {
-        let mut conn = self.master.conn();
-        Box::pin(bounded(async move { cmd.query_async(&mut conn).await }))
-    }
 }
 
 impl Ledger for RedisLedger {
@@ -274,7 +256,7 @@ impl Ledger for RedisLedger {
             .arg(record)
             .arg(CHUNK);
         row_args(&mut script, &hosts);
-        let created: StoreFuture<'_, i64> = self.run(script);
+        let created: StoreFuture<'_, i64> = self.master.script(script);
         Box::pin(async move { created.await.map(drop) })
     }
 
@@ -286,7 +268,7 @@ impl Ledger for RedisLedger {
             .arg(job)
             .arg(record)
             .arg(if active { "1" } else { "0" });
-        let updated: StoreFuture<'_, i64> = self.run(script);
+        let updated: StoreFuture<'_, i64> = self.master.script(script);
         Box::pin(async move { updated.await.map(drop) })
     }
 
@@ -300,12 +282,13 @@ impl Ledger for RedisLedger {
             .key(self.hosts_key(job))
             .key(self.output_key(job));
         row_args(&mut script, &rows);
-        let written: StoreFuture<'_, Vec<Vec<u8>>> = self.run(script);
+        let written: StoreFuture<'_, Vec<Vec<u8>>> = self.master.script(script);
         Box::pin(async move { written.await?.into_iter().map(text).collect() })
     }
 
     fn job(&self, job: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
-        self.query(redis::cmd("GET").arg(self.record(job)).clone())
+        self.master
+            .query(redis::cmd("GET").arg(self.record(job)).clone())
     }
 
     fn jobs(&self, before_ms: Option<u64>, limit: usize) -> StoreFuture<'_, Vec<Vec<u8>>> {
@@ -318,12 +301,13 @@ impl Ledger for RedisLedger {
             .arg(before_ms.map_or_else(|| "+inf".to_owned(), |ms| format!("({ms}")))
             .arg(i64::try_from(limit).unwrap_or(i64::MAX))
             .arg(self.records());
-        self.run(script)
+        self.master.script(script)
     }
 
     fn active(&self) -> StoreFuture<'_, Vec<String>> {
-        let members: StoreFuture<'_, Vec<Vec<u8>>> =
-            self.query(redis::cmd("SMEMBERS").arg(self.active_key()).clone());
+        let members: StoreFuture<'_, Vec<Vec<u8>>> = self
+            .master
+            .query(redis::cmd("SMEMBERS").arg(self.active_key()).clone());
         Box::pin(async move {
             let mut ids = members
                 .await?
@@ -336,8 +320,9 @@ impl Ledger for RedisLedger {
     }
 
     fn hosts(&self, job: &str) -> StoreFuture<'_, Vec<(String, Vec<u8>)>> {
-        let all: StoreFuture<'_, Vec<(Vec<u8>, Vec<u8>)>> =
-            self.query(redis::cmd("HGETALL").arg(self.hosts_key(job)).clone());
+        let all: StoreFuture<'_, Vec<(Vec<u8>, Vec<u8>)>> = self
+            .master
+            .query(redis::cmd("HGETALL").arg(self.hosts_key(job)).clone());
         Box::pin(async move {
             let mut rows = all
                 .await?
@@ -377,7 +362,7 @@ impl Ledger for RedisLedger {
             .key(self.active_key())
             .arg(self.records())
             .arg(before_ms);
-        let gone: StoreFuture<'_, i64> = self.run(script);
+        let gone: StoreFuture<'_, i64> = self.master.script(script);
         Box::pin(async move { Ok(usize::try_from(gone.await?).unwrap_or(0)) })
     }
 }

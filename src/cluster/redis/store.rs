@@ -193,14 +193,27 @@ impl RedisStore {
     fn lease(&self, table: Table, key: &str) -> String {
         format!("{}:lease:{}:{key}", self.prefix, table.name())
     }
+}
 
-    /// Runs one script, bounded by [`TIMEOUT`].
-    fn run<'a, T: redis::FromRedisValue + Send + 'a>(
+/// The requests of the store, the ledger and the health store, each
+/// bounded by [`TIMEOUT`].
+impl Master {
+    /// Runs one script.
+    pub(super) fn script<'a, T: redis::FromRedisValue + Send + 'a>(
         &self,
         script: ScriptInvocation<'a>,
     ) -> StoreFuture<'a, T> {
-        let mut conn = self.master.conn();
+        let mut conn = self.conn();
         Box::pin(bounded(async move { script.invoke_async(&mut conn).await }))
+    }
+
+    /// Runs one command.
+    pub(super) fn query<'a, T: redis::FromRedisValue + Send + 'a>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> StoreFuture<'a, T> {
+        let mut conn = self.conn();
+        Box::pin(bounded(async move { cmd.query_async(&mut conn).await }))
     }
 }
 
@@ -352,7 +365,7 @@ impl Store for RedisStore {
             .arg(value)
             .arg(&self.channel)
             .arg(notification(table, key));
-        let written: StoreFuture<'_, i64> = self.run(script);
+        let written: StoreFuture<'_, i64> = self.master.script(script);
         Box::pin(async move { written.await.map(|_| ()) })
     }
 
@@ -362,7 +375,7 @@ impl Store for RedisStore {
             .arg(key)
             .arg(&self.channel)
             .arg(notification(table, key));
-        self.run(script)
+        self.master.script(script)
     }
 
     fn compare_and_swap(
@@ -379,7 +392,7 @@ impl Store for RedisStore {
             .arg(optional(new))
             .arg(&self.channel)
             .arg(notification(table, key));
-        self.run(script)
+        self.master.script(script)
     }
 
     fn take(
@@ -391,7 +404,7 @@ impl Store for RedisStore {
     ) -> StoreFuture<'_, Taken> {
         let mut script = self.scripts.take.key(self.counter(table, key));
         script.arg(limit).arg(millis(window));
-        let answer: StoreFuture<'_, (i64, i64)> = self.run(script);
+        let answer: StoreFuture<'_, (i64, i64)> = self.master.script(script);
         Box::pin(async move {
             Ok(match answer.await? {
                 (1, count) => Taken::Counted(count.try_into().unwrap_or(u64::MAX)),
@@ -402,7 +415,7 @@ impl Store for RedisStore {
 
     fn uncount(&self, table: Table, key: &str) -> StoreFuture<'_, ()> {
         let script = self.scripts.uncount.key(self.counter(table, key));
-        let done: StoreFuture<'_, i64> = self.run(script);
+        let done: StoreFuture<'_, i64> = self.master.script(script);
         Box::pin(async move { done.await.map(drop) })
     }
 
@@ -415,13 +428,13 @@ impl Store for RedisStore {
     ) -> StoreFuture<'_, bool> {
         let mut script = self.scripts.acquire.key(self.lease(table, key));
         script.arg(holder).arg(millis(ttl));
-        self.run(script)
+        self.master.script(script)
     }
 
     fn release(&self, table: Table, key: &str, holder: &str) -> StoreFuture<'_, ()> {
         let mut script = self.scripts.release.key(self.lease(table, key));
         script.arg(holder);
-        self.run(script)
+        self.master.script(script)
     }
 
     fn changes(&self) -> broadcast::Receiver<Changed> {
