@@ -335,7 +335,8 @@ mod tests {
     /// The `concierge` command lines of a help's "Examples:" section (up to
     /// its first blank line): each line but the comments, from the word
     /// `concierge` (after the variables it sets or the command piped into
-    /// it) to its end, a pipe or an output redirection.
+    /// it) to its end (the test stops its words at a pipe or an output
+    /// redirection, which quotes may hold: `'cpu > 90'`).
     fn examples(help: &str) -> Vec<String> {
         help.lines()
             .skip_while(|line| *line != "Examples:")
@@ -352,13 +353,7 @@ mod tests {
                             && (after.is_empty() || after.starts_with(' '))
                     })
                     .unwrap_or_else(|| panic!("`{line}` does not run concierge"));
-                let line = &line[from..];
-                let end = [" | ", " > "]
-                    .iter()
-                    .filter_map(|cut| line.find(cut))
-                    .min()
-                    .unwrap_or(line.len());
-                line[..end].to_owned()
+                line[from..].to_owned()
             })
             .collect()
     }
@@ -379,6 +374,7 @@ mod tests {
                     let words: Vec<String> = shlex::split(&example)
                         .unwrap_or_else(|| panic!("{path}: {example}: unbalanced quotes"))
                         .into_iter()
+                        .take_while(|w| w != "|" && w != ">")
                         .map(|w| if w.starts_with("$(") { "1".into() } else { w })
                         .collect();
                     if let Err(e) = cli().try_get_matches_from(&words) {

@@ -109,11 +109,9 @@ Examples:
 Examples:
   concierge bench summaries --agents 1000 --duration 30
   # 10,000 hosts every 10 s for two minutes, the gateway and its health store measured
-  concierge bench summaries --agents 10000 --duration 120 --server-pid \"$(pgrep -f 'concierge serve')\" \\
-    --health-db /var/lib/concierge/health.db
+  concierge bench summaries --agents 10000 --duration 120 --server-pid \"$(pgrep -f 'concierge serve')\" --health-db data/health.db
   # two replicas sharing a Redis (its memory growth is the store's)
-  concierge bench summaries --agents 10000 --replicas ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws \\
-    --redis-url redis://127.0.0.1:6379")]
+  concierge bench summaries --agents 10000 --replicas ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws --redis-url redis://127.0.0.1:6379")]
     Summaries(SummariesArgs),
     /// A scenario with its clients spread over two gateway URLs or more.
     Cluster {

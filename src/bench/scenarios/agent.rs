@@ -104,6 +104,33 @@ pub(super) struct Record {
     waiting: Vec<(Rid, Target, u32, bool)>,
 }
 
+/// Waits for every agent's task: their outcomes, counted in `report` as
+/// connected or not, and the distinct errors they met.
+pub(super) async fn gather(
+    handles: Vec<tokio::task::JoinHandle<AgentOutcome>>,
+    report: &mut crate::bench::report::Report,
+) -> (Vec<AgentOutcome>, std::collections::BTreeSet<String>) {
+    let mut agents = Vec::with_capacity(handles.len());
+    for h in handles {
+        agents.push(h.await.unwrap_or_else(|e| AgentOutcome {
+            error: Some(format!("agent task failed: {e}")),
+            ..AgentOutcome::default()
+        }));
+    }
+    let mut errors = std::collections::BTreeSet::new();
+    for a in &agents {
+        match &a.setup_error {
+            Some(e) => {
+                report.connect_failures += 1;
+                errors.insert(e.clone());
+            }
+            None => report.connected += 1,
+        }
+        errors.extend(a.error.clone());
+    }
+    (agents, errors)
+}
+
 /// What an agent hands back when the run stops.
 #[derive(Default)]
 pub(super) struct AgentOutcome {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::agent::{agent_task, AgentOutcome, AgentPlan, Live};
+use super::agent::{agent_task, gather, AgentOutcome, AgentPlan, Live};
 use super::operator::{Followed, Operator};
 use super::run::{finish, Clocks, Ctx};
 use super::{GO, STOP};
@@ -77,24 +77,7 @@ pub async fn jobs(args: &JobsArgs, scenario: &str) -> Result<Report, BenchError>
     };
     let rss_after = ctx.server_rss().await;
     ctx.set_phase(STOP);
-    let mut agents = Vec::with_capacity(n);
-    for h in handles {
-        agents.push(h.await.unwrap_or_else(|e| AgentOutcome {
-            error: Some(format!("agent task failed: {e}")),
-            ..AgentOutcome::default()
-        }));
-    }
-    let mut errors = std::collections::BTreeSet::new();
-    for a in &agents {
-        match &a.setup_error {
-            Some(e) => {
-                report.connect_failures += 1;
-                errors.insert(e.clone());
-            }
-            None => report.connected += 1,
-        }
-        errors.extend(a.error.clone());
-    }
+    let (agents, errors) = gather(handles, &mut report).await;
     let Some((followed, clocks)) = followed.transpose()? else {
         report.errors = errors.into_iter().take(5).collect();
         return finish(ctx, report);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::agent::{agent_task, AgentOutcome, AgentPlan, Live};
+use super::agent::{agent_task, gather, AgentPlan, Live};
 use super::run::{finish, Clocks, Ctx};
 use super::{GO, STOP};
 use crate::bench::report::{Report, SummaryFigures};
@@ -105,23 +105,8 @@ pub async fn summaries(args: &SummariesArgs, scenario: &str) -> Result<Report, B
     let writes_after = read_metric(&metrics, WRITES_METRIC).await;
     let bytes_after = stored_bytes(args).await;
     ctx.set_phase(STOP);
-    let mut agents = Vec::with_capacity(n);
-    for h in handles {
-        agents.push(h.await.unwrap_or_else(|e| AgentOutcome {
-            error: Some(format!("agent task failed: {e}")),
-            ..AgentOutcome::default()
-        }));
-    }
-    let mut errors = std::collections::BTreeSet::new();
+    let (agents, errors) = gather(handles, &mut report).await;
     for a in &agents {
-        match &a.setup_error {
-            Some(e) => {
-                report.connect_failures += 1;
-                errors.insert(e.clone());
-            }
-            None => report.connected += 1,
-        }
-        errors.extend(a.error.clone());
         for (reason, count) in &a.refusals {
             *figures.refusals.entry(reason.clone()).or_default() += count;
         }
