@@ -35,7 +35,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::health::{decode, downsample, encode, Compacted, HealthStore, Sample};
+use super::health::{decode, downsample, encode, read_latest, Compacted, HealthStore, Sample};
 use super::sqlite::{FileThread, Schema, Worker};
 use super::store::{StoreError, StoreFuture};
 use crate::protocol::health::{HealthPoint, HostHealth};
@@ -121,17 +121,6 @@ impl DiskHealth {
 /// A time as SQLite stores it.
 fn secs_sql(secs: u64) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
-}
-
-/// A stored latest, or `None` (logged) for one this code cannot read.
-fn read_latest(host: &str, bytes: &[u8]) -> Option<HostHealth> {
-    match serde_json::from_slice(bytes) {
-        Ok(health) => Some(health),
-        Err(e) => {
-            tracing::warn!(%host, error = %e, "a stored latest summary that cannot be read is left out");
-            None
-        }
-    }
 }
 
 /// Whether compacting removes `point`: it is older than `drop_before`, or

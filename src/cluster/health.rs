@@ -79,6 +79,18 @@ pub trait HealthStore: Send + Sync + 'static {
     fn point_bytes(&self) -> StoreFuture<'_, u64>;
 }
 
+/// A host's stored latest health (JSON of [`HostHealth`]), or `None`, with
+/// a warning, for one this code cannot read: both stores leave it out.
+pub(super) fn read_latest(host: &str, json: &[u8]) -> Option<HostHealth> {
+    match serde_json::from_slice(json) {
+        Ok(health) => Some(health),
+        Err(e) => {
+            tracing::warn!(%host, error = %e, "a stored latest health that cannot be read is left out");
+            None
+        }
+    }
+}
+
 /// The size of one encoded point.
 pub const POINT_BYTES: usize = 18;
 

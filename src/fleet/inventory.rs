@@ -156,6 +156,7 @@ impl Inventory {
             .await?;
         let more = hosts.len() > limit;
         hosts.truncate(limit);
+        self.add_health(&mut hosts).await?;
         Ok(HostsPage {
             hosts,
             more,
@@ -163,8 +164,19 @@ impl Inventory {
         })
     }
 
+    /// Fills in the `health` of `hosts` (which [`matching`](Inventory::matching)
+    /// leaves out: resolving a job's target needs none).
+    pub async fn add_health(&self, hosts: &mut [HostRecord]) -> Result<(), StoreError> {
+        let mut latest = self.health.latest().await?;
+        for host in hosts {
+            host.health = latest.remove(&host.name);
+        }
+        Ok(())
+    }
+
     /// At most `limit` hosts after `after` that `selector` matches (only
-    /// those online with `online_only`), sorted by name.
+    /// those online with `online_only`), sorted by name, without their
+    /// health.
     pub async fn matching(
         &self,
         after: Option<&str>,
@@ -174,7 +186,6 @@ impl Inventory {
         limit: usize,
     ) -> Result<Vec<HostRecord>, StoreError> {
         let now = now_secs();
-        let mut latest = self.health.latest().await?;
         let mut hosts = Vec::new();
         for (name, bytes) in self.store.list(HOSTS).await? {
             if after.is_some_and(|after| name.as_str() <= after) {
@@ -193,7 +204,6 @@ impl Inventory {
                 (false, Some(_)) => Presence::Offline,
                 (false, None) => Presence::Never,
             };
-            let health = latest.remove(&name);
             let record = HostRecord {
                 last_seen: if online { Some(now) } else { stored.last_seen },
                 name,
@@ -202,7 +212,7 @@ impl Inventory {
                 online,
                 presence,
                 facts: stored.facts,
-                health,
+                health: None,
             };
             if selector.is_some_and(|s| !s.matches(&record)) {
                 continue;

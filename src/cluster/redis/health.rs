@@ -64,7 +64,7 @@ use redis::Script;
 use super::master::Master;
 use super::store::bounded;
 use crate::cluster::health::{
-    decode, downsample, encode, Compacted, HealthStore, Sample, POINT_BYTES,
+    decode, downsample, encode, read_latest, Compacted, HealthStore, Sample, POINT_BYTES,
 };
 use crate::cluster::store::{StoreError, StoreFuture};
 use crate::protocol::health::{HealthPoint, HostHealth};
@@ -419,17 +419,6 @@ fn host_name(bytes: Vec<u8>) -> Option<String> {
     }
 }
 
-/// A stored latest, or `None` (with a warning) if it is not readable.
-fn readable(host: &str, json: &[u8]) -> Option<HostHealth> {
-    match serde_json::from_slice(json) {
-        Ok(health) => Some(health),
-        Err(e) => {
-            tracing::warn!(%host, error = %e, "Redis: leaving out a latest health that cannot be read");
-            None
-        }
-    }
-}
-
 /// Warns about hosts whose series is damaged.
 fn warn_damaged(hosts: &[Vec<u8>], doing: &str) {
     for host in hosts {
@@ -576,7 +565,7 @@ impl HealthStore for RedisHealth {
                     let Some(host) = host_name(host) else {
                         continue;
                     };
-                    if let Some(health) = readable(&host, &json) {
+                    if let Some(health) = read_latest(&host, &json) {
                         all.insert(host, health);
                     }
                 }
@@ -593,7 +582,7 @@ impl HealthStore for RedisHealth {
             .master
             .query(redis::cmd("HGET").arg(self.key("latest")).arg(host).clone());
         let host = host.to_owned();
-        Box::pin(async move { Ok(json.await?.and_then(|json| readable(&host, &json))) })
+        Box::pin(async move { Ok(json.await?.and_then(|json| read_latest(&host, &json))) })
     }
 
     fn series(&self, host: &str, since: u64, until: u64) -> StoreFuture<'_, Vec<HealthPoint>> {

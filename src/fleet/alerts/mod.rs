@@ -212,7 +212,7 @@ async fn evaluate_all(shared: &Shared) -> Result<(), StoreError> {
         return Ok(());
     }
     let directory = Arc::clone(&shared.namespace.directory());
-    let hosts = shared
+    let mut hosts = shared
         .inventory
         .matching(
             None,
@@ -222,6 +222,7 @@ async fn evaluate_all(shared: &Shared) -> Result<(), StoreError> {
             usize::MAX,
         )
         .await?;
+    shared.inventory.add_health(&mut hosts).await?;
     let now = now_secs();
     for rule in mine {
         let selector = match rule.target.as_deref().map(Selector::parse) {
